@@ -1,0 +1,155 @@
+"""The one schema for job parameters, shared by the CLI, the JSON API, the web forms and
+the worker: a bad value is refused where it is typed, naming the field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.errors import UserInputError
+
+Architecture = Literal["resnet18", "resnet50", "resnet152"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class _Params(BaseModel):
+    # Unknown fields are refused: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainParams(_Params):
+    """Train a ResNet from scratch. Defaults follow the lab's ResNet18 run."""
+
+    kind: Literal["train"] = "train"
+    data_dir: str = Field(min_length=1, description="Data folder (lab layout: train.csv, valid.csv, test CSV).")
+    arch: Architecture = "resnet18"
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    schedule: Literal["step", "cosine", "constant"] = Field(
+        "step", description="step: the lab's two phases (lr, then lr*lr_gamma from lr_step_epoch on)."
+    )
+    lr_step_epoch: int | None = Field(None, ge=1, description="Epoch where the step schedule drops; default: half way.")
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0, le=100)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
+    class_weights: str = Field("1.2,1.0", description="auto (inverse class frequency), none, or W0,W1.")
+    augment: bool = True
+    image_size: int = Field(450, ge=32, le=1024)
+    split: Literal["train", "train_all"] = "train"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Device = "auto"
+    amp: bool = Field(True, description="bf16 autocast and channels_last on a GPU; ignored on the CPU.")
+    compile: bool = Field(False, description="torch.compile the model (GPU).")
+    num_workers: int = Field(0, ge=0, le=64, description="Image decoding processes for the cache build.")
+
+    @field_validator("class_weights")
+    @classmethod
+    def _class_weights(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "none"):
+            return value
+        parts = value.split(",")
+        try:
+            weights = [float(p) for p in parts]
+        except ValueError:
+            weights = []
+        if len(weights) != 2 or any(w <= 0 or w != w or w == float("inf") for w in weights):
+            raise ValueError("must be auto, none or two positive numbers W0,W1 (e.g. 1.2,1.0)")
+        return ",".join(f"{w:g}" for w in weights)
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> "TrainParams":
+        if self.lr_step_epoch is not None and self.lr_step_epoch > self.epochs:
+            raise ValueError(f"lr_step_epoch ({self.lr_step_epoch}) is after the last epoch ({self.epochs})")
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
+
+
+class FinetuneParams(TrainParams):
+    """Continue from a checkpoint, by default on train+valid with a smaller learning rate (the lab's last step)."""
+
+    kind: Literal["finetune"] = "finetune"  # type: ignore[assignment]
+    checkpoint: str = Field(
+        "", description="Run folder or .pt file (CLI); left empty for a job, which takes its parent job's checkpoint."
+    )
+    checkpoint_choice: Literal["best", "last"] = "best"
+    epochs: int = Field(3, ge=1, le=1000)
+    lr: float = Field(1e-4, gt=0, le=10)
+    schedule: Literal["step", "cosine", "constant"] = "constant"
+    split: Literal["train", "train_all"] = "train_all"
+    arch: Architecture | None = None  # type: ignore[assignment]  # taken from the checkpoint
+
+
+class EvaluateParams(_Params):
+    """Score a checkpoint on a labelled CSV of the data folder."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    data_dir: str = Field(min_length=1)
+    csv: str = Field("valid.csv", min_length=1, description="CSV file name inside the data folder (Path,label).")
+    checkpoint: str = ""
+    checkpoint_choice: Literal["best", "last"] = "best"
+    batch_size: int = Field(64, ge=1, le=4096)
+    tta: bool = False
+    device: Device = "auto"
+
+
+class PredictParams(_Params):
+    """Write the submission CSV (ID,label) for a test CSV of the data folder."""
+
+    kind: Literal["predict"] = "predict"
+    data_dir: str = Field(min_length=1)
+    csv: str = Field(min_length=1, description="Test CSV file name inside the data folder (column Path).")
+    checkpoints: list[str] = Field(default_factory=list, description="Several make an ensemble.")
+    checkpoint_choice: Literal["best", "last"] = "best"
+    batch_size: int = Field(64, ge=1, le=4096)
+    tta: bool = False
+    probabilities: bool = False
+    device: Device = "auto"
+
+
+JobParams = Annotated[
+    Union[TrainParams, FinetuneParams, EvaluateParams, PredictParams], Field(discriminator="kind")
+]
+PARAMS_BY_KIND: dict[str, type[_Params]] = {
+    "train": TrainParams,
+    "finetune": FinetuneParams,
+    "evaluate": EvaluateParams,
+    "predict": PredictParams,
+}
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad field and why: `epochs: Input should be greater than or equal to 1`."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "parameters"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)
+
+
+def parse_params(kind: str, values: dict) -> _Params:
+    """Validate raw values (from a form, JSON or the CLI) for a job kind; bad input is a UserInputError."""
+    try:
+        model = PARAMS_BY_KIND[kind]
+    except KeyError:
+        raise UserInputError(f"kind: unknown job kind {kind!r}; choose one of {', '.join(PARAMS_BY_KIND)}") from None
+    if not isinstance(values, dict):
+        raise UserInputError("parameters: must be an object of field: value")
+    try:
+        return model.model_validate({**values, "kind": kind})
+    except ValidationError as error:
+        raise UserInputError(describe_validation_error(error)) from None
+
+
+def class_weight_values(spec: str) -> tuple[float, float] | None:
+    """The explicit W0,W1 of a class_weights field, or None for auto/none."""
+    if spec in ("auto", "none"):
+        return None
+    w0, w1 = spec.split(",")
+    return float(w0), float(w1)
