@@ -1,0 +1,98 @@
+"""One SQLAlchemy engine and one sessionmaker per process, and the Alembic upgrade.
+
+PostgreSQL in deployment (DATABASE_URL); SQLite in LEUKEMIA_HOME for the embedded default,
+in WAL mode with a busy timeout so a worker and the web can share the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from core.settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Base(DeclarativeBase):
+    """Base class of every ORM record (core.records)."""
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL + busy timeout, and BEGIN IMMEDIATE so read-then-write transactions wait instead of failing."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own BEGIN is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        # A deferred transaction that reads and then writes can hit SQLITE_BUSY without waiting;
+        # IMMEDIATE takes the write lock up front (readers are never blocked under WAL).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a database URL, with the SQLite settings the embedded default needs."""
+    if url.startswith("sqlite"):
+        database = url.split("///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def get_engine() -> Engine:
+    """The process's engine for the configured database (one per URL, made on first use)."""
+    url = get_settings().resolved_database_url
+    if url not in _engines:
+        _engines[url] = make_engine(url)
+    return _engines[url]
+
+
+def get_sessionmaker() -> sessionmaker[Session]:
+    """The process's sessionmaker: `with get_sessionmaker().begin() as session: ...`."""
+    url = get_settings().resolved_database_url
+    if url not in _sessionmakers:
+        _sessionmakers[url] = sessionmaker(bind=get_engine(), expire_on_commit=False)
+    return _sessionmakers[url]
+
+
+def reset_engines() -> None:
+    """Dispose the cached engines (tests that switch DATABASE_URL)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _sessionmakers.clear()
+
+
+def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
+    """An Alembic Config pointing at the migrations packaged inside core (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # '%' is ConfigParser's interpolation character; URLs may contain it (passwords).
+    config.set_main_option("sqlalchemy.url", (url or get_settings().resolved_database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade_database(url: str | None = None) -> None:
+    """Bring the database schema to the newest migration (idempotent; run at worker/web start)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")

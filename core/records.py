@@ -1,0 +1,156 @@
+"""ORM records: jobs and what they produce (epoch metrics, artifacts), sweeps, workers,
+registered data folders and dashboard users. The schema changes only through
+core/migrations; these classes must match the newest migration."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base
+
+JOB_KINDS = ("train", "finetune", "evaluate", "predict")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation")
+
+
+def utcnow() -> datetime:
+    """Naive UTC 'now': SQLite keeps no time zone, so every timestamp is stored as naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Sweep(Base):
+    """One grid submission: a job per point of the cartesian product of `grid`."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    base_params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    """A queued unit of work; the row is the source of truth (the broker only carries its id)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_kind_id", "kind", "id"),
+        Index("ix_jobs_sweep_id", "sweep_id", "id"),
+        Index("ix_jobs_queue_status_id", "queue", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))
+    sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sweeps.id"))
+    data_dir: Mapped[str] = mapped_column(Text, default="")
+    queue: Mapped[str] = mapped_column(String(100))
+    worker_host: Mapped[Optional[str]] = mapped_column(String(255))
+    lease_owner: Mapped[Optional[str]] = mapped_column(String(255))
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    epoch: Mapped[Optional[int]] = mapped_column(Integer)
+    epochs_total: Mapped[Optional[int]] = mapped_column(Integer)
+    images_per_s: Mapped[Optional[float]] = mapped_column(Float)
+    eta_s: Mapped[Optional[float]] = mapped_column(Float)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    best_valid_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    log_tail: Mapped[Optional[str]] = mapped_column(Text)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class EpochMetric(Base):
+    """One row per finished epoch of a job (upserted, so a resumed job never duplicates one)."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[Optional[float]] = mapped_column(Float)
+    train_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    valid_loss: Mapped[Optional[float]] = mapped_column(Float)
+    valid_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    valid_balanced_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    valid_f1: Mapped[Optional[float]] = mapped_column(Float)
+    confusion: Mapped[Optional[list[list[int]]]] = mapped_column(JSON)
+    lr: Mapped[Optional[float]] = mapped_column(Float)
+    seconds: Mapped[Optional[float]] = mapped_column(Float)
+    images_per_s: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class Artifact(Base):
+    """A file a job produced, under the artifacts dir; only recorded files can be downloaded."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)  # relative to the artifacts dir
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WorkerRecord(Base):
+    """A worker process; it refreshes last_seen every few seconds while alive."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), unique=True)
+    queues: Mapped[str] = mapped_column(Text)  # comma-separated
+    gpu: Mapped[Optional[str]] = mapped_column(String(32))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [q for q in self.queues.split(",") if q]
+
+
+class DataFolder(Base):
+    """A data folder registered for the dashboard, with its last `check` report."""
+
+    __tablename__ = "data_folders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    report: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+
+
+class User(Base):
+    """A dashboard login (password hashed with werkzeug.security)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
