@@ -1,0 +1,86 @@
+"""Checkpoints: one dict of plain values and tensors, written atomically and read back with
+`torch.load(weights_only=True)`, so a checkpoint can never run code when it is opened.
+
+Keys: format, arch, num_classes, model, optimizer, scheduler, scaler, epoch, rng, params,
+mean, std, image_size, best_accuracy, history (see docs/architecture.md, "Checkpoints")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.errors import UserInputError
+from core.models import build_model
+
+CHECKPOINT_FORMAT = 1
+REQUIRED_KEYS = ("format", "arch", "num_classes", "model", "mean", "std", "image_size")
+CHOICES = ("best", "last")
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint(path_or_run_dir: Path | str, choice: str = "best") -> Path:
+    """The .pt file a user means: the file itself, or best.pt / last.pt of a run folder."""
+    if choice not in CHOICES:
+        raise UserInputError(f"checkpoint_choice: {choice!r} is not one of {', '.join(CHOICES)}")
+    path = Path(path_or_run_dir)
+    if path.is_dir():
+        candidate = path / f"{choice}.pt"
+        if not candidate.is_file():
+            raise UserInputError(f"checkpoint: run folder {path} has no {choice}.pt")
+        return candidate
+    if not path.is_file():
+        raise UserInputError(f"checkpoint: {path}: no such file or run folder")
+    return path
+
+
+def load_checkpoint(path: Path | str, expected_arch: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint of ours onto the CPU; unreadable, foreign or other-architecture files are user errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle a user's file is bad input, not a bug
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserInputError(f"checkpoint {path}: not a readable checkpoint ({reason[:160]})") from None
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise UserInputError(f"checkpoint {path}: not a checkpoint of this service (keys missing)")
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        raise UserInputError(f"checkpoint {path}: format {checkpoint['format']!r}, expected {CHECKPOINT_FORMAT}")
+    if expected_arch is not None and checkpoint["arch"] != expected_arch:
+        raise UserInputError(f"checkpoint {path}: architecture {checkpoint['arch']}, expected {expected_arch}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> nn.Module:
+    """Build the checkpoint's architecture and load its weights (on the CPU)."""
+    try:
+        model = build_model(checkpoint["arch"], num_classes=int(checkpoint["num_classes"]))
+    except UserInputError as error:
+        raise UserInputError(f"checkpoint {path}: {error}") from None
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        reason = str(error).splitlines()[0]
+        raise UserInputError(f"checkpoint {path}: weights do not fit {checkpoint['arch']} ({reason[:160]})") from None
+    return model

@@ -1,0 +1,65 @@
+"""Binary classification metrics: accuracy, balanced accuracy, weighted F1 (the C-NMC 2019
+challenge metric) and the confusion matrix [[tn, fp], [fn, tp]] (rows = true class)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+NUM_CLASSES = 2
+
+
+def _as_labels(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> list[list[int]]:
+    """Counts [[tn, fp], [fn, tp]]: row = true class, column = predicted class."""
+    true, pred = _as_labels(y_true), _as_labels(y_pred)
+    if true.shape != pred.shape:
+        raise ValueError(f"{true.size} true labels but {pred.size} predictions")
+    counts = np.bincount(true * NUM_CLASSES + pred, minlength=NUM_CLASSES * NUM_CLASSES)
+    return counts.reshape(NUM_CLASSES, NUM_CLASSES).tolist()
+
+
+def accuracy(confusion: list[list[int]]) -> float:
+    """Fraction of correct predictions."""
+    matrix = np.asarray(confusion, dtype=np.float64)
+    total = matrix.sum()
+    return float(np.trace(matrix) / total) if total else 0.0
+
+
+def balanced_accuracy(confusion: list[list[int]]) -> float:
+    """Mean recall over the classes present, so the majority class cannot hide the other."""
+    matrix = np.asarray(confusion, dtype=np.float64)
+    support = matrix.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return 0.0
+    recall = np.diag(matrix)[present] / support[present]
+    return float(recall.mean())
+
+
+def weighted_f1(confusion: list[list[int]]) -> float:
+    """Per-class F1 averaged with weights = class support (the C-NMC challenge's score)."""
+    matrix = np.asarray(confusion, dtype=np.float64)
+    support = matrix.sum(axis=1)
+    if support.sum() == 0:
+        return 0.0
+    true_positive = np.diag(matrix)
+    denominator = matrix.sum(axis=0) + support  # 2tp + fp + fn == predicted + actual
+    f1 = np.divide(2 * true_positive, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    return float((f1 * support).sum() / support.sum())
+
+
+def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict:
+    """All the metrics of one set of predictions, JSON-safe."""
+    confusion = confusion_matrix(y_true, y_pred)
+    return {
+        "accuracy": accuracy(confusion),
+        "balanced_accuracy": balanced_accuracy(confusion),
+        "weighted_f1": weighted_f1(confusion),
+        "confusion": confusion,
+        "count": int(np.asarray(confusion).sum()),
+    }
