@@ -1,0 +1,480 @@
+"""The job service: create, claim (lease), heartbeat, record, finish, cancel, retry, requeue.
+
+Every function takes the session as a keyword and leaves commit to the caller
+(`with get_sessionmaker().begin() as session:`). A job row is claimed by one atomic
+conditional UPDATE, which is what makes a twice-delivered message run once."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.errors import UserInputError
+from core.params import parse_params
+from core.records import (
+    ARTIFACT_KINDS,
+    FINISHED_STATUSES,
+    JOB_KINDS,
+    JOB_STATUSES,
+    Artifact,
+    EpochMetric,
+    Job,
+    Sweep,
+    WorkerRecord,
+    utcnow,
+)
+from core.settings import get_settings
+
+DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
+# Kinds that need a trained model: from a parent job or an explicit checkpoint path.
+NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
+PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s", "log_tail", "best_valid_accuracy")
+EPOCH_FIELDS = (
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_accuracy",
+    "valid_balanced_accuracy",
+    "valid_f1",
+    "confusion",
+    "lr",
+    "seconds",
+    "images_per_s",
+)
+
+
+# --- creating jobs ---------------------------------------------------------------------
+
+
+def _check_parent(session: Session, kind: str, parent_id: int | None, params: dict[str, Any]) -> None:
+    """A parent must exist and have a checkpoint; a finetune/evaluate/predict needs a parent or a path."""
+    if parent_id is None:
+        has_path = bool(params.get("checkpoint") or params.get("checkpoints"))
+        if kind in NEEDS_CHECKPOINT and not has_path:
+            field = "checkpoints" if kind == "predict" else "checkpoint"
+            raise UserInputError(f"parent: a {kind} job needs a parent job id or a {field} path")
+        return
+    if kind == "train":
+        raise UserInputError("parent: a train job starts from scratch; use finetune to continue a job")
+    parent = session.get(Job, parent_id)
+    if parent is None:
+        raise UserInputError(f"parent: job {parent_id} not found")
+    if parent.kind not in ("train", "finetune"):
+        raise UserInputError(f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint")
+    if parent.status != "succeeded" and not _has_checkpoint(session, parent_id):
+        raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet")
+
+
+def _has_checkpoint(session: Session, job_id: int) -> bool:
+    found = session.scalar(select(Artifact.id).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint").limit(1))
+    return found is not None
+
+
+def _validated(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The params dict as the schema normalises it (defaults filled in), or a UserInputError."""
+    return parse_params(kind, params).model_dump(mode="json")
+
+
+def create_job(
+    session: Session,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    parent_id: int | None = None,
+    queue: str | None = None,
+    sweep_id: int | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Validate and insert a queued job; the caller commits, then sends its id to the broker."""
+    dumped = _validated(kind, params)
+    _check_parent(session, kind, parent_id, dumped)
+    queue = (queue or DEFAULT_QUEUES[kind]).strip()
+    if not queue or "," in queue:
+        raise UserInputError(f"queue: {queue!r} is not a queue name")
+    job = Job(
+        kind=kind,
+        status="queued",
+        params=dumped,
+        parent_id=parent_id,
+        sweep_id=sweep_id,
+        data_dir=dumped.get("data_dir", ""),
+        queue=queue,
+        attempts=0,
+        max_attempts=max_attempts or get_settings().max_attempts,
+        cancel_requested=False,
+        progress=0.0,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """`["arch=resnet18,resnet50", "lr=0.001,0.0003"]` → a grid dict (values are validated per point)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().replace("-", "_")
+        points = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name or not points:
+            raise UserInputError(f"grid: {item!r} must look like field=value1,value2")
+        grid[name] = points
+    return grid
+
+
+def create_sweep(
+    session: Session,
+    kind: str,
+    base_params: dict[str, Any],
+    grid: dict[str, list[Any]],
+    *,
+    name: str | None = None,
+    parent_id: int | None = None,
+    queue: str | None = None,
+) -> tuple[Sweep, list[Job]]:
+    """One job per point of the grid's cartesian product; every point is validated before any insert."""
+    if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise UserInputError("grid: give at least one field with at least one value")
+    fields = list(grid)
+    points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
+    for point in points:
+        try:
+            _validated(kind, {**base_params, **point})
+        except UserInputError as error:
+            described = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise UserInputError(f"grid point {described}: {error}") from None
+    sweep = Sweep(
+        name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow()
+    )
+    session.add(sweep)
+    session.flush()
+    jobs = [
+        create_job(session, kind, {**base_params, **point}, parent_id=parent_id, queue=queue, sweep_id=sweep.id)
+        for point in points
+    ]
+    return sweep, jobs
+
+
+# --- reading jobs ----------------------------------------------------------------------
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    """The job as the database has it now, or a UserInputError naming the id."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise UserInputError(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    sweep_id: int | None = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, and the total matching (served by the (status|kind|sweep, id) indexes)."""
+    if status is not None and status not in JOB_STATUSES:
+        raise UserInputError(f"status: {status!r} is not one of {', '.join(JOB_STATUSES)}")
+    if kind is not None and kind not in JOB_KINDS:
+        raise UserInputError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}")
+    if page < 1 or not 1 <= per_page <= 1000:
+        raise UserInputError("page: page must be >= 1 and per_page between 1 and 1000")
+    conditions = []
+    if status is not None:
+        conditions.append(Job.status == status)
+    if kind is not None:
+        conditions.append(Job.kind == kind)
+    if sweep_id is not None:
+        conditions.append(Job.sweep_id == sweep_id)
+    total = session.scalar(select(func.count(Job.id)).where(*conditions)) or 0
+    query = select(Job).where(*conditions).order_by(Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    return list(session.scalars(query)), total
+
+
+def epoch_metrics(session: Session, job_id: int) -> list[EpochMetric]:
+    """The job's epoch rows, in epoch order."""
+    return list(session.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)))
+
+
+def artifacts(session: Session, job_id: int) -> list[Artifact]:
+    """The job's recorded files, by name."""
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """1-based place of a queued job among the queued jobs of its queue (oldest first); None otherwise."""
+    if job.status != "queued":
+        return None
+    ahead = session.scalar(
+        select(func.count(Job.id)).where(Job.queue == job.queue, Job.status == "queued", Job.id < job.id)
+    )
+    return (ahead or 0) + 1
+
+
+def live_workers(session: Session) -> list[WorkerRecord]:
+    """Workers seen within stale_after_seconds."""
+    cutoff = utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+    return list(session.scalars(select(WorkerRecord).where(WorkerRecord.last_seen >= cutoff).order_by(WorkerRecord.hostname)))
+
+
+def live_queues(session: Session) -> set[str]:
+    """Queues consumed by at least one live worker: a queued job on any other queue waits for nobody."""
+    return {queue for worker in live_workers(session) for queue in worker.queue_names}
+
+
+# --- the worker's side: lease, progress, outcome ------------------------------------------
+
+
+def _stale_cutoff():  # type: ignore[no-untyped-def]
+    return utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+
+
+def claim_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | None:
+    """Take the lease on a job with one conditional UPDATE; None if it is not ours to run.
+
+    Claimable: queued, or running with a stale heartbeat and attempts left (its worker died).
+    A live lease, a finished job or a cancel request all make the claim fail."""
+    now = utcnow()
+    claimable = or_(
+        Job.status == "queued",
+        and_(Job.status == "running", Job.heartbeat_at < _stale_cutoff(), Job.attempts < Job.max_attempts),
+    )
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.cancel_requested.is_(False), claimable)
+        .values(
+            status="running",
+            attempts=Job.attempts + 1,
+            lease_owner=owner,
+            worker_host=host,
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def heartbeat(session: Session, job_id: int, owner: str, **progress: Any) -> bool:
+    """Refresh the lease and progress; False if the lease is no longer ours or a cancel was asked."""
+    unknown = set(progress) - set(PROGRESS_FIELDS)
+    if unknown:
+        raise ValueError(f"heartbeat: unknown fields {sorted(unknown)}")
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .values(heartbeat_at=utcnow(), **progress)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    cancel_requested = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return not cancel_requested
+
+
+def _upsert(session: Session, model: type, values: dict[str, Any], keys: list[str]) -> None:
+    """INSERT … ON CONFLICT (keys) DO UPDATE, for PostgreSQL and SQLite alike."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    statement = insert(model).values(**values)
+    changed = {k: statement.excluded[k] for k in values if k not in keys}
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed))
+
+
+def record_epoch(session: Session, job_id: int, record: dict[str, Any]) -> None:
+    """Upsert one epoch's metrics (re-reporting an epoch after a resume changes nothing)."""
+    values = {"job_id": job_id, "epoch": int(record["epoch"])}
+    values.update({field: record.get(field) for field in EPOCH_FIELDS})
+    _upsert(session, EpochMetric, values, ["job_id", "epoch"])
+    accuracy = record.get("valid_accuracy")
+    if accuracy is not None:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, or_(Job.best_valid_accuracy.is_(None), Job.best_valid_accuracy < accuracy))
+            .values(best_valid_accuracy=accuracy)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def add_artifact(session: Session, job_id: int, kind: str, path: Path) -> None:
+    """Record (or refresh) a file the job produced, with its size and sha256; the path must lie in artifacts_dir."""
+    if kind not in ARTIFACT_KINDS:
+        raise ValueError(f"artifact kind {kind!r} is not one of {ARTIFACT_KINDS}")
+    root = get_settings().resolved_artifacts_dir.resolve()
+    path = Path(path).resolve()
+    relative = path.relative_to(root)  # ValueError for a file outside: a bug, never user input
+    values = {
+        "job_id": job_id,
+        "kind": kind,
+        "name": path.name,
+        "path": relative.as_posix(),
+        "size_bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "created_at": utcnow(),
+    }
+    _upsert(session, Artifact, values, ["job_id", "name"])
+
+
+def artifact_path(session: Session, job_id: int, name: str | None = None) -> tuple[Artifact, Path]:
+    """A recorded artifact of a job and its absolute path (default: its best checkpoint, else its only file)."""
+    recorded = artifacts(session, get_job(session, job_id).id)
+    if not recorded:
+        raise UserInputError(f"job {job_id} has no recorded artifacts")
+    if name is None:
+        by_name = {a.name: a for a in recorded}
+        chosen = by_name.get("best.pt") or by_name.get("last.pt") or (recorded[0] if len(recorded) == 1 else None)
+        if chosen is None:
+            raise UserInputError(f"artifact: job {job_id} has several; name one of {', '.join(by_name)}")
+    else:
+        chosen = next((a for a in recorded if a.name == name), None)
+        if chosen is None:
+            raise UserInputError(f"artifact: job {job_id} has no artifact {name!r}; it has {', '.join(a.name for a in recorded)}")
+    path = get_settings().resolved_artifacts_dir / chosen.path
+    if not path.is_file():
+        raise UserInputError(f"artifact: {chosen.path} is recorded for job {job_id} but missing on disk")
+    return chosen, path
+
+
+def finish_job(session: Session, job_id: int, owner: str, status: str, error: str | None = None) -> bool:
+    """End a job we hold the lease on; False if the lease was lost (another worker took it over)."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"finish_job: {status!r} is not a finished status")
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": _one_line(error), "eta_s": None}
+    if status == "succeeded":
+        values["progress"] = 1.0
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _one_line(text: str | None, limit: int = 1000) -> str | None:
+    if text is None:
+        return None
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --- the user's side: cancel, retry -----------------------------------------------------
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Queued → cancelled now; running → cancel_requested (its worker stops at the next batch)."""
+    get_job(session, job_id)
+    cancelled_now = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if cancelled_now.rowcount != 1:
+        asked = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        if asked.rowcount != 1:
+            job = session.get(Job, job_id, populate_existing=True)
+            raise UserInputError(f"job {job_id} is already {job.status}; nothing to cancel")
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def retry_job(session: Session, job_id: int) -> Job:
+    """Failed/cancelled → queued again with attempts reset; the worker resumes from its last checkpoint."""
+    get_job(session, job_id)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
+        .values(
+            status="queued",
+            attempts=0,
+            cancel_requested=False,
+            error=None,
+            finished_at=None,
+            lease_owner=None,
+            heartbeat_at=None,
+            eta_s=None,
+            created_at=utcnow(),  # back of its queue
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        job = session.get(Job, job_id, populate_existing=True)
+        raise UserInputError(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def requeue_lost_jobs(session: Session) -> list[Job]:
+    """Running jobs whose worker stopped heartbeating: queued again (to re-send) or failed 'worker lost'.
+
+    Each change is conditional on the job still being stale, so two reapers never both requeue a job."""
+    stale = and_(Job.status == "running", Job.heartbeat_at < _stale_cutoff())
+    lost_ids = list(session.scalars(select(Job.id).where(stale)))
+    requeued = []
+    for job_id in lost_ids:
+        this_stale = and_(Job.id == job_id, stale)
+        outcomes = [
+            (Job.cancel_requested.is_(True), {"status": "cancelled", "finished_at": utcnow()}),
+            (Job.attempts < Job.max_attempts, {"status": "queued", "lease_owner": None}),
+            (Job.attempts >= Job.max_attempts, {"status": "failed", "error": "worker lost", "finished_at": utcnow()}),
+        ]
+        for condition, values in outcomes:
+            result = session.execute(
+                update(Job).where(this_stale, condition).values(**values).execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                if values["status"] == "queued":
+                    requeued.append(session.get(Job, job_id, populate_existing=True))
+                break
+    return requeued
+
+
+# --- workers -----------------------------------------------------------------------------
+
+
+def register_worker(session: Session, *, hostname: str, queues: list[str], gpu: str | None, pid: int) -> None:
+    """Insert or refresh this worker's row (a restarted worker keeps its hostname)."""
+    now = utcnow()
+    values = {"hostname": hostname, "queues": ",".join(queues), "gpu": gpu, "pid": pid, "started_at": now, "last_seen": now}
+    _upsert(session, WorkerRecord, values, ["hostname"])
+
+
+def worker_seen(session: Session, hostname: str) -> None:
+    """Refresh a worker's last_seen: it is alive and consuming its queues."""
+    session.execute(update(WorkerRecord).where(WorkerRecord.hostname == hostname).values(last_seen=utcnow()))
+
+
+def unregister_worker(session: Session, hostname: str) -> None:
+    """Remove a worker's row on a clean shutdown, so its queues show unserved at once."""
+    session.execute(delete(WorkerRecord).where(WorkerRecord.hostname == hostname))

@@ -1,0 +1,233 @@
+"""The job service against real PostgreSQL and SQLite: leases, heartbeats, cancel, retry, reaping, queues."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from core import jobs
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import EpochMetric, Job, WorkerRecord, utcnow
+
+pytestmark = pytest.mark.services
+
+TRAIN = {"data_dir": "/data/lab", "epochs": 3, "image_size": 32}
+
+
+@pytest.fixture()
+def db(service_backend):
+    """A sessionmaker on the backend's database."""
+    return get_sessionmaker()
+
+
+def new_job(db, kind="train", params=None, **options) -> int:
+    with db.begin() as session:
+        return jobs.create_job(session, kind, params or TRAIN, **options).id
+
+
+def make_stale(db, job_id: int) -> None:
+    with db.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
+
+
+def test_create_job_validates_and_routes(db):
+    with db.begin() as session:
+        job = jobs.create_job(session, "train", TRAIN)
+        assert (job.status, job.queue, job.attempts, job.max_attempts) == ("queued", "gpu", 0, 3)
+        assert job.params["lr"] == 0.001 and job.data_dir == "/data/lab"
+        with pytest.raises(UserInputError, match="arch"):
+            jobs.create_job(session, "train", {**TRAIN, "arch": "resnet34"})
+        with pytest.raises(UserInputError, match="parent: job 999999 not found"):
+            jobs.create_job(session, "predict", {"data_dir": "/d", "csv": "test.csv"}, parent_id=999999)
+        with pytest.raises(UserInputError, match="parent: a predict job needs"):
+            jobs.create_job(session, "predict", {"data_dir": "/d", "csv": "test.csv"})
+        with pytest.raises(UserInputError, match=f"parent: job {job.id} is queued and has no checkpoint"):
+            jobs.create_job(session, "evaluate", {"data_dir": "/d"}, parent_id=job.id)
+        evaluate = jobs.create_job(session, "evaluate", {"data_dir": "/d", "checkpoint": "/runs/a/best.pt"})
+        assert evaluate.queue == "cpu"
+    with pytest.raises(UserInputError, match="job 987654 not found"):
+        with db.begin() as session:
+            jobs.get_job(session, 987654)
+
+
+def test_claim_runs_a_twice_delivered_job_once(db):
+    job_id = new_job(db)
+    barrier = threading.Barrier(4)
+    winners = []
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        with db.begin() as session:
+            if jobs.claim_job(session, job_id, owner=owner, host="h") is not None:
+                winners.append(owner)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+    with db.begin() as session:
+        job = jobs.get_job(session, job_id)
+        assert (job.status, job.attempts, job.lease_owner) == ("running", 1, winners[0])
+        assert jobs.claim_job(session, job_id, owner="late", host="h") is None  # fresh lease: not stealable
+        assert jobs.heartbeat(session, job_id, "late", progress=0.5) is False
+        assert jobs.heartbeat(session, job_id, winners[0], progress=0.5, epoch=1) is True
+        assert jobs.finish_job(session, job_id, winners[0], "succeeded")
+        assert jobs.claim_job(session, job_id, owner="again", host="h") is None  # finished: never rerun
+        assert jobs.get_job(session, job_id).progress == 1.0
+
+
+def test_stale_lease_is_taken_over_until_attempts_run_out(db):
+    job_id = new_job(db, max_attempts=2)
+    with db.begin() as session:
+        assert jobs.claim_job(session, job_id, owner="a", host="h")
+    make_stale(db, job_id)
+    with db.begin() as session:
+        job = jobs.claim_job(session, job_id, owner="b", host="h")
+        assert job is not None and job.attempts == 2 and job.lease_owner == "b"
+        assert jobs.heartbeat(session, job_id, "a") is False  # the old owner learns it lost the lease
+        assert jobs.finish_job(session, job_id, "a", "succeeded") is False
+    make_stale(db, job_id)
+    with db.begin() as session:
+        assert jobs.claim_job(session, job_id, owner="c", host="h") is None  # attempts exhausted
+
+
+def test_requeue_lost_jobs(db):
+    retried, exhausted, alive = new_job(db), new_job(db, max_attempts=1), new_job(db)
+    with db.begin() as session:
+        for job_id in (retried, exhausted, alive):
+            jobs.claim_job(session, job_id, owner="dead", host="h")
+    make_stale(db, retried)
+    make_stale(db, exhausted)
+    with db.begin() as session:
+        requeued = [job.id for job in jobs.requeue_lost_jobs(session)]
+        assert retried in requeued and exhausted not in requeued and alive not in requeued
+        assert jobs.requeue_lost_jobs(session) == []  # nothing stale twice
+        assert jobs.get_job(session, retried).status == "queued"
+        assert (jobs.get_job(session, exhausted).status, jobs.get_job(session, exhausted).error) == ("failed", "worker lost")
+        assert jobs.get_job(session, alive).status == "running"
+        assert jobs.claim_job(session, retried, owner="new", host="h").attempts == 2
+
+
+def test_cancel_and_retry(db):
+    queued, running, untouched = new_job(db), new_job(db), new_job(db)
+    with db.begin() as session:
+        jobs.claim_job(session, running, owner="w", host="h")
+        assert jobs.request_cancel(session, queued).status == "cancelled"
+        assert jobs.claim_job(session, queued, owner="w", host="h") is None  # its message arrives later: skipped
+        job = jobs.request_cancel(session, running)
+        assert (job.status, job.cancel_requested) == ("running", True)
+        assert jobs.heartbeat(session, running, "w", progress=0.3) is False  # the worker stops
+        assert jobs.finish_job(session, running, "w", "cancelled")
+        with pytest.raises(UserInputError, match=f"job {running} is already cancelled; nothing to cancel"):
+            jobs.request_cancel(session, running)
+        with pytest.raises(UserInputError, match="only failed or cancelled"):
+            jobs.retry_job(session, untouched)
+        again = jobs.retry_job(session, running)
+        assert (again.status, again.attempts, again.cancel_requested, again.error) == ("queued", 0, False, None)
+        assert jobs.claim_job(session, running, owner="w2", host="h").attempts == 1
+
+
+def test_epoch_upsert_is_idempotent_and_tracks_best(db):
+    job_id = new_job(db)
+    record = {"epoch": 1, "train_loss": 0.7, "valid_accuracy": 0.6, "confusion": [[3, 1], [1, 3]], "lr": 0.001}
+    with db.begin() as session:
+        jobs.record_epoch(session, job_id, record)
+        jobs.record_epoch(session, job_id, {**record, "train_loss": 0.5})  # the same epoch re-reported
+        jobs.record_epoch(session, job_id, {**record, "epoch": 2, "valid_accuracy": 0.55})
+    with db.begin() as session:
+        rows = jobs.epoch_metrics(session, job_id)
+        assert [(r.epoch, r.train_loss) for r in rows] == [(1, 0.5), (2, 0.7)]
+        assert rows[0].confusion == [[3, 1], [1, 3]]
+        assert jobs.get_job(session, job_id).best_valid_accuracy == 0.6
+        assert session.scalar(select(EpochMetric.id).where(EpochMetric.job_id == job_id, EpochMetric.epoch == 3)) is None
+
+
+def test_artifacts_are_recorded_with_size_and_hash(db, service_backend):
+    from core.settings import get_settings
+
+    job_id = new_job(db)
+    run_dir = get_settings().resolved_artifacts_dir / "jobs" / str(job_id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("epoch,loss\n1,0.5\n")
+    with db.begin() as session:
+        jobs.add_artifact(session, job_id, "metrics", run_dir / "metrics.csv")
+        jobs.add_artifact(session, job_id, "metrics", run_dir / "metrics.csv")
+        artifact, path = jobs.artifact_path(session, job_id, "metrics.csv")
+        assert (artifact.path, artifact.size_bytes, len(artifact.sha256)) == (f"jobs/{job_id}/metrics.csv", 17, 64)
+        assert path.read_text().startswith("epoch")
+        with pytest.raises(UserInputError, match="has no artifact 'x.pt'"):
+            jobs.artifact_path(session, job_id, "x.pt")
+        # a job with a checkpoint artifact may be a parent even before it finished
+        (run_dir / "last.pt").write_bytes(b"weights")
+        jobs.add_artifact(session, job_id, "checkpoint", run_dir / "last.pt")
+        child = jobs.create_job(session, "evaluate", {"data_dir": "/d"}, parent_id=job_id)
+        assert child.parent_id == job_id
+
+
+def test_queue_position_and_live_queues(db):
+    with db.begin() as session:
+        first = jobs.create_job(session, "train", TRAIN, queue="q-pos")
+        second = jobs.create_job(session, "train", TRAIN, queue="q-pos")
+        other = jobs.create_job(session, "evaluate", {"data_dir": "/d", "checkpoint": "c.pt"}, queue="q-other")
+        assert [jobs.queue_position(session, j) for j in (first, second, other)] == [1, 2, 1]
+        jobs.register_worker(session, hostname="w-live", queues=["q-pos", "cpu"], gpu="0", pid=1)
+        jobs.register_worker(session, hostname="w-dead", queues=["q-other"], gpu=None, pid=2)
+        session.execute(
+            update(WorkerRecord).where(WorkerRecord.hostname == "w-dead").values(last_seen=utcnow() - timedelta(hours=1))
+        )
+    with db.begin() as session:
+        live = jobs.live_queues(session)
+        assert {"q-pos", "cpu"} <= live and "q-other" not in live
+        jobs.claim_job(session, first.id, owner="w", host="h")
+        assert jobs.queue_position(session, jobs.get_job(session, second.id)) == 1
+        jobs.unregister_worker(session, "w-live")
+        jobs.unregister_worker(session, "w-dead")
+
+
+def test_sweep_makes_one_job_per_point_and_validates_all_first(db):
+    grid = jobs.parse_grid(["arch=resnet18,resnet50", "lr=0.001,0.0003"])
+    with db.begin() as session:
+        sweep, swept = jobs.create_sweep(session, "train", TRAIN, grid)
+        assert len(swept) == 4 and {(j.params["arch"], j.params["lr"]) for j in swept} == {
+            ("resnet18", 0.001), ("resnet18", 0.0003), ("resnet50", 0.001), ("resnet50", 0.0003)}
+        listed, total = jobs.list_jobs(session, sweep_id=sweep.id)
+        assert total == 4 and [j.id for j in listed] == sorted((j.id for j in swept), reverse=True)
+    before = None
+    with db.begin() as session:
+        before = jobs.list_jobs(session)[1]
+    with pytest.raises(UserInputError, match="grid point arch=resnet34, lr=0.001: arch"):
+        with db.begin() as session:
+            jobs.create_sweep(session, "train", TRAIN, jobs.parse_grid(["arch=resnet18,resnet34", "lr=0.001"]))
+    with db.begin() as session:
+        assert jobs.list_jobs(session)[1] == before  # nothing inserted
+    with pytest.raises(UserInputError, match="grid: 'lr' must look like"):
+        jobs.parse_grid(["lr"])
+
+
+def test_list_jobs_stays_fast_with_ten_thousand_jobs(db):
+    params = jobs.parse_params("train", TRAIN).model_dump(mode="json")
+    with db.begin() as session:
+        session.execute(
+            Job.__table__.insert(),
+            [{"kind": "train", "status": ("queued", "failed", "succeeded")[i % 3], "params": params, "data_dir": "/d",
+              "queue": "bulk", "attempts": 0, "max_attempts": 3, "cancel_requested": False, "progress": 0.0,
+              "created_at": utcnow()} for i in range(10_000)],
+        )
+    started = time.perf_counter()
+    with db.begin() as session:
+        page, total = jobs.list_jobs(session, status="failed", page=3, per_page=50)
+        newest, _ = jobs.list_jobs(session, kind="train")
+    elapsed = time.perf_counter() - started
+    assert total >= 3333 and len(page) == 50 and all(j.status == "failed" for j in page)
+    assert newest[0].id > newest[-1].id
+    assert elapsed < 1.0, f"listing took {elapsed:.2f}s"
+    with pytest.raises(UserInputError, match="status: 'done' is not one of"):
+        with db.begin() as session:
+            jobs.list_jobs(session, status="done")
