@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "finetune": "core.cli:finetune",
     "evaluate": "core.cli:evaluate",
     "predict": "core.cli:predict",
+    # the embedded default: migrations, web and one worker as child processes
+    "serve": "leukemia.serve:serve",
 }
 
 

@@ -1,0 +1,298 @@
+"""`leukemia serve`: the embedded default in one command, no server to install.
+
+It runs the commands a user could type, as child processes: `leukemia db upgrade`, then
+`leukemia worker --queues gpu,cpu` and `leukemia web`. The database and the broker are
+SQLite files in LEUKEMIA_HOME (nothing to start). Ctrl-C (SIGINT) or SIGTERM stops the
+children gracefully; a job running then keeps its last epoch checkpoint, and the worker of
+the next `leukemia serve` resumes it from there."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from core.errors import UserInputError
+
+DEMO_FOLDER_NAME = "demo"
+DEMO_IMAGE_SIZE = 64
+HEALTH_TIMEOUT_SECONDS = 120
+# A worker that gets SIGTERM stops its job at the next batch; past this it is killed
+# (the job then waits STALE_AFTER_SECONDS before the next worker takes it over).
+STOP_GRACE_SECONDS = 60
+
+
+def leukemia_command(*args: str) -> list[str]:
+    """argv of `leukemia ARGS...` for this same installation (the script beside this Python)."""
+    script = Path(sys.executable).with_name("leukemia")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script), *args]
+    found = shutil.which("leukemia")
+    return [found, *args] if found else [sys.executable, "-m", "leukemia.cli", *args]
+
+
+def persisted_secret(home: Path, name: str) -> str:
+    """A random secret kept in LEUKEMIA_HOME/<name> (0600): the same one on every start.
+
+    The file names are the ones `leukemia web` itself uses when it generates secrets."""
+    path = home / name
+    if path.is_file():
+        value = path.read_text().strip()
+        if value:
+            return value
+    home.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+@dataclass
+class Login:
+    username: str
+    password: str
+    api_token: str
+    secret_key: str
+
+
+def login_settings(home: Path) -> Login:
+    """ADMIN_USERNAME/ADMIN_PASSWORD/API_TOKEN/SECRET_KEY from the environment, else generated once."""
+    env = os.environ
+    return Login(
+        username=env.get("ADMIN_USERNAME") or "admin",
+        password=env.get("ADMIN_PASSWORD") or persisted_secret(home, "admin_password"),
+        api_token=env.get("API_TOKEN") or persisted_secret(home, "api_token"),
+        secret_key=env.get("SECRET_KEY") or persisted_secret(home, "secret_key"),
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something else listens on, before starting anything."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserInputError(f"--port: cannot listen on {host}:{port} ({error.strerror}); choose another with --port") from None
+
+
+def demo_data_folder(home: Path) -> Path:
+    """LEUKEMIA_HOME/data/demo: a small synthetic lab-layout folder, written on the first start."""
+    from core.synth import write_synthetic_dataset
+
+    folder = home / "data" / DEMO_FOLDER_NAME
+    if not (folder / "train.csv").is_file():
+        if folder.exists():
+            shutil.rmtree(folder)  # a half-written folder from an interrupted first start
+        click.echo(f"Writing a synthetic demo data folder to {folder} ...")
+        write_synthetic_dataset(folder, train=200, valid=50, test=50, image_size=DEMO_IMAGE_SIZE, seed=0)
+    return folder
+
+
+def given_data_folder(path: Path) -> Path:
+    folder = path.expanduser().resolve()
+    if not folder.is_dir():
+        raise UserInputError(f"--data: {path} is not an existing folder")
+    return folder
+
+
+def add_data_root(folder: Path) -> None:
+    """Allow jobs to read the folder: DATA_ROOTS for this process and its children."""
+    from core.settings import get_settings
+
+    roots = [r for r in os.environ.get("DATA_ROOTS", "").split(":") if r.strip()]
+    if not roots:  # keep the default root (LEUKEMIA_HOME/data) alongside the given folder
+        roots = [str(p) for p in get_settings().data_root_paths]
+    if str(folder) not in roots:
+        roots.append(str(folder))
+    os.environ["DATA_ROOTS"] = ":".join(roots)
+    get_settings.cache_clear()
+
+
+def device_description() -> str:
+    """Where jobs with device=auto will run on this machine (the worker makes the same choice)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU ({torch.cuda.get_device_name(0)})"
+    return "CPU (no GPU found)"
+
+
+@dataclass
+class Child:
+    """A child process started by serve, in its own process group (so Ctrl-C reaches serve alone)."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen = field(init=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, number: int) -> None:
+        if self.running():
+            try:
+                os.kill(self.process.pid, number)
+            except ProcessLookupError:
+                pass
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the child's process group (e.g. a pool process)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_children(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to every child, wait up to `grace` seconds, then SIGKILL what is left."""
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            click.echo(f"{child.name} did not stop within {grace:.0f} s: killed", err=True)
+        child.kill_group()
+        child.process.wait()
+
+
+def wait_for_health(url: str, children: list[Child], stop: threading.Event) -> None:
+    """Poll GET /api/health until it answers 200; a child that exits first is an error."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and not stop.is_set():
+        for child in children:
+            if not child.running():
+                raise UserInputError(f"{child.name} exited with code {child.process.returncode} while starting (see its output above)")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        stop.wait(0.3)
+    if not stop.is_set():
+        raise UserInputError(f"the web app did not answer {url} within {HEALTH_TIMEOUT_SECONDS} s")
+
+
+def register_data_folder(base_url: str, token: str, folder: Path) -> None:
+    """Register the folder through the JSON API, as a user would; an already registered one is fine."""
+    body = json.dumps({"name": folder.name, "path": str(folder)}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/api/data-folders",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120):
+            return
+    except urllib.error.HTTPError as error:
+        message = error.read().decode(errors="replace")
+        if error.code in (400, 409) and "already" in message:
+            return
+        raise UserInputError(f"--data: registering {folder} failed: {message.strip()[:300]}") from None
+
+
+def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> None:
+    """The body of `leukemia serve`; returns when the children have stopped."""
+    from core.settings import get_settings
+
+    if home is not None:
+        os.environ["LEUKEMIA_HOME"] = str(home.expanduser().resolve())
+    get_settings.cache_clear()
+    settings = get_settings()
+    home = settings.leukemia_home.expanduser().resolve()
+    check_port_free(host, port)
+
+    folder = given_data_folder(data) if data is not None else demo_data_folder(home)
+    add_data_root(folder)
+    login = login_settings(home)
+    env = {
+        **os.environ,
+        "LEUKEMIA_HOME": str(home),
+        "ADMIN_USERNAME": login.username,
+        "ADMIN_PASSWORD": login.password,
+        "API_TOKEN": login.api_token,
+        "SECRET_KEY": login.secret_key,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+
+    upgrade = subprocess.run(leukemia_command("db", "upgrade"), env=env)
+    if upgrade.returncode != 0:
+        raise UserInputError(f"`leukemia db upgrade` failed with code {upgrade.returncode} (see its output above)")
+
+    children = [
+        Child("worker", leukemia_command("worker", "--queues", "gpu,cpu", "--concurrency", "1")),
+        Child("web", leukemia_command("web", "--host", host, "--port", str(port))),
+    ]
+    try:
+        for child in children:
+            child.start(env)
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        base_url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{port}"
+        wait_for_health(f"{base_url}/api/health", children, stop)
+        if not stop.is_set():
+            register_data_folder(base_url, login.api_token, folder)
+            where = settings.resolved_database_url if settings.database_url else f"SQLite in {home}"
+            click.echo(
+                "\n".join(
+                    [
+                        "",
+                        f"Leukemia service running at {base_url}/",
+                        f"  login:      {login.username} / {login.password}",
+                        f"  API token:  {login.api_token}",
+                        f"  data:       {folder}",
+                        f"  jobs run on {device_description()}; records: {where}",
+                        "Ctrl-C stops it; a running job resumes from its last epoch at the next `leukemia serve`.",
+                        "",
+                    ]
+                )
+            )
+        while not stop.is_set():
+            for child in children:
+                if not child.running():
+                    raise UserInputError(f"{child.name} exited with code {child.process.returncode} (see its output above)")
+            stop.wait(0.5)
+        click.echo("Stopping (the running job keeps its last epoch checkpoint) ...")
+    finally:
+        stop_children([c for c in children if hasattr(c, "process")])
+    click.echo("Stopped.")
+
+
+@click.command()
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data folder to register; default: a synthetic demo folder in LEUKEMIA_HOME/data/demo.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the dashboard listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="LEUKEMIA_HOME: database, broker, artifacts and secrets (default: ~/.leukemia).")
+def serve(data: Path | None, host: str, port: int, home: Path | None) -> None:
+    """Run everything on this machine: database, broker, web app and one worker (GPU if there is one)."""
+    try:
+        run_serve(data, host, port, home)
+    except UserInputError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
