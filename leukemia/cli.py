@@ -19,6 +19,15 @@ COMMANDS: dict[str, str] = {
     "predict": "core.cli:predict",
     # the embedded default: migrations, web and one worker as child processes
     "serve": "leukemia.serve:serve",
+    # worker: the job service
+    "db": "worker.cli:db",
+    "worker": "worker.cli:worker",
+    "submit": "worker.cli:submit",
+    "jobs": "worker.cli:jobs_command",
+    "job": "worker.cli:job_command",
+    "cancel": "worker.cli:cancel_command",
+    "retry": "worker.cli:retry_command",
+    "download": "worker.cli:download_command",
 }
 
 
