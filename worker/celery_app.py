@@ -1,0 +1,63 @@
+"""The Celery app, configured from settings: the broker carries job ids only, no result backend.
+
+Redis in deployment; the embedded default is kombu's SQLAlchemy transport over SQLite in
+LEUKEMIA_HOME. Late acks and prefetch 1 keep at most one unstarted message per worker; the
+job row's lease, not the broker, is what keeps a job from running twice."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from core.db import reset_engines
+from core.settings import get_settings
+
+RUN_JOB_TASK = "leukemia.run_job"
+KNOWN_QUEUES = ("gpu", "cpu")
+
+_apps: dict[str, Celery] = {}
+
+
+def make_app(broker_url: str) -> Celery:
+    """A Celery app for one broker URL, with the run_job task registered."""
+    app = Celery("leukemia", broker=broker_url, set_as_current=False)
+    transport_options: dict[str, object] = {}
+    if broker_url.startswith("sqla+"):
+        # kombu passes these to its create_engine: wait on a locked SQLite file instead of failing.
+        # (Its 1 s polling interval cannot be set here: the option would reach create_engine too.)
+        transport_options["connect_args"] = {"timeout": 30}
+    app.conf.update(
+        task_ignore_result=True,  # the job rows are the results
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="gpu",
+        task_create_missing_queues=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=transport_options,  # visibility_timeout left at its default (1 h)
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=True,
+        worker_redirect_stdouts_level="INFO",
+        enable_utc=True,
+    )
+
+    from worker.tasks import run_job
+
+    app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)
+    return app
+
+
+def get_app() -> Celery:
+    """The process's app for the configured broker (made on first use)."""
+    url = get_settings().resolved_broker_url
+    if url not in _apps:
+        _apps[url] = make_app(url)
+    return _apps[url]
+
+
+@worker_process_init.connect
+def _fresh_engine_in_child(**_: object) -> None:
+    """A prefork child must not share the parent's database connections."""
+    reset_engines(close=False)

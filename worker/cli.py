@@ -1,0 +1,376 @@
+"""`leukemia` commands for the job service: db upgrade, worker, submit, jobs, job, cancel, retry, download.
+
+Submit options are the core commands' own (built from core.params by core.cli.params_options).
+Every bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.cli import UserCommand, params_options, run_user_command, schema_values
+from core.errors import UserInputError
+from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
+
+log = logging.getLogger("leukemia.worker")
+
+
+# --- database ----------------------------------------------------------------------------
+
+
+@click.group()
+def db() -> None:
+    """Database schema (Alembic migrations packaged in core)."""
+
+
+@db.command(cls=UserCommand)
+def upgrade() -> None:
+    """Apply every pending migration (safe to run again)."""
+    from core.db import upgrade_database
+    from core.settings import get_settings
+
+    run_user_command(upgrade_database)
+    click.echo(f"database is up to date ({_safe_url(get_settings().resolved_database_url)})")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- worker ------------------------------------------------------------------------------
+
+
+class WorkerPresence(threading.Thread):
+    """Heartbeats this worker's row and reaps jobs whose worker went silent (then re-sends them)."""
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__(name="worker-presence", daemon=True)
+        self.hostname = hostname
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from core import jobs
+        from core.db import get_sessionmaker
+        from core.settings import get_settings
+        from worker.dispatch import requeue_and_resend_lost_jobs
+
+        settings = get_settings()
+        reap_every = max(settings.stale_after_seconds / 2, 1.0)
+        since_reap = reap_every  # reap at once: a restarted worker picks up what its predecessor lost
+        while True:
+            try:
+                with get_sessionmaker().begin() as session:
+                    jobs.worker_seen(session, self.hostname)
+                if since_reap >= reap_every:
+                    since_reap = 0.0
+                    requeued = requeue_and_resend_lost_jobs()
+                    if requeued:
+                        log.warning("requeued jobs whose worker was lost: %s", requeued)
+            except Exception:  # the database or broker may be briefly away; try again next beat
+                log.exception("worker presence/reaper step failed")
+            if self.done.wait(settings.heartbeat_seconds):
+                return
+            since_reap += settings.heartbeat_seconds
+
+
+@click.command(cls=UserCommand)
+@click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--gpu", default=None, help="Pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES before CUDA starts).")
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Jobs at once; 1 per GPU worker (solo pool), more uses the prefork pool.")  # fmt: skip
+@click.option("--hostname", default=None, help="Worker name (default: worker-<gpu|cpu>-<pid>@<host>).")
+@click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str) -> None:
+    """Run a Celery worker that takes queued jobs, with its presence heartbeat and the lost-job reaper."""
+    queue_names = [q.strip() for q in queues.split(",") if q.strip()]
+    if not queue_names:
+        run_user_command(lambda: _raise("queues: give at least one queue name"))
+    if gpu is not None:
+        if not gpu.strip().isdigit():
+            run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()  # before anything initialises CUDA
+    hostname = hostname or f"worker-{'gpu' + gpu if gpu is not None else 'cpu'}-{os.getpid()}@{socket.gethostname()}"
+    os.environ["LEUKEMIA_WORKER_NAME"] = hostname
+    run_user_command(lambda: _serve(queue_names, gpu, concurrency, hostname, loglevel))
+
+
+def _raise(message: str) -> None:
+    raise UserInputError(message)
+
+
+def _serve(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str) -> None:
+    from core import jobs
+    from core.db import get_sessionmaker, upgrade_database
+    from worker.celery_app import get_app
+
+    upgrade_database()
+    with get_sessionmaker().begin() as session:
+        jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
+    presence = WorkerPresence(hostname)
+    presence.start()
+    pool = "solo" if concurrency == 1 else "prefork"
+    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool}",
+            f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]  # fmt: skip
+    try:
+        get_app().worker_main(argv)
+    finally:
+        presence.done.set()
+        presence.join(timeout=10)
+        with get_sessionmaker().begin() as session:
+            jobs.unregister_worker(session, hostname)
+
+
+# --- submit --------------------------------------------------------------------------------
+
+QUEUE_OPTION = click.option("--queue", default=None, help="Queue to send to (default: gpu for train/finetune, cpu otherwise).")
+PARENT_OPTION = click.option("--parent", "parent_id", type=int, default=None,
+                             help="Job whose checkpoint to use (finetune, evaluate, predict).")  # fmt: skip
+DATA_OPTION = {"data_dir": "--data"}  # the same spelling as `leukemia train --data`
+
+
+@click.group()
+def submit() -> None:
+    """Queue a job for a worker (the same options as the direct commands, plus --parent and --queue)."""
+
+
+def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None) -> None:
+    from worker.dispatch import submit_job
+
+    job_id = run_user_command(lambda: submit_job(kind, schema_values(options), parent_id=parent_id, queue=queue))
+    click.echo(f"job {job_id} queued ({kind})")
+
+
+@submit.command(name="train", cls=UserCommand)
+@QUEUE_OPTION
+@params_options(TrainParams, rename=DATA_OPTION)
+def submit_train(queue: str | None, **options: Any) -> None:
+    """Queue a training run."""
+    _submit("train", options, None, queue)
+
+
+@submit.command(name="finetune", cls=UserCommand)
+@PARENT_OPTION
+@QUEUE_OPTION
+@params_options(FinetuneParams, rename=DATA_OPTION)
+def submit_finetune(parent_id: int | None, queue: str | None, **options: Any) -> None:
+    """Queue a finetune of a parent job's checkpoint (or of --checkpoint)."""
+    _submit("finetune", options, parent_id, queue)
+
+
+@submit.command(name="evaluate", cls=UserCommand)
+@PARENT_OPTION
+@QUEUE_OPTION
+@params_options(EvaluateParams, rename=DATA_OPTION)
+def submit_evaluate(parent_id: int | None, queue: str | None, **options: Any) -> None:
+    """Queue an evaluation of a parent job's checkpoint (or of --checkpoint) on a labelled CSV."""
+    _submit("evaluate", options, parent_id, queue)
+
+
+@submit.command(name="predict", cls=UserCommand)
+@PARENT_OPTION
+@QUEUE_OPTION
+@params_options(PredictParams, rename=DATA_OPTION)
+def submit_predict(parent_id: int | None, queue: str | None, **options: Any) -> None:
+    """Queue a prediction CSV from a parent job's checkpoint (plus any --checkpoints)."""
+    _submit("predict", options, parent_id, queue)
+
+
+@submit.command(name="sweep", cls=UserCommand)
+@click.option("--kind", type=click.Choice(["train", "finetune"]), default="train", show_default=True)
+@click.option("--grid", "grid_items", multiple=True, required=True,
+              help="field=v1,v2 (repeat for more fields); one job per combination.")  # fmt: skip
+@click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
+@PARENT_OPTION
+@QUEUE_OPTION
+@params_options(FinetuneParams, rename=DATA_OPTION)
+def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, parent_id: int | None,
+                 queue: str | None, **options: Any) -> None:  # fmt: skip
+    """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`."""
+    from core.jobs import parse_grid
+    from worker.dispatch import submit_sweep as send_sweep
+
+    base = schema_values(options)
+    if kind == "train":
+        base.pop("checkpoint", None)
+        base.pop("checkpoint_choice", None)
+
+    def action() -> tuple[int, list[int]]:
+        return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue)
+
+    sweep_id, job_ids = run_user_command(action)
+    click.echo(f"sweep {sweep_id}: {len(job_ids)} jobs queued ({', '.join(map(str, job_ids))})")
+
+
+# --- looking at jobs -----------------------------------------------------------------------
+
+
+def _fmt(value: Any, pattern: str = "{}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def _time(moment: Any) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def waiting_note(position: int | None, queue: str, live: set[str]) -> str:
+    """'#3 in gpu' for a queued job, plus the flag when no live worker consumes its queue."""
+    if position is None:
+        return ""
+    note = f"#{position} in {queue}"
+    return note if queue in live else f"{note} NO WORKER"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+@click.command(name="jobs", cls=UserCommand)
+@click.option("--status", default=None, type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--kind", default=None, type=click.Choice(["train", "finetune", "evaluate", "predict"]))
+@click.option("--sweep", "sweep_id", type=int, default=None, help="Only the jobs of one sweep, side by side.")
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--per-page", type=click.IntRange(1, 1000), default=50, show_default=True)
+def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
+    """List jobs, newest first: progress, speed, ETA, queue position and unserved queues."""
+    run_user_command(lambda: _print_jobs(status, kind, sweep_id, page, per_page))
+
+
+def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
+    from core import jobs
+    from core.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        listed, total = jobs.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page, per_page=per_page)
+        live = jobs.live_queues(session)
+        rows = []
+        for job in listed:
+            epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
+            row = [str(job.id), job.kind, job.status, f"{job.progress:.0%}", epochs, _fmt(job.images_per_s, "{:.1f}"),
+                   _eta(job.eta_s), waiting_note(jobs.queue_position(session, job), job.queue, live),
+                   _fmt(job.best_valid_accuracy, "{:.4f}")]  # fmt: skip
+            if sweep_id is not None:
+                row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
+            rows.append(row)
+    header = ["ID", "KIND", "STATUS", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC"]
+    if sweep_id is not None:
+        header.append("POINT")
+    click.echo(_table(rows, header))
+    click.echo(f"{len(rows)} of {total} job(s), page {page}")
+
+
+def _sweep_fields(session, sweep_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+    from core.records import Sweep
+
+    sweep = session.get(Sweep, sweep_id)
+    return list(sweep.grid) if sweep is not None else []
+
+
+@click.command(name="job", cls=UserCommand)
+@click.argument("job_id", type=int)
+def job_command(job_id: int) -> None:
+    """Show one job: status, parameters, metrics per epoch, artifacts, error, log tail."""
+    run_user_command(lambda: _print_job(job_id))
+
+
+def _print_job(job_id: int) -> None:
+    from core import jobs
+    from core.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        job = jobs.get_job(session, job_id)
+        live = jobs.live_queues(session)
+        note = waiting_note(jobs.queue_position(session, job), job.queue, live)
+        lines = [
+            f"job {job.id}: {job.kind} {job.status}" + (f" ({note})" if note else ""),
+            f"queue {job.queue}, attempts {job.attempts}/{job.max_attempts}, worker {job.worker_host or '-'}"
+            + (", cancel requested" if job.cancel_requested and job.status == "running" else ""),
+            f"parent {_fmt(job.parent_id)}, sweep {_fmt(job.sweep_id)}, data {job.data_dir or '-'}",
+            f"created {_time(job.created_at)}, started {_time(job.started_at)}, finished {_time(job.finished_at)} (UTC)",
+            f"progress {job.progress:.0%}, images/s {_fmt(job.images_per_s, '{:.1f}')}, ETA {_eta(job.eta_s)}, "
+            f"best valid accuracy {_fmt(job.best_valid_accuracy, '{:.4f}')}",
+        ]
+        if job.status == "queued" and job.queue not in live:
+            lines.append(f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`")
+        if job.error:
+            lines.append(f"error: {job.error}")
+        lines.append("params: " + json.dumps(job.params, sort_keys=True))
+        metrics = jobs.epoch_metrics(session, job.id)
+        if metrics:
+            rows = [[str(m.epoch), _fmt(m.train_loss, "{:.4f}"), _fmt(m.train_accuracy, "{:.4f}"), _fmt(m.valid_loss, "{:.4f}"),
+                     _fmt(m.valid_accuracy, "{:.4f}"), _fmt(m.valid_balanced_accuracy, "{:.4f}"), _fmt(m.valid_f1, "{:.4f}"),
+                     _fmt(m.lr, "{:.3g}"), _fmt(m.seconds, "{:.1f}")] for m in metrics]  # fmt: skip
+            lines += ["", _table(rows, ["EPOCH", "TRAIN LOSS", "TRAIN ACC", "VALID LOSS", "VALID ACC", "BAL ACC", "F1", "LR", "SECONDS"])]
+        recorded = jobs.artifacts(session, job.id)
+        if recorded:
+            rows = [[a.name, a.kind, str(a.size_bytes), a.sha256[:12]] for a in recorded]
+            lines += ["", _table(rows, ["ARTIFACT", "KIND", "BYTES", "SHA256"])]
+        if job.log_tail:
+            lines += ["", "log (last lines):", *job.log_tail.splitlines()[-10:]]
+    click.echo("\n".join(lines))
+
+
+@click.command(name="cancel", cls=UserCommand)
+@click.argument("job_id", type=int)
+def cancel_command(job_id: int) -> None:
+    """Cancel a job: queued ones at once, running ones at the next batch (keeping the last checkpoint)."""
+    from worker.dispatch import cancel_job
+
+    status = run_user_command(lambda: cancel_job(job_id))
+    click.echo(f"job {job_id} cancelled" if status == "cancelled" else f"job {job_id}: cancel requested; it stops at the next batch")
+
+
+@click.command(name="retry", cls=UserCommand)
+@click.argument("job_id", type=int)
+def retry_command(job_id: int) -> None:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
+    from worker.dispatch import retry_job
+
+    run_user_command(lambda: retry_job(job_id))
+    click.echo(f"job {job_id} queued again")
+
+
+@click.command(name="download", cls=UserCommand)
+@click.argument("job_id", type=int)
+@click.argument("artifact", required=False)
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="File or folder to write (default: ./NAME).")
+def download_command(job_id: int, artifact: str | None, out: Path | None) -> None:
+    """Copy a recorded artifact of a job (default: its best checkpoint)."""
+    run_user_command(lambda: _download(job_id, artifact, out))
+
+
+def _download(job_id: int, name: str | None, out: Path | None) -> None:
+    from core import jobs
+    from core.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        artifact, source = jobs.artifact_path(session, job_id, name)
+        artifact_name = artifact.name
+    target = out or Path.cwd() / artifact_name
+    if target.is_dir():
+        target = target / artifact_name
+    if not target.parent.is_dir():
+        raise UserInputError(f"--out: folder {target.parent} does not exist")
+    shutil.copyfile(source, target)
+    click.echo(f"{target} ({source.stat().st_size} bytes)")

@@ -1,0 +1,87 @@
+"""Submit, cancel and retry jobs: the row is committed first, then its id goes to the broker.
+
+A message is never sent for a row that is not committed, and a row whose message could not
+be sent is marked failed with the reason (retry re-sends it) rather than left queued forever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from core import jobs
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import Job
+from worker.celery_app import RUN_JOB_TASK, get_app
+
+
+def send_job(job_id: int, queue: str) -> None:
+    """Send the job id to its queue; an unreachable broker fails the (committed) job with the reason."""
+    try:
+        get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+    except Exception as error:  # kombu raises OperationalError and friends; the user needs one line
+        reason = f"could not send job {job_id} to the broker: {type(error).__name__}: {error}"
+        with get_sessionmaker().begin() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "queued").values(status="failed", error=reason)
+            )
+        raise UserInputError(reason) from None
+
+
+def submit_job(
+    kind: str,
+    params: dict[str, Any],
+    *,
+    parent_id: int | None = None,
+    queue: str | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Create and commit a queued job, then send its id; returns the job id."""
+    with get_sessionmaker().begin() as session:
+        job = jobs.create_job(session, kind, params, parent_id=parent_id, queue=queue, max_attempts=max_attempts)
+        job_id, job_queue = job.id, job.queue
+    send_job(job_id, job_queue)
+    return job_id
+
+
+def submit_sweep(
+    kind: str,
+    base_params: dict[str, Any],
+    grid: dict[str, list[Any]],
+    *,
+    name: str | None = None,
+    parent_id: int | None = None,
+    queue: str | None = None,
+) -> tuple[int, list[int]]:
+    """Create a sweep with one job per grid point (all validated first), then send each id."""
+    with get_sessionmaker().begin() as session:
+        sweep, swept = jobs.create_sweep(session, kind, base_params, grid, name=name, parent_id=parent_id, queue=queue)
+        sweep_id, targets = sweep.id, [(job.id, job.queue) for job in swept]
+    for job_id, job_queue in targets:
+        send_job(job_id, job_queue)
+    return sweep_id, [job_id for job_id, _ in targets]
+
+
+def cancel_job(job_id: int) -> str:
+    """Cancel a job: a queued one at once, a running one at its next batch. Returns its status now."""
+    with get_sessionmaker().begin() as session:
+        return jobs.request_cancel(session, job_id).status
+
+
+def retry_job(job_id: int) -> int:
+    """Queue a failed or cancelled job again (it resumes from its last checkpoint) and re-send it."""
+    with get_sessionmaker().begin() as session:
+        job = jobs.retry_job(session, job_id)
+        job_queue = job.queue
+    send_job(job_id, job_queue)
+    return job_id
+
+
+def requeue_and_resend_lost_jobs() -> list[int]:
+    """The reaper's step: running jobs whose worker went silent are queued again and re-sent."""
+    with get_sessionmaker().begin() as session:
+        requeued = [(job.id, job.queue) for job in jobs.requeue_lost_jobs(session)]
+    for job_id, queue in requeued:
+        send_job(job_id, queue)
+    return [job_id for job_id, _ in requeued]

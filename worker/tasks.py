@@ -1,0 +1,263 @@
+"""The one thin task: job id in, lease claimed, one core function run, outcome recorded.
+
+A heartbeat thread keeps the lease fresh, flushes progress and sees cancel requests; the
+observer writes one EpochMetric per epoch. A UserInputError fails the job with its one line;
+any other exception is a bug: the job fails with a one-line summary and the traceback is logged.
+The worker process stays healthy either way and takes the next job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from core import jobs
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import Job
+from core.settings import get_settings
+
+log = logging.getLogger("leukemia.worker")
+LOG_TAIL_LINES = 40
+TRAINING_KINDS = ("train", "finetune")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The claimed row's values the run needs (plain data, no session attached)."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    parent_id: int | None
+    attempts: int
+
+
+def worker_name() -> str:
+    """This process's name as a lease owner prefix (Celery hostname when set, else host:pid)."""
+    return os.environ.get("LEUKEMIA_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: int) -> None:
+    """Run a queued job once: claim it, run it, record the outcome. A failed claim means nothing to do."""
+    owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    with get_sessionmaker().begin() as session:
+        job = jobs.claim_job(session, int(job_id), owner=owner, host=worker_name())
+        if job is None:
+            current = session.get(Job, int(job_id))
+            state = "missing" if current is None else current.status
+            log.info("job %s not claimed (%s, or running elsewhere): skipped", job_id, state)
+            return
+        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts)
+    log.info("job %s (%s) claimed by %s, attempt %s", spec.id, spec.kind, owner, spec.attempts)
+    JobRun(spec, owner).execute()
+
+
+class LogTail(logging.Handler):
+    """Keeps the last lines logged while a job runs, for the row's log_tail."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record).splitlines()[0][:500])
+        except Exception:  # a logging failure must never fail the job
+            self.handleError(record)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class JobObserver:
+    """The core TrainingObserver for a job: keeps progress for the heartbeat, upserts each epoch."""
+
+    def __init__(self, job_id: int, kind: str) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.progress: dict[str, Any] = {}
+        self.total = 1
+        self.stop = threading.Event()
+
+    def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
+        self.total = max(total_epochs, 1)
+        if self.kind in TRAINING_KINDS:
+            self.progress = {**self.progress, "epochs_total": total_epochs, "epoch": start_epoch}
+
+    def on_batch(self, progress: Any) -> None:
+        fraction = (progress.epoch - 1 + progress.batch / max(progress.batches, 1)) / self.total
+        values = {"progress": min(max(fraction, 0.0), 1.0), "images_per_s": progress.images_per_s, "eta_s": progress.eta_s}
+        if self.kind in TRAINING_KINDS:
+            values["epoch"] = progress.epoch
+        self.progress = {**self.progress, **values}  # one assignment: the heartbeat thread reads it whole
+
+    def on_epoch(self, record: Any) -> None:
+        values = asdict(record)
+        with get_sessionmaker().begin() as session:
+            jobs.record_epoch(session, self.job_id, values)
+        log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
+                 record.train_loss, record.valid_accuracy)  # fmt: skip
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+
+class Heartbeat(threading.Thread):
+    """Every heartbeat_seconds: refresh the lease, flush progress and the log tail, notice a cancel."""
+
+    def __init__(self, job_id: int, owner: str, observer: JobObserver, tail: LogTail) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.job_id, self.owner, self.observer, self.tail = job_id, owner, observer, tail
+        self.done = threading.Event()
+        self.reason: str | None = None  # "cancel" or "lease lost" once the job must stop
+
+    def run(self) -> None:
+        interval = get_settings().heartbeat_seconds
+        while not self.done.wait(interval):
+            try:
+                self.beat()
+            except Exception:  # a database hiccup: keep beating; the lease survives a few misses
+                log.exception("job %s heartbeat failed", self.job_id)
+
+    def beat(self) -> bool:
+        """One heartbeat; returns False (and stops the run) if the job must stop."""
+        with get_sessionmaker().begin() as session:
+            if jobs.heartbeat(session, self.job_id, self.owner, **self.observer.progress, log_tail=self.tail.text()):
+                return True
+            job = session.get(Job, self.job_id)
+            self.reason = "cancel" if job is not None and job.lease_owner == self.owner else "lease lost"
+        self.observer.stop.set()
+        return False
+
+
+class JobRun:
+    """One attempt at a claimed job."""
+
+    def __init__(self, spec: JobSpec, owner: str) -> None:
+        self.spec, self.owner = spec, owner
+        self.run_dir = get_settings().resolved_artifacts_dir / "jobs" / str(spec.id)
+        self.observer = JobObserver(spec.id, spec.kind)
+        self.tail = LogTail()
+        self.heartbeat = Heartbeat(spec.id, owner, self.observer, self.tail)
+
+    def execute(self) -> None:
+        """Run the core function and record the outcome; never raises (the worker takes the next job)."""
+        from core.training import TrainingStopped
+
+        logging.getLogger().addHandler(self.tail)
+        self.heartbeat.start()
+        status, error = "failed", None
+        try:
+            run_core_function(self.spec, self.run_dir, self.observer)
+            status = "succeeded"
+        except UserInputError as failure:
+            error = str(failure)
+            log.warning("job %s failed: %s", self.spec.id, error)
+        except TrainingStopped:
+            status = "cancelled" if self.heartbeat.reason == "cancel" else "lost"
+            log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason)
+        except Exception as bug:  # a bug: one line for the user, the traceback for the developer
+            error = f"internal error: {type(bug).__name__}: {bug}"
+            log.exception("job %s crashed", self.spec.id)
+        finally:
+            self.heartbeat.done.set()
+            self.heartbeat.join()
+            logging.getLogger().removeHandler(self.tail)
+        self.record_outcome(status, error)
+
+    def record_outcome(self, status: str, error: str | None) -> None:
+        """Artifacts (with size and hash) and the final status, unless another worker took the lease."""
+        if status == "lost":
+            log.warning("job %s: lease lost to another worker; leaving the row to it", self.spec.id)
+            return
+        with get_sessionmaker().begin() as session:
+            for kind, path in classify_artifacts(self.run_dir):
+                jobs.add_artifact(session, self.spec.id, kind, path)
+            jobs.heartbeat(session, self.spec.id, self.owner, **self.observer.progress, log_tail=self.tail.text())
+            if not jobs.finish_job(session, self.spec.id, self.owner, status, error):
+                log.warning("job %s: lease lost before it finished; outcome %s not recorded", self.spec.id, status)
+                return
+        log.info("job %s %s", self.spec.id, status)
+
+
+ARTIFACT_NAMES = {
+    "metrics.csv": "metrics",
+    "metrics.json": "metrics",
+    "evaluation.json": "evaluation",
+    "confusion.csv": "evaluation",
+    "predictions.csv": "predictions",
+}
+
+
+def classify_artifacts(run_dir: Path) -> list[tuple[str, Path]]:
+    """The files of a run folder worth recording, with their artifact kind."""
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(run_dir.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        kind = ARTIFACT_NAMES.get(path.name)
+        if kind is None and path.suffix == ".pt":
+            kind = "checkpoint"
+        elif kind is None and path.suffix == ".png":
+            kind = "plot"
+        if kind is not None:
+            found.append((kind, path))
+    return found
+
+
+def parent_checkpoint(parent_id: int, choice: str) -> Path:
+    """The parent job's recorded best.pt or last.pt (the other one if only that exists)."""
+    preferred = ["best.pt", "last.pt"] if choice == "best" else ["last.pt", "best.pt"]
+    with get_sessionmaker().begin() as session:
+        recorded = {a.name: a.path for a in jobs.artifacts(session, parent_id) if a.kind == "checkpoint"}
+    for name in preferred:
+        if name in recorded:
+            path = get_settings().resolved_artifacts_dir / recorded[name]
+            if path.is_file():
+                return path
+    raise UserInputError(f"parent: job {parent_id} has no {preferred[0]} checkpoint on disk")
+
+
+def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
+    """Call exactly one core function for the job's kind, with the parent's checkpoint filled in."""
+    from core import predict, training
+    from core.params import parse_params
+
+    values = dict(spec.params)
+    values.pop("kind", None)
+    choice = values.get("checkpoint_choice", "best")
+    if spec.kind == "train":
+        training.train(parse_params("train", values), run_dir, resume=True, observer=observer)
+    elif spec.kind == "finetune":
+        if spec.parent_id is not None:
+            values["checkpoint"] = str(parent_checkpoint(spec.parent_id, choice))
+        training.finetune(parse_params("finetune", values), run_dir, resume=True, observer=observer)
+    elif spec.kind == "evaluate":
+        params = parse_params("evaluate", values)
+        checkpoint = parent_checkpoint(spec.parent_id, choice) if spec.parent_id is not None else Path(params.checkpoint)
+        predict.evaluate_csv(
+            checkpoint, Path(params.data_dir), params.csv, out_dir=run_dir, tta=params.tta,
+            batch_size=params.batch_size, device=params.device, observer=observer, checkpoint_choice=choice,
+        )  # fmt: skip
+    elif spec.kind == "predict":
+        params = parse_params("predict", values)
+        checkpoints = [Path(p) for p in params.checkpoints]
+        if spec.parent_id is not None:
+            checkpoints.insert(0, parent_checkpoint(spec.parent_id, choice))
+        predict.predict_csv(
+            checkpoints, Path(params.data_dir), params.csv, run_dir / "predictions.csv", tta=params.tta,
+            probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
+            observer=observer, checkpoint_choice=choice,
+        )  # fmt: skip
+    else:
+        raise UserInputError(f"kind: unknown job kind {spec.kind!r}")
