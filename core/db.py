@@ -72,10 +72,11 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return _sessionmakers[url]
 
 
-def reset_engines() -> None:
-    """Dispose the cached engines (tests that switch DATABASE_URL)."""
+def reset_engines(*, close: bool = True) -> None:
+    """Forget the cached engines: tests that switch DATABASE_URL, and a forked worker child
+    (close=False: the parent's pooled connections must not be closed from the child)."""
     for engine in _engines.values():
-        engine.dispose()
+        engine.dispose(close=close)
     _engines.clear()
     _sessionmakers.clear()
 

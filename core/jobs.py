@@ -378,6 +378,17 @@ def finish_job(session: Session, job_id: int, owner: str, status: str, error: st
     return result.rowcount == 1
 
 
+def release_job(session: Session, job_id: int, owner: str) -> bool:
+    """Hand a running job back to its queue (its worker is shutting down); the attempt is not counted."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .values(status="queued", lease_owner=None, heartbeat_at=None, attempts=Job.attempts - 1, eta_s=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def _one_line(text: str | None, limit: int = 1000) -> str | None:
     if text is None:
         return None

@@ -7,7 +7,7 @@ job row's lease, not the broker, is what keeps a job from running twice."""
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 
 from core.db import reset_engines
 from core.settings import get_settings
@@ -61,3 +61,11 @@ def get_app() -> Celery:
 def _fresh_engine_in_child(**_: object) -> None:
     """A prefork child must not share the parent's database connections."""
     reset_engines(close=False)
+
+
+@worker_shutting_down.connect
+def _stop_running_job(**_: object) -> None:
+    """SIGTERM/SIGINT: the running job stops at its next batch and is queued again (see worker.tasks)."""
+    from worker.tasks import SHUTTING_DOWN
+
+    SHUTTING_DOWN.set()

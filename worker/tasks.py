@@ -24,6 +24,9 @@ from core.records import Job
 from core.settings import get_settings
 
 log = logging.getLogger("leukemia.worker")
+# Set when the worker process is asked to stop (SIGTERM): the running job stops at the next
+# batch, keeps its last epoch checkpoint and goes back to its queue for another worker.
+SHUTTING_DOWN = threading.Event()
 LOG_TAIL_LINES = 40
 TRAINING_KINDS = ("train", "finetune")
 
@@ -37,6 +40,7 @@ class JobSpec:
     params: dict[str, Any]
     parent_id: int | None
     attempts: int
+    queue: str
 
 
 def worker_name() -> str:
@@ -54,7 +58,7 @@ def run_job(job_id: int) -> None:
             state = "missing" if current is None else current.status
             log.info("job %s not claimed (%s, or running elsewhere): skipped", job_id, state)
             return
-        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts)
+        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue)
     log.info("job %s (%s) claimed by %s, attempt %s", spec.id, spec.kind, owner, spec.attempts)
     JobRun(spec, owner).execute()
 
@@ -107,7 +111,7 @@ class JobObserver:
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
     def should_stop(self) -> bool:
-        return self.stop.is_set()
+        return self.stop.is_set() or SHUTTING_DOWN.is_set()
 
 
 class Heartbeat(threading.Thread):
@@ -162,7 +166,7 @@ class JobRun:
             error = str(failure)
             log.warning("job %s failed: %s", self.spec.id, error)
         except TrainingStopped:
-            status = "cancelled" if self.heartbeat.reason == "cancel" else "lost"
+            status = {"cancel": "cancelled", "lease lost": "lost"}.get(self.heartbeat.reason or "", "released")
             log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason)
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
             error = f"internal error: {type(bug).__name__}: {bug}"
@@ -174,7 +178,7 @@ class JobRun:
         self.record_outcome(status, error)
 
     def record_outcome(self, status: str, error: str | None) -> None:
-        """Artifacts (with size and hash) and the final status, unless another worker took the lease."""
+        """Artifacts (size, sha256) and the outcome in one transaction, unless another worker holds the lease."""
         if status == "lost":
             log.warning("job %s: lease lost to another worker; leaving the row to it", self.spec.id)
             return
@@ -182,10 +186,26 @@ class JobRun:
             for kind, path in classify_artifacts(self.run_dir):
                 jobs.add_artifact(session, self.spec.id, kind, path)
             jobs.heartbeat(session, self.spec.id, self.owner, **self.observer.progress, log_tail=self.tail.text())
-            if not jobs.finish_job(session, self.spec.id, self.owner, status, error):
-                log.warning("job %s: lease lost before it finished; outcome %s not recorded", self.spec.id, status)
-                return
-        log.info("job %s %s", self.spec.id, status)
+            if status == "released":
+                recorded = jobs.release_job(session, self.spec.id, self.owner)
+            else:
+                recorded = jobs.finish_job(session, self.spec.id, self.owner, status, error)
+        if not recorded:
+            log.warning("job %s: lease lost before it ended; outcome %s not recorded", self.spec.id, status)
+        elif status == "released":
+            self.resend()
+        else:
+            log.info("job %s %s", self.spec.id, status)
+
+    def resend(self) -> None:
+        """Send a released job again, for the next worker; it resumes from its last checkpoint."""
+        from worker.dispatch import send_job
+
+        try:
+            send_job(self.spec.id, self.spec.queue)
+            log.info("job %s stopped for shutdown and queued again", self.spec.id)
+        except UserInputError as failure:  # the broker is gone too: send_job marked the job failed
+            log.error("job %s: %s", self.spec.id, failure)
 
 
 ARTIFACT_NAMES = {
