@@ -6,11 +6,15 @@ A UserInputError becomes one line on stderr and exit code 2 (see `run_user_comma
 from __future__ import annotations
 
 import sys
+import typing
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import click
+from pydantic import BaseModel
 
 from core.errors import UserInputError
+from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams, parse_params
 
 T = TypeVar("T")
 
@@ -33,3 +37,267 @@ def core_cli() -> None:
 
 
 # Commands are added below by @core_cli.command(...).
+
+
+# ---------------------------------------------------------------- train, finetune, evaluate, predict
+# Options are built from the pydantic schemas in core.params, so the CLI, `leukemia submit`,
+# the API and the forms share one set of names, defaults and checks.
+
+SCHEMA_FLAG_ALIASES = {"augment": "--aug/--no-aug"}  # the lab's `--no-aug` spelling
+
+
+class UserCommand(click.Command):
+    """A click command whose option errors are one line (`error: ...`, exit 2), like UserInputError."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            click.echo(f"error: {error.format_message()}", err=True)
+            sys.exit(2)
+
+
+def _schema_option(name: str, info, option_name: str | None) -> Callable:
+    """One click option for one schema field: bools as --x/--no-x, Literals as choices, lists repeated."""
+    annotation = info.annotation
+    arguments = typing.get_args(annotation)
+    optional = type(None) in arguments
+    if optional:
+        annotation = next(a for a in arguments if a is not type(None))
+    flag = option_name or f"--{name.replace('_', '-')}"
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    help_text = info.description or ""
+    settings: dict = {"default": None, "help": help_text, "show_default": False}
+    if info.is_required():
+        settings["help"] = f"{help_text} [required]".strip()
+    elif default not in (None, "", []):
+        settings["help"] = f"{help_text} [default: {str(default).lower() if isinstance(default, bool) else default}]".strip()
+    if annotation is bool:
+        declarations = [f"{flag}/--no-{flag[2:]}"] + ([SCHEMA_FLAG_ALIASES[name]] if name in SCHEMA_FLAG_ALIASES else [])
+        return click.option(*declarations, name, **settings)
+    if typing.get_origin(annotation) is typing.Literal:
+        settings["type"] = click.Choice([str(v) for v in typing.get_args(annotation)])
+    elif typing.get_origin(annotation) is list:
+        settings.update(multiple=True, default=())
+    else:
+        settings["type"] = {int: click.INT, float: click.FLOAT}.get(annotation, click.STRING)
+    return click.option(flag, name, **settings)
+
+
+def params_options(
+    schema: type[BaseModel], *, exclude: tuple[str, ...] = (), rename: dict[str, str] | None = None
+) -> Callable[[Callable], Callable]:
+    """Decorator adding one option per field of a core.params schema (`data_dir` → `--data-dir`).
+
+    Unset options arrive as None (lists as ()), so `schema_values` passes only what the user typed
+    and the schema supplies its own defaults. `rename` maps a field to its option (`{"data_dir": "--data"}`)."""
+    rename = rename or {}
+
+    def decorate(command: Callable) -> Callable:
+        fields = [(n, i) for n, i in schema.model_fields.items() if n != "kind" and n not in exclude]
+        for name, info in reversed(fields):  # click lists options in decoration order, bottom up
+            command = _schema_option(name, info, rename.get(name))(command)
+        return command
+
+    return decorate
+
+
+def schema_values(options: dict) -> dict:
+    """The options the user actually gave, ready for core.params.parse_params."""
+    return {name: (list(value) if isinstance(value, tuple) else value)
+            for name, value in options.items() if value is not None and value != ()}  # fmt: skip
+
+
+def _progress_bar():
+    """A TrainingObserver drawing a tqdm bar (images/s, ETA) and printing one line per epoch."""
+    from tqdm import tqdm
+
+    from core.training import TrainingObserver
+
+    class ProgressBar(TrainingObserver):
+        def __init__(self) -> None:
+            self.bar: tqdm | None = None
+            self.total_epochs = 0
+
+        def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
+            self.total_epochs = total_epochs
+
+        def on_batch(self, progress) -> None:
+            if self.bar is None or self.bar.desc != f"epoch {progress.epoch}/{self.total_epochs}":
+                self.close()
+                self.bar = tqdm(total=progress.batches, desc=f"epoch {progress.epoch}/{self.total_epochs}", leave=False)
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"{progress.images_per_s:.1f} img/s, ETA {tqdm.format_interval(progress.eta_s)}")
+
+        def on_epoch(self, record) -> None:
+            self.close()
+            click.echo(describe_epoch(record, self.total_epochs))
+
+        def close(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return ProgressBar()
+
+
+def describe_epoch(record, total_epochs: int) -> str:
+    """One summary line per epoch."""
+    line = f"epoch {record.epoch}/{total_epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}"
+    if record.valid_accuracy is not None:
+        line += (
+            f" | valid loss {record.valid_loss:.4f} acc {record.valid_accuracy:.4f}"
+            f" balanced {record.valid_balanced_accuracy:.4f} f1 {record.valid_f1:.4f}"
+        )
+    return line + f" | lr {record.lr:.3g} | {record.seconds:.1f} s, {record.images_per_s:.1f} img/s"
+
+
+def _describe_run(result) -> str:
+    return f"{result.epochs_done} epoch(s) in {result.run_dir}: best {result.best_path.name}, last {result.last_path.name}"
+
+
+@core_cli.command(cls=UserCommand)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
+@click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run in this folder with the parameters stored in its last.pt.")  # fmt: skip
+@params_options(TrainParams, exclude=("kind",), rename={"data_dir": "--data"})
+def train(out: Path | None, resume: Path | None, **options) -> None:
+    """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
+
+    def body() -> None:
+        from core.training import resume_run, train as train_run
+
+        given = schema_values(options)
+        if resume is not None:
+            if given or out is not None:
+                raise UserInputError(f"resume: the run's parameters come from {resume}/last.pt; drop --{next(iter(given), 'out').replace('_', '-')}")
+            result = resume_run(resume, observer=_progress_bar())
+        else:
+            if out is None:
+                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)")
+            params = parse_params("train", given)
+            result = train_run(params, out, observer=_progress_bar())
+        click.echo(_describe_run(result))
+
+    run_user_command(body)
+
+
+@core_cli.command(cls=UserCommand)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
+@click.option("--resume/--no-resume", default=False, help="Continue an interrupted finetune in --out.")
+@params_options(FinetuneParams, rename={"data_dir": "--data", "checkpoint": "--from"})
+def finetune(out: Path, resume: bool, **options) -> None:
+    """Finetune a checkpoint, by default on train+valid: `leukemia finetune --from RUN_DIR --data DIR --out RUN_DIR`."""
+
+    def body() -> None:
+        from core.training import finetune as finetune_run
+
+        params = parse_params("finetune", schema_values(options))
+        click.echo(_describe_run(finetune_run(params, out, resume=resume, observer=_progress_bar())))
+
+    run_user_command(body)
+
+
+@core_cli.command(cls=UserCommand)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for evaluation.json, confusion.csv and confusion.png.")  # fmt: skip
+@params_options(EvaluateParams, rename={"data_dir": "--data"})
+def evaluate(out: Path | None, **options) -> None:
+    """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
+
+    def body() -> None:
+        from core.predict import evaluate_csv
+
+        params = parse_params("evaluate", schema_values(options))
+        if not params.checkpoint:
+            raise UserInputError("checkpoint: give a run folder or .pt file with --checkpoint")
+        result = evaluate_csv(
+            Path(params.checkpoint), Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
+            batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
+        )  # fmt: skip
+        metrics = result.metrics
+        (tn, fp), (fn, tp) = metrics["confusion"]
+        click.echo(
+            f"{params.csv}: {metrics['count']} images, accuracy {metrics['accuracy']:.4f}, balanced accuracy "
+            f"{metrics['balanced_accuracy']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}; "
+            f"confusion [[tn {tn}, fp {fp}], [fn {fn}, tp {tp}]]"
+        )
+        if out is not None:
+            click.echo(f"wrote {out}/evaluation.json, confusion.csv, confusion.png")
+
+    run_user_command(body)
+
+
+@core_cli.command(cls=UserCommand)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Submission CSV to write (ID,label).")
+@params_options(PredictParams, rename={"data_dir": "--data", "checkpoints": "--checkpoint"})
+def predict(out: Path, **options) -> None:
+    """Write the submission CSV: `leukemia predict --checkpoint CKPT [--checkpoint CKPT2] --data DIR --csv FILE --out preds.csv`."""
+
+    def body() -> None:
+        from core.predict import predict_csv
+
+        params = parse_params("predict", schema_values(options))
+        if not params.checkpoints:
+            raise UserInputError("checkpoints: give at least one --checkpoint (several make an ensemble)")
+        result = predict_csv(
+            [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
+            probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
+            checkpoint_choice=params.checkpoint_choice,
+        )  # fmt: skip
+        click.echo(f"wrote {result.count} predictions ({result.positives} labelled 1) to {result.out_path}")
+
+    run_user_command(body)
+
+
+# ---------------------------------------------------------------- check, synth
+
+
+@core_cli.command(cls=UserCommand)
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--write-csv", is_flag=True, help="C-NMC tree: write a patient-safe train.csv and valid.csv into DATA_DIR.")
+@click.option("--valid-fraction", type=float, default=0.2, show_default=True, help="Share of images for valid.csv.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patient split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_json: bool) -> None:
+    """Check every CSV row and image of a data folder: exit 0 clean, 1 problems found, 2 unusable input."""
+    import json
+
+    from core.check import check_folder, format_report, write_patient_split
+
+    report = run_user_command(lambda: check_folder(data_dir))
+    output = report.to_dict()
+    click.echo(json.dumps(output, indent=2) if as_json else format_report(report))
+    if write_csv and not report.ok:
+        click.echo("not writing train.csv and valid.csv: fix the problems above first", err=True)
+    elif write_csv:
+        split = run_user_command(lambda: write_patient_split(data_dir, valid_fraction=valid_fraction, seed=seed))
+        message = (
+            f"wrote {split.train_csv} ({split.train_images} images, {len(split.train_patients)} patients) and "
+            f"{split.valid_csv} ({split.valid_images} images, {len(split.valid_patients)} patients; "
+            f"{split.valid_class_counts[1]} ALL, {split.valid_class_counts[0]} hem); no patient is in both"
+        )
+        click.echo(message, err=as_json)  # stdout stays valid JSON with --json
+    sys.exit(0 if report.ok else 1)
+
+
+@core_cli.command(cls=UserCommand)
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--train", type=int, default=200, show_default=True, help="Training images.")
+@click.option("--valid", type=int, default=50, show_default=True, help="Validation images.")
+@click.option("--test", type=int, default=50, show_default=True, help="Test images (test.csv; truth in test_labels.csv).")
+@click.option("--image-size", type=int, default=450, show_default=True, help="Width and height in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--positive-fraction", type=float, default=0.68, show_default=True, help="Share of label 1 (ALL).")
+def synth(out_dir: Path, train: int, valid: int, test: int, image_size: int, seed: int, positive_fraction: float) -> None:
+    """Write a synthetic lab-layout data folder of C-NMC-like cells into OUT_DIR (new or empty)."""
+    from core.synth import write_synthetic_dataset
+
+    summary = run_user_command(
+        lambda: write_synthetic_dataset(
+            out_dir, train=train, valid=valid, test=test, image_size=image_size, seed=seed,
+            positive_fraction=positive_fraction,
+        )
+    )  # fmt: skip
+    counts = ", ".join(f"{split} {n} ({summary.positives[split]} label 1)" for split, n in summary.counts.items())
+    click.echo(f"wrote {sum(summary.counts.values())} images of {image_size}x{image_size} to {summary.out_dir}: {counts}")

@@ -1,0 +1,183 @@
+"""Evaluation on a labelled CSV and prediction (the submission CSV `ID,label`) on a test CSV,
+with optional test-time augmentation (the 8 dihedral transforms) and checkpoint ensembles."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from core.data import Sample, read_csv_samples
+from core.errors import UserInputError
+from core.metrics import classification_metrics
+from core.pipeline import InputPipeline, resolve_device
+from core.plots import CONFUSION_PNG, plot_confusion
+from core.settings import get_settings
+from core.training import BatchProgress, TrainingObserver, TrainingStopped, flush_denormals_on_cpu
+
+EVALUATION_JSON = "evaluation.json"
+CONFUSION_CSV = "confusion.csv"
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of one checkpoint on a labelled CSV: accuracy, balanced_accuracy, weighted_f1, confusion, count."""
+
+    checkpoint: Path
+    csv_name: str
+    metrics: dict[str, Any]
+    out_dir: Path | None
+
+
+@dataclass
+class PredictionResult:
+    """Where the submission CSV went and how many rows (and predicted class-1 rows) it has."""
+
+    out_path: Path
+    count: int
+    positives: int
+
+
+def dihedral_views(images: Tensor) -> list[Tensor]:
+    """The 8 rotations/flips of a NCHW batch: 4 quarter turns, each also mirrored."""
+    turns = [torch.rot90(images, k, dims=(2, 3)) for k in range(4)]
+    return turns + [torch.flip(view, dims=(3,)) for view in turns]
+
+
+def predict_probabilities(
+    checkpoint_path: Path,
+    samples: list[Sample],
+    *,
+    tta: bool = False,
+    batch_size: int = 64,
+    device: torch.device,
+    observer: TrainingObserver | None = None,
+    round_index: int = 1,
+) -> np.ndarray:
+    """P(class 1) per sample, in the samples' order, with the checkpoint's own mean/std/image size."""
+    observer = observer or TrainingObserver()
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
+    batches = InputPipeline(
+        samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
+        std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
+        cache_dir=get_settings().resolved_cache_dir,
+    )  # fmt: skip
+    probabilities = np.zeros(len(samples), dtype=np.float64)
+    started, seen = time.perf_counter(), 0
+    with torch.inference_mode():
+        for index, batch in enumerate(batches, start=1):
+            if observer.should_stop():
+                raise TrainingStopped(0)
+            probabilities[batch.indices.numpy()] = _class_one_probability(model, batch.images, tta).cpu().numpy()
+            seen += len(batch.indices)
+            elapsed = time.perf_counter() - started
+            observer.on_batch(
+                BatchProgress(round_index, index, len(batches), seen / elapsed, elapsed / index * (len(batches) - index))
+            )
+    return probabilities
+
+
+def _class_one_probability(model: nn.Module, images: Tensor, tta: bool) -> Tensor:
+    views = dihedral_views(images) if tta else [images]
+    probabilities = torch.stack([torch.softmax(model(view).float(), dim=1) for view in views]).mean(dim=0)
+    return probabilities[:, 1]
+
+
+def ensemble_probabilities(
+    checkpoints: list[Path], samples: list[Sample], *, tta: bool, batch_size: int, device: str,
+    observer: TrainingObserver | None,
+) -> np.ndarray:  # fmt: skip
+    """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
+    if not checkpoints:
+        raise UserInputError("checkpoint: at least one checkpoint is required")
+    if not samples:
+        raise UserInputError("csv: no rows to predict")
+    torch_device = resolve_device(device)
+    flush_denormals_on_cpu(torch_device)
+    observer = observer or TrainingObserver()
+    total = np.zeros(len(samples), dtype=np.float64)
+    for round_index, path in enumerate(checkpoints, start=1):
+        observer.on_start(len(checkpoints), -(-len(samples) // batch_size), round_index)
+        total += predict_probabilities(
+            path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
+            round_index=round_index,
+        )  # fmt: skip
+    return total / len(checkpoints)
+
+
+def evaluate_csv(
+    checkpoint: Path,
+    data_dir: Path,
+    csv_name: str,
+    *,
+    out_dir: Path | None = None,
+    tta: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+    observer: TrainingObserver | None = None,
+    checkpoint_choice: str = "best",
+) -> EvaluationResult:
+    """Score a checkpoint (file or run folder) on a labelled CSV; with out_dir also write JSON, CSV and PNG."""
+    checkpoint_path = resolve_checkpoint(checkpoint, checkpoint_choice)
+    samples = read_csv_samples(Path(data_dir), csv_name, labelled=True)
+    probabilities = ensemble_probabilities(
+        [checkpoint_path], samples, tta=tta, batch_size=batch_size, device=device, observer=observer
+    )
+    predictions = (probabilities >= 0.5).astype(np.int64)
+    metrics = classification_metrics([s.label for s in samples], predictions)
+    if out_dir is not None:
+        _write_evaluation(Path(out_dir), metrics, checkpoint_path, Path(data_dir) / csv_name, tta)
+    return EvaluationResult(checkpoint_path, csv_name, metrics, None if out_dir is None else Path(out_dir))
+
+
+def predict_csv(
+    checkpoints: list[Path],
+    data_dir: Path,
+    csv_name: str,
+    out_path: Path,
+    *,
+    tta: bool = False,
+    probabilities: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+    observer: TrainingObserver | None = None,
+    checkpoint_choice: str = "best",
+) -> PredictionResult:
+    """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order."""
+    paths = [resolve_checkpoint(path, checkpoint_choice) for path in checkpoints]
+    samples = read_csv_samples(Path(data_dir), csv_name, labelled=False)
+    class_one = ensemble_probabilities(
+        paths, samples, tta=tta, batch_size=batch_size, device=device, observer=observer
+    )
+    labels = (class_one >= 0.5).astype(np.int64)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["ID", "label", "prob_1"] if probabilities else ["ID", "label"])
+        for sample, label, probability in zip(samples, labels, class_one):
+            row = [sample.id, int(label)] + ([f"{probability:.6f}"] if probabilities else [])
+            writer.writerow(row)
+    return PredictionResult(out_path, len(samples), int(labels.sum()))
+
+
+def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoint: Path, csv_path: Path, tta: bool) -> None:
+    """evaluation.json (metrics and what was scored), confusion.csv and confusion.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"checkpoint": str(checkpoint), "csv": str(csv_path), "tta": tta, **metrics}
+    (out_dir / EVALUATION_JSON).write_text(json.dumps(summary, indent=2))
+    with (out_dir / CONFUSION_CSV).open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["true\\predicted", "0", "1"])
+        for true_class, counts in enumerate(metrics["confusion"]):
+            writer.writerow([true_class, *counts])
+    plot_confusion(metrics["confusion"], out_dir / CONFUSION_PNG, f"{csv_path.name} ({metrics['count']} images)")
