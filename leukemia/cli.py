@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "finetune": "core.cli:finetune",
     "evaluate": "core.cli:evaluate",
     "predict": "core.cli:predict",
+    # web: the dashboard and JSON API
+    "web": "web.cli:web",
     # the embedded default: migrations, web and one worker as child processes
     "serve": "leukemia.serve:serve",
     # worker: the job service

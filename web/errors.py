@@ -1,0 +1,79 @@
+"""Bad input is a 400 naming the field, an unknown id a 404, a wrong method a 405; a traceback is a bug.
+
+API paths answer JSON `{"error": ..., "field": ...}`; pages answer a short HTML page."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from core.errors import UserInputError
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): ")
+# Words the job service uses as a message prefix, mapped to the request field they name.
+_FIELD_ALIASES = {"parent": "parent_id", "artifact": "artifact_id"}
+
+
+def field_of(message: str) -> str | None:
+    """The field a one-line UserInputError names (`epochs: ...` → epochs), if it names one."""
+    if message.startswith("grid point "):
+        return "grid"
+    match = _FIELD_PREFIX.match(message)
+    if match is None:
+        return None
+    return _FIELD_ALIASES.get(match.group(1), match.group(1))
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_response(status: int, message: str, field: str | None = None) -> tuple[Response, int] | tuple[str, int]:
+    """The one shape of every error answer."""
+    if wants_json():
+        body: dict[str, str] = {"error": message}
+        if field:
+            body["field"] = field
+        return jsonify(body), status
+    return render_template("error.html", status=status, message=message, field=field), status
+
+
+def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
+    message = str(error)
+    if message.startswith("could not send job"):  # the broker is down: not the user's fault
+        return error_response(503, message)
+    return error_response(400, message, field_of(message))
+
+
+def handle_csrf(error: CSRFError):  # type: ignore[no-untyped-def]
+    return error_response(400, f"csrf_token: {error.description} Reload the page and try again.", "csrf_token")
+
+
+def handle_http(error: HTTPException):  # type: ignore[no-untyped-def]
+    if isinstance(error, InternalServerError):
+        return handle_unexpected(error)
+    response = error_response(error.code or 500, error.description or error.name)
+    if error.code == 405 and error.valid_methods:
+        response[0].headers["Allow"] = ", ".join(error.valid_methods)
+    if error.code == 401 and wants_json():
+        response[0].headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def handle_unexpected(error: Exception):  # type: ignore[no-untyped-def]
+    """Last resort: a bug. Its traceback goes to the log; the user gets a one-line 500."""
+    original = getattr(error, "original_exception", None) or error
+    from flask import current_app
+
+    current_app.logger.error("unexpected error on %s %s", request.method, request.path, exc_info=original)
+    return error_response(500, "internal error: the server hit a bug; it has been logged")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(UserInputError, handle_user_input)
+    app.register_error_handler(CSRFError, handle_csrf)
+    app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,114 @@
+"""Form fields generated from core.params (the one schema) and form values validated by it.
+
+A field's input type, choices, default and help come from the pydantic model, so a new
+parameter shows up in the forms without touching a template."""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from core.params import PARAMS_BY_KIND
+
+# Paths never come from a browser: the data folder is chosen among registered ones and
+# checkpoints come from a parent job (best or last).
+NOT_IN_FORMS = {"kind", "data_dir", "checkpoint", "checkpoints"}
+# Train fields a sweep may vary; values separated by commas (class_weights: by ';').
+SWEEP_FIELDS = ("arch", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
+                "augment", "image_size", "seed")
+FORM_LEVEL = "__form__"
+
+
+@dataclass
+class FormField:
+    """One input of a generated form."""
+
+    name: str
+    label: str
+    input: str  # select | checkbox | number | text
+    default: Any
+    help: str = ""
+    choices: list[str] = field(default_factory=list)
+    step: str = "any"
+    optional: bool = False
+
+
+def _literal_choices(annotation: Any) -> tuple[list[str], bool]:
+    """Choices of a Literal (or Optional Literal) annotation, and whether None is allowed."""
+    if typing.get_origin(annotation) is Literal:
+        return [str(a) for a in typing.get_args(annotation)], False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and typing.get_origin(args[0]) is Literal:
+            return [str(a) for a in typing.get_args(args[0])], True
+    return [], False
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """`int | None` → (int, True)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (args[0] if len(args) == 1 else str), True
+    return annotation, False
+
+
+def form_fields(kind: str) -> list[FormField]:
+    """The inputs for a job kind, in the schema's order."""
+    model = PARAMS_BY_KIND[kind]
+    fields = []
+    for name, info in model.model_fields.items():
+        if name in NOT_IN_FORMS:
+            continue
+        label = name.replace("_", " ")
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        help_text = info.description or ""
+        choices, optional = _literal_choices(info.annotation)
+        if choices:
+            fields.append(FormField(name, label, "select", default, help_text, choices, optional=optional))
+            continue
+        base, optional = _base_type(info.annotation)
+        if base is bool:
+            fields.append(FormField(name, label, "checkbox", default, help_text))
+        elif base in (int, float):
+            fields.append(FormField(name, label, "number", default, help_text, step="1" if base is int else "any",
+                                    optional=optional))
+        else:
+            fields.append(FormField(name, label, "text", default, help_text, optional=optional))
+    return fields
+
+
+def values_from_form(kind: str, form: Any) -> dict[str, Any]:
+    """Raw values of the generated inputs (strings; pydantic converts them); blank optional ones are left out."""
+    values: dict[str, Any] = {}
+    for item in form_fields(kind):
+        if item.input == "checkbox":
+            values[item.name] = item.name in form
+            continue
+        raw = form.get(item.name, "").strip()
+        if raw == "":
+            continue  # the schema's default applies
+        values[item.name] = raw
+    return values
+
+
+def validation_errors(kind: str, values: dict[str, Any]) -> dict[str, str]:
+    """Field → message from the schema (FORM_LEVEL for whole-form rules); empty when valid."""
+    try:
+        PARAMS_BY_KIND[kind].model_validate({**values, "kind": kind})
+    except ValidationError as error:
+        errors: dict[str, str] = {}
+        for item in error.errors():
+            name = str(item["loc"][0]) if item["loc"] else FORM_LEVEL
+            errors.setdefault(name, item["msg"].removeprefix("Value error, "))
+        return errors
+    return {}
+
+
+def split_sweep_values(name: str, text: str) -> list[str]:
+    """`0.001, 0.0003` → ['0.001', '0.0003']; class_weights values are separated by ';' (they contain a comma)."""
+    separator = ";" if name == "class_weights" else ","
+    return [value.strip() for value in text.split(separator) if value.strip()]

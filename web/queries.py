@@ -1,0 +1,214 @@
+"""Read helpers over the ORM records the dashboard needs, and the JSON shapes of rows.
+
+Writes go through core.jobs / worker.dispatch; the only write here is registering a data
+folder, whose path must lie under a configured data root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core import jobs as job_service
+from core.errors import UserInputError
+from core.records import Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
+from core.settings import get_settings
+
+JOB_FIELDS = ("id", "kind", "status", "params", "parent_id", "sweep_id", "data_dir", "queue", "worker_host",
+              "attempts", "max_attempts", "cancel_requested", "created_at", "started_at", "finished_at", "progress",
+              "epoch", "epochs_total", "images_per_s", "eta_s", "error", "best_valid_accuracy", "log_tail")
+METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_balanced_accuracy",
+                 "valid_f1", "confusion", "lr", "seconds", "images_per_s")
+MAX_COMPARED = 8
+MAX_ID = 2**63 - 1
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() + "Z" if isinstance(value, datetime) else value
+
+
+def job_dict(job: Job, *, queue_position: int | None, queue_served: bool) -> dict[str, Any]:
+    """A job row as the API and the live pages see it."""
+    data = {name: _json_value(getattr(job, name)) for name in JOB_FIELDS}
+    data["finished"] = job.finished
+    data["queue_position"] = queue_position
+    data["queue_served"] = queue_served
+    return data
+
+
+def metric_dict(metric: EpochMetric) -> dict[str, Any]:
+    return {name: getattr(metric, name) for name in METRIC_FIELDS}
+
+
+def artifact_dict(artifact: Artifact) -> dict[str, Any]:
+    return {"id": artifact.id, "job_id": artifact.job_id, "kind": artifact.kind, "name": artifact.name,
+            "size_bytes": artifact.size_bytes, "sha256": artifact.sha256, "created_at": _json_value(artifact.created_at)}
+
+
+def sweep_dict(sweep: Sweep, job_ids: list[int]) -> dict[str, Any]:
+    return {"id": sweep.id, "name": sweep.name, "kind": sweep.kind, "base_params": sweep.base_params,
+            "grid": sweep.grid, "created_at": _json_value(sweep.created_at), "job_ids": job_ids}
+
+
+def data_folder_dict(folder: DataFolder) -> dict[str, Any]:
+    return {"id": folder.id, "name": folder.name, "path": folder.path,
+            "registered_at": _json_value(folder.registered_at), "report": folder.report}
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def job_rows(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+    """Jobs with their queue position and whether a live worker serves their queue."""
+    served = job_service.live_queues(session)
+    return [job_dict(job, queue_position=job_service.queue_position(session, job), queue_served=job.queue in served)
+            for job in jobs]
+
+
+def storable_id(value: int) -> bool:
+    """An id a database integer column can hold (the URL converter takes any size)."""
+    return 1 <= value <= MAX_ID
+
+
+def find_job(session: Session, job_id: int) -> Job | None:
+    """The job as the database has it now, or None (the caller answers 404)."""
+    return session.get(Job, job_id, populate_existing=True) if storable_id(job_id) else None
+
+
+def find_sweep(session: Session, sweep_id: int) -> Sweep | None:
+    return session.get(Sweep, sweep_id) if storable_id(sweep_id) else None
+
+
+def find_artifact(session: Session, job_id: int, artifact_id: int) -> Artifact | None:
+    """A recorded artifact of that job, or None."""
+    artifact = session.get(Artifact, artifact_id) if storable_id(artifact_id) else None
+    return artifact if artifact is not None and artifact.job_id == job_id else None
+
+
+def artifact_file(artifact: Artifact) -> Path | None:
+    """The artifact's file, only if the recorded path lies inside the artifacts dir and exists."""
+    root = get_settings().resolved_artifacts_dir.resolve()
+    relative = PurePosixPath(artifact.path)
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def model_jobs(session: Session, limit: int = 200) -> list[Job]:
+    """Train/finetune jobs that have a checkpoint to start from (succeeded, or stopped with one saved)."""
+    with_checkpoint = select(Artifact.job_id).where(Artifact.kind == "checkpoint")
+    query = (select(Job).where(Job.kind.in_(("train", "finetune")), Job.id.in_(with_checkpoint))
+             .order_by(Job.id.desc()).limit(limit))
+    return list(session.scalars(query))
+
+
+def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
+    """The newest jobs, for the compare picker."""
+    return list(session.scalars(select(Job).where(Job.kind.in_(("train", "finetune"))).order_by(Job.id.desc()).limit(limit)))
+
+
+def sweep_job_ids(session: Session, sweep_id: int) -> list[int]:
+    return list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id).order_by(Job.id)))
+
+
+def list_sweeps(session: Session, page: int, per_page: int) -> tuple[list[Sweep], int]:
+    total = session.scalar(select(func.count(Sweep.id))) or 0
+    query = select(Sweep).order_by(Sweep.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    return list(session.scalars(query)), total
+
+
+def parse_job_ids(text: str) -> list[int]:
+    """`3,5,8` → [3, 5, 8] for the compare page (2 to MAX_COMPARED distinct ids)."""
+    try:
+        ids = list(dict.fromkeys(int(part) for part in text.replace(" ", "").split(",") if part))
+    except ValueError:
+        raise UserInputError("ids: give job ids separated by commas, e.g. 3,5") from None
+    if not 2 <= len(ids) <= MAX_COMPARED or not all(storable_id(i) for i in ids):
+        raise UserInputError(f"ids: choose between 2 and {MAX_COMPARED} jobs to compare")
+    return ids
+
+
+# --- data folders -----------------------------------------------------------------------------
+
+
+def list_data_folders(session: Session) -> list[DataFolder]:
+    return list(session.scalars(select(DataFolder).order_by(DataFolder.name)))
+
+
+def registered_folder_by_path(session: Session, path: str) -> DataFolder | None:
+    return session.scalar(select(DataFolder).where(DataFolder.path == path))
+
+
+def folder_under_roots(raw: str, roots: list[Path]) -> Path:
+    """The real folder a typed path names, if it lies under a data root both as written and after symlinks."""
+    text = raw.strip()
+    if not text or "\x00" in text:
+        raise UserInputError("path: give the absolute path of a data folder")
+    written = Path(text).expanduser()
+    if not written.is_absolute():
+        raise UserInputError(f"path: {text!r} is not absolute")
+    lexical = Path(os.path.normpath(written))
+    allowed = ", ".join(str(root) for root in roots)
+    if not any(lexical.is_relative_to(root) for root in roots):
+        raise UserInputError(f"path: {lexical} is not under a data root ({allowed})")
+    resolved = lexical.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise UserInputError(f"path: {lexical} leads (through a symlink) to {resolved}, outside the data roots ({allowed})")
+    if not resolved.is_dir():
+        raise UserInputError(f"path: {lexical} is not an existing folder")
+    return resolved
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    """A check report as JSON-safe data, whatever its class (pydantic model, dataclass or dict)."""
+    if hasattr(report, "model_dump"):
+        return report.model_dump(mode="json")
+    if is_dataclass(report):
+        return _json_safe(asdict(report))
+    return _json_safe(dict(report))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def check_report(path: Path) -> dict[str, Any]:
+    """core.check's report on a folder; a folder the check refuses is recorded with that one line."""
+    from core.check import check_folder
+
+    try:
+        return _report_dict(check_folder(path))
+    except UserInputError as error:
+        return {"ok": False, "error": str(error)}
+
+
+def register_data_folder(session: Session, name: str, path: str) -> DataFolder:
+    """Record a data folder (under a data root) with its check report; a known path is re-checked."""
+    folder_path = folder_under_roots(path, get_settings().data_root_paths)
+    name = (name or folder_path.name).strip()
+    if not 1 <= len(name) <= 200:
+        raise UserInputError("name: give a name of 1 to 200 characters")
+    report = check_report(folder_path)
+    existing = registered_folder_by_path(session, str(folder_path))
+    clash = session.scalar(select(DataFolder).where(DataFolder.name == name))
+    if clash is not None and clash is not existing:
+        raise UserInputError(f"name: a data folder named {name!r} is already registered")
+    folder = existing or DataFolder(path=str(folder_path))
+    folder.name, folder.report, folder.registered_at = name, report, utcnow()
+    session.add(folder)
+    session.flush()
+    return folder

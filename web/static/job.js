@@ -1,0 +1,110 @@
+/* Job detail page: poll the job and its metrics every ~2 s; update the facts, curves, confusion matrix and files. */
+"use strict";
+
+(() => {
+  const root = document.getElementById("job");
+  if (!root) return;
+  const intervalMs = Number(root.dataset.pollMs) || 2000;
+
+  function drawCurves(epochs) {
+    const x = epochs.map((m) => m.epoch);
+    const line = (key, name, color, dash) => ({
+      x, y: epochs.map((m) => m[key]), name, mode: "lines+markers", line: { color, dash }, connectgaps: true,
+    });
+    Plotly.react("loss-chart", [line("train_loss", "train", "#2563eb"), line("valid_loss", "valid", "#f97316")],
+      Live.layout("loss"), Live.config);
+    Plotly.react("accuracy-chart", [
+      line("train_accuracy", "train", "#2563eb"), line("valid_accuracy", "valid", "#f97316"),
+      line("valid_balanced_accuracy", "valid balanced", "#16a34a", "dot"),
+    ], Live.layout("accuracy", { yaxis: { title: { text: "accuracy" }, tickformat: ".0%", gridcolor: "#e2e8f0" } }), Live.config);
+  }
+
+  function drawConfusion(epochs) {
+    const last = [...epochs].reverse().find((m) => m.confusion);
+    const note = document.getElementById("confusion-epoch");
+    if (!last) { note.textContent = "(after the first validated epoch)"; return; }
+    note.textContent = `epoch ${last.epoch}, validation`;
+    const labels = ["normal (0)", "leukemia (1)"];
+    const z = last.confusion;
+    Plotly.react("confusion-chart", [{
+      type: "heatmap", z, x: labels, y: labels, colorscale: "Blues", showscale: false,
+      text: z.map((row) => row.map(String)), texttemplate: "%{text}", textfont: { size: 16 },
+      hovertemplate: "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
+    }], Live.layout("true class", {
+      xaxis: { title: { text: "predicted class" }, side: "bottom" },
+      yaxis: { title: { text: "true class" }, autorange: "reversed" }, height: 280,
+    }), Live.config);
+  }
+
+  function metricsRows(epochs) {
+    const body = document.getElementById("metrics-body");
+    body.replaceChildren(...epochs.map((m) => {
+      const row = document.createElement("tr");
+      [m.epoch, Live.number(m.train_loss, 4), Live.percent(m.train_accuracy), Live.number(m.valid_loss, 4),
+        Live.percent(m.valid_accuracy), Live.percent(m.valid_balanced_accuracy), Live.number(m.valid_f1),
+        Live.number(m.lr), Live.number(m.seconds), Live.number(m.images_per_s)].forEach((value) => {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      });
+      return row;
+    }));
+  }
+
+  function artifactList(artifacts) {
+    const list = document.getElementById("artifacts");
+    if (!artifacts.length) return;
+    const base = root.dataset.downloadUrl.replace(/0$/, "");
+    list.replaceChildren(...artifacts.map((a) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = base + a.id;
+      link.textContent = a.name;
+      const note = document.createElement("span");
+      note.className = "muted small";
+      note.textContent = ` ${a.kind} · ${(a.size_bytes / 1024).toFixed(1)} kB`;
+      item.append(link, " ", note);
+      return item;
+    }));
+  }
+
+  function showJob(job) {
+    Live.setBadge(root, job.status);
+    Live.setProgress(root, job.progress);
+    Live.setText(root, "epoch", Live.epoch(job));
+    Live.setText(root, "eta", Live.duration(job.eta_s));
+    Live.setText(root, "images_per_s", Live.number(job.images_per_s));
+    Live.setText(root, "best", Live.percent(job.best_valid_accuracy));
+    Live.setText(root, "worker", job.worker_host || "—");
+    Live.setText(root, "attempts", `${job.attempts}/${job.max_attempts}`);
+    Live.setText(root, "log_tail", job.log_tail || "");
+    root.querySelectorAll('[data-field="queue"]').forEach((node) => {
+      node.textContent = Live.queueText(job);
+      if (!job.finished && !job.queue_served) {
+        const warn = document.createElement("span");
+        warn.className = "warn";
+        warn.textContent = "no live worker";
+        node.append(" ", warn);
+      }
+    });
+    const error = root.querySelector('[data-field="error"]');
+    error.textContent = job.error || "";
+    error.hidden = !job.error;
+    root.querySelectorAll("[data-show-when]").forEach((node) => {
+      node.hidden = !node.dataset.showWhen.split(" ").includes(job.status);
+    });
+    root.dataset.finished = String(job.finished);
+  }
+
+  async function refresh() {
+    const [job, metrics] = await Promise.all([Live.getJSON(root.dataset.jobUrl), Live.getJSON(root.dataset.metricsUrl)]);
+    showJob(job);
+    if (metrics.epochs.length) metricsRows(metrics.epochs);
+    drawCurves(metrics.epochs);
+    drawConfusion(metrics.epochs);
+    if (job.finished) artifactList((await Live.getJSON(root.dataset.artifactsUrl)).artifacts);
+    return !job.finished;
+  }
+
+  refresh().then((again) => { if (again) Live.poll(refresh, intervalMs); }).catch((error) => console.warn(error));
+})();

@@ -1,0 +1,59 @@
+/* Shared helpers for the live pages: JSON polling, number formats, chart layouts. */
+"use strict";
+
+const Live = {
+  async getJSON(url) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${url}: ${response.status}`);
+    return response.json();
+  },
+
+  /* Call step() every intervalMs until it resolves to false (the job is finished). */
+  poll(step, intervalMs) {
+    const tick = async () => {
+      let again = true;
+      try { again = await step(); } catch (error) { console.warn(error); }
+      if (again) setTimeout(tick, intervalMs);
+    };
+    setTimeout(tick, intervalMs);
+  },
+
+  percent(value) { return value === null || value === undefined ? "—" : `${(100 * value).toFixed(1)}%`; },
+  number(value, digits = 3) { return value === null || value === undefined ? "—" : Number(value.toPrecision(digits)).toString(); },
+  duration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
+    const s = Math.round(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+    return m ? `${m}m ${String(r).padStart(2, "0")}s` : `${r}s`;
+  },
+  epoch(job) { return job.epoch === null ? "—" : job.epochs_total ? `${job.epoch}/${job.epochs_total}` : `${job.epoch}`; },
+
+  layout(yTitle, extra = {}) {
+    return Object.assign({
+      margin: { l: 56, r: 16, t: 12, b: 44 }, height: 280,
+      font: { family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#334155" },
+      xaxis: { title: { text: "epoch" }, dtick: 1, gridcolor: "#e2e8f0", zeroline: false },
+      yaxis: { title: { text: yTitle }, gridcolor: "#e2e8f0", zeroline: false },
+      legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    }, extra);
+  },
+  config: { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] },
+
+  setText(root, field, text) {
+    root.querySelectorAll(`[data-field="${field}"]`).forEach((node) => { node.textContent = text; });
+  },
+  setBadge(root, status) {
+    root.querySelectorAll('[data-field="status"]').forEach((node) => {
+      node.textContent = status;
+      node.className = `badge badge-${status}`;
+    });
+  },
+  setProgress(root, progress) {
+    root.querySelectorAll('[data-field="progress-fill"]').forEach((node) => { node.style.width = `${(100 * progress).toFixed(1)}%`; });
+    Live.setText(root, "progress-text", `${Math.round(100 * progress)}%`);
+  },
+  queueText(job) {
+    let text = job.queue + (job.queue_position ? ` · #${job.queue_position}` : "");
+    return text;
+  },
+};

@@ -1,0 +1,306 @@
+"""Dashboard pages. Each view parses its input, calls one core/worker function, renders rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import plotly
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+
+from core import jobs as job_service
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import JOB_KINDS, JOB_STATUSES, DataFolder
+from core.settings import get_settings
+from web import forms, queries
+from web.api import send_artifact
+from web.auth import login_required
+from web.errors import field_of
+from worker import dispatch
+
+bp = Blueprint("views", __name__)
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+FORM_KINDS = ("train", "finetune", "evaluate", "predict")
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    """ETA-style duration: 75 → '1m 15s'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
+
+
+@bp.app_template_filter("percent")
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+@bp.app_template_filter("number")
+def number(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+@bp.app_template_filter("when")
+def when(value: Any) -> str:
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.get("/vendor/plotly.min.js")
+def plotly_js() -> Any:
+    """plotly.js from the plotly Python package itself (no CDN: browsers may have no internet)."""
+    return send_file(PLOTLY_JS, mimetype="text/javascript", max_age=86400)
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and value not in choices:
+        raise UserInputError(f"{name}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _int_arg(name: str, default: int | None) -> int | None:
+    raw = request.args.get(name) or None
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserInputError(f"{name}: must be a whole number") from None
+    if not queries.storable_id(value):
+        raise UserInputError(f"{name}: must be 1 or more")
+    return value
+
+
+@bp.get("/")
+@login_required
+def job_list() -> Any:
+    """Newest jobs first, filtered by status, kind or sweep, one page at a time."""
+    status, kind = _choice_arg("status", JOB_STATUSES), _choice_arg("kind", JOB_KINDS)
+    sweep_id, page = _int_arg("sweep", None), _int_arg("page", 1) or 1
+    per_page = current_app.config["JOBS_PER_PAGE"]
+    with get_sessionmaker().begin() as session:
+        jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page,
+                                            per_page=per_page)
+        rows = queries.job_rows(session, jobs)
+    pages = max(1, math.ceil(total / per_page))
+    filters = {"status": status, "kind": kind, "sweep": sweep_id}
+    return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
+                           statuses=JOB_STATUSES, kinds=JOB_KINDS)
+
+
+def _job_or_404(session: Any, job_id: int) -> Any:
+    job = queries.find_job(session, job_id)
+    if job is None:
+        abort(404, description=f"job {job_id} not found")
+    return job
+
+
+@bp.get("/jobs/<int:job_id>")
+@login_required
+def job_detail(job_id: int) -> Any:
+    """Parameters, curves, confusion matrix, metrics, error, log and files of one job."""
+    with get_sessionmaker().begin() as session:
+        job = _job_or_404(session, job_id)
+        row = queries.job_rows(session, [job])[0]
+        metrics = [queries.metric_dict(m) for m in job_service.epoch_metrics(session, job_id)]
+        artifacts = [queries.artifact_dict(a) for a in job_service.artifacts(session, job_id)]
+    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts,
+                           poll_ms=current_app.config["POLL_INTERVAL_MS"])
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@login_required
+def cancel(job_id: int) -> Any:
+    status = dispatch.cancel_job(_existing(job_id))
+    flash(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'cancel requested; it stops at its next batch'}.")
+    return redirect(url_for("views.job_detail", job_id=job_id))
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+@login_required
+def retry(job_id: int) -> Any:
+    dispatch.retry_job(_existing(job_id))
+    flash(f"Job {job_id} queued again.")
+    return redirect(url_for("views.job_detail", job_id=job_id))
+
+
+def _existing(job_id: int) -> int:
+    with get_sessionmaker().begin() as session:
+        _job_or_404(session, job_id)
+    return job_id
+
+
+@bp.get("/jobs/<int:job_id>/artifacts/<int:artifact_id>")
+@login_required
+def download(job_id: int, artifact_id: int) -> Any:
+    return send_artifact(job_id, artifact_id)
+
+
+# --- submit forms ------------------------------------------------------------------------------
+
+
+def _form_choices(session: Any) -> dict[str, Any]:
+    folders = queries.list_data_folders(session)
+    parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
+                                     f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
+               for j in queries.model_jobs(session)]
+    return {"folders": [{"id": f.id, "name": f.name, "path": f.path} for f in folders], "parents": parents}
+
+
+def _selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
+    raw = request.form.get("data_folder", "")
+    folder = session.get(DataFolder, int(raw)) if raw.isdigit() and queries.storable_id(int(raw)) else None
+    if folder is None:
+        errors["data_folder"] = "choose a registered data folder (register one under Data folders)"
+    return folder
+
+
+def _selected_parent(errors: dict[str, str]) -> int | None:
+    raw = request.form.get("parent_id", "")
+    if raw.isdigit() and queries.storable_id(int(raw)):
+        return int(raw)
+    errors["parent_id"] = "choose the job whose checkpoint to start from"
+    return None
+
+
+def _queue_choice() -> str | None:
+    return request.form.get("queue", "").strip() or None
+
+
+def _csv_error(values: dict[str, Any]) -> str | None:
+    csv = str(values.get("csv", ""))
+    if "/" in csv or "\\" in csv or csv.startswith("."):
+        return "give a file name inside the data folder, e.g. test.csv"
+    return None
+
+
+def _record_submit_error(error: UserInputError, errors: dict[str, str]) -> None:
+    """Put a one-line error from the job service next to the field it names."""
+    message = str(error)
+    name = field_of(message)
+    if name == "data_dir":
+        name = "data_folder"
+    detail = message.split(": ", 1)[1] if name and ": " in message else message
+    errors[name if name in {f.name for f in forms.form_fields("train")} | {"parent_id", "data_folder", "queue"}
+           else forms.FORM_LEVEL] = detail if name else message
+
+
+@bp.route("/jobs/new/<kind>", methods=("GET", "POST"))
+@login_required
+def new_job(kind: str) -> Any:
+    """One form per job kind, generated from and validated by core.params."""
+    if kind not in FORM_KINDS:
+        abort(404, description=f"no form for job kind {kind!r}")
+    errors: dict[str, str] = {}
+    values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
+    if request.method == "POST":
+        with get_sessionmaker().begin() as session:
+            folder = _selected_folder(session, errors)
+            data_dir = folder.path if folder else ""
+        parent_id = None if kind == "train" else _selected_parent(errors)
+        errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
+                       if k not in errors})
+        if kind in ("evaluate", "predict") and (csv_problem := _csv_error(values)):
+            errors.setdefault("csv", csv_problem)
+        if not errors:
+            try:
+                job_id = dispatch.submit_job(kind, {**values, "data_dir": data_dir}, parent_id=parent_id,
+                                             queue=_queue_choice())
+            except UserInputError as error:
+                _record_submit_error(error, errors)
+            else:
+                flash(f"Job {job_id} queued.")
+                return redirect(url_for("views.job_detail", job_id=job_id))
+    with get_sessionmaker().begin() as session:
+        choices = _form_choices(session)
+    status = 400 if errors else 200
+    return render_template("job_form.html", kind=kind, fields=forms.form_fields(kind), values=values, errors=errors,
+                           form=request.form, preset_parent=request.args.get("parent", ""), **choices), status
+
+
+@bp.route("/sweeps/new", methods=("GET", "POST"))
+@login_required
+def new_sweep() -> Any:
+    """A train grid: fixed values from the train form, varied ones as comma-separated lists."""
+    errors: dict[str, str] = {}
+    values = forms.values_from_form("train", request.form) if request.method == "POST" else {}
+    grid: dict[str, list[str]] = {}
+    if request.method == "POST":
+        for name in forms.SWEEP_FIELDS:
+            listed = forms.split_sweep_values(name, request.form.get(f"grid_{name}", ""))
+            if listed:
+                grid[name] = listed
+        if not grid:
+            errors["grid"] = "give at least one field several values, e.g. lr: 0.001, 0.0003"
+        with get_sessionmaker().begin() as session:
+            folder = _selected_folder(session, errors)
+            data_dir = folder.path if folder else ""
+        errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
+                       if k not in errors and k not in grid})
+        if not errors:
+            try:
+                sweep_id, job_ids = dispatch.submit_sweep("train", {**values, "data_dir": data_dir}, grid,
+                                                          name=request.form.get("name", "").strip()[:200] or None,
+                                                          queue=_queue_choice())
+            except UserInputError as error:
+                errors["grid" if str(error).startswith("grid") else forms.FORM_LEVEL] = str(error)
+            else:
+                flash(f"Sweep {sweep_id} queued: {len(job_ids)} jobs.")
+                return redirect(url_for("views.job_list", sweep=sweep_id))
+    with get_sessionmaker().begin() as session:
+        choices = _form_choices(session)
+    return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,
+                           form=request.form, sweep_fields=forms.SWEEP_FIELDS, **choices), (400 if errors else 200)
+
+
+# --- compare and data folders -----------------------------------------------------------------------
+
+
+@bp.get("/compare")
+@login_required
+def compare() -> Any:
+    """Two or more runs: curves overlaid (drawn by compare.js from the API) and a metrics table."""
+    raw = ",".join(request.args.getlist("ids"))
+    with get_sessionmaker().begin() as session:
+        candidates = [{"id": j.id, "kind": j.kind, "status": j.status, "arch": j.params.get("arch"),
+                       "best": j.best_valid_accuracy} for j in queries.recent_jobs(session)]
+        if not raw:
+            return render_template("compare.html", runs=[], candidates=candidates, ids="")
+        ids = queries.parse_job_ids(raw)
+        runs = []
+        for job_id in ids:
+            job = _job_or_404(session, job_id)
+            metrics = job_service.epoch_metrics(session, job_id)
+            runs.append({"job": job, "last": queries.metric_dict(metrics[-1]) if metrics else {}})
+    return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)))
+
+
+@bp.route("/data-folders", methods=("GET", "POST"))
+@login_required
+def data_folders() -> Any:
+    """Register a folder (only under the configured data roots) and see each folder's check report."""
+    error = None
+    if request.method == "POST":
+        try:
+            with get_sessionmaker().begin() as session:
+                folder = queries.register_data_folder(session, request.form.get("name", ""), request.form.get("path", ""))
+                name = folder.name
+        except UserInputError as problem:
+            error = str(problem)
+        else:
+            flash(f"Data folder {name} registered and checked.")
+            return redirect(url_for("views.data_folders"))
+    with get_sessionmaker().begin() as session:
+        folders = [queries.data_folder_dict(f) for f in queries.list_data_folders(session)]
+    roots = get_settings().data_root_paths
+    return render_template("data_folders.html", folders=folders, roots=roots, error=error,
+                           form=request.form), (400 if error else 200)
