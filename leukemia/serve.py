@@ -30,9 +30,12 @@ from core.errors import UserInputError
 DEMO_FOLDER_NAME = "demo"
 DEMO_IMAGE_SIZE = 64
 HEALTH_TIMEOUT_SECONDS = 120
-# A worker that gets SIGTERM stops its job at the next batch; past this it is killed
-# (the job then waits STALE_AFTER_SECONDS before the next worker takes it over).
-STOP_GRACE_SECONDS = 60
+# On SIGTERM the worker stops its running job at the next batch and queues it again (last
+# epoch checkpoint kept), then exits. A worker still busy after WARM_STOP_SECONDS (stuck
+# outside the batch loop) gets SIGQUIT, Celery's cold shutdown; its job is then taken over
+# once its heartbeat is STALE_AFTER_SECONDS old. Nothing recorded is lost either way.
+WARM_STOP_SECONDS = 30
+COLD_STOP_SECONDS = 15
 
 
 def leukemia_command(*args: str) -> list[str]:
@@ -161,16 +164,20 @@ class Child:
             pass
 
 
-def stop_children(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM to every child, wait up to `grace` seconds, then SIGKILL what is left."""
+def stop_children(children: list[Child]) -> None:
+    """SIGTERM to every child; SIGQUIT (Celery's cold shutdown) after WARM_STOP_SECONDS; SIGKILL last."""
+    for number, wait in ((signal.SIGTERM, WARM_STOP_SECONDS), (signal.SIGQUIT, COLD_STOP_SECONDS)):
+        for child in children:
+            child.signal(number)
+        deadline = time.monotonic() + wait
+        for child in children:
+            try:
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
     for child in children:
-        child.signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in children:
-        try:
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            click.echo(f"{child.name} did not stop within {grace:.0f} s: killed", err=True)
+        if child.running():
+            click.echo(f"{child.name} did not stop: killed", err=True)
         child.kill_group()
         child.process.wait()
 
@@ -194,7 +201,7 @@ def wait_for_health(url: str, children: list[Child], stop: threading.Event) -> N
 
 
 def register_data_folder(base_url: str, token: str, folder: Path) -> None:
-    """Register the folder through the JSON API, as a user would; an already registered one is fine."""
+    """Register the folder through the JSON API, as a user would (registering it again re-checks it)."""
     body = json.dumps({"name": folder.name, "path": str(folder)}).encode()
     request = urllib.request.Request(
         f"{base_url}/api/data-folders",
@@ -203,13 +210,11 @@ def register_data_folder(base_url: str, token: str, folder: Path) -> None:
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=120):
+        with urllib.request.urlopen(request, timeout=300):  # the folder check reads every image once
             return
     except urllib.error.HTTPError as error:
-        message = error.read().decode(errors="replace")
-        if error.code in (400, 409) and "already" in message:
-            return
-        raise UserInputError(f"--data: registering {folder} failed: {message.strip()[:300]}") from None
+        message = error.read().decode(errors="replace").strip().replace("\n", " ")
+        raise UserInputError(f"--data: registering {folder} failed: {message[:300]}") from None
 
 
 def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> None:
