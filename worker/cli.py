@@ -115,6 +115,11 @@ def _serve(queue_names: list[str], gpu: str | None, concurrency: int, hostname: 
     from worker.celery_app import get_app
 
     upgrade_database()
+    # Import torch and the core runners now, not inside the first job: a multi-second import
+    # holds the GIL and would starve that job's heartbeat thread.
+    import core.predict  # noqa: F401
+    import core.training  # noqa: F401
+
     with get_sessionmaker().begin() as session:
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
     presence = WorkerPresence(hostname)

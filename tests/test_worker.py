@@ -1,0 +1,276 @@
+"""Real `leukemia worker` processes on both backends (Redis+PostgreSQL, embedded SQLite broker):
+jobs run to the end, fail with their reason, cancel, survive kill -9 and run once when sent twice."""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from core import jobs
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import Job
+from leukemia.cli import main as leukemia_cli
+from worker import dispatch
+from worker.celery_app import RUN_JOB_TASK, get_app
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+LEUKEMIA = [sys.executable, "-m", "leukemia.cli"]
+TINY = {"image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0}
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """A `leukemia worker` subprocess in its own process group (so kill -9 takes all of it)."""
+
+    def __init__(self, env: dict[str, str], queues: list[str], name: str, log_dir: Path) -> None:
+        self.hostname = f"{name}-{secrets.token_hex(3)}@test"
+        self.log_path = log_dir / f"{self.hostname}.log"
+        command = [*LEUKEMIA, "worker", "--queues", ",".join(queues), "--hostname", self.hostname]
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                            start_new_session=True)  # fmt: skip
+        wait_for(lambda: " ready." in self.log(), 90, f"worker {self.hostname} to start", self)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        try:
+            self.kill(signal.SIGTERM)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, *workers: WorkerProcess) -> object:
+    """Poll until condition() is truthy; on timeout fail with what we waited for and the workers' logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        for worker in workers:
+            if worker.process.poll() is not None:
+                pytest.fail(f"worker {worker.hostname} exited while waiting for {what}:\n{worker.log()[-3000:]}")
+        time.sleep(0.2)
+    logs = "\n".join(w.log()[-3000:] for w in workers)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+
+def job_row(job_id: int) -> Job:
+    with get_sessionmaker().begin() as session:
+        return jobs.get_job(session, job_id)
+
+
+def epochs_of(job_id: int) -> list[int]:
+    with get_sessionmaker().begin() as session:
+        return [m.epoch for m in jobs.epoch_metrics(session, job_id)]
+
+
+def artifact_names(job_id: int) -> set[str]:
+    with get_sessionmaker().begin() as session:
+        return {a.name for a in jobs.artifacts(session, job_id)}
+
+
+def wait_finished(job_id: int, *workers: WorkerProcess, timeout: float = 120) -> Job:
+    return wait_for(lambda: (j := job_row(job_id)).finished and j, timeout, f"job {job_id} to finish", *workers)
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(leukemia_cli, list(args))
+    return result.exit_code, result.output
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    from core.synth import write_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("queue-data") / "lab"
+    write_synthetic_dataset(folder, train=24, valid=8, test=8, image_size=32, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def queues(service_backend) -> dict[str, str]:
+    """Queue names of this module's run, unique so parallel runs on the shared Redis never mix."""
+    token = secrets.token_hex(3)
+    return {"gpu": f"gpu-{token}", "cpu": f"cpu-{token}", "kill": f"kill-{token}", "nobody": f"nobody-{token}"}
+
+
+@pytest.fixture(scope="module")
+def worker_env(service_backend) -> dict[str, str]:
+    return {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("worker-logs")
+
+
+@pytest.fixture(scope="module")
+def main_worker(worker_env, queues, log_dir):
+    """The module's worker on the gpu and cpu queues."""
+    worker = WorkerProcess(worker_env, [queues["gpu"], queues["cpu"]], "main", log_dir)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def extra_workers() -> list[WorkerProcess]:
+    """Workers a test starts that later tests of the module reuse; stopped at the module's end."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def trained_job(main_worker, synthetic_data, queues) -> int:
+    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
+    job = wait_finished(job_id, main_worker)
+    assert (job.status, job.error) == ("succeeded", None)
+    return job_id
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_job_on_a_queue_nobody_serves_is_flagged(main_worker, synthetic_data, queues):
+    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), **TINY}, queue=queues["nobody"])
+    with get_sessionmaker().begin() as session:
+        live = jobs.live_queues(session)
+        assert queues["gpu"] in live and queues["nobody"] not in live
+    code, output = cli("jobs", "--status", "queued")
+    line = next(line for line in output.splitlines() if line.startswith(f"{job_id} "))
+    assert code == 0 and f"#1 in {queues['nobody']} NO WORKER" in line
+    code, output = cli("job", str(job_id))
+    assert code == 0 and f"no live worker consumes queue '{queues['nobody']}'" in output
+    assert cli("cancel", str(job_id)) == (0, f"job {job_id} cancelled\n")
+
+
+def test_train_then_finetune_and_predict_from_it(trained_job, main_worker, synthetic_data, queues, tmp_path):
+    assert epochs_of(trained_job) == [1, 2]
+    train = job_row(trained_job)
+    assert train.attempts == 1 and train.best_valid_accuracy is not None and train.progress == 1.0
+    assert {"best.pt", "last.pt", "metrics.csv", "metrics.json"} <= artifact_names(trained_job)
+
+    finetune_id = dispatch.submit_job("finetune", {"data_dir": str(synthetic_data), "epochs": 1, "device": "cpu",
+                                                   "batch_size": 8}, parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
+    predict_id = dispatch.submit_job("predict", {"data_dir": str(synthetic_data), "csv": "test.csv", "device": "cpu"},
+                                     parent_id=trained_job)  # fmt: skip
+    assert job_row(predict_id).queue == "cpu"  # default route; this module's worker serves its own queue names
+    dispatch.cancel_job(predict_id)
+    predict_id = dispatch.submit_job("predict", {"data_dir": str(synthetic_data), "csv": "test.csv", "device": "cpu"},
+                                     parent_id=trained_job, queue=queues["cpu"])  # fmt: skip
+    finetune, predict = wait_finished(finetune_id, main_worker), wait_finished(predict_id, main_worker)
+    assert (finetune.status, finetune.error, epochs_of(finetune_id)) == ("succeeded", None, [1])
+    assert (predict.status, predict.error) == ("succeeded", None)
+
+    code, output = cli("download", str(predict_id), "predictions.csv", "--out", str(tmp_path))
+    assert code == 0, output
+    with (tmp_path / "predictions.csv").open() as file:
+        predicted = list(csv.DictReader(file))
+    with (synthetic_data / "test.csv").open() as file:
+        expected = list(csv.DictReader(file))
+    assert len(predicted) == len(expected) == 8 and all(row["label"] in ("0", "1") for row in predicted)
+    assert cli("download", str(predict_id), "nothing.pt")[0] == 2
+
+
+def test_bad_inputs_fail_with_their_reason_and_the_next_job_runs(trained_job, main_worker, synthetic_data, queues, tmp_path):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(synthetic_data, corrupt)
+    with (corrupt / "train.csv").open() as file:
+        first_image = next(iter(csv.DictReader(file)))["Path"]
+    (corrupt / first_image).write_bytes(b"this is not a bitmap")
+
+    missing_id = dispatch.submit_job("train", {"data_dir": str(tmp_path / "absent"), **TINY}, queue=queues["gpu"])
+    corrupt_id = dispatch.submit_job("train", {"data_dir": str(corrupt), **TINY}, queue=queues["gpu"])
+    wrong_arch_id = dispatch.submit_job("finetune", {"data_dir": str(synthetic_data), "arch": "resnet50", "device": "cpu"},
+                                        parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
+    good_id = dispatch.submit_job("evaluate", {"data_dir": str(synthetic_data), "device": "cpu"},
+                                  parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
+
+    code, output = cli("submit", "train", "--data", str(synthetic_data), "--arch", "resnet34", "--queue", queues["gpu"])
+    assert code == 2 and "arch" in output and len(output.strip().splitlines()) == 1
+    with pytest.raises(UserInputError, match="arch"):
+        dispatch.submit_job("train", {"data_dir": str(synthetic_data), "arch": "resnet34"})
+
+    missing, corrupted, wrong_arch = (wait_finished(i, main_worker) for i in (missing_id, corrupt_id, wrong_arch_id))
+    assert missing.status == "failed" and "absent" in missing.error, missing.error
+    assert corrupted.status == "failed" and Path(first_image).name in corrupted.error, corrupted.error
+    assert wrong_arch.status == "failed" and "resnet50" in wrong_arch.error, wrong_arch.error
+    for job in (missing, corrupted, wrong_arch):
+        assert "\n" not in job.error and not job.error.startswith("internal error"), job.error
+    good = wait_finished(good_id, main_worker)
+    assert (good.status, good.error) == ("succeeded", None)
+    assert "evaluation.json" in artifact_names(good_id)
+    assert cli("job", "987654") == (2, "error: job 987654 not found\n")
+
+
+def test_cancel_a_queued_and_a_running_job(main_worker, synthetic_data, queues):
+    running_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 20, **TINY}, queue=queues["gpu"])
+    waiting_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), **TINY}, queue=queues["gpu"])
+    wait_for(lambda: epochs_of(running_id), 90, f"job {running_id} epoch 1", main_worker)
+    assert job_row(waiting_id).status == "queued"
+    assert cli("cancel", str(waiting_id)) == (0, f"job {waiting_id} cancelled\n")
+    code, output = cli("cancel", str(running_id))
+    assert code == 0 and "cancel requested" in output
+    running = wait_finished(running_id, main_worker, timeout=60)
+    assert running.status == "cancelled" and 1 <= len(epochs_of(running_id)) < 20
+    assert "last.pt" in artifact_names(running_id)  # the last completed epoch's checkpoint is kept
+    assert cli("cancel", str(running_id)) == (2, f"error: job {running_id} is already cancelled; nothing to cancel\n")
+    # the cancelled queued job's message reaches the worker and is skipped; it never starts
+    wait_for(lambda: f"job {waiting_id} not claimed" in main_worker.log(), 30, "the skipped message", main_worker)
+    assert job_row(waiting_id).started_at is None
+
+
+def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
+    worker_env, synthetic_data, queues, log_dir, extra_workers
+):
+    doomed = WorkerProcess(worker_env, [queues["kill"]], "doomed", log_dir)
+    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 3, **TINY}, queue=queues["kill"])
+    wait_for(lambda: epochs_of(job_id), 90, f"job {job_id} epoch 1", doomed)
+    doomed.kill(signal.SIGKILL)
+    assert job_row(job_id).status == "running" and epochs_of(job_id) in ([1], [1, 2])
+
+    # The successor also serves the gpu queue: the next test needs two workers there.
+    successor = WorkerProcess(worker_env, [queues["kill"], queues["gpu"]], "successor", log_dir)
+    extra_workers.append(successor)
+    job = wait_finished(job_id, successor, timeout=120)
+    assert (job.status, job.error, job.attempts) == ("succeeded", None, 2)
+    assert epochs_of(job_id) == [1, 2, 3]
+    assert job.worker_host == successor.hostname
+
+
+def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, extra_workers, synthetic_data, queues):
+    assert extra_workers, "needs the successor worker of the kill test (also on the gpu queue)"
+    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
+    get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queues["gpu"])  # the same job id, a second time
+    job = wait_finished(job_id, main_worker, *extra_workers)
+    assert (job.status, job.attempts, epochs_of(job_id)) == ("succeeded", 1, [1, 2])
+    logs = main_worker.log() + "".join(w.log() for w in extra_workers)
+    wait_for(lambda: f"job {job_id} not claimed" in main_worker.log() + "".join(w.log() for w in extra_workers),
+             30, "the second delivery to be skipped", main_worker, *extra_workers)  # fmt: skip
+    assert logs.count(f"job {job_id} (train) claimed") == 1
