@@ -126,6 +126,15 @@ class InputPipeline:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Batch]:
+        for host_images, host_labels, positions, params in self.host_batches():
+            yield self._on_device(host_images, host_labels, positions, params)
+
+    def host_batches(self) -> Iterator[tuple[Tensor, Tensor, np.ndarray, AugmentParams | None]]:
+        """This epoch's batches before the device: uint8 NHWC images, labels, positions, augmentation.
+
+        All the per-image work the CPU does when a GPU is attached; gathered PREFETCH_BATCHES
+        ahead in a background thread, so the gather overlaps the caller's compute.
+        """
         order = self._epoch_order()
         batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
         params = None
@@ -139,7 +148,7 @@ class InputPipeline:
                     pending.append(loader.submit(self._gather, batches[number + PREFETCH_BATCHES]))
                 start = number * self.batch_size
                 batch_params = None if params is None else params[start : start + len(positions)]
-                yield self._on_device(host_images, host_labels, positions, batch_params)
+                yield host_images, host_labels, positions, batch_params
 
     def _epoch_order(self) -> np.ndarray:
         """Sample positions in this epoch's order; each batch sorted so the memmap is read forwards."""

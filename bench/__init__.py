@@ -1,0 +1,1 @@
+"""Throughput benchmark: our cache + device-augmentation input path against the model's own ceiling and the lab's per-image DataLoader."""
