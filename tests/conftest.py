@@ -71,3 +71,70 @@ def service_backend(request, tmp_path_factory):
     if database:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+# --- training/prediction engineer ---
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch) -> Path:
+    """A fresh LEUKEMIA_HOME (so caches, database and artifacts) for one test."""
+    from core.settings import get_settings
+
+    home = tmp_path / "leukemia-home"
+    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
+    for key in ("CACHE_DIR", "ARTIFACTS_DIR", "DATABASE_URL", "BROKER_URL"):
+        monkeypatch.delenv(key, raising=False)
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+# --- data engineer ---
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic lab-layout folder (96 train, 32 valid, 24 test, 48 px, seed 0); treat it as read-only."""
+    from core.synth import write_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("synth") / "data"
+    write_synthetic_dataset(folder, train=96, valid=32, test=24, image_size=48, seed=0)
+    return folder
+
+
+# --- web (dashboard engineer): the app on its own SQLite database and embedded broker ---
+
+WEB_API_TOKEN = "test-api-token"
+WEB_ADMIN = ("alice", "wonderland-42")
+
+
+@pytest.fixture()
+def app(tmp_path, monkeypatch):
+    """The dashboard on a fresh LEUKEMIA_HOME under tmp_path (SQLite + embedded broker); data root tmp_path/data."""
+    from core.db import reset_engines
+    from core.settings import get_settings
+    from web import create_app
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
+    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY",
+                "ADMIN_USERNAME", "ADMIN_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    get_settings.cache_clear()
+    reset_engines()
+    yield create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret",
+                      "ADMIN_USERNAME": WEB_ADMIN[0], "ADMIN_PASSWORD": WEB_ADMIN[1]})
+    reset_engines()
+    get_settings.cache_clear()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    return app.test_cli_runner()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -31,14 +31,14 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def error_response(status: int, message: str, field: str | None = None) -> tuple[Response, int] | tuple[str, int]:
+def error_response(status: int, message: str, field: str | None = None) -> Response:
     """The one shape of every error answer."""
     if wants_json():
         body: dict[str, str] = {"error": message}
         if field:
             body["field"] = field
-        return jsonify(body), status
-    return render_template("error.html", status=status, message=message, field=field), status
+        return make_response(jsonify(body), status)
+    return make_response(render_template("error.html", status=status, message=message, field=field), status)
 
 
 def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
@@ -57,9 +57,9 @@ def handle_http(error: HTTPException):  # type: ignore[no-untyped-def]
         return handle_unexpected(error)
     response = error_response(error.code or 500, error.description or error.name)
     if error.code == 405 and error.valid_methods:
-        response[0].headers["Allow"] = ", ".join(error.valid_methods)
+        response.headers["Allow"] = ", ".join(error.valid_methods)
     if error.code == 401 and wants_json():
-        response[0].headers["WWW-Authenticate"] = "Bearer"
+        response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 

@@ -169,6 +169,8 @@ def folder_under_roots(raw: str, roots: list[Path]) -> Path:
 
 def _report_dict(report: Any) -> dict[str, Any]:
     """A check report as JSON-safe data, whatever its class (pydantic model, dataclass or dict)."""
+    if hasattr(report, "to_dict"):
+        return _json_safe(report.to_dict())
     if hasattr(report, "model_dump"):
         return report.model_dump(mode="json")
     if is_dataclass(report):
