@@ -356,7 +356,7 @@ class Deployment:
             for key in ("ARTIFACTS_DIR", "CACHE_DIR", "DATA_ROOTS"):
                 env[key] = str(self.paths[env[key]])
             # The image's own environment (Dockerfile ENV): its venv first on PATH, a home of its own.
-            return {**env, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "LEUKEMIA_HOME": str(tmp / "home"),
+            return {**env, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "HOME": str(tmp / "home"), "LEUKEMIA_HOME": str(tmp / "home"),
                     "PYTHONUNBUFFERED": "1", "LEUKEMIA_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
 
         self.env = {name: mapped_env(name) for name in APP_SERVICES}

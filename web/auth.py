@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import click
 from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.db import get_sessionmaker, upgrade_database
@@ -64,7 +65,10 @@ def init_app(app: Flask) -> None:
         app.config["SECRET_KEY"] = _persisted_secret(home, "secret_key")
     if not app.config["API_TOKEN"]:
         app.config["API_TOKEN"] = _persisted_secret(home, "api_token", announce="API token created")
-    ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
+    try:
+        ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
+    except IntegrityError:  # another gunicorn worker inserted the same admin at the same moment
+        ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
     app.before_request(load_logged_in_user)
 
 
