@@ -1,0 +1,172 @@
+"""The JSON API through Flask's test client: auth, every action, every validation error, and a
+schemathesis run against /api/openapi.json (no 500, responses match the document)."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import checks as st_checks
+
+from tests.conftest import WEB_API_TOKEN
+from tests.web_helpers import finished_train_job, queued_job, synthetic_folder
+
+AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+
+
+@pytest.fixture()
+def api(client):
+    """A client that sends the bearer token."""
+
+    class Api:
+        def get(self, url, **kw):
+            return client.get(url, headers=AUTH, **kw)
+
+        def post(self, url, **kw):
+            return client.post(url, headers=AUTH, **kw)
+
+    return Api()
+
+
+@pytest.fixture()
+def folder_path(api, tmp_path) -> str:
+    path = synthetic_folder(tmp_path / "data")
+    response = api.post("/api/data-folders", json={"path": str(path), "name": "synth"})
+    assert response.status_code == 201, response.json
+    assert response.json["report"]["ok"] is True and response.json["report"]["layout"] == "lab"
+    return response.json["path"]
+
+
+def test_token_is_required_except_for_health_and_document(client):
+    assert client.get("/api/health").json == {"status": "ok", "database": "reachable"}
+    assert client.get("/api/openapi.json").json["openapi"].startswith("3.")
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        response = client.get("/api/jobs", headers=headers)
+        assert response.status_code == 401 and response.json["error"].startswith("authorization:")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_submit_job_validation_errors_name_the_field(api, folder_path):
+    cases = [
+        ({"data": "x", "content_type": "text/plain"}, "body"),
+        ({"json": []}, "body"),
+        ({"json": {"kind": "dance", "params": {}}}, "kind"),
+        ({"json": {"kind": "train", "params": []}}, "params"),
+        ({"json": {"kind": "train", "params": {"data_dir": folder_path, "epochs": 0}}}, "epochs"),
+        ({"json": {"kind": "train", "params": {"data_dir": folder_path, "typo": 1}}}, "typo"),
+        ({"json": {"kind": "train", "params": {"data_dir": "/etc"}}}, "data_dir"),
+        ({"json": {"kind": "train", "params": {}}}, "data_dir"),
+        ({"json": {"kind": "predict", "params": {"data_dir": folder_path, "csv": "t.csv", "checkpoints": ["/x.pt"]}}}, "checkpoints"),
+        ({"json": {"kind": "predict", "params": {"data_dir": folder_path, "csv": "../../etc/passwd"}, "parent_id": 1}}, "csv"),
+        ({"json": {"kind": "predict", "params": {"data_dir": folder_path, "csv": "test.csv"}, "parent_id": "one"}}, "parent_id"),
+        ({"json": {"kind": "predict", "params": {"data_dir": folder_path, "csv": "test.csv"}, "parent_id": 999}}, "parent_id"),
+        ({"json": {"kind": "train", "params": {"data_dir": folder_path}, "queue": 5}}, "queue"),
+        ({"json": {"kind": "train", "parent_id": 1, "params": {"data_dir": folder_path}}}, "parent_id"),
+    ]
+    for request, field in cases:
+        response = api.post("/api/jobs", **request)
+        assert response.status_code == 400, (request, response.json)
+        assert response.json["field"] == field and "\n" not in response.json["error"], (request, response.json)
+
+
+def test_submit_list_get_cancel_retry(api, folder_path):
+    response = api.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "epochs": 2, "image_size": 32}})
+    assert response.status_code == 201
+    job = response.json
+    assert (job["status"], job["queue"], job["queue_position"], job["queue_served"]) == ("queued", "gpu", 1, False)
+    assert api.get(f"/api/jobs/{job['id']}").json["params"]["epochs"] == 2
+    page = api.get("/api/jobs?status=queued&kind=train&per_page=5").json
+    assert page["total"] == 1 and page["jobs"][0]["id"] == job["id"]
+    for query, field in (("status=x", "status"), ("kind=x", "kind"), ("page=0", "page"), ("per_page=1000", "per_page"),
+                         ("page=a", "page"), ("sweep_id=-1", "sweep_id")):
+        response = api.get(f"/api/jobs?{query}")
+        assert response.status_code == 400 and response.json["field"] == field, query
+    assert api.post(f"/api/jobs/{job['id']}/cancel").json["status"] == "cancelled"
+    response = api.post(f"/api/jobs/{job['id']}/cancel")
+    assert response.status_code == 400 and "already cancelled" in response.json["error"]
+    assert api.post(f"/api/jobs/{job['id']}/retry").json["status"] == "queued"
+    response = api.post(f"/api/jobs/{job['id']}/retry")
+    assert response.status_code == 400 and "only failed or cancelled jobs can be retried" in response.json["error"]
+    for url in ("/api/jobs/999", "/api/jobs/99999999999999999999999", "/api/jobs/999/metrics", "/api/jobs/999/artifacts",
+                "/api/jobs/999/artifacts/1", "/api/sweeps/999"):
+        response = api.get(url)
+        assert response.status_code == 404 and "not found" in response.json["error"], url
+    assert api.post("/api/jobs/999/cancel").status_code == 404
+
+
+def test_metrics_artifacts_and_download(api, folder_path):
+    job_id = finished_train_job(folder_path)
+    metrics = api.get(f"/api/jobs/{job_id}/metrics").json["epochs"]
+    assert [m["epoch"] for m in metrics] == [1, 2] and metrics[-1]["confusion"] == [[1, 1], [0, 2]]
+    artifacts = api.get(f"/api/jobs/{job_id}/artifacts").json["artifacts"]
+    assert sorted(a["name"] for a in artifacts) == ["best.pt", "metrics.csv"]
+    csv = next(a for a in artifacts if a["name"] == "metrics.csv")
+    response = api.get(f"/api/jobs/{job_id}/artifacts/{csv['id']}")
+    assert response.status_code == 200 and response.data.startswith(b"epoch,")
+    other = queued_job(folder_path)
+    assert api.get(f"/api/jobs/{other}/artifacts/{csv['id']}").status_code == 404
+    response = api.post("/api/jobs", json={"kind": "predict", "parent_id": job_id,
+                                           "params": {"data_dir": folder_path, "csv": "test.csv"}})
+    assert response.status_code == 201 and response.json["queue"] == "cpu" and response.json["parent_id"] == job_id
+
+
+def test_sweeps(api, folder_path):
+    body = {"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 2}, "grid": {"lr": [0.001, 0.01], "arch": ["resnet18"]}}
+    response = api.post("/api/sweeps", json=body)
+    assert response.status_code == 201 and len(response.json["job_ids"]) == 2
+    sweep_id = response.json["id"]
+    assert api.get(f"/api/sweeps/{sweep_id}").json["grid"] == body["grid"]
+    assert api.get("/api/sweeps").json["total"] == 1
+    assert api.get(f"/api/jobs?sweep_id={sweep_id}").json["total"] == 2
+    for grid, field in (({}, "grid"), ({"lr": []}, "grid"), ({"lr": [-1]}, "grid"), ({"data_dir": ["/etc"]}, "grid")):
+        response = api.post("/api/sweeps", json={**body, "grid": grid})
+        assert response.status_code == 400 and response.json["field"] == field, grid
+    response = api.post("/api/sweeps", json={**body, "base_params": {"data_dir": "/nowhere"}})
+    assert response.status_code == 400 and response.json["field"] == "data_dir"
+
+
+def test_data_folders(api, folder_path, tmp_path):
+    assert [f["path"] for f in api.get("/api/data-folders").json["data_folders"]] == [folder_path]
+    for body, message in (({"path": "/etc"}, "is not under a data root"), ({}, "path: give the absolute path"),
+                          ({"path": str(tmp_path / "data" / "nope")}, "is not an existing folder"),
+                          ({"path": folder_path, "name": 7}, "name: must be")):
+        response = api.post("/api/data-folders", json=body)
+        assert response.status_code == 400 and message in response.json["error"], body
+
+
+def test_wrong_method_and_size_limit(api, client, app):
+    response = client.delete("/api/jobs", headers=AUTH)
+    assert response.status_code == 405 and "GET" in response.headers["Allow"] and "error" in response.json
+    response = api.post("/api/jobs", data=b"x" * (app.config["MAX_CONTENT_LENGTH"] + 1), content_type="application/json")
+    assert response.status_code == 413 and "error" in response.json
+    assert client.get("/api/nothing-here", headers=AUTH).json["error"]
+
+
+def test_a_bug_is_logged_and_answered_as_a_one_line_500(app, client, caplog):
+    @app.get("/api/boom")
+    def boom():
+        raise RuntimeError("bug")
+
+    response = client.get("/api/boom", headers=AUTH)
+    assert response.status_code == 500 and response.json == {"error": "internal error: the server hit a bug; it has been logged"}
+    assert "RuntimeError: bug" in caplog.text
+
+
+CONFORMANCE_CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance,
+                      st_checks.content_type_conformance, st_checks.response_schema_conformance]
+
+
+def test_api_conforms_to_its_document(app):
+    """schemathesis against /api/openapi.json, every operation: no 500 and no answer outside the document."""
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 14
+
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+        def conforms(case):
+            case.call_and_validate(headers=AUTH, checks=CONFORMANCE_CHECKS)
+
+        conforms()
