@@ -7,7 +7,6 @@ mean, std, image_size, best_accuracy, history (see docs/architecture.md, "Checkp
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,10 +60,10 @@ def load_checkpoint(path: Path | str, expected_arch: str | None = None) -> dict[
         raise UserInputError(f"checkpoint {path}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserInputError(f"checkpoint {path}: not a checkpoint of this service (holds objects a safe load refuses)") from None
-    except Exception:  # noqa: BLE001 - torch.load fails on a damaged file in many ways; all are bad input
-        raise UserInputError(f"checkpoint {path}: corrupt or truncated file, not a readable PyTorch checkpoint") from None
+    except Exception:  # noqa: BLE001 - torch.load fails on a damaged or foreign file in many ways; all are bad input
+        raise UserInputError(
+            f"checkpoint {path}: unreadable (corrupt, truncated, or not a weights-only PyTorch checkpoint)"
+        ) from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise UserInputError(f"checkpoint {path}: not a checkpoint of this service (keys missing)")
     if checkpoint["format"] != CHECKPOINT_FORMAT:
