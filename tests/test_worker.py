@@ -54,12 +54,6 @@ class WorkerProcess:
             os.killpg(self.process.pid, sig)
         self.process.wait(timeout=60)
 
-    def stop(self) -> None:
-        try:
-            self.kill(signal.SIGTERM)
-        except subprocess.TimeoutExpired:
-            self.kill(signal.SIGKILL)
-
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, *workers: WorkerProcess) -> object:
     """Poll until condition() is truthy; on timeout fail with what we waited for and the workers' logs."""
@@ -130,20 +124,26 @@ def log_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def main_worker(worker_env, queues, log_dir):
-    """The module's worker on the gpu and cpu queues."""
-    worker = WorkerProcess(worker_env, [queues["gpu"], queues["cpu"]], "main", log_dir)
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture(scope="module")
 def extra_workers() -> list[WorkerProcess]:
-    """Workers a test starts that later tests of the module reuse; stopped at the module's end."""
+    """Workers a test starts that later tests of the module reuse; all stopped together at the end."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
-        worker.stop()
+        if worker.process.poll() is None:
+            os.killpg(worker.process.pid, signal.SIGTERM)
+    for worker in started:
+        try:
+            worker.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def main_worker(worker_env, queues, log_dir, extra_workers):
+    """The module's worker on the gpu and cpu queues."""
+    worker = WorkerProcess(worker_env, [queues["gpu"], queues["cpu"]], "main", log_dir)
+    extra_workers.append(worker)
+    return worker
 
 
 @pytest.fixture(scope="module")
@@ -265,12 +265,14 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
 
 
 def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, extra_workers, synthetic_data, queues):
-    assert extra_workers, "needs the successor worker of the kill test (also on the gpu queue)"
+    assert len(extra_workers) == 2, "needs the main worker and the kill test's successor, both on the gpu queue"
     job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
     get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queues["gpu"])  # the same job id, a second time
-    job = wait_finished(job_id, main_worker, *extra_workers)
+    job = wait_finished(job_id, *extra_workers)
     assert (job.status, job.attempts, epochs_of(job_id)) == ("succeeded", 1, [1, 2])
-    logs = main_worker.log() + "".join(w.log() for w in extra_workers)
-    wait_for(lambda: f"job {job_id} not claimed" in main_worker.log() + "".join(w.log() for w in extra_workers),
-             30, "the second delivery to be skipped", main_worker, *extra_workers)  # fmt: skip
-    assert logs.count(f"job {job_id} (train) claimed") == 1
+
+    def all_logs() -> str:
+        return "".join(worker.log() for worker in extra_workers)
+
+    wait_for(lambda: f"job {job_id} not claimed" in all_logs(), 30, "the second delivery to be skipped", *extra_workers)
+    assert all_logs().count(f"job {job_id} (train) claimed") == 1
