@@ -12,6 +12,7 @@ from typing import Callable, TypeVar
 
 import click
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from core.errors import UserInputError
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams, parse_params
@@ -57,7 +58,7 @@ class UserCommand(click.Command):
             sys.exit(2)
 
 
-def _schema_option(name: str, info, option_name: str | None) -> Callable:
+def _schema_option(name: str, info: FieldInfo, option_name: str | None) -> Callable:
     """One click option for one schema field: bools as --x/--no-x, Literals as choices, lists repeated."""
     annotation = info.annotation
     arguments = typing.get_args(annotation)
@@ -160,7 +161,7 @@ def _describe_run(result) -> str:
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
 @click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the run in this folder with the parameters stored in its last.pt.")  # fmt: skip
-@params_options(TrainParams, exclude=("kind",), rename={"data_dir": "--data"})
+@params_options(TrainParams, rename={"data_dir": "--data"})
 def train(out: Path | None, resume: Path | None, **options) -> None:
     """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
 
@@ -170,7 +171,7 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
         given = schema_values(options)
         if resume is not None:
             if given or out is not None:
-                raise UserInputError(f"resume: the run's parameters come from {resume}/last.pt; drop --{next(iter(given), 'out').replace('_', '-')}")
+                raise UserInputError(f"resume: the run's parameters come from {resume}/last.pt; drop the other options")
             result = resume_run(resume, observer=_progress_bar())
         else:
             if out is None:

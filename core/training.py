@@ -257,6 +257,8 @@ def _fit(
     """The epoch loop shared by train, finetune and resume."""
     use_amp = params.amp and device.type == "cuda"
     flush_denormals_on_cpu(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size per run: pick the fastest convolutions once
     model = start.model.to(device)
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
@@ -350,7 +352,10 @@ def _train_one_epoch(
     """Mean loss, accuracy and images/s of one pass over the training split."""
     forward.train()
     batches.set_epoch(epoch)
-    loss_sum, correct, seen = 0.0, 0, 0
+    # Sums stay on the device: a .item() per batch would make the CPU wait for the GPU.
+    loss_sum = torch.zeros((), device=batches.device)
+    correct = torch.zeros((), dtype=torch.int64, device=batches.device)
+    seen = 0
     started = time.perf_counter()
     for index, batch in enumerate(batches, start=1):
         if observer.should_stop():
@@ -362,8 +367,8 @@ def _train_one_epoch(
         loss.backward()
         optimizer.step()
         count = batch.labels.numel()
-        loss_sum += loss.item() * count
-        correct += int((logits.argmax(dim=1) == batch.labels).sum())
+        loss_sum += loss.detach() * count
+        correct += (logits.argmax(dim=1) == batch.labels).sum()
         seen += count
         elapsed = time.perf_counter() - started
         batches_left = (len(batches) - index) + (total_epochs - epoch) * len(batches)
@@ -372,7 +377,7 @@ def _train_one_epoch(
         )
     if seen == 0:
         raise UserInputError("training split: no batch to train on (fewer images than one batch?)")
-    return loss_sum / seen, correct / seen, seen / (time.perf_counter() - started)
+    return loss_sum.item() / seen, correct.item() / seen, seen / (time.perf_counter() - started)
 
 
 def _evaluate(

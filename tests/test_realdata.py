@@ -26,6 +26,8 @@ def test_real_images_evaluate_and_predict(realdata_dir: Path, synth_dir: Path, t
                                    "--device", "cpu", "--out", str(run_dir)])  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert "epoch 1/1: train loss" in trained.stdout and "valid loss" in trained.stdout
+    resumed = runner.invoke(main, ["train", "--resume", str(run_dir)])  # finished: re-reports, trains nothing
+    assert resumed.exit_code == 0 and resumed.stdout.count("epoch 1/1: train loss") == 1, resumed.output
 
     evaluation_dir = tmp_path / "evaluation"
     evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(realdata_dir),
