@@ -68,13 +68,17 @@ def _schema_option(name: str, info: FieldInfo, option_name: str | None) -> Calla
     flag = option_name or f"--{name.replace('_', '-')}"
     default = None if info.is_required() else info.get_default(call_default_factory=True)
     help_text = info.description or ""
-    settings: dict = {"default": None, "help": help_text, "show_default": False}
     if info.is_required():
-        settings["help"] = f"{help_text} [required]".strip()
+        help_text = f"{help_text} [required]"
     elif default not in (None, "", []):
-        settings["help"] = f"{help_text} [default: {str(default).lower() if isinstance(default, bool) else default}]".strip()
+        shown = str(default).lower() if isinstance(default, bool) else default
+        help_text = f"{help_text} [default: {shown}]"
+    # Options default to None: only what the user typed reaches the schema (see schema_values).
+    settings: dict = {"default": None, "help": help_text.strip()}
     if annotation is bool:
-        declarations = [f"{flag}/--no-{flag[2:]}"] + ([SCHEMA_FLAG_ALIASES[name]] if name in SCHEMA_FLAG_ALIASES else [])
+        declarations = [f"{flag}/--no-{flag[2:]}"]
+        if name in SCHEMA_FLAG_ALIASES:
+            declarations.append(SCHEMA_FLAG_ALIASES[name])
         return click.option(*declarations, name, **settings)
     if typing.get_origin(annotation) is typing.Literal:
         settings["type"] = click.Choice([str(v) for v in typing.get_args(annotation)])
@@ -105,8 +109,8 @@ def params_options(
 
 def schema_values(options: dict) -> dict:
     """The options the user actually gave, ready for core.params.parse_params."""
-    return {name: (list(value) if isinstance(value, tuple) else value)
-            for name, value in options.items() if value is not None and value != ()}  # fmt: skip
+    given = {name: value for name, value in options.items() if value is not None and value != ()}
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in given.items()}
 
 
 def _progress_bar():
@@ -118,17 +122,21 @@ def _progress_bar():
     class ProgressBar(TrainingObserver):
         def __init__(self) -> None:
             self.bar: tqdm | None = None
+            self.bar_epoch = 0
             self.total_epochs = 0
 
         def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
             self.total_epochs = total_epochs
 
         def on_batch(self, progress) -> None:
-            if self.bar is None or self.bar.desc != f"epoch {progress.epoch}/{self.total_epochs}":
+            if self.bar is None or self.bar_epoch != progress.epoch:
                 self.close()
-                self.bar = tqdm(total=progress.batches, desc=f"epoch {progress.epoch}/{self.total_epochs}", leave=False)
+                self.bar_epoch = progress.epoch
+                self.bar = tqdm(total=progress.batches, desc=f"epoch {progress.epoch}/{self.total_epochs}",
+                                leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}")
             self.bar.update(1)
-            self.bar.set_postfix_str(f"{progress.images_per_s:.1f} img/s, ETA {tqdm.format_interval(progress.eta_s)}")
+            eta = tqdm.format_interval(progress.eta_s)
+            self.bar.set_postfix_str(f"{progress.images_per_s:.1f} img/s, run ETA {eta}")
 
         def on_epoch(self, record) -> None:
             self.close()
@@ -144,7 +152,8 @@ def _progress_bar():
 
 def describe_epoch(record, total_epochs: int) -> str:
     """One summary line per epoch."""
-    line = f"epoch {record.epoch}/{total_epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}"
+    line = f"epoch {record.epoch}/{total_epochs}: train loss {record.train_loss:.4f}"
+    line += f" acc {record.train_accuracy:.4f}"
     if record.valid_accuracy is not None:
         line += (
             f" | valid loss {record.valid_loss:.4f} acc {record.valid_accuracy:.4f}"
@@ -154,13 +163,13 @@ def describe_epoch(record, total_epochs: int) -> str:
 
 
 def _describe_run(result) -> str:
-    return f"{result.epochs_done} epoch(s) in {result.run_dir}: best {result.best_path.name}, last {result.last_path.name}"
+    return f"{result.epochs_done} epoch(s) in {result.run_dir}: {result.best_path.name}, {result.last_path.name}"
 
 
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
 @click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue the run in this folder with the parameters stored in its last.pt.")  # fmt: skip
+              help="Continue the run in this folder with the parameters stored in its last.pt.")
 @params_options(TrainParams, rename={"data_dir": "--data"})
 def train(out: Path | None, resume: Path | None, **options) -> None:
     """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
@@ -171,7 +180,9 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
         given = schema_values(options)
         if resume is not None:
             if given or out is not None:
-                raise UserInputError(f"resume: the run's parameters come from {resume}/last.pt; drop the other options")
+                raise UserInputError(
+                    f"resume: the run's parameters come from {resume}/last.pt; drop the other options"
+                )
             result = resume_run(resume, observer=_progress_bar())
         else:
             if out is None:
@@ -184,11 +195,14 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
 
 
 @core_cli.command(cls=UserCommand)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder to create (or, with --resume, to continue).")
 @click.option("--resume/--no-resume", default=False, help="Continue an interrupted finetune in --out.")
 @params_options(FinetuneParams, rename={"data_dir": "--data", "checkpoint": "--from"})
 def finetune(out: Path, resume: bool, **options) -> None:
-    """Finetune a checkpoint, by default on train+valid: `leukemia finetune --from RUN_DIR --data DIR --out RUN_DIR`."""
+    """Finetune a checkpoint, by default on train+valid.
+
+    `leukemia finetune --from RUN_DIR|CKPT --data DIR --epochs N --out RUN_DIR`"""
 
     def body() -> None:
         from core.training import finetune as finetune_run
@@ -201,7 +215,7 @@ def finetune(out: Path, resume: bool, **options) -> None:
 
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for evaluation.json, confusion.csv and confusion.png.")  # fmt: skip
+              help="Folder for evaluation.json, confusion.csv and confusion.png.")
 @params_options(EvaluateParams, rename={"data_dir": "--data"})
 def evaluate(out: Path | None, **options) -> None:
     """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
@@ -215,7 +229,7 @@ def evaluate(out: Path | None, **options) -> None:
         result = evaluate_csv(
             Path(params.checkpoint), Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
             batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
-        )  # fmt: skip
+        )
         metrics = result.metrics
         (tn, fp), (fn, tp) = metrics["confusion"]
         click.echo(
@@ -230,10 +244,13 @@ def evaluate(out: Path | None, **options) -> None:
 
 
 @core_cli.command(cls=UserCommand)
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Submission CSV to write (ID,label).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Submission CSV to write (ID,label).")
 @params_options(PredictParams, rename={"data_dir": "--data", "checkpoints": "--checkpoint"})
 def predict(out: Path, **options) -> None:
-    """Write the submission CSV: `leukemia predict --checkpoint CKPT [--checkpoint CKPT2] --data DIR --csv FILE --out preds.csv`."""
+    """Write the submission CSV (ID,label); several --checkpoint make an ensemble.
+
+    `leukemia predict --checkpoint CKPT [--checkpoint CKPT2] --data DIR --csv FILE --out preds.csv`"""
 
     def body() -> None:
         from core.predict import predict_csv
@@ -245,7 +262,7 @@ def predict(out: Path, **options) -> None:
             [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
             probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
             checkpoint_choice=params.checkpoint_choice,
-        )  # fmt: skip
+        )
         click.echo(f"wrote {result.count} predictions ({result.positives} labelled 1) to {result.out_path}")
 
     run_user_command(body)

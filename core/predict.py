@@ -70,7 +70,7 @@ def predict_probabilities(
         samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
         std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
         cache_dir=get_settings().resolved_cache_dir,
-    )  # fmt: skip
+    )
     probabilities = np.zeros(len(samples), dtype=np.float64)
     started, seen = time.perf_counter(), 0
     with torch.inference_mode():
@@ -80,9 +80,8 @@ def predict_probabilities(
             probabilities[batch.indices.numpy()] = _class_one_probability(model, batch.images, tta).cpu().numpy()
             seen += len(batch.indices)
             elapsed = time.perf_counter() - started
-            observer.on_batch(
-                BatchProgress(round_index, index, len(batches), seen / elapsed, elapsed / index * (len(batches) - index))
-            )
+            eta = elapsed / index * (len(batches) - index)
+            observer.on_batch(BatchProgress(round_index, index, len(batches), seen / elapsed, eta))
     return probabilities
 
 
@@ -95,7 +94,7 @@ def _class_one_probability(model: nn.Module, images: Tensor, tta: bool) -> Tenso
 def ensemble_probabilities(
     checkpoints: list[Path], samples: list[Sample], *, tta: bool, batch_size: int, device: str,
     observer: TrainingObserver | None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
     if not checkpoints:
         raise UserInputError("checkpoint: at least one checkpoint is required")
@@ -110,7 +109,7 @@ def ensemble_probabilities(
         total += predict_probabilities(
             path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
             round_index=round_index,
-        )  # fmt: skip
+        )
     return total / len(checkpoints)
 
 

@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
+from core.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from core.data import Sample, read_split
 from core.errors import UserInputError
 from core.metrics import classification_metrics
@@ -272,36 +278,54 @@ def _fit(
     if start.checkpoint is not None:
         start_epoch = _restore(start.checkpoint, optimizer, scheduler, log) + 1
 
-    cache_dir = get_settings().resolved_cache_dir
-    pipeline_options = dict(
-        image_size=params.image_size, batch_size=params.batch_size, mean=start.mean, std=start.std,
-        device=device, seed=params.seed, cache_dir=cache_dir, num_workers=params.num_workers, channels_last=use_amp,
-    )  # fmt: skip
-    # A last batch of one image breaks BatchNorm at small sizes (1x1 maps): drop it.
-    drop_last = len(train_samples) % params.batch_size == 1
-    train_batches = InputPipeline(train_samples, augment=params.augment, shuffle=True, drop_last=drop_last, **pipeline_options)
-    valid_batches = None
-    if valid_samples:
-        valid_batches = InputPipeline(valid_samples, augment=False, shuffle=False, **pipeline_options)
+    train_batches, valid_batches = _pipelines(params, train_samples, valid_samples, start, device, use_amp)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     observer.on_start(params.epochs, len(train_batches), start_epoch)
     for record in log.history:  # exactly-once: the observer upserts epochs it may already hold
         observer.on_epoch(record)
     for epoch in range(start_epoch, params.epochs + 1):
-        record = _run_epoch(epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp)
+        record = _run_epoch(
+            epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp
+        )
         scheduler.step()
         log.history.append(record)
         if record.valid_accuracy is None or log.best_accuracy is None or record.valid_accuracy > log.best_accuracy:
             log.best_accuracy, log.best_epoch = record.valid_accuracy, epoch
-        checkpoint = _checkpoint(params, model, optimizer, scheduler, epoch, start, log)
-        save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
-        if log.best_epoch == epoch:
-            save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
-        _write_metrics(run_dir, params, log)
-        plot_history([asdict(r) for r in log.history], run_dir, log.best_epoch)
-        observer.on_epoch(record)
+        _save_epoch(run_dir, _checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
+        observer.on_epoch(record)  # only now: last.pt already holds this epoch
     return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT)
+
+
+def _pipelines(
+    params: TrainParams,
+    train_samples: list[Sample],
+    valid_samples: list[Sample] | None,
+    start: _StartState,
+    device: torch.device,
+    channels_last: bool,
+) -> tuple[InputPipeline, InputPipeline | None]:
+    """Shuffled, augmented training batches and, with a validation split, plain validation batches."""
+    options = dict(
+        image_size=params.image_size, batch_size=params.batch_size, mean=start.mean, std=start.std,
+        device=device, seed=params.seed, cache_dir=get_settings().resolved_cache_dir,
+        num_workers=params.num_workers, channels_last=channels_last,
+    )
+    # A last batch of one image breaks BatchNorm at small sizes (1x1 maps): drop it.
+    drop_last = len(train_samples) % params.batch_size == 1
+    train_batches = InputPipeline(train_samples, augment=params.augment, shuffle=True, drop_last=drop_last, **options)
+    if not valid_samples:
+        return train_batches, None
+    return train_batches, InputPipeline(valid_samples, augment=False, shuffle=False, **options)
+
+
+def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, log: _RunLog) -> None:
+    """last.pt, best.pt when this epoch is the best, metrics.csv/json and the plots, in that order."""
+    save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
+    if log.best_epoch == checkpoint["epoch"]:
+        save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
+    _write_metrics(run_dir, params, log)
+    plot_history([asdict(r) for r in log.history], run_dir, log.best_epoch)
 
 
 def _run_epoch(
@@ -383,7 +407,7 @@ def _train_one_epoch(
 def _evaluate(
     forward: nn.Module, criterion: nn.Module, batches: InputPipeline, observer: TrainingObserver, use_amp: bool,
     completed_epochs: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Loss and classification metrics on a labelled split, in eval mode."""
     forward.eval()
     loss_sum, predictions, truth = 0.0, [], []
@@ -469,7 +493,7 @@ def _restore(
 def _checkpoint(
     params: TrainParams, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
     start: _StartState, log: _RunLog,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "arch": params.arch,

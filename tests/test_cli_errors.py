@@ -21,7 +21,7 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("checkpoints")
     run_dir = folder / "run18"
     checkpoint = {"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),
-                  "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32, "epoch": 1}  # fmt: skip
+                  "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32, "epoch": 1}
     save_checkpoint(checkpoint, run_dir / "best.pt")
     (folder / "garbage.pt").write_bytes(b"\x00\x01 definitely not torch " * 50)
     (folder / "truncated.pt").write_bytes((run_dir / "best.pt").read_bytes()[:5000])
@@ -43,19 +43,19 @@ def cases(synth: Path, files: dict[str, Path], out: Path) -> list[tuple[list[str
         (["train", "--resume", str(out)], "has no last.pt"),
         (["train", "--resume", str(out), "--epochs", "3"], "resume: the run's parameters come from"),
         (["finetune", "--from", str(files["run18"]), "--arch", "resnet50", *data, "--out", str(out)],
-         "best.pt: architecture resnet18, expected resnet50"),  # fmt: skip
+         "best.pt: architecture resnet18, expected resnet50"),
         (["finetune", "--from", str(files["garbage"]), *data, "--out", str(out)], "garbage.pt: unreadable"),
         (["finetune", "--from", str(files["run18"]), "--checkpoint-choice", "last", *data, "--out", str(out)],
-         "has no last.pt"),  # fmt: skip
+         "has no last.pt"),
         (["evaluate", "--checkpoint", str(files["truncated"]), *data, "--csv", "valid.csv"], "truncated.pt: unreadable"),
         (["evaluate", "--checkpoint", str(out / "none.pt"), *data], "none.pt: no such file"),
         (["evaluate", "--checkpoint", str(files["run18"]), *data, "--csv", "missing.csv"], "missing.csv: file not found"),
         (["evaluate", *data, "--csv", "valid.csv"], "checkpoint: give a run folder"),
         (["predict", *data, "--csv", "test.csv", "--out", str(out / "p.csv")], "checkpoints: give at least one"),
         (["predict", "--checkpoint", str(files["garbage"]), *data, "--csv", "test.csv", "--out", str(out / "p.csv")],
-         "garbage.pt: unreadable"),  # fmt: skip
+         "garbage.pt: unreadable"),
         (["predict", "--checkpoint", str(files["run18"]), *data, "--csv", "test.csv", "--out", str(out / "p.csv"),
-          "--device", "cuda"], "device: cuda requested"),  # fmt: skip
+          "--device", "cuda"], "device: cuda requested"),
     ]
 
 

@@ -23,7 +23,7 @@ def test_real_images_evaluate_and_predict(realdata_dir: Path, synth_dir: Path, t
     runner = CliRunner()
     run_dir = tmp_path / "run"
     trained = runner.invoke(main, ["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
-                                   "--device", "cpu", "--out", str(run_dir)])  # fmt: skip
+                                   "--device", "cpu", "--out", str(run_dir)])
     assert trained.exit_code == 0, trained.output
     assert "epoch 1/1: train loss" in trained.stdout and "valid loss" in trained.stdout
     resumed = runner.invoke(main, ["train", "--resume", str(run_dir)])  # finished: re-reports, trains nothing
@@ -31,7 +31,7 @@ def test_real_images_evaluate_and_predict(realdata_dir: Path, synth_dir: Path, t
 
     evaluation_dir = tmp_path / "evaluation"
     evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(realdata_dir),
-                                     "--csv", "labels.csv", "--out", str(evaluation_dir), "--tta"])  # fmt: skip
+                                     "--csv", "labels.csv", "--out", str(evaluation_dir), "--tta"])
     assert evaluated.exit_code == 0, evaluated.output
     assert evaluated.stdout.startswith("labels.csv: 71 images, accuracy ")
     metrics = json.loads((evaluation_dir / "evaluation.json").read_text())
@@ -41,7 +41,7 @@ def test_real_images_evaluate_and_predict(realdata_dir: Path, synth_dir: Path, t
 
     out = tmp_path / "preds.csv"
     predicted = runner.invoke(main, ["predict", "--checkpoint", str(run_dir / "last.pt"), "--data", str(realdata_dir),
-                                     "--csv", "labels.csv", "--out", str(out), "--probabilities"])  # fmt: skip
+                                     "--csv", "labels.csv", "--out", str(out), "--probabilities"])
     assert predicted.exit_code == 0, predicted.output
     with out.open(newline="") as file:
         rows = list(csv.DictReader(file))

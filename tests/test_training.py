@@ -104,7 +104,7 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
 def test_checkpoint_save_is_atomic_and_arch_checked(tmp_path: Path) -> None:
     path = tmp_path / "ours.pt"
     checkpoint = {"format": 1, "arch": "resnet18", "num_classes": 2, "model": {}, "mean": [0.5] * 3,
-                  "std": [0.2] * 3, "image_size": 32}  # fmt: skip
+                  "std": [0.2] * 3, "image_size": 32}
     save_checkpoint(checkpoint, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.pt"]  # no temporary file left
     assert load_checkpoint(path, expected_arch="resnet18")["image_size"] == 32
