@@ -254,6 +254,8 @@ def run(*, quick: bool, out_dir: Path, data_dir: Path | None, archs: list[str], 
     """The whole benchmark; returns what it also writes to out_dir."""
     plan = quick_plan() if quick else full_plan(archs, steps)
     device = torch.device("cpu") if quick else resolve_device("cuda")
+    if quick:
+        torch.set_num_threads(1)  # a shared small CPU: one thread is steadier than oversubscribed cores
     out_dir.mkdir(parents=True, exist_ok=True)
     data_root = data_dir or out_dir / "data"
     cache_dir = out_dir / "cache"

@@ -181,3 +181,32 @@ def test_device_names() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match="^device: cuda requested but no GPU is available$"):
             resolve_device("cuda")
+
+
+def test_synthetic_split_epoch_covers_every_row_with_its_label(synth_dir: Path, tmp_path: Path) -> None:
+    from core.data import read_split
+
+    samples = read_split(synth_dir, "train")
+    mean, std = compute_mean_std(samples, 48, cache_dir=tmp_path)
+    assert all(0 < m < 0.5 for m in mean) and all(0 < s < 0.5 for s in std)  # purple cells on black
+    run = InputPipeline(samples, image_size=48, batch_size=32, mean=mean, std=std, device=torch.device("cpu"),
+                        augment=True, shuffle=True, seed=0, cache_dir=tmp_path)  # fmt: skip
+    seen, labels = [], []
+    for batch in run:
+        seen += batch.indices.tolist()
+        labels += batch.labels.tolist()
+    assert sorted(seen) == list(range(len(samples)))
+    assert labels == [samples[i].label for i in seen]
+    assert not any(synth_dir.rglob("*.npy"))
+
+
+def test_real_cnmc_images_decode_and_resize(realdata_dir: Path, tmp_path: Path) -> None:
+    from core.data import read_csv_samples
+
+    samples = read_csv_samples(realdata_dir, "labels.csv", labelled=True)[:8]
+    cache = load_image_cache(samples, 64, cache_dir=tmp_path)
+    for sample, row in zip(samples, cache.images):
+        with Image.open(sample.path) as image:
+            expected = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
+        assert np.array_equal(row, expected)
+    assert cache.images.max() > 100  # real stained cells, not an empty array
