@@ -27,12 +27,13 @@
     const labels = ["normal (0)", "leukemia (1)"];
     const z = last.confusion;
     Plotly.react("confusion-chart", [{
-      type: "heatmap", z, x: labels, y: labels, colorscale: "Blues", showscale: false,
+      type: "heatmap", z, x: labels, y: labels, colorscale: [[0, "#eff6ff"], [1, "#1e40af"]], showscale: false,
       text: z.map((row) => row.map(String)), texttemplate: "%{text}", textfont: { size: 16 },
       hovertemplate: "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
     }], Live.layout("true class", {
       xaxis: { title: { text: "predicted class" }, side: "bottom" },
       yaxis: { title: { text: "true class" }, autorange: "reversed" }, height: 280,
+      margin: { l: 110, r: 16, t: 12, b: 44 },
     }), Live.config);
   }
 
