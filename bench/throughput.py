@@ -138,13 +138,14 @@ def inference_ceiling(model: nn.Module, batch_size: int, image_size: int, setup:
 def predict_files_to_csv(model: nn.Module, pipeline: InputPipeline, out_csv: Path, setup: Setup) -> float:
     """Images/s of one whole pass: files (cached) → pipeline → model → `ID,label` CSV on disk."""
     model.eval()
-    predicted = torch.empty(len(pipeline.samples), dtype=torch.int64, device=setup.device)
+    indices, classes = [], []
     started = time.perf_counter()
     with torch.inference_mode(), setup.autocast():
         for batch in pipeline:
-            # Kept on the device until the end: a copy back per batch would stall the GPU's queue.
-            predicted[batch.indices.to(setup.device, non_blocking=True)] = model(batch.images).argmax(dim=1)
-    predicted = predicted.cpu()
+            indices.append(batch.indices)
+            classes.append(model(batch.images).argmax(dim=1))  # left on the device: a copy per batch would stall it
+    predicted = torch.empty(len(pipeline.samples), dtype=torch.int64)
+    predicted[torch.cat(indices)] = torch.cat(classes).cpu()
     with out_csv.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["ID", "label"])

@@ -62,7 +62,10 @@ def augment_batch(images: Tensor, params: AugmentParams) -> Tensor:
     n, _, height, width = images.shape
     if len(params) != n:
         raise ValueError(f"augment_batch: {len(params)} parameter sets for {n} images")
-    theta = _sampling_matrices(params, height, width).to(device=images.device, dtype=images.dtype)
+    theta = _sampling_matrices(params, height, width)
+    if images.is_cuda:
+        theta = theta.pin_memory()  # a copy from pageable memory would wait for the GPU to drain
+    theta = theta.to(device=images.device, dtype=images.dtype, non_blocking=True)
     grid = F.affine_grid(theta, [n, 3, height, width], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
