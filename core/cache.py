@@ -51,15 +51,20 @@ def decode_image(sample: Sample, image_size: int) -> np.ndarray:
 
 
 def cache_file_name(samples: list[Sample], image_size: int) -> str:
-    """The cache's file name: a hash of the image size and every file's path, size and mtime."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT}\n{image_size}\n".encode())
+    """`<size>px-<hash of the paths>-<hash of each file's size and mtime>.npy`.
+
+    The first hash names the split, the second its version: a changed file gives a new name,
+    and older versions of the same split can be recognised and removed."""
+    paths = hashlib.sha256(f"{CACHE_FORMAT}\n{image_size}\n".encode())
+    versions = hashlib.sha256()
     for sample in samples:
         try:
             stat = sample.path.stat()
         except OSError as error:
             raise UserInputError(f"{sample.source}: cannot read image {sample.path}: {error.strerror}") from None
-        digest.update(f"{sample.path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return f"{image_size}px-{len(samples)}img-{digest.hexdigest()[:24]}.npy"
+        paths.update(f"{sample.path}\n".encode())
+        versions.update(f"{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return f"{image_size}px-{paths.hexdigest()[:16]}-{versions.hexdigest()[:16]}.npy"
 
 
 def load_image_cache(
@@ -79,9 +84,20 @@ def load_image_cache(
     started = time.perf_counter()
     _build(path, samples, image_size, num_workers)
     build_seconds = time.perf_counter() - started
+    _remove_older_versions(path)
     log.info("image cache %s: decoded %d images in %.1f s", path.name, len(samples), build_seconds)
     images = np.load(path, mmap_mode="r")
     return ImageCache(path=path, images=images, reused=False, build_seconds=build_seconds)
+
+
+def _remove_older_versions(path: Path) -> None:
+    """Delete caches of the same split built from older files: each can be gigabytes.
+
+    A process still reading one keeps its memory map; the file's space is freed when it closes."""
+    split_prefix = path.name.rsplit("-", 1)[0] + "-"
+    for older in path.parent.glob(f"{split_prefix}*.npy"):
+        if older != path:
+            older.unlink(missing_ok=True)
 
 
 def _open_existing(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:

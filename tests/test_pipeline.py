@@ -126,6 +126,9 @@ def test_cache_is_reused_then_rebuilt_when_a_file_changes(tmp_path: Path) -> Non
     os.utime(samples[2].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     touched = load_image_cache(samples, SIZE, cache_dir=cache_dir)
     assert not touched.reused and touched.path != first.path
+    assert not first.path.exists()  # the stale version of this split is removed ...
+    other_split = load_image_cache(samples[:2], SIZE, cache_dir=cache_dir)
+    assert touched.path.exists() and other_split.path.exists()  # ... but never another split's cache
 
     Image.fromarray(constant((9, 8, 7))).save(samples[1].path)
     replaced = load_image_cache(samples, SIZE, cache_dir=cache_dir)
