@@ -50,6 +50,11 @@ def worker_name() -> str:
 
 def run_job(job_id: int) -> None:
     """Run a queued job once: claim it, run it, record the outcome. A failed claim means nothing to do."""
+    if SHUTTING_DOWN.is_set():
+        # A message taken while this worker stops goes back to the broker for the next worker.
+        from celery.exceptions import Reject
+
+        raise Reject(f"job {job_id}: worker shutting down", requeue=True)
     owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     with get_sessionmaker().begin() as session:
         job = jobs.claim_job(session, int(job_id), owner=owner, host=worker_name())
@@ -167,7 +172,7 @@ class JobRun:
             log.warning("job %s failed: %s", self.spec.id, error)
         except TrainingStopped:
             status = {"cancel": "cancelled", "lease lost": "lost"}.get(self.heartbeat.reason or "", "released")
-            log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason)
+            log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason or "worker shutting down")
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
             error = f"internal error: {type(bug).__name__}: {bug}"
             log.exception("job %s crashed", self.spec.id)
