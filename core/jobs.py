@@ -212,7 +212,9 @@ def artifacts(session: Session, job_id: int) -> list[Artifact]:
 
 
 def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place of a queued job among the queued jobs of its queue (oldest first); None otherwise."""
+    """1-based place of a queued job among the queued jobs of its queue, by submission order; None otherwise.
+
+    (A retried job keeps its place by id here, while its new message joins the back of the broker queue.)"""
     if job.status != "queued":
         return None
     ahead = session.scalar(
@@ -436,7 +438,6 @@ def retry_job(session: Session, job_id: int) -> Job:
             lease_owner=None,
             heartbeat_at=None,
             eta_s=None,
-            created_at=utcnow(),  # back of its queue
         )
         .execution_options(synchronize_session=False)
     )

@@ -61,7 +61,7 @@ def run_job(job_id: int) -> None:
         if job is None:
             current = session.get(Job, int(job_id))
             state = "missing" if current is None else current.status
-            log.info("job %s not claimed (%s, or running elsewhere): skipped", job_id, state)
+            log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker); skipped", job_id, state)
             return
         spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue)
     log.info("job %s (%s) claimed by %s, attempt %s", spec.id, spec.kind, owner, spec.attempts)
@@ -87,7 +87,10 @@ class LogTail(logging.Handler):
 
 
 class JobObserver:
-    """The core TrainingObserver for a job: keeps progress for the heartbeat, upserts each epoch."""
+    """A core.training.TrainingObserver for a job: keeps progress for the heartbeat, upserts each epoch.
+
+    Same methods, not a subclass: importing core.training (torch) here would load torch into
+    every process that only sends jobs (the web)."""
 
     def __init__(self, job_id: int, kind: str) -> None:
         self.job_id = job_id
