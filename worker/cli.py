@@ -12,7 +12,7 @@ import shutil
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
 
@@ -21,6 +21,7 @@ from core.errors import UserInputError
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
 
 log = logging.getLogger("leukemia.worker")
+T = TypeVar("T")
 
 
 # --- database ----------------------------------------------------------------------------
@@ -37,8 +38,25 @@ def upgrade() -> None:
     from core.db import upgrade_database
     from core.settings import get_settings
 
-    run_user_command(upgrade_database)
+    run_db_command(upgrade_database)
     click.echo(f"database is up to date ({_safe_url(get_settings().resolved_database_url)})")
+
+
+def run_db_command(action: Callable[[], T]) -> T:
+    """run_user_command, plus: an unreachable or uninitialised database is one line, not a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from core.settings import get_settings
+
+    def guarded() -> T:
+        try:
+            return action()
+        except (OperationalError, ProgrammingError) as error:
+            url = _safe_url(get_settings().resolved_database_url)
+            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+            raise UserInputError(f"database {url}: {reason} (is it running, and has `leukemia db upgrade` been run?)") from None
+
+    return run_user_command(guarded)
 
 
 def _safe_url(url: str) -> str:
@@ -102,7 +120,7 @@ def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None,
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()  # before anything initialises CUDA
     hostname = hostname or f"worker-{'gpu' + gpu if gpu is not None else 'cpu'}-{os.getpid()}@{socket.gethostname()}"
     os.environ["LEUKEMIA_WORKER_NAME"] = hostname
-    run_user_command(lambda: _serve(queue_names, gpu, concurrency, hostname, loglevel))
+    run_db_command(lambda: _serve(queue_names, gpu, concurrency, hostname, loglevel))
 
 
 def _raise(message: str) -> None:
@@ -153,7 +171,7 @@ def submit() -> None:
 def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None) -> None:
     from worker.dispatch import submit_job
 
-    job_id = run_user_command(lambda: submit_job(kind, schema_values(options), parent_id=parent_id, queue=queue))
+    job_id = run_db_command(lambda: submit_job(kind, schema_values(options), parent_id=parent_id, queue=queue))
     click.echo(f"job {job_id} queued ({kind})")
 
 
@@ -214,7 +232,7 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, paren
     def action() -> tuple[int, list[int]]:
         return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue)
 
-    sweep_id, job_ids = run_user_command(action)
+    sweep_id, job_ids = run_db_command(action)
     click.echo(f"sweep {sweep_id}: {len(job_ids)} jobs queued ({', '.join(map(str, job_ids))})")
 
 
@@ -259,7 +277,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 @click.option("--per-page", type=click.IntRange(1, 1000), default=50, show_default=True)
 def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
     """List jobs, newest first: progress, speed, ETA, queue position and unserved queues."""
-    run_user_command(lambda: _print_jobs(status, kind, sweep_id, page, per_page))
+    run_db_command(lambda: _print_jobs(status, kind, sweep_id, page, per_page))
 
 
 def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
@@ -296,7 +314,7 @@ def _sweep_fields(session, sweep_id: int) -> list[str]:  # type: ignore[no-untyp
 @click.argument("job_id", type=int)
 def job_command(job_id: int) -> None:
     """Show one job: status, parameters, metrics per epoch, artifacts, error, log tail."""
-    run_user_command(lambda: _print_job(job_id))
+    run_db_command(lambda: _print_job(job_id))
 
 
 def _print_job(job_id: int) -> None:
@@ -342,7 +360,7 @@ def cancel_command(job_id: int) -> None:
     """Cancel a job: queued ones at once, running ones at the next batch (keeping the last checkpoint)."""
     from worker.dispatch import cancel_job
 
-    status = run_user_command(lambda: cancel_job(job_id))
+    status = run_db_command(lambda: cancel_job(job_id))
     click.echo(f"job {job_id} cancelled" if status == "cancelled" else f"job {job_id}: cancel requested; it stops at the next batch")
 
 
@@ -352,7 +370,7 @@ def retry_command(job_id: int) -> None:
     """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
     from worker.dispatch import retry_job
 
-    run_user_command(lambda: retry_job(job_id))
+    run_db_command(lambda: retry_job(job_id))
     click.echo(f"job {job_id} queued again")
 
 
@@ -362,7 +380,7 @@ def retry_command(job_id: int) -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="File or folder to write (default: ./NAME).")
 def download_command(job_id: int, artifact: str | None, out: Path | None) -> None:
     """Copy a recorded artifact of a job (default: its best checkpoint)."""
-    run_user_command(lambda: _download(job_id, artifact, out))
+    run_db_command(lambda: _download(job_id, artifact, out))
 
 
 def _download(job_id: int, name: str | None, out: Path | None) -> None:
