@@ -65,23 +65,31 @@ def predict_probabilities(
     """P(class 1) per sample, in the samples' order, with the checkpoint's own mean/std/image size."""
     observer = observer or TrainingObserver()
     checkpoint = load_checkpoint(checkpoint_path)
+    # On a GPU: bf16 and channels_last, as in training, and no copy back until the end (a
+    # per-batch .cpu() would make the host wait for every batch).
+    on_gpu = device.type == "cuda"
     model = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
+    if on_gpu:
+        model = model.to(memory_format=torch.channels_last)
     batches = InputPipeline(
         samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
         std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
-        cache_dir=get_settings().resolved_cache_dir,
+        cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu,
     )
-    probabilities = np.zeros(len(samples), dtype=np.float64)
+    collected: list[tuple[Tensor, Tensor]] = []
     started, seen = time.perf_counter(), 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
         for index, batch in enumerate(batches, start=1):
             if observer.should_stop():
                 raise TrainingStopped(0)
-            probabilities[batch.indices.numpy()] = _class_one_probability(model, batch.images, tta).cpu().numpy()
+            collected.append((batch.indices, _class_one_probability(model, batch.images, tta)))
             seen += len(batch.indices)
             elapsed = time.perf_counter() - started
             eta = elapsed / index * (len(batches) - index)
             observer.on_batch(BatchProgress(round_index, index, len(batches), seen / elapsed, eta))
+    probabilities = np.zeros(len(samples), dtype=np.float64)
+    for indices, batch_probabilities in collected:
+        probabilities[indices.numpy()] = batch_probabilities.cpu().numpy()
     return probabilities
 
 

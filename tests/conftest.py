@@ -52,7 +52,8 @@ def service_backend(request, tmp_path_factory):
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {database}")
         env["DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-        env["BROKER_URL"] = "redis://127.0.0.1:6379/0"
+        # A random Redis database: parallel test runs on one machine must not take each other's messages.
+        env["BROKER_URL"] = f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}"
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update({k: v for k, v in env.items() if v})
     for key in [k for k, v in env.items() if not v]:
