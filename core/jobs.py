@@ -447,6 +447,16 @@ def retry_job(session: Session, job_id: int) -> Job:
     return session.get(Job, job_id, populate_existing=True)
 
 
+def queued_jobs(session: Session, queues: list[str]) -> list[tuple[int, str]]:
+    """(id, queue) of the jobs waiting in these queues, oldest first."""
+    rows = session.execute(
+        select(Job.id, Job.queue)
+        .where(Job.status == "queued", Job.cancel_requested.is_(False), Job.queue.in_(queues))
+        .order_by(Job.id)
+    )
+    return [(job_id, queue) for job_id, queue in rows]
+
+
 def requeue_lost_jobs(session: Session) -> list[Job]:
     """Running jobs whose worker stopped heartbeating: queued again (to re-send) or failed 'worker lost'.
 

@@ -257,6 +257,11 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
     wait_for(lambda: epochs_of(job_id), 90, f"job {job_id} epoch 1", doomed)
     doomed.kill(signal.SIGKILL)
     assert job_row(job_id).status == "running" and epochs_of(job_id) in ([1], [1, 2])
+    # A job whose message went down with the killed worker before it was claimed: a committed
+    # row with no message left in the broker.
+    with get_sessionmaker().begin() as session:
+        orphan_id = jobs.create_job(session, "train", {"data_dir": str(synthetic_data), "epochs": 1, **TINY},
+                                    queue=queues["kill"]).id  # fmt: skip
 
     # The successor also serves the gpu queue: the next test needs two workers there.
     successor = WorkerProcess(worker_env, [queues["kill"], queues["gpu"]], "successor", log_dir)
@@ -265,6 +270,8 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
     assert (job.status, job.error, job.attempts) == ("succeeded", None, 2)
     assert epochs_of(job_id) == [1, 2, 3]
     assert job.worker_host == successor.hostname
+    orphan = wait_finished(orphan_id, successor, timeout=120)  # re-sent when the successor started
+    assert (orphan.status, orphan.attempts, epochs_of(orphan_id)) == ("succeeded", 1, [1])
 
 
 def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, extra_workers, synthetic_data, queues):

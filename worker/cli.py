@@ -72,18 +72,25 @@ def _safe_url(url: str) -> str:
 class WorkerPresence(threading.Thread):
     """Heartbeats this worker's row and reaps jobs whose worker went silent (then re-sends them)."""
 
-    def __init__(self, hostname: str) -> None:
+    def __init__(self, hostname: str, queues: list[str]) -> None:
         super().__init__(name="worker-presence", daemon=True)
         self.hostname = hostname
+        self.queues = queues
         self.done = threading.Event()
 
     def run(self) -> None:
         from core import jobs
         from core.db import get_sessionmaker
         from core.settings import get_settings
-        from worker.dispatch import requeue_and_resend_lost_jobs
+        from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
 
         settings = get_settings()
+        try:
+            resent = resend_waiting_jobs(self.queues)
+            if resent:
+                log.info("sent waiting jobs again at start (a duplicate is skipped by the claim): %s", resent)
+        except Exception:  # the broker may not be up yet; the jobs keep their place in the table
+            log.exception("re-sending waiting jobs at start failed")
         reap_every = max(settings.stale_after_seconds / 2, 1.0)
         since_reap = reap_every  # reap at once: a restarted worker picks up what its predecessor lost
         while True:
@@ -140,7 +147,7 @@ def _serve(queue_names: list[str], gpu: str | None, concurrency: int, hostname: 
 
     with get_sessionmaker().begin() as session:
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
-    presence = WorkerPresence(hostname)
+    presence = WorkerPresence(hostname, queue_names)
     presence.start()
     pool = "solo" if concurrency == 1 else "prefork"
     argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool}",

@@ -85,3 +85,17 @@ def requeue_and_resend_lost_jobs() -> list[int]:
     for job_id, queue in requeued:
         send_job(job_id, queue)
     return [job_id for job_id, _ in requeued]
+
+
+def resend_waiting_jobs(queues: list[str]) -> list[int]:
+    """At worker start: send every queued job of these queues again.
+
+    A killed worker can take a message with it before claiming the row (the embedded broker
+    deletes a message on delivery; Redis hides an unacknowledged one for its visibility
+    timeout, an hour). A second message is harmless: only one claim can win."""
+    with get_sessionmaker().begin() as session:
+        waiting = jobs.queued_jobs(session, queues)
+    for job_id, queue in waiting:
+        get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+    return [job_id for job_id, _ in waiting]
+
