@@ -141,10 +141,16 @@ class Child:
 
     name: str
     argv: list[str]
+    log_path: Path
     process: subprocess.Popen = field(init=False)
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True)
+        # Output goes to a log file: the terminal keeps serve's own summary readable.
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.argv, env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT
+            )
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -188,7 +194,7 @@ def wait_for_health(url: str, children: list[Child], stop: threading.Event) -> N
     while time.monotonic() < deadline and not stop.is_set():
         for child in children:
             if not child.running():
-                raise UserInputError(f"{child.name} exited with code {child.process.returncode} while starting (see its output above)")
+                raise UserInputError(f"{child.name} exited with code {child.process.returncode} while starting (see {child.log_path})")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -245,13 +251,15 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
 
-    upgrade = subprocess.run(leukemia_command("db", "upgrade"), env=env)
+    logs = home / "logs"
+    upgrade = subprocess.run(leukemia_command("db", "upgrade"), env=env, capture_output=True, text=True)
     if upgrade.returncode != 0:
-        raise UserInputError(f"`leukemia db upgrade` failed with code {upgrade.returncode} (see its output above)")
+        click.echo(upgrade.stdout + upgrade.stderr, err=True)
+        raise UserInputError(f"`leukemia db upgrade` failed with code {upgrade.returncode} (output above)")
 
     children = [
-        Child("worker", leukemia_command("worker", "--queues", "gpu,cpu", "--concurrency", "1")),
-        Child("web", leukemia_command("web", "--host", host, "--port", str(port))),
+        Child("worker", leukemia_command("worker", "--queues", "gpu,cpu", "--concurrency", "1"), logs / "worker.log"),
+        Child("web", leukemia_command("web", "--host", host, "--port", str(port)), logs / "web.log"),
     ]
     try:
         for child in children:
@@ -271,6 +279,7 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
                         f"  API token:  {login.api_token}",
                         f"  data:       {folder}",
                         f"  jobs run on {device_description()}; records: {where}",
+                        f"  logs:       {logs / 'worker.log'}, {logs / 'web.log'}",
                         "Ctrl-C stops it; a running job resumes from its last epoch at the next `leukemia serve`.",
                         "",
                     ]
@@ -279,7 +288,7 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
         while not stop.is_set():
             for child in children:
                 if not child.running():
-                    raise UserInputError(f"{child.name} exited with code {child.process.returncode} (see its output above)")
+                    raise UserInputError(f"{child.name} exited with code {child.process.returncode} (see {child.log_path})")
             stop.wait(0.5)
         click.echo("Stopping (the running job keeps its last epoch checkpoint) ...")
     finally:
