@@ -58,7 +58,7 @@ class UserCommand(click.Command):
             sys.exit(2)
 
 
-def _schema_option(name: str, info: FieldInfo, option_name: str | None) -> Callable:
+def _schema_option(name: str, info: FieldInfo, option_name: str | None, show_default: bool = True) -> Callable:
     """One click option for one schema field: bools as --x/--no-x, Literals as choices, lists repeated."""
     annotation = info.annotation
     arguments = typing.get_args(annotation)
@@ -70,7 +70,7 @@ def _schema_option(name: str, info: FieldInfo, option_name: str | None) -> Calla
     help_text = info.description or ""
     if info.is_required():
         help_text = f"{help_text} [required]"
-    elif default not in (None, "", []):
+    elif show_default and default not in (None, "", []):
         shown = str(default).lower() if isinstance(default, bool) else default
         help_text = f"{help_text} [default: {shown}]"
     # Options default to None: only what the user typed reaches the schema (see schema_values).
@@ -90,7 +90,11 @@ def _schema_option(name: str, info: FieldInfo, option_name: str | None) -> Calla
 
 
 def params_options(
-    schema: type[BaseModel], *, exclude: tuple[str, ...] = (), rename: dict[str, str] | None = None
+    schema: type[BaseModel],
+    *,
+    exclude: tuple[str, ...] = (),
+    rename: dict[str, str] | None = None,
+    show_defaults: bool = True,
 ) -> Callable[[Callable], Callable]:
     """Decorator adding one option per field of a core.params schema (`data_dir` → `--data-dir`).
 
@@ -101,7 +105,7 @@ def params_options(
     def decorate(command: Callable) -> Callable:
         fields = [(n, i) for n, i in schema.model_fields.items() if n != "kind" and n not in exclude]
         for name, info in reversed(fields):  # click lists options in decoration order, bottom up
-            command = _schema_option(name, info, rename.get(name))(command)
+            command = _schema_option(name, info, rename.get(name), show_defaults)(command)
         return command
 
     return decorate

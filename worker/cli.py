@@ -224,10 +224,13 @@ def submit_predict(parent_id: int | None, queue: str | None, **options: Any) -> 
 @click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
 @PARENT_OPTION
 @QUEUE_OPTION
-@params_options(FinetuneParams, rename=DATA_OPTION)
+# One option set for both kinds; the defaults are those of --kind, so none is shown here.
+@params_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
 def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, parent_id: int | None,
                  queue: str | None, **options: Any) -> None:  # fmt: skip
-    """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`."""
+    """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
+
+    Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
     from core.jobs import parse_grid
     from worker.dispatch import submit_sweep as send_sweep
 
