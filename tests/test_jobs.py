@@ -191,6 +191,63 @@ def test_queue_position_and_live_queues(db):
         jobs.unregister_worker(session, "w-dead")
 
 
+def test_release_on_shutdown_requeues_unless_a_cancel_came_meanwhile(db):
+    plain, cancelled = new_job(db), new_job(db)
+    with db.begin() as session:
+        for job_id in (plain, cancelled):
+            jobs.claim_job(session, job_id, owner="w", host="h")
+        jobs.request_cancel(session, cancelled)  # before any heartbeat saw it, the worker stops
+        assert jobs.release_job(session, plain, "w") == "queued"
+        assert jobs.release_job(session, cancelled, "w") == "cancelled"
+        assert jobs.release_job(session, plain, "w") is None  # no longer ours
+    with db.begin() as session:
+        released, ended = jobs.get_job(session, plain), jobs.get_job(session, cancelled)
+        assert (released.status, released.attempts, released.lease_owner) == ("queued", 0, None)
+        assert (ended.status, ended.finished_at is not None) == ("cancelled", True)
+
+
+def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(db, monkeypatch):
+    from core.settings import get_settings
+    from worker import dispatch
+
+    monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(UserInputError, match="could not send job"):
+            dispatch.submit_sweep("train", TRAIN, {"lr": ["0.001", "0.002", "0.003"]})
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    with db.begin() as session:
+        sweep_id = max(session.scalars(select(Job.sweep_id).where(Job.sweep_id.is_not(None))))
+        swept, total = jobs.list_jobs(session, sweep_id=sweep_id)
+        # Not one left "queued" with no message: each send was tried and each failure recorded.
+        assert total == 3 and all(j.status == "failed" and "could not send" in j.error for j in swept)
+        assert all(j.finished_at is not None for j in swept)
+
+
+def test_submit_stores_absolute_paths(db, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from leukemia.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the worker will run in another folder than this shell
+    result = CliRunner().invoke(main, ["submit", "train", "--data", "lab", "--queue", "nobody-serves-this"])
+    assert result.exit_code == 0, result.output
+    job_id = int(result.output.split()[1])
+    with db.begin() as session:
+        job = jobs.get_job(session, job_id)
+        assert job.params["data_dir"] == str(tmp_path / "lab")
+        jobs.request_cancel(session, job_id)
+
+
+def test_sweep_size_is_bounded(db):
+    grid = {"lr": [str(0.001 * (i + 1)) for i in range(101)], "seed": [str(i) for i in range(10)]}
+    with pytest.raises(UserInputError, match="grid: 1010 points; at most 1000 per sweep"):
+        with db.begin() as session:
+            jobs.create_sweep(session, "train", TRAIN, grid)
+
+
 def test_sweep_makes_one_job_per_point_and_validates_all_first(db):
     grid = jobs.parse_grid(["arch=resnet18,resnet50", "lr=0.001,0.0003"])
     with db.begin() as session:

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from core import jobs
 from core.db import get_sessionmaker
 from core.errors import UserInputError
-from core.records import Job
+from core.records import Job, utcnow
 from worker.celery_app import RUN_JOB_TASK, get_app
 
 
@@ -24,9 +24,23 @@ def send_job(job_id: int, queue: str) -> None:
         reason = f"could not send job {job_id} to the broker: {type(error).__name__}: {error}"
         with get_sessionmaker().begin() as session:
             session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "queued").values(status="failed", error=reason)
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="failed", error=reason, finished_at=utcnow())
             )
         raise UserInputError(reason) from None
+
+
+def send_jobs(targets: list[tuple[int, str]]) -> None:
+    """Send each (job id, queue): one failed send fails that job only; the first failure is raised at the end."""
+    first_failure: UserInputError | None = None
+    for job_id, queue in targets:
+        try:
+            send_job(job_id, queue)
+        except UserInputError as failure:
+            first_failure = first_failure or failure
+    if first_failure is not None:
+        raise first_failure
 
 
 def submit_job(
@@ -58,8 +72,7 @@ def submit_sweep(
     with get_sessionmaker().begin() as session:
         sweep, swept = jobs.create_sweep(session, kind, base_params, grid, name=name, parent_id=parent_id, queue=queue)
         sweep_id, targets = sweep.id, [(job.id, job.queue) for job in swept]
-    for job_id, job_queue in targets:
-        send_job(job_id, job_queue)
+    send_jobs(targets)
     return sweep_id, [job_id for job_id, _ in targets]
 
 
@@ -82,8 +95,7 @@ def requeue_and_resend_lost_jobs() -> list[int]:
     """The reaper's step: running jobs whose worker went silent are queued again and re-sent."""
     with get_sessionmaker().begin() as session:
         requeued = [(job.id, job.queue) for job in jobs.requeue_lost_jobs(session)]
-    for job_id, queue in requeued:
-        send_job(job_id, queue)
+    send_jobs(requeued)
     return [job_id for job_id, _ in requeued]
 
 
