@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from core.settings import get_settings
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
+MAX_SWEEP_POINTS = 1000  # one submission must stay a reviewable batch, not a denial of service
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
 PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s", "log_tail", "best_valid_accuracy")
 EPOCH_FIELDS = (
@@ -143,6 +145,9 @@ def create_sweep(
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UserInputError("grid: give at least one field with at least one value")
     fields = list(grid)
+    size = math.prod(len(grid[f]) for f in fields)
+    if size > MAX_SWEEP_POINTS:
+        raise UserInputError(f"grid: {size} points; at most {MAX_SWEEP_POINTS} per sweep")
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     for point in points:
         try:
@@ -380,15 +385,26 @@ def finish_job(session: Session, job_id: int, owner: str, status: str, error: st
     return result.rowcount == 1
 
 
-def release_job(session: Session, job_id: int, owner: str) -> bool:
-    """Hand a running job back to its queue (its worker is shutting down); the attempt is not counted."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
-        .values(status="queued", lease_owner=None, heartbeat_at=None, attempts=Job.attempts - 1, eta_s=None)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+def release_job(session: Session, job_id: int, owner: str) -> str | None:
+    """Hand a running job back to its queue (its worker is shutting down); the attempt is not counted.
+
+    A job whose cancel arrived meanwhile ends cancelled instead. Returns the new status, or None
+    if the lease was no longer ours."""
+    ours = and_(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+    outcomes = [
+        (Job.cancel_requested.is_(True), {"status": "cancelled", "finished_at": utcnow()}),
+        (Job.cancel_requested.is_(False), {"status": "queued", "attempts": Job.attempts - 1}),
+    ]
+    for condition, values in outcomes:
+        result = session.execute(
+            update(Job)
+            .where(ours, condition)
+            .values(lease_owner=None, heartbeat_at=None, eta_s=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            return values["status"]
+    return None
 
 
 def _one_line(text: str | None, limit: int = 1000) -> str | None:

@@ -195,7 +195,10 @@ class JobRun:
                 jobs.add_artifact(session, self.spec.id, kind, path)
             jobs.heartbeat(session, self.spec.id, self.owner, **self.observer.progress, log_tail=self.tail.text())
             if status == "released":
-                recorded = jobs.release_job(session, self.spec.id, self.owner)
+                released_as = jobs.release_job(session, self.spec.id, self.owner)
+                recorded = released_as is not None
+                if released_as == "cancelled":  # the cancel came as the worker was stopping
+                    status = "cancelled"
             else:
                 recorded = jobs.finish_job(session, self.spec.id, self.owner, status, error)
         if not recorded:
