@@ -175,10 +175,22 @@ def submit() -> None:
     """Queue a job for a worker (the same options as the direct commands, plus --parent and --queue)."""
 
 
+PATH_FIELDS = ("data_dir", "checkpoint")
+
+
+def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """Paths typed relative to this shell, made absolute: the worker runs in another folder."""
+    resolved = {k: os.path.abspath(v) if k in PATH_FIELDS and v else v for k, v in values.items()}
+    if resolved.get("checkpoints"):
+        resolved["checkpoints"] = [os.path.abspath(p) for p in resolved["checkpoints"]]
+    return resolved
+
+
 def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None) -> None:
     from worker.dispatch import submit_job
 
-    job_id = run_db_command(lambda: submit_job(kind, schema_values(options), parent_id=parent_id, queue=queue))
+    values = absolute_paths(schema_values(options))
+    job_id = run_db_command(lambda: submit_job(kind, values, parent_id=parent_id, queue=queue))
     click.echo(f"job {job_id} queued ({kind})")
 
 
@@ -234,7 +246,7 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, paren
     from core.jobs import parse_grid
     from worker.dispatch import submit_sweep as send_sweep
 
-    base = schema_values(options)
+    base = absolute_paths(schema_values(options))
     if kind == "train":
         base.pop("checkpoint", None)
         base.pop("checkpoint_choice", None)
