@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +25,7 @@ from pathlib import Path
 import click
 
 from core.errors import UserInputError
+from core.settings import persisted_secret
 
 DEMO_FOLDER_NAME = "demo"
 DEMO_IMAGE_SIZE = 64
@@ -47,23 +47,6 @@ def leukemia_command(*args: str) -> list[str]:
     return [found, *args] if found else [sys.executable, "-m", "leukemia.cli", *args]
 
 
-def persisted_secret(home: Path, name: str) -> str:
-    """A random secret kept in LEUKEMIA_HOME/<name> (0600): the same one on every start.
-
-    The file names are the ones `leukemia web` itself uses when it generates secrets."""
-    path = home / name
-    if path.is_file():
-        value = path.read_text().strip()
-        if value:
-            return value
-    home.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(24)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(value + "\n")
-    return value
-
-
 @dataclass
 class Login:
     username: str
@@ -77,9 +60,10 @@ def login_settings(home: Path) -> Login:
     env = os.environ
     return Login(
         username=env.get("ADMIN_USERNAME") or "admin",
-        password=env.get("ADMIN_PASSWORD") or persisted_secret(home, "admin_password"),
-        api_token=env.get("API_TOKEN") or persisted_secret(home, "api_token"),
-        secret_key=env.get("SECRET_KEY") or persisted_secret(home, "secret_key"),
+        # The same file names `leukemia web` uses when it makes secrets itself.
+        password=env.get("ADMIN_PASSWORD") or persisted_secret(home, "admin_password")[0],
+        api_token=env.get("API_TOKEN") or persisted_secret(home, "api_token")[0],
+        secret_key=env.get("SECRET_KEY") or persisted_secret(home, "secret_key")[0],
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import os
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -21,22 +20,16 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.db import get_sessionmaker, upgrade_database
 from core.records import User, utcnow
+from core.settings import persisted_secret
 
 bp = Blueprint("auth", __name__)
 
 
 def _persisted_secret(home: Path, name: str, announce: str | None = None) -> str:
     """A random secret kept in LEUKEMIA_HOME/<name> with 0600 permissions; made (and announced) once."""
-    path = home / name
-    if path.is_file():
-        return path.read_text().strip()
-    home.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(value + "\n")
-    if announce:
-        click.echo(f"{announce}: {value}  (saved in {path})", err=True)
+    value, made_now = persisted_secret(home, name)
+    if announce and made_now:
+        click.echo(f"{announce}: {value}  (saved in {home / name})", err=True)
     return value
 
 
