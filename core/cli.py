@@ -27,6 +27,12 @@ def run_user_command(action: Callable[[], T]) -> T:
     except UserInputError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except OSError as error:
+        if error.filename is None:
+            raise  # not about a path the user gave: a bug, keep the traceback
+        # An output folder that cannot be made, a read-only cache, a full disk: the path says which.
+        click.echo(f"error: cannot use {error.filename}: {error.strerror}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -25,7 +25,7 @@ class TrainParams(_Params):
     data_dir: str = Field(min_length=1, description="Data folder (lab layout: train.csv, valid.csv, test CSV).")
     arch: Architecture = "resnet18"
     epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(16, ge=1, le=4096)
+    batch_size: int = Field(16, ge=2, le=4096, description="Images per step; BatchNorm needs at least 2.")
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     schedule: Literal["step", "cosine", "constant"] = Field(

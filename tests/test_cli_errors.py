@@ -56,6 +56,12 @@ def cases(synth: Path, files: dict[str, Path], out: Path) -> list[tuple[list[str
          "garbage.pt: unreadable"),
         (["predict", "--checkpoint", str(files["run18"]), *data, "--csv", "test.csv", "--out", str(out / "p.csv"),
           "--device", "cuda"], "device: cuda requested"),
+        (["train", *data, "--batch-size", "1", "--out", str(out)], "batch_size: Input should be greater than or equal to 2"),
+        # An output that cannot be written: /proc takes no new folders or files.
+        (["train", *data, "--epochs", "1", "--image-size", "32", "--out", "/proc/leukemia-run"],
+         "cannot use /proc/leukemia-run"),
+        (["predict", "--checkpoint", str(files["run18"]), *data, "--csv", "test.csv", "--out", "/proc/leukemia.csv"],
+         "cannot use /proc/leukemia.csv"),
     ]
 
 
@@ -69,3 +75,17 @@ def test_bad_input_is_one_line_and_exit_2(synth_dir: Path, bad_files, tmp_path: 
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
         assert expected in lines[0], (args, lines[0])
     assert not (tmp_path / "run").exists()  # no run folder half-made by a refused command
+
+
+def test_a_bad_setting_in_the_environment_is_one_line() -> None:
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["jobs"], env={"HEARTBEAT_SECONDS": "often"})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.strip().splitlines() == [
+        "error: bad setting in the environment: HEARTBEAT_SECONDS: Input should be a valid number, unable to parse string as a number"
+    ]
