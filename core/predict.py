@@ -109,15 +109,15 @@ def ensemble_probabilities(
     if not samples:
         raise UserInputError("csv: no rows to predict")
     torch_device = resolve_device(device)
-    flush_denormals_on_cpu(torch_device)
     observer = observer or TrainingObserver()
     total = np.zeros(len(samples), dtype=np.float64)
-    for round_index, path in enumerate(checkpoints, start=1):
-        observer.on_start(len(checkpoints), -(-len(samples) // batch_size), round_index)
-        total += predict_probabilities(
-            path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
-            round_index=round_index,
-        )
+    with flush_denormals_on_cpu(torch_device):
+        for round_index, path in enumerate(checkpoints, start=1):
+            observer.on_start(len(checkpoints), -(-len(samples) // batch_size), round_index)
+            total += predict_probabilities(
+                path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
+                round_index=round_index,
+            )
     return total / len(checkpoints)
 
 

@@ -15,7 +15,8 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -218,11 +219,18 @@ def lr_factor(params: TrainParams) -> Callable[[int], float]:
     return factor
 
 
-def flush_denormals_on_cpu(device: torch.device) -> None:
-    """Treat denormal floats as zero on the CPU: trained weights produce them, and they made a
-    finetune epoch 8x slower here (18.7 vs 146.6 images/s, resnet18 at 32 px) with the same losses."""
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
+@contextmanager
+def flush_denormals_on_cpu(device: torch.device) -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU while a run lasts: trained weights produce them, and
+    they made a finetune epoch 8x slower here (18.7 vs 146.6 images/s, resnet18 at 32 px) with the
+    same losses. The flag is process-wide, so it is put back after the run: the rest of the process
+    (a worker's next job, a test framework) expects IEEE subnormals."""
+    flushing = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
 
 
 def build_optimizer(params: TrainParams, model: nn.Module) -> torch.optim.Optimizer:
@@ -262,39 +270,39 @@ def _fit(
 ) -> RunResult:
     """The epoch loop shared by train, finetune and resume."""
     use_amp = params.amp and device.type == "cuda"
-    flush_denormals_on_cpu(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # one input size per run: pick the fastest convolutions once
-    model = start.model.to(device)
-    if use_amp:
-        model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if params.compile else model
-    weights = class_weights(params.class_weights, [s.label for s in train_samples])
-    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    optimizer = build_optimizer(params, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(params))
-    log = _RunLog()
-    start_epoch = 1
-    if start.checkpoint is not None:
-        start_epoch = _restore(start.checkpoint, optimizer, scheduler, log) + 1
+    with flush_denormals_on_cpu(device):
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input size per run: pick the fastest convolutions once
+        model = start.model.to(device)
+        if use_amp:
+            model = model.to(memory_format=torch.channels_last)
+        forward = torch.compile(model) if params.compile else model
+        weights = class_weights(params.class_weights, [s.label for s in train_samples])
+        criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+        optimizer = build_optimizer(params, model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(params))
+        log = _RunLog()
+        start_epoch = 1
+        if start.checkpoint is not None:
+            start_epoch = _restore(start.checkpoint, optimizer, scheduler, log) + 1
 
-    train_batches, valid_batches = _pipelines(params, train_samples, valid_samples, start, device, use_amp)
+        train_batches, valid_batches = _pipelines(params, train_samples, valid_samples, start, device, use_amp)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    observer.on_start(params.epochs, len(train_batches), start_epoch)
-    for record in log.history:  # exactly-once: the observer upserts epochs it may already hold
-        observer.on_epoch(record)
-    for epoch in range(start_epoch, params.epochs + 1):
-        record = _run_epoch(
-            epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp
-        )
-        scheduler.step()
-        log.history.append(record)
-        if record.valid_accuracy is None or log.best_accuracy is None or record.valid_accuracy > log.best_accuracy:
-            log.best_accuracy, log.best_epoch = record.valid_accuracy, epoch
-        _save_epoch(run_dir, _checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
-        observer.on_epoch(record)  # only now: last.pt already holds this epoch
-    return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        observer.on_start(params.epochs, len(train_batches), start_epoch)
+        for record in log.history:  # exactly-once: the observer upserts epochs it may already hold
+            observer.on_epoch(record)
+        for epoch in range(start_epoch, params.epochs + 1):
+            record = _run_epoch(
+                epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp
+            )
+            scheduler.step()
+            log.history.append(record)
+            if record.valid_accuracy is None or log.best_accuracy is None or record.valid_accuracy > log.best_accuracy:
+                log.best_accuracy, log.best_epoch = record.valid_accuracy, epoch
+            _save_epoch(run_dir, _checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
+            observer.on_epoch(record)  # only now: last.pt already holds this epoch
+        return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT)
 
 
 def _pipelines(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -53,6 +54,7 @@ def test_submission_matches_the_test_csv_row_for_row(synth_dir: Path, checkpoint
         assert 0.0 <= float(row["prob_1"]) <= 1.0
         assert row["label"] == ("1" if float(row["prob_1"]) >= 0.5 else "0")
     assert result.positives == sum(row["label"] == "1" for row in rows)
+    assert torch.tensor(1e-40, dtype=torch.float32).item() != 0.0  # denormals flushed for the run only
 
 
 def test_cli_predict_writes_id_label_only(synth_dir: Path, checkpoints, tmp_path: Path) -> None:

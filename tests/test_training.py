@@ -182,6 +182,8 @@ def test_run_writes_checkpoints_metrics_and_plots(uninterrupted) -> None:
     assert last["epoch"] == 3 and last["image_size"] == SIZE and len(last["mean"]) == 3
     best_epoch = max(history, key=lambda h: h["valid_accuracy"])["epoch"]  # the first of equals
     assert best["epoch"] == best_epoch and best["best_accuracy"] == history[best_epoch - 1]["valid_accuracy"]
+    # Denormals were flushed for the run only: the flag is process-wide (hypothesis, a worker's next job).
+    assert torch.tensor(1e-40, dtype=torch.float32).item() != 0.0
 
 
 def test_resume_after_a_stop_matches_the_uninterrupted_run(synth_dir: Path, uninterrupted, tmp_path: Path) -> None:
