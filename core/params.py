@@ -82,7 +82,9 @@ class FinetuneParams(TrainParams):
     lr: float = Field(1e-4, gt=0, le=10)
     schedule: Literal["step", "cosine", "constant"] = "constant"
     split: Literal["train", "train_all"] = "train_all"
-    arch: Architecture | None = None  # type: ignore[assignment]  # taken from the checkpoint
+    # None: taken from the checkpoint; a value that disagrees with it is refused.
+    arch: Architecture | None = None  # type: ignore[assignment]
+    image_size: int | None = Field(None, ge=32, le=1024, description="Default: the checkpoint's.")  # type: ignore[assignment]
 
 
 class EvaluateParams(_Params):

@@ -142,7 +142,7 @@ def finetune(
     source = resolve_checkpoint(params.checkpoint, params.checkpoint_choice)
     checkpoint = load_checkpoint(source, expected_arch=params.arch)
     image_size = int(checkpoint["image_size"])
-    if "image_size" in params.model_fields_set and params.image_size != image_size:
+    if params.image_size is not None and params.image_size != image_size:
         raise UserInputError(
             f"image_size: {params.image_size} differs from the checkpoint's {image_size} ({source})"
         )

@@ -259,22 +259,12 @@ def parent_checkpoint(parent_id: int, choice: str) -> Path:
     raise UserInputError(f"parent: job {parent_id} has no {preferred[0]} checkpoint on disk")
 
 
-def given_values(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The stored params minus the schema's defaults: core tells 'given' from 'default' (a finetune
-    takes image_size and arch from its checkpoint unless they were given)."""
-    from core.params import PARAMS_BY_KIND
-
-    fields = PARAMS_BY_KIND[kind].model_fields
-    return {name: value for name, value in params.items()
-            if name != "kind" and (name not in fields or fields[name].get_default(call_default_factory=True) != value)}  # fmt: skip
-
-
 def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in."""
     from core import predict, training
     from core.params import parse_params
 
-    values = given_values(spec.kind, spec.params)
+    values = dict(spec.params)
     choice = values.get("checkpoint_choice", "best")
     if spec.kind == "train":
         training.train(parse_params("train", values), run_dir, resume=True, observer=observer)
