@@ -70,24 +70,10 @@
   }
 
   function showJob(job) {
-    Live.setBadge(root, job.status);
-    Live.setProgress(root, job.progress);
-    Live.setText(root, "epoch", Live.epoch(job));
-    Live.setText(root, "eta", Live.duration(job.eta_s));
-    Live.setText(root, "images_per_s", Live.number(job.images_per_s));
-    Live.setText(root, "best", Live.percent(job.best_valid_accuracy));
+    Live.showStatus(root, job, "no live worker");
     Live.setText(root, "worker", job.worker_host || "—");
     Live.setText(root, "attempts", `${job.attempts}/${job.max_attempts}`);
     Live.setText(root, "log_tail", job.log_tail || "");
-    root.querySelectorAll('[data-field="queue"]').forEach((node) => {
-      node.textContent = Live.queueText(job);
-      if (!job.finished && !job.queue_served) {
-        const warn = document.createElement("span");
-        warn.className = "warn";
-        warn.textContent = "no live worker";
-        node.append(" ", warn);
-      }
-    });
     const error = root.querySelector('[data-field="error"]');
     error.textContent = job.error || "";
     error.hidden = !job.error;

@@ -6,20 +6,7 @@
   if (!table) return;
 
   function updateRow(row, job) {
-    Live.setBadge(row, job.status);
-    Live.setProgress(row, job.progress);
-    Live.setText(row, "epoch", Live.epoch(job));
-    Live.setText(row, "eta", Live.duration(job.eta_s));
-    Live.setText(row, "images_per_s", Live.number(job.images_per_s));
-    Live.setText(row, "best", Live.percent(job.best_valid_accuracy));
-    const queue = row.querySelector('[data-field="queue"]');
-    queue.textContent = Live.queueText(job);
-    if (!job.finished && !job.queue_served) {
-      const warn = document.createElement("span");
-      warn.className = "warn";
-      warn.textContent = "no worker";
-      queue.append(" ", warn);
-    }
+    Live.showStatus(row, job, "no worker");
     row.dataset.finished = String(job.finished);
   }
 

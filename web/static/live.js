@@ -53,7 +53,24 @@ const Live = {
     Live.setText(root, "progress-text", `${Math.round(100 * progress)}%`);
   },
   queueText(job) {
-    let text = job.queue + (job.queue_position ? ` · #${job.queue_position}` : "");
-    return text;
+    return job.queue + (job.queue_position ? ` · #${job.queue_position}` : "");
+  },
+  /* The fields a job row and a job page share; warnText marks a queue no live worker serves. */
+  showStatus(root, job, warnText) {
+    Live.setBadge(root, job.status);
+    Live.setProgress(root, job.progress);
+    Live.setText(root, "epoch", Live.epoch(job));
+    Live.setText(root, "eta", Live.duration(job.eta_s));
+    Live.setText(root, "images_per_s", Live.number(job.images_per_s));
+    Live.setText(root, "best", Live.percent(job.best_valid_accuracy));
+    root.querySelectorAll('[data-field="queue"]').forEach((node) => {
+      node.textContent = Live.queueText(job);
+      if (!job.finished && !job.queue_served) {
+        const warn = document.createElement("span");
+        warn.className = "warn";
+        warn.textContent = warnText;
+        node.append(" ", warn);
+      }
+    });
   },
 };
