@@ -131,8 +131,9 @@ def log_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def extra_workers() -> list[WorkerProcess]:
-    """Workers a test starts that later tests of the module reuse; all stopped together at the end."""
+def extra_workers(service_backend) -> list[WorkerProcess]:
+    """Workers a test starts that later tests of the module reuse; all stopped together at the end
+    (per backend: without the service_backend dependency one list would span both backends)."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
