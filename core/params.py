@@ -3,7 +3,7 @@ the worker: a bad value is refused where it is typed, naming the field."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -114,9 +114,6 @@ class PredictParams(_Params):
     device: Device = "auto"
 
 
-JobParams = Annotated[
-    Union[TrainParams, FinetuneParams, EvaluateParams, PredictParams], Field(discriminator="kind")
-]
 PARAMS_BY_KIND: dict[str, type[_Params]] = {
     "train": TrainParams,
     "finetune": FinetuneParams,
