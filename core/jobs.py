@@ -230,8 +230,8 @@ def queue_position(session: Session, job: Job) -> int | None:
 
 def live_workers(session: Session) -> list[WorkerRecord]:
     """Workers seen within stale_after_seconds."""
-    cutoff = utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
-    return list(session.scalars(select(WorkerRecord).where(WorkerRecord.last_seen >= cutoff).order_by(WorkerRecord.hostname)))
+    recent = WorkerRecord.last_seen >= _stale_cutoff()
+    return list(session.scalars(select(WorkerRecord).where(recent).order_by(WorkerRecord.hostname)))
 
 
 def live_queues(session: Session) -> set[str]:
