@@ -228,7 +228,9 @@ def write_patient_split(
     The CSVs go into the data folder (or a folder above it), so their Paths stay inside
     the folder they are in; existing train.csv/valid.csv are never overwritten."""
     if not 0.0 < valid_fraction < 1.0:
-        raise UserInputError(f"valid_fraction: must be between 0 and 1 (exclusive), got {valid_fraction}")
+        raise UserInputError(
+            f"valid_fraction: must be between 0 and 1 (exclusive), got {valid_fraction}", field="valid_fraction"
+        )
     folder = data_folder(data_dir)
     target = _csv_folder(folder, out_dir)
     samples = cnmc_samples(folder)
@@ -303,10 +305,11 @@ def _csv_folder(folder: Path, out_dir: Path | None) -> Path:
     target = folder if out_dir is None else Path(os.path.abspath(out_dir))
     if inside_path(os.path.relpath(folder, target)) is None and target != folder:
         raise UserInputError(
-            f"out_dir: must be the data folder or a folder above it, so the CSV paths stay inside it: {target}"
+            f"out_dir: must be the data folder or a folder above it, so the CSV paths stay inside it: {target}",
+            field="out_dir",
         )
     if not target.is_dir():
-        raise UserInputError(f"out_dir: folder not found: {target}")
+        raise UserInputError(f"out_dir: folder not found: {target}", field="out_dir")
     if not os.access(target, os.W_OK):
         raise UserInputError(f"cannot write train.csv and valid.csv: {target} is not writable (symlink the images into a writable folder)")
     return target

@@ -41,15 +41,17 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
 def resolve_checkpoint(path_or_run_dir: Path | str, choice: str = "best") -> Path:
     """The .pt file a user means: the file itself, or best.pt / last.pt of a run folder."""
     if choice not in CHOICES:
-        raise UserInputError(f"checkpoint_choice: {choice!r} is not one of {', '.join(CHOICES)}")
+        raise UserInputError(
+            f"checkpoint_choice: {choice!r} is not one of {', '.join(CHOICES)}", field="checkpoint_choice"
+        )
     path = Path(path_or_run_dir)
     if path.is_dir():
         candidate = path / f"{choice}.pt"
         if not candidate.is_file():
-            raise UserInputError(f"checkpoint: run folder {path} has no {choice}.pt")
+            raise UserInputError(f"checkpoint: run folder {path} has no {choice}.pt", field="checkpoint")
         return candidate
     if not path.is_file():
-        raise UserInputError(f"checkpoint: {path}: no such file or run folder")
+        raise UserInputError(f"checkpoint: {path}: no such file or run folder", field="checkpoint")
     return path
 
 

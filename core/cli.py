@@ -1,7 +1,8 @@
 """`leukemia` commands that need no server: check, synth, train, finetune, evaluate, predict.
 
 Each command parses its options, calls one core function and prints the outcome.
-A UserInputError becomes one line on stderr and exit code 2 (see `run_user_command`)."""
+A UserInputError (or a BrokerUnavailable) becomes one line on stderr and exit code 2
+(see `run_user_command`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from core.errors import UserInputError
+from core.errors import OneLineError, UserInputError
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams, parse_params
 
 T = TypeVar("T")
@@ -24,7 +25,7 @@ def run_user_command(action: Callable[[], T]) -> T:
     """Run a command body: bad input is one line and exit 2, never a traceback."""
     try:
         return action()
-    except UserInputError as error:
+    except OneLineError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     except OSError as error:
@@ -191,12 +192,12 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
         if resume is not None:
             if given or out is not None:
                 raise UserInputError(
-                    f"resume: the run's parameters come from {resume}/last.pt; drop the other options"
+                    f"resume: the run's parameters come from {resume}/last.pt; drop the other options", field="resume"
                 )
             result = resume_run(resume, observer=_progress_bar())
         else:
             if out is None:
-                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)")
+                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)", field="out")
             params = parse_params("train", given)
             result = train_run(params, out, observer=_progress_bar())
         click.echo(_describe_run(result))
@@ -235,7 +236,7 @@ def evaluate(out: Path | None, **options) -> None:
 
         params = parse_params("evaluate", schema_values(options))
         if not params.checkpoint:
-            raise UserInputError("checkpoint: give a run folder or .pt file with --checkpoint")
+            raise UserInputError("checkpoint: give a run folder or .pt file with --checkpoint", field="checkpoint")
         result = evaluate_csv(
             Path(params.checkpoint), Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
             batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
@@ -267,7 +268,9 @@ def predict(out: Path, **options) -> None:
 
         params = parse_params("predict", schema_values(options))
         if not params.checkpoints:
-            raise UserInputError("checkpoints: give at least one --checkpoint (several make an ensemble)")
+            raise UserInputError(
+                "checkpoints: give at least one --checkpoint (several make an ensemble)", field="checkpoints"
+            )
         result = predict_csv(
             [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
             probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,

@@ -206,7 +206,7 @@ def find_test_csv(data_dir: Path) -> str:
 def read_split(data_dir: Path, split: str) -> list[Sample]:
     """The samples of a split of a lab-layout folder: train, valid, train_all (train + valid) or test."""
     if split not in SPLITS:
-        raise UserInputError(f"split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise UserInputError(f"split: unknown split {split!r}; choose one of {', '.join(SPLITS)}", field="split")
     folder = data_folder(data_dir)
     if split == "test":
         return read_csv_samples(folder, find_test_csv(folder), labelled=False)

@@ -1,11 +1,35 @@
-"""The one exception type for bad input: its message is a single line for the user."""
+"""The errors a person sees as one line, never as a traceback.
+
+`UserInputError` is bad input and names the field it is about as data (`error.field`), so the
+API and the forms place it without reading the message. `BrokerUnavailable` is not the user's
+fault: the job row was committed but its message could not be sent (the API answers 503)."""
+
+from __future__ import annotations
 
 
-class UserInputError(Exception):
-    """Bad input from a user (file, row, field, option). The CLI prints it and exits 2;
-    a worker records it as the job's one-line error; the API answers 400. Anything
-    else that escapes is a bug and keeps its traceback."""
+class OneLineError(Exception):
+    """An error for a person: its message is a single line (a multi-line reason would break tables
+    and logs). The CLI prints it and exits 2; a worker records it as the job's error."""
 
     def __init__(self, message: str) -> None:
-        # One line, always: a multi-line reason would break tables and logs.
         super().__init__(" ".join(str(message).split()))
+
+
+class UserInputError(OneLineError):
+    """Bad input from a user (file, row, field, option); the API answers 400 with `field`.
+
+    `field` is the request or form field the error is about (`epochs`, `parent_id`, `grid`), or
+    None when it is about a file, a row or the request as a whole. Anything else that escapes is
+    a bug and keeps its traceback."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BrokerUnavailable(OneLineError):
+    """A committed job's id could not be sent to the broker; the job is marked failed (retry re-sends it)."""
+
+    def __init__(self, message: str, *, job_id: int) -> None:
+        super().__init__(message)
+        self.job_id = job_id

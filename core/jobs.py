@@ -60,17 +60,21 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
         has_path = bool(params.get("checkpoint") or params.get("checkpoints"))
         if kind in NEEDS_CHECKPOINT and not has_path:
             field = "checkpoints" if kind == "predict" else "checkpoint"
-            raise UserInputError(f"parent: a {kind} job needs a parent job id or a {field} path")
+            raise UserInputError(f"parent: a {kind} job needs a parent job id or a {field} path", field="parent_id")
         return
     if kind == "train":
-        raise UserInputError("parent: a train job starts from scratch; use finetune to continue a job")
+        raise UserInputError(
+            "parent: a train job starts from scratch; use finetune to continue a job", field="parent_id"
+        )
     parent = session.get(Job, parent_id)
     if parent is None:
-        raise UserInputError(f"parent: job {parent_id} not found")
+        raise UserInputError(f"parent: job {parent_id} not found", field="parent_id")
     if parent.kind not in ("train", "finetune"):
-        raise UserInputError(f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint")
+        raise UserInputError(
+            f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint", field="parent_id"
+        )
     if parent.status != "succeeded" and not _has_checkpoint(session, parent_id):
-        raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet")
+        raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet", field="parent_id")
 
 
 def _has_checkpoint(session: Session, job_id: int) -> bool:
@@ -98,7 +102,7 @@ def create_job(
     _check_parent(session, kind, parent_id, dumped)
     queue = (queue or DEFAULT_QUEUES[kind]).strip()
     if not queue or "," in queue:
-        raise UserInputError(f"queue: {queue!r} is not a queue name")
+        raise UserInputError(f"queue: {queue!r} is not a queue name", field="queue")
     job = Job(
         kind=kind,
         status="queued",
@@ -143,18 +147,18 @@ def create_sweep(
 ) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert."""
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise UserInputError("grid: give at least one field with at least one value")
+        raise UserInputError("grid: give at least one field with at least one value", field="grid")
     fields = list(grid)
     size = math.prod(len(grid[f]) for f in fields)
     if size > MAX_SWEEP_POINTS:
-        raise UserInputError(f"grid: {size} points; at most {MAX_SWEEP_POINTS} per sweep")
+        raise UserInputError(f"grid: {size} points; at most {MAX_SWEEP_POINTS} per sweep", field="grid")
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     for point in points:
         try:
             _validated(kind, {**base_params, **point})
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise UserInputError(f"grid point {described}: {error}") from None
+            raise UserInputError(f"grid point {described}: {error}", field="grid") from None
     sweep = Sweep(
         name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow()
     )
@@ -189,11 +193,11 @@ def list_jobs(
 ) -> tuple[list[Job], int]:
     """A page of jobs, newest first, and the total matching (served by the (status|kind|sweep, id) indexes)."""
     if status is not None and status not in JOB_STATUSES:
-        raise UserInputError(f"status: {status!r} is not one of {', '.join(JOB_STATUSES)}")
+        raise UserInputError(f"status: {status!r} is not one of {', '.join(JOB_STATUSES)}", field="status")
     if kind is not None and kind not in JOB_KINDS:
-        raise UserInputError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}")
+        raise UserInputError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}", field="kind")
     if page < 1 or not 1 <= per_page <= 1000:
-        raise UserInputError("page: page must be >= 1 and per_page between 1 and 1000")
+        raise UserInputError("page: page must be >= 1 and per_page between 1 and 1000", field="page")
     conditions = []
     if status is not None:
         conditions.append(Job.status == status)
@@ -358,14 +362,20 @@ def artifact_path(session: Session, job_id: int, name: str | None = None) -> tup
         by_name = {a.name: a for a in recorded}
         chosen = by_name.get("best.pt") or by_name.get("last.pt") or (recorded[0] if len(recorded) == 1 else None)
         if chosen is None:
-            raise UserInputError(f"artifact: job {job_id} has several; name one of {', '.join(by_name)}")
+            raise UserInputError(
+                f"artifact: job {job_id} has several; name one of {', '.join(by_name)}", field="artifact"
+            )
     else:
         chosen = next((a for a in recorded if a.name == name), None)
         if chosen is None:
-            raise UserInputError(f"artifact: job {job_id} has no artifact {name!r}; it has {', '.join(a.name for a in recorded)}")
+            raise UserInputError(
+                f"artifact: job {job_id} has no artifact {name!r}; it has {', '.join(a.name for a in recorded)}", field="artifact"
+            )
     path = get_settings().resolved_artifacts_dir / chosen.path
     if not path.is_file():
-        raise UserInputError(f"artifact: {chosen.path} is recorded for job {job_id} but missing on disk")
+        raise UserInputError(
+            f"artifact: {chosen.path} is recorded for job {job_id} but missing on disk", field="artifact"
+        )
     return chosen, path
 
 

@@ -137,13 +137,16 @@ def parse_params(kind: str, values: dict) -> _Params:
     try:
         model = PARAMS_BY_KIND[kind]
     except KeyError:
-        raise UserInputError(f"kind: unknown job kind {kind!r}; choose one of {', '.join(PARAMS_BY_KIND)}") from None
+        raise UserInputError(
+            f"kind: unknown job kind {kind!r}; choose one of {', '.join(PARAMS_BY_KIND)}", field="kind"
+        ) from None
     if not isinstance(values, dict):
-        raise UserInputError("parameters: must be an object of field: value")
+        raise UserInputError("parameters: must be an object of field: value", field="params")
     try:
         return model.model_validate({**values, "kind": kind})
     except ValidationError as error:
-        raise UserInputError(describe_validation_error(error)) from None
+        first = error.errors()[0]["loc"]
+        raise UserInputError(describe_validation_error(error), field=str(first[0]) if first else "params") from None
 
 
 def class_weight_values(spec: str) -> tuple[float, float] | None:

@@ -38,9 +38,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UserInputError(f"device: {name} requested but no GPU is available")
+            raise UserInputError(f"device: {name} requested but no GPU is available", field="device")
         return torch.device(name)
-    raise UserInputError(f"device: unknown device {name!r}; choose auto, cpu or cuda")
+    raise UserInputError(f"device: unknown device {name!r}; choose auto, cpu or cuda", field="device")
 
 
 def compute_mean_std(

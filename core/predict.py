@@ -105,9 +105,9 @@ def ensemble_probabilities(
 ) -> np.ndarray:
     """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
     if not checkpoints:
-        raise UserInputError("checkpoint: at least one checkpoint is required")
+        raise UserInputError("checkpoint: at least one checkpoint is required", field="checkpoint")
     if not samples:
-        raise UserInputError("csv: no rows to predict")
+        raise UserInputError("csv: no rows to predict", field="csv")
     torch_device = resolve_device(device)
     observer = observer or TrainingObserver()
     total = np.zeros(len(samples), dtype=np.float64)

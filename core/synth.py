@@ -195,11 +195,13 @@ def _check_arguments(counts: dict[str, int], image_size: int, seed: int, positiv
         if count < 1:
             raise UserInputError(f"{split}: must be at least 1 image, got {count}")
     if not 16 <= image_size <= 2048:
-        raise UserInputError(f"image_size: must be between 16 and 2048 pixels, got {image_size}")
+        raise UserInputError(f"image_size: must be between 16 and 2048 pixels, got {image_size}", field="image_size")
     if seed < 0:
-        raise UserInputError(f"seed: must be 0 or more, got {seed}")
+        raise UserInputError(f"seed: must be 0 or more, got {seed}", field="seed")
     if not 0.0 <= positive_fraction <= 1.0:
-        raise UserInputError(f"positive_fraction: must be between 0 and 1, got {positive_fraction}")
+        raise UserInputError(
+            f"positive_fraction: must be between 0 and 1, got {positive_fraction}", field="positive_fraction"
+        )
 
 
 def _empty_output_folder(out_dir: Path) -> Path:

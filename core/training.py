@@ -138,13 +138,13 @@ def finetune(
         return resume_run(run_dir, observer=observer)
     _refuse_existing_run(run_dir)
     if not params.checkpoint.strip():
-        raise UserInputError("checkpoint: a run folder or .pt file to finetune from is required")
+        raise UserInputError("checkpoint: a run folder or .pt file to finetune from is required", field="checkpoint")
     source = resolve_checkpoint(params.checkpoint, params.checkpoint_choice)
     checkpoint = load_checkpoint(source, expected_arch=params.arch)
     image_size = int(checkpoint["image_size"])
     if params.image_size is not None and params.image_size != image_size:
         raise UserInputError(
-            f"image_size: {params.image_size} differs from the checkpoint's {image_size} ({source})"
+            f"image_size: {params.image_size} differs from the checkpoint's {image_size} ({source})", field="image_size"
         )
     params = params.model_copy(
         update={"arch": checkpoint["arch"], "image_size": image_size, "checkpoint": str(source)}
@@ -162,7 +162,7 @@ def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> Ru
     run_dir = Path(run_dir)
     last_path = run_dir / LAST_CHECKPOINT
     if not last_path.is_file():
-        raise UserInputError(f"resume: {run_dir} has no {LAST_CHECKPOINT} to resume from")
+        raise UserInputError(f"resume: {run_dir} has no {LAST_CHECKPOINT} to resume from", field="resume")
     checkpoint = load_checkpoint(last_path)
     stored = dict(checkpoint.get("params") or {})
     params = parse_params(stored.pop("kind", "train"), stored)
@@ -190,7 +190,9 @@ def class_weights(spec: str, labels: list[int]) -> Tensor | None:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)[:2]
     if (counts == 0).any():
         missing = int(np.flatnonzero(counts == 0)[0])
-        raise UserInputError(f"class_weights: auto needs both classes, but the training split has no class {missing}")
+        raise UserInputError(
+            f"class_weights: auto needs both classes, but the training split has no class {missing}", field="class_weights"
+        )
     inverse = 1.0 / counts
     return torch.tensor(inverse / inverse.mean(), dtype=torch.float32)
 

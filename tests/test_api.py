@@ -125,6 +125,20 @@ def test_sweeps(api, folder_path):
     assert response.status_code == 400 and response.json["field"] == "data_dir"
 
 
+def test_an_unreachable_broker_is_a_503_and_the_job_is_failed_with_the_reason(api, folder_path, monkeypatch):
+    from core.settings import get_settings
+
+    monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    get_settings.cache_clear()
+    response = api.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path}})
+    assert response.status_code == 503 and "field" not in response.json, response.json
+    assert response.json["error"].startswith("could not send job ")
+    monkeypatch.delenv("BROKER_URL")  # back to the embedded broker of the app fixture
+    get_settings.cache_clear()
+    job = api.get("/api/jobs").json["jobs"][0]
+    assert job["status"] == "failed" and job["error"] == response.json["error"]
+
+
 def test_data_folders(api, folder_path, tmp_path):
     assert [f["path"] for f in api.get("/api/data-folders").json["data_folders"]] == [folder_path]
     for body, message in (({"path": "/etc"}, "is not under a data root"), ({}, "path: give the absolute path"),

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from core import jobs
 from core.db import get_sessionmaker
-from core.errors import UserInputError
+from core.errors import BrokerUnavailable, UserInputError
 from core.records import EpochMetric, Job, WorkerRecord, utcnow
 
 pytestmark = pytest.mark.services
@@ -213,8 +213,9 @@ def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(d
     monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
     get_settings.cache_clear()
     try:
-        with pytest.raises(UserInputError, match="could not send job"):
+        with pytest.raises(BrokerUnavailable, match="could not send job") as raised:
             dispatch.submit_sweep("train", TRAIN, {"lr": ["0.001", "0.002", "0.003"]})
+        assert not isinstance(raised.value, UserInputError)  # not the user's fault: the API answers 503
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

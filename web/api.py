@@ -43,7 +43,7 @@ def require_token() -> None:
 def json_body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise UserInputError("body: send a JSON object with Content-Type: application/json")
+        raise UserInputError("body: send a JSON object with Content-Type: application/json", field="body")
     return body
 
 
@@ -52,7 +52,7 @@ def optional_int(body: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**63 - 1:
-        raise UserInputError(f"{name}: must be a positive integer or null")
+        raise UserInputError(f"{name}: must be a positive integer or null", field=name)
     return value
 
 
@@ -61,21 +61,23 @@ def optional_str(body: dict[str, Any], name: str, max_length: int = 100) -> str 
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length:
-        raise UserInputError(f"{name}: must be a non-empty string of at most {max_length} characters, or null")
+        raise UserInputError(
+            f"{name}: must be a non-empty string of at most {max_length} characters, or null", field=name
+        )
     return value.strip()
 
 
 def job_kind(body: dict[str, Any]) -> str:
     kind = body.get("kind")
     if kind not in PARAMS_BY_KIND:
-        raise UserInputError(f"kind: must be one of {', '.join(PARAMS_BY_KIND)}")
+        raise UserInputError(f"kind: must be one of {', '.join(PARAMS_BY_KIND)}", field="kind")
     return kind
 
 
 def params_object(body: dict[str, Any], name: str = "params") -> dict[str, Any]:
     params = body.get(name, {})
     if not isinstance(params, dict):
-        raise UserInputError(f"{name}: must be an object of field: value")
+        raise UserInputError(f"{name}: must be an object of field: value", field=name)
     return params
 
 
@@ -83,16 +85,22 @@ def check_web_params(params: dict[str, Any]) -> None:
     """No filesystem path from a request: the data folder must be registered, checkpoints come from a parent."""
     for name in ("checkpoint", "checkpoints"):
         if params.get(name):
-            raise UserInputError(f"{name}: paths are not accepted over the web; give parent_id and checkpoint_choice")
+            raise UserInputError(
+                f"{name}: paths are not accepted over the web; give parent_id and checkpoint_choice", field=name
+            )
     data_dir = params.get("data_dir")
     if not isinstance(data_dir, str) or not data_dir:
-        raise UserInputError("data_dir: give the path of a registered data folder (GET /api/data-folders)")
+        raise UserInputError(
+            "data_dir: give the path of a registered data folder (GET /api/data-folders)", field="data_dir"
+        )
     with get_sessionmaker().begin() as session:
         if queries.registered_folder_by_path(session, data_dir) is None:
-            raise UserInputError(f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)")
+            raise UserInputError(
+                f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)", field="data_dir"
+            )
     csv = params.get("csv")
     if isinstance(csv, str) and ("/" in csv or "\\" in csv or csv.startswith(".")):
-        raise UserInputError(f"csv: {csv!r} must be a file name inside the data folder, e.g. test.csv")
+        raise UserInputError(f"csv: {csv!r} must be a file name inside the data folder, e.g. test.csv", field="csv")
 
 
 def query_int(name: str, default: int, low: int, high: int) -> int:
@@ -102,16 +110,16 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise UserInputError(f"{name}: must be an integer") from None
+        raise UserInputError(f"{name}: must be an integer", field=name) from None
     if not low <= value <= high:
-        raise UserInputError(f"{name}: must be between {low} and {high}")
+        raise UserInputError(f"{name}: must be between {low} and {high}", field=name)
     return value
 
 
 def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     value = request.args.get(name) or None
     if value is not None and value not in choices:
-        raise UserInputError(f"{name}: must be one of {', '.join(choices)}")
+        raise UserInputError(f"{name}: must be one of {', '.join(choices)}", field=name)
     return value
 
 
@@ -234,12 +242,12 @@ def send_artifact(job_id: int, artifact_id: int) -> Any:
 def grid_object(body: dict[str, Any]) -> dict[str, list[Any]]:
     grid = body.get("grid")
     if not isinstance(grid, dict) or not grid:
-        raise UserInputError("grid: must be an object of field: [value, ...] with at least one field")
+        raise UserInputError("grid: must be an object of field: [value, ...] with at least one field", field="grid")
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise UserInputError(f"grid: {name} must map to a non-empty list of values")
+            raise UserInputError(f"grid: {name} must map to a non-empty list of values", field="grid")
         if name in ("data_dir", "checkpoint", "checkpoints", "kind"):
-            raise UserInputError(f"grid: {name} cannot be varied over the web")
+            raise UserInputError(f"grid: {name} cannot be varied over the web", field="grid")
     return grid
 
 
@@ -286,7 +294,7 @@ def register_data_folder() -> Any:
     body = json_body()
     path = body.get("path")
     if not isinstance(path, str):
-        raise UserInputError("path: give the absolute path of a data folder under a data root")
+        raise UserInputError("path: give the absolute path of a data folder under a data root", field="path")
     name = optional_str(body, "name", 200) or ""
     with get_sessionmaker().begin() as session:
         folder = queries.register_data_folder(session, name, path)

@@ -1,30 +1,16 @@
-"""Bad input is a 400 naming the field, an unknown id a 404, a wrong method a 405; a traceback is a bug.
+"""Bad input is a 400 naming the field, an unknown id a 404, a wrong method a 405, an unreachable
+broker a 503; a traceback is a bug.
 
-API paths answer JSON `{"error": ..., "field": ...}`; pages answer a short HTML page."""
+API paths answer JSON `{"error": ..., "field": ...}` (web.schemas.ErrorBody); pages answer a
+short HTML page. The field comes from the error itself (UserInputError.field), never from its text."""
 
 from __future__ import annotations
-
-import re
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from core.errors import UserInputError
-
-_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): ")
-# Words the job service uses as a message prefix, mapped to the request field they name.
-_FIELD_ALIASES = {"parent": "parent_id", "artifact": "artifact_id"}
-
-
-def field_of(message: str) -> str | None:
-    """The field a one-line UserInputError names (`epochs: ...` → epochs), if it names one."""
-    if message.startswith("grid point "):
-        return "grid"
-    match = _FIELD_PREFIX.match(message)
-    if match is None:
-        return None
-    return _FIELD_ALIASES.get(match.group(1), match.group(1))
+from core.errors import BrokerUnavailable, UserInputError
 
 
 def wants_json() -> bool:
@@ -42,10 +28,12 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 
 
 def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
-    message = str(error)
-    if message.startswith("could not send job"):  # the broker is down: not the user's fault
-        return error_response(503, message)
-    return error_response(400, message, field_of(message))
+    return error_response(400, str(error), error.field)
+
+
+def handle_broker_unavailable(error: BrokerUnavailable):  # type: ignore[no-untyped-def]
+    """The job row is committed (and marked failed); its message could not be sent: not the user's fault."""
+    return error_response(503, str(error))
 
 
 def handle_csrf(error: CSRFError):  # type: ignore[no-untyped-def]
@@ -74,6 +62,7 @@ def handle_unexpected(error: Exception):  # type: ignore[no-untyped-def]
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(UserInputError, handle_user_input)
+    app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(Exception, handle_unexpected)

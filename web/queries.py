@@ -130,9 +130,9 @@ def parse_job_ids(text: str) -> list[int]:
     try:
         ids = list(dict.fromkeys(int(part) for part in text.replace(" ", "").split(",") if part))
     except ValueError:
-        raise UserInputError("ids: give job ids separated by commas, e.g. 3,5") from None
+        raise UserInputError("ids: give job ids separated by commas, e.g. 3,5", field="ids") from None
     if not 2 <= len(ids) <= MAX_COMPARED or not all(storable_id(i) for i in ids):
-        raise UserInputError(f"ids: choose between 2 and {MAX_COMPARED} jobs to compare")
+        raise UserInputError(f"ids: choose between 2 and {MAX_COMPARED} jobs to compare", field="ids")
     return ids
 
 
@@ -151,19 +151,21 @@ def folder_under_roots(raw: str, roots: list[Path]) -> Path:
     """The real folder a typed path names, if it lies under a data root both as written and after symlinks."""
     text = raw.strip()
     if not text or "\x00" in text:
-        raise UserInputError("path: give the absolute path of a data folder")
+        raise UserInputError("path: give the absolute path of a data folder", field="path")
     written = Path(text).expanduser()
     if not written.is_absolute():
-        raise UserInputError(f"path: {text!r} is not absolute")
+        raise UserInputError(f"path: {text!r} is not absolute", field="path")
     lexical = Path(os.path.normpath(written))
     allowed = ", ".join(str(root) for root in roots)
     if not any(lexical.is_relative_to(root) for root in roots):
-        raise UserInputError(f"path: {lexical} is not under a data root ({allowed})")
+        raise UserInputError(f"path: {lexical} is not under a data root ({allowed})", field="path")
     resolved = lexical.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
-        raise UserInputError(f"path: {lexical} leads (through a symlink) to {resolved}, outside the data roots ({allowed})")
+        raise UserInputError(
+            f"path: {lexical} leads (through a symlink) to {resolved}, outside the data roots ({allowed})", field="path"
+        )
     if not resolved.is_dir():
-        raise UserInputError(f"path: {lexical} is not an existing folder")
+        raise UserInputError(f"path: {lexical} is not an existing folder", field="path")
     return resolved
 
 
@@ -203,12 +205,12 @@ def register_data_folder(session: Session, name: str, path: str) -> DataFolder:
     folder_path = folder_under_roots(path, get_settings().data_root_paths)
     name = (name or folder_path.name).strip()
     if not 1 <= len(name) <= 200:
-        raise UserInputError("name: give a name of 1 to 200 characters")
+        raise UserInputError("name: give a name of 1 to 200 characters", field="name")
     report = check_report(folder_path)
     existing = registered_folder_by_path(session, str(folder_path))
     clash = session.scalar(select(DataFolder).where(DataFolder.name == name))
     if clash is not None and clash is not existing:
-        raise UserInputError(f"name: a data folder named {name!r} is already registered")
+        raise UserInputError(f"name: a data folder named {name!r} is already registered", field="name")
     folder = existing or DataFolder(path=str(folder_path))
     folder.name, folder.report, folder.registered_at = name, report, utcnow()
     session.add(folder)

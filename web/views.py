@@ -17,7 +17,6 @@ from core.settings import get_settings
 from web import forms, queries
 from web.api import send_artifact
 from web.auth import login_required
-from web.errors import field_of
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
@@ -63,7 +62,7 @@ def plotly_js() -> Any:
 def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
     value = request.args.get(name) or None
     if value is not None and value not in choices:
-        raise UserInputError(f"{name}: must be one of {', '.join(choices)}")
+        raise UserInputError(f"{name}: must be one of {', '.join(choices)}", field=name)
     return value
 
 
@@ -74,9 +73,9 @@ def _int_arg(name: str, default: int | None) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise UserInputError(f"{name}: must be a whole number") from None
+        raise UserInputError(f"{name}: must be a whole number", field=name) from None
     if not queries.storable_id(value):
-        raise UserInputError(f"{name}: must be 1 or more")
+        raise UserInputError(f"{name}: must be 1 or more", field=name)
     return value
 
 
@@ -183,15 +182,11 @@ def _csv_error(values: dict[str, Any]) -> str | None:
     return None
 
 
-def _record_submit_error(error: UserInputError, errors: dict[str, str]) -> None:
-    """Put a one-line error from the job service next to the field it names."""
-    message = str(error)
-    name = field_of(message)
-    if name == "data_dir":
-        name = "data_folder"
-    detail = message.split(": ", 1)[1] if name and ": " in message else message
-    errors[name if name in {f.name for f in forms.form_fields("train")} | {"parent_id", "data_folder", "queue"}
-           else forms.FORM_LEVEL] = detail if name else message
+def _record_submit_error(error: UserInputError, kind: str, errors: dict[str, str]) -> None:
+    """Put a one-line error from the job service next to the field it is about (else above the form)."""
+    name = "data_folder" if error.field == "data_dir" else error.field
+    shown = {f.name for f in forms.form_fields(kind)} | {"parent_id", "data_folder", "queue"}
+    errors[name if name in shown else forms.FORM_LEVEL] = str(error)
 
 
 @bp.route("/jobs/new/<kind>", methods=("GET", "POST"))
@@ -216,7 +211,7 @@ def new_job(kind: str) -> Any:
                 job_id = dispatch.submit_job(kind, {**values, "data_dir": data_dir}, parent_id=parent_id,
                                              queue=_queue_choice())
             except UserInputError as error:
-                _record_submit_error(error, errors)
+                _record_submit_error(error, kind, errors)
             else:
                 flash(f"Job {job_id} queued.")
                 return redirect(url_for("views.job_detail", job_id=job_id))
@@ -252,7 +247,7 @@ def new_sweep() -> Any:
                                                           name=request.form.get("name", "").strip()[:200] or None,
                                                           queue=_queue_choice())
             except UserInputError as error:
-                errors["grid" if str(error).startswith("grid") else forms.FORM_LEVEL] = str(error)
+                errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
             else:
                 flash(f"Sweep {sweep_id} queued: {len(job_ids)} jobs.")
                 return redirect(url_for("views.job_list", sweep=sweep_id))

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from core import jobs
 from core.db import get_sessionmaker
-from core.errors import UserInputError
+from core.errors import BrokerUnavailable
 from core.records import Job, utcnow
 from worker.celery_app import RUN_JOB_TASK, get_app
 
@@ -28,16 +28,16 @@ def send_job(job_id: int, queue: str) -> None:
                 .where(Job.id == job_id, Job.status == "queued")
                 .values(status="failed", error=reason, finished_at=utcnow())
             )
-        raise UserInputError(reason) from None
+        raise BrokerUnavailable(reason, job_id=job_id) from None
 
 
 def send_jobs(targets: list[tuple[int, str]]) -> None:
     """Send each (job id, queue): one failed send fails that job only; the first failure is raised at the end."""
-    first_failure: UserInputError | None = None
+    first_failure: BrokerUnavailable | None = None
     for job_id, queue in targets:
         try:
             send_job(job_id, queue)
-        except UserInputError as failure:
+        except BrokerUnavailable as failure:
             first_failure = first_failure or failure
     if first_failure is not None:
         raise first_failure

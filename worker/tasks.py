@@ -19,7 +19,7 @@ from typing import Any
 
 from core import jobs
 from core.db import get_sessionmaker
-from core.errors import UserInputError
+from core.errors import BrokerUnavailable, UserInputError
 from core.records import Job
 from core.settings import get_settings
 
@@ -215,7 +215,7 @@ class JobRun:
         try:
             send_job(self.spec.id, self.spec.queue)
             log.info("job %s stopped for shutdown and queued again", self.spec.id)
-        except UserInputError as failure:  # the broker is gone too: send_job marked the job failed
+        except BrokerUnavailable as failure:  # the broker is gone too: send_job marked the job failed
             log.error("job %s: %s", self.spec.id, failure)
 
 
@@ -256,7 +256,7 @@ def parent_checkpoint(parent_id: int, choice: str) -> Path:
             path = get_settings().resolved_artifacts_dir / recorded[name]
             if path.is_file():
                 return path
-    raise UserInputError(f"parent: job {parent_id} has no {preferred[0]} checkpoint on disk")
+    raise UserInputError(f"parent: job {parent_id} has no {preferred[0]} checkpoint on disk", field="parent_id")
 
 
 def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
@@ -290,4 +290,4 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
             observer=observer, checkpoint_choice=choice,
         )  # fmt: skip
     else:
-        raise UserInputError(f"kind: unknown job kind {spec.kind!r}")
+        raise UserInputError(f"kind: unknown job kind {spec.kind!r}", field="kind")
