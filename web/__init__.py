@@ -34,6 +34,9 @@ def _default_config() -> dict[str, Any]:
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the (expiring) session
         "JOBS_PER_PAGE": 50,
         "POLL_INTERVAL_MS": 2000,
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT": settings.login_max_failures_per_account,
+        "LOGIN_MAX_FAILURES_PER_ADDRESS": settings.login_max_failures_per_address,
+        "LOGIN_FAILURE_WINDOW_SECONDS": settings.login_failure_window_seconds,
     }
 
 

@@ -1,5 +1,8 @@
 """People log in (User rows, werkzeug password hashes); programs send `Authorization: Bearer <token>`.
 
+A login starts a session kept on the server (web.logins); the signed cookie carries only its id,
+so logout ends it everywhere. Failed logins are throttled per account name and per address.
+
 The embedded default generates the secret key, the API token and an admin password once,
 keeps the first two under LEUKEMIA_HOME (0600) and prints the new ones once."""
 
@@ -7,13 +10,16 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 import click
-from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (Blueprint, Flask, current_app, flash, g, make_response, redirect, render_template, request, session,
+                   url_for)
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -21,8 +27,16 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from core.db import get_sessionmaker, upgrade_database
 from core.records import User, utcnow
 from core.settings import persisted_secret
+from web import logins
 
 bp = Blueprint("auth", __name__)
+NOT_RECOGNISED = "username or password: not recognised"
+
+
+@functools.cache
+def dummy_password_hash() -> str:
+    """Checked when the user name is unknown, so that costs what a wrong password costs."""
+    return generate_password_hash(secrets.token_urlsafe(16))
 
 
 def _persisted_secret(home: Path, name: str, announce: str | None = None) -> str:
@@ -42,6 +56,7 @@ def ensure_admin(username: str, password: str) -> None:
                 db.add(User(username=username, password_hash=generate_password_hash(password), created_at=utcnow()))
             elif not check_password_hash(user.password_hash, password):
                 user.password_hash = generate_password_hash(password)
+                logins.end_user_sessions(db, user.id)
             return
         if db.scalar(select(User.id).limit(1)) is None:
             generated = secrets.token_urlsafe(12)
@@ -62,16 +77,19 @@ def init_app(app: Flask) -> None:
         ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
     except IntegrityError:  # another gunicorn worker inserted the same admin at the same moment
         ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
+    dummy_password_hash()  # made now, so the first unknown name is not slower than the rest
     app.before_request(load_logged_in_user)
 
 
 def load_logged_in_user() -> None:
-    """g.user: the logged-in User row, or None."""
-    user_id = session.get("user_id")
+    """g.user: the User of the cookie's server-side session, or None (a cookie of an ended session is dropped)."""
+    token = session.get("sid")
     g.user = None
-    if isinstance(user_id, int):
+    if isinstance(token, str):
         with get_sessionmaker().begin() as db:
-            g.user = db.get(User, user_id)
+            g.user = logins.session_user(db, token, utcnow())
+        if g.user is None:
+            session.clear()
 
 
 def bearer_token_valid() -> bool:
@@ -102,29 +120,69 @@ def _safe_next(target: str | None) -> str:
     return url_for("views.job_list")
 
 
+def login_limits() -> logins.LoginLimits:
+    config = current_app.config
+    return logins.LoginLimits(per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
+                              per_address=config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+                              window=timedelta(seconds=config["LOGIN_FAILURE_WINDOW_SECONDS"]))
+
+
+def lockout_message(lockout: logins.Lockout) -> str:
+    minutes = math.ceil(lockout.retry_after_s / 60)
+    wait = f"{lockout.retry_after_s} s" if lockout.retry_after_s < 120 else f"{minutes} minutes"
+    return f"too many failed logins for this {lockout.scope}: try again in {wait}"
+
+
+def check_login(username: str, password: str, address: str) -> tuple[int | None, logins.Lockout | None]:
+    """(user id, None) on success, (None, lockout) when locked, else (None, None) with the failure counted."""
+    limits, now = login_limits(), utcnow()
+    with get_sessionmaker().begin() as db:
+        lockout = logins.lockout(db, username, address, limits, now)
+        if lockout is not None:
+            return None, lockout
+        user = db.scalar(select(User).where(User.username == username)) if logins.account_key(username) else None
+        # An unknown name is checked against a dummy hash: the same cost, so timing reveals no user names.
+        matches = check_password_hash(user.password_hash if user else dummy_password_hash(), password)
+        if user is not None and matches:
+            logins.forget_failures(db, username)
+            return user.id, None
+        logins.record_failure(db, username, address, limits, now)
+    return None, None
+
+
 @bp.route("/login", methods=("GET", "POST"))
 def login() -> Any:
-    """Check the username and password against the User rows and start an expiring session."""
-    error = None
-    if request.method == "POST":
-        username = request.form.get("username", "").strip()
-        password = request.form.get("password", "")
+    """Check the username and password (throttled), then start a server-side session."""
+    if request.method == "GET":
+        return render_template("login.html", error=None)
+    username = request.form.get("username", "").strip()
+    user_id, lockout = check_login(username, request.form.get("password", ""), request.remote_addr or "unknown")
+    if lockout is not None:
+        response = make_response(render_template("login.html", error=lockout_message(lockout)), 429)
+        response.headers["Retry-After"] = str(lockout.retry_after_s)
+        return response
+    if user_id is None:
+        return render_template("login.html", error=NOT_RECOGNISED), 401
+    end_current_session()
+    with get_sessionmaker().begin() as db:
+        token = logins.start_session(db, user_id, current_app.permanent_session_lifetime, utcnow())
+    session.permanent = True
+    session["sid"] = token
+    return redirect(_safe_next(request.args.get("next")))
+
+
+def end_current_session() -> None:
+    """End the cookie's session on the server and clear the cookie."""
+    token = session.get("sid")
+    if isinstance(token, str):
         with get_sessionmaker().begin() as db:
-            user = db.scalar(select(User).where(User.username == username))
-            valid = user is not None and check_password_hash(user.password_hash, password)
-            user_id = user.id if valid else None
-        if user_id is not None:
-            session.clear()
-            session.permanent = True
-            session["user_id"] = user_id
-            return redirect(_safe_next(request.args.get("next")))
-        error = "username or password: not recognised"
-    return render_template("login.html", error=error), (401 if error else 200)
+            logins.end_session(db, token)
+    session.clear()
 
 
 @bp.route("/logout", methods=("POST",))
 def logout() -> Any:
-    """End the session."""
-    session.clear()
+    """End the session on the server: a copy of the cookie is worthless afterwards."""
+    end_current_session()
     flash("Logged out.")
     return redirect(url_for("auth.login"))

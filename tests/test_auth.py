@@ -1,0 +1,87 @@
+"""Logins: failed attempts are throttled per account and per address (in the database, so every
+gunicorn worker sees them), an unknown user costs what a wrong password costs, and logout ends the
+session on the server so a copied cookie is worthless afterwards."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from tests.conftest import WEB_ADMIN
+from tests.web_helpers import csrf_token, login
+
+TOO_MANY = "too many failed logins"
+
+
+def throttle(app, *, per_account: int, per_address: int, window_s: float) -> None:
+    app.config.update(LOGIN_MAX_FAILURES_PER_ACCOUNT=per_account, LOGIN_MAX_FAILURES_PER_ADDRESS=per_address,
+                      LOGIN_FAILURE_WINDOW_SECONDS=window_s)
+
+
+def client_from(app, address: str):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_failed_logins_lock_the_account_out_then_it_recovers(app, client):
+    throttle(app, per_account=3, per_address=100, window_s=3)
+    for _ in range(3):
+        assert login(client, WEB_ADMIN[0], "wrong").status_code == 401
+    locked = login(client, *WEB_ADMIN)  # even the right password waits out the window
+    text = locked.get_data(as_text=True)
+    assert locked.status_code == 429 and TOO_MANY in text and "this account" in text
+    assert locked.headers["Retry-After"].isdigit() and 1 <= int(locked.headers["Retry-After"]) <= 3
+    time.sleep(3.1)
+    assert login(client, *WEB_ADMIN).status_code == 302
+
+
+def test_failed_logins_from_one_address_lock_that_address_out(app):
+    throttle(app, per_account=100, per_address=4, window_s=60)
+    attacker = client_from(app, "10.9.8.7")
+    for number in range(4):
+        assert login(attacker, f"guess{number}", "wrong").status_code == 401
+    locked = login(attacker, *WEB_ADMIN)
+    assert locked.status_code == 429 and "this address" in locked.get_data(as_text=True)
+    colleague = client_from(app, "10.9.8.8")
+    assert login(colleague, *WEB_ADMIN).status_code == 302
+
+
+def test_unknown_user_costs_the_same_time_as_a_wrong_password(app, client):
+    throttle(app, per_account=1000, per_address=1000, window_s=60)
+
+    def seconds(username: str) -> float:
+        token = csrf_token(client)
+        start = time.perf_counter()
+        response = client.post("/login", data={"username": username, "password": "wrong", "csrf_token": token})
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 401
+        return elapsed
+
+    seconds(WEB_ADMIN[0])  # warm up
+    wrong_password = statistics.median(seconds(WEB_ADMIN[0]) for _ in range(5))
+    unknown_user = statistics.median(seconds("nobody-by-this-name") for _ in range(5))
+    # Loose: a password hash costs tens of milliseconds; skipping it was 10x faster.
+    assert 0.5 < unknown_user / wrong_password < 2, (unknown_user, wrong_password)
+
+
+def test_logout_ends_the_session_for_a_copied_cookie(app, client):
+    assert login(client, *WEB_ADMIN).status_code == 302
+    copied = client.get_cookie("session").value
+    thief = app.test_client()
+    thief.set_cookie("session", copied)
+    assert thief.get("/").status_code == 200 and thief.get("/api/jobs").status_code == 200
+    assert client.post("/logout", data={"csrf_token": csrf_token(client, "/")}).location == "/login"
+    assert thief.get("/").status_code == 302
+    assert thief.get("/api/jobs").status_code == 401
+    assert client.get("/").status_code == 302
+
+
+def test_a_password_reset_ends_that_users_sessions(app, client):
+    from web.auth import ensure_admin
+
+    assert login(client, *WEB_ADMIN).status_code == 302
+    with app.app_context():
+        ensure_admin(WEB_ADMIN[0], "a-new-password-1")
+    assert client.get("/").status_code == 302
+    assert login(client, WEB_ADMIN[0], "a-new-password-1").status_code == 302
