@@ -28,6 +28,7 @@ from core.data import (
     scan_csv,
 )
 from core.errors import UserInputError
+from core.release import Release, find_release, read_parts, shared_subjects
 
 
 @dataclass
@@ -61,10 +62,21 @@ class CheckReport:
     """A data folder's layout, its splits, and every problem found (one line each)."""
 
     data_dir: Path
-    layout: str  # "lab" or "cnmc"
+    layout: str  # "lab", "cnmc" (a flat tree of *_all/*_hem images) or "release" (C-NMC 2019 as downloaded)
     splits: list[SplitReport]
     problems: list[str] = field(default_factory=list)  # across splits (e.g. an image in train and valid)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
+    warnings: list[str] = field(default_factory=list)  # may be wrong for some uses (folds sharing subjects)
+    shared_subjects: dict[str, list[str]] | None = None  # release: subject -> folds, for subjects in several
+
+    @property
+    def image_size(self) -> int | None:
+        """The side of every image when all are the same square size, else None."""
+        sizes = {size for split in self.splits for size in split.sizes}
+        if len(sizes) == 1:
+            width, height = sizes.pop()
+            return width if width == height else None
+        return None
 
     @property
     def all_problems(self) -> list[str]:
@@ -81,7 +93,11 @@ class CheckReport:
             "ok": self.ok,
             "splits": [split.to_dict() for split in self.splits],
             "problems": self.all_problems,
+            "warnings": self.warnings,
             "notes": self.notes,
+            "image_size": self.image_size,
+            "folds_subject_disjoint": None if self.shared_subjects is None else not self.shared_subjects,
+            "shared_subjects": self.shared_subjects,
         }
 
 
@@ -101,6 +117,9 @@ class PatientSplit:
 def check_folder(data_dir: Path) -> CheckReport:
     """Check every CSV row and decode every image of a data folder; a missing folder is a UserInputError."""
     folder = data_folder(data_dir)
+    release = find_release(folder)
+    if release is not None:
+        return _check_release(release)
     layout = detect_layout(folder)
     if layout == "lab":
         return _check_lab(folder)
@@ -144,6 +163,32 @@ def _check_cnmc(folder: Path) -> CheckReport:
         "`leukemia check DIR --write-csv` writes a patient-safe train.csv and valid.csv"
     )
     report.splits.extend(_top_folder_reports(samples, decoded, patients))
+    return report
+
+
+def _check_release(release: Release) -> CheckReport:
+    """Each fold, prelim and final: counts, subjects, sizes, every problem; folds sharing subjects is a warning."""
+    report = CheckReport(data_dir=release.base, layout="release", splits=[])
+    parts = read_parts(release)
+    for part in parts:
+        split = SplitReport(name=part.name, source=part.source, problems=list(part.problems))
+        _count_images(part.samples, split)
+        if part.name != "final":
+            split.patients = len({s.subject for s in part.samples if s.subject is not None})
+        report.splits.append(split)
+    folds = [part for part in parts if part.name.startswith("fold_")]
+    if not folds:
+        report.notes.append("no training_data/fold_N folders: nothing to train on")
+    report.shared_subjects = shared_subjects(folds)
+    if report.shared_subjects:
+        listed = "; ".join(f"{subject} ({', '.join(names)})" for subject, names in report.shared_subjects.items())
+        report.warnings.append(
+            f"the folds are not subject-disjoint: {len(report.shared_subjects)} subject(s) in several folds: {listed}"
+        )
+    elif len(folds) > 1:
+        report.notes.append(f"the {len(folds)} folds are subject-disjoint (no subject in two folds)")
+    if release.root != release.base:
+        report.notes.append(f"release found one folder down: {release.relative(release.root)}/")
     return report
 
 
@@ -356,6 +401,8 @@ def format_report(report: CheckReport) -> str:
     problems = report.all_problems
     if problems:
         lines += ["", f"problems ({len(problems)}):"] + [f"  {problem}" for problem in problems]
+    if report.warnings:
+        lines += ["", "warnings:"] + [f"  {warning}" for warning in report.warnings]
     if report.notes:
         lines += ["", "notes:"] + [f"  {note}" for note in report.notes]
     lines += ["", "OK: no problems found" if not problems else f"{len(problems)} problem(s) found"]

@@ -65,14 +65,16 @@ class UserCommand(click.Command):
             sys.exit(2)
 
 
-def _schema_option(name: str, info: FieldInfo, option_name: str | None, show_default: bool = True) -> Callable:
-    """One click option for one schema field: bools as --x/--no-x, Literals as choices, lists repeated."""
+def _schema_option(name: str, info: FieldInfo, option_name: str | tuple[str, ...] | None, show_default: bool = True) -> Callable:
+    """One click option for one schema field: bools as --x/--no-x, Literals as choices, lists repeated.
+    A tuple of option names gives the field several spellings (`--csv` / `--split`)."""
     annotation = info.annotation
     arguments = typing.get_args(annotation)
     optional = type(None) in arguments
     if optional:
         annotation = next(a for a in arguments if a is not type(None))
-    flag = option_name or f"--{name.replace('_', '-')}"
+    flags = (option_name,) if isinstance(option_name, str) else option_name or (f"--{name.replace('_', '-')}",)
+    flag = flags[0]
     default = None if info.is_required() else info.get_default(call_default_factory=True)
     help_text = info.description or ""
     if info.is_required():
@@ -93,14 +95,14 @@ def _schema_option(name: str, info: FieldInfo, option_name: str | None, show_def
         settings.update(multiple=True, default=())
     else:
         settings["type"] = {int: click.INT, float: click.FLOAT}.get(annotation, click.STRING)
-    return click.option(flag, name, **settings)
+    return click.option(*flags, name, **settings)
 
 
 def params_options(
     schema: type[BaseModel],
     *,
     exclude: tuple[str, ...] = (),
-    rename: dict[str, str] | None = None,
+    rename: dict[str, str | tuple[str, ...]] | None = None,
     show_defaults: bool = True,
 ) -> Callable[[Callable], Callable]:
     """Decorator adding one option per field of a core.params schema (`data_dir` → `--data-dir`).
@@ -198,7 +200,9 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
         else:
             if out is None:
                 raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)", field="out")
-            params = parse_params("train", given)
+            from core.splits import with_folder_image_size
+
+            params = parse_params("train", with_folder_image_size("train", given))
             result = train_run(params, out, observer=_progress_bar())
         click.echo(_describe_run(result))
 
@@ -227,7 +231,7 @@ def finetune(out: Path, resume: bool, **options) -> None:
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for evaluation.json, confusion.csv and confusion.png.")
-@params_options(EvaluateParams, rename={"data_dir": "--data"})
+@params_options(EvaluateParams, rename={"data_dir": "--data", "csv": ("--csv", "--split")})
 def evaluate(out: Path | None, **options) -> None:
     """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
 
@@ -257,7 +261,7 @@ def evaluate(out: Path | None, **options) -> None:
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Submission CSV to write (ID,label).")
-@params_options(PredictParams, rename={"data_dir": "--data", "checkpoints": "--checkpoint"})
+@params_options(PredictParams, rename={"data_dir": "--data", "checkpoints": "--checkpoint", "csv": ("--csv", "--split")})
 def predict(out: Path, **options) -> None:
     """Write the submission CSV (ID,label); several --checkpoint make an ensemble.
 

@@ -28,6 +28,7 @@ SPLITS = ("train", "valid", "train_all", "test")
 SPLIT_CSVS = {"train": "train.csv", "valid": "valid.csv"}
 PATH_COLUMN = "Path"
 LABEL_COLUMN = "label"
+PATIENT_COLUMN = "patient"  # optional; written by `leukemia check --write-csv`
 LABELS = {"0": 0, "1": 1}
 CNMC_SUFFIX_LABELS = {"_all": 1, "_hem": 0}
 # UID_11_1_1_all.bmp -> 11, UID_H10_1_1_hem.bmp -> H10 (a few originals spell it h3).
@@ -42,6 +43,7 @@ class Sample:
     id: str  # the CSV's Path cell unchanged (the submission ID); tree layouts: path relative to the folder
     label: int | None  # 0 normal (hem), 1 malignant (ALL); None for an unlabelled (test) CSV
     source: str  # "train.csv row 12" (1-based data row) or the relative path for tree layouts
+    subject: str | None = None  # the patient, where known (C-NMC names, a CSV's patient column)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def scan_csv(data_dir: Path, csv_name: str, *, labelled: bool) -> CsvRead:
     """Read a CSV of the data folder, collecting every bad row instead of stopping at the first."""
     folder = data_folder(data_dir)
     csv_path = _csv_path(folder, csv_name)
-    header, rows = _read_rows(csv_path, csv_name)
+    header, rows = read_rows(csv_path, csv_name)
     columns = _column_positions(header, csv_name, labelled=labelled)
     samples: list[Sample] = []
     problems: list[str] = []
@@ -118,7 +120,7 @@ def _csv_path(folder: Path, csv_name: str) -> Path:
     return csv_path
 
 
-def _read_rows(csv_path: Path, csv_name: str) -> tuple[list[str], list[list[str]]]:
+def read_rows(csv_path: Path, csv_name: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV; an empty, binary or malformed file is one line."""
     try:
         # utf-8-sig: spreadsheet programs often prepend a byte-order mark.
@@ -147,13 +149,15 @@ def _column_positions(header: list[str], csv_name: str, *, labelled: bool) -> di
         if column.lower() not in lowered:
             raise UserInputError(f"{csv_name}: missing column '{column}'")
         positions[column] = lowered.index(column.lower())
+    if PATIENT_COLUMN in lowered:
+        positions[PATIENT_COLUMN] = lowered.index(PATIENT_COLUMN)
     return positions
 
 
 def _sample_from_row(
     folder: Path, cells: list[str], columns: dict[str, int], source: str, *, labelled: bool
 ) -> Sample:
-    if len(cells) <= max(columns.values()):
+    if len(cells) <= max(columns[PATH_COLUMN], columns.get(LABEL_COLUMN, 0)):
         raise UserInputError(f"{source}: too few fields ({len(cells)})")
     cell = cells[columns[PATH_COLUMN]].strip()
     if not cell:
@@ -172,7 +176,16 @@ def _sample_from_row(
     path = folder / relative
     if not path.is_file():
         raise UserInputError(f"{source}: image not found: {cell}")
-    return Sample(path=path, id=cell, label=label, source=source)
+    return Sample(path=path, id=cell, label=label, source=source, subject=_subject(cells, columns, relative))
+
+
+def _subject(cells: list[str], columns: dict[str, int], relative: str) -> str | None:
+    """The row's patient column if it has one, else the patient in a C-NMC file name, else None."""
+    at = columns.get(PATIENT_COLUMN)
+    if at is not None and at < len(cells) and cells[at].strip():
+        return cells[at].strip()
+    match = PATIENT_PATTERN.match(os.path.basename(relative))
+    return match.group(1).upper() if match else None
 
 
 def candidate_test_csvs(data_dir: Path) -> list[str]:
@@ -183,7 +196,7 @@ def candidate_test_csvs(data_dir: Path) -> list[str]:
         if "test" not in csv_path.name.lower() or not csv_path.is_file():
             continue
         try:
-            header, _ = _read_rows(csv_path, csv_path.name)
+            header, _ = read_rows(csv_path, csv_path.name)
         except UserInputError:
             continue  # not a readable CSV: not a candidate
         lowered = [name.lower() for name in header]
@@ -247,10 +260,12 @@ def cnmc_samples(data_dir: Path) -> list[Sample]:
     """Every *_all / *_hem image below the folder, sorted by path, labelled from its name."""
     folder = data_folder(data_dir)
     samples = []
-    for relative in sorted(_walk_files(folder)):
+    for relative in sorted(walk_files(folder)):
         label = cnmc_label(relative)
         if label is not None:
-            samples.append(Sample(path=folder / relative, id=relative, label=label, source=relative))
+            subject = PATIENT_PATTERN.match(os.path.basename(relative))
+            samples.append(Sample(path=folder / relative, id=relative, label=label, source=relative,
+                                  subject=subject.group(1).upper() if subject else None))
     if not samples:
         raise UserInputError(f"no *_all / *_hem images found in {folder}")
     return samples
@@ -281,10 +296,10 @@ def open_image(sample: Sample) -> Image.Image:
 
 
 def _has_cnmc_images(folder: Path) -> bool:
-    return any(cnmc_label(relative) is not None for relative in _walk_files(folder))
+    return any(cnmc_label(relative) is not None for relative in walk_files(folder))
 
 
-def _walk_files(folder: Path) -> Iterator[str]:
+def walk_files(folder: Path) -> Iterator[str]:
     """Relative POSIX paths of all files below the folder; follows symlinked folders, each once."""
     seen_folders: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):

@@ -31,6 +31,7 @@ from core.records import (
     utcnow,
 )
 from core.settings import get_settings
+from core.splits import with_folder_image_size
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
@@ -98,7 +99,7 @@ def create_job(
     max_attempts: int | None = None,
 ) -> Job:
     """Validate and insert a queued job; the caller commits, then sends its id to the broker."""
-    dumped = _validated(kind, params)
+    dumped = _validated(kind, with_folder_image_size(kind, params))
     _check_parent(session, kind, parent_id, dumped)
     queue = (queue or DEFAULT_QUEUES[kind]).strip()
     if not queue or "," in queue:

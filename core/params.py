@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import UserInputError
+from core.splits import SPLIT_HELP, check_split_name
 
 Architecture = Literal["resnet18", "resnet50", "resnet152"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -38,13 +39,29 @@ class TrainParams(_Params):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
     class_weights: str = Field("1.2,1.0", description="auto (inverse class frequency), none, or W0,W1.")
     augment: bool = True
-    image_size: int = Field(450, ge=32, le=1024)
-    split: Literal["train", "train_all"] = "train"
+    image_size: int = Field(
+        450, ge=32, le=1024, description="Side in pixels; the CLI and forms default to the folder's when all its images share one."
+    )
+    split: str = Field("train", description=f"Training split: {SPLIT_HELP}.")
+    valid_split: str | None = Field(
+        None, description="Validation split: a split name, share:F (a subject-disjoint share of the training split) or none; "
+        "default: valid.csv / the release's held-out share when training on train."
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Device = "auto"
     amp: bool = Field(True, description="bf16 autocast and channels_last on a GPU; ignored on the CPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU).")
     num_workers: int = Field(0, ge=0, le=64, description="Image decoding processes for the cache build.")
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: str) -> str:
+        return check_split_name(value)
+
+    @field_validator("valid_split")
+    @classmethod
+    def _valid_split(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else check_split_name(value, validation=True)
 
     @field_validator("class_weights")
     @classmethod
@@ -81,7 +98,7 @@ class FinetuneParams(TrainParams):
     epochs: int = Field(3, ge=1, le=1000)
     lr: float = Field(1e-4, gt=0, le=10)
     schedule: Literal["step", "cosine", "constant"] = "constant"
-    split: Literal["train", "train_all"] = "train_all"
+    split: str = Field("train_all", description=f"Training split: {SPLIT_HELP}.")
     # None: taken from the checkpoint; a value that disagrees with it is refused.
     arch: Architecture | None = None  # type: ignore[assignment]
     image_size: int | None = Field(None, ge=32, le=1024, description="Default: the checkpoint's.")  # type: ignore[assignment]
@@ -92,7 +109,9 @@ class EvaluateParams(_Params):
 
     kind: Literal["evaluate"] = "evaluate"
     data_dir: str = Field(min_length=1)
-    csv: str = Field("valid.csv", min_length=1, description="CSV file name inside the data folder (Path,label).")
+    csv: str = Field(
+        "valid.csv", min_length=1, description=f"CSV file name inside the data folder (Path,label), or a named split: {SPLIT_HELP}."
+    )
     checkpoint: str = ""
     checkpoint_choice: Literal["best", "last"] = "best"
     batch_size: int = Field(64, ge=1, le=4096)
@@ -105,7 +124,9 @@ class PredictParams(_Params):
 
     kind: Literal["predict"] = "predict"
     data_dir: str = Field(min_length=1)
-    csv: str = Field(min_length=1, description="Test CSV file name inside the data folder (column Path).")
+    csv: str = Field(
+        min_length=1, description=f"Test CSV file name inside the data folder (column Path), or a named split: {SPLIT_HELP}."
+    )
     checkpoints: list[str] = Field(default_factory=list, description="Several make an ensemble.")
     checkpoint_choice: Literal["best", "last"] = "best"
     batch_size: int = Field(64, ge=1, le=4096)

@@ -15,12 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from core.data import Sample, read_csv_samples
+from core.data import Sample
 from core.errors import UserInputError
 from core.metrics import classification_metrics
 from core.pipeline import InputPipeline, resolve_device
 from core.plots import CONFUSION_PNG, plot_confusion
 from core.settings import get_settings
+from core.splits import read_named_split
 from core.training import BatchProgress, TrainingObserver, TrainingStopped, flush_denormals_on_cpu
 
 EVALUATION_JSON = "evaluation.json"
@@ -135,7 +136,7 @@ def evaluate_csv(
 ) -> EvaluationResult:
     """Score a checkpoint (file or run folder) on a labelled CSV; with out_dir also write JSON, CSV and PNG."""
     checkpoint_path = resolve_checkpoint(checkpoint, checkpoint_choice)
-    samples = read_csv_samples(Path(data_dir), csv_name, labelled=True)
+    samples = read_named_split(Path(data_dir), csv_name, labelled=True)
     probabilities = ensemble_probabilities(
         [checkpoint_path], samples, tta=tta, batch_size=batch_size, device=device, observer=observer
     )
@@ -161,7 +162,7 @@ def predict_csv(
 ) -> PredictionResult:
     """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order."""
     paths = [resolve_checkpoint(path, checkpoint_choice) for path in checkpoints]
-    samples = read_csv_samples(Path(data_dir), csv_name, labelled=False)
+    samples = read_named_split(Path(data_dir), csv_name, labelled=False)
     class_one = ensemble_probabilities(
         paths, samples, tta=tta, batch_size=batch_size, device=device, observer=observer
     )

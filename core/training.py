@@ -29,7 +29,8 @@ from core.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from core.data import Sample, read_split
+from core.data import Sample
+from core.splits import training_splits
 from core.errors import UserInputError
 from core.metrics import classification_metrics
 from core.models import build_model
@@ -439,12 +440,8 @@ def _evaluate(
 
 
 def _read_splits(params: TrainParams) -> tuple[list[Sample], list[Sample] | None]:
-    """The training split and, for split "train" with a valid.csv, the validation split."""
-    data_dir = Path(params.data_dir)
-    train_samples = read_split(data_dir, params.split)
-    if params.split == "train" and (data_dir / "valid.csv").is_file():
-        return train_samples, read_split(data_dir, "valid")
-    return train_samples, None
+    """The training split and the validation split (or None), as named in the parameters."""
+    return training_splits(params.data_dir, params.split, params.valid_split, params.seed)
 
 
 def _refuse_existing_run(run_dir: Path) -> None:

@@ -139,3 +139,18 @@ def client(app):
 @pytest.fixture()
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def release_dir(tmp_path_factory, realdata_dir) -> Path:
+    """A download folder holding a small C-NMC 2019 release tree (C-NMC_Leukemia/...) built from the
+    real images (see tests/release_helpers.py); read-only, as a shared download often is."""
+    from tests.release_helpers import build_release, make_read_only
+
+    download = tmp_path_factory.mktemp("download")
+    build_release(realdata_dir, download / "C-NMC_Leukemia")
+    make_read_only(download)
+    yield download
+    from tests.release_helpers import make_writable
+
+    make_writable(download)  # so pytest can remove it

@@ -232,6 +232,7 @@ def test_realdata_labels_csv_reads(realdata_dir: Path) -> None:
         id="images/UID_11_1_1_all.bmp",
         label=1,
         source="labels.csv row 1",
+        subject="11",  # from the C-NMC file name
     )
 
 
