@@ -153,6 +153,12 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def input_error(error: ValidationError) -> UserInputError:
+    """A pydantic ValidationError as the one-line UserInputError, about the first field it names."""
+    first = error.errors()[0]["loc"]
+    return UserInputError(describe_validation_error(error), field=str(first[0]) if first else "params")
+
+
 def parse_params(kind: str, values: dict) -> _Params:
     """Validate raw values (from a form, JSON or the CLI) for a job kind; bad input is a UserInputError."""
     try:
@@ -166,8 +172,7 @@ def parse_params(kind: str, values: dict) -> _Params:
     try:
         return model.model_validate({**values, "kind": kind})
     except ValidationError as error:
-        first = error.errors()[0]["loc"]
-        raise UserInputError(describe_validation_error(error), field=str(first[0]) if first else "params") from None
+        raise input_error(error) from None
 
 
 def class_weight_values(spec: str) -> tuple[float, float] | None:

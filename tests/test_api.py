@@ -141,11 +141,14 @@ def test_an_unreachable_broker_is_a_503_and_the_job_is_failed_with_the_reason(ap
 
 def test_data_folders(api, folder_path, tmp_path):
     assert [f["path"] for f in api.get("/api/data-folders").json["data_folders"]] == [folder_path]
-    for body, message in (({"path": "/etc"}, "is not under a data root"), ({}, "path: give the absolute path"),
-                          ({"path": str(tmp_path / "data" / "nope")}, "is not an existing folder"),
-                          ({"path": folder_path, "name": 7}, "name: must be")):
+    for body, field, message in (({"path": "/etc"}, "path", "is not under a data root"),
+                                 ({}, "path", "path: Field required"),
+                                 ({"path": str(tmp_path / "data" / "nope")}, "path", "is not an existing folder"),
+                                 ({"path": folder_path, "name": 7}, "name", "name: Input should be a valid string"),
+                                 ({"path": folder_path, "name": " "}, "name", "name: String should have at least 1")):
         response = api.post("/api/data-folders", json=body)
-        assert response.status_code == 400 and message in response.json["error"], body
+        assert response.status_code == 400 and message in response.json["error"], (body, response.json)
+        assert response.json["field"] == field, (body, response.json)
 
 
 def test_wrong_method_and_size_limit(api, client, app):
@@ -164,6 +167,20 @@ def test_a_bug_is_logged_and_answered_as_a_one_line_500(app, client, caplog):
     response = client.get("/api/boom", headers=AUTH)
     assert response.status_code == 500 and response.json == {"error": "internal error: the server hit a bug; it has been logged"}
     assert "RuntimeError: bug" in caplog.text
+
+
+def test_the_document_is_valid_openapi_3_1_with_an_id_and_a_tag_per_operation(client):
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.validators import OpenAPIV31SpecValidator
+
+    document = client.get("/api/openapi.json").json
+    validate(document, cls=OpenAPIV31SpecValidator)
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    assert len(operations) == 15
+    ids = [op["operationId"] for op in operations]
+    assert len(set(ids)) == len(ids) and all(op["tags"] for op in operations)
+    tags = {tag["name"] for tag in document["tags"]}
+    assert {t for op in operations for t in op["tags"]} == tags == {"service", "jobs", "sweeps", "data folders"}
 
 
 CONFORMANCE_CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance,

@@ -1,28 +1,31 @@
 """The JSON API: every dashboard action, for programs (Authorization: Bearer <token>).
 
 Reads also accept a logged-in browser session (the live pages poll them); writes need the token,
-so the CSRF-exempt API cannot be driven by another site through a person's cookie."""
+so the CSRF-exempt API cannot be driven by another site through a person's cookie. Requests are
+validated and answers serialised by the web.schemas models that /api/openapi.json describes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, g, jsonify, request, send_file
+from flask import Blueprint, abort, current_app, g, request
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from core import jobs as job_service
 from core.db import get_engine, get_sessionmaker
 from core.errors import UserInputError
-from core.params import PARAMS_BY_KIND
-from core.records import JOB_KINDS, JOB_STATUSES
-from web import queries
+from web import queries, schemas
 from web.auth import bearer_token_valid
-from web.openapi import openapi_document
+from web.downloads import send_artifact
+from web.inputs import csv_name_problem, json_body, query_model
+from web.openapi import FILE, openapi_document, operation
 from worker import dispatch
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 PUBLIC_ENDPOINTS = {"api.health", "api.openapi"}
-MAX_PER_PAGE = 200
+# Fields a sweep may not vary over the web: paths never come from a request, and kind is the sweep's.
+NOT_IN_WEB_GRIDS = ("data_dir", "checkpoint", "checkpoints", "kind")
 
 
 @bp.before_request
@@ -37,138 +40,75 @@ def require_token() -> None:
     abort(401, description="authorization: send 'Authorization: Bearer <API token>'")
 
 
-# --- request parsing: every bad value is a UserInputError naming its field ---------------------
-
-
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise UserInputError("body: send a JSON object with Content-Type: application/json", field="body")
-    return body
-
-
-def optional_int(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**63 - 1:
-        raise UserInputError(f"{name}: must be a positive integer or null", field=name)
-    return value
-
-
-def optional_str(body: dict[str, Any], name: str, max_length: int = 100) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length:
-        raise UserInputError(
-            f"{name}: must be a non-empty string of at most {max_length} characters, or null", field=name
-        )
-    return value.strip()
-
-
-def job_kind(body: dict[str, Any]) -> str:
-    kind = body.get("kind")
-    if kind not in PARAMS_BY_KIND:
-        raise UserInputError(f"kind: must be one of {', '.join(PARAMS_BY_KIND)}", field="kind")
-    return kind
-
-
-def params_object(body: dict[str, Any], name: str = "params") -> dict[str, Any]:
-    params = body.get(name, {})
-    if not isinstance(params, dict):
-        raise UserInputError(f"{name}: must be an object of field: value", field=name)
-    return params
+def answer(model: BaseModel, status: int = 200) -> Any:
+    """A response serialised by its model (the shape the document promises)."""
+    return current_app.response_class(model.model_dump_json(), status=status, mimetype="application/json")
 
 
 def check_web_params(params: dict[str, Any]) -> None:
     """No filesystem path from a request: the data folder must be registered, checkpoints come from a parent."""
     for name in ("checkpoint", "checkpoints"):
         if params.get(name):
-            raise UserInputError(
-                f"{name}: paths are not accepted over the web; give parent_id and checkpoint_choice", field=name
-            )
+            raise UserInputError(f"{name}: paths are not accepted over the web; give parent_id and checkpoint_choice",
+                                 field=name)
     data_dir = params.get("data_dir")
     if not isinstance(data_dir, str) or not data_dir:
-        raise UserInputError(
-            "data_dir: give the path of a registered data folder (GET /api/data-folders)", field="data_dir"
-        )
+        raise UserInputError("data_dir: give the path of a registered data folder (GET /api/data-folders)",
+                             field="data_dir")
     with get_sessionmaker().begin() as session:
         if queries.registered_folder_by_path(session, data_dir) is None:
-            raise UserInputError(
-                f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)", field="data_dir"
-            )
-    csv = params.get("csv")
-    if isinstance(csv, str) and ("/" in csv or "\\" in csv or csv.startswith(".")):
-        raise UserInputError(f"csv: {csv!r} must be a file name inside the data folder, e.g. test.csv", field="csv")
-
-
-def query_int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserInputError(f"{name}: must be an integer", field=name) from None
-    if not low <= value <= high:
-        raise UserInputError(f"{name}: must be between {low} and {high}", field=name)
-    return value
-
-
-def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
-    value = request.args.get(name) or None
-    if value is not None and value not in choices:
-        raise UserInputError(f"{name}: must be one of {', '.join(choices)}", field=name)
-    return value
-
-
-def page_body(items: list[dict[str, Any]], total: int, page: int, per_page: int, key: str) -> dict[str, Any]:
-    return {key: items, "total": total, "page": page, "per_page": per_page}
+            raise UserInputError(f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)",
+                                 field="data_dir")
+    if problem := csv_name_problem(params.get("csv")):
+        raise UserInputError(f"csv: {problem}", field="csv")
 
 
 # --- health and document ----------------------------------------------------------------------
 
 
-@bp.get("/health")
+@operation(bp, "get", "/health", operation_id="getHealth", tag="service", public=True,
+           responses={200: schemas.Health, 503: schemas.Health})
 def health() -> Any:
-    """For compose healthchecks: is the database reachable?"""
+    """Is the database reachable? (for compose healthchecks)"""
     try:
         with get_engine().connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:  # any driver error means "not reachable"; the reason is reported
-        return jsonify({"status": "unavailable", "database": f"unreachable: {type(error).__name__}"}), 503
-    return jsonify({"status": "ok", "database": "reachable"})
+        return answer(schemas.Health(status="unavailable", database=f"unreachable: {type(error).__name__}"), 503)
+    return answer(schemas.Health(status="ok", database="reachable"))
 
 
-@bp.get("/openapi.json")
+@operation(bp, "get", "/openapi.json", operation_id="getOpenApiDocument", tag="service", public=True,
+           responses={200: schemas.OpenApiDocument})
 def openapi() -> Any:
-    return jsonify(openapi_document())
+    """This document, generated from the declared operations and their models"""
+    return answer(schemas.OpenApiDocument.model_validate(openapi_document()))
 
 
 # --- jobs ------------------------------------------------------------------------------------------
 
 
-@bp.post("/jobs")
+@operation(bp, "post", "/jobs", operation_id="submitJob", tag="jobs", body=schemas.JobSubmission,
+           responses={201: schemas.Job}, errors=(400, 413, 503))
 def submit_job() -> Any:
-    body = json_body()
-    kind = job_kind(body)
-    params = params_object(body)
-    parent_id, queue = optional_int(body, "parent_id"), optional_str(body, "queue")
-    check_web_params(params)
-    job_id = dispatch.submit_job(kind, params, parent_id=parent_id, queue=queue)
+    """Submit a job"""
+    submission = json_body(schemas.JobSubmission)
+    check_web_params(submission.params)
+    job_id = dispatch.submit_job(submission.kind, submission.params, parent_id=submission.parent_id,
+                                 queue=submission.queue)
     return job_response(job_id, 201)
 
 
-@bp.get("/jobs")
+@operation(bp, "get", "/jobs", operation_id="listJobs", tag="jobs", query=schemas.JobListQuery,
+           responses={200: schemas.JobPage}, errors=(400,))
 def list_jobs() -> Any:
-    status = query_choice("status", JOB_STATUSES)
-    kind = query_choice("kind", JOB_KINDS)
-    sweep_id = query_int("sweep_id", 0, 0, 2**63 - 1) or None
-    page, per_page = query_int("page", 1, 1, 10**6), query_int("per_page", 50, 1, MAX_PER_PAGE)
+    """Jobs, newest first"""
+    query = query_model(schemas.JobListQuery)
     with get_sessionmaker().begin() as session:
-        jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page, per_page=per_page)
-        return jsonify(page_body(queries.job_rows(session, jobs), total, page, per_page, "jobs"))
+        jobs, total = job_service.list_jobs(session, status=query.status, kind=query.kind, sweep_id=query.sweep_id,
+                                            page=query.page, per_page=query.per_page)
+        return answer(schemas.JobPage(jobs=queries.job_models(session, jobs), total=total, page=query.page,
+                                      per_page=query.per_page))
 
 
 def job_response(job_id: int, status: int = 200) -> Any:
@@ -176,11 +116,13 @@ def job_response(job_id: int, status: int = 200) -> Any:
         job = queries.find_job(session, job_id)
         if job is None:
             abort(404, description=f"job {job_id} not found")
-        return jsonify(queries.job_rows(session, [job])[0]), status
+        return answer(queries.job_models(session, [job])[0], status)
 
 
-@bp.get("/jobs/<int:job_id>")
+@operation(bp, "get", "/jobs/<int:job_id>", operation_id="getJob", tag="jobs",
+           responses={200: schemas.Job}, errors=(404,))
 def get_job(job_id: int) -> Any:
+    """One job"""
     return job_response(job_id)
 
 
@@ -191,76 +133,63 @@ def existing_job_id(job_id: int) -> int:
     return job_id
 
 
-@bp.post("/jobs/<int:job_id>/cancel")
+@operation(bp, "post", "/jobs/<int:job_id>/cancel", operation_id="cancelJob", tag="jobs",
+           responses={200: schemas.Job}, errors=(400, 404))
 def cancel_job(job_id: int) -> Any:
+    """Cancel a job (queued: now; running: at its next batch)"""
     dispatch.cancel_job(existing_job_id(job_id))
     return job_response(job_id)
 
 
-@bp.post("/jobs/<int:job_id>/retry")
+@operation(bp, "post", "/jobs/<int:job_id>/retry", operation_id="retryJob", tag="jobs",
+           responses={200: schemas.Job}, errors=(400, 404, 503))
 def retry_job(job_id: int) -> Any:
+    """Queue a failed or cancelled job again"""
     dispatch.retry_job(existing_job_id(job_id))
     return job_response(job_id)
 
 
-@bp.get("/jobs/<int:job_id>/metrics")
+@operation(bp, "get", "/jobs/<int:job_id>/metrics", operation_id="getJobMetrics", tag="jobs",
+           responses={200: schemas.JobMetrics}, errors=(404,))
 def job_metrics(job_id: int) -> Any:
+    """Per-epoch metrics of a job"""
     existing_job_id(job_id)
     with get_sessionmaker().begin() as session:
-        rows = [queries.metric_dict(m) for m in job_service.epoch_metrics(session, job_id)]
-    return jsonify({"job_id": job_id, "epochs": rows})
+        epochs = [queries.epoch_model(m) for m in job_service.epoch_metrics(session, job_id)]
+    return answer(schemas.JobMetrics(job_id=job_id, epochs=epochs))
 
 
-@bp.get("/jobs/<int:job_id>/artifacts")
+@operation(bp, "get", "/jobs/<int:job_id>/artifacts", operation_id="listJobArtifacts", tag="jobs",
+           responses={200: schemas.JobArtifacts}, errors=(404,))
 def job_artifacts(job_id: int) -> Any:
+    """Files a job recorded"""
     existing_job_id(job_id)
     with get_sessionmaker().begin() as session:
-        rows = [queries.artifact_dict(a) for a in job_service.artifacts(session, job_id)]
-    return jsonify({"job_id": job_id, "artifacts": rows})
+        rows = [schemas.Artifact.model_validate(a) for a in job_service.artifacts(session, job_id)]
+    return answer(schemas.JobArtifacts(job_id=job_id, artifacts=rows))
 
 
-@bp.get("/jobs/<int:job_id>/artifacts/<int:artifact_id>")
+@operation(bp, "get", "/jobs/<int:job_id>/artifacts/<int:artifact_id>", operation_id="downloadJobArtifact",
+           tag="jobs", responses={200: FILE}, errors=(404,))
 def download_artifact(job_id: int, artifact_id: int) -> Any:
+    """Download a file a job recorded"""
     return send_artifact(job_id, artifact_id)
-
-
-def send_artifact(job_id: int, artifact_id: int) -> Any:
-    """Send a recorded artifact's file by id; no path ever comes from the request."""
-    with get_sessionmaker().begin() as session:
-        artifact = queries.find_artifact(session, job_id, artifact_id)
-        if artifact is None:
-            abort(404, description=f"artifact {artifact_id} of job {job_id} not found")
-        path, name = queries.artifact_file(artifact), artifact.name
-    if path is None:
-        abort(404, description=f"artifact {artifact_id}: its file is missing from the artifacts folder")
-    return send_file(path, as_attachment=True, download_name=name)
 
 
 # --- sweeps -----------------------------------------------------------------------------------------
 
 
-def grid_object(body: dict[str, Any]) -> dict[str, list[Any]]:
-    grid = body.get("grid")
-    if not isinstance(grid, dict) or not grid:
-        raise UserInputError("grid: must be an object of field: [value, ...] with at least one field", field="grid")
-    for name, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise UserInputError(f"grid: {name} must map to a non-empty list of values", field="grid")
-        if name in ("data_dir", "checkpoint", "checkpoints", "kind"):
-            raise UserInputError(f"grid: {name} cannot be varied over the web", field="grid")
-    return grid
-
-
-@bp.post("/sweeps")
+@operation(bp, "post", "/sweeps", operation_id="submitSweep", tag="sweeps", body=schemas.SweepSubmission,
+           responses={201: schemas.Sweep}, errors=(400, 413, 503))
 def submit_sweep() -> Any:
-    body = json_body()
-    kind = job_kind(body)
-    base_params = params_object(body, "base_params")
-    grid = grid_object(body)
-    name, queue = optional_str(body, "name", 200), optional_str(body, "queue")
-    parent_id = optional_int(body, "parent_id")
-    check_web_params(base_params)
-    sweep_id, _ = dispatch.submit_sweep(kind, base_params, grid, name=name, parent_id=parent_id, queue=queue)
+    """Submit a grid sweep: one job per point"""
+    submission = json_body(schemas.SweepSubmission)
+    for name in submission.grid:
+        if name in NOT_IN_WEB_GRIDS:
+            raise UserInputError(f"grid: {name} cannot be varied over the web", field="grid")
+    check_web_params(submission.base_params)
+    sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
+                                        name=submission.name, parent_id=submission.parent_id, queue=submission.queue)
     return sweep_response(sweep_id, 201)
 
 
@@ -269,39 +198,44 @@ def sweep_response(sweep_id: int, status: int = 200) -> Any:
         sweep = queries.find_sweep(session, sweep_id)
         if sweep is None:
             abort(404, description=f"sweep {sweep_id} not found")
-        return jsonify(queries.sweep_dict(sweep, queries.sweep_job_ids(session, sweep_id))), status
+        return answer(queries.sweep_model(session, sweep), status)
 
 
-@bp.get("/sweeps")
+@operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.PageQuery,
+           responses={200: schemas.SweepPage}, errors=(400,))
 def list_sweeps() -> Any:
-    page, per_page = query_int("page", 1, 1, 10**6), query_int("per_page", 50, 1, MAX_PER_PAGE)
+    """Sweeps, newest first"""
+    query = query_model(schemas.PageQuery)
     with get_sessionmaker().begin() as session:
-        sweeps, total = queries.list_sweeps(session, page, per_page)
-        items = [queries.sweep_dict(s, queries.sweep_job_ids(session, s.id)) for s in sweeps]
-    return jsonify(page_body(items, total, page, per_page, "sweeps"))
+        sweeps, total = queries.list_sweeps(session, query.page, query.per_page)
+        items = [queries.sweep_model(session, sweep) for sweep in sweeps]
+    return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
 
-@bp.get("/sweeps/<int:sweep_id>")
+@operation(bp, "get", "/sweeps/<int:sweep_id>", operation_id="getSweep", tag="sweeps",
+           responses={200: schemas.Sweep}, errors=(404,))
 def get_sweep(sweep_id: int) -> Any:
+    """One sweep"""
     return sweep_response(sweep_id)
 
 
 # --- data folders ---------------------------------------------------------------------------------
 
 
-@bp.post("/data-folders")
+@operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",
+           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 413))
 def register_data_folder() -> Any:
-    body = json_body()
-    path = body.get("path")
-    if not isinstance(path, str):
-        raise UserInputError("path: give the absolute path of a data folder under a data root", field="path")
-    name = optional_str(body, "name", 200) or ""
+    """Register a data folder under a data root (and check it)"""
+    registration = json_body(schemas.DataFolderRegistration)
     with get_sessionmaker().begin() as session:
-        folder = queries.register_data_folder(session, name, path)
-        return jsonify(queries.data_folder_dict(folder)), 201
+        folder = queries.register_data_folder(session, registration.name or "", registration.path)
+        return answer(schemas.DataFolder.model_validate(folder), 201)
 
 
-@bp.get("/data-folders")
+@operation(bp, "get", "/data-folders", operation_id="listDataFolders", tag="data folders",
+           responses={200: schemas.DataFolderList})
 def list_data_folders() -> Any:
+    """Registered data folders"""
     with get_sessionmaker().begin() as session:
-        return jsonify({"data_folders": [queries.data_folder_dict(f) for f in queries.list_data_folders(session)]})
+        folders = [schemas.DataFolder.model_validate(f) for f in queries.list_data_folders(session)]
+    return answer(schemas.DataFolderList(data_folders=folders))

@@ -1,190 +1,137 @@
-"""The OpenAPI 3.1 document of the JSON API; request parameter schemas come from core.params."""
+"""The OpenAPI 3.1 document of the JSON API, generated from the operations the API declares.
+
+Each route of web.api is declared with `operation(...)`: its operationId, tag, request body,
+query and response models (web.schemas). The document is built from those declarations and
+the models' own JSON schemas (pydantic's `models_json_schema`), so it cannot drift from what
+the views validate and serialise. A small generator rather than flask-openapi3 or spectree:
+both wrap Flask's routing and request parsing in their own, while the API needs only this."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable, Literal
+
+from flask import Blueprint
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from core.params import PARAMS_BY_KIND
-from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
+from web import schemas
+from web.inputs import MAX_ID
 
-MAX_ID = 2**63 - 1
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+REF = "#/components/schemas/{model}"
+ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token", 404: "unknown id",
+                 413: "request body too large", 503: "unavailable: the database or the broker is unreachable"}
+FILE = "file"  # a response that is a download, not a model
+PATH_PARAMETER = re.compile(r"<int:(\w+)>")
 
 
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required if required is not None else list(properties)}
+@dataclass(frozen=True)
+class Operation:
+    """One documented route of the API."""
+
+    method: Literal["get", "post"]
+    rule: str  # the Flask rule under /api, e.g. /jobs/<int:job_id>
+    operation_id: str
+    tag: str
+    summary: str
+    responses: dict[int, type[BaseModel] | str]  # status → model, or FILE
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    errors: tuple[int, ...]
+    public: bool
 
 
-NUMBER_OR_NULL = _nullable({"type": "number"})
-INT_OR_NULL = _nullable({"type": "integer"})
-STR_OR_NULL = _nullable({"type": "string"})
-TIME = {"type": "string", "format": "date-time"}
-
-JOB = _object({
-    "id": {"type": "integer"}, "kind": {"enum": list(JOB_KINDS)}, "status": {"enum": list(JOB_STATUSES)},
-    "params": {"type": "object"}, "parent_id": INT_OR_NULL, "sweep_id": INT_OR_NULL, "data_dir": {"type": "string"},
-    "queue": {"type": "string"}, "worker_host": STR_OR_NULL, "attempts": {"type": "integer"},
-    "max_attempts": {"type": "integer"}, "cancel_requested": {"type": "boolean"}, "created_at": TIME,
-    "started_at": _nullable(TIME), "finished_at": _nullable(TIME), "progress": {"type": "number"},
-    "epoch": INT_OR_NULL, "epochs_total": INT_OR_NULL, "images_per_s": NUMBER_OR_NULL, "eta_s": NUMBER_OR_NULL,
-    "error": STR_OR_NULL, "best_valid_accuracy": NUMBER_OR_NULL, "log_tail": STR_OR_NULL,
-    "finished": {"type": "boolean"}, "queue_position": INT_OR_NULL,
-    "queue_served": {"type": "boolean", "description": "false: no live worker consumes this job's queue"},
-})
-EPOCH = _object({
-    "epoch": {"type": "integer"}, "train_loss": NUMBER_OR_NULL, "train_accuracy": NUMBER_OR_NULL,
-    "valid_loss": NUMBER_OR_NULL, "valid_accuracy": NUMBER_OR_NULL, "valid_balanced_accuracy": NUMBER_OR_NULL,
-    "valid_f1": NUMBER_OR_NULL, "lr": NUMBER_OR_NULL, "seconds": NUMBER_OR_NULL, "images_per_s": NUMBER_OR_NULL,
-    "confusion": _nullable({"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}),
-})
-ARTIFACT = _object({
-    "id": {"type": "integer"}, "job_id": {"type": "integer"}, "kind": {"enum": list(ARTIFACT_KINDS)},
-    "name": {"type": "string"}, "size_bytes": {"type": "integer"}, "sha256": {"type": "string"}, "created_at": TIME,
-})
-SWEEP = _object({
-    "id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"enum": list(JOB_KINDS)},
-    "base_params": {"type": "object"}, "grid": {"type": "object"}, "created_at": TIME,
-    "job_ids": {"type": "array", "items": {"type": "integer"}},
-})
-DATA_FOLDER = _object({
-    "id": {"type": "integer"}, "name": {"type": "string"}, "path": {"type": "string"}, "registered_at": TIME,
-    "report": _nullable({"type": "object"}),
-})
-ERROR = _object({"error": {"type": "string"}, "field": {"type": "string"}}, required=["error"])
-PARAMS_ANY_KIND = {"anyOf": [_ref(f"{kind.capitalize()}Params") for kind in PARAMS_BY_KIND]}
-JOB_SUBMISSION = _object({
-    "kind": {"enum": list(PARAMS_BY_KIND)},
-    "params": {**PARAMS_ANY_KIND, "description": "data_dir must be a registered data folder's path; no checkpoint paths"},
-    "parent_id": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_ID}),
-    "queue": _nullable({"type": "string", "minLength": 1, "maxLength": 100}),
-}, required=["kind", "params"])
-SWEEP_SUBMISSION = _object({
-    "kind": {"enum": list(PARAMS_BY_KIND)}, "base_params": PARAMS_ANY_KIND,
-    "grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1},
-             "description": "field: [values]; one job per point of the cartesian product"},
-    "name": _nullable({"type": "string", "minLength": 1, "maxLength": 200}),
-    "parent_id": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_ID}),
-    "queue": _nullable({"type": "string", "minLength": 1, "maxLength": 100}),
-}, required=["kind", "base_params", "grid"])
-DATA_FOLDER_REGISTRATION = _object({
-    "path": {"type": "string", "description": "absolute path under a configured data root"},
-    "name": _nullable({"type": "string", "minLength": 1, "maxLength": 200}),
-}, required=["path"])
+OPERATIONS: list[Operation] = []
 
 
-def _page_of(name: str, item: str) -> dict[str, Any]:
-    return _object({name: {"type": "array", "items": _ref(item)}, "total": {"type": "integer"},
-                    "page": {"type": "integer"}, "per_page": {"type": "integer"}})
+def operation(blueprint: Blueprint, method: Literal["get", "post"], rule: str, *, operation_id: str, tag: str,
+              responses: dict[int, type[BaseModel] | str], body: type[BaseModel] | None = None,
+              query: type[BaseModel] | None = None, errors: tuple[int, ...] = (), public: bool = False
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a view on the blueprint and declare it for the document; its docstring's first line is the summary."""
+
+    def declare(view: Callable[..., Any]) -> Callable[..., Any]:
+        summary = (view.__doc__ or operation_id).strip().splitlines()[0]
+        OPERATIONS.append(Operation(method, rule, operation_id, tag, summary, responses, body, query,
+                                    errors if public else (*errors, 401), public))
+        blueprint.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method.upper()])
+        return view
+
+    return declare
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    reasons = {400: "bad input: the field and why", 401: "missing or wrong bearer token", 404: "unknown id",
-               413: "request body too large", 503: "the broker is unreachable"}
-    return {str(code): _json(_ref("Error"), reasons[code]) for code in codes}
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    """Path ids (1..MAX_ID) from the rule, then one query parameter per field of the query model."""
+    parameters = [{"name": name, "in": "path", "required": True,
+                   "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+                  for name in PATH_PARAMETER.findall(op.rule)]
+    if op.query is not None:
+        properties = op.query.model_json_schema()["properties"]
+        for name, info in op.query.model_fields.items():
+            parameters.append({"name": name, "in": "query", "required": info.is_required(), "schema": properties[name]})
+    return parameters
 
 
-def _id_parameter(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+def _responses(op: Operation) -> dict[str, Any]:
+    answers: dict[str, Any] = {}
+    for status, model in op.responses.items():
+        if model == FILE:
+            answers[str(status)] = {"description": "the file", "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        else:
+            answers[str(status)] = _json(_ref(model), model.__doc__ or model.__name__)  # type: ignore[union-attr]
+    for status in sorted(op.errors):
+        answers.setdefault(str(status), _json(_ref(schemas.ErrorBody), ERROR_REASONS[status]))
+    return answers
 
 
-def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+def _path_item(op: Operation) -> dict[str, Any]:
+    item: dict[str, Any] = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary,
+                            "responses": _responses(op)}
+    if parameters := _parameters(op):
+        item["parameters"] = parameters
+    if op.body is not None:
+        item["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    if op.public:
+        item["security"] = []
+    return item
 
 
-PAGE_PARAMETERS = [_query("page", {"type": "integer", "minimum": 1, "maximum": 10**6}),
-                   _query("per_page", {"type": "integer", "minimum": 1, "maximum": 200})]
-
-
-def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
-
-
-def _paths() -> dict[str, Any]:
-    job_id, artifact_id, sweep_id = _id_parameter("job_id"), _id_parameter("artifact_id"), _id_parameter("sweep_id")
-    return {
-        "/api/health": {"get": {"summary": "Database reachable?", "security": [],
-                                "responses": {"200": _json(_ref("Health"), "ok"), "503": _json(_ref("Health"), "down")}}},
-        "/api/jobs": {
-            "post": {"summary": "Submit a job", "requestBody": _body("JobSubmission"),
-                     "responses": {"201": _json(_ref("Job"), "queued"), **_errors(400, 401, 413, 503)}},
-            "get": {"summary": "Jobs, newest first", "parameters": [
-                _query("status", {"enum": list(JOB_STATUSES)}), _query("kind", {"enum": list(JOB_KINDS)}),
-                _query("sweep_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}), *PAGE_PARAMETERS],
-                    "responses": {"200": _json(_ref("JobPage"), "a page of jobs"), **_errors(400, 401)}},
-        },
-        "/api/jobs/{job_id}": {"get": {"summary": "One job", "parameters": [job_id],
-                                       "responses": {"200": _json(_ref("Job"), "the job"), **_errors(401, 404)}}},
-        "/api/jobs/{job_id}/cancel": {"post": {
-            "summary": "Cancel (queued: now; running: at its next batch)", "parameters": [job_id],
-            "responses": {"200": _json(_ref("Job"), "the job"), **_errors(400, 401, 404)}}},
-        "/api/jobs/{job_id}/retry": {"post": {
-            "summary": "Queue a failed or cancelled job again", "parameters": [job_id],
-            "responses": {"200": _json(_ref("Job"), "the job"), **_errors(400, 401, 404, 503)}}},
-        "/api/jobs/{job_id}/metrics": {"get": {
-            "summary": "Per-epoch metrics", "parameters": [job_id],
-            "responses": {"200": _json(_object({"job_id": {"type": "integer"},
-                                                "epochs": {"type": "array", "items": _ref("EpochMetric")}}), "epochs"),
-                          **_errors(401, 404)}}},
-        "/api/jobs/{job_id}/artifacts": {"get": {
-            "summary": "Recorded files", "parameters": [job_id],
-            "responses": {"200": _json(_object({"job_id": {"type": "integer"},
-                                                "artifacts": {"type": "array", "items": _ref("Artifact")}}), "files"),
-                          **_errors(401, 404)}}},
-        "/api/jobs/{job_id}/artifacts/{artifact_id}": {"get": {
-            "summary": "Download a recorded file", "parameters": [job_id, artifact_id],
-            "responses": {"200": {"description": "the file", "content": {"application/octet-stream": {}}},
-                          **_errors(401, 404)}}},
-        "/api/sweeps": {
-            "post": {"summary": "Submit a grid sweep", "requestBody": _body("SweepSubmission"),
-                     "responses": {"201": _json(_ref("Sweep"), "queued"), **_errors(400, 401, 413, 503)}},
-            "get": {"summary": "Sweeps, newest first", "parameters": PAGE_PARAMETERS,
-                    "responses": {"200": _json(_ref("SweepPage"), "a page of sweeps"), **_errors(400, 401)}},
-        },
-        "/api/sweeps/{sweep_id}": {"get": {"summary": "One sweep", "parameters": [sweep_id],
-                                           "responses": {"200": _json(_ref("Sweep"), "the sweep"), **_errors(401, 404)}}},
-        "/api/data-folders": {
-            "post": {"summary": "Register a data folder under a data root (and check it)",
-                     "requestBody": _body("DataFolderRegistration"),
-                     "responses": {"201": _json(_ref("DataFolder"), "registered"), **_errors(400, 401, 413)}},
-            "get": {"summary": "Registered data folders", "responses": {
-                "200": _json(_object({"data_folders": {"type": "array", "items": _ref("DataFolder")}}), "folders"),
-                **_errors(401)}},
-        },
-        "/api/openapi.json": {"get": {"summary": "This document", "security": [],
-                                      "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
-    }
+def _component_schemas(operations: list[Operation]) -> dict[str, Any]:
+    """Every request model (validation), response model (serialisation) and job params model, by name."""
+    requests = {op.body for op in operations if op.body is not None} | set(PARAMS_BY_KIND.values())
+    responses = {model for op in operations for model in op.responses.values() if model != FILE} | {schemas.ErrorBody}
+    pairs = [(model, "validation") for model in requests] + [(model, "serialization") for model in responses]
+    _, top = models_json_schema(sorted(pairs, key=lambda pair: pair[0].__name__), ref_template=REF)  # type: ignore[arg-type]
+    return dict(sorted(top["$defs"].items()))
 
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    """The API's description, built once per process."""
-    schemas: dict[str, Any] = {
-        "Job": JOB, "EpochMetric": EPOCH, "Artifact": ARTIFACT, "Sweep": SWEEP, "DataFolder": DATA_FOLDER,
-        "Error": ERROR, "JobSubmission": JOB_SUBMISSION, "SweepSubmission": SWEEP_SUBMISSION,
-        "DataFolderRegistration": DATA_FOLDER_REGISTRATION, "JobPage": _page_of("jobs", "Job"),
-        "SweepPage": _page_of("sweeps", "Sweep"),
-        "Health": _object({"status": {"type": "string"}, "database": {"type": "string"}}),
-    }
-    for kind, model in PARAMS_BY_KIND.items():
-        schemas[f"{kind.capitalize()}Params"] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    """The API's description, generated once per process from its declared operations and their models."""
+    operations = OPERATIONS
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        path = "/api" + PATH_PARAMETER.sub(r"{\1}", op.rule)
+        paths.setdefault(path, {})[op.method] = _path_item(op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Leukemia jobs API", "version": "1",
                  "description": "Queue and watch ResNet jobs on C-NMC 2019 images. Errors: {error, field}."},
-        "components": {"schemas": schemas,
+        "tags": [{"name": tag} for tag in dict.fromkeys(op.tag for op in operations)],
+        "components": {"schemas": _component_schemas(operations),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": paths,
     }

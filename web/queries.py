@@ -1,4 +1,4 @@
-"""Read helpers over the ORM records the dashboard needs, and the JSON shapes of rows.
+"""Read helpers over the ORM records the dashboard needs, and the API models (web.schemas) of rows.
 
 Writes go through core.jobs / worker.dispatch; the only write here is registering a data
 folder, whose path must lie under a configured data root."""
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, is_dataclass
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,61 +17,34 @@ from core import jobs as job_service
 from core.errors import UserInputError
 from core.records import Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
 from core.settings import get_settings
+from web import schemas
+from web.inputs import storable_id
 
-JOB_FIELDS = ("id", "kind", "status", "params", "parent_id", "sweep_id", "data_dir", "queue", "worker_host",
-              "attempts", "max_attempts", "cancel_requested", "created_at", "started_at", "finished_at", "progress",
-              "epoch", "epochs_total", "images_per_s", "eta_s", "error", "best_valid_accuracy", "log_tail")
-METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_balanced_accuracy",
-                 "valid_f1", "confusion", "lr", "seconds", "images_per_s")
 MAX_COMPARED = 8
-MAX_ID = 2**63 - 1
-
-
-def _json_value(value: Any) -> Any:
-    return value.isoformat() + "Z" if isinstance(value, datetime) else value
-
-
-def job_dict(job: Job, *, queue_position: int | None, queue_served: bool) -> dict[str, Any]:
-    """A job row as the API and the live pages see it."""
-    data = {name: _json_value(getattr(job, name)) for name in JOB_FIELDS}
-    data["finished"] = job.finished
-    data["queue_position"] = queue_position
-    data["queue_served"] = queue_served
-    return data
-
-
-def metric_dict(metric: EpochMetric) -> dict[str, Any]:
-    return {name: getattr(metric, name) for name in METRIC_FIELDS}
-
-
-def artifact_dict(artifact: Artifact) -> dict[str, Any]:
-    return {"id": artifact.id, "job_id": artifact.job_id, "kind": artifact.kind, "name": artifact.name,
-            "size_bytes": artifact.size_bytes, "sha256": artifact.sha256, "created_at": _json_value(artifact.created_at)}
-
-
-def sweep_dict(sweep: Sweep, job_ids: list[int]) -> dict[str, Any]:
-    return {"id": sweep.id, "name": sweep.name, "kind": sweep.kind, "base_params": sweep.base_params,
-            "grid": sweep.grid, "created_at": _json_value(sweep.created_at), "job_ids": job_ids}
-
-
-def data_folder_dict(folder: DataFolder) -> dict[str, Any]:
-    return {"id": folder.id, "name": folder.name, "path": folder.path,
-            "registered_at": _json_value(folder.registered_at), "report": folder.report}
 
 
 # --- jobs ---------------------------------------------------------------------------------
 
 
-def job_rows(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
-    """Jobs with their queue position and whether a live worker serves their queue."""
+def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
+    """Jobs as the API and the live pages see them: with their queue position and whether a live worker
+    serves their queue."""
     served = job_service.live_queues(session)
-    return [job_dict(job, queue_position=job_service.queue_position(session, job), queue_served=job.queue in served)
+    stored = schemas.Job.model_fields.keys() - {"queue_position", "queue_served"}  # the row's own attributes
+    return [schemas.Job.model_validate({**{name: getattr(job, name) for name in stored},
+                                        "queue_position": job_service.queue_position(session, job),
+                                        "queue_served": job.queue in served})
             for job in jobs]
 
 
-def storable_id(value: int) -> bool:
-    """An id a database integer column can hold (the URL converter takes any size)."""
-    return 1 <= value <= MAX_ID
+def epoch_model(metric: EpochMetric) -> schemas.EpochMetric:
+    return schemas.EpochMetric.model_validate(metric)
+
+
+def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:
+    job_ids = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep.id).order_by(Job.id)))
+    fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name != "job_ids"}
+    return schemas.Sweep.model_validate({**fields, "job_ids": job_ids})
 
 
 def find_job(session: Session, job_id: int) -> Job | None:
@@ -113,10 +85,6 @@ def model_jobs(session: Session, limit: int = 200) -> list[Job]:
 def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
     """The newest jobs, for the compare picker."""
     return list(session.scalars(select(Job).where(Job.kind.in_(("train", "finetune"))).order_by(Job.id.desc()).limit(limit)))
-
-
-def sweep_job_ids(session: Session, sweep_id: int) -> list[int]:
-    return list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id).order_by(Job.id)))
 
 
 def list_sweeps(session: Session, page: int, per_page: int) -> tuple[list[Sweep], int]:

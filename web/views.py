@@ -14,14 +14,14 @@ from core.db import get_sessionmaker
 from core.errors import UserInputError
 from core.records import JOB_KINDS, JOB_STATUSES, DataFolder
 from core.settings import get_settings
-from web import forms, queries
-from web.api import send_artifact
+from web import forms, queries, schemas
 from web.auth import login_required
+from web.downloads import send_artifact
+from web.inputs import csv_name_problem, query_choice, query_int, storable_id
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-FORM_KINDS = ("train", "finetune", "evaluate", "predict")
 
 
 @bp.app_template_filter("duration")
@@ -59,37 +59,17 @@ def plotly_js() -> Any:
 # --- jobs --------------------------------------------------------------------------------------
 
 
-def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
-    value = request.args.get(name) or None
-    if value is not None and value not in choices:
-        raise UserInputError(f"{name}: must be one of {', '.join(choices)}", field=name)
-    return value
-
-
-def _int_arg(name: str, default: int | None) -> int | None:
-    raw = request.args.get(name) or None
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserInputError(f"{name}: must be a whole number", field=name) from None
-    if not queries.storable_id(value):
-        raise UserInputError(f"{name}: must be 1 or more", field=name)
-    return value
-
-
 @bp.get("/")
 @login_required
 def job_list() -> Any:
     """Newest jobs first, filtered by status, kind or sweep, one page at a time."""
-    status, kind = _choice_arg("status", JOB_STATUSES), _choice_arg("kind", JOB_KINDS)
-    sweep_id, page = _int_arg("sweep", None), _int_arg("page", 1) or 1
+    status, kind = query_choice("status", JOB_STATUSES), query_choice("kind", JOB_KINDS)
+    sweep_id, page = query_int("sweep", None), query_int("page", 1) or 1
     per_page = current_app.config["JOBS_PER_PAGE"]
     with get_sessionmaker().begin() as session:
         jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page,
                                             per_page=per_page)
-        rows = queries.job_rows(session, jobs)
+        rows = [job.model_dump(mode="json") for job in queries.job_models(session, jobs)]
     pages = max(1, math.ceil(total / per_page))
     filters = {"status": status, "kind": kind, "sweep": sweep_id}
     return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
@@ -109,9 +89,9 @@ def job_detail(job_id: int) -> Any:
     """Parameters, curves, confusion matrix, metrics, error, log and files of one job."""
     with get_sessionmaker().begin() as session:
         job = _job_or_404(session, job_id)
-        row = queries.job_rows(session, [job])[0]
-        metrics = [queries.metric_dict(m) for m in job_service.epoch_metrics(session, job_id)]
-        artifacts = [queries.artifact_dict(a) for a in job_service.artifacts(session, job_id)]
+        row = queries.job_models(session, [job])[0].model_dump(mode="json")
+        metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
+        artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts,
                            poll_ms=current_app.config["POLL_INTERVAL_MS"])
 
@@ -157,7 +137,7 @@ def _form_choices(session: Any) -> dict[str, Any]:
 
 def _selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
     raw = request.form.get("data_folder", "")
-    folder = session.get(DataFolder, int(raw)) if raw.isdigit() and queries.storable_id(int(raw)) else None
+    folder = session.get(DataFolder, int(raw)) if raw.isdigit() and storable_id(int(raw)) else None
     if folder is None:
         errors["data_folder"] = "choose a registered data folder (register one under Data folders)"
     return folder
@@ -165,7 +145,7 @@ def _selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
 
 def _selected_parent(errors: dict[str, str]) -> int | None:
     raw = request.form.get("parent_id", "")
-    if raw.isdigit() and queries.storable_id(int(raw)):
+    if raw.isdigit() and storable_id(int(raw)):
         return int(raw)
     errors["parent_id"] = "choose the job whose checkpoint to start from"
     return None
@@ -173,13 +153,6 @@ def _selected_parent(errors: dict[str, str]) -> int | None:
 
 def _queue_choice() -> str | None:
     return request.form.get("queue", "").strip() or None
-
-
-def _csv_error(values: dict[str, Any]) -> str | None:
-    csv = str(values.get("csv", ""))
-    if "/" in csv or "\\" in csv or csv.startswith("."):
-        return "give a file name inside the data folder, e.g. test.csv"
-    return None
 
 
 def _record_submit_error(error: UserInputError, kind: str, errors: dict[str, str]) -> None:
@@ -193,7 +166,7 @@ def _record_submit_error(error: UserInputError, kind: str, errors: dict[str, str
 @login_required
 def new_job(kind: str) -> Any:
     """One form per job kind, generated from and validated by core.params."""
-    if kind not in FORM_KINDS:
+    if kind not in JOB_KINDS:
         abort(404, description=f"no form for job kind {kind!r}")
     errors: dict[str, str] = {}
     values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
@@ -204,7 +177,7 @@ def new_job(kind: str) -> Any:
         parent_id = None if kind == "train" else _selected_parent(errors)
         errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors})
-        if kind in ("evaluate", "predict") and (csv_problem := _csv_error(values)):
+        if kind in ("evaluate", "predict") and (csv_problem := csv_name_problem(values.get("csv"))):
             errors.setdefault("csv", csv_problem)
         if not errors:
             try:
@@ -275,7 +248,7 @@ def compare() -> Any:
         for job_id in ids:
             job = _job_or_404(session, job_id)
             metrics = job_service.epoch_metrics(session, job_id)
-            runs.append({"job": job, "last": queries.metric_dict(metrics[-1]) if metrics else {}})
+            runs.append({"job": job, "last": queries.epoch_model(metrics[-1]).model_dump() if metrics else {}})
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)))
 
 
@@ -295,7 +268,7 @@ def data_folders() -> Any:
             flash(f"Data folder {name} registered and checked.")
             return redirect(url_for("views.data_folders"))
     with get_sessionmaker().begin() as session:
-        folders = [queries.data_folder_dict(f) for f in queries.list_data_folders(session)]
+        folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json") for f in queries.list_data_folders(session)]
     roots = get_settings().data_root_paths
     return render_template("data_folders.html", folders=folders, roots=roots, error=error,
                            form=request.form), (400 if error else 200)

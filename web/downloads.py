@@ -1,0 +1,22 @@
+"""Sending a recorded artifact's file, for the job page and the JSON API alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, send_file
+
+from core.db import get_sessionmaker
+from web import queries
+
+
+def send_artifact(job_id: int, artifact_id: int) -> Any:
+    """Send a recorded artifact's file by id; no path ever comes from the request."""
+    with get_sessionmaker().begin() as session:
+        artifact = queries.find_artifact(session, job_id, artifact_id)
+        if artifact is None:
+            abort(404, description=f"artifact {artifact_id} of job {job_id} not found")
+        path, name = queries.artifact_file(artifact), artifact.name
+    if path is None:
+        abort(404, description=f"artifact {artifact_id}: its file is missing from the artifacts folder")
+    return send_file(path, as_attachment=True, download_name=name)

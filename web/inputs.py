@@ -1,0 +1,70 @@
+"""Reading request input, for the pages and the JSON API alike: every bad value is a UserInputError
+naming its field (a 400), never a 500."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from core.errors import UserInputError
+from core.params import input_error
+
+MAX_ID = 2**63 - 1  # the largest id a database integer column holds (a URL converter takes any size)
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def storable_id(value: int) -> bool:
+    """An id a database integer column can hold."""
+    return 1 <= value <= MAX_ID
+
+
+def query_int(name: str, default: int | None, low: int = 1, high: int = MAX_ID) -> int | None:
+    """An integer query argument between low and high; absent or blank gives the default."""
+    raw = request.args.get(name) or None
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserInputError(f"{name}: must be a whole number", field=name) from None
+    if not low <= value <= high:
+        allowed = f"between {low} and {high}" if high < MAX_ID else f"{low} or more"
+        raise UserInputError(f"{name}: must be {allowed}", field=name)
+    return value
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """One of choices, or None when the argument is absent or blank."""
+    value = request.args.get(name) or None
+    if value is not None and value not in choices:
+        raise UserInputError(f"{name}: must be one of {', '.join(choices)}", field=name)
+    return value
+
+
+def csv_name_problem(csv: Any) -> str | None:
+    """Why a CSV name is not a plain file name inside the data folder (no path may come from a browser), or None."""
+    if isinstance(csv, str) and ("/" in csv or "\\" in csv or csv.startswith(".")):
+        return f"give a file name inside the data folder, e.g. test.csv, not {csv!r}"
+    return None
+
+
+def json_body(model: type[Model]) -> Model:
+    """The request's JSON object, validated by the model that the OpenAPI document also describes."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise UserInputError("body: send a JSON object with Content-Type: application/json", field="body")
+    return validated(model, body)
+
+
+def query_model(model: type[Model]) -> Model:
+    """The query arguments, validated by their model (blank arguments count as absent)."""
+    return validated(model, {name: value for name, value in request.args.items() if value != ""})
+
+
+def validated(model: type[Model], values: dict[str, Any]) -> Model:
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise input_error(error) from None

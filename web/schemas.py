@@ -1,0 +1,213 @@
+"""The JSON API's request and response models: defined once, they validate what comes in, serialise
+what goes out, and are what /api/openapi.json describes (web.openapi generates it from them).
+
+Responses read ORM rows through `from_attributes`, so a job's fields are named here and in
+core.records only; job parameters are the core.params models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
+
+from core.params import PARAMS_BY_KIND
+from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
+from web.inputs import MAX_ID
+
+# Timestamps are stored as naive UTC; the API writes them with the Z that says so.
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: moment.isoformat() + "Z", return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
+JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+# A request's params: validated per kind by core.params after the data-folder check; described as those models.
+ParamsObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in PARAMS_BY_KIND.values()],
+                    "description": "data_dir must be a registered data folder's path; no checkpoint paths"}),
+]
+GridValue = Union[bool, int, float, str]
+
+
+class Row(BaseModel):
+    """A response model read from an ORM row's attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class JobSubmission(BaseModel):
+    """POST /api/jobs."""
+
+    kind: JobKind
+    params: ParamsObject
+    parent_id: Id | None = Field(None, description="the train/finetune job whose checkpoint to start from")
+    queue: QueueName | None = Field(None, description="default: gpu for train/finetune, cpu for evaluate/predict")
+
+
+class SweepSubmission(BaseModel):
+    """POST /api/sweeps: one job per point of the cartesian product of grid."""
+
+    kind: JobKind
+    base_params: ParamsObject
+    grid: dict[str, Annotated[list[GridValue], Field(min_length=1)]] = Field(
+        min_length=1, description="field: [values]; one job per point of the cartesian product")
+    name: Name | None = None
+    parent_id: Id | None = None
+    queue: QueueName | None = None
+
+
+class DataFolderRegistration(BaseModel):
+    """POST /api/data-folders."""
+
+    path: str = Field(description="absolute path under a configured data root")
+    name: Name | None = Field(None, description="default: the folder's name")
+
+
+class JobListQuery(BaseModel):
+    """GET /api/jobs query arguments."""
+
+    status: JobStatus | None = None
+    kind: JobKind | None = None
+    sweep_id: int | None = Field(None, ge=1, le=MAX_ID)  # query text: not strict
+    page: int = Field(1, ge=1, le=10**6)
+    per_page: int = Field(50, ge=1, le=200)
+
+
+class PageQuery(BaseModel):
+    """Query arguments of a paged list."""
+
+    page: int = Field(1, ge=1, le=10**6)
+    per_page: int = Field(50, ge=1, le=200)
+
+
+# --- responses -------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str
+
+
+class OpenApiDocument(BaseModel):
+    """The OpenAPI 3.1 document of this API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: the one line, and the field it is about when there is one."""
+
+    error: str
+    field: str | None = Field(None, description="the request field the error is about; absent when none")
+
+
+class Job(Row):
+    id: int
+    kind: JobKind
+    status: JobStatus
+    params: dict[str, Any]
+    parent_id: int | None
+    sweep_id: int | None
+    data_dir: str
+    queue: str
+    worker_host: str | None
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: UtcTime
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
+    progress: float
+    epoch: int | None
+    epochs_total: int | None
+    images_per_s: float | None
+    eta_s: float | None
+    error: str | None
+    best_valid_accuracy: float | None
+    log_tail: str | None
+    finished: bool
+    queue_position: int | None = Field(description="1-based place among the queued jobs of its queue; null unless queued")
+    queue_served: bool = Field(description="false: no live worker consumes this job's queue")
+
+
+class EpochMetric(Row):
+    epoch: int
+    train_loss: float | None
+    train_accuracy: float | None
+    valid_loss: float | None
+    valid_accuracy: float | None
+    valid_balanced_accuracy: float | None
+    valid_f1: float | None
+    confusion: list[list[int]] | None
+    lr: float | None
+    seconds: float | None
+    images_per_s: float | None
+
+
+class Artifact(Row):
+    id: int
+    job_id: int
+    kind: Literal[ARTIFACT_KINDS]  # type: ignore[valid-type]
+    name: str
+    size_bytes: int
+    sha256: str
+    created_at: UtcTime
+
+
+class Sweep(Row):
+    id: int
+    name: str
+    kind: JobKind
+    base_params: dict[str, Any]
+    grid: dict[str, list[GridValue]]
+    created_at: UtcTime
+    job_ids: list[int]
+
+
+class DataFolder(Row):
+    id: int
+    name: str
+    path: str
+    registered_at: UtcTime
+    report: dict[str, Any] | None = Field(description="core.check's report; {ok: false, error} when the check refused it")
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    total: int
+    page: int
+    per_page: int
+
+
+class SweepPage(BaseModel):
+    sweeps: list[Sweep]
+    total: int
+    page: int
+    per_page: int
+
+
+class JobMetrics(BaseModel):
+    job_id: int
+    epochs: list[EpochMetric]
+
+
+class JobArtifacts(BaseModel):
+    job_id: int
+    artifacts: list[Artifact]
+
+
+class DataFolderList(BaseModel):
+    data_folders: list[DataFolder]
