@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,11 @@ def load_checkpoint(path: Path | str, expected_arch: str | None = None) -> dict[
     if not path.is_file():
         raise UserInputError(f"checkpoint {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about odd pickles (protocol 4, ...) before it refuses them: those lines
+        # would break the one-line error, and the refusal below says all the user needs.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - torch.load fails on a damaged or foreign file in many ways; all are bad input
         raise UserInputError(
             f"checkpoint {path}: unreadable (corrupt, truncated, or not a weights-only PyTorch checkpoint)"

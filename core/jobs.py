@@ -35,8 +35,10 @@ from core.splits import with_folder_image_size
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
+MAX_ID = 2**63 - 1  # ids are BIGINT-sized; a larger number names no row (and would overflow the driver)
 MAX_SWEEP_POINTS = 1000  # one submission must stay a reviewable batch, not a denial of service
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
+LATE_CANCEL = "cancel arrived after the last batch: the run had finished (its checkpoints are kept)"
 PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s", "log_tail", "best_valid_accuracy")
 EPOCH_FIELDS = (
     "train_loss",
@@ -67,7 +69,7 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
         raise UserInputError(
             "parent: a train job starts from scratch; use finetune to continue a job", field="parent_id"
         )
-    parent = session.get(Job, parent_id)
+    parent = session.get(Job, parent_id) if 1 <= parent_id <= MAX_ID else None
     if parent is None:
         raise UserInputError(f"parent: job {parent_id} not found", field="parent_id")
     if parent.kind not in ("train", "finetune"):
@@ -177,7 +179,7 @@ def create_sweep(
 
 def get_job(session: Session, job_id: int) -> Job:
     """The job as the database has it now, or a UserInputError naming the id."""
-    job = session.get(Job, job_id, populate_existing=True)
+    job = session.get(Job, job_id, populate_existing=True) if 1 <= job_id <= MAX_ID else None
     if job is None:
         raise UserInputError(f"job {job_id} not found")
     return job
@@ -205,6 +207,8 @@ def list_jobs(
     if kind is not None:
         conditions.append(Job.kind == kind)
     if sweep_id is not None:
+        if not 1 <= sweep_id <= MAX_ID:
+            raise UserInputError(f"sweep_id: {sweep_id} is not a sweep id")
         conditions.append(Job.sweep_id == sweep_id)
     total = session.scalar(select(func.count(Job.id)).where(*conditions)) or 0
     query = select(Job).where(*conditions).order_by(Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
@@ -381,18 +385,26 @@ def artifact_path(session: Session, job_id: int, name: str | None = None) -> tup
 
 
 def finish_job(session: Session, job_id: int, owner: str, status: str, error: str | None = None) -> bool:
-    """End a job we hold the lease on; False if the lease was lost (another worker took it over)."""
+    """End a job we hold the lease on; False if the lease was lost (another worker took it over).
+
+    "succeeded" becomes "cancelled" (error LATE_CANCEL) when a cancel was requested meanwhile."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"finish_job: {status!r} is not a finished status")
+    ours = and_(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": _one_line(error), "eta_s": None}
     if status == "succeeded":
+        # The run polls for a cancel before each batch; one that came during the last batch (or
+        # while the outcome was being recorded) still wins, and the row says why.
+        late_cancel = session.execute(
+            update(Job)
+            .where(ours, Job.cancel_requested.is_(True))
+            .values({**values, "status": "cancelled", "error": LATE_CANCEL, "progress": 1.0})
+            .execution_options(synchronize_session=False)
+        )
+        if late_cancel.rowcount == 1:
+            return True
         values["progress"] = 1.0
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(update(Job).where(ours).values(**values).execution_options(synchronize_session=False))
     return result.rowcount == 1
 
 

@@ -390,6 +390,7 @@ def _train_one_epoch(
     # Sums stay on the device: a .item() per batch would make the CPU wait for the GPU.
     loss_sum = torch.zeros((), device=batches.device)
     correct = torch.zeros((), dtype=torch.int64, device=batches.device)
+    divergence = _Divergence(epoch, len(batches), batches.device)
     seen = 0
     started = time.perf_counter()
     for index, batch in enumerate(batches, start=1):
@@ -401,6 +402,7 @@ def _train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        divergence.watch(index, loss.detach())
         count = batch.labels.numel()
         loss_sum += loss.detach() * count
         correct += (logits.argmax(dim=1) == batch.labels).sum()
@@ -412,7 +414,39 @@ def _train_one_epoch(
         )
     if seen == 0:
         raise UserInputError("training split: no batch to train on (fewer images than one batch?)")
+    divergence.check()
     return loss_sum.item() / seen, correct.item() / seen, seen / (time.perf_counter() - started)
+
+
+NONFINITE_CHECK_EVERY = 50  # batches between looks at the device-side divergence flag (one sync each)
+
+
+def _diverged(split: str, loss: float, epoch: int, batch: int) -> str:
+    return (f"{split} loss is not finite ({loss}) at epoch {epoch}, batch {batch}: the run diverged and was "
+            "stopped; lower lr or check class_weights")  # fmt: skip
+
+
+class _Divergence:
+    """Remembers the first training batch whose loss is NaN or infinite, on the device (no sync per
+    batch), and fails the run when it looks: every NONFINITE_CHECK_EVERY batches and at the epoch's end,
+    before last.pt could keep the broken weights."""
+
+    def __init__(self, epoch: int, batches: int, device: torch.device) -> None:
+        self.epoch, self.batches = epoch, batches
+        self.first_batch = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_loss = torch.zeros((), device=device)
+
+    def watch(self, index: int, loss: Tensor) -> None:
+        newly_bad = ~torch.isfinite(loss) & (self.first_batch == 0)
+        self.first_batch.masked_fill_(newly_bad, index)
+        self.first_loss = torch.where(newly_bad, loss.float(), self.first_loss)
+        if index % NONFINITE_CHECK_EVERY == 0:
+            self.check()
+
+    def check(self) -> None:
+        batch = int(self.first_batch.item())
+        if batch:
+            raise UserInputError(_diverged("train", float(self.first_loss.item()), self.epoch, batch))
 
 
 def _evaluate(
@@ -423,12 +457,15 @@ def _evaluate(
     forward.eval()
     loss_sum, predictions, truth = 0.0, [], []
     with torch.inference_mode():
-        for batch in batches:
+        for index, batch in enumerate(batches, start=1):
             if observer.should_stop():
                 raise TrainingStopped(completed_epochs)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 logits = forward(batch.images).float()
-            loss_sum += criterion(logits, batch.labels).item() * batch.labels.numel()
+            loss = criterion(logits, batch.labels).item()
+            if not math.isfinite(loss):
+                raise UserInputError(_diverged("valid", loss, completed_epochs + 1, index))
+            loss_sum += loss * batch.labels.numel()
             predictions.append(logits.argmax(dim=1).cpu())
             truth.append(batch.labels.cpu())
     metrics = classification_metrics(torch.cat(truth).numpy(), torch.cat(predictions).numpy())

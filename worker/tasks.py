@@ -201,6 +201,8 @@ class JobRun:
                     status = "cancelled"
             else:
                 recorded = jobs.finish_job(session, self.spec.id, self.owner, status, error)
+                if recorded:  # a late cancel turns "succeeded" into "cancelled"
+                    status = jobs.get_job(session, self.spec.id).status
         if not recorded:
             log.warning("job %s: lease lost before it ended; outcome %s not recorded", self.spec.id, status)
         elif status == "released":
