@@ -208,7 +208,7 @@ def list_jobs(
         conditions.append(Job.kind == kind)
     if sweep_id is not None:
         if not 1 <= sweep_id <= MAX_ID:
-            raise UserInputError(f"sweep_id: {sweep_id} is not a sweep id")
+            raise UserInputError(f"sweep_id: {sweep_id} is not a sweep id", field="sweep_id")
         conditions.append(Job.sweep_id == sweep_id)
     total = session.scalar(select(func.count(Job.id)).where(*conditions)) or 0
     query = select(Job).where(*conditions).order_by(Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
