@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import typing
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -126,13 +127,13 @@ def schema_values(options: dict) -> dict:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in given.items()}
 
 
-def _progress_bar():
-    """A TrainingObserver drawing a tqdm bar (images/s, ETA) and printing one line per epoch."""
+def _training_bar():
+    """A TrainingObserver drawing a tqdm bar per epoch (images/s, run ETA) and printing one line per epoch."""
     from tqdm import tqdm
 
-    from core.training import TrainingObserver
+    from core.progress import TrainingObserver
 
-    class ProgressBar(TrainingObserver):
+    class TrainingBar(TrainingObserver):
         def __init__(self) -> None:
             self.bar: tqdm | None = None
             self.bar_epoch = 0
@@ -160,7 +161,33 @@ def _progress_bar():
                 self.bar.close()
                 self.bar = None
 
-    return ProgressBar()
+    return TrainingBar()
+
+
+@contextmanager
+def _prediction_bar():
+    """A PredictionObserver drawing one tqdm bar over every image of every checkpoint (images/s, ETA).
+
+    Only on a terminal (disable=None): the one error line of a refused output stays alone on stderr."""
+    from tqdm import tqdm
+
+    from core.progress import PredictionObserver
+
+    class PredictionBar(PredictionObserver):
+        def __init__(self) -> None:
+            self.bar: tqdm | None = None
+
+        def on_progress(self, progress) -> None:
+            if self.bar is None:
+                self.bar = tqdm(total=progress.total, desc="images", unit="img", leave=False, disable=None)
+            self.bar.update(progress.done - self.bar.n)
+
+    observer = PredictionBar()
+    try:
+        yield observer
+    finally:
+        if observer.bar is not None:
+            observer.bar.close()
 
 
 def describe_epoch(record, total_epochs: int) -> str:
@@ -196,14 +223,14 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
                 raise UserInputError(
                     f"resume: the run's parameters come from {resume}/last.pt; drop the other options", field="resume"
                 )
-            result = resume_run(resume, observer=_progress_bar())
+            result = resume_run(resume, observer=_training_bar())
         else:
             if out is None:
                 raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)", field="out")
             from core.splits import with_folder_image_size
 
             params = parse_params("train", with_folder_image_size("train", given))
-            result = train_run(params, out, observer=_progress_bar())
+            result = train_run(params, out, observer=_training_bar())
         click.echo(_describe_run(result))
 
     run_user_command(body)
@@ -223,7 +250,7 @@ def finetune(out: Path, resume: bool, **options) -> None:
         from core.training import finetune as finetune_run
 
         params = parse_params("finetune", schema_values(options))
-        click.echo(_describe_run(finetune_run(params, out, resume=resume, observer=_progress_bar())))
+        click.echo(_describe_run(finetune_run(params, out, resume=resume, observer=_training_bar())))
 
     run_user_command(body)
 
@@ -241,10 +268,12 @@ def evaluate(out: Path | None, **options) -> None:
         params = parse_params("evaluate", schema_values(options))
         if not params.checkpoint:
             raise UserInputError("checkpoint: give a run folder or .pt file with --checkpoint", field="checkpoint")
-        result = evaluate_csv(
-            Path(params.checkpoint), Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
-            batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
-        )
+        with _prediction_bar() as bar:
+            result = evaluate_csv(
+                Path(params.checkpoint), Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
+                batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
+                observer=bar,
+            )
         metrics = result.metrics
         (tn, fp), (fn, tp) = metrics["confusion"]
         click.echo(
@@ -275,11 +304,12 @@ def predict(out: Path, **options) -> None:
             raise UserInputError(
                 "checkpoints: give at least one --checkpoint (several make an ensemble)", field="checkpoints"
             )
-        result = predict_csv(
-            [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
-            probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
-            checkpoint_choice=params.checkpoint_choice,
-        )
+        with _prediction_bar() as bar:
+            result = predict_csv(
+                [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
+                probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
+                checkpoint_choice=params.checkpoint_choice, observer=bar,
+            )
         click.echo(f"wrote {result.count} predictions ({result.positives} labelled 1) to {result.out_path}")
 
     run_user_command(body)

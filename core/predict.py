@@ -20,9 +20,10 @@ from core.errors import UserInputError
 from core.metrics import classification_metrics
 from core.pipeline import InputPipeline, resolve_device
 from core.plots import CONFUSION_PNG, plot_confusion
+from core.progress import PredictionObserver, PredictionProgress, RunStopped
 from core.settings import get_settings
 from core.splits import read_named_split
-from core.training import BatchProgress, TrainingObserver, TrainingStopped, flush_denormals_on_cpu
+from core.training import flush_denormals_on_cpu
 
 EVALUATION_JSON = "evaluation.json"
 CONFUSION_CSV = "confusion.csv"
@@ -53,6 +54,20 @@ def dihedral_views(images: Tensor) -> list[Tensor]:
     return turns + [torch.flip(view, dims=(3,)) for view in turns]
 
 
+class ImageCounter:
+    """Images scored so far across every checkpoint of a run, reported after each batch."""
+
+    def __init__(self, observer: PredictionObserver, total: int) -> None:
+        self.observer, self.total, self.done = observer, total, 0
+        self.started = time.perf_counter()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        images_per_s = self.done / max(time.perf_counter() - self.started, 1e-9)
+        eta_s = (self.total - self.done) / images_per_s
+        self.observer.on_progress(PredictionProgress(self.done, self.total, images_per_s, eta_s))
+
+
 def predict_probabilities(
     checkpoint_path: Path,
     samples: list[Sample],
@@ -60,11 +75,12 @@ def predict_probabilities(
     tta: bool = False,
     batch_size: int = 64,
     device: torch.device,
-    observer: TrainingObserver | None = None,
-    round_index: int = 1,
+    observer: PredictionObserver | None = None,
+    counter: ImageCounter | None = None,
 ) -> np.ndarray:
     """P(class 1) per sample, in the samples' order, with the checkpoint's own mean/std/image size."""
-    observer = observer or TrainingObserver()
+    observer = observer or PredictionObserver()
+    counter = counter or ImageCounter(observer, len(samples))
     checkpoint = load_checkpoint(checkpoint_path)
     # On a GPU: bf16 and channels_last, as in training, and no copy back until the end (a
     # per-batch .cpu() would make the host wait for every batch).
@@ -78,16 +94,12 @@ def predict_probabilities(
         cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu,
     )
     collected: list[tuple[Tensor, Tensor]] = []
-    started, seen = time.perf_counter(), 0
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
-        for index, batch in enumerate(batches, start=1):
+        for batch in batches:
             if observer.should_stop():
-                raise TrainingStopped(0)
+                raise RunStopped(f"prediction stopped on request after {counter.done} of {counter.total} images")
             collected.append((batch.indices, _class_one_probability(model, batch.images, tta)))
-            seen += len(batch.indices)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / index * (len(batches) - index)
-            observer.on_batch(BatchProgress(round_index, index, len(batches), seen / elapsed, eta))
+            counter.add(len(batch.indices))
     probabilities = np.zeros(len(samples), dtype=np.float64)
     for indices, batch_probabilities in collected:
         probabilities[indices.numpy()] = batch_probabilities.cpu().numpy()
@@ -102,7 +114,7 @@ def _class_one_probability(model: nn.Module, images: Tensor, tta: bool) -> Tenso
 
 def ensemble_probabilities(
     checkpoints: list[Path], samples: list[Sample], *, tta: bool, batch_size: int, device: str,
-    observer: TrainingObserver | None,
+    observer: PredictionObserver | None,
 ) -> np.ndarray:
     """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
     if not checkpoints:
@@ -110,14 +122,14 @@ def ensemble_probabilities(
     if not samples:
         raise UserInputError("csv: no rows to predict", field="csv")
     torch_device = resolve_device(device)
-    observer = observer or TrainingObserver()
+    observer = observer or PredictionObserver()
+    counter = ImageCounter(observer, len(samples) * len(checkpoints))
     total = np.zeros(len(samples), dtype=np.float64)
     with flush_denormals_on_cpu(torch_device):
-        for round_index, path in enumerate(checkpoints, start=1):
-            observer.on_start(len(checkpoints), -(-len(samples) // batch_size), round_index)
+        for path in checkpoints:
             total += predict_probabilities(
                 path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
-                round_index=round_index,
+                counter=counter,
             )
     return total / len(checkpoints)
 
@@ -131,7 +143,7 @@ def evaluate_csv(
     tta: bool = False,
     batch_size: int = 64,
     device: str = "auto",
-    observer: TrainingObserver | None = None,
+    observer: PredictionObserver | None = None,
     checkpoint_choice: str = "best",
 ) -> EvaluationResult:
     """Score a checkpoint (file or run folder) on a labelled CSV; with out_dir also write JSON, CSV and PNG."""
@@ -157,7 +169,7 @@ def predict_csv(
     probabilities: bool = False,
     batch_size: int = 64,
     device: str = "auto",
-    observer: TrainingObserver | None = None,
+    observer: PredictionObserver | None = None,
     checkpoint_choice: str = "best",
 ) -> PredictionResult:
     """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order."""

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -37,6 +37,7 @@ from core.models import build_model
 from core.params import FinetuneParams, TrainParams, class_weight_values, parse_params
 from core.pipeline import InputPipeline, compute_mean_std, resolve_device
 from core.plots import plot_history
+from core.progress import BatchProgress, EpochRecord, RunStopped, TrainingObserver
 from core.settings import get_settings
 
 LAST_CHECKPOINT = "last.pt"
@@ -46,65 +47,12 @@ METRICS_JSON = "metrics.json"
 
 
 @dataclass
-class BatchProgress:
-    """One finished training batch; eta_s is the time left for the remaining training batches of the run."""
-
-    epoch: int
-    batch: int
-    batches: int
-    images_per_s: float
-    eta_s: float
-
-
-@dataclass
-class EpochRecord:
-    """One finished epoch; the valid_* fields and confusion are None without a validation split."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    valid_loss: float | None
-    valid_accuracy: float | None
-    valid_balanced_accuracy: float | None
-    valid_f1: float | None
-    confusion: list[list[int]] | None
-    lr: float
-    seconds: float
-    images_per_s: float
-
-
-@dataclass
 class RunResult:
     run_dir: Path
     epochs_done: int
     history: list[EpochRecord]
     best_path: Path
     last_path: Path
-
-
-class TrainingStopped(Exception):
-    """A stop was requested; last.pt is the checkpoint of the last completed epoch."""
-
-    def __init__(self, epochs_done: int) -> None:
-        super().__init__(f"training stopped on request after {epochs_done} completed epoch(s)")
-        self.epochs_done = epochs_done
-
-
-class TrainingObserver:
-    """Progress callbacks of a run: the CLI draws a progress bar, a worker writes rows. All optional."""
-
-    def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
-        """Called once before the first epoch that will run (start_epoch is 1-based)."""
-
-    def on_batch(self, progress: BatchProgress) -> None:
-        """Called after every training batch."""
-
-    def on_epoch(self, record: EpochRecord) -> None:
-        """Called after the epoch's last.pt is saved; on resume, again for every epoch already done."""
-
-    def should_stop(self) -> bool:
-        """Polled every batch; True stops the run with TrainingStopped."""
-        return False
 
 
 # ---------------------------------------------------------------- public entry points
@@ -336,7 +284,7 @@ def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, 
     if log.best_epoch == checkpoint["epoch"]:
         save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
     _write_metrics(run_dir, params, log)
-    plot_history([asdict(r) for r in log.history], run_dir, log.best_epoch)
+    plot_history([r.model_dump() for r in log.history], run_dir, log.best_epoch)
 
 
 def _run_epoch(
@@ -395,7 +343,7 @@ def _train_one_epoch(
     started = time.perf_counter()
     for index, batch in enumerate(batches, start=1):
         if observer.should_stop():
-            raise TrainingStopped(epoch - 1)
+            raise RunStopped(f"training stopped on request after {epoch - 1} completed epoch(s)")
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             logits = forward(batch.images)
             loss = criterion(logits.float(), batch.labels)
@@ -459,7 +407,7 @@ def _evaluate(
     with torch.inference_mode():
         for index, batch in enumerate(batches, start=1):
             if observer.should_stop():
-                raise TrainingStopped(completed_epochs)
+                raise RunStopped(f"training stopped on request after {completed_epochs} completed epoch(s)")
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 logits = forward(batch.images).float()
             loss = criterion(logits, batch.labels).item()
@@ -528,7 +476,7 @@ def _restore(
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     _restore_rng(checkpoint["rng"])
-    log.history = [EpochRecord(**row) for row in checkpoint["history"]]
+    log.history = [EpochRecord.model_validate(row) for row in checkpoint["history"]]
     log.best_accuracy = checkpoint["best_accuracy"]
     log.best_epoch = checkpoint.get("best_epoch")
     return int(checkpoint["epoch"])
@@ -554,7 +502,7 @@ def _checkpoint(
         "image_size": params.image_size,
         "best_accuracy": log.best_accuracy,
         "best_epoch": log.best_epoch,
-        "history": [asdict(r) for r in log.history],
+        "history": [r.model_dump() for r in log.history],
     }
 
 
@@ -567,7 +515,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _write_metrics(run_dir: Path, params: TrainParams, log: _RunLog) -> None:
     """Rewrite metrics.csv (confusion as four columns) and metrics.json from the whole history."""
-    rows = [asdict(r) for r in log.history]
+    rows = [r.model_dump() for r in log.history]
     _write_atomic(
         run_dir / METRICS_JSON,
         json.dumps({"params": params.model_dump(), "best_epoch": log.best_epoch, "history": rows}, indent=2),

@@ -16,6 +16,7 @@ from PIL import Image
 from core.cli import predict as predict_command
 from core.params import TrainParams
 from core.predict import dihedral_views, evaluate_csv, predict_csv
+from core.progress import PredictionObserver, RunStopped
 from core.settings import get_settings
 from core.training import train
 
@@ -65,6 +66,33 @@ def test_cli_predict_writes_id_label_only(synth_dir: Path, checkpoints, tmp_path
     assert "wrote 24 predictions" in result.stdout
     rows = read_rows(out)
     assert list(rows[0]) == ["ID", "label"] and len(rows) == 24
+
+
+class ProgressLog(PredictionObserver):
+    """Keeps every progress report; asks to stop once stop_after images are done."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.reports: list[tuple[int, int]] = []
+        self.stop_after = stop_after
+
+    def on_progress(self, progress) -> None:
+        assert progress.images_per_s > 0 and progress.eta_s >= 0
+        self.reports.append((progress.done, progress.total))
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and bool(self.reports) and self.reports[-1][0] >= self.stop_after
+
+
+def test_an_ensemble_reports_images_not_epochs_and_stops_on_request(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
+    log = ProgressLog()
+    predict_csv(list(checkpoints), synth_dir, "test.csv", tmp_path / "both.csv", batch_size=10, observer=log)
+    # 24 images, 2 checkpoints, batches of 10: 10, 20, 24 per checkpoint, counted over the whole ensemble.
+    assert log.reports == [(10, 48), (20, 48), (24, 48), (34, 48), (44, 48), (48, 48)]
+
+    stopping = ProgressLog(stop_after=20)
+    with pytest.raises(RunStopped, match="after 20 of 48 images"):
+        predict_csv(list(checkpoints), synth_dir, "test.csv", tmp_path / "stopped.csv", batch_size=10, observer=stopping)
+    assert stopping.reports[-1] == (20, 48) and not (tmp_path / "stopped.csv").exists()
 
 
 def test_ensemble_averages_each_checkpoints_probabilities(synth_dir: Path, checkpoints, tmp_path: Path) -> None:

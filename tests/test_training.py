@@ -15,16 +15,9 @@ from core.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from core.errors import UserInputError
 from core.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
 from core.params import FinetuneParams, TrainParams
+from core.progress import EpochRecord, RunStopped, TrainingObserver
 from core.settings import get_settings
-from core.training import (
-    EpochRecord,
-    TrainingObserver,
-    TrainingStopped,
-    class_weights,
-    finetune,
-    lr_factor,
-    train,
-)
+from core.training import class_weights, finetune, lr_factor, train
 
 SIZE = 32
 TIMING_FIELDS = {"seconds", "images_per_s"}
@@ -189,7 +182,7 @@ def test_run_writes_checkpoints_metrics_and_plots(uninterrupted) -> None:
 def test_resume_after_a_stop_matches_the_uninterrupted_run(synth_dir: Path, uninterrupted, tmp_path: Path) -> None:
     run_dir = tmp_path / "interrupted"
     stopping = Recorder(stop_after=1)
-    with pytest.raises(TrainingStopped):
+    with pytest.raises(RunStopped):
         train(small_params(synth_dir), run_dir, observer=stopping)
     assert stopping.epochs == [1] and load_checkpoint(run_dir / "last.pt")["epoch"] == 1
 

@@ -13,13 +13,21 @@ import socket
 import threading
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import jobs
 from core.db import get_sessionmaker
 from core.errors import BrokerUnavailable, UserInputError
+from core.progress import (
+    BatchProgress,
+    EpochRecord,
+    PredictionObserver,
+    PredictionProgress,
+    RunStopped,
+    TrainingObserver,
+)
 from core.records import Job
 from core.settings import get_settings
 
@@ -28,7 +36,6 @@ log = logging.getLogger("leukemia.worker")
 # batch, keeps its last epoch checkpoint and goes back to its queue for another worker.
 SHUTTING_DOWN = threading.Event()
 LOG_TAIL_LINES = 40
-TRAINING_KINDS = ("train", "finetune")
 
 
 @dataclass(frozen=True)
@@ -86,35 +93,33 @@ class LogTail(logging.Handler):
         return "\n".join(self.lines)
 
 
-class JobObserver:
-    """A core.training.TrainingObserver for a job: keeps progress for the heartbeat, upserts each epoch.
+class JobObserver(TrainingObserver, PredictionObserver):
+    """Observes a job's run: keeps progress for the heartbeat to flush, upserts each epoch."""
 
-    Same methods, not a subclass: importing core.training (torch) here would load torch into
-    every process that only sends jobs (the web)."""
-
-    def __init__(self, job_id: int, kind: str) -> None:
+    def __init__(self, job_id: int) -> None:
         self.job_id = job_id
-        self.kind = kind
         self.progress: dict[str, Any] = {}
-        self.total = 1
+        self.total_epochs = 1
         self.stop = threading.Event()
 
     def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
-        self.total = max(total_epochs, 1)
-        if self.kind in TRAINING_KINDS:
-            self.progress = {**self.progress, "epochs_total": total_epochs, "epoch": start_epoch}
+        self.total_epochs = max(total_epochs, 1)
+        self.progress = {**self.progress, "epochs_total": total_epochs, "epoch": start_epoch}
 
-    def on_batch(self, progress: Any) -> None:
-        fraction = (progress.epoch - 1 + progress.batch / max(progress.batches, 1)) / self.total
-        values = {"progress": min(max(fraction, 0.0), 1.0), "images_per_s": progress.images_per_s, "eta_s": progress.eta_s}
-        if self.kind in TRAINING_KINDS:
-            values["epoch"] = progress.epoch
+    def on_batch(self, progress: BatchProgress) -> None:
+        fraction = (progress.epoch - 1 + progress.batch / max(progress.batches, 1)) / self.total_epochs
+        self._report(fraction, progress.images_per_s, progress.eta_s, epoch=progress.epoch)
+
+    def on_progress(self, progress: PredictionProgress) -> None:
+        self._report(progress.done / max(progress.total, 1), progress.images_per_s, progress.eta_s)
+
+    def _report(self, fraction: float, images_per_s: float, eta_s: float, **extra: Any) -> None:
+        values = {"progress": min(max(fraction, 0.0), 1.0), "images_per_s": images_per_s, "eta_s": eta_s, **extra}
         self.progress = {**self.progress, **values}  # one assignment: the heartbeat thread reads it whole
 
-    def on_epoch(self, record: Any) -> None:
-        values = asdict(record)
+    def on_epoch(self, record: EpochRecord) -> None:
         with get_sessionmaker().begin() as session:
-            jobs.record_epoch(session, self.job_id, values)
+            jobs.record_epoch(session, self.job_id, record.model_dump())
         log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
@@ -156,14 +161,12 @@ class JobRun:
     def __init__(self, spec: JobSpec, owner: str) -> None:
         self.spec, self.owner = spec, owner
         self.run_dir = get_settings().resolved_artifacts_dir / "jobs" / str(spec.id)
-        self.observer = JobObserver(spec.id, spec.kind)
+        self.observer = JobObserver(spec.id)
         self.tail = LogTail()
         self.heartbeat = Heartbeat(spec.id, owner, self.observer, self.tail)
 
     def execute(self) -> None:
         """Run the core function and record the outcome; never raises (the worker takes the next job)."""
-        from core.training import TrainingStopped
-
         logging.getLogger().addHandler(self.tail)
         self.heartbeat.start()
         status, error = "failed", None
@@ -173,7 +176,7 @@ class JobRun:
         except UserInputError as failure:
             error = str(failure)
             log.warning("job %s failed: %s", self.spec.id, error)
-        except TrainingStopped:
+        except RunStopped:
             status = {"cancel": "cancelled", "lease lost": "lost"}.get(self.heartbeat.reason or "", "released")
             log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason or "worker shutting down")
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
