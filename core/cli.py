@@ -281,8 +281,17 @@ def evaluate(out: Path | None, **options) -> None:
             f"{metrics['balanced_accuracy']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}; "
             f"confusion [[tn {tn}, fp {fp}], [fn {fn}, tp {tp}]]"
         )
+        subjects = metrics["subjects"]
+        if subjects:
+            missed = [f"{row['subject']} ({row['accuracy']:.0%})" for row in subjects if row["accuracy"] < 0.5]
+            click.echo(
+                f"{len(subjects)} subjects: mean per-subject accuracy "
+                f"{sum(row['accuracy'] for row in subjects) / len(subjects):.4f}; "
+                f"below 50%: {', '.join(missed) or 'none'}"
+            )
         if out is not None:
-            click.echo(f"wrote {out}/evaluation.json, confusion.csv, confusion.png")
+            also = ", subjects.csv" if subjects else ""
+            click.echo(f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png")
 
     run_user_command(body)
 

@@ -63,3 +63,24 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
         "confusion": confusion,
         "count": int(np.asarray(confusion).sum()),
     }
+
+
+SUBJECT_COLUMNS = ("subject", "label", "images", "accuracy", "called_all", "mean_prob_1")
+
+
+def subject_table(subjects: Sequence[str | None], y_true: Sequence[int], probabilities: Sequence[float]) -> "pd.DataFrame":
+    """Per subject (patient): its class, images, accuracy and the share of its cells called ALL
+    (class 1) at the 0.5 threshold, worst accuracy first. Images of unknown subject are left out."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"subject": subjects, "label": y_true, "prob_1": probabilities}).dropna(subset=["subject"])
+    frame["called_all"] = (frame["prob_1"] >= 0.5).astype(float)
+    frame["correct"] = (frame["called_all"] == frame["label"]).astype(float)
+    table = frame.groupby("subject", sort=True).agg(
+        label=("label", lambda labels: int(labels.mode().iloc[0])),  # a C-NMC subject has one class
+        images=("label", "size"),
+        accuracy=("correct", "mean"),
+        called_all=("called_all", "mean"),
+        mean_prob_1=("prob_1", "mean"),
+    )
+    return table.reset_index().sort_values(["accuracy", "subject"], kind="stable").reset_index(drop=True)[list(SUBJECT_COLUMNS)]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from core.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from core.data import Sample
 from core.errors import UserInputError
-from core.metrics import classification_metrics
+from core.metrics import classification_metrics, subject_table
 from core.pipeline import InputPipeline, resolve_device
 from core.plots import CONFUSION_PNG, plot_confusion
 from core.progress import PredictionObserver, PredictionProgress, RunStopped
@@ -27,6 +27,7 @@ from core.training import flush_denormals_on_cpu
 
 EVALUATION_JSON = "evaluation.json"
 CONFUSION_CSV = "confusion.csv"
+SUBJECTS_CSV = "subjects.csv"
 
 
 @dataclass
@@ -154,8 +155,12 @@ def evaluate_csv(
     )
     predictions = (probabilities >= 0.5).astype(np.int64)
     metrics = classification_metrics([s.label for s in samples], predictions)
+    subjects = subject_table([s.subject for s in samples], [s.label for s in samples], probabilities)
+    metrics["subjects"] = subjects.to_dict(orient="records")
     if out_dir is not None:
         _write_evaluation(Path(out_dir), metrics, checkpoint_path, Path(data_dir) / csv_name, tta)
+        if len(subjects):
+            subjects.to_csv(Path(out_dir) / SUBJECTS_CSV, index=False, float_format="%.6g")
     return EvaluationResult(checkpoint_path, csv_name, metrics, None if out_dir is None else Path(out_dir))
 
 

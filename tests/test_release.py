@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from core.check import check_folder
 from core.errors import UserInputError
+from core.metrics import subject_table
 from core.splits import folder_image_size, kfold_groups, read_named_split, training_splits
 from leukemia.cli import main
 from tests.release_helpers import PRELIM, PRELIM_CSV, build_release, make_writable
@@ -158,6 +159,13 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
                                      "--split", "prelim", "--out", str(tmp_path / "prelim")])
     assert evaluated.exit_code == 0, evaluated.output
     assert evaluated.stdout.startswith("prelim: 9 images, accuracy ")
+    assert evaluated.stdout.splitlines()[1].startswith("5 subjects: mean per-subject accuracy ")
+    evaluation = json.loads((tmp_path / "prelim" / "evaluation.json").read_text())
+    prelim = read_named_split(release_dir, "prelim")
+    assert {row["subject"] for row in evaluation["subjects"]} == {s.subject for s in prelim}
+    assert sum(row["images"] for row in evaluation["subjects"]) == 9
+    with (tmp_path / "prelim" / "subjects.csv").open() as handle:
+        assert next(csv.reader(handle)) == ["subject", "label", "images", "accuracy", "called_all", "mean_prob_1"]
     out = tmp_path / "submission.csv"
     predicted = runner.invoke(main, ["predict", "--checkpoint", str(run_dir), "--data", str(release_dir),
                                      "--split", "final", "--out", str(out)])
@@ -170,6 +178,15 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
 
     wrong = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(release_dir), "--split", "final"])
     assert wrong.exit_code == 2 and wrong.output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
+
+
+def test_subject_table() -> None:
+    table = subject_table(["a", "a", "a", "H1", "H1", None], [1, 1, 1, 0, 0, 1], [0.9, 0.2, 0.6, 0.1, 0.7, 0.9])
+    assert table.to_dict(orient="records") == [
+        {"subject": "H1", "label": 0, "images": 2, "accuracy": 0.5, "called_all": 0.5, "mean_prob_1": pytest.approx(0.4)},
+        {"subject": "a", "label": 1, "images": 3, "accuracy": pytest.approx(2 / 3), "called_all": pytest.approx(2 / 3),
+         "mean_prob_1": pytest.approx(1.7 / 3)},
+    ]
 
 
 def test_image_size_defaults_to_the_folders(synth_dir: Path, tmp_path: Path) -> None:

@@ -268,3 +268,15 @@ def test_wsgi_entry_builds_the_app(app):
         assert module.app.config["API_TOKEN"]
     finally:
         del os.environ["ADMIN_USERNAME"], os.environ["ADMIN_PASSWORD"]
+
+
+def test_train_form_image_size_defaults_to_the_folders(user, folder):
+    """The synthetic folder's images are all 32 px: the form says so, and a blank image size becomes 32, not 450."""
+    form = user.get("/jobs/new/train").get_data(as_text=True)
+    assert "· 32 px images</option>" in form and 'name="image_size" value=""' in form
+    token = csrf_token(user, "/jobs/new/train")
+    response = user.post("/jobs/new/train", data={"csrf_token": token, "data_folder": str(folder[0]), "epochs": "1"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with get_sessionmaker().begin() as session:
+        job = session.get(Job, int(response.location.rsplit("/", 1)[1]))
+        assert job.params["image_size"] == 32

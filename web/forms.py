@@ -21,6 +21,8 @@ NOT_IN_FORMS = {"kind", "data_dir", "checkpoint", "checkpoints"}
 SWEEP_FIELDS = ("arch", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
                 "augment", "image_size", "seed")
 FORM_LEVEL = "__form__"
+# Left blank, these take their default from the chosen data folder (core.splits.with_folder_image_size).
+FOLDER_DEFAULTS = {"image_size": "Blank: the data folder's image size when all its images share one (shown next to the folder), else 450."}
 
 
 @dataclass
@@ -71,6 +73,8 @@ def form_fields(kind: str) -> list[FormField]:
             fields.append(FormField(name, label, "select", default, help_text, choices, optional=optional))
             continue
         base, optional = _base_type(info.annotation)
+        if kind == "train" and name in FOLDER_DEFAULTS:
+            default, optional, help_text = None, True, FOLDER_DEFAULTS[name]
         if base is bool:
             fields.append(FormField(name, label, "checkbox", default, help_text))
         elif base in (int, float):

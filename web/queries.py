@@ -74,6 +74,18 @@ def artifact_file(artifact: Artifact) -> Path | None:
     return path
 
 
+def subject_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
+    """The per-subject table of an evaluate job (its subjects.csv), worst accuracy first; [] when none."""
+    import csv
+
+    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == "subjects.csv"))
+    path = artifact_file(artifact) if artifact is not None else None
+    if path is None:
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def model_jobs(session: Session, limit: int = 200) -> list[Job]:
     """Train/finetune jobs that have a checkpoint to start from (succeeded, or stopped with one saved)."""
     with_checkpoint = select(Artifact.job_id).where(Artifact.kind == "checkpoint")

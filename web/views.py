@@ -92,7 +92,8 @@ def job_detail(job_id: int) -> Any:
         row = queries.job_models(session, [job])[0].model_dump(mode="json")
         metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
-    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts,
+        subjects = queries.subject_rows(session, job_id)
+    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects,
                            poll_ms=current_app.config["POLL_INTERVAL_MS"])
 
 
@@ -132,7 +133,8 @@ def _form_choices(session: Any) -> dict[str, Any]:
     parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
                                      f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
                for j in queries.model_jobs(session)]
-    return {"folders": [{"id": f.id, "name": f.name, "path": f.path} for f in folders], "parents": parents}
+    return {"folders": [{"id": f.id, "name": f.name, "path": f.path, "image_size": (f.report or {}).get("image_size")}
+                        for f in folders], "parents": parents}
 
 
 def _selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:

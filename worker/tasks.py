@@ -229,6 +229,7 @@ ARTIFACT_NAMES = {
     "metrics.json": "metrics",
     "evaluation.json": "evaluation",
     "confusion.csv": "evaluation",
+    "subjects.csv": "evaluation",
     "predictions.csv": "predictions",
 }
 
