@@ -51,7 +51,9 @@ class TrainParams(_Params):
     device: Device = "auto"
     amp: bool = Field(True, description="bf16 autocast and channels_last on a GPU; ignored on the CPU.")
     compile: bool = Field(False, description="torch.compile the model (GPU).")
-    num_workers: int = Field(0, ge=0, le=64, description="Image decoding processes for the cache build.")
+    num_workers: int = Field(
+        0, ge=0, le=64, description="Image decoding threads; 0: the machine's cores (capped by DECODE_WORKERS)."
+    )
 
     @field_validator("split")
     @classmethod

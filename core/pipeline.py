@@ -1,4 +1,5 @@
-"""Batches of normalised image tensors on the device, fed from the decoded-image cache.
+"""Batches of normalised image tensors on the device, fed from the decoded-image cache (or,
+for one pass over a split with no cache, from images decoded batch by batch).
 
 No per-image work on the CPU: a batch is one gather from the uint8 memmap (done a batch or
 two ahead by a background thread, into pinned memory on CUDA), one asynchronous copy,
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from core.augment import AugmentParams, augment_batch, sample_augment_params
-from core.cache import load_image_cache
+from core.cache import load_image_cache, open_split_images
 from core.data import Sample
 from core.errors import UserInputError
 
@@ -96,11 +97,15 @@ class InputPipeline:
         num_workers: int = 0,
         channels_last: bool = False,
         drop_last: bool = False,
+        single_pass: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.samples = samples
-        self.cache = load_image_cache(samples, image_size, cache_dir=cache_dir, num_workers=num_workers)
+        # single_pass (evaluate, predict): an existing cache is used, but none is written for one read.
+        self.images = open_split_images(
+            samples, image_size, cache_dir=cache_dir, num_workers=num_workers, single_pass=single_pass
+        )
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.augment = augment
@@ -163,10 +168,9 @@ class InputPipeline:
 
     def _gather(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
         """A batch's uint8 NHWC images and labels on the host (pinned on CUDA); runs in the prefetch thread."""
-        size = self.cache.images.shape[1]
+        size = self.images.shape[1]
         images = torch.empty((len(positions), size, size, 3), dtype=torch.uint8, pin_memory=self._pin_memory)
-        # mode="clip" lets numpy write straight into the buffer; positions are always in range.
-        np.take(self.cache.images, positions, axis=0, out=images.numpy(), mode="clip")
+        self.images.take(positions, images.numpy())
         labels = self._labels[torch.from_numpy(positions)]
         if self._pin_memory:
             labels = labels.pin_memory()

@@ -92,7 +92,7 @@ def predict_probabilities(
     batches = InputPipeline(
         samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
         std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
-        cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu,
+        cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu, single_pass=True,
     )
     collected: list[tuple[Tensor, Tensor]] = []
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(5, ge=1, description="Failed logins for one user name within the window before it is locked.")
     login_max_failures_per_address: int = Field(20, ge=1, description="Failed logins from one client address within the window before it is locked.")
     login_failure_window_seconds: float = Field(900.0, gt=0, description="How far back failed logins count; a lockout ends when they age out.")
+    decode_workers: int = Field(
+        0, ge=0, description="Most threads decoding images for one job; 0: as many as the machine has cores."
+    )
 
     @property
     def resolved_database_url(self) -> str:

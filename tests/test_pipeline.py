@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.cache import decode_image, load_image_cache
+from core.cache import ImageCache, StreamedImages, decode_image, decode_workers, load_image_cache, open_split_images
 from core.data import Sample
 from core.errors import UserInputError
 from core.pipeline import InputPipeline, compute_mean_std, resolve_device
@@ -138,14 +138,14 @@ def test_cache_is_reused_then_rebuilt_when_a_file_changes(tmp_path: Path) -> Non
 
 
 def test_parallel_build_equals_sequential_build(tmp_path: Path) -> None:
-    samples = write_samples(tmp_path / "data", random_images(70, seed=2))  # more than one task block
+    samples = write_samples(tmp_path / "data", random_images(70, seed=2))
     sequential = load_image_cache(samples, SIZE, cache_dir=tmp_path / "one")
     parallel = load_image_cache(samples, SIZE, cache_dir=tmp_path / "two", num_workers=2)
     assert not parallel.reused
     assert np.array_equal(np.asarray(sequential.images), np.asarray(parallel.images))
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [1, 2])
 def test_corrupt_image_is_one_line_naming_file_and_row(tmp_path: Path, num_workers: int) -> None:
     samples = write_samples(tmp_path / "data", random_images(3))
     samples[1].path.write_bytes(b"BM this is not a bitmap")
@@ -155,6 +155,44 @@ def test_corrupt_image_is_one_line_naming_file_and_row(tmp_path: Path, num_worke
     message = str(caught.value)
     assert "\n" not in message and "cell_001.bmp" in message and "row 3" in message
     assert not list(cache_dir.iterdir())  # no half-built cache left behind
+
+
+def test_decoding_uses_the_cores_unless_a_setting_or_the_job_caps_it(monkeypatch) -> None:
+    from core.settings import get_settings
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("DECODE_WORKERS", raising=False)
+    get_settings.cache_clear()
+    assert decode_workers() == cores and decode_workers(3) == 3
+    monkeypatch.setenv("DECODE_WORKERS", "1")
+    get_settings.cache_clear()
+    assert decode_workers() == 1 and decode_workers(3) == 3  # a job's own num_workers wins
+    get_settings.cache_clear()
+
+
+def test_single_pass_decodes_batches_without_writing_a_cache(tmp_path: Path) -> None:
+    samples = write_samples(tmp_path / "data", random_images(10, seed=3))
+    cache_dir = tmp_path / "cache"
+    streamed = pipeline(samples, cache_dir, single_pass=True, batch_size=4)
+    assert isinstance(streamed.images, StreamedImages)
+    assert not cache_dir.exists()  # nothing written for one read
+    cached = pipeline(samples, cache_dir)  # a multi-pass reader builds the cache
+    assert isinstance(cached.images, ImageCache) and not cached.images.reused
+    reused = pipeline(samples, cache_dir, single_pass=True)
+    assert isinstance(reused.images, ImageCache) and reused.images.reused  # a cache there is used
+    for one, other in zip(streamed, cached):
+        assert torch.equal(one.images, other.images) and torch.equal(one.indices, other.indices)
+
+
+def test_single_pass_never_reads_a_stale_cache(tmp_path: Path) -> None:
+    samples = write_samples(tmp_path / "data", random_images(3))
+    load_image_cache(samples, SIZE, cache_dir=tmp_path / "cache")
+    Image.fromarray(constant((9, 8, 7))).save(samples[1].path)
+    images = open_split_images(samples, SIZE, cache_dir=tmp_path / "cache", single_pass=True)
+    assert isinstance(images, StreamedImages)
+    rows = np.zeros((1, SIZE, SIZE, 3), dtype=np.uint8)
+    images.take(np.array([1]), rows)
+    assert (rows[0] == np.array([9, 8, 7], dtype=np.uint8)).all()
 
 
 def test_off_size_images_are_resized_antialiased(tmp_path: Path) -> None:

@@ -154,3 +154,19 @@ def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_pat
     confusion_rows = list(csv.reader((tmp_path / "evaluation" / "confusion.csv").open()))
     assert [[int(c) for c in row[1:]] for row in confusion_rows[1:]] == hand
     assert (tmp_path / "evaluation" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predictions_are_identical_cold_and_warm_and_write_no_cache(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
+    from core.cache import load_image_cache
+    from core.data import read_csv_samples
+
+    cache_dir = get_settings().resolved_cache_dir
+    cold = tmp_path / "cold.csv"
+    predict_csv([checkpoints[0]], synth_dir, "test.csv", cold, tta=True, probabilities=True)
+    assert not cache_dir.exists() or not list(cache_dir.glob("*.npy"))  # one pass decodes in memory
+    warm = tmp_path / "warm.csv"
+    predict_csv([checkpoints[0]], synth_dir, "test.csv", warm, tta=True, probabilities=True)
+    load_image_cache(read_csv_samples(synth_dir, "test.csv", labelled=False), 48, cache_dir=cache_dir)
+    cached = tmp_path / "cached.csv"
+    predict_csv([checkpoints[0]], synth_dir, "test.csv", cached, tta=True, probabilities=True)
+    assert cold.read_text() == warm.read_text() == cached.read_text()
