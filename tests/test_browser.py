@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.web_helpers import web_and_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -27,26 +22,6 @@ SCREENSHOTS = REPO / "test-output" / "screenshots"
 ADMIN = ("admin", "browser-test-pass")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the web server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not become healthy")
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`leukemia web` and `leukemia worker` subprocesses sharing a temporary LEUKEMIA_HOME."""
@@ -55,32 +30,10 @@ def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     data_root = root / "data"
     write_synthetic_dataset(data_root / "synth", train=16, valid=8, test=8, image_size=32, seed=3)
-    env = {**os.environ, "LEUKEMIA_HOME": str(root / "home"), "DATA_ROOTS": str(data_root),
-           "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
-           "HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY"):
-        env.pop(key, None)
-    port = free_port()
-    logs = {name: (root / f"{name}.log").open("w") for name in ("web", "worker")}
-    web = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", str(port)], cwd=REPO, env=env,
-                           stdout=logs["web"], stderr=subprocess.STDOUT)
-    processes = [web]
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/api/health", web)
-        worker = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "worker", "--queues", "gpu,cpu"], cwd=REPO,
-                                  env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
-        processes.append(worker)
-        yield {"url": f"http://127.0.0.1:{port}", "data": data_root / "synth", "logs": root}
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for handle in logs.values():
-            handle.close()
+    settings = {"DATA_ROOTS": str(data_root), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
+                "API_TOKEN": "browser-token"}
+    with web_and_worker(root, settings) as url:
+        yield {"url": url, "data": data_root / "synth", "logs": root}
 
 
 @pytest.fixture(scope="module")

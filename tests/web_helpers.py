@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from core import jobs
 from core.db import get_sessionmaker
 from core.settings import get_settings
 
+REPO = Path(__file__).resolve().parents[1]
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 TRAIN = {"epochs": 2, "image_size": 32, "batch_size": 4}
 
@@ -58,3 +67,54 @@ def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75
 def queued_job(data_dir: str, kind: str = "train") -> int:
     with get_sessionmaker().begin() as session:
         return jobs.create_job(session, kind, {**TRAIN, "data_dir": data_dir}).id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the web server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not become healthy")
+
+
+@contextlib.contextmanager
+def web_and_worker(root: Path, settings: dict[str, str]) -> Iterator[str]:
+    """`leukemia web` on a free loopback port and `leukemia worker --queues gpu,cpu`, as a user starts them,
+    sharing LEUKEMIA_HOME=root/home (SQLite, embedded broker); yields the base URL. Logs: root/{web,worker}.log."""
+    env = {**os.environ, "LEUKEMIA_HOME": str(root / "home"), "HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1", **settings}
+    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY"):
+        env.pop(key, None)
+    port = free_port()
+    logs = {name: (root / f"{name}.log").open("w") for name in ("web", "worker")}
+    web = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", str(port)], cwd=REPO, env=env,
+                           stdout=logs["web"], stderr=subprocess.STDOUT)
+    processes = [web]
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/api/health", web)
+        worker = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "worker", "--queues", "gpu,cpu"], cwd=REPO,
+                                  env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
+        processes.append(worker)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for handle in logs.values():
+            handle.close()
