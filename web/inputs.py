@@ -9,9 +9,9 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from core.errors import UserInputError
+from core.jobs import MAX_ID
 from core.params import input_error
 
-MAX_ID = 2**63 - 1  # the largest id a database integer column holds (a URL converter takes any size)
 Model = TypeVar("Model", bound=BaseModel)
 
 
