@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import UserInputError
 from core.params import parse_params
+from core.progress import EpochRecord
 from core.records import (
     ARTIFACT_KINDS,
     FINISHED_STATUSES,
@@ -40,18 +41,6 @@ MAX_SWEEP_POINTS = 1000  # one submission must stay a reviewable batch, not a de
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
 LATE_CANCEL = "cancel arrived after the last batch: the run had finished (its checkpoints are kept)"
 PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s", "log_tail", "best_valid_accuracy")
-EPOCH_FIELDS = (
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_accuracy",
-    "valid_balanced_accuracy",
-    "valid_f1",
-    "confusion",
-    "lr",
-    "seconds",
-    "images_per_s",
-)
 
 
 # --- creating jobs ---------------------------------------------------------------------
@@ -316,12 +305,10 @@ def _upsert(session: Session, model: type, values: dict[str, Any], keys: list[st
     session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed))
 
 
-def record_epoch(session: Session, job_id: int, record: dict[str, Any]) -> None:
+def record_epoch(session: Session, job_id: int, record: EpochRecord) -> None:
     """Upsert one epoch's metrics (re-reporting an epoch after a resume changes nothing)."""
-    values = {"job_id": job_id, "epoch": int(record["epoch"])}
-    values.update({field: record.get(field) for field in EPOCH_FIELDS})
-    _upsert(session, EpochMetric, values, ["job_id", "epoch"])
-    accuracy = record.get("valid_accuracy")
+    _upsert(session, EpochMetric, {"job_id": job_id, **record.model_dump()}, ["job_id", "epoch"])
+    accuracy = record.valid_accuracy
     if accuracy is not None:
         session.execute(
             update(Job)

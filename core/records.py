@@ -79,7 +79,10 @@ class Job(Base):
 
 
 class EpochMetric(Base):
-    """One row per finished epoch of a job (upserted, so a resumed job never duplicates one)."""
+    """One row per finished epoch of a job (upserted, so a resumed job never duplicates one).
+
+    Its columns after job_id are the fields of core.progress.EpochRecord, which it stores whole
+    (core.jobs.record_epoch) and the API answers as it is; tests/test_jobs.py holds the two equal."""
 
     __tablename__ = "epoch_metrics"
     __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)

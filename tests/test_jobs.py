@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from core import jobs
 from core.db import get_sessionmaker
 from core.errors import BrokerUnavailable, UserInputError
+from core.progress import EpochRecord
 from core.records import EpochMetric, Job, WorkerRecord, utcnow
 
 pytestmark = pytest.mark.services
@@ -136,17 +137,25 @@ def test_cancel_and_retry(db):
 
 def test_epoch_upsert_is_idempotent_and_tracks_best(db):
     job_id = new_job(db)
-    record = {"epoch": 1, "train_loss": 0.7, "valid_accuracy": 0.6, "confusion": [[3, 1], [1, 3]], "lr": 0.001}
+    record = EpochRecord(epoch=1, train_loss=0.7, train_accuracy=0.5, valid_loss=0.8, valid_accuracy=0.6,
+                         valid_balanced_accuracy=0.6, valid_f1=0.6, confusion=[[3, 1], [1, 3]], lr=0.001, seconds=1.0,
+                         images_per_s=10.0)
     with db.begin() as session:
         jobs.record_epoch(session, job_id, record)
-        jobs.record_epoch(session, job_id, {**record, "train_loss": 0.5})  # the same epoch re-reported
-        jobs.record_epoch(session, job_id, {**record, "epoch": 2, "valid_accuracy": 0.55})
+        jobs.record_epoch(session, job_id, record.model_copy(update={"train_loss": 0.5}))  # the same epoch re-reported
+        jobs.record_epoch(session, job_id, record.model_copy(update={"epoch": 2, "valid_accuracy": 0.55}))
     with db.begin() as session:
         rows = jobs.epoch_metrics(session, job_id)
         assert [(r.epoch, r.train_loss) for r in rows] == [(1, 0.5), (2, 0.7)]
         assert rows[0].confusion == [[3, 1], [1, 3]]
         assert jobs.get_job(session, job_id).best_valid_accuracy == 0.6
         assert session.scalar(select(EpochMetric.id).where(EpochMetric.job_id == job_id, EpochMetric.epoch == 3)) is None
+
+
+def test_an_epoch_row_has_exactly_the_fields_of_an_epoch_record():
+    """EpochRecord is the one shape of an epoch: the table stores it whole, the API answers it as it is."""
+    columns = [column.name for column in EpochMetric.__table__.columns]
+    assert columns == ["id", "job_id", *EpochRecord.model_fields]
 
 
 def test_artifacts_are_recorded_with_size_and_hash(db, service_backend):

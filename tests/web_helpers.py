@@ -15,6 +15,7 @@ from typing import Iterator
 
 from core import jobs
 from core.db import get_sessionmaker
+from core.progress import EpochRecord
 from core.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,10 +51,10 @@ def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, job_id, owner="test-worker", host="test-host")
         for epoch in range(1, epochs + 1):
-            jobs.record_epoch(session, job_id, {
-                "epoch": epoch, "train_loss": 0.7 / epoch, "train_accuracy": 0.5 + 0.1 * epoch, "valid_loss": 0.8 / epoch,
-                "valid_accuracy": accuracy - 0.1 * (epochs - epoch), "valid_balanced_accuracy": 0.6, "valid_f1": 0.62,
-                "confusion": [[1, 1], [0, 2]], "lr": 0.001, "seconds": 1.5, "images_per_s": 20.0})
+            jobs.record_epoch(session, job_id, EpochRecord(
+                epoch=epoch, train_loss=0.7 / epoch, train_accuracy=0.5 + 0.1 * epoch, valid_loss=0.8 / epoch,
+                valid_accuracy=accuracy - 0.1 * (epochs - epoch), valid_balanced_accuracy=0.6, valid_f1=0.62,
+                confusion=[[1, 1], [0, 2]], lr=0.001, seconds=1.5, images_per_s=20.0))
         run_dir = artifacts_dir / f"job-{job_id}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "best.pt").write_bytes(b"not really a checkpoint")

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core import jobs as job_service
 from core.errors import UserInputError
+from core.progress import EpochRecord
 from core.records import Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
 from core.settings import get_settings
 from web import schemas
@@ -37,8 +38,9 @@ def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
             for job in jobs]
 
 
-def epoch_model(metric: EpochMetric) -> schemas.EpochMetric:
-    return schemas.EpochMetric.model_validate(metric)
+def epoch_model(metric: EpochMetric) -> EpochRecord:
+    """An epoch row as the EpochRecord it stores."""
+    return EpochRecord.model_validate(metric, from_attributes=True)
 
 
 def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:

@@ -2,7 +2,8 @@
 what goes out, and are what /api/openapi.json describes (web.openapi generates it from them).
 
 Responses read ORM rows through `from_attributes`, so a job's fields are named here and in
-core.records only; job parameters are the core.params models."""
+core.records only; job parameters are the core.params models and an epoch is core.progress.EpochRecord,
+the one shape training reports, the worker stores and the API answers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
 from core.params import PARAMS_BY_KIND
+from core.progress import EpochRecord
 from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
 from web.inputs import MAX_ID
 
@@ -143,20 +145,6 @@ class Job(Row):
     queue_served: bool = Field(description="false: no live worker consumes this job's queue")
 
 
-class EpochMetric(Row):
-    epoch: int
-    train_loss: float | None
-    train_accuracy: float | None
-    valid_loss: float | None
-    valid_accuracy: float | None
-    valid_balanced_accuracy: float | None
-    valid_f1: float | None
-    confusion: list[list[int]] | None
-    lr: float | None
-    seconds: float | None
-    images_per_s: float | None
-
-
 class Artifact(Row):
     id: int
     job_id: int
@@ -201,7 +189,7 @@ class SweepPage(BaseModel):
 
 class JobMetrics(BaseModel):
     job_id: int
-    epochs: list[EpochMetric]
+    epochs: list[EpochRecord]
 
 
 class JobArtifacts(BaseModel):

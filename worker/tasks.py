@@ -119,7 +119,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
 
     def on_epoch(self, record: EpochRecord) -> None:
         with get_sessionmaker().begin() as session:
-            jobs.record_epoch(session, self.job_id, record.model_dump())
+            jobs.record_epoch(session, self.job_id, record)
         log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
