@@ -48,11 +48,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     logging.basicConfig(level=logging.INFO)
 
-    from web import api, auth, errors, security, views
+    from web import api, auth, errors, request_json, security, views
 
     auth.init_app(app)
     security.init_app(app)
     errors.init_app(app)
+    request_json.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

@@ -114,8 +114,10 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a local path may be the post-login destination (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlparse(target).netloc:
+    """Only a local path may be the post-login destination: no open redirect (`//host`, `/\\host`,
+    which browsers read as `//host`) and no control characters (a line break would split the header)."""
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not urlparse(target).netloc):
         return target
     return url_for("views.job_list")
 

@@ -12,6 +12,7 @@ from core.errors import UserInputError
 from core.jobs import MAX_ID
 from core.params import input_error
 
+MAX_PAGE = 10**6  # (page - 1) × page size is an OFFSET: it must stay a database integer
 Model = TypeVar("Model", bound=BaseModel)
 
 

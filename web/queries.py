@@ -141,14 +141,25 @@ def folder_under_roots(raw: str, roots: list[Path]) -> Path:
     allowed = ", ".join(str(root) for root in roots)
     if not any(lexical.is_relative_to(root) for root in roots):
         raise UserInputError(f"path: {lexical} is not under a data root ({allowed})", field="path")
-    resolved = lexical.resolve()
+    try:
+        resolved = lexical.resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before Python 3.13)
+        raise UserInputError(f"path: {lexical} cannot be resolved: {_reason(error)}", field="path") from None
     if not any(resolved.is_relative_to(root) for root in roots):
         raise UserInputError(
             f"path: {lexical} leads (through a symlink) to {resolved}, outside the data roots ({allowed})", field="path"
         )
-    if not resolved.is_dir():
+    try:
+        is_folder = resolved.is_dir()
+    except OSError as error:  # a component over 255 bytes
+        raise UserInputError(f"path: {lexical} cannot be read: {_reason(error)}", field="path") from None
+    if not is_folder:
         raise UserInputError(f"path: {lexical} is not an existing folder", field="path")
     return resolved
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or "symlink loop"
 
 
 def _report_dict(report: Any) -> dict[str, Any]:

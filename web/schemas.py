@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstr
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
 from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
-from web.inputs import MAX_ID
+from web.inputs import MAX_ID, MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
 UtcTime = Annotated[
@@ -80,14 +80,14 @@ class JobListQuery(BaseModel):
     status: JobStatus | None = None
     kind: JobKind | None = None
     sweep_id: int | None = Field(None, ge=1, le=MAX_ID)  # query text: not strict
-    page: int = Field(1, ge=1, le=10**6)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(50, ge=1, le=200)
 
 
 class PageQuery(BaseModel):
     """Query arguments of a paged list."""
 
-    page: int = Field(1, ge=1, le=10**6)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(50, ge=1, le=200)
 
 

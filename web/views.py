@@ -17,7 +17,7 @@ from core.settings import get_settings
 from web import forms, queries, schemas
 from web.auth import login_required
 from web.downloads import send_artifact
-from web.inputs import csv_name_problem, query_choice, query_int, storable_id
+from web.inputs import MAX_PAGE, csv_name_problem, query_choice, query_int, storable_id
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
@@ -64,7 +64,7 @@ def plotly_js() -> Any:
 def job_list() -> Any:
     """Newest jobs first, filtered by status, kind or sweep, one page at a time."""
     status, kind = query_choice("status", JOB_STATUSES), query_choice("kind", JOB_KINDS)
-    sweep_id, page = query_int("sweep", None), query_int("page", 1) or 1
+    sweep_id, page = query_int("sweep", None), query_int("page", 1, 1, MAX_PAGE) or 1
     per_page = current_app.config["JOBS_PER_PAGE"]
     with get_sessionmaker().begin() as session:
         jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page,
@@ -250,7 +250,9 @@ def compare() -> Any:
         for job_id in ids:
             job = _job_or_404(session, job_id)
             metrics = job_service.epoch_metrics(session, job_id)
-            runs.append({"job": job, "last": queries.epoch_model(metrics[-1]).model_dump() if metrics else {}})
+            # A queued or failed job has no epoch yet: its columns show "—".
+            last = queries.epoch_model(metrics[-1]).model_dump() if metrics else dict.fromkeys(schemas.EpochMetric.model_fields)
+            runs.append({"job": job, "last": last})
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)))
 
 
