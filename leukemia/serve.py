@@ -216,9 +216,12 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
     get_settings.cache_clear()
     settings = get_settings()
     home = settings.leukemia_home.expanduser().resolve()
+    # Checked in the order of the command line, so the first error names the first problem;
+    # the demo folder is written only once the port is known to be free.
+    given = given_data_folder(data) if data is not None else None
     check_port_free(host, port)
 
-    folder = given_data_folder(data) if data is not None else demo_data_folder(home)
+    folder = given or demo_data_folder(home)
     add_data_root(folder)
     login = login_settings(home)
     env = {
