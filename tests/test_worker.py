@@ -132,8 +132,8 @@ def log_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def extra_workers(service_backend) -> list[WorkerProcess]:
-    """Workers a test starts that later tests of the module reuse; all stopped together at the end
-    (per backend: without the service_backend dependency one list would span both backends)."""
+    """Every worker the module starts, stopped together at the end (per backend: without the
+    service_backend dependency one list would span both backends)."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
@@ -150,6 +150,14 @@ def extra_workers(service_backend) -> list[WorkerProcess]:
 def main_worker(worker_env, queues, log_dir, extra_workers):
     """The module's worker on the gpu and cpu queues."""
     worker = WorkerProcess(worker_env, [queues["gpu"], queues["cpu"]], "main", log_dir)
+    extra_workers.append(worker)
+    return worker
+
+
+@pytest.fixture(scope="module")
+def twin_worker(main_worker, worker_env, queues, log_dir, extra_workers):
+    """A second worker on the gpu queue, for a message delivered to both."""
+    worker = WorkerProcess(worker_env, [queues["gpu"]], "twin", log_dir)
     extra_workers.append(worker)
     return worker
 
@@ -264,8 +272,7 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
         orphan_id = jobs.create_job(session, "train", {"data_dir": str(synthetic_data), "epochs": 1, **TINY},
                                     queue=queues["kill"]).id  # fmt: skip
 
-    # The successor also serves the gpu queue: the next test needs two workers there.
-    successor = WorkerProcess(worker_env, [queues["kill"], queues["gpu"]], "successor", log_dir)
+    successor = WorkerProcess(worker_env, [queues["kill"]], "successor", log_dir)
     extra_workers.append(successor)
     job = wait_finished(job_id, successor, timeout=120)
     assert (job.status, job.error, job.attempts) == ("succeeded", None, 2)
@@ -275,17 +282,17 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
     assert (orphan.status, orphan.attempts, epochs_of(orphan_id)) == ("succeeded", 1, [1])
 
 
-def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, extra_workers, synthetic_data, queues):
-    assert len(extra_workers) == 2, "needs the main worker and the kill test's successor, both on the gpu queue"
+def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, twin_worker, synthetic_data, queues):
+    both = (main_worker, twin_worker)
     job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
     get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queues["gpu"])  # the same job id, a second time
-    job = wait_finished(job_id, *extra_workers)
+    job = wait_finished(job_id, *both)
     assert (job.status, job.attempts, epochs_of(job_id)) == ("succeeded", 1, [1, 2])
 
     def all_logs() -> str:
-        return "".join(worker.log() for worker in extra_workers)
+        return "".join(worker.log() for worker in both)
 
-    wait_for(lambda: f"job {job_id} not claimed" in all_logs(), 30, "the second delivery to be skipped", *extra_workers)
+    wait_for(lambda: f"job {job_id} not claimed" in all_logs(), 30, "the second delivery to be skipped", *both)
     assert all_logs().count(f"job {job_id} (train) claimed") == 1
 
 
