@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import time
+import re
 from datetime import timedelta
 
 import pytest
@@ -235,21 +234,18 @@ def test_job_list_filters_and_rejects_bad_filters(user, folder):
         assert response.status_code == 400 and message in response.get_data(as_text=True)
 
 
-def test_job_list_is_fast_with_10000_jobs(user, folder):
+def test_job_list_pages_through_10000_jobs(user, folder):
+    """Each page holds its 50 rows; how long a page takes is a benchmark figure (bench/list_bench.py)."""
     now = utcnow()
     rows = [{"kind": "train", "status": ("queued", "running", "succeeded", "failed")[i % 4], "params": {"arch": "resnet18"},
              "data_dir": folder[1], "queue": "gpu", "attempts": 0, "max_attempts": 3, "cancel_requested": False,
              "created_at": now, "progress": 0.5, "best_valid_accuracy": 0.8} for i in range(10_000)]
     with get_sessionmaker().begin() as session:
         session.execute(insert(Job), rows)
-    timings = {}
-    for url in ("/", "/?page=100", "/?status=queued", "/?status=queued&page=50"):
-        start = time.perf_counter()
-        response = user.get(url)
-        timings[url] = time.perf_counter() - start
-        assert response.status_code == 200 and response.get_data(as_text=True).count('data-job-id="') == 50
-    print("job list with 10,000 jobs:", {url: f"{seconds * 1000:.0f} ms" for url, seconds in timings.items()})
-    assert max(timings.values()) < 2.0
+    for url, newest in (("/", 10_000), ("/?page=100", 5_050), ("/?status=queued", 9_997), ("/?status=queued&page=50", 197)):
+        page = user.get(url).get_data(as_text=True)
+        ids = [int(i) for i in re.findall(r'data-job-id="(\d+)"', page)]
+        assert len(ids) == 50 and ids[0] == newest and ids == sorted(ids, reverse=True), (url, ids[:3])
 
 
 def test_leukemia_web_command_is_registered():
@@ -259,15 +255,21 @@ def test_leukemia_web_command_is_registered():
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output
 
 
-def test_wsgi_entry_builds_the_app(app):
+def test_wsgi_entry_builds_the_app(app, tmp_path, monkeypatch):
     import importlib
+    import sys
 
-    os.environ["ADMIN_USERNAME"], os.environ["ADMIN_PASSWORD"] = "ops", "secret-pass"
-    try:
-        module = importlib.import_module("web.wsgi")
-        assert module.app.config["API_TOKEN"]
-    finally:
-        del os.environ["ADMIN_USERNAME"], os.environ["ADMIN_PASSWORD"]
+    monkeypatch.setenv("ADMIN_USERNAME", "ops")
+    monkeypatch.setenv("ADMIN_PASSWORD", "secret-pass")
+    monkeypatch.delitem(sys.modules, "web.wsgi", raising=False)  # build it here, whoever imported it before
+    module = importlib.import_module("web.wsgi")
+    monkeypatch.delitem(sys.modules, "web.wsgi")
+    # No API_TOKEN in the environment: the one generated and kept in LEUKEMIA_HOME is the one that works.
+    token = (tmp_path / "home" / "api_token").read_text().strip()
+    assert len(token) >= 32 and module.app.config["API_TOKEN"] == token
+    client = module.app.test_client()
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}x"}).status_code == 401
 
 
 def test_train_form_image_size_defaults_to_the_folders(user, folder):
