@@ -5,6 +5,8 @@ in WAL mode with a busy timeout so a worker and the web can share the file."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -14,6 +16,7 @@ from core.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PRIVATE_MODE = 0o600  # as the secret files in LEUKEMIA_HOME: the database holds password hashes
 
 
 class Base(DeclarativeBase):
@@ -40,12 +43,33 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner alone, or make an existing one so (with its
+    -wal/-shm). SQLite gives the -wal and -shm it creates later the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_MODE))  # an existing file is left as it is
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            status = file.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_IMODE(status.st_mode) & ~PRIVATE_MODE and status.st_uid == os.geteuid():
+            file.chmod(PRIVATE_MODE)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (sqlite:///path), or None for any other database or an in-memory one."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
 def make_engine(url: str) -> Engine:
     """An engine for a database URL, with the SQLite settings the embedded default needs."""
     if url.startswith("sqlite"):
-        database = url.split("///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_path(url)
+        if database is not None:
+            private_sqlite_file(database)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine

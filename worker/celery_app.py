@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_shutting_down
 
-from core.db import reset_engines
+from core.db import private_sqlite_file, reset_engines, sqlite_path
 from core.settings import get_settings
 
 RUN_JOB_TASK = "leukemia.run_job"
@@ -63,10 +62,10 @@ def make_app(broker_url: str) -> Celery:
 def use_wal(sqlite_url: str) -> None:
     """Put the broker's SQLite file in WAL mode (a persistent setting of the file), so the polling
     worker and the submitting web/CLI do not block each other's reads."""
-    if not sqlite_url.startswith("sqlite:///") or sqlite_url.endswith(":memory:"):
+    path = sqlite_path(sqlite_url)
+    if path is None:
         return
-    path = Path(sqlite_url.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite_file(path)
     with closing(sqlite3.connect(path, timeout=30)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
 
