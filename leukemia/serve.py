@@ -1,10 +1,13 @@
 """`leukemia serve`: the embedded default in one command, no server to install.
 
 It runs the commands a user could type, as child processes: `leukemia db upgrade`, then
-`leukemia worker --queues gpu,cpu` and `leukemia web`. The database and the broker are
-SQLite files in LEUKEMIA_HOME (nothing to start). Ctrl-C (SIGINT) or SIGTERM stops the
-children gracefully; a job running then keeps its last epoch checkpoint, and the worker of
-the next `leukemia serve` resumes it from there."""
+`leukemia worker --queues gpu,cpu` and `leukemia web`, restarting either if it dies
+(leukemia.children). The database and the broker are SQLite files in LEUKEMIA_HOME (nothing
+to start). Ctrl-C (SIGINT) or SIGTERM stops the children gracefully; a job running then keeps
+its last epoch checkpoint, and the worker of the next `leukemia serve` resumes it from there.
+
+The generated admin password and API token are shown once, on the terminal, at the start that
+made them; otherwise serve names the file that keeps them, so no log ever holds a secret."""
 
 from __future__ import annotations
 
@@ -19,23 +22,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from core.errors import UserInputError
 from core.settings import persisted_secret
+from leukemia.children import Child, exit_description, stop_children, supervise
 
 DEMO_FOLDER_NAME = "demo"
 DEMO_IMAGE_SIZE = 64
 HEALTH_TIMEOUT_SECONDS = 120
-# On SIGTERM the worker stops its running job at the next batch and queues it again (last
-# epoch checkpoint kept), then exits. A worker still busy after WARM_STOP_SECONDS (stuck
-# outside the batch loop) gets SIGQUIT, Celery's cold shutdown; its job is then taken over
-# once its heartbeat is STALE_AFTER_SECONDS old. Nothing recorded is lost either way.
-WARM_STOP_SECONDS = 30
-COLD_STOP_SECONDS = 15
 
 
 def leukemia_command(*args: str) -> list[str]:
@@ -48,22 +46,46 @@ def leukemia_command(*args: str) -> list[str]:
 
 
 @dataclass
+class Secret:
+    """A secret from the environment variable, else from (or newly made into) LEUKEMIA_HOME/<file>."""
+
+    value: str
+    variable: str
+    path: Path
+    made_now: bool
+
+    def summary(self, terminal: bool) -> str:
+        """The value itself only on a terminal at the start that made it; else where it is kept."""
+        if os.environ.get(self.variable):
+            return f"(from {self.variable})"
+        if self.made_now and terminal:
+            return f"{self.value}  (shown once; kept in {self.path})"
+        return f"(in {self.path})"
+
+
+def secret(home: Path, variable: str, file_name: str) -> Secret:
+    # The same file names `leukemia web` uses when it makes secrets itself.
+    if os.environ.get(variable):
+        return Secret(os.environ[variable], variable, home / file_name, made_now=False)
+    value, made_now = persisted_secret(home, file_name)
+    return Secret(value, variable, home / file_name, made_now)
+
+
+@dataclass
 class Login:
     username: str
-    password: str
-    api_token: str
-    secret_key: str
+    password: Secret
+    api_token: Secret
+    secret_key: Secret
 
 
 def login_settings(home: Path) -> Login:
     """ADMIN_USERNAME/ADMIN_PASSWORD/API_TOKEN/SECRET_KEY from the environment, else generated once."""
-    env = os.environ
     return Login(
-        username=env.get("ADMIN_USERNAME") or "admin",
-        # The same file names `leukemia web` uses when it makes secrets itself.
-        password=env.get("ADMIN_PASSWORD") or persisted_secret(home, "admin_password")[0],
-        api_token=env.get("API_TOKEN") or persisted_secret(home, "api_token")[0],
-        secret_key=env.get("SECRET_KEY") or persisted_secret(home, "secret_key")[0],
+        username=os.environ.get("ADMIN_USERNAME") or "admin",
+        password=secret(home, "ADMIN_PASSWORD", "admin_password"),
+        api_token=secret(home, "API_TOKEN", "api_token"),
+        secret_key=secret(home, "SECRET_KEY", "secret_key"),
     )
 
 
@@ -119,66 +141,13 @@ def device_description() -> str:
     return "CPU (no GPU found)"
 
 
-@dataclass
-class Child:
-    """A child process started by serve, in its own process group (so Ctrl-C reaches serve alone)."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    process: subprocess.Popen = field(init=False)
-
-    def start(self, env: dict[str, str]) -> None:
-        # Output goes to a log file: the terminal keeps serve's own summary readable.
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv, env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT
-            )
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def signal(self, number: int) -> None:
-        if self.running():
-            try:
-                os.kill(self.process.pid, number)
-            except ProcessLookupError:
-                pass
-
-    def kill_group(self) -> None:
-        """SIGKILL whatever is left of the child's process group (e.g. a pool process)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def stop_children(children: list[Child]) -> None:
-    """SIGTERM to every child; SIGQUIT (Celery's cold shutdown) after WARM_STOP_SECONDS; SIGKILL last."""
-    for number, wait in ((signal.SIGTERM, WARM_STOP_SECONDS), (signal.SIGQUIT, COLD_STOP_SECONDS)):
-        for child in children:
-            child.signal(number)
-        deadline = time.monotonic() + wait
-        for child in children:
-            try:
-                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-    for child in children:
-        if child.running():
-            click.echo(f"{child.name} did not stop: killed", err=True)
-        child.kill_group()
-        child.process.wait()
-
-
 def wait_for_health(url: str, children: list[Child], stop: threading.Event) -> None:
     """Poll GET /api/health until it answers 200; a child that exits first is an error."""
     deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
     while time.monotonic() < deadline and not stop.is_set():
         for child in children:
             if not child.running():
-                raise UserInputError(f"{child.name} exited with code {child.process.returncode} while starting (see {child.log_path})")
+                raise UserInputError(f"{child.name} {exit_description(child.process.returncode)} while starting (see {child.log_path})")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -228,9 +197,9 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
         **os.environ,
         "LEUKEMIA_HOME": str(home),
         "ADMIN_USERNAME": login.username,
-        "ADMIN_PASSWORD": login.password,
-        "API_TOKEN": login.api_token,
-        "SECRET_KEY": login.secret_key,
+        "ADMIN_PASSWORD": login.password.value,
+        "API_TOKEN": login.api_token.value,
+        "SECRET_KEY": login.secret_key.value,
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -255,31 +224,29 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
         base_url = f"http://{'[' + shown_host + ']' if ':' in shown_host else shown_host}:{port}"
         wait_for_health(f"{base_url}/api/health", children, stop)
         if not stop.is_set():
-            register_data_folder(base_url, login.api_token, folder)
+            register_data_folder(base_url, login.api_token.value, folder)
             where = settings.resolved_database_url if settings.database_url else f"SQLite in {home}"
+            terminal = sys.stdout.isatty()
             click.echo(
                 "\n".join(
                     [
                         "",
                         f"Leukemia service running at {base_url}/",
-                        f"  login:      {login.username} / {login.password}",
-                        f"  API token:  {login.api_token}",
+                        f"  login:      {login.username} / {login.password.summary(terminal)}",
+                        f"  API token:  {login.api_token.summary(terminal)}",
                         f"  data:       {folder}",
                         f"  jobs run on {device_description()}; records: {where}",
                         f"  logs:       {logs / 'worker.log'}, {logs / 'web.log'}",
-                        "Ctrl-C stops it; a running job resumes from its last epoch at the next `leukemia serve`.",
+                        "A worker or web app that dies is restarted. Ctrl-C stops everything; a running job",
+                        "resumes from its last epoch at the next `leukemia serve`.",
                         "",
                     ]
                 )
             )
-        while not stop.is_set():
-            for child in children:
-                if not child.running():
-                    raise UserInputError(f"{child.name} exited with code {child.process.returncode} (see {child.log_path})")
-            stop.wait(0.5)
+        supervise(children, env, stop)
         click.echo("Stopping (the running job keeps its last epoch checkpoint) ...")
     finally:
-        stop_children([c for c in children if hasattr(c, "process")])
+        stop_children(children)
     click.echo("Stopped.")
 
 
