@@ -258,19 +258,25 @@ def finetune(out: Path, resume: bool, **options) -> None:
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for evaluation.json, confusion.csv and confusion.png.")
-@params_options(EvaluateParams, rename={"data_dir": "--data", "csv": ("--csv", "--split")})
-def evaluate(out: Path | None, **options) -> None:
+@click.option("--checkpoint", "checkpoint_paths", multiple=True,
+              help="Run folder or .pt file; several make an ensemble (their probabilities averaged).")
+@params_options(EvaluateParams, rename={"data_dir": "--data", "csv": ("--csv", "--split")},
+                exclude=("checkpoint", "checkpoints"))
+def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> None:
     """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
 
     def body() -> None:
         from core.predict import evaluate_csv
 
-        params = parse_params("evaluate", schema_values(options))
+        given = schema_values(options)
+        if checkpoint_paths:
+            given.update(checkpoint=checkpoint_paths[0], checkpoints=list(checkpoint_paths[1:]))
+        params = parse_params("evaluate", given)
         if not params.checkpoint:
             raise UserInputError("checkpoint: give a run folder or .pt file with --checkpoint", field="checkpoint")
         with _prediction_bar() as bar:
             result = evaluate_csv(
-                Path(params.checkpoint), Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
+                [Path(params.checkpoint), *map(Path, params.checkpoints)], Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
                 batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
                 observer=bar,
             )
@@ -320,6 +326,41 @@ def predict(out: Path, **options) -> None:
                 checkpoint_choice=params.checkpoint_choice, observer=bar,
             )
         click.echo(f"wrote {result.count} predictions ({result.positives} labelled 1) to {result.out_path}")
+
+    run_user_command(body)
+
+
+FOLDS_OPTION = click.option("--folds", type=click.IntRange(2, 20), default=None,
+                            help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they "
+                                 "are subject-disjoint, else 3.")
+RELEASE_FOLDS_OPTION = click.option("--release-folds", is_flag=True,
+                                    help="Use the release's own folds; refused when they share a subject.")
+
+
+@core_cli.command(name="cv", cls=UserCommand)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to create: fold_N run folders, oof.csv, summary.json.")
+@FOLDS_OPTION
+@RELEASE_FOLDS_OPTION
+@params_options(TrainParams, rename={"data_dir": "--data"}, exclude=("split", "valid_split"))
+def cross_validate(out: Path, folds: int | None, release_folds: bool, **options) -> None:
+    """Cross-validate: one training run per fold, out-of-fold predictions, mean ± std over folds.
+
+    `leukemia cv --data DIR --epochs N --out CV_DIR`; then `leukemia predict --checkpoint CV_DIR/fold_0
+    --checkpoint CV_DIR/fold_1 ...` predicts with the fold ensemble."""
+
+    def body() -> None:
+        from core.crossval import describe_summary, plan_folds, run_cross_validation
+        from core.splits import with_folder_image_size
+
+        given = with_folder_image_size("train", schema_values(options))
+        base = parse_params("train", given).model_dump(mode="json")
+        plan = plan_folds(base["data_dir"], folds, base["seed"], release_folds=release_folds)
+        click.echo(f"{len(plan.folds)} folds: {plan.scheme}")
+        summary = run_cross_validation(base, plan, out, observer_for=lambda fold: _training_bar())
+        for line in describe_summary(summary):
+            click.echo(line)
+        click.echo(f"wrote {out}/summary.json, {out}/oof.csv and fold_0 .. fold_{len(plan.folds) - 1}")
 
     run_user_command(body)
 

@@ -115,6 +115,9 @@ class EvaluateParams(_Params):
         "valid.csv", min_length=1, description=f"CSV file name inside the data folder (Path,label), or a named split: {SPLIT_HELP}."
     )
     checkpoint: str = ""
+    checkpoints: list[str] = Field(
+        default_factory=list, description="More checkpoints averaged with checkpoint (an ensemble, e.g. a cross-validation's folds)."
+    )
     checkpoint_choice: Literal["best", "last"] = "best"
     batch_size: int = Field(64, ge=1, le=4096)
     tta: bool = False

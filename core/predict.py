@@ -136,7 +136,7 @@ def ensemble_probabilities(
 
 
 def evaluate_csv(
-    checkpoint: Path,
+    checkpoint: Path | list[Path],
     data_dir: Path,
     csv_name: str,
     *,
@@ -147,18 +147,20 @@ def evaluate_csv(
     observer: PredictionObserver | None = None,
     checkpoint_choice: str = "best",
 ) -> EvaluationResult:
-    """Score a checkpoint (file or run folder) on a labelled CSV; with out_dir also write JSON, CSV and PNG."""
-    checkpoint_path = resolve_checkpoint(checkpoint, checkpoint_choice)
+    """Score a checkpoint (file or run folder), or the mean of several (an ensemble), on a labelled CSV or
+    named split; with out_dir also write JSON, CSVs and PNG."""
+    paths = [resolve_checkpoint(path, checkpoint_choice) for path in (checkpoint if isinstance(checkpoint, list) else [checkpoint])]
+    checkpoint_path = paths[0]
     samples = read_named_split(Path(data_dir), csv_name, labelled=True)
     probabilities = ensemble_probabilities(
-        [checkpoint_path], samples, tta=tta, batch_size=batch_size, device=device, observer=observer
+        paths, samples, tta=tta, batch_size=batch_size, device=device, observer=observer
     )
     predictions = (probabilities >= 0.5).astype(np.int64)
     metrics = classification_metrics([s.label for s in samples], predictions)
     subjects = subject_table([s.subject for s in samples], [s.label for s in samples], probabilities)
     metrics["subjects"] = subjects.to_dict(orient="records")
     if out_dir is not None:
-        _write_evaluation(Path(out_dir), metrics, checkpoint_path, Path(data_dir) / csv_name, tta)
+        _write_evaluation(Path(out_dir), metrics, paths, Path(data_dir) / csv_name, tta)
         if len(subjects):
             subjects.to_csv(Path(out_dir) / SUBJECTS_CSV, index=False, float_format="%.6g")
     return EvaluationResult(checkpoint_path, csv_name, metrics, None if out_dir is None else Path(out_dir))
@@ -195,10 +197,10 @@ def predict_csv(
     return PredictionResult(out_path, len(samples), int(labels.sum()))
 
 
-def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoint: Path, csv_path: Path, tta: bool) -> None:
+def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoints: list[Path], csv_path: Path, tta: bool) -> None:
     """evaluation.json (metrics and what was scored), confusion.csv and confusion.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(checkpoint), "csv": str(csv_path), "tta": tta, **metrics}
+    summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **metrics}
     (out_dir / EVALUATION_JSON).write_text(json.dumps(summary, indent=2))
     with (out_dir / CONFUSION_CSV).open("w", newline="") as file:
         writer = csv.writer(file)

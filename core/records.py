@@ -36,6 +36,21 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class CrossValidation(Base):
+    """One cross-validation: a training job per fold (jobs.cv_id, jobs.cv_fold), and the ensembles
+    made from its fold models (jobs.cv_id with no cv_fold)."""
+
+    __tablename__ = "cross_validations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    data_dir: Mapped[str] = mapped_column(Text)
+    scheme: Mapped[str] = mapped_column(String(200))  # how the folds were made, in words
+    base_params: Mapped[dict[str, Any]] = mapped_column(JSON)  # the train params every fold shares
+    folds: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{fold, split, valid_split}]
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Job(Base):
     """A queued unit of work; the row is the source of truth (the broker only carries its id)."""
 
@@ -45,6 +60,7 @@ class Job(Base):
         Index("ix_jobs_kind_id", "kind", "id"),
         Index("ix_jobs_sweep_id", "sweep_id", "id"),
         Index("ix_jobs_queue_status_id", "queue", "status", "id"),
+        Index("ix_jobs_cv_id", "cv_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,6 +69,8 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))
     sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sweeps.id"))
+    cv_id: Mapped[Optional[int]] = mapped_column(ForeignKey("cross_validations.id"))
+    cv_fold: Mapped[Optional[int]] = mapped_column(Integer)  # None for a cross-validation's ensemble jobs
     data_dir: Mapped[str] = mapped_column(Text, default="")
     queue: Mapped[str] = mapped_column(String(100))
     worker_host: Mapped[Optional[str]] = mapped_column(String(255))

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "core.cli:finetune",
     "evaluate": "core.cli:evaluate",
     "predict": "core.cli:predict",
+    "cv": "core.cli:cross_validate",
     # web: the dashboard and JSON API
     "web": "web.cli:web",
     # the embedded default: migrations, web and one worker as child processes
@@ -27,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "submit": "worker.cli:submit",
     "jobs": "worker.cli:jobs_command",
     "job": "worker.cli:job_command",
+    "cv-summary": "worker.cli:cv_summary_command",
     "cancel": "worker.cli:cancel_command",
     "retry": "worker.cli:retry_command",
     "download": "worker.cli:download_command",

@@ -229,6 +229,38 @@ def submit_predict(parent_id: int | None, queue: str | None, **options: Any) -> 
     _submit("predict", options, parent_id, queue)
 
 
+@submit.command(name="cv", cls=UserCommand)
+@click.option("--folds", type=click.IntRange(2, 20), default=None,
+              help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they are "
+                   "subject-disjoint, else 3.")
+@click.option("--release-folds", is_flag=True, help="Use the release's own folds; refused when they share a subject.")
+@click.option("--name", default=None, help="Name shown on the dashboard.")
+@QUEUE_OPTION
+@params_options(TrainParams, rename=DATA_OPTION, exclude=("split", "valid_split"))
+def submit_cv(folds: int | None, release_folds: bool, name: str | None, queue: str | None, **options: Any) -> None:
+    """Queue a cross-validation: one training job per fold, in parallel on as many workers as there are."""
+    from worker.dispatch import submit_cross_validation
+
+    values = absolute_paths(schema_values(options))
+    cv_id, job_ids = run_db_command(lambda: submit_cross_validation(
+        values, folds=folds, release_folds=release_folds, name=name, queue=queue))
+    click.echo(f"cross-validation {cv_id}: {len(job_ids)} fold jobs queued ({', '.join(map(str, job_ids))})")
+
+
+@submit.command(name="ensemble", cls=UserCommand)
+@click.option("--cv", "cv_id", type=int, required=True, help="The finished cross-validation whose fold models to average.")
+@click.option("--kind", type=click.Choice(["evaluate", "predict"]), default="predict", show_default=True)
+@click.option("--split", required=True, help="Named split or CSV of the data folder (e.g. prelim, final).")
+@click.option("--tta/--no-tta", default=False, help="Also average the 8 flips and quarter turns.")
+@QUEUE_OPTION
+def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | None) -> None:
+    """Queue an evaluate or predict job averaging the fold models' probabilities."""
+    from worker.dispatch import submit_ensemble as send_ensemble
+
+    job_id = run_db_command(lambda: send_ensemble(cv_id, kind, split, tta=tta, queue=queue))
+    click.echo(f"job {job_id} queued ({kind}, ensemble of cross-validation {cv_id})")
+
+
 @submit.command(name="sweep", cls=UserCommand)
 @click.option("--kind", type=click.Choice(["train", "finetune"]), default="train", show_default=True)
 @click.option("--grid", "grid_items", multiple=True, required=True,
@@ -330,6 +362,33 @@ def _sweep_fields(session, sweep_id: int) -> list[str]:  # type: ignore[no-untyp
 
     sweep = session.get(Sweep, sweep_id)
     return list(sweep.grid) if sweep is not None else []
+
+
+@click.command(name="cv-summary", cls=UserCommand)
+@click.argument("cv_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def cv_summary_command(cv_id: int, as_json: bool) -> None:
+    """Show a cross-validation: each fold job, its best metrics, mean ± std, out-of-fold metrics, ensembles."""
+    run_db_command(lambda: _print_cv(cv_id, as_json))
+
+
+def _print_cv(cv_id: int, as_json: bool) -> None:
+    from core.crossval import describe_summary
+    from core.cv_jobs import cross_validation_summary
+    from core.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        summary = cross_validation_summary(session, cv_id)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    lines = [f"cross-validation {cv_id}: {summary['name']} ({summary['scheme']})"]
+    lines += [f"fold {f['fold']}: job {f['job_id']} {f['status']} ({f['progress']:.0%}), "
+              f"train {f['split']}, validate {f['valid_split']}" for f in summary["folds"]]
+    lines += describe_summary({**summary, "folds": [f["best"] for f in summary["folds"] if f["best"]]})
+    lines += [f"ensemble: job {e['job_id']} {e['kind']} on {e['split']}{' with TTA' if e['tta'] else ''}, {e['status']}"
+              for e in summary["ensembles"]]
+    click.echo("\n".join(lines))
 
 
 @click.command(name="job", cls=UserCommand)

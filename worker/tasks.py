@@ -48,6 +48,7 @@ class JobSpec:
     parent_id: int | None
     attempts: int
     queue: str
+    cv_fold: int | None = None  # a cross-validation's fold: write its out-of-fold predictions after training
 
 
 def worker_name() -> str:
@@ -70,7 +71,7 @@ def run_job(job_id: int) -> None:
             state = "missing" if current is None else current.status
             log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker); skipped", job_id, state)
             return
-        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue)
+        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.cv_fold)
     log.info("job %s (%s) claimed by %s, attempt %s", spec.id, spec.kind, owner, spec.attempts)
     JobRun(spec, owner).execute()
 
@@ -230,6 +231,7 @@ ARTIFACT_NAMES = {
     "evaluation.json": "evaluation",
     "confusion.csv": "evaluation",
     "subjects.csv": "evaluation",
+    "oof.csv": "predictions",
     "predictions.csv": "predictions",
 }
 
@@ -273,7 +275,12 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
     values = dict(spec.params)
     choice = values.get("checkpoint_choice", "best")
     if spec.kind == "train":
-        training.train(parse_params("train", values), run_dir, resume=True, observer=observer)
+        params = parse_params("train", values)
+        training.train(params, run_dir, resume=True, observer=observer)
+        if spec.cv_fold is not None:
+            from core.crossval import write_out_of_fold
+
+            write_out_of_fold(run_dir, params, spec.cv_fold)
     elif spec.kind == "finetune":
         if spec.parent_id is not None:
             values["checkpoint"] = str(parent_checkpoint(spec.parent_id, choice))
@@ -282,7 +289,7 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
         params = parse_params("evaluate", values)
         checkpoint = parent_checkpoint(spec.parent_id, choice) if spec.parent_id is not None else Path(params.checkpoint)
         predict.evaluate_csv(
-            checkpoint, Path(params.data_dir), params.csv, out_dir=run_dir, tta=params.tta,
+            [checkpoint, *map(Path, params.checkpoints)], Path(params.data_dir), params.csv, out_dir=run_dir, tta=params.tta,
             batch_size=params.batch_size, device=params.device, observer=observer, checkpoint_choice=choice,
         )  # fmt: skip
     elif spec.kind == "predict":

@@ -1,0 +1,151 @@
+"""Cross-validation on the C-NMC release tree (built from the real images): the fold plan, the CLI
+run with its fold ensemble, and the queued kind on two real workers with its ensemble jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from core.crossval import fold_table, mean_std, plan_folds
+from core.errors import UserInputError
+from leukemia.cli import main
+from tests.release_helpers import build_release
+
+TINY = ["--epochs", "1", "--image-size", "48", "--batch-size", "8", "--device", "cpu"]
+FINAL_IDS = [f"C-NMC_Leukemia/testing_data/C-NMC_test_final_phase_data/{n}.bmp" for n in range(1, 19)]
+
+
+def test_plan_uses_the_release_folds_when_subject_disjoint(release_dir: Path) -> None:
+    plan = plan_folds(release_dir, None, 0)
+    assert plan.scheme == "the release's 3 folds (subject-disjoint)"
+    assert [(f.fold, f.split, f.valid_split) for f in plan.folds] == [
+        (0, "folds:1,2", "fold:0"), (1, "folds:0,2", "fold:1"), (2, "folds:0,1", "fold:2")]
+    plan = plan_folds(release_dir, 4, 7)
+    assert plan.scheme == "4 subject-grouped folds (seed 7)"
+    assert [(f.split, f.valid_split) for f in plan.folds][1] == ("kfold:4:0,2,3", "kfold:4:1")
+
+
+def test_folds_sharing_a_subject_fall_back_or_are_refused(realdata_dir: Path, tmp_path: Path) -> None:
+    build_release(realdata_dir, tmp_path / "r")
+    moved = next((tmp_path / "r" / "training_data" / "fold_0" / "hem").iterdir())
+    shutil.copyfile(moved, tmp_path / "r" / "training_data" / "fold_2" / "hem" / moved.name.replace("_hem", "_7_hem"))
+    assert plan_folds(tmp_path / "r", None, 0).scheme == "3 subject-grouped folds (seed 0)"
+    subject = moved.name.split("_")[1]
+    with pytest.raises(UserInputError) as error:
+        plan_folds(tmp_path / "r", None, 0, release_folds=True)
+    assert str(error.value) == (f"folds: the release's folds are not subject-disjoint: subject {subject} is in fold_0 "
+                                "and fold_2 (1 such subject(s)); leave out --release-folds for subject-grouped folds")
+
+
+def test_fold_table_takes_each_folds_best_epoch() -> None:
+    rows = [{"fold": 0, "epoch": 1, "valid_accuracy": 0.5, "valid_balanced_accuracy": 0.5, "valid_f1": 0.4},
+            {"fold": 0, "epoch": 2, "valid_accuracy": 0.7, "valid_balanced_accuracy": 0.6, "valid_f1": 0.65},
+            {"fold": 1, "epoch": 1, "valid_accuracy": 0.9, "valid_balanced_accuracy": 0.8, "valid_f1": 0.85}]
+    table = fold_table(rows)
+    assert table[["fold", "epoch", "accuracy"]].values.tolist() == [[0, 2, 0.7], [1, 1, 0.9]]
+    spread = mean_std(table)["accuracy"]
+    assert spread["mean"] == pytest.approx(0.8) and spread["std"] == pytest.approx(0.1414213562)  # sample std (n-1)
+
+
+@pytest.mark.usefixtures("isolated_home")
+def test_cli_cross_validation_and_fold_ensemble(release_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "cv"
+    result = runner.invoke(main, ["cv", "--data", str(release_dir), *TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "3 folds: the release's 3 folds (subject-disjoint)" in lines
+    assert sum(line.startswith("fold ") and ": best epoch 1: accuracy " in line for line in lines) == 3
+    assert any(line.startswith("weighted_f1: ") and line.endswith(" (mean ± std over folds)") for line in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [0, 1, 2] and summary["out_of_fold"]["count"] == 44
+    with (out / "oof.csv").open() as handle:
+        oof = list(csv.DictReader(handle))
+    assert len(oof) == 44 and len({row["ID"] for row in oof}) == 44  # each training image once, out of its fold
+
+    folds = [arg for k in range(3) for arg in ("--checkpoint", str(out / f"fold_{k}"))]
+    submission = tmp_path / "submission.csv"
+    predicted = runner.invoke(main, ["predict", *folds, "--data", str(release_dir), "--split", "final", "--tta",
+                                     "--out", str(submission)])
+    assert predicted.exit_code == 0, predicted.output
+    with submission.open() as handle:
+        assert [row["ID"] for row in csv.DictReader(handle)] == FINAL_IDS
+    evaluated = runner.invoke(main, ["evaluate", *folds, "--data", str(release_dir), "--split", "prelim",
+                                     "--out", str(tmp_path / "ensemble")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert len(json.loads((tmp_path / "ensemble" / "evaluation.json").read_text())["checkpoints"]) == 3
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.parametrize("service_backend", ["redis+postgres"], indirect=True)
+def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backend, release_dir: Path, tmp_path: Path) -> None:
+    """`leukemia submit cv`: one job per fold, run in parallel by two real workers; the summary; the
+    ensemble as a predict job (final, in file-number order) and an evaluate job (prelim, with TTA)."""
+    import os
+    import secrets
+    import signal
+
+    from core.cv_jobs import cross_validation_summary
+    from core.db import get_sessionmaker
+    from tests.test_worker import WorkerProcess, cli, job_row, wait_finished
+
+    queue = f"cv-{secrets.token_hex(3)}"
+    env = {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    workers = [WorkerProcess(env, [queue], f"cv{n}", tmp_path) for n in range(2)]
+    try:
+        code, output = cli("submit", "cv", "--data", str(release_dir), *TINY, "--queue", queue, "--name", "release CV")
+        assert code == 0, output
+        cv_id = int(output.split()[1].rstrip(":"))
+        fold_ids = [int(n) for n in output.split("(")[1].rstrip(")\n").split(", ")]
+        assert len(fold_ids) == 3
+        finished = [wait_finished(job_id, *workers, timeout=300) for job_id in fold_ids]
+        assert [job.status for job in finished] == ["succeeded"] * 3, [job.error for job in finished]
+        assert len({job.worker_host for job in finished}) == 2  # both workers took folds
+        first, second = sorted(finished, key=lambda job: job.started_at)[:2]
+        assert second.started_at < first.finished_at  # two folds ran at the same time
+
+        with get_sessionmaker().begin() as session:
+            summary = cross_validation_summary(session, cv_id)
+        assert summary["finished"] and summary["scheme"] == "the release's 3 folds (subject-disjoint)"
+        assert [(f["fold"], f["valid_split"], f["best"]["epoch"]) for f in summary["folds"]] == [
+            (0, "fold:0", 1), (1, "fold:1", 1), (2, "fold:2", 1)]
+        assert summary["mean_std"]["weighted_f1"]["std"] is not None and summary["out_of_fold"]["count"] == 44
+        code, output = cli("cv-summary", str(cv_id))
+        assert code == 0 and output.startswith(f"cross-validation {cv_id}: release CV (the release's 3 folds"), output
+        assert "weighted_f1: " in output and "out of fold (44 images)" in output
+
+        code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--kind", "evaluate", "--split", "final", "--queue", queue)
+        assert code == 2 and output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
+        code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--split", "final", "--queue", queue)
+        assert code == 0, output
+        predict_id = int(output.split()[1])
+        code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--kind", "evaluate", "--split", "prelim", "--tta",
+                           "--queue", queue)
+        assert code == 0, output
+        evaluate_id = int(output.split()[1])
+        assert wait_finished(predict_id, *workers).status == "succeeded", job_row(predict_id).error
+        assert wait_finished(evaluate_id, *workers).status == "succeeded", job_row(evaluate_id).error
+        assert len(job_row(predict_id).params["checkpoints"]) == 3
+
+        download = tmp_path / "predictions.csv"
+        code, output = cli("download", str(predict_id), "predictions.csv", "--out", str(download))
+        assert code == 0, output
+        with download.open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert [row["ID"] for row in rows] == FINAL_IDS and {row["label"] for row in rows} <= {"0", "1"}
+        with get_sessionmaker().begin() as session:
+            ensembles = cross_validation_summary(session, cv_id)["ensembles"]
+        assert [(e["job_id"], e["kind"], e["split"], e["tta"]) for e in ensembles] == [
+            (predict_id, "predict", "final", False), (evaluate_id, "evaluate", "prelim", True)]
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                os.killpg(worker.process.pid, signal.SIGTERM)
+        for worker in workers:
+            worker.process.wait(timeout=60)
