@@ -12,6 +12,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from core import jobs as job_service
 from core.db import get_sessionmaker
 from core.errors import UserInputError
+from core.progress import EpochRecord
 from core.records import JOB_KINDS, JOB_STATUSES, DataFolder
 from core.settings import get_settings
 from web import forms, queries, schemas
@@ -251,7 +252,7 @@ def compare() -> Any:
             job = _job_or_404(session, job_id)
             metrics = job_service.epoch_metrics(session, job_id)
             # A queued or failed job has no epoch yet: its columns show "—".
-            last = queries.epoch_model(metrics[-1]).model_dump() if metrics else dict.fromkeys(schemas.EpochMetric.model_fields)
+            last = queries.epoch_model(metrics[-1]).model_dump() if metrics else dict.fromkeys(EpochRecord.model_fields)
             runs.append({"job": job, "last": last})
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)))
 
