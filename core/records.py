@@ -4,6 +4,7 @@ core/migrations; these classes must match the newest migration."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.db import Base
 
 JOB_KINDS = ("train", "finetune", "evaluate", "predict")
+JOB_ORIGINS = ("cli", "web")  # web jobs may read only files inside DATA_ROOTS
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation")
@@ -61,9 +63,14 @@ class Job(Base):
         Index("ix_jobs_sweep_id", "sweep_id", "id"),
         Index("ix_jobs_queue_status_id", "queue", "status", "id"),
         Index("ix_jobs_cv_id", "cv_id", "id"),
+        UniqueConstraint("run_key", name="uq_jobs_run_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Random per row: the run folder is jobs/<id>-<run_key> and carries it, so an id reused after a
+    # database reset never adopts an old run (core.run_folder).
+    run_key: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
+    origin: Mapped[str] = mapped_column(String(8), default="cli", server_default="cli")
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     params: Mapped[dict[str, Any]] = mapped_column(JSON)

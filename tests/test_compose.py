@@ -478,7 +478,8 @@ def test_compose_commands_run_a_job_end_to_end(deployment):
     assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
     status, artifacts = http_json("GET", f"{base}/api/jobs/{train_id}/artifacts", token)
     assert {"best.pt", "last.pt", "metrics.csv"} <= {a["name"] for a in artifacts["artifacts"]}
-    assert (deployment.paths["/artifacts"] / "jobs" / str(train_id) / "last.pt").is_file()
+    # The run folder is jobs/<id>-<run key> (core.run_folder).
+    assert len(list((deployment.paths["/artifacts"] / "jobs").glob(f"{train_id}-*/last.pt"))) == 1
 
     # The workers' healthchecks pass while they run.
     for service in ("gpu-worker", "cpu-worker"):

@@ -29,6 +29,7 @@ from core.progress import (
     TrainingObserver,
 )
 from core.records import Job
+from core.run_folder import claim_run_dir, job_run_dir
 from core.settings import get_settings
 
 log = logging.getLogger("leukemia.worker")
@@ -48,6 +49,8 @@ class JobSpec:
     parent_id: int | None
     attempts: int
     queue: str
+    run_key: str
+    origin: str
     cv_fold: int | None = None  # a cross-validation's fold: write its out-of-fold predictions after training
 
 
@@ -71,7 +74,8 @@ def run_job(job_id: int) -> None:
             state = "missing" if current is None else current.status
             log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker); skipped", job_id, state)
             return
-        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.cv_fold)
+        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
+                       job.origin, job.cv_fold)  # fmt: skip
     log.info("job %s (%s) claimed by %s, attempt %s", spec.id, spec.kind, owner, spec.attempts)
     JobRun(spec, owner).execute()
 
@@ -161,7 +165,8 @@ class JobRun:
 
     def __init__(self, spec: JobSpec, owner: str) -> None:
         self.spec, self.owner = spec, owner
-        self.run_dir = get_settings().resolved_artifacts_dir / "jobs" / str(spec.id)
+        self.run_dir = job_run_dir(spec.id, spec.run_key)
+        self.run_dir_claimed = False  # a folder that is not this job's is never read for artifacts
         self.observer = JobObserver(spec.id)
         self.tail = LogTail()
         self.heartbeat = Heartbeat(spec.id, owner, self.observer, self.tail)
@@ -172,6 +177,8 @@ class JobRun:
         self.heartbeat.start()
         status, error = "failed", None
         try:
+            claim_run_dir(self.run_dir, self.spec.run_key)  # before anything resumes or writes there
+            self.run_dir_claimed = True
             run_core_function(self.spec, self.run_dir, self.observer)
             status = "succeeded"
         except UserInputError as failure:
@@ -195,7 +202,7 @@ class JobRun:
             log.warning("job %s: lease lost to another worker; leaving the row to it", self.spec.id)
             return
         with get_sessionmaker().begin() as session:
-            for kind, path in classify_artifacts(self.run_dir):
+            for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
                 jobs.add_artifact(session, self.spec.id, kind, path)
             jobs.heartbeat(session, self.spec.id, self.owner, **self.observer.progress, log_tail=self.tail.text())
             if status == "released":
