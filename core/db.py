@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from core.errors import DatabaseUnavailable
 from core.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -23,11 +24,22 @@ class Base(DeclarativeBase):
     """Base class of every ORM record (core.records)."""
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL + busy timeout, and BEGIN IMMEDIATE so read-then-write transactions wait instead of failing."""
+def _configure_sqlite(engine: Engine, database: Path | None, *, create: bool) -> None:
+    """WAL + busy timeout, and BEGIN IMMEDIATE so read-then-write transactions wait instead of failing.
+
+    A file database is also held to the file it opened: sqlite keeps writing to a deleted file
+    through an open handle (and the next start finds none of it), so every transaction first checks
+    that the path still names the same file, and only `upgrade_database` may create a missing one."""
+
+    @event.listens_for(engine, "do_connect")
+    def _refuse_to_create(_dialect, _record, _cargs, _cparams) -> None:  # type: ignore[no-untyped-def]
+        if database is not None and not create and not database.is_file():
+            raise DatabaseUnavailable(f"database unavailable: {database} does not exist (run `leukemia db upgrade`)")
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        if database is not None:
+            record.info["sqlite_file"] = _file_identity(database)
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own BEGIN is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -38,6 +50,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        if database is not None and _file_identity(database) != connection.connection.info.get("sqlite_file"):
+            connection.invalidate()  # reopened on the next checkout: a restored file is picked up
+            raise DatabaseUnavailable(
+                f"database unavailable: {database} was deleted or replaced while the service ran; "
+                "restore it, or run `leukemia db upgrade` and restart"
+            )
         # A deferred transaction that reads and then writes can hit SQLITE_BUSY without waiting;
         # IMMEDIATE takes the write lock up front (readers are never blocked under WAL).
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -64,16 +82,54 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///"))
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for a database URL, with the SQLite settings the embedded default needs."""
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at path, or None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def make_engine(url: str, *, create: bool = False) -> Engine:
+    """An engine for a database URL, with the SQLite settings the embedded default needs.
+
+    create=True (migrations only) may make a missing SQLite file; every other engine refuses to,
+    so a deleted database is reported instead of silently replaced by an empty one."""
     if url.startswith("sqlite"):
         database = sqlite_path(url)
-        if database is not None:
+        if database is not None and (create or database.is_file()):
             private_sqlite_file(database)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, database, create=create)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def database_unavailable(error: Exception) -> DatabaseUnavailable:
+    """One line for a database that cannot serve (an SQLAlchemy OperationalError or ProgrammingError:
+    unreachable, dropped, no tables), naming the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    if isinstance(error, DatabaseUnavailable):
+        return error
+    url = make_url(get_settings().resolved_database_url).render_as_string(hide_password=True)
+    original = getattr(error, "orig", None)
+    reason = str(original).strip().splitlines()[0] if original is not None and str(original).strip() else type(error).__name__
+    return DatabaseUnavailable(f"database unavailable: {url}: {reason} (is it running, and has `leukemia db upgrade` been run?)")
+
+
+def check_database() -> None:
+    """Raise DatabaseUnavailable unless the database answers and holds our schema (for /api/health)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        with get_engine().connect() as connection:
+            if connection.execute(text("SELECT version_num FROM alembic_version")).first() is None:
+                raise DatabaseUnavailable("database unavailable: it has no schema (run `leukemia db upgrade`)")
+    except (OperationalError, ProgrammingError) as error:
+        raise database_unavailable(error) from None
 
 
 _engines: dict[str, Engine] = {}

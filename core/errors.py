@@ -33,3 +33,17 @@ class BrokerUnavailable(OneLineError):
     def __init__(self, message: str, *, job_id: int) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class DatabaseUnavailable(OneLineError):
+    """The database cannot serve: unreachable, dropped, its SQLite file deleted or replaced while the
+    service ran, or without tables. Nothing is read or written; health fails, the API answers 503."""
+
+
+class NoSpaceLeft(OneLineError):
+    """A write found (or would leave) its disk full: "no space left on device: <path>". The CLI exits 2,
+    a job fails with this line; the previous checkpoint is kept (checkpoints are written atomically)."""
+
+    def __init__(self, path: object, detail: str | None = None) -> None:
+        super().__init__(f"no space left on device: {path}" + (f" ({detail})" if detail else ""))
+        self.path = path

@@ -10,11 +10,10 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, g, request
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from core import jobs as job_service
-from core.db import get_engine, get_sessionmaker
-from core.errors import UserInputError
+from core.db import check_database, get_sessionmaker
+from core.errors import DatabaseUnavailable, UserInputError
 from web import queries, schemas
 from web.auth import bearer_token_valid
 from web.downloads import send_artifact
@@ -71,10 +70,9 @@ def check_web_params(params: dict[str, Any]) -> None:
 def health() -> Any:
     """Is the database reachable? (for compose healthchecks)"""
     try:
-        with get_engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as error:  # any driver error means "not reachable"; the reason is reported
-        return answer(schemas.Health(status="unavailable", database=f"unreachable: {type(error).__name__}"), 503)
+        check_database()
+    except DatabaseUnavailable as error:  # gone, dropped, unreachable or without tables: the reason is reported
+        return answer(schemas.Health(status="unavailable", database=str(error)), 503)
     return answer(schemas.Health(status="ok", database="reachable"))
 
 

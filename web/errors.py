@@ -10,7 +10,9 @@ from flask import Flask, Response, jsonify, make_response, render_template, requ
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from core.errors import BrokerUnavailable, UserInputError
+from sqlalchemy.exc import OperationalError
+
+from core.errors import BrokerUnavailable, DatabaseUnavailable, UserInputError
 
 
 def wants_json() -> bool:
@@ -34,6 +36,13 @@ def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
 def handle_broker_unavailable(error: BrokerUnavailable):  # type: ignore[no-untyped-def]
     """The job row is committed (and marked failed); its message could not be sent: not the user's fault."""
     return error_response(503, str(error))
+
+
+def handle_database_unavailable(error: Exception):  # type: ignore[no-untyped-def]
+    """The database cannot serve (gone, dropped, unreachable): nothing was read or written."""
+    from core.db import database_unavailable
+
+    return error_response(503, str(database_unavailable(error)))
 
 
 def handle_csrf(error: CSRFError):  # type: ignore[no-untyped-def]
@@ -63,6 +72,8 @@ def handle_unexpected(error: Exception):  # type: ignore[no-untyped-def]
 def init_app(app: Flask) -> None:
     app.register_error_handler(UserInputError, handle_user_input)
     app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)
+    app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(Exception, handle_unexpected)

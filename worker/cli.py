@@ -46,15 +46,13 @@ def run_db_command(action: Callable[[], T]) -> T:
     """run_user_command, plus: an unreachable or uninitialised database is one line, not a traceback."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from core.settings import get_settings
+    from core.db import database_unavailable
 
     def guarded() -> T:
         try:
             return action()
         except (OperationalError, ProgrammingError) as error:
-            url = _safe_url(get_settings().resolved_database_url)
-            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
-            raise UserInputError(f"database {url}: {reason} (is it running, and has `leukemia db upgrade` been run?)") from None
+            raise database_unavailable(error) from None
 
     return run_user_command(guarded)
 

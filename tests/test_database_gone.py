@@ -1,0 +1,88 @@
+"""Issue 10, item 2: the database vanishing while the service runs (SQLite files deleted, a
+PostgreSQL database dropped) fails health and refuses every write with one line; nothing is
+"accepted" into a file that no longer exists, and no empty database is made in its place."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
+from tests.web_helpers import synthetic_folder
+
+pytestmark = pytest.mark.services
+
+AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+ADMIN = "host=127.0.0.1 user=postgres dbname=postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path, monkeypatch):
+    """The dashboard on a fresh database of each kind; `vanish()` deletes or drops it."""
+    from core.db import reset_engines
+    from core.settings import get_settings
+    from web import create_app
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
+    monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
+    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    name = None
+    if request.param == "postgresql":
+        name = f"leukemia_test_{secrets.token_hex(4)}"
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    get_settings.cache_clear()
+    reset_engines()
+    app = create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret",
+                      "ADMIN_USERNAME": WEB_ADMIN[0], "ADMIN_PASSWORD": WEB_ADMIN[1]})  # fmt: skip
+
+    def vanish() -> None:
+        if name is None:
+            for path in home.glob("leukemia.db*"):
+                path.unlink()
+        else:
+            with psycopg.connect(ADMIN, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+    yield app.test_client(), vanish, home
+    reset_engines()
+    get_settings.cache_clear()
+    if name is not None:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_health_fails_and_writes_are_refused_once_the_database_is_gone(backend, tmp_path: Path) -> None:
+    from leukemia.cli import main as leukemia_cli
+
+    client, vanish, home = backend
+    folder = synthetic_folder(tmp_path / "data")
+    assert client.get("/api/health").status_code == 200
+    registered = client.post("/api/data-folders", headers=AUTH, json={"path": str(folder), "name": "before"})
+    assert registered.status_code == 201, registered.json
+
+    vanish()
+
+    health = client.get("/api/health")
+    assert health.status_code == 503 and health.json["status"] == "unavailable", health.json
+    for method, url, body in [
+        ("post", "/api/data-folders", {"path": str(folder), "name": "after"}),
+        ("post", "/api/jobs", {"kind": "train", "params": {"data_dir": str(folder), "epochs": 1}}),
+        ("get", "/api/jobs", None),
+    ]:
+        response = getattr(client, method)(url, headers=AUTH, json=body)
+        assert response.status_code == 503, (url, response.status_code, response.json)
+        assert response.json["error"].startswith("database unavailable: ") and "\n" not in response.json["error"]
+
+    result = CliRunner().invoke(leukemia_cli, ["submit", "train", "--data", str(folder), "--epochs", "1"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: database unavailable: "), result.stderr
+    assert not list(home.glob("leukemia.db*"))  # nobody made an empty database in its place
