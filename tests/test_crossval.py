@@ -149,3 +149,62 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
                 os.killpg(worker.process.pid, signal.SIGTERM)
         for worker in workers:
             worker.process.wait(timeout=60)
+
+
+@pytest.fixture()
+def registered_release(client, tmp_path, realdata_dir) -> str:
+    """A release tree under the app's data root, registered over the API."""
+    from tests.conftest import WEB_API_TOKEN
+
+    build_release(realdata_dir, tmp_path / "data" / "C-NMC_Leukemia")
+    response = client.post("/api/data-folders", json={"path": str(tmp_path / "data" / "C-NMC_Leukemia"), "name": "cnmc"},
+                           headers={"Authorization": f"Bearer {WEB_API_TOKEN}"})
+    assert response.status_code == 201, response.json
+    report = response.json["report"]
+    assert report["layout"] == "release" and report["folds_subject_disjoint"] is True and report["image_size"] == 450
+    return response.json["path"]
+
+
+def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) -> None:
+    """Queued through the API (no worker here): the parent, its three fold jobs, the page; bad input is one line with its field."""
+    from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
+    from tests.web_helpers import csrf_token, login
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    params = {"data_dir": registered_release, "epochs": 1, "image_size": 48, "device": "cpu"}
+    for body, field in (({"params": {**params, "split": "fold:0"}}, "split"), ({"params": params, "folds": 1}, "folds"),
+                        ({"params": {**params, "data_dir": "/elsewhere"}}, "data_dir")):
+        response = client.post("/api/cross-validations", json=body, headers=auth)
+        assert response.status_code == 400 and response.json["field"] == field, response.json
+    response = client.post("/api/cross-validations", json={"params": params, "name": "api CV"}, headers=auth)
+    assert response.status_code == 201, response.json
+    cv = response.json
+    assert cv["scheme"] == "the release's 3 folds (subject-disjoint)" and cv["finished"] is False
+    assert [(f["fold"], f["status"], f["valid_split"], f["best"]) for f in cv["folds"]] == [
+        (0, "queued", "fold:0", None), (1, "queued", "fold:1", None), (2, "queued", "fold:2", None)]
+    job = client.get(f"/api/jobs/{cv['folds'][1]['job_id']}", headers=auth).json
+    assert (job["cv_id"], job["cv_fold"], job["params"]["split"]) == (cv["id"], 1, "folds:0,2")
+    response = client.post(f"/api/cross-validations/{cv['id']}/ensemble", json={"kind": "predict", "split": "final"}, headers=auth)
+    assert response.status_code == 400 and response.json["field"] == "cv_id"
+    assert "is not finished: fold 0 (queued), fold 1 (queued), fold 2 (queued)" in response.json["error"]
+    assert client.get("/api/cross-validations/999", headers=auth).status_code == 404
+    document = client.get("/api/openapi.json").json
+    assert {"/api/cross-validations", "/api/cross-validations/{cv_id}", "/api/cross-validations/{cv_id}/ensemble"} <= set(document["paths"])
+
+    assert login(client, *WEB_ADMIN).status_code == 302
+    page = client.get(f"/cross-validations/{cv['id']}").get_data(as_text=True)
+    assert "Cross-validation #%d" % cv["id"] in page and page.count("badge-queued") == 3
+    assert "<code>folds:1,2</code>" in page and "Available once every fold job has succeeded." in page
+    assert "api CV" in client.get("/cross-validations").get_data(as_text=True)
+    token = csrf_token(client, f"/cross-validations/{cv['id']}")
+    refused = client.post(f"/cross-validations/{cv['id']}/ensemble", data={"csrf_token": token, "kind": "predict", "split": "final"})
+    assert refused.status_code == 400 and "is not finished" in refused.get_data(as_text=True)
+
+    form = client.get("/cross-validations/new").get_data(as_text=True)
+    assert 'name="valid_split"' not in form and "cnmc (" in form and "450 px images" in form
+    folder_id = form.split('<option value="')[2].split('"')[0]
+    response = client.post("/cross-validations/new", data={"csrf_token": token, "data_folder": folder_id, "folds": "4",
+                                                           "epochs": "1", "image_size": "48"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    second = client.get(response.location).get_data(as_text=True)
+    assert "4 subject-grouped folds (seed 0)" in second and second.count("badge-queued") == 4

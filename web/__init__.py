@@ -48,7 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     logging.basicConfig(level=logging.INFO)
 
-    from web import api, auth, errors, request_json, security, views
+    from web import api, auth, cv_views, errors, request_json, security, views
 
     auth.init_app(app)
     security.init_app(app)
@@ -56,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     request_json.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(cv_views.bp)
     app.register_blueprint(api.bp)
     security.csrf.exempt(api.bp)
     return app

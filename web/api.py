@@ -191,6 +191,56 @@ def submit_sweep() -> Any:
     return sweep_response(sweep_id, 201)
 
 
+# --- cross-validations --------------------------------------------------------------------------
+
+
+@operation(bp, "post", "/cross-validations", operation_id="submitCrossValidation", tag="cross-validations",
+           body=schemas.CrossValidationSubmission, responses={201: schemas.CrossValidation}, errors=(400, 413, 503))
+def submit_cross_validation() -> Any:
+    """Submit a cross-validation: one training job per fold"""
+    submission = json_body(schemas.CrossValidationSubmission)
+    check_web_params(submission.params)
+    cv_id, _ = dispatch.submit_cross_validation(submission.params, folds=submission.folds,
+                                                release_folds=submission.release_folds, name=submission.name,
+                                                queue=submission.queue)
+    return cross_validation_response(cv_id, 201)
+
+
+def cross_validation_response(cv_id: int, status: int = 200) -> Any:
+    from core.cv_jobs import cross_validation_summary
+    from core.records import CrossValidation
+
+    with get_sessionmaker().begin() as session:
+        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+        return answer(schemas.CrossValidation.model_validate(cross_validation_summary(session, cv_id)), status)
+
+
+@operation(bp, "get", "/cross-validations/<int:cv_id>", operation_id="getCrossValidation", tag="cross-validations",
+           responses={200: schemas.CrossValidation}, errors=(404,))
+def get_cross_validation(cv_id: int) -> Any:
+    """One cross-validation: its fold jobs, best metrics per fold, mean ± std, out-of-fold metrics, ensembles"""
+    return cross_validation_response(cv_id)
+
+
+@operation(bp, "post", "/cross-validations/<int:cv_id>/ensemble", operation_id="submitEnsemble",
+           tag="cross-validations", body=schemas.EnsembleSubmission, responses={201: schemas.Job},
+           errors=(400, 404, 413, 503))
+def submit_ensemble(cv_id: int) -> Any:
+    """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
+    from core.records import CrossValidation
+
+    submission = json_body(schemas.EnsembleSubmission)
+    if problem := csv_name_problem(submission.split):
+        raise UserInputError(f"split: {problem}", field="split")
+    with get_sessionmaker().begin() as session:
+        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+    job_id = dispatch.submit_ensemble(cv_id, submission.kind, submission.split, tta=submission.tta,
+                                      queue=submission.queue)
+    return job_response(job_id, 201)
+
+
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
     with get_sessionmaker().begin() as session:
         sweep = queries.find_sweep(session, sweep_id)

@@ -67,6 +67,27 @@ class SweepSubmission(BaseModel):
     queue: QueueName | None = None
 
 
+class CrossValidationSubmission(BaseModel):
+    """POST /api/cross-validations: one training job per fold, with the same train parameters."""
+
+    params: ParamsObject = Field(description="TrainParams without split and valid_split (each fold sets its own)")
+    folds: int | None = Field(None, ge=2, le=20, description="K subject-grouped folds; default: the release's folds "
+                                                                    "when they are subject-disjoint, else 3")
+    release_folds: bool = Field(False, description="use the release's own folds; refused when they share a subject")
+    name: Name | None = None
+    queue: QueueName | None = None
+
+
+class EnsembleSubmission(BaseModel):
+    """POST /api/cross-validations/{cv_id}/ensemble: average the fold models' probabilities on a split."""
+
+    kind: Literal["evaluate", "predict"] = "predict"
+    split: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
+        description="named split or CSV of the data folder, e.g. prelim (labelled) or final")
+    tta: bool = False
+    queue: QueueName | None = None
+
+
 class DataFolderRegistration(BaseModel):
     """POST /api/data-folders."""
 
@@ -123,6 +144,8 @@ class Job(Row):
     params: dict[str, Any]
     parent_id: int | None
     sweep_id: int | None
+    cv_id: int | None = Field(description="the cross-validation this job is a fold (cv_fold) or an ensemble of")
+    cv_fold: int | None
     data_dir: str
     queue: str
     worker_host: str | None
@@ -163,6 +186,52 @@ class Sweep(Row):
     grid: dict[str, list[GridValue]]
     created_at: UtcTime
     job_ids: list[int]
+
+
+class FoldMetrics(BaseModel):
+    fold: int
+    epoch: int = Field(description="the fold's best epoch (highest valid accuracy, the one best.pt keeps)")
+    accuracy: float
+    balanced_accuracy: float
+    weighted_f1: float
+
+
+class CrossValidationFold(BaseModel):
+    fold: int
+    job_id: int
+    status: JobStatus
+    progress: float
+    split: str | None
+    valid_split: str | None
+    best: FoldMetrics | None
+
+
+class MeanStd(BaseModel):
+    mean: float | None
+    std: float | None = Field(description="sample standard deviation over folds (n-1); null with one fold")
+
+
+class CrossValidationEnsemble(BaseModel):
+    job_id: int
+    kind: JobKind
+    status: JobStatus
+    split: str | None
+    tta: bool | None
+
+
+class CrossValidation(BaseModel):
+    id: int
+    name: str
+    data_dir: str
+    scheme: str = Field(description="how the folds were made, in words")
+    base_params: dict[str, Any]
+    created_at: UtcTime
+    folds: list[CrossValidationFold]
+    mean_std: dict[str, MeanStd] = Field(description="accuracy, balanced_accuracy, weighted_f1 over the folds with results")
+    out_of_fold: dict[str, Any] | None = Field(description="metrics and per-subject table of all out-of-fold "
+                                                           "predictions; null until every fold has written them")
+    finished: bool = Field(description="every fold job succeeded: the ensemble can be made")
+    ensembles: list[CrossValidationEnsemble]
 
 
 class DataFolder(Row):

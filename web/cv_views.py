@@ -1,0 +1,117 @@
+"""Dashboard pages of cross-validations: the form that queues one training job per fold, the list,
+and the page of one (fold table, mean ± std, per-fold curves overlaid, out-of-fold metrics, the
+ensemble action). Each view parses its input, calls one core/worker function and renders rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from core.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import CrossValidation
+from web import forms
+from web.auth import login_required
+from web.inputs import csv_name_problem, storable_id
+from web.views import _form_choices, _queue_choice, _selected_folder
+from worker import dispatch
+
+bp = Blueprint("cv", __name__)
+# Each fold sets its own splits.
+FOLD_SET_FIELDS = ("split", "valid_split")
+
+
+def _fields() -> list[forms.FormField]:
+    return [item for item in forms.form_fields("train") if item.name not in FOLD_SET_FIELDS]
+
+
+def _folds_value(errors: dict[str, str]) -> int | None:
+    raw = request.form.get("folds", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 2 <= int(raw) <= 20:
+        errors["folds"] = "give a whole number from 2 to 20, or leave it blank"
+        return None
+    return int(raw)
+
+
+@bp.route("/cross-validations/new", methods=("GET", "POST"))
+@login_required
+def new_cross_validation() -> Any:
+    """One training job per fold with the same parameters; the folds come from the data folder."""
+    errors: dict[str, str] = {}
+    values = {k: v for k, v in forms.values_from_form("train", request.form).items() if k not in FOLD_SET_FIELDS} \
+        if request.method == "POST" else {}
+    if request.method == "POST":
+        folds = _folds_value(errors)
+        with get_sessionmaker().begin() as session:
+            folder = _selected_folder(session, errors)
+            data_dir = folder.path if folder else ""
+        errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
+                       if k not in errors})
+        if not errors:
+            try:
+                cv_id, job_ids = dispatch.submit_cross_validation(
+                    {**values, "data_dir": data_dir}, folds=folds, release_folds="release_folds" in request.form,
+                    name=request.form.get("name", "").strip()[:200] or None, queue=_queue_choice())
+            except UserInputError as error:
+                shown = {f.name for f in _fields()} | {"folds"}
+                errors[error.field if error.field in shown else forms.FORM_LEVEL] = str(error)
+            else:
+                flash(f"Cross-validation {cv_id} queued: {len(job_ids)} fold jobs.")
+                return redirect(url_for("cv.cross_validation", cv_id=cv_id))
+    with get_sessionmaker().begin() as session:
+        choices = _form_choices(session)
+    return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), \
+        (400 if errors else 200)
+
+
+@bp.get("/cross-validations")
+@login_required
+def cross_validations() -> Any:
+    """Every cross-validation, newest first, with its folds' states and mean accuracy."""
+    with get_sessionmaker().begin() as session:
+        ids = list(session.scalars(select(CrossValidation.id).order_by(CrossValidation.id.desc()).limit(200)))
+        summaries = [cross_validation_summary(session, cv_id) for cv_id in ids]
+    return render_template("cv_list.html", summaries=summaries)
+
+
+def _summary_or_404(cv_id: int) -> dict[str, Any]:
+    with get_sessionmaker().begin() as session:
+        if not storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+        return cross_validation_summary(session, cv_id)
+
+
+@bp.get("/cross-validations/<int:cv_id>")
+@login_required
+def cross_validation(cv_id: int) -> Any:
+    """Fold table, mean ± std, per-fold curves overlaid, out-of-fold metrics and the ensemble action."""
+    return render_template("cv.html", cv=_summary_or_404(cv_id), errors={}, form=None, kinds=ENSEMBLE_KINDS)
+
+
+@bp.post("/cross-validations/<int:cv_id>/ensemble")
+@login_required
+def ensemble(cv_id: int) -> Any:
+    """Queue the fold ensemble as one evaluate or predict job."""
+    summary = _summary_or_404(cv_id)
+    kind, split = request.form.get("kind", ""), request.form.get("split", "").strip()
+    errors: dict[str, str] = {}
+    if kind not in ENSEMBLE_KINDS:
+        errors["kind"] = "choose evaluate or predict"
+    if not split:
+        errors["split"] = "name a split (e.g. prelim, final) or a CSV of the data folder"
+    elif problem := csv_name_problem(split):
+        errors["split"] = problem
+    if not errors:
+        try:
+            job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=_queue_choice())
+        except UserInputError as error:
+            errors["split" if error.field == "csv" else "ensemble"] = str(error)
+        else:
+            flash(f"Job {job_id} queued: {kind} with the {len(summary['folds'])} fold models on {split}.")
+            return redirect(url_for("cv.cross_validation", cv_id=cv_id))
+    return render_template("cv.html", cv=summary, errors=errors, form=request.form, kinds=ENSEMBLE_KINDS), 400
