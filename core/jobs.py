@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import UserInputError
-from core.params import parse_params
+from core.params import check_printable, parse_params
 from core.progress import EpochRecord
 from core.records import (
     ARTIFACT_KINDS,
@@ -74,9 +74,9 @@ def _has_checkpoint(session: Session, job_id: int) -> bool:
     return found is not None
 
 
-def _validated(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+def _validated(kind: str, params: dict[str, Any], strict: bool = False) -> dict[str, Any]:
     """The params dict as the schema normalises it (defaults filled in), or a UserInputError."""
-    return parse_params(kind, params).model_dump(mode="json")
+    return parse_params(kind, params, strict=strict).model_dump(mode="json")
 
 
 def create_job(
@@ -88,11 +88,14 @@ def create_job(
     queue: str | None = None,
     sweep_id: int | None = None,
     max_attempts: int | None = None,
+    strict: bool = False,
 ) -> Job:
-    """Validate and insert a queued job; the caller commits, then sends its id to the broker."""
-    dumped = _validated(kind, with_folder_image_size(kind, params))
+    """Validate and insert a queued job; the caller commits, then sends its id to the broker.
+
+    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms)."""
+    dumped = _validated(kind, with_folder_image_size(kind, params), strict)
     _check_parent(session, kind, parent_id, dumped)
-    queue = (queue or DEFAULT_QUEUES[kind]).strip()
+    queue = check_printable((queue or DEFAULT_QUEUES[kind]).strip(), "queue")
     if not queue or "," in queue:
         raise UserInputError(f"queue: {queue!r} is not a queue name", field="queue")
     job = Job(
@@ -136,8 +139,11 @@ def create_sweep(
     name: str | None = None,
     parent_id: int | None = None,
     queue: str | None = None,
+    strict: bool = False,
 ) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert."""
+    if name is not None:
+        check_printable(name, "name")
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UserInputError("grid: give at least one field with at least one value", field="grid")
     fields = list(grid)
@@ -147,7 +153,7 @@ def create_sweep(
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     for point in points:
         try:
-            _validated(kind, {**base_params, **point})
+            _validated(kind, {**base_params, **point}, strict)
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
@@ -157,7 +163,8 @@ def create_sweep(
     session.add(sweep)
     session.flush()
     jobs = [
-        create_job(session, kind, {**base_params, **point}, parent_id=parent_id, queue=queue, sweep_id=sweep.id)
+        create_job(session, kind, {**base_params, **point}, parent_id=parent_id, queue=queue, sweep_id=sweep.id,
+                   strict=strict)
         for point in points
     ]
     return sweep, jobs

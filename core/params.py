@@ -3,7 +3,8 @@ the worker: a bad value is refused where it is typed, naming the field."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -14,9 +15,30 @@ Architecture = Literal["resnet18", "resnet50", "resnet152"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
+# C0 and C1 control characters, NUL included: they break paths, log lines, CSV rows and headers.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+NO_CONTROL_CHARACTERS = "contains a control character (NUL, line break, tab, escape...), which names and file names may not"
+
+
+def check_printable(value: str, field: str) -> str:
+    """A name or file name as given, or a UserInputError naming the field if it holds a control character."""
+    if CONTROL_CHARACTER.search(value):
+        raise UserInputError(f"{field}: {NO_CONTROL_CHARACTERS}", field=field)
+    return value
+
+
 class _Params(BaseModel):
     # Unknown fields are refused: a typo must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        """Every text parameter is a name or a path (data_dir, csv, split, checkpoint...)."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and CONTROL_CHARACTER.search(text):
+                raise ValueError(NO_CONTROL_CHARACTERS)
+        return value
 
 
 class TrainParams(_Params):
@@ -164,8 +186,11 @@ def input_error(error: ValidationError) -> UserInputError:
     return UserInputError(describe_validation_error(error), field=str(first[0]) if first else "params")
 
 
-def parse_params(kind: str, values: dict) -> _Params:
-    """Validate raw values (from a form, JSON or the CLI) for a job kind; bad input is a UserInputError."""
+def parse_params(kind: str, values: dict, *, strict: bool = False) -> _Params:
+    """Validate raw values for a job kind; bad input is a UserInputError.
+
+    Text from a form or the CLI is parsed ("64" → 64, "yes" → True); strict (the JSON API) takes
+    values as the types they are, so `"epochs": true` or `"image_size": "64"` is refused."""
     try:
         model = PARAMS_BY_KIND[kind]
     except KeyError:
@@ -175,7 +200,7 @@ def parse_params(kind: str, values: dict) -> _Params:
     if not isinstance(values, dict):
         raise UserInputError("parameters: must be an object of field: value", field="params")
     try:
-        return model.model_validate({**values, "kind": kind})
+        return model.model_validate({**values, "kind": kind}, strict=strict)
     except ValidationError as error:
         raise input_error(error) from None
 

@@ -93,7 +93,7 @@ def submit_job() -> Any:
     submission = json_body(schemas.JobSubmission)
     check_web_params(submission.params)
     job_id = dispatch.submit_job(submission.kind, submission.params, parent_id=submission.parent_id,
-                                 queue=submission.queue)
+                                 queue=submission.queue, strict=True)
     return job_response(job_id, 201)
 
 
@@ -186,8 +186,12 @@ def submit_sweep() -> Any:
         if name in NOT_IN_WEB_GRIDS:
             raise UserInputError(f"grid: {name} cannot be varied over the web", field="grid")
     check_web_params(submission.base_params)
+    for csv in submission.grid.get("csv", []):  # the check a single job's csv gets
+        if problem := csv_name_problem(csv):
+            raise UserInputError(f"grid: csv {problem}", field="grid")
     sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
-                                        name=submission.name, parent_id=submission.parent_id, queue=submission.queue)
+                                        name=submission.name, parent_id=submission.parent_id, queue=submission.queue,
+                                        strict=True)
     return sweep_response(sweep_id, 201)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core import jobs as job_service
 from core.errors import UserInputError
+from core.params import check_printable
 from core.progress import EpochRecord
 from core.records import Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
 from core.settings import get_settings
@@ -131,8 +132,8 @@ def registered_folder_by_path(session: Session, path: str) -> DataFolder | None:
 
 def folder_under_roots(raw: str, roots: list[Path]) -> Path:
     """The real folder a typed path names, if it lies under a data root both as written and after symlinks."""
-    text = raw.strip()
-    if not text or "\x00" in text:
+    text = check_printable(raw.strip(), "path")
+    if not text:
         raise UserInputError("path: give the absolute path of a data folder", field="path")
     written = Path(text).expanduser()
     if not written.is_absolute():
@@ -196,7 +197,7 @@ def check_report(path: Path) -> dict[str, Any]:
 def register_data_folder(session: Session, name: str, path: str) -> DataFolder:
     """Record a data folder (under a data root) with its check report; a known path is re-checked."""
     folder_path = folder_under_roots(path, get_settings().data_root_paths)
-    name = (name or folder_path.name).strip()
+    name = check_printable((name or folder_path.name).strip(), "name")
     if not 1 <= len(name) <= 200:
         raise UserInputError("name: give a name of 1 to 200 characters", field="name")
     report = check_report(folder_path)
