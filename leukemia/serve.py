@@ -3,8 +3,9 @@
 It runs the commands a user could type, as child processes: `leukemia db upgrade`, then
 `leukemia worker --queues gpu,cpu` and `leukemia web`, restarting either if it dies
 (leukemia.children). The database and the broker are SQLite files in LEUKEMIA_HOME (nothing
-to start). Ctrl-C (SIGINT) or SIGTERM stops the children gracefully; a job running then keeps
-its last epoch checkpoint, and the worker of the next `leukemia serve` resumes it from there.
+to start). Ctrl-C (SIGINT), SIGTERM or a hang-up (SIGHUP) stops the children gracefully; a job
+running then keeps its last epoch checkpoint, and the worker of the next `leukemia serve`
+resumes it from there.
 
 The generated admin password and API token are shown once, on the terminal, at the start that
 made them; otherwise serve names the file that keeps them, so no log ever holds a secret."""
@@ -204,7 +205,8 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
     }
 
     stop = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal closed. Its default would end serve alone and orphan the children.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, lambda *_: stop.set())
 
     logs = home / "logs"

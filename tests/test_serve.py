@@ -289,7 +289,7 @@ def test_serve_restarts_a_killed_worker_and_web_app_and_keeps_the_dashboard_up(t
         assert "serve: web killed by SIGKILL; restarting it in 1 s" in serve.output()
         started = descendants(serve.process.pid)
     finally:
-        code = serve.stop(signal.SIGINT)
+        code = serve.stop(signal.SIGHUP)  # the terminal closed: stopped as by Ctrl-C, no child left behind
     assert code == 0 and "Stopped." in serve.output(), serve.output()[-4000:]
     assert not [pid for pid in started if alive(pid)]
     assert_no_secret_in_logs(home)
