@@ -127,7 +127,7 @@ TRAIN_NAMES = [field.name for field in forms.form_fields("train")]
 JOB_FORM = sorted({f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)}
                   | {"data_folder", "parent_id", "queue"})
 NUMERIC = {f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)
-           if f.input == "number"} | {"page", "per_page", "sweep", "sweep_id", "parent", "parent_id", "data_folder", "ids"}
+           if f.input == "number"} | {"page", "per_page", "sweep", "sweep_id", "parent", "parent_id", "data_folder", "ids", "folds"}
 # Query and form fields per endpoint; the test fails when a route is added without an entry here.
 FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "static": ([], []), "views.plotly_js": ([], []),
@@ -145,6 +145,11 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.submit_job": ([], ["kind", "params", "parent_id", "queue"]),
     "api.submit_sweep": ([], ["kind", "base_params", "grid", "name", "parent_id", "queue"]),
     "api.register_data_folder": ([], ["path", "name"]),
+    "cv.new_cross_validation": ([], TRAIN_NAMES + ["folds", "release_folds", "name", "data_folder", "queue"]),
+    "cv.cross_validations": ([], []), "cv.cross_validation": ([], []),
+    "cv.ensemble": ([], ["kind", "split", "tta", "queue"]),
+    "api.submit_cross_validation": ([], ["params", "folds", "release_folds", "name", "queue"]),
+    "api.get_cross_validation": ([], []), "api.submit_ensemble": ([], ["kind", "split", "tta", "queue"]),
 }
 
 
@@ -181,7 +186,8 @@ def test_no_route_answers_500_to_any_parameters(app, user, folder_path):
     finished_train_job(folder_path)
     queued_job(folder_path)
     routes = list(app.url_map.iter_rules())
-    assert not {r.endpoint for r in routes} - FIELDS.keys(), "add the new routes to FIELDS"
+    missing = sorted({r.endpoint for r in routes} - FIELDS.keys())
+    assert not missing, f"add these routes and their query and form fields to FIELDS: {missing}"
     anonymous = app.test_client()
     token = csrf_token(user, "/")
     root = get_settings().data_root_paths[0]
