@@ -237,7 +237,7 @@ def test_serve_stops_on_ctrl_c_and_resumes_the_job_on_the_next_start(tmp_path):
 
 def health(base: str) -> int:
     try:
-        with urllib.request.urlopen(f"{base}/api/health", timeout=10) as response:
+        with urllib.request.urlopen(f"{base}/api/health", timeout=30) as response:  # a loaded machine is slow, not down
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
