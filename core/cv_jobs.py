@@ -123,7 +123,7 @@ def create_ensemble_job(
         checkpoints.append(str(path))
     common = {"data_dir": cv.data_dir, "csv": split, "tta": tta}
     if kind == "predict":
-        params = {**common, "checkpoints": checkpoints, "probabilities": True}
+        params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in
     else:
         params = {**common, "checkpoint": checkpoints[0], "checkpoints": checkpoints[1:]}
     job = jobs.create_job(session, kind, params, queue=queue)

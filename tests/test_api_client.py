@@ -94,7 +94,7 @@ def test_a_generated_client_registers_trains_predicts_and_downloads(tmp_path):
         generated = tmp_path / "leukemia_client" / "api"
         operations = {path.stem for path in generated.glob("*/*.py") if path.stem != "__init__"}
         declared = {op["operationId"] for item in document["paths"].values() for op in item.values()}
-        assert len(operations) == len(declared) == 15 and "submit_sweep" in operations, operations
+        assert len(operations) == len(declared) == 18 and "submit_sweep" in operations, operations
 
         env = {**os.environ, "PYTHONPATH": str(tmp_path)}
         run = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, url, TOKEN, str(data_root / "synth")],

@@ -19,7 +19,7 @@
     loss.push({ x, y: result.epochs.map((m) => m.valid_loss), name: `${name} valid`, mode: "lines+markers", line: { color } });
     accuracy.push({ x, y: result.epochs.map((m) => m.valid_accuracy), name, mode: "lines+markers", line: { color } });
   });
-  Plotly.react("cv-loss", loss, Live.layout("loss"), Live.config);
+  Plotly.react("cv-loss", loss, Live.layout("loss", { legend: { orientation: "h", y: -0.32 } }), Live.config);
   Plotly.react("cv-accuracy", accuracy, Live.layout("valid accuracy", {
     yaxis: { title: { text: "valid accuracy" }, tickformat: ".0%", gridcolor: "#e2e8f0" } }), Live.config);
   if (root.dataset.finished !== "true") setTimeout(() => window.location.reload(), 5000);

@@ -1,0 +1,70 @@
+"""The cross-validation page in headless Chromium, on a real worker and `leukemia web`: register the
+C-NMC release tree (built from the real images), queue a 3-fold cross-validation from the form,
+watch the folds finish, see the fold table, mean ± std and the per-fold curves, queue the ensemble."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.release_helpers import build_release
+from tests.test_browser import ADMIN, SCREENSHOTS, browser  # noqa: F401  (the browser fixture)
+from tests.web_helpers import web_and_worker
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+
+def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa: F811
+    data_root = tmp_path / "data"
+    build_release(realdata_dir, data_root / "C-NMC_Leukemia")
+    settings = {"DATA_ROOTS": str(data_root), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
+                "API_TOKEN": "browser-token"}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with web_and_worker(tmp_path, settings) as base:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        console_errors: list[str] = []
+        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        try:
+            page.goto(f"{base}/")
+            page.fill('input[name="username"]', ADMIN[0])
+            page.fill('input[name="password"]', ADMIN[1])
+            page.click('button[type="submit"]')
+            page.wait_for_selector("h1:has-text('Jobs')")
+            page.goto(f"{base}/data-folders")
+            page.fill('input[name="path"]', str(data_root / "C-NMC_Leukemia"))
+            page.click("text=Register and check")
+            page.wait_for_selector("text=check passed")
+
+            page.click("nav >> text=Cross-validation")
+            page.click("text=New cross-validation…")
+            page.select_option('select[name="data_folder"]', index=1)
+            page.fill('input[name="name"]', "C-NMC release, 3 folds")
+            page.fill('input[name="epochs"]', "2")
+            page.fill('input[name="batch_size"]', "8")
+            page.fill('input[name="image_size"]', "48")
+            page.select_option('select[name="device"]', "cpu")
+            page.click("text=Queue cross-validation")
+            page.wait_for_url("**/cross-validations/*")
+            page.wait_for_selector("text=the release's 3 folds (subject-disjoint)")
+            # The page reloads itself every 5 s until every fold has succeeded.
+            page.wait_for_selector("#fold-table tbody tr:nth-child(3) .badge-succeeded >> nth=0", timeout=480_000)
+            page.wait_for_selector("#fold-table tbody tr:nth-child(1) .badge-succeeded")
+            page.wait_for_selector("#fold-table tbody tr:nth-child(2) .badge-succeeded")
+            page.wait_for_selector("#out-of-fold")
+            page.wait_for_selector("#cv-accuracy .main-svg")
+            page.wait_for_selector("#cv-loss .main-svg")
+            assert page.locator("#cv-accuracy .scatterlayer .trace").count() == 3  # one curve per fold
+            assert " ± " in page.locator("#mean-std").inner_text()
+
+            page.select_option('#ensemble select[name="kind"]', "predict")
+            page.fill('#ensemble input[name="split"]', "final")
+            page.check('#ensemble input[name="tta"]')
+            page.click("text=Queue ensemble")
+            page.wait_for_selector("text=with the 3 fold models on final")
+            page.wait_for_selector("#ensemble li:has-text('predict on final with TTA')")
+            page.wait_for_selector("#cv-accuracy .main-svg")
+            page.screenshot(path=str(SCREENSHOTS / "cross-validation.png"), full_page=True)
+            assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
+        finally:
+            page.close()
+            for name in ("web", "worker"):
+                print(f"--- {name} log (tail) ---\n" + "\n".join((tmp_path / f"{name}.log").read_text().splitlines()[-25:]))
