@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from core import jobs
 from core.crossval import OOF_CSV, fold_params, plan_folds, summarize
 from core.errors import UserInputError
-from core.params import parse_params
+from core.params import check_printable, parse_params
 from core.records import Artifact, CrossValidation, EpochMetric, Job, utcnow
 from core.settings import get_settings
 from core.splits import read_named_split, with_folder_image_size
@@ -30,12 +30,17 @@ def create_cross_validation(
     release_folds: bool = False,
     name: str | None = None,
     queue: str | None = None,
+    strict: bool = False,
 ) -> tuple[CrossValidation, list[Job]]:
-    """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold."""
+    """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold.
+
+    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms)."""
+    if name is not None:
+        check_printable(name, "name")
     for field in ("split", "valid_split"):
         if base_params.get(field) not in (None, ""):
             raise UserInputError(f"{field}: a cross-validation sets each fold's splits itself; leave {field} out", field=field)
-    base = parse_params("train", with_folder_image_size("train", base_params)).model_dump(mode="json")
+    base = parse_params("train", with_folder_image_size("train", base_params), strict=strict).model_dump(mode="json")
     plan = plan_folds(base["data_dir"], folds, base["seed"], release_folds=release_folds)
     cv = CrossValidation(
         name=(name or f"{len(plan.folds)}-fold CV of {Path(base['data_dir']).name}")[:200], data_dir=base["data_dir"],
@@ -109,6 +114,7 @@ def create_ensemble_job(
     """An evaluate or predict job averaging the fold models' probabilities (best.pt of each fold) on a split."""
     if kind not in ENSEMBLE_KINDS:
         raise UserInputError(f"kind: an ensemble is an evaluate or predict job, not {kind!r}", field="kind")
+    check_printable(split, "split")
     cv = get_cross_validation(session, cv_id)
     read_named_split(cv.data_dir, split, labelled=kind == "evaluate")  # a bad split is refused now, not on the worker
     folds = fold_jobs(session, cv_id)

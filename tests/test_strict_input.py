@@ -97,3 +97,19 @@ def test_a_sweep_grid_gets_the_csv_check_of_a_single_job(client, folder_path):
     response = client.post("/api/sweeps", json=body, headers=AUTH)
     assert response.status_code == 400 and response.json["field"] == "grid", response.json
     assert "csv" in response.json["error"] and "etc/passwd" in response.json["error"]
+
+
+@pytest.mark.parametrize("change, field", [({"folds": "3"}, "folds"), ({"release_folds": "yes"}, "release_folds"),
+                                           ({"params": {"epochs": True}}, "epochs"), ({"name": "cv\x00"}, "name"),
+                                           ({"folds": 3.0}, "folds")])
+def test_cross_validation_requests_are_strict_too(client, folder_path, change, field):
+    body = {"params": {"data_dir": folder_path, "epochs": 1, "image_size": 32}, "folds": 2}
+    if "params" in change:
+        body["params"].update(change.pop("params"))
+    response = client.post("/api/cross-validations", json={**body, **change}, headers=AUTH)
+    assert response.status_code == 400 and response.json["field"] == field, response.json
+
+
+def test_an_ensemble_request_is_strict(client):
+    response = client.post("/api/cross-validations/1/ensemble", json={"split": "final", "tta": "yes"}, headers=AUTH)
+    assert response.status_code == 400 and response.json["field"] == "tta", response.json

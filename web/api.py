@@ -206,7 +206,7 @@ def submit_cross_validation() -> Any:
     check_web_params(submission.params)
     cv_id, _ = dispatch.submit_cross_validation(submission.params, folds=submission.folds,
                                                 release_folds=submission.release_folds, name=submission.name,
-                                                queue=submission.queue)
+                                                queue=submission.queue, strict=True)
     return cross_validation_response(cv_id, 201)
 
 

@@ -46,7 +46,14 @@ class Row(BaseModel):
 # --- requests --------------------------------------------------------------------------------
 
 
-class JobSubmission(BaseModel):
+class JsonRequest(BaseModel):
+    """A JSON request body: values are taken as the JSON types they are (`"folds": "3"` or
+    `"tta": "yes"` is a 400 naming the field), unlike query text, which is parsed."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class JobSubmission(JsonRequest):
     """POST /api/jobs."""
 
     kind: JobKind
@@ -55,7 +62,7 @@ class JobSubmission(BaseModel):
     queue: QueueName | None = Field(None, description="default: gpu for train/finetune, cpu for evaluate/predict")
 
 
-class SweepSubmission(BaseModel):
+class SweepSubmission(JsonRequest):
     """POST /api/sweeps: one job per point of the cartesian product of grid."""
 
     kind: JobKind
@@ -67,7 +74,7 @@ class SweepSubmission(BaseModel):
     queue: QueueName | None = None
 
 
-class CrossValidationSubmission(BaseModel):
+class CrossValidationSubmission(JsonRequest):
     """POST /api/cross-validations: one training job per fold, with the same train parameters."""
 
     params: ParamsObject = Field(description="TrainParams without split and valid_split (each fold sets its own)")
@@ -78,7 +85,7 @@ class CrossValidationSubmission(BaseModel):
     queue: QueueName | None = None
 
 
-class EnsembleSubmission(BaseModel):
+class EnsembleSubmission(JsonRequest):
     """POST /api/cross-validations/{cv_id}/ensemble: average the fold models' probabilities on a split."""
 
     kind: Literal["evaluate", "predict"] = "predict"
@@ -88,7 +95,7 @@ class EnsembleSubmission(BaseModel):
     queue: QueueName | None = None
 
 
-class DataFolderRegistration(BaseModel):
+class DataFolderRegistration(JsonRequest):
     """POST /api/data-folders."""
 
     path: str = Field(description="absolute path under a configured data root")

@@ -82,14 +82,14 @@ def submit_sweep(
 
 def submit_cross_validation(
     base_params: dict[str, Any], *, folds: int | None = None, release_folds: bool = False, name: str | None = None,
-    queue: str | None = None,
+    queue: str | None = None, strict: bool = False,
 ) -> tuple[int, list[int]]:
     """Create a cross-validation with one training job per fold (all validated first), then send each id."""
     from core.cv_jobs import create_cross_validation
 
     with get_sessionmaker().begin() as session:
         cv, fold_jobs = create_cross_validation(session, base_params, folds=folds, release_folds=release_folds,
-                                                name=name, queue=queue)
+                                                name=name, queue=queue, strict=strict)
         cv_id, targets = cv.id, [(job.id, job.queue) for job in fold_jobs]
     send_jobs(targets)
     return cv_id, [job_id for job_id, _ in targets]
