@@ -2,9 +2,10 @@
 
 Full run (one GPU): ResNet18/50/152, model-only ceilings, our training pipeline with and
 without torch.compile, the lab's per-image DataLoader, prediction files → CSV against the
-inference ceiling, cache build time, and the CPU cost per image on one core.
-`--quick` (a CPU, about a minute): the same code at 64 px, resnet18, a few steps, and the
-CPU target at 450 px. Prints the table and writes results.json and results.md to --out.
+inference ceiling, cache build time, the CPU cost per image on one core, and "time to result"
+(bench/time_to_result.py): the real commands and a queued job, cold and warm, against the
+model-only time. `--quick` (a CPU, a few minutes): the same code at 64 px, resnet18, a few
+steps, and the CPU target at 450 px. Prints the tables and writes results.json and results.md.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 import torch
 
-from bench import throughput
+from bench import throughput, time_to_result
 from bench.throughput import Setup
-from core.cache import load_image_cache
-from core.data import Sample, read_split
+from bench.time_to_result import Workload
+from core.cache import decode_workers, load_image_cache
+from core.data import Sample, read_csv_samples, read_split
 from core.errors import UserInputError
 from core.models import build_model
 from core.pipeline import InputPipeline, compute_mean_std, resolve_device
@@ -34,6 +36,7 @@ from core.synth import write_synthetic_dataset
 TRAIN_BATCH = {"resnet18": 128, "resnet50": 64, "resnet152": 64}
 PREDICT_BATCH = 256
 LAB_BATCH, LAB_WORKERS = 16, 16
+SECTIONS = ("all", "pipeline", "time-to-result")
 CPU_TARGET_SIZE = 450  # the CPU comparison always runs at the real image size
 TARGETS = {
     "train_vs_ceiling": 0.9,
@@ -54,7 +57,7 @@ class Plan:
     distinct: int  # distinct synthetic images per split; the rest are hard links to them
     warmup_steps: int
     timed_steps: int
-    cache_workers: int  # decoding processes for the cache build
+    cache_workers: int  # decoding threads for the cache build; 0: the machine's cores (core.cache.decode_workers)
     compile_options: list[bool]
     train_batch: dict[str, int]
     predict_batch: int
@@ -62,21 +65,23 @@ class Plan:
     lab_workers: int
     cpu_images: int  # 450 px images for the one-core comparison
     cpu_repeats: int
+    ttr_counts: dict[str, int]  # images per split of the time-to-result folder (plan.counts on a full run)
 
 
 def quick_plan() -> Plan:
     return Plan(
         quick=True, archs=["resnet18"], image_size=64, counts={"train": 32, "valid": 2, "test": 16}, distinct=32,
         warmup_steps=1, timed_steps=2, cache_workers=0, compile_options=[False], train_batch={"resnet18": 8}, predict_batch=8,
-        lab_batch=8, lab_workers=0, cpu_images=48, cpu_repeats=3,
+        lab_batch=8, lab_workers=0, cpu_images=48, cpu_repeats=3, ttr_counts={"train": 64, "valid": 16, "test": 32},
     )  # fmt: skip
 
 
 def full_plan(archs: list[str], timed_steps: int) -> Plan:
     return Plan(
         quick=False, archs=archs, image_size=450, counts={"train": 7000, "valid": 500, "test": 2500}, distinct=500,
-        warmup_steps=10, timed_steps=timed_steps, cache_workers=os.cpu_count() or 1, compile_options=[False, True], train_batch=TRAIN_BATCH,
+        warmup_steps=10, timed_steps=timed_steps, cache_workers=0, compile_options=[False, True], train_batch=TRAIN_BATCH,
         predict_batch=PREDICT_BATCH, lab_batch=LAB_BATCH, lab_workers=LAB_WORKERS, cpu_images=128, cpu_repeats=3,
+        ttr_counts={"train": 7000, "valid": 500, "test": 2500},
     )  # fmt: skip
 
 
@@ -87,6 +92,8 @@ class Results:
     machine: dict
     measurements: list[dict] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
+    timings: list[dict] = field(default_factory=list)  # time to result: wall next to model-only seconds
+    goals: list[dict] = field(default_factory=list)  # time to result: each goal met, missed or not judged
 
     def measure(self, name: str, images_per_s: float, **details) -> float:
         self.measurements.append({"measure": name, "images_per_s": round(images_per_s, 1), **details})
@@ -100,7 +107,8 @@ class Results:
 
 
 def ensure_bench_data(folder: Path, plan: Plan, image_size: int) -> Path:
-    """A lab-layout folder with plan.counts images: reused if complete, else synthesised.
+    """A lab-layout folder with plan.counts images (and the test truth in test_labels.csv):
+    reused if complete, else synthesised.
 
     Only plan.distinct images per split are drawn (drawing is the slow part); the others are
     hard links to them, which decode at the same cost."""
@@ -115,7 +123,8 @@ def ensure_bench_data(folder: Path, plan: Plan, image_size: int) -> Path:
     for split, count in plan.counts.items():
         (folder / "new_dataset" / split).mkdir(parents=True)
         rows = []
-        originals = read_split(source, split)
+        # test.csv has no labels; the synthetic folder keeps the truth in test_labels.csv
+        originals = read_csv_samples(source, "test_labels.csv", labelled=True) if split == "test" else read_split(source, split)
         for index in range(count):
             original = originals[index % len(originals)]
             target = folder / "new_dataset" / split / f"{index}.bmp"
@@ -123,15 +132,18 @@ def ensure_bench_data(folder: Path, plan: Plan, image_size: int) -> Path:
                 os.link(original.path, target)
             except OSError:  # a file system without hard links
                 shutil.copyfile(original.path, target)
-            rows.append(f"./new_dataset/{split}/{index}.bmp" + ("" if split == "test" else f",{original.label}"))
-        header = "Path" if split == "test" else "Path,label"
-        (folder / f"{split}.csv").write_text("\n".join([header, *rows]) + "\n")
+            rows.append(f"./new_dataset/{split}/{index}.bmp,{original.label}")
+        (folder / f"{split}.csv").write_text("\n".join(["Path,label", *rows]) + "\n")
+    test_rows = (folder / "test.csv").read_text().splitlines()
+    (folder / "test_labels.csv").write_text("\n".join(test_rows) + "\n")
+    (folder / "test.csv").write_text("\n".join(["Path"] + [row.rsplit(",", 1)[0] for row in test_rows[1:]]) + "\n")
     return folder
 
 
 def _has_counts(folder: Path, counts: dict[str, int]) -> bool:
     try:
-        return all(len(read_split(folder, split)) == count for split, count in counts.items())
+        truth = read_csv_samples(folder, "test_labels.csv", labelled=True)
+        return len(truth) == counts["test"] and all(len(read_split(folder, split)) == count for split, count in counts.items())
     except UserInputError:
         return False
 
@@ -140,7 +152,7 @@ def measure_cache_build(results: Results, samples: list[Sample], image_size: int
     """Decode the training split once into a fresh cache."""
     cache = load_image_cache(samples, image_size, cache_dir=cache_dir, num_workers=workers)
     results.measure("cache build (decode once)", len(samples) / cache.build_seconds,
-                    images=len(samples), seconds=round(cache.build_seconds, 2), workers=workers)  # fmt: skip
+                    images=len(samples), seconds=round(cache.build_seconds, 2), threads=decode_workers(workers))  # fmt: skip
 
 
 def measure_arch(results: Results, arch: str, plan: Plan, data: dict, device: torch.device, out: Path) -> None:
@@ -228,6 +240,35 @@ def measure_cpu_per_core(results: Results, plan: Plan, data_root: Path, cache_di
     results.check("CPU per core: ours whole path on CPU/lab", whole.images_per_cpu_s / lab.images_per_cpu_s, None)
 
 
+def measure_pipeline(results: Results, plan: Plan, data_root: Path, cache_dir: Path, device: torch.device, out_dir: Path) -> None:
+    """The throughput table: cache build, ceilings, our pipeline, the lab's loader, the CPU per core."""
+    folder = ensure_bench_data(data_root / f"synthetic-{plan.image_size}px", plan, plan.image_size)
+    train = read_split(folder, "train")
+    measure_cache_build(results, train, plan.image_size, cache_dir, plan.cache_workers)
+    mean, std = compute_mean_std(train, plan.image_size, cache_dir=cache_dir)
+    data = {"train": train, "test": read_split(folder, "test"), "mean": mean, "std": std, "cache_dir": cache_dir}
+    for arch in plan.archs:
+        measure_arch(results, arch, plan, data, device, out_dir)
+    measure_cpu_per_core(results, plan, data_root, cache_dir)
+
+
+def measure_time_to_result(results: Results, plan: Plan, data_root: Path, device: torch.device, out_dir: Path) -> None:
+    """Whole-process wall time of the commands and a queued job, cold and warm, against model-only time."""
+    counts = plan.ttr_counts
+    name = f"synthetic-{plan.image_size}px" if counts == plan.counts else (
+        f"synthetic-{plan.image_size}px-{counts['train']}-{counts['valid']}-{counts['test']}")  # fmt: skip
+    folder = ensure_bench_data(data_root / name, replace(plan, counts=counts), plan.image_size)
+    work = Workload(train=counts["train"], valid=counts["valid"], test=counts["test"], image_size=plan.image_size,
+                    train_batch=plan.train_batch["resnet18"], predict_batch=plan.predict_batch, device=device.type)  # fmt: skip
+    setup = Setup(device=device, amp=device.type == "cuda", warmup_steps=plan.warmup_steps, timed_steps=plan.timed_steps)
+    click.echo("time to result (resnet18; cold: a new CACHE_DIR and a new process):")
+    timings, goals, ceilings = time_to_result.measure_time_to_result(work, setup, folder, out_dir / "time-to-result")
+    results.measure("time to result: train ceiling", ceilings.train, arch="resnet18", batch=work.train_batch)
+    results.measure("time to result: inference ceiling", ceilings.inference, arch="resnet18", batch=work.predict_batch)
+    results.timings += [asdict(timing) for timing in timings]
+    results.goals += goals
+
+
 def _cpu_plan(plan: Plan) -> Plan:
     counts = {"train": plan.cpu_images, "valid": 1, "test": 1}
     return Plan(**{**asdict(plan), "counts": counts, "distinct": plan.cpu_images})
@@ -253,6 +294,17 @@ def format_table(results: Results) -> str:
         target = "-" if check["target"] is None else check["target"]
         met = {True: "yes", False: "NO", None: "not judged"}[check["met"]]
         lines.append(f"| {check['check']} | {check['ratio']:.2f} | {target} | {met} |")
+    if results.timings:
+        lines += ["", "| time to result | state | wall s | model-only s | wall / model-only | details |",
+                  "|---|---|---:|---:|---:|---|"]  # fmt: skip
+        for row in results.timings:
+            details = ", ".join(f"{k}={v}" for k, v in row["details"].items())
+            ratio = row["wall_s"] / row["model_s"]
+            lines.append(f"| {row['what']} | {row['state']} | {row['wall_s']:.1f} | {row['model_s']:.1f} | {ratio:.1f} | {details} |")
+        lines += ["", "| goal | measured | limit | met |", "|---|---:|---:|---|"]
+        for goal in results.goals:
+            met = {True: "yes", False: "NO", None: "not judged"}[goal["met"]]
+            lines.append(f"| {goal['goal']} | {goal['measured']} | {goal['limit']} | {met} |")
     return "\n".join(lines)
 
 
@@ -264,18 +316,29 @@ def format_table(results: Results) -> str:
               help="Where the synthetic data folders are kept and reused; default: OUT/data.")
 @click.option("--arch", "archs", multiple=True, type=click.Choice(list(TRAIN_BATCH)), help="Full run only; default: all three.")
 @click.option("--steps", type=int, default=50, show_default=True, help="Timed steps per measurement (full run).")
-def main(quick: bool, out_dir: Path, data_dir: Path | None, archs: tuple[str, ...], steps: int) -> None:
-    """Measure the input pipeline against the model's ceiling and the lab's loader; print and save the table."""
+@click.option("--section", type=click.Choice(SECTIONS), default="all", show_default=True,
+              help="pipeline: the throughput table; time-to-result: the commands and a queued job, cold and warm.")
+@click.option("--test-images", type=click.IntRange(min=1), default=None,
+              help="Test images of the time-to-result folder (default 2,500; --quick 32). The CPU goal is judged from 2,500 on.")
+def main(quick: bool, out_dir: Path, data_dir: Path | None, archs: tuple[str, ...], steps: int, section: str,
+         test_images: int | None) -> None:
+    """Measure the input pipeline against the model's ceiling and the lab's loader, and the time to result."""
     try:
-        run(quick=quick, out_dir=out_dir, data_dir=data_dir, archs=list(archs) or list(TRAIN_BATCH), steps=steps)
+        run(quick=quick, out_dir=out_dir, data_dir=data_dir, archs=list(archs) or list(TRAIN_BATCH), steps=steps,
+            section=section, test_images=test_images)  # fmt: skip
     except UserInputError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
 
 
-def run(*, quick: bool, out_dir: Path, data_dir: Path | None, archs: list[str], steps: int) -> Results:
-    """The whole benchmark; returns what it also writes to out_dir."""
+def run(
+    *, quick: bool, out_dir: Path, data_dir: Path | None, archs: list[str], steps: int, section: str = "all",
+    test_images: int | None = None,
+) -> Results:
+    """The benchmark's sections; returns what it also writes to out_dir."""
     plan = quick_plan() if quick else full_plan(archs, steps)
+    if test_images is not None:
+        plan = replace(plan, ttr_counts={**plan.ttr_counts, "test": test_images})
     device = torch.device("cpu") if quick else resolve_device("cuda")
     if quick:
         torch.set_num_threads(1)  # a shared small CPU: one thread is steadier than oversubscribed cores
@@ -287,16 +350,13 @@ def run(*, quick: bool, out_dir: Path, data_dir: Path | None, archs: list[str], 
     started = time.perf_counter()
     click.echo(f"benchmark ({'quick, CPU' if quick else results.machine['gpu']}) -> {out_dir}")
     try:
-        folder = ensure_bench_data(data_root / f"synthetic-{plan.image_size}px", plan, plan.image_size)
-        train = read_split(folder, "train")
-        measure_cache_build(results, train, plan.image_size, cache_dir, plan.cache_workers)
-        mean, std = compute_mean_std(train, plan.image_size, cache_dir=cache_dir)
-        data = {"train": train, "test": read_split(folder, "test"), "mean": mean, "std": std, "cache_dir": cache_dir}
-        for arch in plan.archs:
-            measure_arch(results, arch, plan, data, device, out_dir)
-        measure_cpu_per_core(results, plan, data_root, cache_dir)
+        if section in ("all", "pipeline"):
+            measure_pipeline(results, plan, data_root, cache_dir, device, out_dir)
+        if section in ("all", "time-to-result"):
+            measure_time_to_result(results, plan, data_root, device, out_dir)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)  # gigabytes on a full run
+        shutil.rmtree(out_dir / "time-to-result", ignore_errors=True)  # its caches, runs and checkpoints
     results.machine["seconds"] = round(time.perf_counter() - started, 1)
     table = format_table(results)
     click.echo("\n" + table)
