@@ -71,6 +71,10 @@ class Batch:
     labels: Tensor  # int64 on the device; -1 where unlabelled
     indices: Tensor  # int64 positions into the samples list (CPU), to map predictions back to rows
 
+    def real(self, outputs: Tensor) -> Tensor:
+        """The rows of a model's outputs that belong to images (a padded last batch has more rows)."""
+        return outputs[: len(self.indices)]
+
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """A CPU generator determined by (seed, epoch, stream) alone, independent across streams."""
@@ -98,9 +102,12 @@ class InputPipeline:
         channels_last: bool = False,
         drop_last: bool = False,
         single_pass: bool = False,
+        pad_last_batch: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if pad_last_batch and augment:
+            raise ValueError("pad_last_batch is for inference: padded rows would be trained on")
         self.samples = samples
         # single_pass (evaluate, predict): an existing cache is used, but none is written for one read.
         self.images = open_split_images(
@@ -112,6 +119,9 @@ class InputPipeline:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        # Inference on a GPU: a short last batch padded with black images to the full size, so
+        # cuDNN autotunes one batch shape, not two (each new shape costs a search per layer).
+        self.pad_last_batch = pad_last_batch
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.epoch = 0
         self._labels = torch.tensor([-1 if s.label is None else s.label for s in samples], dtype=torch.int64)
@@ -169,8 +179,10 @@ class InputPipeline:
     def _gather(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
         """A batch's uint8 NHWC images and labels on the host (pinned on CUDA); runs in the prefetch thread."""
         size = self.images.shape[1]
-        images = torch.empty((len(positions), size, size, 3), dtype=torch.uint8, pin_memory=self._pin_memory)
-        self.images.take(positions, images.numpy())
+        rows = max(len(positions), self.batch_size) if self.pad_last_batch else len(positions)
+        images = torch.empty((rows, size, size, 3), dtype=torch.uint8, pin_memory=self._pin_memory)
+        images[len(positions) :] = 0
+        self.images.take(positions, images.numpy()[: len(positions)])
         labels = self._labels[torch.from_numpy(positions)]
         if self._pin_memory:
             labels = labels.pin_memory()

@@ -93,13 +93,14 @@ def predict_probabilities(
         samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
         std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
         cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu, single_pass=True,
+        pad_last_batch=on_gpu,
     )
     collected: list[tuple[Tensor, Tensor]] = []
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
         for batch in batches:
             if observer.should_stop():
                 raise RunStopped(f"prediction stopped on request after {counter.done} of {counter.total} images")
-            collected.append((batch.indices, _class_one_probability(model, batch.images, tta)))
+            collected.append((batch.indices, batch.real(_class_one_probability(model, batch.images, tta))))
             counter.add(len(batch.indices))
     probabilities = np.zeros(len(samples), dtype=np.float64)
     for indices, batch_probabilities in collected:

@@ -270,12 +270,16 @@ def _pipelines(
         device=device, seed=params.seed, cache_dir=get_settings().resolved_cache_dir,
         num_workers=params.num_workers, channels_last=channels_last,
     )
-    # A last batch of one image breaks BatchNorm at small sizes (1x1 maps): drop it.
-    drop_last = len(train_samples) % params.batch_size == 1
+    # A last batch of one image breaks BatchNorm at small sizes (1x1 maps): drop it. On a GPU drop
+    # any short last batch (shuffled, so another remainder each epoch): each new batch shape costs
+    # a cuDNN search per layer; for the same reason validation pads its last batch there.
+    on_gpu = device.type == "cuda"
+    remainder = len(train_samples) % params.batch_size
+    drop_last = remainder == 1 or (on_gpu and len(train_samples) > params.batch_size)
     train_batches = InputPipeline(train_samples, augment=params.augment, shuffle=True, drop_last=drop_last, **options)
     if not valid_samples:
         return train_batches, None
-    return train_batches, InputPipeline(valid_samples, augment=False, shuffle=False, **options)
+    return train_batches, InputPipeline(valid_samples, augment=False, shuffle=False, pad_last_batch=on_gpu, **options)
 
 
 def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, log: _RunLog) -> None:
@@ -409,7 +413,7 @@ def _evaluate(
             if observer.should_stop():
                 raise RunStopped(f"training stopped on request after {completed_epochs} completed epoch(s)")
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                logits = forward(batch.images).float()
+                logits = batch.real(forward(batch.images)).float()
             loss = criterion(logits, batch.labels).item()
             if not math.isfinite(loss):
                 raise UserInputError(_diverged("valid", loss, completed_epochs + 1, index))

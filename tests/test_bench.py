@@ -11,7 +11,7 @@ from bench.run import main
 
 
 def test_quick_benchmark_writes_the_table_and_meets_the_cpu_target(tmp_path: Path) -> None:
-    outcome = CliRunner().invoke(main, ["--quick", "--out", str(tmp_path)])
+    outcome = CliRunner().invoke(main, ["--quick", "--section", "pipeline", "--out", str(tmp_path)])
     assert outcome.exit_code == 0, outcome.output
     results = json.loads((tmp_path / "results.json").read_text())
     measured = {row["measure"] for row in results["measurements"]}

@@ -184,6 +184,20 @@ def test_single_pass_decodes_batches_without_writing_a_cache(tmp_path: Path) -> 
         assert torch.equal(one.images, other.images) and torch.equal(one.indices, other.indices)
 
 
+def test_padded_last_batch_keeps_one_shape_and_the_same_real_rows(tmp_path: Path) -> None:
+    samples = write_samples(tmp_path / "data", random_images(10, seed=4))
+    plain = list(pipeline(samples, tmp_path / "cache", batch_size=4))
+    padded = list(pipeline(samples, tmp_path / "cache", batch_size=4, pad_last_batch=True))
+    assert [len(b.images) for b in plain] == [4, 4, 2] and [len(b.images) for b in padded] == [4, 4, 4]
+    for one, other in zip(plain, padded):
+        assert torch.equal(one.images, other.real(other.images)) and torch.equal(one.labels, other.labels)
+        assert torch.equal(one.indices, other.indices)
+    black = (torch.zeros(3) - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert torch.allclose(padded[-1].images[2:], black.view(1, 3, 1, 1).expand(2, 3, SIZE, SIZE))
+    with pytest.raises(ValueError, match="inference"):
+        pipeline(samples, tmp_path / "cache", augment=True, pad_last_batch=True)
+
+
 def test_single_pass_never_reads_a_stale_cache(tmp_path: Path) -> None:
     samples = write_samples(tmp_path / "data", random_images(3))
     load_image_cache(samples, SIZE, cache_dir=tmp_path / "cache")
@@ -251,3 +265,17 @@ def test_real_cnmc_images_decode_and_resize(realdata_dir: Path, tmp_path: Path) 
             expected = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
         assert np.array_equal(row, expected)
     assert cache.images.max() > 100  # real stained cells, not an empty array
+
+
+def test_a_padded_batch_gives_the_same_eval_outputs_for_its_real_rows(tmp_path: Path) -> None:
+    """What predict and validation do on a GPU (pad the last batch), proved on the CPU: in eval mode
+    each row's output depends on that row alone, so the padding changes nothing."""
+    from core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18").eval()
+    samples = write_samples(tmp_path / "data", random_images(6, seed=5))
+    plain = list(pipeline(samples, tmp_path / "cache", batch_size=4))[-1]
+    padded = list(pipeline(samples, tmp_path / "cache", batch_size=4, pad_last_batch=True))[-1]
+    with torch.inference_mode():
+        assert torch.allclose(model(plain.images), padded.real(model(padded.images)), atol=1e-5)
