@@ -2,7 +2,8 @@
 `torch.load(weights_only=True)`, so a checkpoint can never run code when it is opened.
 
 Keys: format, arch, num_classes, model, optimizer, scheduler, scaler, epoch, rng, params,
-mean, std, image_size, best_accuracy, history (see docs/architecture.md, "Checkpoints")."""
+mean, std, image_size, best_accuracy, history (see docs/architecture.md, "Checkpoints");
+best.pt leaves out the RESUME_ONLY_KEYS, which only last.pt needs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from core.models import build_model
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "arch", "num_classes", "model", "mean", "std", "image_size")
+# What only an exact resume needs: last.pt keeps it, best.pt does not (the optimizer's state alone
+# is twice the weights with Adam).
+RESUME_ONLY_KEYS = ("optimizer", "scheduler", "scaler", "rng")
 CHOICES = ("best", "last")
 
 
@@ -37,6 +41,12 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def without_resume_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint as evaluate, predict and finetune read it (weights, normalisation, architecture,
+    params, history, any threshold), without the optimizer, schedule and RNG state of a resume."""
+    return {key: value for key, value in checkpoint.items() if key not in RESUME_ONLY_KEYS}
 
 
 def resolve_checkpoint(path_or_run_dir: Path | str, choice: str = "best") -> Path:

@@ -28,6 +28,7 @@ from core.checkpoint import (
     model_from_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
+    without_resume_state,
 )
 from core.data import Sample
 from core.splits import training_splits
@@ -286,7 +287,7 @@ def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, 
     """last.pt, best.pt when this epoch is the best, metrics.csv/json and the plots, in that order."""
     save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
-        save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
+        save_checkpoint(without_resume_state(checkpoint), run_dir / BEST_CHECKPOINT)
     _write_metrics(run_dir, params, log)
     plot_history([r.model_dump() for r in log.history], run_dir, log.best_epoch)
 

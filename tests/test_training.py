@@ -175,6 +175,10 @@ def test_run_writes_checkpoints_metrics_and_plots(uninterrupted) -> None:
     assert last["epoch"] == 3 and last["image_size"] == SIZE and len(last["mean"]) == 3
     best_epoch = max(history, key=lambda h: h["valid_accuracy"])["epoch"]  # the first of equals
     assert best["epoch"] == best_epoch and best["best_accuracy"] == history[best_epoch - 1]["valid_accuracy"]
+    # best.pt is for evaluate/predict/finetune: no optimizer, schedule or RNG state; last.pt keeps them to resume.
+    assert not {"optimizer", "scheduler", "scaler", "rng"} & set(best) and {"optimizer", "scheduler", "rng"} <= set(last)
+    assert {"model", "mean", "std", "arch", "image_size", "params", "history"} <= set(best)
+    assert (run_dir / "best.pt").stat().st_size < 0.5 * (run_dir / "last.pt").stat().st_size  # Adam: 2 moments per weight
     # Denormals were flushed for the run only: the flag is process-wide (hypothesis, a worker's next job).
     assert torch.tensor(1e-40, dtype=torch.float32).item() != 0.0
 
