@@ -15,9 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
 
 MAX_ANGLE_DEGREES = 90.0
 FLIP_PROBABILITY = 0.5
@@ -49,6 +47,11 @@ def sample_augment_params(n: int, generator: torch.Generator) -> AugmentParams:
 
 def augment_image(image: Tensor, angle: float, hflip: bool, vflip: bool) -> Tensor:
     """Reference CPU path for one CHW image (uint8 or float): rotate, then flip, black fill."""
+    # Imported here, not at the top: torchvision.transforms costs about as much start-up time as
+    # torch itself, and every command and worker imports this module for augment_batch alone.
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     out = TF.rotate(image, float(angle), interpolation=InterpolationMode.BILINEAR, fill=0.0)
     if hflip:
         out = TF.horizontal_flip(out)
