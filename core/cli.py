@@ -383,6 +383,10 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
     report = run_user_command(lambda: check_folder(data_dir))
     output = report.to_dict()
     click.echo(json.dumps(output, indent=2) if as_json else format_report(report))
+    if write_csv and report.layout == "release":
+        click.echo("not writing train.csv and valid.csv: the C-NMC release needs none; name its splits instead "
+                   "(--split folds:0,1 --valid-split fold:2, prelim, final; see `leukemia train --help`)", err=True)
+        sys.exit(2)
     if write_csv and not report.ok:
         click.echo("not writing train.csv and valid.csv: fix the problems above first", err=True)
     elif write_csv:

@@ -91,6 +91,7 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
     import secrets
     import signal
 
+    from core import jobs
     from core.cv_jobs import cross_validation_summary
     from core.db import get_sessionmaker
     from tests.test_worker import WorkerProcess, cli, job_row, wait_finished
@@ -119,6 +120,14 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
         code, output = cli("cv-summary", str(cv_id))
         assert code == 0 and output.startswith(f"cross-validation {cv_id}: release CV (the release's 3 folds"), output
         assert "weighted_f1: " in output and "out of fold (44 images)" in output
+
+        code, output = cli("submit", "evaluate", "--parent", str(fold_ids[0]), "--data", str(release_dir), "--split", "prelim",
+                           "--queue", queue)
+        assert code == 0, output
+        single = wait_finished(int(output.split()[1]), *workers)
+        assert single.status == "succeeded", single.error
+        with get_sessionmaker().begin() as session:
+            assert "subjects.csv" in {a.name for a in jobs.artifacts(session, single.id)}  # per-subject metrics
 
         code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--kind", "evaluate", "--split", "final", "--queue", queue)
         assert code == 2 and output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"

@@ -49,6 +49,8 @@ def test_check_reports_each_part(release_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     output = json.loads(result.stdout)
     assert output["layout"] == "release" and output["folds_subject_disjoint"] is True and output["image_size"] == 450
+    refused = CliRunner().invoke(main, ["check", str(release_dir), "--write-csv"])
+    assert refused.exit_code == 2 and refused.stderr.startswith("not writing train.csv and valid.csv: the C-NMC release needs none")
 
 
 def test_folds_sharing_a_subject_warn_in_check_and_fail_when_disjoint_folds_are_asked(writable_release: Path) -> None:

@@ -282,3 +282,18 @@ def test_train_form_image_size_defaults_to_the_folders(user, folder):
     with get_sessionmaker().begin() as session:
         job = session.get(Job, int(response.location.rsplit("/", 1)[1]))
         assert job.params["image_size"] == 32
+
+
+def test_job_page_shows_the_per_subject_table(user, folder):
+    """An evaluate job's subjects.csv (written by core.predict.evaluate_csv) is shown as a table on its page."""
+    from core import jobs
+    from core.settings import get_settings
+
+    job_id = finished_train_job(folder[1])
+    path = get_settings().resolved_artifacts_dir / f"job-{job_id}" / "subjects.csv"
+    path.write_text("subject,label,images,accuracy,called_all,mean_prob_1\nH3,0,4,0.25,0.75,0.61\n11,1,2,1,1,0.9\n")
+    with get_sessionmaker().begin() as session:
+        jobs.add_artifact(session, job_id, "evaluation", path)
+    page = user.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="subjects"' in page and "2 subjects, worst accuracy first" in page
+    assert "<td>H3</td><td>hem</td><td>4</td><td>25.0%</td><td>75.0%</td><td>0.61</td>" in page

@@ -166,6 +166,7 @@ QUEUE_OPTION = click.option("--queue", default=None, help="Queue to send to (def
 PARENT_OPTION = click.option("--parent", "parent_id", type=int, default=None,
                              help="Job whose checkpoint to use (finetune, evaluate, predict).")  # fmt: skip
 DATA_OPTION = {"data_dir": "--data"}  # the same spelling as `leukemia train --data`
+DATA_AND_SPLIT_OPTIONS = {**DATA_OPTION, "csv": ("--csv", "--split")}  # evaluate/predict: a CSV or a named split
 
 
 @click.group()
@@ -212,7 +213,7 @@ def submit_finetune(parent_id: int | None, queue: str | None, **options: Any) ->
 @submit.command(name="evaluate", cls=UserCommand)
 @PARENT_OPTION
 @QUEUE_OPTION
-@params_options(EvaluateParams, rename=DATA_OPTION)
+@params_options(EvaluateParams, rename=DATA_AND_SPLIT_OPTIONS)
 def submit_evaluate(parent_id: int | None, queue: str | None, **options: Any) -> None:
     """Queue an evaluation of a parent job's checkpoint (or of --checkpoint) on a labelled CSV."""
     _submit("evaluate", options, parent_id, queue)
@@ -221,7 +222,7 @@ def submit_evaluate(parent_id: int | None, queue: str | None, **options: Any) ->
 @submit.command(name="predict", cls=UserCommand)
 @PARENT_OPTION
 @QUEUE_OPTION
-@params_options(PredictParams, rename=DATA_OPTION)
+@params_options(PredictParams, rename=DATA_AND_SPLIT_OPTIONS)
 def submit_predict(parent_id: int | None, queue: str | None, **options: Any) -> None:
     """Queue a prediction CSV from a parent job's checkpoint (plus any --checkpoints)."""
     _submit("predict", options, parent_id, queue)
