@@ -24,6 +24,8 @@ from core.records import (
     FINISHED_STATUSES,
     JOB_KINDS,
     JOB_STATUSES,
+    MODEL_KINDS,
+    RETRYABLE_STATUSES,
     Artifact,
     EpochMetric,
     Job,
@@ -61,7 +63,7 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
     parent = session.get(Job, parent_id) if 1 <= parent_id <= MAX_ID else None
     if parent is None:
         raise UserInputError(f"parent: job {parent_id} not found", field="parent_id")
-    if parent.kind not in ("train", "finetune"):
+    if parent.kind not in MODEL_KINDS:
         raise UserInputError(
             f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint", field="parent_id"
         )
@@ -461,7 +463,7 @@ def retry_job(session: Session, job_id: int) -> Job:
     get_job(session, job_id)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
+        .where(Job.id == job_id, Job.status.in_(RETRYABLE_STATUSES))
         .values(
             status="queued",
             attempts=0,

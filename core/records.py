@@ -17,6 +17,9 @@ JOB_KINDS = ("train", "finetune", "evaluate", "predict")
 JOB_ORIGINS = ("cli", "web")  # web jobs may read only files inside DATA_ROOTS
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+CANCELLABLE_STATUSES = ("queued", "running")  # a queued job is cancelled at once, a running one at its next batch
+RETRYABLE_STATUSES = ("failed", "cancelled")
+MODEL_KINDS = ("train", "finetune")  # kinds whose run leaves a checkpoint another job can start from
 ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation")
 
 

@@ -221,6 +221,9 @@ def test_compare_page_and_its_errors(user, folder):
         response = user.get(f"/compare?{query}")
         assert response.status_code == 400 and message in response.get_data(as_text=True)
     assert user.get(f"/compare?ids={first},999999").status_code == 404
+    waiting = queued_job(folder[1])  # no epoch yet: its columns are blank, not a 500
+    page = user.get(f"/compare?ids={first}&ids={waiting}")
+    assert page.status_code == 200 and f"#{waiting}" in page.get_data(as_text=True)
 
 
 def test_job_list_filters_and_rejects_bad_filters(user, folder):

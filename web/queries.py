@@ -17,7 +17,7 @@ from core import jobs as job_service
 from core.errors import UserInputError
 from core.params import check_printable
 from core.progress import EpochRecord
-from core.records import Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
+from core.records import MODEL_KINDS, Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
 from core.settings import get_settings
 from web import schemas
 from web.inputs import storable_id
@@ -92,14 +92,14 @@ def subject_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
 def model_jobs(session: Session, limit: int = 200) -> list[Job]:
     """Train/finetune jobs that have a checkpoint to start from (succeeded, or stopped with one saved)."""
     with_checkpoint = select(Artifact.job_id).where(Artifact.kind == "checkpoint")
-    query = (select(Job).where(Job.kind.in_(("train", "finetune")), Job.id.in_(with_checkpoint))
+    query = (select(Job).where(Job.kind.in_(MODEL_KINDS), Job.id.in_(with_checkpoint))
              .order_by(Job.id.desc()).limit(limit))
     return list(session.scalars(query))
 
 
 def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
     """The newest jobs, for the compare picker."""
-    return list(session.scalars(select(Job).where(Job.kind.in_(("train", "finetune"))).order_by(Job.id.desc()).limit(limit)))
+    return list(session.scalars(select(Job).where(Job.kind.in_(MODEL_KINDS)).order_by(Job.id.desc()).limit(limit)))
 
 
 def list_sweeps(session: Session, page: int, per_page: int) -> tuple[list[Sweep], int]:

@@ -13,7 +13,7 @@ from core import jobs as job_service
 from core.db import get_sessionmaker
 from core.errors import UserInputError
 from core.progress import EpochRecord
-from core.records import JOB_KINDS, JOB_STATUSES, DataFolder
+from core.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
 from core.settings import get_settings
 from web import forms, queries, schemas
 from web.auth import login_required
@@ -95,7 +95,8 @@ def job_detail(job_id: int) -> Any:
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
         subjects = queries.subject_rows(session, job_id)
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects,
-                           poll_ms=current_app.config["POLL_INTERVAL_MS"])
+                           poll_ms=current_app.config["POLL_INTERVAL_MS"], cancellable=CANCELLABLE_STATUSES,
+                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS)
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

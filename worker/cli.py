@@ -19,6 +19,7 @@ import click
 from core.cli import UserCommand, params_options, run_user_command, schema_values
 from core.errors import UserInputError
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
+from core.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
 
 log = logging.getLogger("leukemia.worker")
 T = TypeVar("T")
@@ -261,7 +262,7 @@ def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | N
 
 
 @submit.command(name="sweep", cls=UserCommand)
-@click.option("--kind", type=click.Choice(["train", "finetune"]), default="train", show_default=True)
+@click.option("--kind", type=click.Choice(MODEL_KINDS), default="train", show_default=True)
 @click.option("--grid", "grid_items", multiple=True, required=True,
               help="field=v1,v2 (repeat for more fields); one job per combination.")  # fmt: skip
 @click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
@@ -323,8 +324,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 @click.command(name="jobs", cls=UserCommand)
-@click.option("--status", default=None, type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
-@click.option("--kind", default=None, type=click.Choice(["train", "finetune", "evaluate", "predict"]))
+@click.option("--status", default=None, type=click.Choice(JOB_STATUSES))
+@click.option("--kind", default=None, type=click.Choice(JOB_KINDS))
 @click.option("--sweep", "sweep_id", type=int, default=None, help="Only the jobs of one sweep, side by side.")
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--per-page", type=click.IntRange(1, 1000), default=50, show_default=True)
