@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     data_roots: str = Field("", description="Colon-separated folders under which data folders may be registered.")
     api_token: str = Field("", description="Bearer token for the JSON API.")
     secret_key: str = Field("", description="Flask session signing key.")
+    admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
+    admin_password: str = Field("", description="Its password; unset: a generated one for a first 'admin', shown once.")
+    session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is 'worker lost'.")
     max_attempts: int = Field(3, ge=1)
@@ -65,6 +68,17 @@ def get_settings() -> Settings:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
         raise UserInputError(f"bad setting in the environment: {problems}") from None
+
+
+def stored_secret(home: Path, name: str, setting: str) -> str:
+    """The secret `persisted_secret` keeps in LEUKEMIA_HOME/<name>; reading it creates nothing."""
+    path = home / name
+    value = path.read_text().strip() if path.is_file() else ""
+    if not value:
+        raise UserInputError(
+            f"{setting}: not set, and {path} holds none; set it, or start `leukemia web` once to have one made"
+        )
+    return value
 
 
 def persisted_secret(home: Path, name: str) -> tuple[str, bool]:

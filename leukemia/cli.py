@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "cv": "core.cli:cross_validate",
     # web: the dashboard and JSON API
     "web": "web.cli:web",
+    "migrate": "web.cli:migrate",
     # the embedded default: migrations, web and one worker as child processes
     "serve": "leukemia.serve:serve",
     # worker: the job service

@@ -1,6 +1,6 @@
 """`leukemia serve`: the embedded default in one command, no server to install.
 
-It runs the commands a user could type, as child processes: `leukemia db upgrade`, then
+It runs the commands a user could type, as child processes: `leukemia migrate`, then
 `leukemia worker --queues gpu,cpu` and `leukemia web`, restarting either if it dies
 (leukemia.children). The database and the broker are SQLite files in LEUKEMIA_HOME (nothing
 to start). Ctrl-C (SIGINT), SIGTERM or a hang-up (SIGHUP) stops the children gracefully; a job
@@ -54,22 +54,24 @@ class Secret:
     variable: str
     path: Path
     made_now: bool
+    configured: bool  # set through the setting, not kept in the file
 
     def summary(self, terminal: bool) -> str:
         """The value itself only on a terminal at the start that made it; else where it is kept."""
-        if os.environ.get(self.variable):
+        if self.configured:
             return f"(from {self.variable})"
         if self.made_now and terminal:
             return f"{self.value}  (shown once; kept in {self.path})"
         return f"(in {self.path})"
 
 
-def secret(home: Path, variable: str, file_name: str) -> Secret:
+def secret(home: Path, variable: str, file_name: str, configured: str) -> Secret:
+    """The configured value of the setting, else the one kept in (or newly made into) LEUKEMIA_HOME/<file>."""
     # The same file names `leukemia web` uses when it makes secrets itself.
-    if os.environ.get(variable):
-        return Secret(os.environ[variable], variable, home / file_name, made_now=False)
+    if configured:
+        return Secret(configured, variable, home / file_name, made_now=False, configured=True)
     value, made_now = persisted_secret(home, file_name)
-    return Secret(value, variable, home / file_name, made_now)
+    return Secret(value, variable, home / file_name, made_now, configured=False)
 
 
 @dataclass
@@ -81,12 +83,15 @@ class Login:
 
 
 def login_settings(home: Path) -> Login:
-    """ADMIN_USERNAME/ADMIN_PASSWORD/API_TOKEN/SECRET_KEY from the environment, else generated once."""
+    """ADMIN_USERNAME/ADMIN_PASSWORD/API_TOKEN/SECRET_KEY from core.settings, else generated once."""
+    from core.settings import get_settings
+
+    settings = get_settings()
     return Login(
-        username=os.environ.get("ADMIN_USERNAME") or "admin",
-        password=secret(home, "ADMIN_PASSWORD", "admin_password"),
-        api_token=secret(home, "API_TOKEN", "api_token"),
-        secret_key=secret(home, "SECRET_KEY", "secret_key"),
+        username=settings.admin_username or "admin",
+        password=secret(home, "ADMIN_PASSWORD", "admin_password", settings.admin_password),
+        api_token=secret(home, "API_TOKEN", "api_token", settings.api_token),
+        secret_key=secret(home, "SECRET_KEY", "secret_key", settings.secret_key),
     )
 
 
@@ -210,10 +215,10 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
         signal.signal(number, lambda *_: stop.set())
 
     logs = home / "logs"
-    upgrade = subprocess.run(leukemia_command("db", "upgrade"), env=env, capture_output=True, text=True)
+    upgrade = subprocess.run(leukemia_command("migrate"), env=env, capture_output=True, text=True)
     if upgrade.returncode != 0:
         click.echo(upgrade.stdout + upgrade.stderr, err=True)
-        raise UserInputError(f"`leukemia db upgrade` failed with code {upgrade.returncode} (output above)")
+        raise UserInputError(f"`leukemia migrate` failed with code {upgrade.returncode} (output above)")
 
     children = [
         Child("worker", leukemia_command("worker", "--queues", "gpu,cpu", "--concurrency", "1"), logs / "worker.log"),

@@ -116,17 +116,19 @@ def app(tmp_path, monkeypatch):
     from core.db import reset_engines
     from core.settings import get_settings
     from web import create_app
+    from web.auth import prepare_database
 
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY",
-                "ADMIN_USERNAME", "ADMIN_PASSWORD"):
+    monkeypatch.setenv("ADMIN_USERNAME", WEB_ADMIN[0])
+    monkeypatch.setenv("ADMIN_PASSWORD", WEB_ADMIN[1])
+    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY"):
         monkeypatch.delenv(key, raising=False)
     get_settings.cache_clear()
     reset_engines()
-    yield create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret",
-                      "ADMIN_USERNAME": WEB_ADMIN[0], "ADMIN_PASSWORD": WEB_ADMIN[1]})
+    prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
+    yield create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret"})
     reset_engines()
     get_settings.cache_clear()
 

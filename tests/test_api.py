@@ -183,6 +183,16 @@ def test_the_document_is_valid_openapi_3_1_with_an_id_and_a_tag_per_operation(cl
     assert {t for op in operations for t in op["tags"]} == tags == {"service", "jobs", "sweeps", "cross-validations", "data folders"}
 
 
+def test_a_job_answer_is_its_row_without_the_lease_plus_its_queue_facts():
+    """web.schemas.Job names the row's fields once more only to type them; this holds the two equal."""
+    from core.records import Job
+    from web import schemas
+
+    columns = {column.name for column in Job.__table__.columns}
+    derived = {"finished", "queue_position", "queue_served"}
+    assert set(schemas.Job.model_fields) == columns - {"lease_owner", "heartbeat_at"} | derived
+
+
 CONFORMANCE_CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance,
                       st_checks.content_type_conformance, st_checks.response_schema_conformance]
 

@@ -258,21 +258,46 @@ def test_leukemia_web_command_is_registered():
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output
 
 
-def test_wsgi_entry_builds_the_app(app, tmp_path, monkeypatch):
+def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, monkeypatch):
+    """create_app reads settings and stored secrets only; `leukemia migrate`'s step makes the schema and the
+    admin, `leukemia web`'s also the secrets; then the WSGI entry builds the app with the stored token."""
     import importlib
     import sys
 
+    from core.db import reset_engines
+    from core.errors import UserInputError
+    from core.records import User
+    from core.settings import get_settings
+    from web import create_app
+    from web.auth import make_secrets, prepare_database
+
+    home = tmp_path / "fresh-home"
+    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
     monkeypatch.setenv("ADMIN_USERNAME", "ops")
     monkeypatch.setenv("ADMIN_PASSWORD", "secret-pass")
+    get_settings.cache_clear()
+    reset_engines()
+    with pytest.raises(UserInputError, match=r"^SECRET_KEY: not set, and .*secret_key holds none"):
+        create_app()
+    assert not home.exists()  # no database, no secret, not even the folder
+
+    prepare_database()
+    make_secrets()
+    made = sorted(path.name for path in home.iterdir() if not path.name.startswith("leukemia.db-"))  # not WAL files
+    assert made == ["api_token", "leukemia.db", "secret_key"]
+    with get_sessionmaker().begin() as session:
+        assert session.scalar(select(User.username)) == "ops"
     monkeypatch.delitem(sys.modules, "web.wsgi", raising=False)  # build it here, whoever imported it before
     module = importlib.import_module("web.wsgi")
     monkeypatch.delitem(sys.modules, "web.wsgi")
-    # No API_TOKEN in the environment: the one generated and kept in LEUKEMIA_HOME is the one that works.
-    token = (tmp_path / "home" / "api_token").read_text().strip()
+    assert sorted(path.name for path in home.iterdir() if not path.name.startswith("leukemia.db-")) == made
+    # No API_TOKEN in the environment: the one make_secrets kept in LEUKEMIA_HOME is the one that works.
+    token = (home / "api_token").read_text().strip()
     assert len(token) >= 32 and module.app.config["API_TOKEN"] == token
     client = module.app.test_client()
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}x"}).status_code == 401
+    reset_engines()
 
 
 def test_train_form_image_size_defaults_to_the_folders(user, folder):

@@ -3,8 +3,11 @@
 A login starts a session kept on the server (web.logins); the signed cookie carries only its id,
 so logout ends it everywhere. Failed logins are throttled per account name and per address.
 
-The embedded default generates the secret key, the API token and an admin password once,
-keeps the first two under LEUKEMIA_HOME (0600) and prints the new ones once."""
+Creating the app writes nothing. The explicit steps do, before it: `prepare_database` (run by
+`leukemia migrate`, compose's migrate service, `leukemia serve` and `leukemia web`) brings the
+schema to the newest migration and creates the admin; `make_secrets` (run by `leukemia web`; serve
+makes its own) generates the embedded default's secret key and API token once, keeps them under
+LEUKEMIA_HOME (0600) and prints a new token once. The app only reads them."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.db import get_sessionmaker, upgrade_database
 from core.records import User, utcnow
-from core.settings import persisted_secret
+from core.settings import get_settings, persisted_secret, stored_secret
 from web import logins
 
 bp = Blueprint("auth", __name__)
@@ -64,19 +67,32 @@ def ensure_admin(username: str, password: str) -> None:
             click.echo(f"Dashboard login created: admin / {generated}  (shown once; set ADMIN_PASSWORD to choose it)", err=True)
 
 
+def prepare_database() -> None:
+    """The explicit setup step: the schema at the newest migration, then the admin from the settings."""
+    settings = get_settings()
+    upgrade_database()
+    try:
+        ensure_admin(settings.admin_username, settings.admin_password)
+    except IntegrityError:  # another process inserted the same admin at the same moment
+        ensure_admin(settings.admin_username, settings.admin_password)
+
+
+def make_secrets() -> None:
+    """The embedded default's secret key and API token, generated once into LEUKEMIA_HOME when not set."""
+    settings = get_settings()
+    if not settings.secret_key:
+        _persisted_secret(settings.leukemia_home, "secret_key")
+    if not settings.api_token:
+        _persisted_secret(settings.leukemia_home, "api_token", announce="API token created")
+
+
 def init_app(app: Flask) -> None:
-    """Database schema, secrets and the admin user, then the per-request user lookup."""
-    if app.config["UPGRADE_DATABASE"]:
-        upgrade_database()
+    """Secrets from the settings (else those make_secrets stored), then the per-request user lookup."""
     home = Path(app.config["LEUKEMIA_HOME"])
     if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = _persisted_secret(home, "secret_key")
+        app.config["SECRET_KEY"] = stored_secret(home, "secret_key", "SECRET_KEY")
     if not app.config["API_TOKEN"]:
-        app.config["API_TOKEN"] = _persisted_secret(home, "api_token", announce="API token created")
-    try:
-        ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
-    except IntegrityError:  # another gunicorn worker inserted the same admin at the same moment
-        ensure_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
+        app.config["API_TOKEN"] = stored_secret(home, "api_token", "API_TOKEN")
     dummy_password_hash()  # made now, so the first unknown name is not slower than the rest
     app.before_request(load_logged_in_user)
 
