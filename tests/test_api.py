@@ -189,8 +189,9 @@ def test_a_job_answer_is_its_row_without_the_lease_plus_its_queue_facts():
     from web import schemas
 
     columns = {column.name for column in Job.__table__.columns}
+    internal = {"lease_owner", "heartbeat_at", "run_key", "origin"}  # the worker's lease and run folder, the CLI's note
     derived = {"finished", "queue_position", "queue_served"}
-    assert set(schemas.Job.model_fields) == columns - {"lease_owner", "heartbeat_at"} | derived
+    assert set(schemas.Job.model_fields) == columns - internal | derived
 
 
 CONFORMANCE_CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance,
