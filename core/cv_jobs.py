@@ -80,6 +80,22 @@ def _artifact_file(session: Session, job_id: int, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _oof_frames(session: Session, folds: list[Job]) -> list[pd.DataFrame]:
+    """Each fold's out-of-fold predictions, or [] until every fold has written them."""
+    paths = [_artifact_file(session, job.id, OOF_CSV) for job in folds]
+    return [pd.read_csv(path) for path in paths if path is not None] if folds and all(paths) else []
+
+
+def out_of_fold_csv(session: Session, cv_id: int) -> str:
+    """All folds' out-of-fold predictions as one CSV (ID, subject, label, prob_1, fold), in fold order."""
+    get_cross_validation(session, cv_id)
+    frames = _oof_frames(session, fold_jobs(session, cv_id))
+    if not frames:
+        raise UserInputError(f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded",
+                             field="cv_id")
+    return pd.concat(frames, ignore_index=True).to_csv(index=False, float_format="%.6f")
+
+
 def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
     """The parent, each fold job (status, progress, best metrics), mean ± std over the folds that have
     validation results, the out-of-fold metrics once every fold wrote its oof.csv, and the ensembles."""
@@ -89,9 +105,7 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
     metrics = session.scalars(select(EpochMetric).where(EpochMetric.job_id.in_(list(by_job))).order_by(EpochMetric.epoch))
     rows = [{"fold": by_job[m.job_id], "epoch": m.epoch, "valid_accuracy": m.valid_accuracy,
              "valid_balanced_accuracy": m.valid_balanced_accuracy, "valid_f1": m.valid_f1} for m in metrics]
-    oof_paths = [_artifact_file(session, job.id, OOF_CSV) for job in folds]
-    frames = [pd.read_csv(path) for path in oof_paths if path is not None] if all(oof_paths) else []
-    summary = summarize(rows, frames)
+    summary = summarize(rows, _oof_frames(session, folds))
     best = {row["fold"]: row for row in summary["folds"]}
     return {
         "id": cv.id, "name": cv.name, "data_dir": cv.data_dir, "scheme": cv.scheme, "base_params": cv.base_params,

@@ -117,9 +117,13 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
         assert [(f["fold"], f["valid_split"], f["best"]["epoch"]) for f in summary["folds"]] == [
             (0, "fold:0", 1), (1, "fold:1", 1), (2, "fold:2", 1)]
         assert summary["mean_std"]["weighted_f1"]["std"] is not None and summary["out_of_fold"]["count"] == 44
-        code, output = cli("cv-summary", str(cv_id))
+        code, output = cli("cv-summary", str(cv_id), "--oof", str(tmp_path / "oof.csv"))
         assert code == 0 and output.startswith(f"cross-validation {cv_id}: release CV (the release's 3 folds"), output
         assert "weighted_f1: " in output and "out of fold (44 images)" in output
+        assert output.endswith(f"wrote {tmp_path / 'oof.csv'} (44 out-of-fold predictions)\n")
+        with (tmp_path / "oof.csv").open() as handle:
+            oof = list(csv.DictReader(handle))
+        assert [row["fold"] for row in oof] == sorted(row["fold"] for row in oof) and len({row["ID"] for row in oof}) == 44
 
         code, output = cli("submit", "evaluate", "--parent", str(fold_ids[0]), "--data", str(release_dir), "--split", "prelim",
                            "--queue", queue)

@@ -20,7 +20,7 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
                 "API_TOKEN": "browser-token"}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with web_and_worker(tmp_path, settings) as base:
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page = browser.new_page(viewport={"width": 1366, "height": 900}, accept_downloads=True)
         console_errors: list[str] = []
         page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
         try:
@@ -54,6 +54,9 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
             page.wait_for_selector("#cv-loss .main-svg")
             assert page.locator("#cv-accuracy .scatterlayer .trace").count() == 3  # one curve per fold
             assert " ± " in page.locator("#mean-std").inner_text()
+            with page.expect_download() as download_info:
+                page.click("#oof-download")
+            assert len(open(download_info.value.path()).read().splitlines()) == 45  # header + 44 training images
 
             page.select_option('#ensemble select[name="kind"]', "predict")
             page.fill('#ensemble input[name="split"]', "final")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from core.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary
+from core.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.db import get_sessionmaker
 from core.errors import UserInputError
 from core.records import CrossValidation
@@ -115,3 +115,17 @@ def ensemble(cv_id: int) -> Any:
             flash(f"Job {job_id} queued: {kind} with the {len(summary['folds'])} fold models on {split}.")
             return redirect(url_for("cv.cross_validation", cv_id=cv_id))
     return render_template("cv.html", cv=summary, errors=errors, form=request.form, kinds=ENSEMBLE_KINDS), 400
+
+
+@bp.get("/cross-validations/<int:cv_id>/oof.csv")
+@login_required
+def out_of_fold(cv_id: int) -> Any:
+    """Every training image's out-of-fold prediction, from the fold model that did not train on it."""
+    _summary_or_404(cv_id)
+    with get_sessionmaker().begin() as session:
+        try:
+            text = out_of_fold_csv(session, cv_id)
+        except UserInputError as error:
+            abort(404, description=str(error))
+    return Response(text, mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment; filename=cv-{cv_id}-oof.csv"})

@@ -367,9 +367,23 @@ def _sweep_fields(session, sweep_id: int) -> list[str]:  # type: ignore[no-untyp
 @click.command(name="cv-summary", cls=UserCommand)
 @click.argument("cv_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def cv_summary_command(cv_id: int, as_json: bool) -> None:
+@click.option("--oof", "oof_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every fold's out-of-fold predictions to this CSV (ID,subject,label,prob_1,fold).")
+def cv_summary_command(cv_id: int, as_json: bool, oof_path: Path | None) -> None:
     """Show a cross-validation: each fold job, its best metrics, mean ± std, out-of-fold metrics, ensembles."""
     run_db_command(lambda: _print_cv(cv_id, as_json))
+    if oof_path is not None:
+        run_db_command(lambda: _write_oof(cv_id, oof_path))
+
+
+def _write_oof(cv_id: int, path: Path) -> None:
+    from core.cv_jobs import out_of_fold_csv
+    from core.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        text = out_of_fold_csv(session, cv_id)
+    path.write_text(text)
+    click.echo(f"wrote {path} ({text.count(chr(10)) - 1} out-of-fold predictions)")
 
 
 def _print_cv(cv_id: int, as_json: bool) -> None:
