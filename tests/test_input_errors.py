@@ -146,7 +146,7 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.submit_sweep": ([], ["kind", "base_params", "grid", "name", "parent_id", "queue"]),
     "api.register_data_folder": ([], ["path", "name"]),
     "cv.new_cross_validation": ([], TRAIN_NAMES + ["folds", "release_folds", "name", "data_folder", "queue"]),
-    "cv.cross_validations": ([], []), "cv.cross_validation": ([], []),
+    "cv.cross_validations": ([], []), "cv.cross_validation": ([], []), "cv.out_of_fold": ([], []),
     "cv.ensemble": ([], ["kind", "split", "tta", "queue"]),
     "api.submit_cross_validation": ([], ["params", "folds", "release_folds", "name", "queue"]),
     "api.get_cross_validation": ([], []), "api.submit_ensemble": ([], ["kind", "split", "tta", "queue"]),
