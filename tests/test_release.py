@@ -176,6 +176,10 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
     assert rows[0] == ["ID", "label"] and len(rows) == 19
     assert [r[0] for r in rows[1:]] == [f"{ROOT}/testing_data/C-NMC_test_final_phase_data/{n}.bmp" for n in range(1, 19)]
     assert {r[1] for r in rows[1:]} <= {"0", "1"}
+    finetuned = runner.invoke(main, ["finetune", "--from", str(run_dir), "--data", str(release_dir), "--epochs", "1",
+                                     "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "finetuned")])
+    assert finetuned.exit_code == 0, finetuned.output  # default split train_all: every fold, no validation
+    assert json.loads((tmp_path / "finetuned" / "metrics.json").read_text())["params"]["split"] == "train_all"
     assert tree_files(release_dir) == before
 
     wrong = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(release_dir), "--split", "final"])
