@@ -73,10 +73,14 @@ def test_session_cookie_and_security_headers(client, app):
     assert client.get("/").status_code == 302
 
 
-def test_plotly_is_served_from_the_package(client):
+def test_plotly_is_served_from_the_vendored_file_with_its_licence(client):
+    from pathlib import Path
+
+    static = Path(__file__).resolve().parents[1] / "web" / "static"
     response = client.get("/vendor/plotly.min.js")
     assert response.status_code == 200 and response.mimetype == "text/javascript"
-    assert b"plotly.js" in response.data[:2000]
+    assert response.data == (static / "plotly.min.js").read_bytes() and b"Licensed under the MIT license" in response.data[:300]
+    assert "MIT License" in (static / "plotly.LICENSE.txt").read_text()
 
 
 def test_data_folder_registration_only_under_roots(user, tmp_path, folder):

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import plotly
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
 from core import jobs as job_service
@@ -22,7 +21,8 @@ from web.inputs import MAX_PAGE, csv_name_problem, query_choice, query_int, stor
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
-PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+# plotly.js vendored beside its licence (web/static/plotly.LICENSE.txt): the one file of plotly the app uses.
+PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly.min.js"
 
 
 @bp.app_template_filter("duration")
@@ -53,7 +53,7 @@ def when(value: Any) -> str:
 
 @bp.get("/vendor/plotly.min.js")
 def plotly_js() -> Any:
-    """plotly.js from the plotly Python package itself (no CDN: browsers may have no internet)."""
+    """plotly.js from this package (no CDN: browsers may have no internet), cached for a day."""
     return send_file(PLOTLY_JS, mimetype="text/javascript", max_age=86400)
 
 
