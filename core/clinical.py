@@ -233,15 +233,21 @@ def choose_threshold(
     truth, score = _arrays(y_true, scores)
     positives, negatives = int((truth == 1).sum()), int((truth == 0).sum())
     if positives == 0:
-        raise UserInputError("threshold: the validation set has no ALL (label 1) image to choose a threshold on")
+        raise UserInputError(
+            "threshold: the validation set has no ALL (label 1) image to choose a threshold on", field="threshold"
+        )
     fpr, tpr, thresholds = roc_curve(truth, score)
     if method == "sensitivity":
         if target_sensitivity is None or not 0.0 < target_sensitivity <= 1.0:
-            raise UserInputError(f"target_sensitivity: {target_sensitivity} is not in (0, 1]")
+            raise UserInputError(
+                f"target_sensitivity: {target_sensitivity} is not in (0, 1]", field="target_sensitivity"
+            )
         reached = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
         return float(thresholds[reached[reached > 0][0]])
     if negatives == 0:
-        raise UserInputError("threshold: Youden's J needs both classes, but the validation set has no hem (label 0) image")
+        raise UserInputError(
+            "threshold: Youden's J needs both classes, but the validation set has no hem (label 0) image", field="threshold"
+        )
     best = int(np.argmax((tpr - fpr)[1:])) + 1  # skip the +inf point, which calls nothing ALL
     return float(thresholds[best])
 

@@ -82,7 +82,9 @@ def _named_split(data_dir: Path | str, name: str, *, seed: int, labelled: bool |
         return kfold_samples(_training_pool(folder, release), int(match.group("k")), _numbers(match.group("kfolds")), seed)
     if release is None:
         if match.group("folds") or name in ("prelim", "final"):
-            raise UserInputError(f"split: {name} needs a C-NMC release folder (training_data/fold_N, ...); {folder} is not one")
+            raise UserInputError(
+                f"split: {name} needs a C-NMC release folder (training_data/fold_N, ...); {folder} is not one", field="split"
+            )
         return read_split(folder, name)
     return _release_split(release, name, match, seed)
 
@@ -152,7 +154,7 @@ def _release_split(release: Release, name: str, match: re.Match, seed: int) -> l
         return [s for fold in _numbers(match.group("folds")) for s in _strict(read_fold(release, fold))]
     pool = [s for fold in sorted(release.folds) for s in _strict(read_fold(release, fold))]
     if not pool:
-        raise UserInputError(f"split: {name}: no training folds in {release.root}")
+        raise UserInputError(f"split: {name}: no training folds in {release.root}", field="split")
     if name == "train_all":
         return pool
     held = choose_subjects(pool, VALID_SHARE, seed)
@@ -202,7 +204,7 @@ def kfold_groups(samples: list[Sample], k: int, seed: int) -> dict[str, int]:
     for sample in samples:
         labels[sample.subject][sample.label] += 1
     if len(images) < k:
-        raise UserInputError(f"folds: {len(images)} subjects are too few for {k} subject-grouped folds")
+        raise UserInputError(f"folds: {len(images)} subjects are too few for {k} subject-grouped folds", field="folds")
     by_class: dict[int, list[str]] = defaultdict(list)
     for subject in sorted(images):
         by_class[labels[subject].most_common(1)[0][0]].append(subject)  # a C-NMC subject has one class
