@@ -28,6 +28,7 @@ from core.data import (
     scan_csv,
 )
 from core.errors import UserInputError
+from core.settings import get_settings
 from core.release import Release, find_release, read_parts, shared_subjects
 
 
@@ -119,11 +120,42 @@ def check_folder(data_dir: Path) -> CheckReport:
     folder = data_folder(data_dir)
     release = find_release(folder)
     if release is not None:
-        return _check_release(release)
-    layout = detect_layout(folder)
-    if layout == "lab":
-        return _check_lab(folder)
-    return _check_cnmc(folder)
+        report = _check_release(release)
+    elif detect_layout(folder) == "lab":
+        report = _check_lab(folder)
+    else:
+        report = _check_cnmc(folder)
+    report.warnings.extend(_link_warning(link, target) for link, target in links_outside_roots(folder))
+    return report
+
+
+def links_outside_roots(folder: Path, roots: list[Path] | None = None) -> list[tuple[Path, Path]]:
+    """(link, target) of every symlink inside folder that leads outside the data roots (DATA_ROOTS).
+
+    The folder itself was checked against the roots when it was registered; a link inside it would
+    let a web job read any file the worker can. Links are not followed while walking."""
+    roots = [root.resolve() for root in (roots or get_settings().data_root_paths)]
+    found = []
+    for directory, subfolders, files in os.walk(folder, followlinks=False):
+        for name in sorted(subfolders + files):
+            path = Path(directory) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not any(target.is_relative_to(root) for root in roots):
+                    found.append((path, target))
+    return sorted(found)
+
+
+def _link_warning(link: Path, target: Path) -> str:
+    return (f"{link} is a symlink to {target}, outside DATA_ROOTS; jobs submitted from the web read only "
+            "files inside the data roots")  # fmt: skip
+
+
+def require_inside_data_roots(folder: Path) -> None:
+    """For a job submitted from the web: its data folder may hold no symlink out of DATA_ROOTS."""
+    outside = links_outside_roots(folder) if folder.is_dir() else []
+    if outside:
+        raise UserInputError(f"data_dir: {_link_warning(*outside[0])}", field="data_dir")
 
 
 def _check_lab(folder: Path) -> CheckReport:

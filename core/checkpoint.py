@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import UserInputError
+from core.errors import NoSpaceLeft, UserInputError
+from core.limits import is_no_space, require_free_space, tensor_bytes
 from core.models import build_model
 
 CHECKPOINT_FORMAT = 1
@@ -28,9 +29,15 @@ CHOICES = ("best", "last")
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a checkpoint."""
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a checkpoint.
+
+    The disk must hold the checkpoint (its tensors' bytes) plus MIN_FREE_DISK_MB first; a disk that
+    fills up during the write is the same one line, "no space left on device: <path>", and the
+    previous file at `path` is kept either way."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    needed = tensor_bytes(checkpoint)
+    require_free_space(path, needed)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -38,8 +45,10 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if is_no_space(error):  # the disk filled up during the write: the previous file is kept
+            raise NoSpaceLeft(path) from None
         raise
 
 

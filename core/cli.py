@@ -16,7 +16,8 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from core.errors import OneLineError, UserInputError
+from core.errors import NoSpaceLeft, OneLineError, UserInputError
+from core.limits import is_no_space
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams, parse_params
 
 T = TypeVar("T")
@@ -30,6 +31,9 @@ def run_user_command(action: Callable[[], T]) -> T:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     except OSError as error:
+        if is_no_space(error):
+            click.echo(f"error: {NoSpaceLeft(error.filename or 'the output folder')}", err=True)
+            sys.exit(2)
         if error.filename is None:
             raise  # not about a path the user gave: a bug, keep the traceback
         # An output folder that cannot be made, a read-only cache, a full disk: the path says which.
@@ -147,7 +151,8 @@ def _training_bar():
                 self.close()
                 self.bar_epoch = progress.epoch
                 self.bar = tqdm(total=progress.batches, desc=f"epoch {progress.epoch}/{self.total_epochs}",
-                                leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}")
+                                leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}",
+                                disable=None)  # only on a terminal, like the prediction bar: an error line stays alone
             self.bar.update(1)
             eta = tqdm.format_interval(progress.eta_s)
             self.bar.set_postfix_str(f"{progress.images_per_s:.1f} img/s, run ETA {eta}")

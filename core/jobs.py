@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core import limits
+from core.data import read_split
 from core.errors import UserInputError
 from core.params import check_printable, parse_params
 from core.progress import EpochRecord
@@ -23,6 +25,7 @@ from core.records import (
     ARTIFACT_KINDS,
     FINISHED_STATUSES,
     JOB_KINDS,
+    JOB_ORIGINS,
     JOB_STATUSES,
     MODEL_KINDS,
     RETRYABLE_STATUSES,
@@ -39,7 +42,7 @@ from core.splits import with_folder_image_size
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
 MAX_ID = 2**63 - 1  # ids are BIGINT-sized; a larger number names no row (and would overflow the driver)
-MAX_SWEEP_POINTS = 1000  # one submission must stay a reviewable batch, not a denial of service
+TRAINING_KINDS = ("train", "finetune")  # kinds whose memory and compute are estimated (core.limits)
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
 LATE_CANCEL = "cancel arrived after the last batch: the run had finished (its checkpoints are kept)"
 PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s", "log_tail", "best_valid_accuracy")
@@ -77,8 +80,32 @@ def _has_checkpoint(session: Session, job_id: int) -> bool:
 
 
 def _validated(kind: str, params: dict[str, Any], strict: bool = False) -> dict[str, Any]:
-    """The params dict as the schema normalises it (defaults filled in), or a UserInputError."""
-    return parse_params(kind, params, strict=strict).model_dump(mode="json")
+    """The params dict as the schema normalises it (defaults filled in), or a UserInputError;
+    a training job must also fit the memory cap (core.limits)."""
+    parsed = parse_params(kind, params, strict=strict)
+    if kind in TRAINING_KINDS and parsed.arch is not None:
+        limits.require_memory_within_cap(parsed.arch, parsed.image_size, parsed.batch_size)
+    return parsed.model_dump(mode="json")
+
+
+def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]]) -> float | None:
+    """Estimated GPU-hours of a sweep's training jobs; None when unknown (a size taken from a
+    checkpoint, or a data folder that cannot be read here: the worker reports that one)."""
+    if kind not in TRAINING_KINDS:
+        return None
+    images: dict[tuple[str, str], int] = {}
+    total = 0.0
+    for point in points:
+        if point.get("arch") is None or point.get("image_size") is None:
+            return None
+        key = (point["data_dir"], point["split"])
+        if key not in images:
+            try:
+                images[key] = len(read_split(Path(key[0]), key[1]))
+            except UserInputError:
+                return None
+        total += limits.training_gpu_hours(point["arch"], point["image_size"], point["epochs"], images[key])
+    return total
 
 
 def create_job(
@@ -91,10 +118,14 @@ def create_job(
     sweep_id: int | None = None,
     max_attempts: int | None = None,
     strict: bool = False,
+    origin: str = "cli",
 ) -> Job:
     """Validate and insert a queued job; the caller commits, then sends its id to the broker.
 
-    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms)."""
+    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms).
+    origin "web" confines the job's files to DATA_ROOTS when it runs (see worker.tasks)."""
+    if origin not in JOB_ORIGINS:
+        raise ValueError(f"create_job: origin {origin!r} is not one of {JOB_ORIGINS}")
     dumped = _validated(kind, with_folder_image_size(kind, params), strict)
     _check_parent(session, kind, parent_id, dumped)
     queue = check_printable((queue or DEFAULT_QUEUES[kind]).strip(), "queue")
@@ -102,6 +133,7 @@ def create_job(
         raise UserInputError(f"queue: {queue!r} is not a queue name", field="queue")
     job = Job(
         kind=kind,
+        origin=origin,
         status="queued",
         params=dumped,
         parent_id=parent_id,
@@ -142,6 +174,7 @@ def create_sweep(
     parent_id: int | None = None,
     queue: str | None = None,
     strict: bool = False,
+    origin: str = "cli",
 ) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert."""
     if name is not None:
@@ -149,16 +182,16 @@ def create_sweep(
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UserInputError("grid: give at least one field with at least one value", field="grid")
     fields = list(grid)
-    size = math.prod(len(grid[f]) for f in fields)
-    if size > MAX_SWEEP_POINTS:
-        raise UserInputError(f"grid: {size} points; at most {MAX_SWEEP_POINTS} per sweep", field="grid")
+    limits.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None)
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
+    validated = []
     for point in points:
         try:
-            _validated(kind, {**base_params, **point}, strict)
+            validated.append(_validated(kind, with_folder_image_size(kind, {**base_params, **point}), strict))
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
+    limits.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
     sweep = Sweep(
         name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow()
     )
@@ -166,7 +199,7 @@ def create_sweep(
     session.flush()
     jobs = [
         create_job(session, kind, {**base_params, **point}, parent_id=parent_id, queue=queue, sweep_id=sweep.id,
-                   strict=strict)
+                   strict=strict, origin=origin)  # fmt: skip
         for point in points
     ]
     return sweep, jobs

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(5, ge=1, description="Failed logins for one user name within the window before it is locked.")
     login_max_failures_per_address: int = Field(20, ge=1, description="Failed logins from one client address within the window before it is locked.")
     login_failure_window_seconds: float = Field(900.0, gt=0, description="How far back failed logins count; a lockout ends when they age out.")
+    max_job_memory_gb: float = Field(
+        80.0, gt=0, description="Largest device-memory estimate of a training job accepted at submit (GiB; core.limits)."
+    )
+    max_sweep_jobs: int = Field(1000, ge=1, description="Most jobs one sweep may queue.")
+    max_sweep_gpu_hours: float = Field(1000.0, gt=0, description="Most estimated GPU-hours one sweep may queue.")
+    gpu_train_tflops: float = Field(
+        100.0, gt=0, description="Sustained training TFLOP/s of one GPU, for the GPU-hours estimate (an assumption; set yours)."
+    )
+    min_free_disk_mb: float = Field(0.0, ge=0, description="Disk space (MiB) that must stay free after each checkpoint write.")
     decode_workers: int = Field(
         0, ge=0, description="Most threads decoding images for one job; 0: as many as the machine has cores."
     )

@@ -33,6 +33,7 @@ from core.checkpoint import (
 from core.data import Sample
 from core.splits import training_splits
 from core.errors import UserInputError
+from core.limits import require_fits_device
 from core.metrics import classification_metrics
 from core.models import build_model
 from core.params import FinetuneParams, TrainParams, class_weight_values, parse_params
@@ -69,6 +70,7 @@ def train(
     _refuse_existing_run(run_dir)
     _seed_everything(params.seed)
     device = resolve_device(params.device)
+    require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
     train_samples, valid_samples = _read_splits(params)
     cache_dir = get_settings().resolved_cache_dir
     mean, std = compute_mean_std(
@@ -101,6 +103,7 @@ def finetune(
     )
     _seed_everything(params.seed)
     device = resolve_device(params.device)
+    require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
     train_samples, valid_samples = _read_splits(params)
     model = model_from_checkpoint(checkpoint, source)
     start = _StartState(model=model, mean=_floats(checkpoint["mean"]), std=_floats(checkpoint["std"]))
@@ -117,6 +120,7 @@ def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> Ru
     stored = dict(checkpoint.get("params") or {})
     params = parse_params(stored.pop("kind", "train"), stored)
     device = resolve_device(params.device)
+    require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
     train_samples, valid_samples = _read_splits(params)
     start = _StartState(
         model=model_from_checkpoint(checkpoint, last_path),

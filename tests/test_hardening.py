@@ -190,3 +190,212 @@ def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="holds files but no run key"):
         claim_run_dir(unstamped, "a" * 32)
     assert not (unstamped / RUN_KEY_FILE).exists() and (unstamped / "last.pt").read_bytes() == b"an old run"
+
+
+# ---------------------------------------------------------------- item 3: limits before work
+
+
+def use_settings(monkeypatch, **values: str) -> None:
+    from core.settings import get_settings
+
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+@pytest.mark.services
+def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(service_backend, monkeypatch) -> None:
+    huge = {"data_dir": "/data/lab", "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1000}
+    with get_sessionmaker().begin() as session:
+        with pytest.raises(UserInputError, match=r"batch_size: resnet152 at 1024 px with batch 4096 needs about 1\d{4}\.\d GiB") as refused:
+            jobs.create_job(session, "train", huge)
+        assert refused.value.field == "batch_size" and "MAX_JOB_MEMORY_GB" in str(refused.value)
+        jobs.create_job(session, "train", {"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
+    try:
+        use_settings(monkeypatch, MAX_JOB_MEMORY_GB="0.1")  # resnet18's weights and Adam state alone are 0.17 GiB
+        with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="over the limit of 0.1 GiB"):
+            jobs.create_job(session, "train", {"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
+    finally:
+        monkeypatch.delenv("MAX_JOB_MEMORY_GB")
+        use_settings(monkeypatch)
+
+
+def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import synthetic_folder
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    folder = synthetic_folder(tmp_path / "data")
+    assert client.post("/api/data-folders", headers=auth, json={"path": str(folder), "name": "synth"}).status_code == 201
+    params = {"data_dir": str(folder), "arch": "resnet152", "image_size": 1024, "batch_size": 4096}
+    response = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": params})
+    assert response.status_code == 400 and response.json["field"] == "batch_size", response.json
+    grid = client.post("/api/sweeps", headers=auth, json={"kind": "train", "base_params": params, "grid": {"lr": [0.1, 0.01]}})
+    assert grid.status_code == 400 and grid.json["field"] == "grid" and "batch_size" in grid.json["error"], grid.json
+
+
+@pytest.mark.services
+def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
+    from core.limits import GIB, device_memory_bytes
+
+    import torch
+
+    try:
+        use_settings(monkeypatch, MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
+        params = {"data_dir": str(synth_dir), "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1,
+                  "device": "cpu"}  # fmt: skip
+        job_id = run_in_process("train", params)
+    finally:
+        monkeypatch.delenv("MAX_JOB_MEMORY_GB")
+        use_settings(monkeypatch)
+    with get_sessionmaker().begin() as session:
+        job = jobs.get_job(session, job_id)
+    available = device_memory_bytes(torch.device("cpu")) / GIB
+    assert job.status == "failed"
+    assert job.error.startswith("batch_size: resnet152 at 1024 px with batch 4096 needs about ")
+    assert f"more than the {available:.1f} GiB of this worker's device (cpu)" in job.error
+
+
+@pytest.mark.services
+def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_dir: Path, monkeypatch) -> None:
+    base = {"data_dir": str(synth_dir), "image_size": 64, "epochs": 100}
+    try:
+        use_settings(monkeypatch, MAX_SWEEP_JOBS="3")
+        with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match=r"grid: 4 jobs; at most 3 per sweep \(MAX_SWEEP_JOBS\)"):
+            jobs.create_sweep(session, "train", base, {"lr": [0.1, 0.01], "seed": [0, 1]})
+        # 96 training images x 100 epochs at 64 px, 3 x forward FLOPs: resnet152 5.4e13 FLOPs, resnet18 8.5e12,
+        # resnet50 1.9e13; at 1 GFLOP/s that is 15.0, 2.4 and 5.3 hours.
+        use_settings(monkeypatch, MAX_SWEEP_JOBS="1000", GPU_TRAIN_TFLOPS="0.001", MAX_SWEEP_GPU_HOURS="10")
+        with get_sessionmaker().begin() as session:
+            jobs.create_sweep(session, "train", base, {"arch": ["resnet18", "resnet50"]})  # 7.7 GPU-hours
+            with pytest.raises(UserInputError, match=r"grid: about 30\.1 GPU-hours in all .* over the limit of 10 \(MAX_SWEEP_GPU_HOURS\)") as refused:
+                jobs.create_sweep(session, "train", base, {"arch": ["resnet152"], "seed": [0, 1]})
+            assert refused.value.field == "grid"
+    finally:
+        for name in ("MAX_SWEEP_JOBS", "GPU_TRAIN_TFLOPS", "MAX_SWEEP_GPU_HOURS"):
+            monkeypatch.delenv(name, raising=False)
+        use_settings(monkeypatch)
+
+
+# --- a full disk: for real on a small tmpfs (needs root), and by the MIN_FREE_DISK_MB threshold anywhere
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """mount(size) → a folder on a tmpfs of that many bytes (skipped where this process cannot mount)."""
+    mounted = []
+
+    def mount(size: int) -> Path:
+        point = tmp_path / f"disk-{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the MIN_FREE_DISK_MB test covers the check")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_previous_file(small_disk, isolated_home) -> None:
+    import shutil
+
+    import torch
+
+    from core.checkpoint import save_checkpoint
+    from core.errors import NoSpaceLeft
+
+    disk = small_disk(2 * 2**20)
+    save_checkpoint({"w": torch.ones(1000)}, disk / "last.pt")
+    # Free space passes the check (the tensor's bytes) but not the file's own overhead: ENOSPC mid-write.
+    free = shutil.disk_usage(disk).free
+    with pytest.raises(NoSpaceLeft, match=f"^no space left on device: {disk / 'last.pt'}$"):
+        save_checkpoint({"w": torch.zeros((free - 200) // 4)}, disk / "last.pt")
+    assert torch.equal(torch.load(disk / "last.pt", weights_only=True)["w"], torch.ones(1000))
+    assert [p.name for p in disk.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_a_full_disk_is_one_line_in_the_cli_and_fails_a_job(small_disk, synth_dir: Path, isolated_home, monkeypatch) -> None:
+    disk = small_disk(16 * 2**20)  # resnet18's checkpoint with Adam state is about 128 MiB
+    line = one_line_error(["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
+                           "--batch-size", "8", "--device", "cpu", "--out", str(disk / "run")])  # fmt: skip
+    assert line.startswith(f"error: no space left on device: {disk / 'run' / 'last.pt'} (")
+
+
+@pytest.mark.services
+def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, small_disk, synth_dir: Path, monkeypatch) -> None:
+    from core.settings import get_settings
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(small_disk(16 * 2**20)))
+    get_settings.cache_clear()
+    try:
+        job_id = run_in_process("train", {"data_dir": str(synth_dir), "epochs": 1, **TINY})
+        with get_sessionmaker().begin() as session:
+            job = jobs.get_job(session, job_id)
+        assert job.status == "failed" and job.error.startswith("no space left on device: "), job.error
+        assert job.error.split(": ", 1)[1].startswith(str(get_settings().resolved_artifacts_dir / "jobs"))
+    finally:
+        monkeypatch.delenv("ARTIFACTS_DIR")
+        get_settings.cache_clear()
+
+
+def test_the_free_space_threshold_refuses_a_checkpoint_write(synth_dir: Path, isolated_home, monkeypatch, tmp_path: Path) -> None:
+    use_settings(monkeypatch, MIN_FREE_DISK_MB=str(10**12))  # more than any disk here has free
+    line = one_line_error(["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
+                           "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert line.startswith(f"error: no space left on device: {tmp_path / 'run' / 'last.pt'} (")
+
+
+# ---------------------------------------------------------------- item 10: a symlink out of DATA_ROOTS
+
+
+def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
+    """A lab folder under root whose first training image is a symlink to a file outside root."""
+    import shutil
+
+    from core.synth import write_synthetic_dataset
+
+    folder = root / "lab"
+    write_synthetic_dataset(folder, train=16, valid=8, test=4, image_size=32, seed=0)
+    image = folder / "new_dataset" / "train" / "0.bmp"  # the first training row of train.csv
+    outside.mkdir(parents=True, exist_ok=True)
+    secret = outside / "secret.bmp"
+    shutil.move(image, secret)
+    image.symlink_to(secret)
+    return folder, image
+
+
+def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monkeypatch) -> None:
+    from core.check import check_folder
+
+    folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
+    use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
+    report = check_folder(folder)
+    assert any(f"{link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside DATA_ROOTS" in w for w in report.warnings), report.warnings
+    result = CliRunner().invoke(leukemia_cli, ["check", str(folder)])
+    assert "outside DATA_ROOTS" in result.output, result.output
+
+
+@pytest.mark.services
+def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend, tmp_path: Path, monkeypatch) -> None:
+    from worker.tasks import run_job
+
+    folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
+    use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
+    try:
+        with get_sessionmaker().begin() as session:
+            web_id = jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, **TINY}, origin="web").id
+        run_job(web_id)
+        with get_sessionmaker().begin() as session:
+            job = jobs.get_job(session, web_id)
+        assert job.status == "failed"
+        assert job.error == (f"data_dir: {link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside "
+                             "DATA_ROOTS; jobs submitted from the web read only files inside the data roots")  # fmt: skip
+        cli_id = run_in_process("train", {"data_dir": str(folder), "epochs": 1, **TINY})  # the CLI user owns the machine
+        with get_sessionmaker().begin() as session:
+            assert jobs.get_job(session, cli_id).status == "succeeded"
+    finally:
+        monkeypatch.delenv("DATA_ROOTS")
+        use_settings(monkeypatch)

@@ -252,7 +252,7 @@ def test_submit_stores_absolute_paths(db, tmp_path, monkeypatch):
 
 def test_sweep_size_is_bounded(db):
     grid = {"lr": [str(0.001 * (i + 1)) for i in range(101)], "seed": [str(i) for i in range(10)]}
-    with pytest.raises(UserInputError, match="grid: 1010 points; at most 1000 per sweep"):
+    with pytest.raises(UserInputError, match=r"grid: 1010 jobs; at most 1000 per sweep \(MAX_SWEEP_JOBS\)"):
         with db.begin() as session:
             jobs.create_sweep(session, "train", TRAIN, grid)
 

@@ -93,7 +93,7 @@ def submit_job() -> Any:
     submission = json_body(schemas.JobSubmission)
     check_web_params(submission.params)
     job_id = dispatch.submit_job(submission.kind, submission.params, parent_id=submission.parent_id,
-                                 queue=submission.queue, strict=True)
+                                 queue=submission.queue, strict=True, origin="web")
     return job_response(job_id, 201)
 
 
@@ -191,7 +191,7 @@ def submit_sweep() -> Any:
             raise UserInputError(f"grid: csv {problem}", field="grid")
     sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
                                         name=submission.name, parent_id=submission.parent_id, queue=submission.queue,
-                                        strict=True)
+                                        strict=True, origin="web")
     return sweep_response(sweep_id, 201)
 
 

@@ -186,7 +186,7 @@ def new_job(kind: str) -> Any:
         if not errors:
             try:
                 job_id = dispatch.submit_job(kind, {**values, "data_dir": data_dir}, parent_id=parent_id,
-                                             queue=_queue_choice())
+                                             queue=_queue_choice(), origin="web")
             except UserInputError as error:
                 _record_submit_error(error, kind, errors)
             else:
@@ -222,7 +222,7 @@ def new_sweep() -> Any:
             try:
                 sweep_id, job_ids = dispatch.submit_sweep("train", {**values, "data_dir": data_dir}, grid,
                                                           name=request.form.get("name", "").strip()[:200] or None,
-                                                          queue=_queue_choice())
+                                                          queue=_queue_choice(), origin="web")
             except UserInputError as error:
                 errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
             else:

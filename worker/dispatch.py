@@ -51,11 +51,13 @@ def submit_job(
     queue: str | None = None,
     max_attempts: int | None = None,
     strict: bool = False,
+    origin: str = "cli",
 ) -> int:
-    """Create and commit a queued job, then send its id; returns the job id (strict: see core.jobs.create_job)."""
+    """Create and commit a queued job, then send its id; returns the job id (strict: see core.jobs.create_job;
+    origin: core.records.JOB_ORIGINS)."""
     with get_sessionmaker().begin() as session:
         job = jobs.create_job(session, kind, params, parent_id=parent_id, queue=queue, max_attempts=max_attempts,
-                              strict=strict)
+                              strict=strict, origin=origin)  # fmt: skip
         job_id, job_queue = job.id, job.queue
     send_job(job_id, job_queue)
     return job_id
@@ -70,11 +72,12 @@ def submit_sweep(
     parent_id: int | None = None,
     queue: str | None = None,
     strict: bool = False,
+    origin: str = "cli",
 ) -> tuple[int, list[int]]:
     """Create a sweep with one job per grid point (all validated first), then send each id."""
     with get_sessionmaker().begin() as session:
         sweep, swept = jobs.create_sweep(session, kind, base_params, grid, name=name, parent_id=parent_id, queue=queue,
-                                         strict=strict)
+                                         strict=strict, origin=origin)  # fmt: skip
         sweep_id, targets = sweep.id, [(job.id, job.queue) for job in swept]
     send_jobs(targets)
     return sweep_id, [job_id for job_id, _ in targets]

@@ -19,7 +19,8 @@ from typing import Any
 
 from core import jobs
 from core.db import get_sessionmaker
-from core.errors import BrokerUnavailable, UserInputError
+from core.errors import BrokerUnavailable, NoSpaceLeft, OneLineError, UserInputError
+from core.limits import is_no_space
 from core.progress import (
     BatchProgress,
     EpochRecord,
@@ -179,17 +180,25 @@ class JobRun:
         try:
             claim_run_dir(self.run_dir, self.spec.run_key)  # before anything resumes or writes there
             self.run_dir_claimed = True
+            if self.spec.origin == "web" and self.spec.params.get("data_dir"):
+                from core.check import require_inside_data_roots
+
+                require_inside_data_roots(Path(self.spec.params["data_dir"]))
             run_core_function(self.spec, self.run_dir, self.observer)
             status = "succeeded"
-        except UserInputError as failure:
+        except OneLineError as failure:  # bad input, a full disk: the job fails with that one line
             error = str(failure)
             log.warning("job %s failed: %s", self.spec.id, error)
         except RunStopped:
             status = {"cancel": "cancelled", "lease lost": "lost"}.get(self.heartbeat.reason or "", "released")
             log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason or "worker shutting down")
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
-            error = f"internal error: {type(bug).__name__}: {bug}"
-            log.exception("job %s crashed", self.spec.id)
+            if is_no_space(bug):  # metrics, plots, predictions on a full disk: not a bug
+                error = str(NoSpaceLeft(getattr(bug, "filename", None) or self.run_dir))
+                log.warning("job %s failed: %s", self.spec.id, error)
+            else:
+                error = f"internal error: {type(bug).__name__}: {bug}"
+                log.exception("job %s crashed", self.spec.id)
         finally:
             self.heartbeat.done.set()
             self.heartbeat.join()
