@@ -41,7 +41,7 @@ from core.splits import with_folder_image_size
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
-MAX_ID = 2**63 - 1  # ids are BIGINT-sized; a larger number names no row (and would overflow the driver)
+MAX_ID = 2**31 - 1  # ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row (and overflows the column)
 TRAINING_KINDS = ("train", "finetune")  # kinds whose memory and compute are estimated (core.limits)
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
 LATE_CANCEL = "cancel arrived after the last batch: the run had finished (its checkpoints are kept)"

@@ -38,8 +38,6 @@ def service_backend(request, tmp_path_factory):
     stale times so lost-worker tests take seconds."""
     import secrets
 
-    import psycopg
-
     from core.db import reset_engines, upgrade_database
     from core.settings import get_settings
 
@@ -48,10 +46,8 @@ def service_backend(request, tmp_path_factory):
            "DATABASE_URL": "", "BROKER_URL": "", "ARTIFACTS_DIR": "", "CACHE_DIR": ""}
     database = None
     if request.param == "redis+postgres":
-        database = f"leukemia_test_{secrets.token_hex(4)}"
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {database}")
-        env["DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+        database = create_postgres_database()
+        env["DATABASE_URL"] = postgres_url(database)
         # A random Redis database: parallel test runs on one machine must not take each other's messages.
         env["BROKER_URL"] = f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}"
     saved = {key: os.environ.get(key) for key in env}
@@ -70,8 +66,30 @@ def service_backend(request, tmp_path_factory):
             os.environ[key] = value
     get_settings.cache_clear()
     if database:
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        drop_postgres_database(database)
+
+
+def create_postgres_database() -> str:
+    """A fresh, empty database leukemia_test_<random> on the local PostgreSQL; returns its name."""
+    import secrets
+
+    import psycopg
+
+    database = f"leukemia_test_{secrets.token_hex(4)}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    return database
+
+
+def postgres_url(database: str) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+
+
+def drop_postgres_database(database: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 # --- training/prediction engineer ---
@@ -111,8 +129,11 @@ WEB_ADMIN = ("alice", "wonderland-42")
 
 
 @pytest.fixture()
-def app(tmp_path, monkeypatch):
-    """The dashboard on a fresh LEUKEMIA_HOME under tmp_path (SQLite + embedded broker); data root tmp_path/data."""
+def app(request, tmp_path, monkeypatch):
+    """The dashboard on a fresh LEUKEMIA_HOME under tmp_path (SQLite + embedded broker); data root tmp_path/data.
+
+    `@pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)` runs a test on a fresh
+    PostgreSQL database as well (its column types differ: 32-bit ids, no NUL in text)."""
     from core.db import reset_engines
     from core.settings import get_settings
     from web import create_app
@@ -125,12 +146,17 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setenv("ADMIN_PASSWORD", WEB_ADMIN[1])
     for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY"):
         monkeypatch.delenv(key, raising=False)
+    database = create_postgres_database() if getattr(request, "param", "sqlite") == "postgresql" else None
+    if database:
+        monkeypatch.setenv("DATABASE_URL", postgres_url(database))
     get_settings.cache_clear()
     reset_engines()
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
     yield create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret"})
     reset_engines()
     get_settings.cache_clear()
+    if database:
+        drop_postgres_database(database)
 
 
 @pytest.fixture()

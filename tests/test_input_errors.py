@@ -180,6 +180,7 @@ def url_of(rule, draw) -> str:
     return PLACEHOLDER.sub(value, rule.rule)
 
 
+@pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)
 def test_no_route_answers_500_to_any_parameters(app, user, folder_path):
     """Every route, with drawn path, query and form (or JSON) values: never a 500. Bounded: 40 examples per
     route and method with parameters (6 without), derandomized so a failure reproduces."""
