@@ -260,7 +260,9 @@ def measure_time_to_result(results: Results, plan: Plan, data_root: Path, device
     folder = ensure_bench_data(data_root / name, replace(plan, counts=counts), plan.image_size)
     work = Workload(train=counts["train"], valid=counts["valid"], test=counts["test"], image_size=plan.image_size,
                     train_batch=plan.train_batch["resnet18"], predict_batch=plan.predict_batch, device=device.type)  # fmt: skip
-    setup = Setup(device=device, amp=device.type == "cuda", warmup_steps=plan.warmup_steps, timed_steps=plan.timed_steps)
+    # At least 10 timed steps: the model-only seconds scale every command's, so a 2-step ceiling is too noisy.
+    setup = Setup(device=device, amp=device.type == "cuda", warmup_steps=max(plan.warmup_steps, 2),
+                  timed_steps=max(plan.timed_steps, 10))  # fmt: skip
     click.echo("time to result (resnet18; cold: a new CACHE_DIR and a new process):")
     timings, goals, ceilings = time_to_result.measure_time_to_result(work, setup, folder, out_dir / "time-to-result")
     results.measure("time to result: train ceiling", ceilings.train, arch="resnet18", batch=work.train_batch)
