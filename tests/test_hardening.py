@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from core import jobs
 from core.db import get_sessionmaker
@@ -399,3 +400,23 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
     finally:
         monkeypatch.delenv("DATA_ROOTS")
         use_settings(monkeypatch)
+
+
+def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path) -> None:
+    from core.records import Job
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import synthetic_folder
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    folder = str(synthetic_folder(tmp_path / "data"))
+    assert client.post("/api/data-folders", headers=auth, json={"path": folder, "name": "synth"}).status_code == 201
+    params = {"data_dir": folder, "epochs": 1, "image_size": 32}
+    submits = [("/api/jobs", {"kind": "train", "params": params}),
+               ("/api/sweeps", {"kind": "train", "base_params": params, "grid": {"lr": [0.1, 0.01]}}),
+               ("/api/cross-validations", {"params": params, "folds": 2})]  # fmt: skip
+    for url, body in submits:
+        response = client.post(url, headers=auth, json=body)
+        assert response.status_code == 201, (url, response.json)
+    with get_sessionmaker().begin() as session:
+        origins = session.scalars(select(Job.origin)).all()
+    assert len(origins) == 5 and set(origins) == {"web"}, origins

@@ -206,7 +206,7 @@ def submit_cross_validation() -> Any:
     check_web_params(submission.params)
     cv_id, _ = dispatch.submit_cross_validation(submission.params, folds=submission.folds,
                                                 release_folds=submission.release_folds, name=submission.name,
-                                                queue=submission.queue, strict=True)
+                                                queue=submission.queue, strict=True, origin="web")
     return cross_validation_response(cv_id, 201)
 
 
@@ -241,7 +241,7 @@ def submit_ensemble(cv_id: int) -> Any:
         if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
             abort(404, description=f"cross-validation {cv_id} not found")
     job_id = dispatch.submit_ensemble(cv_id, submission.kind, submission.split, tta=submission.tta,
-                                      queue=submission.queue)
+                                      queue=submission.queue, origin="web")
     return job_response(job_id, 201)
 
 

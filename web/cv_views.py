@@ -56,7 +56,7 @@ def new_cross_validation() -> Any:
             try:
                 cv_id, job_ids = dispatch.submit_cross_validation(
                     {**values, "data_dir": data_dir}, folds=folds, release_folds="release_folds" in request.form,
-                    name=request.form.get("name", "").strip()[:200] or None, queue=_queue_choice())
+                    name=request.form.get("name", "").strip()[:200] or None, queue=_queue_choice(), origin="web")
             except UserInputError as error:
                 shown = {f.name for f in _fields()} | {"folds"}
                 errors[error.field if error.field in shown else forms.FORM_LEVEL] = str(error)
@@ -108,7 +108,8 @@ def ensemble(cv_id: int) -> Any:
         errors["split"] = problem
     if not errors:
         try:
-            job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=_queue_choice())
+            job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=_queue_choice(),
+                                              origin="web")
         except UserInputError as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)
         else:

@@ -85,25 +85,27 @@ def submit_sweep(
 
 def submit_cross_validation(
     base_params: dict[str, Any], *, folds: int | None = None, release_folds: bool = False, name: str | None = None,
-    queue: str | None = None, strict: bool = False,
+    queue: str | None = None, strict: bool = False, origin: str = "cli",
 ) -> tuple[int, list[int]]:
     """Create a cross-validation with one training job per fold (all validated first), then send each id."""
     from core.cv_jobs import create_cross_validation
 
     with get_sessionmaker().begin() as session:
         cv, fold_jobs = create_cross_validation(session, base_params, folds=folds, release_folds=release_folds,
-                                                name=name, queue=queue, strict=strict)
+                                                name=name, queue=queue, strict=strict, origin=origin)
         cv_id, targets = cv.id, [(job.id, job.queue) for job in fold_jobs]
     send_jobs(targets)
     return cv_id, [job_id for job_id, _ in targets]
 
 
-def submit_ensemble(cv_id: int, kind: str, split: str, *, tta: bool = False, queue: str | None = None) -> int:
+def submit_ensemble(
+    cv_id: int, kind: str, split: str, *, tta: bool = False, queue: str | None = None, origin: str = "cli"
+) -> int:
     """Create and send the evaluate or predict job averaging a finished cross-validation's fold models."""
     from core.cv_jobs import create_ensemble_job
 
     with get_sessionmaker().begin() as session:
-        job = create_ensemble_job(session, cv_id, kind, split, tta=tta, queue=queue)  # type: ignore[arg-type]
+        job = create_ensemble_job(session, cv_id, kind, split, tta=tta, queue=queue, origin=origin)  # type: ignore[arg-type]
         job_id, job_queue = job.id, job.queue
     send_job(job_id, job_queue)
     return job_id
