@@ -283,7 +283,7 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
             result = evaluate_csv(
                 [Path(params.checkpoint), *map(Path, params.checkpoints)], Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
                 batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
-                observer=bar,
+                observer=bar, operating=params,
             )
         metrics = result.metrics
         (tn, fp), (fn, tp) = metrics["confusion"]
@@ -300,18 +300,41 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
                 f"{sum(row['accuracy'] for row in subjects) / len(subjects):.4f}; "
                 f"below 50%: {', '.join(missed) or 'none'}"
             )
+        click.echo(f"threshold {metrics['threshold']['value']:.4g}: {metrics['threshold']['description']}")
+        for line in describe_clinical(metrics["clinical"]):
+            click.echo(line)
         if out is not None:
             also = ", subjects.csv" if subjects else ""
-            click.echo(f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png")
+            explained = f", {metrics['explained']} heat maps in explanations.zip" if metrics["explained"] else ""
+            click.echo(f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png, per_image.csv, roc.png, "
+                       f"pr.png, calibration.png{explained}")
 
     run_user_command(body)
+
+
+def describe_clinical(report: dict) -> list[str]:
+    """The clinical metrics with their intervals, one line, then one line per undefined metric."""
+    interval = report["interval"]
+    parts = []
+    for name, label in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"),
+                        ("npv", "NPV"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
+        metric = report["metrics"][name]
+        if metric["value"] is not None:
+            bounds = "" if metric["low"] is None else f" [{metric['low']:.3f}, {metric['high']:.3f}]"
+            parts.append(f"{label} {metric['value']:.3f}{bounds}")
+    ece = report["calibration"]["ece"]
+    summary = ", ".join(parts) + ("" if ece is None else f", ECE {ece:.3f}")
+    head = f"95% intervals: {interval['method']} over {interval['units']} {interval['unit']}s"
+    return [f"{summary} ({head})"] + [f"note: {note}" for note in report["notes"]]
 
 
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Submission CSV to write (ID,label).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for prediction.json, probabilities.png and the --explain heat maps.")
 @params_options(PredictParams, rename={"data_dir": "--data", "checkpoints": "--checkpoint", "csv": ("--csv", "--split")})
-def predict(out: Path, **options) -> None:
+def predict(out: Path, report_dir: Path | None, **options) -> None:
     """Write the submission CSV (ID,label); several --checkpoint make an ensemble.
 
     `leukemia predict --checkpoint CKPT [--checkpoint CKPT2] --data DIR --csv FILE --out preds.csv`"""
@@ -328,9 +351,13 @@ def predict(out: Path, **options) -> None:
             result = predict_csv(
                 [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
                 probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
-                checkpoint_choice=params.checkpoint_choice, observer=bar,
+                checkpoint_choice=params.checkpoint_choice, observer=bar, operating=params, report_dir=report_dir,
             )
         click.echo(f"wrote {result.count} predictions ({result.positives} labelled 1) to {result.out_path}")
+        click.echo(f"threshold {result.threshold['value']:.4g}: {result.threshold['description']}")
+        if result.summary is not None:
+            explained = f", {result.summary['explained']} heat maps in explanations.zip" if result.summary["explained"] else ""
+            click.echo(f"wrote {report_dir}/prediction.json, probabilities.png{explained}")
 
     run_user_command(body)
 

@@ -68,13 +68,15 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
 SUBJECT_COLUMNS = ("subject", "label", "images", "accuracy", "called_all", "mean_prob_1")
 
 
-def subject_table(subjects: Sequence[str | None], y_true: Sequence[int], probabilities: Sequence[float]) -> "pd.DataFrame":
+def subject_table(
+    subjects: Sequence[str | None], y_true: Sequence[int], probabilities: Sequence[float], threshold: float = 0.5
+) -> "pd.DataFrame":
     """Per subject (patient): its class, images, accuracy and the share of its cells called ALL
-    (class 1) at the 0.5 threshold, worst accuracy first. Images of unknown subject are left out."""
+    (class 1) at the operating threshold, worst accuracy first. Images of unknown subject are left out."""
     import pandas as pd
 
     frame = pd.DataFrame({"subject": subjects, "label": y_true, "prob_1": probabilities}).dropna(subset=["subject"])
-    frame["called_all"] = (frame["prob_1"] >= 0.5).astype(float)
+    frame["called_all"] = (frame["prob_1"] >= threshold).astype(float)
     frame["correct"] = (frame["called_all"] == frame["label"]).astype(float)
     table = frame.groupby("subject", sort=True).agg(
         label=("label", lambda labels: int(labels.mode().iloc[0])),  # a C-NMC subject has one class

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from core.errors import UserInputError
 from core.splits import SPLIT_HELP, check_split_name
@@ -128,7 +128,57 @@ class FinetuneParams(TrainParams):
     image_size: int | None = Field(None, ge=32, le=1024, description="Default: the checkpoint's.")  # type: ignore[assignment]
 
 
-class EvaluateParams(_Params):
+class OperatingPointParams(_Params):
+    """Where evaluate and predict call an image ALL, and which images get a Grad-CAM heat map."""
+
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="Call ALL at P(ALL) >= this. Default: the checkpoint's recorded one, else 0.5."
+    )
+    threshold_from: Literal["recorded", "valid"] = Field(
+        "recorded", description="valid: choose the threshold on the data folder's valid.csv and record it in the checkpoint."
+    )
+    target_sensitivity: float | None = Field(
+        None, description="With threshold_from valid: the highest threshold reaching this sensitivity; default Youden's J."
+    )
+    explain: str = Field(
+        "", description="Grad-CAM maps: N (the N most confident mistakes and N least confident images), all, or none."
+    )
+
+    @field_validator("threshold_from")
+    @classmethod
+    def _one_threshold_source(cls, value: str, info: ValidationInfo) -> str:
+        if value == "valid" and info.data.get("threshold") is not None:
+            raise ValueError("give either a threshold or threshold_from valid, not both")
+        return value
+
+    @field_validator("target_sensitivity")
+    @classmethod
+    def _sensitivity(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return None
+        if not 0 < value <= 1:
+            raise ValueError(f"{value:g} is not a sensitivity; give a fraction in (0, 1], e.g. 0.95")
+        if info.data.get("threshold_from") != "valid":
+            raise ValueError("only applies with threshold_from valid")
+        return value
+
+    @field_validator("explain")
+    @classmethod
+    def _explain(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("", "none", "0"):
+            return ""
+        if value == "all" or (value.isdigit() and int(value) >= 1):
+            return value
+        raise ValueError(f"{value!r} is not a number of images; give a whole number of 1 or more, or all")
+
+    @property
+    def explain_count(self) -> int | None:
+        """Images per selection group for Grad-CAM (None: every image); 0 when nothing is explained."""
+        return None if self.explain == "all" else int(self.explain or 0)
+
+
+class EvaluateParams(OperatingPointParams):
     """Score a checkpoint on a labelled CSV of the data folder."""
 
     kind: Literal["evaluate"] = "evaluate"
@@ -146,7 +196,7 @@ class EvaluateParams(_Params):
     device: Device = "auto"
 
 
-class PredictParams(_Params):
+class PredictParams(OperatingPointParams):
     """Write the submission CSV (ID,label) for a test CSV of the data folder."""
 
     kind: Literal["predict"] = "predict"

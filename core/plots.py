@@ -86,3 +86,80 @@ def plot_history(history: list[dict], run_dir: Path, best_epoch: int | None) -> 
         title = f"validation, best epoch {best_epoch}"
         paths.append(plot_confusion(best["confusion"], run_dir / CONFUSION_PNG, title))
     return paths
+
+
+ROC_PNG = "roc.png"
+PR_PNG = "pr.png"
+CALIBRATION_PNG = "calibration.png"
+HISTOGRAM_PNG = "probabilities.png"
+
+
+def _threshold_label(report: dict) -> str:
+    return f"threshold {report['threshold']:.3g}"
+
+
+def plot_roc(report: dict, path: Path) -> Path:
+    """The ROC curve of a clinical report (core.clinical), its AUC with interval, and the operating point."""
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    auc = report["metrics"]["roc_auc"]
+    label = "ROC" if auc["value"] is None else f"AUC {auc['value']:.3f}" + (
+        "" if auc["low"] is None else f" [{auc['low']:.3f}, {auc['high']:.3f}]")
+    if auc["value"] is not None:
+        axes.plot(report["roc"]["fpr"], report["roc"]["tpr"], label=label)
+        sensitivity, specificity = report["metrics"]["sensitivity"]["value"], report["metrics"]["specificity"]["value"]
+        axes.plot([1 - specificity], [sensitivity], "o", color="black", label=_threshold_label(report))
+        axes.legend(loc="lower right")
+    else:
+        axes.text(0.5, 0.5, "undefined: one class only", ha="center")
+    axes.plot([0, 1], [0, 1], ":", color="grey")
+    axes.set_xlabel("1 - specificity (false positive rate)")
+    axes.set_ylabel("sensitivity (ALL found)")
+    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
+    axes.set_title("ROC, positive class ALL")
+    return _save(figure, path)
+
+
+def plot_precision_recall(report: dict, path: Path) -> Path:
+    """Precision against recall of ALL, with PR-AUC (average precision) and the share of ALL as baseline."""
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    area = report["metrics"]["pr_auc"]
+    if area["value"] is not None:
+        axes.step(report["pr"]["recall"], report["pr"]["precision"], where="post", label=f"AP {area['value']:.3f}")
+        prevalence = report["positives"] / max(1, report["positives"] + report["negatives"])
+        axes.axhline(prevalence, linestyle=":", color="grey", label=f"share of ALL {prevalence:.2f}")
+        axes.legend(loc="lower left")
+    else:
+        axes.text(0.5, 0.5, "undefined: no ALL image", ha="center")
+    axes.set_xlabel("recall (sensitivity)")
+    axes.set_ylabel("precision (PPV)")
+    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
+    axes.set_title("precision-recall, positive class ALL")
+    return _save(figure, path)
+
+
+def plot_calibration(report: dict, path: Path) -> Path:
+    """Reliability diagram: observed share of ALL against mean P(ALL) per bin, bar width = bin, with the ECE."""
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    bins = [b for b in report["calibration"]["bins"] if b["count"]]
+    axes.bar([b["low"] for b in bins], [b["fraction_all"] for b in bins],
+             width=[b["high"] - b["low"] for b in bins], align="edge", alpha=0.6, edgecolor="black", label="observed")
+    axes.plot([b["mean_probability"] for b in bins], [b["fraction_all"] for b in bins], "o", color="black")
+    axes.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ece = report["calibration"]["ece"]
+    axes.set_title("calibration" + ("" if ece is None else f", ECE {ece:.3f}"))
+    axes.set_xlabel("predicted P(ALL)")
+    axes.set_ylabel("share that is ALL")
+    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def plot_histogram(edges: Sequence[float], counts: Sequence[int], threshold: float, path: Path) -> Path:
+    """Histogram of P(ALL) with the operating threshold marked."""
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges, edges[1:])], align="edge", edgecolor="black")
+    axes.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.3g}")
+    axes.set_xlabel("P(ALL)")
+    axes.set_ylabel("images")
+    axes.legend()
+    return _save(figure, path)

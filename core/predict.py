@@ -17,15 +17,27 @@ from torch import Tensor, nn
 from core.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from core.data import Sample
 from core.errors import UserInputError
+from core.clinical import clinical_report
+from core.explain import CONVENTION
 from core.metrics import classification_metrics, subject_table
+from core.params import OperatingPointParams
 from core.pipeline import InputPipeline, resolve_device
 from core.plots import CONFUSION_PNG, plot_confusion
 from core.progress import PredictionObserver, PredictionProgress, RunStopped
+from core.report import (
+    prediction_summary,
+    resolve_threshold,
+    select_for_explanation,
+    subjects_of,
+    write_evaluation_outputs,
+    write_explanations,
+)
 from core.settings import get_settings
 from core.splits import read_named_split
 from core.training import flush_denormals_on_cpu
 
 EVALUATION_JSON = "evaluation.json"
+PREDICTION_JSON = "prediction.json"
 CONFUSION_CSV = "confusion.csv"
 SUBJECTS_CSV = "subjects.csv"
 
@@ -47,6 +59,8 @@ class PredictionResult:
     out_path: Path
     count: int
     positives: int
+    threshold: dict[str, Any]  # core.report.resolve_threshold: value, source, description, ...
+    summary: dict[str, Any] | None  # prediction.json, when a report folder was given
 
 
 def dihedral_views(images: Tensor) -> list[Tensor]:
@@ -147,24 +161,44 @@ def evaluate_csv(
     device: str = "auto",
     observer: PredictionObserver | None = None,
     checkpoint_choice: str = "best",
+    operating: OperatingPointParams | None = None,
 ) -> EvaluationResult:
     """Score a checkpoint (file or run folder), or the mean of several (an ensemble), on a labelled CSV or
-    named split; with out_dir also write JSON, CSVs and PNG."""
+    named split at the operating threshold, with the clinical report; with out_dir also write JSON, the
+    per-image CSV, subjects.csv, plots and Grad-CAM overlays (of the first checkpoint)."""
+    operating = operating or OperatingPointParams()
+    if out_dir is None and operating.explain:
+        raise UserInputError("explain: the heat maps need an output folder (--out)", field="explain")
     paths = [resolve_checkpoint(path, checkpoint_choice) for path in (checkpoint if isinstance(checkpoint, list) else [checkpoint])]
     checkpoint_path = paths[0]
-    samples = read_named_split(Path(data_dir), csv_name, labelled=True)
-    probabilities = ensemble_probabilities(
-        paths, samples, tta=tta, batch_size=batch_size, device=device, observer=observer
+    data_dir = Path(data_dir)
+    samples = read_named_split(data_dir, csv_name, labelled=True)
+    options = dict(tta=tta, batch_size=batch_size, device=device)
+    probabilities = ensemble_probabilities(paths, samples, observer=observer, **options)
+    threshold = resolve_threshold(
+        operating, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
     )
-    predictions = (probabilities >= 0.5).astype(np.int64)
-    metrics = classification_metrics([s.label for s in samples], predictions)
-    subjects = subject_table([s.subject for s in samples], [s.label for s in samples], probabilities)
+    truth = np.array([s.label for s in samples])
+    metrics = classification_metrics(truth, (probabilities >= threshold["value"]).astype(np.int64))
+    metrics["threshold"] = threshold
+    subjects = subject_table([s.subject for s in samples], truth, probabilities, threshold["value"])
     metrics["subjects"] = subjects.to_dict(orient="records")
-    if out_dir is not None:
-        _write_evaluation(Path(out_dir), metrics, paths, Path(data_dir) / csv_name, tta)
-        if len(subjects):
-            subjects.to_csv(Path(out_dir) / SUBJECTS_CSV, index=False, float_format="%.6g")
-    return EvaluationResult(checkpoint_path, csv_name, metrics, None if out_dir is None else Path(out_dir))
+    if out_dir is None:
+        metrics["clinical"] = clinical_report(truth, probabilities, threshold["value"],
+                                              threshold_source=threshold["description"], subjects=subjects_of(samples))
+        return EvaluationResult(checkpoint_path, csv_name, metrics, None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selection = select_for_explanation(probabilities, threshold["value"], truth, operating.explain_count)
+    explained = write_explanations(out_dir, checkpoint_path, samples, probabilities, threshold["value"], selection,
+                                   batch_size=batch_size, device=resolve_device(device))
+    metrics["clinical"] = write_evaluation_outputs(out_dir, samples, probabilities, threshold, explained)
+    metrics["explained"] = len(explained)
+    metrics["explanation_convention"] = CONVENTION if explained else None
+    _write_evaluation(out_dir, metrics, paths, data_dir / csv_name, tta)
+    if len(subjects):
+        subjects.to_csv(out_dir / SUBJECTS_CSV, index=False, float_format="%.6g")
+    return EvaluationResult(checkpoint_path, csv_name, metrics, out_dir)
 
 
 def predict_csv(
@@ -179,14 +213,23 @@ def predict_csv(
     device: str = "auto",
     observer: PredictionObserver | None = None,
     checkpoint_choice: str = "best",
+    operating: OperatingPointParams | None = None,
+    report_dir: Path | None = None,
 ) -> PredictionResult:
-    """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order."""
+    """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order, calling
+    ALL at the operating threshold; with report_dir also prediction.json, the histogram and Grad-CAM overlays."""
+    operating = operating or OperatingPointParams()
+    if report_dir is None and operating.explain:
+        raise UserInputError("explain: the heat maps need a report folder (--report)", field="explain")
     paths = [resolve_checkpoint(path, checkpoint_choice) for path in checkpoints]
-    samples = read_named_split(Path(data_dir), csv_name, labelled=False)
-    class_one = ensemble_probabilities(
-        paths, samples, tta=tta, batch_size=batch_size, device=device, observer=observer
+    data_dir = Path(data_dir)
+    samples = read_named_split(data_dir, csv_name, labelled=False)
+    options = dict(tta=tta, batch_size=batch_size, device=device)
+    class_one = ensemble_probabilities(paths, samples, observer=observer, **options)
+    threshold = resolve_threshold(
+        operating, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options)
     )
-    labels = (class_one >= 0.5).astype(np.int64)
+    labels = (class_one >= threshold["value"]).astype(np.int64)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w", newline="") as file:
@@ -195,7 +238,17 @@ def predict_csv(
         for sample, label, probability in zip(samples, labels, class_one):
             row = [sample.id, int(label)] + ([f"{probability:.6f}"] if probabilities else [])
             writer.writerow(row)
-    return PredictionResult(out_path, len(samples), int(labels.sum()))
+    summary = None
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        selection = select_for_explanation(class_one, threshold["value"], None, operating.explain_count)
+        explained = write_explanations(report_dir, paths[0], samples, class_one, threshold["value"], selection,
+                                       batch_size=batch_size, device=resolve_device(device))
+        summary = prediction_summary(samples, class_one, threshold, report_dir, len(explained))
+        summary.update(checkpoints=[str(p) for p in paths], csv=str(data_dir / csv_name), tta=tta)
+        (report_dir / PREDICTION_JSON).write_text(json.dumps(summary, indent=2))
+    return PredictionResult(out_path, len(samples), int(labels.sum()), threshold, summary)
 
 
 def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoints: list[Path], csv_path: Path, tta: bool) -> None:

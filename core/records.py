@@ -20,7 +20,7 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 CANCELLABLE_STATUSES = ("queued", "running")  # a queued job is cancelled at once, a running one at its next batch
 RETRYABLE_STATUSES = ("failed", "cancelled")
 MODEL_KINDS = ("train", "finetune")  # kinds whose run leaves a checkpoint another job can start from
-ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation")
+ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation", "explanation")
 
 
 def utcnow() -> datetime:

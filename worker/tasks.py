@@ -248,7 +248,11 @@ ARTIFACT_NAMES = {
     "confusion.csv": "evaluation",
     "subjects.csv": "evaluation",
     "oof.csv": "predictions",
+    "per_image.csv": "evaluation",
     "predictions.csv": "predictions",
+    "prediction.json": "predictions",
+    "explanations.csv": "explanation",
+    "explanations.zip": "explanation",
 }
 
 
@@ -283,6 +287,16 @@ def parent_checkpoint(parent_id: int, choice: str) -> Path:
     raise UserInputError(f"parent: job {parent_id} has no {preferred[0]} checkpoint on disk", field="parent_id")
 
 
+def refresh_parent_checkpoint(parent_id: int | None, params: Any) -> None:
+    """A threshold chosen on valid.csv was written into the parent's checkpoint: record its new size and sha256."""
+    if parent_id is None or params.threshold_from != "valid":
+        return
+    with get_sessionmaker().begin() as session:
+        for artifact in jobs.artifacts(session, parent_id):
+            if artifact.kind == "checkpoint":
+                jobs.add_artifact(session, parent_id, "checkpoint", get_settings().resolved_artifacts_dir / artifact.path)
+
+
 def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in."""
     from core import predict, training
@@ -307,7 +321,10 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
         predict.evaluate_csv(
             [checkpoint, *map(Path, params.checkpoints)], Path(params.data_dir), params.csv, out_dir=run_dir, tta=params.tta,
             batch_size=params.batch_size, device=params.device, observer=observer, checkpoint_choice=choice,
+            operating=params,
         )  # fmt: skip
+        if not params.checkpoints:
+            refresh_parent_checkpoint(spec.parent_id, params)
     elif spec.kind == "predict":
         params = parse_params("predict", values)
         checkpoints = [Path(p) for p in params.checkpoints]
@@ -316,7 +333,9 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
         predict.predict_csv(
             checkpoints, Path(params.data_dir), params.csv, run_dir / "predictions.csv", tta=params.tta,
             probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
-            observer=observer, checkpoint_choice=choice,
+            observer=observer, checkpoint_choice=choice, operating=params, report_dir=run_dir,
         )  # fmt: skip
+        if len(checkpoints) == 1:
+            refresh_parent_checkpoint(spec.parent_id, params)
     else:
         raise UserInputError(f"kind: unknown job kind {spec.kind!r}", field="kind")
