@@ -13,12 +13,13 @@ computed for all resamples at once on one sorted order of the scores (numpy only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from core.errors import UserInputError
+from core.results import CalibrationBin, ClinicalReport
 
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -189,17 +190,6 @@ def _chunks(resamples: int, seed: int, size: int = 100) -> list[tuple[np.random.
 # ---------------------------------------------------------------- calibration
 
 
-@dataclass(frozen=True)
-class CalibrationBin:
-    """Images whose P(ALL) fell in [low, high): their mean P(ALL) and the fraction that are ALL."""
-
-    low: float
-    high: float
-    count: int
-    mean_probability: float | None
-    fraction_all: float | None
-
-
 def reliability_bins(
     y_true: Sequence[int], probabilities: Sequence[float], bins: int = CALIBRATION_BINS
 ) -> tuple[list[CalibrationBin], float | None]:
@@ -216,7 +206,8 @@ def reliability_bins(
         observed = float(truth[members].mean()) if count else None
         if count:
             ece += count / truth.size * abs(observed - mean_p)
-        table.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), count, mean_p, observed))
+        table.append(CalibrationBin(low=float(edges[b]), high=float(edges[b + 1]), count=count,
+                                    mean_probability=mean_p, fraction_all=observed))
     return table, (ece if truth.size else None)
 
 
@@ -266,7 +257,8 @@ def clinical_report(
     seed: int = 0,
 ) -> dict:
     """Everything above for one labelled set, JSON-safe: point estimates with 95% intervals, the
-    curves (thinned to CURVE_POINTS), the reliability bins and ECE, and notes on what is undefined."""
+    curves (thinned to CURVE_POINTS), the reliability bins and ECE, and notes on what is undefined;
+    the shape is core.results.ClinicalReport."""
     truth, probability = _arrays(y_true, probabilities)
     point = {**rates_at(truth, probability, threshold),
              "roc_auc": roc_auc(truth, probability), "pr_auc": average_precision(truth, probability)}
@@ -275,7 +267,7 @@ def clinical_report(
     precision, recall, pr_thresholds = precision_recall_curve(truth, probability)
     bins, ece = reliability_bins(truth, probability)
     unit = "subject" if subjects is not None else "image"
-    return {
+    report = {
         "positive_class": "ALL (label 1)",
         "threshold": float(threshold),
         "threshold_source": threshold_source,
@@ -292,9 +284,10 @@ def clinical_report(
         },
         "roc": _thinned({"fpr": fpr, "tpr": tpr, "thresholds": roc_thresholds}),
         "pr": _thinned({"precision": precision, "recall": recall, "thresholds": pr_thresholds}),
-        "calibration": {"bins": [vars(b) for b in bins], "ece": ece},
+        "calibration": {"bins": bins, "ece": ece},
         "notes": undefined_notes(point),
     }
+    return ClinicalReport.model_validate(report).model_dump()
 
 
 def undefined_notes(point: dict[str, float | None]) -> list[str]:

@@ -245,8 +245,8 @@ def predict_csv(
         selection = select_for_explanation(class_one, threshold["value"], None, operating.explain_count)
         explained = write_explanations(report_dir, paths[0], samples, class_one, threshold["value"], selection,
                                        batch_size=batch_size, device=resolve_device(device))
-        summary = prediction_summary(samples, class_one, threshold, report_dir, len(explained))
-        summary.update(checkpoints=[str(p) for p in paths], csv=str(data_dir / csv_name), tta=tta)
+        summary = prediction_summary(samples, class_one, threshold, report_dir, len(explained),
+                                     checkpoints=[str(p) for p in paths], csv=str(data_dir / csv_name), tta=tta)
         (report_dir / PREDICTION_JSON).write_text(json.dumps(summary, indent=2))
     return PredictionResult(out_path, len(samples), int(labels.sum()), threshold, summary)
 

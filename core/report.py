@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from core.clinical import choose_threshold, clinical_report
 from core.data import Sample
 from core.errors import UserInputError
 from core.explain import CONVENTION, explain_samples, write_zip
-from core.splits import read_named_split
 from core.params import OperatingPointParams
 from core.plots import (
     CALIBRATION_PNG,
@@ -39,6 +38,8 @@ from core.plots import (
     plot_precision_recall,
     plot_roc,
 )
+from core.results import PredictionSummary, Threshold
+from core.splits import read_named_split
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_KEY = "operating_threshold"  # in a checkpoint: {value, method, target_sensitivity, chosen_on}
@@ -105,8 +106,8 @@ def _how(method: str, target: float | None) -> str:
 
 def _threshold(value: float, source: str, *, method: str | None = None, target: float | None = None,
                chosen_on: str | None = None, recorded_in: str | None = None, description: str) -> dict[str, Any]:
-    return {"value": float(value), "source": source, "method": method, "target_sensitivity": target,
-            "chosen_on": chosen_on, "recorded_in": recorded_in, "description": description}
+    return Threshold(value=value, source=source, method=method, target_sensitivity=target, chosen_on=chosen_on,
+                     recorded_in=recorded_in, description=description).model_dump()
 
 
 def record_threshold(checkpoint_path: Path, threshold: dict[str, Any]) -> None:
@@ -211,10 +212,11 @@ def histogram(probabilities: np.ndarray, threshold: float, out_dir: Path) -> dic
 
 def prediction_summary(
     samples: list[Sample], probabilities: np.ndarray, threshold: dict[str, Any], out_dir: Path, explained: int,
+    **scored: Any,
 ) -> dict[str, Any]:
     """What a predict job shows: class counts, the histogram, the first rows and the threshold used."""
     labels = (probabilities >= threshold["value"]).astype(int)
-    return {
+    return PredictionSummary.model_validate({
         "count": len(samples),
         "class_counts": {"hem": int((labels == 0).sum()), "all": int(labels.sum())},
         "histogram": histogram(probabilities, threshold["value"], out_dir),
@@ -223,4 +225,5 @@ def prediction_summary(
         "threshold": threshold,
         "explained": explained,
         "explanation_convention": CONVENTION if explained else None,
-    }
+        **scored,
+    }).model_dump()

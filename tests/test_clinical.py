@@ -123,7 +123,7 @@ def test_threshold_selection_is_reproducible() -> None:
     next_up = higher[np.searchsorted(higher, chosen) + 1]
     assert rates_at(truth, scores, next_up)["sensitivity"] < 0.95
     youden = choose_threshold(truth, scores, "youden")
-    j = lambda t: sum(rates_at(truth, scores, t)[k] for k in ("sensitivity", "specificity")) - 1  # noqa: E731
+    j = lambda t: sum(rates_at(truth, scores, t)[k] for k in ("sensitivity", "specificity")) - 1
     assert j(youden) >= max(j(t) for t in np.unique(scores)) - 1e-12
     # By hand on the six images: J is 1/3 at 0.9 and 0.7, 2/3 at 0.4, 1/3 at 0.3: 0.4 wins.
     assert choose_threshold(TRUTH, SCORES, "youden") == 0.4

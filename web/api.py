@@ -14,11 +14,11 @@ from pydantic import BaseModel
 from core import jobs as job_service
 from core.db import check_database, get_sessionmaker
 from core.errors import DatabaseUnavailable, UserInputError
-from web import queries, schemas
+from web import queries, results, schemas
 from web.auth import bearer_token_valid
 from web.downloads import send_artifact
 from web.inputs import csv_name_problem, json_body, query_model
-from web.openapi import FILE, openapi_document, operation
+from web.openapi import FILE, PNG, openapi_document, operation
 from worker import dispatch
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -172,6 +172,50 @@ def job_artifacts(job_id: int) -> Any:
 def download_artifact(job_id: int, artifact_id: int) -> Any:
     """Download a file a job recorded"""
     return send_artifact(job_id, artifact_id)
+
+
+@operation(bp, "get", "/jobs/<int:job_id>/results", operation_id="getJobResults", tag="results",
+           responses={200: schemas.JobResults}, errors=(404,))
+def job_results(job_id: int) -> Any:
+    """Evaluation (metrics with 95% intervals, curves, calibration) or prediction summary, and the heat maps"""
+    with get_sessionmaker().begin() as session:
+        job = queries.find_job(session, job_id)
+        if job is None:
+            abort(404, description=f"job {job_id} not found")
+        kind = job.kind
+    return answer(results.job_results(job_id, kind))
+
+
+@operation(bp, "get", "/jobs/<int:job_id>/images", operation_id="listJobImages", tag="results",
+           responses={200: schemas.JobImages}, errors=(404,))
+def job_images(job_id: int) -> Any:
+    """Per-image results of an evaluate job: ID, subject, true label, P(ALL), predicted, correct, heat map"""
+    return answer(results.job_images(existing_job_id(job_id)))
+
+
+@operation(bp, "get", "/jobs/<int:job_id>/images/<int:index>/thumbnail", operation_id="getJobImageThumbnail",
+           tag="results", responses={200: PNG}, errors=(400, 404))
+def job_image_thumbnail(job_id: int, index: int) -> Any:
+    """A thumbnail of the cell in row index (1-based) of the per-image results"""
+    with get_sessionmaker().begin() as session:
+        job = queries.find_job(session, job_id)
+        if job is None:
+            abort(404, description=f"job {job_id} not found")
+        data_dir = job.data_dir or job.params.get("data_dir", "")
+    return png_response(results.thumbnail_png(job_id, data_dir, index))
+
+
+@operation(bp, "get", "/jobs/<int:job_id>/explanations/<int:index>", operation_id="getJobExplanation",
+           tag="results", responses={200: PNG}, errors=(404,))
+def job_explanation(job_id: int, index: int) -> Any:
+    """Heat map index (1-based, the order of results.explained): the cell, and beside it the Grad-CAM overlay"""
+    return png_response(results.explanation_png(existing_job_id(job_id), index))
+
+
+def png_response(data: bytes) -> Any:
+    response = current_app.response_class(data, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"  # a finished job's files do not change
+    return response
 
 
 # --- sweeps -----------------------------------------------------------------------------------------

@@ -25,6 +25,10 @@ REF = "#/components/schemas/{model}"
 ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token", 404: "unknown id",
                  413: "request body too large", 503: "unavailable: the database or the broker is unreachable"}
 FILE = "file"  # a response that is a download, not a model
+PNG = "png"  # a response that is a PNG image shown inline
+# Media types of the non-model responses. A PNG is also listed as octet-stream: generated clients
+# (openapi-python-client) read that as bytes, and know no image/* type.
+MEDIA = {FILE: ("the file", ("application/octet-stream",)), PNG: ("the image", ("image/png", "application/octet-stream"))}
 PATH_PARAMETER = re.compile(r"<int:(\w+)>")
 
 
@@ -37,7 +41,7 @@ class Operation:
     operation_id: str
     tag: str
     summary: str
-    responses: dict[int, type[BaseModel] | str]  # status → model, or FILE
+    responses: dict[int, type[BaseModel] | str]  # status → model, or FILE / PNG
     body: type[BaseModel] | None
     query: type[BaseModel] | None
     errors: tuple[int, ...]
@@ -86,9 +90,10 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
 def _responses(op: Operation) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for status, model in op.responses.items():
-        if model == FILE:
-            answers[str(status)] = {"description": "the file", "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        if model in MEDIA:
+            description, media_types = MEDIA[model]  # type: ignore[index]
+            answers[str(status)] = {"description": description, "content": {
+                media: {"schema": {"type": "string", "format": "binary"}} for media in media_types}}
         else:
             answers[str(status)] = _json(_ref(model), model.__doc__ or model.__name__)  # type: ignore[union-attr]
     for status in sorted(op.errors):
@@ -111,7 +116,7 @@ def _path_item(op: Operation) -> dict[str, Any]:
 def _component_schemas(operations: list[Operation]) -> dict[str, Any]:
     """Every request model (validation), response model (serialisation) and job params model, by name."""
     requests = {op.body for op in operations if op.body is not None} | set(PARAMS_BY_KIND.values())
-    responses = {model for op in operations for model in op.responses.values() if model != FILE} | {schemas.ErrorBody}
+    responses = {model for op in operations for model in op.responses.values() if model not in MEDIA} | {schemas.ErrorBody}
     pairs = [(model, "validation") for model in requests] + [(model, "serialization") for model in responses]
     _, top = models_json_schema(sorted(pairs, key=lambda pair: pair[0].__name__), ref_template=REF)  # type: ignore[arg-type]
     return dict(sorted(top["$defs"].items()))

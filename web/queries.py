@@ -98,8 +98,9 @@ def model_jobs(session: Session, limit: int = 200) -> list[Job]:
 
 
 def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
-    """The newest jobs, for the compare picker."""
-    return list(session.scalars(select(Job).where(Job.kind.in_(MODEL_KINDS)).order_by(Job.id.desc()).limit(limit)))
+    """The newest jobs, for the compare picker: training runs (curves) and evaluate jobs (ROC curves)."""
+    kinds = (*MODEL_KINDS, "evaluate")
+    return list(session.scalars(select(Job).where(Job.kind.in_(kinds)).order_by(Job.id.desc()).limit(limit)))
 
 
 def list_sweeps(session: Session, page: int, per_page: int) -> tuple[list[Sweep], int]:

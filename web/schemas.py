@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstr
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
 from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
+from core.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
 from web.inputs import MAX_ID, MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
@@ -275,3 +276,39 @@ class JobArtifacts(BaseModel):
 
 class DataFolderList(BaseModel):
     data_folders: list[DataFolder]
+
+
+class Evaluation(BaseModel):
+    """evaluation.json of an evaluate job: the headline metrics at the operating threshold and the clinical report."""
+
+    accuracy: float
+    balanced_accuracy: float
+    weighted_f1: float = Field(description="the headline metric (the C-NMC challenge's)")
+    confusion: list[list[int]] = Field(description="[[tn, fp], [fn, tp]], rows = true class")
+    count: int
+    threshold: Threshold
+    clinical: ClinicalReport
+    subjects: list[dict[str, Any]] = Field(default_factory=list, description="per subject, worst accuracy first")
+    explained: int = 0
+    explanation_convention: str | None = None
+    checkpoints: list[str] = Field(default_factory=list)
+    csv: str = ""
+    tta: bool = False
+
+
+class JobResults(BaseModel):
+    """What an evaluate or predict job produced (nulls until it has finished, and for other kinds)."""
+
+    job_id: int
+    kind: JobKind
+    evaluation: Evaluation | None
+    prediction: PredictionSummary | None
+    explained: list[ExplainedImage] = Field(description="heat maps: GET .../explanations/{index}, 1-based in this order")
+    explanation_convention: str | None
+
+
+class JobImages(BaseModel):
+    """The per-image table of an evaluate job (empty for other kinds); thumbnails: GET .../images/{index}/thumbnail."""
+
+    job_id: int
+    images: list[ImageResult]

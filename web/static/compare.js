@@ -1,4 +1,5 @@
-/* Compare page: the runs' loss and valid accuracy curves overlaid, from the metrics API. */
+/* Compare page: the runs' loss and valid accuracy curves overlaid, from the metrics API, and the ROC
+   curves of the evaluate jobs among them, from the results API. */
 "use strict";
 
 (async () => {
@@ -17,7 +18,25 @@
     loss.push({ x, y: result.epochs.map((m) => m.valid_loss), name: `${name} valid`, mode: "lines+markers", line: { color } });
     accuracy.push({ x, y: result.epochs.map((m) => m.valid_accuracy), name, mode: "lines+markers", line: { color } });
   });
+  // Evaluate jobs have no epochs: with none among the runs, no empty curve panels.
+  document.getElementById("compare-curves").hidden = !results.some((result) => result.epochs.length);
   Plotly.react("compare-loss", loss, Live.layout("loss"), Live.config);
   Plotly.react("compare-accuracy", accuracy,
     Live.layout("valid accuracy", { yaxis: { title: { text: "valid accuracy" }, tickformat: ".0%", gridcolor: "#e2e8f0" } }), Live.config);
+  const rocResults = await Promise.all(ids.map((id) => Live.getJSON(root.dataset.resultsUrl.replace("/0/", `/${id}/`))));
+  const roc = [{ x: [0, 1], y: [0, 1], mode: "lines", line: { dash: "dot", color: "#94a3b8" }, showlegend: false, hoverinfo: "skip" }];
+  rocResults.forEach((result, index) => {
+    const report = result.evaluation && result.evaluation.clinical;
+    if (!report || report.metrics.roc_auc.value === null) return;
+    const auc = report.metrics.roc_auc;
+    const interval = auc.low === null ? "" : ` [${Live.number(auc.low)}, ${Live.number(auc.high)}]`;
+    roc.push({ x: report.roc.fpr, y: report.roc.tpr, mode: "lines", name: `#${result.job_id} AUC ${Live.number(auc.value)}${interval}`,
+      line: { color: palette[index % palette.length] } });
+  });
+  document.getElementById("compare-roc-none").hidden = roc.length > 1;
+  document.getElementById("compare-roc").hidden = roc.length === 1;
+  if (roc.length > 1) {
+    Plotly.react("compare-roc", roc, Live.layout("sensitivity", { height: 360, xaxis: { title: { text: "1 − specificity" }, range: [0, 1], gridcolor: "#e2e8f0" },
+      yaxis: { title: { text: "sensitivity" }, range: [0, 1.02], gridcolor: "#e2e8f0" } }), Live.config);
+  }
 })();

@@ -1,4 +1,4 @@
-/* Job detail page: poll the job and its metrics every ~2 s; update the facts, curves, confusion matrix and files. */
+/* Job detail page: poll the job (and a training job's metrics) every ~2 s; update the facts, curves, confusion matrix and files. */
 "use strict";
 
 (() => {
@@ -83,13 +83,22 @@
     root.dataset.finished = String(job.finished);
   }
 
+  // Only train and finetune pages have epoch curves; evaluate and predict pages draw results.js's panels.
+  const training = document.getElementById("loss-chart") !== null;
+
   async function refresh() {
-    const [job, metrics] = await Promise.all([Live.getJSON(root.dataset.jobUrl), Live.getJSON(root.dataset.metricsUrl)]);
+    const job = await Live.getJSON(root.dataset.jobUrl);
     showJob(job);
-    if (metrics.epochs.length) metricsRows(metrics.epochs);
-    drawCurves(metrics.epochs);
-    drawConfusion(metrics.epochs);
-    if (job.finished) artifactList((await Live.getJSON(root.dataset.artifactsUrl)).artifacts);
+    if (training) {
+      const metrics = await Live.getJSON(root.dataset.metricsUrl);
+      if (metrics.epochs.length) metricsRows(metrics.epochs);
+      drawCurves(metrics.epochs);
+      drawConfusion(metrics.epochs);
+    }
+    if (job.finished) {
+      artifactList((await Live.getJSON(root.dataset.artifactsUrl)).artifacts);
+      document.dispatchEvent(new CustomEvent("job:finished", { detail: job }));
+    }
     return !job.finished;
   }
 

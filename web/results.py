@@ -1,0 +1,92 @@
+"""What an evaluate or predict job produced, read from its recorded artifacts for the API and the
+job page: the evaluation or prediction summary, the per-image table, the heat maps (members of
+the recorded explanations.zip) and thumbnails of the evaluated cells. No path comes from a
+request: files are found by artifact name, images by row number of a recorded table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+from flask import abort
+from PIL import Image
+from sqlalchemy import select
+
+from core.data import inside_path
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import Artifact
+from core.results import ExplainedImage, ImageResult, PredictionSummary
+from web import queries, schemas
+
+THUMBNAIL_PX = 96
+
+
+def _artifact_file(job_id: int, name: str) -> Path | None:
+    with get_sessionmaker().begin() as session:
+        if queries.find_job(session, job_id) is None:
+            abort(404, description=f"job {job_id} not found")
+        artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+        return queries.artifact_file(artifact) if artifact is not None else None
+
+
+def _csv_rows(path: Path | None) -> list[dict[str, str]]:
+    if path is None:
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def job_results(job_id: int, kind: str) -> schemas.JobResults:
+    """The evaluation (evaluation.json) or prediction (prediction.json) summary and the explained images."""
+    evaluation_path, prediction_path = _artifact_file(job_id, "evaluation.json"), _artifact_file(job_id, "prediction.json")
+    evaluation = schemas.Evaluation.model_validate_json(evaluation_path.read_bytes()) if evaluation_path else None
+    prediction = PredictionSummary.model_validate_json(prediction_path.read_bytes()) if prediction_path else None
+    explained = [ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None})
+                 for row in _csv_rows(_artifact_file(job_id, "explanations.csv"))]
+    convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
+    return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
+                              explained=explained, explanation_convention=convention)
+
+
+def job_images(job_id: int) -> schemas.JobImages:
+    """Every row of an evaluate job's per_image.csv, in the CSV's order."""
+    rows = _csv_rows(_artifact_file(job_id, "per_image.csv"))
+    images = [ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
+                                          "explanation": row["explanation"] or None}) for row in rows]
+    return schemas.JobImages(job_id=job_id, images=images)
+
+
+def explanation_png(job_id: int, index: int) -> bytes:
+    """The heat map of row `index` (1-based) of the job's explanations.csv, from the recorded zip."""
+    rows = _csv_rows(_artifact_file(job_id, "explanations.csv"))
+    archive_path = _artifact_file(job_id, "explanations.zip")
+    if not 1 <= index <= len(rows) or archive_path is None:
+        abort(404, description=f"job {job_id} has no heat map {index}")
+    with zipfile.ZipFile(archive_path) as archive:
+        try:
+            return archive.read(rows[index - 1]["file"])
+        except KeyError:
+            abort(404, description=f"heat map {index} of job {job_id} is missing from explanations.zip")
+
+
+def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
+    """A small PNG of the cell in row `index` (1-based) of the job's per_image.csv, read from its data folder."""
+    rows = _csv_rows(_artifact_file(job_id, "per_image.csv"))
+    if not 1 <= index <= len(rows):
+        abort(404, description=f"job {job_id} has no image {index}")
+    relative = inside_path(rows[index - 1]["ID"])
+    path = Path(data_dir) / relative if relative else None
+    if path is None or not path.is_file():
+        abort(404, description=f"image {index} of job {job_id} is no longer in its data folder")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+    except OSError:
+        raise UserInputError(f"image {index} of job {job_id}: {relative} cannot be read as an image") from None
+    return buffer.getvalue()
