@@ -19,6 +19,7 @@ from core.db import get_sessionmaker
 from core.errors import UserInputError
 from core.records import Artifact
 from core.results import ExplainedImage, ImageResult, PredictionSummary
+from core.settings import get_settings
 from web import queries, schemas
 
 THUMBNAIL_PX = 96
@@ -73,12 +74,17 @@ def explanation_png(job_id: int, index: int) -> bytes:
 
 
 def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
-    """A small PNG of the cell in row `index` (1-based) of the job's per_image.csv, read from its data folder."""
+    """A small PNG of the cell in row `index` (1-based) of the job's per_image.csv, read from its data
+    folder when that lies under DATA_ROOTS (a CLI job's folder may lie anywhere)."""
     rows = _csv_rows(_artifact_file(job_id, "per_image.csv"))
     if not 1 <= index <= len(rows):
         abort(404, description=f"job {job_id} has no image {index}")
+    try:  # as for registering a folder: the web reads images only under DATA_ROOTS
+        folder = queries.folder_under_roots(data_dir, get_settings().data_root_paths)
+    except UserInputError:
+        abort(404, description=f"job {job_id}: its data folder is not under a data root, so no thumbnails")
     relative = inside_path(rows[index - 1]["ID"])
-    path = Path(data_dir) / relative if relative else None
+    path = folder / relative if relative else None
     if path is None or not path.is_file():
         abort(404, description=f"image {index} of job {job_id} is no longer in its data folder")
     try:
