@@ -150,6 +150,8 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "cv.ensemble": ([], ["kind", "split", "tta", "queue"]),
     "api.submit_cross_validation": ([], ["params", "folds", "release_folds", "name", "queue"]),
     "api.get_cross_validation": ([], []), "api.submit_ensemble": ([], ["kind", "split", "tta", "queue"]),
+    "api.job_results": ([], []), "api.job_images": ([], []), "api.job_image_thumbnail": ([], []),
+    "api.job_explanation": ([], []),
 }
 
 
