@@ -26,6 +26,7 @@ def backend(request, tmp_path, monkeypatch):
     from core.db import reset_engines
     from core.settings import get_settings
     from web import create_app
+    from web.auth import prepare_database
 
     home = tmp_path / "home"
     monkeypatch.setenv("LEUKEMIA_HOME", str(home))
@@ -38,10 +39,12 @@ def backend(request, tmp_path, monkeypatch):
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
         monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    monkeypatch.setenv("ADMIN_USERNAME", WEB_ADMIN[0])
+    monkeypatch.setenv("ADMIN_PASSWORD", WEB_ADMIN[1])
     get_settings.cache_clear()
     reset_engines()
-    app = create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret",
-                      "ADMIN_USERNAME": WEB_ADMIN[0], "ADMIN_PASSWORD": WEB_ADMIN[1]})  # fmt: skip
+    prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
+    app = create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret"})
 
     def vanish() -> None:
         if name is None:
