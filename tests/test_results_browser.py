@@ -5,6 +5,7 @@ the compare page's ROC overlay. Screenshots under test-output/screenshots for re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import urllib.error
@@ -91,6 +92,13 @@ def test_results_pages_end_to_end(service, browser) -> None:  # noqa: F811
     assert prediction["threshold"]["source"] == "recorded"
     assert prediction["threshold"]["value"] == evaluation["threshold"]["value"]
     assert sum(prediction["class_counts"].values()) == 8 and prediction["explained"] == 3
+    # The threshold was written into the parent's best.pt: its artifact row has the new size and sha256.
+    best = next(a for a in api(base, "GET", f"/jobs/{train_id}/artifacts")[1]["artifacts"] if a["name"] == "best.pt")
+    request = urllib.request.Request(f"{base}/api/jobs/{train_id}/artifacts/{best['id']}",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        content = response.read()
+    assert (len(content), hashlib.sha256(content).hexdigest()) == (best["size_bytes"], best["sha256"])
     images = api(base, "GET", f"/jobs/{chosen_id}/images")[1]["images"]
     assert len(images) == 12 and sum(1 for image in images if image["explanation"]) == evaluation["explained"]
 
