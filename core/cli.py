@@ -203,6 +203,7 @@ def describe_epoch(record, total_epochs: int) -> str:
         line += (
             f" | valid loss {record.valid_loss:.4f} acc {record.valid_accuracy:.4f}"
             f" balanced {record.valid_balanced_accuracy:.4f} f1 {record.valid_f1:.4f}"
+            + ("" if record.valid_roc_auc is None else f" auc {record.valid_roc_auc:.4f}")
         )
     return line + f" | lr {record.lr:.3g} | {record.seconds:.1f} s, {record.images_per_s:.1f} img/s"
 

@@ -76,6 +76,7 @@ def plot_history(history: list[dict], run_dir: Path, best_epoch: int | None) -> 
                 "valid": [r["valid_accuracy"] for r in history],
                 "valid balanced": [r["valid_balanced_accuracy"] for r in history],
                 "valid weighted F1": [r["valid_f1"] for r in history],
+                "valid ROC-AUC": [r.get("valid_roc_auc") for r in history],
             },
             "accuracy",
             run_dir / ACCURACY_PNG,

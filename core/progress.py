@@ -43,6 +43,9 @@ class EpochRecord(BaseModel):
     valid_balanced_accuracy: float | None
     valid_f1: float | None
     confusion: list[list[int]] | None
+    # ROC-AUC of P(ALL) on the validation split; None without one, with one class only, or in a
+    # checkpoint written before it was recorded.
+    valid_roc_auc: float | None = None
     lr: float
     seconds: float
     images_per_s: float

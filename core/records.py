@@ -125,6 +125,7 @@ class EpochMetric(Base):
     valid_balanced_accuracy: Mapped[Optional[float]] = mapped_column(Float)
     valid_f1: Mapped[Optional[float]] = mapped_column(Float)
     confusion: Mapped[Optional[list[list[int]]]] = mapped_column(JSON)
+    valid_roc_auc: Mapped[Optional[float]] = mapped_column(Float)
     lr: Mapped[Optional[float]] = mapped_column(Float)
     seconds: Mapped[Optional[float]] = mapped_column(Float)
     images_per_s: Mapped[Optional[float]] = mapped_column(Float)

@@ -34,6 +34,7 @@ from core.data import Sample
 from core.splits import training_splits
 from core.errors import UserInputError
 from core.limits import require_fits_device
+from core.clinical import roc_auc
 from core.metrics import classification_metrics
 from core.models import build_model
 from core.params import FinetuneParams, TrainParams, class_weight_values, parse_params
@@ -325,6 +326,7 @@ def _run_epoch(
         valid_balanced_accuracy=valid.get("balanced_accuracy"),
         valid_f1=valid.get("weighted_f1"),
         confusion=valid.get("confusion"),
+        valid_roc_auc=valid.get("roc_auc"),
         lr=lr,
         seconds=time.perf_counter() - started,
         images_per_s=images_per_s,
@@ -412,7 +414,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Loss and classification metrics on a labelled split, in eval mode."""
     forward.eval()
-    loss_sum, predictions, truth = 0.0, [], []
+    loss_sum, predictions, scores, truth = 0.0, [], [], []
     with torch.inference_mode():
         for index, batch in enumerate(batches, start=1):
             if observer.should_stop():
@@ -424,9 +426,12 @@ def _evaluate(
                 raise UserInputError(_diverged("valid", loss, completed_epochs + 1, index))
             loss_sum += loss * batch.labels.numel()
             predictions.append(logits.argmax(dim=1).cpu())
+            scores.append(torch.softmax(logits, dim=1)[:, 1].cpu())
             truth.append(batch.labels.cpu())
-    metrics = classification_metrics(torch.cat(truth).numpy(), torch.cat(predictions).numpy())
+    labels = torch.cat(truth).numpy()
+    metrics = classification_metrics(labels, torch.cat(predictions).numpy())
     metrics["loss"] = loss_sum / max(1, metrics["count"])
+    metrics["roc_auc"] = roc_auc(labels, torch.cat(scores).numpy())  # cheap: one sort of the split's scores
     return metrics
 
 

@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from core.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from core.clinical import roc_auc
+from core.data import read_split
 from core.errors import UserInputError
 from core.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
 from core.params import FinetuneParams, TrainParams
+from core.predict import predict_probabilities
 from core.progress import EpochRecord, RunStopped, TrainingObserver
 from core.settings import get_settings
 from core.training import class_weights, finetune, lr_factor, train
@@ -157,7 +160,7 @@ def uninterrupted(synth_dir: Path, module_home, tmp_path_factory) -> tuple[Path,
     return run_dir, recorder
 
 
-def test_run_writes_checkpoints_metrics_and_plots(uninterrupted) -> None:
+def test_run_writes_checkpoints_metrics_and_plots(uninterrupted, synth_dir: Path) -> None:
     run_dir, recorder = uninterrupted
     assert recorder.epochs == [1, 2, 3] and recorder.start == (3, 6, 1) and recorder.batches == 18
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
@@ -171,6 +174,12 @@ def test_run_writes_checkpoints_metrics_and_plots(uninterrupted) -> None:
     for name in ("loss.png", "accuracy.png", "confusion.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last = load_checkpoint(run_dir / "last.pt", expected_arch="resnet18")
+    # Each epoch's ROC-AUC is that of the epoch's model on the valid split: the last one's, re-scored.
+    valid = read_split(synth_dir, "valid")
+    scores = predict_probabilities(run_dir / "last.pt", valid, device=torch.device("cpu"))
+    assert history[-1]["valid_roc_auc"] == pytest.approx(roc_auc([v.label for v in valid], scores), abs=1e-6)
+    assert [r["valid_roc_auc"] for r in rows] and all(0 <= float(r["valid_roc_auc"]) <= 1 for r in rows)
+
     best = load_checkpoint(run_dir / "best.pt")
     assert last["epoch"] == 3 and last["image_size"] == SIZE and len(last["mean"]) == 3
     best_epoch = max(history, key=lambda h: h["valid_accuracy"])["epoch"]  # the first of equals

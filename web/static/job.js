@@ -43,6 +43,7 @@
       const row = document.createElement("tr");
       [m.epoch, Live.number(m.train_loss, 4), Live.percent(m.train_accuracy), Live.number(m.valid_loss, 4),
         Live.percent(m.valid_accuracy), Live.percent(m.valid_balanced_accuracy), Live.number(m.valid_f1),
+        Live.number(m.valid_roc_auc),
         Live.number(m.lr), Live.number(m.seconds), Live.number(m.images_per_s)].forEach((value) => {
         const cell = document.createElement("td");
         cell.textContent = value;
