@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from core.atomic import atomic_path
 from core.data import Sample, open_image
 from core.errors import UserInputError
 from core.settings import get_settings
@@ -205,13 +205,9 @@ def _read_ahead(path: Path) -> None:
 
 def _build(path: Path, samples: list[Sample], image_size: int, workers: int) -> None:
     """Decode into a private temporary file, flushed once, then rename it to path in one atomic step."""
-    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npy")
     shape = (len(samples), image_size, image_size, 3)
-    try:
+    with atomic_path(path) as temporary:
         rows = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         decode_into(rows, samples, image_size, workers)
         rows.flush()  # on disk before the name says it is complete
         del rows
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

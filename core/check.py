@@ -10,11 +10,11 @@ from __future__ import annotations
 import csv
 import os
 import random
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.atomic import open_atomic
 from core.data import (
     SPLIT_CSVS,
     Sample,
@@ -395,17 +395,11 @@ def _csv_folder(folder: Path, out_dir: Path | None) -> Path:
 def _write_rows(path: Path, rows: list[tuple]) -> None:
     """Write Path,label,patient rows atomically: a crash leaves no half CSV."""
     try:
-        handle = tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="")
-    except OSError as error:
-        raise UserInputError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with handle:
+        with open_atomic(path, newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["Path", "label", "patient"])
             writer.writerows(rows)
-        os.replace(handle.name, path)
     except OSError as error:
-        Path(handle.name).unlink(missing_ok=True)
         raise UserInputError(f"cannot write {path}: {error.strerror}") from None
 
 

@@ -7,8 +7,6 @@ best.pt leaves out the RESUME_ONLY_KEYS, which only last.pt needs."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.atomic import open_atomic
 from core.errors import NoSpaceLeft, UserInputError
 from core.limits import is_no_space, require_free_space, tensor_bytes
 from core.models import build_model
@@ -25,28 +24,21 @@ REQUIRED_KEYS = ("format", "arch", "num_classes", "model", "mean", "std", "image
 # What only an exact resume needs: last.pt keeps it, best.pt does not (the optimizer's state alone
 # is twice the weights with Adam).
 RESUME_ONLY_KEYS = ("optimizer", "scheduler", "scaler", "rng")
-CHOICES = ("best", "last")
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a checkpoint.
+    """Write atomically (core.atomic): a crash never leaves half a checkpoint.
 
     The disk must hold the checkpoint (its tensors' bytes) plus MIN_FREE_DISK_MB first; a disk that
     fills up during the write is the same one line, "no space left on device: <path>", and the
     previous file at `path` is kept either way."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    needed = tensor_bytes(checkpoint)
-    require_free_space(path, needed)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    require_free_space(path, tensor_bytes(checkpoint))
     try:
-        with os.fdopen(handle, "wb") as file:
+        with open_atomic(path, "wb") as file:
             torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
     except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
         if is_no_space(error):  # the disk filled up during the write: the previous file is kept
             raise NoSpaceLeft(path) from None
         raise
@@ -56,23 +48,6 @@ def without_resume_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint as evaluate, predict and finetune read it (weights, normalisation, architecture,
     params, history, any threshold), without the optimizer, schedule and RNG state of a resume."""
     return {key: value for key, value in checkpoint.items() if key not in RESUME_ONLY_KEYS}
-
-
-def resolve_checkpoint(path_or_run_dir: Path | str, choice: str = "best") -> Path:
-    """The .pt file a user means: the file itself, or best.pt / last.pt of a run folder."""
-    if choice not in CHOICES:
-        raise UserInputError(
-            f"checkpoint_choice: {choice!r} is not one of {', '.join(CHOICES)}", field="checkpoint_choice"
-        )
-    path = Path(path_or_run_dir)
-    if path.is_dir():
-        candidate = path / f"{choice}.pt"
-        if not candidate.is_file():
-            raise UserInputError(f"checkpoint: run folder {path} has no {choice}.pt", field="checkpoint")
-        return candidate
-    if not path.is_file():
-        raise UserInputError(f"checkpoint: {path}: no such file or run folder", field="checkpoint")
-    return path
 
 
 def load_checkpoint(path: Path | str, expected_arch: str | None = None) -> dict[str, Any]:

@@ -278,14 +278,8 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
         if checkpoint_paths:
             given.update(checkpoint=checkpoint_paths[0], checkpoints=list(checkpoint_paths[1:]))
         params = parse_params("evaluate", given)
-        if not params.checkpoint:
-            raise UserInputError("checkpoint: give a run folder or .pt file with --checkpoint", field="checkpoint")
         with _prediction_bar() as bar:
-            result = evaluate_csv(
-                [Path(params.checkpoint), *map(Path, params.checkpoints)], Path(params.data_dir), params.csv, out_dir=out, tta=params.tta,
-                batch_size=params.batch_size, device=params.device, checkpoint_choice=params.checkpoint_choice,
-                observer=bar, operating=params,
-            )
+            result = evaluate_csv(params, out_dir=out, observer=bar)
         metrics = result.metrics
         (tn, fp), (fn, tp) = metrics["confusion"]
         click.echo(
@@ -344,16 +338,8 @@ def predict(out: Path, report_dir: Path | None, **options) -> None:
         from core.predict import predict_csv
 
         params = parse_params("predict", schema_values(options))
-        if not params.checkpoints:
-            raise UserInputError(
-                "checkpoints: give at least one --checkpoint (several make an ensemble)", field="checkpoints"
-            )
         with _prediction_bar() as bar:
-            result = predict_csv(
-                [Path(c) for c in params.checkpoints], Path(params.data_dir), params.csv, out, tta=params.tta,
-                probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
-                checkpoint_choice=params.checkpoint_choice, observer=bar, operating=params, report_dir=report_dir,
-            )
+            result = predict_csv(params, out, observer=bar, report_dir=report_dir)
         click.echo(f"wrote {result.count} predictions ({result.positives} labelled 1) to {result.out_path}")
         click.echo(f"threshold {result.threshold['value']:.4g}: {result.threshold['description']}")
         if result.summary is not None:

@@ -36,6 +36,7 @@ from core.records import (
     WorkerRecord,
     utcnow,
 )
+from core.run_folder import checkpoint_names, job_run_dir, resolve_checkpoint
 from core.settings import get_settings
 from core.splits import with_folder_image_size
 
@@ -394,7 +395,8 @@ def artifact_path(session: Session, job_id: int, name: str | None = None) -> tup
         raise UserInputError(f"job {job_id} has no recorded artifacts")
     if name is None:
         by_name = {a.name: a for a in recorded}
-        chosen = by_name.get("best.pt") or by_name.get("last.pt") or (recorded[0] if len(recorded) == 1 else None)
+        preferred = [by_name[n] for n in checkpoint_names("best") if n in by_name]
+        chosen = preferred[0] if preferred else (recorded[0] if len(recorded) == 1 else None)
         if chosen is None:
             raise UserInputError(
                 f"artifact: job {job_id} has several; name one of {', '.join(by_name)}", field="artifact"
@@ -411,6 +413,17 @@ def artifact_path(session: Session, job_id: int, name: str | None = None) -> tup
             f"artifact: {chosen.path} is recorded for job {job_id} but missing on disk", field="artifact"
         )
     return chosen, path
+
+
+def job_checkpoint(session: Session, job_id: int, choice: str = "best") -> Path:
+    """A job's best.pt or last.pt (a parent's model, a cross-validation fold's), resolved in its run folder."""
+    job = session.get(Job, job_id) if 1 <= job_id <= MAX_ID else None
+    if job is None:
+        raise UserInputError(f"parent: job {job_id} not found", field="parent_id")
+    try:
+        return resolve_checkpoint(job_run_dir(job.id, job.run_key), choice)
+    except UserInputError:
+        raise UserInputError(f"parent: job {job_id} has no {choice}.pt checkpoint on disk", field="parent_id") from None
 
 
 def finish_job(session: Session, job_id: int, owner: str, status: str, error: str | None = None) -> bool:
@@ -467,6 +480,17 @@ def _one_line(text: str | None, limit: int = 1000) -> str | None:
 
 
 # --- the user's side: cancel, retry -----------------------------------------------------
+
+
+def fail_unsent_job(session: Session, job_id: int, reason: str) -> bool:
+    """A queued job whose message could not be sent: failed with the reason (retry re-sends it),
+    rather than left queued forever. False if it was no longer queued (a worker had it already)."""
+    failed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="failed", error=_one_line(reason), finished_at=utcnow())
+    )
+    return failed.rowcount == 1
 
 
 def request_cancel(session: Session, job_id: int) -> Job:

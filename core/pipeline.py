@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,20 @@ def resolve_device(name: str) -> torch.device:
             raise UserInputError(f"device: {name} requested but no GPU is available", field="device")
         return torch.device(name)
     raise UserInputError(f"device: unknown device {name!r}; choose auto, cpu or cuda", field="device")
+
+
+@contextmanager
+def flush_denormals_on_cpu(device: torch.device) -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU while a run lasts: trained weights produce them, and
+    they made a finetune epoch 8x slower here (18.7 vs 146.6 images/s, resnet18 at 32 px) with the
+    same losses. The flag is process-wide, so it is put back after the run: the rest of the process
+    (a worker's next job, a test framework) expects IEEE subnormals."""
+    flushing = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
 
 
 def compute_mean_std(

@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from core.atomic import open_atomic  # noqa: E402
+
 CLASS_NAMES = ("hem (0)", "all (1)")
 LOSS_PNG = "loss.png"
 ACCURACY_PNG = "accuracy.png"
@@ -18,9 +20,13 @@ CONFUSION_PNG = "confusion.png"
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
+    """Write the PNG atomically: the dashboard shows a running job's plots while they are redrawn."""
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with open_atomic(path, "wb") as file:
+            figure.savefig(file, format="png", dpi=100)
+    finally:
+        plt.close(figure)
     return path
 
 

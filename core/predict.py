@@ -14,16 +14,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from core.atomic import open_atomic, write_text_atomic
+from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.data import Sample
 from core.errors import UserInputError
 from core.clinical import clinical_report
 from core.explain import CONVENTION
 from core.metrics import classification_metrics, subject_table
-from core.params import OperatingPointParams
-from core.pipeline import InputPipeline, resolve_device
+from core.params import EvaluateParams, PredictParams
+from core.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.plots import CONFUSION_PNG, plot_confusion
 from core.progress import PredictionObserver, PredictionProgress, RunStopped
+from core.run_folder import resolve_checkpoint
 from core.report import (
     prediction_summary,
     resolve_threshold,
@@ -34,7 +36,6 @@ from core.report import (
 )
 from core.settings import get_settings
 from core.splits import read_named_split
-from core.training import flush_denormals_on_cpu
 
 EVALUATION_JSON = "evaluation.json"
 PREDICTION_JSON = "prediction.json"
@@ -133,8 +134,6 @@ def ensemble_probabilities(
     observer: PredictionObserver | None,
 ) -> np.ndarray:
     """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
-    if not checkpoints:
-        raise UserInputError("checkpoint: at least one checkpoint is required", field="checkpoint")
     if not samples:
         raise UserInputError("csv: no rows to predict", field="csv")
     torch_device = resolve_device(device)
@@ -151,32 +150,23 @@ def ensemble_probabilities(
 
 
 def evaluate_csv(
-    checkpoint: Path | list[Path],
-    data_dir: Path,
-    csv_name: str,
-    *,
-    out_dir: Path | None = None,
-    tta: bool = False,
-    batch_size: int = 64,
-    device: str = "auto",
-    observer: PredictionObserver | None = None,
-    checkpoint_choice: str = "best",
-    operating: OperatingPointParams | None = None,
+    params: EvaluateParams, *, out_dir: Path | None = None, observer: PredictionObserver | None = None
 ) -> EvaluationResult:
-    """Score a checkpoint (file or run folder), or the mean of several (an ensemble), on a labelled CSV or
-    named split at the operating threshold, with the clinical report; with out_dir also write JSON, the
-    per-image CSV, subjects.csv, plots and Grad-CAM overlays (of the first checkpoint)."""
-    operating = operating or OperatingPointParams()
-    if out_dir is None and operating.explain:
+    """Score params.checkpoint (file or run folder), or the mean of it and params.checkpoints (an ensemble),
+    on a labelled CSV or named split at the operating threshold, with the clinical report; with out_dir
+    also write JSON, the per-image CSV, subjects.csv, plots and Grad-CAM overlays (of the first checkpoint)."""
+    if not params.checkpoint:
+        raise UserInputError("checkpoint: give a run folder or .pt file (--checkpoint)", field="checkpoint")
+    if out_dir is None and params.explain:
         raise UserInputError("explain: the heat maps need an output folder (--out)", field="explain")
-    paths = [resolve_checkpoint(path, checkpoint_choice) for path in (checkpoint if isinstance(checkpoint, list) else [checkpoint])]
+    paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in [params.checkpoint, *params.checkpoints]]
     checkpoint_path = paths[0]
-    data_dir = Path(data_dir)
-    samples = read_named_split(data_dir, csv_name, labelled=True)
-    options = dict(tta=tta, batch_size=batch_size, device=device)
+    data_dir = Path(params.data_dir)
+    samples = read_named_split(data_dir, params.csv, labelled=True)
+    options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
     probabilities = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
-        operating, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
+        params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
     )
     truth = np.array([s.label for s in samples])
     metrics = classification_metrics(truth, (probabilities >= threshold["value"]).astype(np.int64))
@@ -186,68 +176,59 @@ def evaluate_csv(
     if out_dir is None:
         metrics["clinical"] = clinical_report(truth, probabilities, threshold["value"],
                                               threshold_source=threshold["description"], subjects=subjects_of(samples))
-        return EvaluationResult(checkpoint_path, csv_name, metrics, None)
+        return EvaluationResult(checkpoint_path, params.csv, metrics, None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    selection = select_for_explanation(probabilities, threshold["value"], truth, operating.explain_count)
+    selection = select_for_explanation(probabilities, threshold["value"], truth, params.explain_count)
     explained = write_explanations(out_dir, checkpoint_path, samples, probabilities, threshold["value"], selection,
-                                   batch_size=batch_size, device=resolve_device(device))
+                                   batch_size=params.batch_size, device=resolve_device(params.device))
     metrics["clinical"] = write_evaluation_outputs(out_dir, samples, probabilities, threshold, explained)
     metrics["explained"] = len(explained)
     metrics["explanation_convention"] = CONVENTION if explained else None
-    _write_evaluation(out_dir, metrics, paths, data_dir / csv_name, tta)
+    _write_evaluation(out_dir, metrics, paths, data_dir / params.csv, params.tta)
     if len(subjects):
-        subjects.to_csv(out_dir / SUBJECTS_CSV, index=False, float_format="%.6g")
-    return EvaluationResult(checkpoint_path, csv_name, metrics, out_dir)
+        with open_atomic(out_dir / SUBJECTS_CSV, newline="") as file:
+            subjects.to_csv(file, index=False, float_format="%.6g")
+    return EvaluationResult(checkpoint_path, params.csv, metrics, out_dir)
 
 
 def predict_csv(
-    checkpoints: list[Path],
-    data_dir: Path,
-    csv_name: str,
-    out_path: Path,
-    *,
-    tta: bool = False,
-    probabilities: bool = False,
-    batch_size: int = 64,
-    device: str = "auto",
-    observer: PredictionObserver | None = None,
-    checkpoint_choice: str = "best",
-    operating: OperatingPointParams | None = None,
-    report_dir: Path | None = None,
+    params: PredictParams, out_path: Path, *, observer: PredictionObserver | None = None, report_dir: Path | None = None
 ) -> PredictionResult:
     """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order, calling
     ALL at the operating threshold; with report_dir also prediction.json, the histogram and Grad-CAM overlays."""
-    operating = operating or OperatingPointParams()
-    if report_dir is None and operating.explain:
+    if not params.checkpoints:
+        raise UserInputError(
+            "checkpoints: give at least one checkpoint (several make an ensemble)", field="checkpoints"
+        )
+    if report_dir is None and params.explain:
         raise UserInputError("explain: the heat maps need a report folder (--report)", field="explain")
-    paths = [resolve_checkpoint(path, checkpoint_choice) for path in checkpoints]
-    data_dir = Path(data_dir)
-    samples = read_named_split(data_dir, csv_name, labelled=False)
-    options = dict(tta=tta, batch_size=batch_size, device=device)
+    paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in params.checkpoints]
+    data_dir = Path(params.data_dir)
+    samples = read_named_split(data_dir, params.csv, labelled=False)
+    options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
     class_one = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
-        operating, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options)
+        params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options)
     )
     labels = (class_one >= threshold["value"]).astype(np.int64)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", newline="") as file:
+    with open_atomic(out_path, newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["ID", "label", "prob_1"] if probabilities else ["ID", "label"])
+        writer.writerow(["ID", "label", "prob_1"] if params.probabilities else ["ID", "label"])
         for sample, label, probability in zip(samples, labels, class_one):
-            row = [sample.id, int(label)] + ([f"{probability:.6f}"] if probabilities else [])
-            writer.writerow(row)
+            writer.writerow([sample.id, int(label)] + ([f"{probability:.6f}"] if params.probabilities else []))
     summary = None
     if report_dir is not None:
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
-        selection = select_for_explanation(class_one, threshold["value"], None, operating.explain_count)
+        selection = select_for_explanation(class_one, threshold["value"], None, params.explain_count)
         explained = write_explanations(report_dir, paths[0], samples, class_one, threshold["value"], selection,
-                                       batch_size=batch_size, device=resolve_device(device))
+                                       batch_size=params.batch_size, device=resolve_device(params.device))
         summary = prediction_summary(samples, class_one, threshold, report_dir, len(explained),
-                                     checkpoints=[str(p) for p in paths], csv=str(data_dir / csv_name), tta=tta)
-        (report_dir / PREDICTION_JSON).write_text(json.dumps(summary, indent=2))
+                                     checkpoints=[str(p) for p in paths], csv=str(data_dir / params.csv), tta=params.tta)
+        write_text_atomic(report_dir / PREDICTION_JSON, json.dumps(summary, indent=2))
     return PredictionResult(out_path, len(samples), int(labels.sum()), threshold, summary)
 
 
@@ -255,8 +236,8 @@ def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoints: list[
     """evaluation.json (metrics and what was scored), confusion.csv and confusion.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **metrics}
-    (out_dir / EVALUATION_JSON).write_text(json.dumps(summary, indent=2))
-    with (out_dir / CONFUSION_CSV).open("w", newline="") as file:
+    write_text_atomic(out_dir / EVALUATION_JSON, json.dumps(summary, indent=2))
+    with open_atomic(out_dir / CONFUSION_CSV, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["true\\predicted", "0", "1"])
         for true_class, counts in enumerate(metrics["confusion"]):

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
     admin_password: str = Field("", description="Its password; unset: a generated one for a first 'admin', shown once.")
     session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
+    worker_name: str = Field(
+        "", validation_alias="LEUKEMIA_WORKER_NAME",
+        description="This worker's name, as lease owner and host of its jobs (set by `leukemia worker`); default host:pid.",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is 'worker lost'.")
     max_attempts: int = Field(3, ge=1)

@@ -2,51 +2,40 @@
 last.pt before it reports an epoch (exactly-once epochs) and can resume where it stopped.
 
 A run folder holds last.pt, best.pt, metrics.csv, metrics.json, loss.png, accuracy.png and
-(with a validation split) confusion.png. See docs/architecture.md for the contracts."""
+(with a validation split) confusion.png. The schedule (core.schedule), the resumable state
+(core.run_state) and the metrics files (core.metric_files) have rooms of their own; see
+docs/architecture.md for the contracts."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import (
-    CHECKPOINT_FORMAT,
-    load_checkpoint,
-    model_from_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-    without_resume_state,
-)
+from core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
+from core.clinical import roc_auc
 from core.data import Sample
-from core.splits import training_splits
 from core.errors import UserInputError
 from core.limits import require_fits_device
-from core.clinical import roc_auc
+from core.metric_files import write_metrics
 from core.metrics import classification_metrics
 from core.models import build_model
 from core.params import FinetuneParams, TrainParams, class_weight_values, parse_params
-from core.pipeline import InputPipeline, compute_mean_std, resolve_device
+from core.pipeline import InputPipeline, compute_mean_std, flush_denormals_on_cpu, resolve_device
 from core.plots import plot_history
 from core.progress import BatchProgress, EpochRecord, RunStopped, TrainingObserver
+from core.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, resolve_checkpoint
+from core.run_state import RunLog, StartState, capture_checkpoint, floats, restore_checkpoint, seed_everything
+from core.schedule import build_optimizer, build_scheduler
 from core.settings import get_settings
+from core.splits import training_splits
 
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
-METRICS_CSV = "metrics.csv"
-METRICS_JSON = "metrics.json"
 
 
 @dataclass
@@ -69,7 +58,7 @@ def train(
     if resume and (run_dir / LAST_CHECKPOINT).is_file():
         return resume_run(run_dir, observer=observer)
     _refuse_existing_run(run_dir)
-    _seed_everything(params.seed)
+    seed_everything(params.seed)
     device = resolve_device(params.device)
     require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
     train_samples, valid_samples = _read_splits(params)
@@ -78,7 +67,7 @@ def train(
         train_samples, params.image_size, cache_dir=cache_dir, num_workers=params.num_workers
     )
     model = build_model(params.arch)
-    start = _StartState(model=model, mean=_floats(mean), std=_floats(std))
+    start = StartState(model=model, mean=floats(mean), std=floats(std))
     return _fit(params, run_dir, device, train_samples, valid_samples, start, observer or TrainingObserver())
 
 
@@ -102,12 +91,12 @@ def finetune(
     params = params.model_copy(
         update={"arch": checkpoint["arch"], "image_size": image_size, "checkpoint": str(source)}
     )
-    _seed_everything(params.seed)
+    seed_everything(params.seed)
     device = resolve_device(params.device)
     require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
     train_samples, valid_samples = _read_splits(params)
     model = model_from_checkpoint(checkpoint, source)
-    start = _StartState(model=model, mean=_floats(checkpoint["mean"]), std=_floats(checkpoint["std"]))
+    start = StartState(model=model, mean=floats(checkpoint["mean"]), std=floats(checkpoint["std"]))
     return _fit(params, run_dir, device, train_samples, valid_samples, start, observer or TrainingObserver())
 
 
@@ -123,10 +112,10 @@ def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> Ru
     device = resolve_device(params.device)
     require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
     train_samples, valid_samples = _read_splits(params)
-    start = _StartState(
+    start = StartState(
         model=model_from_checkpoint(checkpoint, last_path),
-        mean=_floats(checkpoint["mean"]),
-        std=_floats(checkpoint["std"]),
+        mean=floats(checkpoint["mean"]),
+        std=floats(checkpoint["std"]),
         checkpoint=checkpoint,
     )
     return _fit(params, run_dir, device, train_samples, valid_samples, start, observer or TrainingObserver())
@@ -152,77 +141,13 @@ def class_weights(spec: str, labels: list[int]) -> Tensor | None:
     return torch.tensor(inverse / inverse.mean(), dtype=torch.float32)
 
 
-def default_step_epoch(epochs: int) -> int:
-    """The step schedule's default drop: the first half of the epochs (rounded up) at lr, the rest at lr*gamma."""
-    return math.ceil(epochs / 2) + 1
-
-
-def lr_factor(params: TrainParams) -> Callable[[int], float]:
-    """The per-epoch learning-rate factor for LambdaLR (argument: 0-based epoch index)."""
-    warmup = params.warmup_epochs
-    step_epoch = params.lr_step_epoch or default_step_epoch(params.epochs)
-
-    def factor(index: int) -> float:
-        epoch = index + 1
-        if epoch <= warmup:
-            return epoch / (warmup + 1)  # linear ramp towards lr
-        if params.schedule == "step":
-            return params.lr_gamma if epoch >= step_epoch else 1.0
-        if params.schedule == "cosine":
-            progress = (epoch - 1 - warmup) / max(1, params.epochs - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return factor
-
-
-@contextmanager
-def flush_denormals_on_cpu(device: torch.device) -> Iterator[None]:
-    """Treat denormal floats as zero on the CPU while a run lasts: trained weights produce them, and
-    they made a finetune epoch 8x slower here (18.7 vs 146.6 images/s, resnet18 at 32 px) with the
-    same losses. The flag is process-wide, so it is put back after the run: the rest of the process
-    (a worker's next job, a test framework) expects IEEE subnormals."""
-    flushing = device.type == "cpu" and torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if flushing:
-            torch.set_flush_denormal(False)
-
-
-def build_optimizer(params: TrainParams, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam (the lab's) or SGD with momentum, both with the params' weight decay."""
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
-        )
-    return torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-
-
-@dataclass
-class _StartState:
-    """Where a run starts: fresh weights, finetune source weights, or a last.pt to resume."""
-
-    model: nn.Module
-    mean: list[float]
-    std: list[float]
-    checkpoint: dict[str, Any] | None = None
-
-
-@dataclass
-class _RunLog:
-    history: list[EpochRecord] = field(default_factory=list)
-    best_accuracy: float | None = None
-    best_epoch: int | None = None
-
-
 def _fit(
     params: TrainParams,
     run_dir: Path,
     device: torch.device,
     train_samples: list[Sample],
     valid_samples: list[Sample] | None,
-    start: _StartState,
+    start: StartState,
     observer: TrainingObserver,
 ) -> RunResult:
     """The epoch loop shared by train, finetune and resume."""
@@ -237,11 +162,11 @@ def _fit(
         weights = class_weights(params.class_weights, [s.label for s in train_samples])
         criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
         optimizer = build_optimizer(params, model)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(params))
-        log = _RunLog()
+        scheduler = build_scheduler(params, optimizer)
+        log = RunLog()
         start_epoch = 1
         if start.checkpoint is not None:
-            start_epoch = _restore(start.checkpoint, optimizer, scheduler, log) + 1
+            start_epoch = restore_checkpoint(start.checkpoint, optimizer, scheduler, log) + 1
 
         train_batches, valid_batches = _pipelines(params, train_samples, valid_samples, start, device, use_amp)
 
@@ -254,10 +179,8 @@ def _fit(
                 epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp
             )
             scheduler.step()
-            log.history.append(record)
-            if record.valid_accuracy is None or log.best_accuracy is None or record.valid_accuracy > log.best_accuracy:
-                log.best_accuracy, log.best_epoch = record.valid_accuracy, epoch
-            _save_epoch(run_dir, _checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
+            log.add(record)
+            _save_epoch(run_dir, capture_checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
             observer.on_epoch(record)  # only now: last.pt already holds this epoch
         return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT)
 
@@ -266,7 +189,7 @@ def _pipelines(
     params: TrainParams,
     train_samples: list[Sample],
     valid_samples: list[Sample] | None,
-    start: _StartState,
+    start: StartState,
     device: torch.device,
     channels_last: bool,
 ) -> tuple[InputPipeline, InputPipeline | None]:
@@ -288,12 +211,12 @@ def _pipelines(
     return train_batches, InputPipeline(valid_samples, augment=False, shuffle=False, pad_last_batch=on_gpu, **options)
 
 
-def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, log: _RunLog) -> None:
+def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, log: RunLog) -> None:
     """last.pt, best.pt when this epoch is the best, metrics.csv/json and the plots, in that order."""
     save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
         save_checkpoint(without_resume_state(checkpoint), run_dir / BEST_CHECKPOINT)
-    _write_metrics(run_dir, params, log)
+    write_metrics(run_dir, params, log.history, log.best_epoch)
     plot_history([r.model_dump() for r in log.history], run_dir, log.best_epoch)
 
 
@@ -449,97 +372,3 @@ def _refuse_existing_run(run_dir: Path) -> None:
         raise UserInputError(
             f"run folder {run_dir} already holds a run ({LAST_CHECKPOINT}); resume it or choose another output folder"
         )
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _floats(values: Any) -> list[float]:
-    return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every RNG as tensors, lists and numbers, so the checkpoint stays weights_only-safe."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()
-    version, python_state, python_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)],
-        "python": [version, list(python_state), python_gauss],
-    }
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    version, python_state, python_gauss = state["python"]
-    random.setstate((version, tuple(python_state), python_gauss))
-
-
-def _restore(
-    checkpoint: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any, log: _RunLog
-) -> int:
-    """Load optimizer, schedule, RNG and history from last.pt; returns the completed epoch count."""
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    _restore_rng(checkpoint["rng"])
-    log.history = [EpochRecord.model_validate(row) for row in checkpoint["history"]]
-    log.best_accuracy = checkpoint["best_accuracy"]
-    log.best_epoch = checkpoint.get("best_epoch")
-    return int(checkpoint["epoch"])
-
-
-def _checkpoint(
-    params: TrainParams, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
-    start: _StartState, log: _RunLog,
-) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "arch": params.arch,
-        "num_classes": 2,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": None,  # bf16 autocast needs no gradient scaler
-        "epoch": epoch,
-        "rng": _rng_state(),
-        "params": params.model_dump(),
-        "mean": start.mean,
-        "std": start.std,
-        "image_size": params.image_size,
-        "best_accuracy": log.best_accuracy,
-        "best_epoch": log.best_epoch,
-        "history": [r.model_dump() for r in log.history],
-    }
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers (the dashboard) never see half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def _write_metrics(run_dir: Path, params: TrainParams, log: _RunLog) -> None:
-    """Rewrite metrics.csv (confusion as four columns) and metrics.json from the whole history."""
-    rows = [r.model_dump() for r in log.history]
-    _write_atomic(
-        run_dir / METRICS_JSON,
-        json.dumps({"params": params.model_dump(), "best_epoch": log.best_epoch, "history": rows}, indent=2),
-    )
-    columns = [name for name in rows[0] if name != "confusion"] + ["valid_tn", "valid_fp", "valid_fn", "valid_tp"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    for row in rows:
-        confusion = row.pop("confusion")
-        cells = [c for line in confusion for c in line] if confusion else [None] * 4
-        writer.writerow({**row, **dict(zip(columns[-4:], cells))})
-    _write_atomic(run_dir / METRICS_CSV, buffer.getvalue())

@@ -20,7 +20,7 @@ from core.checkpoint import load_checkpoint
 from core.cli import evaluate as evaluate_command
 from core.explain import grad_cam
 from core.models import build_model
-from core.params import OperatingPointParams, TrainParams
+from core.params import EvaluateParams, PredictParams, TrainParams
 from core.predict import evaluate_csv, predict_csv
 from core.report import THRESHOLD_KEY, select_for_explanation
 from core.settings import get_settings
@@ -83,8 +83,9 @@ def run_dir(synth_dir: Path, tmp_path_factory) -> Path:
 
 def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    result = evaluate_csv(run_dir, synth_dir, "valid.csv", out_dir=out, device="cpu",
-                          operating=OperatingPointParams(explain="2", threshold=0.4))
+    params = EvaluateParams(checkpoint=str(run_dir), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
+                            explain="2", threshold=0.4)
+    result = evaluate_csv(params, out_dir=out)
     metrics = result.metrics
     assert metrics["threshold"]["value"] == 0.4 and metrics["threshold"]["source"] == "given"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
@@ -114,15 +115,15 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
 def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes((run_dir / "best.pt").read_bytes())
-    chosen = evaluate_csv(checkpoint, synth_dir, "valid.csv", device="cpu",
-                          operating=OperatingPointParams(threshold_from="valid", target_sensitivity=0.9))
+    chosen = evaluate_csv(EvaluateParams(checkpoint=str(checkpoint), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
+                                         threshold_from="valid", target_sensitivity=0.9))
     threshold = chosen.metrics["threshold"]
     assert threshold["source"] == "valid" and threshold["method"] == "sensitivity"
     assert chosen.metrics["clinical"]["metrics"]["sensitivity"]["value"] >= 0.9
     assert load_checkpoint(checkpoint)[THRESHOLD_KEY]["value"] == threshold["value"]
     out = tmp_path / "preds.csv"
-    later = predict_csv([checkpoint], synth_dir, "test.csv", out, probabilities=True, report_dir=tmp_path / "report",
-                        operating=OperatingPointParams(explain="1"))
+    test_csv = dict(checkpoints=[str(checkpoint)], data_dir=str(synth_dir), csv="test.csv")
+    later = predict_csv(PredictParams(**test_csv, probabilities=True, explain="1"), out, report_dir=tmp_path / "report")
     assert later.threshold["source"] == "recorded" and later.threshold["value"] == threshold["value"]
     for row in csv.DictReader(out.open()):
         if abs(float(row["prob_1"]) - threshold["value"]) > 1e-6:  # the CSV rounds to 6 decimals
@@ -131,7 +132,7 @@ def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, r
     assert summary["class_counts"]["all"] == later.positives and sum(summary["histogram"]["counts"]) == 24
     assert summary["explained"] == 1 and (tmp_path / "report" / "explanations.zip").is_file()
     # Told otherwise, the given threshold wins over the recorded one.
-    given = predict_csv([checkpoint], synth_dir, "test.csv", out, operating=OperatingPointParams(threshold=0.0))
+    given = predict_csv(PredictParams(**test_csv, threshold=0.0), out)
     assert given.positives == 24 and given.threshold["source"] == "given"
 
 

@@ -134,6 +134,35 @@ def test_cancel_and_retry(db):
         assert jobs.claim_job(session, running, owner="w2", host="h").attempts == 1
 
 
+def test_an_unsent_job_fails_only_while_it_is_still_queued(db):
+    queued, running = new_job(db), new_job(db)
+    with db.begin() as session:
+        jobs.claim_job(session, running, owner="w", host="h")
+        assert jobs.fail_unsent_job(session, queued, "could not send job: broker down")
+        assert not jobs.fail_unsent_job(session, running, "could not send job: broker down")  # a worker has it
+        failed, taken = jobs.get_job(session, queued), jobs.get_job(session, running)
+        assert (failed.status, failed.error) == ("failed", "could not send job: broker down")
+        assert failed.finished_at is not None and (taken.status, taken.error) == ("running", None)
+
+
+def test_a_jobs_checkpoint_is_resolved_in_its_own_run_folder(db):
+    from core.run_folder import job_run_dir
+
+    job_id = new_job(db)
+    with db.begin() as session:
+        run_dir = job_run_dir(job_id, jobs.get_job(session, job_id).run_key)
+        with pytest.raises(UserInputError, match=f"parent: job {job_id} has no last.pt checkpoint on disk") as caught:
+            jobs.job_checkpoint(session, job_id, "last")
+        assert caught.value.field == "parent_id"
+        run_dir.mkdir(parents=True)
+        (run_dir / "last.pt").write_bytes(b"x")
+        assert jobs.job_checkpoint(session, job_id, "last") == run_dir / "last.pt"
+        with pytest.raises(UserInputError, match=f"parent: job {job_id} has no best.pt"):
+            jobs.job_checkpoint(session, job_id, "best")  # the choice, never silently the other file
+        with pytest.raises(UserInputError, match="parent: job 99999999 not found"):
+            jobs.job_checkpoint(session, 99999999, "best")
+
+
 def test_epoch_upsert_is_idempotent_and_tracks_best(db):
     job_id = new_job(db)
     record = EpochRecord(epoch=1, train_loss=0.7, train_accuracy=0.5, valid_loss=0.8, valid_accuracy=0.6,

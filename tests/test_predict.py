@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from core.cli import predict as predict_command
-from core.params import TrainParams
+from core.params import EvaluateParams, PredictParams, TrainParams
 from core.predict import dihedral_views, evaluate_csv, predict_csv
 from core.progress import PredictionObserver, RunStopped
 from core.settings import get_settings
@@ -38,6 +38,10 @@ def checkpoints(synth_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
     return runs / "a", runs / "b"
 
 
+def predict_params(checkpoints, data_dir: Path, csv_name: str, **options) -> PredictParams:
+    return PredictParams(data_dir=str(data_dir), csv=csv_name, checkpoints=[str(c) for c in checkpoints], **options)
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
@@ -45,7 +49,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_submission_matches_the_test_csv_row_for_row(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "preds.csv"
-    result = predict_csv([checkpoints[0]], synth_dir, "test.csv", out, probabilities=True)
+    result = predict_csv(predict_params([checkpoints[0]], synth_dir, "test.csv", probabilities=True), out)
     rows = read_rows(out)
     test_ids = [row["Path"] for row in read_rows(synth_dir / "test.csv")]
     assert list(rows[0]) == ["ID", "label", "prob_1"]
@@ -85,22 +89,23 @@ class ProgressLog(PredictionObserver):
 
 def test_an_ensemble_reports_images_not_epochs_and_stops_on_request(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
     log = ProgressLog()
-    predict_csv(list(checkpoints), synth_dir, "test.csv", tmp_path / "both.csv", batch_size=10, observer=log)
+    params = predict_params(list(checkpoints), synth_dir, "test.csv", batch_size=10)
+    predict_csv(params, tmp_path / "both.csv", observer=log)
     # 24 images, 2 checkpoints, batches of 10: 10, 20, 24 per checkpoint, counted over the whole ensemble.
     assert log.reports == [(10, 48), (20, 48), (24, 48), (34, 48), (44, 48), (48, 48)]
 
     stopping = ProgressLog(stop_after=20)
     with pytest.raises(RunStopped, match="after 20 of 48 images"):
-        predict_csv(list(checkpoints), synth_dir, "test.csv", tmp_path / "stopped.csv", batch_size=10, observer=stopping)
+        predict_csv(params, tmp_path / "stopped.csv", observer=stopping)
     assert stopping.reports[-1] == (20, 48) and not (tmp_path / "stopped.csv").exists()
 
 
 def test_ensemble_averages_each_checkpoints_probabilities(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
     single = []
     for index, checkpoint in enumerate(checkpoints):
-        predict_csv([checkpoint], synth_dir, "test.csv", tmp_path / f"{index}.csv", probabilities=True)
+        predict_csv(predict_params([checkpoint], synth_dir, "test.csv", probabilities=True), tmp_path / f"{index}.csv")
         single.append(np.array([float(r["prob_1"]) for r in read_rows(tmp_path / f"{index}.csv")]))
-    predict_csv(list(checkpoints), synth_dir, "test.csv", tmp_path / "both.csv", probabilities=True)
+    predict_csv(predict_params(list(checkpoints), synth_dir, "test.csv", probabilities=True), tmp_path / "both.csv")
     both = np.array([float(r["prob_1"]) for r in read_rows(tmp_path / "both.csv")])
     assert not np.allclose(single[0], single[1], atol=1e-3)  # two different models (48 px and 32 px)
     assert np.allclose(both, (single[0] + single[1]) / 2, atol=2e-6)
@@ -129,7 +134,7 @@ def test_tta_prediction_is_invariant_to_rotating_the_images(synth_dir: Path, che
 
     def probabilities(data_dir: Path, tta: bool) -> np.ndarray:
         out = tmp_path / f"{data_dir.name}-{tta}.csv"
-        predict_csv([checkpoints[0]], data_dir, "test.csv", out, tta=tta, probabilities=True)
+        predict_csv(predict_params([checkpoints[0]], data_dir, "test.csv", tta=tta, probabilities=True), out)
         return np.array([float(r["prob_1"]) for r in read_rows(out)])
 
     with_tta = probabilities(synth_dir, True)
@@ -139,13 +144,15 @@ def test_tta_prediction_is_invariant_to_rotating_the_images(synth_dir: Path, che
 
 def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
     # valid.csv has a label column: predict accepts it and ignores the labels.
-    predict_csv([checkpoints[0]], synth_dir, "valid.csv", tmp_path / "valid-preds.csv")
+    predict_csv(predict_params([checkpoints[0]], synth_dir, "valid.csv"), tmp_path / "valid-preds.csv")
     predicted = [int(r["label"]) for r in read_rows(tmp_path / "valid-preds.csv")]
     truth = [int(r["label"]) for r in read_rows(synth_dir / "valid.csv")]
     pairs = list(zip(truth, predicted))
     hand = [[pairs.count((0, 0)), pairs.count((0, 1))], [pairs.count((1, 0)), pairs.count((1, 1))]]
 
-    result = evaluate_csv(checkpoints[0], synth_dir, "valid.csv", out_dir=tmp_path / "evaluation")
+    result = evaluate_csv(
+        EvaluateParams(data_dir=str(synth_dir), csv="valid.csv", checkpoint=str(checkpoints[0])), out_dir=tmp_path / "evaluation"
+    )
     metrics = result.metrics
     assert metrics["confusion"] == hand and metrics["count"] == 32
     assert metrics["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / 32)
@@ -161,12 +168,13 @@ def test_predictions_are_identical_cold_and_warm_and_write_no_cache(synth_dir: P
     from core.data import read_csv_samples
 
     cache_dir = get_settings().resolved_cache_dir
+    params = predict_params([checkpoints[0]], synth_dir, "test.csv", tta=True, probabilities=True)
     cold = tmp_path / "cold.csv"
-    predict_csv([checkpoints[0]], synth_dir, "test.csv", cold, tta=True, probabilities=True)
+    predict_csv(params, cold)
     assert not cache_dir.exists() or not list(cache_dir.glob("*.npy"))  # one pass decodes in memory
     warm = tmp_path / "warm.csv"
-    predict_csv([checkpoints[0]], synth_dir, "test.csv", warm, tta=True, probabilities=True)
+    predict_csv(params, warm)
     load_image_cache(read_csv_samples(synth_dir, "test.csv", labelled=False), 48, cache_dir=cache_dir)
     cached = tmp_path / "cached.csv"
-    predict_csv([checkpoints[0]], synth_dir, "test.csv", cached, tta=True, probabilities=True)
+    predict_csv(params, cached)
     assert cold.read_text() == warm.read_text() == cached.read_text()

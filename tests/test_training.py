@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from core.checkpoint import load_checkpoint, save_checkpoint
 from core.clinical import roc_auc
 from core.data import read_split
 from core.errors import UserInputError
@@ -19,8 +19,10 @@ from core.metrics import accuracy, balanced_accuracy, classification_metrics, co
 from core.params import FinetuneParams, TrainParams
 from core.predict import predict_probabilities
 from core.progress import EpochRecord, RunStopped, TrainingObserver
+from core.run_folder import resolve_checkpoint
+from core.schedule import lr_factor
 from core.settings import get_settings
-from core.training import class_weights, finetune, lr_factor, train
+from core.training import class_weights, finetune, train
 
 SIZE = 32
 TIMING_FIELDS = {"seconds", "images_per_s"}
@@ -95,6 +97,20 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
             load_checkpoint(path)
     with pytest.raises(UserInputError, match="has no best.pt"):
         resolve_checkpoint(tmp_path)
+
+
+def test_one_resolver_for_files_and_run_folders(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"x")  # a run stopped between writing last.pt and best.pt
+    assert resolve_checkpoint(run, "last") == run / "last.pt"
+    with pytest.raises(UserInputError, match="has no best.pt"):  # never silently the other file
+        resolve_checkpoint(run, "best")
+    (run / "best.pt").write_bytes(b"x")
+    assert resolve_checkpoint(run, "best") == run / "best.pt"
+    assert resolve_checkpoint(run / "last.pt", "best") == run / "last.pt"  # a file is itself
+    with pytest.raises(UserInputError, match="checkpoint_choice: 'first'"):
+        resolve_checkpoint(run, "first")
 
 
 def test_checkpoint_save_is_atomic_and_arch_checked(tmp_path: Path) -> None:

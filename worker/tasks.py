@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import Reject
+
 from core import jobs
 from core.db import get_sessionmaker
 from core.errors import BrokerUnavailable, NoSpaceLeft, OneLineError, UserInputError
@@ -32,6 +34,7 @@ from core.progress import (
 from core.records import Job
 from core.run_folder import claim_run_dir, job_run_dir
 from core.settings import get_settings
+from worker.dispatch import send_job
 
 log = logging.getLogger("leukemia.worker")
 # Set when the worker process is asked to stop (SIGTERM): the running job stops at the next
@@ -57,15 +60,13 @@ class JobSpec:
 
 def worker_name() -> str:
     """This process's name as a lease owner prefix (Celery hostname when set, else host:pid)."""
-    return os.environ.get("LEUKEMIA_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+    return get_settings().worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_job(job_id: int) -> None:
     """Run a queued job once: claim it, run it, record the outcome. A failed claim means nothing to do."""
     if SHUTTING_DOWN.is_set():
         # A message taken while this worker stops goes back to the broker for the next worker.
-        from celery.exceptions import Reject
-
         raise Reject(f"job {job_id}: worker shutting down", requeue=True)
     owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     with get_sessionmaker().begin() as session:
@@ -232,8 +233,6 @@ class JobRun:
 
     def resend(self) -> None:
         """Send a released job again, for the next worker; it resumes from its last checkpoint."""
-        from worker.dispatch import send_job
-
         try:
             send_job(self.spec.id, self.spec.queue)
             log.info("job %s stopped for shutdown and queued again", self.spec.id)
@@ -274,19 +273,6 @@ def classify_artifacts(run_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def parent_checkpoint(parent_id: int, choice: str) -> Path:
-    """The parent job's recorded best.pt or last.pt (the other one if only that exists)."""
-    preferred = ["best.pt", "last.pt"] if choice == "best" else ["last.pt", "best.pt"]
-    with get_sessionmaker().begin() as session:
-        recorded = {a.name: a.path for a in jobs.artifacts(session, parent_id) if a.kind == "checkpoint"}
-    for name in preferred:
-        if name in recorded:
-            path = get_settings().resolved_artifacts_dir / recorded[name]
-            if path.is_file():
-                return path
-    raise UserInputError(f"parent: job {parent_id} has no {preferred[0]} checkpoint on disk", field="parent_id")
-
-
 def refresh_parent_checkpoint(parent_id: int | None, params: Any) -> None:
     """A threshold chosen on valid.csv was written into the parent's checkpoint: record its new size and sha256."""
     if parent_id is None or params.threshold_from != "valid":
@@ -303,39 +289,27 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
     from core.params import parse_params
 
     values = dict(spec.params)
-    choice = values.get("checkpoint_choice", "best")
+    if spec.parent_id is not None and spec.kind != "train":
+        with get_sessionmaker().begin() as session:
+            parent = str(jobs.job_checkpoint(session, spec.parent_id, values.get("checkpoint_choice", "best")))
+        if spec.kind == "predict":
+            values["checkpoints"] = [parent, *values.get("checkpoints", [])]
+        else:
+            values["checkpoint"] = parent
+    params = parse_params(spec.kind, values)
     if spec.kind == "train":
-        params = parse_params("train", values)
         training.train(params, run_dir, resume=True, observer=observer)
         if spec.cv_fold is not None:
             from core.crossval import write_out_of_fold
 
             write_out_of_fold(run_dir, params, spec.cv_fold)
     elif spec.kind == "finetune":
-        if spec.parent_id is not None:
-            values["checkpoint"] = str(parent_checkpoint(spec.parent_id, choice))
-        training.finetune(parse_params("finetune", values), run_dir, resume=True, observer=observer)
+        training.finetune(params, run_dir, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        params = parse_params("evaluate", values)
-        checkpoint = parent_checkpoint(spec.parent_id, choice) if spec.parent_id is not None else Path(params.checkpoint)
-        predict.evaluate_csv(
-            [checkpoint, *map(Path, params.checkpoints)], Path(params.data_dir), params.csv, out_dir=run_dir, tta=params.tta,
-            batch_size=params.batch_size, device=params.device, observer=observer, checkpoint_choice=choice,
-            operating=params,
-        )  # fmt: skip
+        predict.evaluate_csv(params, out_dir=run_dir, observer=observer)
         if not params.checkpoints:
             refresh_parent_checkpoint(spec.parent_id, params)
-    elif spec.kind == "predict":
-        params = parse_params("predict", values)
-        checkpoints = [Path(p) for p in params.checkpoints]
-        if spec.parent_id is not None:
-            checkpoints.insert(0, parent_checkpoint(spec.parent_id, choice))
-        predict.predict_csv(
-            checkpoints, Path(params.data_dir), params.csv, run_dir / "predictions.csv", tta=params.tta,
-            probabilities=params.probabilities, batch_size=params.batch_size, device=params.device,
-            observer=observer, checkpoint_choice=choice, operating=params, report_dir=run_dir,
-        )  # fmt: skip
-        if len(checkpoints) == 1:
+    else:  # predict: parse_params knows no other kind
+        predict.predict_csv(params, run_dir / "predictions.csv", observer=observer, report_dir=run_dir)
+        if len(params.checkpoints) == 1:
             refresh_parent_checkpoint(spec.parent_id, params)
-    else:
-        raise UserInputError(f"kind: unknown job kind {spec.kind!r}", field="kind")
