@@ -10,7 +10,7 @@ import sqlite3
 from contextlib import closing
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init
 
 from core.db import private_sqlite_file, reset_engines, sqlite_path
 from core.settings import get_settings
@@ -23,7 +23,8 @@ _apps: dict[str, Celery] = {}
 
 
 def make_app(broker_url: str) -> Celery:
-    """A Celery app for one broker URL, with the run_job task registered."""
+    """A Celery app for one broker URL. Senders name the task (RUN_JOB_TASK); only a consuming
+    worker registers its body (worker.runtime), so sending never imports the task code."""
     app = Celery("leukemia", broker=broker_url, set_as_current=False)
     transport_options: dict[str, object] = {}
     if broker_url.startswith("sqla+"):
@@ -52,10 +53,6 @@ def make_app(broker_url: str) -> Celery:
         worker_redirect_stdouts_level="INFO",
         enable_utc=True,
     )
-
-    from worker.tasks import run_job
-
-    app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)
     return app
 
 
@@ -82,11 +79,3 @@ def get_app() -> Celery:
 def _fresh_engine_in_child(**_: object) -> None:
     """A prefork child must not share the parent's database connections."""
     reset_engines(close=False)
-
-
-@worker_shutting_down.connect
-def _stop_running_job(**_: object) -> None:
-    """SIGTERM/SIGINT: the running job stops at its next batch and is queued again (see worker.tasks)."""
-    from worker.tasks import SHUTTING_DOWN
-
-    SHUTTING_DOWN.set()

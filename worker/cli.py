@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import socket
-import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -20,6 +19,7 @@ from core.cli import UserCommand, params_options, run_user_command, schema_value
 from core.errors import UserInputError
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
 from core.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
+from core.settings import get_settings
 
 log = logging.getLogger("leukemia.worker")
 T = TypeVar("T")
@@ -37,7 +37,6 @@ def db() -> None:
 def upgrade() -> None:
     """Apply every pending migration (safe to run again)."""
     from core.db import upgrade_database
-    from core.settings import get_settings
 
     run_db_command(upgrade_database)
     click.echo(f"database is up to date ({_safe_url(get_settings().resolved_database_url)})")
@@ -68,46 +67,6 @@ def _safe_url(url: str) -> str:
 # --- worker ------------------------------------------------------------------------------
 
 
-class WorkerPresence(threading.Thread):
-    """Heartbeats this worker's row and reaps jobs whose worker went silent (then re-sends them)."""
-
-    def __init__(self, hostname: str, queues: list[str]) -> None:
-        super().__init__(name="worker-presence", daemon=True)
-        self.hostname = hostname
-        self.queues = queues
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        from core import jobs
-        from core.db import get_sessionmaker
-        from core.settings import get_settings
-        from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
-
-        settings = get_settings()
-        try:
-            resent = resend_waiting_jobs(self.queues)
-            if resent:
-                log.info("sent waiting jobs again at start (a duplicate is skipped by the claim): %s", resent)
-        except Exception:  # the broker may not be up yet; the jobs keep their place in the table
-            log.exception("re-sending waiting jobs at start failed")
-        reap_every = max(settings.stale_after_seconds / 2, 1.0)
-        since_reap = reap_every  # reap at once: a restarted worker picks up what its predecessor lost
-        while True:
-            try:
-                with get_sessionmaker().begin() as session:
-                    jobs.worker_seen(session, self.hostname)
-                if since_reap >= reap_every:
-                    since_reap = 0.0
-                    requeued = requeue_and_resend_lost_jobs()
-                    if requeued:
-                        log.warning("requeued jobs whose worker was lost: %s", requeued)
-            except Exception:  # the database or broker may be briefly away; try again next beat
-                log.exception("worker presence/reaper step failed")
-            if self.done.wait(settings.heartbeat_seconds):
-                return
-            since_reap += settings.heartbeat_seconds
-
-
 @click.command(cls=UserCommand)
 @click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--gpu", default=None, help="Pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES before CUDA starts).")
@@ -125,40 +84,19 @@ def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None,
             run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()  # before anything initialises CUDA
     hostname = hostname or f"worker-{'gpu' + gpu if gpu is not None else 'cpu'}-{os.getpid()}@{socket.gethostname()}"
-    os.environ["LEUKEMIA_WORKER_NAME"] = hostname
-    run_db_command(lambda: _serve(queue_names, gpu, concurrency, hostname, loglevel))
+    os.environ["LEUKEMIA_WORKER_NAME"] = hostname  # read through core.settings, here and in pool children
+    get_settings.cache_clear()
+
+    def serve() -> None:
+        from worker.runtime import serve_worker
+
+        serve_worker(queue_names, gpu, concurrency, hostname, loglevel)
+
+    run_db_command(serve)
 
 
 def _raise(message: str) -> None:
     raise UserInputError(message)
-
-
-def _serve(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str) -> None:
-    from core import jobs
-    from core.db import get_sessionmaker, upgrade_database
-    from worker.celery_app import get_app
-
-    upgrade_database()
-    # Import torch and the core runners now, not inside the first job: a multi-second import
-    # holds the GIL and would starve that job's heartbeat thread.
-    import core.predict  # noqa: F401
-    import core.training  # noqa: F401
-
-    with get_sessionmaker().begin() as session:
-        jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
-    presence = WorkerPresence(hostname, queue_names)
-    presence.start()
-    pool = "solo" if concurrency == 1 else "prefork"
-    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool}",
-            f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]  # fmt: skip
-    try:
-        get_app().worker_main(argv)
-    finally:
-        presence.done.set()
-        presence.join(timeout=10)
-        with get_sessionmaker().begin() as session:
-            jobs.unregister_worker(session, hostname)
 
 
 # --- submit --------------------------------------------------------------------------------

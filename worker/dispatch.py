@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
-
 from core import jobs
 from core.db import get_sessionmaker
 from core.errors import BrokerUnavailable
-from core.records import Job, utcnow
 from worker.celery_app import RUN_JOB_TASK, get_app
 
 
@@ -23,11 +20,7 @@ def send_job(job_id: int, queue: str) -> None:
     except Exception as error:  # kombu raises OperationalError and friends; the user needs one line
         reason = f"could not send job {job_id} to the broker: {type(error).__name__}: {error}"
         with get_sessionmaker().begin() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "queued")
-                .values(status="failed", error=reason, finished_at=utcnow())
-            )
+            jobs.fail_unsent_job(session, job_id, reason)
         raise BrokerUnavailable(reason, job_id=job_id) from None
 
 

@@ -1,0 +1,88 @@
+"""The worker process around Celery: its row in the workers table (presence heartbeat), the
+reaper that re-queues jobs whose worker went silent, and serving the queues. The CLI parses the
+options and calls `serve_worker`; Celery runs `worker.tasks.run_job` for each message."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery.signals import worker_shutting_down
+
+from core import jobs
+from core.db import get_sessionmaker, upgrade_database
+from core.settings import get_settings
+from worker.celery_app import RUN_JOB_TASK, get_app
+from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
+from worker.tasks import SHUTTING_DOWN, run_job
+
+log = logging.getLogger("leukemia.worker")
+
+
+class WorkerPresence(threading.Thread):
+    """Heartbeats this worker's row and reaps jobs whose worker went silent (then re-sends them)."""
+
+    def __init__(self, hostname: str, queues: list[str]) -> None:
+        super().__init__(name="worker-presence", daemon=True)
+        self.hostname = hostname
+        self.queues = queues
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        settings = get_settings()
+        try:
+            resent = resend_waiting_jobs(self.queues)
+            if resent:
+                log.info("sent waiting jobs again at start (a duplicate is skipped by the claim): %s", resent)
+        except Exception:  # the broker may not be up yet; the jobs keep their place in the table
+            log.exception("re-sending waiting jobs at start failed")
+        reap_every = max(settings.stale_after_seconds / 2, 1.0)
+        since_reap = reap_every  # reap at once: a restarted worker picks up what its predecessor lost
+        while True:
+            try:
+                with get_sessionmaker().begin() as session:
+                    jobs.worker_seen(session, self.hostname)
+                if since_reap >= reap_every:
+                    since_reap = 0.0
+                    requeued = requeue_and_resend_lost_jobs()
+                    if requeued:
+                        log.warning("requeued jobs whose worker was lost: %s", requeued)
+            except Exception:  # the database or broker may be briefly away; try again next beat
+                log.exception("worker presence/reaper step failed")
+            if self.done.wait(settings.heartbeat_seconds):
+                return
+            since_reap += settings.heartbeat_seconds
+
+
+@worker_shutting_down.connect
+def _stop_running_job(**_: object) -> None:
+    """SIGTERM/SIGINT: the running job stops at its next batch and is queued again (see worker.tasks)."""
+    SHUTTING_DOWN.set()
+
+
+def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str) -> None:
+    """Register this worker, keep its presence and the reaper going, and consume the queues until stopped."""
+    upgrade_database()
+    # Import torch and the core runners now, not inside the first job: a multi-second import
+    # holds the GIL and would starve that job's heartbeat thread.
+    import core.predict  # noqa: F401
+    import core.training  # noqa: F401
+
+    app = get_app()
+    app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)  # only a consuming process needs the task body
+    with get_sessionmaker().begin() as session:
+        jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
+    presence = WorkerPresence(hostname, queue_names)
+    presence.start()
+    pool = "solo" if concurrency == 1 else "prefork"
+    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool}",
+            f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]  # fmt: skip
+    try:
+        app.worker_main(argv)
+    finally:
+        presence.done.set()
+        presence.join(timeout=10)
+        with get_sessionmaker().begin() as session:
+            jobs.unregister_worker(session, hostname)
