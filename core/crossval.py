@@ -15,10 +15,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from core.atomic import open_atomic, write_text_atomic
 from core.data import data_folder
 from core.errors import UserInputError
 from core.metrics import classification_metrics, subject_table
 from core.release import find_release
+from core.run_folder import resolve_checkpoint
 from core.splits import release_folds_disjoint, training_splits
 
 OOF_CSV = "oof.csv"  # a fold's out-of-fold predictions: ID, subject, label, prob_1, fold
@@ -87,14 +89,15 @@ def write_out_of_fold(run_dir: Path, params: Any, fold: int, *, observer: Any = 
     if not valid:
         raise UserInputError(f"fold {fold}: no validation split to predict out of fold")
     probabilities = ensemble_probabilities(
-        [Path(run_dir) / "best.pt"], valid, tta=False, batch_size=64, device=params.device, observer=observer
+        [resolve_checkpoint(run_dir, "best")], valid, tta=False, batch_size=64, device=params.device, observer=observer
     )
     frame = pd.DataFrame({
         "ID": [s.id for s in valid], "subject": [s.subject for s in valid], "label": [s.label for s in valid],
         "prob_1": probabilities, "fold": fold,
     })
     path = Path(run_dir) / OOF_CSV
-    frame.to_csv(path, index=False, float_format="%.6f")
+    with open_atomic(path, newline="") as file:
+        frame.to_csv(file, index=False, float_format="%.6f")
     return path
 
 
@@ -163,8 +166,9 @@ def run_cross_validation(
         rows += [{"fold": fold.fold, **record.model_dump()} for record in result.history]
         frames.append(pd.read_csv(write_out_of_fold(run_dir, params, fold.fold)))
     summary = {**plan.to_dict(), **summarize(rows, frames)}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    pd.concat(frames, ignore_index=True).to_csv(out_dir / OOF_CSV, index=False, float_format="%.6f")
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
+    with open_atomic(out_dir / OOF_CSV, newline="") as file:
+        pd.concat(frames, ignore_index=True).to_csv(file, index=False, float_format="%.6f")
     return summary
 
 

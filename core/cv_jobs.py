@@ -138,10 +138,10 @@ def create_ensemble_job(
         raise UserInputError(f"cv_id: cross-validation {cv_id} is not finished: {', '.join(unfinished)}", field="cv_id")
     checkpoints = []
     for job in folds:
-        path = _artifact_file(session, job.id, "best.pt")
-        if path is None:
-            raise UserInputError(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt on disk", field="cv_id")
-        checkpoints.append(str(path))
+        try:
+            checkpoints.append(str(jobs.job_checkpoint(session, job.id, "best")))
+        except UserInputError:
+            raise UserInputError(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt on disk", field="cv_id") from None
     common = {"data_dir": cv.data_dir, "csv": split, "tta": tta}
     if kind == "predict":
         params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in
