@@ -1,6 +1,8 @@
 """The one way this service writes a file that someone may be reading: into a private temporary
 file beside it, then one rename. A reader (the dashboard, a download, a resumed run) sees the old
-file or the whole new one, and a crash leaves no half file behind."""
+file or the whole new one, and a crash leaves no half file behind. `create_once` is the same
+writer for a file that must be made exactly once (a generated secret, a run folder's stamp):
+linked into place instead of renamed, so the first of several racing writers wins."""
 
 from __future__ import annotations
 
@@ -47,3 +49,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` in one step."""
     with open_atomic(path) as file:
         file.write(text)
+
+
+def create_once(path: Path, text: str, *, mode: int = 0o666) -> bool:
+    """Create `path` whole with `text` unless it exists; True when this call made it. Racing callers
+    all end up reading one complete file (the first one linked). `mode` before the umask (0o600 for secrets)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.link(temporary, path)  # fails if another writer made it first: theirs wins
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from core.atomic import open_atomic
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.data import Sample
 from core.pipeline import InputPipeline
@@ -111,10 +112,8 @@ def unnormalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> 
 
 
 def write_zip(files: dict[str, bytes], path: Path) -> Path:
-    """A zip of the PNGs (stored, not deflated: PNG is compressed already), written beside path then renamed."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+    """A zip of the PNGs (stored, not deflated: PNG is compressed already), written atomically (core.atomic)."""
+    with open_atomic(path, "wb") as file, zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, data in files.items():
             archive.writestr(name, data)
-    temporary.replace(path)
     return path

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.atomic import open_atomic, write_text_atomic
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.clinical import choose_threshold, clinical_report
 from core.data import Sample
@@ -160,7 +161,7 @@ def write_explanations(
         true_label = "" if samples[index].label is None else samples[index].label
         writer.writerow([name, samples[index].id, why, f"{probabilities[index]:.6f}",
                          int(probabilities[index] >= threshold), true_label])
-    (out_dir / EXPLANATIONS_CSV).write_text(listing.getvalue())
+    write_text_atomic(out_dir / EXPLANATIONS_CSV, listing.getvalue())
     files[EXPLANATIONS_CSV] = listing.getvalue().encode()
     files["README.txt"] = (CONVENTION + f"\nExplained with {checkpoint.name}.\n").encode()
     write_zip(files, out_dir / EXPLANATIONS_ZIP)
@@ -190,7 +191,7 @@ def write_evaluation_outputs(
     report = clinical_report(truth, probabilities, threshold["value"], threshold_source=threshold["description"],
                              subjects=subjects)
     predicted = (probabilities >= threshold["value"]).astype(int)
-    with (out_dir / PER_IMAGE_CSV).open("w", newline="") as file:
+    with open_atomic(out_dir / PER_IMAGE_CSV, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["ID", "subject", "true_label", "prob_all", "predicted", "correct", "explanation"])
         for index, sample in enumerate(samples):

@@ -14,10 +14,9 @@ no stamp, is never resumed or overwritten; the job fails with one line instead."
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
+from core.atomic import create_once
 from core.errors import UserInputError
 from core.settings import get_settings
 
@@ -46,23 +45,10 @@ def claim_run_dir(run_dir: Path, run_key: str) -> None:
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise UserInputError(f"run folder {run_dir} holds files but no run key, so it is not this job's; it is left untouched")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _create_once(stamp, run_key + "\n")
-
-
-def _create_once(path: Path, text: str) -> None:
-    """Write a whole file that must not exist yet: a temporary file linked into place (two claimants
-    racing both see one complete stamp, and the loser's check above then compares keys)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    temporary.write_text(text)
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink()
-    found = path.read_text().strip()
-    if found != text.strip():
-        raise UserInputError(f"run folder {path.parent} was claimed by another job (run key {found[:8]}…) at the same moment")
+    create_once(stamp, run_key + "\n")  # two claimants racing both read one complete stamp
+    found = stamp.read_text().strip()
+    if found != run_key:
+        raise UserInputError(f"run folder {run_dir} was claimed by another job (run key {found[:8]}…) at the same moment")
 
 
 def checkpoint_names(choice: str = "best") -> list[str]:

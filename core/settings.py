@@ -3,7 +3,6 @@ LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded defaul
 
 from __future__ import annotations
 
-import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.atomic import create_once
 from core.errors import UserInputError
 
 
@@ -97,21 +97,11 @@ def stored_secret(home: Path, name: str, setting: str) -> str:
 def persisted_secret(home: Path, name: str) -> tuple[str, bool]:
     """A random secret kept in LEUKEMIA_HOME/<name> (mode 0600), made once: (value, made_now).
 
-    Written whole to a temporary file, then linked into place: several processes starting at
-    once (gunicorn workers, serve and its children) all end up with the same, complete value."""
+    Made with core.atomic.create_once: several processes starting at once (gunicorn workers,
+    serve and its children) all end up with the same, complete value."""
     path = home / name
     home.mkdir(parents=True, exist_ok=True)
-    temporary = home / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_urlsafe(32) + "\n")
-    try:
-        os.link(temporary, path)  # fails if another process made it first: theirs wins
-        made_now = True
-    except FileExistsError:
-        made_now = False
-    finally:
-        temporary.unlink()
+    made_now = create_once(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
     value = path.read_text().strip()
     if not value:
         raise UserInputError(f"{path} is empty: delete it to have a new secret made")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.atomic import atomic_path, open_atomic, write_text_atomic
+from core.atomic import atomic_path, create_once, open_atomic, write_text_atomic
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_else(tmp_path: Path) -> None:
@@ -38,3 +38,11 @@ def test_an_unwritable_target_is_named_not_its_temporary(tmp_path: Path) -> None
     with pytest.raises(OSError) as caught:
         write_text_atomic(target, "ID,label\n")
     assert caught.value.filename == str(target)
+
+
+def test_create_once_keeps_the_first_file_whole(tmp_path: Path) -> None:
+    stamp = tmp_path / ".run_key"
+    assert create_once(stamp, "first\n", mode=0o600) is True
+    assert create_once(stamp, "second\n") is False  # the first writer wins; nothing is overwritten
+    assert stamp.read_text() == "first\n" and stamp.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [".run_key"]  # no temporary left
