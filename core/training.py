@@ -54,31 +54,24 @@ def train(
     params: TrainParams, run_dir: Path, *, resume: bool = False, observer: TrainingObserver | None = None
 ) -> RunResult:
     """Train from scratch into run_dir; with resume=True and a last.pt there, continue that run instead."""
-    run_dir = Path(run_dir)
-    if resume and (run_dir / LAST_CHECKPOINT).is_file():
+    if resume and _holds_run(run_dir):
         return resume_run(run_dir, observer=observer)
-    _refuse_existing_run(run_dir)
+    _refuse_existing_run(Path(run_dir))
     seed_everything(params.seed)
-    device = resolve_device(params.device)
-    require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
-    train_samples, valid_samples = _read_splits(params)
+    device, (train_samples, valid_samples) = _device_and_splits(params)
     cache_dir = get_settings().resolved_cache_dir
-    mean, std = compute_mean_std(
-        train_samples, params.image_size, cache_dir=cache_dir, num_workers=params.num_workers
-    )
-    model = build_model(params.arch)
-    start = StartState(model=model, mean=floats(mean), std=floats(std))
-    return _fit(params, run_dir, device, train_samples, valid_samples, start, observer or TrainingObserver())
+    mean, std = compute_mean_std(train_samples, params.image_size, cache_dir=cache_dir, num_workers=params.num_workers)
+    start = StartState(model=build_model(params.arch), mean=floats(mean), std=floats(std))
+    return _fit(params, Path(run_dir), device, train_samples, valid_samples, start, observer)
 
 
 def finetune(
     params: FinetuneParams, run_dir: Path, *, resume: bool = False, observer: TrainingObserver | None = None
 ) -> RunResult:
     """Continue training a checkpoint's weights (its arch, mean/std, image size) with a fresh optimizer."""
-    run_dir = Path(run_dir)
-    if resume and (run_dir / LAST_CHECKPOINT).is_file():
+    if resume and _holds_run(run_dir):
         return resume_run(run_dir, observer=observer)
-    _refuse_existing_run(run_dir)
+    _refuse_existing_run(Path(run_dir))
     if not params.checkpoint.strip():
         raise UserInputError("checkpoint: a run folder or .pt file to finetune from is required", field="checkpoint")
     source = resolve_checkpoint(params.checkpoint, params.checkpoint_choice)
@@ -92,12 +85,10 @@ def finetune(
         update={"arch": checkpoint["arch"], "image_size": image_size, "checkpoint": str(source)}
     )
     seed_everything(params.seed)
-    device = resolve_device(params.device)
-    require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
-    train_samples, valid_samples = _read_splits(params)
+    device, (train_samples, valid_samples) = _device_and_splits(params)
     model = model_from_checkpoint(checkpoint, source)
     start = StartState(model=model, mean=floats(checkpoint["mean"]), std=floats(checkpoint["std"]))
-    return _fit(params, run_dir, device, train_samples, valid_samples, start, observer or TrainingObserver())
+    return _fit(params, Path(run_dir), device, train_samples, valid_samples, start, observer)
 
 
 def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> RunResult:
@@ -109,16 +100,14 @@ def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> Ru
     checkpoint = load_checkpoint(last_path)
     stored = dict(checkpoint.get("params") or {})
     params = parse_params(stored.pop("kind", "train"), stored)
-    device = resolve_device(params.device)
-    require_fits_device(params.arch, params.image_size, params.batch_size, device)  # before any image is read
-    train_samples, valid_samples = _read_splits(params)
+    device, (train_samples, valid_samples) = _device_and_splits(params)
     start = StartState(
         model=model_from_checkpoint(checkpoint, last_path),
         mean=floats(checkpoint["mean"]),
         std=floats(checkpoint["std"]),
         checkpoint=checkpoint,
     )
-    return _fit(params, run_dir, device, train_samples, valid_samples, start, observer or TrainingObserver())
+    return _fit(params, run_dir, device, train_samples, valid_samples, start, observer)
 
 
 # ---------------------------------------------------------------- building blocks
@@ -148,9 +137,10 @@ def _fit(
     train_samples: list[Sample],
     valid_samples: list[Sample] | None,
     start: StartState,
-    observer: TrainingObserver,
+    observer: TrainingObserver | None,
 ) -> RunResult:
     """The epoch loop shared by train, finetune and resume."""
+    observer = observer or TrainingObserver()
     use_amp = params.amp and device.type == "cuda"
     with flush_denormals_on_cpu(device):
         if device.type == "cuda":
@@ -359,6 +349,17 @@ def _evaluate(
 
 
 # ---------------------------------------------------------------- state, files
+
+
+def _holds_run(run_dir: Path) -> bool:
+    return (Path(run_dir) / LAST_CHECKPOINT).is_file()
+
+
+def _device_and_splits(params: TrainParams) -> tuple[torch.device, tuple[list[Sample], list[Sample] | None]]:
+    """The device, checked to hold this model, size and batch before any image is read; then the splits."""
+    device = resolve_device(params.device)
+    require_fits_device(params.arch, params.image_size, params.batch_size, device)
+    return device, _read_splits(params)
 
 
 def _read_splits(params: TrainParams) -> tuple[list[Sample], list[Sample] | None]:
