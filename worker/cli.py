@@ -231,36 +231,6 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, paren
 # --- looking at jobs -----------------------------------------------------------------------
 
 
-def _fmt(value: Any, pattern: str = "{}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
-def _time(moment: Any) -> str:
-    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def waiting_note(position: int | None, queue: str, live: set[str]) -> str:
-    """'#3 in gpu' for a queued job, plus the flag when no live worker consumes its queue."""
-    if position is None:
-        return ""
-    note = f"#{position} in {queue}"
-    return note if queue in live else f"{note} NO WORKER"
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
-
-
 @click.command(name="jobs", cls=UserCommand)
 @click.option("--status", default=None, type=click.Choice(JOB_STATUSES))
 @click.option("--kind", default=None, type=click.Choice(JOB_KINDS))
@@ -273,33 +243,12 @@ def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, pag
 
 
 def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
-    from core import jobs
     from core.db import get_sessionmaker
+    from worker.job_report import jobs_table
 
     with get_sessionmaker().begin() as session:
-        listed, total = jobs.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page, per_page=per_page)
-        live = jobs.live_queues(session)
-        rows = []
-        for job in listed:
-            epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
-            row = [str(job.id), job.kind, job.status, f"{job.progress:.0%}", epochs, _fmt(job.images_per_s, "{:.1f}"),
-                   _eta(job.eta_s), waiting_note(jobs.queue_position(session, job), job.queue, live),
-                   _fmt(job.best_valid_accuracy, "{:.4f}")]  # fmt: skip
-            if sweep_id is not None:
-                row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
-            rows.append(row)
-    header = ["ID", "KIND", "STATUS", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC"]
-    if sweep_id is not None:
-        header.append("POINT")
-    click.echo(_table(rows, header))
-    click.echo(f"{len(rows)} of {total} job(s), page {page}")
-
-
-def _sweep_fields(session, sweep_id: int) -> list[str]:  # type: ignore[no-untyped-def]
-    from core.records import Sweep
-
-    sweep = session.get(Sweep, sweep_id)
-    return list(sweep.grid) if sweep is not None else []
+        text = jobs_table(session, status=status, kind=kind, sweep_id=sweep_id, page=page, per_page=per_page)
+    click.echo(text)
 
 
 @click.command(name="cv-summary", cls=UserCommand)
@@ -351,42 +300,12 @@ def job_command(job_id: int) -> None:
 
 
 def _print_job(job_id: int) -> None:
-    from core import jobs
     from core.db import get_sessionmaker
-    from core.run_folder import job_run_dir
+    from worker.job_report import job_details
 
     with get_sessionmaker().begin() as session:
-        job = jobs.get_job(session, job_id)
-        live = jobs.live_queues(session)
-        note = waiting_note(jobs.queue_position(session, job), job.queue, live)
-        lines = [
-            f"job {job.id}: {job.kind} {job.status}" + (f" ({note})" if note else ""),
-            f"queue {job.queue}, attempts {job.attempts}/{job.max_attempts}, worker {job.worker_host or '-'}"
-            + (", cancel requested" if job.cancel_requested and job.status == "running" else ""),
-            f"parent {_fmt(job.parent_id)}, sweep {_fmt(job.sweep_id)}, data {job.data_dir or '-'}",
-            f"run folder {job_run_dir(job.id, job.run_key)} (submitted from the {job.origin})",
-            f"created {_time(job.created_at)}, started {_time(job.started_at)}, finished {_time(job.finished_at)} (UTC)",
-            f"progress {job.progress:.0%}, images/s {_fmt(job.images_per_s, '{:.1f}')}, ETA {_eta(job.eta_s)}, "
-            f"best valid accuracy {_fmt(job.best_valid_accuracy, '{:.4f}')}",
-        ]
-        if job.status == "queued" and job.queue not in live:
-            lines.append(f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`")
-        if job.error:
-            lines.append(f"error: {job.error}")
-        lines.append("params: " + json.dumps(job.params, sort_keys=True))
-        metrics = jobs.epoch_metrics(session, job.id)
-        if metrics:
-            rows = [[str(m.epoch), _fmt(m.train_loss, "{:.4f}"), _fmt(m.train_accuracy, "{:.4f}"), _fmt(m.valid_loss, "{:.4f}"),
-                     _fmt(m.valid_accuracy, "{:.4f}"), _fmt(m.valid_balanced_accuracy, "{:.4f}"), _fmt(m.valid_f1, "{:.4f}"),
-                     _fmt(m.lr, "{:.3g}"), _fmt(m.seconds, "{:.1f}")] for m in metrics]  # fmt: skip
-            lines += ["", _table(rows, ["EPOCH", "TRAIN LOSS", "TRAIN ACC", "VALID LOSS", "VALID ACC", "BAL ACC", "F1", "LR", "SECONDS"])]
-        recorded = jobs.artifacts(session, job.id)
-        if recorded:
-            rows = [[a.name, a.kind, str(a.size_bytes), a.sha256[:12]] for a in recorded]
-            lines += ["", _table(rows, ["ARTIFACT", "KIND", "BYTES", "SHA256"])]
-        if job.log_tail:
-            lines += ["", "log (last lines):", *job.log_tail.splitlines()[-10:]]
-    click.echo("\n".join(lines))
+        text = job_details(session, job_id)
+    click.echo(text)
 
 
 @click.command(name="cancel", cls=UserCommand)
