@@ -133,12 +133,9 @@ def load_image_cache(
     samples: list[Sample], image_size: int, *, cache_dir: Path, num_workers: int = 0
 ) -> ImageCache:
     """The decoded images of these samples: the existing cache if the files are unchanged, else built now."""
-    if not samples:
-        raise UserInputError("no images to load: the split is empty")
-    path = Path(cache_dir) / cache_file_name(samples, image_size)
-    images = _open_existing(path, (len(samples), image_size, image_size, 3))
-    if images is not None:
-        return ImageCache(path=path, images=images, reused=True, build_seconds=0.0)
+    path, existing = _existing_cache(samples, image_size, cache_dir)
+    if existing is not None:
+        return existing
 
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -156,13 +153,21 @@ def open_split_images(
     """Where a pipeline reads its images: the cache (built now unless single_pass), or decoded per batch."""
     if not single_pass:
         return load_image_cache(samples, image_size, cache_dir=cache_dir, num_workers=num_workers)
+    _, existing = _existing_cache(samples, image_size, cache_dir)
+    if existing is not None:
+        return existing
+    return StreamedImages(samples=samples, image_size=image_size, workers=decode_workers(num_workers))
+
+
+def _existing_cache(samples: list[Sample], image_size: int, cache_dir: Path) -> tuple[Path, ImageCache | None]:
+    """Where these samples' cache lives, and the cache there if it matches the files (None: build or stream)."""
     if not samples:
         raise UserInputError("no images to load: the split is empty")
     path = Path(cache_dir) / cache_file_name(samples, image_size)
     images = _open_existing(path, (len(samples), image_size, image_size, 3))
-    if images is not None:
-        return ImageCache(path=path, images=images, reused=True, build_seconds=0.0)
-    return StreamedImages(samples=samples, image_size=image_size, workers=decode_workers(num_workers))
+    if images is None:
+        return path, None
+    return path, ImageCache(path=path, images=images, reused=True, build_seconds=0.0)
 
 
 def _remove_older_versions(path: Path) -> None:
