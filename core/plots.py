@@ -30,6 +30,15 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _save_unit_square(figure: plt.Figure, axes: plt.Axes, path: Path, *, x: str, y: str, title: str) -> Path:
+    """Label a plot of rates (both axes 0..1, a little headroom above 1 so a curve at 1 stays visible), then save."""
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
+    axes.set_title(title)
+    return _save(figure, path)
+
+
 def plot_curve(
     epochs: Sequence[int], series: dict[str, Sequence[float | None]], ylabel: str, path: Path
 ) -> Path:
@@ -119,11 +128,8 @@ def plot_roc(report: dict, path: Path) -> Path:
     else:
         axes.text(0.5, 0.5, "undefined: one class only", ha="center")
     axes.plot([0, 1], [0, 1], ":", color="grey")
-    axes.set_xlabel("1 - specificity (false positive rate)")
-    axes.set_ylabel("sensitivity (ALL found)")
-    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
-    axes.set_title("ROC, positive class ALL")
-    return _save(figure, path)
+    return _save_unit_square(figure, axes, path, x="1 - specificity (false positive rate)",
+                             y="sensitivity (ALL found)", title="ROC, positive class ALL")
 
 
 def plot_precision_recall(report: dict, path: Path) -> Path:
@@ -137,11 +143,8 @@ def plot_precision_recall(report: dict, path: Path) -> Path:
         axes.legend(loc="lower left")
     else:
         axes.text(0.5, 0.5, "undefined: no ALL image", ha="center")
-    axes.set_xlabel("recall (sensitivity)")
-    axes.set_ylabel("precision (PPV)")
-    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
-    axes.set_title("precision-recall, positive class ALL")
-    return _save(figure, path)
+    return _save_unit_square(figure, axes, path, x="recall (sensitivity)", y="precision (PPV)",
+                             title="precision-recall, positive class ALL")
 
 
 def plot_calibration(report: dict, path: Path) -> Path:
@@ -152,13 +155,10 @@ def plot_calibration(report: dict, path: Path) -> Path:
              width=[b["high"] - b["low"] for b in bins], align="edge", alpha=0.6, edgecolor="black", label="observed")
     axes.plot([b["mean_probability"] for b in bins], [b["fraction_all"] for b in bins], "o", color="black")
     axes.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    ece = report["calibration"]["ece"]
-    axes.set_title("calibration" + ("" if ece is None else f", ECE {ece:.3f}"))
-    axes.set_xlabel("predicted P(ALL)")
-    axes.set_ylabel("share that is ALL")
-    axes.set_xlim(0, 1), axes.set_ylim(0, 1.02)
     axes.legend(loc="upper left")
-    return _save(figure, path)
+    ece = report["calibration"]["ece"]
+    return _save_unit_square(figure, axes, path, x="predicted P(ALL)", y="share that is ALL",
+                             title="calibration" + ("" if ece is None else f", ECE {ece:.3f}"))
 
 
 def plot_histogram(edges: Sequence[float], counts: Sequence[int], threshold: float, path: Path) -> Path:
