@@ -165,6 +165,19 @@ def client(app):
 
 
 @pytest.fixture()
+def folder_path(client, tmp_path) -> str:
+    """A synthetic lab-layout folder under the app's data root, registered through the API; its stored path."""
+    from tests.web_helpers import synthetic_folder
+
+    path = synthetic_folder(tmp_path / "data")
+    response = client.post("/api/data-folders", json={"path": str(path), "name": "synth"},
+                           headers={"Authorization": f"Bearer {WEB_API_TOKEN}"})
+    assert response.status_code == 201, response.json
+    assert response.json["report"]["ok"] is True and response.json["report"]["layout"] == "lab"
+    return response.json["path"]
+
+
+@pytest.fixture()
 def runner(app):
     return app.test_cli_runner()
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks as st_checks
 
 from tests.conftest import WEB_API_TOKEN
-from tests.web_helpers import finished_train_job, queued_job, synthetic_folder
+from tests.web_helpers import finished_train_job, queued_job
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 
@@ -26,15 +26,6 @@ def api(client):
             return client.post(url, headers=AUTH, **kw)
 
     return Api()
-
-
-@pytest.fixture()
-def folder_path(api, tmp_path) -> str:
-    path = synthetic_folder(tmp_path / "data")
-    response = api.post("/api/data-folders", json={"path": str(path), "name": "synth"})
-    assert response.status_code == 201, response.json
-    assert response.json["report"]["ok"] is True and response.json["report"]["layout"] == "lab"
-    return response.json["path"]
 
 
 def test_token_is_required_except_for_health_and_document(client):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core.settings import get_settings
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
-from tests.web_helpers import csrf_token, finished_train_job, login, queued_job, synthetic_folder
+from tests.web_helpers import csrf_token, finished_train_job, login, queued_job
 from web import forms
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
@@ -23,14 +23,6 @@ AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 def user(client):
     assert login(client, *WEB_ADMIN).status_code == 302
     return client
-
-
-@pytest.fixture()
-def folder_path(client, tmp_path) -> str:
-    path = synthetic_folder(tmp_path / "data")
-    response = client.post("/api/data-folders", json={"path": str(path), "name": "synth"}, headers=AUTH)
-    assert response.status_code == 201, response.json
-    return response.json["path"]
 
 
 def page_error(response) -> str:

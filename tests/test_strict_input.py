@@ -8,17 +8,9 @@ import pytest
 from core.errors import UserInputError
 from core.params import parse_params
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
-from tests.web_helpers import csrf_token, login, synthetic_folder
+from tests.web_helpers import csrf_token, login
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
-
-
-@pytest.fixture()
-def folder_path(client, tmp_path) -> str:
-    path = synthetic_folder(tmp_path / "data")
-    response = client.post("/api/data-folders", json={"path": str(path), "name": "synth"}, headers=AUTH)
-    assert response.status_code == 201, response.json
-    return response.json["path"]
 
 
 def submit(client, params: dict, kind: str = "train", **envelope):
