@@ -6,6 +6,8 @@ job row's lease, not the broker, is what keeps a job from running twice."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from contextlib import closing
 
@@ -20,6 +22,7 @@ KNOWN_QUEUES = ("gpu", "cpu")
 EMBEDDED_POLLING_SECONDS = 0.2
 
 _apps: dict[str, Celery] = {}
+_declared_queues: set[tuple[str, str]] = set()  # (broker url, queue) this process has declared
 
 
 def make_app(broker_url: str) -> Celery:
@@ -65,6 +68,38 @@ def use_wal(sqlite_url: str) -> None:
     private_sqlite_file(path)
     with closing(sqlite3.connect(path, timeout=30)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
+
+
+def declare_queues(app: Celery, queues: list[str] | tuple[str, ...]) -> None:
+    """Create the embedded broker's tables and these queues' rows, one process at a time.
+
+    kombu's SQL transport creates both on first use and does not guard against another process
+    doing the same at that moment: a web app, a CLI and a worker starting together then fail with
+    an IntegrityError on kombu_queue.name, or with "'NoneType' object has no attribute 'client'"
+    from a transport that the failed attempt closed. A lock file beside the broker file makes
+    that first use serial; after it, sends and consumers only find the rows. Redis needs none."""
+    url = str(app.conf.broker_url)
+    path = sqlite_path(url.removeprefix("sqla+")) if url.startswith("sqla+") else None
+    todo = [queue for queue in queues if (url, queue) not in _declared_queues]
+    if path is None or not todo:
+        return
+    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            for queue in todo:
+                channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+    finally:
+        os.close(lock_fd)  # closing the descriptor releases the lock
+    _declared_queues.update((url, queue) for queue in todo)
+
+
+def send_run_job(job_id: int, queue: str) -> None:
+    """Send one job id to its queue (declared first on the embedded broker)."""
+    app = get_app()
+    declare_queues(app, [queue])
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
 
 
 def get_app() -> Celery:

@@ -10,13 +10,13 @@ from typing import Any
 from core import jobs
 from core.db import get_sessionmaker
 from core.errors import BrokerUnavailable
-from worker.celery_app import RUN_JOB_TASK, get_app
+from worker.celery_app import send_run_job
 
 
 def send_job(job_id: int, queue: str) -> None:
     """Send the job id to its queue; an unreachable broker fails the (committed) job with the reason."""
     try:
-        get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        send_run_job(job_id, queue)
     except Exception as error:  # kombu raises OperationalError and friends; the user needs one line
         reason = f"could not send job {job_id} to the broker: {type(error).__name__}: {error}"
         with get_sessionmaker().begin() as session:
@@ -136,6 +136,6 @@ def resend_waiting_jobs(queues: list[str]) -> list[int]:
     with get_sessionmaker().begin() as session:
         waiting = jobs.queued_jobs(session, queues)
     for job_id, queue in waiting:
-        get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        send_run_job(job_id, queue)
     return [job_id for job_id, _ in waiting]
 

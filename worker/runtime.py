@@ -13,7 +13,7 @@ from celery.signals import worker_shutting_down
 from core import jobs
 from core.db import get_sessionmaker, upgrade_database
 from core.settings import get_settings
-from worker.celery_app import RUN_JOB_TASK, get_app
+from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
 from worker.tasks import SHUTTING_DOWN, run_job
 
@@ -71,6 +71,7 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
 
     app = get_app()
     app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)  # only a consuming process needs the task body
+    declare_queues(app, queue_names)  # before Celery's consumer declares them unguarded
     with get_sessionmaker().begin() as session:
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
     presence = WorkerPresence(hostname, queue_names)
