@@ -6,18 +6,7 @@
   const root = document.getElementById("compare");
   if (!root) return;
   const ids = root.dataset.ids.split(",");
-  const base = root.dataset.metricsUrl.replace("/0/", "/{id}/");
-  const results = await Promise.all(ids.map((id) => Live.getJSON(base.replace("{id}", id))));
-  const palette = ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#475569"];
-  const loss = [], accuracy = [];
-  results.forEach((result, index) => {
-    const x = result.epochs.map((m) => m.epoch);
-    const color = palette[index % palette.length];
-    const name = `#${result.job_id}`;
-    loss.push({ x, y: result.epochs.map((m) => m.train_loss), name: `${name} train`, mode: "lines+markers", line: { color, dash: "dot" } });
-    loss.push({ x, y: result.epochs.map((m) => m.valid_loss), name: `${name} valid`, mode: "lines+markers", line: { color } });
-    accuracy.push({ x, y: result.epochs.map((m) => m.valid_accuracy), name, mode: "lines+markers", line: { color } });
-  });
+  const { results, loss, accuracy } = await Live.runCurves(root.dataset.metricsUrl, ids, (result) => `#${result.job_id}`);
   // Evaluate jobs have no epochs: with none among the runs, no empty curve panels.
   document.getElementById("compare-curves").hidden = !results.some((result) => result.epochs.length);
   Plotly.react("compare-loss", loss, Live.layout("loss"), Live.config);
@@ -31,7 +20,7 @@
     const auc = report.metrics.roc_auc;
     const interval = auc.low === null ? "" : ` [${Live.number(auc.low)}, ${Live.number(auc.high)}]`;
     roc.push({ x: report.roc.fpr, y: report.roc.tpr, mode: "lines", name: `#${result.job_id} AUC ${Live.number(auc.value)}${interval}`,
-      line: { color: palette[index % palette.length] } });
+      line: { color: Live.color(index) } });
   });
   document.getElementById("compare-roc-none").hidden = roc.length > 1;
   document.getElementById("compare-roc").hidden = roc.length === 1;

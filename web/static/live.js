@@ -38,6 +38,24 @@ const Live = {
     }, extra);
   },
   config: { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] },
+  palette: ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#475569"],
+  color(index) { return Live.palette[index % Live.palette.length]; },
+
+  /* Several runs' curves overlaid (the compare and cross-validation pages): each run's metrics from
+     metricsUrl (its id in place of the 0), one colour per run, labelled name(result, index). */
+  async runCurves(metricsUrl, ids, name) {
+    const results = await Promise.all(ids.map((id) => Live.getJSON(metricsUrl.replace("/0/", `/${id}/`))));
+    const loss = [], accuracy = [];
+    results.forEach((result, index) => {
+      const x = result.epochs.map((m) => m.epoch);
+      const color = Live.color(index);
+      const label = name(result, index);
+      loss.push({ x, y: result.epochs.map((m) => m.train_loss), name: `${label} train`, mode: "lines+markers", line: { color, dash: "dot" } });
+      loss.push({ x, y: result.epochs.map((m) => m.valid_loss), name: `${label} valid`, mode: "lines+markers", line: { color } });
+      accuracy.push({ x, y: result.epochs.map((m) => m.valid_accuracy), name: label, mode: "lines+markers", line: { color } });
+    });
+    return { results, loss, accuracy };
+  },
 
   setText(root, field, text) {
     root.querySelectorAll(`[data-field="${field}"]`).forEach((node) => { node.textContent = text; });
