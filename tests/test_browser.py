@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.web_helpers import web_and_worker
+from tests.web_helpers import (
+    console_errors,
+    log_in_page,
+    register_folder_page,
+    web_and_worker,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -69,19 +74,10 @@ def test_dashboard_end_to_end(service, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     base = service["url"]
     page = browser.new_page(viewport={"width": 1366, "height": 768}, accept_downloads=True)
-    console_errors: list[str] = []
-    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    errors = console_errors(page)
     try:
-        page.goto(f"{base}/")
-        page.fill('input[name="username"]', ADMIN[0])
-        page.fill('input[name="password"]', ADMIN[1])
-        page.click('button[type="submit"]')
-        page.wait_for_selector("h1:has-text('Jobs')")
-
-        page.goto(f"{base}/data-folders")
-        page.fill('input[name="path"]', str(service["data"]))
-        page.click("text=Register and check")
-        page.wait_for_selector("text=check passed")
+        log_in_page(page, base, *ADMIN)
+        register_folder_page(page, base, service["data"])
 
         first = submit_train(page, base, epochs=2)
         wait_for_status(page, "succeeded", 180)
@@ -128,7 +124,7 @@ def test_dashboard_end_to_end(service, browser):
         page.screenshot(path=str(SCREENSHOTS / "train-form.png"), full_page=True)
         page.goto(f"{base}/data-folders")
         page.screenshot(path=str(SCREENSHOTS / "data-folders.png"), full_page=True)
-        assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
+        assert not [e for e in errors if "Content Security Policy" in e], errors
     finally:
         page.close()
         for name in ("web", "worker"):

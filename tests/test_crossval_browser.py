@@ -8,7 +8,12 @@ import pytest
 
 from tests.release_helpers import build_release
 from tests.test_browser import ADMIN, SCREENSHOTS, browser  # noqa: F401  (the browser fixture)
-from tests.web_helpers import web_and_worker
+from tests.web_helpers import (
+    console_errors,
+    log_in_page,
+    register_folder_page,
+    web_and_worker,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -21,18 +26,10 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with web_and_worker(tmp_path, settings) as base:
         page = browser.new_page(viewport={"width": 1366, "height": 900}, accept_downloads=True)
-        console_errors: list[str] = []
-        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        errors = console_errors(page)
         try:
-            page.goto(f"{base}/")
-            page.fill('input[name="username"]', ADMIN[0])
-            page.fill('input[name="password"]', ADMIN[1])
-            page.click('button[type="submit"]')
-            page.wait_for_selector("h1:has-text('Jobs')")
-            page.goto(f"{base}/data-folders")
-            page.fill('input[name="path"]', str(data_root / "C-NMC_Leukemia"))
-            page.click("text=Register and check")
-            page.wait_for_selector("text=check passed")
+            log_in_page(page, base, *ADMIN)
+            register_folder_page(page, base, data_root / "C-NMC_Leukemia")
 
             page.click("nav >> text=Cross-validation")
             page.click("text=New cross-validation…")
@@ -66,7 +63,7 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
             page.wait_for_selector("#ensemble li:has-text('predict on final with TTA')")
             page.wait_for_selector("#cv-accuracy .main-svg")
             page.screenshot(path=str(SCREENSHOTS / "cross-validation.png"), full_page=True)
-            assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
+            assert not [e for e in errors if "Content Security Policy" in e], errors
         finally:
             page.close()
             for name in ("web", "worker"):

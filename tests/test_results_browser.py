@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.test_browser import ADMIN, browser  # noqa: F401  (the shared Chromium fixture)
-from tests.web_helpers import web_and_worker
+from tests.web_helpers import log_in_page, web_and_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -111,11 +111,7 @@ def test_results_pages_end_to_end(service, browser) -> None:  # noqa: F811
     page.on("response", lambda response: pictures.append((response.url, response.status, response.headers.get("content-type", "")))
             if "/explanations/" in response.url or response.url.endswith("/thumbnail") else None)
     try:
-        page.goto(f"{base}/")
-        page.fill('input[name="username"]', ADMIN[0])
-        page.fill('input[name="password"]', ADMIN[1])
-        page.click('button[type="submit"]')
-        page.wait_for_selector("h1:has-text('Jobs')")
+        log_in_page(page, base, *ADMIN)
 
         page.goto(f"{base}/jobs/{chosen_id}")
         page.wait_for_selector("#roc-chart .main-svg")

@@ -119,3 +119,27 @@ def web_and_worker(root: Path, settings: dict[str, str]) -> Iterator[str]:
                 process.kill()
         for handle in logs.values():
             handle.close()
+
+
+def console_errors(page) -> list[str]:
+    """The browser console's error lines, collected from now on (a CSP violation shows up here)."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    return errors
+
+
+def log_in_page(page, base: str, username: str, password: str) -> None:
+    """Log in through the dashboard's form, as a person does; returns once the job list shows."""
+    page.goto(f"{base}/")
+    page.fill('input[name="username"]', username)
+    page.fill('input[name="password"]', password)
+    page.click('button[type="submit"]')
+    page.wait_for_selector("h1:has-text('Jobs')")
+
+
+def register_folder_page(page, base: str, path: Path) -> None:
+    """Register a data folder through the dashboard's form; returns once its check passed."""
+    page.goto(f"{base}/data-folders")
+    page.fill('input[name="path"]', str(path))
+    page.click("text=Register and check")
+    page.wait_for_selector("text=check passed")
