@@ -2,8 +2,7 @@
 
 One convention, written on every page that shows a map: the map explains the ALL logit
 (class 1) at `layer4`, whatever the image was predicted as; it is ReLU(sum_k w_k A_k) with
-w_k the spatial mean of d(ALL logit)/dA_k, upsampled bilinearly to the input (each layer4
-cell at the input pixel its receptive field is centred on) and scaled to
+w_k the spatial mean of d(ALL logit)/dA_k, upsampled bilinearly to the input and scaled to
 [0, 1] per image. The overlay is matplotlib's `jet` colormap at alpha 0.45 over the cell as
 the model saw it (resized to the checkpoint's image size).
 
@@ -15,7 +14,6 @@ through the pooling and fc head only: a batch costs about one inference forward 
 from __future__ import annotations
 
 import io
-import math
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,25 +68,9 @@ def grad_cam(model: nn.Module, images: Tensor, layer: str = EXPLAINED_LAYER, tar
         handle.remove()
     weights = gradients.float().mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * activations.detach().float()).sum(dim=1, keepdim=True))
-    cam = upsample_to_input(cam, images.shape[-2:])[:, 0]
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
     return cam / peak
-
-
-def upsample_to_input(cam: Tensor, size: Sequence[int]) -> Tensor:
-    """(N, 1, h, w) layer maps bilinearly to (N, 1, H, W), each cell placed where it looks.
-
-    Every strided convolution and pool of a ResNet (kernel 2p+1, padding p) centres its output i
-    on input 2i, so layer4's cell j is centred on input pixel stride·j, not on the middle of the
-    j-th block of `stride` pixels that F.interpolate(align_corners=False) assumes: that shifts the
-    map half a cell (15.5 px at stride 32) down and right, off a cell near the image's centre."""
-    (h, w), (height, width) = cam.shape[-2:], size
-    stride_y, stride_x = 2 ** round(math.log2(height / h)), 2 ** round(math.log2(width / w))
-    # grid_sample's align_corners=True: -1 and 1 are the centres of the first and last layer cell.
-    ys = torch.arange(height, device=cam.device, dtype=torch.float32) / stride_y * 2 / max(h - 1, 1) - 1
-    xs = torch.arange(width, device=cam.device, dtype=torch.float32) / stride_x * 2 / max(w - 1, 1) - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(cam.shape[0], height, width, 2)
-    return F.grid_sample(cam, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def explain_samples(checkpoint_path: Path, samples: list[Sample], *, batch_size: int, device: torch.device) -> list[bytes]:
