@@ -233,7 +233,8 @@ def expected_defaults() -> dict[str, str]:
             text = "(empty)"
         else:
             text = f"{info.default:g}" if isinstance(info.default, (int, float)) else str(info.default)
-        expected[field_name.upper()] = text if text == "(empty)" else f"`{text}`"
+        env_name = str(info.validation_alias or field_name).upper()  # the variable a user sets
+        expected[env_name] = text if text == "(empty)" else f"`{text}`"
     return expected
 
 
