@@ -86,3 +86,9 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: Path | str) -> nn.Mo
         reason = str(error).splitlines()[0]
         raise UserInputError(f"checkpoint {path}: weights do not fit {checkpoint['arch']} ({reason[:160]})") from None
     return model
+
+
+def training_seed(path: Path | str) -> int:
+    """The seed the checkpoint's run was trained with. Seeded splits (a release's `valid` share,
+    `kfold:K:N`) hold that run's held-out images only when drawn with this same seed."""
+    return int((load_checkpoint(path).get("params") or {}).get("seed", 0))

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from core.atomic import open_atomic, write_text_atomic
-from core.checkpoint import load_checkpoint, model_from_checkpoint
+from core.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
 from core.data import Sample
 from core.errors import UserInputError
 from core.clinical import clinical_report
@@ -162,7 +162,7 @@ def evaluate_csv(
     paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in [params.checkpoint, *params.checkpoints]]
     checkpoint_path = paths[0]
     data_dir = Path(params.data_dir)
-    samples = read_named_split(data_dir, params.csv, labelled=True)
+    samples = read_named_split(data_dir, params.csv, labelled=True, seed=training_seed(checkpoint_path))
     options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
     probabilities = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
@@ -205,7 +205,7 @@ def predict_csv(
         raise UserInputError("explain: the heat maps need a report folder (--report)", field="explain")
     paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in params.checkpoints]
     data_dir = Path(params.data_dir)
-    samples = read_named_split(data_dir, params.csv, labelled=False)
+    samples = read_named_split(data_dir, params.csv, labelled=False, seed=training_seed(paths[0]))
     options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
     class_one = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from core.atomic import open_atomic, write_text_atomic
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.clinical import choose_threshold, clinical_report
 from core.data import Sample
 from core.errors import UserInputError
@@ -85,7 +85,7 @@ def _choose_on_valid(
     valid_probabilities: Callable[[list[Sample]], np.ndarray],
 ) -> dict[str, Any]:
     try:
-        samples = read_named_split(data_dir, VALID_SPLIT, labelled=True)
+        samples = read_named_split(data_dir, VALID_SPLIT, labelled=True, seed=training_seed(checkpoints[0]))
     except UserInputError as error:
         raise UserInputError(f"threshold_from: {error}", field="threshold_from") from None
     method = "sensitivity" if params.target_sensitivity is not None else "youden"

@@ -214,3 +214,21 @@ def test_release_one_folder_down_and_two_is_ambiguous(writable_release: Path, tm
     with pytest.raises(UserInputError, match=r"several C-NMC release folders \(a, b\); name the one to use$"):
         read_named_split(download, "fold:0")
     make_writable(download)
+
+
+def test_evaluate_on_valid_uses_the_training_runs_held_out_subjects(release_dir: Path, tmp_path: Path) -> None:
+    """A release's `valid` is a seeded subject share: evaluate must draw it with the run's own seed, else a
+    run trained with another seed is scored on subjects it trained on."""
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    trained = runner.invoke(main, ["train", "--data", str(release_dir), "--split", "train", "--valid-split", "valid",
+                                   "--seed", "7", "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+                                   "--device", "cpu", "--out", str(run_dir)])
+    assert trained.exit_code == 0, trained.output
+    held_out = {s.id for s in read_named_split(release_dir, "valid", seed=7)}
+    assert held_out != {s.id for s in read_named_split(release_dir, "valid", seed=0)}  # the seed matters here
+    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(release_dir),
+                                     "--split", "valid", "--out", str(tmp_path / "valid")])
+    assert evaluated.exit_code == 0, evaluated.output
+    with (tmp_path / "valid" / "per_image.csv").open() as handle:
+        assert {row["ID"] for row in csv.DictReader(handle)} == held_out
