@@ -100,9 +100,13 @@ def test_data_folder_registration_only_under_roots(user, tmp_path, folder):
     }
     for path, message in cases.items():
         response = user.post("/data-folders", data={"path": path, "csrf_token": token})
-        assert response.status_code == 400 and message in response.get_data(as_text=True), path
+        html = response.get_data(as_text=True)
+        assert response.status_code == 400 and message in html, path
+        assert 'class="field grow has-error"' in html and 'class="field has-error"' not in html, path  # the error's field
     response = user.post("/data-folders", data={"path": str(tmp_path / "data"), "name": "synth", "csrf_token": token})
-    assert response.status_code == 400 and "name: a data folder named" in response.get_data(as_text=True)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400 and "name: a data folder named" in html
+    assert 'class="field has-error"' in html and 'class="field grow has-error"' not in html
 
 
 def test_train_form_is_generated_from_the_schema(user, folder):

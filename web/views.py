@@ -262,19 +262,19 @@ def compare() -> Any:
 @login_required
 def data_folders() -> Any:
     """Register a folder (only under the configured data roots) and see each folder's check report."""
-    error = None
+    error, error_field = None, None
     if request.method == "POST":
         try:
             with get_sessionmaker().begin() as session:
                 folder = queries.register_data_folder(session, request.form.get("name", ""), request.form.get("path", ""))
                 name = folder.name
         except UserInputError as problem:
-            error = str(problem)
+            error, error_field = str(problem), problem.field
         else:
             flash(f"Data folder {name} registered and checked.")
             return redirect(url_for("views.data_folders"))
     with get_sessionmaker().begin() as session:
         folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json") for f in queries.list_data_folders(session)]
     roots = get_settings().data_root_paths
-    return render_template("data_folders.html", folders=folders, roots=roots, error=error,
+    return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
                            form=request.form), (400 if error else 200)
