@@ -125,6 +125,7 @@ def test_train_form_errors_are_shown_next_to_fields(user, folder):
     page = user.post("/jobs/new/train", data=bad)
     text = page.get_data(as_text=True)
     assert page.status_code == 400
+    assert 'role="alert">Please fix the fields marked below.' in text  # the forms' one banner
     assert 'id="error-data_folder"' in text
     assert 'id="error-epochs">Input should be greater than or equal to 1' in text
     assert 'id="error-lr">Input should be a valid number' in text
@@ -180,6 +181,7 @@ def test_sweep_form_queues_the_grid(user, folder):
     base = {"csrf_token": token, "data_folder": str(folder[0]), "epochs": "2", "image_size": "32"}
     page = user.post("/sweeps/new", data=base)
     assert page.status_code == 400 and 'id="error-grid">give at least one field' in page.get_data(as_text=True)
+    assert 'role="alert">Please fix the fields marked below.' in page.get_data(as_text=True)
     page = user.post("/sweeps/new", data={**base, "grid_lr": "0.001, -1"})
     assert page.status_code == 400 and "grid point lr=-1: lr: Input should be greater than 0" in page.get_data(as_text=True)
     response = user.post("/sweeps/new", data={**base, "grid_lr": "0.001, 0.01", "grid_class_weights": "auto; 1.2,1.0"})
