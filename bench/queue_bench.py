@@ -99,6 +99,7 @@ def job_times(job_ids: list[int]):  # type: ignore[no-untyped-def]
 
 
 def measure(backend: str, jobs_count: int, latency_samples: int) -> dict[str, float]:
+    from core.access import cli_actor
     from worker.dispatch import submit_job
 
     queue = f"bench-{secrets.token_hex(3)}"
@@ -109,13 +110,13 @@ def measure(backend: str, jobs_count: int, latency_samples: int) -> dict[str, fl
         try:
             latencies = []
             for _ in range(latency_samples):  # one at a time: the worker is idle at each submit
-                job_id = submit_job("train", params, queue=queue)
+                job_id = submit_job("train", params, queue=queue, actor=cli_actor())
                 wait_finished([job_id], 60)
                 created, started, _, error = job_times([job_id])[0]
                 assert error and "queue-bench-data" in error, error  # the real path ran and core refused the folder
                 latencies.append((started - created).total_seconds())
             started_submit = time.perf_counter()
-            job_ids = [submit_job("train", params, queue=queue) for _ in range(jobs_count)]
+            job_ids = [submit_job("train", params, queue=queue, actor=cli_actor()) for _ in range(jobs_count)]
             submit_seconds = time.perf_counter() - started_submit
             wait_finished(job_ids, 1800)
             drain_seconds = time.perf_counter() - started_submit

@@ -165,6 +165,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
     _apply_environment({key: environment.get(key) for key in saved})
     worker = None
     try:
+        from core.access import cli_actor
         from worker.dispatch import submit_job
 
         queue = f"bench-ttr-{os.getpid()}"
@@ -174,7 +175,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
         timings = []
         for state in ("cold", "warm"):
             started = time.perf_counter()
-            job_id = submit_job("train", params, queue=queue)
+            job_id = submit_job("train", params, queue=queue, actor=cli_actor())
             status, error, claimed, finished = _wait_finished(job_id)
             wall = time.perf_counter() - started
             if status != "succeeded":

@@ -32,6 +32,7 @@ def create_cross_validation(
     queue: str | None = None,
     strict: bool = False,
     origin: str = "cli",
+    submitted_by: int | None = None,
 ) -> tuple[CrossValidation, list[Job]]:
     """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold.
 
@@ -51,7 +52,8 @@ def create_cross_validation(
     session.flush()
     fold_jobs = []
     for fold in plan.folds:
-        job = jobs.create_job(session, "train", fold_params(base, fold), queue=queue, origin=origin)
+        job = jobs.create_job(session, "train", fold_params(base, fold), queue=queue, origin=origin,
+                              submitted_by=submitted_by)
         job.cv_id, job.cv_fold = cv.id, fold.fold
         fold_jobs.append(job)
     session.flush()
@@ -124,7 +126,7 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
 
 def create_ensemble_job(
     session: Session, cv_id: int, kind: Literal["evaluate", "predict"], split: str, *, tta: bool = False,
-    queue: str | None = None, origin: str = "cli",
+    queue: str | None = None, origin: str = "cli", submitted_by: int | None = None,
 ) -> Job:
     """An evaluate or predict job averaging the fold models' probabilities (best.pt of each fold) on a split."""
     if kind not in ENSEMBLE_KINDS:
@@ -147,7 +149,7 @@ def create_ensemble_job(
         params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in
     else:
         params = {**common, "checkpoint": checkpoints[0], "checkpoints": checkpoints[1:]}
-    job = jobs.create_job(session, kind, params, queue=queue, origin=origin)
+    job = jobs.create_job(session, kind, params, queue=queue, origin=origin, submitted_by=submitted_by)
     job.cv_id = cv.id
     session.flush()
     return job

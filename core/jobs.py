@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from core import limits
 from core.data import read_split
 from core.errors import UserInputError
+from core.job_options import JobOptions
 from core.params import check_printable, parse_params
 from core.progress import EpochRecord
 from core.records import (
@@ -28,11 +29,15 @@ from core.records import (
     JOB_ORIGINS,
     JOB_STATUSES,
     MODEL_KINDS,
+    PRIORITIES,
+    PRIORITY_NAMES,
     RETRYABLE_STATUSES,
     Artifact,
     EpochMetric,
     Job,
+    JobTag,
     Sweep,
+    SweepTag,
     WorkerRecord,
     utcnow,
 )
@@ -120,11 +125,14 @@ def create_job(
     max_attempts: int | None = None,
     strict: bool = False,
     origin: str = "cli",
+    submitted_by: int | None = None,
+    options: JobOptions | None = None,
 ) -> Job:
     """Validate and insert a queued job; the caller commits, then sends its id to the broker.
 
     strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms).
-    origin "web" confines the job's files to DATA_ROOTS when it runs (see worker.tasks)."""
+    origin "web" confines the job's files to DATA_ROOTS when it runs (see worker.tasks).
+    submitted_by: the user's id (None: the CLI); options: priority, notes, tags, retention."""
     if origin not in JOB_ORIGINS:
         raise ValueError(f"create_job: origin {origin!r} is not one of {JOB_ORIGINS}")
     dumped = _validated(kind, with_folder_image_size(kind, params), strict)
@@ -146,10 +154,43 @@ def create_job(
         cancel_requested=False,
         progress=0.0,
         created_at=utcnow(),
+        submitted_by=submitted_by,
     )
     session.add(job)
     session.flush()
+    apply_options(session, job, options or JobOptions())
     return job
+
+
+def apply_options(session: Session, target: Job | Sweep, options: JobOptions) -> None:
+    """Store priority, notes, retention and tags on a job or a sweep (tags replace the old ones)."""
+    target.priority = PRIORITIES[options.priority]
+    target.description = options.description
+    target.retention = options.retention
+    tag_table, key = (JobTag, JobTag.job_id) if isinstance(target, Job) else (SweepTag, SweepTag.sweep_id)
+    session.execute(delete(tag_table).where(key == target.id))
+    session.add_all(tag_table(**{key.key: target.id, "tag": tag}) for tag in options.tags)
+    session.flush()
+
+
+def tags_of(session: Session, jobs: list[Job]) -> dict[int, list[str]]:
+    """Each job's tags, sorted (one query for the whole list)."""
+    found: dict[int, list[str]] = {job.id: [] for job in jobs}
+    rows = session.execute(select(JobTag.job_id, JobTag.tag).where(JobTag.job_id.in_(list(found))).order_by(JobTag.tag))
+    for job_id, tag in rows:
+        found[job_id].append(tag)
+    return found
+
+
+def sweep_tags(session: Session, sweep_id: int) -> list[str]:
+    return list(session.scalars(select(SweepTag.tag).where(SweepTag.sweep_id == sweep_id).order_by(SweepTag.tag)))
+
+
+def options_of(session: Session, target: Job | Sweep) -> JobOptions:
+    """The options stored on a job or sweep, as the shape they were set with."""
+    tags = tags_of(session, [target])[target.id] if isinstance(target, Job) else sweep_tags(session, target.id)
+    return JobOptions(priority=PRIORITY_NAMES[target.priority], description=target.description, tags=tags,
+                      retention=target.retention)
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -176,8 +217,11 @@ def create_sweep(
     queue: str | None = None,
     strict: bool = False,
     origin: str = "cli",
+    submitted_by: int | None = None,
+    options: JobOptions | None = None,
 ) -> tuple[Sweep, list[Job]]:
-    """One job per point of the grid's cartesian product; every point is validated before any insert."""
+    """One job per point of the grid's cartesian product; every point is validated before any insert.
+    The sweep and each of its jobs carry the same options (priority, notes, tags, retention)."""
     if name is not None:
         check_printable(name, "name")
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
@@ -194,13 +238,15 @@ def create_sweep(
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
     limits.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
     sweep = Sweep(
-        name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow()
+        name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow(),
+        submitted_by=submitted_by,
     )
     session.add(sweep)
     session.flush()
+    apply_options(session, sweep, options or JobOptions())
     jobs = [
         create_job(session, kind, {**base_params, **point}, parent_id=parent_id, queue=queue, sweep_id=sweep.id,
-                   strict=strict, origin=origin)  # fmt: skip
+                   strict=strict, origin=origin, submitted_by=submitted_by, options=options)  # fmt: skip
         for point in points
     ]
     return sweep, jobs

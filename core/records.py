@@ -8,7 +8,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        false, true)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
@@ -21,6 +22,11 @@ CANCELLABLE_STATUSES = ("queued", "running")  # a queued job is cancelled at onc
 RETRYABLE_STATUSES = ("failed", "cancelled")
 MODEL_KINDS = ("train", "finetune")  # kinds whose run leaves a checkpoint another job can start from
 ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation", "explanation")
+ROLES = ("admin", "member", "viewer")  # core.access says what each may do
+PRIORITIES = {"low": 0, "normal": 1, "high": 2}  # stored as the number: higher starts first
+PRIORITY_NAMES = {number: name for name, number in PRIORITIES.items()}
+WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "worker.lost")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 
 def utcnow() -> datetime:
@@ -39,6 +45,12 @@ class Sweep(Base):
     base_params: Mapped[dict[str, Any]] = mapped_column(JSON)
     grid: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    submitted_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))  # None: the CLI
+    priority: Mapped[int] = mapped_column(Integer, default=PRIORITIES["normal"], server_default="1")  # its jobs'
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    retention: Mapped[Optional[str]] = mapped_column(String(16))  # its jobs' policy; None: the global one
+    # {"rule": "median", "metric": ..., ...}: points below the median of finished points stop; None: off
+    early_stopping: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
 
 class CrossValidation(Base):
@@ -66,6 +78,7 @@ class Job(Base):
         Index("ix_jobs_sweep_id", "sweep_id", "id"),
         Index("ix_jobs_queue_status_id", "queue", "status", "id"),
         Index("ix_jobs_cv_id", "cv_id", "id"),
+        Index("ix_jobs_queue_status_priority", "queue", "status", "priority", "id"),
         UniqueConstraint("run_key", name="uq_jobs_run_key"),
     )
 
@@ -100,6 +113,13 @@ class Job(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     best_valid_accuracy: Mapped[Optional[float]] = mapped_column(Float)
     log_tail: Mapped[Optional[str]] = mapped_column(Text)
+    submitted_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))  # None: the CLI
+    priority: Mapped[int] = mapped_column(Integer, default=PRIORITIES["normal"], server_default="1")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    retention: Mapped[Optional[str]] = mapped_column(String(16))  # "all", "best" or "last-N"; None: the global one
+    stopped_epoch: Mapped[Optional[int]] = mapped_column(Integer)  # set when a run ended before its last epoch
+    stop_reason: Mapped[Optional[str]] = mapped_column(Text)  # why, in words (patience, the sweep's median rule)
+    disk_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)  # its run folder's size, measured when it ends
 
     @property
     def finished(self) -> bool:
@@ -159,6 +179,7 @@ class WorkerRecord(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    lost_at: Mapped[Optional[datetime]] = mapped_column(DateTime)  # when its loss was reported (once per loss)
 
     @property
     def queue_names(self) -> list[str]:
@@ -186,6 +207,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(150), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    role: Mapped[str] = mapped_column(String(16), default="member", server_default="member")  # ROLES
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # no login, no token
 
 
 class LoginSession(Base):
@@ -213,3 +236,93 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(150))
     address: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class JobTag(Base):
+    """One tag on a job (the job list filters by it; compare shows it)."""
+
+    __tablename__ = "job_tags"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class SweepTag(Base):
+    """One tag on a sweep."""
+
+    __tablename__ = "sweep_tags"
+
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class ApiToken(Base):
+    """A user's named API token: only its SHA-256 is kept (the token is shown once), and revoking
+    it (revoked_at) refuses it from the next request on."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))  # the token's first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    """One write, by whom (username kept as text: the user may be deleted later), on what."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    username: Mapped[str] = mapped_column(String(150))
+    action: Mapped[str] = mapped_column(String(64))  # "job.submit", "user.disable", "webhook.create", ...
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[Optional[str]] = mapped_column(String(64))
+    detail: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    address: Mapped[Optional[str]] = mapped_column(String(64))  # the client address of a web request
+
+
+class Webhook(Base):
+    """An admin-configured URL that receives signed JSON for the events it lists (WEBHOOK_EVENTS)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))  # the HMAC-SHA256 key the receiver verifies with
+    events: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: written in the transaction that made the event (an outbox row),
+    sent later with retries and back-off, so a slow or failing receiver never holds up a job."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent (and signed)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # DELIVERY_STATUSES
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    lease_until: Mapped[Optional[datetime]] = mapped_column(DateTime)  # a sender holds it until then
+    response_code: Mapped[Optional[int]] = mapped_column(Integer)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime)

@@ -12,6 +12,7 @@ from core import jobs
 from core.db import get_sessionmaker
 from core.errors import BrokerUnavailable, UserInputError
 from core.progress import EpochRecord
+from core.access import cli_actor
 from core.records import EpochMetric, Job, WorkerRecord, utcnow
 
 pytestmark = pytest.mark.services
@@ -251,7 +252,7 @@ def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(d
     get_settings.cache_clear()
     try:
         with pytest.raises(BrokerUnavailable, match="could not send job") as raised:
-            dispatch.submit_sweep("train", TRAIN, {"lr": ["0.001", "0.002", "0.003"]})
+            dispatch.submit_sweep("train", TRAIN, {"lr": ["0.001", "0.002", "0.003"]}, actor=cli_actor())
         assert not isinstance(raised.value, UserInputError)  # not the user's fault: the API answers 503
     finally:
         monkeypatch.undo()

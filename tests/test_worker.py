@@ -18,12 +18,18 @@ import pytest
 from click.testing import CliRunner
 
 from core import jobs
+from core.access import cli_actor
 from core.db import get_sessionmaker
 from core.errors import UserInputError
 from core.records import Job
 from leukemia.cli import main as leukemia_cli
 from worker import dispatch
 from worker.celery_app import RUN_JOB_TASK, get_app
+
+
+def submit(*args, **kwargs) -> int:
+    """dispatch.submit_job as the operator at the command line."""
+    return dispatch.submit_job(*args, actor=cli_actor(), **kwargs)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -164,7 +170,7 @@ def twin_worker(main_worker, worker_env, queues, log_dir, extra_workers):
 
 @pytest.fixture(scope="module")
 def trained_job(main_worker, synthetic_data, queues) -> int:
-    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
+    job_id = submit("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
     job = wait_finished(job_id, main_worker)
     assert (job.status, job.error) == ("succeeded", None)
     return job_id
@@ -174,7 +180,7 @@ def trained_job(main_worker, synthetic_data, queues) -> int:
 
 
 def test_job_on_a_queue_nobody_serves_is_flagged(main_worker, synthetic_data, queues):
-    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), **TINY}, queue=queues["nobody"])
+    job_id = submit("train", {"data_dir": str(synthetic_data), **TINY}, queue=queues["nobody"])
     with get_sessionmaker().begin() as session:
         live = jobs.live_queues(session)
         assert queues["gpu"] in live and queues["nobody"] not in live
@@ -192,9 +198,9 @@ def test_train_then_finetune_and_predict_from_it(trained_job, main_worker, synth
     assert train.attempts == 1 and train.best_valid_accuracy is not None and train.progress == 1.0
     assert {"best.pt", "last.pt", "metrics.csv", "metrics.json"} <= artifact_names(trained_job)
 
-    finetune_id = dispatch.submit_job("finetune", {"data_dir": str(synthetic_data), "epochs": 1, "device": "cpu",
+    finetune_id = submit("finetune", {"data_dir": str(synthetic_data), "epochs": 1, "device": "cpu",
                                                    "batch_size": 8}, parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
-    predict_id = dispatch.submit_job("predict", {"data_dir": str(synthetic_data), "csv": "test.csv", "device": "cpu"},
+    predict_id = submit("predict", {"data_dir": str(synthetic_data), "csv": "test.csv", "device": "cpu"},
                                      parent_id=trained_job, queue=queues["cpu"])  # fmt: skip
     finetune, predict = wait_finished(finetune_id, main_worker), wait_finished(predict_id, main_worker)
     assert (finetune.status, finetune.error, epochs_of(finetune_id)) == ("succeeded", None, [1])
@@ -217,17 +223,17 @@ def test_bad_inputs_fail_with_their_reason_and_the_next_job_runs(trained_job, ma
         first_image = next(iter(csv.DictReader(file)))["Path"]
     (corrupt / first_image).write_bytes(b"this is not a bitmap")
 
-    missing_id = dispatch.submit_job("train", {"data_dir": str(tmp_path / "absent"), **TINY}, queue=queues["gpu"])
-    corrupt_id = dispatch.submit_job("train", {"data_dir": str(corrupt), **TINY}, queue=queues["gpu"])
-    wrong_arch_id = dispatch.submit_job("finetune", {"data_dir": str(synthetic_data), "arch": "resnet50", "device": "cpu"},
+    missing_id = submit("train", {"data_dir": str(tmp_path / "absent"), **TINY}, queue=queues["gpu"])
+    corrupt_id = submit("train", {"data_dir": str(corrupt), **TINY}, queue=queues["gpu"])
+    wrong_arch_id = submit("finetune", {"data_dir": str(synthetic_data), "arch": "resnet50", "device": "cpu"},
                                         parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
-    good_id = dispatch.submit_job("evaluate", {"data_dir": str(synthetic_data), "device": "cpu"},
+    good_id = submit("evaluate", {"data_dir": str(synthetic_data), "device": "cpu"},
                                   parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
 
     code, output = cli("submit", "train", "--data", str(synthetic_data), "--arch", "resnet34", "--queue", queues["gpu"])
     assert code == 2 and "arch" in output and len(output.strip().splitlines()) == 1
     with pytest.raises(UserInputError, match="arch"):
-        dispatch.submit_job("train", {"data_dir": str(synthetic_data), "arch": "resnet34"})
+        submit("train", {"data_dir": str(synthetic_data), "arch": "resnet34"})
 
     missing, corrupted, wrong_arch = (wait_finished(i, main_worker) for i in (missing_id, corrupt_id, wrong_arch_id))
     assert missing.status == "failed" and "absent" in missing.error, missing.error
@@ -242,8 +248,8 @@ def test_bad_inputs_fail_with_their_reason_and_the_next_job_runs(trained_job, ma
 
 
 def test_cancel_a_queued_and_a_running_job(main_worker, synthetic_data, queues):
-    running_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 20, **TINY}, queue=queues["gpu"])
-    waiting_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), **TINY}, queue=queues["gpu"])
+    running_id = submit("train", {"data_dir": str(synthetic_data), "epochs": 20, **TINY}, queue=queues["gpu"])
+    waiting_id = submit("train", {"data_dir": str(synthetic_data), **TINY}, queue=queues["gpu"])
     wait_for(lambda: epochs_of(running_id), 90, f"job {running_id} epoch 1", main_worker)
     assert job_row(waiting_id).status == "queued"
     assert cli("cancel", str(waiting_id)) == (0, f"job {waiting_id} cancelled\n")
@@ -262,7 +268,7 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
     worker_env, synthetic_data, queues, log_dir, extra_workers
 ):
     doomed = WorkerProcess(worker_env, [queues["kill"]], "doomed", log_dir)
-    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 3, **TINY}, queue=queues["kill"])
+    job_id = submit("train", {"data_dir": str(synthetic_data), "epochs": 3, **TINY}, queue=queues["kill"])
     wait_for(lambda: epochs_of(job_id), 90, f"job {job_id} epoch 1", doomed)
     doomed.kill(signal.SIGKILL)
     assert job_row(job_id).status == "running" and epochs_of(job_id) in ([1], [1, 2])
@@ -284,7 +290,7 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
 
 def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, twin_worker, synthetic_data, queues):
     both = (main_worker, twin_worker)
-    job_id = dispatch.submit_job("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
+    job_id = submit("train", {"data_dir": str(synthetic_data), "epochs": 2, **TINY}, queue=queues["gpu"])
     get_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queues["gpu"])  # the same job id, a second time
     job = wait_finished(job_id, *both)
     assert (job.status, job.attempts, epochs_of(job_id)) == ("succeeded", 1, [1, 2])

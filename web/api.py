@@ -15,7 +15,7 @@ from core import jobs as job_service
 from core.db import check_database, get_sessionmaker
 from core.errors import DatabaseUnavailable, UserInputError
 from web import queries, results, schemas
-from web.auth import bearer_token_valid
+from web.auth import bearer_token_valid, current_actor
 from web.downloads import send_artifact
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import FILE, PNG, openapi_document, operation
@@ -93,7 +93,8 @@ def submit_job() -> Any:
     submission = json_body(schemas.JobSubmission)
     check_web_params(submission.params)
     job_id = dispatch.submit_job(submission.kind, submission.params, parent_id=submission.parent_id,
-                                 queue=submission.queue, strict=True, origin="web")
+                                 queue=submission.queue, strict=True, origin="web", actor=current_actor(),
+                                 options=submission.options)
     return job_response(job_id, 201)
 
 
@@ -135,7 +136,7 @@ def existing_job_id(job_id: int) -> int:
            responses={200: schemas.Job}, errors=(400, 404))
 def cancel_job(job_id: int) -> Any:
     """Cancel a job (queued: now; running: at its next batch)"""
-    dispatch.cancel_job(existing_job_id(job_id))
+    dispatch.cancel_job(existing_job_id(job_id), actor=current_actor())
     return job_response(job_id)
 
 
@@ -143,7 +144,7 @@ def cancel_job(job_id: int) -> Any:
            responses={200: schemas.Job}, errors=(400, 404, 503))
 def retry_job(job_id: int) -> Any:
     """Queue a failed or cancelled job again"""
-    dispatch.retry_job(existing_job_id(job_id))
+    dispatch.retry_job(existing_job_id(job_id), actor=current_actor())
     return job_response(job_id)
 
 
@@ -235,7 +236,8 @@ def submit_sweep() -> Any:
             raise UserInputError(f"grid: csv {problem}", field="grid")
     sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
                                         name=submission.name, parent_id=submission.parent_id, queue=submission.queue,
-                                        strict=True, origin="web")
+                                        strict=True, origin="web", actor=current_actor(),
+                                        options=submission.options)
     return sweep_response(sweep_id, 201)
 
 
@@ -250,7 +252,8 @@ def submit_cross_validation() -> Any:
     check_web_params(submission.params)
     cv_id, _ = dispatch.submit_cross_validation(submission.params, folds=submission.folds,
                                                 release_folds=submission.release_folds, name=submission.name,
-                                                queue=submission.queue, strict=True, origin="web")
+                                                queue=submission.queue, strict=True, origin="web",
+                                                actor=current_actor())
     return cross_validation_response(cv_id, 201)
 
 
@@ -285,7 +288,7 @@ def submit_ensemble(cv_id: int) -> Any:
         if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
             abort(404, description=f"cross-validation {cv_id} not found")
     job_id = dispatch.submit_ensemble(cv_id, submission.kind, submission.split, tta=submission.tta,
-                                      queue=submission.queue, origin="web")
+                                      queue=submission.queue, origin="web", actor=current_actor())
     return job_response(job_id, 201)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from core.access import Actor, PermissionDenied
 from core.db import get_sessionmaker, upgrade_database
 from core.records import User, utcnow
 from core.settings import get_settings, persisted_secret, stored_secret
@@ -56,14 +57,18 @@ def ensure_admin(username: str, password: str) -> None:
         if username and password:
             user = db.scalar(select(User).where(User.username == username))
             if user is None:
-                db.add(User(username=username, password_hash=generate_password_hash(password), created_at=utcnow()))
-            elif not check_password_hash(user.password_hash, password):
+                db.add(User(username=username, password_hash=generate_password_hash(password), created_at=utcnow(),
+                            role="admin"))
+                return
+            user.role, user.disabled = "admin", False  # the configured admin is always an admin who can log in
+            if not check_password_hash(user.password_hash, password):
                 user.password_hash = generate_password_hash(password)
                 logins.end_user_sessions(db, user.id)
             return
         if db.scalar(select(User.id).limit(1)) is None:
             generated = secrets.token_urlsafe(12)
-            db.add(User(username="admin", password_hash=generate_password_hash(generated), created_at=utcnow()))
+            db.add(User(username="admin", password_hash=generate_password_hash(generated), created_at=utcnow(),
+                        role="admin"))
             click.echo(f"Dashboard login created: admin / {generated}  (shown once; set ADMIN_PASSWORD to choose it)", err=True)
 
 
@@ -115,6 +120,21 @@ def bearer_token_valid() -> bool:
     if scheme.lower() != "bearer" or not token:
         return False
     return hmac.compare_digest(token.strip().encode(), current_app.config["API_TOKEN"].encode())
+
+
+def current_actor() -> Actor:
+    """Who sends this request (core.access): the logged-in user, else the bearer token's owner. The
+    single API_TOKEN of the settings is the admin's token (ADMIN_USERNAME), as compose uses it."""
+    address = request.remote_addr
+    if g.get("user") is not None:
+        return Actor(g.user.id, g.user.username, g.user.role, address)
+    if bearer_token_valid():
+        with get_sessionmaker().begin() as db:
+            admin = db.scalar(select(User).where(User.username == get_settings().admin_username, User.role == "admin"))
+            if admin is not None:
+                return Actor(admin.id, admin.username, "admin", address)
+        return Actor(None, "api-token", "admin", address)
+    raise PermissionDenied("not logged in and no API token: log in, or send 'Authorization: Bearer <token>'")
 
 
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,7 +14,7 @@ from core.db import get_sessionmaker
 from core.errors import UserInputError
 from core.records import CrossValidation
 from web import forms
-from web.auth import login_required
+from web.auth import current_actor, login_required
 from web.inputs import csv_name_problem, storable_id
 from web.views import _form_choices, _queue_choice, _selected_folder
 from worker import dispatch
@@ -56,7 +56,8 @@ def new_cross_validation() -> Any:
             try:
                 cv_id, job_ids = dispatch.submit_cross_validation(
                     {**values, "data_dir": data_dir}, folds=folds, release_folds="release_folds" in request.form,
-                    name=request.form.get("name", "").strip()[:200] or None, queue=_queue_choice(), origin="web")
+                    name=request.form.get("name", "").strip()[:200] or None, queue=_queue_choice(), origin="web",
+                    actor=current_actor())
             except UserInputError as error:
                 shown = {f.name for f in _fields()} | {"folds"}
                 errors[error.field if error.field in shown else forms.FORM_LEVEL] = str(error)
@@ -109,7 +110,7 @@ def ensemble(cv_id: int) -> Any:
     if not errors:
         try:
             job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=_queue_choice(),
-                                              origin="web")
+                                              origin="web", actor=current_actor())
         except UserInputError as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)
         else:

@@ -1,4 +1,4 @@
-"""Bad input is a 400 naming the field, an unknown id a 404, a wrong method a 405, an unreachable
+"""Bad input is a 400 naming the field, a refused role a 403, an unknown id a 404, a wrong method a 405, an unreachable
 broker a 503; a traceback is a bug.
 
 API paths answer JSON `{"error": ..., "field": ...}` (web.schemas.ErrorBody); pages answer a
@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from sqlalchemy.exc import OperationalError
 
+from core.access import PermissionDenied
 from core.errors import BrokerUnavailable, DatabaseUnavailable, UserInputError
 
 
@@ -31,6 +32,11 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 
 def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
     return error_response(400, str(error), error.field)
+
+
+def handle_permission_denied(error: PermissionDenied):  # type: ignore[no-untyped-def]
+    """Known who, and not allowed (core.access): 403 with the reason in one line."""
+    return error_response(403, str(error))
 
 
 def handle_broker_unavailable(error: BrokerUnavailable):  # type: ignore[no-untyped-def]
@@ -71,6 +77,7 @@ def handle_unexpected(error: Exception):  # type: ignore[no-untyped-def]
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(UserInputError, handle_user_input)
+    app.register_error_handler(PermissionDenied, handle_permission_denied)
     app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)
     app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)
     app.register_error_handler(OperationalError, handle_database_unavailable)

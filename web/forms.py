@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from core.errors import UserInputError
+from core.job_options import RETENTION_HELP, JobOptions, parse_options, parse_tag_list
 from core.params import PARAMS_BY_KIND
 
 # Paths never come from a browser: the data folder is chosen among registered ones and
@@ -116,3 +118,14 @@ def split_sweep_values(name: str, text: str) -> list[str]:
     """`0.001, 0.0003` → ['0.001', '0.0003']; class_weights values are separated by ';' (they contain a comma)."""
     separator = ";" if name == "class_weights" else ","
     return [value.strip() for value in text.split(separator) if value.strip()]
+
+
+def options_from_form(form: Any, errors: dict[str, str]) -> JobOptions | None:
+    """The options fieldset (priority, notes, tags, retention) as JobOptions; a bad one is put in errors."""
+    values = {"priority": form.get("priority") or "normal", "description": form.get("description", ""),
+              "tags": parse_tag_list(form.get("tags", "")), "retention": form.get("retention") or None}
+    try:
+        return parse_options(values)
+    except UserInputError as error:
+        errors[error.field or FORM_LEVEL] = str(error).partition(": ")[2] or str(error)
+        return None

@@ -22,7 +22,8 @@ from web import schemas
 from web.inputs import MAX_ID
 
 REF = "#/components/schemas/{model}"
-ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token", 404: "unknown id",
+ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token",
+                 403: "your role does not allow this (core.access)", 404: "unknown id",
                  413: "request body too large", 503: "unavailable: the database or the broker is unreachable"}
 FILE = "file"  # a response that is a download, not a model
 PNG = "png"  # a response that is a PNG image shown inline
@@ -36,7 +37,7 @@ PATH_PARAMETER = re.compile(r"<int:(\w+)>")
 class Operation:
     """One documented route of the API."""
 
-    method: Literal["get", "post"]
+    method: Literal["get", "post", "patch", "delete"]
     rule: str  # the Flask rule under /api, e.g. /jobs/<int:job_id>
     operation_id: str
     tag: str
@@ -51,7 +52,7 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def operation(blueprint: Blueprint, method: Literal["get", "post"], rule: str, *, operation_id: str, tag: str,
+def operation(blueprint: Blueprint, method: Literal["get", "post", "patch", "delete"], rule: str, *, operation_id: str, tag: str,
               responses: dict[int, type[BaseModel] | str], body: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, errors: tuple[int, ...] = (), public: bool = False
               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -17,7 +17,7 @@ from core import jobs as job_service
 from core.errors import UserInputError
 from core.params import check_printable
 from core.progress import EpochRecord
-from core.records import MODEL_KINDS, Artifact, DataFolder, EpochMetric, Job, Sweep, utcnow
+from core.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, User, utcnow
 from core.settings import get_settings
 from web import schemas
 from web.inputs import storable_id
@@ -32,11 +32,24 @@ def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
     """Jobs as the API and the live pages see them: with their queue position and whether a live worker
     serves their queue."""
     served = job_service.live_queues(session)
-    stored = schemas.Job.model_fields.keys() - {"queue_position", "queue_served"}  # the row's own attributes
+    derived = {"queue_position", "queue_served", "tags", "submitted_by_name", "priority"}
+    stored = schemas.Job.model_fields.keys() - derived  # the row's own attributes
+    tags = job_service.tags_of(session, jobs)
+    names = user_names(session, {job.submitted_by for job in jobs})
     return [schemas.Job.model_validate({**{name: getattr(job, name) for name in stored},
                                         "queue_position": job_service.queue_position(session, job),
-                                        "queue_served": job.queue in served})
+                                        "queue_served": job.queue in served,
+                                        "tags": tags[job.id], "priority": PRIORITY_NAMES[job.priority],
+                                        "submitted_by_name": names.get(job.submitted_by, "cli")})
             for job in jobs]
+
+
+def user_names(session: Session, user_ids: set[int | None]) -> dict[int | None, str]:
+    """User id → name for the given ids (None, the CLI, is left out)."""
+    wanted = [user_id for user_id in user_ids if user_id is not None]
+    if not wanted:
+        return {}
+    return {user_id: name for user_id, name in session.execute(select(User.id, User.username).where(User.id.in_(wanted)))}
 
 
 def epoch_model(metric: EpochMetric) -> EpochRecord:
@@ -46,8 +59,10 @@ def epoch_model(metric: EpochMetric) -> EpochRecord:
 
 def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:
     job_ids = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep.id).order_by(Job.id)))
-    fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name != "job_ids"}
-    return schemas.Sweep.model_validate({**fields, "job_ids": job_ids})
+    derived = {"job_ids", "tags", "priority"}
+    fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name not in derived}
+    return schemas.Sweep.model_validate({**fields, "job_ids": job_ids, "tags": job_service.sweep_tags(session, sweep.id),
+                                         "priority": PRIORITY_NAMES[sweep.priority]})
 
 
 def find_job(session: Session, job_id: int) -> Job | None:

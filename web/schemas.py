@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
+from core.job_options import JobOptions, Priority
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
 from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
@@ -61,6 +62,7 @@ class JobSubmission(JsonRequest):
     params: ParamsObject
     parent_id: Id | None = Field(None, description="the train/finetune job whose checkpoint to start from")
     queue: QueueName | None = Field(None, description="default: gpu for train/finetune, cpu for evaluate/predict")
+    options: JobOptions = Field(default_factory=JobOptions, description="priority, notes, tags, retention")
 
 
 class SweepSubmission(JsonRequest):
@@ -73,6 +75,7 @@ class SweepSubmission(JsonRequest):
     name: Name | None = None
     parent_id: Id | None = None
     queue: QueueName | None = None
+    options: JobOptions = Field(default_factory=JobOptions, description="the sweep's and each of its jobs'")
 
 
 class CrossValidationSubmission(JsonRequest):
@@ -174,6 +177,15 @@ class Job(Row):
     finished: bool
     queue_position: int | None = Field(description="1-based place among the queued jobs of its queue; null unless queued")
     queue_served: bool = Field(description="false: no live worker consumes this job's queue")
+    submitted_by: int | None = Field(description="the submitting user's id; null: submitted from the CLI")
+    submitted_by_name: str = Field(description="the submitting user's name, or 'cli'")
+    priority: Priority
+    description: str
+    tags: list[str]
+    retention: str | None = Field(description="all, best or last-N; null: the global policy")
+    stopped_epoch: int | None = Field(description="the epoch a run stopped at before its last (early stopping)")
+    stop_reason: str | None
+    disk_bytes: int | None = Field(description="its run folder's size on disk, measured when it finished")
 
 
 class Artifact(Row):
@@ -194,6 +206,12 @@ class Sweep(Row):
     grid: dict[str, list[GridValue]]
     created_at: UtcTime
     job_ids: list[int]
+    submitted_by: int | None
+    priority: Priority
+    description: str
+    tags: list[str]
+    retention: str | None
+    early_stopping: dict[str, Any] | None
 
 
 class FoldMetrics(BaseModel):

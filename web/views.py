@@ -15,7 +15,7 @@ from core.progress import EpochRecord
 from core.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
 from core.settings import get_settings
 from web import forms, queries, schemas
-from web.auth import login_required
+from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.inputs import MAX_PAGE, csv_name_problem, query_choice, query_int, storable_id
 from worker import dispatch
@@ -102,7 +102,7 @@ def job_detail(job_id: int) -> Any:
 @bp.post("/jobs/<int:job_id>/cancel")
 @login_required
 def cancel(job_id: int) -> Any:
-    status = dispatch.cancel_job(_existing(job_id))
+    status = dispatch.cancel_job(_existing(job_id), actor=current_actor())
     flash(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'cancel requested; it stops at its next batch'}.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -110,7 +110,7 @@ def cancel(job_id: int) -> Any:
 @bp.post("/jobs/<int:job_id>/retry")
 @login_required
 def retry(job_id: int) -> Any:
-    dispatch.retry_job(_existing(job_id))
+    dispatch.retry_job(_existing(job_id), actor=current_actor())
     flash(f"Job {job_id} queued again.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -183,10 +183,12 @@ def new_job(kind: str) -> Any:
                        if k not in errors})
         if kind in ("evaluate", "predict") and (csv_problem := csv_name_problem(values.get("csv"))):
             errors.setdefault("csv", csv_problem)
+        options = forms.options_from_form(request.form, errors)
         if not errors:
             try:
                 job_id = dispatch.submit_job(kind, {**values, "data_dir": data_dir}, parent_id=parent_id,
-                                             queue=_queue_choice(), origin="web")
+                                             queue=_queue_choice(), origin="web", actor=current_actor(),
+                                             options=options)
             except UserInputError as error:
                 _record_submit_error(error, kind, errors)
             else:
@@ -218,11 +220,13 @@ def new_sweep() -> Any:
             data_dir = folder.path if folder else ""
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors and k not in grid})
+        options = forms.options_from_form(request.form, errors)
         if not errors:
             try:
                 sweep_id, job_ids = dispatch.submit_sweep("train", {**values, "data_dir": data_dir}, grid,
                                                           name=request.form.get("name", "").strip()[:200] or None,
-                                                          queue=_queue_choice(), origin="web")
+                                                          queue=_queue_choice(), origin="web", actor=current_actor(),
+                                                          options=options)
             except UserInputError as error:
                 errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
             else:

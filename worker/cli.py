@@ -5,6 +5,7 @@ Every bad input is one line and exit 2."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,8 +16,10 @@ from typing import Any, Callable, TypeVar
 
 import click
 
+from core.access import cli_actor
 from core.cli import UserCommand, params_options, run_user_command, schema_values
 from core.errors import UserInputError
+from core.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
 from core.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
 from core.settings import get_settings
@@ -108,6 +111,25 @@ DATA_OPTION = {"data_dir": "--data"}  # the same spelling as `leukemia train --d
 DATA_AND_SPLIT_OPTIONS = {**DATA_OPTION, "csv": ("--csv", "--split")}  # evaluate/predict: a CSV or a named split
 
 
+def job_options_options(command: Callable) -> Callable:
+    """--priority, --note, --tag, --retention (core.job_options.JobOptions), passed on as `job_options`."""
+
+    @functools.wraps(command)
+    def wrapped(priority: str, note: str, tags: tuple[str, ...], retention: str | None, **kwargs: Any) -> Any:
+        values = {"priority": priority, "description": note, "tags": list(tags), "retention": retention}
+        return command(job_options=run_user_command(lambda: parse_options(values)), **kwargs)
+
+    for option in reversed([
+        click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True,
+                     help="Among queued jobs of a queue, higher starts first."),
+        click.option("--note", default="", help="Free-text notes shown on the job page and in compare."),
+        click.option("--tag", "tags", multiple=True, help="A tag to filter by (repeat for more)."),
+        click.option("--retention", default=None, help=f"After it finishes: {RETENTION_HELP}. Default: the global policy."),
+    ]):
+        wrapped = option(wrapped)
+    return wrapped
+
+
 @click.group()
 def submit() -> None:
     """Queue a job for a worker (the same options as the direct commands, plus --parent and --queue)."""
@@ -124,47 +146,53 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None) -> None:
+def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None,
+            job_options: JobOptions) -> None:
     from worker.dispatch import submit_job
 
     values = absolute_paths(schema_values(options))
-    job_id = run_db_command(lambda: submit_job(kind, values, parent_id=parent_id, queue=queue))
+    job_id = run_db_command(lambda: submit_job(kind, values, parent_id=parent_id, queue=queue, actor=cli_actor(),
+                                               options=job_options))
     click.echo(f"job {job_id} queued ({kind})")
 
 
 @submit.command(name="train", cls=UserCommand)
 @QUEUE_OPTION
+@job_options_options
 @params_options(TrainParams, rename=DATA_OPTION)
-def submit_train(queue: str | None, **options: Any) -> None:
+def submit_train(queue: str | None, job_options: JobOptions, **options: Any) -> None:
     """Queue a training run."""
-    _submit("train", options, None, queue)
+    _submit("train", options, None, queue, job_options)
 
 
 @submit.command(name="finetune", cls=UserCommand)
 @PARENT_OPTION
 @QUEUE_OPTION
+@job_options_options
 @params_options(FinetuneParams, rename=DATA_OPTION)
-def submit_finetune(parent_id: int | None, queue: str | None, **options: Any) -> None:
+def submit_finetune(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
     """Queue a finetune of a parent job's checkpoint (or of --checkpoint)."""
-    _submit("finetune", options, parent_id, queue)
+    _submit("finetune", options, parent_id, queue, job_options)
 
 
 @submit.command(name="evaluate", cls=UserCommand)
 @PARENT_OPTION
 @QUEUE_OPTION
+@job_options_options
 @params_options(EvaluateParams, rename=DATA_AND_SPLIT_OPTIONS)
-def submit_evaluate(parent_id: int | None, queue: str | None, **options: Any) -> None:
+def submit_evaluate(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
     """Queue an evaluation of a parent job's checkpoint (or of --checkpoint) on a labelled CSV."""
-    _submit("evaluate", options, parent_id, queue)
+    _submit("evaluate", options, parent_id, queue, job_options)
 
 
 @submit.command(name="predict", cls=UserCommand)
 @PARENT_OPTION
 @QUEUE_OPTION
+@job_options_options
 @params_options(PredictParams, rename=DATA_AND_SPLIT_OPTIONS)
-def submit_predict(parent_id: int | None, queue: str | None, **options: Any) -> None:
+def submit_predict(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
     """Queue a prediction CSV from a parent job's checkpoint (plus any --checkpoints)."""
-    _submit("predict", options, parent_id, queue)
+    _submit("predict", options, parent_id, queue, job_options)
 
 
 @submit.command(name="cv", cls=UserCommand)
@@ -181,7 +209,7 @@ def submit_cv(folds: int | None, release_folds: bool, name: str | None, queue: s
 
     values = absolute_paths(schema_values(options))
     cv_id, job_ids = run_db_command(lambda: submit_cross_validation(
-        values, folds=folds, release_folds=release_folds, name=name, queue=queue))
+        values, folds=folds, release_folds=release_folds, name=name, queue=queue, actor=cli_actor()))
     click.echo(f"cross-validation {cv_id}: {len(job_ids)} fold jobs queued ({', '.join(map(str, job_ids))})")
 
 
@@ -195,7 +223,7 @@ def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | N
     """Queue an evaluate or predict job averaging the fold models' probabilities."""
     from worker.dispatch import submit_ensemble as send_ensemble
 
-    job_id = run_db_command(lambda: send_ensemble(cv_id, kind, split, tta=tta, queue=queue))
+    job_id = run_db_command(lambda: send_ensemble(cv_id, kind, split, tta=tta, queue=queue, actor=cli_actor()))
     click.echo(f"job {job_id} queued ({kind}, ensemble of cross-validation {cv_id})")
 
 
@@ -206,10 +234,11 @@ def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | N
 @click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
 @PARENT_OPTION
 @QUEUE_OPTION
+@job_options_options
 # One option set for both kinds; the defaults are those of --kind, so none is shown here.
 @params_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
 def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, parent_id: int | None,
-                 queue: str | None, **options: Any) -> None:  # fmt: skip
+                 queue: str | None, job_options: JobOptions, **options: Any) -> None:  # fmt: skip
     """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
 
     Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
@@ -222,7 +251,8 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, paren
         base.pop("checkpoint_choice", None)
 
     def action() -> tuple[int, list[int]]:
-        return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue)
+        return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue,
+                          actor=cli_actor(), options=job_options)
 
     sweep_id, job_ids = run_db_command(action)
     click.echo(f"sweep {sweep_id}: {len(job_ids)} jobs queued ({', '.join(map(str, job_ids))})")
@@ -314,7 +344,7 @@ def cancel_command(job_id: int) -> None:
     """Cancel a job: queued ones at once, running ones at the next batch (keeping the last checkpoint)."""
     from worker.dispatch import cancel_job
 
-    status = run_db_command(lambda: cancel_job(job_id))
+    status = run_db_command(lambda: cancel_job(job_id, actor=cli_actor()))
     click.echo(f"job {job_id} cancelled" if status == "cancelled" else f"job {job_id}: cancel requested; it stops at the next batch")
 
 
@@ -324,7 +354,7 @@ def retry_command(job_id: int) -> None:
     """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
     from worker.dispatch import retry_job
 
-    run_db_command(lambda: retry_job(job_id))
+    run_db_command(lambda: retry_job(job_id, actor=cli_actor()))
     click.echo(f"job {job_id} queued again")
 
 

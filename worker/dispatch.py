@@ -1,14 +1,18 @@
 """Submit, cancel and retry jobs: the row is committed first, then its id goes to the broker.
 
 A message is never sent for a row that is not committed, and a row whose message could not
-be sent is marked failed with the reason (retry re-sends it) rather than left queued forever."""
+be sent is marked failed with the reason (retry re-sends it) rather than left queued forever.
+Each action names its actor: the role is checked (core.access) and the audit row written in the
+transaction that makes the change."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from core import jobs
+from core import audit, jobs
+from core.access import Actor, require_owner, require_submit
 from core.db import get_sessionmaker
+from core.job_options import JobOptions
 from core.errors import BrokerUnavailable
 from worker.celery_app import send_run_job
 
@@ -45,12 +49,16 @@ def submit_job(
     max_attempts: int | None = None,
     strict: bool = False,
     origin: str = "cli",
+    actor: Actor,
+    options: JobOptions | None = None,
 ) -> int:
     """Create and commit a queued job, then send its id; returns the job id (strict: see core.jobs.create_job;
     origin: core.records.JOB_ORIGINS)."""
+    require_submit(actor)
     with get_sessionmaker().begin() as session:
         job = jobs.create_job(session, kind, params, parent_id=parent_id, queue=queue, max_attempts=max_attempts,
-                              strict=strict, origin=origin)  # fmt: skip
+                              strict=strict, origin=origin, submitted_by=actor.user_id, options=options)
+        audit.record(session, actor, "job.submit", "job", job.id, {"kind": kind})
         job_id, job_queue = job.id, job.queue
     send_job(job_id, job_queue)
     return job_id
@@ -66,11 +74,15 @@ def submit_sweep(
     queue: str | None = None,
     strict: bool = False,
     origin: str = "cli",
+    actor: Actor,
+    options: JobOptions | None = None,
 ) -> tuple[int, list[int]]:
     """Create a sweep with one job per grid point (all validated first), then send each id."""
+    require_submit(actor)
     with get_sessionmaker().begin() as session:
         sweep, swept = jobs.create_sweep(session, kind, base_params, grid, name=name, parent_id=parent_id, queue=queue,
-                                         strict=strict, origin=origin)  # fmt: skip
+                                         strict=strict, origin=origin, submitted_by=actor.user_id, options=options)
+        audit.record(session, actor, "sweep.submit", "sweep", sweep.id, {"kind": kind, "jobs": len(swept)})
         sweep_id, targets = sweep.id, [(job.id, job.queue) for job in swept]
     send_jobs(targets)
     return sweep_id, [job_id for job_id, _ in targets]
@@ -78,42 +90,54 @@ def submit_sweep(
 
 def submit_cross_validation(
     base_params: dict[str, Any], *, folds: int | None = None, release_folds: bool = False, name: str | None = None,
-    queue: str | None = None, strict: bool = False, origin: str = "cli",
+    queue: str | None = None, strict: bool = False, origin: str = "cli", actor: Actor,
 ) -> tuple[int, list[int]]:
     """Create a cross-validation with one training job per fold (all validated first), then send each id."""
     from core.cv_jobs import create_cross_validation
 
+    require_submit(actor)
     with get_sessionmaker().begin() as session:
         cv, fold_jobs = create_cross_validation(session, base_params, folds=folds, release_folds=release_folds,
-                                                name=name, queue=queue, strict=strict, origin=origin)
+                                                name=name, queue=queue, strict=strict, origin=origin,
+                                                submitted_by=actor.user_id)
+        audit.record(session, actor, "cv.submit", "cross_validation", cv.id, {"folds": len(fold_jobs)})
         cv_id, targets = cv.id, [(job.id, job.queue) for job in fold_jobs]
     send_jobs(targets)
     return cv_id, [job_id for job_id, _ in targets]
 
 
 def submit_ensemble(
-    cv_id: int, kind: str, split: str, *, tta: bool = False, queue: str | None = None, origin: str = "cli"
+    cv_id: int, kind: str, split: str, *, tta: bool = False, queue: str | None = None, origin: str = "cli",
+    actor: Actor,
 ) -> int:
     """Create and send the evaluate or predict job averaging a finished cross-validation's fold models."""
     from core.cv_jobs import create_ensemble_job
 
+    require_submit(actor)
     with get_sessionmaker().begin() as session:
-        job = create_ensemble_job(session, cv_id, kind, split, tta=tta, queue=queue, origin=origin)  # type: ignore[arg-type]
+        job = create_ensemble_job(session, cv_id, kind, split, tta=tta, queue=queue, origin=origin,  # type: ignore[arg-type]
+                                  submitted_by=actor.user_id)
+        audit.record(session, actor, "job.submit", "job", job.id, {"kind": kind, "cv_id": cv_id})
         job_id, job_queue = job.id, job.queue
     send_job(job_id, job_queue)
     return job_id
 
 
-def cancel_job(job_id: int) -> str:
+def cancel_job(job_id: int, *, actor: Actor) -> str:
     """Cancel a job: a queued one at once, a running one at its next batch. Returns its status now."""
     with get_sessionmaker().begin() as session:
-        return jobs.request_cancel(session, job_id).status
+        require_owner(actor, jobs.get_job(session, job_id).submitted_by, f"job {job_id}")
+        status = jobs.request_cancel(session, job_id).status
+        audit.record(session, actor, "job.cancel", "job", job_id, {"status": status})
+        return status
 
 
-def retry_job(job_id: int) -> int:
+def retry_job(job_id: int, *, actor: Actor) -> int:
     """Queue a failed or cancelled job again (it resumes from its last checkpoint) and re-send it."""
     with get_sessionmaker().begin() as session:
+        require_owner(actor, jobs.get_job(session, job_id).submitted_by, f"job {job_id}")
         job = jobs.retry_job(session, job_id)
+        audit.record(session, actor, "job.retry", "job", job_id)
         job_queue = job.queue
     send_job(job_id, job_queue)
     return job_id

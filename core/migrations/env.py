@@ -35,8 +35,27 @@ def run_migrations_online() -> None:
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     # render_as_batch: SQLite cannot ALTER most things; batch mode recreates the table.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Recreating a table that others reference (jobs, users) is a DROP TABLE, which foreign keys
+        # refuse while rows point at it. The pragma only takes effect outside a transaction, so it is
+        # set on the driver's connection before Alembic begins one; the keys are checked afterwards.
+        _driver(connection).execute("PRAGMA foreign_keys=OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {broken[:5]}")
+    finally:
+        if sqlite:
+            _driver(connection).execute("PRAGMA foreign_keys=ON")
+
+
+def _driver(connection):  # type: ignore[no-untyped-def]
+    """The sqlite3 connection under SQLAlchemy's, for pragmas that must run outside a transaction."""
+    return connection.connection.driver_connection
 
 
 if context.is_offline_mode():
