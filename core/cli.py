@@ -161,6 +161,10 @@ def _training_bar():
             self.close()
             click.echo(describe_epoch(record, self.total_epochs))
 
+        def on_stopped_early(self, epoch: int, reason: str) -> None:
+            self.close()
+            click.echo(reason)
+
         def close(self) -> None:
             if self.bar is not None:
                 self.bar.close()

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from core.early_stopping import DEFAULT_PATIENCE, EarlyStoppingMetric
 from core.errors import UserInputError
 from core.splits import SPLIT_HELP, check_split_name
 
@@ -69,6 +70,16 @@ class TrainParams(_Params):
         None, description="Validation split: a split name, share:F (a subject-disjoint share of the training split) or none; "
         "default: valid.csv / the release's held-out share when training on train."
     )
+    early_stopping_metric: EarlyStoppingMetric | None = Field(
+        None, description="Stop when this validation metric has not improved for early_stopping_patience epochs; "
+        "best.pt then follows this metric (valid_loss: lowest) instead of valid_accuracy. Needs a validation split."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=1000, description=f"Epochs without improvement before the run stops (default {DEFAULT_PATIENCE})."
+    )
+    early_stopping_min_delta: float | None = Field(
+        None, ge=0, le=1e6, description="Smallest change that counts as an improvement (default 0)."
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Device = "auto"
     amp: bool = Field(True, description="bf16 autocast and channels_last on a GPU; ignored on the CPU.")
@@ -109,6 +120,31 @@ class TrainParams(_Params):
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
         return self
+
+    @field_validator("early_stopping_patience", "early_stopping_min_delta")
+    @classmethod
+    def _needs_metric(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("early_stopping_metric") is None:
+            raise ValueError("only applies with early_stopping_metric (the validation metric to watch)")
+        return value
+
+    @field_validator("early_stopping_metric")
+    @classmethod
+    def _needs_validation(cls, value: str | None, info: ValidationInfo) -> str | None:
+        valid_split, split = info.data.get("valid_split"), info.data.get("split")
+        if value is not None and (valid_split == "none" or (valid_split is None and split not in (None, "train"))):
+            raise ValueError(f"{value} needs a validation split; set valid_split (training on {split} has none by default)"
+                             if valid_split is None else f"{value} needs a validation split, but valid_split is none")
+        return value
+
+    @property
+    def patience(self) -> int:
+        """Epochs without improvement before an early stop (meaningful with early_stopping_metric)."""
+        return self.early_stopping_patience or DEFAULT_PATIENCE
+
+    @property
+    def min_delta(self) -> float:
+        return self.early_stopping_min_delta or 0.0
 
 
 class FinetuneParams(TrainParams):

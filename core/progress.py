@@ -75,6 +75,14 @@ class TrainingObserver(RunObserver):
     def on_epoch(self, record: EpochRecord) -> None:
         """Called after the epoch's last.pt is saved; on resume, again for every epoch already done."""
 
+    def early_stop_reason(self, record: EpochRecord) -> str | None:
+        """Asked after every epoch but the last, before it is saved: a reason (the sweep's median rule)
+        ends the run there, normally."""
+        return None
+
+    def on_stopped_early(self, epoch: int, reason: str) -> None:
+        """Called once at the end of a run that stopped before its last epoch (patience or early_stop_reason)."""
+
 
 class PredictionObserver(RunObserver):
     """Progress callback of an evaluation or prediction. Optional."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core.checkpoint import CHECKPOINT_FORMAT
+from core.early_stopping import better, patience_reason
 from core.params import TrainParams
 from core.progress import EpochRecord
 
@@ -29,17 +30,59 @@ class StartState:
 
 @dataclass
 class RunLog:
-    """The epochs done so far and which was best (by validation accuracy)."""
+    """The epochs done so far, which was best and whether the run stopped early.
+
+    "Best" follows params.early_stopping_metric when early stopping is on (valid_loss: lowest),
+    else valid_accuracy; without a validation split every epoch is the best. The patience counter
+    (bad_epochs) and an early stop are saved in last.pt, so a resumed run counts on."""
 
     history: list[EpochRecord] = field(default_factory=list)
-    best_accuracy: float | None = None
+    metric: str = "valid_accuracy"
+    min_delta: float = 0.0
+    patience: int | None = None  # None: early stopping is off
+    epochs: int = 0  # the run's planned epochs: stopping at the last one is not early
+    best_value: float | None = None
     best_epoch: int | None = None
+    bad_epochs: int = 0  # epochs since the best one, by metric and min_delta
+    stopped_epoch: int | None = None
+    stop_reason: str | None = None
+
+    @classmethod
+    def for_params(cls, params: TrainParams) -> "RunLog":
+        if params.early_stopping_metric is None:
+            return cls(epochs=params.epochs)
+        return cls(metric=params.early_stopping_metric, min_delta=params.min_delta, patience=params.patience,
+                   epochs=params.epochs)  # fmt: skip
+
+    @property
+    def best_accuracy(self) -> float | None:
+        """The best epoch's validation accuracy (whatever metric chose it)."""
+        return next((r.valid_accuracy for r in self.history if r.epoch == self.best_epoch), None)
 
     def add(self, record: EpochRecord) -> None:
-        """Append an epoch; it is the best when it beats the best so far (every epoch is, without validation)."""
+        """Append an epoch, update the best and the patience counter; stop when patience runs out before the last epoch."""
         self.history.append(record)
-        if record.valid_accuracy is None or self.best_accuracy is None or record.valid_accuracy > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = record.valid_accuracy, record.epoch
+        value = getattr(record, self.metric)
+        if value is None:  # no validation (every epoch is the best) or an undefined metric (not an improvement)
+            improved = self.patience is None or self.best_epoch is None
+        else:
+            improved = self.best_value is None or better(self.metric, value, self.best_value, self.min_delta)
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = value, record.epoch, 0
+        else:
+            self.bad_epochs += 1
+        if self.patience is not None and self.bad_epochs >= self.patience and record.epoch < self.epochs:
+            self.stop(record.epoch, patience_reason(self.metric, self.patience, record.epoch, self.best_value, self.best_epoch))
+
+    def stop(self, epoch: int, reason: str) -> None:
+        """End the run after `epoch` (patience, or the sweep's median rule through the observer)."""
+        if self.stopped_epoch is None:
+            self.stopped_epoch, self.stop_reason = epoch, reason
+
+    def state(self) -> dict[str, Any]:
+        """What last.pt keeps of the log besides the history."""
+        return {"metric": self.metric, "best_value": self.best_value, "bad_epochs": self.bad_epochs,
+                "stopped_epoch": self.stopped_epoch, "stop_reason": self.stop_reason}  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:
@@ -96,6 +139,7 @@ def capture_checkpoint(
         "image_size": params.image_size,
         "best_accuracy": log.best_accuracy,
         "best_epoch": log.best_epoch,
+        "early_stopping": log.state(),
         "history": [r.model_dump() for r in log.history],
     }
 
@@ -108,6 +152,9 @@ def restore_checkpoint(
     scheduler.load_state_dict(checkpoint["scheduler"])
     restore_rng(checkpoint["rng"])
     log.history = [EpochRecord.model_validate(row) for row in checkpoint["history"]]
-    log.best_accuracy = checkpoint["best_accuracy"]
     log.best_epoch = checkpoint.get("best_epoch")
+    saved = checkpoint.get("early_stopping") or {"best_value": checkpoint["best_accuracy"]}  # before early stopping
+    log.best_value = saved["best_value"]
+    log.bad_epochs = int(saved.get("bad_epochs", 0))
+    log.stopped_epoch, log.stop_reason = saved.get("stopped_epoch"), saved.get("stop_reason")
     return int(checkpoint["epoch"])

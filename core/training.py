@@ -45,6 +45,8 @@ class RunResult:
     history: list[EpochRecord]
     best_path: Path
     last_path: Path
+    stopped_epoch: int | None = None  # the epoch an early stop ended the run at
+    stop_reason: str | None = None
 
 
 # ---------------------------------------------------------------- public entry points
@@ -153,7 +155,7 @@ def _fit(
         criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
         optimizer = build_optimizer(params, model)
         scheduler = build_scheduler(params, optimizer)
-        log = RunLog()
+        log = RunLog.for_params(params)
         start_epoch = 1
         if start.checkpoint is not None:
             start_epoch = restore_checkpoint(start.checkpoint, optimizer, scheduler, log) + 1
@@ -165,14 +167,23 @@ def _fit(
         for record in log.history:  # exactly-once: the observer upserts epochs it may already hold
             observer.on_epoch(record)
         for epoch in range(start_epoch, params.epochs + 1):
+            if log.stopped_epoch is not None:  # a resumed run that had stopped early: nothing left to train
+                break
             record = _run_epoch(
                 epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp
             )
             scheduler.step()
-            log.add(record)
+            log.add(record)  # may stop the run (patience)
+            if log.stopped_epoch is None and epoch < params.epochs:
+                reason = observer.early_stop_reason(record)
+                if reason:
+                    log.stop(epoch, reason)
             _save_epoch(run_dir, capture_checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
             observer.on_epoch(record)  # only now: last.pt already holds this epoch
-        return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT)
+        if log.stopped_epoch is not None and log.stop_reason is not None:
+            observer.on_stopped_early(log.stopped_epoch, log.stop_reason)
+        return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT,
+                         log.stopped_epoch, log.stop_reason)  # fmt: skip
 
 
 def _pipelines(
@@ -206,7 +217,8 @@ def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, 
     save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
         save_checkpoint(without_resume_state(checkpoint), run_dir / BEST_CHECKPOINT)
-    write_metrics(run_dir, params, log.history, log.best_epoch)
+    write_metrics(run_dir, params, log.history, log.best_epoch, best_metric=log.metric,
+                  stopped_epoch=log.stopped_epoch, stop_reason=log.stop_reason)  # fmt: skip
     plot_history([r.model_dump() for r in log.history], run_dir, log.best_epoch)
 
 
@@ -364,7 +376,13 @@ def _device_and_splits(params: TrainParams) -> tuple[torch.device, tuple[list[Sa
 
 def _read_splits(params: TrainParams) -> tuple[list[Sample], list[Sample] | None]:
     """The training split and the validation split (or None), as named in the parameters."""
-    return training_splits(params.data_dir, params.split, params.valid_split, params.seed)
+    train_samples, valid_samples = training_splits(params.data_dir, params.split, params.valid_split, params.seed)
+    if params.early_stopping_metric is not None and not valid_samples:
+        raise UserInputError(
+            f"early_stopping_metric: {params.early_stopping_metric} needs a validation split, and {params.data_dir} "
+            f"has none for split {params.split}; set valid_split", field="early_stopping_metric",
+        )
+    return train_samples, valid_samples
 
 
 def _refuse_existing_run(run_dir: Path) -> None:
