@@ -15,8 +15,7 @@ from core import jobs
 from core.crossval import OOF_CSV, fold_params, plan_folds, summarize
 from core.errors import UserInputError
 from core.params import check_printable, parse_params
-from core.records import Artifact, CrossValidation, EpochMetric, Job, utcnow
-from core.settings import get_settings
+from core.records import CrossValidation, EpochMetric, Job, utcnow
 from core.splits import read_named_split, with_folder_image_size
 
 ENSEMBLE_KINDS = ("evaluate", "predict")
@@ -75,17 +74,9 @@ def ensemble_jobs(session: Session, cv_id: int) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.cv_id == cv_id, Job.cv_fold.is_(None)).order_by(Job.id)))
 
 
-def _artifact_file(session: Session, job_id: int, name: str) -> Path | None:
-    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
-    if artifact is None:
-        return None
-    path = get_settings().resolved_artifacts_dir / artifact.path
-    return path if path.is_file() else None
-
-
 def _oof_frames(session: Session, folds: list[Job]) -> list[pd.DataFrame]:
     """Each fold's out-of-fold predictions, or [] until every fold has written them."""
-    paths = [_artifact_file(session, job.id, OOF_CSV) for job in folds]
+    paths = [jobs.named_artifact_file(session, job.id, OOF_CSV) for job in folds]
     return [pd.read_csv(path) for path in paths if path is not None] if folds and all(paths) else []
 
 

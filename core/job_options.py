@@ -10,7 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import UserInputError
 from core.params import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS, input_error
 
 Priority = Literal["low", "normal", "high"]

@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import math
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -434,6 +434,24 @@ def add_artifact(session: Session, job_id: int, kind: str, path: Path) -> None:
     _upsert(session, Artifact, values, ["job_id", "name"])
 
 
+def recorded_file(artifact: Artifact | None) -> Path | None:
+    """The one answer to "where is this recorded artifact": its file, only if the recorded path lies
+    inside the artifacts dir and the file exists (a row whose file was removed gives None)."""
+    if artifact is None:
+        return None
+    root = get_settings().resolved_artifacts_dir.resolve()
+    relative = PurePosixPath(artifact.path)
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+def named_artifact_file(session: Session, job_id: int, name: str) -> Path | None:
+    """The file of a job's artifact of that name (evaluation.json, oof.csv...), or None."""
+    return recorded_file(session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)))
+
+
 def artifact_path(session: Session, job_id: int, name: str | None = None) -> tuple[Artifact, Path]:
     """A recorded artifact of a job and its absolute path (default: its best checkpoint, else its only file)."""
     recorded = artifacts(session, get_job(session, job_id).id)
@@ -453,8 +471,8 @@ def artifact_path(session: Session, job_id: int, name: str | None = None) -> tup
             raise UserInputError(
                 f"artifact: job {job_id} has no artifact {name!r}; it has {', '.join(a.name for a in recorded)}", field="artifact"
             )
-    path = get_settings().resolved_artifacts_dir / chosen.path
-    if not path.is_file():
+    path = recorded_file(chosen)
+    if path is None:
         raise UserInputError(
             f"artifact: {chosen.path} is recorded for job {job_id} but missing on disk", field="artifact"
         )

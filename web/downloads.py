@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import abort, send_file
 
+from core import jobs as job_service
 from core.db import get_sessionmaker
 from web import queries
 
@@ -16,7 +17,7 @@ def send_artifact(job_id: int, artifact_id: int) -> Any:
         artifact = queries.find_artifact(session, job_id, artifact_id)
         if artifact is None:
             abort(404, description=f"artifact {artifact_id} of job {job_id} not found")
-        path, name = queries.artifact_file(artifact), artifact.name
+        path, name = job_service.recorded_file(artifact), artifact.name
     if path is None:
         abort(404, description=f"artifact {artifact_id}: its file is missing from the artifacts folder")
     return send_file(path, as_attachment=True, download_name=name)

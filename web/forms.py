@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from core.errors import UserInputError
-from core.job_options import RETENTION_HELP, JobOptions, parse_options, parse_tag_list
+from core.job_options import JobOptions, parse_options, parse_tag_list
 from core.params import PARAMS_BY_KIND
 
 # Paths never come from a browser: the data folder is chosen among registered ones and

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, is_dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -80,24 +80,11 @@ def find_artifact(session: Session, job_id: int, artifact_id: int) -> Artifact |
     return artifact if artifact is not None and artifact.job_id == job_id else None
 
 
-def artifact_file(artifact: Artifact) -> Path | None:
-    """The artifact's file, only if the recorded path lies inside the artifacts dir and exists."""
-    root = get_settings().resolved_artifacts_dir.resolve()
-    relative = PurePosixPath(artifact.path)
-    if relative.is_absolute() or ".." in relative.parts:
-        return None
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path
-
-
 def subject_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
     """The per-subject table of an evaluate job (its subjects.csv), worst accuracy first; [] when none."""
     import csv
 
-    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == "subjects.csv"))
-    path = artifact_file(artifact) if artifact is not None else None
+    path = job_service.named_artifact_file(session, job_id, "subjects.csv")
     if path is None:
         return []
     with path.open(newline="") as handle:

@@ -12,14 +12,13 @@ from pathlib import Path
 
 from flask import abort
 from PIL import Image
-from sqlalchemy import select
 
 from core.data import inside_path
 from core.db import get_sessionmaker
 from core.errors import UserInputError
-from core.records import Artifact
 from core.results import ExplainedImage, ImageResult, PredictionSummary
 from core.settings import get_settings
+from core import jobs as job_service
 from web import queries, schemas
 
 THUMBNAIL_PX = 96
@@ -29,8 +28,7 @@ def _artifact_file(job_id: int, name: str) -> Path | None:
     with get_sessionmaker().begin() as session:
         if queries.find_job(session, job_id) is None:
             abort(404, description=f"job {job_id} not found")
-        artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
-        return queries.artifact_file(artifact) if artifact is not None else None
+        return job_service.named_artifact_file(session, job_id, name)
 
 
 def _csv_rows(path: Path | None) -> list[dict[str, str]]:
