@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core import limits
+from core import limits, webhooks
 from core.data import read_split
 from core.errors import UserInputError
 from core.job_options import JobOptions
@@ -508,9 +508,12 @@ def finish_job(session: Session, job_id: int, owner: str, status: str, error: st
             .execution_options(synchronize_session=False)
         )
         if late_cancel.rowcount == 1:
+            webhooks.job_ended(session, job_id)
             return True
         values["progress"] = 1.0
     result = session.execute(update(Job).where(ours).values(**values).execution_options(synchronize_session=False))
+    if result.rowcount == 1:
+        webhooks.job_ended(session, job_id)
     return result.rowcount == 1
 
 
@@ -532,6 +535,8 @@ def release_job(session: Session, job_id: int, owner: str) -> str | None:
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
+            if values["status"] == "cancelled":
+                webhooks.job_ended(session, job_id)
             return values["status"]
     return None
 
@@ -554,6 +559,8 @@ def fail_unsent_job(session: Session, job_id: int, reason: str) -> bool:
         .where(Job.id == job_id, Job.status == "queued")
         .values(status="failed", error=_one_line(reason), finished_at=utcnow())
     )
+    if failed.rowcount == 1:
+        webhooks.job_ended(session, job_id)
     return failed.rowcount == 1
 
 
@@ -566,7 +573,9 @@ def request_cancel(session: Session, job_id: int) -> Job:
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if cancelled_now.rowcount != 1:
+    if cancelled_now.rowcount == 1:
+        webhooks.job_ended(session, job_id)
+    else:
         asked = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "running")
@@ -634,6 +643,8 @@ def requeue_lost_jobs(session: Session) -> list[Job]:
             if result.rowcount == 1:
                 if values["status"] == "queued":
                     requeued.append(session.get(Job, job_id, populate_existing=True))
+                else:
+                    webhooks.job_ended(session, job_id)
                 break
     return requeued
 
@@ -644,13 +655,14 @@ def requeue_lost_jobs(session: Session) -> list[Job]:
 def register_worker(session: Session, *, hostname: str, queues: list[str], gpu: str | None, pid: int) -> None:
     """Insert or refresh this worker's row (a restarted worker keeps its hostname)."""
     now = utcnow()
-    values = {"hostname": hostname, "queues": ",".join(queues), "gpu": gpu, "pid": pid, "started_at": now, "last_seen": now}
+    values = {"hostname": hostname, "queues": ",".join(queues), "gpu": gpu, "pid": pid, "started_at": now, "last_seen": now,
+              "lost_at": None}
     _upsert(session, WorkerRecord, values, ["hostname"])
 
 
 def worker_seen(session: Session, hostname: str) -> None:
-    """Refresh a worker's last_seen: it is alive and consuming its queues."""
-    session.execute(update(WorkerRecord).where(WorkerRecord.hostname == hostname).values(last_seen=utcnow()))
+    """Refresh a worker's last_seen: it is alive and consuming its queues (a loss reported before is over)."""
+    session.execute(update(WorkerRecord).where(WorkerRecord.hostname == hostname).values(last_seen=utcnow(), lost_at=None))
 
 
 def unregister_worker(session: Session, hostname: str) -> None:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     decode_workers: int = Field(
         0, ge=0, description="Most threads decoding images for one job; 0: as many as the machine has cores."
     )
+    public_url: str = Field("", description="The dashboard's address as people reach it (https://jobs.example.org); webhook payloads link to job pages under it.")
+    webhook_retry_seconds: float = Field(30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour).")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts of a webhook delivery before it is marked failed.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a webhook receiver may take to answer before the attempt counts as failed.")
 
     @property
     def resolved_database_url(self) -> str:

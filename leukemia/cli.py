@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "cancel": "worker.cli:cancel_command",
     "retry": "worker.cli:retry_command",
     "download": "worker.cli:download_command",
+    "webhooks": "worker.webhook_cli:webhooks",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import audit, jobs
+from core import audit, jobs, webhooks
 from core.access import Actor, require_owner, require_submit
 from core.db import get_sessionmaker
 from core.job_options import JobOptions
@@ -144,8 +144,10 @@ def retry_job(job_id: int, *, actor: Actor) -> int:
 
 
 def requeue_and_resend_lost_jobs() -> list[int]:
-    """The reaper's step: running jobs whose worker went silent are queued again and re-sent."""
+    """The reaper's step: workers silent too long are reported lost (a worker.lost webhook, once), and
+    running jobs whose worker went silent are queued again and re-sent."""
     with get_sessionmaker().begin() as session:
+        webhooks.report_lost_workers(session)
         requeued = [(job.id, job.queue) for job in jobs.requeue_lost_jobs(session)]
     send_jobs(requeued)
     return [job_id for job_id, _ in requeued]

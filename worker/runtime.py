@@ -1,6 +1,7 @@
 """The worker process around Celery: its row in the workers table (presence heartbeat), the
-reaper that re-queues jobs whose worker went silent, and serving the queues. The CLI parses the
-options and calls `serve_worker`; Celery runs `worker.tasks.run_job` for each message."""
+reaper that re-queues jobs whose worker went silent (and reports the worker lost), the webhook
+sender, and serving the queues. The CLI parses the options and calls `serve_worker`; Celery runs
+`worker.tasks.run_job` for each message."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 
 from celery.signals import worker_shutting_down
 
-from core import jobs
+from core import jobs, webhooks
 from core.db import get_sessionmaker, upgrade_database
 from core.settings import get_settings
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
@@ -55,6 +56,25 @@ class WorkerPresence(threading.Thread):
             since_reap += settings.heartbeat_seconds
 
 
+class WebhookSender(threading.Thread):
+    """Sends due webhook deliveries (core.webhooks.deliver_due) beside the jobs: its own thread and
+    transactions, so a slow or failing receiver never holds up or fails a job; errors are logged."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        super().__init__(name="webhook-sender", daemon=True)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                webhooks.deliver_due()
+            except Exception:  # the database may be briefly away; the deliveries wait in their table
+                log.exception("webhook delivery pass failed")
+            self.done.wait(self.POLL_SECONDS)
+
+
 @worker_shutting_down.connect
 def _stop_running_job(**_: object) -> None:
     """SIGTERM/SIGINT: the running job stops at its next batch and is queued again (see worker.tasks)."""
@@ -76,6 +96,8 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
     presence = WorkerPresence(hostname, queue_names)
     presence.start()
+    sender = WebhookSender()
+    sender.start()
     pool = "solo" if concurrency == 1 else "prefork"
     argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool}",
             f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
@@ -84,6 +106,7 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
         app.worker_main(argv)
     finally:
         presence.done.set()
+        sender.done.set()
         presence.join(timeout=10)
         with get_sessionmaker().begin() as session:
             jobs.unregister_worker(session, hostname)

@@ -1,0 +1,282 @@
+"""Webhooks against a real local HTTP receiver that verifies each signature: outbox rows written
+with the status change, retries after a 500, failure after the last attempt, one sender per
+delivery, worker.lost reported once, and the admin API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from core import jobs, webhooks
+from core.access import Actor, PermissionDenied, cli_actor
+from core.db import get_sessionmaker, upgrade_database
+from core.errors import UserInputError
+from core.records import Job, WebhookDelivery, WorkerRecord, utcnow
+from core.settings import get_settings
+from tests.web_helpers import free_port
+
+SECRET = "receiver-shared-secret-0123456789"
+TOLERANCE_S = 300  # the receiver refuses a signature whose t is further than this from its clock
+
+
+class Receiver:
+    """A real HTTP server on a free loopback port. It verifies X-Leukemia-Signature as docs/web.md tells a
+    receiver to (HMAC-SHA256 over f"{t}.{body}", t within TOLERANCE_S), records every request, and answers
+    with the next scripted status code (then 200), after sleeping `hang` seconds when asked to."""
+
+    def __init__(self, secret: str = SECRET, codes: tuple[int, ...] = (), hang: float = 0.0) -> None:
+        self.secret, self.codes, self.hang = secret, list(codes), hang
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                with receiver.lock:
+                    receiver.requests.append({
+                        "event": self.headers["X-Leukemia-Event"], "delivery": self.headers["X-Leukemia-Delivery"],
+                        "content_type": self.headers["Content-Type"], "body": body, "at": time.time(),
+                        "verified": receiver.verify(self.headers.get("X-Leukemia-Signature", ""), body)})
+                    code = receiver.codes.pop(0) if receiver.codes else 200
+                if receiver.hang:
+                    time.sleep(receiver.hang)
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def verify(self, header: str, body: str) -> bool:
+        parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+        if not parts.get("t", "").isdigit() or abs(time.time() - int(parts["t"])) > TOLERANCE_S:
+            return False
+        expected = hmac.new(self.secret.encode(), f"{parts['t']}.{body}".encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, parts.get("v1", ""))
+
+    def of(self, event: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["event"] == event]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    started = Receiver()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def database(isolated_home, monkeypatch):
+    """A fresh SQLite job database, with fast retries."""
+    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.3")
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "2")
+    get_settings.cache_clear()
+    from core.db import reset_engines
+
+    reset_engines()
+    upgrade_database()
+    yield
+    reset_engines()
+
+
+def add_webhook(url: str, events: list[str] | None = None, secret: str = SECRET) -> int:
+    with get_sessionmaker().begin() as session:
+        return webhooks.add(session, cli_actor(), url, events or ["job.succeeded", "job.failed", "job.cancelled",
+                                                                  "worker.lost"], secret).id
+
+
+def queued(tmp_path) -> int:
+    from core.synth import write_synthetic_dataset
+
+    folder = tmp_path / "data"
+    if not folder.exists():
+        write_synthetic_dataset(folder, train=4, valid=2, test=2, image_size=32, seed=0)
+    with get_sessionmaker().begin() as session:
+        return jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, "image_size": 32}).id
+
+
+def deliveries_of(webhook_id: int) -> list[WebhookDelivery]:
+    with get_sessionmaker().begin() as session:
+        rows, _ = webhooks.deliveries(session, webhook_id, per_page=200)
+        session.expunge_all()
+        return rows
+
+
+def deliver_until(condition, seconds: float = 20.0) -> None:
+    """Run sender passes (as a worker's thread does) until condition() holds."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out running delivery passes"
+        webhooks.deliver_due()
+        time.sleep(0.1)
+
+
+# --- the outbox ------------------------------------------------------------------------------------
+
+
+def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, tmp_path):
+    hook = add_webhook("http://127.0.0.1:9/hook")
+    silent = add_webhook("http://127.0.0.1:9/other", ["worker.lost"])  # not subscribed to job events
+    off = add_webhook("http://127.0.0.1:9/off")
+    with get_sessionmaker().begin() as session:
+        webhooks.change(session, cli_actor(), off, enabled=False)
+    ended = {}
+    # queued -> cancelled (request_cancel)
+    ended["cancel"] = queued(tmp_path)
+    with get_sessionmaker().begin() as session:
+        jobs.request_cancel(session, ended["cancel"])
+    # unsent -> failed
+    ended["unsent"] = queued(tmp_path)
+    with get_sessionmaker().begin() as session:
+        jobs.fail_unsent_job(session, ended["unsent"], "broker down")
+    # running -> succeeded, and a late cancel -> cancelled (finish_job)
+    for name, cancel in (("succeeded", False), ("late", True)):
+        ended[name] = queued(tmp_path)
+        with get_sessionmaker().begin() as session:
+            jobs.claim_job(session, ended[name], owner="w", host="h")
+            if cancel:
+                jobs.request_cancel(session, ended[name])
+            jobs.finish_job(session, ended[name], "w", "succeeded")
+    # cancel during shutdown (release_job); a plain release is no event
+    for name, cancel in (("released-cancel", True), ("released", False)):
+        ended[name] = queued(tmp_path)
+        with get_sessionmaker().begin() as session:
+            jobs.claim_job(session, ended[name], owner="w", host="h")
+            if cancel:
+                jobs.request_cancel(session, ended[name])
+            jobs.release_job(session, ended[name], "w")
+    # worker lost with no attempts left -> failed "worker lost" (requeue_lost_jobs)
+    ended["lost"] = queued(tmp_path)
+    with get_sessionmaker().begin() as session:
+        jobs.claim_job(session, ended["lost"], owner="w", host="h")
+        session.get(Job, ended["lost"]).max_attempts = 1
+        session.get(Job, ended["lost"]).heartbeat_at = utcnow().replace(year=2000)
+    with get_sessionmaker().begin() as session:
+        jobs.requeue_lost_jobs(session)
+    # a change rolled back announces nothing
+    rolled_back = queued(tmp_path)
+    with pytest.raises(RuntimeError), get_sessionmaker().begin() as session:
+        jobs.request_cancel(session, rolled_back)
+        raise RuntimeError("rolled back")
+
+    bodies = {json.loads(d.body)["job"]["id"]: (d.event, json.loads(d.body)) for d in deliveries_of(hook)}
+    assert {job_id: event for job_id, (event, _) in bodies.items()} == {
+        ended["cancel"]: "job.cancelled", ended["unsent"]: "job.failed", ended["succeeded"]: "job.succeeded",
+        ended["late"]: "job.cancelled", ended["released-cancel"]: "job.cancelled", ended["lost"]: "job.failed"}
+    assert deliveries_of(silent) == [] and deliveries_of(off) == []
+    event, body = bodies[ended["lost"]]
+    assert body["event"] == event and body["job"]["error"] == "worker lost" and body["job"]["status"] == "failed"
+    assert body["job"]["kind"] == "train" and body["job"]["submitted_by_name"] == "cli" and body["job"]["url"] is None
+    assert body["time"].endswith("Z")
+
+
+def test_a_500_is_retried_with_back_off_then_delivered_signed(database, tmp_path, monkeypatch):
+    monkeypatch.setenv("PUBLIC_URL", "https://jobs.example.org/")
+    get_settings.cache_clear()
+    receiver = Receiver(codes=(500, 503))
+    try:
+        hook = add_webhook(receiver.url, ["job.cancelled"])
+        job_id = queued(tmp_path)
+        with get_sessionmaker().begin() as session:
+            jobs.request_cancel(session, job_id)
+        started = time.monotonic()
+        deliver_until(lambda: deliveries_of(hook)[0].status != "pending")
+        took = time.monotonic() - started
+        [delivery] = deliveries_of(hook)
+        assert (delivery.status, delivery.attempts, delivery.response_code, delivery.last_error) == ("delivered", 3, 200, None)
+        # waits of 0.3 s and then 0.6 s (WEBHOOK_RETRY_SECONDS doubled) before the second and third attempts
+        assert took >= 0.9, took
+        assert [r["verified"] for r in receiver.requests] == [True, True, True]
+        assert {r["body"] for r in receiver.requests} == {delivery.body}  # the exact stored body each time
+        assert {r["delivery"] for r in receiver.requests} == {str(delivery.id)}
+        assert receiver.requests[0]["content_type"] == "application/json"
+        body = json.loads(delivery.body)
+        assert body["event"] == "job.cancelled" and body["job"]["url"] == f"https://jobs.example.org/jobs/{job_id}"
+    finally:
+        receiver.close()
+
+
+def test_a_wrong_secret_fails_verification(receiver):
+    good = webhooks.signature(SECRET, int(time.time()), "{}")
+    assert receiver.verify(good, "{}")
+    assert not receiver.verify(webhooks.signature("another-secret-0123456789", int(time.time()), "{}"), "{}")
+    assert not receiver.verify(good, "{ }")  # the body changed
+    assert not receiver.verify(webhooks.signature(SECRET, int(time.time()) - 3600, "{}"), "{}")  # replayed later
+
+
+def test_refused_connections_fail_after_the_last_attempt(database, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.1")
+    get_settings.cache_clear()
+    hook = add_webhook(f"http://127.0.0.1:{free_port()}/nobody", ["job.failed"])
+    with get_sessionmaker().begin() as session:
+        jobs.fail_unsent_job(session, queued(tmp_path), "broker down")
+    deliver_until(lambda: deliveries_of(hook)[0].status != "pending")
+    [delivery] = deliveries_of(hook)
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 2, None)
+    assert "refused" in delivery.last_error.lower() and delivery.finished_at is not None
+    assert webhooks.deliver_due() == {"delivered": 0, "pending": 0, "failed": 0}  # nothing more is sent
+
+
+def test_two_senders_never_take_one_delivery(database, tmp_path):
+    hook = add_webhook("http://127.0.0.1:9/hook", ["job.cancelled"])
+    with get_sessionmaker().begin() as session:
+        jobs.request_cancel(session, queued(tmp_path))
+    with get_sessionmaker().begin() as first:
+        taken = webhooks.claim_due(first)
+    with get_sessionmaker().begin() as second:
+        assert webhooks.claim_due(second) == []
+    assert taken == [d.id for d in deliveries_of(hook)]
+
+
+def test_a_lost_worker_is_reported_once_and_cleared_when_seen(database):
+    hook = add_webhook("http://127.0.0.1:9/hook", ["worker.lost"])
+    with get_sessionmaker().begin() as session:
+        jobs.register_worker(session, hostname="w1@test", queues=["gpu"], gpu="0", pid=1)
+        session.flush()
+        session.query(WorkerRecord).update({"last_seen": utcnow().replace(year=2000)})
+    for _ in range(2):  # two reapers: one report
+        with get_sessionmaker().begin() as session:
+            webhooks.report_lost_workers(session)
+    [delivery] = deliveries_of(hook)
+    body = json.loads(delivery.body)
+    assert delivery.event == "worker.lost" and body["worker"]["hostname"] == "w1@test"
+    assert body["worker"]["queues"] == ["gpu"] and body["worker"]["running_job_ids"] == []
+    with get_sessionmaker().begin() as session:
+        assert [w.hostname for w in webhooks.lost_workers(session)] == ["w1@test"]
+        jobs.worker_seen(session, "w1@test")
+    with get_sessionmaker().begin() as session:
+        assert webhooks.lost_workers(session) == []
+
+
+def test_bad_configuration_names_its_field(database):
+    for url in ("ftp://example.org/x", "example.org/hook", "http://", "javascript:alert(1)", "http://a b/"):
+        with pytest.raises(UserInputError) as error:
+            add_webhook(url)
+        assert error.value.field == "url" and "\n" not in str(error.value)
+    with pytest.raises(UserInputError) as error:
+        add_webhook("http://example.org/x", ["job.finished"])
+    assert error.value.field == "events"
+    with pytest.raises(UserInputError) as error:
+        add_webhook("http://example.org/x", secret="short")
+    assert error.value.field == "secret"
+    with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied):
+        webhooks.add(session, Actor(7, "bob", "member"), "http://example.org/x", ["job.failed"])
