@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from core import limits, webhooks
 from core.data import read_split
 from core.errors import UserInputError
-from core.job_options import JobOptions
+from core.job_options import JobOptions, check_tag
 from core.params import check_printable, parse_params
 from core.progress import EpochRecord
 from core.records import (
@@ -182,6 +182,14 @@ def tags_of(session: Session, jobs: list[Job]) -> dict[int, list[str]]:
     return found
 
 
+def tag_filter(tag: str) -> str:
+    """A tag to filter by, as stored (lower-cased), or a UserInputError naming the field `tag`."""
+    try:
+        return check_tag(tag.strip())
+    except ValueError as error:
+        raise UserInputError(f"tag: {error}", field="tag") from None
+
+
 def sweep_tags(session: Session, sweep_id: int) -> list[str]:
     return list(session.scalars(select(SweepTag.tag).where(SweepTag.sweep_id == sweep_id).order_by(SweepTag.tag)))
 
@@ -269,10 +277,12 @@ def list_jobs(
     status: str | None = None,
     kind: str | None = None,
     sweep_id: int | None = None,
+    tag: str | None = None,
     page: int = 1,
     per_page: int = 50,
 ) -> tuple[list[Job], int]:
-    """A page of jobs, newest first, and the total matching (served by the (status|kind|sweep, id) indexes)."""
+    """A page of jobs, newest first, and the total matching (served by the (status|kind|sweep, id) indexes
+    and the job_tags tag index)."""
     if status is not None and status not in JOB_STATUSES:
         raise UserInputError(f"status: {status!r} is not one of {', '.join(JOB_STATUSES)}", field="status")
     if kind is not None and kind not in JOB_KINDS:
@@ -288,6 +298,8 @@ def list_jobs(
         if not 1 <= sweep_id <= MAX_ID:
             raise UserInputError(f"sweep_id: {sweep_id} is not a sweep id", field="sweep_id")
         conditions.append(Job.sweep_id == sweep_id)
+    if tag is not None:
+        conditions.append(Job.id.in_(select(JobTag.job_id).where(JobTag.tag == tag_filter(tag))))
     total = session.scalar(select(func.count(Job.id)).where(*conditions)) or 0
     query = select(Job).where(*conditions).order_by(Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
     return list(session.scalars(query)), total

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "cv-summary": "worker.cli:cv_summary_command",
     "cancel": "worker.cli:cancel_command",
     "retry": "worker.cli:retry_command",
+    "edit": "worker.edit_cli:edit_command",
     "download": "worker.cli:download_command",
     "webhooks": "worker.webhook_cli:webhooks",
 }

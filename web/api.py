@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, request
 from pydantic import BaseModel
 
+from core import job_edits
 from core import jobs as job_service
 from core.db import check_database, get_sessionmaker
 from core.errors import DatabaseUnavailable, UserInputError
@@ -105,7 +106,7 @@ def list_jobs() -> Any:
     query = query_model(schemas.JobListQuery)
     with get_sessionmaker().begin() as session:
         jobs, total = job_service.list_jobs(session, status=query.status, kind=query.kind, sweep_id=query.sweep_id,
-                                            page=query.page, per_page=query.per_page)
+                                            tag=query.tag, page=query.page, per_page=query.per_page)
         return answer(schemas.JobPage(jobs=queries.job_models(session, jobs), total=total, page=query.page,
                                       per_page=query.per_page))
 
@@ -130,6 +131,17 @@ def existing_job_id(job_id: int) -> int:
         if queries.find_job(session, job_id) is None:
             abort(404, description=f"job {job_id} not found")
     return job_id
+
+
+@operation(bp, "patch", "/jobs/<int:job_id>", operation_id="editJob", tag="jobs", body=schemas.OptionsEdit,
+           responses={200: schemas.Job}, errors=(400, 403, 404, 413))
+def edit_job(job_id: int) -> Any:
+    """Change a job's notes, tags, priority or retention (its owner or an admin); fields left out stay"""
+    changes, actor = json_body(schemas.OptionsEdit), current_actor()
+    existing_job_id(job_id)
+    with get_sessionmaker().begin() as session:
+        job_edits.edit_job(session, actor, job_id, changes)
+    return job_response(job_id)
 
 
 @operation(bp, "post", "/jobs/<int:job_id>/cancel", operation_id="cancelJob", tag="jobs",
@@ -300,13 +312,13 @@ def sweep_response(sweep_id: int, status: int = 200) -> Any:
         return answer(queries.sweep_model(session, sweep), status)
 
 
-@operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.PageQuery,
+@operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.SweepListQuery,
            responses={200: schemas.SweepPage}, errors=(400,))
 def list_sweeps() -> Any:
     """Sweeps, newest first"""
-    query = query_model(schemas.PageQuery)
+    query = query_model(schemas.SweepListQuery)
     with get_sessionmaker().begin() as session:
-        sweeps, total = queries.list_sweeps(session, query.page, query.per_page)
+        sweeps, total = queries.list_sweeps(session, query.page, query.per_page, tag=query.tag)
         items = [queries.sweep_model(session, sweep) for sweep in sweeps]
     return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
@@ -315,6 +327,18 @@ def list_sweeps() -> Any:
            responses={200: schemas.Sweep}, errors=(404,))
 def get_sweep(sweep_id: int) -> Any:
     """One sweep"""
+    return sweep_response(sweep_id)
+
+
+@operation(bp, "patch", "/sweeps/<int:sweep_id>", operation_id="editSweep", tag="sweeps", body=schemas.OptionsEdit,
+           responses={200: schemas.Sweep}, errors=(400, 403, 404, 413))
+def edit_sweep(sweep_id: int) -> Any:
+    """Change a sweep's notes, tags, priority (also its queued jobs') or retention; fields left out stay"""
+    changes, actor = json_body(schemas.OptionsEdit), current_actor()
+    with get_sessionmaker().begin() as session:
+        if queries.find_sweep(session, sweep_id) is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+        job_edits.edit_sweep(session, actor, sweep_id, changes)
     return sweep_response(sweep_id)
 
 

@@ -17,7 +17,7 @@ from core import jobs as job_service
 from core.errors import UserInputError
 from core.params import check_printable
 from core.progress import EpochRecord
-from core.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, User, utcnow
+from core.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
 from core.settings import get_settings
 from web import schemas
 from web.inputs import storable_id
@@ -105,9 +105,12 @@ def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.kind.in_(kinds)).order_by(Job.id.desc()).limit(limit)))
 
 
-def list_sweeps(session: Session, page: int, per_page: int) -> tuple[list[Sweep], int]:
-    total = session.scalar(select(func.count(Sweep.id))) or 0
-    query = select(Sweep).order_by(Sweep.id.desc()).limit(per_page).offset((page - 1) * per_page)
+def list_sweeps(session: Session, page: int, per_page: int, tag: str | None = None) -> tuple[list[Sweep], int]:
+    conditions = []
+    if tag is not None:
+        conditions.append(Sweep.id.in_(select(SweepTag.sweep_id).where(SweepTag.tag == job_service.tag_filter(tag))))
+    total = session.scalar(select(func.count(Sweep.id)).where(*conditions)) or 0
+    query = select(Sweep).where(*conditions).order_by(Sweep.id.desc()).limit(per_page).offset((page - 1) * per_page)
     return list(session.scalars(query)), total
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
-from core.job_options import JobOptions, Priority
+from core.job_options import JobOptions, JobOptionsEdit, Priority
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
 from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
@@ -37,6 +37,9 @@ ParamsObject = Annotated[
                     "description": "data_dir must be a registered data folder's path; no checkpoint paths"}),
 ]
 GridValue = Union[bool, int, float, str]
+TagFilter = Annotated[str, Field(max_length=64, description="only those carrying this tag (core.job_options.check_tag)")]
+# PATCH /api/jobs/{job_id} and /api/sweeps/{sweep_id}: the partial change of core.job_options, in its one shape.
+OptionsEdit = JobOptionsEdit
 
 
 class Row(BaseModel):
@@ -112,6 +115,15 @@ class JobListQuery(BaseModel):
     status: JobStatus | None = None
     kind: JobKind | None = None
     sweep_id: int | None = Field(None, ge=1, le=MAX_ID)  # query text: not strict
+    tag: TagFilter | None = None
+    page: int = Field(1, ge=1, le=MAX_PAGE)
+    per_page: int = Field(50, ge=1, le=200)
+
+
+class SweepListQuery(BaseModel):
+    """GET /api/sweeps query arguments."""
+
+    tag: TagFilter | None = None
     page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(50, ge=1, le=200)
 

@@ -265,19 +265,22 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, paren
 @click.option("--status", default=None, type=click.Choice(JOB_STATUSES))
 @click.option("--kind", default=None, type=click.Choice(JOB_KINDS))
 @click.option("--sweep", "sweep_id", type=int, default=None, help="Only the jobs of one sweep, side by side.")
+@click.option("--tag", default=None, help="Only the jobs carrying this tag.")
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--per-page", type=click.IntRange(1, 1000), default=50, show_default=True)
-def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
+def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
+                 per_page: int) -> None:
     """List jobs, newest first: progress, speed, ETA, queue position and unserved queues."""
-    run_db_command(lambda: _print_jobs(status, kind, sweep_id, page, per_page))
+    run_db_command(lambda: _print_jobs(status, kind, sweep_id, tag, page, per_page))
 
 
-def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, page: int, per_page: int) -> None:
+def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
+                per_page: int) -> None:
     from core.db import get_sessionmaker
     from worker.job_report import jobs_table
 
     with get_sessionmaker().begin() as session:
-        text = jobs_table(session, status=status, kind=kind, sweep_id=sweep_id, page=page, per_page=per_page)
+        text = jobs_table(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page, per_page=per_page)
     click.echo(text)
 
 

@@ -44,20 +44,22 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_id: int | None, page: int,
-               per_page: int) -> str:  # fmt: skip
-    """One page of jobs, newest first; a sweep's jobs get a column with their grid point."""
-    listed, total = jobs.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page, per_page=per_page)
+               per_page: int, tag: str | None = None) -> str:  # fmt: skip
+    """One page of jobs, newest first, with their tags; a sweep's jobs get a column with their grid point."""
+    listed, total = jobs.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
+                                   per_page=per_page)
     live = jobs.live_queues(session)
+    tags = jobs.tags_of(session, listed)
     rows = []
     for job in listed:
         epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
         row = [str(job.id), job.kind, job.status, f"{job.progress:.0%}", epochs, _fmt(job.images_per_s, "{:.1f}"),
                _eta(job.eta_s), waiting_note(jobs.queue_position(session, job), job.queue, live),
-               _fmt(job.best_valid_accuracy, "{:.4f}")]  # fmt: skip
+               _fmt(job.best_valid_accuracy, "{:.4f}"), ",".join(tags[job.id]) or "-"]  # fmt: skip
         if sweep_id is not None:
             row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
         rows.append(row)
-    header = ["ID", "KIND", "STATUS", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC"]
+    header = ["ID", "KIND", "STATUS", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC", "TAGS"]
     if sweep_id is not None:
         header.append("POINT")
     return f"{_table(rows, header)}\n{len(rows)} of {total} job(s), page {page}"
@@ -83,6 +85,11 @@ def job_details(session: Session, job_id: int) -> str:
         f"progress {job.progress:.0%}, images/s {_fmt(job.images_per_s, '{:.1f}')}, ETA {_eta(job.eta_s)}, "
         f"best valid accuracy {_fmt(job.best_valid_accuracy, '{:.4f}')}",
     ]
+    options = jobs.options_of(session, job)
+    lines.append(f"priority {options.priority}, retention {options.retention or 'global policy'}, "
+                 f"tags {', '.join(options.tags) or '-'}")
+    if options.description:
+        lines += ["notes:", *(f"  {line}" for line in options.description.splitlines())]
     if job.status == "queued" and job.queue not in live:
         lines.append(f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`")
     if job.error:

@@ -1,0 +1,206 @@
+"""Editing notes, tags, priority and retention of jobs and sweeps (issue 14 item 4): through the API,
+the dashboard's forms and the CLI; who may; partial edits; the tag filter; the audit rows."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from werkzeug.security import generate_password_hash
+
+from core import jobs
+from core.db import get_sessionmaker
+from core.job_options import JobOptions
+from core.records import PRIORITIES, AuditEntry, Job, User, utcnow
+from tests.conftest import WEB_API_TOKEN
+from tests.web_helpers import TRAIN, csrf_token, login
+
+AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+PASSWORD = "correct-horse-7"
+
+
+def add_user(username: str, role: str) -> int:
+    with get_sessionmaker().begin() as session:
+        user = User(username=username, password_hash=generate_password_hash(PASSWORD), created_at=utcnow(), role=role)
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+def submitted_job(data_dir: str, owner: int | None = None, **options) -> int:
+    with get_sessionmaker().begin() as session:
+        return jobs.create_job(session, "train", {**TRAIN, "data_dir": data_dir}, submitted_by=owner,
+                               options=JobOptions(**options)).id
+
+
+def submitted_sweep(data_dir: str, owner: int | None = None, **options) -> tuple[int, list[int]]:
+    with get_sessionmaker().begin() as session:
+        sweep, swept = jobs.create_sweep(session, "train", {**TRAIN, "data_dir": data_dir}, {"lr": ["0.001", "0.01", "0.1"]},
+                                         submitted_by=owner, options=JobOptions(**options))
+        return sweep.id, [job.id for job in swept]
+
+
+def audit_rows(action: str) -> list[AuditEntry]:
+    with get_sessionmaker().begin() as session:
+        rows = list(session.scalars(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)))
+        session.expunge_all()
+        return rows
+
+
+@pytest.fixture()
+def data_dir(tmp_path) -> str:
+    """A job's data folder: edits never read it."""
+    return str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)
+def test_api_patch_changes_only_the_fields_given_and_writes_the_audit_row(client, data_dir):
+    job_id = submitted_job(data_dir, priority="low", description="first try", tags=["baseline", "lr"], retention="best")
+    response = client.patch(f"/api/jobs/{job_id}", json={"add_tags": ["Keep"], "remove_tags": ["lr"]}, headers=AUTH)
+    assert response.status_code == 200, response.json
+    job = response.json
+    assert job["tags"] == ["baseline", "keep"]
+    assert (job["priority"], job["description"], job["retention"]) == ("low", "first try", "best")  # untouched
+
+    notes = "line one\nline <two> & three"
+    job = client.patch(f"/api/jobs/{job_id}", json={"description": notes, "priority": "high"}, headers=AUTH).json
+    assert (job["description"], job["priority"], job["tags"]) == (notes, "high", ["baseline", "keep"])
+    job = client.patch(f"/api/jobs/{job_id}", json={"retention": None, "tags": []}, headers=AUTH).json
+    assert (job["retention"], job["tags"], job["description"]) == (None, [], notes)
+    with get_sessionmaker().begin() as session:
+        assert session.get(Job, job_id).priority == PRIORITIES["high"]  # stored as the number the queue orders by
+
+    edits = audit_rows("job.edit")
+    assert [row.detail["changed"] for row in edits] == [
+        {"tags": ["baseline", "keep"]}, {"priority": "high", "description": notes}, {"tags": [], "retention": None}]
+    assert {(row.target_type, row.target_id, row.username) for row in edits} == {("job", str(job_id), "alice")}
+    # An edit that changes nothing writes nothing.
+    assert client.patch(f"/api/jobs/{job_id}", json={"priority": "high"}, headers=AUTH).status_code == 200
+    assert len(audit_rows("job.edit")) == 3
+
+
+def test_api_refuses_bad_edits_naming_the_field(client, data_dir):
+    job_id = submitted_job(data_dir, tags=["a"])
+    cases = [
+        ({"tags": ["has space"]}, "tags"),
+        ({"tags": ["x" * 65]}, "tags"),
+        ({"add_tags": ["ok", "-dash-first"]}, "add_tags"),
+        ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
+        ({"add_tags": [f"t{i}" for i in range(20)]}, "tags"),  # 21 with the one it has
+        ({"tags": ["a"], "remove_tags": ["b"]}, "remove_tags"),
+        ({"description": "bell \x07"}, "description"),
+        ({"description": "x" * 10_001}, "description"),
+        ({"priority": "urgent"}, "priority"),
+        ({"retention": "forever"}, "retention"),
+        ({"colour": "red"}, "colour"),
+        ({"tags": "a,b"}, "tags"),
+    ]
+    for body, field in cases:
+        response = client.patch(f"/api/jobs/{job_id}", json=body, headers=AUTH)
+        assert response.status_code == 400, (body, response.json)
+        assert response.json["field"] == field and "\n" not in response.json["error"], (body, response.json)
+    assert client.patch(f"/api/jobs/{job_id}", data="[]", headers=AUTH).json["field"] == "body"
+    assert client.patch("/api/jobs/999999", json={"tags": []}, headers=AUTH).status_code == 404
+    assert client.patch("/api/sweeps/999999", json={"tags": []}, headers=AUTH).status_code == 404
+    assert client.patch(f"/api/jobs/{job_id}", json={"tags": []}).status_code == 401  # writes need a token
+    assert client.get(f"/api/jobs/{job_id}", headers=AUTH).json["tags"] == ["a"]
+    assert audit_rows("job.edit") == []
+
+
+def test_sweep_edit_reaches_its_queued_jobs_priority_but_keeps_notes_and_tags_on_the_sweep(client, data_dir):
+    sweep_id, job_ids = submitted_sweep(data_dir, tags=["grid"], description="lr sweep")
+    with get_sessionmaker().begin() as session:  # one point already runs: its priority no longer matters
+        jobs.claim_job(session, job_ids[0], owner="w", host="h")
+    response = client.patch(f"/api/sweeps/{sweep_id}", json={"priority": "high", "add_tags": ["night"],
+                                                             "description": "lr sweep, second look"}, headers=AUTH)
+    assert response.status_code == 200, response.json
+    sweep = response.json
+    assert (sweep["priority"], sweep["tags"], sweep["description"]) == ("high", ["grid", "night"], "lr sweep, second look")
+    listed = {job["id"]: job for job in client.get(f"/api/jobs?sweep_id={sweep_id}", headers=AUTH).json["jobs"]}
+    assert {job_id: listed[job_id]["priority"] for job_id in job_ids} == {
+        job_ids[0]: "normal", job_ids[1]: "high", job_ids[2]: "high"}
+    assert all(listed[job_id]["tags"] == ["grid"] for job_id in job_ids)  # the jobs keep the tags they were given
+    (row,) = audit_rows("sweep.edit")
+    assert row.detail["changed"]["queued_jobs"] == job_ids[1:] and row.target_id == str(sweep_id)
+    assert client.get("/api/sweeps?tag=night", headers=AUTH).json["total"] == 1
+    assert client.get("/api/sweeps?tag=other", headers=AUTH).json["total"] == 0
+
+
+def test_tag_filter_combines_with_the_other_filters_on_api_and_cli(client, data_dir):
+    tagged = submitted_job(data_dir, tags=["baseline"])
+    submitted_job(data_dir, tags=["other"])
+    cancelled = submitted_job(data_dir, tags=["baseline", "x"])
+    with get_sessionmaker().begin() as session:
+        jobs.request_cancel(session, cancelled)
+    page = client.get("/api/jobs?tag=BaseLine", headers=AUTH).json
+    assert [job["id"] for job in page["jobs"]] == [cancelled, tagged] and page["total"] == 2
+    assert [job["id"] for job in client.get("/api/jobs?tag=baseline&status=queued", headers=AUTH).json["jobs"]] == [tagged]
+    assert client.get("/api/jobs?tag=baseline&kind=predict", headers=AUTH).json["total"] == 0
+    response = client.get("/api/jobs?tag=no%20way", headers=AUTH)
+    assert response.status_code == 400 and response.json["field"] == "tag"
+
+    from leukemia.cli import main
+
+    result = CliRunner().invoke(main, ["jobs", "--tag", "baseline"])
+    assert result.exit_code == 0, result.output
+    ids = [line.split()[0] for line in result.output.splitlines()[1:-1]]
+    assert ids == [str(cancelled), str(tagged)] and "baseline,x" in result.output
+    result = CliRunner().invoke(main, ["jobs", "--tag", "bad tag!"])
+    assert result.exit_code == 2 and result.output.strip().startswith("error: tag:")
+
+
+def test_cli_edit_job_and_sweep_and_show_notes_and_tags(app, data_dir):
+    from leukemia.cli import main
+
+    job_id = submitted_job(data_dir, tags=["a", "b"])
+    run = CliRunner().invoke
+    result = run(main, ["edit", str(job_id), "--note", "first line\nsecond line", "--add-tag", "c", "--remove-tag", "a",
+                        "--priority", "high"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"job {job_id} edited: priority high, notes changed, tags b, c"
+    shown = run(main, ["job", str(job_id)]).output
+    assert "priority high, retention global policy, tags b, c" in shown
+    assert "notes:\n  first line\n  second line" in shown
+    assert run(main, ["edit", str(job_id), "--retention", "last-3"]).exit_code == 0
+    assert run(main, ["edit", str(job_id), "--no-tags"]).exit_code == 0
+    with get_sessionmaker().begin() as session:
+        options = jobs.options_of(session, session.get(Job, job_id))
+    assert (options.retention, options.description, options.tags) == ("last-3", "first line\nsecond line", [])
+    assert run(main, ["edit", str(job_id), "--priority", "high"]).output.strip() == f"job {job_id}: nothing changed"
+
+    for args, field in ((["--tag", "no good"], "tags"), (["--note", "esc \x1b[31m"], "description"),
+                        (["--retention", "some"], "retention"), (["--tag", "a", "--add-tag", "b"], "add_tags")):
+        result = run(main, ["edit", str(job_id), *args])
+        assert result.exit_code == 2 and result.output.startswith(f"error: {field}:"), (args, result.output)
+    assert run(main, ["edit", "999999", "--note", "x"]).exit_code == 2
+    assert run(main, ["edit"]).exit_code == 2
+
+    sweep_id, job_ids = submitted_sweep(data_dir)
+    result = run(main, ["edit", "--sweep", str(sweep_id), "--priority", "low", "--tag", "grid"])
+    assert result.exit_code == 0 and f"sweep {sweep_id} edited" in result.output and "3 queued job(s) now low" in result.output
+    with get_sessionmaker().begin() as session:
+        assert {session.get(Job, job_id).priority for job_id in job_ids} == {PRIORITIES["low"]}
+    assert [row.username.startswith("cli:") for row in audit_rows("job.edit") + audit_rows("sweep.edit")] == [True] * 4
+
+
+
+def test_only_the_owner_or_an_admin_may_edit(app, data_dir):
+    from core import job_edits
+    from core.access import Actor, PermissionDenied
+    from core.job_options import JobOptionsEdit
+
+    owner, other, viewer, admin = (Actor(add_user(name, role), name, role) for name, role in
+                                   (("olga", "member"), ("mark", "member"), ("vera", "viewer"), ("ada", "admin")))
+    job_id = submitted_job(data_dir, owner.user_id)
+    sweep_id, _ = submitted_sweep(data_dir, owner.user_id)
+    change = JobOptionsEdit(add_tags=["checked"])
+    for actor in (other, viewer):
+        for edit, target in ((job_edits.edit_job, job_id), (job_edits.edit_sweep, sweep_id)):
+            with pytest.raises(PermissionDenied), get_sessionmaker().begin() as session:
+                edit(session, actor, target, change)
+    with get_sessionmaker().begin() as session:
+        assert job_edits.edit_job(session, owner, job_id, change) == {"tags": ["checked"]}
+        assert job_edits.edit_sweep(session, owner, sweep_id, change) == {"tags": ["checked"]}
+        assert job_edits.edit_job(session, admin, job_id, JobOptionsEdit(tags=["admin"])) == {"tags": ["admin"]}
+    assert [row.username for row in audit_rows("job.edit")] == ["olga", "ada"]
+    assert [row.username for row in audit_rows("sweep.edit")] == ["olga"]
