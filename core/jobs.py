@@ -316,13 +316,15 @@ def artifacts(session: Session, job_id: int) -> list[Artifact]:
 
 
 def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place of a queued job among the queued jobs of its queue, by submission order; None otherwise.
-
-    (A retried job keeps its place by id here, while its new message joins the back of the broker queue.)"""
+    """1-based place of a queued job among the queued jobs of its queue, in the order they start
+    (CLAIM_ORDER: higher priority first, then oldest first); None unless queued."""
     if job.status != "queued":
         return None
     ahead = session.scalar(
-        select(func.count(Job.id)).where(Job.queue == job.queue, Job.status == "queued", Job.id < job.id)
+        select(func.count(Job.id)).where(
+            _waiting_in(job.queue),
+            or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.id < job.id)),
+        )
     )
     return (ahead or 0) + 1
 
@@ -345,16 +347,19 @@ def _stale_cutoff():  # type: ignore[no-untyped-def]
     return utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
 
 
-def claim_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | None:
-    """Take the lease on a job with one conditional UPDATE; None if it is not ours to run.
+# The order queued jobs of one queue start in: higher priority first, then oldest (by id) first.
+CLAIM_ORDER = (Job.priority.desc(), Job.id.asc())
+CLAIM_CANDIDATES = 20  # queued jobs tried per look at the queue (others may win some of them meanwhile)
 
-    Claimable: queued, or running with a stale heartbeat and attempts left (its worker died).
-    A live lease, a finished job or a cancel request all make the claim fail."""
+
+def _waiting_in(queue: str):  # type: ignore[no-untyped-def]
+    """Jobs of this queue a worker may start now: queued, and no cancel asked."""
+    return and_(Job.queue == queue, Job.status == "queued", Job.cancel_requested.is_(False))
+
+
+def _take_lease(session: Session, job_id: int, claimable: Any, *, owner: str, host: str) -> Job | None:
+    """The one conditional UPDATE of a claim: the job becomes ours if it is still claimable."""
     now = utcnow()
-    claimable = or_(
-        Job.status == "queued",
-        and_(Job.status == "running", Job.heartbeat_at < _stale_cutoff(), Job.attempts < Job.max_attempts),
-    )
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.cancel_requested.is_(False), claimable)
@@ -373,6 +378,44 @@ def claim_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | 
     if result.rowcount != 1:
         return None
     return session.get(Job, job_id, populate_existing=True)
+
+
+def claim_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | None:
+    """Take the lease on this very job with one conditional UPDATE; None if it is not ours to run.
+
+    Claimable: queued, or running with a stale heartbeat and attempts left (its worker died).
+    A live lease, a finished job or a cancel request all make the claim fail."""
+    claimable = or_(
+        Job.status == "queued",
+        and_(Job.status == "running", Job.heartbeat_at < _stale_cutoff(), Job.attempts < Job.max_attempts),
+    )
+    return _take_lease(session, job_id, claimable, owner=owner, host=host)
+
+
+def claim_next_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | None:
+    """What a worker does with a message naming job X: take the lease on the best queued job of X's
+    queue (CLAIM_ORDER), which may be X or another; None if there is nothing to run.
+
+    Every job that becomes queued sends its own message, so a queue never holds fewer messages
+    than queued jobs, and whichever message comes first starts the job that should start first:
+    priority works the same on Redis and on the embedded broker, and a priority changed while
+    queued takes effect with no re-send. Each candidate is one conditional UPDATE (a job another
+    worker won is skipped). With nothing queued, X itself is claimed if its worker died (a stale
+    lease, see claim_job); a surplus message (a cancelled or twice-sent job) finds nothing."""
+    queue = session.scalar(select(Job.queue).where(Job.id == job_id)) if 1 <= job_id <= MAX_ID else None
+    if queue is None:
+        return None
+    while True:
+        candidates = list(session.scalars(
+            select(Job.id).where(_waiting_in(queue)).order_by(*CLAIM_ORDER).limit(CLAIM_CANDIDATES)
+        ))  # fmt: skip
+        if not candidates:
+            return claim_job(session, job_id, owner=owner, host=host)
+        for candidate in candidates:
+            job = _take_lease(session, candidate, Job.status == "queued", owner=owner, host=host)
+            if job is not None:
+                return job
+        # every candidate went to another worker meanwhile: look at the queue again
 
 
 def heartbeat(session: Session, job_id: int, owner: str, **progress: Any) -> bool:
@@ -625,7 +668,8 @@ def retry_job(session: Session, job_id: int) -> Job:
 
 
 def queued_jobs(session: Session, queues: list[str]) -> list[tuple[int, str]]:
-    """(id, queue) of the jobs waiting in these queues, oldest first."""
+    """(id, queue) of the jobs waiting in these queues, oldest first (one message each; which job a
+    message starts is decided when it arrives, see claim_next_job)."""
     rows = session.execute(
         select(Job.id, Job.queue)
         .where(Job.status == "queued", Job.cancel_requested.is_(False), Job.queue.in_(queues))

@@ -1,5 +1,5 @@
 """The job rows as terminal text for `leukemia jobs`, `leukemia job` and `leukemia cv-summary`:
-tables with progress, speed, ETA, queue position and unserved queues. Reads rows, writes nothing."""
+tables with priority, progress, speed, ETA, queue position and unserved queues. Reads rows, writes nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core import jobs
-from core.records import Sweep
+from core.records import PRIORITY_NAMES, Sweep
 from core.run_folder import job_run_dir
 
 
@@ -53,13 +53,14 @@ def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_
     rows = []
     for job in listed:
         epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
-        row = [str(job.id), job.kind, job.status, f"{job.progress:.0%}", epochs, _fmt(job.images_per_s, "{:.1f}"),
-               _eta(job.eta_s), waiting_note(jobs.queue_position(session, job), job.queue, live),
+        row = [str(job.id), job.kind, job.status, PRIORITY_NAMES[job.priority], f"{job.progress:.0%}", epochs,
+               _fmt(job.images_per_s, "{:.1f}"), _eta(job.eta_s),
+               waiting_note(jobs.queue_position(session, job), job.queue, live),
                _fmt(job.best_valid_accuracy, "{:.4f}"), ",".join(tags[job.id]) or "-"]  # fmt: skip
         if sweep_id is not None:
             row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
         rows.append(row)
-    header = ["ID", "KIND", "STATUS", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC", "TAGS"]
+    header = ["ID", "KIND", "STATUS", "PRIORITY", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC", "TAGS"]
     if sweep_id is not None:
         header.append("POINT")
     return f"{_table(rows, header)}\n{len(rows)} of {total} job(s), page {page}"

@@ -31,7 +31,7 @@ from core.progress import (
     RunStopped,
     TrainingObserver,
 )
-from core.records import Job
+from core.records import PRIORITY_NAMES, Job
 from core.run_folder import claim_run_dir, job_run_dir
 from core.settings import get_settings
 from worker.dispatch import send_job
@@ -64,21 +64,26 @@ def worker_name() -> str:
 
 
 def run_job(job_id: int) -> None:
-    """Run a queued job once: claim it, run it, record the outcome. A failed claim means nothing to do."""
+    """A message naming a job means "a job of its queue is waiting": claim the queue's best queued
+    job (core.jobs.claim_next_job: higher priority first, then oldest), run it, record the outcome.
+    Nothing to claim means nothing to do."""
     if SHUTTING_DOWN.is_set():
         # A message taken while this worker stops goes back to the broker for the next worker.
         raise Reject(f"job {job_id}: worker shutting down", requeue=True)
     owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     with get_sessionmaker().begin() as session:
-        job = jobs.claim_job(session, int(job_id), owner=owner, host=worker_name())
+        job = jobs.claim_next_job(session, int(job_id), owner=owner, host=worker_name())
         if job is None:
             current = session.get(Job, int(job_id))
             state = "missing" if current is None else current.status
-            log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker); skipped", job_id, state)
+            log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker) and nothing "
+                     "else waits in its queue; skipped", job_id, state)  # fmt: skip
             return
         spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
                        job.origin, job.cv_fold)  # fmt: skip
-    log.info("job %s (%s) claimed by %s, attempt %s", spec.id, spec.kind, owner, spec.attempts)
+        priority = PRIORITY_NAMES.get(job.priority, str(job.priority))
+    log.info("job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)", spec.id, spec.kind, owner,
+             spec.attempts, priority, job_id)  # fmt: skip
     JobRun(spec, owner).execute()
 
 
