@@ -35,6 +35,9 @@ COMMANDS: dict[str, str] = {
     "edit": "worker.edit_cli:edit_command",
     "download": "worker.cli:download_command",
     "webhooks": "worker.webhook_cli:webhooks",
+    # users, roles and API tokens
+    "users": "worker.users_cli:users",
+    "tokens": "worker.users_cli:tokens",
 }
 
 

@@ -46,7 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     logging.basicConfig(level=logging.INFO)
 
-    from web import api, auth, cv_views, errors, request_json, security, views
+    from web import api, auth, cv_views, errors, request_json, security, users_views, views
 
     auth.init_app(app)
     security.init_app(app)
@@ -55,6 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(cv_views.bp)
+    app.register_blueprint(users_views.bp)
     app.register_blueprint(api.bp)
     security.csrf.exempt(api.bp)
     return app

@@ -88,7 +88,7 @@ def openapi() -> Any:
 
 
 @operation(bp, "post", "/jobs", operation_id="submitJob", tag="jobs", body=schemas.JobSubmission,
-           responses={201: schemas.Job}, errors=(400, 413, 503))
+           responses={201: schemas.Job}, errors=(400, 403, 413, 503))
 def submit_job() -> Any:
     """Submit a job"""
     submission = json_body(schemas.JobSubmission)
@@ -145,7 +145,7 @@ def edit_job(job_id: int) -> Any:
 
 
 @operation(bp, "post", "/jobs/<int:job_id>/cancel", operation_id="cancelJob", tag="jobs",
-           responses={200: schemas.Job}, errors=(400, 404))
+           responses={200: schemas.Job}, errors=(400, 403, 404))
 def cancel_job(job_id: int) -> Any:
     """Cancel a job (queued: now; running: at its next batch)"""
     dispatch.cancel_job(existing_job_id(job_id), actor=current_actor())
@@ -153,7 +153,7 @@ def cancel_job(job_id: int) -> Any:
 
 
 @operation(bp, "post", "/jobs/<int:job_id>/retry", operation_id="retryJob", tag="jobs",
-           responses={200: schemas.Job}, errors=(400, 404, 503))
+           responses={200: schemas.Job}, errors=(400, 403, 404, 503))
 def retry_job(job_id: int) -> Any:
     """Queue a failed or cancelled job again"""
     dispatch.retry_job(existing_job_id(job_id), actor=current_actor())
@@ -235,7 +235,7 @@ def png_response(data: bytes) -> Any:
 
 
 @operation(bp, "post", "/sweeps", operation_id="submitSweep", tag="sweeps", body=schemas.SweepSubmission,
-           responses={201: schemas.Sweep}, errors=(400, 413, 503))
+           responses={201: schemas.Sweep}, errors=(400, 403, 413, 503))
 def submit_sweep() -> Any:
     """Submit a grid sweep: one job per point"""
     submission = json_body(schemas.SweepSubmission)
@@ -257,7 +257,7 @@ def submit_sweep() -> Any:
 
 
 @operation(bp, "post", "/cross-validations", operation_id="submitCrossValidation", tag="cross-validations",
-           body=schemas.CrossValidationSubmission, responses={201: schemas.CrossValidation}, errors=(400, 413, 503))
+           body=schemas.CrossValidationSubmission, responses={201: schemas.CrossValidation}, errors=(400, 403, 413, 503))
 def submit_cross_validation() -> Any:
     """Submit a cross-validation: one training job per fold"""
     submission = json_body(schemas.CrossValidationSubmission)
@@ -288,7 +288,7 @@ def get_cross_validation(cv_id: int) -> Any:
 
 @operation(bp, "post", "/cross-validations/<int:cv_id>/ensemble", operation_id="submitEnsemble",
            tag="cross-validations", body=schemas.EnsembleSubmission, responses={201: schemas.Job},
-           errors=(400, 404, 413, 503))
+           errors=(400, 403, 404, 413, 503))
 def submit_ensemble(cv_id: int) -> Any:
     """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
     from core.records import CrossValidation
@@ -346,12 +346,12 @@ def edit_sweep(sweep_id: int) -> Any:
 
 
 @operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",
-           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 413))
+           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 403, 413))
 def register_data_folder() -> Any:
     """Register a data folder under a data root (and check it)"""
     registration = json_body(schemas.DataFolderRegistration)
     with get_sessionmaker().begin() as session:
-        folder = queries.register_data_folder(session, registration.name or "", registration.path)
+        folder = queries.register_data_folder(session, registration.name or "", registration.path, actor=current_actor())
         return answer(schemas.DataFolder.model_validate(folder), 201)
 
 
@@ -362,3 +362,7 @@ def list_data_folders() -> Any:
     with get_sessionmaker().begin() as session:
         folders = [schemas.DataFolder.model_validate(f) for f in queries.list_data_folders(session)]
     return answer(schemas.DataFolderList(data_folders=folders))
+
+
+# The users, tokens and audit-log routes are declared beside this module, on this blueprint.
+from web import users_api  # noqa: E402,F401

@@ -27,9 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from core.access import Actor, PermissionDenied
+from core.access import Actor, PermissionDenied, require_admin, require_owner, require_submit
 from core.db import get_sessionmaker, upgrade_database
 from core.records import User, utcnow
+from core.users import token_actor
 from core.settings import get_settings, persisted_secret, stored_secret
 from web import logins
 
@@ -100,6 +101,35 @@ def init_app(app: Flask) -> None:
         app.config["API_TOKEN"] = stored_secret(home, "api_token", "API_TOKEN")
     dummy_password_hash()  # made now, so the first unknown name is not slower than the rest
     app.before_request(load_logged_in_user)
+    app.context_processor(lambda: {"access": PageAccess(g.get("user"))})
+
+
+class PageAccess:
+    """What the logged-in user may do, for templates to hide what they may not (core.access decides)."""
+
+    def __init__(self, user: User | None) -> None:
+        self.actor = None if user is None else Actor(user.id, user.username, user.role)
+
+    def _allowed(self, check: Callable[[Actor], None]) -> bool:
+        if self.actor is None:
+            return False
+        try:
+            check(self.actor)
+        except PermissionDenied:
+            return False
+        return True
+
+    @property
+    def submit(self) -> bool:
+        return self._allowed(require_submit)
+
+    @property
+    def admin(self) -> bool:
+        return self._allowed(lambda actor: require_admin(actor, "manage"))
+
+    def may_change(self, owner_id: int | None) -> bool:
+        """Cancel, retry, edit or delete a job or sweep submitted by owner_id."""
+        return self._allowed(lambda actor: require_owner(actor, owner_id, "it"))
 
 
 def load_logged_in_user() -> None:
@@ -113,27 +143,46 @@ def load_logged_in_user() -> None:
             session.clear()
 
 
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def bearer_actor() -> Actor | None:
+    """Who the request's bearer token belongs to, looked up once per request: the settings' single
+    API_TOKEN is the admin's (ADMIN_USERNAME; compose uses it), a user token its user's (core.users:
+    refused once revoked or the user disabled, from the very next request). None: no valid token."""
+    if "bearer_actor" not in g:
+        g.bearer_actor = None
+        token, address = bearer_token(), request.remote_addr
+        if token is None:
+            return None
+        if hmac.compare_digest(token.encode(), current_app.config["API_TOKEN"].encode()):
+            with get_sessionmaker().begin() as db:
+                admin = db.scalar(select(User).where(User.username == get_settings().admin_username,
+                                                     User.role == "admin"))
+                g.bearer_actor = (Actor(admin.id, admin.username, "admin", address) if admin is not None
+                                  else Actor(None, "api-token", "admin", address))
+        else:
+            with get_sessionmaker().begin() as db:
+                g.bearer_actor = token_actor(db, token, address)
+    return g.bearer_actor
+
+
 def bearer_token_valid() -> bool:
-    """True when the request carries the configured API token (constant-time compare)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    return hmac.compare_digest(token.strip().encode(), current_app.config["API_TOKEN"].encode())
+    """True when the request carries a valid token: the settings' API_TOKEN or a live user token."""
+    return bearer_actor() is not None
 
 
 def current_actor() -> Actor:
-    """Who sends this request (core.access): the logged-in user, else the bearer token's owner. The
-    single API_TOKEN of the settings is the admin's token (ADMIN_USERNAME), as compose uses it."""
-    address = request.remote_addr
+    """Who sends this request (core.access): the bearer token's owner, else the logged-in user."""
+    actor = bearer_actor()
+    if actor is not None:
+        return actor
     if g.get("user") is not None:
-        return Actor(g.user.id, g.user.username, g.user.role, address)
-    if bearer_token_valid():
-        with get_sessionmaker().begin() as db:
-            admin = db.scalar(select(User).where(User.username == get_settings().admin_username, User.role == "admin"))
-            if admin is not None:
-                return Actor(admin.id, admin.username, "admin", address)
-        return Actor(None, "api-token", "admin", address)
+        return Actor(g.user.id, g.user.username, g.user.role, request.remote_addr)
     raise PermissionDenied("not logged in and no API token: log in, or send 'Authorization: Bearer <token>'")
 
 
@@ -181,7 +230,7 @@ def check_login(username: str, password: str, address: str) -> tuple[int | None,
         user = db.scalar(select(User).where(User.username == username)) if logins.account_key(username) else None
         # An unknown name is checked against a dummy hash: the same cost, so timing reveals no user names.
         matches = check_password_hash(user.password_hash if user else dummy_password_hash(), password)
-        if user is not None and matches:
+        if user is not None and matches and not user.disabled:  # disabled: the same answer as a wrong password
             logins.forget_failures(db, username)
             return user.id, None
         logins.record_failure(db, username, address, limits, now)

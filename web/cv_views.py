@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.db import get_sessionmaker
+from core.access import require_submit
 from core.errors import UserInputError
 from core.records import CrossValidation
 from web import forms
@@ -42,6 +43,7 @@ def _folds_value(errors: dict[str, str]) -> int | None:
 @login_required
 def new_cross_validation() -> Any:
     """One training job per fold with the same parameters; the folds come from the data folder."""
+    require_submit(current_actor())
     errors: dict[str, str] = {}
     values = {k: v for k, v in forms.values_from_form("train", request.form).items() if k not in FOLD_SET_FIELDS} \
         if request.method == "POST" else {}
@@ -98,6 +100,7 @@ def cross_validation(cv_id: int) -> Any:
 @login_required
 def ensemble(cv_id: int) -> Any:
     """Queue the fold ensemble as one evaluate or predict job."""
+    require_submit(current_actor())
     summary = _summary_or_404(cv_id)
     kind, split = request.form.get("kind", ""), request.form.get("split", "").strip()
     errors: dict[str, str] = {}

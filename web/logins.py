@@ -18,6 +18,7 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core import users as core_users
 from core.records import LoginFailure, LoginSession, User
 
 USERNAME_LENGTH = 150  # users.username
@@ -83,15 +84,14 @@ def start_session(session: Session, user_id: int, lifetime: timedelta, now: date
 
 
 def session_user(session: Session, token: str, now: datetime) -> User | None:
-    """The user of a live session id; None once it was ended or has expired."""
+    """The user of a live session id; None once it was ended or has expired, or the user is disabled."""
     return session.scalar(select(User).join(LoginSession, LoginSession.user_id == User.id)
-                          .where(LoginSession.id == _digest(token), LoginSession.expires_at > now))
+                          .where(LoginSession.id == _digest(token), LoginSession.expires_at > now,
+                                 User.disabled.is_(False)))
 
 
 def end_session(session: Session, token: str) -> None:
     session.execute(delete(LoginSession).where(LoginSession.id == _digest(token)))
 
 
-def end_user_sessions(session: Session, user_id: int) -> None:
-    """Every session of a user (their password was reset)."""
-    session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+end_user_sessions = core_users.end_user_sessions  # every session of a user (password reset, disabled)

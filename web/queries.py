@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core import audit
 from core import jobs as job_service
+from core.access import Actor, require_submit
 from core.errors import UserInputError
 from core.params import check_printable
 from core.progress import EpochRecord
@@ -200,8 +202,10 @@ def check_report(path: Path) -> dict[str, Any]:
         return {"ok": False, "error": str(error)}
 
 
-def register_data_folder(session: Session, name: str, path: str) -> DataFolder:
-    """Record a data folder (under a data root) with its check report; a known path is re-checked."""
+def register_data_folder(session: Session, name: str, path: str, *, actor: Actor) -> DataFolder:
+    """Record a data folder (under a data root) with its check report; a known path is re-checked.
+    Members and admins register (core.access); the registration is audited."""
+    require_submit(actor)
     folder_path = folder_under_roots(path, get_settings().data_root_paths)
     name = check_printable((name or folder_path.name).strip(), "name")
     if not 1 <= len(name) <= 200:
@@ -215,4 +219,5 @@ def register_data_folder(session: Session, name: str, path: str) -> DataFolder:
     folder.name, folder.report, folder.registered_at = name, report, utcnow()
     session.add(folder)
     session.flush()
+    audit.record(session, actor, "data_folder.register", "data_folder", folder.id, {"name": name, "path": folder.path})
     return folder

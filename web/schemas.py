@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstr
 from core.job_options import JobOptions, JobOptionsEdit, Priority
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
-from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES
+from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES, ROLES
 from core.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
 from web.inputs import MAX_ID, MAX_PAGE
 
@@ -342,3 +342,97 @@ class JobImages(BaseModel):
 
     job_id: int
     images: list[ImageResult]
+
+
+# --- users, tokens, audit log (core.users, core.audit) ----------------------------------------------
+
+Role = Literal[ROLES]  # type: ignore[valid-type]
+
+
+class Me(BaseModel):
+    """Who the request acts as: the token's user (the settings' API_TOKEN: the admin), or the logged-in one."""
+
+    id: int | None = Field(description="null only for the settings' API_TOKEN when no admin user exists")
+    username: str
+    role: Role
+
+
+class UserInfo(Row):
+    id: int
+    username: str
+    role: Role
+    disabled: bool = Field(description="no login, and its tokens are refused")
+    created_at: UtcTime
+
+
+class UserList(BaseModel):
+    users: list[UserInfo]
+
+
+class UserCreate(JsonRequest):
+    """POST /api/users."""
+
+    username: str = Field(description="1-150 letters, digits and . _ @ -")
+    role: Role = "member"
+    password: str | None = Field(None, description="8-200 characters; omitted: one is generated and answered once")
+
+
+class UserCreated(BaseModel):
+    user: UserInfo
+    password: str | None = Field(description="the generated password, shown this once; null when one was given")
+
+
+class UserUpdate(JsonRequest):
+    """PATCH /api/users/{user_id}: the fields to change."""
+
+    role: Role | None = None
+    disabled: bool | None = Field(None, description="true ends the user's sessions and refuses their tokens at once")
+
+
+class PasswordReset(BaseModel):
+    user: UserInfo
+    password: str = Field(description="the new generated password, shown this once; the user's sessions ended")
+
+
+class TokenInfo(Row):
+    id: int
+    user_id: int
+    name: str
+    prefix: str = Field(description="the token's first characters, to tell tokens apart")
+    created_at: UtcTime
+    last_used_at: UtcTime | None
+    revoked_at: UtcTime | None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]
+
+
+class TokenCreate(JsonRequest):
+    """POST /api/tokens: a token for yourself."""
+
+    name: str = Field(description="a label, e.g. the machine that uses it (1-100 characters)")
+
+
+class TokenCreated(BaseModel):
+    token: TokenInfo
+    secret: str = Field(description="the token, shown this once (only its SHA-256 is kept): send it as Bearer")
+
+
+class AuditEntry(Row):
+    id: int
+    at: UtcTime
+    user_id: int | None
+    username: str
+    action: str = Field(description="<target>.<verb>, e.g. job.submit, user.disable, token.revoke")
+    target_type: str
+    target_id: str | None
+    detail: dict[str, Any] | None
+    address: str | None = Field(description="the client address of the web request; null from the CLI")
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    total: int
+    page: int
+    per_page: int

@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from core import jobs as job_service
 from core.db import get_sessionmaker
+from core.access import require_submit
 from core.errors import UserInputError
 from core.progress import EpochRecord
 from core.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
@@ -172,6 +173,7 @@ def new_job(kind: str) -> Any:
     """One form per job kind, generated from and validated by core.params."""
     if kind not in JOB_KINDS:
         abort(404, description=f"no form for job kind {kind!r}")
+    require_submit(current_actor())
     errors: dict[str, str] = {}
     values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
     if request.method == "POST":
@@ -205,6 +207,7 @@ def new_job(kind: str) -> Any:
 @login_required
 def new_sweep() -> Any:
     """A train grid: fixed values from the train form, varied ones as comma-separated lists."""
+    require_submit(current_actor())
     errors: dict[str, str] = {}
     values = forms.values_from_form("train", request.form) if request.method == "POST" else {}
     grid: dict[str, list[str]] = {}
@@ -270,7 +273,8 @@ def data_folders() -> Any:
     if request.method == "POST":
         try:
             with get_sessionmaker().begin() as session:
-                folder = queries.register_data_folder(session, request.form.get("name", ""), request.form.get("path", ""))
+                folder = queries.register_data_folder(session, request.form.get("name", ""), request.form.get("path", ""),
+                                                      actor=current_actor())
                 name = folder.name
         except UserInputError as problem:
             error, error_field = str(problem), problem.field

@@ -1,0 +1,157 @@
+"""Dashboard pages of users, tokens and the audit log: /admin/users and /admin/audit for admins,
+/tokens for every logged-in user. Each view parses its input, calls one core.users function (which
+checks the role and writes the audit row) and renders rows; a password or token made now is shown
+on the page that answers the action, once."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from flask import Blueprint, abort, flash, g, render_template, request
+
+from core import audit
+from core import users as user_service
+from core.access import require_admin
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import ROLES, ApiToken, User
+from web.auth import current_actor, login_required
+from web.inputs import MAX_PAGE, query_int, storable_id
+
+bp = Blueprint("users", __name__)
+AUDIT_PER_PAGE = 50
+
+
+def _user_or_404(session: Any, user_id: int) -> User:
+    user = session.get(User, user_id) if storable_id(user_id) else None
+    if user is None:
+        abort(404, description=f"user {user_id} not found")
+    return user
+
+
+def _users_page(errors: dict[str, str] | None = None, shown: dict[str, str] | None = None, status: int = 200) -> Any:
+    with get_sessionmaker().begin() as session:
+        rows = [{"id": u.id, "username": u.username, "role": u.role, "disabled": u.disabled, "created_at": u.created_at}
+                for u in user_service.list_users(session)]
+    return render_template("users.html", users=rows, roles=ROLES, errors=errors or {}, shown=shown,
+                           form=request.form if errors else None), status
+
+
+@bp.route("/admin/users", methods=("GET", "POST"))
+@login_required
+def user_list() -> Any:
+    """Every user with role and status; add a user (a generated password is shown once)."""
+    actor = current_actor()
+    require_admin(actor, "manage users")
+    if request.method == "GET":
+        return _users_page()
+    username, role = request.form.get("username", "").strip(), request.form.get("role", "member")
+    password = request.form.get("password", "") or None
+    try:
+        with get_sessionmaker().begin() as session:
+            _, made = user_service.add_user(session, actor, username, role, password)
+    except UserInputError as error:
+        return _users_page({error.field or "form": str(error)}, status=400)
+    flash(f"User {username} added ({role}).")
+    return _users_page(shown={"username": username, "password": made.value} if made else None)
+
+
+def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: str) -> Any:
+    """Apply one core.users change to a user; a refusal (the last admin) is shown above the list."""
+    actor = current_actor()
+    require_admin(actor, "manage users")
+    try:
+        with get_sessionmaker().begin() as session:
+            user = _user_or_404(session, user_id)
+            made = change(session, actor, user)
+            name = user.username
+    except UserInputError as error:
+        return _users_page({"form": str(error)}, status=400)
+    flash(done.format(name=name))
+    shown = {"username": name, "password": made.value} if isinstance(made, user_service.Secret) else None
+    return _users_page(shown=shown)
+
+
+@bp.post("/admin/users/<int:user_id>/role")
+@login_required
+def set_role(user_id: int) -> Any:
+    role = request.form.get("role", "")
+    return _change_user(user_id, lambda s, a, u: user_service.set_role(s, a, u, role), "{name} is now a " + role + ".")
+
+
+@bp.post("/admin/users/<int:user_id>/disable")
+@login_required
+def disable(user_id: int) -> Any:
+    return _change_user(user_id, lambda s, a, u: user_service.set_disabled(s, a, u, True),
+                        "{name} disabled: their sessions ended and their tokens are refused.")
+
+
+@bp.post("/admin/users/<int:user_id>/enable")
+@login_required
+def enable(user_id: int) -> Any:
+    return _change_user(user_id, lambda s, a, u: user_service.set_disabled(s, a, u, False), "{name} enabled.")
+
+
+@bp.post("/admin/users/<int:user_id>/reset-password")
+@login_required
+def reset_password(user_id: int) -> Any:
+    return _change_user(user_id, user_service.reset_password, "New password for {name}; their sessions ended.")
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+def _tokens_page(errors: dict[str, str] | None = None, made: str | None = None, status: int = 200) -> Any:
+    with get_sessionmaker().begin() as session:
+        rows = [{"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
+                 "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
+                for t in user_service.list_tokens(session, g.user.id)]
+    return render_template("tokens.html", tokens=rows, errors=errors or {}, made=made), status
+
+
+@bp.route("/tokens", methods=("GET", "POST"))
+@login_required
+def tokens() -> Any:
+    """Your API tokens: create one (shown once), see when each was last used, revoke."""
+    if request.method == "GET":
+        return _tokens_page()
+    try:
+        with get_sessionmaker().begin() as session:
+            _, made = user_service.create_token(session, current_actor(), session.get(User, g.user.id),
+                                                request.form.get("name", ""))
+    except UserInputError as error:
+        return _tokens_page({error.field or "form": str(error)}, status=400)
+    flash("Token created: copy it now, it is not shown again.")
+    return _tokens_page(made=made.value)
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required
+def revoke_token(token_id: int) -> Any:
+    actor = current_actor()
+    with get_sessionmaker().begin() as session:
+        token = session.get(ApiToken, token_id) if storable_id(token_id) else None
+        if token is None or (token.user_id != actor.user_id and not actor.is_admin):
+            abort(404, description=f"token {token_id} not found")
+        user_service.revoke_token(session, actor, token)
+        name = token.name
+    flash(f"Token {name} revoked: it is refused from now on.")
+    return _tokens_page()
+
+
+# --- audit log ------------------------------------------------------------------------------------
+
+
+@bp.get("/admin/audit")
+@login_required
+def audit_log() -> Any:
+    """Every write, newest first, one page at a time (admins)."""
+    require_admin(current_actor(), "read the audit log")
+    page = query_int("page", 1, 1, MAX_PAGE) or 1
+    with get_sessionmaker().begin() as session:
+        entries, total = audit.entries(session, page=page, per_page=AUDIT_PER_PAGE)
+        rows = [{"at": e.at, "username": e.username, "action": e.action, "target": f"{e.target_type} {e.target_id or ''}",
+                 "detail": e.detail, "address": e.address} for e in entries]
+    pages = max(1, math.ceil(total / AUDIT_PER_PAGE))
+    return render_template("audit.html", rows=rows, page=page, pages=pages, total=total)
