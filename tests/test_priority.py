@@ -195,3 +195,38 @@ def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint,
     assert started == expected, worker.log()[-3000:]
     log = worker.log()
     assert f"job {d_low} (predict) claimed" in log and "priority high (message for job" in log
+
+
+# --- what the API, the job list and the job page show ------------------------------------------
+
+
+def test_api_and_pages_show_priority_and_the_queue_position_it_gives(client, tmp_path):
+    from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
+    from tests.web_helpers import TRAIN as WEB_TRAIN
+    from tests.web_helpers import login
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    with get_sessionmaker().begin() as session:
+        first, second, third = (jobs.create_job(session, "train", {**WEB_TRAIN, "data_dir": str(tmp_path)}, queue="gpu",
+                                                options=JobOptions(priority=p)).id for p in ("low", "normal", "low"))
+
+    def shown() -> dict[int, tuple[str, int | None]]:
+        listed = client.get("/api/jobs?status=queued", headers=auth).json["jobs"]
+        return {job["id"]: (job["priority"], job["queue_position"]) for job in listed}
+
+    assert shown() == {first: ("low", 2), second: ("normal", 1), third: ("low", 3)}
+    response = client.patch(f"/api/jobs/{third}", json={"priority": "high"}, headers=auth)
+    assert response.status_code == 200, response.json
+    assert shown() == {first: ("low", 3), second: ("normal", 2), third: ("high", 1)}
+    assert client.get(f"/api/jobs/{third}", headers=auth).json["queue_position"] == 1
+    response = client.patch(f"/api/jobs/{third}", json={"priority": "urgent"}, headers=auth)
+    assert response.status_code == 400 and "priority" in response.json["error"], response.json
+
+    login(client, *WEB_ADMIN)
+    page = client.get("/").get_data(as_text=True)
+    assert "<th>Priority</th>" in page
+    assert page.count('class="priority priority-high waiting"') == 1  # the queued high job's badge
+    assert page.count('class="priority priority-low waiting"') == 1
+    detail = client.get(f"/jobs/{third}").get_data(as_text=True)
+    assert "<dt>Priority</dt>" in detail and 'class="priority priority-high waiting"' in detail
+    assert "gpu · #1" in detail

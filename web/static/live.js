@@ -70,12 +70,20 @@ const Live = {
     root.querySelectorAll('[data-field="progress-fill"]').forEach((node) => { node.style.width = `${(100 * progress).toFixed(1)}%`; });
     Live.setText(root, "progress-text", `${Math.round(100 * progress)}%`);
   },
+  /* A queued job's priority is a badge (web/templates/_macros.html, priority). */
+  setPriority(root, job) {
+    root.querySelectorAll('[data-field="priority"]').forEach((node) => {
+      node.textContent = job.priority;
+      node.className = `priority priority-${job.priority}${job.status === "queued" ? " waiting" : ""}`;
+    });
+  },
   queueText(job) {
     return job.queue + (job.queue_position ? ` · #${job.queue_position}` : "");
   },
   /* The fields a job row and a job page share; warnText marks a queue no live worker serves. */
   showStatus(root, job, warnText) {
     Live.setBadge(root, job.status);
+    Live.setPriority(root, job);
     Live.setProgress(root, job.progress);
     Live.setText(root, "epoch", Live.epoch(job));
     Live.setText(root, "eta", Live.duration(job.eta_s));
