@@ -233,7 +233,7 @@ def test_dashboard_user_admin_tokens_and_audit_pages(app, client):
     assert bad.status_code == 400 and "username: &#39;joe&#39; is taken" in bad.get_data(as_text=True)
     with get_sessionmaker().begin() as session:
         joe = session.scalar(select(User).where(User.username == "joe")).id
-    assert "joe is now a viewer" in admin.post(f"/admin/users/{joe}/role", data={"role": "viewer", "csrf_token": token}
+    assert "joe: role set to viewer." in admin.post(f"/admin/users/{joe}/role", data={"role": "viewer", "csrf_token": token}
                                                ).get_data(as_text=True)
     assert admin.post(f"/admin/users/{joe}/disable", data={"csrf_token": token}).status_code == 200
     assert login(app.test_client(), "joe", password).status_code == 401

@@ -77,7 +77,7 @@ def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: st
 @login_required
 def set_role(user_id: int) -> Any:
     role = request.form.get("role", "")
-    return _change_user(user_id, lambda s, a, u: user_service.set_role(s, a, u, role), "{name} is now a " + role + ".")
+    return _change_user(user_id, lambda s, a, u: user_service.set_role(s, a, u, role), "{name}: role set to " + role + ".")
 
 
 @bp.post("/admin/users/<int:user_id>/disable")
