@@ -17,7 +17,8 @@ TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
 RETENTION = re.compile(r"^(all|best|last-([1-9][0-9]{0,2}))$")
 MAX_TAGS = 20
 MAX_DESCRIPTION = 10_000
-RETENTION_HELP = "all (keep every checkpoint), best (best.pt only) or last-N (best.pt and the last N epoch checkpoints)"
+RETENTION_HELP = ("all (keep every checkpoint), best (after success best.pt only) or last-N (best.pt, last.pt and "
+                  "the N newest epoch checkpoints, N 1-999)")
 
 
 def check_tag(tag: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core import limits, webhooks
+from core import limits, retention, webhooks
 from core.data import read_split
 from core.errors import UserInputError
 from core.job_options import JobOptions, check_tag
@@ -78,6 +78,8 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
         )
     if parent.status != "succeeded" and not _has_checkpoint(session, parent_id):
         raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet", field="parent_id")
+    if params.get("checkpoint_choice") == "last" and retention.last_removed(parent):
+        raise UserInputError(retention.missing_checkpoint_message(parent, "last"), field="parent_id")
 
 
 def _has_checkpoint(session: Session, job_id: int) -> bool:
@@ -542,7 +544,7 @@ def job_checkpoint(session: Session, job_id: int, choice: str = "best") -> Path:
     try:
         return resolve_checkpoint(job_run_dir(job.id, job.run_key), choice)
     except UserInputError:
-        raise UserInputError(f"parent: job {job_id} has no {choice}.pt checkpoint on disk", field="parent_id") from None
+        raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
 
 
 def finish_job(session: Session, job_id: int, owner: str, status: str, error: str | None = None) -> bool:

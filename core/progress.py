@@ -5,6 +5,8 @@ the same loops. No torch here: the worker imports this to subclass the observers
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -82,6 +84,9 @@ class TrainingObserver(RunObserver):
 
     def on_stopped_early(self, epoch: int, reason: str) -> None:
         """Called once at the end of a run that stopped before its last epoch (patience or early_stop_reason)."""
+
+    def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
+        """Called once per epoch run, after its last.pt (and best.pt) are saved, with that checkpoint."""
 
 
 class PredictionObserver(RunObserver):

@@ -7,7 +7,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.atomic import create_once
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         100.0, gt=0, description="Sustained training TFLOP/s of one GPU, for the GPU-hours estimate (an assumption; set yours)."
     )
     min_free_disk_mb: float = Field(0.0, ge=0, description="Disk space (MiB) that must stay free after each checkpoint write.")
+    retention: str = Field(
+        "all", description="What a finished training job keeps unless it sets its own: all, best or last-N (core.retention)."
+    )
     decode_workers: int = Field(
         0, ge=0, description="Most threads decoding images for one job; 0: as many as the machine has cores."
     )
@@ -54,6 +57,13 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = Field(30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour).")
     webhook_max_attempts: int = Field(8, ge=1, description="Attempts of a webhook delivery before it is marked failed.")
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a webhook receiver may take to answer before the attempt counts as failed.")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        from core.job_options import check_retention  # core.job_options reads no settings
+
+        return check_retention(value.strip()) or "all"
 
     @property
     def resolved_database_url(self) -> str:

@@ -178,7 +178,9 @@ def _fit(
                 reason = observer.early_stop_reason(record)
                 if reason:
                     log.stop(epoch, reason)
-            _save_epoch(run_dir, capture_checkpoint(params, model, optimizer, scheduler, epoch, start, log), params, log)
+            checkpoint = capture_checkpoint(params, model, optimizer, scheduler, epoch, start, log)
+            _save_epoch(run_dir, checkpoint, params, log)
+            observer.on_checkpoint(run_dir, checkpoint)  # e.g. a job's epoch_XXX.pt (core.retention)
             observer.on_epoch(record)  # only now: last.pt already holds this epoch
         if log.stopped_epoch is not None and log.stop_reason is not None:
             observer.on_stopped_early(log.stopped_epoch, log.stop_reason)

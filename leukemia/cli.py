@@ -38,6 +38,10 @@ COMMANDS: dict[str, str] = {
     # users, roles and API tokens
     "users": "worker.users_cli:users",
     "tokens": "worker.users_cli:tokens",
+    # retention and disk: free the storage of finished jobs
+    "delete": "worker.disk_cli:delete_command",
+    "gc": "worker.disk_cli:gc_command",
+    "disk": "worker.disk_cli:disk_command",
 }
 
 

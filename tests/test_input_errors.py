@@ -144,6 +144,8 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.get_cross_validation": ([], []), "api.submit_ensemble": ([], ["kind", "split", "tta", "queue"]),
     "api.job_results": ([], []), "api.job_images": ([], []), "api.job_image_thumbnail": ([], []),
     "api.job_explanation": ([], []),
+    "views.delete_job": ([], []), "views.delete_sweep": ([], []), "api.delete_job": ([], []),
+    "api.delete_sweep": ([], []), "api.disk_use": ([], []),
 }
 
 

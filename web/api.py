@@ -12,9 +12,12 @@ from flask import Blueprint, abort, current_app, g, request
 from pydantic import BaseModel
 
 from core import job_edits
+from core import deletion
 from core import jobs as job_service
 from core.db import check_database, get_sessionmaker
+from core.disk import disk_summary
 from core.errors import DatabaseUnavailable, UserInputError
+from core.settings import get_settings
 from web import queries, results, schemas
 from web.auth import bearer_token_valid, current_actor
 from web.downloads import send_artifact
@@ -158,6 +161,17 @@ def retry_job(job_id: int) -> Any:
     """Queue a failed or cancelled job again"""
     dispatch.retry_job(existing_job_id(job_id), actor=current_actor())
     return job_response(job_id)
+
+
+@operation(bp, "delete", "/jobs/<int:job_id>", operation_id="deleteJob", tag="jobs",
+           responses={200: schemas.Deletion}, errors=(400, 403, 404))
+def delete_job(job_id: int) -> Any:
+    """Delete a finished job: its files (the space freed is reported) and its rows"""
+    existing_job_id(job_id)
+    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
+    with get_sessionmaker().begin() as session:
+        done = deletion.delete_job(session, job_id, actor=actor)
+    return answer(schemas.Deletion(job_ids=done.job_ids, freed_bytes=done.freed_bytes))
 
 
 @operation(bp, "get", "/jobs/<int:job_id>/metrics", operation_id="getJobMetrics", tag="jobs",
@@ -340,6 +354,31 @@ def edit_sweep(sweep_id: int) -> Any:
             abort(404, description=f"sweep {sweep_id} not found")
         job_edits.edit_sweep(session, actor, sweep_id, changes)
     return sweep_response(sweep_id)
+
+
+@operation(bp, "delete", "/sweeps/<int:sweep_id>", operation_id="deleteSweep", tag="sweeps",
+           responses={200: schemas.Deletion}, errors=(400, 403, 404))
+def delete_sweep(sweep_id: int) -> Any:
+    """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
+    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
+    with get_sessionmaker().begin() as session:
+        if queries.find_sweep(session, sweep_id) is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+        done = deletion.delete_sweep(session, sweep_id, actor=actor)
+    return answer(schemas.Deletion(job_ids=done.job_ids, sweep_id=sweep_id, freed_bytes=done.freed_bytes))
+
+
+# --- disk ------------------------------------------------------------------------------------------
+
+
+@operation(bp, "get", "/disk", operation_id="getDiskUse", tag="disk", responses={200: schemas.DiskUse})
+def disk_use() -> Any:
+    """Disk use: the jobs' run folders in total, and free/total space of the artifacts volume"""
+    with get_sessionmaker().begin() as session:
+        summary = disk_summary(session)
+    return answer(schemas.DiskUse(jobs_bytes=summary.jobs_bytes, measured_jobs=summary.measured_jobs,
+                                  unmeasured_jobs=summary.unmeasured_jobs, free_bytes=summary.volume.free_bytes,
+                                  total_bytes=summary.volume.total_bytes, retention=get_settings().retention))
 
 
 # --- data folders ---------------------------------------------------------------------------------

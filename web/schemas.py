@@ -436,3 +436,25 @@ class AuditPage(BaseModel):
     total: int
     page: int
     per_page: int
+
+
+# --- retention and disk (core.deletion, core.disk) ------------------------------------------
+
+
+class Deletion(BaseModel):
+    """DELETE /api/jobs/{job_id} and /api/sweeps/{sweep_id}: what went, and the space it freed."""
+
+    job_ids: list[int] = Field(description="the jobs deleted (a sweep's: all of them)")
+    sweep_id: int | None = Field(None, description="the sweep deleted; null for a job")
+    freed_bytes: int = Field(description="bytes of the files actually removed from the artifacts dir")
+
+
+class DiskUse(BaseModel):
+    """GET /api/disk: the run folders' recorded sizes and the artifacts volume."""
+
+    jobs_bytes: int = Field(description="sum of jobs.disk_bytes: each run folder as measured when it finished")
+    measured_jobs: int
+    unmeasured_jobs: int = Field(description="queued or running jobs, and ones that finished before sizes were kept")
+    free_bytes: int = Field(description="free space on the artifacts volume")
+    total_bytes: int = Field(description="size of the artifacts volume")
+    retention: str = Field(description="the global retention policy (RETENTION): all, best or last-N")

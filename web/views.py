@@ -8,9 +8,11 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
+from core import deletion
 from core import jobs as job_service
 from core.db import get_sessionmaker
 from core.access import require_submit
+from core.disk import disk_summary, human_bytes
 from core.errors import UserInputError
 from core.progress import EpochRecord
 from core.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
@@ -47,6 +49,11 @@ def number(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 
 
+@bp.app_template_filter("bytes")
+def size_in_bytes(value: int | None) -> str:
+    return human_bytes(value)
+
+
 @bp.app_template_filter("when")
 def when(value: Any) -> str:
     return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
@@ -72,10 +79,11 @@ def job_list() -> Any:
         jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page,
                                             per_page=per_page)
         rows = [job.model_dump(mode="json") for job in queries.job_models(session, jobs)]
+        disk = disk_summary(session)
     pages = max(1, math.ceil(total / per_page))
     filters = {"status": status, "kind": kind, "sweep": sweep_id}
     return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
-                           statuses=JOB_STATUSES, kinds=JOB_KINDS)
+                           statuses=JOB_STATUSES, kinds=JOB_KINDS, disk=disk)
 
 
 def _job_or_404(session: Any, job_id: int) -> Any:
@@ -97,7 +105,7 @@ def job_detail(job_id: int) -> Any:
         subjects = queries.subject_rows(session, job_id)
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects,
                            poll_ms=current_app.config["POLL_INTERVAL_MS"], cancellable=CANCELLABLE_STATUSES,
-                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS)
+                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention)
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -114,6 +122,40 @@ def retry(job_id: int) -> Any:
     dispatch.retry_job(_existing(job_id), actor=current_actor())
     flash(f"Job {job_id} queued again.")
     return redirect(url_for("views.job_detail", job_id=job_id))
+
+
+@bp.post("/jobs/<int:job_id>/delete")
+@login_required
+def delete_job(job_id: int) -> Any:
+    """Delete a finished job and its files; a refusal (queued, running, needed) is flashed on its page."""
+    _existing(job_id)
+    actor = current_actor()
+    try:
+        with get_sessionmaker().begin() as session:
+            done = deletion.delete_job(session, job_id, actor=actor)
+    except UserInputError as refusal:
+        flash(f"Job {job_id} not deleted: {refusal}")
+        return redirect(url_for("views.job_detail", job_id=job_id))
+    flash(f"Deleted job {job_id}: {human_bytes(done.freed_bytes)} freed.")
+    return redirect(url_for("views.job_list"))
+
+
+@bp.post("/sweeps/<int:sweep_id>/delete")
+@login_required
+def delete_sweep(sweep_id: int) -> Any:
+    """Delete a finished sweep, all its jobs and their files."""
+    with get_sessionmaker().begin() as session:
+        if queries.find_sweep(session, sweep_id) is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+    actor = current_actor()
+    try:
+        with get_sessionmaker().begin() as session:
+            done = deletion.delete_sweep(session, sweep_id, actor=actor)
+    except UserInputError as refusal:
+        flash(f"Sweep {sweep_id} not deleted: {refusal}")
+        return redirect(url_for("views.job_list", sweep=sweep_id))
+    flash(f"Deleted sweep {sweep_id} ({len(done.job_ids)} jobs): {human_bytes(done.freed_bytes)} freed.")
+    return redirect(url_for("views.job_list"))
 
 
 def _existing(job_id: int) -> int:

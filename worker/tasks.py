@@ -135,6 +135,15 @@ class JobObserver(TrainingObserver, PredictionObserver):
         log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
+    def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
+        """A `last-N` job also keeps its N newest epoch checkpoints (core.retention)."""
+        from core import retention
+
+        with get_sessionmaker().begin() as session:
+            keep = retention.keep_epochs_for(session, self.job_id)
+        if keep is not None:
+            retention.save_epoch_checkpoint(run_dir, checkpoint, keep)
+
     def should_stop(self) -> bool:
         return self.stop.is_set() or SHUTTING_DOWN.is_set()
 
@@ -235,6 +244,22 @@ class JobRun:
             self.resend()
         else:
             log.info("job %s %s", self.spec.id, status)
+            self.apply_retention()
+
+    def apply_retention(self) -> None:
+        """The job's retention policy on its run folder, and its size on disk; never fails the job."""
+        from core import retention
+
+        try:
+            with get_sessionmaker().begin() as session:
+                outcome = retention.after_job(session, self.spec.id)
+        except Exception:  # the outcome is recorded; a tidy-up problem is logged, not the job's
+            log.exception("job %s: retention not applied", self.spec.id)
+            return
+        if outcome.removed or outcome.kept_for_children:
+            log.info("job %s retention %s: removed %s (%s bytes), kept for child jobs %s, %s bytes on disk",
+                     self.spec.id, outcome.policy, ", ".join(outcome.removed) or "nothing", outcome.freed_bytes,
+                     ", ".join(outcome.kept_for_children) or "nothing", outcome.disk_bytes)
 
     def resend(self) -> None:
         """Send a released job again, for the next worker; it resumes from its last checkpoint."""

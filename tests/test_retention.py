@@ -1,0 +1,284 @@
+"""Retention and disk (issue 14, item 6): deleting a job or a sweep frees its files on disk (the bytes
+reported are the bytes the files had), who may delete what, the `best` and `last-N` policies on real
+tiny training runs in the worker's code path, a child's checkpoint kept, gc, and disk use in the API,
+the dashboard and the CLI."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+from werkzeug.security import generate_password_hash
+
+from core import jobs, retention
+from core.access import cli_actor
+from core.db import get_sessionmaker
+from core.disk import folder_bytes
+from core.errors import UserInputError
+from core.job_options import JobOptions
+from core.progress import EpochRecord
+from core.records import Artifact, AuditEntry, EpochMetric, Job, JobTag, Sweep, User, utcnow
+from core.run_folder import claim_run_dir, job_run_dir
+from core.settings import get_settings
+from leukemia.cli import main as leukemia_cli
+from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
+from tests.web_helpers import TRAIN, csrf_token, login
+
+AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+REQUIRED = {"train_loss": 0.5, "train_accuracy": 0.5, "lr": 0.001, "seconds": 1.0, "images_per_s": 10.0}
+EPOCH_FIELDS = [name for name in EpochRecord.model_fields if name != "epoch" and name not in REQUIRED]
+FILES = {"best.pt": 3000, "last.pt": 5000, "metrics.csv": 120, "plots/loss.png": 777}
+
+
+def add_user(name: str, role: str = "member") -> int:
+    with get_sessionmaker().begin() as session:
+        user = User(username=name, password_hash=generate_password_hash(f"{name}-password"), role=role)
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+def finished_job(data_dir: str, *, status: str = "succeeded", owner: int | None = None, kind: str = "train",
+                 parent_id: int | None = None, files: dict[str, int] | None = None, retention_policy: str | None = None,
+                 sweep_id: int | None = None) -> int:
+    """A job taken through the job service (claimed, files written in its run folder and recorded, ended)."""
+    with get_sessionmaker().begin() as session:
+        job = jobs.create_job(session, kind, {**TRAIN, "data_dir": data_dir}, parent_id=parent_id, submitted_by=owner,
+                              sweep_id=sweep_id, options=JobOptions(retention=retention_policy, tags=["keep-me"]))
+        job_id, run_key = job.id, job.run_key
+    run_dir = job_run_dir(job_id, run_key)
+    claim_run_dir(run_dir, run_key)
+    with get_sessionmaker().begin() as session:
+        jobs.claim_job(session, job_id, owner="w", host="h")
+        jobs.record_epoch(session, job_id, EpochRecord(epoch=1, **dict.fromkeys(EPOCH_FIELDS), **REQUIRED))
+        for name, size in (FILES if files is None else files).items():
+            path = run_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(size))
+            jobs.add_artifact(session, job_id, "checkpoint" if name.endswith(".pt") else "metrics", path)
+        jobs.finish_job(session, job_id, "w", status)
+    return job_id
+
+
+def row(job_id: int) -> Job | None:
+    with get_sessionmaker().begin() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            session.expunge(job)
+        return job
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(leukemia_cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture()
+def admin(client):
+    assert login(client, *WEB_ADMIN).status_code == 302
+    return client
+
+
+# --- delete -------------------------------------------------------------------------------------
+
+
+def test_a_delete_frees_exactly_the_bytes_its_files_had(client, folder_path, tmp_path):
+    job_id = finished_job(folder_path)
+    run_dir = job_run_dir(job_id, row(job_id).run_key)
+    outside = tmp_path / "precious.bin"
+    outside.write_bytes(b"x" * 4096)
+    os.symlink(outside, run_dir / "link-out.bin")  # a link out of the artifacts dir: removed as a link only
+    os.symlink(tmp_path, run_dir / "link-dir")
+    child = finished_job(folder_path, kind="finetune", parent_id=job_id, files={"best.pt": 10})
+    on_disk = sum(p.lstat().st_size for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    assert on_disk == sum(FILES.values()) + 33  # and the .run_key stamp: the key and a newline
+
+    response = client.delete(f"/api/jobs/{job_id}", headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json == {"job_ids": [job_id], "sweep_id": None, "freed_bytes": on_disk}
+    assert not run_dir.exists() and outside.read_bytes() == b"x" * 4096 and tmp_path.is_dir()
+    assert row(job_id) is None and row(child).parent_id is None
+    with get_sessionmaker().begin() as session:
+        for table in (EpochMetric, Artifact, JobTag):
+            assert session.scalars(select(table).where(table.job_id == job_id)).all() == []
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "job.delete")).one()
+        assert (entry.target_id, entry.detail["freed_bytes"], entry.username) == (str(job_id), on_disk, WEB_ADMIN[0])
+    assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 404
+
+
+def test_who_may_delete_and_what_is_refused(app, admin, folder_path):
+    bob, carol = add_user("bob"), add_user("carol")
+    bobs, carols = finished_job(folder_path, owner=bob), finished_job(folder_path, owner=carol)
+    member = app.test_client()
+    assert login(member, "bob", "bob-password").status_code == 302
+    token = csrf_token(member, f"/jobs/{bobs}")
+
+    refused = member.post(f"/jobs/{carols}/delete", data={"csrf_token": token})
+    assert refused.status_code == 403 and "only its owner or an admin" in refused.get_data(as_text=True)
+    assert row(carols) is not None
+    done = member.post(f"/jobs/{bobs}/delete", data={"csrf_token": token}, follow_redirects=True)
+    assert done.status_code == 200 and row(bobs) is None
+    assert f"Deleted job {bobs}: 8.9 kB freed." in done.get_data(as_text=True)  # 3000+5000+120+777+33 bytes
+
+    with get_sessionmaker().begin() as session:  # a running job, and a parent a queued job still needs
+        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder_path}).id
+        jobs.claim_job(session, running, owner="w", host="h")
+    queued_child = None
+    with get_sessionmaker().begin() as session:
+        queued_child = jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path}, parent_id=carols).id
+    answer = admin.delete(f"/api/jobs/{running}", headers=AUTH)
+    assert answer.status_code == 400 and answer.json["error"] == f"job {running} is running: cancel it first"
+    answer = admin.delete(f"/api/jobs/{carols}", headers=AUTH)
+    assert answer.status_code == 400 and f"queued or running job {queued_child} need its checkpoint" in answer.json["error"]
+    page = admin.post(f"/jobs/{carols}/delete", data={"csrf_token": csrf_token(admin, "/")}, follow_redirects=True)
+    assert f"Job {carols} not deleted: job {carols}: queued or running job {queued_child}" in page.get_data(as_text=True)
+    jobs_page = admin.get(f"/jobs/{carols}").get_data(as_text=True)
+    assert 'id="delete"' in jobs_page and "data-confirm=" in jobs_page
+
+    assert cli("cancel", str(queued_child))[0] == 0
+    code, output = cli("delete", str(carols), "99999")
+    assert code == 2 and f"deleted job {carols}: 8.9 kB (8930 bytes) freed" in output and "job 99999 not found" in output
+    assert row(carols) is None  # the admin (the CLI) may delete anyone's job
+
+
+def test_deleting_a_sweep_deletes_all_its_finished_jobs(client, folder_path):
+    with get_sessionmaker().begin() as session:
+        sweep = Sweep(name="lr", kind="train", base_params={}, grid={"lr": [0.1, 0.2]})
+        session.add(sweep)
+        session.flush()
+        sweep_id = sweep.id
+    members = [finished_job(folder_path, sweep_id=sweep_id, files={"best.pt": 100}, status=status)
+               for status in ("succeeded", "failed")]
+    with get_sessionmaker().begin() as session:
+        jobs.retry_job(session, members[1])  # queued again: the sweep is not finished
+    refused = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
+    assert refused.status_code == 400 and f"job {members[1]} still queued or running" in refused.json["error"], refused.json
+    with get_sessionmaker().begin() as session:
+        jobs.request_cancel(session, members[1])
+    response = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json == {"job_ids": members, "sweep_id": sweep_id, "freed_bytes": 2 * (100 + 33)}
+    assert all(row(job_id) is None for job_id in members)
+    assert client.get(f"/api/sweeps/{sweep_id}", headers=AUTH).status_code == 404
+    assert client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH).status_code == 404
+
+
+# --- retention on real training runs -------------------------------------------------------------
+
+
+def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
+    """Submit a tiny train job and run it here through the worker's code path (claim, run, outcome, retention)."""
+    from worker import dispatch
+    from worker.tasks import run_job
+
+    job_id = dispatch.submit_job("train", {**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
+                                 actor=cli_actor(), options=JobOptions(retention=policy))
+    run_job(job_id)
+    job = row(job_id)
+    assert job.status == "succeeded", job.error
+    return job_id
+
+
+def names(job_id: int) -> tuple[set[str], set[str]]:
+    """The run folder's .pt files and the job's recorded checkpoint artifacts."""
+    run_dir = job_run_dir(job_id, row(job_id).run_key)
+    with get_sessionmaker().begin() as session:
+        recorded = {a.name for a in jobs.artifacts(session, job_id) if a.kind == "checkpoint"}
+    return {p.name for p in run_dir.glob("*.pt")}, recorded
+
+
+def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
+    best = train_in_process(folder_path, 2, "best")
+    assert names(best) == ({"best.pt"}, {"best.pt"})  # last.pt gone after success, and its artifact row
+    job = row(best)
+    assert job.disk_bytes == folder_bytes(job_run_dir(best, job.run_key)) > 0
+    with pytest.raises(UserInputError, match=r"parent: job \d+ kept best.pt only \(retention best\)"):
+        with get_sessionmaker().begin() as session:
+            jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"},
+                            parent_id=best)
+
+    kept = train_in_process(folder_path, 3, "last-2")
+    expected = {"best.pt", "last.pt", "epoch_002.pt", "epoch_003.pt"}
+    assert names(kept) == (expected, expected)
+
+    # Its policy edited to best while a queued child will finetune from its last.pt: last.pt stays for it.
+    with get_sessionmaker().begin() as session:
+        session.execute(update(Job).where(Job.id == kept).values(retention="best"))
+        child = jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"},
+                                parent_id=kept).id
+    with get_sessionmaker().begin() as session:
+        outcome = retention.after_job(session, kept)
+    assert outcome.kept_for_children == ["last.pt"] and sorted(outcome.removed) == ["epoch_002.pt", "epoch_003.pt"]
+    assert names(kept) == ({"best.pt", "last.pt"}, {"best.pt", "last.pt"})
+    assert cli("cancel", str(child))[0] == 0
+    with get_sessionmaker().begin() as session:
+        outcome = retention.after_job(session, kept)
+    assert outcome.removed == ["last.pt"] and outcome.freed_bytes > 0
+    assert row(kept).disk_bytes == folder_bytes(job_run_dir(kept, row(kept).run_key))
+
+
+def test_best_keeps_last_pt_of_a_failed_job_for_its_retry(app, folder_path):
+    failed = finished_job(folder_path, status="failed", retention_policy="best")
+    with get_sessionmaker().begin() as session:
+        outcome = retention.after_job(session, failed)
+    assert outcome.removed == [] and (job_run_dir(failed, row(failed).run_key) / "last.pt").is_file()
+    assert row(failed).disk_bytes == sum(FILES.values()) + 33
+
+
+def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(monkeypatch):
+    monkeypatch.setenv("RETENTION", "last-5")
+    get_settings.cache_clear()
+    assert get_settings().retention == "last-5" and retention.policy_of(Job(retention=None)) == "last-5"
+    assert retention.policy_of(Job(retention="best")) == "best"
+    monkeypatch.setenv("RETENTION", "newest")
+    get_settings.cache_clear()
+    with pytest.raises(UserInputError, match="RETENTION: .*'newest' is not a retention policy"):
+        get_settings()
+    get_settings.cache_clear()
+
+
+# --- gc and disk use ---------------------------------------------------------------------------------
+
+
+def test_gc_dry_run_then_for_real(client, folder_path):
+    old_failed, old_cancelled = finished_job(folder_path, status="failed"), finished_job(folder_path, status="cancelled")
+    recent_failed, old_succeeded = finished_job(folder_path, status="failed"), finished_job(folder_path)
+    with get_sessionmaker().begin() as session:
+        session.execute(update(Job).where(Job.id.in_([old_failed, old_cancelled, old_succeeded]))
+                        .values(finished_at=utcnow() - timedelta(days=31)))
+    each = sum(FILES.values()) + 33
+
+    code, output = cli("gc", "--older-than", "30d", "--dry-run")
+    assert code == 0, output
+    assert f"job {old_failed} train failed" in output and f"job {old_cancelled} train cancelled" in output
+    assert f"would free 8.9 kB ({each} bytes)" in output and str(recent_failed) not in output.replace("job", " ").split()
+    assert f"dry run: 2 job(s) would go, would free 17.9 kB ({2 * each} bytes) in total" in output
+    assert row(old_failed) is not None and row(old_cancelled) is not None
+
+    code, output = cli("gc", "--older-than", "4w", "--status", "failed,cancelled")
+    assert code == 0 and f"2 job(s) deleted, freed 17.9 kB ({2 * each} bytes) in total" in output
+    assert row(old_failed) is None and row(old_cancelled) is None
+    assert row(recent_failed) is not None and row(old_succeeded) is not None
+    assert cli("gc", "--older-than", "30x")[1].strip() == (
+        "error: older_than: '30x' is not an age; use a number and h, d or w (12h, 30d, 2w)")
+    assert cli("gc", "--older-than", "1h", "--status", "running") == (
+        2, "error: status: running is not a finished status; choose among succeeded, failed, cancelled\n")
+
+
+def test_disk_use_in_the_api_the_job_list_and_the_cli(admin, folder_path):
+    job_id = finished_job(folder_path)
+    with get_sessionmaker().begin() as session:
+        retention.after_job(session, job_id)
+    each = sum(FILES.values()) + 33
+    answer = admin.get("/api/disk", headers=AUTH).json
+    assert answer["jobs_bytes"] == each and answer["measured_jobs"] == 1 and answer["retention"] == "all"
+    assert 0 < answer["free_bytes"] <= answer["total_bytes"]
+    page = admin.get("/").get_data(as_text=True)
+    assert "<th>Disk</th>" in page and 'data-field="disk">8.9 kB<' in page and "Disk: 8.9 kB in run folders" in page
+    assert "retention all (global)" in admin.get(f"/jobs/{job_id}").get_data(as_text=True)
+    code, output = cli("disk")
+    assert code == 0 and f"run folders: 8.9 kB ({each} bytes) over 1 job(s)" in output and f"job {job_id} train succeeded: 8.9 kB" in output
