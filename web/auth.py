@@ -162,7 +162,7 @@ def bearer_actor() -> Actor | None:
         if hmac.compare_digest(token.encode(), current_app.config["API_TOKEN"].encode()):
             with get_sessionmaker().begin() as db:
                 admin = db.scalar(select(User).where(User.username == get_settings().admin_username,
-                                                     User.role == "admin"))
+                                                     User.role == "admin", User.disabled.is_(False)))
                 g.bearer_actor = (Actor(admin.id, admin.username, "admin", address) if admin is not None
                                   else Actor(None, "api-token", "admin", address))
         else:
