@@ -204,3 +204,112 @@ def test_only_the_owner_or_an_admin_may_edit(app, data_dir):
         assert job_edits.edit_job(session, admin, job_id, JobOptionsEdit(tags=["admin"])) == {"tags": ["admin"]}
     assert [row.username for row in audit_rows("job.edit")] == ["olga", "ada"]
     assert [row.username for row in audit_rows("sweep.edit")] == ["olga"]
+
+
+def logged_in(app, username: str, password: str = PASSWORD):
+    client = app.test_client()
+    assert login(client, username, password).status_code == 302
+    return client
+
+
+def edit_form(client, url: str, **fields) -> dict[str, str]:
+    return {"csrf_token": csrf_token(client, url), "priority": "normal", "tags": "", "retention": "",
+            "description": "", **fields}
+
+
+def test_dashboard_edit_form_for_the_owner_and_an_admin_only(app, data_dir):
+    from tests.conftest import WEB_ADMIN
+
+    owner_id = add_user("olga", "member")
+    add_user("mark", "member")
+    add_user("vera", "viewer")
+    job_id = submitted_job(data_dir, owner_id, tags=["first"], description="kept")
+    page = f"/jobs/{job_id}"
+    for name, reason in (("mark", "only its owner or an admin"), ("vera", "vera is a viewer")):
+        other = logged_in(app, name)
+        shown = other.get(page).get_data(as_text=True)
+        assert 'id="save-options"' not in shown and '<a class="tag" href="/?tag=first">first</a>' in shown
+        response = other.post(f"{page}/edit", data=edit_form(other, page, tags="mine"))
+        assert response.status_code == 403 and reason in response.get_data(as_text=True)
+    owner = logged_in(app, "olga")
+    assert 'id="save-options"' in owner.get(page).get_data(as_text=True)
+    response = owner.post(f"{page}/edit", data=edit_form(owner, page, tags="Baseline, lr-0.01", priority="high",
+                                                         description="line one\n<b>line two</b>"))
+    assert response.status_code == 302 and response.location == page
+    shown = owner.get(page).get_data(as_text=True)
+    assert f"Job {job_id} edited: priority high" in shown
+    assert '<div class="notes-text" id="notes">line one\n&lt;b&gt;line two&lt;/b&gt;</div>' in shown  # text, escaped
+    assert '<a class="tag" href="/?tag=baseline">baseline</a>' in shown and 'href="/?tag=lr-0.01"' in shown
+
+    response = owner.post(f"{page}/edit", data=edit_form(owner, page, tags="ok, bad/tag", description="changed"))
+    shown = response.get_data(as_text=True)
+    assert response.status_code == 400 and 'id="error-tags"' in shown and "&#39;bad/tag&#39; is not a tag" in shown
+    response = owner.post(f"{page}/edit", data=edit_form(owner, page, description="nul \x00 here"))
+    assert response.status_code == 400 and 'id="error-description"' in response.get_data(as_text=True)
+    with get_sessionmaker().begin() as session:
+        options = jobs.options_of(session, session.get(Job, job_id))
+    assert (options.tags, options.description, options.priority) == (["baseline", "lr-0.01"], "line one\n<b>line two</b>", "high")
+
+    admin = logged_in(app, *WEB_ADMIN)
+    response = admin.post(f"{page}/edit", data=edit_form(admin, page, tags="reviewed", retention="best"))
+    assert response.status_code == 302
+    assert [row.username for row in audit_rows("job.edit")] == ["olga", "alice"]
+    assert admin.post("/jobs/999999/edit", data=edit_form(admin, page)).status_code == 404
+
+
+def test_dashboard_tag_filter_sweep_header_and_compare(app, data_dir):
+    from tests.conftest import WEB_ADMIN
+
+    admin = logged_in(app, *WEB_ADMIN)
+    tagged = submitted_job(data_dir, tags=["baseline"], description="the reference\nrun")
+    other = submitted_job(data_dir, tags=["other"])
+    page = admin.get("/?tag=BaseLine&status=queued").get_data(as_text=True)
+    assert f'data-job-id="{tagged}"' in page and f'data-job-id="{other}"' not in page
+    assert 'tag=baseline' in page.split('data-poll-url="')[1].split('"')[0]  # the live refresh keeps the filter
+    assert 'name="tag" value="baseline"' in page
+    response = admin.get("/?tag=not%20a%20tag")
+    assert response.status_code == 400 and "tag:" in response.get_data(as_text=True)
+
+    sweep_id, job_ids = submitted_sweep(data_dir, tags=["grid"], description="three learning rates")
+    url = f"/?sweep={sweep_id}"
+    page = admin.get(url).get_data(as_text=True)
+    assert "three learning rates" in page and 'href="/?tag=grid"' in page and 'id="save-options"' in page
+    response = admin.post(f"/sweeps/{sweep_id}/edit", data=edit_form(admin, url, priority="high", tags="grid, night",
+                                                                     description="three learning rates"))
+    assert response.status_code == 302 and response.location == url
+    with get_sessionmaker().begin() as session:
+        assert {session.get(Job, job_id).priority for job_id in job_ids} == {PRIORITIES["high"]}
+    response = admin.post(f"/sweeps/{sweep_id}/edit", data=edit_form(admin, url, retention="keep-all"))
+    assert response.status_code == 400 and 'id="error-retention"' in response.get_data(as_text=True)
+    assert admin.get("/api/sweeps?tag=night").json["total"] == 1
+
+    page = admin.get(f"/compare?ids={tagged},{other}").get_data(as_text=True)
+    assert '<td class="notes-text">the reference\nrun</td>' in page
+    assert '<a class="tag" href="/?tag=baseline">baseline</a>' in page and 'href="/?tag=other"' in page
+    assert 'data-tags="[[&#34;baseline&#34;], [&#34;other&#34;]]"' in page
+
+
+def test_api_edit_with_each_role_token(client, data_dir):
+    from core import users
+    from core.access import cli_actor
+
+    tokens = {}
+    for name, role in (("olga", "member"), ("mark", "member"), ("vera", "viewer"), ("ada", "admin")):
+        user_id = add_user(name, role)
+        with get_sessionmaker().begin() as session:
+            tokens[name] = users.create_token(session, cli_actor(), session.get(User, user_id), "edits")[1].value
+    with get_sessionmaker().begin() as session:
+        owner = users.find_user(session, "olga").id
+    job_id = submitted_job(data_dir, owner)
+    sweep_id, _ = submitted_sweep(data_dir, owner)
+
+    def patch(name: str, url: str, body: dict):
+        return client.patch(url, json=body, headers={"Authorization": f"Bearer {tokens[name]}"})
+
+    for url in (f"/api/jobs/{job_id}", f"/api/sweeps/{sweep_id}"):
+        for name, reason in (("mark", "only its owner or an admin"), ("vera", "vera is a viewer")):
+            response = patch(name, url, {"add_tags": [name]})
+            assert response.status_code == 403 and reason in response.json["error"], response.json
+        assert patch("olga", url, {"add_tags": ["mine"]}).json["tags"] == ["mine"]
+        assert patch("ada", url, {"add_tags": ["seen"]}).json["tags"] == ["mine", "seen"]
+    assert [row.username for row in audit_rows("job.edit") + audit_rows("sweep.edit")] == ["olga", "ada"] * 2

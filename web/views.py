@@ -9,11 +9,13 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
 from core import deletion
+from core import job_edits
 from core import jobs as job_service
 from core.db import get_sessionmaker
 from core.access import require_submit
 from core.disk import disk_summary, human_bytes
 from core.errors import UserInputError
+from core.job_options import JobOptions, JobOptionsEdit
 from core.progress import EpochRecord
 from core.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
 from core.settings import get_settings
@@ -74,16 +76,40 @@ def job_list() -> Any:
     """Newest jobs first, filtered by status, kind or sweep, one page at a time."""
     status, kind = query_choice("status", JOB_STATUSES), query_choice("kind", JOB_KINDS)
     sweep_id, page = query_int("sweep", None), query_int("page", 1, 1, MAX_PAGE) or 1
+    tag = request.args.get("tag", "").strip() or None
+    return _job_list_page(status, kind, sweep_id, tag, page)
+
+
+def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
+                   sweep_form: Any = None, sweep_errors: dict[str, str] | None = None) -> Any:
+    """The job list; for one sweep, headed by its notes, tags and edit form (as submitted and marked: a 400)."""
     per_page = current_app.config["JOBS_PER_PAGE"]
     with get_sessionmaker().begin() as session:
-        jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, page=page,
+        jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
                                             per_page=per_page)
         rows = [job.model_dump(mode="json") for job in queries.job_models(session, jobs)]
         disk = disk_summary(session)
+        sweep = _sweep_card(session, sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
     pages = max(1, math.ceil(total / per_page))
-    filters = {"status": status, "kind": kind, "sweep": sweep_id}
+    filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
-                           statuses=JOB_STATUSES, kinds=JOB_KINDS, disk=disk)
+                           statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk), (400 if sweep_errors else 200)
+
+
+def _options_form(options: JobOptions) -> dict[str, str]:
+    """Stored options as the options_fields inputs show them."""
+    return {"priority": options.priority, "tags": ", ".join(options.tags), "retention": options.retention or "",
+            "description": options.description}
+
+
+def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str, str] | None = None) -> dict | None:
+    """A sweep's name, notes and tags, and its edit form's values (the job list's header for one sweep)."""
+    sweep = queries.find_sweep(session, sweep_id)
+    if sweep is None:
+        return None
+    options = job_service.options_of(session, sweep)
+    return {"id": sweep.id, "name": sweep.name, "options": options.model_dump(), "submitted_by": sweep.submitted_by,
+            "form": form or _options_form(options), "errors": errors or {}}
 
 
 def _job_or_404(session: Any, job_id: int) -> Any:
@@ -97,15 +123,53 @@ def _job_or_404(session: Any, job_id: int) -> Any:
 @login_required
 def job_detail(job_id: int) -> Any:
     """Parameters, curves, confusion matrix, metrics, error, log and files of one job."""
+    return _job_page(job_id)
+
+
+def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None) -> Any:
+    """The job page; with form and errors, its edit form as submitted, marked (a 400)."""
     with get_sessionmaker().begin() as session:
         job = _job_or_404(session, job_id)
         row = queries.job_models(session, [job])[0].model_dump(mode="json")
         metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
         subjects = queries.subject_rows(session, job_id)
+        edit_form = form or _options_form(job_service.options_of(session, job))
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects,
                            poll_ms=current_app.config["POLL_INTERVAL_MS"], cancellable=CANCELLABLE_STATUSES,
-                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention)
+                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
+                           edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)
+
+
+@bp.post("/jobs/<int:job_id>/edit")
+@login_required
+def edit_job(job_id: int) -> Any:
+    """The job page's notes-and-tags form: every field as shown replaces the stored one."""
+    errors: dict[str, str] = {}
+    options = forms.options_from_form(request.form, errors)
+    if options is None:
+        return _job_page(_existing(job_id), request.form, errors)
+    with get_sessionmaker().begin() as session:
+        changed = job_edits.edit_job(session, current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()))
+    flash(job_edits.describe_changes(f"Job {job_id}", changed) + ".")
+    return redirect(url_for("views.job_detail", job_id=job_id))
+
+
+@bp.post("/sweeps/<int:sweep_id>/edit")
+@login_required
+def edit_sweep(sweep_id: int) -> Any:
+    """The sweep header's notes-and-tags form (on the job list of the sweep); a new priority reaches its queued jobs."""
+    errors: dict[str, str] = {}
+    options = forms.options_from_form(request.form, errors)
+    with get_sessionmaker().begin() as session:
+        if queries.find_sweep(session, sweep_id) is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+        if options is not None:
+            changed = job_edits.edit_sweep(session, current_actor(), sweep_id, JobOptionsEdit(**options.model_dump()))
+    if options is None:
+        return _job_list_page(None, None, sweep_id, None, 1, request.form, errors)
+    flash(job_edits.describe_changes(f"Sweep {sweep_id}", changed) + ".")
+    return redirect(url_for("views.job_list", sweep=sweep_id))
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -303,7 +367,7 @@ def compare() -> Any:
             metrics = job_service.epoch_metrics(session, job_id)
             # A queued or failed job has no epoch yet: its columns show "—".
             last = queries.epoch_model(metrics[-1]).model_dump() if metrics else dict.fromkeys(EpochRecord.model_fields)
-            runs.append({"job": job, "last": last})
+            runs.append({"job": job, "last": last, "options": job_service.options_of(session, job)})
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)))
 
 

@@ -6,7 +6,10 @@
   const root = document.getElementById("compare");
   if (!root) return;
   const ids = root.dataset.ids.split(",");
-  const { results, loss, accuracy } = await Live.runCurves(root.dataset.metricsUrl, ids, (result) => `#${result.job_id}`);
+  // Each run's legend names its tags too (data-tags: one list per id, in the order of data-ids).
+  const tags = JSON.parse(root.dataset.tags || "[]");
+  const label = (result, index) => (tags[index] && tags[index].length ? `#${result.job_id} [${tags[index].join(", ")}]` : `#${result.job_id}`);
+  const { results, loss, accuracy } = await Live.runCurves(root.dataset.metricsUrl, ids, label);
   // Evaluate jobs have no epochs: with none among the runs, no empty curve panels.
   document.getElementById("compare-curves").hidden = !results.some((result) => result.epochs.length);
   Plotly.react("compare-loss", loss, Live.layout("loss"), Live.config);
