@@ -146,6 +146,14 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.job_explanation": ([], []),
     "views.delete_job": ([], []), "views.delete_sweep": ([], []), "api.delete_job": ([], []),
     "api.delete_sweep": ([], []), "api.disk_use": ([], []),
+    "users.user_list": ([], ["username", "role", "password"]), "users.set_role": ([], ["role"]),
+    "users.disable": ([], []), "users.enable": ([], []), "users.reset_password": ([], []),
+    "users.tokens": ([], ["name"]), "users.revoke_token": ([], []), "users.audit_log": (["page"], []),
+    "api.me": ([], []), "api.list_users": ([], []), "api.add_user": ([], ["username", "role", "password"]),
+    "api.update_user": ([], ["role", "disabled"]), "api.reset_password": ([], []), "api.list_tokens": ([], []),
+    "api.create_token": ([], ["name"]), "api.revoke_token": ([], []), "api.audit_log": (["page", "per_page"], []),
+    "api.edit_job": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
+    "api.edit_sweep": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
 }
 
 
