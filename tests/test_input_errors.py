@@ -124,7 +124,7 @@ NUMERIC = {f.name for kind in ("train", "finetune", "evaluate", "predict") for f
 FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "static": ([], []), "views.plotly_js": ([], []),
     "auth.login": (["next"], ["username", "password"]), "auth.logout": ([], []),
-    "views.job_list": (["status", "kind", "sweep", "page"], []),
+    "views.job_list": (["status", "kind", "sweep", "tag", "page"], []),
     "views.job_detail": ([], []), "views.cancel": ([], []), "views.retry": ([], []), "views.download": ([], []),
     "views.new_job": (["parent"], JOB_FORM),
     "views.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]),
@@ -132,8 +132,8 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.health": ([], []), "api.openapi": ([], []), "api.get_job": ([], []), "api.cancel_job": ([], []),
     "api.retry_job": ([], []), "api.job_metrics": ([], []), "api.job_artifacts": ([], []),
     "api.download_artifact": ([], []), "api.get_sweep": ([], []), "api.list_data_folders": ([], []),
-    "api.list_jobs": (["status", "kind", "sweep_id", "page", "per_page"], []),
-    "api.list_sweeps": (["page", "per_page"], []),
+    "api.list_jobs": (["status", "kind", "sweep_id", "tag", "page", "per_page"], []),
+    "api.list_sweeps": (["tag", "page", "per_page"], []),
     "api.submit_job": ([], ["kind", "params", "parent_id", "queue"]),
     "api.submit_sweep": ([], ["kind", "base_params", "grid", "name", "parent_id", "queue"]),
     "api.register_data_folder": ([], ["path", "name"]),
@@ -154,6 +154,8 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.create_token": ([], ["name"]), "api.revoke_token": ([], []), "api.audit_log": (["page", "per_page"], []),
     "api.edit_job": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
     "api.edit_sweep": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
+    "views.edit_job": ([], ["priority", "description", "tags", "retention"]),
+    "views.edit_sweep": ([], ["priority", "description", "tags", "retention"]),
 }
 
 
