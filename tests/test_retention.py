@@ -172,11 +172,11 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(client, folder_path):
 
 def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
     """Submit a tiny train job and run it here through the worker's code path (claim, run, outcome, retention)."""
-    from worker import dispatch
     from worker.tasks import run_job
 
-    job_id = dispatch.submit_job("train", {**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
-                                 actor=cli_actor(), options=JobOptions(retention=policy))
+    with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; no broker needed here
+        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
+                                 options=JobOptions(retention=policy)).id
     run_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
@@ -201,9 +201,13 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
             jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"},
                             parent_id=best)
 
-    kept = train_in_process(folder_path, 3, "last-2")
-    expected = {"best.pt", "last.pt", "epoch_002.pt", "epoch_003.pt"}
+    kept = train_in_process(folder_path, 2, "last-1")  # epoch_001.pt written, then pruned after epoch 2
+    expected = {"best.pt", "last.pt", "epoch_002.pt"}
     assert names(kept) == (expected, expected)
+    from core.checkpoint import load_checkpoint
+
+    slim = load_checkpoint(job_run_dir(kept, row(kept).run_key) / "epoch_002.pt")
+    assert slim["epoch"] == 2 and "optimizer" not in slim and "model" in slim  # weights only, no resume state
 
     # Its policy edited to best while a queued child will finetune from its last.pt: last.pt stays for it.
     with get_sessionmaker().begin() as session:
@@ -212,7 +216,7 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
                                 parent_id=kept).id
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, kept)
-    assert outcome.kept_for_children == ["last.pt"] and sorted(outcome.removed) == ["epoch_002.pt", "epoch_003.pt"]
+    assert outcome.kept_for_children == ["last.pt"] and outcome.removed == ["epoch_002.pt"]
     assert names(kept) == ({"best.pt", "last.pt"}, {"best.pt", "last.pt"})
     assert cli("cancel", str(child))[0] == 0
     with get_sessionmaker().begin() as session:
