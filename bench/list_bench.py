@@ -1,6 +1,6 @@
 """Job-list benchmark: how long a page of the job list takes with N jobs in the database.
 
-What runs: N job rows inserted in one statement, then, repeated, `core.jobs.list_jobs` and the
+What runs: N job rows (with tags) inserted in one statement, then, repeated, `core.jobs.list_jobs` and the
 real Flask app (test client, logged in) serving the dashboard's list `/` and `GET /api/jobs`,
 first page and a deep page, unfiltered and filtered by status. The tests check that these
 queries are served by indexes with no sort (tests/test_jobs.py); this measures what that buys.
@@ -26,7 +26,8 @@ from bench.queue_bench import configure  # noqa: E402  (after the path set-up, a
 
 USER = ("bench", "bench-password")
 TOKEN = "bench-token"
-URLS = ("/", "/?page=100", "/?status=queued", "/?status=queued&page=50", "/api/jobs?status=failed&page=20")
+URLS = ("/", "/?page=100", "/?status=queued", "/?status=queued&page=50", "/api/jobs?status=failed&page=20",
+        "/?tag=baseline", "/api/jobs?tag=baseline&status=succeeded&page=5")
 
 
 def insert_jobs(count: int) -> None:
@@ -34,7 +35,7 @@ def insert_jobs(count: int) -> None:
     from werkzeug.security import generate_password_hash
 
     from core.db import get_sessionmaker
-    from core.records import Job, User, utcnow
+    from core.records import Job, JobTag, User, utcnow
 
     now = utcnow()
     statuses = ("queued", "running", "succeeded", "failed")
@@ -43,6 +44,10 @@ def insert_jobs(count: int) -> None:
              "progress": 0.5, "best_valid_accuracy": 0.8} for i in range(count)]  # fmt: skip
     with get_sessionmaker().begin() as session:
         session.execute(insert(Job), rows)
+        # Every job has one of 20 tags; every 10th also carries "baseline" (the tag filter's page).
+        tags = [{"job_id": i, "tag": f"lr-{i % 20}"} for i in range(1, count + 1)]
+        tags += [{"job_id": i, "tag": "baseline"} for i in range(1, count + 1, 10)]
+        session.execute(insert(JobTag), tags)
         session.add(User(username=USER[0], password_hash=generate_password_hash(USER[1]), created_at=now))
 
 
