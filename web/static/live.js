@@ -26,6 +26,15 @@ const Live = {
     if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
     return m ? `${m}m ${String(r).padStart(2, "0")}s` : `${r}s`;
   },
+  /* 1234567 → "1.2 MB": decimal units, as core.disk.human_bytes writes them. */
+  bytes(count) {
+    if (count === null || count === undefined) return "—";
+    if (count < 1000) return `${count} B`;
+    const units = ["kB", "MB", "GB", "TB"];
+    let value = count / 1000, unit = 0;
+    while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+    return `${value.toFixed(1)} ${units[unit]}`;
+  },
   epoch(job) { return job.epoch === null ? "—" : job.epochs_total ? `${job.epoch}/${job.epochs_total}` : `${job.epoch}`; },
 
   layout(yTitle, extra = {}) {
@@ -89,6 +98,7 @@ const Live = {
     Live.setText(root, "eta", Live.duration(job.eta_s));
     Live.setText(root, "images_per_s", Live.number(job.images_per_s));
     Live.setText(root, "best", Live.percent(job.best_valid_accuracy));
+    Live.setText(root, "disk", Live.bytes(job.disk_bytes));
     root.querySelectorAll('[data-field="queue"]').forEach((node) => {
       node.textContent = Live.queueText(job);
       if (!job.finished && !job.queue_served) {
