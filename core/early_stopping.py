@@ -7,6 +7,7 @@ points from epoch_metrics; the worker asks it after each epoch (worker.tasks.Job
 from __future__ import annotations
 
 import statistics
+import typing
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,7 +17,10 @@ from core.errors import UserInputError
 if TYPE_CHECKING:  # SQLAlchemy stays out of core.params' imports (the CLI's start-up)
     from sqlalchemy.orm import Session
 
+    from core.progress import EpochRecord
+
 EarlyStoppingMetric = Literal["valid_accuracy", "valid_balanced_accuracy", "valid_f1", "valid_roc_auc", "valid_loss"]
+EARLY_STOPPING_METRICS: tuple[str, ...] = typing.get_args(EarlyStoppingMetric)
 LOWER_IS_BETTER = {"valid_loss"}
 DEFAULT_PATIENCE = 3
 
@@ -47,6 +51,12 @@ class MedianStopRule(BaseModel):
     grace_epochs: int = Field(1, ge=0, le=1000, description="Epochs a point always runs before the rule may stop it.")
 
 
+def describe_rule(rule: MedianStopRule) -> str:
+    """The rule in words, for the sweep's job list (dashboard and `leukemia jobs --sweep`)."""
+    return (f"median stopping rule on {rule.metric}: acts from epoch {rule.grace_epochs + 1} once "
+            f"{rule.min_finished} point(s) have finished")  # fmt: skip
+
+
 def parse_median_rule(values: dict | None) -> MedianStopRule | None:
     """A sweep's early_stopping object as the rule (None: no rule); bad values are a one-line error."""
     if values is None:
@@ -65,8 +75,21 @@ def parse_median_rule(values: dict | None) -> MedianStopRule | None:
                              field="early_stopping") from None  # fmt: skip
 
 
-def median_stop_reason(session: Session, job_id: int, epoch: int, value: float | None) -> str | None:
-    """Why this sweep point must stop after `epoch` (its metric there is `value`), or None to go on.
+def median_rule_from_options(
+    metric: str | None, min_finished: int | None = None, grace_epochs: int | None = None
+) -> MedianStopRule | None:
+    """The rule from separate values (CLI options, form fields); None when no metric is given."""
+    if metric is None or not str(metric).strip():
+        if min_finished is not None or grace_epochs is not None:
+            raise UserInputError("early_stopping: min_finished and grace_epochs need the median rule's metric",
+                                 field="early_stopping")  # fmt: skip
+        return None
+    given = {"min_finished": min_finished, "grace_epochs": grace_epochs}
+    return parse_median_rule({"metric": metric, **{k: v for k, v in given.items() if v is not None}})
+
+
+def median_stop_reason(session: Session, job_id: int, record: EpochRecord) -> str | None:
+    """Why this sweep point must stop after the epoch just run (record), or None to go on.
 
     Finished points are the sweep's succeeded jobs with a row for that epoch; the rule acts from
     epoch grace_epochs + 1 on, once min_finished of them exist."""
@@ -79,6 +102,7 @@ def median_stop_reason(session: Session, job_id: int, epoch: int, value: float |
         return None
     sweep = session.get(Sweep, job.sweep_id)
     rule = parse_median_rule(sweep.early_stopping) if sweep is not None else None
+    epoch, value = record.epoch, None if rule is None else getattr(record, rule.metric)
     if rule is None or epoch <= rule.grace_epochs or value is None:
         return None
     column = getattr(EpochMetric, rule.metric)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core import limits, retention, webhooks
 from core.data import read_split
+from core.early_stopping import MedianStopRule
 from core.errors import UserInputError
 from core.job_options import JobOptions, check_tag
 from core.params import check_printable, parse_params
@@ -229,11 +230,16 @@ def create_sweep(
     origin: str = "cli",
     submitted_by: int | None = None,
     options: JobOptions | None = None,
+    early_stopping: MedianStopRule | None = None,
 ) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert.
-    The sweep and each of its jobs carry the same options (priority, notes, tags, retention)."""
+    The sweep and each of its jobs carry the same options (priority, notes, tags, retention);
+    early_stopping is the sweep's median stopping rule (core.early_stopping), train/finetune only."""
     if name is not None:
         check_printable(name, "name")
+    if early_stopping is not None and kind not in TRAINING_KINDS:
+        raise UserInputError(f"early_stopping: {kind} sweeps have no epochs to stop; only train and finetune sweeps take it",
+                             field="early_stopping")  # fmt: skip
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UserInputError("grid: give at least one field with at least one value", field="grid")
     fields = list(grid)
@@ -249,7 +255,7 @@ def create_sweep(
     limits.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
     sweep = Sweep(
         name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow(),
-        submitted_by=submitted_by,
+        submitted_by=submitted_by, early_stopping=None if early_stopping is None else early_stopping.model_dump(),
     )
     session.add(sweep)
     session.flush()
@@ -571,6 +577,18 @@ def finish_job(session: Session, job_id: int, owner: str, status: str, error: st
     result = session.execute(update(Job).where(ours).values(**values).execution_options(synchronize_session=False))
     if result.rowcount == 1:
         webhooks.job_ended(session, job_id)
+    return result.rowcount == 1
+
+
+def record_early_stop(session: Session, job_id: int, owner: str, epoch: int, reason: str) -> bool:
+    """Note that the run ended early, at `epoch`, and why (patience or the sweep's median rule);
+    written with the outcome, while we hold the lease."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .values(stopped_epoch=epoch, stop_reason=_one_line(reason))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 

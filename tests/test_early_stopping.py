@@ -17,21 +17,9 @@ from core.errors import UserInputError
 from core.params import parse_params
 from core.progress import EpochRecord, RunStopped, TrainingObserver
 from core.run_state import RunLog
-from core.settings import get_settings
 from core.training import train
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def module_home(tmp_path_factory):
-    """One LEUKEMIA_HOME (image caches) for the module's runs."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKEMIA_HOME", str(tmp_path_factory.mktemp("home")))
-        patch.delenv("CACHE_DIR", raising=False)
-        get_settings.cache_clear()
-        yield
-    get_settings.cache_clear()
 
 
 def write_plateau_folder(folder: Path) -> Path:
@@ -65,7 +53,7 @@ def plateau_options(data_dir: Path, **overrides) -> dict:
             "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 2, **overrides}
 
 
-def test_cli_train_stops_after_patience_with_best_from_the_best_epoch(plateau_dir: Path, module_home, tmp_path: Path) -> None:
+def test_cli_train_stops_after_patience_with_best_from_the_best_epoch(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
     from leukemia.cli import main
 
     run_dir = tmp_path / "run"
@@ -112,7 +100,7 @@ class StopAfter(TrainingObserver):
         self.stopped = (epoch, reason)
 
 
-def test_patience_counts_on_across_a_resume(plateau_dir: Path, module_home, tmp_path: Path) -> None:
+def test_patience_counts_on_across_a_resume(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     params = parse_params("train", plateau_options(plateau_dir, early_stopping_patience=2))
     with pytest.raises(RunStopped):
@@ -179,7 +167,7 @@ def test_bad_early_stopping_options_are_one_line_naming_the_field(values: dict, 
         parse_params("finetune", {"data_dir": "unused", "early_stopping_metric": "valid_f1"})  # train_all has none
 
 
-def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, module_home) -> None:
+def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, isolated_home) -> None:
     from core.synth import write_synthetic_dataset
 
     folder = tmp_path / "data"
@@ -190,3 +178,161 @@ def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, 
     with pytest.raises(UserInputError, match="early_stopping_metric: valid_f1 needs a validation split") as caught:
         train(params, tmp_path / "run")
     assert caught.value.field == "early_stopping_metric" and not (tmp_path / "run" / "last.pt").exists()
+
+
+# ---------------------------------------------------------------- the sweep's median stopping rule
+
+
+def finish_point(session, job_id: int, accuracies: list[float], status: str = "succeeded") -> None:
+    """A sweep point taken through the job service as a worker would: claimed, epochs recorded, ended."""
+    from core import jobs
+
+    jobs.claim_job(session, job_id, owner="test-worker", host="test-host")
+    for epoch, accuracy in enumerate(accuracies, 1):
+        jobs.record_epoch(session, job_id, record(epoch, accuracy, 1.0 - accuracy))
+    jobs.finish_job(session, job_id, "test-worker", status, None if status == "succeeded" else "boom")
+
+
+def test_median_rule_over_epoch_rows(service_backend) -> None:
+    from core import jobs
+    from core.db import get_sessionmaker
+    from core.early_stopping import MedianStopRule, median_stop_reason
+
+    base = {"data_dir": "/data/lab", "epochs": 4, "image_size": SIZE}
+    rule = MedianStopRule(metric="valid_accuracy", min_finished=3, grace_epochs=1)
+    with get_sessionmaker().begin() as session:
+        sweep, points = jobs.create_sweep(session, "train", base, {"seed": [0, 1, 2, 3, 4, 5]}, early_stopping=rule)
+        ids = [job.id for job in points]
+        plain = jobs.create_job(session, "train", base).id
+        assert sweep.early_stopping == {"rule": "median", "metric": "valid_accuracy", "min_finished": 3, "grace_epochs": 1}
+    with get_sessionmaker().begin() as session:
+        finish_point(session, ids[0], [0.6, 0.9, 0.9])
+        finish_point(session, ids[1], [0.6, 0.8])
+        finish_point(session, ids[2], [0.6, 0.7, 0.95], status="failed")  # not finished: a failed point
+        jobs.claim_job(session, ids[3], owner="other", host="h")  # not finished: still running, with a row
+        jobs.record_epoch(session, ids[3], record(2, 0.1, 0.9))
+
+    def reason(job_id: int, epoch: int, accuracy: float, loss: float = 0.5) -> str | None:
+        with get_sessionmaker().begin() as session:
+            return median_stop_reason(session, job_id, record(epoch, accuracy, loss))
+
+    assert reason(ids[4], 2, 0.5) is None  # 2 finished points, 3 needed
+    with get_sessionmaker().begin() as session:
+        finish_point(session, ids[5], [0.6, 0.6, 0.6])
+    assert reason(ids[4], 1, 0.1) is None  # epoch 1 is the grace epoch
+    assert reason(ids[4], 2, 0.8) is None  # the median of 0.9, 0.8, 0.6 is 0.8: not worse
+    assert reason(ids[4], 2, 0.71) == ("stopped by the sweep's median rule at epoch 2: valid_accuracy 0.71 < median 0.8 "
+                                       "of 3 finished points")  # fmt: skip
+    assert reason(ids[4], 3, 0.1) is None  # only 2 finished points have an epoch-3 row
+    assert reason(plain, 2, 0.1) is None  # not a sweep point
+
+    with get_sessionmaker().begin() as session:  # valid_loss: lower is better
+        loss_sweep, loss_points = jobs.create_sweep(session, "train", base, {"seed": [0, 1, 2]},
+                                                    early_stopping=MedianStopRule(metric="valid_loss"))  # fmt: skip
+        loss_ids = [job.id for job in loss_points]
+        finish_point(session, loss_ids[0], [0.6, 0.9])  # valid_loss 0.4, 0.1
+        finish_point(session, loss_ids[1], [0.6, 0.7])  # valid_loss 0.4, 0.3
+    assert reason(loss_ids[2], 2, 0.0, loss=0.2) is None
+    assert reason(loss_ids[2], 2, 0.0, loss=0.25) == ("stopped by the sweep's median rule at epoch 2: valid_loss 0.25 > "
+                                                      "median 0.2 of 2 finished points")  # fmt: skip
+
+
+def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None:
+    from core import jobs
+    from core.db import get_sessionmaker
+    from core.early_stopping import MedianStopRule, median_rule_from_options, parse_median_rule
+
+    for values, message in [
+        ({"metric": "accuracy"}, "early_stopping.metric: Input should be 'valid_accuracy'"),
+        ({"metric": "valid_f1", "min_finished": 0}, "early_stopping.min_finished: Input should be greater than or equal to 1"),
+        ({"metric": "valid_f1", "grace_epochs": -1}, "early_stopping.grace_epochs: Input should be greater"),
+        ({"rule": "mean", "metric": "valid_f1"}, "early_stopping.rule: Input should be 'median'"),
+        ({"metric": "valid_f1", "patience": 2}, "early_stopping.patience: Extra inputs are not permitted"),
+        ({}, "early_stopping.metric: Field required"),
+    ]:
+        with pytest.raises(UserInputError, match=message) as caught:
+            parse_median_rule(values)
+        assert caught.value.field == "early_stopping" and "\n" not in str(caught.value)
+    assert median_rule_from_options("valid_f1", "3", None) == MedianStopRule(metric="valid_f1", min_finished=3)
+    with pytest.raises(UserInputError, match="early_stopping: min_finished and grace_epochs need the median rule's metric"):
+        median_rule_from_options(None, 2, None)
+    with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="early_stopping: evaluate sweeps have no epochs"):
+        jobs.create_sweep(session, "evaluate", {"data_dir": "/data/lab"}, {"batch_size": [8, 16]},
+                          early_stopping=MedianStopRule(metric="valid_f1"))  # fmt: skip
+
+
+# ---------------------------------------------------------------- API, dashboard
+
+
+def stopped_job(data_dir: str, epochs: int = 3, sweep_id: int | None = None) -> tuple[int, str]:
+    """A train job taken through the job service as the worker does for a run that stopped early."""
+    from core import jobs
+    from core.db import get_sessionmaker
+    from core.early_stopping import patience_reason
+    from core.records import Job
+
+    reason = patience_reason("valid_f1", 2, epochs, 0.912, epochs - 2)
+    with get_sessionmaker().begin() as session:
+        job_id = jobs.create_job(session, "train", {"data_dir": data_dir, "epochs": 10, "image_size": SIZE,
+                                                    "early_stopping_metric": "valid_f1", "early_stopping_patience": 2})
+        if sweep_id is not None:
+            session.get(Job, job_id.id).sweep_id = sweep_id
+        job_id = job_id.id
+    with get_sessionmaker().begin() as session:
+        jobs.claim_job(session, job_id, owner="test-worker", host="test-host")
+        for epoch in range(1, epochs + 1):
+            jobs.record_epoch(session, job_id, record(epoch, 0.5, 0.7))
+        assert jobs.record_early_stop(session, job_id, "test-worker", epochs, reason)
+        jobs.finish_job(session, job_id, "test-worker", "succeeded")
+    return job_id, reason
+
+
+def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) -> None:
+    from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
+    from tests.web_helpers import csrf_token, login
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    body = {"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 3, "image_size": SIZE},
+            "grid": {"seed": [0, 1]}, "early_stopping": {"metric": "valid_f1", "min_finished": 1}}
+    response = client.post("/api/sweeps", json=body, headers=auth)
+    assert response.status_code == 201, response.json
+    rule = {"rule": "median", "metric": "valid_f1", "min_finished": 1, "grace_epochs": 1}
+    sweep_id = response.json["id"]
+    assert response.json["early_stopping"] == rule and client.get(f"/api/sweeps/{sweep_id}", headers=auth).json["early_stopping"] == rule
+    for bad, message in [({"metric": "f1"}, "early_stopping.metric: Input should be"),
+                         ({"metric": "valid_f1", "grace_epochs": 1.5}, "early_stopping.grace_epochs"),
+                         ({"metric": "valid_f1", "min_finished": 0}, "early_stopping.min_finished")]:  # fmt: skip
+        response = client.post("/api/sweeps", json={**body, "early_stopping": bad}, headers=auth)
+        assert response.status_code == 400 and response.json["error"].startswith(message), response.json
+        assert response.json["field"].startswith("early_stopping")
+    response = client.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "early_stopping_patience": 2}},
+                           headers=auth)  # fmt: skip
+    assert response.status_code == 400 and response.json["field"] == "early_stopping_patience"
+    assert response.json["error"] == "early_stopping_patience: only applies with early_stopping_metric (the validation metric to watch)"
+
+    job_id, reason = stopped_job(folder_path, sweep_id=sweep_id)
+    answer = client.get(f"/api/jobs/{job_id}", headers=auth).json
+    assert (answer["status"], answer["stopped_epoch"], answer["stop_reason"]) == ("succeeded", 3, reason)
+    assert reason == "stopped early at epoch 3: valid_f1 did not improve for 2 epochs (best 0.912 at epoch 1)"
+
+    assert login(client, *WEB_ADMIN).status_code == 302
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert ">succeeded</span> <span class=\"muted small stopped\" data-field=\"stopped\"" in page
+    assert "(stopped early at epoch 3)</span></h1>" in page and f'data-field="stop_reason" >{reason}</p>' in page
+    listed = client.get(f"/?sweep={sweep_id}").get_data(as_text=True)
+    assert "(stopped early at epoch 3)" in listed and reason in listed
+    assert 'id="sweep-rule">median stopping rule on valid_f1: acts from epoch 2 once 1 point(s) have finished<' in listed
+
+    # The sweep form: the rule's fields, one error naming it, and a sweep queued with it.
+    form = client.get("/sweeps/new").get_data(as_text=True)
+    assert 'name="median_metric"' in form and 'name="median_min_finished"' in form and 'name="median_grace"' in form
+    folder_id = client.get("/api/data-folders", headers=auth).json["data_folders"][0]["id"]
+    base = {"csrf_token": csrf_token(client, "/sweeps/new"), "data_folder": str(folder_id), "epochs": "2",
+            "image_size": str(SIZE), "grid_seed": "0, 1"}
+    page = client.post("/sweeps/new", data={**base, "median_min_finished": "2"})
+    assert page.status_code == 400 and 'id="error-early_stopping">min_finished and grace_epochs need' in page.get_data(as_text=True)
+    response = client.post("/sweeps/new", data={**base, "median_metric": "valid_loss", "median_grace": "2"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    new_id = int(response.location.rpartition("sweep=")[2])
+    assert client.get(f"/api/sweeps/{new_id}", headers=auth).json["early_stopping"] == {
+        "rule": "median", "metric": "valid_loss", "min_finished": 2, "grace_epochs": 2}

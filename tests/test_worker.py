@@ -314,3 +314,49 @@ def test_a_sweep_makes_one_job_per_grid_point(service_backend, synthetic_data, q
     assert all("NO WORKER" in row for row in rows)
     code, output = cli("submit", "sweep", "--data", str(synthetic_data), "--grid", "arch=resnet18,resnet34")
     assert code == 2 and output.startswith("error: grid point arch=resnet34: arch") and output.count("\n") == 1, output
+
+
+def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backend, request, tmp_path):
+    """Two real runs on a folder whose validation accuracy is exactly 0.5 at every epoch: patience 1
+    stops one at epoch 2; the median rule (two finished points at 0.9 and 0.8) stops a sweep point at
+    epoch 2. Both end succeeded, with stopped_epoch and the reason on the row, the API model and
+    `leukemia job`; progress is 1.0 and the epoch count no longer promises the unrun epochs."""
+    if service_backend["name"] == "embedded":  # the rule's query on SQLite: tests/test_early_stopping.py, both backends
+        pytest.skip("two training runs; once, on Redis and PostgreSQL, keeps the suite short")
+    main_worker, queues = request.getfixturevalue("main_worker"), request.getfixturevalue("queues")
+    from core.early_stopping import MedianStopRule
+    from tests.test_early_stopping import finish_point, write_plateau_folder
+    from web import queries
+
+    data = write_plateau_folder(tmp_path / "plateau")
+    params = {"data_dir": str(data), "epochs": 5, **TINY}
+    patient = submit("train", {**params, "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 1},
+                     queue=queues["gpu"])  # fmt: skip
+    with get_sessionmaker().begin() as session:
+        sweep, points = jobs.create_sweep(session, "train", params, {"seed": [0, 1, 2]}, queue=queues["gpu"],
+                                          early_stopping=MedianStopRule(metric="valid_accuracy"))  # fmt: skip
+        ids = [job.id for job in points]
+        finish_point(session, ids[0], [0.6, 0.9, 0.9])
+        finish_point(session, ids[1], [0.6, 0.8, 0.9])
+    dispatch.send_job(ids[2], queues["gpu"])
+
+    expected = {
+        patient: "stopped early at epoch 2: valid_accuracy did not improve for 1 epochs (best 0.5 at epoch 1)",
+        ids[2]: "stopped by the sweep's median rule at epoch 2: valid_accuracy 0.5 < median 0.85 of 2 finished points",
+    }
+    for job_id, reason in expected.items():
+        job = wait_finished(job_id, main_worker)
+        assert (job.status, job.error, job.stopped_epoch, job.stop_reason) == ("succeeded", None, 2, reason)
+        assert (job.progress, job.epoch, job.epochs_total) == (1.0, 2, 2) and epochs_of(job_id) == [1, 2]
+        with get_sessionmaker().begin() as session:
+            answered = queries.job_models(session, [job])[0]
+            best = jobs.job_checkpoint(session, job_id, "best")
+        assert (answered.stopped_epoch, answered.stop_reason) == (2, reason)
+        code, output = cli("job", str(job_id))
+        assert code == 0 and "train succeeded (stopped early at epoch 2)" in output and reason in output.splitlines()
+        from core.checkpoint import load_checkpoint
+
+        assert load_checkpoint(best)["epoch"] == 1  # the first of the flat epochs is the best
+    code, output = cli("jobs", "--sweep", str(sweep.id))
+    assert code == 0 and output.splitlines()[0] == (f"sweep {sweep.id}: median stopping rule on valid_accuracy: acts "
+                                                    "from epoch 2 once 2 point(s) have finished")  # fmt: skip

@@ -263,7 +263,7 @@ def submit_sweep() -> Any:
     sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
                                         name=submission.name, parent_id=submission.parent_id, queue=submission.queue,
                                         strict=True, origin="web", actor=current_actor(),
-                                        options=submission.options)
+                                        options=submission.options, early_stopping=submission.early_stopping)
     return sweep_response(sweep_id, 201)
 
 

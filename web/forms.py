@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from core.early_stopping import MedianStopRule, median_rule_from_options
 from core.errors import UserInputError
 from core.job_options import JobOptions, parse_options, parse_tag_list
 from core.params import PARAMS_BY_KIND
@@ -118,6 +119,16 @@ def split_sweep_values(name: str, text: str) -> list[str]:
     """`0.001, 0.0003` → ['0.001', '0.0003']; class_weights values are separated by ';' (they contain a comma)."""
     separator = ";" if name == "class_weights" else ","
     return [value.strip() for value in text.split(separator) if value.strip()]
+
+
+def median_rule_from_form(form: Any, errors: dict[str, str]) -> MedianStopRule | None:
+    """The sweep form's median stopping rule (blank metric: none); a bad value is put in errors."""
+    values = [form.get(name, "").strip() or None for name in ("median_metric", "median_min_finished", "median_grace")]
+    try:
+        return median_rule_from_options(*values)
+    except UserInputError as error:
+        errors["early_stopping"] = str(error).partition(": ")[2] or str(error)
+        return None
 
 
 def options_from_form(form: Any, errors: dict[str, str]) -> JobOptions | None:

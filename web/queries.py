@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from core import audit
 from core import jobs as job_service
 from core.access import Actor, require_submit
+from core.early_stopping import describe_rule, parse_median_rule
 from core.errors import UserInputError
 from core.params import check_printable
 from core.progress import EpochRecord
@@ -65,6 +66,13 @@ def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:
     fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name not in derived}
     return schemas.Sweep.model_validate({**fields, "job_ids": job_ids, "tags": job_service.sweep_tags(session, sweep.id),
                                          "priority": PRIORITY_NAMES[sweep.priority]})
+
+
+def sweep_rule_text(session: Session, sweep_id: int) -> str | None:
+    """A sweep's median stopping rule in words (None: no such sweep or no rule)."""
+    sweep = find_sweep(session, sweep_id)
+    rule = parse_median_rule(sweep.early_stopping) if sweep is not None else None
+    return None if rule is None else describe_rule(rule)
 
 
 def find_job(session: Session, job_id: int) -> Job | None:

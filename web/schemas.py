@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
+from core.early_stopping import MedianStopRule
 from core.job_options import JobOptions, JobOptionsEdit, Priority
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
@@ -79,6 +80,8 @@ class SweepSubmission(JsonRequest):
     parent_id: Id | None = None
     queue: QueueName | None = None
     options: JobOptions = Field(default_factory=JobOptions, description="the sweep's and each of its jobs'")
+    early_stopping: MedianStopRule | None = Field(
+        None, description="median stopping rule: a point worse than the finished points' median at an epoch stops")
 
 
 class CrossValidationSubmission(JsonRequest):
@@ -223,7 +226,7 @@ class Sweep(Row):
     description: str
     tags: list[str]
     retention: str | None
-    early_stopping: dict[str, Any] | None
+    early_stopping: MedianStopRule | None
 
 
 class FoldMetrics(BaseModel):

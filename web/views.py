@@ -14,6 +14,7 @@ from core import jobs as job_service
 from core.db import get_sessionmaker
 from core.access import require_submit
 from core.disk import disk_summary, human_bytes
+from core.early_stopping import EARLY_STOPPING_METRICS
 from core.errors import UserInputError
 from core.job_options import JobOptions, JobOptionsEdit
 from core.progress import EpochRecord
@@ -90,10 +91,12 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
         rows = [job.model_dump(mode="json") for job in queries.job_models(session, jobs)]
         disk = disk_summary(session)
         sweep = _sweep_card(session, sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
+        sweep_rule = queries.sweep_rule_text(session, sweep_id) if sweep_id is not None else None
     pages = max(1, math.ceil(total / per_page))
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
-                           statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk), (400 if sweep_errors else 200)
+                           statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk,
+                           sweep_rule=sweep_rule), (400 if sweep_errors else 200)
 
 
 def _options_form(options: JobOptions) -> dict[str, str]:
@@ -330,12 +333,13 @@ def new_sweep() -> Any:
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors and k not in grid})
         options = forms.options_from_form(request.form, errors)
+        rule = forms.median_rule_from_form(request.form, errors)
         if not errors:
             try:
                 sweep_id, job_ids = dispatch.submit_sweep("train", {**values, "data_dir": data_dir}, grid,
                                                           name=request.form.get("name", "").strip()[:200] or None,
                                                           queue=_queue_choice(), origin="web", actor=current_actor(),
-                                                          options=options)
+                                                          options=options, early_stopping=rule)
             except UserInputError as error:
                 errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
             else:
@@ -344,7 +348,8 @@ def new_sweep() -> Any:
     with get_sessionmaker().begin() as session:
         choices = _form_choices(session)
     return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,
-                           form=request.form, sweep_fields=forms.SWEEP_FIELDS, **choices), (400 if errors else 200)
+                           form=request.form, sweep_fields=forms.SWEEP_FIELDS, median_metrics=EARLY_STOPPING_METRICS,
+                           **choices), (400 if errors else 200)
 
 
 # --- compare and data folders -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ import click
 from core.access import cli_actor
 from core.cli import UserCommand, params_options, run_user_command, schema_values
 from core.errors import UserInputError
+from core.early_stopping import EARLY_STOPPING_METRICS
 from core.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
 from core.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
@@ -232,18 +233,28 @@ def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | N
 @click.option("--grid", "grid_items", multiple=True, required=True,
               help="field=v1,v2 (repeat for more fields); one job per combination.")  # fmt: skip
 @click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
+@click.option("--median-stop", "median_metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None,
+              help="Median stopping rule on this validation metric: a point worse than the median of the finished "
+                   "points at the same epoch stops.")  # fmt: skip
+@click.option("--median-min-finished", type=int, default=None,
+              help="Finished points needed before the rule acts [default: 2].")
+@click.option("--median-grace", type=int, default=None, help="Epochs every point runs before the rule may act [default: 1].")
 @PARENT_OPTION
 @QUEUE_OPTION
 @job_options_options
 # One option set for both kinds; the defaults are those of --kind, so none is shown here.
 @params_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
-def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, parent_id: int | None,
+def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, median_metric: str | None,
+                 median_min_finished: int | None, median_grace: int | None, parent_id: int | None,
                  queue: str | None, job_options: JobOptions, **options: Any) -> None:  # fmt: skip
     """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
 
     Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
+    from core.early_stopping import median_rule_from_options
     from core.jobs import parse_grid
     from worker.dispatch import submit_sweep as send_sweep
+
+    rule = run_user_command(lambda: median_rule_from_options(median_metric, median_min_finished, median_grace))
 
     base = absolute_paths(schema_values(options))
     if kind == "train":
@@ -252,7 +263,7 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, paren
 
     def action() -> tuple[int, list[int]]:
         return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue,
-                          actor=cli_actor(), options=job_options)
+                          actor=cli_actor(), options=job_options, early_stopping=rule)
 
     sweep_id, job_ids = run_db_command(action)
     click.echo(f"sweep {sweep_id}: {len(job_ids)} jobs queued ({', '.join(map(str, job_ids))})")

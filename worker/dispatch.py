@@ -12,6 +12,7 @@ from typing import Any
 from core import audit, jobs, webhooks
 from core.access import Actor, require_owner, require_submit
 from core.db import get_sessionmaker
+from core.early_stopping import MedianStopRule
 from core.job_options import JobOptions
 from core.errors import BrokerUnavailable
 from worker.celery_app import send_run_job
@@ -76,13 +77,16 @@ def submit_sweep(
     origin: str = "cli",
     actor: Actor,
     options: JobOptions | None = None,
+    early_stopping: MedianStopRule | None = None,
 ) -> tuple[int, list[int]]:
     """Create a sweep with one job per grid point (all validated first), then send each id."""
     require_submit(actor)
     with get_sessionmaker().begin() as session:
         sweep, swept = jobs.create_sweep(session, kind, base_params, grid, name=name, parent_id=parent_id, queue=queue,
-                                         strict=strict, origin=origin, submitted_by=actor.user_id, options=options)
-        audit.record(session, actor, "sweep.submit", "sweep", sweep.id, {"kind": kind, "jobs": len(swept)})
+                                         strict=strict, origin=origin, submitted_by=actor.user_id, options=options,
+                                         early_stopping=early_stopping)  # fmt: skip
+        audit.record(session, actor, "sweep.submit", "sweep", sweep.id,
+                     {"kind": kind, "jobs": len(swept), "early_stopping": sweep.early_stopping})  # fmt: skip
         sweep_id, targets = sweep.id, [(job.id, job.queue) for job in swept]
     send_jobs(targets)
     return sweep_id, [job_id for job_id, _ in targets]

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core import jobs
+from core.early_stopping import describe_rule, parse_median_rule
 from core.records import PRIORITY_NAMES, Sweep
 from core.run_folder import job_run_dir
 
@@ -53,7 +54,7 @@ def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_
     rows = []
     for job in listed:
         epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
-        row = [str(job.id), job.kind, job.status, PRIORITY_NAMES[job.priority], f"{job.progress:.0%}", epochs,
+        row = [str(job.id), job.kind, status_text(job), PRIORITY_NAMES[job.priority], f"{job.progress:.0%}", epochs,
                _fmt(job.images_per_s, "{:.1f}"), _eta(job.eta_s),
                waiting_note(jobs.queue_position(session, job), job.queue, live),
                _fmt(job.best_valid_accuracy, "{:.4f}"), ",".join(tags[job.id]) or "-"]  # fmt: skip
@@ -63,7 +64,21 @@ def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_
     header = ["ID", "KIND", "STATUS", "PRIORITY", "PROGRESS", "EPOCH", "IMG/S", "ETA", "QUEUE", "BEST VALID ACC", "TAGS"]
     if sweep_id is not None:
         header.append("POINT")
-    return f"{_table(rows, header)}\n{len(rows)} of {total} job(s), page {page}"
+    text = f"{_table(rows, header)}\n{len(rows)} of {total} job(s), page {page}"
+    rule = _sweep_rule(session, sweep_id) if sweep_id is not None else None
+    return text if rule is None else f"sweep {sweep_id}: {rule}\n{text}"
+
+
+def status_text(job: Any) -> str:
+    """The status, with "(stopped early at epoch N)" for a run that ended before its last epoch."""
+    return job.status + (f" (stopped early at epoch {job.stopped_epoch})" if job.stopped_epoch is not None else "")
+
+
+def _sweep_rule(session: Session, sweep_id: int) -> str | None:
+    """The sweep's median stopping rule in words, or None."""
+    sweep = session.get(Sweep, sweep_id)
+    rule = parse_median_rule(sweep.early_stopping) if sweep is not None else None
+    return None if rule is None else describe_rule(rule)
 
 
 def _sweep_fields(session: Session, sweep_id: int) -> list[str]:
@@ -77,7 +92,7 @@ def job_details(session: Session, job_id: int) -> str:
     live = jobs.live_queues(session)
     note = waiting_note(jobs.queue_position(session, job), job.queue, live)
     lines = [
-        f"job {job.id}: {job.kind} {job.status}" + (f" ({note})" if note else ""),
+        f"job {job.id}: {job.kind} {status_text(job)}" + (f" ({note})" if note else ""),
         f"queue {job.queue}, attempts {job.attempts}/{job.max_attempts}, worker {job.worker_host or '-'}"
         + (", cancel requested" if job.cancel_requested and job.status == "running" else ""),
         f"parent {_fmt(job.parent_id)}, sweep {_fmt(job.sweep_id)}, data {job.data_dir or '-'}",
@@ -95,6 +110,8 @@ def job_details(session: Session, job_id: int) -> str:
         lines.append(f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`")
     if job.error:
         lines.append(f"error: {job.error}")
+    if job.stop_reason:
+        lines.append(job.stop_reason)
     lines.append("params: " + json.dumps(job.params, sort_keys=True))
     metrics = jobs.epoch_metrics(session, job.id)
     if metrics:

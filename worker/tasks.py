@@ -113,6 +113,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
         self.progress: dict[str, Any] = {}
         self.total_epochs = 1
         self.stop = threading.Event()
+        self.stopped_early: tuple[int, str] | None = None  # (epoch, reason) of a run that ended early
 
     def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.total_epochs = max(total_epochs, 1)
@@ -143,6 +144,19 @@ class JobObserver(TrainingObserver, PredictionObserver):
             keep = retention.keep_epochs_for(session, self.job_id)
         if keep is not None:
             retention.save_epoch_checkpoint(run_dir, checkpoint, keep)
+
+    def early_stop_reason(self, record: EpochRecord) -> str | None:
+        """The sweep's median stopping rule, if the job is a point of a sweep that has one."""
+        from core.early_stopping import median_stop_reason
+
+        with get_sessionmaker().begin() as session:
+            return median_stop_reason(session, self.job_id, record)
+
+    def on_stopped_early(self, epoch: int, reason: str) -> None:
+        # The run is over at `epoch`: progress and the epoch count no longer promise the unrun epochs.
+        self.stopped_early = (epoch, reason)
+        self.progress = {**self.progress, "progress": 1.0, "eta_s": 0.0, "epoch": epoch, "epochs_total": epoch}
+        log.info("job %s %s", self.job_id, reason)
 
     def should_stop(self) -> bool:
         return self.stop.is_set() or SHUTTING_DOWN.is_set()
@@ -235,6 +249,8 @@ class JobRun:
                 if released_as == "cancelled":  # the cancel came as the worker was stopping
                     status = "cancelled"
             else:
+                if status == "succeeded" and self.observer.stopped_early is not None:
+                    jobs.record_early_stop(session, self.spec.id, self.owner, *self.observer.stopped_early)
                 recorded = jobs.finish_job(session, self.spec.id, self.owner, status, error)
                 if recorded:  # a late cancel turns "succeeded" into "cancelled"
                     status = jobs.get_job(session, self.spec.id).status

@@ -75,6 +75,18 @@ const Live = {
       node.className = `badge badge-${status}`;
     });
   },
+  /* A run that ended early: "(stopped early at epoch N)" by the badge, the reason as its title and text. */
+  setStopped(root, job) {
+    root.querySelectorAll('[data-field="stopped"]').forEach((node) => {
+      node.textContent = job.stopped_epoch ? `(stopped early at epoch ${job.stopped_epoch})` : "";
+      node.title = job.stop_reason || "";
+      node.hidden = !job.stopped_epoch;
+    });
+    root.querySelectorAll('[data-field="stop_reason"]').forEach((node) => {
+      node.textContent = job.stop_reason || "";
+      node.hidden = !job.stop_reason;
+    });
+  },
   setProgress(root, progress) {
     root.querySelectorAll('[data-field="progress-fill"]').forEach((node) => { node.style.width = `${(100 * progress).toFixed(1)}%`; });
     Live.setText(root, "progress-text", `${Math.round(100 * progress)}%`);
@@ -93,6 +105,7 @@ const Live = {
   showStatus(root, job, warnText) {
     Live.setBadge(root, job.status);
     Live.setPriority(root, job);
+    Live.setStopped(root, job);
     Live.setProgress(root, job.progress);
     Live.setText(root, "epoch", Live.epoch(job));
     Live.setText(root, "eta", Live.duration(job.eta_s));
