@@ -156,6 +156,11 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.edit_sweep": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
     "views.edit_job": ([], ["priority", "description", "tags", "retention"]),
     "views.edit_sweep": ([], ["priority", "description", "tags", "retention"]),
+    "webhooks.webhook_list": ([], ["url", "events", "secret"]), "webhooks.set_enabled": ([], ["enabled", "back"]),
+    "webhooks.delete": ([], []), "webhooks.send_test": ([], []), "webhooks.history": (["page"], []),
+    "webhooks.redeliver": ([], []), "api.list_webhooks": ([], []), "api.create_webhook": ([], ["url", "events", "secret"]),
+    "api.update_webhook": ([], ["url", "events", "enabled"]), "api.delete_webhook": ([], []),
+    "api.list_deliveries": (["page", "per_page"], []), "api.ping_webhook": ([], []), "api.redeliver": ([], []),
 }
 
 

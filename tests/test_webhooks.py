@@ -280,3 +280,197 @@ def test_bad_configuration_names_its_field(database):
     assert error.value.field == "secret"
     with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied):
         webhooks.add(session, Actor(7, "bob", "member"), "http://example.org/x", ["job.failed"])
+
+
+# --- the admin API and pages ---------------------------------------------------------------------
+
+AUTH = {"Authorization": "Bearer test-api-token"}  # conftest's WEB_API_TOKEN: the admin's token
+
+
+def add_user(username: str, role: str) -> None:
+    from werkzeug.security import generate_password_hash
+
+    from core.records import User
+
+    with get_sessionmaker().begin() as session:
+        session.add(User(username=username, password_hash=generate_password_hash("pw-123456"), role=role,
+                         created_at=utcnow()))
+
+
+def test_the_api_manages_webhooks_and_shows_their_deliveries(app, client, receiver):
+    from core.records import AuditEntry
+    from tests.web_helpers import login
+
+    created = client.post("/api/webhooks", json={"url": receiver.url, "events": ["job.cancelled"]}, headers=AUTH)
+    assert created.status_code == 201, created.json
+    hook = created.json
+    assert len(hook["secret"]) == 64 and hook["enabled"] is True and hook["events"] == ["job.cancelled"]
+    listed = client.get("/api/webhooks", headers=AUTH).json["webhooks"]
+    assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]  # shown once only
+
+    for body, field in (({"url": "ftp://example.org/x"}, "url"), ({"url": "http://x/", "events": ["job.done"]}, "events"),
+                        ({"url": "http://x/", "secret": "short"}, "secret")):
+        refused = client.post("/api/webhooks", json=body, headers=AUTH)
+        assert refused.status_code == 400 and refused.json["field"] == field, refused.json
+    assert client.patch(f"/api/webhooks/{hook['id']}", json={"url": "gopher://x"}, headers=AUTH).json["field"] == "url"
+
+    changed = client.patch(f"/api/webhooks/{hook['id']}", json={"enabled": False, "events": ["job.failed", "worker.lost"]},
+                           headers=AUTH)
+    assert changed.status_code == 200 and changed.json["enabled"] is False
+    assert changed.json["events"] == ["job.failed", "worker.lost"]
+    client.patch(f"/api/webhooks/{hook['id']}", json={"enabled": True}, headers=AUTH)
+
+    queued = client.post(f"/api/webhooks/{hook['id']}/test", headers=AUTH)
+    assert queued.status_code == 201 and queued.json["event"] == "webhook.test" and queued.json["status"] == "pending"
+    receiver.secret = hook["secret"]
+    deliver_until(lambda: receiver.of("webhook.test"))
+    page = client.get(f"/api/webhooks/{hook['id']}/deliveries", headers=AUTH).json
+    assert page["total"] == 1 and page["deliveries"][0]["status"] == "delivered"
+    assert page["deliveries"][0]["response_code"] == 200 and page["deliveries"][0]["attempts"] == 1
+    assert receiver.of("webhook.test")[0]["verified"]
+
+    again = client.post(f"/api/webhooks/deliveries/{queued.json['id']}/redeliver", headers=AUTH)
+    assert again.status_code == 201 and again.json["id"] != queued.json["id"] and again.json["body"] == queued.json["body"]
+    assert client.post("/api/webhooks/deliveries/99999/redeliver", headers=AUTH).status_code == 404
+    assert client.get("/api/webhooks/99999/deliveries", headers=AUTH).status_code == 404
+
+    # a viewer, logged in, may read jobs but not webhooks
+    add_user("vera", "viewer")
+    viewer = app.test_client()
+    login(viewer, "vera", "pw-123456")
+    assert viewer.get("/api/jobs").status_code == 200
+    assert viewer.get("/api/webhooks").status_code == 403
+    assert viewer.get("/admin/webhooks").status_code == 403
+    assert viewer.get(f"/admin/webhooks/{hook['id']}").status_code == 403
+
+    assert client.delete(f"/api/webhooks/{hook['id']}", headers=AUTH).json["id"] == hook["id"]
+    assert client.get("/api/webhooks", headers=AUTH).json["webhooks"] == []
+    with get_sessionmaker().begin() as session:
+        actions = [a for (a,) in session.execute(select_audit(AuditEntry))]
+    assert actions == ["webhook.create", "webhook.update", "webhook.update", "webhook.test", "webhook.redeliver",
+                       "webhook.delete"]
+
+
+def select_audit(entry):
+    from sqlalchemy import select
+
+    return select(entry.action).where(entry.target_type == "webhook").order_by(entry.id)
+
+
+def test_the_pages_add_disable_and_list_deliveries(client, receiver):
+    from tests.conftest import WEB_ADMIN
+    from tests.web_helpers import csrf_token, login
+
+    login(client, *WEB_ADMIN)
+    token = csrf_token(client, "/admin/webhooks")
+    bad = client.post("/admin/webhooks", data={"url": "mailto:me@example.org", "events": ["job.failed"], "csrf_token": token})
+    assert bad.status_code == 400 and "url:" in bad.get_data(as_text=True)
+    added = client.post("/admin/webhooks", data={"url": receiver.url, "events": ["job.failed", "worker.lost"],
+                                                 "csrf_token": token}, follow_redirects=True)
+    page = added.get_data(as_text=True)
+    assert added.status_code == 200 and "shown this once" in page and receiver.url in page
+    with get_sessionmaker().begin() as session:
+        [hook] = webhooks.list_webhooks(session)
+        hook_id, secret = hook.id, hook.secret
+    assert secret in page
+    client.post(f"/admin/webhooks/{hook_id}/enabled", data={"enabled": "0", "csrf_token": token})
+    with get_sessionmaker().begin() as session:
+        assert webhooks.get_webhook(session, hook_id).enabled is False
+    client.post(f"/admin/webhooks/{hook_id}/test", data={"csrf_token": token})
+    history = client.get(f"/admin/webhooks/{hook_id}").get_data(as_text=True)
+    assert "webhook.test" in history and "pending" in history
+    assert "Webhooks</a>" in client.get("/").get_data(as_text=True)  # the admin's menu links the page
+    client.post(f"/admin/webhooks/{hook_id}/delete", data={"csrf_token": token})
+    with get_sessionmaker().begin() as session:
+        assert webhooks.list_webhooks(session) == []
+
+
+# --- real workers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.services
+@pytest.mark.slow
+# One backend, to keep the suite short: the embedded one, where the sender's transactions share SQLite with the job's.
+@pytest.mark.parametrize("service_backend", ["embedded"], indirect=True)
+def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_once(service_backend, tmp_path_factory):
+    """A tiny job run by a real `leukemia worker` produces a signed job.succeeded delivery, while a receiver
+    that hangs past WEBHOOK_TIMEOUT_SECONDS neither delays nor fails it; a second worker killed with
+    SIGKILL is reported lost once (its heartbeat goes stale after STALE_AFTER_SECONDS=6)."""
+    import os
+    import secrets
+    import signal
+
+    from core.synth import write_synthetic_dataset
+    from tests.test_worker import TINY, WorkerProcess, submit, wait_for
+
+    data = tmp_path_factory.mktemp("webhook-data") / "lab"
+    write_synthetic_dataset(data, train=16, valid=8, test=4, image_size=32, seed=0)
+    env = {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "WEBHOOK_TIMEOUT_SECONDS": "1.5", "WEBHOOK_RETRY_SECONDS": "60"}
+    token = secrets.token_hex(3)
+    good, hanging = Receiver(), Receiver(hang=5.0)
+    good_id = add_webhook(good.url, ["job.succeeded", "worker.lost"])
+    hanging_id = add_webhook(hanging.url, ["job.succeeded"])
+    log_dir = tmp_path_factory.mktemp("webhook-worker-logs")
+    started: list[WorkerProcess] = []
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:  # both start at once (each waits for its " ready.")
+            starting = [pool.submit(WorkerProcess, env, [f"{name}-{token}"], name, log_dir) for name in ("main", "victim")]
+            failures = []
+            for future in starting:
+                try:
+                    started.append(future.result())
+                except BaseException as failure:  # noqa: BLE001  (stop the other one in finally, then fail)
+                    failures.append(failure)
+            if failures:
+                raise failures[0]
+        main, victim = started
+        victim.kill(signal.SIGKILL)  # its row stays; staleness accrues while the job runs
+        killed_at = time.monotonic()
+
+        job_id = submit("train", {"data_dir": str(data), "epochs": 1, **TINY}, queue=f"main-{token}")
+        job = wait_for(lambda: (row := job_of(job_id)).finished_at and row, 120, f"job {job_id} to finish", main)
+        assert (job.status, job.error) == ("succeeded", None)
+
+        [delivered] = wait_for(lambda: [r for r in good.of("job.succeeded") if f'"id":{job_id},' in r["body"]], 30,
+                               "the job.succeeded delivery", main)
+        body = json.loads(delivered["body"])
+        assert delivered["verified"] and body["job"]["id"] == job_id and body["job"]["status"] == "succeeded"
+        assert body["job"]["best_valid_accuracy"] is not None and body["job"]["worker_host"] == main.hostname
+        timed_out = wait_for(lambda: [d for d in deliveries_of(hanging_id) if d.attempts >= 1], 30,
+                             "the hanging receiver's attempt to be recorded", main)
+        assert timed_out[0].status == "pending" and "timed out" in timed_out[0].last_error
+        assert job_of(job_id).status == "succeeded"  # the slow receiver changed nothing on the job
+
+        def victim_reports() -> list[dict]:  # (the shared test database may hold other stale workers)
+            return [r for r in good.of("worker.lost") if json.loads(r["body"])["worker"]["hostname"] == victim.hostname]
+
+        lost = wait_for(victim_reports, 60, "the worker.lost delivery", main)
+        took = time.monotonic() - killed_at
+        report = json.loads(lost[0]["body"])["worker"]
+        assert lost[0]["verified"] and report["hostname"] == victim.hostname
+        assert report["queues"] == [f"victim-{token}"] and report["running_job_ids"] == []
+        time.sleep(4)  # another reaper round (every STALE_AFTER_SECONDS / 2) of the live worker: no second report
+        assert len(victim_reports()) == 1
+        assert sum(victim.hostname in d.body for d in deliveries_of(good_id) if d.event == "worker.lost") == 1
+        assert took >= 6, took  # not before its heartbeat was stale
+    finally:
+        for worker in started:
+            if worker.process.poll() is None:
+                os.killpg(worker.process.pid, signal.SIGTERM)
+        for worker in started:
+            worker.process.wait(timeout=60)
+        good.close()
+        hanging.close()
+        with get_sessionmaker().begin() as session:  # later tests on this database send to nobody
+            for webhook_id in (good_id, hanging_id):
+                webhooks.remove(session, cli_actor(), webhook_id)
+
+
+def job_of(job_id: int) -> Job:
+    with get_sessionmaker().begin() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job

@@ -46,7 +46,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     logging.basicConfig(level=logging.INFO)
 
-    from web import api, auth, cv_views, errors, request_json, security, users_views, views
+    from web import (api, auth, cv_views, errors, request_json, security, users_views, views,  # noqa: F401
+                     webhook_api, webhook_views)
 
     auth.init_app(app)
     security.init_app(app)
@@ -56,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(cv_views.bp)
     app.register_blueprint(users_views.bp)
+    app.register_blueprint(webhook_views.bp)
     app.register_blueprint(api.bp)
     security.csrf.exempt(api.bp)
     return app

@@ -16,7 +16,7 @@ from core.early_stopping import MedianStopRule
 from core.job_options import JobOptions, JobOptionsEdit, Priority
 from core.params import PARAMS_BY_KIND
 from core.progress import EpochRecord
-from core.records import ARTIFACT_KINDS, JOB_KINDS, JOB_STATUSES, ROLES
+from core.records import ARTIFACT_KINDS, DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
 from core.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
 from web.inputs import MAX_ID, MAX_PAGE
 
@@ -461,3 +461,65 @@ class DiskUse(BaseModel):
     free_bytes: int = Field(description="free space on the artifacts volume")
     total_bytes: int = Field(description="size of the artifacts volume")
     retention: str = Field(description="the global retention policy (RETENTION): all, best or last-N")
+
+
+# --- webhooks (admin) ----------------------------------------------------------------------------
+
+WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
+
+
+class WebhookCreation(JsonRequest):
+    """POST /api/webhooks."""
+
+    url: str = Field(description="an http:// or https:// address that accepts POSTed JSON")
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1,
+                                       description="default: all of them")
+    secret: str | None = Field(None, description="the signing secret, 16-128 characters; default: a generated one")
+
+
+class WebhookChange(JsonRequest):
+    """PATCH /api/webhooks/{webhook_id}: the fields given are changed."""
+
+    url: str | None = None
+    events: list[WebhookEvent] | None = Field(None, min_length=1)
+    enabled: bool | None = None
+
+
+class Webhook(Row):
+    id: int
+    url: str
+    events: list[str]
+    enabled: bool
+    created_at: UtcTime
+    created_by: int | None = Field(description="the admin's user id; null: the CLI")
+
+
+class WebhookCreated(Webhook):
+    """The new webhook and its signing secret, shown this once."""
+
+    secret: str
+
+
+class WebhookList(BaseModel):
+    webhooks: list[Webhook]
+
+
+class WebhookDelivery(Row):
+    id: int
+    webhook_id: int
+    event: str = Field(description="one of the webhook events, or webhook.test")
+    status: Literal[DELIVERY_STATUSES]  # type: ignore[valid-type]
+    attempts: int
+    response_code: int | None = Field(description="the receiver's HTTP status at the last attempt; null: no answer")
+    last_error: str | None
+    next_attempt_at: UtcTime | None = Field(description="when a pending delivery is tried next")
+    created_at: UtcTime
+    finished_at: UtcTime | None
+    body: str = Field(description="the exact JSON sent and signed")
+
+
+class WebhookDeliveryPage(BaseModel):
+    deliveries: list[WebhookDelivery]
+    total: int
+    page: int
+    per_page: int

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from core import deletion
+from core import deletion, webhooks
 from core import job_edits
 from core import jobs as job_service
 from core.db import get_sessionmaker
@@ -92,11 +92,12 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
         disk = disk_summary(session)
         sweep = _sweep_card(session, sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
         sweep_rule = queries.sweep_rule_text(session, sweep_id) if sweep_id is not None else None
+        lost = [worker.hostname for worker in webhooks.lost_workers(session)]
     pages = max(1, math.ceil(total / per_page))
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
                            statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk,
-                           sweep_rule=sweep_rule), (400 if sweep_errors else 200)
+                           sweep_rule=sweep_rule, lost_workers=lost), (400 if sweep_errors else 200)
 
 
 def _options_form(options: JobOptions) -> dict[str, str]:

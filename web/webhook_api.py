@@ -1,0 +1,109 @@
+"""The JSON API of webhooks (admins only): add, list, change, remove, test, and each webhook's
+delivery history with redelivery. Declared on the API blueprint, so the token check and the
+OpenAPI document cover them; the writes are core.webhooks' audited admin actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort
+
+from core import webhooks
+from core.access import require_admin
+from core.db import get_sessionmaker
+from web import schemas
+from web.api import answer, bp
+from web.auth import current_actor
+from web.inputs import json_body, query_model
+from web.openapi import operation
+
+MANAGE = "manage webhooks"
+
+
+def _existing(session: Any, webhook_id: int) -> Any:
+    webhook = webhooks.find_webhook(session, webhook_id)
+    if webhook is None:
+        abort(404, description=f"webhook {webhook_id} not found")
+    return webhook
+
+
+@operation(bp, "get", "/webhooks", operation_id="listWebhooks", tag="webhooks",
+           responses={200: schemas.WebhookList}, errors=(403,))
+def list_webhooks() -> Any:
+    """Webhooks (admins)"""
+    require_admin(current_actor(), MANAGE)
+    with get_sessionmaker().begin() as session:
+        rows = [schemas.Webhook.model_validate(w) for w in webhooks.list_webhooks(session)]
+    return answer(schemas.WebhookList(webhooks=rows))
+
+
+@operation(bp, "post", "/webhooks", operation_id="createWebhook", tag="webhooks", body=schemas.WebhookCreation,
+           responses={201: schemas.WebhookCreated}, errors=(400, 403, 413))
+def create_webhook() -> Any:
+    """Add a webhook; the answer carries its signing secret, this once"""
+    creation = json_body(schemas.WebhookCreation)
+    with get_sessionmaker().begin() as session:
+        webhook = webhooks.add(session, current_actor(), creation.url, list(creation.events), creation.secret)
+        return answer(schemas.WebhookCreated.model_validate(webhook), 201)
+
+
+@operation(bp, "patch", "/webhooks/<int:webhook_id>", operation_id="updateWebhook", tag="webhooks",
+           body=schemas.WebhookChange, responses={200: schemas.Webhook}, errors=(400, 403, 404, 413))
+def update_webhook(webhook_id: int) -> Any:
+    """Change a webhook's url, events or enabled"""
+    change = json_body(schemas.WebhookChange)
+    actor = current_actor()
+    require_admin(actor, MANAGE)
+    with get_sessionmaker().begin() as session:
+        _existing(session, webhook_id)
+        webhook = webhooks.change(session, actor, webhook_id, url=change.url,
+                                  events=None if change.events is None else list(change.events), enabled=change.enabled)
+        return answer(schemas.Webhook.model_validate(webhook))
+
+
+@operation(bp, "delete", "/webhooks/<int:webhook_id>", operation_id="deleteWebhook", tag="webhooks",
+           responses={200: schemas.Webhook}, errors=(403, 404))
+def delete_webhook(webhook_id: int) -> Any:
+    """Remove a webhook and its delivery history; answers the webhook as it was"""
+    actor = current_actor()
+    require_admin(actor, MANAGE)
+    with get_sessionmaker().begin() as session:
+        removed = schemas.Webhook.model_validate(_existing(session, webhook_id))
+        webhooks.remove(session, actor, webhook_id)
+    return answer(removed)
+
+
+@operation(bp, "get", "/webhooks/<int:webhook_id>/deliveries", operation_id="listWebhookDeliveries", tag="webhooks",
+           query=schemas.PageQuery, responses={200: schemas.WebhookDeliveryPage}, errors=(400, 403, 404))
+def list_deliveries(webhook_id: int) -> Any:
+    """A webhook's deliveries, newest first: status, response code, attempts, times, error"""
+    require_admin(current_actor(), MANAGE)
+    query = query_model(schemas.PageQuery)
+    with get_sessionmaker().begin() as session:
+        _existing(session, webhook_id)
+        rows, total = webhooks.deliveries(session, webhook_id, page=query.page, per_page=query.per_page)
+        items = [schemas.WebhookDelivery.model_validate(d) for d in rows]
+    return answer(schemas.WebhookDeliveryPage(deliveries=items, total=total, page=query.page, per_page=query.per_page))
+
+
+@operation(bp, "post", "/webhooks/<int:webhook_id>/test", operation_id="testWebhook", tag="webhooks",
+           responses={201: schemas.WebhookDelivery}, errors=(403, 404))
+def ping_webhook(webhook_id: int) -> Any:
+    """Queue a webhook.test delivery to this webhook (workers send it within seconds)"""
+    actor = current_actor()
+    require_admin(actor, MANAGE)
+    with get_sessionmaker().begin() as session:
+        _existing(session, webhook_id)
+        return answer(schemas.WebhookDelivery.model_validate(webhooks.send_test(session, actor, webhook_id)), 201)
+
+
+@operation(bp, "post", "/webhooks/deliveries/<int:delivery_id>/redeliver", operation_id="redeliverWebhookDelivery",
+           tag="webhooks", responses={201: schemas.WebhookDelivery}, errors=(403, 404))
+def redeliver(delivery_id: int) -> Any:
+    """Send a delivery's body again, as a new delivery"""
+    actor = current_actor()
+    require_admin(actor, MANAGE)
+    with get_sessionmaker().begin() as session:
+        if webhooks.find_delivery(session, delivery_id) is None:
+            abort(404, description=f"delivery {delivery_id} not found")
+        return answer(schemas.WebhookDelivery.model_validate(webhooks.send_again(session, actor, delivery_id)), 201)

@@ -1,0 +1,125 @@
+"""Dashboard pages of webhooks (admins only): the list with the add form, enable/disable, delete
+and test, and one webhook's delivery history with redelivery. Each view parses the form, calls one
+core.webhooks admin action (permission checked, audited) and redirects or renders rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from core import webhooks
+from core.access import require_admin
+from core.db import get_sessionmaker
+from core.errors import UserInputError
+from core.records import WEBHOOK_EVENTS
+from web import schemas
+from web.auth import current_actor, login_required
+from web.inputs import MAX_PAGE, query_int, storable_id
+
+bp = Blueprint("webhooks", __name__, url_prefix="/admin/webhooks")
+MANAGE = "manage webhooks"
+PER_PAGE = 50
+
+
+def _admin() -> Any:
+    actor = current_actor()
+    require_admin(actor, MANAGE)
+    return actor
+
+
+def _existing(session: Any, webhook_id: int) -> Any:
+    webhook = webhooks.find_webhook(session, webhook_id) if storable_id(webhook_id) else None
+    if webhook is None:
+        abort(404, description=f"webhook {webhook_id} not found")
+    return webhook
+
+
+@bp.route("", methods=("GET", "POST"))
+@login_required
+def webhook_list() -> Any:
+    """The webhooks with their delivery counts, the workers reported lost, and the add form."""
+    actor = _admin()
+    error, error_field = None, None
+    if request.method == "POST":
+        try:
+            with get_sessionmaker().begin() as session:
+                webhook = webhooks.add(session, actor, request.form.get("url", ""), request.form.getlist("events"),
+                                       request.form.get("secret", "").strip() or None)
+                webhook_id, secret = webhook.id, webhook.secret
+        except UserInputError as problem:
+            error, error_field = str(problem), problem.field
+        else:
+            flash(f"Webhook {webhook_id} added. Its signing secret, shown this once: {secret}")
+            return redirect(url_for("webhooks.webhook_list"))
+    with get_sessionmaker().begin() as session:
+        rows = [schemas.Webhook.model_validate(w).model_dump(mode="json") for w in webhooks.list_webhooks(session)]
+        counts = webhooks.delivery_counts(session)
+        lost = [{"hostname": w.hostname, "queues": w.queues, "last_seen": w.last_seen, "lost_at": w.lost_at}
+                for w in webhooks.lost_workers(session)]
+    return render_template("webhooks.html", webhooks=rows, counts=counts, lost=lost, events=WEBHOOK_EVENTS,
+                           error=error, error_field=error_field, form=request.form), (400 if error else 200)
+
+
+@bp.post("/<int:webhook_id>/enabled")
+@login_required
+def set_enabled(webhook_id: int) -> Any:
+    actor = _admin()
+    enabled = request.form.get("enabled") == "1"
+    with get_sessionmaker().begin() as session:
+        _existing(session, webhook_id)
+        webhooks.change(session, actor, webhook_id, enabled=enabled)
+    flash(f"Webhook {webhook_id} {'enabled' if enabled else 'disabled'}.")
+    return redirect(request.form.get("back") == "history" and url_for("webhooks.history", webhook_id=webhook_id)
+                    or url_for("webhooks.webhook_list"))
+
+
+@bp.post("/<int:webhook_id>/delete")
+@login_required
+def delete(webhook_id: int) -> Any:
+    actor = _admin()
+    with get_sessionmaker().begin() as session:
+        _existing(session, webhook_id)
+        webhooks.remove(session, actor, webhook_id)
+    flash(f"Webhook {webhook_id} removed, with its delivery history.")
+    return redirect(url_for("webhooks.webhook_list"))
+
+
+@bp.post("/<int:webhook_id>/test")
+@login_required
+def send_test(webhook_id: int) -> Any:
+    actor = _admin()
+    with get_sessionmaker().begin() as session:
+        _existing(session, webhook_id)
+        delivery_id = webhooks.send_test(session, actor, webhook_id).id
+    flash(f"Test delivery {delivery_id} queued; a worker sends it within seconds.")
+    return redirect(url_for("webhooks.history", webhook_id=webhook_id))
+
+
+@bp.get("/<int:webhook_id>")
+@login_required
+def history(webhook_id: int) -> Any:
+    """One webhook's deliveries, newest first: event, status, response code, attempts, times, error."""
+    _admin()
+    page = query_int("page", 1, 1, MAX_PAGE) or 1
+    with get_sessionmaker().begin() as session:
+        webhook = schemas.Webhook.model_validate(_existing(session, webhook_id)).model_dump(mode="json")
+        rows, total = webhooks.deliveries(session, webhook_id, page=page, per_page=PER_PAGE)
+        deliveries = [schemas.WebhookDelivery.model_validate(d) for d in rows]
+    return render_template("webhook.html", webhook=webhook, deliveries=deliveries, total=total, page=page,
+                           pages=max(1, math.ceil(total / PER_PAGE)))
+
+
+@bp.post("/deliveries/<int:delivery_id>/redeliver")
+@login_required
+def redeliver(delivery_id: int) -> Any:
+    actor = _admin()
+    with get_sessionmaker().begin() as session:
+        old = webhooks.find_delivery(session, delivery_id) if storable_id(delivery_id) else None
+        if old is None:
+            abort(404, description=f"delivery {delivery_id} not found")
+        row = webhooks.send_again(session, actor, delivery_id)
+        webhook_id, new_id = row.webhook_id, row.id
+    flash(f"Delivery {delivery_id} queued again as delivery {new_id}.")
+    return redirect(url_for("webhooks.history", webhook_id=webhook_id))
