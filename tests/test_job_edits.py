@@ -313,3 +313,31 @@ def test_api_edit_with_each_role_token(client, data_dir):
         assert patch("olga", url, {"add_tags": ["mine"]}).json["tags"] == ["mine"]
         assert patch("ada", url, {"add_tags": ["seen"]}).json["tags"] == ["mine", "seen"]
     assert [row.username for row in audit_rows("job.edit") + audit_rows("sweep.edit")] == ["olga", "ada"] * 2
+
+
+def test_the_tag_filter_reads_job_tags_through_its_index(service_backend):
+    """Correct pages, and job_tags read through its tag index (not scanned) by the count and the page."""
+    from sqlalchemy import insert
+
+    from core.records import JobTag
+    from tests.test_jobs import query_plans
+
+    db = get_sessionmaker()
+    with db.begin() as session:
+        first = session.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) or 0
+        session.execute(insert(Job), [
+            {"kind": "train", "status": ("queued", "failed")[i % 2], "params": {}, "data_dir": "/d", "queue": "tagged",
+             "attempts": 0, "max_attempts": 3, "cancel_requested": False, "progress": 0.0, "created_at": utcnow()}
+            for i in range(3000)])
+        ids = list(session.scalars(select(Job.id).where(Job.id > first, Job.queue == "tagged").order_by(Job.id)))
+        session.execute(insert(JobTag), [{"job_id": job_id, "tag": f"plan-{n % 30}"} for n, job_id in enumerate(ids)])
+    with db.begin() as session:
+        page, total = jobs.list_jobs(session, tag="plan-3", status="failed", per_page=50)
+        assert total == 100 and len(page) == 50 and page[0].id > page[-1].id
+        assert jobs.tags_of(session, page) == {job.id: ["plan-3"] for job in page}
+        assert all(job.status == "failed" for job in page)
+    with db.begin() as session:
+        plans = query_plans(session, lambda: jobs.list_jobs(session, tag="plan-3", status="failed"))
+    assert len(plans) == 2, plans  # the count and the page
+    for plan in plans:
+        assert "ix_job_tags_tag" in plan, plan
