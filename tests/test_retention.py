@@ -145,12 +145,16 @@ def test_who_may_delete_and_what_is_refused(app, admin, folder_path):
     assert row(carols) is None  # the admin (the CLI) may delete anyone's job
 
 
-def test_deleting_a_sweep_deletes_all_its_finished_jobs(client, folder_path):
+def new_sweep() -> int:
     with get_sessionmaker().begin() as session:
         sweep = Sweep(name="lr", kind="train", base_params={}, grid={"lr": [0.1, 0.2]})
         session.add(sweep)
         session.flush()
-        sweep_id = sweep.id
+        return sweep.id
+
+
+def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
+    client, sweep_id = admin, new_sweep()
     members = [finished_job(folder_path, sweep_id=sweep_id, files={"best.pt": 100}, status=status)
                for status in ("succeeded", "failed")]
     with get_sessionmaker().begin() as session:
@@ -165,6 +169,18 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(client, folder_path):
     assert all(row(job_id) is None for job_id in members)
     assert client.get(f"/api/sweeps/{sweep_id}", headers=AUTH).status_code == 404
     assert client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH).status_code == 404
+
+    by_form = new_sweep()
+    member = finished_job(folder_path, sweep_id=by_form, files={"best.pt": 1000})
+    page = client.get(f"/?sweep={by_form}").get_data(as_text=True)
+    assert 'id="delete-sweep"' in page and f"Delete sweep {by_form}, all its jobs" in page
+    done = client.post(f"/sweeps/{by_form}/delete", data={"csrf_token": csrf_token(client, "/")}, follow_redirects=True)
+    assert f"Deleted sweep {by_form} (1 job): 1.0 kB freed." in done.get_data(as_text=True) and row(member) is None
+    assert cli("delete", "--sweep", str(by_form)) == (2, f"error: sweep {by_form} not found\n")
+    by_cli = new_sweep()
+    finished_job(folder_path, sweep_id=by_cli, files={"best.pt": 1000})
+    assert cli("delete", "--sweep", str(by_cli)) == (0, f"deleted sweep {by_cli} (1 job): 1.0 kB (1033 bytes) freed\n")
+    assert cli("delete") == (2, "error: job_ids: give job ids, or --sweep ID (not both)\n")
 
 
 # --- retention on real training runs -------------------------------------------------------------

@@ -222,7 +222,8 @@ def delete_sweep(sweep_id: int) -> Any:
     except UserInputError as refusal:
         flash(f"Sweep {sweep_id} not deleted: {refusal}")
         return redirect(url_for("views.job_list", sweep=sweep_id))
-    flash(f"Deleted sweep {sweep_id} ({len(done.job_ids)} jobs): {human_bytes(done.freed_bytes)} freed.")
+    count = len(done.job_ids)
+    flash(f"Deleted sweep {sweep_id} ({count} job{'' if count == 1 else 's'}): {human_bytes(done.freed_bytes)} freed.")
     return redirect(url_for("views.job_list"))
 
 

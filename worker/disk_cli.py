@@ -30,7 +30,8 @@ def _delete(job_ids: list[int], sweep_id: int | None) -> None:
     if sweep_id is not None:
         with get_sessionmaker().begin() as session:
             done = deletion.delete_sweep(session, sweep_id, actor=actor)
-        click.echo(f"deleted sweep {sweep_id} ({len(done.job_ids)} jobs): {human_bytes(done.freed_bytes)} "
+        count = len(done.job_ids)
+        click.echo(f"deleted sweep {sweep_id} ({count} job{'' if count == 1 else 's'}): {human_bytes(done.freed_bytes)} "
                    f"({done.freed_bytes} bytes) freed")
         return
     total = 0
