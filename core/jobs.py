@@ -323,18 +323,26 @@ def artifacts(session: Session, job_id: int) -> list[Artifact]:
     return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
 
 
-def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place of a queued job among the queued jobs of its queue, in the order they start
-    (CLAIM_ORDER: higher priority first, then oldest first); None unless queued."""
-    if job.status != "queued":
-        return None
-    ahead = session.scalar(
-        select(func.count(Job.id)).where(
-            _waiting_in(job.queue),
-            or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.id < job.id)),
-        )
+def queue_positions(session: Session, listed: list[Job]) -> dict[int, int]:
+    """1-based place of each queued job of a page among the queued jobs of its queue, in the order
+    they start (CLAIM_ORDER: higher priority first, then oldest); jobs not queued are left out.
+    One query for the whole page: the queued jobs of its queues numbered once (a window)."""
+    queued = [job for job in listed if job.status == "queued"]
+    if not queued:
+        return {}
+    place = func.row_number().over(partition_by=Job.queue, order_by=CLAIM_ORDER)
+    ranked = (
+        select(Job.id.label("id"), place.label("place"))
+        .where(Job.status == "queued", Job.cancel_requested.is_(False), Job.queue.in_(sorted({j.queue for j in queued})))
+        .subquery()
     )
-    return (ahead or 0) + 1
+    rows = session.execute(select(ranked.c.id, ranked.c.place).where(ranked.c.id.in_([job.id for job in queued])))
+    return {job_id: place for job_id, place in rows}
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """queue_positions of one job; None unless queued."""
+    return queue_positions(session, [job]).get(job.id)
 
 
 def live_workers(session: Session) -> list[WorkerRecord]:
@@ -414,9 +422,7 @@ def claim_next_job(session: Session, job_id: int, *, owner: str, host: str) -> J
     if queue is None:
         return None
     while True:
-        candidates = list(session.scalars(
-            select(Job.id).where(_waiting_in(queue)).order_by(*CLAIM_ORDER).limit(CLAIM_CANDIDATES)
-        ))  # fmt: skip
+        candidates = _next_candidates(session, queue)
         if not candidates:
             return claim_job(session, job_id, owner=owner, host=host)
         for candidate in candidates:
@@ -424,6 +430,21 @@ def claim_next_job(session: Session, job_id: int, *, owner: str, host: str) -> J
             if job is not None:
                 return job
         # every candidate went to another worker meanwhile: look at the queue again
+
+
+def _next_candidates(session: Session, queue: str) -> list[int]:
+    """The first CLAIM_CANDIDATES queued jobs of a queue in CLAIM_ORDER. One query per priority,
+    highest first, each an ordered range of the (queue, status, priority, id) index: ORDER BY
+    priority DESC, id ASC in one query would sort every queued job of the queue."""
+    found: list[int] = []
+    for priority in sorted(PRIORITY_NAMES, reverse=True):
+        found += session.scalars(
+            select(Job.id).where(_waiting_in(queue), Job.priority == priority).order_by(Job.id)
+            .limit(CLAIM_CANDIDATES - len(found))
+        )  # fmt: skip
+        if len(found) >= CLAIM_CANDIDATES:
+            break
+    return found
 
 
 def heartbeat(session: Session, job_id: int, owner: str, **progress: Any) -> bool:

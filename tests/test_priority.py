@@ -123,6 +123,33 @@ def test_concurrent_claims_never_give_one_job_to_two_owners(db):
         assert {row.lease_owner: row.id for row in rows} == won
 
 
+def test_a_claim_reads_the_queue_index_with_no_sort_and_a_page_of_positions_is_one_query(db):
+    """With thousands queued, a claim reads its candidates through an index, in order, with no sort of the
+    queued jobs; the positions of a page come from one query (the figures: bench/claim_bench.py)."""
+    from tests.test_jobs import query_plans
+
+    queue = f"prio-{secrets.token_hex(3)}"
+    params = jobs.parse_params("train", TRAIN).model_dump(mode="json")
+    with db.begin() as session:
+        session.execute(Job.__table__.insert(), [
+            {"kind": "train", "status": "queued", "params": params, "data_dir": "/d", "queue": queue, "attempts": 0,
+             "max_attempts": 3, "cancel_requested": False, "progress": 0.0, "created_at": utcnow(),
+             "priority": 2 if i < 5 else 1 if i < 10 else 0} for i in range(3000)])  # fmt: skip
+        page, _ = jobs.list_jobs(session, status="queued", per_page=50)
+        youngest = page[0]
+    with db.begin() as session:
+        positions = jobs.queue_positions(session, page)
+        assert positions[youngest.id] == jobs.queue_position(session, youngest) == 3000
+        assert sorted(positions.values()) == list(range(2951, 3001))  # the youngest 50, all low: the last places
+        assert len(query_plans(session, lambda: jobs.queue_positions(session, page))) == 1
+        plans = query_plans(session, lambda: jobs.claim_next_job(session, youngest.id, owner="w", host="h"))
+    assert len(plans) >= 4, plans  # the queue's name, then 3 candidate reads (one per priority)
+    for plan in plans:  # each read through an index (the queue's, or the ids' when most rows match), no sort
+        lowered = plan.lower()
+        assert "index" in lowered or "primary key" in lowered, plan
+        assert "sort" not in lowered and "temp b-tree" not in lowered and "seq scan" not in lowered, plan
+
+
 # --- real workers ---------------------------------------------------------------------------
 
 

@@ -38,9 +38,10 @@ def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
     derived = {"queue_position", "queue_served", "tags", "submitted_by_name", "priority"}
     stored = schemas.Job.model_fields.keys() - derived  # the row's own attributes
     tags = job_service.tags_of(session, jobs)
+    positions = job_service.queue_positions(session, jobs)
     names = user_names(session, {job.submitted_by for job in jobs})
     return [schemas.Job.model_validate({**{name: getattr(job, name) for name in stored},
-                                        "queue_position": job_service.queue_position(session, job),
+                                        "queue_position": positions.get(job.id),
                                         "queue_served": job.queue in served,
                                         "tags": tags[job.id], "priority": PRIORITY_NAMES[job.priority],
                                         "submitted_by_name": names.get(job.submitted_by, "cli")})

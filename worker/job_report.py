@@ -51,12 +51,13 @@ def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_
                                    per_page=per_page)
     live = jobs.live_queues(session)
     tags = jobs.tags_of(session, listed)
+    positions = jobs.queue_positions(session, listed)
     rows = []
     for job in listed:
         epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
         row = [str(job.id), job.kind, status_text(job), PRIORITY_NAMES[job.priority], f"{job.progress:.0%}", epochs,
                _fmt(job.images_per_s, "{:.1f}"), _eta(job.eta_s),
-               waiting_note(jobs.queue_position(session, job), job.queue, live),
+               waiting_note(positions.get(job.id), job.queue, live),
                _fmt(job.best_valid_accuracy, "{:.4f}"), ",".join(tags[job.id]) or "-"]  # fmt: skip
         if sweep_id is not None:
             row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
