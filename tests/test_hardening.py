@@ -137,12 +137,20 @@ def fresh_databases(request, tmp_path, monkeypatch):
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def own_queue() -> str:
+    """A queue name no other test's queued jobs share (the tests of a backend share its database)."""
+    import secrets
+
+    return f"in-process-{secrets.token_hex(3)}"
+
+
 def run_in_process(kind: str, params: dict) -> int:
-    """Commit a job and run it here, as a worker would (claim, run folder, core call, outcome)."""
+    """Commit a job and run it here, as a worker would (claim, run folder, core call, outcome). On a queue of
+    its own: a message starts the best queued job of its queue, which on a shared queue may be another."""
     from worker.tasks import run_job
 
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, kind, params).id
+        job_id = jobs.create_job(session, kind, params, queue=own_queue()).id
     run_job(job_id)
     return job_id
 
@@ -387,7 +395,8 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
     try:
         with get_sessionmaker().begin() as session:
-            web_id = jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, **TINY}, origin="web").id
+            web_id = jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, **TINY}, origin="web",
+                                     queue=own_queue()).id
         run_job(web_id)
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, web_id)
