@@ -238,10 +238,13 @@ def report_lost_workers(session: Session) -> list[str]:
     return reported
 
 
-def lost_workers(session: Session) -> list[WorkerRecord]:
-    """Workers reported lost and not seen since, newest loss first."""
-    return list(session.scalars(select(WorkerRecord).where(WorkerRecord.lost_at.is_not(None))
-                                .order_by(WorkerRecord.lost_at.desc())))
+def lost_workers(session: Session, *, within_hours: float | None = None, limit: int = 50) -> list[WorkerRecord]:
+    """Workers reported lost and not seen since, newest loss first (those lost within the last
+    `within_hours` only, when given: a worker name that never comes back stays in the table)."""
+    lost = [WorkerRecord.lost_at.is_not(None)]
+    if within_hours is not None:
+        lost.append(WorkerRecord.lost_at >= utcnow() - timedelta(hours=within_hours))
+    return list(session.scalars(select(WorkerRecord).where(*lost).order_by(WorkerRecord.lost_at.desc()).limit(limit)))
 
 
 # --- admin actions: permission checked, change and audit row in one transaction ---------------------

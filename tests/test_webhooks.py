@@ -384,6 +384,20 @@ def test_the_pages_add_disable_and_list_deliveries(client, receiver):
     with get_sessionmaker().begin() as session:
         assert webhooks.list_webhooks(session) == []
 
+    # lost workers: named above the job list (lost in the last day) and listed on the webhooks page
+    with get_sessionmaker().begin() as session:
+        jobs.register_worker(session, hostname="gone-1@test", queues=["gpu"], gpu=None, pid=1)
+        jobs.register_worker(session, hostname="gone-long-ago@test", queues=["cpu"], gpu=None, pid=2)
+        session.flush()
+        session.query(WorkerRecord).update({"last_seen": utcnow().replace(year=2000)})
+        webhooks.report_lost_workers(session)
+        session.query(WorkerRecord).filter(WorkerRecord.hostname == "gone-long-ago@test").update(
+            {"lost_at": utcnow().replace(year=2000)})
+    job_list = client.get("/").get_data(as_text=True)
+    assert 'id="lost-workers"' in job_list and "gone-1@test" in job_list and "gone-long-ago@test" not in job_list
+    admin_page = client.get("/admin/webhooks").get_data(as_text=True)
+    assert "gone-1@test" in admin_page and "gone-long-ago@test" in admin_page
+
 
 # --- real workers ---------------------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
         disk = disk_summary(session)
         sweep = _sweep_card(session, sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
         sweep_rule = queries.sweep_rule_text(session, sweep_id) if sweep_id is not None else None
-        lost = [worker.hostname for worker in webhooks.lost_workers(session)]
+        lost = [worker.hostname for worker in webhooks.lost_workers(session, within_hours=24, limit=10)]
     pages = max(1, math.ceil(total / per_page))
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
