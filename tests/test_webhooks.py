@@ -282,6 +282,35 @@ def test_bad_configuration_names_its_field(database):
         webhooks.add(session, Actor(7, "bob", "member"), "http://example.org/x", ["job.failed"])
 
 
+def test_the_cli_adds_lists_tests_delivers_and_removes(database, receiver):
+    import re
+
+    from click.testing import CliRunner
+
+    from leukemia.cli import main
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["webhooks", *args])
+        return result.exit_code, result.output
+
+    code, output = cli("add", "ftp://example.org/hook")
+    assert code == 2 and output == "error: url: 'ftp://example.org/hook' is not an http:// or https:// address with a host\n"
+    code, output = cli("add", receiver.url, "--event", "job.failed", "--event", "worker.lost")
+    assert code == 0 and "webhook 1 added for job.failed, worker.lost" in output
+    receiver.secret = re.search(r"secret: (\S+)", output).group(1)
+    assert cli("list")[1].splitlines()[1].startswith(f"1\tenabled\t{receiver.url}\tjob.failed,worker.lost")
+    assert cli("test", "1") == (0, "delivery 1 queued\n")
+    assert cli("deliver") == (0, "delivered 1, to retry 0, failed 0\n")
+    assert receiver.of("webhook.test")[0]["verified"]
+    code, output = cli("deliveries", "1")
+    assert code == 0 and "1\twebhook.test\tdelivered\t200\t1\t" in output and "(1 deliveries)" in output
+    assert cli("redeliver", "1") == (0, "delivery 2 queued\n")
+    assert cli("disable", "1") == (0, "webhook 1 disabled\n")
+    assert cli("deliveries", "9") == (2, "error: webhook 9 not found\n")
+    assert cli("remove", "1") == (0, "webhook 1 removed\n")
+    assert cli("list") == (0, "no webhooks\n")
+
+
 # --- the admin API and pages ---------------------------------------------------------------------
 
 AUTH = {"Authorization": "Bearer test-api-token"}  # conftest's WEB_API_TOKEN: the admin's token
