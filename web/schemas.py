@@ -190,7 +190,8 @@ class Job(Row):
     best_valid_accuracy: float | None
     log_tail: str | None
     finished: bool
-    queue_position: int | None = Field(description="1-based place among the queued jobs of its queue; null unless queued")
+    queue_position: int | None = Field(description="1-based place among the queued jobs of its queue, in the order "
+                                                    "they start (higher priority first, then oldest); null unless queued")
     queue_served: bool = Field(description="false: no live worker consumes this job's queue")
     submitted_by: int | None = Field(description="the submitting user's id; null: submitted from the CLI")
     submitted_by_name: str = Field(description="the submitting user's name, or 'cli'")
