@@ -35,7 +35,7 @@ def better(metric: str, value: float, than: float, min_delta: float = 0.0) -> bo
 def patience_reason(metric: str, patience: int, epoch: int, best_value: float | None, best_epoch: int | None) -> str:
     """The line a run stopped by patience reports (CLI, metrics.json, the job row)."""
     best = "no value" if best_value is None else f"{best_value:.4g}"
-    return (f"stopped early at epoch {epoch}: {metric} did not improve for {patience} epochs "
+    return (f"stopped early at epoch {epoch}: {metric} did not improve for {patience} epoch{'s' if patience > 1 else ''} "
             f"(best {best} at epoch {best_epoch})")  # fmt: skip
 
 
@@ -119,4 +119,4 @@ def median_stop_reason(session: Session, job_id: int, record: EpochRecord) -> st
         return None
     sign = ">" if rule.metric in LOWER_IS_BETTER else "<"
     return (f"stopped by the sweep's median rule at epoch {epoch}: {rule.metric} {value:.4g} {sign} "
-            f"median {median:.4g} of {len(finished)} finished points")  # fmt: skip
+            f"median {median:.4g} of {len(finished)} finished point{'s' if len(finished) > 1 else ''}")  # fmt: skip

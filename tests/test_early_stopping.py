@@ -49,7 +49,7 @@ def plateau_dir(tmp_path_factory) -> Path:
 
 
 def plateau_options(data_dir: Path, **overrides) -> dict:
-    return {"data_dir": str(data_dir), "epochs": 6, "image_size": SIZE, "batch_size": 8, "device": "cpu", "seed": 2,
+    return {"data_dir": str(data_dir), "epochs": 6, "image_size": SIZE, "batch_size": 16, "device": "cpu", "seed": 2,
             "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 2, **overrides}
 
 
@@ -58,7 +58,7 @@ def test_cli_train_stops_after_patience_with_best_from_the_best_epoch(plateau_di
 
     run_dir = tmp_path / "run"
     outcome = CliRunner().invoke(main, [
-        "train", "--data", str(plateau_dir), "--epochs", "6", "--image-size", str(SIZE), "--batch-size", "8",
+        "train", "--data", str(plateau_dir), "--epochs", "6", "--image-size", str(SIZE), "--batch-size", "16",
         "--device", "cpu", "--seed", "2", "--early-stopping-metric", "valid_accuracy",
         "--early-stopping-patience", "2", "--out", str(run_dir),
     ])  # fmt: skip

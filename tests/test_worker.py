@@ -329,7 +329,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     from web import queries
 
     data = write_plateau_folder(tmp_path / "plateau")
-    params = {"data_dir": str(data), "epochs": 5, **TINY}
+    params = {"data_dir": str(data), "epochs": 5, **TINY, "batch_size": 16}  # one step per epoch
     patient = submit("train", {**params, "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 1},
                      queue=queues["gpu"])  # fmt: skip
     with get_sessionmaker().begin() as session:
@@ -341,7 +341,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     dispatch.send_job(ids[2], queues["gpu"])
 
     expected = {
-        patient: "stopped early at epoch 2: valid_accuracy did not improve for 1 epochs (best 0.5 at epoch 1)",
+        patient: "stopped early at epoch 2: valid_accuracy did not improve for 1 epoch (best 0.5 at epoch 1)",
         ids[2]: "stopped by the sweep's median rule at epoch 2: valid_accuracy 0.5 < median 0.85 of 2 finished points",
     }
     for job_id, reason in expected.items():
