@@ -21,7 +21,7 @@ from core.disk import folder_bytes
 from core.errors import UserInputError
 from core.job_options import JobOptions
 from core.progress import EpochRecord
-from core.records import Artifact, AuditEntry, EpochMetric, Job, JobTag, Sweep, User, utcnow
+from core.records import Artifact, AuditEntry, CrossValidation, EpochMetric, Job, JobTag, Sweep, User, utcnow
 from core.run_folder import claim_run_dir, job_run_dir
 from core.settings import get_settings
 from leukemia.cli import main as leukemia_cli
@@ -267,22 +267,35 @@ def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(monkeypatch):
 def test_gc_dry_run_then_for_real(client, folder_path):
     old_failed, old_cancelled = finished_job(folder_path, status="failed"), finished_job(folder_path, status="cancelled")
     recent_failed, old_succeeded = finished_job(folder_path, status="failed"), finished_job(folder_path)
+    fold = finished_job(folder_path, status="failed")
     with get_sessionmaker().begin() as session:
-        session.execute(update(Job).where(Job.id.in_([old_failed, old_cancelled, old_succeeded]))
+        session.execute(update(Job).where(Job.id.in_([old_failed, old_cancelled, old_succeeded, fold]))
                         .values(finished_at=utcnow() - timedelta(days=31)))
+        cv = CrossValidation(name="cv", data_dir=folder_path, scheme="2 folds", base_params={}, folds=[])
+        session.add(cv)
+        session.flush()
+        session.execute(update(Job).where(Job.id == fold).values(cv_id=cv.id, cv_fold=0))
+    refusal = client.delete(f"/api/jobs/{fold}", headers=AUTH).json["error"]
+    assert refusal.startswith(f"job {fold} is fold 0 of cross-validation {cv.id}: a fold is kept with its cross-validation")
     each = sum(FILES.values()) + 33
 
     code, output = cli("gc", "--older-than", "30d", "--dry-run")
     assert code == 0, output
     assert f"job {old_failed} train failed" in output and f"job {old_cancelled} train cancelled" in output
     assert f"would free 8.9 kB ({each} bytes)" in output and str(recent_failed) not in output.replace("job", " ").split()
-    assert f"dry run: 2 job(s) would go, would free 17.9 kB ({2 * each} bytes) in total" in output
+    assert f"job {fold} train failed" in output and f"skipped: job {fold} is fold 0 of cross-validation" in output
+    assert f"dry run: 2 job(s) would go, would free 17.9 kB ({2 * each} bytes) in total; 1 skipped" in output
     assert row(old_failed) is not None and row(old_cancelled) is not None
 
     code, output = cli("gc", "--older-than", "4w", "--status", "failed,cancelled")
-    assert code == 0 and f"2 job(s) deleted, freed 17.9 kB ({2 * each} bytes) in total" in output
+    assert code == 0 and f"2 job(s) deleted, freed 17.9 kB ({2 * each} bytes) in total; 1 skipped" in output
     assert row(old_failed) is None and row(old_cancelled) is None
     assert row(recent_failed) is not None and row(old_succeeded) is not None
+    with get_sessionmaker().begin() as session:
+        audited = session.execute(select(AuditEntry.target_id, AuditEntry.username, AuditEntry.detail)
+                                  .where(AuditEntry.action == "job.delete").order_by(AuditEntry.id)).all()
+    assert [(target, name.startswith("cli:"), detail["freed_bytes"]) for target, name, detail in audited] == [
+        (str(old_failed), True, each), (str(old_cancelled), True, each)]
     assert cli("gc", "--older-than", "30x")[1].strip() == (
         "error: older_than: '30x' is not an age; use a number and h, d or w (12h, 30d, 2w)")
     assert cli("gc", "--older-than", "1h", "--status", "running") == (
