@@ -21,7 +21,7 @@ from core.db import get_sessionmaker
 from core.job_options import JobOptions
 from core.records import Job, utcnow
 from leukemia.cli import main as leukemia_cli
-from tests.test_worker import WorkerProcess, submit, wait_for
+from tests.test_worker import WorkerProcess, epochs_of, submit, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -176,8 +176,9 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint, tiny_data, tmp_path):
-    """Jobs queued while no worker serves their queue, one re-prioritised while queued, start in
-    (priority desc, id asc) order once a worker (concurrency 1) starts on that queue."""
+    """Jobs queued while no worker serves their queue, two re-prioritised while queued, start in
+    (priority desc, id asc) order once a worker (concurrency 1) starts on that queue; then jobs
+    submitted while the worker is busy start by priority when it is free."""
     queue = f"prio-{secrets.token_hex(3)}"
     params = {"data_dir": str(tiny_data), "csv": "test.csv", "checkpoints": [str(checkpoint)], "device": "cpu",
               "batch_size": 4}
@@ -199,13 +200,30 @@ def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint,
 
     env = {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     worker = WorkerProcess(env, [queue], "prio", tmp_path)
-    try:
-        def finished() -> list[Job] | None:
-            with get_sessionmaker().begin() as session:
-                rows = [jobs.get_job(session, job_id) for job_id in ids]
-            return rows if all(row.finished for row in rows) else None
 
-        rows = wait_for(finished, 120, "the five jobs to finish", worker)
+    def all_finished(job_ids: list[int]) -> list[Job] | None:
+        with get_sessionmaker().begin() as session:
+            rows = [jobs.get_job(session, job_id) for job_id in job_ids]
+        return rows if all(row.finished for row in rows) else None
+
+    try:
+        rows = wait_for(lambda: all_finished(ids), 120, "the five jobs to finish", worker)
+        assert [(row.status, row.error) for row in rows] == [("succeeded", None)] * 5
+        started = [row.id for row in sorted(rows, key=lambda row: row.started_at)]
+        assert started == expected, worker.log()[-3000:]
+        log = worker.log()
+        assert f"job {d_low} (predict) claimed" in log and "priority high (message for job" in log
+
+        # While the worker is busy (and holds the next message, prefetch 1), a high job submitted last
+        # still starts first once the worker is free: the message it takes is low's, the job it starts high's.
+        busy = submit("train", {"data_dir": str(tiny_data), "epochs": 200, "image_size": 32, "batch_size": 4,
+                                "device": "cpu", "seed": 0}, queue=queue)  # fmt: skip
+        wait_for(lambda: epochs_of(busy), 90, f"job {busy} to be running", worker)
+        later = [submit("predict", params, queue=queue, options=JobOptions(priority=p)) for p in ("low", "normal", "high")]
+        assert CliRunner().invoke(leukemia_cli, ["cancel", str(busy)]).exit_code == 0
+        rows = wait_for(lambda: all_finished([busy, *later]), 120, "the busy worker's next jobs", worker)
+        assert [row.status for row in rows] == ["cancelled", "succeeded", "succeeded", "succeeded"]
+        assert [row.id for row in sorted(rows[1:], key=lambda row: row.started_at)] == later[::-1], worker.log()[-3000:]
     finally:
         if worker.process.poll() is None:
             os.killpg(worker.process.pid, signal.SIGTERM)
@@ -217,11 +235,6 @@ def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint,
             import redis
 
             redis.Redis.from_url(service_backend["env"]["BROKER_URL"]).delete(queue)
-    assert [(row.status, row.error) for row in rows] == [("succeeded", None)] * 5
-    started = [row.id for row in sorted(rows, key=lambda row: row.started_at)]
-    assert started == expected, worker.log()[-3000:]
-    log = worker.log()
-    assert f"job {d_low} (predict) claimed" in log and "priority high (message for job" in log
 
 
 # --- what the API, the job list and the job page show ------------------------------------------
