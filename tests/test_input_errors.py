@@ -119,7 +119,8 @@ TRAIN_NAMES = [field.name for field in forms.form_fields("train")]
 JOB_FORM = sorted({f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)}
                   | {"data_folder", "parent_id", "queue"})
 NUMERIC = {f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)
-           if f.input == "number"} | {"page", "per_page", "sweep", "sweep_id", "parent", "parent_id", "data_folder", "ids", "folds"}
+           if f.input == "number"} | {"page", "per_page", "sweep", "sweep_id", "parent", "parent_id", "data_folder", "ids", "folds",
+             "median_min_finished", "median_grace"}
 # Query and form fields per endpoint; the test fails when a route is added without an entry here.
 FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "static": ([], []), "views.plotly_js": ([], []),
@@ -127,7 +128,8 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "views.job_list": (["status", "kind", "sweep", "tag", "page"], []),
     "views.job_detail": ([], []), "views.cancel": ([], []), "views.retry": ([], []), "views.download": ([], []),
     "views.new_job": (["parent"], JOB_FORM),
-    "views.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]),
+    "views.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]
+                        + ["median_metric", "median_min_finished", "median_grace"]),
     "views.compare": (["ids"], []), "views.data_folders": ([], ["name", "path"]),
     "api.health": ([], []), "api.openapi": ([], []), "api.get_job": ([], []), "api.cancel_job": ([], []),
     "api.retry_job": ([], []), "api.job_metrics": ([], []), "api.job_artifacts": ([], []),
@@ -135,7 +137,7 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.list_jobs": (["status", "kind", "sweep_id", "tag", "page", "per_page"], []),
     "api.list_sweeps": (["tag", "page", "per_page"], []),
     "api.submit_job": ([], ["kind", "params", "parent_id", "queue"]),
-    "api.submit_sweep": ([], ["kind", "base_params", "grid", "name", "parent_id", "queue"]),
+    "api.submit_sweep": ([], ["kind", "base_params", "grid", "name", "parent_id", "queue", "early_stopping"]),
     "api.register_data_folder": ([], ["path", "name"]),
     "cv.new_cross_validation": ([], TRAIN_NAMES + ["folds", "release_folds", "name", "data_folder", "queue"]),
     "cv.cross_validations": ([], []), "cv.cross_validation": ([], []), "cv.out_of_fold": ([], []),
