@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +14,6 @@ from sqlalchemy import select, update
 from werkzeug.security import generate_password_hash
 
 from core import jobs, retention
-from core.access import cli_actor
 from core.db import get_sessionmaker
 from core.disk import folder_bytes
 from core.errors import UserInputError
