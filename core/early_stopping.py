@@ -41,9 +41,10 @@ def patience_reason(metric: str, patience: int, epoch: int, best_value: float | 
 
 class MedianStopRule(BaseModel):
     """A sweep's median stopping rule: a point whose metric at epoch e is worse than the median of the
-    finished points' metric at e stops (ends succeeded, with the reason)."""
+    finished points' metric at e stops (ends succeeded, with the reason). Strict, like the JSON API's
+    fields (a JSON "2" is not 2); text from a form goes through median_rule_from_options."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     rule: Literal["median"] = "median"
     metric: EarlyStoppingMetric = Field(description="Validation metric compared at each epoch (valid_loss: lower is better).")
@@ -76,16 +77,24 @@ def parse_median_rule(values: dict | None) -> MedianStopRule | None:
 
 
 def median_rule_from_options(
-    metric: str | None, min_finished: int | None = None, grace_epochs: int | None = None
+    metric: str | None, min_finished: int | str | None = None, grace_epochs: int | str | None = None
 ) -> MedianStopRule | None:
-    """The rule from separate values (CLI options, form fields); None when no metric is given."""
+    """The rule from separate values (CLI options, form fields: numbers as text); None when no metric is given."""
     if metric is None or not str(metric).strip():
         if min_finished is not None or grace_epochs is not None:
             raise UserInputError("early_stopping: min_finished and grace_epochs need the median rule's metric",
                                  field="early_stopping")  # fmt: skip
         return None
-    given = {"min_finished": min_finished, "grace_epochs": grace_epochs}
-    return parse_median_rule({"metric": metric, **{k: v for k, v in given.items() if v is not None}})
+    values: dict = {"metric": metric}
+    for name, value in (("min_finished", min_finished), ("grace_epochs", grace_epochs)):
+        if value is None:
+            continue
+        try:
+            values[name] = int(str(value).strip())
+        except ValueError:
+            raise UserInputError(f"early_stopping.{name}: {str(value)[:40]!r} is not a whole number",
+                                 field="early_stopping") from None  # fmt: skip
+    return parse_median_rule(values)
 
 
 def median_stop_reason(session: Session, job_id: int, record: EpochRecord) -> str | None:

@@ -254,6 +254,8 @@ def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None
             parse_median_rule(values)
         assert caught.value.field == "early_stopping" and "\n" not in str(caught.value)
     assert median_rule_from_options("valid_f1", "3", None) == MedianStopRule(metric="valid_f1", min_finished=3)
+    with pytest.raises(UserInputError, match="early_stopping.grace_epochs: 'soon' is not a whole number"):
+        median_rule_from_options("valid_f1", None, "soon")
     with pytest.raises(UserInputError, match="early_stopping: min_finished and grace_epochs need the median rule's metric"):
         median_rule_from_options(None, 2, None)
     with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="early_stopping: evaluate sweeps have no epochs"):
@@ -300,7 +302,7 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
     sweep_id = response.json["id"]
     assert response.json["early_stopping"] == rule and client.get(f"/api/sweeps/{sweep_id}", headers=auth).json["early_stopping"] == rule
     for bad, message in [({"metric": "f1"}, "early_stopping.metric: Input should be"),
-                         ({"metric": "valid_f1", "grace_epochs": 1.5}, "early_stopping.grace_epochs"),
+                         ({"metric": "valid_f1", "grace_epochs": "1"}, "early_stopping.grace_epochs: Input should be a valid integer"),
                          ({"metric": "valid_f1", "min_finished": 0}, "early_stopping.min_finished")]:  # fmt: skip
         response = client.post("/api/sweeps", json={**body, "early_stopping": bad}, headers=auth)
         assert response.status_code == 400 and response.json["error"].startswith(message), response.json
