@@ -338,3 +338,32 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
     new_id = int(response.location.rpartition("sweep=")[2])
     assert client.get(f"/api/sweeps/{new_id}", headers=auth).json["early_stopping"] == {
         "rule": "median", "metric": "valid_loss", "min_finished": 2, "grace_epochs": 2}
+
+
+def test_cli_submits_a_sweep_with_the_median_rule(service_backend, plateau_dir: Path) -> None:
+    import secrets
+
+    from core.db import get_sessionmaker
+    from core.records import Sweep
+    from leukemia.cli import main
+
+    queue = f"nobody-{secrets.token_hex(3)}"
+    common = ["submit", "sweep", "--data", str(plateau_dir), "--image-size", str(SIZE), "--grid", "lr=0.001,0.0003",
+              "--queue", queue]  # fmt: skip
+    try:
+        outcome = CliRunner().invoke(main, [*common, "--median-stop", "valid_f1", "--median-min-finished", "3"])
+        assert outcome.exit_code == 0 and "2 jobs queued" in outcome.output, outcome.output
+        sweep_id = int(outcome.output.split()[1].rstrip(":"))
+        with get_sessionmaker().begin() as session:
+            assert session.get(Sweep, sweep_id).early_stopping == {"rule": "median", "metric": "valid_f1",
+                                                                   "min_finished": 3, "grace_epochs": 1}  # fmt: skip
+        listed = CliRunner().invoke(main, ["jobs", "--sweep", str(sweep_id)])
+        assert listed.output.startswith(f"sweep {sweep_id}: median stopping rule on valid_f1: acts from epoch 2 once 3")
+        refused = CliRunner().invoke(main, [*common, "--median-grace", "2"])
+        assert refused.exit_code == 2 and refused.output == (
+            "error: early_stopping: min_finished and grace_epochs need the median rule's metric\n")
+    finally:
+        if service_backend["name"] == "redis+postgres":  # drop the messages nobody consumed
+            import redis
+
+            redis.Redis.from_url(service_backend["env"]["BROKER_URL"]).delete(queue)
