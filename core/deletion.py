@@ -22,7 +22,7 @@ from core import audit
 from core.access import Actor, PermissionDenied, require_owner
 from core.db import get_sessionmaker
 from core.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
-from core.errors import UserInputError
+from core.errors import StorageError, UserInputError
 from core.jobs import MAX_ID, artifacts, get_job
 from core.records import CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, EpochMetric, Job, JobTag, Sweep, SweepTag, utcnow
 from core.run_folder import job_run_dir
@@ -96,8 +96,12 @@ def _remove_job(session: Session, job: Job) -> int:
         session.execute(delete(table).where(table.job_id == job.id))
     session.execute(delete(Job).where(Job.id == job.id).execution_options(synchronize_session=False))
     session.flush()
-    freed = sum(remove_file(path) for path in elsewhere)
-    return freed + remove_folder(run_dir)
+    try:
+        freed = sum(remove_file(path) for path in elsewhere)
+        return freed + remove_folder(run_dir)
+    except OSError as error:  # the caller's transaction rolls back: the job stays, to be deleted again
+        raise StorageError(f"job {job.id}: cannot remove {error.filename or run_dir}: {error.strerror or error}; "
+                           "the job is kept (files already removed stay removed); fix this and delete it again") from None
 
 
 def delete_job(session: Session, job_id: int, *, actor: Actor) -> Deletion:
@@ -196,7 +200,7 @@ def collect_garbage(older_than: timedelta, statuses: list[str], *, dry_run: bool
                     entry.bytes = job_bytes(session, job)
                 else:
                     entry.bytes = delete_job(session, job_id, actor=actor).freed_bytes
-        except (UserInputError, PermissionDenied) as refusal:
+        except (UserInputError, PermissionDenied, StorageError) as refusal:
             entry.skipped = str(refusal)
         report.jobs.append(entry)
     return report

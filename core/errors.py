@@ -47,3 +47,8 @@ class NoSpaceLeft(OneLineError):
     def __init__(self, path: object, detail: str | None = None) -> None:
         super().__init__(f"no space left on device: {path}" + (f" ({detail})" if detail else ""))
         self.path = path
+
+
+class StorageError(OneLineError):
+    """A file on the artifacts volume could not be changed (permissions, an immutable or read-only
+    file): not the user's fault, and nothing was recorded as done. The API answers 503, the CLI exits 2."""

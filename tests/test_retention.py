@@ -108,6 +108,27 @@ def test_a_delete_frees_exactly_the_bytes_its_files_had(client, folder_path, tmp
     assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 404
 
 
+def test_a_file_that_cannot_be_removed_keeps_the_job_and_is_one_line(client, folder_path):
+    """An immutable file (chattr +i: refused even to root) makes the delete a one-line 503; the job's
+    rows stay, and once the file can go the same delete succeeds."""
+    import subprocess
+
+    job_id = finished_job(folder_path)
+    stuck = job_run_dir(job_id, row(job_id).run_key) / "best.pt"
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable flag (chattr +i)")
+    try:
+        response = client.delete(f"/api/jobs/{job_id}", headers=AUTH)
+        assert response.status_code == 503, response.json
+        assert response.json["error"].startswith(f"job {job_id}: cannot remove {stuck}: Operation not permitted")
+        assert row(job_id) is not None and stuck.exists()
+        code, output = cli("delete", str(job_id))
+        assert code == 2 and "cannot remove" in output and len(output.strip().splitlines()) == 1
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert client.delete(f"/api/jobs/{job_id}", headers=AUTH).status_code == 200 and row(job_id) is None
+
+
 def test_who_may_delete_and_what_is_refused(app, admin, folder_path):
     bob, carol = add_user("bob"), add_user("carol")
     bobs, carols = finished_job(folder_path, owner=bob), finished_job(folder_path, owner=carol)

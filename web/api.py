@@ -164,7 +164,7 @@ def retry_job(job_id: int) -> Any:
 
 
 @operation(bp, "delete", "/jobs/<int:job_id>", operation_id="deleteJob", tag="jobs",
-           responses={200: schemas.Deletion}, errors=(400, 403, 404))
+           responses={200: schemas.Deletion}, errors=(400, 403, 404, 503))
 def delete_job(job_id: int) -> Any:
     """Delete a finished job: its files (the space freed is reported) and its rows"""
     existing_job_id(job_id)
@@ -357,7 +357,7 @@ def edit_sweep(sweep_id: int) -> Any:
 
 
 @operation(bp, "delete", "/sweeps/<int:sweep_id>", operation_id="deleteSweep", tag="sweeps",
-           responses={200: schemas.Deletion}, errors=(400, 403, 404))
+           responses={200: schemas.Deletion}, errors=(400, 403, 404, 503))
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
     actor = current_actor()  # before the transaction: it reads the token's user in one of its own

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from sqlalchemy.exc import OperationalError
 
 from core.access import PermissionDenied
-from core.errors import BrokerUnavailable, DatabaseUnavailable, UserInputError
+from core.errors import BrokerUnavailable, DatabaseUnavailable, StorageError, UserInputError
 
 
 def wants_json() -> bool:
@@ -41,6 +41,11 @@ def handle_permission_denied(error: PermissionDenied):  # type: ignore[no-untype
 
 def handle_broker_unavailable(error: BrokerUnavailable):  # type: ignore[no-untyped-def]
     """The job row is committed (and marked failed); its message could not be sent: not the user's fault."""
+    return error_response(503, str(error))
+
+
+def handle_storage_error(error: StorageError):  # type: ignore[no-untyped-def]
+    """A file on the artifacts volume could not be changed (core.errors.StorageError): nothing was recorded."""
     return error_response(503, str(error))
 
 
@@ -80,6 +85,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(PermissionDenied, handle_permission_denied)
     app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)
     app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)
+    app.register_error_handler(StorageError, handle_storage_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(HTTPException, handle_http)
