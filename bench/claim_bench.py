@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.list_bench import median_ms  # noqa: E402  (after the path set-up, as a script)
-from bench.queue_bench import configure  # noqa: E402
+from bench.queue_bench import configure, release  # noqa: E402
 
 
 def insert_queued(count: int) -> list[int]:
@@ -40,7 +40,7 @@ def insert_queued(count: int) -> list[int]:
 
 def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
     from core import jobs
-    from core.db import get_sessionmaker, reset_engines
+    from core.db import get_sessionmaker
 
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="claim-bench-") as tmp:
@@ -64,12 +64,7 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
                 assert jobs.queue_position(session, last) == jobs_count
                 figures["queue_position (last in order)"] = median_ms(lambda: jobs.queue_position(session, last), repeat)
         finally:
-            reset_engines()
-            if database:
-                import psycopg
-
-                with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
-                    admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            release(database)
     return figures
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.queue_bench import configure  # noqa: E402  (after the path set-up, as a script)
+from bench.queue_bench import configure, release  # noqa: E402  (after the path set-up, as a script)
 
 USER = ("bench", "bench-password")
 TOKEN = "bench-token"
@@ -63,7 +63,7 @@ def median_ms(action: Callable[[], object], repeat: int) -> float:
 
 def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
     from core import jobs
-    from core.db import get_sessionmaker, reset_engines
+    from core.db import get_sessionmaker
     from web import create_app
 
     figures: dict[str, float] = {}
@@ -88,12 +88,7 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
 
                 figures[f"GET {url}"] = median_ms(get, repeat)
         finally:
-            reset_engines()
-            if database:
-                import psycopg
-
-                with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
-                    admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            release(database)
     return figures
 
 

@@ -53,6 +53,18 @@ def configure(backend: str, home: Path) -> tuple[dict[str, str], str | None]:
     return env, database
 
 
+def release(database: str | None) -> None:
+    """Undo configure: close this process's engines and drop its PostgreSQL database, if it made one."""
+    from core.db import reset_engines
+
+    reset_engines()
+    if database:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def start_worker(env: dict[str, str], queue: str, log_path: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", f"bench-{queue}@local",
                "--loglevel", "WARNING"]  # fmt: skip
@@ -126,14 +138,7 @@ def measure(backend: str, jobs_count: int, latency_samples: int) -> dict[str, fl
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)
-            from core.db import reset_engines
-
-            reset_engines()
-            if database:
-                import psycopg
-
-                with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
-                    admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            release(database)
     return {
         "latency_median_s": statistics.median(latencies),
         "latency_max_s": max(latencies),
