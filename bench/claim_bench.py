@@ -1,10 +1,10 @@
 """Claim benchmark: what the priority order costs a worker taking a message, and a queued job's position.
 
 What runs: N queued job rows in one queue (priorities low/normal/high in turn) inserted in one
-statement, then, repeated, `core.jobs.claim_next_job` (the best queued job of the queue: the
-candidate query in CLAIM_ORDER and one conditional UPDATE) against `core.jobs.claim_job` (the
+statement, then, repeated, `core.service.jobs.claim_next_job` (the best queued job of the queue: the
+candidate query in CLAIM_ORDER and one conditional UPDATE) against `core.service.jobs.claim_job` (the
 named job only, the claim before priorities), each in a transaction that is rolled back so the
-queue stays N long; and `core.jobs.queue_position` of the last job in the order.
+queue stays N long; and `core.service.jobs.queue_position` of the last job in the order.
 
     .venv/bin/python bench/claim_bench.py --jobs 10000 --repeat 20 [--backend redis|embedded|both]
 """
@@ -26,8 +26,8 @@ from bench.queue_bench import configure, release  # noqa: E402
 def insert_queued(count: int) -> list[int]:
     from sqlalchemy import insert, select
 
-    from core.db import get_sessionmaker
-    from core.records import Job, utcnow
+    from core.service.db import get_sessionmaker
+    from core.service.records import Job, utcnow
 
     now = utcnow()
     rows = [{"kind": "train", "status": "queued", "params": {"arch": "resnet18"}, "data_dir": "/bench", "queue": "gpu",
@@ -39,8 +39,8 @@ def insert_queued(count: int) -> list[int]:
 
 
 def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
-    from core import jobs
-    from core.db import get_sessionmaker
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
 
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="claim-bench-") as tmp:

@@ -2,10 +2,10 @@
 
 Times, on the same images and checkpoint (an untrained ResNet: the cost does not depend on the
 weights), after one warm-up pass that builds the decoded-image cache:
-- predict: `core.predict.predict_probabilities` (forward under inference_mode, softmax);
-- explain, maps only: `core.explain.grad_cam` over the same batches (forward with the hook, the
+- predict: `core.engine.predict.predict_probabilities` (forward under inference_mode, softmax);
+- explain, maps only: `core.engine.explain.grad_cam` over the same batches (forward with the hook, the
   backward pass through pool+fc, upsampling);
-- explain, whole: `core.explain.explain_samples` (maps plus the overlay PNGs, encoded).
+- explain, whole: `core.engine.explain.explain_samples` (maps plus the overlay PNGs, encoded).
 Prints one table line per measure: milliseconds per image of wall time and of CPU time."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 import click
 import torch
 
-from core.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from core.data import read_split
-from core.explain import explain_samples, grad_cam
-from core.models import build_model
-from core.pipeline import InputPipeline, resolve_device
-from core.predict import predict_probabilities
-from core.settings import get_settings
-from core.synth import write_synthetic_dataset
+from core.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from core.engine.data import read_split
+from core.engine.explain import explain_samples, grad_cam
+from core.engine.models import build_model
+from core.engine.pipeline import InputPipeline, resolve_device
+from core.engine.predict import predict_probabilities
+from core.service.settings import get_settings
+from core.engine.synth import write_synthetic_dataset
 
 
 def _timed(action) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
 """Job-list benchmark: how long a page of the job list takes with N jobs in the database.
 
-What runs: N job rows (with tags) inserted in one statement, then, repeated, `core.jobs.list_jobs` and the
+What runs: N job rows (with tags) inserted in one statement, then, repeated, `core.service.jobs.list_jobs` and the
 real Flask app (test client, logged in) serving the dashboard's list `/` and `GET /api/jobs`,
 first page and a deep page, unfiltered and filtered by status. The tests check that these
 queries are served by indexes with no sort (tests/test_jobs.py); this measures what that buys.
@@ -34,8 +34,8 @@ def insert_jobs(count: int) -> None:
     from sqlalchemy import insert
     from werkzeug.security import generate_password_hash
 
-    from core.db import get_sessionmaker
-    from core.records import Job, JobTag, User, utcnow
+    from core.service.db import get_sessionmaker
+    from core.service.records import Job, JobTag, User, utcnow
 
     now = utcnow()
     statuses = ("queued", "running", "succeeded", "failed")
@@ -62,8 +62,8 @@ def median_ms(action: Callable[[], object], repeat: int) -> float:
 
 
 def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
-    from core import jobs
-    from core.db import get_sessionmaker
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
     from web import create_app
 
     figures: dict[str, float] = {}

@@ -2,7 +2,7 @@
 
 What runs: a real `leukemia worker` subprocess (solo pool, concurrency 1) and the real
 run_job path for every job: commit the row, send the id, deliver, claim (conditional UPDATE),
-start and stop the heartbeat thread, call core.training.train, record the outcome. To measure
+start and stop the heartbeat thread, call core.engine.training.train, record the outcome. To measure
 the queue and not the model, each job is a train job whose data folder does not exist: core
 refuses it at once (UserInputError), so the job ends `failed` in milliseconds. A real job adds
 its own compute on top of these figures.
@@ -44,8 +44,8 @@ def configure(backend: str, home: Path) -> tuple[dict[str, str], str | None]:
     for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR"):
         os.environ.pop(key, None)
     os.environ.update(env)
-    from core.db import reset_engines, upgrade_database
-    from core.settings import get_settings
+    from core.service.db import reset_engines, upgrade_database
+    from core.service.settings import get_settings
 
     get_settings.cache_clear()
     reset_engines()
@@ -55,7 +55,7 @@ def configure(backend: str, home: Path) -> tuple[dict[str, str], str | None]:
 
 def release(database: str | None) -> None:
     """Undo configure: close this process's engines and drop its PostgreSQL database, if it made one."""
-    from core.db import reset_engines
+    from core.service.db import reset_engines
 
     reset_engines()
     if database:
@@ -70,8 +70,8 @@ def start_worker(env: dict[str, str], queue: str, log_path: Path) -> subprocess.
                "--loglevel", "WARNING"]  # fmt: skip
     worker = subprocess.Popen(command, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, cwd=REPO,
                               stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    from core import jobs
-    from core.db import get_sessionmaker
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -86,8 +86,8 @@ def start_worker(env: dict[str, str], queue: str, log_path: Path) -> subprocess.
 def wait_finished(job_ids: list[int], timeout: float) -> None:
     from sqlalchemy import func, select
 
-    from core.db import get_sessionmaker
-    from core.records import FINISHED_STATUSES, Job
+    from core.service.db import get_sessionmaker
+    from core.service.records import FINISHED_STATUSES, Job
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,8 +102,8 @@ def wait_finished(job_ids: list[int], timeout: float) -> None:
 def job_times(job_ids: list[int]):  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from core.db import get_sessionmaker
-    from core.records import Job
+    from core.service.db import get_sessionmaker
+    from core.service.records import Job
 
     with get_sessionmaker().begin() as session:
         rows = session.execute(select(Job.created_at, Job.started_at, Job.finished_at, Job.error).where(Job.id.in_(job_ids)))
@@ -111,7 +111,7 @@ def job_times(job_ids: list[int]):  # type: ignore[no-untyped-def]
 
 
 def measure(backend: str, jobs_count: int, latency_samples: int) -> dict[str, float]:
-    from core.access import cli_actor
+    from core.service.access import cli_actor
     from worker.dispatch import submit_job
 
     queue = f"bench-{secrets.token_hex(3)}"

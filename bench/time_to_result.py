@@ -23,7 +23,7 @@ import torch
 
 from bench import throughput
 from bench.throughput import Setup
-from core.models import build_model
+from core.engine.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "resnet18"
@@ -165,7 +165,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
     _apply_environment({key: environment.get(key) for key in saved})
     worker = None
     try:
-        from core.access import cli_actor
+        from core.service.access import cli_actor
         from worker.dispatch import submit_job
 
         queue = f"bench-ttr-{os.getpid()}"
@@ -193,8 +193,8 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
 
 def _apply_environment(values: dict[str, str | None]) -> None:
     """Point this process's settings and database engines at these values (None: unset)."""
-    from core.db import reset_engines
-    from core.settings import get_settings
+    from core.service.db import reset_engines
+    from core.service.settings import get_settings
 
     for key, value in values.items():
         if value is None:
@@ -207,8 +207,8 @@ def _apply_environment(values: dict[str, str | None]) -> None:
 
 def _start_worker(environment: dict[str, str], queue: str, log_path: Path) -> subprocess.Popen:
     """A real `leukemia worker` on its own queue, returned once it has registered."""
-    from core import jobs
-    from core.db import get_sessionmaker, upgrade_database
+    from core.service import jobs
+    from core.service.db import get_sessionmaker, upgrade_database
 
     upgrade_database()
     command = [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", f"{queue}@local",
@@ -232,8 +232,8 @@ def _wait_finished(job_id: int):  # type: ignore[no-untyped-def]
     """(status, error, started_at, finished_at) of a job once it has finished."""
     from sqlalchemy import select
 
-    from core.db import get_sessionmaker
-    from core.records import FINISHED_STATUSES, Job
+    from core.service.db import get_sessionmaker
+    from core.service.records import FINISHED_STATUSES, Job
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -11,37 +11,37 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
     # core: the ML job from a terminal
-    "check": "core.cli:check",
-    "synth": "core.cli:synth",
-    "train": "core.cli:train",
-    "finetune": "core.cli:finetune",
-    "evaluate": "core.cli:evaluate",
-    "predict": "core.cli:predict",
-    "cv": "core.cli:cross_validate",
+    "check": "leukemia.commands.engine:check",
+    "synth": "leukemia.commands.engine:synth",
+    "train": "leukemia.commands.engine:train",
+    "finetune": "leukemia.commands.engine:finetune",
+    "evaluate": "leukemia.commands.engine:evaluate",
+    "predict": "leukemia.commands.engine:predict",
+    "cv": "leukemia.commands.engine:cross_validate",
     # web: the dashboard and JSON API
-    "web": "web.cli:web",
-    "migrate": "web.cli:migrate",
+    "web": "leukemia.commands.web:web",
+    "migrate": "leukemia.commands.web:migrate",
     # the embedded default: migrations, web and one worker as child processes
-    "serve": "leukemia.serve:serve",
+    "serve": "leukemia.commands.serve:serve",
     # worker: the job service
-    "db": "worker.cli:db",
-    "worker": "worker.cli:worker",
-    "submit": "worker.cli:submit",
-    "jobs": "worker.cli:jobs_command",
-    "job": "worker.cli:job_command",
-    "cv-summary": "worker.cli:cv_summary_command",
-    "cancel": "worker.cli:cancel_command",
-    "retry": "worker.cli:retry_command",
-    "edit": "worker.edit_cli:edit_command",
-    "download": "worker.cli:download_command",
-    "webhooks": "worker.webhook_cli:webhooks",
+    "db": "leukemia.commands.jobs:db",
+    "worker": "leukemia.commands.jobs:worker",
+    "submit": "leukemia.commands.jobs:submit",
+    "jobs": "leukemia.commands.jobs:jobs_command",
+    "job": "leukemia.commands.jobs:job_command",
+    "cv-summary": "leukemia.commands.jobs:cv_summary_command",
+    "cancel": "leukemia.commands.jobs:cancel_command",
+    "retry": "leukemia.commands.jobs:retry_command",
+    "edit": "leukemia.commands.edit:edit_command",
+    "download": "leukemia.commands.jobs:download_command",
+    "webhooks": "leukemia.commands.webhooks:webhooks",
     # users, roles and API tokens
-    "users": "worker.users_cli:users",
-    "tokens": "worker.users_cli:tokens",
+    "users": "leukemia.commands.users:users",
+    "tokens": "leukemia.commands.users:tokens",
     # retention and disk: free the storage of finished jobs
-    "delete": "worker.disk_cli:delete_command",
-    "gc": "worker.disk_cli:gc_command",
-    "disk": "worker.disk_cli:disk_command",
+    "delete": "leukemia.commands.disk:delete_command",
+    "gc": "leukemia.commands.disk:gc_command",
+    "disk": "leukemia.commands.disk:disk_command",
 }
 
 

@@ -38,8 +38,8 @@ def service_backend(request, tmp_path_factory):
     stale times so lost-worker tests take seconds."""
     import secrets
 
-    from core.db import reset_engines, upgrade_database
-    from core.settings import get_settings
+    from core.service.db import reset_engines, upgrade_database
+    from core.service.settings import get_settings
 
     home = tmp_path_factory.mktemp(f"home-{request.param.replace('+', '-')}")
     env = {"LEUKEMIA_HOME": str(home), "HEARTBEAT_SECONDS": "1", "STALE_AFTER_SECONDS": "6",
@@ -98,7 +98,7 @@ def drop_postgres_database(database: str) -> None:
 @pytest.fixture
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """A fresh LEUKEMIA_HOME (so caches, database and artifacts) for one test."""
-    from core.settings import get_settings
+    from core.service.settings import get_settings
 
     home = tmp_path / "leukemia-home"
     monkeypatch.setenv("LEUKEMIA_HOME", str(home))
@@ -115,7 +115,7 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic lab-layout folder (96 train, 32 valid, 24 test, 48 px, seed 0); treat it as read-only."""
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("synth") / "data"
     write_synthetic_dataset(folder, train=96, valid=32, test=24, image_size=48, seed=0)
@@ -134,8 +134,8 @@ def app(request, tmp_path, monkeypatch):
 
     `@pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)` runs a test on a fresh
     PostgreSQL database as well (its column types differ: 32-bit ids, no NUL in text)."""
-    from core.db import reset_engines
-    from core.settings import get_settings
+    from core.service.db import reset_engines
+    from core.service.settings import get_settings
     from web import create_app
     from web.auth import prepare_database
 

@@ -117,7 +117,7 @@ def test_sweeps(api, folder_path):
 
 
 def test_an_unreachable_broker_is_a_503_and_the_job_is_failed_with_the_reason(api, folder_path, monkeypatch):
-    from core.settings import get_settings
+    from core.service.settings import get_settings
 
     monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
     get_settings.cache_clear()
@@ -178,7 +178,7 @@ def test_the_document_is_valid_openapi_3_1_with_an_id_and_a_tag_per_operation(cl
 
 def test_a_job_answer_is_its_row_without_the_lease_plus_its_queue_facts():
     """web.schemas.Job names the row's fields once more only to type them; this holds the two equal."""
-    from core.records import Job
+    from core.service.records import Job
     from web import schemas
 
     columns = {column.name for column in Job.__table__.columns}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.atomic import atomic_path, create_once, open_atomic, write_text_atomic
+from core.common.atomic import atomic_path, create_once, open_atomic, write_text_atomic
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_else(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.checkpoint import save_checkpoint
-from core.models import build_model
+from core.engine.checkpoint import save_checkpoint
+from core.engine.models import build_model
 from leukemia.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
@@ -78,7 +78,7 @@ def test_bad_input_is_one_line_and_exit_2(synth_dir: Path, bad_files, tmp_path: 
 
 
 def test_a_bad_setting_in_the_environment_is_one_line() -> None:
-    from core.settings import get_settings
+    from core.service.settings import get_settings
 
     get_settings.cache_clear()
     try:

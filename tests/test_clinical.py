@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from core.clinical import (
+from core.engine.clinical import (
     average_precision,
     bootstrap_intervals,
     bootstrap_weights,
@@ -20,7 +20,7 @@ from core.clinical import (
     roc_auc,
     roc_curve,
 )
-from core.errors import UserInputError
+from core.common.errors import UserInputError
 
 # Six images, scores ranked by hand: the positives (ALL) sit at 0.9, 0.7, 0.4; the negatives at 0.8, 0.3, 0.1.
 TRUTH = [1, 0, 1, 1, 0, 0]

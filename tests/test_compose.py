@@ -3,7 +3,7 @@
 Static: the file parses; every command is a real `leukemia` command (or gunicorn with real
 options); healthchecks and depends_on conditions are in place; secrets are required, never
 defaulted; every variable is a real setting and documented (docs/deploy.md's table is checked
-against core.settings.Settings); the Dockerfile pins the same PyTorch as scripts/setup.sh.
+against core.service.settings.Settings); the Dockerfile pins the same PyTorch as scripts/setup.sh.
 
 Live: the migrate, web and worker commands run exactly as compose writes them, with compose's
 environment after interpolation, against the real PostgreSQL and Redis of this machine
@@ -215,8 +215,8 @@ def documented_settings() -> dict[str, tuple[str, str]]:
 
 
 def expected_defaults() -> dict[str, str]:
-    """The default of every core.settings.Settings field, as docs/deploy.md writes it."""
-    from core.settings import Settings
+    """The default of every core.service.settings.Settings field, as docs/deploy.md writes it."""
+    from core.service.settings import Settings
 
     home_placeholder = "/LEUKEMIA_HOME_PLACEHOLDER"
     settings = Settings(_env_file=None, leukemia_home=Path(home_placeholder))
@@ -251,7 +251,7 @@ def test_settings_table_matches_core_settings(monkeypatch):
 
 
 def test_every_variable_is_a_setting_and_documented():
-    from core.settings import Settings
+    from core.service.settings import Settings
 
     documented = documented_settings()
     settings_names = {name.upper() for name in Settings.model_fields}
@@ -426,7 +426,7 @@ def wait_for(predicate, timeout: float, deployment: Deployment, what: str):
 def test_compose_commands_run_a_job_end_to_end(deployment):
     from sqlalchemy import create_engine, text
 
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     migrated = deployment.run("migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
@@ -479,7 +479,7 @@ def test_compose_commands_run_a_job_end_to_end(deployment):
     assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
     status, artifacts = http_json("GET", f"{base}/api/jobs/{train_id}/artifacts", token)
     assert {"best.pt", "last.pt", "metrics.csv"} <= {a["name"] for a in artifacts["artifacts"]}
-    # The run folder is jobs/<id>-<run key> (core.run_folder).
+    # The run folder is jobs/<id>-<run key> (core.engine.run_folder).
     assert len(list((deployment.paths["/artifacts"] / "jobs").glob(f"{train_id}-*/last.pt"))) == 1
 
     # The workers' healthchecks pass while they run.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.crossval import fold_table, mean_std, plan_folds
-from core.errors import UserInputError
+from core.engine.crossval import fold_table, mean_std, plan_folds
+from core.common.errors import UserInputError
 from leukemia.cli import main
 from tests.release_helpers import build_release
 
@@ -91,9 +91,9 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
     import secrets
     import signal
 
-    from core import jobs
-    from core.cv_jobs import cross_validation_summary
-    from core.db import get_sessionmaker
+    from core.service import jobs
+    from core.service.cv_jobs import cross_validation_summary
+    from core.service.db import get_sessionmaker
     from tests.test_worker import WorkerProcess, cli, job_row, wait_finished
 
     queue = f"cv-{secrets.token_hex(3)}"

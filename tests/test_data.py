@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from core.data import (
+from core.engine.data import (
     Sample,
     cnmc_samples,
     detect_layout,
@@ -20,7 +20,7 @@ from core.data import (
     read_csv_samples,
     read_split,
 )
-from core.errors import UserInputError
+from core.common.errors import UserInputError
 from leukemia.cli import main
 
 

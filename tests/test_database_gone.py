@@ -23,8 +23,8 @@ ADMIN = "host=127.0.0.1 user=postgres dbname=postgres"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request, tmp_path, monkeypatch):
     """The dashboard on a fresh database of each kind; `vanish()` deletes or drops it."""
-    from core.db import reset_engines
-    from core.settings import get_settings
+    from core.service.db import reset_engines
+    from core.service.settings import get_settings
     from web import create_app
     from web.auth import prepare_database
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.checkpoint import load_checkpoint
-from core.errors import UserInputError
-from core.params import parse_params
-from core.progress import EpochRecord, RunStopped, TrainingObserver
-from core.run_state import RunLog
-from core.training import train
+from core.engine.checkpoint import load_checkpoint
+from core.common.errors import UserInputError
+from core.engine.params import parse_params
+from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
+from core.engine.run_state import RunLog
+from core.engine.training import train
 
 SIZE = 32
 
@@ -26,7 +26,7 @@ def write_plateau_folder(folder: Path) -> Path:
     """A small synthetic folder whose valid.csv holds every validation image twice, as two files with
     opposite labels: a model gives both copies the same class, so exactly one of each pair is right and
     valid_accuracy is 0.5 at every epoch, whatever the weights (a plateau by construction)."""
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     write_synthetic_dataset(folder, train=16, valid=4, test=2, image_size=SIZE, seed=1)
     rows = list(csv.DictReader((folder / "valid.csv").open()))
@@ -168,7 +168,7 @@ def test_bad_early_stopping_options_are_one_line_naming_the_field(values: dict, 
 
 
 def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, isolated_home) -> None:
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = tmp_path / "data"
     write_synthetic_dataset(folder, train=8, valid=2, test=2, image_size=SIZE, seed=1)
@@ -185,7 +185,7 @@ def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, 
 
 def finish_point(session, job_id: int, accuracies: list[float], status: str = "succeeded") -> None:
     """A sweep point taken through the job service as a worker would: claimed, epochs recorded, ended."""
-    from core import jobs
+    from core.service import jobs
 
     jobs.claim_job(session, job_id, owner="test-worker", host="test-host")
     for epoch, accuracy in enumerate(accuracies, 1):
@@ -194,9 +194,9 @@ def finish_point(session, job_id: int, accuracies: list[float], status: str = "s
 
 
 def test_median_rule_over_epoch_rows(service_backend) -> None:
-    from core import jobs
-    from core.db import get_sessionmaker
-    from core.early_stopping import MedianStopRule, median_stop_reason
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
+    from core.engine.early_stopping import MedianStopRule, median_stop_reason
 
     base = {"data_dir": "/data/lab", "epochs": 4, "image_size": SIZE}
     rule = MedianStopRule(metric="valid_accuracy", min_finished=3, grace_epochs=1)
@@ -238,9 +238,9 @@ def test_median_rule_over_epoch_rows(service_backend) -> None:
 
 
 def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None:
-    from core import jobs
-    from core.db import get_sessionmaker
-    from core.early_stopping import MedianStopRule, median_rule_from_options, parse_median_rule
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
+    from core.engine.early_stopping import MedianStopRule, median_rule_from_options, parse_median_rule
 
     for values, message in [
         ({"metric": "accuracy"}, "early_stopping.metric: Input should be 'valid_accuracy'"),
@@ -268,10 +268,10 @@ def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None
 
 def stopped_job(data_dir: str, epochs: int = 3, sweep_id: int | None = None) -> tuple[int, str]:
     """A train job taken through the job service as the worker does for a run that stopped early."""
-    from core import jobs
-    from core.db import get_sessionmaker
-    from core.early_stopping import patience_reason
-    from core.records import Job
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
+    from core.engine.early_stopping import patience_reason
+    from core.service.records import Job
 
     reason = patience_reason("valid_f1", 2, epochs, 0.912, epochs - 2)
     with get_sessionmaker().begin() as session:
@@ -343,8 +343,8 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
 def test_cli_submits_a_sweep_with_the_median_rule(service_backend, plateau_dir: Path) -> None:
     import secrets
 
-    from core.db import get_sessionmaker
-    from core.records import Sweep
+    from core.service.db import get_sessionmaker
+    from core.service.records import Sweep
     from leukemia.cli import main
 
     queue = f"nobody-{secrets.token_hex(3)}"

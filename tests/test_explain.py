@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from core.checkpoint import load_checkpoint
-from core.cli import evaluate as evaluate_command
-from core.explain import grad_cam
-from core.models import build_model
-from core.params import EvaluateParams, PredictParams, TrainParams
-from core.predict import evaluate_csv, predict_csv
-from core.report import THRESHOLD_KEY, select_for_explanation
-from core.settings import get_settings
-from core.training import train
+from core.engine.checkpoint import load_checkpoint
+from leukemia.commands.engine import evaluate as evaluate_command
+from core.engine.explain import grad_cam
+from core.engine.models import build_model
+from core.engine.params import EvaluateParams, PredictParams, TrainParams
+from core.engine.predict import evaluate_csv, predict_csv
+from core.engine.report import THRESHOLD_KEY, select_for_explanation
+from core.service.settings import get_settings
+from core.engine.training import train
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 

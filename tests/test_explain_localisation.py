@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.explain import grad_cam
-from core.models import build_model
-from core.synth import draw_cell, split_labels
+from core.engine.explain import grad_cam
+from core.engine.models import build_model
+from core.engine.synth import draw_cell, split_labels
 
 IMAGE_SIZE = 128
 CELL_SCALE = 0.75

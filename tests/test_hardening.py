@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from core import jobs
-from core.db import get_sessionmaker
-from core.errors import UserInputError
-from core.params import TrainParams
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.common.errors import UserInputError
+from core.engine.params import TrainParams
 from leukemia.cli import main as leukemia_cli
 
 TINY = {"image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0, "num_workers": 0}
@@ -34,7 +34,7 @@ def one_line_error(args: list[str]) -> str:
 
 
 def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(synth_dir: Path, isolated_home, tmp_path: Path) -> None:
-    from core.training import train
+    from core.engine.training import train
 
     params = TrainParams(data_dir=str(synth_dir), epochs=2, class_weights="1e-300,1e300", **TINY)
     with pytest.raises(UserInputError, match=r"loss is not finite \(nan\) at epoch 1, batch 1") as failure:
@@ -103,8 +103,8 @@ def fresh_databases(request, tmp_path, monkeypatch):
 
     import psycopg
 
-    from core.db import reset_engines, upgrade_database
-    from core.settings import get_settings
+    from core.service.db import reset_engines, upgrade_database
+    from core.service.settings import get_settings
 
     monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
@@ -163,7 +163,7 @@ def sha256(path: Path) -> str:
 
 @pytest.mark.services
 def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Path, tmp_path: Path) -> None:
-    from core.checkpoint import load_checkpoint
+    from core.engine.checkpoint import load_checkpoint
 
     fresh_databases()
     old_id = run_in_process("train", {"data_dir": str(synth_dir), "epochs": 1, "lr": 0.001, **TINY})
@@ -186,7 +186,7 @@ def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Pa
 
 
 def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
-    from core.run_folder import RUN_KEY_FILE, claim_run_dir
+    from core.engine.run_folder import RUN_KEY_FILE, claim_run_dir
 
     ours = tmp_path / "ours"
     claim_run_dir(ours, "a" * 32)
@@ -205,7 +205,7 @@ def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
 
 
 def use_settings(monkeypatch, **values: str) -> None:
-    from core.settings import get_settings
+    from core.service.settings import get_settings
 
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -245,7 +245,7 @@ def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
 
 @pytest.mark.services
 def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
-    from core.limits import GIB, device_memory_bytes
+    from core.engine.limits import GIB, device_memory_bytes
 
     import torch
 
@@ -313,8 +313,8 @@ def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_p
 
     import torch
 
-    from core.checkpoint import save_checkpoint
-    from core.errors import NoSpaceLeft
+    from core.engine.checkpoint import save_checkpoint
+    from core.common.errors import NoSpaceLeft
 
     disk = small_disk(2 * 2**20)
     save_checkpoint({"w": torch.ones(1000)}, disk / "last.pt")
@@ -335,7 +335,7 @@ def test_a_full_disk_is_one_line_in_the_cli_and_fails_a_job(small_disk, synth_di
 
 @pytest.mark.services
 def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, small_disk, synth_dir: Path, monkeypatch) -> None:
-    from core.settings import get_settings
+    from core.service.settings import get_settings
 
     monkeypatch.setenv("ARTIFACTS_DIR", str(small_disk(16 * 2**20)))
     get_settings.cache_clear()
@@ -364,7 +364,7 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
     """A lab folder under root whose first training image is a symlink to a file outside root."""
     import shutil
 
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = root / "lab"
     write_synthetic_dataset(folder, train=16, valid=8, test=4, image_size=32, seed=0)
@@ -377,7 +377,7 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
 
 
 def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monkeypatch) -> None:
-    from core.check import check_folder
+    from core.engine.check import check_folder
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
@@ -412,7 +412,7 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
 
 
 def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path) -> None:
-    from core.records import Job
+    from core.service.records import Job
     from tests.conftest import WEB_API_TOKEN
     from tests.web_helpers import synthetic_folder
 

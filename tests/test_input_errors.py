@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.settings import get_settings
+from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import csrf_token, finished_train_job, login, queued_job
 from web import forms
@@ -31,8 +31,8 @@ def page_error(response) -> str:
 
 
 def test_compare_a_job_without_epochs_is_not_a_500(user, folder_path):
-    from core.db import get_sessionmaker
-    from core.jobs import claim_job, finish_job
+    from core.service.db import get_sessionmaker
+    from core.service.jobs import claim_job, finish_job
 
     queued = queued_job(folder_path)
     failed = queued_job(folder_path)

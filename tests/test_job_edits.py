@@ -8,10 +8,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from core import jobs
-from core.db import get_sessionmaker
-from core.job_options import JobOptions
-from core.records import PRIORITIES, AuditEntry, Job, User, utcnow
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.service.job_options import JobOptions
+from core.service.records import PRIORITIES, AuditEntry, Job, User, utcnow
 from tests.conftest import WEB_API_TOKEN
 from tests.web_helpers import TRAIN, csrf_token, login
 
@@ -185,9 +185,9 @@ def test_cli_edit_job_and_sweep_and_show_notes_and_tags(app, data_dir):
 
 
 def test_only_the_owner_or_an_admin_may_edit(app, data_dir):
-    from core import job_edits
-    from core.access import Actor, PermissionDenied
-    from core.job_options import JobOptionsEdit
+    from core.service import job_edits
+    from core.service.access import Actor, PermissionDenied
+    from core.service.job_options import JobOptionsEdit
 
     owner, other, viewer, admin = (Actor(add_user(name, role), name, role) for name, role in
                                    (("olga", "member"), ("mark", "member"), ("vera", "viewer"), ("ada", "admin")))
@@ -290,8 +290,8 @@ def test_dashboard_tag_filter_sweep_header_and_compare(app, data_dir):
 
 
 def test_api_edit_with_each_role_token(client, data_dir):
-    from core import users
-    from core.access import cli_actor
+    from core.service import users
+    from core.service.access import cli_actor
 
     tokens = {}
     for name, role in (("olga", "member"), ("mark", "member"), ("vera", "viewer"), ("ada", "admin")):
@@ -319,7 +319,7 @@ def test_the_tag_filter_reads_job_tags_through_its_index(service_backend):
     """Correct pages, and job_tags read through its tag index (not scanned) by the count and the page."""
     from sqlalchemy import insert
 
-    from core.records import JobTag
+    from core.service.records import JobTag
     from tests.test_jobs import query_plans
 
     db = get_sessionmaker()

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from core import jobs
-from core.db import get_sessionmaker
-from core.errors import BrokerUnavailable, UserInputError
-from core.progress import EpochRecord
-from core.access import cli_actor
-from core.records import EpochMetric, Job, WorkerRecord, utcnow
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.common.errors import BrokerUnavailable, UserInputError
+from core.engine.progress import EpochRecord
+from core.service.access import cli_actor
+from core.service.records import EpochMetric, Job, WorkerRecord, utcnow
 
 pytestmark = pytest.mark.services
 
@@ -149,7 +149,7 @@ def test_an_unsent_job_fails_only_while_it_is_still_queued(db):
 
 
 def test_a_jobs_checkpoint_is_resolved_in_its_own_run_folder(db):
-    from core.run_folder import job_run_dir
+    from core.engine.run_folder import job_run_dir
 
     job_id = new_job(db)
     with db.begin() as session:
@@ -190,7 +190,7 @@ def test_an_epoch_row_has_exactly_the_fields_of_an_epoch_record():
 
 
 def test_artifacts_are_recorded_with_size_and_hash(db, service_backend):
-    from core.settings import get_settings
+    from core.service.settings import get_settings
 
     job_id = new_job(db)
     run_dir = get_settings().resolved_artifacts_dir / "jobs" / str(job_id)
@@ -247,7 +247,7 @@ def test_release_on_shutdown_requeues_unless_a_cancel_came_meanwhile(db):
 
 
 def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(db, monkeypatch):
-    from core.settings import get_settings
+    from core.service.settings import get_settings
     from worker import dispatch
 
     monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1

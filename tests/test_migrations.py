@@ -1,5 +1,5 @@
 """Migrations: a database made by the previous head, holding real jobs, upgrades with nothing lost,
-and after every upgrade the schema equals the ORM records (core.records), on SQLite and PostgreSQL."""
+and after every upgrade the schema equals the ORM records (core.service.records), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from core.db import Base, alembic_config, make_engine
+from core.service.db import Base, alembic_config, make_engine
 from tests.conftest import create_postgres_database, drop_postgres_database, postgres_url
 
 PREVIOUS_HEAD = "0005"
@@ -61,7 +61,7 @@ def fill_previous_head(connection: sa.Connection) -> None:
 
 
 def schema_differences(engine: sa.Engine) -> list:
-    import core.records  # noqa: F401  (registers every table on Base.metadata)
+    import core.service.records  # noqa: F401  (registers every table on Base.metadata)
 
     with engine.connect() as connection:
         return compare_metadata(MigrationContext.configure(connection), Base.metadata)

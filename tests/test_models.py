@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from core.errors import UserInputError
-from core.models import ARCHITECTURES, Bottleneck, build_model
+from core.common.errors import UserInputError
+from core.engine.models import ARCHITECTURES, Bottleneck, build_model
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))

@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from core.cli import predict as predict_command
-from core.params import EvaluateParams, PredictParams, TrainParams
-from core.predict import dihedral_views, evaluate_csv, predict_csv
-from core.progress import PredictionObserver, RunStopped
-from core.settings import get_settings
-from core.training import train
+from leukemia.commands.engine import predict as predict_command
+from core.engine.params import EvaluateParams, PredictParams, TrainParams
+from core.engine.predict import dihedral_views, evaluate_csv, predict_csv
+from core.engine.progress import PredictionObserver, RunStopped
+from core.service.settings import get_settings
+from core.engine.training import train
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
@@ -164,8 +164,8 @@ def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_pat
 
 
 def test_predictions_are_identical_cold_and_warm_and_write_no_cache(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
-    from core.cache import load_image_cache
-    from core.data import read_csv_samples
+    from core.engine.cache import load_image_cache
+    from core.engine.data import read_csv_samples
 
     cache_dir = get_settings().resolved_cache_dir
     params = predict_params([checkpoints[0]], synth_dir, "test.csv", tta=True, probabilities=True)

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from core import jobs
-from core.db import get_sessionmaker
-from core.job_options import JobOptions
-from core.records import Job, utcnow
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.service.job_options import JobOptions
+from core.service.records import Job, utcnow
 from leukemia.cli import main as leukemia_cli
 from tests.test_worker import WorkerProcess, epochs_of, submit, wait_for
 
@@ -39,7 +39,7 @@ def queued(db, queue: str, priority: str = "normal") -> int:
 
 
 def set_priority(db, job_id: int, priority: str) -> None:
-    """The edit a user makes on a queued job (core.jobs.apply_options, as the edit endpoint does)."""
+    """The edit a user makes on a queued job (core.service.jobs.apply_options, as the edit endpoint does)."""
     with db.begin() as session:
         job = jobs.get_job(session, job_id)
         jobs.apply_options(session, job, jobs.options_of(session, job).model_copy(update={"priority": priority}))
@@ -156,8 +156,8 @@ def test_a_claim_reads_the_queue_index_with_no_sort_and_a_page_of_positions_is_o
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained resnet18 checkpoint at 32 px: the predict jobs below need a model, not a good one."""
-    from core.checkpoint import save_checkpoint
-    from core.models import build_model
+    from core.engine.checkpoint import save_checkpoint
+    from core.engine.models import build_model
 
     path = tmp_path_factory.mktemp("prio-model") / "best.pt"
     save_checkpoint({"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),
@@ -167,7 +167,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("prio-data") / "lab"
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=0)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.check import check_folder
-from core.errors import UserInputError
-from core.metrics import subject_table
-from core.splits import folder_image_size, kfold_groups, read_named_split, training_splits
+from core.engine.check import check_folder
+from core.common.errors import UserInputError
+from core.engine.metrics import subject_table
+from core.engine.splits import folder_image_size, kfold_groups, read_named_split, training_splits
 from leukemia.cli import main
 from tests.release_helpers import PRELIM, PRELIM_CSV, build_release, make_writable
 

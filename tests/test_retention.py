@@ -13,15 +13,15 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 from werkzeug.security import generate_password_hash
 
-from core import jobs, retention
-from core.db import get_sessionmaker
-from core.disk import folder_bytes
-from core.errors import UserInputError
-from core.job_options import JobOptions
-from core.progress import EpochRecord
-from core.records import Artifact, AuditEntry, CrossValidation, EpochMetric, Job, JobTag, Sweep, User, utcnow
-from core.run_folder import claim_run_dir, job_run_dir
-from core.settings import get_settings
+from core.service import jobs, retention
+from core.service.db import get_sessionmaker
+from core.service.disk import folder_bytes
+from core.common.errors import UserInputError
+from core.service.job_options import JobOptions
+from core.engine.progress import EpochRecord
+from core.service.records import Artifact, AuditEntry, CrossValidation, EpochMetric, Job, JobTag, Sweep, User, utcnow
+from core.engine.run_folder import claim_run_dir, job_run_dir
+from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import TRAIN, csrf_token, login
@@ -239,7 +239,7 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     kept = train_in_process(folder_path, 2, "last-1")  # epoch_001.pt written, then pruned after epoch 2
     expected = {"best.pt", "last.pt", "epoch_002.pt"}
     assert names(kept) == (expected, expected)
-    from core.checkpoint import load_checkpoint
+    from core.engine.checkpoint import load_checkpoint
 
     slim = load_checkpoint(job_run_dir(kept, row(kept).run_key) / "epoch_002.pt")
     assert slim["epoch"] == 2 and "optimizer" not in slim and "model" in slim  # weights only, no resume state

@@ -26,9 +26,9 @@ def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, mo
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
-    from core.db import reset_engines
-    from core.run_folder import job_run_dir
-    from core.settings import get_settings
+    from core.service.db import reset_engines
+    from core.engine.run_folder import job_run_dir
+    from core.service.settings import get_settings
 
     shots = Path(os.environ.get("LEUKEMIA_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)

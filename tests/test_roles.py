@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from core import users
-from core.access import cli_actor
-from core.db import get_sessionmaker
-from core.records import AuditEntry
+from core.service import users
+from core.service.access import cli_actor
+from core.service.db import get_sessionmaker
+from core.service.records import AuditEntry
 from tests.conftest import WEB_API_TOKEN
 from tests.web_helpers import TRAIN, csrf_token, login, queued_job
 

@@ -7,7 +7,7 @@ import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
-from core.settings import persisted_secret
+from core.service.settings import persisted_secret
 
 
 def test_a_secret_made_by_many_at_once_is_one_complete_value(tmp_path):
@@ -28,7 +28,7 @@ def mode(path) -> int:
 def test_the_embedded_sqlite_files_are_private_like_the_secrets(isolated_home):
     from sqlalchemy import text
 
-    from core.db import get_engine, reset_engines, upgrade_database
+    from core.service.db import get_engine, reset_engines, upgrade_database
     from worker.celery_app import get_app
 
     database = isolated_home / "leukemia.db"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import UserInputError
-from core.params import parse_params
+from core.common.errors import UserInputError
+from core.engine.params import parse_params
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import csrf_token, login
 
@@ -41,8 +41,8 @@ def test_a_sweep_grid_is_strict_too(client, folder_path):
 def test_forms_and_the_cli_still_parse_text(client, folder_path):
     assert parse_params("train", {"data_dir": "d", "epochs": "3", "compile": "true"}).epochs == 3
     assert login(client, *WEB_ADMIN).status_code == 302
-    from core.db import get_sessionmaker
-    from core.records import DataFolder
+    from core.service.db import get_sessionmaker
+    from core.service.records import DataFolder
     from sqlalchemy import select
 
     with get_sessionmaker().begin() as session:

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 @pytest.fixture()
 def web(tmp_path, monkeypatch):
     """`leukemia web` alone on a free port; this process shares its LEUKEMIA_HOME to make finished runs."""
-    from core.db import reset_engines
-    from core.settings import get_settings
+    from core.service.db import reset_engines
+    from core.service.settings import get_settings
 
     env = {**os.environ, "LEUKEMIA_HOME": str(tmp_path / "home"), "DATA_ROOTS": str(tmp_path / "data"),
            "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token", "PYTHONUNBUFFERED": "1"}

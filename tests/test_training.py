@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.clinical import roc_auc
-from core.data import read_split
-from core.errors import UserInputError
-from core.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
-from core.params import FinetuneParams, TrainParams
-from core.predict import predict_probabilities
-from core.progress import EpochRecord, RunStopped, TrainingObserver
-from core.run_folder import resolve_checkpoint
-from core.schedule import lr_factor
-from core.settings import get_settings
-from core.training import class_weights, finetune, train
+from core.engine.checkpoint import load_checkpoint, save_checkpoint
+from core.engine.clinical import roc_auc
+from core.engine.data import read_split
+from core.common.errors import UserInputError
+from core.engine.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
+from core.engine.params import FinetuneParams, TrainParams
+from core.engine.predict import predict_probabilities
+from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
+from core.engine.run_folder import resolve_checkpoint
+from core.engine.schedule import lr_factor
+from core.service.settings import get_settings
+from core.engine.training import class_weights, finetune, train
 
 SIZE = 32
 TIMING_FIELDS = {"seconds", "images_per_s"}
@@ -262,7 +262,7 @@ def test_finetune_from_a_run_folder(synth_dir: Path, uninterrupted, tmp_path: Pa
 @pytest.mark.slow
 def test_training_learns_the_synthetic_classes(module_home, tmp_path: Path) -> None:
     """64 px, 160 training images, 4 epochs: validation accuracy clearly above the majority class."""
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     data_dir = tmp_path / "data"
     write_synthetic_dataset(data_dir, train=160, valid=64, test=8, image_size=64, seed=5)

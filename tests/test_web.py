@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
-from core.db import get_sessionmaker
-from core.records import Artifact, Job, utcnow
+from core.service.db import get_sessionmaker
+from core.service.records import Artifact, Job, utcnow
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, finished_train_job, login, queued_job, synthetic_folder
 
@@ -28,7 +28,7 @@ def folder(user, tmp_path):
     path = synthetic_folder(tmp_path / "data")
     response = user.post("/data-folders", data={"name": "synth", "path": str(path), "csrf_token": csrf_token(user, "/data-folders")})
     assert response.status_code == 302, response.get_data(as_text=True)
-    from core.records import DataFolder
+    from core.service.records import DataFolder
 
     with get_sessionmaker().begin() as session:
         row = session.scalar(select(DataFolder))
@@ -110,7 +110,7 @@ def test_data_folder_registration_only_under_roots(user, tmp_path, folder):
 
 
 def test_train_form_is_generated_from_the_schema(user, folder):
-    from core.params import TrainParams
+    from core.engine.params import TrainParams
 
     page = user.get("/jobs/new/train").get_data(as_text=True)
     for name in TrainParams.model_fields:
@@ -274,10 +274,10 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
     import importlib
     import sys
 
-    from core.db import reset_engines
-    from core.errors import UserInputError
-    from core.records import User
-    from core.settings import get_settings
+    from core.service.db import reset_engines
+    from core.common.errors import UserInputError
+    from core.service.records import User
+    from core.service.settings import get_settings
     from web import create_app
     from web.auth import make_secrets, prepare_database
 
@@ -323,9 +323,9 @@ def test_train_form_image_size_defaults_to_the_folders(user, folder):
 
 
 def test_job_page_shows_the_per_subject_table(user, folder):
-    """An evaluate job's subjects.csv (written by core.predict.evaluate_csv) is shown as a table on its page."""
-    from core import jobs
-    from core.settings import get_settings
+    """An evaluate job's subjects.csv (written by core.engine.predict.evaluate_csv) is shown as a table on its page."""
+    from core.service import jobs
+    from core.service.settings import get_settings
 
     job_id = finished_train_job(folder[1])
     path = get_settings().resolved_artifacts_dir / f"job-{job_id}" / "subjects.csv"

@@ -13,12 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import jobs, webhooks
-from core.access import Actor, PermissionDenied, cli_actor
-from core.db import get_sessionmaker, upgrade_database
-from core.errors import UserInputError
-from core.records import Job, WebhookDelivery, WorkerRecord, utcnow
-from core.settings import get_settings
+from core.service import jobs, webhooks
+from core.service.access import Actor, PermissionDenied, cli_actor
+from core.service.db import get_sessionmaker, upgrade_database
+from core.common.errors import UserInputError
+from core.service.records import Job, WebhookDelivery, WorkerRecord, utcnow
+from core.service.settings import get_settings
 from tests.web_helpers import free_port
 
 SECRET = "receiver-shared-secret-0123456789"
@@ -89,7 +89,7 @@ def database(isolated_home, monkeypatch):
     monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.3")
     monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "2")
     get_settings.cache_clear()
-    from core.db import reset_engines
+    from core.service.db import reset_engines
 
     reset_engines()
     upgrade_database()
@@ -104,7 +104,7 @@ def add_webhook(url: str, events: list[str] | None = None, secret: str = SECRET)
 
 
 def queued(tmp_path) -> int:
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = tmp_path / "data"
     if not folder.exists():
@@ -319,7 +319,7 @@ AUTH = {"Authorization": "Bearer test-api-token"}  # conftest's WEB_API_TOKEN: t
 def add_user(username: str, role: str) -> None:
     from werkzeug.security import generate_password_hash
 
-    from core.records import User
+    from core.service.records import User
 
     with get_sessionmaker().begin() as session:
         session.add(User(username=username, password_hash=generate_password_hash("pw-123456"), role=role,
@@ -327,7 +327,7 @@ def add_user(username: str, role: str) -> None:
 
 
 def test_the_api_manages_webhooks_and_shows_their_deliveries(app, client, receiver):
-    from core.records import AuditEntry
+    from core.service.records import AuditEntry
     from tests.web_helpers import login
 
     created = client.post("/api/webhooks", json={"url": receiver.url, "events": ["job.cancelled"]}, headers=AUTH)
@@ -443,7 +443,7 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
     import secrets
     import signal
 
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
     from tests.test_worker import TINY, WorkerProcess, submit, wait_for
 
     data = tmp_path_factory.mktemp("webhook-data") / "lab"

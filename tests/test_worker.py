@@ -17,11 +17,11 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
-from core import jobs
-from core.access import cli_actor
-from core.db import get_sessionmaker
-from core.errors import UserInputError
-from core.records import Job
+from core.service import jobs
+from core.service.access import cli_actor
+from core.service.db import get_sessionmaker
+from core.common.errors import UserInputError
+from core.service.records import Job
 from leukemia.cli import main as leukemia_cli
 from worker import dispatch
 from worker.celery_app import RUN_JOB_TASK, get_app
@@ -105,7 +105,7 @@ def cli(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("queue-data") / "lab"
     write_synthetic_dataset(folder, train=24, valid=8, test=8, image_size=32, seed=0)
@@ -324,7 +324,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     if service_backend["name"] == "embedded":  # the rule's query on SQLite: tests/test_early_stopping.py, both backends
         pytest.skip("two training runs; once, on Redis and PostgreSQL, keeps the suite short")
     main_worker, queues = request.getfixturevalue("main_worker"), request.getfixturevalue("queues")
-    from core.early_stopping import MedianStopRule
+    from core.engine.early_stopping import MedianStopRule
     from tests.test_early_stopping import finish_point, write_plateau_folder
     from web import queries
 
@@ -354,7 +354,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
         assert (answered.stopped_epoch, answered.stop_reason) == (2, reason)
         code, output = cli("job", str(job_id))
         assert code == 0 and "train succeeded (stopped early at epoch 2)" in output and reason in output.splitlines()
-        from core.checkpoint import load_checkpoint
+        from core.engine.checkpoint import load_checkpoint
 
         assert load_checkpoint(best)["epoch"] == 1  # the first of the flat epochs is the best
     code, output = cli("jobs", "--sweep", str(sweep.id))

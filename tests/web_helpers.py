@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from core import jobs
-from core.db import get_sessionmaker
-from core.progress import EpochRecord
-from core.settings import get_settings
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.engine.progress import EpochRecord
+from core.service.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -36,7 +36,7 @@ def login(client, username: str, password: str):
 
 def synthetic_folder(root: Path, name: str = "synth") -> Path:
     """A tiny lab-layout data folder (32 px) under a data root."""
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = root / name
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=1)

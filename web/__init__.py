@@ -1,6 +1,6 @@
 """The Flask dashboard and JSON API: an app factory in the Flask tutorial's shape.
 
-Configuration comes from defaults, then the environment (core.settings), then the test's dict.
+Configuration comes from defaults, then the environment (core.service.settings), then the test's dict.
 Creating the app has no side effects: migrations, the admin user and the embedded default's
 secrets come from the explicit steps in web.auth (`leukemia migrate`, `leukemia web`)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from core.settings import get_settings
+from core.service.settings import get_settings
 
 MAX_REQUEST_BYTES = 1 * 1024 * 1024  # forms and JSON bodies only; no uploads
 

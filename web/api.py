@@ -11,13 +11,13 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, request
 from pydantic import BaseModel
 
-from core import job_edits
-from core import deletion
-from core import jobs as job_service
-from core.db import check_database, get_sessionmaker
-from core.disk import disk_summary
-from core.errors import DatabaseUnavailable, UserInputError
-from core.settings import get_settings
+from core.service import job_edits
+from core.service import deletion
+from core.service import jobs as job_service
+from core.service.db import check_database, get_sessionmaker
+from core.service.disk import disk_summary
+from core.common.errors import DatabaseUnavailable, UserInputError
+from core.service.settings import get_settings
 from web import queries, results, schemas
 from web.auth import bearer_token_valid, current_actor
 from web.downloads import send_artifact
@@ -284,8 +284,8 @@ def submit_cross_validation() -> Any:
 
 
 def cross_validation_response(cv_id: int, status: int = 200) -> Any:
-    from core.cv_jobs import cross_validation_summary
-    from core.records import CrossValidation
+    from core.service.cv_jobs import cross_validation_summary
+    from core.service.records import CrossValidation
 
     with get_sessionmaker().begin() as session:
         if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
@@ -305,7 +305,7 @@ def get_cross_validation(cv_id: int) -> Any:
            errors=(400, 403, 404, 413, 503))
 def submit_ensemble(cv_id: int) -> Any:
     """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
-    from core.records import CrossValidation
+    from core.service.records import CrossValidation
 
     submission = json_body(schemas.EnsembleSubmission)
     if problem := csv_name_problem(submission.split):

@@ -27,11 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from core.access import Actor, PermissionDenied, require_admin, require_owner, require_submit
-from core.db import get_sessionmaker, upgrade_database
-from core.records import User, utcnow
-from core.users import token_actor
-from core.settings import get_settings, persisted_secret, stored_secret
+from core.service.access import Actor, PermissionDenied, require_admin, require_owner, require_submit
+from core.service.db import get_sessionmaker, upgrade_database
+from core.service.records import User, utcnow
+from core.service.users import token_actor
+from core.service.settings import get_settings, persisted_secret, stored_secret
 from web import logins
 
 bp = Blueprint("auth", __name__)
@@ -105,7 +105,7 @@ def init_app(app: Flask) -> None:
 
 
 class PageAccess:
-    """What the logged-in user may do, for templates to hide what they may not (core.access decides)."""
+    """What the logged-in user may do, for templates to hide what they may not (core.service.access decides)."""
 
     def __init__(self, user: User | None) -> None:
         self.actor = None if user is None else Actor(user.id, user.username, user.role)
@@ -152,7 +152,7 @@ def bearer_token() -> str | None:
 
 def bearer_actor() -> Actor | None:
     """Who the request's bearer token belongs to, looked up once per request: the settings' single
-    API_TOKEN is the admin's (ADMIN_USERNAME; compose uses it), a user token its user's (core.users:
+    API_TOKEN is the admin's (ADMIN_USERNAME; compose uses it), a user token its user's (core.service.users:
     refused once revoked or the user disabled, from the very next request). None: no valid token."""
     if "bearer_actor" not in g:
         g.bearer_actor = None
@@ -177,7 +177,7 @@ def bearer_token_valid() -> bool:
 
 
 def current_actor() -> Actor:
-    """Who sends this request (core.access): the bearer token's owner, else the logged-in user."""
+    """Who sends this request (core.service.access): the bearer token's owner, else the logged-in user."""
     actor = bearer_actor()
     if actor is not None:
         return actor

@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from core.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
-from core.db import get_sessionmaker
-from core.access import require_submit
-from core.errors import UserInputError
-from core.records import CrossValidation
+from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
+from core.service.db import get_sessionmaker
+from core.service.access import require_submit
+from core.common.errors import UserInputError
+from core.service.records import CrossValidation
 from web import forms
 from web.auth import current_actor, login_required
 from web.inputs import csv_name_problem, storable_id

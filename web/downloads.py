@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import abort, send_file
 
-from core import jobs as job_service
-from core.db import get_sessionmaker
+from core.service import jobs as job_service
+from core.service.db import get_sessionmaker
 from web import queries
 
 

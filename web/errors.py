@@ -12,8 +12,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from sqlalchemy.exc import OperationalError
 
-from core.access import PermissionDenied
-from core.errors import BrokerUnavailable, DatabaseUnavailable, StorageError, UserInputError
+from core.service.access import PermissionDenied
+from core.common.errors import BrokerUnavailable, DatabaseUnavailable, StorageError, UserInputError
 
 
 def wants_json() -> bool:
@@ -35,7 +35,7 @@ def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
 
 
 def handle_permission_denied(error: PermissionDenied):  # type: ignore[no-untyped-def]
-    """Known who, and not allowed (core.access): 403 with the reason in one line."""
+    """Known who, and not allowed (core.service.access): 403 with the reason in one line."""
     return error_response(403, str(error))
 
 
@@ -45,13 +45,13 @@ def handle_broker_unavailable(error: BrokerUnavailable):  # type: ignore[no-unty
 
 
 def handle_storage_error(error: StorageError):  # type: ignore[no-untyped-def]
-    """A file on the artifacts volume could not be changed (core.errors.StorageError): nothing was recorded."""
+    """A file on the artifacts volume could not be changed (core.common.errors.StorageError): nothing was recorded."""
     return error_response(503, str(error))
 
 
 def handle_database_unavailable(error: Exception):  # type: ignore[no-untyped-def]
     """The database cannot serve (gone, dropped, unreachable): nothing was read or written."""
-    from core.db import database_unavailable
+    from core.service.db import database_unavailable
 
     return error_response(503, str(database_unavailable(error)))
 

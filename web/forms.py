@@ -1,4 +1,4 @@
-"""Form fields generated from core.params (the one schema) and form values validated by it.
+"""Form fields generated from core.engine.params (the one schema) and form values validated by it.
 
 A field's input type, choices, default and help come from the pydantic model, so a new
 parameter shows up in the forms without touching a template."""
@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from core.early_stopping import MedianStopRule, median_rule_from_options
-from core.errors import UserInputError
-from core.job_options import JobOptions, parse_options, parse_tag_list
-from core.params import PARAMS_BY_KIND
+from core.engine.early_stopping import MedianStopRule, median_rule_from_options
+from core.common.errors import UserInputError
+from core.service.job_options import JobOptions, parse_options, parse_tag_list
+from core.engine.params import PARAMS_BY_KIND
 
 # Paths never come from a browser: the data folder is chosen among registered ones and
 # checkpoints come from a parent job (best or last).
@@ -24,7 +24,7 @@ NOT_IN_FORMS = {"kind", "data_dir", "checkpoint", "checkpoints"}
 SWEEP_FIELDS = ("arch", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
                 "augment", "image_size", "seed")
 FORM_LEVEL = "__form__"
-# Left blank, these take their default from the chosen data folder (core.splits.with_folder_image_size).
+# Left blank, these take their default from the chosen data folder (core.engine.splits.with_folder_image_size).
 FOLDER_DEFAULTS = {"image_size": "Blank: the data folder's image size when all its images share one (shown next to the folder), else 450."}
 
 

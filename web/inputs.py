@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
-from core.errors import UserInputError
-from core.jobs import MAX_ID
-from core.params import input_error
+from core.common.errors import UserInputError
+from core.service.jobs import MAX_ID
+from core.engine.params import input_error
 
 MAX_PAGE = 10**6  # (page - 1) × page size is an OFFSET: it must stay a database integer
 Model = TypeVar("Model", bound=BaseModel)

@@ -18,8 +18,8 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core import users as core_users
-from core.records import LoginFailure, LoginSession, User
+from core.service import users as core_users
+from core.service.records import LoginFailure, LoginSession, User
 
 USERNAME_LENGTH = 150  # users.username
 ADDRESS_LENGTH = 64  # an IPv6 address with zone fits

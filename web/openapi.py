@@ -17,13 +17,13 @@ from flask import Blueprint
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from core.params import PARAMS_BY_KIND
+from core.engine.params import PARAMS_BY_KIND
 from web import schemas
 from web.inputs import MAX_ID
 
 REF = "#/components/schemas/{model}"
 ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token",
-                 403: "your role does not allow this (core.access)", 404: "unknown id",
+                 403: "your role does not allow this (core.service.access)", 404: "unknown id",
                  413: "request body too large", 503: "unavailable: the database or the broker is unreachable, or an artifact file cannot be changed"}
 FILE = "file"  # a response that is a download, not a model
 PNG = "png"  # a response that is a PNG image shown inline

@@ -1,6 +1,6 @@
 """Read helpers over the ORM records the dashboard needs, and the API models (web.schemas) of rows.
 
-Writes go through core.jobs / worker.dispatch; the only write here is registering a data
+Writes go through core.service.jobs / worker.dispatch; the only write here is registering a data
 folder, whose path must lie under a configured data root."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import audit
-from core import jobs as job_service
-from core.access import Actor, require_submit
-from core.early_stopping import describe_rule, parse_median_rule
-from core.errors import UserInputError
-from core.params import check_printable
-from core.progress import EpochRecord
-from core.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
-from core.settings import get_settings
+from core.service import audit
+from core.service import jobs as job_service
+from core.service.access import Actor, require_submit
+from core.engine.early_stopping import describe_rule, parse_median_rule
+from core.common.errors import UserInputError
+from core.engine.params import check_printable
+from core.engine.progress import EpochRecord
+from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
+from core.service.settings import get_settings
 from web import schemas
 from web.inputs import storable_id
 
@@ -202,8 +202,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def check_report(path: Path) -> dict[str, Any]:
-    """core.check's report on a folder; a folder the check refuses is recorded with that one line."""
-    from core.check import check_folder
+    """core.engine.check's report on a folder; a folder the check refuses is recorded with that one line."""
+    from core.engine.check import check_folder
 
     try:
         return _report_dict(check_folder(path))
@@ -213,7 +213,7 @@ def check_report(path: Path) -> dict[str, Any]:
 
 def register_data_folder(session: Session, name: str, path: str, *, actor: Actor) -> DataFolder:
     """Record a data folder (under a data root) with its check report; a known path is re-checked.
-    Members and admins register (core.access); the registration is audited."""
+    Members and admins register (core.service.access); the registration is audited."""
     require_submit(actor)
     folder_path = folder_under_roots(path, get_settings().data_root_paths)
     name = check_printable((name or folder_path.name).strip(), "name")

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from core.errors import UserInputError
+from core.common.errors import UserInputError
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from flask import abort
 from PIL import Image
 
-from core.data import inside_path
-from core.db import get_sessionmaker
-from core.errors import UserInputError
-from core.results import ExplainedImage, ImageResult, PredictionSummary
-from core.settings import get_settings
-from core import jobs as job_service
+from core.engine.data import inside_path
+from core.service.db import get_sessionmaker
+from core.common.errors import UserInputError
+from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
+from core.service.settings import get_settings
+from core.service import jobs as job_service
 from web import queries, schemas
 
 THUMBNAIL_PX = 96

@@ -2,7 +2,7 @@
 what goes out, and are what /api/openapi.json describes (web.openapi generates it from them).
 
 Responses read ORM rows through `from_attributes`, so a job's fields are named here and in
-core.records only; job parameters are the core.params models and an epoch is core.progress.EpochRecord,
+core.service.records only; job parameters are the core.engine.params models and an epoch is core.engine.progress.EpochRecord,
 the one shape training reports, the worker stores and the API answers."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
-from core.early_stopping import MedianStopRule
-from core.job_options import JobOptions, JobOptionsEdit, Priority
-from core.params import PARAMS_BY_KIND
-from core.progress import EpochRecord
-from core.records import ARTIFACT_KINDS, DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
-from core.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
+from core.engine.early_stopping import MedianStopRule
+from core.service.job_options import JobOptions, JobOptionsEdit, Priority
+from core.engine.params import PARAMS_BY_KIND
+from core.engine.progress import EpochRecord
+from core.service.records import ARTIFACT_KINDS, DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
+from core.engine.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
 from web.inputs import MAX_ID, MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
@@ -31,15 +31,15 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
-# A request's params: validated per kind by core.params after the data-folder check; described as those models.
+# A request's params: validated per kind by core.engine.params after the data-folder check; described as those models.
 ParamsObject = Annotated[
     dict[str, Any],
     WithJsonSchema({"anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in PARAMS_BY_KIND.values()],
                     "description": "data_dir must be a registered data folder's path; no checkpoint paths"}),
 ]
 GridValue = Union[bool, int, float, str]
-TagFilter = Annotated[str, Field(max_length=64, description="only those carrying this tag (core.job_options.check_tag)")]
-# PATCH /api/jobs/{job_id} and /api/sweeps/{sweep_id}: the partial change of core.job_options, in its one shape.
+TagFilter = Annotated[str, Field(max_length=64, description="only those carrying this tag (core.service.job_options.check_tag)")]
+# PATCH /api/jobs/{job_id} and /api/sweeps/{sweep_id}: the partial change of core.service.job_options, in its one shape.
 OptionsEdit = JobOptionsEdit
 
 
@@ -281,7 +281,7 @@ class DataFolder(Row):
     name: str
     path: str
     registered_at: UtcTime
-    report: dict[str, Any] | None = Field(description="core.check's report; {ok: false, error} when the check refused it")
+    report: dict[str, Any] | None = Field(description="core.engine.check's report; {ok: false, error} when the check refused it")
 
 
 class JobPage(BaseModel):
@@ -348,7 +348,7 @@ class JobImages(BaseModel):
     images: list[ImageResult]
 
 
-# --- users, tokens, audit log (core.users, core.audit) ----------------------------------------------
+# --- users, tokens, audit log (core.service.users, core.service.audit) ----------------------------------------------
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
@@ -442,7 +442,7 @@ class AuditPage(BaseModel):
     per_page: int
 
 
-# --- retention and disk (core.deletion, core.disk) ------------------------------------------
+# --- retention and disk (core.service.deletion, core.service.disk) ------------------------------------------
 
 
 class Deletion(BaseModel):

@@ -1,5 +1,5 @@
-"""The API's users, tokens and audit log (core.users, core.audit), on the API blueprint: writes need a
-bearer token like every API write; core.users checks the role and writes the audit row."""
+"""The API's users, tokens and audit log (core.service.users, core.service.audit), on the API blueprint: writes need a
+bearer token like every API write; core.service.users checks the role and writes the audit row."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import abort
 
-from core import audit
-from core import users as user_service
-from core.access import require_admin
-from core.db import get_sessionmaker
-from core.records import ApiToken, User
+from core.service import audit
+from core.service import users as user_service
+from core.service.access import require_admin
+from core.service.db import get_sessionmaker
+from core.service.records import ApiToken, User
 from web import schemas
 from web.api import answer, bp
 from web.auth import current_actor

@@ -1,5 +1,5 @@
 """Dashboard pages of users, tokens and the audit log: /admin/users and /admin/audit for admins,
-/tokens for every logged-in user. Each view parses its input, calls one core.users function (which
+/tokens for every logged-in user. Each view parses its input, calls one core.service.users function (which
 checks the role and writes the audit row) and renders rows; a password or token made now is shown
 on the page that answers the action, once."""
 
@@ -10,12 +10,12 @@ from typing import Any, Callable
 
 from flask import Blueprint, abort, flash, g, render_template, request
 
-from core import audit
-from core import users as user_service
-from core.access import require_admin
-from core.db import get_sessionmaker
-from core.errors import UserInputError
-from core.records import ROLES, ApiToken, User
+from core.service import audit
+from core.service import users as user_service
+from core.service.access import require_admin
+from core.service.db import get_sessionmaker
+from core.common.errors import UserInputError
+from core.service.records import ROLES, ApiToken, User
 from web.auth import current_actor, login_required
 from web.inputs import MAX_PAGE, query_int, storable_id
 
@@ -58,7 +58,7 @@ def user_list() -> Any:
 
 
 def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: str) -> Any:
-    """Apply one core.users change to a user; a refusal (the last admin) is shown above the list."""
+    """Apply one core.service.users change to a user; a refusal (the last admin) is shown above the list."""
     actor = current_actor()
     require_admin(actor, "manage users")
     try:

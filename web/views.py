@@ -8,18 +8,18 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from core import deletion, webhooks
-from core import job_edits
-from core import jobs as job_service
-from core.db import get_sessionmaker
-from core.access import require_submit
-from core.disk import disk_summary, human_bytes
-from core.early_stopping import EARLY_STOPPING_METRICS
-from core.errors import UserInputError
-from core.job_options import JobOptions, JobOptionsEdit
-from core.progress import EpochRecord
-from core.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
-from core.settings import get_settings
+from core.service import deletion, webhooks
+from core.service import job_edits
+from core.service import jobs as job_service
+from core.service.db import get_sessionmaker
+from core.service.access import require_submit
+from core.service.disk import disk_summary, human_bytes
+from core.engine.early_stopping import EARLY_STOPPING_METRICS
+from core.common.errors import UserInputError
+from core.service.job_options import JobOptions, JobOptionsEdit
+from core.engine.progress import EpochRecord
+from core.service.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
+from core.service.settings import get_settings
 from web import forms, queries, schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
@@ -281,7 +281,7 @@ def _record_submit_error(error: UserInputError, kind: str, errors: dict[str, str
 @bp.route("/jobs/new/<kind>", methods=("GET", "POST"))
 @login_required
 def new_job(kind: str) -> Any:
-    """One form per job kind, generated from and validated by core.params."""
+    """One form per job kind, generated from and validated by core.engine.params."""
     if kind not in JOB_KINDS:
         abort(404, description=f"no form for job kind {kind!r}")
     require_submit(current_actor())

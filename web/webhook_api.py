@@ -1,6 +1,6 @@
 """The JSON API of webhooks (admins only): add, list, change, remove, test, and each webhook's
 delivery history with redelivery. Declared on the API blueprint, so the token check and the
-OpenAPI document cover them; the writes are core.webhooks' audited admin actions."""
+OpenAPI document cover them; the writes are core.service.webhooks' audited admin actions."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 from flask import abort
 
-from core import webhooks
-from core.access import require_admin
-from core.db import get_sessionmaker
+from core.service import webhooks
+from core.service.access import require_admin
+from core.service.db import get_sessionmaker
 from web import schemas
 from web.api import answer, bp
 from web.auth import current_actor

@@ -1,6 +1,6 @@
 """Dashboard pages of webhooks (admins only): the list with the add form, enable/disable, delete
 and test, and one webhook's delivery history with redelivery. Each view parses the form, calls one
-core.webhooks admin action (permission checked, audited) and redirects or renders rows."""
+core.service.webhooks admin action (permission checked, audited) and redirects or renders rows."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from core import webhooks
-from core.access import require_admin
-from core.db import get_sessionmaker
-from core.errors import UserInputError
-from core.records import WEBHOOK_EVENTS
+from core.service import webhooks
+from core.service.access import require_admin
+from core.service.db import get_sessionmaker
+from core.common.errors import UserInputError
+from core.service.records import WEBHOOK_EVENTS
 from web import schemas
 from web.auth import current_actor, login_required
 from web.inputs import MAX_PAGE, query_int, storable_id

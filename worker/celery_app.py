@@ -14,8 +14,8 @@ from contextlib import closing
 from celery import Celery
 from celery.signals import worker_process_init
 
-from core.db import private_sqlite_file, reset_engines, sqlite_path
-from core.settings import get_settings
+from core.service.db import private_sqlite_file, reset_engines, sqlite_path
+from core.service.settings import get_settings
 
 RUN_JOB_TASK = "leukemia.run_job"
 KNOWN_QUEUES = ("gpu", "cpu")

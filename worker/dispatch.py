@@ -2,19 +2,19 @@
 
 A message is never sent for a row that is not committed, and a row whose message could not
 be sent is marked failed with the reason (retry re-sends it) rather than left queued forever.
-Each action names its actor: the role is checked (core.access) and the audit row written in the
+Each action names its actor: the role is checked (core.service.access) and the audit row written in the
 transaction that makes the change."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from core import audit, jobs, webhooks
-from core.access import Actor, require_owner, require_submit
-from core.db import get_sessionmaker
-from core.early_stopping import MedianStopRule
-from core.job_options import JobOptions
-from core.errors import BrokerUnavailable
+from core.service import audit, jobs, webhooks
+from core.service.access import Actor, require_owner, require_submit
+from core.service.db import get_sessionmaker
+from core.engine.early_stopping import MedianStopRule
+from core.service.job_options import JobOptions
+from core.common.errors import BrokerUnavailable
 from worker.celery_app import send_run_job
 
 
@@ -53,8 +53,8 @@ def submit_job(
     actor: Actor,
     options: JobOptions | None = None,
 ) -> int:
-    """Create and commit a queued job, then send its id; returns the job id (strict: see core.jobs.create_job;
-    origin: core.records.JOB_ORIGINS)."""
+    """Create and commit a queued job, then send its id; returns the job id (strict: see core.service.jobs.create_job;
+    origin: core.service.records.JOB_ORIGINS)."""
     require_submit(actor)
     with get_sessionmaker().begin() as session:
         job = jobs.create_job(session, kind, params, parent_id=parent_id, queue=queue, max_attempts=max_attempts,
@@ -97,7 +97,7 @@ def submit_cross_validation(
     queue: str | None = None, strict: bool = False, origin: str = "cli", actor: Actor,
 ) -> tuple[int, list[int]]:
     """Create a cross-validation with one training job per fold (all validated first), then send each id."""
-    from core.cv_jobs import create_cross_validation
+    from core.service.cv_jobs import create_cross_validation
 
     require_submit(actor)
     with get_sessionmaker().begin() as session:
@@ -115,7 +115,7 @@ def submit_ensemble(
     actor: Actor,
 ) -> int:
     """Create and send the evaluate or predict job averaging a finished cross-validation's fold models."""
-    from core.cv_jobs import create_ensemble_job
+    from core.service.cv_jobs import create_ensemble_job
 
     require_submit(actor)
     with get_sessionmaker().begin() as session:

@@ -11,9 +11,9 @@ import threading
 
 from celery.signals import worker_shutting_down
 
-from core import jobs, webhooks
-from core.db import get_sessionmaker, upgrade_database
-from core.settings import get_settings
+from core.service import jobs, webhooks
+from core.service.db import get_sessionmaker, upgrade_database
+from core.service.settings import get_settings
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
 from worker.tasks import SHUTTING_DOWN, run_job
@@ -57,7 +57,7 @@ class WorkerPresence(threading.Thread):
 
 
 class WebhookSender(threading.Thread):
-    """Sends due webhook deliveries (core.webhooks.deliver_due) beside the jobs: its own thread and
+    """Sends due webhook deliveries (core.service.webhooks.deliver_due) beside the jobs: its own thread and
     transactions, so a slow or failing receiver never holds up or fails a job; errors are logged."""
 
     POLL_SECONDS = 1.0
@@ -86,8 +86,8 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     upgrade_database()
     # Import torch and the core runners now, not inside the first job: a multi-second import
     # holds the GIL and would starve that job's heartbeat thread.
-    import core.predict  # noqa: F401
-    import core.training  # noqa: F401
+    import core.engine.predict  # noqa: F401
+    import core.engine.training  # noqa: F401
 
     app = get_app()
     app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)  # only a consuming process needs the task body

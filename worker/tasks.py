@@ -19,11 +19,11 @@ from typing import Any
 
 from celery.exceptions import Reject
 
-from core import jobs
-from core.db import get_sessionmaker
-from core.errors import BrokerUnavailable, NoSpaceLeft, OneLineError, UserInputError
-from core.limits import is_no_space
-from core.progress import (
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError, UserInputError
+from core.engine.limits import is_no_space
+from core.engine.progress import (
     BatchProgress,
     EpochRecord,
     PredictionObserver,
@@ -31,9 +31,9 @@ from core.progress import (
     RunStopped,
     TrainingObserver,
 )
-from core.records import PRIORITY_NAMES, Job
-from core.run_folder import claim_run_dir, job_run_dir
-from core.settings import get_settings
+from core.service.records import PRIORITY_NAMES, Job
+from core.engine.run_folder import claim_run_dir, job_run_dir
+from core.service.settings import get_settings
 from worker.dispatch import send_job
 
 log = logging.getLogger("leukemia.worker")
@@ -65,7 +65,7 @@ def worker_name() -> str:
 
 def run_job(job_id: int) -> None:
     """A message naming a job means "a job of its queue is waiting": claim the queue's best queued
-    job (core.jobs.claim_next_job: higher priority first, then oldest), run it, record the outcome.
+    job (core.service.jobs.claim_next_job: higher priority first, then oldest), run it, record the outcome.
     Nothing to claim means nothing to do."""
     if SHUTTING_DOWN.is_set():
         # A message taken while this worker stops goes back to the broker for the next worker.
@@ -137,8 +137,8 @@ class JobObserver(TrainingObserver, PredictionObserver):
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
     def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
-        """A `last-N` job also keeps its N newest epoch checkpoints (core.retention)."""
-        from core import retention
+        """A `last-N` job also keeps its N newest epoch checkpoints (core.service.retention)."""
+        from core.service import retention
 
         with get_sessionmaker().begin() as session:
             keep = retention.keep_epochs_for(session, self.job_id)
@@ -147,7 +147,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
 
     def early_stop_reason(self, record: EpochRecord) -> str | None:
         """The sweep's median stopping rule, if the job is a point of a sweep that has one."""
-        from core.early_stopping import median_stop_reason
+        from core.engine.early_stopping import median_stop_reason
 
         with get_sessionmaker().begin() as session:
             return median_stop_reason(session, self.job_id, record)
@@ -210,7 +210,7 @@ class JobRun:
             claim_run_dir(self.run_dir, self.spec.run_key)  # before anything resumes or writes there
             self.run_dir_claimed = True
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
-                from core.check import require_inside_data_roots
+                from core.engine.check import require_inside_data_roots
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
             run_core_function(self.spec, self.run_dir, self.observer)
@@ -264,7 +264,7 @@ class JobRun:
 
     def apply_retention(self) -> None:
         """The job's retention policy on its run folder, and its size on disk; never fails the job."""
-        from core import retention
+        from core.service import retention
 
         try:
             with get_sessionmaker().begin() as session:
@@ -331,8 +331,8 @@ def refresh_parent_checkpoint(parent_id: int | None, params: Any) -> None:
 
 def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in."""
-    from core import predict, training
-    from core.params import parse_params
+    from core.engine import predict, training
+    from core.engine.params import parse_params
 
     values = dict(spec.params)
     if spec.parent_id is not None and spec.kind != "train":
@@ -346,7 +346,7 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
     if spec.kind == "train":
         training.train(params, run_dir, resume=True, observer=observer)
         if spec.cv_fold is not None:
-            from core.crossval import write_out_of_fold
+            from core.engine.crossval import write_out_of_fold
 
             write_out_of_fold(run_dir, params, spec.cv_fold)
     elif spec.kind == "finetune":

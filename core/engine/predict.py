@@ -1,0 +1,245 @@
+"""Evaluation on a labelled CSV and prediction (the submission CSV `ID,label`) on a test CSV,
+with optional test-time augmentation (the 8 dihedral transforms) and checkpoint ensembles."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from core.common.atomic import open_atomic, write_text_atomic
+from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
+from core.engine.data import Sample
+from core.common.errors import UserInputError
+from core.engine.clinical import clinical_report
+from core.engine.explain import CONVENTION
+from core.engine.metrics import classification_metrics, subject_table
+from core.engine.params import EvaluateParams, PredictParams
+from core.engine.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
+from core.engine.plots import CONFUSION_PNG, plot_confusion
+from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
+from core.engine.run_folder import resolve_checkpoint
+from core.engine.report import (
+    prediction_summary,
+    resolve_threshold,
+    select_for_explanation,
+    subjects_of,
+    write_evaluation_outputs,
+    write_explanations,
+)
+from core.service.settings import get_settings
+from core.engine.splits import read_named_split
+
+EVALUATION_JSON = "evaluation.json"
+PREDICTION_JSON = "prediction.json"
+CONFUSION_CSV = "confusion.csv"
+SUBJECTS_CSV = "subjects.csv"
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of one checkpoint on a labelled CSV: accuracy, balanced_accuracy, weighted_f1, confusion, count."""
+
+    checkpoint: Path
+    csv_name: str
+    metrics: dict[str, Any]
+    out_dir: Path | None
+
+
+@dataclass
+class PredictionResult:
+    """Where the submission CSV went and how many rows (and predicted class-1 rows) it has."""
+
+    out_path: Path
+    count: int
+    positives: int
+    threshold: dict[str, Any]  # core.engine.report.resolve_threshold: value, source, description, ...
+    summary: dict[str, Any] | None  # prediction.json, when a report folder was given
+
+
+def dihedral_views(images: Tensor) -> list[Tensor]:
+    """The 8 rotations/flips of a NCHW batch: 4 quarter turns, each also mirrored."""
+    turns = [torch.rot90(images, k, dims=(2, 3)) for k in range(4)]
+    return turns + [torch.flip(view, dims=(3,)) for view in turns]
+
+
+class ImageCounter:
+    """Images scored so far across every checkpoint of a run, reported after each batch."""
+
+    def __init__(self, observer: PredictionObserver, total: int) -> None:
+        self.observer, self.total, self.done = observer, total, 0
+        self.started = time.perf_counter()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        images_per_s = self.done / max(time.perf_counter() - self.started, 1e-9)
+        eta_s = (self.total - self.done) / images_per_s
+        self.observer.on_progress(PredictionProgress(self.done, self.total, images_per_s, eta_s))
+
+
+def predict_probabilities(
+    checkpoint_path: Path,
+    samples: list[Sample],
+    *,
+    tta: bool = False,
+    batch_size: int = 64,
+    device: torch.device,
+    observer: PredictionObserver | None = None,
+    counter: ImageCounter | None = None,
+) -> np.ndarray:
+    """P(class 1) per sample, in the samples' order, with the checkpoint's own mean/std/image size."""
+    observer = observer or PredictionObserver()
+    counter = counter or ImageCounter(observer, len(samples))
+    checkpoint = load_checkpoint(checkpoint_path)
+    # On a GPU: bf16 and channels_last, as in training, and no copy back until the end (a
+    # per-batch .cpu() would make the host wait for every batch).
+    on_gpu = device.type == "cuda"
+    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
+    if on_gpu:
+        model = model.to(memory_format=torch.channels_last)
+    batches = InputPipeline(
+        samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
+        std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
+        cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu, single_pass=True,
+        pad_last_batch=on_gpu,
+    )
+    collected: list[tuple[Tensor, Tensor]] = []
+    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):
+        for batch in batches:
+            if observer.should_stop():
+                raise RunStopped(f"prediction stopped on request after {counter.done} of {counter.total} images")
+            collected.append((batch.indices, batch.real(_class_one_probability(model, batch.images, tta))))
+            counter.add(len(batch.indices))
+    probabilities = np.zeros(len(samples), dtype=np.float64)
+    for indices, batch_probabilities in collected:
+        probabilities[indices.numpy()] = batch_probabilities.cpu().numpy()
+    return probabilities
+
+
+def _class_one_probability(model: nn.Module, images: Tensor, tta: bool) -> Tensor:
+    views = dihedral_views(images) if tta else [images]
+    probabilities = torch.stack([torch.softmax(model(view).float(), dim=1) for view in views]).mean(dim=0)
+    return probabilities[:, 1]
+
+
+def ensemble_probabilities(
+    checkpoints: list[Path], samples: list[Sample], *, tta: bool, batch_size: int, device: str,
+    observer: PredictionObserver | None,
+) -> np.ndarray:
+    """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
+    if not samples:
+        raise UserInputError("csv: no rows to predict", field="csv")
+    torch_device = resolve_device(device)
+    observer = observer or PredictionObserver()
+    counter = ImageCounter(observer, len(samples) * len(checkpoints))
+    total = np.zeros(len(samples), dtype=np.float64)
+    with flush_denormals_on_cpu(torch_device):
+        for path in checkpoints:
+            total += predict_probabilities(
+                path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
+                counter=counter,
+            )
+    return total / len(checkpoints)
+
+
+def evaluate_csv(
+    params: EvaluateParams, *, out_dir: Path | None = None, observer: PredictionObserver | None = None
+) -> EvaluationResult:
+    """Score params.checkpoint (file or run folder), or the mean of it and params.checkpoints (an ensemble),
+    on a labelled CSV or named split at the operating threshold, with the clinical report; with out_dir
+    also write JSON, the per-image CSV, subjects.csv, plots and Grad-CAM overlays (of the first checkpoint)."""
+    if not params.checkpoint:
+        raise UserInputError("checkpoint: give a run folder or .pt file (--checkpoint)", field="checkpoint")
+    if out_dir is None and params.explain:
+        raise UserInputError("explain: the heat maps need an output folder (--out)", field="explain")
+    paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in [params.checkpoint, *params.checkpoints]]
+    checkpoint_path = paths[0]
+    data_dir = Path(params.data_dir)
+    samples = read_named_split(data_dir, params.csv, labelled=True, seed=training_seed(checkpoint_path))
+    options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
+    probabilities = ensemble_probabilities(paths, samples, observer=observer, **options)
+    threshold = resolve_threshold(
+        params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
+    )
+    truth = np.array([s.label for s in samples])
+    metrics = classification_metrics(truth, (probabilities >= threshold["value"]).astype(np.int64))
+    metrics["threshold"] = threshold
+    subjects = subject_table([s.subject for s in samples], truth, probabilities, threshold["value"])
+    metrics["subjects"] = subjects.to_dict(orient="records")
+    if out_dir is None:
+        metrics["clinical"] = clinical_report(truth, probabilities, threshold["value"],
+                                              threshold_source=threshold["description"], subjects=subjects_of(samples))
+        return EvaluationResult(checkpoint_path, params.csv, metrics, None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selection = select_for_explanation(probabilities, threshold["value"], truth, params.explain_count)
+    explained = write_explanations(out_dir, checkpoint_path, samples, probabilities, threshold["value"], selection,
+                                   batch_size=params.batch_size, device=resolve_device(params.device))
+    metrics["clinical"] = write_evaluation_outputs(out_dir, samples, probabilities, threshold, explained)
+    metrics["explained"] = len(explained)
+    metrics["explanation_convention"] = CONVENTION if explained else None
+    _write_evaluation(out_dir, metrics, paths, data_dir / params.csv, params.tta)
+    if len(subjects):
+        with open_atomic(out_dir / SUBJECTS_CSV, newline="") as file:
+            subjects.to_csv(file, index=False, float_format="%.6g")
+    return EvaluationResult(checkpoint_path, params.csv, metrics, out_dir)
+
+
+def predict_csv(
+    params: PredictParams, out_path: Path, *, observer: PredictionObserver | None = None, report_dir: Path | None = None
+) -> PredictionResult:
+    """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order, calling
+    ALL at the operating threshold; with report_dir also prediction.json, the histogram and Grad-CAM overlays."""
+    if not params.checkpoints:
+        raise UserInputError(
+            "checkpoints: give at least one checkpoint (several make an ensemble)", field="checkpoints"
+        )
+    if report_dir is None and params.explain:
+        raise UserInputError("explain: the heat maps need a report folder (--report)", field="explain")
+    paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in params.checkpoints]
+    data_dir = Path(params.data_dir)
+    samples = read_named_split(data_dir, params.csv, labelled=False, seed=training_seed(paths[0]))
+    options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
+    class_one = ensemble_probabilities(paths, samples, observer=observer, **options)
+    threshold = resolve_threshold(
+        params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options)
+    )
+    labels = (class_one >= threshold["value"]).astype(np.int64)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open_atomic(out_path, newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["ID", "label", "prob_1"] if params.probabilities else ["ID", "label"])
+        for sample, label, probability in zip(samples, labels, class_one):
+            writer.writerow([sample.id, int(label)] + ([f"{probability:.6f}"] if params.probabilities else []))
+    summary = None
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        selection = select_for_explanation(class_one, threshold["value"], None, params.explain_count)
+        explained = write_explanations(report_dir, paths[0], samples, class_one, threshold["value"], selection,
+                                       batch_size=params.batch_size, device=resolve_device(params.device))
+        summary = prediction_summary(samples, class_one, threshold, report_dir, len(explained),
+                                     checkpoints=[str(p) for p in paths], csv=str(data_dir / params.csv), tta=params.tta)
+        write_text_atomic(report_dir / PREDICTION_JSON, json.dumps(summary, indent=2))
+    return PredictionResult(out_path, len(samples), int(labels.sum()), threshold, summary)
+
+
+def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoints: list[Path], csv_path: Path, tta: bool) -> None:
+    """evaluation.json (metrics and what was scored), confusion.csv and confusion.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **metrics}
+    write_text_atomic(out_dir / EVALUATION_JSON, json.dumps(summary, indent=2))
+    with open_atomic(out_dir / CONFUSION_CSV, newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["true\\predicted", "0", "1"])
+        for true_class, counts in enumerate(metrics["confusion"]):
+            writer.writerow([true_class, *counts])
+    plot_confusion(metrics["confusion"], out_dir / CONFUSION_PNG, f"{csv_path.name} ({metrics['count']} images)")

@@ -1,0 +1,146 @@
+"""Cross-validation as queued work: one parent row, one training job per fold (run in parallel by as
+many workers as there are), the summary read back from the fold jobs' rows and files, and the fold
+ensemble as one evaluate or predict job. The caller commits, then sends the job ids (worker.dispatch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.service import jobs
+from core.engine.crossval import OOF_CSV, fold_params, plan_folds, summarize
+from core.common.errors import UserInputError
+from core.engine.params import check_printable, parse_params
+from core.service.records import CrossValidation, EpochMetric, Job, utcnow
+from core.engine.splits import read_named_split, with_folder_image_size
+
+ENSEMBLE_KINDS = ("evaluate", "predict")
+
+
+def create_cross_validation(
+    session: Session,
+    base_params: dict[str, Any],
+    *,
+    folds: int | None = None,
+    release_folds: bool = False,
+    name: str | None = None,
+    queue: str | None = None,
+    strict: bool = False,
+    origin: str = "cli",
+    submitted_by: int | None = None,
+) -> tuple[CrossValidation, list[Job]]:
+    """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold.
+
+    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms)."""
+    if name is not None:
+        check_printable(name, "name")
+    for field in ("split", "valid_split"):
+        if base_params.get(field) not in (None, ""):
+            raise UserInputError(f"{field}: a cross-validation sets each fold's splits itself; leave {field} out", field=field)
+    base = parse_params("train", with_folder_image_size("train", base_params), strict=strict).model_dump(mode="json")
+    plan = plan_folds(base["data_dir"], folds, base["seed"], release_folds=release_folds)
+    cv = CrossValidation(
+        name=(name or f"{len(plan.folds)}-fold CV of {Path(base['data_dir']).name}")[:200], data_dir=base["data_dir"],
+        scheme=plan.scheme, base_params=base, folds=plan.to_dict()["folds"], created_at=utcnow(),
+    )
+    session.add(cv)
+    session.flush()
+    fold_jobs = []
+    for fold in plan.folds:
+        job = jobs.create_job(session, "train", fold_params(base, fold), queue=queue, origin=origin,
+                              submitted_by=submitted_by)
+        job.cv_id, job.cv_fold = cv.id, fold.fold
+        fold_jobs.append(job)
+    session.flush()
+    return cv, fold_jobs
+
+
+def get_cross_validation(session: Session, cv_id: int) -> CrossValidation:
+    cv = session.get(CrossValidation, cv_id)
+    if cv is None:
+        raise UserInputError(f"cross-validation {cv_id} not found", field="cv_id")
+    return cv
+
+
+def fold_jobs(session: Session, cv_id: int) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.cv_id == cv_id, Job.cv_fold.is_not(None)).order_by(Job.cv_fold)))
+
+
+def ensemble_jobs(session: Session, cv_id: int) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.cv_id == cv_id, Job.cv_fold.is_(None)).order_by(Job.id)))
+
+
+def _oof_frames(session: Session, folds: list[Job]) -> list[pd.DataFrame]:
+    """Each fold's out-of-fold predictions, or [] until every fold has written them."""
+    paths = [jobs.named_artifact_file(session, job.id, OOF_CSV) for job in folds]
+    return [pd.read_csv(path) for path in paths if path is not None] if folds and all(paths) else []
+
+
+def out_of_fold_csv(session: Session, cv_id: int) -> str:
+    """All folds' out-of-fold predictions as one CSV (ID, subject, label, prob_1, fold), in fold order."""
+    get_cross_validation(session, cv_id)
+    frames = _oof_frames(session, fold_jobs(session, cv_id))
+    if not frames:
+        raise UserInputError(f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded",
+                             field="cv_id")
+    return pd.concat(frames, ignore_index=True).to_csv(index=False, float_format="%.6f")
+
+
+def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
+    """The parent, each fold job (status, progress, best metrics), mean ± std over the folds that have
+    validation results, the out-of-fold metrics once every fold wrote its oof.csv, and the ensembles."""
+    cv = get_cross_validation(session, cv_id)
+    folds = fold_jobs(session, cv_id)
+    by_job = {job.id: job.cv_fold for job in folds}
+    metrics = session.scalars(select(EpochMetric).where(EpochMetric.job_id.in_(list(by_job))).order_by(EpochMetric.epoch))
+    rows = [{"fold": by_job[m.job_id], "epoch": m.epoch, "valid_accuracy": m.valid_accuracy,
+             "valid_balanced_accuracy": m.valid_balanced_accuracy, "valid_f1": m.valid_f1} for m in metrics]
+    summary = summarize(rows, _oof_frames(session, folds))
+    best = {row["fold"]: row for row in summary["folds"]}
+    return {
+        "id": cv.id, "name": cv.name, "data_dir": cv.data_dir, "scheme": cv.scheme, "base_params": cv.base_params,
+        "created_at": cv.created_at,
+        "folds": [{"fold": job.cv_fold, "job_id": job.id, "status": job.status, "progress": job.progress,
+                   "split": job.params.get("split"), "valid_split": job.params.get("valid_split"),
+                   "best": best.get(job.cv_fold)} for job in folds],
+        "mean_std": summary["mean_std"],
+        "out_of_fold": summary["out_of_fold"],
+        "finished": all(job.status == "succeeded" for job in folds),
+        "ensembles": [{"job_id": job.id, "kind": job.kind, "status": job.status, "split": job.params.get("csv"),
+                       "tta": job.params.get("tta")} for job in ensemble_jobs(session, cv_id)],
+    }
+
+
+def create_ensemble_job(
+    session: Session, cv_id: int, kind: Literal["evaluate", "predict"], split: str, *, tta: bool = False,
+    queue: str | None = None, origin: str = "cli", submitted_by: int | None = None,
+) -> Job:
+    """An evaluate or predict job averaging the fold models' probabilities (best.pt of each fold) on a split."""
+    if kind not in ENSEMBLE_KINDS:
+        raise UserInputError(f"kind: an ensemble is an evaluate or predict job, not {kind!r}", field="kind")
+    check_printable(split, "split")
+    cv = get_cross_validation(session, cv_id)
+    read_named_split(cv.data_dir, split, labelled=kind == "evaluate")  # a bad split is refused now, not on the worker
+    folds = fold_jobs(session, cv_id)
+    unfinished = [f"fold {job.cv_fold} ({job.status})" for job in folds if job.status != "succeeded"]
+    if unfinished:
+        raise UserInputError(f"cv_id: cross-validation {cv_id} is not finished: {', '.join(unfinished)}", field="cv_id")
+    checkpoints = []
+    for job in folds:
+        try:
+            checkpoints.append(str(jobs.job_checkpoint(session, job.id, "best")))
+        except UserInputError:
+            raise UserInputError(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt on disk", field="cv_id") from None
+    common = {"data_dir": cv.data_dir, "csv": split, "tta": tta}
+    if kind == "predict":
+        params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in
+    else:
+        params = {**common, "checkpoint": checkpoints[0], "checkpoints": checkpoints[1:]}
+    job = jobs.create_job(session, kind, params, queue=queue, origin=origin, submitted_by=submitted_by)
+    job.cv_id = cv.id
+    session.flush()
+    return job

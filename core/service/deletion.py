@@ -1,0 +1,206 @@
+"""Deleting jobs and sweeps so that their storage is actually freed, and `gc` of old finished jobs.
+
+Deleting a job removes its run folder (inside the artifacts dir, links not followed) and any file
+recorded for it elsewhere under the artifacts dir, then its rows (epoch metrics, artifacts, tags);
+finished children that named it as parent keep their own results (their parent_id becomes NULL). It is
+refused for a queued or running job ("cancel it first"), while queued or running jobs depend on its
+checkpoints (named), and for a cross-validation's fold job: a fold belongs to its cross-validation,
+whose summary, out-of-fold results and ensembles read it. The bytes reported are the bytes of the
+files actually removed, and the audit row ("job.delete", "sweep.delete") carries them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.service import audit
+from core.service.access import Actor, PermissionDenied, require_owner
+from core.service.db import get_sessionmaker
+from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
+from core.common.errors import StorageError, UserInputError
+from core.service.jobs import MAX_ID, artifacts, get_job
+from core.service.records import CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, EpochMetric, Job, JobTag, Sweep, SweepTag, utcnow
+from core.engine.run_folder import job_run_dir
+from core.service.settings import get_settings
+
+AGE = re.compile(r"^\s*(\d{1,5})\s*([hdw])\s*$")
+AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+GC_STATUSES = ("failed", "cancelled")  # gc's default: the runs nobody will look at again
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What a delete removed: the job ids and the bytes of the files removed."""
+
+    job_ids: list[int]
+    freed_bytes: int
+    sweep_id: int | None = None
+
+
+def _ids(job_ids: list[int]) -> str:
+    return ", ".join(str(job_id) for job_id in job_ids)
+
+
+def _refuse_undeletable(session: Session, doomed: list[Job]) -> None:
+    """A queued or running job, a cross-validation fold, or one whose checkpoints live jobs still need."""
+    for job in doomed:
+        if job.status in CANCELLABLE_STATUSES:
+            raise UserInputError(f"job {job.id} is {job.status}: cancel it first")
+        if job.cv_id is not None and job.cv_fold is not None:
+            raise UserInputError(f"job {job.id} is fold {job.cv_fold} of cross-validation {job.cv_id}: a fold is kept "
+                                 "with its cross-validation (its summary, out-of-fold results and ensembles read it)")
+    ids = [job.id for job in doomed]
+    dependents = [job for job in session.scalars(select(Job).where(Job.status.in_(CANCELLABLE_STATUSES)).order_by(Job.id))
+                  if job.id not in ids and _depends_on(job, doomed)]
+    if dependents:
+        raise UserInputError(f"job {_ids(ids)}: queued or running job {_ids([j.id for j in dependents])} "
+                             "need its checkpoint; wait for them or cancel them first")
+
+
+def _depends_on(job: Job, doomed: list[Job]) -> bool:
+    """Does a live job read a checkpoint of one of these jobs (as its parent, or by a path into its run folder)?"""
+    if job.parent_id in {d.id for d in doomed}:
+        return True
+    named = job.params.get("checkpoints") or []
+    paths = [job.params.get("checkpoint") or "", *(named if isinstance(named, list) else [])]
+    folders = [str(job_run_dir(d.id, d.run_key)) for d in doomed]
+    return any(isinstance(path, str) and path.startswith(folder) for path in paths for folder in folders)
+
+
+def _files_elsewhere(session: Session, job: Job) -> list[Path]:
+    """Files recorded for a job outside its run folder but inside the artifacts dir (older layouts)."""
+    run_dir = job_run_dir(job.id, job.run_key)
+    root = get_settings().resolved_artifacts_dir
+    paths = [root / artifact.path for artifact in artifacts(session, job.id)]
+    return [path for path in paths if not path.is_relative_to(run_dir) and inside_artifacts(path)]
+
+
+def job_bytes(session: Session, job: Job) -> int:
+    """What deleting the job would free now: its run folder and its files elsewhere."""
+    elsewhere = sum(path.stat().st_size for path in _files_elsewhere(session, job) if path.is_file() and not path.is_symlink())
+    return folder_bytes(job_run_dir(job.id, job.run_key)) + elsewhere
+
+
+def _remove_job(session: Session, job: Job) -> int:
+    """Remove a job's rows (flushed first, so a database refusal leaves its files), then its files."""
+    run_dir = job_run_dir(job.id, job.run_key)
+    elsewhere = _files_elsewhere(session, job)
+    session.execute(update(Job).where(Job.parent_id == job.id).values(parent_id=None)
+                    .execution_options(synchronize_session=False))
+    for table in (EpochMetric, Artifact, JobTag):  # ON DELETE CASCADE too; explicit for any engine
+        session.execute(delete(table).where(table.job_id == job.id))
+    session.execute(delete(Job).where(Job.id == job.id).execution_options(synchronize_session=False))
+    session.flush()
+    try:
+        freed = sum(remove_file(path) for path in elsewhere)
+        return freed + remove_folder(run_dir)
+    except OSError as error:  # the caller's transaction rolls back: the job stays, to be deleted again
+        raise StorageError(f"job {job.id}: cannot remove {error.filename or run_dir}: {error.strerror or error}; "
+                           "the job is kept (files already removed stay removed); fix this and delete it again") from None
+
+
+def delete_job(session: Session, job_id: int, *, actor: Actor) -> Deletion:
+    """Delete a finished job, its files and rows (its owner or an admin); the caller commits."""
+    job = get_job(session, job_id)
+    require_owner(actor, job.submitted_by, f"job {job_id}")
+    _refuse_undeletable(session, [job])
+    kind, status = job.kind, job.status
+    freed = _remove_job(session, job)
+    audit.record(session, actor, "job.delete", "job", job_id, {"freed_bytes": freed, "kind": kind, "status": status})
+    return Deletion([job_id], freed)
+
+
+def delete_sweep(session: Session, sweep_id: int, *, actor: Actor) -> Deletion:
+    """Delete a sweep whose jobs have all finished: every job as delete_job does, then the sweep."""
+    sweep = session.get(Sweep, sweep_id) if 1 <= sweep_id <= MAX_ID else None
+    if sweep is None:
+        raise UserInputError(f"sweep {sweep_id} not found")
+    require_owner(actor, sweep.submitted_by, f"sweep {sweep_id}")
+    members = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)))
+    unfinished = [job.id for job in members if job.status in CANCELLABLE_STATUSES]
+    if unfinished:
+        raise UserInputError(f"sweep {sweep_id}: job {_ids(unfinished)} still queued or running; cancel them first")
+    for job in members:  # a member someone else submitted into it is theirs (an admin may still delete it)
+        require_owner(actor, job.submitted_by, f"job {job.id} of sweep {sweep_id}")
+    _refuse_undeletable(session, members)
+    freed = sum(_remove_job(session, job) for job in members)
+    session.execute(delete(SweepTag).where(SweepTag.sweep_id == sweep_id))
+    session.execute(delete(Sweep).where(Sweep.id == sweep_id).execution_options(synchronize_session=False))
+    ids = [job.id for job in members]
+    audit.record(session, actor, "sweep.delete", "sweep", sweep_id, {"freed_bytes": freed, "jobs": ids})
+    return Deletion(ids, freed, sweep_id)
+
+
+# --- gc ---------------------------------------------------------------------------------------
+
+
+def parse_age(text: str) -> timedelta:
+    """'12h', '30d', '2w' → a timedelta; anything else names the option."""
+    match = AGE.match(text or "")
+    if not match:
+        raise UserInputError(f"older_than: {text!r} is not an age; use a number and h, d or w (12h, 30d, 2w)",
+                             field="older_than")
+    return timedelta(**{AGE_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def parse_statuses(text: str | None) -> list[str]:
+    """'failed,cancelled' → the statuses; only finished ones (a live job is never collected)."""
+    statuses = [s.strip() for s in (text or "").split(",") if s.strip()] or list(GC_STATUSES)
+    wrong = [s for s in statuses if s not in FINISHED_STATUSES]
+    if wrong:
+        raise UserInputError(f"status: {', '.join(wrong)} is not a finished status; choose among "
+                             f"{', '.join(FINISHED_STATUSES)}", field="status")
+    return sorted(set(statuses), key=FINISHED_STATUSES.index)
+
+
+@dataclass
+class Collected:
+    """One job gc looked at: the bytes it freed (or would free), or why it was skipped."""
+
+    job_id: int
+    status: str
+    kind: str
+    finished_at: object
+    bytes: int = 0
+    skipped: str | None = None
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    jobs: list[Collected] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.bytes for entry in self.jobs if entry.skipped is None)
+
+
+def collect_garbage(older_than: timedelta, statuses: list[str], *, dry_run: bool, actor: Actor) -> GcReport:
+    """Delete (or, dry_run, list) jobs with these statuses that finished longer ago than older_than,
+    each in its own transaction through delete_job; a job that may not go is reported, not fatal."""
+    cutoff = utcnow() - older_than
+    with get_sessionmaker().begin() as session:
+        ended = or_(Job.finished_at < cutoff, Job.finished_at.is_(None) & (Job.created_at < cutoff))
+        found = [(job.id, job.status, job.kind, job.finished_at)
+                 for job in session.scalars(select(Job).where(Job.status.in_(statuses), ended).order_by(Job.id))]
+    report = GcReport(dry_run)
+    for job_id, status, kind, finished_at in found:
+        entry = Collected(job_id, status, kind, finished_at)
+        try:
+            with get_sessionmaker().begin() as session:
+                if dry_run:
+                    job = get_job(session, job_id)
+                    require_owner(actor, job.submitted_by, f"job {job_id}")
+                    _refuse_undeletable(session, [job])
+                    entry.bytes = job_bytes(session, job)
+                else:
+                    entry.bytes = delete_job(session, job_id, actor=actor).freed_bytes
+        except (UserInputError, PermissionDenied, StorageError) as refusal:
+            entry.skipped = str(refusal)
+        report.jobs.append(entry)
+    return report

@@ -1,0 +1,148 @@
+"""What a submitter sets on a job or sweep besides its params: priority, notes, tags, retention.
+
+One shape for the CLI options, the API's fields and the forms' inputs; core.service.jobs stores it on the
+row (priority as a number so SQL can order by it, tags as job_tags/sweep_tags rows)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from core.engine.params import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS, input_error
+
+Priority = Literal["low", "normal", "high"]
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
+RETENTION = re.compile(r"^(all|best|last-([1-9][0-9]{0,2}))$")
+MAX_TAGS = 20
+MAX_DESCRIPTION = 10_000
+RETENTION_HELP = ("all (keep every checkpoint), best (after success best.pt only) or last-N (best.pt, last.pt and "
+                  "the N newest epoch checkpoints, N 1-999)")
+
+
+def check_tag(tag: str) -> str:
+    """A tag as stored: 1-64 letters, digits and . _ : + - (starting with a letter or digit), lower-cased."""
+    if not isinstance(tag, str) or not TAG.match(tag):
+        raise ValueError(f"{tag!r} is not a tag: use 1-64 letters, digits and . _ : + -, starting with a letter or digit")
+    return tag.lower()
+
+
+def check_retention(policy: str | None) -> str | None:
+    """A retention policy as stored, None meaning the global one (RETENTION_HELP)."""
+    if policy is None or policy == "":
+        return None
+    if not isinstance(policy, str) or not RETENTION.match(policy):
+        raise ValueError(f"{policy!r} is not a retention policy: use {RETENTION_HELP}")
+    return policy
+
+
+class JobOptions(BaseModel):
+    """Set at submit (and later changed by an edit) on a job or a sweep (whose jobs share them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    priority: Priority = Field("normal", description="among queued jobs of a queue, higher starts first")
+    description: str = Field("", max_length=MAX_DESCRIPTION, description="free-text notes")
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS,
+                            description="labels to filter by: letters, digits and . _ : + -")
+    retention: str | None = Field(None, description=f"after it finishes: {RETENTION_HELP}; null: the global policy")
+
+    @field_validator("description")
+    @classmethod
+    def _printable_notes(cls, value: str) -> str:
+        return check_notes(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return check_tags(value)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        return check_retention(value)
+
+
+class JobOptionsEdit(BaseModel):
+    """A later change of a job's or sweep's options (PATCH, `leukemia edit`, the edit forms): a field left
+    out stays as it is. Tags are replaced (tags) or changed (add_tags, remove_tags); retention null goes
+    back to the global policy. Validated by JobOptions' own checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    priority: Priority | None = Field(None, description="absent or null: unchanged")
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION, description="the new notes; absent or null: unchanged")
+    tags: list[str] | None = Field(None, max_length=MAX_TAGS, description="replace every tag; absent or null: unchanged")
+    add_tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="tags to add")
+    remove_tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="tags to remove")
+    retention: str | None = Field(None, description=f"{RETENTION_HELP}; null: the global policy; absent: unchanged")
+
+    @field_validator("description")
+    @classmethod
+    def _printable_notes(cls, value: str | None) -> str | None:
+        return None if value is None else check_notes(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_tags(value)
+
+    @field_validator("add_tags", "remove_tags")
+    @classmethod
+    def _changed_tags(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("tags") is not None:
+            raise ValueError("give either tags (to replace them all) or add_tags/remove_tags, not both")
+        return check_tags(value)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        return check_retention(value)
+
+    def applied_to(self, current: JobOptions) -> JobOptions:
+        """The options after this change (checked again as a whole: at most MAX_TAGS tags)."""
+        values = current.model_dump()
+        if self.priority is not None:
+            values["priority"] = self.priority
+        if self.description is not None:
+            values["description"] = self.description
+        if self.tags is not None:
+            values["tags"] = self.tags
+        values["tags"] = sorted((set(values["tags"]) | set(self.add_tags)) - set(self.remove_tags))
+        if "retention" in self.model_fields_set:
+            values["retention"] = self.retention
+        return parse_options(values)
+
+
+def check_notes(value: str) -> str:
+    """Notes as stored: line breaks and tabs are fine, other control characters are not; trimmed."""
+    if CONTROL_CHARACTER.search(value.replace("\n", "").replace("\r", "").replace("\t", "")):
+        raise ValueError(NO_CONTROL_CHARACTERS)
+    return value.strip()
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    """Tags as stored: each checked (check_tag), without repeats, sorted."""
+    return sorted({check_tag(tag) for tag in tags})
+
+
+def parse_options(values: dict, *, strict: bool = False) -> JobOptions:
+    """Validate raw option values (CLI, form, API); bad input is a UserInputError naming the field."""
+    try:
+        return JobOptions.model_validate(values, strict=strict)
+    except ValidationError as error:
+        raise input_error(error) from None
+
+
+def parse_tag_list(text: str) -> list[str]:
+    """Tags typed as one comma- or space-separated text (forms, `--tags a,b`)."""
+    return [tag for tag in re.split(r"[,\s]+", text or "") if tag]
+
+
+def parse_edit(values: dict, *, strict: bool = False) -> JobOptionsEdit:
+    """Validate a partial change (CLI, form, API); bad input is a UserInputError naming the field."""
+    try:
+        return JobOptionsEdit.model_validate(values, strict=strict)
+    except ValidationError as error:
+        raise input_error(error) from None

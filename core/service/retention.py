@@ -1,0 +1,146 @@
+"""Retention: which checkpoints a training run keeps once it has finished, and its epoch checkpoints.
+
+Policies (core.service.job_options.RETENTION; a job's own, else the RETENTION setting):
+- `all`: keep what the run wrote (best.pt, last.pt), the default.
+- `best`: after a job *succeeds*, best.pt only: last.pt (and any epoch checkpoints) removed. A
+  failed or cancelled job keeps last.pt, which its retry resumes from.
+- `last-N`: while it trains, the run also writes a slim checkpoint per epoch (epoch_XXX.pt, no
+  optimizer state) and keeps only the N newest, besides best.pt and last.pt.
+
+A checkpoint that a queued or running child job (parent_id) will read is never removed. The worker
+applies the policy right after it records the outcome (`after_job`), then measures jobs.disk_bytes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from core.service.disk import folder_bytes, remove_file
+from core.service.job_options import check_retention
+from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job
+from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, job_run_dir
+from core.service.settings import get_settings
+
+log = logging.getLogger("leukemia.retention")
+EPOCH_CHECKPOINT = re.compile(r"^epoch_(\d{3,})\.pt$")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def policy_of(job: Job) -> str:
+    """The policy that applies to a job: its own, else the global RETENTION setting."""
+    return check_retention(job.retention) or get_settings().retention
+
+
+def epochs_kept(policy: str) -> int | None:
+    """N of a `last-N` policy; None for the others (no epoch checkpoints written)."""
+    return int(policy.split("-", 1)[1]) if policy.startswith("last-") else None
+
+
+def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run folder's epoch_XXX.pt files, oldest epoch first."""
+    if not Path(run_dir).is_dir():
+        return []
+    found = [(int(match.group(1)), path) for path in Path(run_dir).iterdir()
+             if (match := EPOCH_CHECKPOINT.match(path.name)) and path.is_file()]
+    return sorted(found)
+
+
+def save_epoch_checkpoint(run_dir: Path, checkpoint: dict[str, Any], keep: int) -> list[str]:
+    """Write epoch_XXX.pt (slim: no resume state) and remove all but the `keep` newest; the removed names."""
+    from core.engine.checkpoint import save_checkpoint, without_resume_state  # torch: only where a run writes
+
+    save_checkpoint(without_resume_state(checkpoint), Path(run_dir) / epoch_checkpoint_name(int(checkpoint["epoch"])))
+    removed = []
+    for _epoch, path in epoch_checkpoints(run_dir)[:-keep]:
+        remove_file(path)
+        removed.append(path.name)
+    return removed
+
+
+def keep_epochs_for(session: Session, job_id: int) -> int | None:
+    """How many epoch checkpoints a running job keeps now (read each epoch: an edit of its policy counts)."""
+    job = session.get(Job, job_id)
+    return None if job is None else epochs_kept(policy_of(job))
+
+
+def needed_by_children(session: Session, job_id: int) -> set[str]:
+    """The checkpoint files of a job that its queued or running children (parent_id) will read."""
+    choices = session.scalars(select(Job.params).where(Job.parent_id == job_id, Job.status.in_(CANCELLABLE_STATUSES)))
+    return {f"{(params or {}).get('checkpoint_choice') or 'best'}.pt" for params in choices}
+
+
+def last_removed(job: Job) -> bool:
+    """Did the `best` policy remove this job's last.pt (so nothing can start from "last")?"""
+    return (job.kind in MODEL_KINDS and job.status == "succeeded" and policy_of(job) == "best"
+            and not (job_run_dir(job.id, job.run_key) / LAST_CHECKPOINT).is_file())
+
+
+def missing_checkpoint_message(job: Job, choice: str) -> str:
+    """Why a job has no <choice>.pt: its retention removed last.pt, or it is simply not there."""
+    if choice == "last" and last_removed(job):
+        return (f"parent: job {job.id} kept best.pt only (retention best), so nothing can resume or start from "
+                "its last checkpoint; use checkpoint_choice best")
+    return f"parent: job {job.id} has no {choice}.pt checkpoint on disk"
+
+
+@dataclass
+class RetentionOutcome:
+    """What applying a policy did to one run folder."""
+
+    policy: str
+    removed: list[str] = field(default_factory=list)
+    kept_for_children: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    disk_bytes: int = 0
+
+
+def after_job(session: Session, job_id: int) -> RetentionOutcome:
+    """Apply the job's policy to its finished run folder, drop the artifact rows of removed files,
+    and record the folder's size (jobs.disk_bytes)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise ValueError(f"after_job: job {job_id} not found")
+    policy = policy_of(job)
+    outcome = RetentionOutcome(policy)
+    run_dir = job_run_dir(job.id, job.run_key)
+    if job.kind in MODEL_KINDS and job.finished:
+        doomed: list[Path] = []
+        if policy == "best" and job.status == "succeeded" and (run_dir / BEST_CHECKPOINT).is_file():
+            doomed = [run_dir / LAST_CHECKPOINT, *(path for _epoch, path in epoch_checkpoints(run_dir))]
+        elif (keep := epochs_kept(policy)) is not None:
+            doomed = [path for _epoch, path in epoch_checkpoints(run_dir)[:-keep]]
+        needed = needed_by_children(session, job.id)
+        for path in doomed:
+            if path.name in needed:
+                outcome.kept_for_children.append(path.name)
+            elif path.exists():
+                outcome.freed_bytes += remove_file(path)
+                outcome.removed.append(path.name)
+        _forget_missing_checkpoints(session, job.id)
+    outcome.disk_bytes = measure(session, job)
+    return outcome
+
+
+def _forget_missing_checkpoints(session: Session, job_id: int) -> None:
+    """Artifact rows of checkpoints no longer on disk (removed now, or pruned during a resumed run)."""
+    root = get_settings().resolved_artifacts_dir
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
+    gone = [artifact.id for artifact in rows if not (root / artifact.path).is_file()]
+    if gone:
+        session.execute(delete(Artifact).where(Artifact.id.in_(gone)))
+
+
+def measure(session: Session, job: Job) -> int:
+    """Record and return the size of a job's run folder (jobs.disk_bytes)."""
+    job.disk_bytes = folder_bytes(job_run_dir(job.id, job.run_key))
+    session.flush()
+    return job.disk_bytes

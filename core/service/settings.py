@@ -1,0 +1,122 @@
+"""One typed settings object read from the environment. Unset, everything lives under
+LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded default."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.common.atomic import create_once
+from core.common.errors import UserInputError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    leukemia_home: Path = Field(Path.home() / ".leukemia", description="Folder for everything the embedded default keeps.")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite in LEUKEMIA_HOME.")
+    broker_url: str = Field("", description="Celery broker; default: embedded (kombu SQLAlchemy transport over SQLite).")
+    artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
+    cache_dir: Path | None = Field(None, description="Decoded-image caches; default: LEUKEMIA_HOME/cache.")
+    data_roots: str = Field("", description="Colon-separated folders under which data folders may be registered.")
+    api_token: str = Field("", description="Bearer token for the JSON API.")
+    secret_key: str = Field("", description="Flask session signing key.")
+    admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
+    admin_password: str = Field("", description="Its password; unset: a generated one for a first 'admin', shown once.")
+    session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
+    worker_name: str = Field(
+        "", validation_alias="LEUKEMIA_WORKER_NAME",
+        description="This worker's name, as lease owner and host of its jobs (set by `leukemia worker`); default host:pid.",
+    )
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    stale_after_seconds: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is 'worker lost'.")
+    max_attempts: int = Field(3, ge=1)
+    login_max_failures_per_account: int = Field(5, ge=1, description="Failed logins for one user name within the window before it is locked.")
+    login_max_failures_per_address: int = Field(20, ge=1, description="Failed logins from one client address within the window before it is locked.")
+    login_failure_window_seconds: float = Field(900.0, gt=0, description="How far back failed logins count; a lockout ends when they age out.")
+    max_job_memory_gb: float = Field(
+        80.0, gt=0, description="Largest device-memory estimate of a training job accepted at submit (GiB; core.engine.limits)."
+    )
+    max_sweep_jobs: int = Field(1000, ge=1, description="Most jobs one sweep may queue.")
+    max_sweep_gpu_hours: float = Field(1000.0, gt=0, description="Most estimated GPU-hours one sweep may queue.")
+    gpu_train_tflops: float = Field(
+        100.0, gt=0, description="Sustained training TFLOP/s of one GPU, for the GPU-hours estimate (an assumption; set yours)."
+    )
+    min_free_disk_mb: float = Field(0.0, ge=0, description="Disk space (MiB) that must stay free after each checkpoint write.")
+    retention: str = Field(
+        "all", description="What a finished training job keeps unless it sets its own: all, best or last-N (core.service.retention)."
+    )
+    decode_workers: int = Field(
+        0, ge=0, description="Most threads decoding images for one job; 0: as many as the machine has cores."
+    )
+    public_url: str = Field("", description="The dashboard's address as people reach it (https://jobs.example.org); webhook payloads link to job pages under it.")
+    webhook_retry_seconds: float = Field(30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour).")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts of a webhook delivery before it is marked failed.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a webhook receiver may take to answer before the attempt counts as failed.")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        from core.service.job_options import check_retention  # core.service.job_options reads no settings
+
+        return check_retention(value.strip()) or "all"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.leukemia_home / 'leukemia.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.leukemia_home / 'broker.db'}"
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        return self.artifacts_dir or self.leukemia_home / "artifacts"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.leukemia_home / "cache"
+
+    @property
+    def data_root_paths(self) -> list[Path]:
+        roots = [Path(p).expanduser().resolve() for p in self.data_roots.split(":") if p.strip()]
+        return roots or [(self.leukemia_home / "data").resolve()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; tests call get_settings.cache_clear() after changing the environment."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        raise UserInputError(f"bad setting in the environment: {problems}") from None
+
+
+def stored_secret(home: Path, name: str, setting: str) -> str:
+    """The secret `persisted_secret` keeps in LEUKEMIA_HOME/<name>; reading it creates nothing."""
+    path = home / name
+    value = path.read_text().strip() if path.is_file() else ""
+    if not value:
+        raise UserInputError(
+            f"{setting}: not set, and {path} holds none; set it, or start `leukemia web` once to have one made"
+        )
+    return value
+
+
+def persisted_secret(home: Path, name: str) -> tuple[str, bool]:
+    """A random secret kept in LEUKEMIA_HOME/<name> (mode 0600), made once: (value, made_now).
+
+    Made with core.common.atomic.create_once: several processes starting at once (gunicorn workers,
+    serve and its children) all end up with the same, complete value."""
+    path = home / name
+    home.mkdir(parents=True, exist_ok=True)
+    made_now = create_once(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
+    value = path.read_text().strip()
+    if not value:
+        raise UserInputError(f"{path} is empty: delete it to have a new secret made")
+    return value, made_now

@@ -1,0 +1,203 @@
+"""Users and their API tokens: add, list, disable/enable, set role, reset password; create, list,
+revoke tokens; and the token → Actor lookup every API request makes.
+
+Each write checks the actor's role (core.service.access) and writes its audit row (core.service.audit) in the
+caller's transaction. A password or token made here is returned once and only its hash is kept:
+passwords as werkzeug hashes (salted, slow), tokens as SHA-256 (32 random bytes need no salt or
+stretching, and a plain hash can be looked up by value)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+from werkzeug.security import generate_password_hash
+
+from core.service import audit
+from core.service.access import Actor, check_role, require_admin
+from core.common.errors import UserInputError
+from core.service.records import ApiToken, LoginSession, User, utcnow
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 200
+TOKEN_PREFIX = "lk_"  # tells a user token apart from the settings' API_TOKEN in logs and forms
+TOKEN_NAME_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password or token made now: shown to the person once, never stored."""
+
+    value: str
+
+
+def check_username(username: str) -> str:
+    if not isinstance(username, str) or not USERNAME.match(username):
+        raise UserInputError("username: use 1-150 letters, digits and . _ @ -, starting with a letter or digit",
+                             field="username")
+    return username
+
+
+def check_password(password: str) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD or not password.isprintable():
+        raise UserInputError(f"password: give {MIN_PASSWORD} to {MAX_PASSWORD} printable characters", field="password")
+    return password
+
+
+def generated_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def end_user_sessions(session: Session, user_id: int) -> None:
+    """End every login session of a user (password reset, disabled): their cookies stop working at once."""
+    session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+def find_user(session: Session, user: int | str) -> User:
+    """A user by id or by name; an unknown one is a one-line error naming the field."""
+    row = session.get(User, user) if isinstance(user, int) else session.scalar(select(User).where(User.username == user))
+    if row is None:
+        raise UserInputError(f"user: no user {user!r}", field="user")
+    return row
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def add_user(session: Session, actor: Actor, username: str, role: str, password: str | None = None
+             ) -> tuple[User, Secret | None]:
+    """A new user; without a password one is generated and returned (shown once)."""
+    require_admin(actor, "add users")
+    check_username(username)
+    check_role(role)
+    made = None if password is not None else Secret(generated_password())
+    check_password(password if password is not None else made.value)  # type: ignore[union-attr]
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise UserInputError(f"username: {username!r} is taken", field="username")
+    user = User(username=username, password_hash=generate_password_hash(password or made.value),  # type: ignore[union-attr]
+                created_at=utcnow(), role=role, disabled=False)
+    session.add(user)
+    session.flush()
+    audit.record(session, actor, "user.add", "user", user.id, {"username": username, "role": role})
+    return user, made
+
+
+def _refuse_losing_last_admin(session: Session, user: User, what: str) -> None:
+    """The service must keep one enabled admin, or nobody could manage users from the web."""
+    if user.role != "admin" or user.disabled:
+        return
+    others = session.scalar(select(func.count(User.id)).where(User.role == "admin", User.disabled.is_(False),
+                                                             User.id != user.id))
+    if not others:
+        raise UserInputError(f"user: {user.username} is the last enabled admin and cannot be {what}", field="user")
+
+
+def set_disabled(session: Session, actor: Actor, user: User, disabled: bool) -> User:
+    """Disable (no login; sessions ended; tokens refused from the next request) or enable a user."""
+    require_admin(actor, "disable or enable users")
+    if disabled == user.disabled:
+        return user
+    if disabled:
+        _refuse_losing_last_admin(session, user, "disabled")
+        end_user_sessions(session, user.id)
+    user.disabled = disabled
+    audit.record(session, actor, "user.disable" if disabled else "user.enable", "user", user.id,
+                 {"username": user.username})
+    return user
+
+
+def set_role(session: Session, actor: Actor, user: User, role: str) -> User:
+    require_admin(actor, "change roles")
+    check_role(role)
+    if role == user.role:
+        return user
+    if role != "admin":
+        _refuse_losing_last_admin(session, user, "demoted")
+    audit.record(session, actor, "user.role", "user", user.id, {"username": user.username, "from": user.role, "to": role})
+    user.role = role
+    return user
+
+
+def reset_password(session: Session, actor: Actor, user: User) -> Secret:
+    """A new generated password (shown once); the user's sessions end."""
+    require_admin(actor, "reset passwords")
+    made = Secret(generated_password())
+    user.password_hash = generate_password_hash(made.value)
+    end_user_sessions(session, user.id)
+    audit.record(session, actor, "user.reset_password", "user", user.id, {"username": user.username})
+    return made
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, actor: Actor, user: User, name: str) -> tuple[ApiToken, Secret]:
+    """A named token for a user (yourself, or anyone when admin); the token is returned once."""
+    if user.id != actor.user_id:
+        require_admin(actor, "create tokens for other users")
+    name = name.strip() if isinstance(name, str) else ""
+    if not 1 <= len(name) <= TOKEN_NAME_LENGTH or not name.isprintable():
+        raise UserInputError(f"name: give the token a name of 1 to {TOKEN_NAME_LENGTH} printable characters",
+                             field="name")
+    made = Secret(TOKEN_PREFIX + secrets.token_urlsafe(32))
+    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(made.value), prefix=made.value[:10],
+                     created_at=utcnow())
+    session.add(token)
+    session.flush()
+    audit.record(session, actor, "token.create", "api_token", token.id, {"user": user.username, "name": name})
+    return token, made
+
+
+def list_tokens(session: Session, user_id: int | None = None) -> list[ApiToken]:
+    """Tokens newest first, of one user or (None) of everyone."""
+    query = select(ApiToken).order_by(ApiToken.id.desc())
+    if user_id is not None:
+        query = query.where(ApiToken.user_id == user_id)
+    return list(session.scalars(query))
+
+
+def find_token(session: Session, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise UserInputError(f"token: no token {token_id}", field="token")
+    return token
+
+
+def revoke_token(session: Session, actor: Actor, token: ApiToken) -> ApiToken:
+    """Refuse the token from the next request on (an admin may revoke anyone's)."""
+    if token.user_id != actor.user_id:
+        require_admin(actor, "revoke other users' tokens")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit.record(session, actor, "token.revoke", "api_token", token.id, {"name": token.name})
+    return token
+
+
+def token_actor(session: Session, token: str, address: str | None, now: datetime | None = None) -> Actor | None:
+    """The Actor of a live user token (not revoked, user enabled), its last use recorded; else None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    found = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                            .where(ApiToken.token_hash == token_hash(token))).first()
+    if found is None:
+        return None
+    row, user = found
+    if row.revoked_at is not None or user.disabled:
+        return None
+    row.last_used_at = now or utcnow()
+    return Actor(user.id, user.username, user.role, address)
+

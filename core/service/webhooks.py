@@ -1,0 +1,407 @@
+"""Webhooks: admin-configured URLs that receive signed JSON when a job ends or a worker is lost.
+
+An event is an outbox row per subscribed webhook (webhook_deliveries), written in the transaction
+of the status change that makes it: a rolled-back change announces nothing, a committed one is
+never forgotten. A sender (`deliver_due`: a thread of every worker, or `leukemia webhooks deliver`)
+claims due rows with one conditional UPDATE each, so two senders never send one delivery at once,
+POSTs the stored body signed with the webhook's secret, and retries with doubling back-off.
+Delivery runs beside the jobs, never inside them: a slow or failing receiver holds up no job."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.service import audit
+from core.service.access import Actor, require_admin
+from core.common.errors import UserInputError
+from core.service.records import WEBHOOK_EVENTS, Job, User, Webhook, WebhookDelivery, WorkerRecord, utcnow
+from core.service.settings import get_settings
+
+log = logging.getLogger("leukemia.webhooks")
+
+TEST_EVENT = "webhook.test"  # sent to one webhook on request; no subscription needed
+RETRY_CAP_SECONDS = 3600.0  # the back-off doubles up to this wait
+MAX_URL_LENGTH = 2000
+USER_AGENT = "leukemia-webhooks/1"
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host, stripped; else a one-line error naming `url`."""
+    url = (url or "").strip()
+    parsed = urlparse(url)
+    if (parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > MAX_URL_LENGTH
+            or not url.isprintable() or " " in url):
+        raise UserInputError(f"url: {url[:200]!r} is not an http:// or https:// address with a host", field="url")
+    return url
+
+
+def check_events(events: list[str] | tuple[str, ...] | None) -> list[str]:
+    """Subscribed events as stored (known names, no repeats, in WEBHOOK_EVENTS order)."""
+    chosen = [str(event).strip() for event in events or []]
+    unknown = [event for event in chosen if event not in WEBHOOK_EVENTS]
+    if unknown or not chosen:
+        raise UserInputError(f"events: give one or more of {', '.join(WEBHOOK_EVENTS)}"
+                             + (f" ({unknown[0]!r} is not one)" if unknown else ""), field="events")
+    return [event for event in WEBHOOK_EVENTS if event in chosen]
+
+
+def check_secret(secret: str | None) -> str:
+    """A given secret (16 to 128 printable characters), or a new random one."""
+    if secret is None or secret == "":
+        return secrets.token_hex(32)
+    if not 16 <= len(secret) <= 128 or not secret.isprintable() or secret.strip() != secret:
+        raise UserInputError("secret: give 16 to 128 printable characters, or leave it out to have one made",
+                             field="secret")
+    return secret
+
+
+def create_webhook(session: Session, url: str, events: list[str], *, secret: str | None = None,
+                   created_by: int | None = None) -> Webhook:
+    """A new enabled webhook; its secret (given or generated) is returned on the row once, to show once."""
+    webhook = Webhook(url=check_url(url), events=check_events(events), secret=check_secret(secret), enabled=True,
+                      created_at=utcnow(), created_by=created_by)
+    session.add(webhook)
+    session.flush()
+    return webhook
+
+
+def find_webhook(session: Session, webhook_id: int) -> Webhook | None:
+    return session.get(Webhook, webhook_id, populate_existing=True) if 1 <= webhook_id <= 2**31 - 1 else None
+
+
+def get_webhook(session: Session, webhook_id: int) -> Webhook:
+    webhook = find_webhook(session, webhook_id)
+    if webhook is None:
+        raise UserInputError(f"webhook {webhook_id} not found", field="webhook_id")
+    return webhook
+
+
+def update_webhook(session: Session, webhook_id: int, *, url: str | None = None, events: list[str] | None = None,
+                   enabled: bool | None = None) -> Webhook:
+    """Change what is given (url, events, enabled); pending deliveries keep their target webhook."""
+    webhook = get_webhook(session, webhook_id)
+    if url is not None:
+        webhook.url = check_url(url)
+    if events is not None:
+        webhook.events = check_events(events)
+    if enabled is not None:
+        webhook.enabled = bool(enabled)
+    session.flush()
+    return webhook
+
+
+def delete_webhook(session: Session, webhook_id: int) -> None:
+    """Remove a webhook and its delivery history."""
+    session.delete(get_webhook(session, webhook_id))
+    session.flush()
+
+
+def list_webhooks(session: Session) -> list[Webhook]:
+    return list(session.scalars(select(Webhook).order_by(Webhook.id)))
+
+
+def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
+    """Webhook id → {status: count} of its deliveries."""
+    counts: dict[int, dict[str, int]] = {}
+    rows = session.execute(select(WebhookDelivery.webhook_id, WebhookDelivery.status, func.count())
+                           .group_by(WebhookDelivery.webhook_id, WebhookDelivery.status))
+    for webhook_id, status, count in rows:
+        counts.setdefault(webhook_id, {})[status] = count
+    return counts
+
+
+def deliveries(session: Session, webhook_id: int, *, page: int = 1, per_page: int = 50
+               ) -> tuple[list[WebhookDelivery], int]:
+    """A webhook's deliveries, newest first, one page, and the total."""
+    get_webhook(session, webhook_id)
+    mine = WebhookDelivery.webhook_id == webhook_id
+    total = session.scalar(select(func.count(WebhookDelivery.id)).where(mine)) or 0
+    rows = session.scalars(select(WebhookDelivery).where(mine).order_by(WebhookDelivery.id.desc())
+                           .offset((page - 1) * per_page).limit(per_page))
+    return list(rows), total
+
+
+def find_delivery(session: Session, delivery_id: int) -> WebhookDelivery | None:
+    return session.get(WebhookDelivery, delivery_id, populate_existing=True) if 1 <= delivery_id <= 2**31 - 1 else None
+
+
+# --- events: outbox rows, in the caller's transaction ---------------------------------------------
+
+
+def _body(event: str, payload: dict[str, Any]) -> str:
+    return json.dumps({"event": event, "time": utcnow().isoformat() + "Z", **payload}, separators=(",", ":"))
+
+
+def _pending(webhook_id: int, event: str, body: str) -> WebhookDelivery:
+    now = utcnow()
+    return WebhookDelivery(webhook_id=webhook_id, event=event, body=body, status="pending", attempts=0,
+                           next_attempt_at=now, created_at=now)
+
+
+def enqueue_event(session: Session, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
+    """One pending delivery per enabled webhook subscribed to the event, in the caller's transaction."""
+    if event not in WEBHOOK_EVENTS:
+        raise ValueError(f"enqueue_event: {event!r} is not one of {WEBHOOK_EVENTS}")
+    hooks = [hook for hook in session.scalars(select(Webhook).where(Webhook.enabled.is_(True)).order_by(Webhook.id))
+             if event in (hook.events or [])]
+    if not hooks:
+        return []
+    body = _body(event, payload)
+    rows = [_pending(hook.id, event, body) for hook in hooks]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def job_payload(session: Session, job: Job) -> dict[str, Any]:
+    """What a job event says about the job (its page's url when PUBLIC_URL is set)."""
+    name = "cli"
+    if job.submitted_by is not None:
+        name = session.scalar(select(User.username).where(User.id == job.submitted_by)) or "cli"
+    public_url = get_settings().public_url.rstrip("/")
+    return {"job": {
+        "id": job.id, "kind": job.kind, "status": job.status, "error": job.error, "queue": job.queue,
+        "sweep_id": job.sweep_id, "submitted_by_name": name, "attempts": job.attempts,
+        "best_valid_accuracy": job.best_valid_accuracy, "stopped_epoch": job.stopped_epoch,
+        "stop_reason": job.stop_reason, "worker_host": job.worker_host,
+        "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
+        "url": f"{public_url}/jobs/{job.id}" if public_url else None,
+    }}
+
+
+def job_ended(session: Session, job_id: int) -> None:
+    """Announce a job that has just ended (job.succeeded / job.failed / job.cancelled), in the
+    transaction of the change; costs one query when no webhook is enabled."""
+    if session.scalar(select(Webhook.id).where(Webhook.enabled.is_(True)).limit(1)) is None:
+        return
+    job = session.get(Job, job_id, populate_existing=True)
+    event = f"job.{job.status}" if job is not None else ""
+    if event in WEBHOOK_EVENTS:
+        enqueue_event(session, event, job_payload(session, job))
+
+
+def queue_test_delivery(session: Session, webhook_id: int) -> WebhookDelivery:
+    """A webhook.test delivery to this webhook alone (enabled or not), to check the receiver."""
+    webhook = get_webhook(session, webhook_id)
+    row = _pending(webhook.id, TEST_EVENT, _body(TEST_EVENT, {"webhook": {"id": webhook.id, "url": webhook.url}}))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def redeliver(session: Session, delivery_id: int) -> WebhookDelivery:
+    """Send a delivery's body again as a new delivery (the old one keeps its history)."""
+    old = find_delivery(session, delivery_id)
+    if old is None:
+        raise UserInputError(f"delivery {delivery_id} not found", field="delivery_id")
+    row = _pending(old.webhook_id, old.event, old.body)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def report_lost_workers(session: Session) -> list[str]:
+    """Workers silent for STALE_AFTER_SECONDS and not yet reported: mark lost_at and announce
+    worker.lost. The mark is one conditional UPDATE, so two reapers report a loss once."""
+    cutoff = utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+    silent = and_(WorkerRecord.last_seen < cutoff, WorkerRecord.lost_at.is_(None))
+    reported = []
+    for worker in list(session.scalars(select(WorkerRecord).where(silent))):
+        marked = session.execute(update(WorkerRecord).where(WorkerRecord.id == worker.id, silent)
+                                 .values(lost_at=utcnow()).execution_options(synchronize_session=False))
+        if marked.rowcount != 1:
+            continue
+        running = list(session.scalars(select(Job.id).where(Job.worker_host == worker.hostname,
+                                                            Job.status == "running").order_by(Job.id)))
+        enqueue_event(session, "worker.lost", {"worker": {
+            "hostname": worker.hostname, "queues": worker.queue_names, "gpu": worker.gpu, "pid": worker.pid,
+            "last_seen": worker.last_seen.isoformat() + "Z", "running_job_ids": running}})
+        reported.append(worker.hostname)
+        log.warning("worker %s lost: last seen %s, running jobs %s", worker.hostname, worker.last_seen, running)
+    return reported
+
+
+def lost_workers(session: Session, *, within_hours: float | None = None, limit: int = 50) -> list[WorkerRecord]:
+    """Workers reported lost and not seen since, newest loss first (those lost within the last
+    `within_hours` only, when given: a worker name that never comes back stays in the table)."""
+    lost = [WorkerRecord.lost_at.is_not(None)]
+    if within_hours is not None:
+        lost.append(WorkerRecord.lost_at >= utcnow() - timedelta(hours=within_hours))
+    return list(session.scalars(select(WorkerRecord).where(*lost).order_by(WorkerRecord.lost_at.desc()).limit(limit)))
+
+
+# --- admin actions: permission checked, change and audit row in one transaction ---------------------
+
+
+def add(session: Session, actor: Actor, url: str, events: list[str], secret: str | None = None) -> Webhook:
+    """An admin adds a webhook (the secret is on the returned row: show it once)."""
+    require_admin(actor, "manage webhooks")
+    webhook = create_webhook(session, url, events, secret=secret, created_by=actor.user_id)
+    audit.record(session, actor, "webhook.create", "webhook", webhook.id, {"url": webhook.url, "events": webhook.events})
+    return webhook
+
+
+def change(session: Session, actor: Actor, webhook_id: int, *, url: str | None = None,
+           events: list[str] | None = None, enabled: bool | None = None) -> Webhook:
+    require_admin(actor, "manage webhooks")
+    webhook = update_webhook(session, webhook_id, url=url, events=events, enabled=enabled)
+    changed = {k: v for k, v in {"url": url, "events": events, "enabled": enabled}.items() if v is not None}
+    audit.record(session, actor, "webhook.update", "webhook", webhook_id, changed)
+    return webhook
+
+
+def remove(session: Session, actor: Actor, webhook_id: int) -> None:
+    require_admin(actor, "manage webhooks")
+    url = get_webhook(session, webhook_id).url
+    delete_webhook(session, webhook_id)
+    audit.record(session, actor, "webhook.delete", "webhook", webhook_id, {"url": url})
+
+
+def send_test(session: Session, actor: Actor, webhook_id: int) -> WebhookDelivery:
+    require_admin(actor, "manage webhooks")
+    row = queue_test_delivery(session, webhook_id)
+    audit.record(session, actor, "webhook.test", "webhook", webhook_id, {"delivery_id": row.id})
+    return row
+
+
+def send_again(session: Session, actor: Actor, delivery_id: int) -> WebhookDelivery:
+    require_admin(actor, "manage webhooks")
+    row = redeliver(session, delivery_id)
+    audit.record(session, actor, "webhook.redeliver", "webhook", row.webhook_id,
+                 {"delivery_id": delivery_id, "new_delivery_id": row.id})
+    return row
+
+
+# --- sending --------------------------------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: int, body: str) -> str:
+    """X-Leukemia-Signature: "t=<unix time>,v1=<hex HMAC-SHA256(secret, f'{t}.{body}')>"."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST came to: delivered on a 2xx; else the code (if any) and the reason."""
+
+    delivered: bool
+    response_code: int | None
+    error: str | None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer other than 2xx: not followed (a POST body would not survive it anyway)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def post(url: str, secret: str, event: str, delivery_id: int, body: str, timeout: float) -> Attempt:
+    """POST the exact stored body, signed now; never raises for what the receiver does."""
+    request = urllib.request.Request(url, data=body.encode(), method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Leukemia-Event": event,
+        "X-Leukemia-Delivery": str(delivery_id), "X-Leukemia-Signature": signature(secret, int(time.time()), body)})
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            code = response.status
+            response.read(65536)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return Attempt(False, error.code, f"HTTP {error.code} {error.reason}"[:500])
+    except Exception as error:  # refused, timed out, DNS, TLS: the receiver's side, recorded and retried
+        reason = getattr(error, "reason", None) or error
+        return Attempt(False, None, f"{type(error).__name__}: {reason}"[:500])
+    if 200 <= code < 300:
+        return Attempt(True, code, None)
+    return Attempt(False, code, f"HTTP {code}")
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Wait after the attempts-th failed attempt: WEBHOOK_RETRY_SECONDS doubled per attempt, capped."""
+    return min(get_settings().webhook_retry_seconds * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
+
+
+def _due(now: datetime) -> Any:
+    return and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
+
+
+def claim_due(session: Session, *, limit: int = 20) -> list[int]:
+    """Take the lease on up to `limit` due deliveries, one conditional UPDATE each (a delivery
+    another sender holds, or that was just delivered, is skipped)."""
+    now = utcnow()
+    lease = now + timedelta(seconds=get_settings().webhook_timeout_seconds + 30)
+    candidates = list(session.scalars(select(WebhookDelivery.id).where(_due(now))
+                                      .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)))
+    claimed = []
+    for delivery_id in candidates:
+        result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, _due(now))
+                                 .values(lease_until=lease).execution_options(synchronize_session=False))
+        if result.rowcount == 1:
+            claimed.append(delivery_id)
+    return claimed
+
+
+def record_attempt(session: Session, delivery_id: int, attempt: Attempt) -> str:
+    """Store an attempt's outcome: delivered, pending again after the back-off, or failed after the last."""
+    row = session.get(WebhookDelivery, delivery_id, populate_existing=True)
+    now = utcnow()
+    row.attempts += 1
+    row.response_code = attempt.response_code
+    row.last_error = attempt.error
+    row.lease_until = None
+    if attempt.delivered:
+        row.status, row.finished_at = "delivered", now
+    elif row.attempts >= get_settings().webhook_max_attempts:
+        row.status, row.finished_at = "failed", now
+    else:
+        row.next_attempt_at = now + timedelta(seconds=backoff_seconds(row.attempts))
+    return row.status
+
+
+def deliver_due(*, limit: int = 20) -> dict[str, int]:
+    """One sender pass: claim due deliveries, POST each (its own short transactions), record the
+    outcomes. Returns how many were delivered, retried later and failed."""
+    from core.service.db import get_sessionmaker
+
+    timeout = get_settings().webhook_timeout_seconds
+    with get_sessionmaker().begin() as session:
+        claimed = claim_due(session, limit=limit)
+    tally = {"delivered": 0, "pending": 0, "failed": 0}
+    for delivery_id in claimed:
+        with get_sessionmaker().begin() as session:
+            row = session.get(WebhookDelivery, delivery_id)
+            webhook = session.get(Webhook, row.webhook_id) if row is not None else None
+            if webhook is None:
+                continue  # the webhook was deleted meanwhile, and its deliveries with it
+            target = (webhook.url, webhook.secret, row.event, row.body)
+        attempt = post(target[0], target[1], target[2], delivery_id, target[3], timeout)
+        with get_sessionmaker().begin() as session:
+            if session.get(WebhookDelivery, delivery_id) is None:
+                continue
+            status = record_attempt(session, delivery_id, attempt)
+        tally[status] += 1
+        if not attempt.delivered:
+            log.warning("webhook delivery %s to %s: %s", delivery_id, target[0], attempt.error)
+    return tally

@@ -1,0 +1,397 @@
+"""`leukemia` commands for the job service: db upgrade, worker, submit, jobs, job, cancel, retry, download.
+
+Submit options are the core commands' own (built from core.engine.params by leukemia.commands.engine.params_options).
+Every bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from core.service.access import cli_actor
+from leukemia.commands.base import UserCommand, params_options, run_user_command, schema_values
+from core.common.errors import UserInputError
+from core.engine.early_stopping import EARLY_STOPPING_METRICS
+from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
+from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
+from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
+from core.service.settings import get_settings
+
+log = logging.getLogger("leukemia.worker")
+T = TypeVar("T")
+
+
+# --- database ----------------------------------------------------------------------------
+
+
+@click.group()
+def db() -> None:
+    """Database schema (Alembic migrations packaged in core)."""
+
+
+@db.command(cls=UserCommand)
+def upgrade() -> None:
+    """Apply every pending migration (safe to run again)."""
+    from core.service.db import upgrade_database
+
+    run_db_command(upgrade_database)
+    click.echo(f"database is up to date ({_safe_url(get_settings().resolved_database_url)})")
+
+
+def run_db_command(action: Callable[[], T]) -> T:
+    """run_user_command, plus: an unreachable or uninitialised database is one line, not a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from core.service.db import database_unavailable
+
+    def guarded() -> T:
+        try:
+            return action()
+        except (OperationalError, ProgrammingError) as error:
+            raise database_unavailable(error) from None
+
+    return run_user_command(guarded)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- worker ------------------------------------------------------------------------------
+
+
+@click.command(cls=UserCommand)
+@click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--gpu", default=None, help="Pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES before CUDA starts).")
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Jobs at once; 1 per GPU worker (solo pool), more uses the prefork pool.")  # fmt: skip
+@click.option("--hostname", default=None, help="Worker name (default: worker-<gpu|cpu>-<pid>@<host>).")
+@click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str) -> None:
+    """Run a Celery worker that takes queued jobs, with its presence heartbeat and the lost-job reaper."""
+    queue_names = [q.strip() for q in queues.split(",") if q.strip()]
+    if not queue_names:
+        run_user_command(lambda: _raise("queues: give at least one queue name"))
+    if gpu is not None:
+        if not gpu.strip().isdigit():
+            run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()  # before anything initialises CUDA
+    hostname = hostname or f"worker-{'gpu' + gpu if gpu is not None else 'cpu'}-{os.getpid()}@{socket.gethostname()}"
+    os.environ["LEUKEMIA_WORKER_NAME"] = hostname  # read through core.service.settings, here and in pool children
+    get_settings.cache_clear()
+
+    def serve() -> None:
+        from worker.runtime import serve_worker
+
+        serve_worker(queue_names, gpu, concurrency, hostname, loglevel)
+
+    run_db_command(serve)
+
+
+def _raise(message: str) -> None:
+    raise UserInputError(message)
+
+
+# --- submit --------------------------------------------------------------------------------
+
+QUEUE_OPTION = click.option("--queue", default=None, help="Queue to send to (default: gpu for train/finetune, cpu otherwise).")
+PARENT_OPTION = click.option("--parent", "parent_id", type=int, default=None,
+                             help="Job whose checkpoint to use (finetune, evaluate, predict).")  # fmt: skip
+DATA_OPTION = {"data_dir": "--data"}  # the same spelling as `leukemia train --data`
+DATA_AND_SPLIT_OPTIONS = {**DATA_OPTION, "csv": ("--csv", "--split")}  # evaluate/predict: a CSV or a named split
+
+
+def job_options_options(command: Callable) -> Callable:
+    """--priority, --note, --tag, --retention (core.service.job_options.JobOptions), passed on as `job_options`."""
+
+    @functools.wraps(command)
+    def wrapped(priority: str, note: str, tags: tuple[str, ...], retention: str | None, **kwargs: Any) -> Any:
+        values = {"priority": priority, "description": note, "tags": list(tags), "retention": retention}
+        return command(job_options=run_user_command(lambda: parse_options(values)), **kwargs)
+
+    for option in reversed([
+        click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True,
+                     help="Among queued jobs of a queue, higher starts first."),
+        click.option("--note", default="", help="Free-text notes shown on the job page and in compare."),
+        click.option("--tag", "tags", multiple=True, help="A tag to filter by (repeat for more)."),
+        click.option("--retention", default=None, help=f"After it finishes: {RETENTION_HELP}. Default: the global policy."),
+    ]):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+@click.group()
+def submit() -> None:
+    """Queue a job for a worker (the same options as the direct commands, plus --parent and --queue)."""
+
+
+PATH_FIELDS = ("data_dir", "checkpoint")
+
+
+def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """Paths typed relative to this shell, made absolute: the worker runs in another folder."""
+    resolved = {k: os.path.abspath(v) if k in PATH_FIELDS and v else v for k, v in values.items()}
+    if resolved.get("checkpoints"):
+        resolved["checkpoints"] = [os.path.abspath(p) for p in resolved["checkpoints"]]
+    return resolved
+
+
+def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None,
+            job_options: JobOptions) -> None:
+    from worker.dispatch import submit_job
+
+    values = absolute_paths(schema_values(options))
+    job_id = run_db_command(lambda: submit_job(kind, values, parent_id=parent_id, queue=queue, actor=cli_actor(),
+                                               options=job_options))
+    click.echo(f"job {job_id} queued ({kind})")
+
+
+@submit.command(name="train", cls=UserCommand)
+@QUEUE_OPTION
+@job_options_options
+@params_options(TrainParams, rename=DATA_OPTION)
+def submit_train(queue: str | None, job_options: JobOptions, **options: Any) -> None:
+    """Queue a training run."""
+    _submit("train", options, None, queue, job_options)
+
+
+@submit.command(name="finetune", cls=UserCommand)
+@PARENT_OPTION
+@QUEUE_OPTION
+@job_options_options
+@params_options(FinetuneParams, rename=DATA_OPTION)
+def submit_finetune(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
+    """Queue a finetune of a parent job's checkpoint (or of --checkpoint)."""
+    _submit("finetune", options, parent_id, queue, job_options)
+
+
+@submit.command(name="evaluate", cls=UserCommand)
+@PARENT_OPTION
+@QUEUE_OPTION
+@job_options_options
+@params_options(EvaluateParams, rename=DATA_AND_SPLIT_OPTIONS)
+def submit_evaluate(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
+    """Queue an evaluation of a parent job's checkpoint (or of --checkpoint) on a labelled CSV."""
+    _submit("evaluate", options, parent_id, queue, job_options)
+
+
+@submit.command(name="predict", cls=UserCommand)
+@PARENT_OPTION
+@QUEUE_OPTION
+@job_options_options
+@params_options(PredictParams, rename=DATA_AND_SPLIT_OPTIONS)
+def submit_predict(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
+    """Queue a prediction CSV from a parent job's checkpoint (plus any --checkpoints)."""
+    _submit("predict", options, parent_id, queue, job_options)
+
+
+@submit.command(name="cv", cls=UserCommand)
+@click.option("--folds", type=click.IntRange(2, 20), default=None,
+              help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they are "
+                   "subject-disjoint, else 3.")
+@click.option("--release-folds", is_flag=True, help="Use the release's own folds; refused when they share a subject.")
+@click.option("--name", default=None, help="Name shown on the dashboard.")
+@QUEUE_OPTION
+@params_options(TrainParams, rename=DATA_OPTION, exclude=("split", "valid_split"))
+def submit_cv(folds: int | None, release_folds: bool, name: str | None, queue: str | None, **options: Any) -> None:
+    """Queue a cross-validation: one training job per fold, in parallel on as many workers as there are."""
+    from worker.dispatch import submit_cross_validation
+
+    values = absolute_paths(schema_values(options))
+    cv_id, job_ids = run_db_command(lambda: submit_cross_validation(
+        values, folds=folds, release_folds=release_folds, name=name, queue=queue, actor=cli_actor()))
+    click.echo(f"cross-validation {cv_id}: {len(job_ids)} fold jobs queued ({', '.join(map(str, job_ids))})")
+
+
+@submit.command(name="ensemble", cls=UserCommand)
+@click.option("--cv", "cv_id", type=int, required=True, help="The finished cross-validation whose fold models to average.")
+@click.option("--kind", type=click.Choice(["evaluate", "predict"]), default="predict", show_default=True)
+@click.option("--split", required=True, help="Named split or CSV of the data folder (e.g. prelim, final).")
+@click.option("--tta/--no-tta", default=False, help="Also average the 8 flips and quarter turns.")
+@QUEUE_OPTION
+def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | None) -> None:
+    """Queue an evaluate or predict job averaging the fold models' probabilities."""
+    from worker.dispatch import submit_ensemble as send_ensemble
+
+    job_id = run_db_command(lambda: send_ensemble(cv_id, kind, split, tta=tta, queue=queue, actor=cli_actor()))
+    click.echo(f"job {job_id} queued ({kind}, ensemble of cross-validation {cv_id})")
+
+
+@submit.command(name="sweep", cls=UserCommand)
+@click.option("--kind", type=click.Choice(MODEL_KINDS), default="train", show_default=True)
+@click.option("--grid", "grid_items", multiple=True, required=True,
+              help="field=v1,v2 (repeat for more fields); one job per combination.")  # fmt: skip
+@click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
+@click.option("--median-stop", "median_metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None,
+              help="Median stopping rule on this validation metric: a point worse than the median of the finished "
+                   "points at the same epoch stops.")  # fmt: skip
+@click.option("--median-min-finished", type=int, default=None,
+              help="Finished points needed before the rule acts [default: 2].")
+@click.option("--median-grace", type=int, default=None, help="Epochs every point runs before the rule may act [default: 1].")
+@PARENT_OPTION
+@QUEUE_OPTION
+@job_options_options
+# One option set for both kinds; the defaults are those of --kind, so none is shown here.
+@params_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
+def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, median_metric: str | None,
+                 median_min_finished: int | None, median_grace: int | None, parent_id: int | None,
+                 queue: str | None, job_options: JobOptions, **options: Any) -> None:  # fmt: skip
+    """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
+
+    Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
+    from core.engine.early_stopping import median_rule_from_options
+    from core.service.jobs import parse_grid
+    from worker.dispatch import submit_sweep as send_sweep
+
+    rule = run_user_command(lambda: median_rule_from_options(median_metric, median_min_finished, median_grace))
+
+    base = absolute_paths(schema_values(options))
+    if kind == "train":
+        base.pop("checkpoint", None)
+        base.pop("checkpoint_choice", None)
+
+    def action() -> tuple[int, list[int]]:
+        return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue,
+                          actor=cli_actor(), options=job_options, early_stopping=rule)
+
+    sweep_id, job_ids = run_db_command(action)
+    click.echo(f"sweep {sweep_id}: {len(job_ids)} jobs queued ({', '.join(map(str, job_ids))})")
+
+
+# --- looking at jobs -----------------------------------------------------------------------
+
+
+@click.command(name="jobs", cls=UserCommand)
+@click.option("--status", default=None, type=click.Choice(JOB_STATUSES))
+@click.option("--kind", default=None, type=click.Choice(JOB_KINDS))
+@click.option("--sweep", "sweep_id", type=int, default=None, help="Only the jobs of one sweep, side by side.")
+@click.option("--tag", default=None, help="Only the jobs carrying this tag.")
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--per-page", type=click.IntRange(1, 1000), default=50, show_default=True)
+def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
+                 per_page: int) -> None:
+    """List jobs, newest first: progress, speed, ETA, queue position and unserved queues."""
+    run_db_command(lambda: _print_jobs(status, kind, sweep_id, tag, page, per_page))
+
+
+def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
+                per_page: int) -> None:
+    from core.service.db import get_sessionmaker
+    from leukemia.commands.job_report import jobs_table
+
+    with get_sessionmaker().begin() as session:
+        text = jobs_table(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page, per_page=per_page)
+    click.echo(text)
+
+
+@click.command(name="cv-summary", cls=UserCommand)
+@click.argument("cv_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--oof", "oof_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every fold's out-of-fold predictions to this CSV (ID,subject,label,prob_1,fold).")
+def cv_summary_command(cv_id: int, as_json: bool, oof_path: Path | None) -> None:
+    """Show a cross-validation: each fold job, its best metrics, mean ± std, out-of-fold metrics, ensembles."""
+    run_db_command(lambda: _print_cv(cv_id, as_json))
+    if oof_path is not None:
+        run_db_command(lambda: _write_oof(cv_id, oof_path))
+
+
+def _write_oof(cv_id: int, path: Path) -> None:
+    from core.service.cv_jobs import out_of_fold_csv
+    from core.service.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        text = out_of_fold_csv(session, cv_id)
+    path.write_text(text)
+    click.echo(f"wrote {path} ({text.count(chr(10)) - 1} out-of-fold predictions)")
+
+
+def _print_cv(cv_id: int, as_json: bool) -> None:
+    from core.engine.crossval import describe_summary
+    from core.service.cv_jobs import cross_validation_summary
+    from core.service.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        summary = cross_validation_summary(session, cv_id)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    lines = [f"cross-validation {cv_id}: {summary['name']} ({summary['scheme']})"]
+    lines += [f"fold {f['fold']}: job {f['job_id']} {f['status']} ({f['progress']:.0%}), "
+              f"train {f['split']}, validate {f['valid_split']}" for f in summary["folds"]]
+    lines += describe_summary({**summary, "folds": [f["best"] for f in summary["folds"] if f["best"]]})
+    lines += [f"ensemble: job {e['job_id']} {e['kind']} on {e['split']}{' with TTA' if e['tta'] else ''}, {e['status']}"
+              for e in summary["ensembles"]]
+    click.echo("\n".join(lines))
+
+
+@click.command(name="job", cls=UserCommand)
+@click.argument("job_id", type=int)
+def job_command(job_id: int) -> None:
+    """Show one job: status, parameters, metrics per epoch, artifacts, error, log tail."""
+    run_db_command(lambda: _print_job(job_id))
+
+
+def _print_job(job_id: int) -> None:
+    from core.service.db import get_sessionmaker
+    from leukemia.commands.job_report import job_details
+
+    with get_sessionmaker().begin() as session:
+        text = job_details(session, job_id)
+    click.echo(text)
+
+
+@click.command(name="cancel", cls=UserCommand)
+@click.argument("job_id", type=int)
+def cancel_command(job_id: int) -> None:
+    """Cancel a job: queued ones at once, running ones at the next batch (keeping the last checkpoint)."""
+    from worker.dispatch import cancel_job
+
+    status = run_db_command(lambda: cancel_job(job_id, actor=cli_actor()))
+    click.echo(f"job {job_id} cancelled" if status == "cancelled" else f"job {job_id}: cancel requested; it stops at the next batch")
+
+
+@click.command(name="retry", cls=UserCommand)
+@click.argument("job_id", type=int)
+def retry_command(job_id: int) -> None:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
+    from worker.dispatch import retry_job
+
+    run_db_command(lambda: retry_job(job_id, actor=cli_actor()))
+    click.echo(f"job {job_id} queued again")
+
+
+@click.command(name="download", cls=UserCommand)
+@click.argument("job_id", type=int)
+@click.argument("artifact", required=False)
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="File or folder to write (default: ./NAME).")
+def download_command(job_id: int, artifact: str | None, out: Path | None) -> None:
+    """Copy a recorded artifact of a job (default: its best checkpoint)."""
+    run_db_command(lambda: _download(job_id, artifact, out))
+
+
+def _download(job_id: int, name: str | None, out: Path | None) -> None:
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
+
+    with get_sessionmaker().begin() as session:
+        artifact, source = jobs.artifact_path(session, job_id, name)
+        artifact_name = artifact.name
+    target = out or Path.cwd() / artifact_name
+    if target.is_dir():
+        target = target / artifact_name
+    if not target.parent.is_dir():
+        raise UserInputError(f"--out: folder {target.parent} does not exist")
+    shutil.copyfile(source, target)
+    click.echo(f"{target} ({source.stat().st_size} bytes)")
