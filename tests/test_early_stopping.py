@@ -196,7 +196,7 @@ def finish_point(session, job_id: int, accuracies: list[float], status: str = "s
 def test_median_rule_over_epoch_rows(service_backend) -> None:
     from core.service import jobs
     from core.service.db import get_sessionmaker
-    from core.engine.early_stopping import MedianStopRule, median_stop_reason
+    from core.service.sweep_stopping import MedianStopRule, median_stop_reason
 
     base = {"data_dir": "/data/lab", "epochs": 4, "image_size": SIZE}
     rule = MedianStopRule(metric="valid_accuracy", min_finished=3, grace_epochs=1)
@@ -240,7 +240,7 @@ def test_median_rule_over_epoch_rows(service_backend) -> None:
 def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None:
     from core.service import jobs
     from core.service.db import get_sessionmaker
-    from core.engine.early_stopping import MedianStopRule, median_rule_from_options, parse_median_rule
+    from core.service.sweep_stopping import MedianStopRule, median_rule_from_options, parse_median_rule
 
     for values, message in [
         ({"metric": "accuracy"}, "early_stopping.metric: Input should be 'valid_accuracy'"),

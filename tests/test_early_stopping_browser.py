@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 def test_a_run_stopping_early_shows_on_its_page_and_in_its_sweep(web, browser):  # noqa: F811
     from core.service import jobs
     from core.service.db import get_sessionmaker
-    from core.engine.early_stopping import MedianStopRule
+    from core.service.sweep_stopping import MedianStopRule
 
     screenshots = Path(os.environ.get("LEUKEMIA_SCREENSHOTS") or SCREENSHOTS)
     screenshots.mkdir(parents=True, exist_ok=True)

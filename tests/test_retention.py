@@ -20,7 +20,8 @@ from core.common.errors import UserInputError
 from core.service.job_options import JobOptions
 from core.engine.progress import EpochRecord
 from core.service.records import Artifact, AuditEntry, CrossValidation, EpochMetric, Job, JobTag, Sweep, User, utcnow
-from core.engine.run_folder import claim_run_dir, job_run_dir
+from core.engine.run_folder import claim_run_dir
+from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN

@@ -27,7 +27,7 @@ def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, mo
     from playwright.sync_api import sync_playwright
 
     from core.service.db import reset_engines
-    from core.engine.run_folder import job_run_dir
+    from core.service.run_dirs import job_run_dir
     from core.service.settings import get_settings
 
     shots = Path(os.environ.get("LEUKEMIA_SCREENSHOTS") or tmp_path / "screenshots")

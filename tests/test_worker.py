@@ -324,7 +324,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     if service_backend["name"] == "embedded":  # the rule's query on SQLite: tests/test_early_stopping.py, both backends
         pytest.skip("two training runs; once, on Redis and PostgreSQL, keeps the suite short")
     main_worker, queues = request.getfixturevalue("main_worker"), request.getfixturevalue("queues")
-    from core.engine.early_stopping import MedianStopRule
+    from core.service.sweep_stopping import MedianStopRule
     from tests.test_early_stopping import finish_point, write_plateau_folder
     from web import queries
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from core.engine.early_stopping import MedianStopRule, median_rule_from_options
+from core.service.sweep_stopping import MedianStopRule, median_rule_from_options
 from core.common.errors import UserInputError
 from core.service.job_options import JobOptions, parse_options, parse_tag_list
 from core.engine.params import PARAMS_BY_KIND

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from core.service import audit
 from core.service import jobs as job_service
 from core.service.access import Actor, require_submit
-from core.engine.early_stopping import describe_rule, parse_median_rule
+from core.service.sweep_stopping import describe_rule, parse_median_rule
 from core.common.errors import UserInputError
-from core.engine.params import check_printable
+from core.common.text import check_printable
 from core.engine.progress import EpochRecord
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
 from core.service.settings import get_settings

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
-from core.engine.early_stopping import MedianStopRule
+from core.service.sweep_stopping import MedianStopRule
 from core.service.job_options import JobOptions, JobOptionsEdit, Priority
 from core.engine.params import PARAMS_BY_KIND
 from core.engine.progress import EpochRecord

@@ -12,7 +12,7 @@ from typing import Any
 from core.service import audit, jobs, webhooks
 from core.service.access import Actor, require_owner, require_submit
 from core.service.db import get_sessionmaker
-from core.engine.early_stopping import MedianStopRule
+from core.service.sweep_stopping import MedianStopRule
 from core.service.job_options import JobOptions
 from core.common.errors import BrokerUnavailable
 from worker.celery_app import send_run_job

@@ -21,7 +21,7 @@ from celery.exceptions import Reject
 
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError, UserInputError
+from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
 from core.engine.limits import is_no_space
 from core.engine.progress import (
     BatchProgress,
@@ -32,7 +32,8 @@ from core.engine.progress import (
     TrainingObserver,
 )
 from core.service.records import PRIORITY_NAMES, Job
-from core.engine.run_folder import claim_run_dir, job_run_dir
+from core.engine.run_folder import claim_run_dir
+from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 from worker.dispatch import send_job
 
@@ -147,7 +148,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
 
     def early_stop_reason(self, record: EpochRecord) -> str | None:
         """The sweep's median stopping rule, if the job is a point of a sweep that has one."""
-        from core.engine.early_stopping import median_stop_reason
+        from core.service.sweep_stopping import median_stop_reason
 
         with get_sessionmaker().begin() as session:
             return median_stop_reason(session, self.job_id, record)

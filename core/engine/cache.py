@@ -29,7 +29,7 @@ from PIL import Image
 from core.common.atomic import atomic_path
 from core.engine.data import Sample, open_image
 from core.common.errors import UserInputError
-from core.service.settings import get_settings
+from core.engine.settings import engine_settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def decode_workers(requested: int = 0) -> int:
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    cap = get_settings().decode_workers
+    cap = engine_settings().decode_workers
     return min(cores, cap) if cap else cores
 
 

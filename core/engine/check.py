@@ -28,7 +28,7 @@ from core.engine.data import (
     scan_csv,
 )
 from core.common.errors import UserInputError
-from core.service.settings import get_settings
+from core.engine.settings import engine_settings
 from core.engine.release import Release, find_release, read_parts, shared_subjects
 
 
@@ -134,7 +134,7 @@ def links_outside_roots(folder: Path, roots: list[Path] | None = None) -> list[t
 
     The folder itself was checked against the roots when it was registered; a link inside it would
     let a web job read any file the worker can. Links are not followed while walking."""
-    roots = [root.resolve() for root in (roots or get_settings().data_root_paths)]
+    roots = [root.resolve() for root in (roots or engine_settings().data_root_paths)]
     found = []
     for directory, subfolders, files in os.walk(folder, followlinks=False):
         for name in sorted(subfolders + files):

@@ -29,7 +29,7 @@ from core.common.atomic import open_atomic
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from core.engine.data import Sample
 from core.engine.pipeline import InputPipeline
-from core.service.settings import get_settings
+from core.engine.settings import engine_settings
 
 EXPLAINED_LAYER = "layer4"
 EXPLAINED_CLASS = 1  # the ALL logit
@@ -82,7 +82,7 @@ def explain_samples(checkpoint_path: Path, samples: list[Sample], *, batch_size:
     batches = InputPipeline(
         samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
         std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
-        cache_dir=get_settings().resolved_cache_dir,
+        cache_dir=engine_settings().resolved_cache_dir,
     )
     pictures: list[bytes] = [b""] * len(samples)
     for batch in batches:

@@ -1,6 +1,6 @@
-"""Limits checked before work, not after: a training job's device memory (at submit against a
-configured cap, and on the worker against its device), a sweep's size and compute, and free disk
-before a checkpoint is written.
+"""Limits checked before work, not after: a training job's device memory estimate (checked on the
+worker against its device; at submit against the configured cap by core.service.quotas), its compute,
+and free disk before a checkpoint is written.
 
 The estimates are per architecture, measured on the CPU by `bench/memory_estimate.py` (torch 2.x,
 fp32, from-scratch models of core.engine.models with 2 classes); see docs/queue.md, "Limits":
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.common.errors import NoSpaceLeft, UserInputError
-from core.service.settings import get_settings
+from core.engine.settings import engine_settings
 
 if TYPE_CHECKING:  # torch is imported where it is used: the web checks submits without loading it
     import torch
@@ -43,22 +43,8 @@ def training_memory_bytes(arch: str, image_size: int, batch_size: int) -> int:
     return int(ESTIMATE_MARGIN * (state + activations))
 
 
-def _describe(arch: str, image_size: int, batch_size: int, needed: int) -> str:
+def describe_estimate(arch: str, image_size: int, batch_size: int, needed: int) -> str:
     return f"{arch} at {image_size} px with batch {batch_size} needs about {needed / GIB:.1f} GiB of device memory (estimate)"
-
-
-def require_memory_within_cap(arch: str, image_size: int | None, batch_size: int) -> None:
-    """At submit: a training job whose estimate exceeds MAX_JOB_MEMORY_GB is refused (field batch_size)."""
-    if image_size is None:  # a finetune at its checkpoint's size: the worker checks it against its device
-        return
-    cap = get_settings().max_job_memory_gb * GIB
-    needed = training_memory_bytes(arch, image_size, batch_size)
-    if needed > cap:
-        raise UserInputError(
-            f"batch_size: {_describe(arch, image_size, batch_size, needed)}, over the limit of "
-            f"{cap / GIB:g} GiB (MAX_JOB_MEMORY_GB); lower batch_size or image_size",
-            field="batch_size",
-        )
 
 
 def device_memory_bytes(device: torch.device) -> int:
@@ -76,28 +62,9 @@ def require_fits_device(arch: str, image_size: int, batch_size: int, device: tor
     available = device_memory_bytes(device)
     if needed > available:
         raise UserInputError(
-            f"batch_size: {_describe(arch, image_size, batch_size, needed)}, more than the "
+            f"batch_size: {describe_estimate(arch, image_size, batch_size, needed)}, more than the "
             f"{available / GIB:.1f} GiB of this worker's device ({device}); lower batch_size or image_size",
             field="batch_size",
-        )
-
-
-def training_gpu_hours(arch: str, image_size: int, epochs: int, images: int) -> float:
-    """Estimated GPU-hours of a training job at GPU_TRAIN_TFLOPS (an operator's setting, not a measurement)."""
-    flops = TRAINING_FLOPS_PER_FORWARD * FORWARD_FLOPS_PER_PIXEL[arch] * image_size * image_size * images * epochs
-    return flops / (get_settings().gpu_train_tflops * 1e12) / 3600
-
-
-def require_sweep_within_caps(jobs: int, gpu_hours: float | None) -> None:
-    """A sweep's job count against MAX_SWEEP_JOBS and its estimated GPU-hours against MAX_SWEEP_GPU_HOURS."""
-    settings = get_settings()
-    if jobs > settings.max_sweep_jobs:
-        raise UserInputError(f"grid: {jobs} jobs; at most {settings.max_sweep_jobs} per sweep (MAX_SWEEP_JOBS)", field="grid")
-    if gpu_hours is not None and gpu_hours > settings.max_sweep_gpu_hours:
-        raise UserInputError(
-            f"grid: about {gpu_hours:,.1f} GPU-hours in all (estimate at GPU_TRAIN_TFLOPS={settings.gpu_train_tflops:g}), "
-            f"over the limit of {settings.max_sweep_gpu_hours:g} (MAX_SWEEP_GPU_HOURS); fewer points, epochs or a smaller image_size",
-            field="grid",
         )
 
 
@@ -130,5 +97,5 @@ def is_no_space(error: BaseException | None) -> bool:
 def require_free_space(path: Path, needed: int) -> None:
     """Before writing about `needed` bytes at path: refuse unless that plus MIN_FREE_DISK_MB stays free."""
     free = shutil.disk_usage(path.parent).free
-    if free < needed + get_settings().min_free_disk_mb * 2**20:
+    if free < needed + engine_settings().min_free_disk_mb * 2**20:
         raise NoSpaceLeft(path, f"{free / 2**20:.0f} MiB free, the write needs about {needed / 2**20:.0f} MiB")

@@ -3,29 +3,17 @@ the worker: a bad value is refused where it is typed, naming the field."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from core.engine.early_stopping import DEFAULT_PATIENCE, EarlyStoppingMetric
 from core.common.errors import UserInputError
+from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS
+from core.engine.early_stopping import DEFAULT_PATIENCE, EarlyStoppingMetric
 from core.engine.splits import SPLIT_HELP, check_split_name
 
 Architecture = Literal["resnet18", "resnet50", "resnet152"]
 Device = Literal["auto", "cpu", "cuda"]
-
-
-# C0 and C1 control characters, NUL included: they break paths, log lines, CSV rows and headers.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-NO_CONTROL_CHARACTERS = "contains a control character (NUL, line break, tab, escape...), which names and file names may not"
-
-
-def check_printable(value: str, field: str) -> str:
-    """A name or file name as given, or a UserInputError naming the field if it holds a control character."""
-    if CONTROL_CHARACTER.search(value):
-        raise UserInputError(f"{field}: {NO_CONTROL_CHARACTERS}", field=field)
-    return value
 
 
 class _Params(BaseModel):

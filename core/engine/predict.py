@@ -34,7 +34,7 @@ from core.engine.report import (
     write_evaluation_outputs,
     write_explanations,
 )
-from core.service.settings import get_settings
+from core.engine.settings import engine_settings
 from core.engine.splits import read_named_split
 
 EVALUATION_JSON = "evaluation.json"
@@ -107,7 +107,7 @@ def predict_probabilities(
     batches = InputPipeline(
         samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
         std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
-        cache_dir=get_settings().resolved_cache_dir, channels_last=on_gpu, single_pass=True,
+        cache_dir=engine_settings().resolved_cache_dir, channels_last=on_gpu, single_pass=True,
         pad_last_batch=on_gpu,
     )
     collected: list[tuple[Tensor, Tensor]] = []

@@ -18,17 +18,11 @@ from pathlib import Path
 
 from core.common.atomic import create_once
 from core.common.errors import UserInputError
-from core.service.settings import get_settings
 
 RUN_KEY_FILE = ".run_key"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 CHOICES = ("best", "last")
-
-
-def job_run_dir(job_id: int, run_key: str) -> Path:
-    """The run folder of a job row: ARTIFACTS_DIR/jobs/<id>-<run_key>."""
-    return get_settings().resolved_artifacts_dir / "jobs" / f"{job_id}-{run_key}"
 
 
 def claim_run_dir(run_dir: Path, run_key: str) -> None:

@@ -33,7 +33,7 @@ from core.engine.progress import BatchProgress, EpochRecord, RunStopped, Trainin
 from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, resolve_checkpoint
 from core.engine.run_state import RunLog, StartState, capture_checkpoint, floats, restore_checkpoint, seed_everything
 from core.engine.schedule import build_optimizer, build_scheduler
-from core.service.settings import get_settings
+from core.engine.settings import engine_settings
 from core.engine.splits import training_splits
 
 
@@ -61,7 +61,7 @@ def train(
     _refuse_existing_run(Path(run_dir))
     seed_everything(params.seed)
     device, (train_samples, valid_samples) = _device_and_splits(params)
-    cache_dir = get_settings().resolved_cache_dir
+    cache_dir = engine_settings().resolved_cache_dir
     mean, std = compute_mean_std(train_samples, params.image_size, cache_dir=cache_dir, num_workers=params.num_workers)
     start = StartState(model=build_model(params.arch), mean=floats(mean), std=floats(std))
     return _fit(params, Path(run_dir), device, train_samples, valid_samples, start, observer)
@@ -199,7 +199,7 @@ def _pipelines(
     """Shuffled, augmented training batches and, with a validation split, plain validation batches."""
     options = dict(
         image_size=params.image_size, batch_size=params.batch_size, mean=start.mean, std=start.std,
-        device=device, seed=params.seed, cache_dir=get_settings().resolved_cache_dir,
+        device=device, seed=params.seed, cache_dir=engine_settings().resolved_cache_dir,
         num_workers=params.num_workers, channels_last=channels_last,
     )
     # A last batch of one image breaks BatchNorm at small sizes (1x1 maps): drop it. On a GPU drop

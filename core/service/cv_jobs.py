@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from core.service import jobs
 from core.engine.crossval import OOF_CSV, fold_params, plan_folds, summarize
 from core.common.errors import UserInputError
-from core.engine.params import check_printable, parse_params
+from core.common.text import check_printable
+from core.engine.params import parse_params
 from core.service.records import CrossValidation, EpochMetric, Job, utcnow
 from core.engine.splits import read_named_split, with_folder_image_size
 

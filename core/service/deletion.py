@@ -25,7 +25,7 @@ from core.service.disk import folder_bytes, inside_artifacts, remove_file, remov
 from core.common.errors import StorageError, UserInputError
 from core.service.jobs import MAX_ID, artifacts, get_job
 from core.service.records import CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, EpochMetric, Job, JobTag, Sweep, SweepTag, utcnow
-from core.engine.run_folder import job_run_dir
+from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
 AGE = re.compile(r"^\s*(\d{1,5})\s*([hdw])\s*$")

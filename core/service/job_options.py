@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from core.engine.params import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS, input_error
+from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS
+from core.engine.params import input_error
 
 Priority = Literal["low", "normal", "high"]
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")

@@ -16,14 +16,15 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.engine import limits
+from core.service import quotas
 
 from core.service import retention, webhooks
 from core.engine.data import read_split
-from core.engine.early_stopping import MedianStopRule
+from core.service.sweep_stopping import MedianStopRule
 from core.common.errors import UserInputError
 from core.service.job_options import JobOptions, check_tag
-from core.engine.params import check_printable, parse_params
+from core.common.text import check_printable
+from core.engine.params import parse_params
 from core.engine.progress import EpochRecord
 from core.service.records import (
     ARTIFACT_KINDS,
@@ -44,14 +45,15 @@ from core.service.records import (
     WorkerRecord,
     utcnow,
 )
-from core.engine.run_folder import checkpoint_names, job_run_dir, resolve_checkpoint
+from core.engine.run_folder import checkpoint_names, resolve_checkpoint
+from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 from core.engine.splits import with_folder_image_size
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
 MAX_ID = 2**31 - 1  # ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row (and overflows the column)
-TRAINING_KINDS = ("train", "finetune")  # kinds whose memory and compute are estimated (core.engine.limits)
+TRAINING_KINDS = ("train", "finetune")  # kinds whose memory and compute are estimated (core.service.quotas)
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
 LATE_CANCEL = "cancel arrived after the last batch: the run had finished (its checkpoints are kept)"
 PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s", "log_tail", "best_valid_accuracy")
@@ -92,10 +94,10 @@ def _has_checkpoint(session: Session, job_id: int) -> bool:
 
 def _validated(kind: str, params: dict[str, Any], strict: bool = False) -> dict[str, Any]:
     """The params dict as the schema normalises it (defaults filled in), or a UserInputError;
-    a training job must also fit the memory cap (core.engine.limits)."""
+    a training job must also fit the memory cap (core.service.quotas)."""
     parsed = parse_params(kind, params, strict=strict)
     if kind in TRAINING_KINDS and parsed.arch is not None:
-        limits.require_memory_within_cap(parsed.arch, parsed.image_size, parsed.batch_size)
+        quotas.require_memory_within_cap(parsed.arch, parsed.image_size, parsed.batch_size)
     return parsed.model_dump(mode="json")
 
 
@@ -115,7 +117,7 @@ def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]]) -> float | None:
                 images[key] = len(read_split(Path(key[0]), key[1]))
             except UserInputError:
                 return None
-        total += limits.training_gpu_hours(point["arch"], point["image_size"], point["epochs"], images[key])
+        total += quotas.training_gpu_hours(point["arch"], point["image_size"], point["epochs"], images[key])
     return total
 
 
@@ -245,7 +247,7 @@ def create_sweep(
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UserInputError("grid: give at least one field with at least one value", field="grid")
     fields = list(grid)
-    limits.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None)
+    quotas.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None)
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     validated = []
     for point in points:
@@ -254,7 +256,7 @@ def create_sweep(
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
-    limits.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
+    quotas.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
     sweep = Sweep(
         name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow(),
         submitted_by=submitted_by, early_stopping=None if early_stopping is None else early_stopping.model_dump(),

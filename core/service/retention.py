@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from core.service.disk import folder_bytes, remove_file
 from core.service.job_options import check_retention
 from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job
-from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, job_run_dir
+from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
+from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
 log = logging.getLogger("leukemia.retention")

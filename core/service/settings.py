@@ -7,22 +7,19 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
 
 from core.common.atomic import create_once
 from core.common.errors import UserInputError
+from core.engine.settings import EngineSettings, read_settings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+class Settings(EngineSettings):
+    """The service's settings: the engine's (core.engine.settings) and the job service's."""
 
-    leukemia_home: Path = Field(Path.home() / ".leukemia", description="Folder for everything the embedded default keeps.")
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite in LEUKEMIA_HOME.")
     broker_url: str = Field("", description="Celery broker; default: embedded (kombu SQLAlchemy transport over SQLite).")
     artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
-    cache_dir: Path | None = Field(None, description="Decoded-image caches; default: LEUKEMIA_HOME/cache.")
-    data_roots: str = Field("", description="Colon-separated folders under which data folders may be registered.")
     api_token: str = Field("", description="Bearer token for the JSON API.")
     secret_key: str = Field("", description="Flask session signing key.")
     admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
@@ -46,12 +43,8 @@ class Settings(BaseSettings):
     gpu_train_tflops: float = Field(
         100.0, gt=0, description="Sustained training TFLOP/s of one GPU, for the GPU-hours estimate (an assumption; set yours)."
     )
-    min_free_disk_mb: float = Field(0.0, ge=0, description="Disk space (MiB) that must stay free after each checkpoint write.")
     retention: str = Field(
         "all", description="What a finished training job keeps unless it sets its own: all, best or last-N (core.service.retention)."
-    )
-    decode_workers: int = Field(
-        0, ge=0, description="Most threads decoding images for one job; 0: as many as the machine has cores."
     )
     public_url: str = Field("", description="The dashboard's address as people reach it (https://jobs.example.org); webhook payloads link to job pages under it.")
     webhook_retry_seconds: float = Field(30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour).")
@@ -77,24 +70,13 @@ class Settings(BaseSettings):
     def resolved_artifacts_dir(self) -> Path:
         return self.artifacts_dir or self.leukemia_home / "artifacts"
 
-    @property
-    def resolved_cache_dir(self) -> Path:
-        return self.cache_dir or self.leukemia_home / "cache"
 
-    @property
-    def data_root_paths(self) -> list[Path]:
-        roots = [Path(p).expanduser().resolve() for p in self.data_roots.split(":") if p.strip()]
-        return roots or [(self.leukemia_home / "data").resolve()]
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings; tests call get_settings.cache_clear() after changing the environment."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
-        raise UserInputError(f"bad setting in the environment: {problems}") from None
+    return read_settings(Settings)
 
 
 def stored_secret(home: Path, name: str, setting: str) -> str:

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.service import jobs
-from core.engine.early_stopping import describe_rule, parse_median_rule
+from core.service.sweep_stopping import describe_rule, parse_median_rule
 from core.service.records import PRIORITY_NAMES, Sweep
-from core.engine.run_folder import job_run_dir
+from core.service.run_dirs import job_run_dir
 
 
 def _fmt(value: Any, pattern: str = "{}") -> str:

@@ -250,7 +250,7 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, media
     """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
 
     Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
-    from core.engine.early_stopping import median_rule_from_options
+    from core.service.sweep_stopping import median_rule_from_options
     from core.service.jobs import parse_grid
     from worker.dispatch import submit_sweep as send_sweep
 

@@ -1,0 +1,109 @@
+"""The floor plan holds: the layers import only downwards (import-linter's contracts in
+pyproject.toml), no import circle anywhere, and the ML engine trains with SQLAlchemy, Alembic,
+Celery, kombu and Flask unimportable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "web", "worker", "leukemia", "bench")
+
+
+def test_import_contracts_are_kept() -> None:
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def import_cycles(graph) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    edges = {m: {i for i in graph.find_modules_directly_imported_by(m) if i in graph.modules} for m in graph.modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in edges[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(edges):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_the_cycle_finder_finds_a_circle(tmp_path: Path, monkeypatch) -> None:
+    import grimp
+
+    package = tmp_path / "circle"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from circle import b\n")
+    (package / "b.py").write_text("from circle import c\n")
+    (package / "c.py").write_text("import circle.a\n")
+    (package / "d.py").write_text("import circle.a\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_cycles(grimp.build_graph("circle")) == [["circle.a", "circle.b", "circle.c"]]
+
+
+BLOCKED_TRAINING = textwrap.dedent("""
+    import sys
+
+    class Refuse:
+        BLOCKED = ("sqlalchemy", "alembic", "celery", "kombu", "flask", "werkzeug", "psycopg", "redis")
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.BLOCKED:
+                raise ImportError(f"{name} is blocked: the engine must not need it")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    from pathlib import Path
+
+    import torch
+
+    torch.set_num_threads(1)
+    from core.engine.params import TrainParams
+    from core.engine.synth import write_synthetic_dataset
+    from core.engine.training import train
+
+    work = Path(sys.argv[1])
+    write_synthetic_dataset(work / "data", train=16, valid=8, test=4, image_size=32, seed=0)
+    result = train(TrainParams(data_dir=str(work / "data"), epochs=1, image_size=32, batch_size=8, device="cpu"), work / "run")
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in Refuse.BLOCKED)
+    print("epochs", result.epochs_done, "best", result.best_path.name, "blocked-loaded", loaded)
+""")
+
+
+def test_the_engine_trains_with_the_service_libraries_blocked(tmp_path: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(REPO), "LEUKEMIA_HOME": str(tmp_path / "home")}
+    for key in ("CACHE_DIR", "DATABASE_URL", "BROKER_URL"):
+        env.pop(key, None)
+    result = subprocess.run([sys.executable, "-c", BLOCKED_TRAINING, str(tmp_path)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "epochs 1 best best.pt blocked-loaded []" in result.stdout
+    assert (tmp_path / "run" / "last.pt").is_file()
