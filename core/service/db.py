@@ -63,9 +63,17 @@ def _configure_sqlite(engine: Engine, database: Path | None, *, create: bool) ->
 
 def private_sqlite_file(path: Path) -> None:
     """Create the SQLite file readable by its owner alone, or make an existing one so (with its
-    -wal/-shm). SQLite gives the -wal and -shm it creates later the database file's mode."""
+    -wal/-shm). SQLite gives the -wal and -shm it creates later the database file's mode.
+
+    An existing file is never opened here, only stat'ed and chmod'ed by path: closing any descriptor
+    of a file drops every POSIX lock the process holds on it, SQLite's included, and another process
+    then believes it is the file's last user and deletes the -wal and -shm that this process's
+    connections still write to (they see no other process's writes from then on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_MODE))  # an existing file is left as it is
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass
     for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
         try:
             status = file.stat()
