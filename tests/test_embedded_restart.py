@@ -1,7 +1,7 @@
 """Issue 18, item 1: on the embedded backend (SQLite database and broker) the web is restarted
 under a live worker, and the next job still runs.
 
-The worker once dropped its own SQLite locks (core.db.private_sqlite_file opened and closed the
+The worker once dropped its own SQLite locks (core.service.db.private_sqlite_file opened and closed the
 database file beside its connections); the restarted web then took itself for the file's last user,
 deleted the -wal and -shm the worker still used, and the worker saw no job submitted after that.
 Only the web and the worker touch the files here: this test process speaks HTTP alone, since a
@@ -56,7 +56,7 @@ def start_web(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def test_the_web_restarted_under_a_live_worker_then_the_next_job_runs(tmp_path):
-    from core.synth import write_synthetic_dataset
+    from core.engine.synth import write_synthetic_dataset
 
     folder = tmp_path / "data" / "synth"
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=1)
