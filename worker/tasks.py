@@ -320,14 +320,21 @@ def classify_artifacts(run_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def refresh_parent_checkpoint(parent_id: int | None, params: Any) -> None:
-    """A threshold chosen on valid.csv was written into the parent's checkpoint: record its new size and sha256."""
-    if parent_id is None or params.threshold_from != "valid":
-        return
+def may_record_threshold(job_id: int) -> bool:
+    """Asked of the service before the run: may a threshold this job chooses go into its model's checkpoint?"""
+    from core.service.thresholds import may_record_threshold as allowed
+
     with get_sessionmaker().begin() as session:
-        for artifact in jobs.artifacts(session, parent_id):
-            if artifact.kind == "checkpoint":
-                jobs.add_artifact(session, parent_id, "checkpoint", get_settings().resolved_artifacts_dir / artifact.path)
+        return allowed(session, job_id)
+
+
+def note_recorded_threshold(job_id: int, threshold: dict[str, Any]) -> None:
+    """A threshold the run wrote into a checkpoint: the artifact rows refreshed and the write audited."""
+    from core.service.thresholds import threshold_recorded
+
+    if threshold.get("recorded_in"):
+        with get_sessionmaker().begin() as session:
+            threshold_recorded(session, job_id, threshold)
 
 
 def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
@@ -353,10 +360,10 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
     elif spec.kind == "finetune":
         training.finetune(params, run_dir, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        predict.evaluate_csv(params, out_dir=run_dir, observer=observer)
-        if not params.checkpoints:
-            refresh_parent_checkpoint(spec.parent_id, params)
+        evaluation = predict.evaluate_csv(params, out_dir=run_dir, observer=observer,
+                                          record_in_checkpoint=may_record_threshold(spec.id))
+        note_recorded_threshold(spec.id, evaluation.metrics["threshold"])
     else:  # predict: parse_params knows no other kind
-        predict.predict_csv(params, run_dir / "predictions.csv", observer=observer, report_dir=run_dir)
-        if len(params.checkpoints) == 1:
-            refresh_parent_checkpoint(spec.parent_id, params)
+        prediction = predict.predict_csv(params, run_dir / "predictions.csv", observer=observer, report_dir=run_dir,
+                                         record_in_checkpoint=may_record_threshold(spec.id))
+        note_recorded_threshold(spec.id, prediction.threshold)

@@ -159,7 +159,8 @@ class OperatingPointParams(_Params):
         None, ge=0, le=1, description="Call ALL at P(ALL) >= this. Default: the checkpoint's recorded one, else 0.5."
     )
     threshold_from: Literal["recorded", "valid"] = Field(
-        "recorded", description="valid: choose the threshold on the data folder's valid.csv and record it in the checkpoint."
+        "recorded", description="valid: choose the threshold on the data folder's valid.csv and record it in the checkpoint "
+        "(a queued job records it only when its submitter owns the model or is an admin; else the job's results keep it)."
     )
     target_sensitivity: float | None = Field(
         None, description="With threshold_from valid: the highest threshold reaching this sensitivity; default Youden's J."

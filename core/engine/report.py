@@ -61,13 +61,19 @@ def resolve_threshold(
     checkpoints: list[Path],
     data_dir: Path,
     valid_probabilities: Callable[[list[Sample]], np.ndarray],
+    *,
+    record_in_checkpoint: bool,
 ) -> dict[str, Any]:
     """The threshold to use and where it came from, as recorded in the job's JSON:
-    {value, source (given | valid | recorded | default), method, target_sensitivity, chosen_on, recorded_in, description}."""
+    {value, source (given | valid | recorded | default), method, target_sensitivity, chosen_on, recorded_in, description}.
+
+    record_in_checkpoint: whether a threshold chosen now may be written into the (single) checkpoint. The
+    caller decides (a queued job: core.thresholds, the model's owner or an admin); when it may not, the
+    threshold is still used and kept in this run's own results only."""
     if params.threshold is not None:
         return _threshold(params.threshold, "given", description=f"given ({params.threshold:g})")
     if params.threshold_from == "valid":
-        return _choose_on_valid(params, checkpoints, data_dir, valid_probabilities)
+        return _choose_on_valid(params, checkpoints, data_dir, valid_probabilities, record_in_checkpoint)
     recorded = load_checkpoint(checkpoints[0]).get(THRESHOLD_KEY) if len(checkpoints) == 1 else None
     if recorded:
         return _threshold(
@@ -82,7 +88,7 @@ def resolve_threshold(
 
 def _choose_on_valid(
     params: OperatingPointParams, checkpoints: list[Path], data_dir: Path,
-    valid_probabilities: Callable[[list[Sample]], np.ndarray],
+    valid_probabilities: Callable[[list[Sample]], np.ndarray], record_in_checkpoint: bool,
 ) -> dict[str, Any]:
     try:
         samples = read_named_split(data_dir, VALID_SPLIT, labelled=True, seed=training_seed(checkpoints[0]))
@@ -91,12 +97,14 @@ def _choose_on_valid(
     method = "sensitivity" if params.target_sensitivity is not None else "youden"
     value = choose_threshold([s.label for s in samples], valid_probabilities(samples), method, params.target_sensitivity)
     chosen_on = f"the {VALID_SPLIT} split ({len(samples)} images)"
-    recorded_in = None
-    if len(checkpoints) == 1:  # an ensemble's threshold belongs to no single checkpoint
+    recorded_in, kept = None, ""
+    if len(checkpoints) == 1 and record_in_checkpoint:  # an ensemble's threshold belongs to no single checkpoint
         record_threshold(checkpoints[0], {"value": value, "method": method,
                                           "target_sensitivity": params.target_sensitivity, "chosen_on": chosen_on})
         recorded_in = str(checkpoints[0])
-    description = f"chosen now: {_how(method, params.target_sensitivity)} on {chosen_on}"
+    elif len(checkpoints) == 1:
+        kept = f"; kept with this run, not recorded in {checkpoints[0].name}"
+    description = f"chosen now: {_how(method, params.target_sensitivity)} on {chosen_on}{kept}"
     return _threshold(value, "valid", method=method, target=params.target_sensitivity, chosen_on=chosen_on,
                       recorded_in=recorded_in, description=description)
 
