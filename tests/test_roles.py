@@ -147,3 +147,36 @@ def test_forms_member_changes_own_jobs_not_others(app, client, team, folder_path
         ("bob", "job.submit", str(mine)), ("bob", "job.cancel", str(mine)), ("bob", "data_folder.register", "1")]
     listed = member.get("/").get_data(as_text=True)
     assert '<td class="small" data-field="submitted_by">carol</td>' in listed
+
+
+def test_the_settings_api_token_follows_its_users_state(client, team, folder_path):
+    """The settings' API_TOKEN is alice's (ADMIN_USERNAME) as she is now: her jobs, her role, refused while disabled."""
+    from sqlalchemy import select as select_rows
+
+    from core.service.records import User
+
+    with get_sessionmaker().begin() as session:
+        alice = session.scalar(select_rows(User).where(User.username == "alice")).id
+    root = add_user("root", "admin")  # another admin, so alice may be demoted and disabled
+    assert client.get("/api/me", headers=LEGACY).json == {"id": alice, "username": "alice", "role": "admin"}
+    submitted = client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
+                            headers=LEGACY).json
+    assert (submitted["submitted_by"], submitted["submitted_by_name"]) == (alice, "alice")
+
+    assert client.patch(f"/api/users/{alice}", json={"role": "member"}, headers=root).status_code == 200
+    assert client.get("/api/me", headers=LEGACY).json == {"id": alice, "username": "alice", "role": "member"}
+    assert refused(client.post("/api/users", json={"username": "mallory", "role": "admin"}, headers=LEGACY)) == (
+        "alice is a member: only admins may add users")
+    assert refused(client.post(f"/api/jobs/{team_job(client, team['bob'], folder_path)}/cancel", headers=LEGACY)
+                   ).endswith("only its owner or an admin may change it")
+
+    assert client.patch(f"/api/users/{alice}", json={"disabled": True}, headers=root).status_code == 200
+    assert client.get("/api/me", headers=LEGACY).status_code == 401
+    assert client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
+                       headers=LEGACY).status_code == 401
+    assert not [row for row in audit_actions() if row[0] == "alice" and row[1] == "user.add"]  # mallory never made
+
+
+def team_job(client, headers: dict[str, str], folder_path: str) -> int:
+    return client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
+                       headers=headers).json["id"]

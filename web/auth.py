@@ -30,7 +30,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from core.service.access import Actor, PermissionDenied, require_admin, require_owner, require_submit
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.records import User, utcnow
-from core.service.users import token_actor
+from core.service.users import settings_token_actor, token_actor
 from core.service.settings import get_settings, persisted_secret, stored_secret
 from web import logins
 
@@ -67,10 +67,11 @@ def ensure_admin(username: str, password: str) -> None:
                 logins.end_user_sessions(db, user.id)
             return
         if db.scalar(select(User.id).limit(1)) is None:
-            generated = secrets.token_urlsafe(12)
-            db.add(User(username="admin", password_hash=generate_password_hash(generated), created_at=utcnow(),
+            generated, username = secrets.token_urlsafe(12), username or "admin"  # the API_TOKEN acts as this user
+            db.add(User(username=username, password_hash=generate_password_hash(generated), created_at=utcnow(),
                         role="admin"))
-            click.echo(f"Dashboard login created: admin / {generated}  (shown once; set ADMIN_PASSWORD to choose it)", err=True)
+            click.echo(f"Dashboard login created: {username} / {generated}  (shown once; set ADMIN_PASSWORD to choose it)",
+                       err=True)
 
 
 def prepare_database() -> None:
@@ -152,8 +153,9 @@ def bearer_token() -> str | None:
 
 def bearer_actor() -> Actor | None:
     """Who the request's bearer token belongs to, looked up once per request: the settings' single
-    API_TOKEN is the admin's (ADMIN_USERNAME; compose uses it), a user token its user's (core.service.users:
-    refused once revoked or the user disabled, from the very next request). None: no valid token."""
+    API_TOKEN is the user ADMIN_USERNAME's (compose uses it), a user token its user's; either is refused
+    once revoked or its user disabled, from the very next request, and acts with its user's role now
+    (core.service.users). None: no valid token."""
     if "bearer_actor" not in g:
         g.bearer_actor = None
         token, address = bearer_token(), request.remote_addr
@@ -161,10 +163,7 @@ def bearer_actor() -> Actor | None:
             return None
         if hmac.compare_digest(token.encode(), current_app.config["API_TOKEN"].encode()):
             with get_sessionmaker().begin() as db:
-                admin = db.scalar(select(User).where(User.username == get_settings().admin_username,
-                                                     User.role == "admin", User.disabled.is_(False)))
-                g.bearer_actor = (Actor(admin.id, admin.username, "admin", address) if admin is not None
-                                  else Actor(None, "api-token", "admin", address))
+                g.bearer_actor = settings_token_actor(db, get_settings().admin_username, address)
         else:
             with get_sessionmaker().begin() as db:
                 g.bearer_actor = token_actor(db, token, address)

@@ -354,9 +354,10 @@ Role = Literal[ROLES]  # type: ignore[valid-type]
 
 
 class Me(BaseModel):
-    """Who the request acts as: the token's user (the settings' API_TOKEN: the admin), or the logged-in one."""
+    """Who the request acts as: the token's user (the settings' API_TOKEN: the user ADMIN_USERNAME, with their
+    role now), or the logged-in one."""
 
-    id: int | None = Field(description="null only for the settings' API_TOKEN when no admin user exists")
+    id: int
     username: str
     role: Role
 

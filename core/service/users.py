@@ -187,6 +187,16 @@ def revoke_token(session: Session, actor: Actor, token: ApiToken) -> ApiToken:
     return token
 
 
+def settings_token_actor(session: Session, username: str, address: str | None) -> Actor | None:
+    """The Actor of the settings' single API_TOKEN: the user ADMIN_USERNAME as they are now, so it loses
+    admin rights with a demotion and is refused once that user is disabled (or when there is none);
+    what it submits is theirs."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or user.disabled:
+        return None
+    return Actor(user.id, user.username, user.role, address)
+
+
 def token_actor(session: Session, token: str, address: str | None, now: datetime | None = None) -> Actor | None:
     """The Actor of a live user token (not revoked, user enabled), its last use recorded; else None."""
     if not token.startswith(TOKEN_PREFIX):
