@@ -106,7 +106,7 @@ def _remove_job(session: Session, job: Job) -> int:
 
 def delete_job(session: Session, job_id: int, *, actor: Actor) -> Deletion:
     """Delete a finished job, its files and rows (its owner or an admin); the caller commits."""
-    job = get_job(session, job_id)
+    job = get_job(session, job_id, lock=True)  # a child submitted meanwhile is seen below, or finds no parent
     require_owner(actor, job.submitted_by, f"job {job_id}")
     _refuse_undeletable(session, [job])
     kind, status = job.kind, job.status
@@ -121,7 +121,7 @@ def delete_sweep(session: Session, sweep_id: int, *, actor: Actor) -> Deletion:
     if sweep is None:
         raise UserInputError(f"sweep {sweep_id} not found")
     require_owner(actor, sweep.submitted_by, f"sweep {sweep_id}")
-    members = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)))
+    members = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id).with_for_update()))
     unfinished = [job.id for job in members if job.status in CANCELLABLE_STATUSES]
     if unfinished:
         raise UserInputError(f"sweep {sweep_id}: job {_ids(unfinished)} still queued or running; cancel them first")

@@ -74,7 +74,10 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
         raise UserInputError(
             "parent: a train job starts from scratch; use finetune to continue a job", field="parent_id"
         )
-    parent = session.get(Job, parent_id) if 1 <= parent_id <= MAX_ID else None
+    # FOR KEY SHARE until the caller commits: a delete of the parent (core.service.deletion locks it FOR
+    # UPDATE) waits for this job's row and then refuses, or ran first and the parent is not found here.
+    parent = (session.get(Job, parent_id, with_for_update={"read": True, "key_share": True}, populate_existing=True)
+              if 1 <= parent_id <= MAX_ID else None)
     if parent is None:
         raise UserInputError(f"parent: job {parent_id} not found", field="parent_id")
     if parent.kind not in MODEL_KINDS:
@@ -275,9 +278,11 @@ def create_sweep(
 # --- reading jobs ----------------------------------------------------------------------
 
 
-def get_job(session: Session, job_id: int) -> Job:
-    """The job as the database has it now, or a UserInputError naming the id."""
-    job = session.get(Job, job_id, populate_existing=True) if 1 <= job_id <= MAX_ID else None
+def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:
+    """The job as the database has it now, or a UserInputError naming the id; lock: its row locked
+    (FOR UPDATE) until the transaction ends, as a delete does."""
+    job = (session.get(Job, job_id, populate_existing=True, with_for_update=lock or None)
+           if 1 <= job_id <= MAX_ID else None)
     if job is None:
         raise UserInputError(f"job {job_id} not found")
     return job
@@ -689,8 +694,9 @@ def request_cancel(session: Session, job_id: int) -> Job:
 
 
 def retry_job(session: Session, job_id: int) -> Job:
-    """Failed/cancelled → queued again with attempts reset; the worker resumes from its last checkpoint."""
-    get_job(session, job_id)
+    """Failed/cancelled → queued again with attempts reset; the worker resumes from its last checkpoint.
+    A job that reads its parent's model is refused when the parent is gone (deleted) or unusable, as at submit."""
+    _require_model_to_retry(session, get_job(session, job_id))
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(RETRYABLE_STATUSES))
@@ -710,6 +716,17 @@ def retry_job(session: Session, job_id: int) -> Job:
         job = session.get(Job, job_id, populate_existing=True)
         raise UserInputError(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
     return session.get(Job, job_id, populate_existing=True)
+
+
+def _require_model_to_retry(session: Session, job: Job) -> None:
+    """A finetune, evaluate or predict job runs on its parent's checkpoint (or a path): deleting the parent
+    cleared parent_id, so such a retry would only fail in the worker; a parent still there is checked
+    (and locked against a delete) as at submit."""
+    if job.parent_id is not None:
+        _check_parent(session, job.kind, job.parent_id, job.params)
+    elif job.kind in NEEDS_CHECKPOINT and not (job.params.get("checkpoint") or job.params.get("checkpoints")):
+        raise UserInputError(f"job {job.id}: its parent job was deleted, so there is no model to {job.kind}; "
+                             f"submit a new {job.kind} job from another model")
 
 
 def queued_jobs(session: Session, queues: list[str]) -> list[tuple[int, str]]:
