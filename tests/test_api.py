@@ -8,8 +8,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks as st_checks
 
-from tests.conftest import WEB_API_TOKEN
-from tests.web_helpers import finished_train_job, queued_job
+from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
+from tests.web_helpers import finished_train_job, queued_job, synthetic_folder
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 
@@ -74,15 +74,45 @@ def test_submit_list_get_cancel_retry(api, folder_path):
         assert response.status_code == 400 and response.json["field"] == field, query
     assert api.post(f"/api/jobs/{job['id']}/cancel").json["status"] == "cancelled"
     response = api.post(f"/api/jobs/{job['id']}/cancel")
-    assert response.status_code == 400 and "already cancelled" in response.json["error"]
+    assert response.status_code == 409 and "already cancelled" in response.json["error"]
     assert api.post(f"/api/jobs/{job['id']}/retry").json["status"] == "queued"
     response = api.post(f"/api/jobs/{job['id']}/retry")
-    assert response.status_code == 400 and "only failed or cancelled jobs can be retried" in response.json["error"]
+    assert response.status_code == 409 and "only failed or cancelled jobs can be retried" in response.json["error"]
     for url in ("/api/jobs/999", "/api/jobs/99999999999999999999999", "/api/jobs/999/metrics", "/api/jobs/999/artifacts",
                 "/api/jobs/999/artifacts/1", "/api/sweeps/999"):
         response = api.get(url)
         assert response.status_code == 404 and "not found" in response.json["error"], url
     assert api.post("/api/jobs/999/cancel").status_code == 404
+
+
+def test_state_conflicts_are_409_with_their_field_and_documented(api, client, folder_path, tmp_path):
+    """A well-formed request the current state refuses (core.errors.StateConflict) is a 409, never a 400."""
+    queued, finished = queued_job(folder_path), finished_train_job(folder_path)
+    twin = synthetic_folder(tmp_path / "data", "twin")
+    sweep = api.post("/api/sweeps", json={"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 2},
+                                          "grid": {"lr": [0.001, 0.01]}}).json["id"]
+    admin_id = client.get("/api/me", headers=AUTH).json["id"]
+    conflicts = [
+        (client.delete(f"/api/jobs/{queued}", headers=AUTH), f"job {queued} is queued: cancel it first", None),
+        (client.delete(f"/api/sweeps/{sweep}", headers=AUTH), "still queued or running; cancel them first", None),
+        (api.post(f"/api/jobs/{finished}/cancel"), f"job {finished} is already succeeded; nothing to cancel", None),
+        (api.post(f"/api/jobs/{finished}/retry"), "only failed or cancelled jobs can be retried", None),
+        (api.post(f"/api/jobs/{queued}/retry"), "only failed or cancelled jobs can be retried", None),
+        (client.patch(f"/api/users/{admin_id}", json={"disabled": True}, headers=AUTH), "last enabled admin", "user"),
+        (client.patch(f"/api/users/{admin_id}", json={"role": "member"}, headers=AUTH), "last enabled admin", "user"),
+        (api.post("/api/users", json={"username": WEB_ADMIN[0]}), f"username: '{WEB_ADMIN[0]}' is taken", "username"),
+        (api.post("/api/data-folders", json={"path": str(twin), "name": "synth"}),
+         "name: a data folder named 'synth' is already registered", "name"),
+    ]
+    for response, message, field in conflicts:
+        assert response.status_code == 409 and message in response.json["error"], response.json
+        assert response.json.get("field") == field, response.json
+    document = client.get("/api/openapi.json").json
+    for path, method in (("/api/jobs/{job_id}", "delete"), ("/api/sweeps/{sweep_id}", "delete"),
+                         ("/api/jobs/{job_id}/cancel", "post"), ("/api/jobs/{job_id}/retry", "post"),
+                         ("/api/users/{user_id}", "patch"), ("/api/users", "post"), ("/api/data-folders", "post"),
+                         ("/api/cross-validations/{cv_id}/ensemble", "post")):
+        assert "409" in document["paths"][path][method]["responses"], (path, method)
 
 
 def test_metrics_artifacts_and_download(api, folder_path):

@@ -198,7 +198,7 @@ def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) 
     job = client.get(f"/api/jobs/{cv['folds'][1]['job_id']}", headers=auth).json
     assert (job["cv_id"], job["cv_fold"], job["params"]["split"]) == (cv["id"], 1, "folds:0,2")
     response = client.post(f"/api/cross-validations/{cv['id']}/ensemble", json={"kind": "predict", "split": "final"}, headers=auth)
-    assert response.status_code == 400 and response.json["field"] == "cv_id"
+    assert response.status_code == 409 and response.json["field"] == "cv_id"
     assert "is not finished: fold 0 (queued), fold 1 (queued), fold 2 (queued)" in response.json["error"]
     assert client.get("/api/cross-validations/999", headers=auth).status_code == 404
     document = client.get("/api/openapi.json").json
@@ -211,7 +211,7 @@ def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) 
     assert "api CV" in client.get("/cross-validations").get_data(as_text=True)
     token = csrf_token(client, f"/cross-validations/{cv['id']}")
     refused = client.post(f"/cross-validations/{cv['id']}/ensemble", data={"csrf_token": token, "kind": "predict", "split": "final"})
-    assert refused.status_code == 400 and "is not finished" in refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "is not finished" in refused.get_data(as_text=True)
 
     form = client.get("/cross-validations/new").get_data(as_text=True)
     assert 'name="valid_split"' not in form and "cnmc (" in form and "450 px images" in form

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.engine.params import TrainParams
 from leukemia.cli import main as leukemia_cli
 
@@ -56,7 +56,7 @@ def test_a_cancel_that_arrives_during_the_last_batch_ends_the_job_cancelled(serv
         job = jobs.get_job(session, job_id)
         assert job.status == "cancelled", job.status
         assert "cancel arrived after the last batch" in job.error
-        with pytest.raises(UserInputError, match=f"job {job_id} is already cancelled; nothing to cancel"):
+        with pytest.raises(StateConflict, match=f"job {job_id} is already cancelled; nothing to cancel"):
             jobs.request_cancel(session, job_id)
 
 

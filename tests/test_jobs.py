@@ -10,7 +10,7 @@ from sqlalchemy import select, text, update
 
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.common.errors import BrokerUnavailable, UserInputError
+from core.common.errors import BrokerUnavailable, StateConflict, UserInputError
 from core.engine.progress import EpochRecord
 from core.service.access import cli_actor
 from core.service.records import EpochMetric, Job, WorkerRecord, utcnow
@@ -128,9 +128,9 @@ def test_cancel_and_retry(db):
         assert (job.status, job.cancel_requested) == ("running", True)
         assert jobs.heartbeat(session, running, "w", progress=0.3) is False  # the worker stops
         assert jobs.finish_job(session, running, "w", "cancelled")
-        with pytest.raises(UserInputError, match=f"job {running} is already cancelled; nothing to cancel"):
+        with pytest.raises(StateConflict, match=f"job {running} is already cancelled; nothing to cancel"):
             jobs.request_cancel(session, running)
-        with pytest.raises(UserInputError, match="only failed or cancelled"):
+        with pytest.raises(StateConflict, match="only failed or cancelled"):
             jobs.retry_job(session, untouched)
         again = jobs.retry_job(session, running)
         assert (again.status, again.attempts, again.cancel_requested, again.error) == ("queued", 0, False, None)

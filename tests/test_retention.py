@@ -151,9 +151,9 @@ def test_who_may_delete_and_what_is_refused(app, admin, folder_path):
     with get_sessionmaker().begin() as session:
         queued_child = jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path}, parent_id=carols).id
     answer = admin.delete(f"/api/jobs/{running}", headers=AUTH)
-    assert answer.status_code == 400 and answer.json["error"] == f"job {running} is running: cancel it first"
+    assert answer.status_code == 409 and answer.json["error"] == f"job {running} is running: cancel it first"
     answer = admin.delete(f"/api/jobs/{carols}", headers=AUTH)
-    assert answer.status_code == 400 and f"queued or running job {queued_child} need its checkpoint" in answer.json["error"]
+    assert answer.status_code == 409 and f"queued or running job {queued_child} need its checkpoint" in answer.json["error"]
     page = admin.post(f"/jobs/{carols}/delete", data={"csrf_token": csrf_token(admin, "/")}, follow_redirects=True)
     assert f"Job {carols} not deleted: job {carols}: queued or running job {queued_child}" in page.get_data(as_text=True)
     jobs_page = admin.get(f"/jobs/{carols}").get_data(as_text=True)
@@ -180,7 +180,7 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
     with get_sessionmaker().begin() as session:
         jobs.retry_job(session, members[1])  # queued again: the sweep is not finished
     refused = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
-    assert refused.status_code == 400 and f"job {members[1]} still queued or running" in refused.json["error"], refused.json
+    assert refused.status_code == 409 and f"job {members[1]} still queued or running" in refused.json["error"], refused.json
     with get_sessionmaker().begin() as session:
         jobs.request_cancel(session, members[1])
     response = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
@@ -295,8 +295,9 @@ def test_gc_dry_run_then_for_real(client, folder_path):
         session.add(cv)
         session.flush()
         session.execute(update(Job).where(Job.id == fold).values(cv_id=cv.id, cv_fold=0))
-    refusal = client.delete(f"/api/jobs/{fold}", headers=AUTH).json["error"]
-    assert refusal.startswith(f"job {fold} is fold 0 of cross-validation {cv.id}: a fold is kept with its cross-validation")
+    refusal = client.delete(f"/api/jobs/{fold}", headers=AUTH)
+    assert refusal.status_code == 409
+    assert refusal.json["error"].startswith(f"job {fold} is fold 0 of cross-validation {cv.id}: a fold is kept with its cross-validation")
     each = sum(FILES.values()) + 33
 
     code, output = cli("gc", "--older-than", "30d", "--dry-run")

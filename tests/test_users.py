@@ -12,7 +12,7 @@ from sqlalchemy import select
 from core.service import users
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict
 from core.service.records import ApiToken, AuditEntry, User
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import CSRF_INPUT, TRAIN, login
@@ -90,12 +90,12 @@ def test_the_last_enabled_admin_is_kept(app):
         admin = session.scalar(select(User).where(User.username == WEB_ADMIN[0]))
         for change in (lambda: users.set_disabled(session, cli_actor(), admin, True),
                        lambda: users.set_role(session, cli_actor(), admin, "member")):
-            with pytest.raises(UserInputError, match="is the last enabled admin") as raised:
+            with pytest.raises(StateConflict, match="is the last enabled admin") as raised:
                 change()
             assert raised.value.field == "user"
         second, _ = users.add_user(session, cli_actor(), "root2", "admin", PASSWORD)
         users.set_role(session, cli_actor(), admin, "viewer")  # another admin is left
-        with pytest.raises(UserInputError, match="root2 is the last enabled admin"):
+        with pytest.raises(StateConflict, match="root2 is the last enabled admin"):
             users.set_disabled(session, cli_actor(), second, True)
 
 
@@ -110,11 +110,12 @@ def test_api_me_users_tokens_and_audit(client, app):
     dora = added.json["user"]["id"]
     given = client.post("/api/users", json={"username": "ed", "password": PASSWORD}, headers=LEGACY)
     assert given.json["password"] is None and given.json["user"]["role"] == "member"
-    for body, field in (({"username": "ed"}, "username"), ({"username": "no spaces"}, "username"),
-                        ({"username": "fay", "role": "boss"}, "role"), ({"username": "fay", "password": "short"}, "password"),
-                        ({"username": "fay", "password": 12345678}, "password"), ({}, "username")):
+    for body, field, status in (({"username": "ed"}, "username", 409), ({"username": "no spaces"}, "username", 400),
+                                ({"username": "fay", "role": "boss"}, "role", 400),
+                                ({"username": "fay", "password": "short"}, "password", 400),
+                                ({"username": "fay", "password": 12345678}, "password", 400), ({}, "username", 400)):
         response = client.post("/api/users", json=body, headers=LEGACY)
-        assert response.status_code == 400 and response.json["field"] == field, (body, response.json)
+        assert response.status_code == status and response.json["field"] == field, (body, response.json)
         assert "\n" not in response.json["error"]
     # A viewer's own token: it reads, and it may manage its own tokens, nothing else.
     created = client.post("/api/tokens", json={"name": "notebook"}, headers=LEGACY | {})  # the admin's own
@@ -137,7 +138,8 @@ def test_api_me_users_tokens_and_audit(client, app):
     assert client.patch(f"/api/users/{dora}", json={"disabled": False}, headers=LEGACY).status_code == 200
     reset = client.post(f"/api/users/{dora}/reset-password", headers=LEGACY).json["password"]
     assert login(app.test_client(), "dora", reset).status_code == 302
-    assert client.patch("/api/users/1", json={"disabled": True}, headers=LEGACY).json["field"] == "user"  # last admin
+    last_admin = client.patch("/api/users/1", json={"disabled": True}, headers=LEGACY)
+    assert (last_admin.status_code, last_admin.json["field"]) == (409, "user")
     assert client.patch("/api/users/999", json={"role": "member"}, headers=LEGACY).status_code == 404
     # Her revocation of her own token takes effect on the next request.
     mine = client.get("/api/tokens", headers=viewer).json["tokens"][0]["id"]
@@ -230,7 +232,7 @@ def test_dashboard_user_admin_tokens_and_audit_pages(app, client):
     assert login(app.test_client(), "joe", password).status_code == 302
     assert 'id="shown-password"' not in admin.get("/admin/users").get_data(as_text=True)  # shown once
     bad = admin.post("/admin/users", data={"username": "joe", "role": "member", "csrf_token": token})
-    assert bad.status_code == 400 and "username: &#39;joe&#39; is taken" in bad.get_data(as_text=True)
+    assert bad.status_code == 409 and "username: &#39;joe&#39; is taken" in bad.get_data(as_text=True)
     with get_sessionmaker().begin() as session:
         joe = session.scalar(select(User).where(User.username == "joe")).id
     assert "joe: role set to viewer." in admin.post(f"/admin/users/{joe}/role", data={"role": "viewer", "csrf_token": token}
@@ -241,7 +243,7 @@ def test_dashboard_user_admin_tokens_and_audit_pages(app, client):
     reset = admin.post(f"/admin/users/{joe}/reset-password", data={"csrf_token": token}).get_data(as_text=True)
     new_password = re.search(r'<code class="secret-value">([^<]+)</code>', reset).group(1)
     last = admin.post("/admin/users/1/disable", data={"csrf_token": token})
-    assert last.status_code == 400 and "is the last enabled admin" in last.get_data(as_text=True)
+    assert last.status_code == 409 and "is the last enabled admin" in last.get_data(as_text=True)
     # joe, a viewer: his own tokens, no admin pages or links.
     viewer = app.test_client()
     assert login(viewer, "joe", new_password).status_code == 302

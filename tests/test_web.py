@@ -105,7 +105,7 @@ def test_data_folder_registration_only_under_roots(user, tmp_path, folder):
         assert 'class="field grow has-error"' in html and 'class="field has-error"' not in html, path  # the error's field
     response = user.post("/data-folders", data={"path": str(tmp_path / "data"), "name": "synth", "csrf_token": token})
     html = response.get_data(as_text=True)
-    assert response.status_code == 400 and "name: a data folder named" in html
+    assert response.status_code == 409 and "name: a data folder named" in html
     assert 'class="field has-error"' in html and 'class="field grow has-error"' not in html
 
 
@@ -215,7 +215,7 @@ def test_cancel_and_retry_buttons(user, folder):
     response = user.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert f"Job {job_id}: cancelled." in response.get_data(as_text=True)
     response = user.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
-    assert response.status_code == 400 and f"job {job_id} is already cancelled; nothing to cancel" in response.get_data(as_text=True)
+    assert response.status_code == 409 and f"job {job_id} is already cancelled; nothing to cancel" in response.get_data(as_text=True)
     response = user.post(f"/jobs/{job_id}/retry", data={"csrf_token": token}, follow_redirects=True)
     assert f"Job {job_id} queued again." in response.get_data(as_text=True)
     assert user.get(f"/jobs/{job_id}/cancel").status_code == 405

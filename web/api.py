@@ -148,7 +148,7 @@ def edit_job(job_id: int) -> Any:
 
 
 @operation(bp, "post", "/jobs/<int:job_id>/cancel", operation_id="cancelJob", tag="jobs",
-           responses={200: schemas.Job}, errors=(400, 403, 404))
+           responses={200: schemas.Job}, errors=(403, 404, 409))
 def cancel_job(job_id: int) -> Any:
     """Cancel a job (queued: now; running: at its next batch)"""
     dispatch.cancel_job(existing_job_id(job_id), actor=current_actor())
@@ -156,7 +156,7 @@ def cancel_job(job_id: int) -> Any:
 
 
 @operation(bp, "post", "/jobs/<int:job_id>/retry", operation_id="retryJob", tag="jobs",
-           responses={200: schemas.Job}, errors=(400, 403, 404, 503))
+           responses={200: schemas.Job}, errors=(400, 403, 404, 409, 503))
 def retry_job(job_id: int) -> Any:
     """Queue a failed or cancelled job again"""
     dispatch.retry_job(existing_job_id(job_id), actor=current_actor())
@@ -164,7 +164,7 @@ def retry_job(job_id: int) -> Any:
 
 
 @operation(bp, "delete", "/jobs/<int:job_id>", operation_id="deleteJob", tag="jobs",
-           responses={200: schemas.Deletion}, errors=(400, 403, 404, 503))
+           responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
 def delete_job(job_id: int) -> Any:
     """Delete a finished job: its files (the space freed is reported) and its rows"""
     existing_job_id(job_id)
@@ -302,7 +302,7 @@ def get_cross_validation(cv_id: int) -> Any:
 
 @operation(bp, "post", "/cross-validations/<int:cv_id>/ensemble", operation_id="submitEnsemble",
            tag="cross-validations", body=schemas.EnsembleSubmission, responses={201: schemas.Job},
-           errors=(400, 403, 404, 413, 503))
+           errors=(400, 403, 404, 409, 413, 503))
 def submit_ensemble(cv_id: int) -> Any:
     """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
     from core.service.records import CrossValidation
@@ -357,7 +357,7 @@ def edit_sweep(sweep_id: int) -> Any:
 
 
 @operation(bp, "delete", "/sweeps/<int:sweep_id>", operation_id="deleteSweep", tag="sweeps",
-           responses={200: schemas.Deletion}, errors=(400, 403, 404, 503))
+           responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
     actor = current_actor()  # before the transaction: it reads the token's user in one of its own
@@ -385,7 +385,7 @@ def disk_use() -> Any:
 
 
 @operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",
-           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 403, 413))
+           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 403, 409, 413))
 def register_data_folder() -> Any:
     """Register a data folder under a data root (and check it)"""
     registration = json_body(schemas.DataFolderRegistration)

@@ -12,10 +12,11 @@ from sqlalchemy import select
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.service.db import get_sessionmaker
 from core.service.access import require_submit
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.service.records import CrossValidation
 from web import forms
 from web.auth import current_actor, login_required
+from web.errors import refusal_status
 from web.inputs import csv_name_problem, storable_id
 from web.views import _form_choices, _queue_choice, _selected_folder
 from worker import dispatch
@@ -104,6 +105,7 @@ def ensemble(cv_id: int) -> Any:
     summary = _summary_or_404(cv_id)
     kind, split = request.form.get("kind", ""), request.form.get("split", "").strip()
     errors: dict[str, str] = {}
+    status = 400
     if kind not in ENSEMBLE_KINDS:
         errors["kind"] = "choose evaluate or predict"
     if not split:
@@ -114,12 +116,13 @@ def ensemble(cv_id: int) -> Any:
         try:
             job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=_queue_choice(),
                                               origin="web", actor=current_actor())
-        except UserInputError as error:
+        except (UserInputError, StateConflict) as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)
+            status = refusal_status(error)
         else:
             flash(f"Job {job_id} queued: {kind} with the {len(summary['folds'])} fold models on {split}.")
             return redirect(url_for("cv.cross_validation", cv_id=cv_id))
-    return render_template("cv.html", cv=summary, errors=errors, form=request.form, kinds=ENSEMBLE_KINDS), 400
+    return render_template("cv.html", cv=summary, errors=errors, form=request.form, kinds=ENSEMBLE_KINDS), status
 
 
 @bp.get("/cross-validations/<int:cv_id>/oof.csv")

@@ -1,5 +1,5 @@
-"""Bad input is a 400 naming the field, a refused role a 403, an unknown id a 404, a wrong method a 405, an unreachable
-broker a 503; a traceback is a bug.
+"""Bad input is a 400 naming the field, a refused role a 403, an unknown id a 404, a wrong method a 405, a request
+the current state refuses a 409, an unreachable broker a 503; a traceback is a bug.
 
 API paths answer JSON `{"error": ..., "field": ...}` (web.schemas.ErrorBody); pages answer a
 short HTML page. The field comes from the error itself (UserInputError.field), never from its text."""
@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from sqlalchemy.exc import OperationalError
 
 from core.service.access import PermissionDenied
-from core.common.errors import BrokerUnavailable, DatabaseUnavailable, StorageError, UserInputError
+from core.common.errors import BrokerUnavailable, DatabaseUnavailable, StateConflict, StorageError, UserInputError
 
 
 def wants_json() -> bool:
@@ -30,8 +30,18 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
     return make_response(render_template("error.html", status=status, message=message, field=field), status)
 
 
+def refusal_status(error: UserInputError | StateConflict) -> int:
+    """The status of a page that shows a refusal beside its form: bad input 400, a state conflict 409 (as the API)."""
+    return 409 if isinstance(error, StateConflict) else 400
+
+
 def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
     return error_response(400, str(error), error.field)
+
+
+def handle_state_conflict(error: StateConflict):  # type: ignore[no-untyped-def]
+    """Well formed, and refused by the current state (a finished job cancelled, the last admin disabled): 409."""
+    return error_response(409, str(error), error.field)
 
 
 def handle_permission_denied(error: PermissionDenied):  # type: ignore[no-untyped-def]
@@ -82,6 +92,7 @@ def handle_unexpected(error: Exception):  # type: ignore[no-untyped-def]
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(UserInputError, handle_user_input)
+    app.register_error_handler(StateConflict, handle_state_conflict)
     app.register_error_handler(PermissionDenied, handle_permission_denied)
     app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)
     app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)

@@ -24,6 +24,7 @@ from web.inputs import MAX_ID
 REF = "#/components/schemas/{model}"
 ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token",
                  403: "your role does not allow this (core.service.access)", 404: "unknown id",
+                 409: "refused by the current state (core.common.errors.StateConflict): e.g. the job is finished, or still queued",
                  413: "request body too large", 503: "unavailable: the database or the broker is unreachable, or an artifact file cannot be changed"}
 FILE = "file"  # a response that is a download, not a model
 PNG = "png"  # a response that is a PNG image shown inline

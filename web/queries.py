@@ -17,7 +17,7 @@ from core.service import audit
 from core.service import jobs as job_service
 from core.service.access import Actor, require_submit
 from core.service.sweep_stopping import describe_rule, parse_median_rule
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.common.text import check_printable
 from core.engine.progress import EpochRecord
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
@@ -223,7 +223,7 @@ def register_data_folder(session: Session, name: str, path: str, *, actor: Actor
     existing = registered_folder_by_path(session, str(folder_path))
     clash = session.scalar(select(DataFolder).where(DataFolder.name == name))
     if clash is not None and clash is not existing:
-        raise UserInputError(f"name: a data folder named {name!r} is already registered", field="name")
+        raise StateConflict(f"name: a data folder named {name!r} is already registered", field="name")
     folder = existing or DataFolder(path=str(folder_path))
     folder.name, folder.report, folder.registered_at = name, report, utcnow()
     session.add(folder)

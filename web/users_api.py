@@ -42,7 +42,7 @@ def list_users() -> Any:
 
 
 @operation(bp, "post", "/users", operation_id="addUser", tag="users", body=schemas.UserCreate,
-           responses={201: schemas.UserCreated}, errors=(400, 403, 413))
+           responses={201: schemas.UserCreated}, errors=(400, 403, 409, 413))
 def add_user() -> Any:
     """Add a user (admin); without a password one is generated and answered once"""
     request = json_body(schemas.UserCreate)
@@ -53,7 +53,7 @@ def add_user() -> Any:
 
 
 @operation(bp, "patch", "/users/<int:user_id>", operation_id="updateUser", tag="users", body=schemas.UserUpdate,
-           responses={200: schemas.UserInfo}, errors=(400, 403, 404, 413))
+           responses={200: schemas.UserInfo}, errors=(400, 403, 404, 409, 413))
 def update_user(user_id: int) -> Any:
     """Change a user's role, or disable/enable them (admin; the last enabled admin is kept)"""
     request = json_body(schemas.UserUpdate)

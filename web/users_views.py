@@ -14,9 +14,10 @@ from core.service import audit
 from core.service import users as user_service
 from core.service.access import require_admin
 from core.service.db import get_sessionmaker
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.service.records import ROLES, ApiToken, User
 from web.auth import current_actor, login_required
+from web.errors import refusal_status
 from web.inputs import MAX_PAGE, query_int, storable_id
 
 bp = Blueprint("users", __name__)
@@ -51,8 +52,8 @@ def user_list() -> Any:
     try:
         with get_sessionmaker().begin() as session:
             _, made = user_service.add_user(session, actor, username, role, password)
-    except UserInputError as error:
-        return _users_page({error.field or "form": str(error)}, status=400)
+    except (UserInputError, StateConflict) as error:
+        return _users_page({error.field or "form": str(error)}, status=refusal_status(error))
     flash(f"User {username} added ({role}).")
     return _users_page(shown={"username": username, "password": made.value} if made else None)
 
@@ -66,8 +67,8 @@ def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: st
             user = _user_or_404(session, user_id)
             made = change(session, actor, user)
             name = user.username
-    except UserInputError as error:
-        return _users_page({"form": str(error)}, status=400)
+    except (UserInputError, StateConflict) as error:
+        return _users_page({"form": str(error)}, status=refusal_status(error))
     flash(done.format(name=name))
     shown = {"username": name, "password": made.value} if isinstance(made, user_service.Secret) else None
     return _users_page(shown=shown)

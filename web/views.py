@@ -15,7 +15,7 @@ from core.service.db import get_sessionmaker
 from core.service.access import require_submit
 from core.service.disk import disk_summary, human_bytes
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.service.job_options import JobOptions, JobOptionsEdit
 from core.engine.progress import EpochRecord
 from core.service.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
@@ -23,6 +23,7 @@ from core.service.settings import get_settings
 from web import forms, queries, schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
+from web.errors import refusal_status
 from web.inputs import MAX_PAGE, csv_name_problem, query_choice, query_int, storable_id
 from worker import dispatch
 
@@ -201,7 +202,7 @@ def delete_job(job_id: int) -> Any:
     try:
         with get_sessionmaker().begin() as session:
             done = deletion.delete_job(session, job_id, actor=actor)
-    except UserInputError as refusal:
+    except (UserInputError, StateConflict) as refusal:
         flash(f"Job {job_id} not deleted: {refusal}")
         return redirect(url_for("views.job_detail", job_id=job_id))
     flash(f"Deleted job {job_id}: {human_bytes(done.freed_bytes)} freed.")
@@ -219,7 +220,7 @@ def delete_sweep(sweep_id: int) -> Any:
     try:
         with get_sessionmaker().begin() as session:
             done = deletion.delete_sweep(session, sweep_id, actor=actor)
-    except UserInputError as refusal:
+    except (UserInputError, StateConflict) as refusal:
         flash(f"Sweep {sweep_id} not deleted: {refusal}")
         return redirect(url_for("views.job_list", sweep=sweep_id))
     count = len(done.job_ids)
@@ -382,15 +383,15 @@ def compare() -> Any:
 @login_required
 def data_folders() -> Any:
     """Register a folder (only under the configured data roots) and see each folder's check report."""
-    error, error_field = None, None
+    error, error_field, status = None, None, 200
     if request.method == "POST":
         try:
             with get_sessionmaker().begin() as session:
                 folder = queries.register_data_folder(session, request.form.get("name", ""), request.form.get("path", ""),
                                                       actor=current_actor())
                 name = folder.name
-        except UserInputError as problem:
-            error, error_field = str(problem), problem.field
+        except (UserInputError, StateConflict) as problem:
+            error, error_field, status = str(problem), problem.field, refusal_status(problem)
         else:
             flash(f"Data folder {name} registered and checked.")
             return redirect(url_for("views.data_folders"))
@@ -398,4 +399,4 @@ def data_folders() -> Any:
         folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json") for f in queries.list_data_folders(session)]
     roots = get_settings().data_root_paths
     return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
-                           form=request.form), (400 if error else 200)
+                           form=request.form), status

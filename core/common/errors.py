@@ -2,7 +2,8 @@
 
 `UserInputError` is bad input and names the field it is about as data (`error.field`), so the
 API and the forms place it without reading the message. `BrokerUnavailable` is not the user's
-fault: the job row was committed but its message could not be sent (the API answers 503)."""
+fault: the job row was committed but its message could not be sent (the API answers 503).
+`StateConflict` is a well-formed request that the current state refuses (the API answers 409)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ class UserInputError(OneLineError):
     `field` is the request or form field the error is about (`epochs`, `parent_id`, `grid`), or
     None when it is about a file, a row or the request as a whole. Anything else that escapes is
     a bug and keeps its traceback."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StateConflict(OneLineError):
+    """A well-formed request that the current state of what it acts on refuses: cancelling a finished job,
+    retrying one that has not failed, deleting a queued job, disabling the last admin, a name already taken.
+    Not bad input (the same request may succeed later, or did earlier): the API answers 409 with `field`
+    when there is one, the CLI prints the line and exits 2."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)

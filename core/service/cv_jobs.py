@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.service import jobs
 from core.engine.crossval import OOF_CSV, fold_params, plan_folds, summarize
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.common.text import check_printable
 from core.engine.params import parse_params
 from core.service.records import CrossValidation, EpochMetric, Job, utcnow
@@ -129,13 +129,13 @@ def create_ensemble_job(
     folds = fold_jobs(session, cv_id)
     unfinished = [f"fold {job.cv_fold} ({job.status})" for job in folds if job.status != "succeeded"]
     if unfinished:
-        raise UserInputError(f"cv_id: cross-validation {cv_id} is not finished: {', '.join(unfinished)}", field="cv_id")
+        raise StateConflict(f"cv_id: cross-validation {cv_id} is not finished: {', '.join(unfinished)}", field="cv_id")
     checkpoints = []
     for job in folds:
         try:
             checkpoints.append(str(jobs.job_checkpoint(session, job.id, "best")))
         except UserInputError:
-            raise UserInputError(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt on disk", field="cv_id") from None
+            raise StateConflict(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt on disk", field="cv_id") from None
     common = {"data_dir": cv.data_dir, "csv": split, "tta": tta}
     if kind == "predict":
         params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in

@@ -22,7 +22,7 @@ from core.service import audit
 from core.service.access import Actor, PermissionDenied, require_owner
 from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
-from core.common.errors import StorageError, UserInputError
+from core.common.errors import StateConflict, StorageError, UserInputError
 from core.service.jobs import MAX_ID, artifacts, get_job
 from core.service.records import CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, EpochMetric, Job, JobTag, Sweep, SweepTag, utcnow
 from core.service.run_dirs import job_run_dir
@@ -50,16 +50,16 @@ def _refuse_undeletable(session: Session, doomed: list[Job]) -> None:
     """A queued or running job, a cross-validation fold, or one whose checkpoints live jobs still need."""
     for job in doomed:
         if job.status in CANCELLABLE_STATUSES:
-            raise UserInputError(f"job {job.id} is {job.status}: cancel it first")
+            raise StateConflict(f"job {job.id} is {job.status}: cancel it first")
         if job.cv_id is not None and job.cv_fold is not None:
-            raise UserInputError(f"job {job.id} is fold {job.cv_fold} of cross-validation {job.cv_id}: a fold is kept "
-                                 "with its cross-validation (its summary, out-of-fold results and ensembles read it)")
+            raise StateConflict(f"job {job.id} is fold {job.cv_fold} of cross-validation {job.cv_id}: a fold is kept "
+                            "with its cross-validation (its summary, out-of-fold results and ensembles read it)")
     ids = [job.id for job in doomed]
     dependents = [job for job in session.scalars(select(Job).where(Job.status.in_(CANCELLABLE_STATUSES)).order_by(Job.id))
                   if job.id not in ids and _depends_on(job, doomed)]
     if dependents:
-        raise UserInputError(f"job {_ids(ids)}: queued or running job {_ids([j.id for j in dependents])} "
-                             "need its checkpoint; wait for them or cancel them first")
+        raise StateConflict(f"job {_ids(ids)}: queued or running job {_ids([j.id for j in dependents])} "
+                            "need its checkpoint; wait for them or cancel them first")
 
 
 def _depends_on(job: Job, doomed: list[Job]) -> bool:
@@ -124,7 +124,7 @@ def delete_sweep(session: Session, sweep_id: int, *, actor: Actor) -> Deletion:
     members = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id).with_for_update()))
     unfinished = [job.id for job in members if job.status in CANCELLABLE_STATUSES]
     if unfinished:
-        raise UserInputError(f"sweep {sweep_id}: job {_ids(unfinished)} still queued or running; cancel them first")
+        raise StateConflict(f"sweep {sweep_id}: job {_ids(unfinished)} still queued or running; cancel them first")
     for job in members:  # a member someone else submitted into it is theirs (an admin may still delete it)
         require_owner(actor, job.submitted_by, f"job {job.id} of sweep {sweep_id}")
     _refuse_undeletable(session, members)
@@ -200,7 +200,7 @@ def collect_garbage(older_than: timedelta, statuses: list[str], *, dry_run: bool
                     entry.bytes = job_bytes(session, job)
                 else:
                     entry.bytes = delete_job(session, job_id, actor=actor).freed_bytes
-        except (UserInputError, PermissionDenied, StorageError) as refusal:
+        except (UserInputError, StateConflict, PermissionDenied, StorageError) as refusal:
             entry.skipped = str(refusal)
         report.jobs.append(entry)
     return report

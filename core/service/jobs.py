@@ -21,7 +21,7 @@ from core.service import quotas
 from core.service import retention, webhooks
 from core.engine.data import read_split
 from core.service.sweep_stopping import MedianStopRule
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.service.job_options import JobOptions, check_tag
 from core.common.text import check_printable
 from core.engine.params import parse_params
@@ -689,7 +689,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
         )
         if asked.rowcount != 1:
             job = session.get(Job, job_id, populate_existing=True)
-            raise UserInputError(f"job {job_id} is already {job.status}; nothing to cancel")
+            raise StateConflict(f"job {job_id} is already {job.status}; nothing to cancel")
     return session.get(Job, job_id, populate_existing=True)
 
 
@@ -714,7 +714,7 @@ def retry_job(session: Session, job_id: int) -> Job:
     )
     if result.rowcount != 1:
         job = session.get(Job, job_id, populate_existing=True)
-        raise UserInputError(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
+        raise StateConflict(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
     return session.get(Job, job_id, populate_existing=True)
 
 

@@ -20,7 +20,7 @@ from werkzeug.security import generate_password_hash
 
 from core.service import audit
 from core.service.access import Actor, check_role, require_admin
-from core.common.errors import UserInputError
+from core.common.errors import StateConflict, UserInputError
 from core.service.records import ApiToken, LoginSession, User, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$")
@@ -83,7 +83,7 @@ def add_user(session: Session, actor: Actor, username: str, role: str, password:
     made = None if password is not None else Secret(generated_password())
     check_password(password if password is not None else made.value)  # type: ignore[union-attr]
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise UserInputError(f"username: {username!r} is taken", field="username")
+        raise StateConflict(f"username: {username!r} is taken", field="username")
     user = User(username=username, password_hash=generate_password_hash(password or made.value),  # type: ignore[union-attr]
                 created_at=utcnow(), role=role, disabled=False)
     session.add(user)
@@ -99,7 +99,7 @@ def _refuse_losing_last_admin(session: Session, user: User, what: str) -> None:
     others = session.scalar(select(func.count(User.id)).where(User.role == "admin", User.disabled.is_(False),
                                                              User.id != user.id))
     if not others:
-        raise UserInputError(f"user: {user.username} is the last enabled admin and cannot be {what}", field="user")
+        raise StateConflict(f"user: {user.username} is the last enabled admin and cannot be {what}", field="user")
 
 
 def set_disabled(session: Session, actor: Actor, user: User, disabled: bool) -> User:
