@@ -115,6 +115,33 @@ def test_state_conflicts_are_409_with_their_field_and_documented(api, client, fo
         assert "409" in document["paths"][path][method]["responses"], (path, method)
 
 
+def test_an_unknown_body_field_is_refused_naming_it_and_documented(client, folder_path):
+    """A typo in any JSON body is a 400 naming the field, not silently ignored; the document says so."""
+    params = {"data_dir": folder_path}
+    bodies = [("post", "/api/jobs", {"kind": "train", "params": params}),
+              ("post", "/api/sweeps", {"kind": "train", "base_params": params, "grid": {"lr": [0.001]}}),
+              ("post", "/api/cross-validations", {"params": params}),
+              ("post", "/api/cross-validations/1/ensemble", {"split": "final"}),
+              ("post", "/api/data-folders", {"path": folder_path}),
+              ("post", "/api/users", {"username": "zed"}),
+              ("patch", "/api/users/1", {"role": "admin"}),
+              ("post", "/api/tokens", {"name": "laptop"}),
+              ("post", "/api/webhooks", {"url": "https://example.org/hook"}),
+              ("patch", "/api/webhooks/1", {"enabled": True}),
+              ("patch", f"/api/jobs/{queued_job(folder_path)}", {"priority": "high"})]
+    for method, url, body in bodies:
+        response = getattr(client, method)(url, json={**body, "surprise": 1}, headers=AUTH)
+        assert response.status_code == 400, (url, response.json)
+        assert response.json == {"error": "surprise: Extra inputs are not permitted", "field": "surprise"}, url
+    assert client.get("/api/jobs", headers=AUTH).json["total"] == 1  # the queued job edited above, nothing new
+    document = client.get("/api/openapi.json").json
+    bodies = [op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+              for item in document["paths"].values() for op in item.values() if "requestBody" in op]
+    assert len(bodies) == 12  # every POST and PATCH with a body
+    for name in bodies:
+        assert document["components"]["schemas"][name]["additionalProperties"] is False, name
+
+
 def test_metrics_artifacts_and_download(api, folder_path):
     job_id = finished_train_job(folder_path)
     metrics = api.get(f"/api/jobs/{job_id}/metrics").json["epochs"]

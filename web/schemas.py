@@ -54,9 +54,10 @@ class Row(BaseModel):
 
 class JsonRequest(BaseModel):
     """A JSON request body: values are taken as the JSON types they are (`"folds": "3"` or
-    `"tta": "yes"` is a 400 naming the field), unlike query text, which is parsed."""
+    `"tta": "yes"` is a 400 naming the field), unlike query text, which is parsed. An unknown field
+    is refused, naming it: a typo must not be silently ignored (the document says additionalProperties: false)."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class JobSubmission(JsonRequest):
