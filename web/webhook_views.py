@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
 
 from core.service import webhooks
 from core.service.access import require_admin
@@ -41,25 +42,26 @@ def _existing(session: Any, webhook_id: int) -> Any:
 def webhook_list() -> Any:
     """The webhooks with their delivery counts, the workers reported lost, and the add form."""
     actor = _admin()
-    error, error_field = None, None
+    error, error_field, made, form = None, None, None, request.form
     if request.method == "POST":
         try:
             with get_sessionmaker().begin() as session:
                 webhook = webhooks.add(session, actor, request.form.get("url", ""), request.form.getlist("events"),
                                        request.form.get("secret", "").strip() or None)
-                webhook_id, secret = webhook.id, webhook.secret
+                made = {"id": webhook.id, "secret": webhook.secret}
         except UserInputError as problem:
             error, error_field = str(problem), problem.field
         else:
-            flash(f"Webhook {webhook_id} added. Its signing secret, shown this once: {secret}")
-            return redirect(url_for("webhooks.webhook_list"))
+            # The secret goes into this page only, as a new token does: a flash would carry it in the cookie.
+            flash(f"Webhook {made['id']} added.")
+            form = MultiDict()
     with get_sessionmaker().begin() as session:
         rows = [schemas.Webhook.model_validate(w).model_dump(mode="json") for w in webhooks.list_webhooks(session)]
         counts = webhooks.delivery_counts(session)
         lost = [{"hostname": w.hostname, "queues": w.queues, "last_seen": w.last_seen, "lost_at": w.lost_at}
                 for w in webhooks.lost_workers(session)]
     return render_template("webhooks.html", webhooks=rows, counts=counts, lost=lost, events=WEBHOOK_EVENTS,
-                           error=error, error_field=error_field, form=request.form), (400 if error else 200)
+                           error=error, error_field=error_field, form=form, made=made), (400 if error else 200)
 
 
 @bp.post("/<int:webhook_id>/enabled")
