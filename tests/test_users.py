@@ -131,30 +131,38 @@ def test_api_me_users_tokens_and_audit(client, app):
         response = getattr(client, method)(url, json=body, headers=viewer)
         assert response.status_code == 403 and response.json["error"].startswith("dora is a viewer: only admins may"), url
     assert client.delete(f"/api/tokens/{created.json['token']['id']}", headers=viewer).status_code == 404  # not hers
-    # Admin changes: role, disable (her token stops at once), reset password.
-    assert client.patch(f"/api/users/{dora}", json={"role": "member"}, headers=LEGACY).json["role"] == "member"
-    assert client.patch(f"/api/users/{dora}", json={"disabled": True}, headers=LEGACY).json["disabled"] is True
-    assert client.get("/api/me", headers=viewer).status_code == 401
-    assert client.patch(f"/api/users/{dora}", json={"disabled": False}, headers=LEGACY).status_code == 200
-    reset = client.post(f"/api/users/{dora}/reset-password", headers=LEGACY).json["password"]
-    assert login(app.test_client(), "dora", reset).status_code == 302
-    last_admin = client.patch("/api/users/1", json={"disabled": True}, headers=LEGACY)
-    assert (last_admin.status_code, last_admin.json["field"]) == (409, "user")
-    assert client.patch("/api/users/999", json={"role": "member"}, headers=LEGACY).status_code == 404
     # Her revocation of her own token takes effect on the next request.
     mine = client.get("/api/tokens", headers=viewer).json["tokens"][0]["id"]
     assert client.delete(f"/api/tokens/{mine}", headers=viewer).json["revoked_at"] is not None
     assert client.get("/api/me", headers=viewer).status_code == 401
+    # Admin changes: role, disable (her token stops at once), reset password (her tokens are revoked).
+    with get_sessionmaker().begin() as session:
+        _, again = users.create_token(session, cli_actor(), session.get(User, dora), "dora's again")
+    viewer = bearer(again.value)
+    assert client.patch(f"/api/users/{dora}", json={"role": "member"}, headers=LEGACY).json["role"] == "member"
+    assert client.patch(f"/api/users/{dora}", json={"disabled": True}, headers=LEGACY).json["disabled"] is True
+    assert client.get("/api/me", headers=viewer).status_code == 401
+    assert client.patch(f"/api/users/{dora}", json={"disabled": False}, headers=LEGACY).status_code == 200
+    assert client.get("/api/me", headers=viewer).status_code == 200
+    reset = client.post(f"/api/users/{dora}/reset-password", headers=LEGACY).json["password"]
+    assert login(app.test_client(), "dora", reset).status_code == 302
+    assert client.get("/api/me", headers=viewer).status_code == 401
+    with get_sessionmaker().begin() as session:
+        assert all(token.revoked_at is not None for token in users.list_tokens(session, dora))
+    last_admin = client.patch("/api/users/1", json={"disabled": True}, headers=LEGACY)
+    assert (last_admin.status_code, last_admin.json["field"]) == (409, "user")
+    assert client.patch("/api/users/999", json={"role": "member"}, headers=LEGACY).status_code == 404
     # A browser session reads but never writes through the API (CSRF).
     browser = app.test_client()
     assert login(browser, *WEB_ADMIN).status_code == 302
     assert browser.get("/api/me").json["username"] == WEB_ADMIN[0]
     assert browser.post("/api/tokens", json={"name": "x"}).status_code == 401
     page = client.get("/api/audit?per_page=3", headers=LEGACY).json
-    assert page["total"] == 9 and [e["action"] for e in page["entries"]] == ["token.revoke", "user.reset_password",
-                                                                             "user.enable"]
+    assert page["total"] == 10 and [e["action"] for e in page["entries"]] == ["user.reset_password", "user.enable",
+                                                                              "user.disable"]
+    assert page["entries"][0]["detail"] == {"username": "dora", "tokens_revoked": 1}
     actions = [e["action"] for e in client.get("/api/audit?page=2&per_page=5", headers=LEGACY).json["entries"]]
-    assert actions == ["token.create", "token.create", "user.add", "user.add"]
+    assert actions == ["token.revoke", "token.create", "token.create", "user.add", "user.add"]
     assert client.get("/api/audit?page=0", headers=LEGACY).json["field"] == "page"
 
 

@@ -71,7 +71,7 @@ def update_user(user_id: int) -> Any:
 @operation(bp, "post", "/users/<int:user_id>/reset-password", operation_id="resetUserPassword", tag="users",
            responses={200: schemas.PasswordReset}, errors=(403, 404))
 def reset_password(user_id: int) -> Any:
-    """Give a user a new generated password, answered once; their sessions end (admin)"""
+    """Give a user a new generated password, answered once; their sessions end and their API tokens are revoked (admin)"""
     actor = current_actor()
     require_admin(actor, "reset passwords")
     with get_sessionmaker().begin() as session:

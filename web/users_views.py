@@ -97,7 +97,7 @@ def enable(user_id: int) -> Any:
 @bp.post("/admin/users/<int:user_id>/reset-password")
 @login_required
 def reset_password(user_id: int) -> Any:
-    return _change_user(user_id, user_service.reset_password, "New password for {name}; their sessions ended.")
+    return _change_user(user_id, user_service.reset_password, "New password for {name}; their sessions ended and their API tokens were revoked.")
 
 
 # --- tokens -------------------------------------------------------------------------------------

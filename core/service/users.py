@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
@@ -129,12 +129,16 @@ def set_role(session: Session, actor: Actor, user: User, role: str) -> User:
 
 
 def reset_password(session: Session, actor: Actor, user: User) -> Secret:
-    """A new generated password (shown once); the user's sessions end."""
+    """A new generated password (shown once); the user's sessions end and their API tokens are revoked:
+    whoever knew the old password could have made tokens with it, and a token outlives no reset."""
     require_admin(actor, "reset passwords")
     made = Secret(generated_password())
     user.password_hash = generate_password_hash(made.value)
     end_user_sessions(session, user.id)
-    audit.record(session, actor, "user.reset_password", "user", user.id, {"username": user.username})
+    revoked = session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                              .values(revoked_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+    audit.record(session, actor, "user.reset_password", "user", user.id,
+                 {"username": user.username, "tokens_revoked": revoked})
     return made
 
 

@@ -102,11 +102,12 @@ def set_role(name: str, role: str) -> None:
 @users.command(name="reset-password", cls=UserCommand)
 @click.argument("name")
 def reset_password(name: str) -> None:
-    """Give a user a new generated password (printed once); their sessions end."""
+    """Give a user a new generated password (printed once); their sessions end and their API tokens are revoked."""
     from core.service.users import reset_password as reset
 
     made = _change(name, lambda session, user: reset(session, cli_actor(), user))
-    click.echo(f"user {name}: new password: {made.value}  (shown once)")
+    click.echo(f"user {name}: new password: {made.value}  (shown once; their sessions ended and their API tokens "
+               "were revoked)")
 
 
 @click.group()
