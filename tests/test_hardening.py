@@ -411,6 +411,36 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
         use_settings(monkeypatch)
 
 
+def test_registration_reads_no_file_through_a_link_out_of_the_data_roots(client, tmp_path: Path) -> None:
+    """A folder whose image leads out of DATA_ROOTS, directly or inside a folder that a link within the roots
+    leads to, is refused before the check decodes anything: one line naming the file, field path."""
+    import shutil
+
+    from tests.conftest import WEB_API_TOKEN
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    folder, link = linked_out_folder(data, outside)
+    response = client.post("/api/data-folders", headers=auth, json={"path": str(folder), "name": "lab"})
+    assert (response.status_code, response.json) == (400, {"field": "path", "error": (
+        f"path: {link} is a symlink to {outside / 'secret.bmp'}, outside DATA_ROOTS; jobs submitted from the web "
+        "read only files inside the data roots")})
+
+    # Through a folder inside the roots: lab2/new_dataset -> data/shared, whose first image links out.
+    lab2 = data / "lab2"
+    shutil.copytree(folder, lab2, symlinks=True, ignore=shutil.ignore_patterns("new_dataset"))
+    shutil.move(folder / "new_dataset", data / "shared")
+    (lab2 / "new_dataset").symlink_to(data / "shared")
+    response = client.post("/api/data-folders", headers=auth, json={"path": str(lab2), "name": "lab2"})
+    assert response.status_code == 400 and response.json["error"] == (
+        f"path: {lab2 / 'new_dataset' / 'train' / '0.bmp'} is a symlink to {outside / 'secret.bmp'}, outside "
+        "DATA_ROOTS; jobs submitted from the web read only files inside the data roots"), response.json
+    with get_sessionmaker().begin() as session:
+        from core.service.records import DataFolder
+
+        assert session.scalars(select(DataFolder)).all() == []
+
+
 def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path) -> None:
     from core.service.records import Job
     from tests.conftest import WEB_API_TOKEN

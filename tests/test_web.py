@@ -104,6 +104,10 @@ def test_data_folder_registration_only_under_roots(user, tmp_path, folder):
         assert response.status_code == 400 and message in html, path
         assert 'class="field grow has-error"' in html and 'class="field has-error"' not in html, path  # the error's field
     response = user.post("/data-folders", data={"path": str(tmp_path / "data"), "name": "synth", "csrf_token": token})
+    assert response.status_code == 400 and "path: " + str(tmp_path / "data" / "sneaky") + " is a symlink to" in (
+        response.get_data(as_text=True))  # the data root holds a link out: registration reads nothing through it
+    (tmp_path / "data" / "sneaky").unlink()
+    response = user.post("/data-folders", data={"path": str(tmp_path / "data"), "name": "synth", "csrf_token": token})
     html = response.get_data(as_text=True)
     assert response.status_code == 409 and "name: a data folder named" in html
     assert 'class="field has-error"' in html and 'class="field grow has-error"' not in html
