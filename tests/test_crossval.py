@@ -221,3 +221,29 @@ def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) 
     assert response.status_code == 302, response.get_data(as_text=True)
     second = client.get(response.location).get_data(as_text=True)
     assert "4 subject-grouped folds (seed 0)" in second and second.count("badge-queued") == 4
+
+
+def test_a_cross_validation_the_folder_cannot_split_is_refused_at_submit(client, folder_path) -> None:
+    """Every fold job would fail: refused at submit in one line naming the field, and nothing is queued."""
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import add_patients
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    params = {"data_dir": folder_path, "epochs": 1, "image_size": 32, "device": "cpu"}
+
+    def submit(folds: int):
+        return client.post("/api/cross-validations", json={"params": params, "folds": folds}, headers=auth)
+
+    first = next(csv.DictReader((Path(folder_path) / "train.csv").open()))["Path"]
+    assert submit(20).json == {"field": "data_dir", "error": (  # synthetic file names name no patient
+        f"data_dir: train.csv row 1: no subject for {first} (subject-grouped folds needs the patient of every "
+        "image: a patient column, or C-NMC file names)")}
+    add_patients(Path(folder_path), {1: ["A", "B", "C"], 0: ["H1"]})
+    assert submit(20).json == {"field": "folds", "error": "folds: 4 subjects are too few for 20 subject-grouped folds"}
+    # Four subjects, and yet the one normal subject shares fold 0: fold 3 would be empty.
+    response = submit(4)
+    assert (response.status_code, response.json) == (400, {
+        "field": "folds", "error": "folds: the 4 subjects leave fold 3 of 4 subject-grouped folds empty; ask for fewer folds"})
+    assert client.get("/api/jobs", headers=auth).json["total"] == 0
+    assert submit(2).status_code == 201
+    assert client.get("/api/jobs", headers=auth).json["total"] == 2

@@ -444,10 +444,11 @@ def test_registration_reads_no_file_through_a_link_out_of_the_data_roots(client,
 def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path) -> None:
     from core.service.records import Job
     from tests.conftest import WEB_API_TOKEN
-    from tests.web_helpers import synthetic_folder
+    from tests.web_helpers import add_patients, synthetic_folder
 
     auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
     folder = str(synthetic_folder(tmp_path / "data"))
+    add_patients(Path(folder), {0: ["H1", "H2"], 1: ["A1", "A2"]})  # a cross-validation groups its folds by subject
     assert client.post("/api/data-folders", headers=auth, json={"path": folder, "name": "synth"}).status_code == 201
     params = {"data_dir": folder, "epochs": 1, "image_size": 32}
     submits = [("/api/jobs", {"kind": "train", "params": params}),

@@ -43,6 +43,24 @@ def synthetic_folder(root: Path, name: str = "synth") -> Path:
     return folder
 
 
+def add_patients(folder: Path, patient_of_label: dict[int, list[str]]) -> None:
+    """Give a lab folder's train.csv and valid.csv a patient column: the rows of each label take that label's
+    patients in turn (a subject has one class, as in C-NMC)."""
+    import csv
+
+    for name in ("train.csv", "valid.csv"):
+        with (folder / name).open(newline="") as handle:
+            header, *rows = list(csv.reader(handle))
+        turns = {label: 0 for label in patient_of_label}
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*header, "patient"])
+            for row in rows:
+                label = int(row[header.index("label")])
+                writer.writerow([*row, patient_of_label[label][turns[label] % len(patient_of_label[label])]])
+                turns[label] += 1
+
+
 def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75) -> int:
     """A train job taken through the real job service: claimed, two epochs recorded, files recorded, succeeded."""
     artifacts_dir = get_settings().resolved_artifacts_dir

@@ -21,7 +21,7 @@ from core.common.errors import UserInputError
 from core.engine.metrics import classification_metrics, subject_table
 from core.engine.release import find_release
 from core.engine.run_folder import resolve_checkpoint
-from core.engine.splits import release_folds_disjoint, training_splits
+from core.engine.splits import release_folds_disjoint, require_subject_folds, training_splits
 
 OOF_CSV = "oof.csv"  # a fold's out-of-fold predictions: ID, subject, label, prob_1, fold
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1")
@@ -70,6 +70,7 @@ def plan_folds(data_dir: Path | str, folds: int | None, seed: int, *, release_fo
     elif release_folds:
         raise UserInputError(f"folds: {folder} has no release folds (training_data/fold_N) to use", field="folds")
     k = folds or DEFAULT_FOLDS
+    require_subject_folds(folder, k, seed)
     plans = [
         FoldPlan(i, f"kfold:{k}:" + ",".join(str(n) for n in range(k) if n != i), f"kfold:{k}:{i}") for i in range(k)
     ]

@@ -184,7 +184,8 @@ def _numbers(text: str) -> list[int]:
 def _subjects_known(samples: list[Sample], why: str) -> None:
     for sample in samples:
         if sample.subject is None:
-            raise UserInputError(f"{sample.source}: no subject for {sample.id} ({why} needs the patient of every image)")
+            raise UserInputError(f"data_dir: {sample.source}: no subject for {sample.id} ({why} needs the patient of "
+                                 "every image: a patient column, or C-NMC file names)", field="data_dir")
 
 
 def choose_subjects(samples: list[Sample], share: float, seed: int) -> set[str]:
@@ -220,6 +221,18 @@ def kfold_groups(samples: list[Sample], k: int, seed: int) -> dict[str, int]:
             groups[subject] = fold
             counts[fold] += images[subject]
     return groups
+
+
+def require_subject_folds(data_dir: Path | str, k: int, seed: int) -> None:
+    """Refuse at submit a folder whose training images cannot make k subject-grouped folds (kfold:K:N, as
+    each fold job will read them): an image without a subject, fewer subjects than folds, or a fold left
+    empty. Otherwise every fold job would fail the same way."""
+    folder = data_folder(data_dir)
+    groups = kfold_groups(_training_pool(folder, find_release(folder)), k, seed)
+    empty = sorted(set(range(k)) - set(groups.values()))
+    if empty:
+        raise UserInputError(f"folds: the {len(groups)} subjects leave fold {empty[0]} of {k} subject-grouped folds "
+                             "empty; ask for fewer folds", field="folds")
 
 
 def kfold_samples(pool: list[Sample], k: int, folds: list[int], seed: int) -> list[Sample]:
