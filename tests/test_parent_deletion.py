@@ -38,9 +38,9 @@ def wait_until_waiting_on_a_lock(seconds: float = 20) -> None:
     raise TimeoutError("the other request never waited on a lock")
 
 
-def refusal(response) -> dict:
-    """A refusal answers its one line (and field), never a 500."""
-    assert response.status_code in (400, 409), (response.status_code, response.get_data(as_text=True))
+def refusal(response, status: int) -> dict:
+    """A refusal answers its one line (and field) with its status (400 bad input, 409 the state), never a 500."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
     assert "\n" not in response.json["error"]
     return response.json
 
@@ -55,7 +55,7 @@ def test_a_delete_racing_a_finetune_submit_answers_one_line(app, folder_path):
             child = jobs.create_job(session, "finetune", {**FINETUNE, "data_dir": folder_path}, parent_id=parent).id
             answer = other.submit(app.test_client().delete, f"/api/jobs/{parent}", headers=ADMIN)
             wait_until_waiting_on_a_lock()
-        assert refusal(answer.result(timeout=60))["error"] == (
+        assert refusal(answer.result(timeout=60), 409)["error"] == (
             f"job {parent}: queued or running job {child} need its checkpoint; wait for them or cancel them first")
         with get_sessionmaker().begin() as session:
             assert jobs.get_job(session, child).parent_id == parent
@@ -68,7 +68,7 @@ def test_a_delete_racing_a_finetune_submit_answers_one_line(app, folder_path):
             answer = other.submit(app.test_client().post, "/api/jobs", headers=ADMIN, json={
                 "kind": "finetune", "params": {**FINETUNE, "data_dir": folder_path}, "parent_id": parent})
             wait_until_waiting_on_a_lock()
-        assert refusal(answer.result(timeout=60)) == {"error": f"parent: job {parent} not found", "field": "parent_id"}
+        assert refusal(answer.result(timeout=60), 400) == {"error": f"parent: job {parent} not found", "field": "parent_id"}
     with get_sessionmaker().begin() as session:
         assert jobs.list_jobs(session)[1] == 1  # the cancelled child only: the refused submit left no row
 
@@ -81,7 +81,7 @@ def test_a_child_of_a_deleted_parent_is_refused_a_retry(client, folder_path):
         jobs.claim_job(session, child, owner="test-worker", host="test-host")
         jobs.finish_job(session, child, "test-worker", "failed", "out of memory")
     assert client.delete(f"/api/jobs/{parent}", headers=ADMIN).status_code == 200  # a finished child keeps its results
-    assert refusal(client.post(f"/api/jobs/{child}/retry", headers=ADMIN))["error"] == (
+    assert refusal(client.post(f"/api/jobs/{child}/retry", headers=ADMIN), 409)["error"] == (
         f"job {child}: its parent job was deleted, so there is no model to finetune; "
         "submit a new finetune job from another model")
     assert client.get(f"/api/jobs/{child}", headers=ADMIN).json["status"] == "failed"
