@@ -7,6 +7,8 @@ import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from core.service.settings import persisted_secret
 
 
@@ -49,3 +51,56 @@ def test_the_embedded_sqlite_files_are_private_like_the_secrets(isolated_home):
     finally:
         os.umask(umask)
         reset_engines()
+
+
+# --- secrets from files (issue 20: compose passes secrets as files, not environment variables) ---
+
+
+@pytest.fixture()
+def clean_settings(monkeypatch):
+    from core.service.settings import SECRET_FILE_SETTINGS, get_settings
+
+    for name in SECRET_FILE_SETTINGS:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
+    get_settings.cache_clear()
+    yield get_settings
+    get_settings.cache_clear()
+
+
+def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path, monkeypatch, clean_settings):
+    from sqlalchemy.engine import make_url
+
+    (tmp_path / "api_token").write_text("token-from-a-file\n")
+    (tmp_path / "postgres_password").write_text("p@ss:word/with%odd chars\n")
+    monkeypatch.setenv("API_TOKEN_FILE", str(tmp_path / "api_token"))
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://leukemia@postgres:5432/leukemia")
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "postgres_password"))
+    settings = clean_settings()
+    assert settings.api_token == "token-from-a-file"
+    url = make_url(settings.resolved_database_url)  # the password goes into the URL escaped, whatever it holds
+    assert (url.username, url.password, url.host, url.database) == ("leukemia", "p@ss:word/with%odd chars", "postgres", "leukemia")
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"API_TOKEN": "x", "API_TOKEN_FILE": "{tmp}/token"}, "API_TOKEN and API_TOKEN_FILE are both set: keep one"),
+    ({"API_TOKEN_FILE": "{tmp}/missing"}, "API_TOKEN_FILE: cannot read {tmp}/missing: No such file or directory"),
+    ({"METRICS_TOKEN_FILE": "{tmp}/empty"}, "METRICS_TOKEN_FILE: {tmp}/empty is empty"),
+    ({"DATABASE_PASSWORD": "pw"}, "DATABASE_PASSWORD: Value error, only for a database server"),
+    ({"DATABASE_URL": "postgresql+psycopg://u:inline@h/d", "DATABASE_PASSWORD_FILE": "{tmp}/token"},
+     "DATABASE_PASSWORD: Value error, DATABASE_URL carries a password already"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: Value error, 'xml' is not one of text, json"),
+])  # fmt: skip
+def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, monkeypatch, clean_settings, environment, message):
+    from click.testing import CliRunner
+
+    from leukemia.cli import main as leukemia_cli
+
+    (tmp_path / "token").write_text("t\n")
+    (tmp_path / "empty").write_text("\n")
+    monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    result = CliRunner().invoke(leukemia_cli, ["jobs"])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, (result.output, result.exception)
+    assert message.format(tmp=tmp_path) in result.stderr, result.stderr

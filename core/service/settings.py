@@ -3,11 +3,15 @@ LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded defaul
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from core.common.atomic import create_once
 from core.common.errors import UserInputError
@@ -18,12 +22,17 @@ class Settings(EngineSettings):
     """The service's settings: the engine's (core.engine.settings) and the job service's."""
 
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite in LEUKEMIA_HOME.")
+    database_password: str = Field(
+        "", description="Password for DATABASE_URL's user, kept out of the URL (compose: DATABASE_PASSWORD_FILE, a secret file)."
+    )
     broker_url: str = Field("", description="Celery broker; default: embedded (kombu SQLAlchemy transport over SQLite).")
     artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
     api_token: str = Field("", description="Bearer token for the JSON API.")
     secret_key: str = Field("", description="Flask session signing key.")
     admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
     admin_password: str = Field("", description="Its password; unset: a generated one for a first 'admin', shown once.")
+    metrics_token: str = Field("", description="Bearer token Prometheus sends to GET /metrics and to the workers' exporters.")
+    log_format: str = Field("text", description="Log lines as `text`, or `json`: one object per line with the job or request id.")
     session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
     worker_name: str = Field(
         "", validation_alias="LEUKEMIA_WORKER_NAME",
@@ -51,6 +60,31 @@ class Settings(EngineSettings):
     webhook_max_attempts: int = Field(8, ge=1, description="Attempts of a webhook delivery before it is marked failed.")
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a webhook receiver may take to answer before the attempt counts as failed.")
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings, file_secret_settings
+
+    @field_validator("database_password")
+    @classmethod
+    def _password_for_a_server(cls, value: str, info: ValidationInfo) -> str:
+        from sqlalchemy.engine import make_url
+
+        url = info.data.get("database_url") or ""
+        if value and (not url or url.startswith("sqlite")):
+            raise ValueError("only for a database server: DATABASE_URL must name one (postgresql+psycopg://user@host/db)")
+        if value and make_url(url).password is not None:
+            raise ValueError("DATABASE_URL carries a password already: keep one of the two")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value.strip().lower() not in LOG_FORMATS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+        return value.strip().lower()
+
     @field_validator("retention")
     @classmethod
     def _retention(cls, value: str) -> str:
@@ -60,6 +94,10 @@ class Settings(EngineSettings):
 
     @property
     def resolved_database_url(self) -> str:
+        if self.database_password:  # checked above: a server URL without a password of its own
+            from sqlalchemy.engine import make_url
+
+            return make_url(self.database_url).set(password=self.database_password).render_as_string(hide_password=False)
         return self.database_url or f"sqlite:///{self.leukemia_home / 'leukemia.db'}"
 
     @property
@@ -71,6 +109,40 @@ class Settings(EngineSettings):
         return self.artifacts_dir or self.leukemia_home / "artifacts"
 
 
+LOG_FORMATS = ("text", "json")
+# Settings that may come from a file, `<NAME>_FILE=/path` (compose `secrets:`, the official
+# postgres image's convention): secrets, and the URLs that may hold one.
+SECRET_FILE_SETTINGS = ("database_url", "database_password", "broker_url", "api_token", "secret_key", "admin_password",
+                        "metrics_token")
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """`API_TOKEN_FILE=/run/secrets/api_token` sets API_TOKEN to that file's content (surrounding
+    whitespace removed), so a secret need not be an environment variable that `docker inspect`,
+    /proc and crash reports show. Setting both NAME and NAME_FILE, an unreadable or an empty file
+    is one line naming the variable."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.read(field_name), field_name, False
+
+    def read(self, field_name: str) -> str | None:
+        variable = field_name.upper()
+        path = os.environ.get(f"{variable}_FILE", "")
+        if not path:
+            return None
+        if os.environ.get(variable):
+            raise UserInputError(f"{variable} and {variable}_FILE are both set: keep one")
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserInputError(f"{variable}_FILE: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        if not value:
+            raise UserInputError(f"{variable}_FILE: {path} is empty")
+        return value
+
+    def __call__(self) -> dict[str, Any]:
+        values = {name: self.read(name) for name in SECRET_FILE_SETTINGS if name in self.settings_cls.model_fields}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @lru_cache(maxsize=1)
