@@ -89,3 +89,31 @@ def test_health_fails_and_writes_are_refused_once_the_database_is_gone(backend, 
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (result.output, result.exception)
     assert len(lines) == 1 and lines[0].startswith("error: database unavailable: "), result.stderr
     assert not list(home.glob("leukemia.db*"))  # nobody made an empty database in its place
+
+
+def test_health_and_refusals_name_no_host_user_or_database(backend, caplog) -> None:
+    """Issue 20: anyone may ask /api/health, and an unauthenticated request also reaches the database (to
+    check its token): neither answer may tell them where the database is or who it logs in as."""
+    from sqlalchemy.engine import make_url
+
+    from core.service.settings import get_settings
+
+    client, vanish, home = backend
+    url = make_url(get_settings().resolved_database_url)
+    secrets_of_the_connection = [str(home), "leukemia.db"] if url.get_backend_name() == "sqlite" else [
+        url.host, url.username, url.database, str(url.port), "postgresql"]
+    healthy = client.get("/api/health")
+    assert healthy.status_code == 200 and healthy.json == {"status": "ok", "database": "reachable"}
+
+    vanish()
+
+    answers = [client.get("/api/health"), client.get("/api/jobs", headers=AUTH),
+               client.get("/api/jobs", headers={"Authorization": "Bearer lk_a-guessed-user-token"})]
+    for answer in answers:
+        text = answer.get_data(as_text=True)
+        assert answer.status_code == 503 and "database unavailable" in text, text
+        assert not [secret for secret in secrets_of_the_connection if secret in text], text
+    assert answers[0].json == {"status": "unavailable",
+                               "database": "database unavailable: the service cannot use its database now (the web's log says why)"}
+    # The operator still learns why, from the log.
+    assert any(url.database in record.getMessage() for record in caplog.records if record.name == "leukemia.web")

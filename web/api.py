@@ -18,7 +18,7 @@ from core.service.db import check_database, get_sessionmaker
 from core.service.disk import disk_summary
 from core.common.errors import DatabaseUnavailable, UserInputError
 from core.service.settings import get_settings
-from web import queries, results, schemas
+from web import errors, queries, results, schemas
 from web.auth import bearer_token_valid, current_actor
 from web.downloads import send_artifact
 from web.inputs import csv_name_problem, json_body, query_model
@@ -75,8 +75,8 @@ def health() -> Any:
     """Is the database reachable? (for compose healthchecks)"""
     try:
         check_database()
-    except DatabaseUnavailable as error:  # gone, dropped, unreachable or without tables: the reason is reported
-        return answer(schemas.Health(status="unavailable", database=str(error)), 503)
+    except DatabaseUnavailable as error:  # gone, dropped, unreachable or without tables: the reason is logged
+        return answer(schemas.Health(status="unavailable", database=errors.database_unavailable_line(error)), 503)
     return answer(schemas.Health(status="ok", database="reachable"))
 
 

@@ -6,6 +6,8 @@ short HTML page. The field comes from the error itself (UserInputError.field), n
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -14,6 +16,9 @@ from sqlalchemy.exc import OperationalError
 
 from core.service.access import PermissionDenied
 from core.common.errors import BrokerUnavailable, DatabaseUnavailable, StateConflict, StorageError, UserInputError
+
+log = logging.getLogger("leukemia.web")
+DATABASE_UNAVAILABLE = "database unavailable: the service cannot use its database now (the web's log says why)"
 
 
 def wants_json() -> bool:
@@ -59,11 +64,18 @@ def handle_storage_error(error: StorageError):  # type: ignore[no-untyped-def]
     return error_response(503, str(error))
 
 
-def handle_database_unavailable(error: Exception):  # type: ignore[no-untyped-def]
-    """The database cannot serve (gone, dropped, unreachable): nothing was read or written."""
+def database_unavailable_line(error: Exception) -> str:
+    """What anyone may be told when the database cannot serve: the reason names its host, user and
+    database (or file), so that goes to the log for the operator, and the answer stays generic."""
     from core.service.db import database_unavailable
 
-    return error_response(503, str(database_unavailable(error)))
+    log.warning("%s", database_unavailable(error))
+    return DATABASE_UNAVAILABLE
+
+
+def handle_database_unavailable(error: Exception):  # type: ignore[no-untyped-def]
+    """The database cannot serve (gone, dropped, unreachable): nothing was read or written."""
+    return error_response(503, database_unavailable_line(error))
 
 
 def handle_csrf(error: CSRFError):  # type: ignore[no-untyped-def]
