@@ -6,12 +6,12 @@ secrets come from the explicit steps in web.auth (`leukemia migrate`, `leukemia 
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask
 
+from core.service.logs import configure_logging
 from core.service.settings import get_settings
 
 MAX_REQUEST_BYTES = 1 * 1024 * 1024  # forms and JSON bodies only; no uploads
@@ -44,11 +44,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(_default_config())
     if test_config:
         app.config.from_mapping(test_config)
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()  # LOG_FORMAT: text, or one JSON object per line
 
-    from web import (api, auth, cv_views, errors, request_json, security, users_views, views,  # noqa: F401
+    from web import (api, auth, cv_views, errors, request_ids, request_json, security, users_views, views,  # noqa: F401
                      webhook_api, webhook_views)
 
+    request_ids.init_app(app)
     auth.init_app(app)
     security.init_app(app)
     errors.init_app(app)

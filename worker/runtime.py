@@ -9,10 +9,11 @@ import logging
 import os
 import threading
 
-from celery.signals import worker_shutting_down
+from celery.signals import setup_logging, worker_shutting_down
 
 from core.service import jobs, webhooks
 from core.service.db import get_sessionmaker, upgrade_database
+from core.service.logs import configure_logging
 from core.service.settings import get_settings
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
@@ -73,6 +74,12 @@ class WebhookSender(threading.Thread):
             except Exception:  # the database may be briefly away; the deliveries wait in their table
                 log.exception("webhook delivery pass failed")
             self.done.wait(self.POLL_SECONDS)
+
+
+@setup_logging.connect
+def _configure_logging(loglevel: int | str = logging.INFO, **_: object) -> None:
+    """Celery leaves the logging to us (a receiver of this signal): LOG_FORMAT's lines, as the web's."""
+    configure_logging(loglevel or logging.INFO)
 
 
 @worker_shutting_down.connect

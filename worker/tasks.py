@@ -7,6 +7,7 @@ The worker process stays healthy either way and takes the next job."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -34,6 +35,7 @@ from core.engine.progress import (
 from core.service.records import PRIORITY_NAMES, Job
 from core.engine.run_folder import claim_run_dir
 from core.service.run_dirs import job_run_dir
+from core.service.logs import log_context
 from core.service.settings import get_settings
 from worker.dispatch import send_job
 
@@ -83,9 +85,10 @@ def run_job(job_id: int) -> None:
         spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
                        job.origin, job.cv_fold)  # fmt: skip
         priority = PRIORITY_NAMES.get(job.priority, str(job.priority))
-    log.info("job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)", spec.id, spec.kind, owner,
-             spec.attempts, priority, job_id)  # fmt: skip
-    JobRun(spec, owner).execute()
+    with log_context(job_id=spec.id):  # every line logged for this job carries its id (core.service.logs)
+        log.info("job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)", spec.id, spec.kind, owner,
+                 spec.attempts, priority, job_id)  # fmt: skip
+        JobRun(spec, owner).execute()
 
 
 class LogTail(logging.Handler):
@@ -171,8 +174,12 @@ class Heartbeat(threading.Thread):
         self.job_id, self.owner, self.observer, self.tail = job_id, owner, observer, tail
         self.done = threading.Event()
         self.reason: str | None = None  # "cancel" or "lease lost" once the job must stop
+        self.log_context = contextvars.copy_context()  # the job's: its lines carry the job id
 
     def run(self) -> None:
+        self.log_context.run(self.beat_until_done)
+
+    def beat_until_done(self) -> None:
         interval = get_settings().heartbeat_seconds
         while not self.done.wait(interval):
             try:

@@ -1,0 +1,97 @@
+"""The service's log lines: plain text, or one JSON object per line (LOG_FORMAT=json) for a log
+collector, each carrying the context it was logged in (the job a worker runs, the web request).
+
+The context is a contextvar, so it follows the code that logs, not the thread that happens to be
+free: a worker enters `log_context(job_id=...)` around a job and the job's own threads copy it
+(worker.tasks), the web enters `log_context(request_id=...)` around a request (web.request_ids).
+Stdlib logging only: the formatter is twenty lines, and every library's log lines come through it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from core.service.settings import get_settings
+
+_context: ContextVar[dict[str, Any]] = ContextVar("leukemia_log_context")  # each value a new dict, never changed
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(context)s%(message)s"
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Every line logged inside carries these fields (nested contexts add to the outer one)."""
+    token = push_log_context(**fields)
+    try:
+        yield
+    finally:
+        pop_log_context(token)
+
+
+def push_log_context(**fields: Any) -> Token[dict[str, Any]]:
+    """log_context's entry, for a framework that enters and leaves in two hooks (a web request)."""
+    return _context.set({**_context.get({}), **fields})
+
+
+def pop_log_context(token: Token[dict[str, Any]]) -> None:
+    """Back to the context push_log_context found."""
+    _context.reset(token)
+
+
+def context_fields() -> dict[str, Any]:
+    """The fields of the context this line is logged in."""
+    return _context.get({})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the context's fields,
+    and the traceback of an exception as one string (a log collector keeps it with its line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **context_fields(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: [job_id=7] message`: the context's fields in front of the message."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = context_fields()
+        record.context = "".join(f"[{name}={value}] " for name, value in fields.items())
+        return super().format(record)
+
+
+class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler configure_logging puts on the root logger (found again by its class)."""
+
+
+def configure_logging(level: int | str = logging.INFO, stream: Any = None) -> logging.Handler:
+    """The root logger writes to stderr (or stream) in the LOG_FORMAT the settings ask for.
+
+    Replaces the handler an earlier call installed and leaves any other handler alone (a test's
+    log capture, a supervisor's file)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, ServiceLogHandler)]:
+        root.removeHandler(handler)
+    handler = ServiceLogHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if get_settings().log_format == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,100 @@
+"""Issue 20, item 3: LOG_FORMAT=json gives one JSON object per line, and each line carries what it was
+logged for: the job id on a worker's lines while it runs a job, the request id on the web's lines
+while it handles a request (the caller's X-Request-ID when plausible, returned in the answer)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+
+import pytest
+
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.service.records import Job
+from core.service.settings import get_settings
+from tests.conftest import WEB_API_TOKEN
+from tests.web_helpers import TRAIN, synthetic_folder
+
+AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+
+
+@pytest.fixture()
+def json_logs(monkeypatch):
+    """LOG_FORMAT=json, the service's handler writing into a buffer; yields a reader of its lines as dicts."""
+    from core.service.logs import configure_logging
+
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    get_settings.cache_clear()
+    buffer = io.StringIO()
+    handler = configure_logging(stream=buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    logging.getLogger().removeHandler(handler)
+    get_settings.cache_clear()
+
+
+def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_logs):
+    from worker.tasks import run_job
+
+    folder = str(synthetic_folder(tmp_path / "data"))
+    with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; run here as a worker would
+        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"},
+                                 queue="logged").id  # fmt: skip
+    logging.getLogger("leukemia.test").info("before the job")
+    run_job(job_id)
+    logging.getLogger("leukemia.test").info("after the job")
+
+    with get_sessionmaker().begin() as session:
+        assert session.get(Job, job_id).status == "succeeded"
+    lines = json_logs()
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]) for line in lines)
+    start = next(i for i, line in enumerate(lines) if line["message"].startswith(f"job {job_id} (train) claimed"))
+    end = next(i for i, line in enumerate(lines) if line["message"] == f"job {job_id} succeeded")
+    during = lines[start:end + 1]
+    assert any(line["logger"] == "leukemia.worker" and "epoch 1" in line["message"] for line in during)
+    assert [line for line in during if line.get("job_id") != job_id] == []
+    assert [line.get("job_id") for line in lines if line["logger"] == "leukemia.test"] == [None, None]  # only the job's
+
+
+def test_a_requests_lines_carry_its_request_id(app, client, json_logs):
+    @app.get("/api/boom")
+    def boom():
+        raise RuntimeError("bug")
+
+    response = client.get("/api/boom", headers={**AUTH, "X-Request-ID": "req-42.a:b"})
+    assert response.status_code == 500 and response.headers["X-Request-ID"] == "req-42.a:b"
+    mine = [line for line in json_logs() if line.get("request_id") == "req-42.a:b"]
+    assert [line["logger"] for line in mine] == ["web", "leukemia.web.access"]  # the view's error, the access line
+    assert "RuntimeError: bug" in mine[0]["exception"]
+    assert re.fullmatch(r"GET /api/boom 500 \d+ ms", mine[1]["message"]), mine[1]
+
+    generated = set()
+    for implausible in ("a forged; line", "x" * 129, ""):  # replaced by an id of the service's own
+        made = client.get("/api/jobs", headers={**AUTH, "X-Request-ID": implausible})
+        generated.add(made.headers["X-Request-ID"])
+        assert len(made.headers["X-Request-ID"]) == 32 and made.headers["X-Request-ID"].isalnum()
+        assert [line["message"].split()[:3] for line in json_logs()
+                if line.get("request_id") == made.headers["X-Request-ID"]] == [["GET", "/api/jobs", "200"]]
+    assert len(generated) == 3
+    assert all("request_id" in line for line in json_logs() if line["logger"] == "leukemia.web.access")
+
+
+def test_text_lines_carry_the_context_too(monkeypatch):
+    from core.service.logs import configure_logging, log_context
+
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    get_settings.cache_clear()
+    buffer = io.StringIO()
+    handler = configure_logging(stream=buffer)
+    try:
+        with log_context(job_id=7):
+            logging.getLogger("leukemia.worker").warning("disk %s", "full")
+        logging.getLogger("leukemia.worker").warning("idle")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        get_settings.cache_clear()
+    first, second = buffer.getvalue().splitlines()
+    assert first.endswith(" WARNING leukemia.worker: [job_id=7] disk full") and second.endswith(" WARNING leukemia.worker: idle")
