@@ -23,6 +23,7 @@ def _default_config() -> dict[str, Any]:
     return {
         "SECRET_KEY": settings.secret_key,
         "API_TOKEN": settings.api_token,
+        "METRICS_TOKEN": settings.metrics_token,
         "LEUKEMIA_HOME": str(settings.leukemia_home),
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),
         "SESSION_COOKIE_HTTPONLY": True,
@@ -46,8 +47,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line
 
-    from web import (api, auth, cv_views, errors, request_ids, request_json, security, users_views, views,  # noqa: F401
-                     webhook_api, webhook_views)
+    from web import (api, auth, cv_views, errors, metrics, request_ids, request_json, security,  # noqa: F401
+                     users_views, views, webhook_api, webhook_views)
 
     request_ids.init_app(app)
     auth.init_app(app)
@@ -60,5 +61,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(users_views.bp)
     app.register_blueprint(webhook_views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(metrics.bp)
     security.csrf.exempt(api.bp)
     return app

@@ -88,9 +88,14 @@ def _stop_running_job(**_: object) -> None:
     SHUTTING_DOWN.set()
 
 
-def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str) -> None:
+def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str,
+                 metrics_port: int | None = None) -> None:
     """Register this worker, keep its presence and the reaper going, and consume the queues until stopped."""
     upgrade_database()
+    if metrics_port is not None:
+        from worker.metrics import start_exporter
+
+        start_exporter(metrics_port, get_settings().metrics_token)
     # Import torch and the core runners now, not inside the first job: a multi-second import
     # holds the GIL and would starve that job's heartbeat thread.
     import core.engine.predict  # noqa: F401

@@ -37,6 +37,7 @@ from core.engine.run_folder import claim_run_dir
 from core.service.run_dirs import job_run_dir
 from core.service.logs import log_context
 from core.service.settings import get_settings
+from worker import metrics
 from worker.dispatch import send_job
 
 log = logging.getLogger("leukemia.worker")
@@ -118,9 +119,11 @@ class JobObserver(TrainingObserver, PredictionObserver):
         self.total_epochs = 1
         self.stop = threading.Event()
         self.stopped_early: tuple[int, str] | None = None  # (epoch, reason) of a run that ended early
+        self.first_new_epoch = 1  # a resume re-reports the epochs before this one
 
     def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.total_epochs = max(total_epochs, 1)
+        self.first_new_epoch = start_epoch
         self.progress = {**self.progress, "epochs_total": total_epochs, "epoch": start_epoch}
 
     def on_batch(self, progress: BatchProgress) -> None:
@@ -137,6 +140,8 @@ class JobObserver(TrainingObserver, PredictionObserver):
     def on_epoch(self, record: EpochRecord) -> None:
         with get_sessionmaker().begin() as session:
             jobs.record_epoch(session, self.job_id, record)
+        if record.epoch >= self.first_new_epoch:
+            metrics.EPOCHS.inc()
         log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
@@ -212,6 +217,7 @@ class JobRun:
     def execute(self) -> None:
         """Run the core function and record the outcome; never raises (the worker takes the next job)."""
         logging.getLogger().addHandler(self.tail)
+        metrics.CURRENT_JOB.set(self.spec.id)
         self.heartbeat.start()
         status, error = "failed", None
         try:
@@ -240,13 +246,18 @@ class JobRun:
             self.heartbeat.done.set()
             self.heartbeat.join()
             logging.getLogger().removeHandler(self.tail)
-        self.record_outcome(status, error)
+        try:
+            outcome = self.record_outcome(status, error)
+        finally:
+            metrics.CURRENT_JOB.set(0)
+        metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
 
-    def record_outcome(self, status: str, error: str | None) -> None:
-        """Artifacts (size, sha256) and the outcome in one transaction, unless another worker holds the lease."""
+    def record_outcome(self, status: str, error: str | None) -> str:
+        """Artifacts (size, sha256) and the outcome in one transaction, unless another worker holds the lease;
+        returns the outcome: the status recorded, or "lost" when the row was not this attempt's to record."""
         if status == "lost":
             log.warning("job %s: lease lost to another worker; leaving the row to it", self.spec.id)
-            return
+            return status
         with get_sessionmaker().begin() as session:
             for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
                 jobs.add_artifact(session, self.spec.id, kind, path)
@@ -264,11 +275,13 @@ class JobRun:
                     status = jobs.get_job(session, self.spec.id).status
         if not recorded:
             log.warning("job %s: lease lost before it ended; outcome %s not recorded", self.spec.id, status)
-        elif status == "released":
+            return "lost"
+        if status == "released":
             self.resend()
         else:
             log.info("job %s %s", self.spec.id, status)
             self.apply_retention()
+        return status
 
     def apply_retention(self) -> None:
         """The job's retention policy on its run folder, and its size on disk; never fails the job."""

@@ -377,9 +377,14 @@ CLAIM_ORDER = (Job.priority.desc(), Job.id.asc())
 CLAIM_CANDIDATES = 20  # queued jobs tried per look at the queue (others may win some of them meanwhile)
 
 
+def waiting():  # type: ignore[no-untyped-def]
+    """Jobs a worker may start now: queued, and no cancel asked (claims; the queue depth metric)."""
+    return and_(Job.status == "queued", Job.cancel_requested.is_(False))
+
+
 def _waiting_in(queue: str):  # type: ignore[no-untyped-def]
-    """Jobs of this queue a worker may start now: queued, and no cancel asked."""
-    return and_(Job.queue == queue, Job.status == "queued", Job.cancel_requested.is_(False))
+    """Jobs of this queue a worker may start now."""
+    return and_(Job.queue == queue, waiting())
 
 
 def _take_lease(session: Session, job_id: int, claimable: Any, *, owner: str, host: str) -> Job | None:

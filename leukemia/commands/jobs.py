@@ -78,11 +78,18 @@ def _safe_url(url: str) -> str:
               help="Jobs at once; 1 per GPU worker (solo pool), more uses the prefork pool.")  # fmt: skip
 @click.option("--hostname", default=None, help="Worker name (default: worker-<gpu|cpu>-<pid>@<host>).")
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str) -> None:
+@click.option("--metrics-port", default=None, type=click.IntRange(1, 65535),
+              help="Serve this process's Prometheus metrics on this port (needs METRICS_TOKEN and --concurrency 1).")
+def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str,
+           metrics_port: int | None) -> None:
     """Run a Celery worker that takes queued jobs, with its presence heartbeat and the lost-job reaper."""
     queue_names = [q.strip() for q in queues.split(",") if q.strip()]
     if not queue_names:
         run_user_command(lambda: _raise("queues: give at least one queue name"))
+    if metrics_port is not None and concurrency != 1:
+        run_user_command(lambda: _raise("--metrics-port: needs --concurrency 1 (a prefork pool runs jobs in child "
+                                        "processes, whose counters this process cannot serve); the web's /metrics "
+                                        "covers every worker"))
     if gpu is not None:
         if not gpu.strip().isdigit():
             run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
@@ -94,7 +101,7 @@ def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None,
     def serve() -> None:
         from worker.runtime import serve_worker
 
-        serve_worker(queue_names, gpu, concurrency, hostname, loglevel)
+        serve_worker(queue_names, gpu, concurrency, hostname, loglevel, metrics_port)
 
     run_db_command(serve)
 

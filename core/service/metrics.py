@@ -1,0 +1,183 @@
+"""Prometheus metrics of the job service, read from the rows at scrape time.
+
+The rows are the truth (the broker carries ids only), and every web process sees the same rows,
+so a scrape of any web process answers for the whole service: queue depth, jobs by status, job
+and epoch durations, throughput, workers, webhook deliveries. A handful of aggregate queries per
+scrape (`read_service_metrics`); `ServiceCollector` turns their result into metric families.
+A worker process's own counters are worker.metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import case, extract, func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from core.common.errors import DatabaseUnavailable
+from core.service import jobs
+from core.service.records import (
+    DELIVERY_STATUSES,
+    FINISHED_STATUSES,
+    JOB_KINDS,
+    JOB_STATUSES,
+    PRIORITY_NAMES,
+    EpochMetric,
+    Job,
+    WebhookDelivery,
+    WorkerRecord,
+)
+
+log = logging.getLogger("leukemia.metrics")
+
+# A job runs minutes to days; an epoch seconds to an hour.
+JOB_SECONDS_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
+EPOCH_SECONDS_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+@dataclass
+class Histogram:
+    """A histogram read from rows: cumulative counts per upper bound, the sum and the count."""
+
+    buckets: tuple[float, ...]
+    cumulative: list[int]
+    total: float
+    count: int
+
+    def prometheus_buckets(self) -> list[tuple[str, float]]:
+        return [*((repr(bound), float(n)) for bound, n in zip(self.buckets, self.cumulative)), ("+Inf", float(self.count))]
+
+
+@dataclass
+class ServiceMetrics:
+    """What one scrape reports, as plain data (label tuples → values)."""
+
+    queue_depth: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue, priority name)
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (status, kind)
+    job_seconds: dict[tuple[str, str], Histogram] = field(default_factory=dict)  # (kind, status)
+    epoch_seconds: dict[str, Histogram] = field(default_factory=dict)  # kind
+    images_per_second: dict[str, float] = field(default_factory=dict)  # queue: running jobs' sum
+    queue_workers: dict[str, int] = field(default_factory=dict)  # queue: live workers consuming it
+    workers: dict[str, int] = field(default_factory=dict)  # live, lost
+    webhook_deliveries: dict[str, int] = field(default_factory=dict)  # status
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> Any:
+    """end - start in seconds, as SQL (SQLite keeps timestamps as text; PostgreSQL subtracts them)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return extract("epoch", end - start)
+
+
+def _histograms(session: Session, value: Any, buckets: tuple[float, ...], group: list[Any], *where: Any) -> dict[tuple, Histogram]:
+    """One query: per group, how many values fall at or under each bound, their sum and count."""
+    counts = [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
+    rows = session.execute(select(*group, func.count(), func.sum(value), *counts).where(*where).group_by(*group))
+    found = {}
+    for row in rows:
+        keys, count, total, cumulative = row[:len(group)], row[len(group)], row[len(group) + 1], row[len(group) + 2:]
+        found[tuple(keys)] = Histogram(buckets, [int(n or 0) for n in cumulative], float(total or 0.0), int(count))
+    return found
+
+
+def read_service_metrics(session: Session) -> ServiceMetrics:
+    """The service's metrics from its rows; absent label combinations of known values are 0."""
+    metrics = ServiceMetrics()
+    live = jobs.live_workers(session)
+    known_queues = set(jobs.DEFAULT_QUEUES.values()) | {queue for worker in live for queue in worker.queue_names}
+    by_queue = select(Job.queue, Job.priority, func.count()).where(jobs.waiting()).group_by(Job.queue, Job.priority)
+    depth = {(queue, PRIORITY_NAMES.get(priority, str(priority))): n for queue, priority, n in session.execute(by_queue)}
+    for queue in known_queues | {queue for queue, _ in depth}:
+        for priority in PRIORITY_NAMES.values():
+            metrics.queue_depth[(queue, priority)] = depth.get((queue, priority), 0)
+
+    by_status = select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind)
+    counted = {(status, kind): n for status, kind, n in session.execute(by_status)}
+    metrics.jobs = {(status, kind): counted.get((status, kind), 0) for status in JOB_STATUSES for kind in JOB_KINDS}
+
+    duration = _seconds_between(session, Job.started_at, Job.finished_at)
+    metrics.job_seconds = _histograms(session, duration, JOB_SECONDS_BUCKETS, [Job.kind, Job.status],
+                                      Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None),
+                                      Job.finished_at.is_not(None))  # fmt: skip
+    epochs = _histograms(session, EpochMetric.seconds, EPOCH_SECONDS_BUCKETS, [Job.kind],
+                         EpochMetric.job_id == Job.id, EpochMetric.seconds.is_not(None))  # fmt: skip
+    metrics.epoch_seconds = {kind: histogram for (kind,), histogram in epochs.items()}
+
+    running = select(Job.queue, func.sum(Job.images_per_s)).where(Job.status == "running").group_by(Job.queue)
+    throughput = {queue: float(total or 0.0) for queue, total in session.execute(running)}
+    metrics.images_per_second = {queue: throughput.get(queue, 0.0) for queue in known_queues | set(throughput)}
+    metrics.queue_workers = {queue: sum(queue in w.queue_names for w in live) for queue in known_queues}
+    lost = session.scalar(select(func.count()).select_from(WorkerRecord).where(WorkerRecord.lost_at.is_not(None)))
+    metrics.workers = {"live": len(live), "lost": int(lost or 0)}
+
+    delivered = dict(session.execute(select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all())
+    metrics.webhook_deliveries = {status: int(delivered.get(status, 0)) for status in DELIVERY_STATUSES}
+    return metrics
+
+
+def metric_families(metrics: ServiceMetrics) -> Iterator[Metric]:
+    """The Prometheus families of one reading."""
+    depth = GaugeMetricFamily("leukemia_queue_depth", "Jobs waiting to start (queued, no cancel asked), by queue and priority.",
+                              labels=["queue", "priority"])
+    for (queue, priority), n in sorted(metrics.queue_depth.items()):
+        depth.add_metric([queue, priority], n)
+    yield depth
+    counts = GaugeMetricFamily("leukemia_jobs", "Jobs in the database, by status and kind.", labels=["status", "kind"])
+    for (status, kind), n in sorted(metrics.jobs.items()):
+        counts.add_metric([status, kind], n)
+    yield counts
+    durations = HistogramMetricFamily(
+        "leukemia_job_duration_seconds", "Run time of finished jobs (their last attempt: started to finished).",
+        labels=["kind", "status"])
+    for (kind, status), histogram in sorted(metrics.job_seconds.items()):
+        durations.add_metric([kind, status], histogram.prometheus_buckets(), histogram.total)
+    yield durations
+    epochs = HistogramMetricFamily("leukemia_epoch_duration_seconds", "Time of each recorded training epoch.", labels=["kind"])
+    for kind, histogram in sorted(metrics.epoch_seconds.items()):
+        epochs.add_metric([kind], histogram.prometheus_buckets(), histogram.total)
+    yield epochs
+    throughput = GaugeMetricFamily("leukemia_images_per_second",
+                                   "Images per second of the running jobs of a queue, summed (each job's latest report).",
+                                   labels=["queue"])  # fmt: skip
+    for queue, value in sorted(metrics.images_per_second.items()):
+        throughput.add_metric([queue], value)
+    yield throughput
+    consumers = GaugeMetricFamily("leukemia_queue_workers", "Live workers consuming a queue.", labels=["queue"])
+    for queue, n in sorted(metrics.queue_workers.items()):
+        consumers.add_metric([queue], n)
+    yield consumers
+    workers = GaugeMetricFamily("leukemia_workers",
+                                "Worker processes: live (seen within STALE_AFTER_SECONDS), lost (reported lost, not seen since).",
+                                labels=["state"])  # fmt: skip
+    for state, n in sorted(metrics.workers.items()):
+        workers.add_metric([state], n)
+    yield workers
+    deliveries = GaugeMetricFamily("leukemia_webhook_deliveries", "Webhook deliveries, by outcome.", labels=["status"])
+    for status, n in sorted(metrics.webhook_deliveries.items()):
+        deliveries.add_metric([status], n)
+    yield deliveries
+
+
+class ServiceCollector(Collector):
+    """Reads the rows at each scrape. An unavailable database is reported as leukemia_database_up 0
+    (the reason goes to the log), so an alert can tell "down" from "no jobs"."""
+
+    def collect(self) -> Iterator[Metric]:
+        from core.service.db import database_unavailable, get_sessionmaker
+
+        up = GaugeMetricFamily("leukemia_database_up", "1 when the job database answered this scrape, else 0.")
+        try:
+            with get_sessionmaker().begin() as session:
+                metrics = read_service_metrics(session)
+        except (DatabaseUnavailable, OperationalError, ProgrammingError) as error:  # down, dropped, no schema
+            log.warning("metrics: %s", database_unavailable(error))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metric_families(metrics)
