@@ -16,6 +16,16 @@ REALDATA = REPO.parent / "shared" / "realdata" / "cnmc2019"
 torch.set_num_threads(int(os.environ.get("LEUKEMIA_TEST_THREADS", "1")))
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these marks
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test with its tiers (services, browser, slow) from what it uses: tests/tiers.py."""
+    from tests.tiers import tiers_of
+
+    for item in items:
+        for tier in sorted(tiers_of(item)):
+            item.add_marker(tier)
+
+
 @pytest.fixture(scope="session")
 def realdata_dir() -> Path:
     """The 71 real C-NMC images (../shared/realdata/cnmc2019)."""

@@ -18,7 +18,7 @@ from tests.web_helpers import (
     web_and_worker,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+pytestmark = pytest.mark.timeout(420)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

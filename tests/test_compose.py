@@ -421,7 +421,6 @@ def wait_for(predicate, timeout: float, deployment: Deployment, what: str):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{deployment.logs()}")
 
 
-@pytest.mark.services
 @pytest.mark.timeout(300)
 def test_compose_commands_run_a_job_end_to_end(deployment):
     from sqlalchemy import create_engine, text

@@ -81,8 +81,6 @@ def test_cli_cross_validation_and_fold_ensemble(release_dir: Path, tmp_path: Pat
     assert len(json.loads((tmp_path / "ensemble" / "evaluation.json").read_text())["checkpoints"]) == 3
 
 
-@pytest.mark.services
-@pytest.mark.slow
 @pytest.mark.parametrize("service_backend", ["redis+postgres"], indirect=True)
 def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backend, release_dir: Path, tmp_path: Path) -> None:
     """`leukemia submit cv`: one job per fold, run in parallel by two real workers; the summary; the

@@ -15,7 +15,7 @@ from tests.web_helpers import (
     web_and_worker,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa: F811

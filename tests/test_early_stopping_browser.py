@@ -14,7 +14,7 @@ from tests.test_early_stopping import record
 from tests.test_tags_browser import web  # noqa: F401  (`leukemia web` sharing this process's LEUKEMIA_HOME)
 from tests.web_helpers import console_errors, log_in_page
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_a_run_stopping_early_shows_on_its_page_and_in_its_sweep(web, browser):  # noqa: F811

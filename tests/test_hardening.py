@@ -43,7 +43,6 @@ def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(synth_dir: Path,
     assert not (tmp_path / "run" / "last.pt").exists()  # nothing of the diverged epoch is kept
 
 
-@pytest.mark.services
 def test_a_cancel_that_arrives_during_the_last_batch_ends_the_job_cancelled(service_backend) -> None:
     with get_sessionmaker().begin() as session:
         job_id = jobs.create_job(session, "train", {"data_dir": "/data/lab", "epochs": 1}).id
@@ -63,14 +62,12 @@ def test_a_cancel_that_arrives_during_the_last_batch_ends_the_job_cancelled(serv
 # ---------------------------------------------------------------- item 10: small ones
 
 
-@pytest.mark.services
 @pytest.mark.parametrize("command", ["job", "cancel", "retry", "download"])
 def test_a_job_id_beyond_64_bits_is_one_line(service_backend, command: str) -> None:
     line = one_line_error([command, "99999999999999999999"])
     assert "99999999999999999999" in line
 
 
-@pytest.mark.services
 def test_the_service_refuses_an_id_beyond_64_bits(service_backend) -> None:
     with get_sessionmaker().begin() as session:
         with pytest.raises(UserInputError, match="job 99999999999999999999 not found"):
@@ -131,9 +128,10 @@ def fresh_databases(request, tmp_path, monkeypatch):
     yield new_database
     reset_engines()
     get_settings.cache_clear()
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
-        for name in made:
-            if not name.startswith(("sqlite", "postgresql")):
+    databases = [name for name in made if not name.startswith(("sqlite", "postgresql"))]
+    if databases:  # the sqlite run never connects to PostgreSQL: it is in the quick tier (tests/tiers.py)
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
+            for name in databases:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -161,7 +159,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.services
 def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Path, tmp_path: Path) -> None:
     from core.engine.checkpoint import load_checkpoint
 
@@ -212,7 +209,6 @@ def use_settings(monkeypatch, **values: str) -> None:
     get_settings.cache_clear()
 
 
-@pytest.mark.services
 def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(service_backend, monkeypatch) -> None:
     huge = {"data_dir": "/data/lab", "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1000}
     with get_sessionmaker().begin() as session:
@@ -243,7 +239,6 @@ def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
     assert grid.status_code == 400 and grid.json["field"] == "grid" and "batch_size" in grid.json["error"], grid.json
 
 
-@pytest.mark.services
 def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
     from core.engine.limits import GIB, device_memory_bytes
 
@@ -265,7 +260,6 @@ def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backen
     assert f"more than the {available:.1f} GiB of this worker's device (cpu)" in job.error
 
 
-@pytest.mark.services
 def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_dir: Path, monkeypatch) -> None:
     base = {"data_dir": str(synth_dir), "image_size": 64, "epochs": 100}
     try:
@@ -333,7 +327,6 @@ def test_a_full_disk_is_one_line_in_the_cli_and_fails_a_job(small_disk, synth_di
     assert line.startswith(f"error: no space left on device: {disk / 'run' / 'last.pt'} (")
 
 
-@pytest.mark.services
 def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, small_disk, synth_dir: Path, monkeypatch) -> None:
     from core.service.settings import get_settings
 
@@ -387,7 +380,6 @@ def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monke
     assert "outside DATA_ROOTS" in result.output, result.output
 
 
-@pytest.mark.services
 def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend, tmp_path: Path, monkeypatch) -> None:
     from worker.tasks import run_job
 

@@ -15,7 +15,6 @@ from core.engine.progress import EpochRecord
 from core.service.access import cli_actor
 from core.service.records import EpochMetric, Job, WorkerRecord, utcnow
 
-pytestmark = pytest.mark.services
 
 TRAIN = {"data_dir": "/data/lab", "epochs": 3, "image_size": 32}
 

@@ -23,7 +23,6 @@ from core.service.records import Job, utcnow
 from leukemia.cli import main as leukemia_cli
 from tests.test_worker import WorkerProcess, epochs_of, submit, wait_for
 
-pytestmark = pytest.mark.services
 
 TRAIN = {"data_dir": "/data/lab", "epochs": 1, "image_size": 32}
 
@@ -174,7 +173,6 @@ def tiny_data(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint, tiny_data, tmp_path):
     """Jobs queued while no worker serves their queue, two re-prioritised while queued, start in
     (priority desc, id asc) order once a worker (concurrency 1) starts on that queue; then jobs

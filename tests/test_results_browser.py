@@ -17,7 +17,7 @@ from tests.conftest import REPO
 from tests.test_browser import ADMIN, browser  # noqa: F401  (the shared Chromium fixture)
 from tests.web_helpers import log_in_page, web_and_worker
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 TOKEN = "results-token"

@@ -17,7 +17,7 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_retention import FILES, finished_job, row
 from tests.web_helpers import console_errors, free_port, log_in_page, synthetic_folder, wait_until_healthy
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 ADMIN = ("admin", "browser-admin-pass")
 
 

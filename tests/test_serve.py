@@ -162,7 +162,6 @@ def poll(predicate, timeout: float, what: str, serve: Serve):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{serve.output()[-4000:]}")
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_serve_stops_on_ctrl_c_and_resumes_the_job_on_the_next_start(tmp_path):
     home = tmp_path / "home"
@@ -245,7 +244,6 @@ def health(base: str) -> int:
         return 0
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_serve_restarts_a_killed_worker_and_web_app_and_keeps_the_dashboard_up(tmp_path):
     home = tmp_path / "home"

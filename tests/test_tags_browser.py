@@ -14,7 +14,7 @@ import pytest
 from tests.test_browser import ADMIN, SCREENSHOTS, browser  # noqa: F401  (the browser fixture)
 from tests.web_helpers import REPO, console_errors, finished_train_job, free_port, log_in_page, wait_until_healthy
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture()

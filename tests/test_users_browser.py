@@ -20,7 +20,7 @@ from tests.conftest import REPO
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.web_helpers import console_errors, free_port, log_in_page, wait_until_healthy
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 ADMIN = ("admin", "browser-admin-pass")
 
 

@@ -431,8 +431,6 @@ def test_the_pages_add_disable_and_list_deliveries(client, receiver):
 # --- real workers ---------------------------------------------------------------------------------
 
 
-@pytest.mark.services
-@pytest.mark.slow
 # One backend, to keep the suite short: the embedded one, where the sender's transactions share SQLite with the job's.
 @pytest.mark.parametrize("service_backend", ["embedded"], indirect=True)
 def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_once(service_backend, tmp_path_factory):

@@ -12,7 +12,7 @@ from tests.test_browser import ADMIN, SCREENSHOTS, browser  # noqa: F401  (the b
 from tests.test_webhooks import Receiver
 from tests.web_helpers import console_errors, free_port, log_in_page, web_and_worker
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 def add_webhook_page(page, base: str, url: str, events: list[str]) -> str:

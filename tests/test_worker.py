@@ -31,7 +31,6 @@ def submit(*args, **kwargs) -> int:
     """dispatch.submit_job as the operator at the command line."""
     return dispatch.submit_job(*args, actor=cli_actor(), **kwargs)
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 LEUKEMIA = [sys.executable, "-m", "leukemia.cli"]
 TINY = {"image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0}
