@@ -11,6 +11,7 @@ from sqlalchemy import select, text, update
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.common.errors import BrokerUnavailable, StateConflict, UserInputError
+from core.engine.params import parse_params
 from core.engine.progress import EpochRecord
 from core.service.access import cli_actor
 from core.service.records import EpochMetric, Job, WorkerRecord, utcnow
@@ -336,7 +337,7 @@ def query_plans(session, call) -> list[str]:
 def test_list_jobs_pages_ten_thousand_jobs_through_the_indexes(db):
     """Correct pages, and each query read through an index with no sort: the property that keeps the
     list fast. Its time is a benchmark figure (bench/list_bench.py), not an assertion load could fail."""
-    params = jobs.parse_params("train", TRAIN).model_dump(mode="json")
+    params = parse_params("train", TRAIN).model_dump(mode="json")
     with db.begin() as session:
         session.execute(
             Job.__table__.insert(),

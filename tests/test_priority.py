@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
+from core.engine.params import parse_params
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
@@ -128,7 +129,7 @@ def test_a_claim_reads_the_queue_index_with_no_sort_and_a_page_of_positions_is_o
     from tests.test_jobs import query_plans
 
     queue = f"prio-{secrets.token_hex(3)}"
-    params = jobs.parse_params("train", TRAIN).model_dump(mode="json")
+    params = parse_params("train", TRAIN).model_dump(mode="json")
     with db.begin() as session:
         session.execute(Job.__table__.insert(), [
             {"kind": "train", "status": "queued", "params": params, "data_dir": "/d", "queue": queue, "attempts": 0,

@@ -1,0 +1,65 @@
+"""The job service: create, claim (lease), heartbeat, record, finish, cancel, retry, requeue.
+
+Every function takes the session as a keyword and leaves commit to the caller
+(`with get_sessionmaker().begin() as session:`). A job row is claimed by one atomic
+conditional UPDATE, which is what makes a twice-delivered message run once."""
+
+from __future__ import annotations
+
+from core.service.jobs.artifacts import (  # noqa: F401
+    add_artifact,
+    artifact_path,
+    job_checkpoint,
+    named_artifact_file,
+    recorded_file,
+)
+from core.service.jobs.control import (  # noqa: F401
+    fail_unsent_job,
+    request_cancel,
+    retry_job,
+)
+from core.service.jobs.lease import (  # noqa: F401
+    CLAIM_CANDIDATES,
+    CLAIM_ORDER,
+    LATE_CANCEL,
+    PROGRESS_FIELDS,
+    claim_job,
+    claim_next_job,
+    finish_job,
+    heartbeat,
+    queued_jobs,
+    record_early_stop,
+    record_epoch,
+    release_job,
+    requeue_lost_jobs,
+    waiting,
+)
+from core.service.jobs.queries import (  # noqa: F401
+    artifacts,
+    epoch_metrics,
+    get_job,
+    list_jobs,
+    options_of,
+    queue_position,
+    queue_positions,
+    sweep_tags,
+    tag_filter,
+    tags_of,
+)
+from core.service.jobs.submit import (  # noqa: F401
+    DEFAULT_QUEUES,
+    MAX_ID,
+    NEEDS_CHECKPOINT,
+    TRAINING_KINDS,
+    apply_options,
+    create_job,
+    create_sweep,
+    parse_grid,
+)
+from core.service.jobs.workers import (  # noqa: F401
+    live_queues,
+    live_workers,
+    register_worker,
+    unregister_worker,
+    worker_seen,
+)

@@ -1,0 +1,126 @@
+"""Reading jobs: one job, the filtered list, epochs, artifacts, tags and options, queue positions."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.common.errors import UserInputError
+from core.service.job_options import JobOptions, check_tag
+from core.service.jobs.lease import CLAIM_ORDER
+from core.service.jobs.submit import MAX_ID
+from core.service.records import (
+    JOB_KINDS,
+    JOB_STATUSES,
+    PRIORITY_NAMES,
+    Artifact,
+    EpochMetric,
+    Job,
+    JobTag,
+    Sweep,
+    SweepTag,
+)
+
+
+def tags_of(session: Session, jobs: list[Job]) -> dict[int, list[str]]:
+    """Each job's tags, sorted (one query for the whole list)."""
+    found: dict[int, list[str]] = {job.id: [] for job in jobs}
+    rows = session.execute(select(JobTag.job_id, JobTag.tag).where(JobTag.job_id.in_(list(found))).order_by(JobTag.tag))
+    for job_id, tag in rows:
+        found[job_id].append(tag)
+    return found
+
+
+def tag_filter(tag: str) -> str:
+    """A tag to filter by, as stored (lower-cased), or a UserInputError naming the field `tag`."""
+    try:
+        return check_tag(tag.strip())
+    except ValueError as error:
+        raise UserInputError(f"tag: {error}", field="tag") from None
+
+
+def sweep_tags(session: Session, sweep_id: int) -> list[str]:
+    return list(session.scalars(select(SweepTag.tag).where(SweepTag.sweep_id == sweep_id).order_by(SweepTag.tag)))
+
+
+def options_of(session: Session, target: Job | Sweep) -> JobOptions:
+    """The options stored on a job or sweep, as the shape they were set with."""
+    tags = tags_of(session, [target])[target.id] if isinstance(target, Job) else sweep_tags(session, target.id)
+    return JobOptions(priority=PRIORITY_NAMES[target.priority], description=target.description, tags=tags,
+                      retention=target.retention)
+
+
+def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:
+    """The job as the database has it now, or a UserInputError naming the id; lock: its row locked
+    (FOR UPDATE) until the transaction ends, as a delete does."""
+    job = (session.get(Job, job_id, populate_existing=True, with_for_update=lock or None)
+           if 1 <= job_id <= MAX_ID else None)
+    if job is None:
+        raise UserInputError(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    sweep_id: int | None = None,
+    tag: str | None = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, and the total matching (served by the (status|kind|sweep, id) indexes
+    and the job_tags tag index)."""
+    if status is not None and status not in JOB_STATUSES:
+        raise UserInputError(f"status: {status!r} is not one of {', '.join(JOB_STATUSES)}", field="status")
+    if kind is not None and kind not in JOB_KINDS:
+        raise UserInputError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}", field="kind")
+    if page < 1 or not 1 <= per_page <= 1000:
+        raise UserInputError("page: page must be >= 1 and per_page between 1 and 1000", field="page")
+    conditions = []
+    if status is not None:
+        conditions.append(Job.status == status)
+    if kind is not None:
+        conditions.append(Job.kind == kind)
+    if sweep_id is not None:
+        if not 1 <= sweep_id <= MAX_ID:
+            raise UserInputError(f"sweep_id: {sweep_id} is not a sweep id", field="sweep_id")
+        conditions.append(Job.sweep_id == sweep_id)
+    if tag is not None:
+        conditions.append(Job.id.in_(select(JobTag.job_id).where(JobTag.tag == tag_filter(tag))))
+    total = session.scalar(select(func.count(Job.id)).where(*conditions)) or 0
+    query = select(Job).where(*conditions).order_by(Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    return list(session.scalars(query)), total
+
+
+def epoch_metrics(session: Session, job_id: int) -> list[EpochMetric]:
+    """The job's epoch rows, in epoch order."""
+    return list(session.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)))
+
+
+def artifacts(session: Session, job_id: int) -> list[Artifact]:
+    """The job's recorded files, by name."""
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def queue_positions(session: Session, listed: list[Job]) -> dict[int, int]:
+    """1-based place of each queued job of a page among the queued jobs of its queue, in the order
+    they start (CLAIM_ORDER: higher priority first, then oldest); jobs not queued are left out.
+    One query for the whole page: the queued jobs of its queues numbered once (a window)."""
+    queued = [job for job in listed if job.status == "queued"]
+    if not queued:
+        return {}
+    place = func.row_number().over(partition_by=Job.queue, order_by=CLAIM_ORDER)
+    ranked = (
+        select(Job.id.label("id"), place.label("place"))
+        .where(Job.status == "queued", Job.cancel_requested.is_(False), Job.queue.in_(sorted({j.queue for j in queued})))
+        .subquery()
+    )
+    rows = session.execute(select(ranked.c.id, ranked.c.place).where(ranked.c.id.in_([job.id for job in queued])))
+    return {job_id: place for job_id, place in rows}
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """queue_positions of one job; None unless queued."""
+    return queue_positions(session, [job]).get(job.id)
