@@ -153,7 +153,7 @@ def test_a_jobs_checkpoint_is_resolved_in_its_own_run_folder(db):
 
     job_id = new_job(db)
     with db.begin() as session:
-        run_dir = job_run_dir(job_id, jobs.get_job(session, job_id).run_key)
+        run_dir = job_run_dir(jobs.get_job(session, job_id))
         with pytest.raises(UserInputError, match=f"parent: job {job_id} has no last.pt checkpoint on disk") as caught:
             jobs.job_checkpoint(session, job_id, "last")
         assert caught.value.field == "parent_id"

@@ -48,8 +48,7 @@ def finished_job(data_dir: str, *, status: str = "succeeded", owner: int | None 
     with get_sessionmaker().begin() as session:
         job = jobs.create_job(session, kind, {**TRAIN, "data_dir": data_dir}, parent_id=parent_id, submitted_by=owner,
                               sweep_id=sweep_id, options=JobOptions(retention=retention_policy, tags=["keep-me"]))
-        job_id, run_key = job.id, job.run_key
-    run_dir = job_run_dir(job_id, run_key)
+        job_id, run_key, run_dir = job.id, job.run_key, job_run_dir(job)
     claim_run_dir(run_dir, run_key)
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, job_id, owner="w", host="h")
@@ -87,7 +86,7 @@ def admin(client):
 
 def test_a_delete_frees_exactly_the_bytes_its_files_had(client, folder_path, tmp_path):
     job_id = finished_job(folder_path)
-    run_dir = job_run_dir(job_id, row(job_id).run_key)
+    run_dir = job_run_dir(row(job_id))
     outside = tmp_path / "precious.bin"
     outside.write_bytes(b"x" * 4096)
     os.symlink(outside, run_dir / "link-out.bin")  # a link out of the artifacts dir: removed as a link only
@@ -115,7 +114,7 @@ def test_a_file_that_cannot_be_removed_keeps_the_job_and_is_one_line(client, fol
     import subprocess
 
     job_id = finished_job(folder_path)
-    stuck = job_run_dir(job_id, row(job_id).run_key) / "best.pt"
+    stuck = job_run_dir(row(job_id)) / "best.pt"
     if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
         pytest.skip("this filesystem has no immutable flag (chattr +i)")
     try:
@@ -221,7 +220,7 @@ def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
 
 def names(job_id: int) -> tuple[set[str], set[str]]:
     """The run folder's .pt files and the job's recorded checkpoint artifacts."""
-    run_dir = job_run_dir(job_id, row(job_id).run_key)
+    run_dir = job_run_dir(row(job_id))
     with get_sessionmaker().begin() as session:
         recorded = {a.name for a in jobs.artifacts(session, job_id) if a.kind == "checkpoint"}
     return {p.name for p in run_dir.glob("*.pt")}, recorded
@@ -231,7 +230,7 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     best = train_in_process(folder_path, 1, "best")
     assert names(best) == ({"best.pt"}, {"best.pt"})  # last.pt gone after success, and its artifact row
     job = row(best)
-    assert job.disk_bytes == folder_bytes(job_run_dir(best, job.run_key)) > 0
+    assert job.disk_bytes == folder_bytes(job_run_dir(job)) > 0
     with pytest.raises(UserInputError, match=r"parent: job \d+ kept best.pt only \(retention best\)"):
         with get_sessionmaker().begin() as session:
             jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"},
@@ -242,7 +241,7 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     assert names(kept) == (expected, expected)
     from core.engine.checkpoint import load_checkpoint
 
-    slim = load_checkpoint(job_run_dir(kept, row(kept).run_key) / "epoch_002.pt")
+    slim = load_checkpoint(job_run_dir(row(kept)) / "epoch_002.pt")
     assert slim["epoch"] == 2 and "optimizer" not in slim and "model" in slim  # weights only, no resume state
 
     # Its policy edited to best while a queued child will finetune from its last.pt: last.pt stays for it.
@@ -258,14 +257,14 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, kept)
     assert outcome.removed == ["last.pt"] and outcome.freed_bytes > 0
-    assert row(kept).disk_bytes == folder_bytes(job_run_dir(kept, row(kept).run_key))
+    assert row(kept).disk_bytes == folder_bytes(job_run_dir(row(kept)))
 
 
 def test_best_keeps_last_pt_of_a_failed_job_for_its_retry(app, folder_path):
     failed = finished_job(folder_path, status="failed", retention_policy="best")
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, failed)
-    assert outcome.removed == [] and (job_run_dir(failed, row(failed).run_key) / "last.pt").is_file()
+    assert outcome.removed == [] and (job_run_dir(row(failed)) / "last.pt").is_file()
     assert row(failed).disk_bytes == sum(FILES.values()) + 33
 
 

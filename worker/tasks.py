@@ -60,6 +60,7 @@ class JobSpec:
     run_key: str
     origin: str
     cv_fold: int | None = None  # a cross-validation's fold: write its out-of-fold predictions after training
+    legacy_run_dir: bool = False  # run before run keys: its folder is jobs/<id> (core.service.run_dirs)
 
 
 def worker_name() -> str:
@@ -84,7 +85,7 @@ def run_job(job_id: int) -> None:
                      "else waits in its queue; skipped", job_id, state)  # fmt: skip
             return
         spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
-                       job.origin, job.cv_fold)  # fmt: skip
+                       job.origin, job.cv_fold, job.legacy_run_dir)  # fmt: skip
         priority = PRIORITY_NAMES.get(job.priority, str(job.priority))
     with log_context(job_id=spec.id):  # every line logged for this job carries its id (core.service.logs)
         log.info("job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)", spec.id, spec.kind, owner,
@@ -208,7 +209,7 @@ class JobRun:
 
     def __init__(self, spec: JobSpec, owner: str) -> None:
         self.spec, self.owner = spec, owner
-        self.run_dir = job_run_dir(spec.id, spec.run_key)
+        self.run_dir = job_run_dir(spec)
         self.run_dir_claimed = False  # a folder that is not this job's is never read for artifacts
         self.observer = JobObserver(spec.id)
         self.tail = LogTail()
@@ -221,7 +222,8 @@ class JobRun:
         self.heartbeat.start()
         status, error = "failed", None
         try:
-            claim_run_dir(self.run_dir, self.spec.run_key)  # before anything resumes or writes there
+            # before anything resumes or writes there
+            claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
             self.run_dir_claimed = True
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
                 from core.engine.check import require_inside_data_roots

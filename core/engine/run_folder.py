@@ -10,7 +10,9 @@ while ARTIFACTS_DIR stays. A job's run folder is therefore named by the job id *
 random `run_key` (`jobs/<id>-<run_key>`), so a reused id gets a fresh folder by construction, and
 the key is stamped inside it (`.run_key`) when the run starts. Before anything resumes or writes a
 run, `claim_run_dir` checks the stamp: a folder stamped by another job, or one holding files but
-no stamp, is never resumed or overwritten; the job fails with one line instead."""
+no stamp, is never resumed or overwritten; the job fails with one line instead. The one exception
+is a job run before run keys (legacy): its folder `jobs/<id>` is known to be its own from where its
+files were recorded, so it is stamped when that job runs again (a retry)."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ BEST_CHECKPOINT = "best.pt"
 CHOICES = ("best", "last")
 
 
-def claim_run_dir(run_dir: Path, run_key: str) -> None:
-    """Make run_dir this job's: stamp a new or empty folder with run_key; refuse any other folder."""
+def claim_run_dir(run_dir: Path, run_key: str, *, legacy: bool = False) -> None:
+    """Make run_dir this job's: stamp a new or empty folder with run_key (or a legacy job's own
+    unstamped folder); refuse any other folder."""
     stamp = run_dir / RUN_KEY_FILE
     if stamp.is_file():
         found = stamp.read_text().strip()
@@ -36,7 +39,7 @@ def claim_run_dir(run_dir: Path, run_key: str) -> None:
                 "it is left untouched"
             )
         return
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not legacy:
         raise UserInputError(f"run folder {run_dir} holds files but no run key, so it is not this job's; it is left untouched")
     run_dir.mkdir(parents=True, exist_ok=True)
     create_once(stamp, run_key + "\n")  # two claimants racing both read one complete stamp

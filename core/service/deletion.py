@@ -68,13 +68,14 @@ def _depends_on(job: Job, doomed: list[Job]) -> bool:
         return True
     named = job.params.get("checkpoints") or []
     paths = [job.params.get("checkpoint") or "", *(named if isinstance(named, list) else [])]
-    folders = [str(job_run_dir(d.id, d.run_key)) for d in doomed]
-    return any(isinstance(path, str) and path.startswith(folder) for path in paths for folder in folders)
+    folders = [job_run_dir(d) for d in doomed]
+    # By path components: a legacy folder jobs/1 is no prefix of jobs/12 or jobs/1-<run_key>.
+    return any(isinstance(path, str) and path and Path(path).is_relative_to(folder) for path in paths for folder in folders)
 
 
 def _files_elsewhere(session: Session, job: Job) -> list[Path]:
     """Files recorded for a job outside its run folder but inside the artifacts dir (older layouts)."""
-    run_dir = job_run_dir(job.id, job.run_key)
+    run_dir = job_run_dir(job)
     root = get_settings().resolved_artifacts_dir
     paths = [root / artifact.path for artifact in artifacts(session, job.id)]
     return [path for path in paths if not path.is_relative_to(run_dir) and inside_artifacts(path)]
@@ -83,12 +84,12 @@ def _files_elsewhere(session: Session, job: Job) -> list[Path]:
 def job_bytes(session: Session, job: Job) -> int:
     """What deleting the job would free now: its run folder and its files elsewhere."""
     elsewhere = sum(path.stat().st_size for path in _files_elsewhere(session, job) if path.is_file() and not path.is_symlink())
-    return folder_bytes(job_run_dir(job.id, job.run_key)) + elsewhere
+    return folder_bytes(job_run_dir(job)) + elsewhere
 
 
 def _remove_job(session: Session, job: Job) -> int:
     """Remove a job's rows (flushed first, so a database refusal leaves its files), then its files."""
-    run_dir = job_run_dir(job.id, job.run_key)
+    run_dir = job_run_dir(job)
     elsewhere = _files_elsewhere(session, job)
     session.execute(update(Job).where(Job.parent_id == job.id).values(parent_id=None)
                     .execution_options(synchronize_session=False))

@@ -15,7 +15,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.service.records import Job
+from core.service.records import FINISHED_STATUSES, Job
+from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
 
@@ -126,12 +127,24 @@ class DiskSummary:
 
     jobs_bytes: int
     measured_jobs: int
-    unmeasured_jobs: int  # queued or running, or finished before sizes were recorded
+    unmeasured_jobs: int  # queued or running
     volume: VolumeUsage
 
 
+def measure(session: Session, job: Job) -> int:
+    """Record and return the size of a job's run folder (jobs.disk_bytes)."""
+    job.disk_bytes = folder_bytes(job_run_dir(job))
+    session.flush()
+    return job.disk_bytes
+
+
 def disk_summary(session: Session) -> DiskSummary:
-    """Total of jobs.disk_bytes, how many jobs have one, and the volume's free/total space."""
+    """Total of jobs.disk_bytes, how many jobs have one, and the volume's free/total space.
+
+    A finished job without a size ended before sizes were recorded (an upgraded database's older
+    jobs): its run folder is measured now, once, so the total counts it."""
+    for job in session.scalars(select(Job).where(Job.disk_bytes.is_(None), Job.status.in_(FINISHED_STATUSES))):
+        measure(session, job)
     total, measured, jobs = session.execute(
         select(func.coalesce(func.sum(Job.disk_bytes), 0), func.count(Job.disk_bytes), func.count(Job.id))).one()
     return DiskSummary(int(total), int(measured), int(jobs) - int(measured), volume_usage())

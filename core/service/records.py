@@ -86,6 +86,8 @@ class Job(Base):
     # Random per row: the run folder is jobs/<id>-<run_key> and carries it, so an id reused after a
     # database reset never adopts an old run (core.engine.run_folder).
     run_key: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
+    # A job run before run keys keeps its folder jobs/<id>, where its files were recorded (migration 0007).
+    legacy_run_dir: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     origin: Mapped[str] = mapped_column(String(8), default="cli", server_default="cli")
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued")

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.service.disk import folder_bytes, remove_file
+from core.service.disk import measure, remove_file
 from core.service.job_options import check_retention
 from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job
 from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
@@ -82,7 +82,7 @@ def needed_by_children(session: Session, job_id: int) -> set[str]:
 def last_removed(job: Job) -> bool:
     """Did the `best` policy remove this job's last.pt (so nothing can start from "last")?"""
     return (job.kind in MODEL_KINDS and job.status == "succeeded" and policy_of(job) == "best"
-            and not (job_run_dir(job.id, job.run_key) / LAST_CHECKPOINT).is_file())
+            and not (job_run_dir(job) / LAST_CHECKPOINT).is_file())
 
 
 def missing_checkpoint_message(job: Job, choice: str) -> str:
@@ -112,7 +112,7 @@ def after_job(session: Session, job_id: int) -> RetentionOutcome:
         raise ValueError(f"after_job: job {job_id} not found")
     policy = policy_of(job)
     outcome = RetentionOutcome(policy)
-    run_dir = job_run_dir(job.id, job.run_key)
+    run_dir = job_run_dir(job)
     if job.kind in MODEL_KINDS and job.finished:
         doomed: list[Path] = []
         if policy == "best" and job.status == "succeeded" and (run_dir / BEST_CHECKPOINT).is_file():
@@ -138,10 +138,3 @@ def _forget_missing_checkpoints(session: Session, job_id: int) -> None:
     gone = [artifact.id for artifact in rows if not (root / artifact.path).is_file()]
     if gone:
         session.execute(delete(Artifact).where(Artifact.id.in_(gone)))
-
-
-def measure(session: Session, job: Job) -> int:
-    """Record and return the size of a job's run folder (jobs.disk_bytes)."""
-    job.disk_bytes = folder_bytes(job_run_dir(job.id, job.run_key))
-    session.flush()
-    return job.disk_bytes

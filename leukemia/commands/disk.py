@@ -94,7 +94,7 @@ def _disk() -> None:
                                   .order_by(Job.disk_bytes.desc(), Job.id).limit(10)).all()
     volume = summary.volume
     click.echo(f"run folders: {human_bytes(summary.jobs_bytes)} ({summary.jobs_bytes} bytes) over "
-               f"{summary.measured_jobs} job(s); {summary.unmeasured_jobs} not measured (queued, running or older)")
+               f"{summary.measured_jobs} job(s); {summary.unmeasured_jobs} not measured (queued or running)")
     click.echo(f"artifacts volume ({volume.path}): {human_bytes(volume.free_bytes)} free of "
                f"{human_bytes(volume.total_bytes)}")
     click.echo(f"retention policy (RETENTION): {get_settings().retention}")

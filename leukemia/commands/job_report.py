@@ -97,7 +97,7 @@ def job_details(session: Session, job_id: int) -> str:
         f"queue {job.queue}, attempts {job.attempts}/{job.max_attempts}, worker {job.worker_host or '-'}"
         + (", cancel requested" if job.cancel_requested and job.status == "running" else ""),
         f"parent {_fmt(job.parent_id)}, sweep {_fmt(job.sweep_id)}, data {job.data_dir or '-'}",
-        f"run folder {job_run_dir(job.id, job.run_key)} (submitted from the {job.origin})",
+        f"run folder {job_run_dir(job)} (submitted from the {job.origin})",
         f"created {_time(job.created_at)}, started {_time(job.started_at)}, finished {_time(job.finished_at)} (UTC)",
         f"progress {job.progress:.0%}, images/s {_fmt(job.images_per_s, '{:.1f}')}, ETA {_eta(job.eta_s)}, "
         f"best valid accuracy {_fmt(job.best_valid_accuracy, '{:.4f}')}",

@@ -103,6 +103,6 @@ def job_checkpoint(session: Session, job_id: int, choice: str = "best") -> Path:
     if job is None:
         raise UserInputError(f"parent: job {job_id} not found", field="parent_id")
     try:
-        return resolve_checkpoint(job_run_dir(job.id, job.run_key), choice)
+        return resolve_checkpoint(job_run_dir(job), choice)
     except UserInputError:
         raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
