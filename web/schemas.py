@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema, model_validator
 
 from core.service.sweep_stopping import MedianStopRule
 from core.service.job_options import JobOptions, JobOptionsEdit, Priority
@@ -314,21 +314,32 @@ class DataFolderList(BaseModel):
 
 
 class Evaluation(BaseModel):
-    """evaluation.json of an evaluate job: the headline metrics at the operating threshold and the clinical report."""
+    """evaluation.json of an evaluate job: the headline metrics at the operating threshold and the clinical report.
+
+    An evaluation written before the clinical report (an upgraded installation's older jobs) holds the
+    headline metrics, the confusion matrix and one `checkpoint` only: threshold and clinical are null."""
 
     accuracy: float
     balanced_accuracy: float
     weighted_f1: float = Field(description="the headline metric (the C-NMC challenge's)")
     confusion: list[list[int]] = Field(description="[[tn, fp], [fn, tp]], rows = true class")
     count: int
-    threshold: Threshold
-    clinical: ClinicalReport
+    threshold: Threshold | None = Field(None, description="null in an evaluation written before operating thresholds")
+    clinical: ClinicalReport | None = Field(None, description="null in an evaluation written before the clinical report")
     subjects: list[dict[str, Any]] = Field(default_factory=list, description="per subject, worst accuracy first")
     explained: int = 0
     explanation_convention: str | None = None
     checkpoints: list[str] = Field(default_factory=list)
     csv: str = ""
     tta: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_file(cls, data: Any) -> Any:
+        """An older evaluation.json names its one checkpoint as `checkpoint` and has no threshold or report."""
+        if isinstance(data, dict) and "checkpoints" not in data and isinstance(data.get("checkpoint"), str):
+            return {**data, "checkpoints": [data["checkpoint"]]}
+        return data
 
 
 class JobResults(BaseModel):
@@ -460,7 +471,7 @@ class DiskUse(BaseModel):
 
     jobs_bytes: int = Field(description="sum of jobs.disk_bytes: each run folder as measured when it finished")
     measured_jobs: int
-    unmeasured_jobs: int = Field(description="queued or running jobs, and ones that finished before sizes were kept")
+    unmeasured_jobs: int = Field(description="queued or running jobs (a finished one is measured, at the latest when this is read)")
     free_bytes: int = Field(description="free space on the artifacts volume")
     total_bytes: int = Field(description="size of the artifacts volume")
     retention: str = Field(description="the global retention policy (RETENTION): all, best or last-N")

@@ -27,7 +27,8 @@
   }
 
   function thresholdNote(threshold) {
-    document.getElementById("threshold-note").textContent = `threshold ${Live.number(threshold.value, 4)}: ${threshold.description}`;
+    document.getElementById("threshold-note").textContent = threshold === null
+      ? "no threshold recorded" : `threshold ${Live.number(threshold.value, 4)}: ${threshold.description}`;
   }
 
   function showEvaluation(evaluation) {
@@ -36,7 +37,15 @@
     document.getElementById("headline").replaceChildren(
       fact("Weighted F1", Live.number(evaluation.weighted_f1)), fact("Accuracy", Live.percent(evaluation.accuracy)),
       fact("Balanced acc.", Live.percent(evaluation.balanced_accuracy)),
-      fact("Images", `${evaluation.count} (${report.positives} ALL, ${report.negatives} hem)`));
+      fact("Images", report === null ? String(evaluation.count) : `${evaluation.count} (${report.positives} ALL, ${report.negatives} hem)`));
+    drawConfusion(evaluation.confusion);
+    if (report === null) {  // written by a version before the clinical report: metrics and confusion only
+      document.getElementById("clinical-table").hidden = true;
+      document.getElementById("clinical-notes").replaceChildren(
+        cell("li", "This evaluation was written before the clinical report: no intervals, curves or calibration.", "warn"));
+      document.getElementById("curves").hidden = true;
+      return;
+    }
     document.querySelector("#clinical-table tbody").replaceChildren(...METRICS.map(([key, label]) => {
       const metric = report.metrics[key], row = document.createElement("tr");
       row.dataset.metric = key;
@@ -48,7 +57,6 @@
     document.getElementById("interval-note").textContent =
       `95% intervals: ${interval.method}, ${interval.resamples} resamples of the ${interval.units} ${interval.unit}s.`;
     document.getElementById("clinical-notes").replaceChildren(...report.notes.map((note) => cell("li", note, "warn")));
-    drawConfusion(evaluation.confusion);
     drawCurves(report);
   }
 
@@ -179,7 +187,7 @@
     root.results = results;
     root.querySelectorAll("[data-results]").forEach((node) => { node.hidden = false; });
     if (results.evaluation) {
-      root.dataset.threshold = results.evaluation.threshold.value;
+      root.dataset.threshold = results.evaluation.threshold ? results.evaluation.threshold.value : 0.5;
       showEvaluation(results.evaluation);
       images = (await Live.getJSON(root.dataset.imagesUrl)).images;
       document.getElementById("images-card").hidden = false;
