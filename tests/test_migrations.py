@@ -1,10 +1,14 @@
 """Migrations: a database made by the previous head, holding real jobs, upgrades with nothing lost,
-and after every upgrade the schema equals the ORM records (core.service.records), on SQLite and PostgreSQL."""
+and after every upgrade the schema equals the ORM records (core.service.records), on SQLite and PostgreSQL.
+A database and run folders from before run keys (revision 0001, jobs/<id>) keep working after the upgrade."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -120,3 +124,153 @@ def test_downgrade_to_previous_head_and_back(database_url):
         assert schema_differences(engine) == []
     finally:
         engine.dispose()
+
+
+# --- a database and run folders from before run keys (revision 0001, e.g. commit 4397d1e) -----------
+
+OLD_TOKEN = "old-database-token"
+
+
+def old_checkpoint() -> dict:
+    """best.pt as the code of revision 0001 saved it (training._checkpoint): the whole run state, no
+    early_stopping or operating_threshold, history rows without valid_roc_auc."""
+    import numpy as np
+    import torch
+
+    from core.engine.models import build_model
+
+    model = build_model("resnet18", num_classes=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    record = {"epoch": 1, "train_loss": 0.86, "train_accuracy": 0.375, "valid_loss": 0.72, "valid_accuracy": 0.25,
+              "valid_balanced_accuracy": 0.5, "valid_f1": 0.1, "confusion": [[1, 0], [3, 0]], "lr": 0.001,
+              "seconds": 3.3, "images_per_s": 2.5}
+    return {
+        "format": 1, "arch": "resnet18", "num_classes": 2, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0).state_dict(),
+        "scaler": None, "epoch": 1,
+        "rng": {"torch": torch.get_rng_state(), "cuda": [],
+                "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)],
+                "python": [version, list(python_state), python_gauss]},
+        "params": {"kind": "train", "data_dir": "/data/synth", "arch": "resnet18", "epochs": 1, "batch_size": 4,
+                   "optimizer": "adam", "lr": 0.001, "schedule": "step", "lr_step_epoch": None, "lr_gamma": 0.1,
+                   "warmup_epochs": 0, "weight_decay": 0.0, "momentum": 0.9, "class_weights": "1.2,1.0", "augment": True,
+                   "image_size": 32, "split": "train", "seed": 0, "device": "cpu", "amp": True, "compile": False,
+                   "num_workers": 0},
+        "mean": [0.5, 0.4, 0.6], "std": [0.2, 0.2, 0.2], "image_size": 32, "best_accuracy": 0.25, "best_epoch": 1,
+        "history": [record],
+    }
+
+
+def write_old_run_folders(artifacts: Path) -> dict[int, list[tuple[str, Path]]]:
+    """jobs/1 (a train job's best.pt and metrics.csv) and jobs/2 (an evaluate job's evaluation.json and
+    confusion.csv), each file as revision 0001's worker and core wrote it; per job, (artifact kind, file)."""
+    import torch
+
+    train, evaluate = artifacts / "jobs" / "1", artifacts / "jobs" / "2"
+    train.mkdir(parents=True)
+    evaluate.mkdir(parents=True)
+    torch.save(old_checkpoint(), train / "best.pt")
+    (train / "metrics.csv").write_text("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy\n1,0.86,0.375,0.72,0.25\n")
+    evaluation = {"checkpoint": str(train / "best.pt"), "csv": "/data/synth/valid.csv", "tta": False, "accuracy": 0.25,
+                  "balanced_accuracy": 0.5, "weighted_f1": 0.1, "confusion": [[1, 0], [3, 0]], "count": 4}
+    (evaluate / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    (evaluate / "confusion.csv").write_text("true\\predicted,0,1\n0,1,0\n1,3,0\n")
+    return {1: [("checkpoint", train / "best.pt"), ("metrics", train / "metrics.csv")],
+            2: [("evaluation", evaluate / "evaluation.json"), ("evaluation", evaluate / "confusion.csv")]}
+
+
+def fill_revision_0001(connection: sa.Connection, files: dict[int, list[tuple[str, Path]]], artifacts: Path) -> None:
+    """The rows revision 0001 wrote for those folders (artifact paths relative to ARTIFACTS_DIR), and a
+    finetune still queued at the upgrade, of a checkpoint file given by path (in jobs/22, not jobs/2)."""
+    job = ("INSERT INTO jobs (id, kind, status, params, parent_id, data_dir, queue, attempts, max_attempts, "
+           "cancel_requested, created_at, finished_at, progress) VALUES (:id, :kind, :status, :params, :parent, "
+           "'/data/synth', 'gpu', 1, 3, false, :at, :finished, :progress)")
+    for row in ({"id": 1, "kind": "train", "status": "succeeded", "parent": None, "finished": WHEN, "progress": 1.0},
+                {"id": 2, "kind": "evaluate", "status": "succeeded", "parent": 1, "finished": WHEN, "progress": 1.0},
+                {"id": 3, "kind": "finetune", "status": "queued", "parent": None, "finished": None, "progress": 0.0}):
+        params = {"data_dir": "/data/synth"}
+        if row["id"] == 3:
+            params["checkpoint"] = str(artifacts / "jobs" / "22" / "best.pt")
+        connection.execute(sa.text(job), {**row, "params": json.dumps(params), "at": WHEN})
+    for job_id, recorded in files.items():
+        for kind, path in recorded:
+            connection.execute(sa.text(
+                "INSERT INTO artifacts (job_id, kind, name, path, size_bytes, sha256, created_at) "
+                "VALUES (:job, :kind, :name, :path, :size, :sha, :at)"),
+                {"job": job_id, "kind": kind, "name": path.name,
+                 "path": path.relative_to(artifacts).as_posix(), "size": path.stat().st_size,
+                 "sha": hashlib.sha256(path.read_bytes()).hexdigest(), "at": WHEN})
+
+
+@pytest.fixture
+def old_installation(database_url, tmp_path, monkeypatch):
+    """A database at revision 0001 with its run folders jobs/1 and jobs/2, upgraded to head by
+    `leukemia migrate`'s step; this process's settings point at it. Yields ARTIFACTS_DIR."""
+    from core.service.db import reset_engines
+    from core.service.settings import get_settings
+    from web.auth import prepare_database
+
+    home = tmp_path / "home"
+    artifacts = home / "artifacts"
+    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for key in ("BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY", "ADMIN_USERNAME", "ADMIN_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    get_settings.cache_clear()
+    reset_engines()
+    files = write_old_run_folders(artifacts)
+    engine = make_engine(database_url, create=True)
+    try:
+        command.upgrade(alembic_config(database_url), "0001")
+        with engine.begin() as connection:
+            fill_revision_0001(connection, files, artifacts)
+    finally:
+        engine.dispose()
+    prepare_database()
+    yield artifacts
+    reset_engines()
+    get_settings.cache_clear()
+
+
+def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_installation):
+    from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from core.engine.run_folder import claim_run_dir
+    from core.service import jobs
+    from core.service.db import get_sessionmaker
+    from core.service.disk import folder_bytes
+    from core.service.run_dirs import job_run_dir
+    from web import create_app
+
+    train_dir, evaluate_dir = old_installation / "jobs" / "1", old_installation / "jobs" / "2"
+    with get_sessionmaker().begin() as session:
+        # A finetune or evaluate with job 1 as parent reads its best.pt, which the current code loads.
+        best = jobs.job_checkpoint(session, 1, "best")
+        assert best == train_dir / "best.pt"
+        model_from_checkpoint(load_checkpoint(best, expected_arch="resnet18"), best)
+        assert [job_run_dir(jobs.get_job(session, job_id)) for job_id in (1, 2)] == [train_dir, evaluate_dir]
+        queued = jobs.get_job(session, 3)  # nothing recorded: it starts in the folder of its run key
+        assert job_run_dir(queued).name == f"3-{queued.run_key}"
+        legacy_run_key = jobs.get_job(session, 1).run_key
+    claim_run_dir(train_dir, legacy_run_key, legacy=True)  # a retried old job takes its own folder over
+    assert (train_dir / ".run_key").read_text().strip() == legacy_run_key
+    (train_dir / ".run_key").unlink()
+
+    client = create_app({"TESTING": True, "API_TOKEN": OLD_TOKEN, "SECRET_KEY": "test-secret"}).test_client()
+    auth = {"Authorization": f"Bearer {OLD_TOKEN}"}
+    results = client.get("/api/jobs/2/results", headers=auth)
+    assert results.status_code == 200, results.get_data(as_text=True)
+    evaluation = results.json["evaluation"]
+    assert (evaluation["accuracy"], evaluation["weighted_f1"], evaluation["confusion"], evaluation["count"]) == (
+        0.25, 0.1, [[1, 0], [3, 0]], 4)
+    assert (evaluation["threshold"], evaluation["clinical"], evaluation["checkpoints"]) == (None, None, [str(best)])
+
+    sizes = {job_id: folder_bytes(folder) for job_id, folder in ((1, train_dir), (2, evaluate_dir))}
+    assert sizes[1] > 40_000_000 and sizes[2] > 0
+    disk = client.get("/api/disk", headers=auth).json
+    assert (disk["jobs_bytes"], disk["measured_jobs"], disk["unmeasured_jobs"]) == (sizes[1] + sizes[2], 2, 1)
+
+    deleted = client.delete("/api/jobs/2", headers=auth)  # queued job 3 reads jobs/22/best.pt, nothing of jobs/2
+    assert deleted.status_code == 200, deleted.json
+    assert deleted.json["freed_bytes"] == sizes[2] and not evaluate_dir.exists()
