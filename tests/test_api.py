@@ -224,8 +224,8 @@ def test_the_document_is_valid_openapi_3_1_with_an_id_and_a_tag_per_operation(cl
     document = client.get("/api/openapi.json").json
     validate(document, cls=OpenAPIV31SpecValidator)
     operations = [op for item in document["paths"].values() for op in item.values()]
-    assert len(operations) == 43  # 15 + the three of cross-validations + the four of results + editJob, editSweep
-    # + the nine of users + deleteJob, deleteSweep, getDiskUse + the seven of webhooks
+    assert len(operations) == 44  # 15 + the three of cross-validations + the four of results + editJob, editSweep
+    # + the nine of users + deleteJob, deleteSweep, deleteCrossValidation, getDiskUse + the seven of webhooks
     ids = [op["operationId"] for op in operations]
     assert len(set(ids)) == len(ids) and all(op["tags"] for op in operations)
     tags = {tag["name"] for tag in document["tags"]}
@@ -252,8 +252,8 @@ def test_api_conforms_to_its_document(app):
     """schemathesis against /api/openapi.json, every operation: no 500 and no answer outside the document."""
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 42  # 14 + the three of cross-validations + the four of results + editJob, editSweep
-    # + the nine of users + deleteJob, deleteSweep, getDiskUse + the seven of webhooks
+    assert len(operations) == 43  # 14 + the three of cross-validations + the four of results + editJob, editSweep
+    # + the nine of users + deleteJob, deleteSweep, deleteCrossValidation, getDiskUse + the seven of webhooks
 
     for operation in operations:
 

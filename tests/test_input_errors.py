@@ -148,6 +148,7 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "api.job_explanation": ([], []),
     "views.delete_job": ([], []), "views.delete_sweep": ([], []), "api.delete_job": ([], []),
     "api.delete_sweep": ([], []), "api.disk_use": ([], []),
+    "cv.delete_cross_validation": ([], []), "api.delete_cross_validation": ([], []),
     "users.user_list": ([], ["username", "role", "password"]), "users.set_role": ([], ["role"]),
     "users.disable": ([], []), "users.enable": ([], []), "users.reset_password": ([], []),
     "users.tokens": ([], ["name"]), "users.revoke_token": ([], []), "users.audit_log": (["page"], []),

@@ -97,7 +97,7 @@ def test_a_delete_frees_exactly_the_bytes_its_files_had(client, folder_path, tmp
 
     response = client.delete(f"/api/jobs/{job_id}", headers=AUTH)
     assert response.status_code == 200, response.json
-    assert response.json == {"job_ids": [job_id], "sweep_id": None, "freed_bytes": on_disk}
+    assert response.json == {"job_ids": [job_id], "sweep_id": None, "cv_id": None, "freed_bytes": on_disk}
     assert not run_dir.exists() and outside.read_bytes() == b"x" * 4096 and tmp_path.is_dir()
     assert row(job_id) is None and row(child).parent_id is None
     with get_sessionmaker().begin() as session:
@@ -184,7 +184,7 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
         jobs.request_cancel(session, members[1])
     response = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
     assert response.status_code == 200, response.json
-    assert response.json == {"job_ids": members, "sweep_id": sweep_id, "freed_bytes": 2 * (100 + 33)}
+    assert response.json == {"job_ids": members, "sweep_id": sweep_id, "cv_id": None, "freed_bytes": 2 * (100 + 33)}
     assert all(row(job_id) is None for job_id in members)
     assert client.get(f"/api/sweeps/{sweep_id}", headers=AUTH).status_code == 404
     assert client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH).status_code == 404
@@ -199,7 +199,7 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
     by_cli = new_sweep()
     finished_job(folder_path, sweep_id=by_cli, files={"best.pt": 1000})
     assert cli("delete", "--sweep", str(by_cli)) == (0, f"deleted sweep {by_cli} (1 job): 1.0 kB (1033 bytes) freed\n")
-    assert cli("delete") == (2, "error: job_ids: give job ids, or --sweep ID (not both)\n")
+    assert cli("delete") == (2, "error: job_ids: give job ids, --sweep ID or --cv ID (one of them)\n")
 
 
 # --- retention on real training runs -------------------------------------------------------------

@@ -300,6 +300,20 @@ def get_cross_validation(cv_id: int) -> Any:
     return cross_validation_response(cv_id)
 
 
+@operation(bp, "delete", "/cross-validations/<int:cv_id>", operation_id="deleteCrossValidation",
+           tag="cross-validations", responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
+def delete_cross_validation(cv_id: int) -> Any:
+    """Delete a cross-validation whose jobs have all finished: its fold and ensemble jobs' files and rows, then it"""
+    from core.service.records import CrossValidation
+
+    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
+    with get_sessionmaker().begin() as session:
+        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+        done = deletion.delete_cross_validation(session, cv_id, actor=actor)
+    return answer(schemas.Deletion(job_ids=done.job_ids, cv_id=cv_id, freed_bytes=done.freed_bytes))
+
+
 @operation(bp, "post", "/cross-validations/<int:cv_id>/ensemble", operation_id="submitEnsemble",
            tag="cross-validations", body=schemas.EnsembleSubmission, responses={201: schemas.Job},
            errors=(400, 403, 404, 409, 413, 503))

@@ -9,11 +9,13 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from core.service import deletion
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.service.db import get_sessionmaker
+from core.service.disk import human_bytes
 from core.service.access import require_submit
 from core.common.errors import StateConflict, UserInputError
-from core.service.records import CrossValidation
+from core.service.records import CANCELLABLE_STATUSES, CrossValidation
 from web import forms
 from web.auth import current_actor, login_required
 from web.errors import refusal_status
@@ -94,7 +96,16 @@ def _summary_or_404(cv_id: int) -> dict[str, Any]:
 @login_required
 def cross_validation(cv_id: int) -> Any:
     """Fold table, mean ± std, per-fold curves overlaid, out-of-fold metrics and the ensemble action."""
-    return render_template("cv.html", cv=_summary_or_404(cv_id), errors={}, form=None, kinds=ENSEMBLE_KINDS)
+    return _page(_summary_or_404(cv_id))
+
+
+def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: Any = None, status: int = 200) -> Any:
+    """The page of one cross-validation (with the ensemble form's errors: its refusal status); cv.js keeps
+    it current while any of its jobs is queued or running."""
+    jobs = summary["folds"] + summary["ensembles"]
+    ended = not any(job["status"] in CANCELLABLE_STATUSES for job in jobs)
+    return render_template("cv.html", cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS,
+                           cv_ended=ended), status
 
 
 @bp.post("/cross-validations/<int:cv_id>/ensemble")
@@ -122,7 +133,26 @@ def ensemble(cv_id: int) -> Any:
         else:
             flash(f"Job {job_id} queued: {kind} with the {len(summary['folds'])} fold models on {split}.")
             return redirect(url_for("cv.cross_validation", cv_id=cv_id))
-    return render_template("cv.html", cv=summary, errors=errors, form=request.form, kinds=ENSEMBLE_KINDS), status
+    return _page(summary, errors, request.form, status)
+
+
+@bp.post("/cross-validations/<int:cv_id>/delete")
+@login_required
+def delete_cross_validation(cv_id: int) -> Any:
+    """Delete a finished cross-validation, its fold and ensemble jobs and their files; a refusal (a job
+    still queued or running, a checkpoint a live job needs) is flashed as an error on its page."""
+    _summary_or_404(cv_id)
+    actor = current_actor()
+    try:
+        with get_sessionmaker().begin() as session:
+            done = deletion.delete_cross_validation(session, cv_id, actor=actor)
+    except (UserInputError, StateConflict) as refusal:
+        flash(f"Cross-validation {cv_id} not deleted: {refusal}", "error")
+        return redirect(url_for("cv.cross_validation", cv_id=cv_id))
+    count = len(done.job_ids)
+    flash(f"Deleted cross-validation {cv_id} ({count} job{'' if count == 1 else 's'}): "
+          f"{human_bytes(done.freed_bytes)} freed.")
+    return redirect(url_for("cv.cross_validations"))
 
 
 @bp.get("/cross-validations/<int:cv_id>/oof.csv")

@@ -269,6 +269,7 @@ class CrossValidation(BaseModel):
     scheme: str = Field(description="how the folds were made, in words")
     base_params: dict[str, Any]
     created_at: UtcTime
+    submitted_by: int | None = Field(description="who submitted its folds (its owner); null: the CLI")
     folds: list[CrossValidationFold]
     mean_std: dict[str, MeanStd] = Field(description="accuracy, balanced_accuracy, weighted_f1 over the folds with results")
     out_of_fold: dict[str, Any] | None = Field(description="metrics and per-subject table of all out-of-fold "
@@ -459,10 +460,12 @@ class AuditPage(BaseModel):
 
 
 class Deletion(BaseModel):
-    """DELETE /api/jobs/{job_id} and /api/sweeps/{sweep_id}: what went, and the space it freed."""
+    """DELETE /api/jobs/{job_id}, /api/sweeps/{sweep_id} and /api/cross-validations/{cv_id}: what went, and the
+    space it freed."""
 
-    job_ids: list[int] = Field(description="the jobs deleted (a sweep's: all of them)")
+    job_ids: list[int] = Field(description="the jobs deleted (a sweep's or a cross-validation's: all of them)")
     sweep_id: int | None = Field(None, description="the sweep deleted; null for a job")
+    cv_id: int | None = Field(None, description="the cross-validation deleted (its folds and ensembles); null otherwise")
     freed_bytes: int = Field(description="bytes of the files actually removed from the artifacts dir")
 
 

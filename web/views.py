@@ -203,7 +203,7 @@ def delete_job(job_id: int) -> Any:
         with get_sessionmaker().begin() as session:
             done = deletion.delete_job(session, job_id, actor=actor)
     except (UserInputError, StateConflict) as refusal:
-        flash(f"Job {job_id} not deleted: {refusal}")
+        flash(f"Job {job_id} not deleted: {refusal}", "error")
         return redirect(url_for("views.job_detail", job_id=job_id))
     flash(f"Deleted job {job_id}: {human_bytes(done.freed_bytes)} freed.")
     return redirect(url_for("views.job_list"))
@@ -221,7 +221,7 @@ def delete_sweep(sweep_id: int) -> Any:
         with get_sessionmaker().begin() as session:
             done = deletion.delete_sweep(session, sweep_id, actor=actor)
     except (UserInputError, StateConflict) as refusal:
-        flash(f"Sweep {sweep_id} not deleted: {refusal}")
+        flash(f"Sweep {sweep_id} not deleted: {refusal}", "error")
         return redirect(url_for("views.job_list", sweep=sweep_id))
     count = len(done.job_ids)
     flash(f"Deleted sweep {sweep_id} ({count} job{'' if count == 1 else 's'}): {human_bytes(done.freed_bytes)} freed.")

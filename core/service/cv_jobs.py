@@ -60,8 +60,11 @@ def create_cross_validation(
     return cv, fold_jobs
 
 
-def get_cross_validation(session: Session, cv_id: int) -> CrossValidation:
-    cv = session.get(CrossValidation, cv_id)
+def get_cross_validation(session: Session, cv_id: int, *, key_share: bool = False) -> CrossValidation:
+    """The cross-validation, or a UserInputError naming cv_id; key_share: its row held FOR KEY SHARE until the
+    transaction ends, so a delete (core.service.deletion locks it FOR UPDATE) and this are serialised."""
+    lock = {"read": True, "key_share": True} if key_share else None
+    cv = session.get(CrossValidation, cv_id, with_for_update=lock, populate_existing=key_share)
     if cv is None:
         raise UserInputError(f"cross-validation {cv_id} not found", field="cv_id")
     return cv
@@ -104,7 +107,7 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
     best = {row["fold"]: row for row in summary["folds"]}
     return {
         "id": cv.id, "name": cv.name, "data_dir": cv.data_dir, "scheme": cv.scheme, "base_params": cv.base_params,
-        "created_at": cv.created_at,
+        "created_at": cv.created_at, "submitted_by": folds[0].submitted_by if folds else None,
         "folds": [{"fold": job.cv_fold, "job_id": job.id, "status": job.status, "progress": job.progress,
                    "split": job.params.get("split"), "valid_split": job.params.get("valid_split"),
                    "best": best.get(job.cv_fold)} for job in folds],
@@ -124,7 +127,7 @@ def create_ensemble_job(
     if kind not in ENSEMBLE_KINDS:
         raise UserInputError(f"kind: an ensemble is an evaluate or predict job, not {kind!r}", field="kind")
     check_printable(split, "split")
-    cv = get_cross_validation(session, cv_id)
+    cv = get_cross_validation(session, cv_id, key_share=True)
     read_named_split(cv.data_dir, split, labelled=kind == "evaluate")  # a bad split is refused now, not on the worker
     folds = fold_jobs(session, cv_id)
     unfinished = [f"fold {job.cv_fold} ({job.status})" for job in folds if job.status != "succeeded"]

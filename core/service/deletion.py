@@ -1,12 +1,14 @@
-"""Deleting jobs and sweeps so that their storage is actually freed, and `gc` of old finished jobs.
+"""Deleting jobs, sweeps and cross-validations so that their storage is actually freed, and `gc` of old
+finished jobs.
 
 Deleting a job removes its run folder (inside the artifacts dir, links not followed) and any file
 recorded for it elsewhere under the artifacts dir, then its rows (epoch metrics, artifacts, tags);
 finished children that named it as parent keep their own results (their parent_id becomes NULL). It is
 refused for a queued or running job ("cancel it first"), while queued or running jobs depend on its
 checkpoints (named), and for a cross-validation's fold job: a fold belongs to its cross-validation,
-whose summary, out-of-fold results and ensembles read it. The bytes reported are the bytes of the
-files actually removed, and the audit row ("job.delete", "sweep.delete") carries them."""
+whose summary, out-of-fold results and ensembles read it: it goes with the whole cross-validation (its
+folds and ensembles, once none is queued or running). The bytes reported are the bytes of the files
+actually removed, and the audit row ("job.delete", "sweep.delete", "cross_validation.delete") carries them."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
 from core.common.errors import StateConflict, StorageError, UserInputError
 from core.service.jobs import MAX_ID, artifacts, get_job
-from core.service.records import CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, EpochMetric, Job, JobTag, Sweep, SweepTag, utcnow
+from core.service.records import (CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, CrossValidation, EpochMetric, Job, JobTag,
+                                  Sweep, SweepTag, utcnow)
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
@@ -40,6 +43,7 @@ class Deletion:
     job_ids: list[int]
     freed_bytes: int
     sweep_id: int | None = None
+    cv_id: int | None = None
 
 
 def _ids(job_ids: list[int]) -> str:
@@ -53,7 +57,13 @@ def _refuse_undeletable(session: Session, doomed: list[Job]) -> None:
             raise StateConflict(f"job {job.id} is {job.status}: cancel it first")
         if job.cv_id is not None and job.cv_fold is not None:
             raise StateConflict(f"job {job.id} is fold {job.cv_fold} of cross-validation {job.cv_id}: a fold is kept "
-                            "with its cross-validation (its summary, out-of-fold results and ensembles read it)")
+                                "with its cross-validation (its summary, out-of-fold results and ensembles read it); "
+                                f"delete cross-validation {job.cv_id} to free its folds")
+    _refuse_needed(session, doomed)
+
+
+def _refuse_needed(session: Session, doomed: list[Job]) -> None:
+    """Refuse while a queued or running job outside `doomed` reads one of their checkpoints."""
     ids = [job.id for job in doomed]
     dependents = [job for job in session.scalars(select(Job).where(Job.status.in_(CANCELLABLE_STATUSES)).order_by(Job.id))
                   if job.id not in ids and _depends_on(job, doomed)]
@@ -135,6 +145,38 @@ def delete_sweep(session: Session, sweep_id: int, *, actor: Actor) -> Deletion:
     ids = [job.id for job in members]
     audit.record(session, actor, "sweep.delete", "sweep", sweep_id, {"freed_bytes": freed, "jobs": ids})
     return Deletion(ids, freed, sweep_id)
+
+
+def delete_cross_validation(session: Session, cv_id: int, *, actor: Actor) -> Deletion:
+    """Delete a cross-validation whose jobs have all finished: every fold and ensemble job as delete_job
+    does (files measured, then removed), then the cross-validation; its owner (who submitted the folds)
+    or an admin."""
+    # Its row FOR UPDATE: an ensemble being submitted (core.service.cv_jobs holds FOR KEY SHARE on it until
+    # it commits) is waited for and then seen below as queued; one submitted after this finds no cross-validation.
+    cv = (session.get(CrossValidation, cv_id, with_for_update=True, populate_existing=True)
+          if 1 <= cv_id <= MAX_ID else None)
+    if cv is None:
+        raise UserInputError(f"cross-validation {cv_id} not found", field="cv_id")
+    members = list(session.scalars(select(Job).where(Job.cv_id == cv_id).order_by(Job.id).with_for_update()))
+    folds = [job for job in members if job.cv_fold is not None]
+    require_owner(actor, folds[0].submitted_by if folds else None, f"cross-validation {cv_id}")
+    for job in members:  # an ensemble someone else queued from it is theirs (an admin may still delete it)
+        require_owner(actor, job.submitted_by, f"job {job.id} of cross-validation {cv_id}")
+    unfinished = [f"{job.id} ({_cv_role(job)}, {job.status})" for job in members if job.status in CANCELLABLE_STATUSES]
+    if unfinished:
+        raise StateConflict(f"cross-validation {cv_id} is still running: job {', '.join(unfinished)}; "
+                            "cancel them or wait for them first")
+    _refuse_needed(session, members)
+    freed = sum(_remove_job(session, job) for job in members)
+    session.execute(delete(CrossValidation).where(CrossValidation.id == cv_id).execution_options(synchronize_session=False))
+    ids = [job.id for job in members]
+    audit.record(session, actor, "cross_validation.delete", "cross_validation", cv_id,
+                 {"freed_bytes": freed, "jobs": ids, "name": cv.name})
+    return Deletion(ids, freed, cv_id=cv_id)
+
+
+def _cv_role(job: Job) -> str:
+    return "ensemble" if job.cv_fold is None else f"fold {job.cv_fold}"
 
 
 # --- gc ---------------------------------------------------------------------------------------

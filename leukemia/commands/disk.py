@@ -14,19 +14,28 @@ from leukemia.commands.jobs import run_db_command
 @click.command(name="delete", cls=UserCommand)
 @click.argument("job_ids", nargs=-1, type=int)
 @click.option("--sweep", "sweep_id", type=int, default=None, help="Delete this sweep and all its (finished) jobs.")
-def delete_command(job_ids: tuple[int, ...], sweep_id: int | None) -> None:
-    """Delete finished jobs (or a sweep): their run folders and rows; prints the space freed."""
-    run_db_command(lambda: _delete(list(job_ids), sweep_id))
+@click.option("--cv", "cv_id", type=int, default=None,
+              help="Delete this cross-validation: its (finished) fold and ensemble jobs, then it.")
+def delete_command(job_ids: tuple[int, ...], sweep_id: int | None, cv_id: int | None) -> None:
+    """Delete finished jobs (or a sweep, or a cross-validation): their run folders and rows; prints the space freed."""
+    run_db_command(lambda: _delete(list(job_ids), sweep_id, cv_id))
 
 
-def _delete(job_ids: list[int], sweep_id: int | None) -> None:
+def _delete(job_ids: list[int], sweep_id: int | None, cv_id: int | None) -> None:
     from core.service import deletion
     from core.service.db import get_sessionmaker
     from core.service.disk import human_bytes
 
-    if bool(job_ids) == (sweep_id is not None):
-        raise UserInputError("job_ids: give job ids, or --sweep ID (not both)", field="job_ids")
+    if [bool(job_ids), sweep_id is not None, cv_id is not None].count(True) != 1:
+        raise UserInputError("job_ids: give job ids, --sweep ID or --cv ID (one of them)", field="job_ids")
     actor = cli_actor()
+    if cv_id is not None:
+        with get_sessionmaker().begin() as session:
+            done = deletion.delete_cross_validation(session, cv_id, actor=actor)
+        count = len(done.job_ids)
+        click.echo(f"deleted cross-validation {cv_id} ({count} job{'' if count == 1 else 's'}): "
+                   f"{human_bytes(done.freed_bytes)} ({done.freed_bytes} bytes) freed")
+        return
     if sweep_id is not None:
         with get_sessionmaker().begin() as session:
             done = deletion.delete_sweep(session, sweep_id, actor=actor)
