@@ -1,6 +1,8 @@
 """The cross-validation page in headless Chromium, on a real worker and `leukemia web`: register the
 C-NMC release tree (built from the real images), queue a 3-fold cross-validation from the form,
-watch the folds finish, see the fold table, mean ± std and the per-fold curves, queue the ensemble."""
+watch the folds finish on the page as it updates itself (no reload: what was typed into the ensemble
+form stays), see the fold table, mean ± std and the per-fold curves, the folds marked in the job
+list, queue the ensemble, then delete the cross-validation from its page."""
 
 from __future__ import annotations
 
@@ -42,11 +44,25 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
             page.click("text=Queue cross-validation")
             page.wait_for_url("**/cross-validations/*")
             page.wait_for_selector("text=the release's 3 folds (subject-disjoint)")
-            # The page reloads itself every 5 s until every fold has succeeded.
-            page.wait_for_selector("#fold-table tbody tr:nth-child(3) .badge-succeeded >> nth=0", timeout=480_000)
-            page.wait_for_selector("#fold-table tbody tr:nth-child(1) .badge-succeeded")
+            cv_url = page.url
+            # The page updates itself from the API (cv.js) while folds run: no reload, so a person's
+            # half-filled ensemble form and this marker both survive.
+            page.evaluate("window.notReloaded = true")
+            page.select_option('#ensemble select[name="kind"]', "predict")
+            page.fill('#ensemble input[name="split"]', "typed while the folds run")
+            assert page.locator("#ensemble-submit").is_disabled()
+            page.wait_for_selector("#fold-table tbody tr:nth-child(1) .badge-succeeded", timeout=480_000)
+            if page.locator("#fold-table tbody .badge-succeeded").count() < 3:  # caught during the run
+                page.wait_for_selector("#cv-accuracy .scatterlayer .trace")
+                page.screenshot(path=str(SCREENSHOTS / "cross-validation-running.png"), full_page=True)
+            page.wait_for_selector("#fold-table tbody tr:nth-child(3) .badge-succeeded", timeout=480_000)
             page.wait_for_selector("#fold-table tbody tr:nth-child(2) .badge-succeeded")
             page.wait_for_selector("#out-of-fold")
+            page.wait_for_selector("#ensemble-submit:not([disabled])")
+            assert page.evaluate("window.notReloaded") is True and page.url == cv_url
+            assert page.locator('#ensemble input[name="split"]').input_value() == "typed while the folds run"
+            assert page.locator('#ensemble select[name="kind"]').input_value() == "predict"
+            assert page.locator("#ensemble-wait").is_hidden() and page.locator("#oof-subjects tbody tr").count() > 0
             page.wait_for_selector("#cv-accuracy .main-svg")
             page.wait_for_selector("#cv-loss .main-svg")
             assert page.locator("#cv-accuracy .scatterlayer .trace").count() == 3  # one curve per fold
@@ -55,7 +71,6 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
                 page.click("#oof-download")
             assert len(open(download_info.value.path()).read().splitlines()) == 45  # header + 44 training images
 
-            page.select_option('#ensemble select[name="kind"]', "predict")
             page.fill('#ensemble input[name="split"]', "final")
             page.check('#ensemble input[name="tta"]')
             page.click("text=Queue ensemble")
@@ -63,6 +78,18 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
             page.wait_for_selector("#ensemble li:has-text('predict on final with TTA')")
             page.wait_for_selector("#cv-accuracy .main-svg")
             page.screenshot(path=str(SCREENSHOTS / "cross-validation.png"), full_page=True)
+            page.wait_for_selector("#ensemble-jobs .badge-succeeded", timeout=240_000)  # the list updates too
+
+            cv_id = cv_url.rsplit("/", 1)[1]
+            page.goto(f"{base}/")
+            assert page.locator(f'a.cv-chip[href="/cross-validations/{cv_id}"]').count() == 4  # 3 folds, 1 ensemble
+            page.wait_for_selector(f"a.cv-chip:has-text('CV {cv_id} · fold 2')")
+            page.goto(cv_url)
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.click("#delete-cv")
+            page.wait_for_url("**/cross-validations")
+            page.wait_for_selector(f".flash:has-text('Deleted cross-validation {cv_id} (4 jobs):')")
+            assert page.locator(".flash-error").count() == 0
             assert not [e for e in errors if "Content Security Policy" in e], errors
         finally:
             page.close()

@@ -110,6 +110,11 @@ def model_jobs(session: Session, limit: int = 200) -> list[Job]:
     return list(session.scalars(query))
 
 
+def child_jobs(session: Session, job_id: int, limit: int = 200) -> list[Job]:
+    """The jobs started from this job's checkpoint (parent_id): its evaluations, predictions and finetunes, oldest first."""
+    return list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id).limit(limit)))
+
+
 def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
     """The newest jobs, for the compare picker: training runs (curves) and evaluate jobs (ROC curves)."""
     kinds = (*MODEL_KINDS, "evaluate")

@@ -40,14 +40,18 @@ def _csv_rows(path: Path | None) -> list[dict[str, str]]:
 
 def job_results(job_id: int, kind: str) -> schemas.JobResults:
     """The evaluation (evaluation.json) or prediction (prediction.json) summary and the explained images."""
-    evaluation_path, prediction_path = _artifact_file(job_id, "evaluation.json"), _artifact_file(job_id, "prediction.json")
-    evaluation = schemas.Evaluation.model_validate_json(evaluation_path.read_bytes()) if evaluation_path else None
+    evaluation, prediction_path = read_evaluation(_artifact_file(job_id, "evaluation.json")), _artifact_file(job_id, "prediction.json")
     prediction = PredictionSummary.model_validate_json(prediction_path.read_bytes()) if prediction_path else None
     explained = [ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None})
                  for row in _csv_rows(_artifact_file(job_id, "explanations.csv"))]
     convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
     return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
                               explained=explained, explanation_convention=convention)
+
+
+def read_evaluation(path: Path | None) -> schemas.Evaluation | None:
+    """An evaluate job's recorded evaluation.json (headline metrics, clinical report); None until it wrote one."""
+    return schemas.Evaluation.model_validate_json(path.read_bytes()) if path else None
 
 
 def job_images(job_id: int) -> schemas.JobImages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ from core.service.disk import disk_summary, human_bytes
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.common.errors import StateConflict, UserInputError
 from core.service.job_options import JobOptions, JobOptionsEdit
-from core.engine.progress import EpochRecord
-from core.service.records import CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder
+from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder,
+                                  utcnow)
 from core.service.settings import get_settings
-from web import forms, queries, schemas
+from web import compare as compare_table, forms, queries, schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.errors import refusal_status
@@ -59,8 +60,24 @@ def size_in_bytes(value: int | None) -> str:
 
 
 @bp.app_template_filter("when")
-def when(value: Any) -> str:
-    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+def when(value: datetime | str | None) -> str:
+    """A UTC time as '2024-05-01 12:00:00', from a row's datetime or an API model's ISO text ('...Z'); live.js's
+    Live.when writes the same."""
+    if value is None:
+        return "—"
+    moment = datetime.fromisoformat(value.removesuffix("Z")) if isinstance(value, str) else value
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("run_seconds")
+def run_seconds(job: dict[str, Any]) -> float | None:
+    """How long a job (an API model's JSON) has run: from its start to its end, or to now while it runs; None
+    while queued (a retried job's old start does not count). live.js's Live.runSeconds is the same rule."""
+    if job["status"] == "queued" or not job["started_at"]:
+        return None
+    started = datetime.fromisoformat(job["started_at"].removesuffix("Z"))
+    ended = datetime.fromisoformat(job["finished_at"].removesuffix("Z")) if job["finished_at"] else utcnow()
+    return max(0.0, (ended - started).total_seconds())
 
 
 @bp.get("/vendor/plotly.min.js")
@@ -140,7 +157,8 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
         subjects = queries.subject_rows(session, job_id)
         edit_form = form or _options_form(job_service.options_of(session, job))
-    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects,
+        children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
+    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects, children=children,
                            poll_ms=current_app.config["POLL_INTERVAL_MS"], cancellable=CANCELLABLE_STATUSES,
                            retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
                            edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)
@@ -308,11 +326,22 @@ def new_job(kind: str) -> Any:
             else:
                 flash(f"Job {job_id} queued.")
                 return redirect(url_for("views.job_detail", job_id=job_id))
+    preset_parent = request.args.get("parent", "")
     with get_sessionmaker().begin() as session:
         choices = _form_choices(session)
+        preset_folder = _parent_folder_id(session, preset_parent)
     status = 400 if errors else 200
     return render_template("job_form.html", kind=kind, fields=forms.form_fields(kind), values=values, errors=errors,
-                           form=request.form, preset_parent=request.args.get("parent", ""), **choices), status
+                           form=request.form, preset_parent=preset_parent, preset_folder=preset_folder, **choices), status
+
+
+def _parent_folder_id(session: Any, parent: str) -> int | None:
+    """The registered data folder the parent job (?parent=ID) used, to preselect it; None when there is none."""
+    job = queries.find_job(session, int(parent)) if parent.isdigit() else None
+    if job is None:
+        return None
+    folder = queries.registered_folder_by_path(session, job.data_dir or job.params.get("data_dir") or "")
+    return folder.id if folder else None
 
 
 @bp.route("/sweeps/new", methods=("GET", "POST"))
@@ -369,14 +398,9 @@ def compare() -> Any:
         if not raw:
             return render_template("compare.html", runs=[], candidates=candidates, ids="")
         ids = queries.parse_job_ids(raw)
-        runs = []
-        for job_id in ids:
-            job = _job_or_404(session, job_id)
-            metrics = job_service.epoch_metrics(session, job_id)
-            # A queued or failed job has no epoch yet: its columns show "—".
-            last = queries.epoch_model(metrics[-1]).model_dump() if metrics else dict.fromkeys(EpochRecord.model_fields)
-            runs.append({"job": job, "last": last, "options": job_service.options_of(session, job)})
-    return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)))
+        runs = compare_table.compared_runs(session, [_job_or_404(session, job_id) for job_id in ids])
+    return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)),
+                           measures=compare_table.MEASURES)
 
 
 @bp.route("/data-folders", methods=("GET", "POST"))

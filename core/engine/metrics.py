@@ -53,6 +53,13 @@ def weighted_f1(confusion: list[list[int]]) -> float:
     return float((f1 * support).sum() / support.sum())
 
 
+def sensitivity_specificity(confusion: list[list[int]]) -> tuple[float | None, float | None]:
+    """Recall of ALL (class 1, the positive class) and of hem (class 0) from [[tn, fp], [fn, tp]]; None for a
+    class the set does not hold. The same rates core.engine.clinical.rates_at gives at the threshold used."""
+    (tn, fp), (fn, tp) = confusion
+    return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
+
+
 def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict:
     """All the metrics of one set of predictions, JSON-safe."""
     confusion = confusion_matrix(y_true, y_pred)

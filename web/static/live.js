@@ -35,6 +35,15 @@ const Live = {
     while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
     return `${value.toFixed(1)} ${units[unit]}`;
   },
+  /* "2024-05-01T12:00:00.123Z" → "2024-05-01 12:00:00" (UTC), as the templates' when filter writes it. */
+  when(iso) { return iso ? iso.slice(0, 19).replace("T", " ") : "—"; },
+  /* Seconds a job has run: start to end, or to now while it runs; null while queued (the rule of the
+     templates' run_seconds filter). */
+  runSeconds(job) {
+    if (job.status === "queued" || !job.started_at) return null;
+    const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
+    return Math.max(0, (end - Date.parse(job.started_at)) / 1000);
+  },
   epoch(job) { return job.epoch === null ? "—" : job.epochs_total ? `${job.epoch}/${job.epochs_total}` : `${job.epoch}`; },
 
   layout(yTitle, extra = {}) {
