@@ -22,6 +22,7 @@ from core.engine.explain import grad_cam
 from core.engine.models import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import evaluate_csv, predict_csv
+from core.engine.run_files import classify_artifacts
 from core.engine.report import THRESHOLD_KEY, select_for_explanation
 from core.service.settings import get_settings
 from core.engine.training import train
@@ -106,6 +107,10 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
         assert picture.size == (2 * 48, 48)  # the cell, and beside it the overlay
     for name in ("roc.png", "pr.png", "calibration.png", "probabilities.png", "evaluation.json"):
         assert (out / name).stat().st_size > 0
+    written = sorted(path.name for path in out.iterdir() if path.is_file())
+    classified = {path.name: kind for kind, path in classify_artifacts(out)}
+    assert sorted(classified) == written  # the run-files table knows every file evaluate writes
+    assert {classified[name] for name in ("per_image.csv", "subjects.csv", "evaluation.json") if name in classified} == {"evaluation"}
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved["clinical"]["interval"]["unit"] == "image"  # synthetic file names name no subject
     assert saved["clinical"]["metrics"]["sensitivity"]["value"] == pytest.approx(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.engine.run_files import EVALUATION_JSON
 from core.engine.metrics import sensitivity_specificity
 from core.service import jobs as job_service
 from core.service.records import Job
@@ -47,7 +48,7 @@ def _measured(session: Session, job: Job) -> dict[str, Any]:
 
 
 def _evaluated(session: Session, job: Job) -> dict[str, Any]:
-    evaluation = results.read_evaluation(job_service.named_artifact_file(session, job.id, "evaluation.json"))
+    evaluation = results.read_evaluation(job_service.named_artifact_file(session, job.id, EVALUATION_JSON))
     if evaluation is None:  # not finished, or failed
         return {"measured_on": None, "measures": dict.fromkeys(MEASURES), "train_loss": None}
     clinical = evaluation.clinical.metrics

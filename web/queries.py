@@ -22,6 +22,7 @@ from core.common.text import check_printable
 from core.engine.progress import EpochRecord
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
 from core.service.settings import get_settings
+from core.engine.run_files import SUBJECTS_CSV
 from web import schemas
 from web.inputs import storable_id
 
@@ -95,7 +96,7 @@ def subject_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
     """The per-subject table of an evaluate job (its subjects.csv), worst accuracy first; [] when none."""
     import csv
 
-    path = job_service.named_artifact_file(session, job_id, "subjects.csv")
+    path = job_service.named_artifact_file(session, job_id, SUBJECTS_CSV)
     if path is None:
         return []
     with path.open(newline="") as handle:

@@ -19,6 +19,7 @@ from core.common.errors import UserInputError
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
 from core.service.settings import get_settings
 from core.service import jobs as job_service
+from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
 from web import queries, schemas
 
 THUMBNAIL_PX = 96
@@ -40,10 +41,10 @@ def _csv_rows(path: Path | None) -> list[dict[str, str]]:
 
 def job_results(job_id: int, kind: str) -> schemas.JobResults:
     """The evaluation (evaluation.json) or prediction (prediction.json) summary and the explained images."""
-    evaluation, prediction_path = read_evaluation(_artifact_file(job_id, "evaluation.json")), _artifact_file(job_id, "prediction.json")
+    evaluation, prediction_path = read_evaluation(_artifact_file(job_id, EVALUATION_JSON)), _artifact_file(job_id, PREDICTION_JSON)
     prediction = PredictionSummary.model_validate_json(prediction_path.read_bytes()) if prediction_path else None
     explained = [ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None})
-                 for row in _csv_rows(_artifact_file(job_id, "explanations.csv"))]
+                 for row in _csv_rows(_artifact_file(job_id, EXPLANATIONS_CSV))]
     convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
     return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
                               explained=explained, explanation_convention=convention)
@@ -56,7 +57,7 @@ def read_evaluation(path: Path | None) -> schemas.Evaluation | None:
 
 def job_images(job_id: int) -> schemas.JobImages:
     """Every row of an evaluate job's per_image.csv, in the CSV's order."""
-    rows = _csv_rows(_artifact_file(job_id, "per_image.csv"))
+    rows = _csv_rows(_artifact_file(job_id, PER_IMAGE_CSV))
     images = [ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
                                           "explanation": row["explanation"] or None}) for row in rows]
     return schemas.JobImages(job_id=job_id, images=images)
@@ -64,8 +65,8 @@ def job_images(job_id: int) -> schemas.JobImages:
 
 def explanation_png(job_id: int, index: int) -> bytes:
     """The heat map of row `index` (1-based) of the job's explanations.csv, from the recorded zip."""
-    rows = _csv_rows(_artifact_file(job_id, "explanations.csv"))
-    archive_path = _artifact_file(job_id, "explanations.zip")
+    rows = _csv_rows(_artifact_file(job_id, EXPLANATIONS_CSV))
+    archive_path = _artifact_file(job_id, EXPLANATIONS_ZIP)
     if not 1 <= index <= len(rows) or archive_path is None:
         abort(404, description=f"job {job_id} has no heat map {index}")
     with zipfile.ZipFile(archive_path) as archive:
@@ -78,7 +79,7 @@ def explanation_png(job_id: int, index: int) -> bytes:
 def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     """A small PNG of the cell in row `index` (1-based) of the job's per_image.csv, read from its data
     folder when that lies under DATA_ROOTS (a CLI job's folder may lie anywhere)."""
-    rows = _csv_rows(_artifact_file(job_id, "per_image.csv"))
+    rows = _csv_rows(_artifact_file(job_id, PER_IMAGE_CSV))
     if not 1 <= index <= len(rows):
         abort(404, description=f"job {job_id} has no image {index}")
     try:  # as for registering a folder: the web reads images only under DATA_ROOTS

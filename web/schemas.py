@@ -16,7 +16,8 @@ from core.service.sweep_stopping import MedianStopRule
 from core.service.job_options import JobOptions, JobOptionsEdit, Priority
 from core.engine.params import PARAMS_BY_KIND
 from core.engine.progress import EpochRecord
-from core.service.records import ARTIFACT_KINDS, DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
+from core.engine.run_files import ARTIFACT_KINDS
+from core.service.records import DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
 from core.engine.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
 from web.inputs import MAX_ID, MAX_PAGE
 

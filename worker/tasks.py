@@ -37,6 +37,7 @@ from core.engine.run_folder import claim_run_dir
 from core.service.run_dirs import job_run_dir
 from core.service.logs import log_context
 from core.service.settings import get_settings
+from core.engine.run_files import PREDICTIONS_CSV, classify_artifacts
 from worker import metrics
 from worker.dispatch import send_job
 
@@ -309,39 +310,6 @@ class JobRun:
             log.error("job %s: %s", self.spec.id, failure)
 
 
-ARTIFACT_NAMES = {
-    "metrics.csv": "metrics",
-    "metrics.json": "metrics",
-    "evaluation.json": "evaluation",
-    "confusion.csv": "evaluation",
-    "subjects.csv": "evaluation",
-    "oof.csv": "predictions",
-    "per_image.csv": "evaluation",
-    "predictions.csv": "predictions",
-    "prediction.json": "predictions",
-    "explanations.csv": "explanation",
-    "explanations.zip": "explanation",
-}
-
-
-def classify_artifacts(run_dir: Path) -> list[tuple[str, Path]]:
-    """The files of a run folder worth recording, with their artifact kind."""
-    if not run_dir.is_dir():
-        return []
-    found = []
-    for path in sorted(run_dir.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        kind = ARTIFACT_NAMES.get(path.name)
-        if kind is None and path.suffix == ".pt":
-            kind = "checkpoint"
-        elif kind is None and path.suffix == ".png":
-            kind = "plot"
-        if kind is not None:
-            found.append((kind, path))
-    return found
-
-
 def may_record_threshold(job_id: int) -> bool:
     """Asked of the service before the run: may a threshold this job chooses go into its model's checkpoint?"""
     from core.service.thresholds import may_record_threshold as allowed
@@ -386,6 +354,6 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
                                           record_in_checkpoint=may_record_threshold(spec.id))
         note_recorded_threshold(spec.id, evaluation.metrics["threshold"])
     else:  # predict: parse_params knows no other kind
-        prediction = predict.predict_csv(params, run_dir / "predictions.csv", observer=observer, report_dir=run_dir,
+        prediction = predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
                                          record_in_checkpoint=may_record_threshold(spec.id))
         note_recorded_threshold(spec.id, prediction.threshold)

@@ -22,8 +22,8 @@ from core.engine.metrics import classification_metrics, subject_table
 from core.engine.release import find_release
 from core.engine.run_folder import resolve_checkpoint
 from core.engine.splits import release_folds_disjoint, require_subject_folds, training_splits
+from core.engine.run_files import OOF_CSV
 
-OOF_CSV = "oof.csv"  # a fold's out-of-fold predictions: ID, subject, label, prob_1, fold
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1")
 DEFAULT_FOLDS = 3
 

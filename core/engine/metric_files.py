@@ -11,9 +11,8 @@ from pathlib import Path
 from core.common.atomic import write_text_atomic
 from core.engine.params import TrainParams
 from core.engine.progress import EpochRecord
+from core.engine.run_files import METRICS_CSV, METRICS_JSON
 
-METRICS_CSV = "metrics.csv"
-METRICS_JSON = "metrics.json"
 CONFUSION_COLUMNS = ["valid_tn", "valid_fp", "valid_fn", "valid_tp"]
 
 

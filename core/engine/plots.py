@@ -12,11 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from core.common.atomic import open_atomic  # noqa: E402
+from core.engine.run_files import ACCURACY_PNG, CONFUSION_PNG, LOSS_PNG
 
 CLASS_NAMES = ("hem (0)", "all (1)")
-LOSS_PNG = "loss.png"
-ACCURACY_PNG = "accuracy.png"
-CONFUSION_PNG = "confusion.png"
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -103,11 +101,6 @@ def plot_history(history: list[dict], run_dir: Path, best_epoch: int | None) -> 
         paths.append(plot_confusion(best["confusion"], run_dir / CONFUSION_PNG, title))
     return paths
 
-
-ROC_PNG = "roc.png"
-PR_PNG = "pr.png"
-CALIBRATION_PNG = "calibration.png"
-HISTOGRAM_PNG = "probabilities.png"
 
 
 def _threshold_label(report: dict) -> str:

@@ -23,7 +23,7 @@ from core.engine.explain import CONVENTION
 from core.engine.metrics import classification_metrics, subject_table
 from core.engine.params import EvaluateParams, PredictParams
 from core.engine.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
-from core.engine.plots import CONFUSION_PNG, plot_confusion
+from core.engine.plots import plot_confusion
 from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
 from core.engine.run_folder import resolve_checkpoint
 from core.engine.report import (
@@ -36,11 +36,8 @@ from core.engine.report import (
 )
 from core.engine.settings import engine_settings
 from core.engine.splits import read_named_split
+from core.engine.run_files import CONFUSION_CSV, CONFUSION_PNG, EVALUATION_JSON, PREDICTION_JSON, SUBJECTS_CSV
 
-EVALUATION_JSON = "evaluation.json"
-PREDICTION_JSON = "prediction.json"
-CONFUSION_CSV = "confusion.csv"
-SUBJECTS_CSV = "subjects.csv"
 
 
 @dataclass

@@ -29,26 +29,23 @@ from core.engine.data import Sample
 from core.common.errors import UserInputError
 from core.engine.explain import CONVENTION, explain_samples, write_zip
 from core.engine.params import OperatingPointParams
-from core.engine.plots import (
-    CALIBRATION_PNG,
-    HISTOGRAM_PNG,
-    PR_PNG,
-    ROC_PNG,
-    plot_calibration,
-    plot_histogram,
-    plot_precision_recall,
-    plot_roc,
-)
+from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
 from core.engine.results import PredictionSummary, Threshold
 from core.engine.splits import read_named_split
+from core.engine.run_files import (
+    CALIBRATION_PNG,
+    EXPLANATIONS_CSV,
+    EXPLANATIONS_ZIP,
+    HISTOGRAM_PNG,
+    PER_IMAGE_CSV,
+    PR_PNG,
+    ROC_PNG,
+)
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_KEY = "operating_threshold"  # in a checkpoint: {value, method, target_sensitivity, chosen_on}
 VALID_SPLIT = "valid"  # core.engine.splits: valid.csv of a lab folder, the subject-disjoint share of a release
-PER_IMAGE_CSV = "per_image.csv"
 EXPLANATIONS_DIR = "explanations"
-EXPLANATIONS_CSV = "explanations.csv"
-EXPLANATIONS_ZIP = "explanations.zip"
 HISTOGRAM_BINS = 20
 FIRST_ROWS = 10
 

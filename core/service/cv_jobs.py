@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.service import jobs
-from core.engine.crossval import OOF_CSV, fold_params, plan_folds, summarize
+from core.engine.crossval import fold_params, plan_folds, summarize
+from core.engine.run_files import OOF_CSV
 from core.common.errors import StateConflict, UserInputError
 from core.common.text import check_printable
 from core.engine.params import parse_params

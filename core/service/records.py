@@ -21,7 +21,6 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 CANCELLABLE_STATUSES = ("queued", "running")  # a queued job is cancelled at once, a running one at its next batch
 RETRYABLE_STATUSES = ("failed", "cancelled")
 MODEL_KINDS = ("train", "finetune")  # kinds whose run leaves a checkpoint another job can start from
-ARTIFACT_KINDS = ("checkpoint", "predictions", "metrics", "plot", "evaluation", "explanation")
 ROLES = ("admin", "member", "viewer")  # core.service.access says what each may do
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}  # stored as the number: higher starts first
 PRIORITY_NAMES = {number: name for name, number in PRIORITIES.items()}

@@ -10,17 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.common.errors import UserInputError
+from core.engine.run_files import ARTIFACT_KINDS
 from core.engine.run_folder import checkpoint_names, resolve_checkpoint
 from core.service import retention
 from core.service.jobs.lease import _upsert
 from core.service.jobs.queries import artifacts, get_job
 from core.service.jobs.submit import MAX_ID
-from core.service.records import (
-    ARTIFACT_KINDS,
-    Artifact,
-    Job,
-    utcnow,
-)
+from core.service.records import Artifact, Job, utcnow
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
