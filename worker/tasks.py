@@ -82,8 +82,9 @@ def run_job(job_id: int) -> None:
         if job is None:
             current = session.get(Job, int(job_id))
             state = "missing" if current is None else current.status
-            log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker) and nothing "
-                     "else waits in its queue; skipped", job_id, state)  # fmt: skip
+            with log_context(job_id=int(job_id)):  # the line is about the message's job
+                log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker) and nothing "
+                         "else waits in its queue; skipped", job_id, state)  # fmt: skip
             return
         spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
                        job.origin, job.cv_fold, job.legacy_run_dir)  # fmt: skip
