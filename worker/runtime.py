@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 
 from celery.signals import setup_logging, worker_shutting_down
 
@@ -25,10 +26,11 @@ log = logging.getLogger("leukemia.worker")
 class WorkerPresence(threading.Thread):
     """Heartbeats this worker's row and reaps jobs whose worker went silent (then re-sends them)."""
 
-    def __init__(self, hostname: str, queues: list[str]) -> None:
+    def __init__(self, hostname: str, queues: list[str], health_file: Path | None = None) -> None:
         super().__init__(name="worker-presence", daemon=True)
         self.hostname = hostname
         self.queues = queues
+        self.health_file = health_file
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -45,6 +47,8 @@ class WorkerPresence(threading.Thread):
             try:
                 with get_sessionmaker().begin() as session:
                     jobs.worker_seen(session, self.hostname)
+                if self.health_file is not None:  # after the row is committed: its age says what the row's would
+                    self.health_file.touch()
                 if since_reap >= reap_every:
                     since_reap = 0.0
                     requeued = requeue_and_resend_lost_jobs()
@@ -89,7 +93,7 @@ def _stop_running_job(**_: object) -> None:
 
 
 def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, health_file: Path | None = None) -> None:
     """Register this worker, keep its presence and the reaper going, and consume the queues until stopped."""
     upgrade_database()
     if metrics_port is not None:
@@ -106,7 +110,7 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     declare_queues(app, queue_names)  # before Celery's consumer declares them unguarded
     with get_sessionmaker().begin() as session:
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
-    presence = WorkerPresence(hostname, queue_names)
+    presence = WorkerPresence(hostname, queue_names, health_file)
     presence.start()
     sender = WebhookSender()
     sender.start()

@@ -80,8 +80,10 @@ def _safe_url(url: str) -> str:
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.option("--metrics-port", default=None, type=click.IntRange(1, 65535),
               help="Serve this process's Prometheus metrics on this port (needs METRICS_TOKEN and --concurrency 1).")
+@click.option("--health-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Touch this file each time the worker's presence heartbeat reached the database (for a cheap healthcheck).")
 def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str,
-           metrics_port: int | None) -> None:
+           metrics_port: int | None, health_file: Path | None) -> None:
     """Run a Celery worker that takes queued jobs, with its presence heartbeat and the lost-job reaper."""
     queue_names = [q.strip() for q in queues.split(",") if q.strip()]
     if not queue_names:
@@ -101,7 +103,7 @@ def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None,
     def serve() -> None:
         from worker.runtime import serve_worker
 
-        serve_worker(queue_names, gpu, concurrency, hostname, loglevel, metrics_port)
+        serve_worker(queue_names, gpu, concurrency, hostname, loglevel, metrics_port, health_file)
 
     run_db_command(serve)
 
