@@ -28,9 +28,11 @@ TOLERANCE_S = 300  # the receiver refuses a signature whose t is further than th
 class Receiver:
     """A real HTTP server on a free loopback port. It verifies X-Leukemia-Signature as docs/web.md tells a
     receiver to (HMAC-SHA256 over f"{t}.{body}", t within TOLERANCE_S), records every request, and answers
-    with the next scripted status code (then 200), after sleeping `hang` seconds when asked to."""
+    with the next scripted status code (then 200), after sleeping `hang` seconds when asked to. `host` and
+    `port` choose the listening address (default: 127.0.0.1 on a free port)."""
 
-    def __init__(self, secret: str = SECRET, codes: tuple[int, ...] = (), hang: float = 0.0) -> None:
+    def __init__(self, secret: str = SECRET, codes: tuple[int, ...] = (), hang: float = 0.0,
+                 host: str = "127.0.0.1", port: int | None = None) -> None:
         self.secret, self.codes, self.hang = secret, list(codes), hang
         self.requests: list[dict] = []
         self.lock = threading.Lock()
@@ -43,6 +45,7 @@ class Receiver:
                     receiver.requests.append({
                         "event": self.headers["X-Leukemia-Event"], "delivery": self.headers["X-Leukemia-Delivery"],
                         "content_type": self.headers["Content-Type"], "body": body, "at": time.time(),
+                        "authorization": self.headers.get("Authorization"),
                         "verified": receiver.verify(self.headers.get("X-Leukemia-Signature", ""), body)})
                     code = receiver.codes.pop(0) if receiver.codes else 200
                 if receiver.hang:
@@ -55,9 +58,9 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer((host, port or free_port()), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.url = f"http://{host}:{self.server.server_port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def verify(self, header: str, body: str) -> bool:
@@ -74,6 +77,16 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def loopback_allowed(monkeypatch):
+    """The receivers here listen on 127.0.0.1, which webhooks may not reach by default: these tests
+    list it in WEBHOOK_ALLOWED_NETWORKS, the setting's intended use (a receiver on a private network)."""
+    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -241,10 +254,10 @@ def test_two_senders_never_take_one_delivery(database, tmp_path):
     with get_sessionmaker().begin() as session:
         jobs.request_cancel(session, queued(tmp_path))
     with get_sessionmaker().begin() as first:
-        taken = webhooks.claim_due(first)
+        taken, _ = webhooks.claim_next(first)
     with get_sessionmaker().begin() as second:
-        assert webhooks.claim_due(second) == []
-    assert taken == [d.id for d in deliveries_of(hook)]
+        assert webhooks.claim_next(second) is None
+    assert [taken] == [d.id for d in deliveries_of(hook)]
 
 
 def test_a_lost_worker_is_reported_once_and_cleared_when_seen(database):

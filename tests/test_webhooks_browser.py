@@ -29,7 +29,8 @@ def test_delivery_history_page(tmp_path, browser) -> None:  # noqa: F811
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(codes=(500,))
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
-                "DATA_ROOTS": str(tmp_path), "WEBHOOK_RETRY_SECONDS": "1", "WEBHOOK_MAX_ATTEMPTS": "2"}
+                "DATA_ROOTS": str(tmp_path), "WEBHOOK_RETRY_SECONDS": "1", "WEBHOOK_MAX_ATTEMPTS": "2",
+                "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1"}  # the receivers listen on loopback
     try:
         with web_and_worker(tmp_path, settings) as base:
             page = browser.new_page(viewport={"width": 1366, "height": 768})

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema, field_validator,
+                      model_validator)
 
 from core.service.sweep_stopping import MedianStopRule
 from core.service.job_options import JobOptions, JobOptionsEdit, Priority
@@ -19,6 +20,7 @@ from core.engine.progress import EpochRecord
 from core.engine.run_files import ARTIFACT_KINDS
 from core.service.records import DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
 from core.engine.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
+from core.service.webhook_http import redact_url
 from web.inputs import MAX_ID, MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
@@ -505,11 +507,16 @@ class WebhookChange(JsonRequest):
 
 class Webhook(Row):
     id: int
-    url: str
+    url: str = Field(description="the receiver's address; a user:password@ in it is shown as ***@")
     events: list[str]
     enabled: bool
     created_at: UtcTime
     created_by: int | None = Field(description="the admin's user id; null: the CLI")
+
+    @field_validator("url")
+    @classmethod
+    def _redacted(cls, url: str) -> str:
+        return redact_url(url)
 
 
 class WebhookCreated(Webhook):

@@ -3,6 +3,7 @@ LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded defaul
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
@@ -58,7 +59,10 @@ class Settings(EngineSettings):
     public_url: str = Field("", description="The dashboard's address as people reach it (https://jobs.example.org); webhook payloads link to job pages under it.")
     webhook_retry_seconds: float = Field(30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour).")
     webhook_max_attempts: int = Field(8, ge=1, description="Attempts of a webhook delivery before it is marked failed.")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long a webhook receiver may take to answer before the attempt counts as failed.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long one webhook attempt may take in all (lookup, connection, sending, the whole answer) before it counts as failed.")
+    webhook_allowed_networks: str = Field(
+        "", description="Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.1, fd00::/8) that webhooks may reach "
+        "although they are loopback, private, link-local or otherwise not public; default: none (core.service.webhook_http).")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -91,6 +95,20 @@ class Settings(EngineSettings):
         from core.service.job_options import check_retention  # core.service.job_options reads no settings
 
         return check_retention(value.strip()) or "all"
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_allowed_networks(cls, value: str) -> str:
+        for item in _comma_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or a network such as 10.0.0.0/8") from None
+        return value
+
+    @property
+    def webhook_allowed_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in _comma_list(self.webhook_allowed_networks)]
 
     @property
     def resolved_database_url(self) -> str:
@@ -143,6 +161,10 @@ class SecretFilesSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         values = {name: self.read(name) for name in SECRET_FILE_SETTINGS if name in self.settings_cls.model_fields}
         return {name: value for name, value in values.items() if value is not None}
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)

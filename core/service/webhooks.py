@@ -3,9 +3,11 @@
 An event is an outbox row per subscribed webhook (webhook_deliveries), written in the transaction
 of the status change that makes it: a rolled-back change announces nothing, a committed one is
 never forgotten. A sender (`deliver_due`: a thread of every worker, or `leukemia webhooks deliver`)
-claims due rows with one conditional UPDATE each, so two senders never send one delivery at once,
-POSTs the stored body signed with the webhook's secret, and retries with doubling back-off.
-Delivery runs beside the jobs, never inside them: a slow or failing receiver holds up no job."""
+takes one due delivery at a time with one conditional UPDATE (a lease longer than an attempt can
+last), so two senders never send one delivery, POSTs the stored body signed with the webhook's
+secret (core.service.webhook_http: checked addresses, a total deadline), and retries with doubling
+back-off. A disabled webhook's deliveries wait until it is enabled again. Delivery runs beside
+the jobs, never inside them: a slow or failing receiver holds up no job."""
 
 from __future__ import annotations
 
@@ -15,12 +17,8 @@ import json
 import logging
 import secrets
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -30,26 +28,19 @@ from core.service.access import Actor, require_admin
 from core.common.errors import UserInputError
 from core.service.records import WEBHOOK_EVENTS, Job, User, Webhook, WebhookDelivery, WorkerRecord, utcnow
 from core.service.settings import get_settings
+from core.service.webhook_http import Attempt, check_url, post, redact_url
 
 log = logging.getLogger("leukemia.webhooks")
 
 TEST_EVENT = "webhook.test"  # sent to one webhook on request; no subscription needed
 RETRY_CAP_SECONDS = 3600.0  # the back-off doubles up to this wait
-MAX_URL_LENGTH = 2000
+# A lease outlasts the attempt's deadline by this much, to record the outcome in: a sender that
+# holds a delivery for longer (stopped, or its database gone) lets another take it over.
+LEASE_MARGIN_SECONDS = 30.0
 USER_AGENT = "leukemia-webhooks/1"
 
 
 # --- configuration ------------------------------------------------------------------------------
-
-
-def check_url(url: str) -> str:
-    """An http(s) URL with a host, stripped; else a one-line error naming `url`."""
-    url = (url or "").strip()
-    parsed = urlparse(url)
-    if (parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > MAX_URL_LENGTH
-            or not url.isprintable() or " " in url):
-        raise UserInputError(f"url: {url[:200]!r} is not an http:// or https:// address with a host", field="url")
-    return url
 
 
 def check_events(events: list[str] | tuple[str, ...] | None) -> list[str]:
@@ -198,9 +189,10 @@ def job_ended(session: Session, job_id: int) -> None:
 
 
 def queue_test_delivery(session: Session, webhook_id: int) -> WebhookDelivery:
-    """A webhook.test delivery to this webhook alone (enabled or not), to check the receiver."""
+    """A webhook.test delivery to this webhook alone (subscribed or not), to check the receiver; a
+    disabled webhook's waits, like its other deliveries, until it is enabled."""
     webhook = get_webhook(session, webhook_id)
-    row = _pending(webhook.id, TEST_EVENT, _body(TEST_EVENT, {"webhook": {"id": webhook.id, "url": webhook.url}}))
+    row = _pending(webhook.id, TEST_EVENT, _body(TEST_EVENT, {"webhook": {"id": webhook.id, "url": redact_url(webhook.url)}}))
     session.add(row)
     session.flush()
     return row
@@ -254,7 +246,7 @@ def add(session: Session, actor: Actor, url: str, events: list[str], secret: str
     """An admin adds a webhook (the secret is on the returned row: show it once)."""
     require_admin(actor, "manage webhooks")
     webhook = create_webhook(session, url, events, secret=secret, created_by=actor.user_id)
-    audit.record(session, actor, "webhook.create", "webhook", webhook.id, {"url": webhook.url, "events": webhook.events})
+    audit.record(session, actor, "webhook.create", "webhook", webhook.id, {"url": redact_url(webhook.url), "events": webhook.events})
     return webhook
 
 
@@ -262,14 +254,15 @@ def change(session: Session, actor: Actor, webhook_id: int, *, url: str | None =
            events: list[str] | None = None, enabled: bool | None = None) -> Webhook:
     require_admin(actor, "manage webhooks")
     webhook = update_webhook(session, webhook_id, url=url, events=events, enabled=enabled)
-    changed = {k: v for k, v in {"url": url, "events": events, "enabled": enabled}.items() if v is not None}
+    given = {"url": None if url is None else redact_url(webhook.url), "events": events, "enabled": enabled}
+    changed = {k: v for k, v in given.items() if v is not None}
     audit.record(session, actor, "webhook.update", "webhook", webhook_id, changed)
     return webhook
 
 
 def remove(session: Session, actor: Actor, webhook_id: int) -> None:
     require_admin(actor, "manage webhooks")
-    url = get_webhook(session, webhook_id).url
+    url = redact_url(get_webhook(session, webhook_id).url)
     delete_webhook(session, webhook_id)
     audit.record(session, actor, "webhook.delete", "webhook", webhook_id, {"url": url})
 
@@ -298,45 +291,6 @@ def signature(secret: str, timestamp: int, body: str) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What one POST came to: delivered on a 2xx; else the code (if any) and the reason."""
-
-    delivered: bool
-    response_code: int | None
-    error: str | None
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer other than 2xx: not followed (a POST body would not survive it anyway)."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
-
-
-def post(url: str, secret: str, event: str, delivery_id: int, body: str, timeout: float) -> Attempt:
-    """POST the exact stored body, signed now; never raises for what the receiver does."""
-    request = urllib.request.Request(url, data=body.encode(), method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Leukemia-Event": event,
-        "X-Leukemia-Delivery": str(delivery_id), "X-Leukemia-Signature": signature(secret, int(time.time()), body)})
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            code = response.status
-            response.read(65536)
-    except urllib.error.HTTPError as error:
-        error.close()
-        return Attempt(False, error.code, f"HTTP {error.code} {error.reason}"[:500])
-    except Exception as error:  # refused, timed out, DNS, TLS: the receiver's side, recorded and retried
-        reason = getattr(error, "reason", None) or error
-        return Attempt(False, None, f"{type(error).__name__}: {reason}"[:500])
-    if 200 <= code < 300:
-        return Attempt(True, code, None)
-    return Attempt(False, code, f"HTTP {code}")
-
-
 def backoff_seconds(attempts: int) -> float:
     """Wait after the attempts-th failed attempt: WEBHOOK_RETRY_SECONDS doubled per attempt, capped."""
     return min(get_settings().webhook_retry_seconds * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
@@ -347,61 +301,73 @@ def _due(now: datetime) -> Any:
                 or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
 
 
-def claim_due(session: Session, *, limit: int = 20) -> list[int]:
-    """Take the lease on up to `limit` due deliveries, one conditional UPDATE each (a delivery
-    another sender holds, or that was just delivered, is skipped)."""
+def claim_next(session: Session) -> tuple[int, datetime] | None:
+    """Take the lease on the next due delivery of an enabled webhook, with one conditional UPDATE
+    (a delivery another sender took meanwhile is skipped): its id and the lease, which the outcome
+    is recorded against; None when nothing is due.
+
+    One delivery per claim, taken just before it is sent: a lease taken for a batch would run out
+    while the deliveries before it are sent, and another sender would send the rest again."""
     now = utcnow()
-    lease = now + timedelta(seconds=get_settings().webhook_timeout_seconds + 30)
-    candidates = list(session.scalars(select(WebhookDelivery.id).where(_due(now))
-                                      .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)))
-    claimed = []
-    for delivery_id in candidates:
+    lease = now + timedelta(seconds=get_settings().webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+    candidates = session.scalars(select(WebhookDelivery.id).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+                                 .where(_due(now), Webhook.enabled.is_(True))
+                                 .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(10))
+    for delivery_id in list(candidates):
         result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, _due(now))
                                  .values(lease_until=lease).execution_options(synchronize_session=False))
         if result.rowcount == 1:
-            claimed.append(delivery_id)
-    return claimed
+            return delivery_id, lease
+    return None
 
 
-def record_attempt(session: Session, delivery_id: int, attempt: Attempt) -> str:
-    """Store an attempt's outcome: delivered, pending again after the back-off, or failed after the last."""
+def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt: Attempt) -> str | None:
+    """Store an attempt's outcome (delivered, pending again after the back-off, or failed after the
+    last) with one UPDATE conditional on the lease still being this sender's; None when it is not
+    (it ran out and another sender took the delivery over: that one records its own attempt)."""
     row = session.get(WebhookDelivery, delivery_id, populate_existing=True)
+    if row is None or row.lease_until != lease:
+        return None
     now = utcnow()
-    row.attempts += 1
-    row.response_code = attempt.response_code
-    row.last_error = attempt.error
-    row.lease_until = None
+    attempts = row.attempts + 1
+    values: dict[str, Any] = {"attempts": attempts, "response_code": attempt.response_code,
+                              "last_error": attempt.error, "lease_until": None}
     if attempt.delivered:
-        row.status, row.finished_at = "delivered", now
-    elif row.attempts >= get_settings().webhook_max_attempts:
-        row.status, row.finished_at = "failed", now
+        values.update(status="delivered", finished_at=now)
+    elif attempts >= get_settings().webhook_max_attempts:
+        values.update(status="failed", finished_at=now)
     else:
-        row.next_attempt_at = now + timedelta(seconds=backoff_seconds(row.attempts))
-    return row.status
+        values.update(status="pending", next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)))
+    result = session.execute(update(WebhookDelivery)
+                             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_until == lease)
+                             .values(**values).execution_options(synchronize_session=False))
+    return values["status"] if result.rowcount == 1 else None
 
 
 def deliver_due(*, limit: int = 20) -> dict[str, int]:
-    """One sender pass: claim due deliveries, POST each (its own short transactions), record the
-    outcomes. Returns how many were delivered, retried later and failed."""
+    """One sender pass: up to `limit` times, claim the next due delivery, POST it (outside any
+    transaction) and record the outcome. Returns how many were delivered, retried later and failed."""
     from core.service.db import get_sessionmaker
 
     timeout = get_settings().webhook_timeout_seconds
-    with get_sessionmaker().begin() as session:
-        claimed = claim_due(session, limit=limit)
     tally = {"delivered": 0, "pending": 0, "failed": 0}
-    for delivery_id in claimed:
+    for _ in range(limit):
         with get_sessionmaker().begin() as session:
+            claimed = claim_next(session)
+            if claimed is None:
+                break
+            delivery_id, lease = claimed
             row = session.get(WebhookDelivery, delivery_id)
-            webhook = session.get(Webhook, row.webhook_id) if row is not None else None
-            if webhook is None:
-                continue  # the webhook was deleted meanwhile, and its deliveries with it
-            target = (webhook.url, webhook.secret, row.event, row.body)
-        attempt = post(target[0], target[1], target[2], delivery_id, target[3], timeout)
+            webhook = session.get(Webhook, row.webhook_id)
+            url, event, body = webhook.url, row.event, row.body
+            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Leukemia-Event": event,
+                       "X-Leukemia-Delivery": str(delivery_id),
+                       "X-Leukemia-Signature": signature(webhook.secret, int(time.time()), body)}
+        attempt = post(url, headers, body.encode(), timeout)
         with get_sessionmaker().begin() as session:
-            if session.get(WebhookDelivery, delivery_id) is None:
-                continue
-            status = record_attempt(session, delivery_id, attempt)
-        tally[status] += 1
+            status = record_attempt(session, delivery_id, lease, attempt)
+        if status is not None:
+            tally[status] += 1
         if not attempt.delivered:
-            log.warning("webhook delivery %s to %s: %s", delivery_id, target[0], attempt.error)
+            log.warning("webhook delivery %s to %s: %s", delivery_id, redact_url(url), attempt.error)
     return tally

@@ -45,12 +45,13 @@ def add_command(url: str, events: tuple[str, ...], secret: str | None) -> None:
 def list_command() -> None:
     """Webhooks with their events and delivery counts."""
     from core.service import webhooks as service
+    from core.service.webhook_http import redact_url
 
     def action() -> list[str]:
         with _session() as session:
             counts = service.delivery_counts(session)
-            return [f"{hook.id}\t{'enabled' if hook.enabled else 'disabled'}\t{hook.url}\t{','.join(hook.events)}\t"
-                    + " ".join(f"{k}={v}" for k, v in sorted(counts.get(hook.id, {}).items()))
+            return [f"{hook.id}\t{'enabled' if hook.enabled else 'disabled'}\t{redact_url(hook.url)}\t"
+                    f"{','.join(hook.events)}\t" + " ".join(f"{k}={v}" for k, v in sorted(counts.get(hook.id, {}).items()))
                     for hook in service.list_webhooks(session)]
 
     lines = run_db_command(action)
@@ -78,7 +79,7 @@ def enable_command(webhook_id: int) -> None:
 @webhooks.command(name="disable", cls=UserCommand)
 @click.argument("webhook_id", type=int)
 def disable_command(webhook_id: int) -> None:
-    """Stop sending new events to a webhook (its pending deliveries are still sent)."""
+    """Stop sending to a webhook: no new events, and its pending deliveries wait until it is enabled."""
     _set_enabled(webhook_id, False)
 
 
