@@ -194,6 +194,23 @@ def test_a_disabled_webhooks_retries_wait_until_it_is_enabled(database):
         receiver.close()
 
 
+@sqlite_only
+def test_a_pass_sends_a_delivery_at_most_once(database, monkeypatch):
+    """A retry that falls due while the pass is still sending waits for the next pass (one second
+    later in a worker), so a failing receiver is not hammered within one pass."""
+    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.01")
+    get_settings.cache_clear()
+    receiver = Receiver(codes=(500, 500, 500, 500), hang=0.05)
+    try:
+        hook = add_webhook(receiver.url, ["job.failed"])
+        queue_test(hook)
+        queue_test(hook)
+        assert webhooks.deliver_due() == {"delivered": 0, "pending": 2, "failed": 0}
+        assert len(receiver.requests) == 2
+    finally:
+        receiver.close()
+
+
 # --- addresses ------------------------------------------------------------------------------------
 
 REFUSED = {  # url: where (address) and why, as the refusal names them

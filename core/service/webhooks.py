@@ -296,25 +296,27 @@ def backoff_seconds(attempts: int) -> float:
     return min(get_settings().webhook_retry_seconds * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
 
 
-def _due(now: datetime) -> Any:
-    return and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
+def _due(now: datetime, due_by: datetime) -> Any:
+    return and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= due_by,
                 or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
 
 
-def claim_next(session: Session) -> tuple[int, datetime] | None:
+def claim_next(session: Session, *, due_by: datetime | None = None) -> tuple[int, datetime] | None:
     """Take the lease on the next due delivery of an enabled webhook, with one conditional UPDATE
     (a delivery another sender took meanwhile is skipped): its id and the lease, which the outcome
     is recorded against; None when nothing is due.
 
     One delivery per claim, taken just before it is sent: a lease taken for a batch would run out
-    while the deliveries before it are sent, and another sender would send the rest again."""
+    while the deliveries before it are sent, and another sender would send the rest again.
+    `due_by` (a pass's start) leaves out what fell due later, such as a retry of this pass's own."""
     now = utcnow()
+    due = _due(now, due_by or now)
     lease = now + timedelta(seconds=get_settings().webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
     candidates = session.scalars(select(WebhookDelivery.id).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                                 .where(_due(now), Webhook.enabled.is_(True))
+                                 .where(due, Webhook.enabled.is_(True))
                                  .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(10))
     for delivery_id in list(candidates):
-        result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, _due(now))
+        result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, due)
                                  .values(lease_until=lease).execution_options(synchronize_session=False))
         if result.rowcount == 1:
             return delivery_id, lease
@@ -345,15 +347,17 @@ def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt:
 
 
 def deliver_due(*, limit: int = 20) -> dict[str, int]:
-    """One sender pass: up to `limit` times, claim the next due delivery, POST it (outside any
-    transaction) and record the outcome. Returns how many were delivered, retried later and failed."""
+    """One sender pass: up to `limit` times, claim the next delivery due when the pass began, POST it
+    (outside any transaction) and record the outcome, so a pass sends a delivery at most once.
+    Returns how many were delivered, retried later and failed."""
     from core.service.db import get_sessionmaker
 
     timeout = get_settings().webhook_timeout_seconds
     tally = {"delivered": 0, "pending": 0, "failed": 0}
+    started = utcnow()
     for _ in range(limit):
         with get_sessionmaker().begin() as session:
-            claimed = claim_next(session)
+            claimed = claim_next(session, due_by=started)
             if claimed is None:
                 break
             delivery_id, lease = claimed
