@@ -98,3 +98,27 @@ def test_text_lines_carry_the_context_too(monkeypatch):
         get_settings.cache_clear()
     first, second = buffer.getvalue().splitlines()
     assert first.endswith(" WARNING leukemia.worker: [job_id=7] disk full") and second.endswith(" WARNING leukemia.worker: idle")
+
+
+def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, monkeypatch):
+    """The job's heartbeat runs in its own thread, which does not inherit a contextvar: it copies the
+    job's context when it is made, so its lines (a failed beat here) carry the job id as well."""
+    import time
+
+    from core.service.logs import log_context
+    from worker.tasks import Heartbeat, JobObserver, LogTail
+
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.05")
+    get_settings.cache_clear()
+    observer = JobObserver(4242)
+    observer.progress = {"not_a_progress_field": 1}  # the job service refuses it: every beat fails and is logged
+    with log_context(job_id=4242):
+        heartbeat = Heartbeat(4242, "owner", observer, LogTail())
+    heartbeat.start()  # outside the context: the thread still has the job's
+    deadline = time.monotonic() + 20
+    while not any(line["message"] == "job 4242 heartbeat failed" for line in json_logs()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    heartbeat.done.set()
+    heartbeat.join()
+    failed = [line for line in json_logs() if line["message"] == "job 4242 heartbeat failed"]
+    assert failed and all(line["job_id"] == 4242 and "unknown fields" in line["exception"] for line in failed)
