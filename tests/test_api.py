@@ -239,7 +239,7 @@ def test_a_job_answer_is_its_row_without_the_lease_plus_its_queue_facts():
     from web import schemas
 
     columns = {column.name for column in Job.__table__.columns}
-    internal = {"lease_owner", "heartbeat_at", "run_key", "origin"}  # the worker's lease and run folder, the CLI's note
+    internal = {"lease_owner", "heartbeat_at", "run_key", "legacy_run_dir", "origin"}  # the worker's lease and run folder, the CLI's note
     derived = {"finished", "queue_position", "queue_served", "tags", "submitted_by_name"}
     assert set(schemas.Job.model_fields) == columns - internal | derived
 

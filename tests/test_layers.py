@@ -55,6 +55,13 @@ def import_cycles(graph) -> list[list[str]]:
     return cycles
 
 
+def test_no_import_circle_anywhere() -> None:
+    import grimp
+
+    graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=False)
+    assert import_cycles(graph) == []
+
+
 def test_the_cycle_finder_finds_a_circle(tmp_path: Path, monkeypatch) -> None:
     import grimp
 

@@ -48,7 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line
 
     from web import (api, auth, cv_views, errors, metrics, request_ids, request_json, security,  # noqa: F401
-                     users_views, views, webhook_api, webhook_views)
+                     users_views, views, webhook_views)
 
     request_ids.init_app(app)
     auth.init_app(app)

@@ -1,0 +1,83 @@
+"""Cross-validations: submit, read, delete, and the fold ensemble's evaluate or predict job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort
+
+from core.common.errors import UserInputError
+from core.service import deletion
+from core.service.db import get_sessionmaker
+from web import (
+    queries,
+    schemas,
+)
+from web.api.blueprint import answer, bp
+from web.api.jobs import check_web_params, job_response
+from web.auth import current_actor
+from web.inputs import csv_name_problem, json_body
+from web.openapi import operation
+from worker import dispatch
+
+
+@operation(bp, "post", "/cross-validations", operation_id="submitCrossValidation", tag="cross-validations",
+           body=schemas.CrossValidationSubmission, responses={201: schemas.CrossValidation}, errors=(400, 403, 413, 503))
+def submit_cross_validation() -> Any:
+    """Submit a cross-validation: one training job per fold"""
+    submission = json_body(schemas.CrossValidationSubmission)
+    check_web_params(submission.params)
+    cv_id, _ = dispatch.submit_cross_validation(submission.params, folds=submission.folds,
+                                                release_folds=submission.release_folds, name=submission.name,
+                                                queue=submission.queue, strict=True, origin="web",
+                                                actor=current_actor())
+    return cross_validation_response(cv_id, 201)
+
+
+def cross_validation_response(cv_id: int, status: int = 200) -> Any:
+    from core.service.cv_jobs import cross_validation_summary
+    from core.service.records import CrossValidation
+
+    with get_sessionmaker().begin() as session:
+        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+        return answer(schemas.CrossValidation.model_validate(cross_validation_summary(session, cv_id)), status)
+
+
+@operation(bp, "get", "/cross-validations/<int:cv_id>", operation_id="getCrossValidation", tag="cross-validations",
+           responses={200: schemas.CrossValidation}, errors=(404,))
+def get_cross_validation(cv_id: int) -> Any:
+    """One cross-validation: its fold jobs, best metrics per fold, mean ± std, out-of-fold metrics, ensembles"""
+    return cross_validation_response(cv_id)
+
+
+@operation(bp, "delete", "/cross-validations/<int:cv_id>", operation_id="deleteCrossValidation",
+           tag="cross-validations", responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
+def delete_cross_validation(cv_id: int) -> Any:
+    """Delete a cross-validation whose jobs have all finished: its fold and ensemble jobs' files and rows, then it"""
+    from core.service.records import CrossValidation
+
+    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
+    with get_sessionmaker().begin() as session:
+        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+        done = deletion.delete_cross_validation(session, cv_id, actor=actor)
+    return answer(schemas.Deletion(job_ids=done.job_ids, cv_id=cv_id, freed_bytes=done.freed_bytes))
+
+
+@operation(bp, "post", "/cross-validations/<int:cv_id>/ensemble", operation_id="submitEnsemble",
+           tag="cross-validations", body=schemas.EnsembleSubmission, responses={201: schemas.Job},
+           errors=(400, 403, 404, 409, 413, 503))
+def submit_ensemble(cv_id: int) -> Any:
+    """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
+    from core.service.records import CrossValidation
+
+    submission = json_body(schemas.EnsembleSubmission)
+    if problem := csv_name_problem(submission.split):
+        raise UserInputError(f"split: {problem}", field="split")
+    with get_sessionmaker().begin() as session:
+        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
+            abort(404, description=f"cross-validation {cv_id} not found")
+    job_id = dispatch.submit_ensemble(cv_id, submission.kind, submission.split, tta=submission.tta,
+                                      queue=submission.queue, origin="web", actor=current_actor())
+    return job_response(job_id, 201)

@@ -1,0 +1,46 @@
+"""Data folders (registered under a data root, with their check report) and the artifacts volume's use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.service.db import get_sessionmaker
+from core.service.disk import disk_summary
+from core.service.settings import get_settings
+from web import (
+    queries,
+    schemas,
+)
+from web.api.blueprint import answer, bp
+from web.auth import current_actor
+from web.inputs import json_body
+from web.openapi import operation
+
+
+@operation(bp, "get", "/disk", operation_id="getDiskUse", tag="disk", responses={200: schemas.DiskUse})
+def disk_use() -> Any:
+    """Disk use: the jobs' run folders in total, and free/total space of the artifacts volume"""
+    with get_sessionmaker().begin() as session:
+        summary = disk_summary(session)
+    return answer(schemas.DiskUse(jobs_bytes=summary.jobs_bytes, measured_jobs=summary.measured_jobs,
+                                  unmeasured_jobs=summary.unmeasured_jobs, free_bytes=summary.volume.free_bytes,
+                                  total_bytes=summary.volume.total_bytes, retention=get_settings().retention))
+
+
+@operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",
+           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 403, 409, 413))
+def register_data_folder() -> Any:
+    """Register a data folder under a data root (and check it)"""
+    registration = json_body(schemas.DataFolderRegistration)
+    with get_sessionmaker().begin() as session:
+        folder = queries.register_data_folder(session, registration.name or "", registration.path, actor=current_actor())
+        return answer(schemas.DataFolder.model_validate(folder), 201)
+
+
+@operation(bp, "get", "/data-folders", operation_id="listDataFolders", tag="data folders",
+           responses={200: schemas.DataFolderList})
+def list_data_folders() -> Any:
+    """Registered data folders"""
+    with get_sessionmaker().begin() as session:
+        folders = [schemas.DataFolder.model_validate(f) for f in queries.list_data_folders(session)]
+    return answer(schemas.DataFolderList(data_folders=folders))

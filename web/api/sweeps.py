@@ -1,0 +1,90 @@
+"""Sweeps: submit a grid, list, read, edit, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort
+
+from core.common.errors import UserInputError
+from core.service import deletion, job_edits
+from core.service.db import get_sessionmaker
+from web import (
+    queries,
+    schemas,
+)
+from web.api.blueprint import answer, bp
+from web.api.jobs import NOT_IN_WEB_GRIDS, check_web_params
+from web.auth import current_actor
+from web.inputs import csv_name_problem, json_body, query_model
+from web.openapi import operation
+from worker import dispatch
+
+
+@operation(bp, "post", "/sweeps", operation_id="submitSweep", tag="sweeps", body=schemas.SweepSubmission,
+           responses={201: schemas.Sweep}, errors=(400, 403, 413, 503))
+def submit_sweep() -> Any:
+    """Submit a grid sweep: one job per point"""
+    submission = json_body(schemas.SweepSubmission)
+    for name in submission.grid:
+        if name in NOT_IN_WEB_GRIDS:
+            raise UserInputError(f"grid: {name} cannot be varied over the web", field="grid")
+    check_web_params(submission.base_params)
+    for csv in submission.grid.get("csv", []):  # the check a single job's csv gets
+        if problem := csv_name_problem(csv):
+            raise UserInputError(f"grid: csv {problem}", field="grid")
+    sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
+                                        name=submission.name, parent_id=submission.parent_id, queue=submission.queue,
+                                        strict=True, origin="web", actor=current_actor(),
+                                        options=submission.options, early_stopping=submission.early_stopping)
+    return sweep_response(sweep_id, 201)
+
+
+def sweep_response(sweep_id: int, status: int = 200) -> Any:
+    with get_sessionmaker().begin() as session:
+        sweep = queries.find_sweep(session, sweep_id)
+        if sweep is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+        return answer(queries.sweep_model(session, sweep), status)
+
+
+@operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.SweepListQuery,
+           responses={200: schemas.SweepPage}, errors=(400,))
+def list_sweeps() -> Any:
+    """Sweeps, newest first"""
+    query = query_model(schemas.SweepListQuery)
+    with get_sessionmaker().begin() as session:
+        sweeps, total = queries.list_sweeps(session, query.page, query.per_page, tag=query.tag)
+        items = [queries.sweep_model(session, sweep) for sweep in sweeps]
+    return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
+
+
+@operation(bp, "get", "/sweeps/<int:sweep_id>", operation_id="getSweep", tag="sweeps",
+           responses={200: schemas.Sweep}, errors=(404,))
+def get_sweep(sweep_id: int) -> Any:
+    """One sweep"""
+    return sweep_response(sweep_id)
+
+
+@operation(bp, "patch", "/sweeps/<int:sweep_id>", operation_id="editSweep", tag="sweeps", body=schemas.OptionsEdit,
+           responses={200: schemas.Sweep}, errors=(400, 403, 404, 413))
+def edit_sweep(sweep_id: int) -> Any:
+    """Change a sweep's notes, tags, priority (also its queued jobs') or retention; fields left out stay"""
+    changes, actor = json_body(schemas.OptionsEdit), current_actor()
+    with get_sessionmaker().begin() as session:
+        if queries.find_sweep(session, sweep_id) is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+        job_edits.edit_sweep(session, actor, sweep_id, changes)
+    return sweep_response(sweep_id)
+
+
+@operation(bp, "delete", "/sweeps/<int:sweep_id>", operation_id="deleteSweep", tag="sweeps",
+           responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
+def delete_sweep(sweep_id: int) -> Any:
+    """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
+    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
+    with get_sessionmaker().begin() as session:
+        if queries.find_sweep(session, sweep_id) is None:
+            abort(404, description=f"sweep {sweep_id} not found")
+        done = deletion.delete_sweep(session, sweep_id, actor=actor)
+    return answer(schemas.Deletion(job_ids=done.job_ids, sweep_id=sweep_id, freed_bytes=done.freed_bytes))
