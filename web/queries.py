@@ -23,6 +23,7 @@ from core.engine.progress import EpochRecord
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
 from core.service.settings import get_settings
 from core.engine.run_files import SUBJECTS_CSV
+from core.engine.spreadsheet_csv import read_csv_rows
 from web import schemas
 from web.inputs import storable_id
 
@@ -94,13 +95,8 @@ def find_artifact(session: Session, job_id: int, artifact_id: int) -> Artifact |
 
 def subject_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
     """The per-subject table of an evaluate job (its subjects.csv), worst accuracy first; [] when none."""
-    import csv
-
     path = job_service.named_artifact_file(session, job_id, SUBJECTS_CSV)
-    if path is None:
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    return [] if path is None else read_csv_rows(path)
 
 
 def model_jobs(session: Session, limit: int = 200) -> list[Job]:

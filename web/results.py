@@ -5,7 +5,6 @@ request: files are found by artifact name, images by row number of a recorded ta
 
 from __future__ import annotations
 
-import csv
 import io
 import zipfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from core.common.errors import UserInputError
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
 from core.service.settings import get_settings
 from core.service import jobs as job_service
+from core.engine.spreadsheet_csv import read_csv_rows
 from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
 from web import queries, schemas
 
@@ -33,10 +33,7 @@ def _artifact_file(job_id: int, name: str) -> Path | None:
 
 
 def _csv_rows(path: Path | None) -> list[dict[str, str]]:
-    if path is None:
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    return [] if path is None else read_csv_rows(path)
 
 
 def job_results(job_id: int, kind: str) -> schemas.JobResults:

@@ -29,6 +29,7 @@ from core.engine.data import (
 )
 from core.common.errors import UserInputError
 from core.engine.settings import engine_settings
+from core.engine.spreadsheet_csv import formula_like
 from core.engine.release import Release, find_release, read_parts, shared_subjects
 
 
@@ -189,6 +190,7 @@ def _check_lab(folder: Path) -> CheckReport:
             split_report.problems.extend(_duplicate_rows(result.samples))
             _count_images(result.samples, split_report)
             read_samples[csv_name] = result.samples
+            report.warnings.extend(_formula_names(csv_name, result.samples))
         report.splits.append(split_report)
     report.problems.extend(_shared_images(read_samples))
     return report
@@ -207,6 +209,7 @@ def _check_cnmc(folder: Path) -> CheckReport:
         "`leukemia check DIR --write-csv` writes a patient-safe train.csv and valid.csv"
     )
     report.splits.extend(_top_folder_reports(samples, decoded, patients))
+    report.warnings.extend(_formula_names(str(folder), samples))
     return report
 
 
@@ -220,6 +223,7 @@ def _check_release(release: Release) -> CheckReport:
         if part.name != "final":
             split.patients = len({s.subject for s in part.samples if s.subject is not None})
         report.splits.append(split)
+        report.warnings.extend(_formula_names(part.source, part.samples))
     folds = [part for part in parts if part.name.startswith("fold_")]
     if not folds:
         report.notes.append("no training_data/fold_N folders: nothing to train on")
@@ -234,6 +238,19 @@ def _check_release(release: Release) -> CheckReport:
     if release.root != release.base:
         report.notes.append(f"release found one folder down: {release.relative(release.root)}/")
     return report
+
+
+def _formula_names(where: str, samples: list[Sample]) -> list[str]:
+    """A warning naming the file (or folder) whose image names a spreadsheet would run as formulas
+    (=1+2.bmp): they work, but core.engine.spreadsheet_csv has to write them escaped."""
+    named = [sample for sample in samples if formula_like(sample.id)]
+    if not named:
+        return []
+    shown = ", ".join(repr(s.id) if s.source == s.id else f"{s.source} {s.id!r}" for s in named[:3])
+    more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+    return [f"{where}: {len(named)} image name(s) begin like a spreadsheet formula (=, +, -, @, tab or CR): "
+            f"{shown}{more}; the CSVs for people (per_image.csv, explanations.csv, subjects.csv, oof.csv) write "
+            "them with a leading ', the submission CSV (predictions.csv) keeps them exact"]
 
 
 def _count_images(samples: list[Sample], report: SplitReport) -> set[str]:

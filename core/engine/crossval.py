@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from core.common.atomic import open_atomic, write_text_atomic
+from core.common.atomic import write_text_atomic
 from core.engine.data import data_folder
 from core.common.errors import UserInputError
 from core.engine.metrics import classification_metrics, subject_table
@@ -23,7 +23,9 @@ from core.engine.release import find_release
 from core.engine.run_folder import resolve_checkpoint
 from core.engine.splits import release_folds_disjoint, require_subject_folds, training_splits
 from core.engine.run_files import OOF_CSV
+from core.engine.spreadsheet_csv import frame_rows, read_csv_frame, write_csv
 
+OOF_FLOAT_FORMAT = "%.6f"  # oof.csv's probabilities
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1")
 DEFAULT_FOLDS = 3
 
@@ -97,8 +99,7 @@ def write_out_of_fold(run_dir: Path, params: Any, fold: int, *, observer: Any = 
         "prob_1": probabilities, "fold": fold,
     })
     path = Path(run_dir) / OOF_CSV
-    with open_atomic(path, newline="") as file:
-        frame.to_csv(file, index=False, float_format="%.6f")
+    write_csv(path, list(frame.columns), frame_rows(frame, OOF_FLOAT_FORMAT))
     return path
 
 
@@ -165,11 +166,11 @@ def run_cross_validation(
         run_dir = out_dir / f"fold_{fold.fold}"
         result = train(params, run_dir, observer=observer_for(fold.fold) if observer_for else None)
         rows += [{"fold": fold.fold, **record.model_dump()} for record in result.history]
-        frames.append(pd.read_csv(write_out_of_fold(run_dir, params, fold.fold)))
+        frames.append(read_csv_frame(write_out_of_fold(run_dir, params, fold.fold)))
     summary = {**plan.to_dict(), **summarize(rows, frames)}
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
-    with open_atomic(out_dir / OOF_CSV, newline="") as file:
-        pd.concat(frames, ignore_index=True).to_csv(file, index=False, float_format="%.6f")
+    together = pd.concat(frames, ignore_index=True)
+    write_csv(out_dir / OOF_CSV, list(together.columns), frame_rows(together, OOF_FLOAT_FORMAT))
     return summary
 
 

@@ -12,8 +12,6 @@ Files in the output folder:
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.common.atomic import open_atomic, write_text_atomic
 from core.engine.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.engine.clinical import choose_threshold, clinical_report
 from core.engine.data import Sample
@@ -32,6 +29,7 @@ from core.engine.params import OperatingPointParams
 from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
 from core.engine.results import PredictionSummary, Threshold
 from core.engine.splits import read_named_split
+from core.engine.spreadsheet_csv import write_csv
 from core.engine.run_files import (
     CALIBRATION_PNG,
     EXPLANATIONS_CSV,
@@ -156,18 +154,16 @@ def write_explanations(
     pictures = explain_samples(checkpoint, chosen, batch_size=batch_size, device=device)
     folder = out_dir / EXPLANATIONS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    names, files, listing = {}, {}, io.StringIO()
-    writer = csv.writer(listing)
-    writer.writerow(["file", "ID", "why", "prob_all", "predicted", "true_label"])
+    names, files, rows = {}, {}, []
     for (index, why), picture in zip(selection, pictures):
         name = f"{index:05d}_{_safe_name(samples[index].id)}.png"
         (folder / name).write_bytes(picture)
         names[index], files[name] = name, picture
         true_label = "" if samples[index].label is None else samples[index].label
-        writer.writerow([name, samples[index].id, why, f"{probabilities[index]:.6f}",
-                         int(probabilities[index] >= threshold), true_label])
-    write_text_atomic(out_dir / EXPLANATIONS_CSV, listing.getvalue())
-    files[EXPLANATIONS_CSV] = listing.getvalue().encode()
+        rows.append([name, samples[index].id, why, f"{probabilities[index]:.6f}",
+                     int(probabilities[index] >= threshold), true_label])
+    listing = write_csv(out_dir / EXPLANATIONS_CSV, ["file", "ID", "why", "prob_all", "predicted", "true_label"], rows)
+    files[EXPLANATIONS_CSV] = listing.encode()
     files["README.txt"] = (CONVENTION + f"\nExplained with {checkpoint.name}.\n").encode()
     write_zip(files, out_dir / EXPLANATIONS_ZIP)
     return names
@@ -196,12 +192,10 @@ def write_evaluation_outputs(
     report = clinical_report(truth, probabilities, threshold["value"], threshold_source=threshold["description"],
                              subjects=subjects)
     predicted = (probabilities >= threshold["value"]).astype(int)
-    with open_atomic(out_dir / PER_IMAGE_CSV, newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["ID", "subject", "true_label", "prob_all", "predicted", "correct", "explanation"])
-        for index, sample in enumerate(samples):
-            writer.writerow([sample.id, subjects[index] if subjects else "", sample.label, f"{probabilities[index]:.6f}",
-                             predicted[index], int(predicted[index] == sample.label), explained.get(index, "")])
+    write_csv(out_dir / PER_IMAGE_CSV, ["ID", "subject", "true_label", "prob_all", "predicted", "correct", "explanation"],
+              [[sample.id, subjects[index] if subjects else "", sample.label, f"{probabilities[index]:.6f}",
+                predicted[index], int(predicted[index] == sample.label), explained.get(index, "")]
+               for index, sample in enumerate(samples)])
     plot_roc(report, out_dir / ROC_PNG)
     plot_precision_recall(report, out_dir / PR_PNG)
     plot_calibration(report, out_dir / CALIBRATION_PNG)

@@ -12,8 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.service import jobs
-from core.engine.crossval import fold_params, plan_folds, summarize
+from core.engine.crossval import OOF_FLOAT_FORMAT, fold_params, plan_folds, summarize
 from core.engine.run_files import OOF_CSV
+from core.engine.spreadsheet_csv import csv_text, frame_rows, read_csv_frame
 from core.common.errors import StateConflict, UserInputError
 from core.common.text import check_printable
 from core.engine.params import parse_params
@@ -82,7 +83,7 @@ def ensemble_jobs(session: Session, cv_id: int) -> list[Job]:
 def _oof_frames(session: Session, folds: list[Job]) -> list[pd.DataFrame]:
     """Each fold's out-of-fold predictions, or [] until every fold has written them."""
     paths = [jobs.named_artifact_file(session, job.id, OOF_CSV) for job in folds]
-    return [pd.read_csv(path) for path in paths if path is not None] if folds and all(paths) else []
+    return [read_csv_frame(path) for path in paths if path is not None] if folds and all(paths) else []
 
 
 def out_of_fold_csv(session: Session, cv_id: int) -> str:
@@ -92,7 +93,8 @@ def out_of_fold_csv(session: Session, cv_id: int) -> str:
     if not frames:
         raise UserInputError(f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded",
                              field="cv_id")
-    return pd.concat(frames, ignore_index=True).to_csv(index=False, float_format="%.6f")
+    together = pd.concat(frames, ignore_index=True)
+    return csv_text(list(together.columns), frame_rows(together, OOF_FLOAT_FORMAT))
 
 
 def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
