@@ -5,7 +5,8 @@ without torch.compile, the lab's per-image DataLoader, prediction files → CSV 
 inference ceiling, cache build time, the CPU cost per image on one core, and "time to result"
 (bench/time_to_result.py): the real commands and a queued job, cold and warm, against the
 model-only time. `--quick` (a CPU, a few minutes): the same code at 64 px, resnet18, a few
-steps, and the CPU target at 450 px. Prints the tables and writes results.json and results.md.
+steps, and the CPU target at 450 px. Prints the tables, writes results.json and results.md, and exits 1
+when a check or goal it judges is missed.
 """
 
 from __future__ import annotations
@@ -326,11 +327,23 @@ def main(quick: bool, out_dir: Path, data_dir: Path | None, archs: tuple[str, ..
          test_images: int | None) -> None:
     """Measure the input pipeline against the model's ceiling and the lab's loader, and the time to result."""
     try:
-        run(quick=quick, out_dir=out_dir, data_dir=data_dir, archs=list(archs) or list(TRAIN_BATCH), steps=steps,
-            section=section, test_images=test_images)  # fmt: skip
+        results = run(quick=quick, out_dir=out_dir, data_dir=data_dir, archs=list(archs) or list(TRAIN_BATCH),
+                      steps=steps, section=section, test_images=test_images)  # fmt: skip
     except UserInputError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
+    missed = missed_targets(results)
+    if missed:
+        click.echo(f"missed: {'; '.join(missed)}", err=True)
+        sys.exit(1)
+
+
+def missed_targets(results: Results) -> list[str]:
+    """The checks and goals judged and not met: the run's exit code is 1 when there is one (a CPU run
+    does not judge the GPU ones)."""
+    return [row["check"] for row in results.checks if row["met"] is False] + [
+        row["goal"] for row in results.goals if row["met"] is False
+    ]
 
 
 def run(
