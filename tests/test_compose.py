@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from tests import polling
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -528,15 +528,13 @@ def deployment(tmp_path):
 
 
 def wait_for(predicate, timeout: float, deployment: Deployment, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """tests/polling.py's wait, failing at once when a service's process exits, with the logs."""
+
+    def running() -> None:
         for name, process in deployment.processes.items():
             assert process.poll() is None, f"{name} exited with {process.returncode} while waiting for {what}\n{deployment.logs()}"
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{deployment.logs()}")
+
+    return polling.wait_for(predicate, timeout, what, check=running, describe=deployment.logs, interval=0.5)
 
 
 def test_an_empty_or_missing_secret_file_stops_the_service_with_one_line(deployment):

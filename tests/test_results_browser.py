@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from tests.conftest import REPO
+from tests.polling import wait_for
 from tests.test_browser import ADMIN, browser  # noqa: F401  (the shared Chromium fixture)
 from tests.web_helpers import log_in_page, web_and_worker
 
@@ -46,13 +46,11 @@ def api(base: str, method: str, path: str, body: dict | None = None) -> tuple[in
 
 
 def finished(base: str, job_id: int, seconds: float = 300) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def row() -> dict | None:
         job = api(base, "GET", f"/jobs/{job_id}")[1]
-        if job["finished"]:
-            return job
-        time.sleep(1)
-    raise TimeoutError(f"job {job_id} did not finish in {seconds} s")
+        return job if job["finished"] else None
+
+    return wait_for(row, seconds, f"job {job_id} to finish", interval=1)
 
 
 def submit(base: str, kind: str, params: dict, parent_id: int | None = None) -> int:

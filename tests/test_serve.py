@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_for
+
 LEUKEMIA = Path(sys.executable).with_name("leukemia")
 # Settings of the machine or CI must not leak into the embedded default under test.
 UNSET = ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "DATA_ROOTS", "API_TOKEN", "SECRET_KEY",
@@ -152,14 +154,12 @@ def api(method: str, url: str, token: str, body: dict | None = None) -> tuple[in
 
 
 def poll(predicate, timeout: float, what: str, serve: Serve):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
+    """tests/polling.py's wait, failing at once when serve exits, with its output."""
+
+    def running() -> None:
         assert serve.process.poll() is None, f"serve exited while waiting for {what}:\n{serve.output()[-4000:]}"
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{serve.output()[-4000:]}")
+
+    return wait_for(predicate, timeout, what, check=running, describe=lambda: serve.output()[-4000:], interval=0.5)
 
 
 @pytest.mark.timeout(420)

@@ -19,6 +19,7 @@ from core.service.db import get_sessionmaker, upgrade_database
 from core.common.errors import UserInputError
 from core.service.records import Job, WebhookDelivery, WorkerRecord, utcnow
 from core.service.settings import get_settings
+from tests import polling
 from tests.web_helpers import free_port
 
 SECRET = "receiver-shared-secret-0123456789"
@@ -135,11 +136,14 @@ def deliveries_of(webhook_id: int) -> list[WebhookDelivery]:
 
 def deliver_until(condition, seconds: float = 20.0) -> None:
     """Run sender passes (as a worker's thread does) until condition() holds."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out running delivery passes"
+
+    def delivered() -> bool:
+        if condition():
+            return True
         webhooks.deliver_due()
-        time.sleep(0.1)
+        return False
+
+    polling.wait_for(delivered, seconds, "delivery passes to get there")
 
 
 # --- the outbox ------------------------------------------------------------------------------------
@@ -506,7 +510,8 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
         report = json.loads(lost[0]["body"])["worker"]
         assert lost[0]["verified"] and report["hostname"] == victim.hostname
         assert report["queues"] == [f"victim-{token}"] and report["running_job_ids"] == []
-        time.sleep(4)  # another reaper round (every STALE_AFTER_SECONDS / 2) of the live worker: no second report
+        with get_sessionmaker().begin() as session:  # another reaper round, now: it reports the loss no second time
+            assert victim.hostname not in webhooks.report_lost_workers(session)
         assert len(victim_reports()) == 1
         assert sum(victim.hostname in d.body for d in deliveries_of(good_id) if d.event == "worker.lost") == 1
         assert took >= 6, took  # not before its heartbeat was stale

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ from core.service.db import get_sessionmaker
 from core.common.errors import UserInputError
 from core.service.records import Job
 from leukemia.cli import main as leukemia_cli
+from tests import polling
 from worker import dispatch
 from worker.celery_app import RUN_JOB_TASK, get_app
 
@@ -61,18 +61,16 @@ class WorkerProcess:
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, *workers: WorkerProcess) -> object:
-    """Poll until condition() is truthy; on timeout fail with what we waited for and the workers' logs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
+    """Poll until condition() is truthy (tests/polling.py); fail at once if a worker exits, and on
+    timeout with what we waited for and the workers' logs."""
+
+    def check() -> None:
         for worker in workers:
             if worker.process.poll() is not None:
                 pytest.fail(f"worker {worker.hostname} exited while waiting for {what}:\n{worker.log()[-3000:]}")
-        time.sleep(0.2)
-    logs = "\n".join(w.log()[-3000:] for w in workers)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+    return polling.wait_for(condition, timeout, what, check=check, interval=0.2,
+                            describe=lambda: "\n".join(w.log()[-3000:] for w in workers))  # fmt: skip
 
 
 def job_row(job_id: int) -> Job:

@@ -8,15 +8,17 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.engine.progress import EpochRecord
 from core.service.settings import get_settings
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -95,17 +97,20 @@ def free_port() -> int:
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the web server exited with {process.returncode}")
+    """Poll url until it answers 200, failing at once if the server's process exits."""
+
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not become healthy")
+            return False
+
+    def running() -> None:
+        if process.poll() is not None:
+            pytest.fail(f"the web server exited with {process.returncode}")
+
+    wait_for(healthy, seconds, f"{url} to answer 200", check=running, interval=0.3)
 
 
 @contextlib.contextmanager
