@@ -100,12 +100,16 @@ def test_a_form_opened_from_a_job_is_preset_to_its_data_folder(admin, folder_pat
     model = finished_job(folder_path)
     folder_id = admin.get("/api/data-folders").json["data_folders"][0]["id"]
     form = admin.get(f"/jobs/new/{kind}?parent={model}").get_data(as_text=True)
-    assert f'<option value="{folder_id}" selected>' in form and f'<option value="{model}" selected>' in form
+    assert f'<option value="{folder_id}" selected>' in select(form, "data_folder")
+    assert f'<option value="{model}" selected>' in select(form, "parent_id")
     elsewhere = finished_job(str(tmp_path / "unregistered"))  # e.g. a CLI job's folder: nothing to preset
-    assert " selected>" not in admin.get(f"/jobs/new/{kind}?parent={elsewhere}").get_data(as_text=True).split(
-        'name="data_folder"')[1].split("</select>")[0]
-    assert " selected>" not in admin.get(f"/jobs/new/{kind}").get_data(as_text=True).split(
-        'name="data_folder"')[1].split("</select>")[0]
+    assert " selected>" not in select(admin.get(f"/jobs/new/{kind}?parent={elsewhere}").get_data(as_text=True), "data_folder")
+    assert " selected>" not in select(admin.get(f"/jobs/new/{kind}").get_data(as_text=True), "data_folder")
+
+
+def select(page: str, name: str) -> str:
+    """The options of a form's <select name=...>."""
+    return page.split(f'<select name="{name}">')[1].split("</select>")[0]
 
 
 def test_sensitivity_and_specificity_from_a_confusion_matrix_are_the_clinical_rates():
