@@ -123,7 +123,7 @@ NUMERIC = {f.name for kind in ("train", "finetune", "evaluate", "predict") for f
              "median_min_finished", "median_grace"}
 # Query and form fields per endpoint; the test fails when a route is added without an entry here.
 FIELDS: dict[str, tuple[list[str], list[str]]] = {
-    "static": ([], []), "views.plotly_js": ([], []),
+    "static": ([], []), "views.plotly_js": ([], []), "views.favicon": ([], []),
     "auth.login": (["next"], ["username", "password"]), "auth.logout": ([], []),
     "views.job_list": (["status", "kind", "sweep", "tag", "page"], []),
     "views.job_detail": ([], []), "views.cancel": ([], []), "views.retry": ([], []), "views.download": ([], []),

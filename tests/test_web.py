@@ -74,13 +74,23 @@ def test_session_cookie_and_security_headers(client, app):
 
 
 def test_plotly_is_served_from_the_vendored_file_with_its_licence(client):
+    import re
     from pathlib import Path
 
     static = Path(__file__).resolve().parents[1] / "web" / "static"
-    response = client.get("/vendor/plotly.min.js")
+    response = client.get("/vendor/plotly-cartesian.min.js")
     assert response.status_code == 200 and response.mimetype == "text/javascript"
-    assert response.data == (static / "plotly.min.js").read_bytes() and b"Licensed under the MIT license" in response.data[:300]
+    bundle = (static / "plotly-cartesian.min.js").read_bytes()
+    assert response.data == bundle and b"Licensed under the MIT license" in bundle[:300]
     assert "MIT License" in (static / "plotly.LICENSE.txt").read_text()
+    # The partial bundle (issue 20: the full one, 4.8 MB, kept job pages waiting seconds), and every trace
+    # type the dashboard's scripts draw is registered in it (scatter is plotly's default type).
+    assert b"plotly.js (cartesian - minified) v4." in bundle[:100] and len(bundle) < 2_000_000
+    assert not (static / "plotly.min.js").exists()
+    bundled = set(re.findall(rb'moduleType:"trace",name:"(\w+)"', bundle))
+    scripts = "".join(path.read_text() for path in static.glob("*.js") if "plotly" not in path.name)
+    used = {name.encode() for name in re.findall(r'Plotly\.react\([^;]*?type: "(\w+)"', scripts, re.S)} | {b"scatter"}
+    assert {b"bar", b"heatmap"} <= used and used <= bundled, used - bundled
 
 
 def test_data_folder_registration_only_under_roots(user, tmp_path, folder):
@@ -326,16 +336,33 @@ def test_train_form_image_size_defaults_to_the_folders(user, folder):
         assert job.params["image_size"] == 32
 
 
-def test_job_page_shows_the_per_subject_table(user, folder):
-    """An evaluate job's subjects.csv (written by core.engine.predict.evaluate_csv) is shown as a table on its page."""
+def test_evaluate_page_has_the_per_subject_card_and_says_what_a_coarse_heat_map_can_show(user, folder):
+    """The per-subject table is drawn from the results API into its card (tests/test_dashboard_browser.py);
+    beside the heat maps, a note when the model's image size leaves layer4 coarser than 4×4 cells."""
     from core.service import jobs
-    from core.service.settings import get_settings
 
-    job_id = finished_train_job(folder[1])
-    path = get_settings().resolved_artifacts_dir / f"job-{job_id}" / "subjects.csv"
-    path.write_text("subject,label,images,accuracy,called_all,mean_prob_1\nH3,0,4,0.25,0.75,0.61\n11,1,2,1,1,0.9\n")
-    with get_sessionmaker().begin() as session:
-        jobs.add_artifact(session, job_id, "evaluation", path)
-    page = user.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert 'id="subjects"' in page and "2 subjects, worst accuracy first" in page
-    assert "<td>H3</td><td>hem</td><td>4</td><td>25.0%</td><td>75.0%</td><td>0.61</td>" in page
+    notes = {}
+    for size in (32, 64, 96, 128):
+        train_id = finished_train_job(folder[1])
+        with get_sessionmaker().begin() as session:
+            train = session.get(Job, train_id)
+            train.params = {**train.params, "image_size": size}  # the size its checkpoint was trained at
+            evaluate_id = jobs.create_job(session, "evaluate", {"data_dir": folder[1], "csv": "valid.csv"},
+                                          parent_id=train_id).id
+        notes[size] = user.get(f"/jobs/{evaluate_id}").get_data(as_text=True)
+    for size, page in notes.items():
+        assert 'id="subjects-card" hidden' in page and 'id="gallery-card" hidden' in page
+    assert "At 32 px layer4 is a single cell" in notes[32]
+    assert "At 64 px layer4 is 2×2 cells: the map can only say which quarter of the image pushes towards ALL" in notes[64]
+    assert "At 96 px layer4 is 3×3 cells" in notes[96] and 'id="heatmap-note"' not in notes[128]
+    train_page = user.get(f"/jobs/{finished_train_job(folder[1])}").get_data(as_text=True)
+    assert 'id="subjects-card"' not in train_page and 'id="heatmap-note"' not in train_page
+
+
+def test_favicon_is_linked_from_every_page_and_served_where_browsers_look(client):
+    login_page = client.get("/login").get_data(as_text=True)
+    assert '<link rel="icon" type="image/svg+xml" href="/static/favicon.svg">' in login_page
+    for url in ("/favicon.ico", "/static/favicon.svg"):  # no login needed: the login page has the icon too
+        response = client.get(url)
+        assert response.status_code == 200 and response.mimetype == "image/svg+xml", url
+        assert response.data.startswith(b"<svg") and len(response.data) < 1000

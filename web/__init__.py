@@ -47,10 +47,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line
 
-    from web import (api, auth, cv_views, errors, metrics, request_ids, request_json, security,  # noqa: F401
+    from web import (api, auth, cv_views, errors, formats, metrics, request_ids, request_json, security,  # noqa: F401
                      users_views, views, webhook_views)
 
     request_ids.init_app(app)
+    formats.init_app(app)
     auth.init_app(app)
     security.init_app(app)
     errors.init_app(app)

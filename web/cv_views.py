@@ -12,7 +12,7 @@ from sqlalchemy import select
 from core.service import deletion
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.service.db import get_sessionmaker
-from core.service.disk import human_bytes
+from core.common.formats import human_bytes
 from core.service.access import require_submit
 from core.common.errors import StateConflict, UserInputError
 from core.service.records import CANCELLABLE_STATUSES, CrossValidation

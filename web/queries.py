@@ -22,8 +22,6 @@ from core.common.text import check_printable
 from core.engine.progress import EpochRecord
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, DataFolder, EpochMetric, Job, Sweep, SweepTag, User, utcnow
 from core.service.settings import get_settings
-from core.engine.run_files import SUBJECTS_CSV
-from core.engine.spreadsheet_csv import read_csv_rows
 from web import schemas
 from web.inputs import storable_id
 
@@ -91,12 +89,6 @@ def find_artifact(session: Session, job_id: int, artifact_id: int) -> Artifact |
     """A recorded artifact of that job, or None."""
     artifact = session.get(Artifact, artifact_id) if storable_id(artifact_id) else None
     return artifact if artifact is not None and artifact.job_id == job_id else None
-
-
-def subject_rows(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """The per-subject table of an evaluate job (its subjects.csv), worst accuracy first; [] when none."""
-    path = job_service.named_artifact_file(session, job_id, SUBJECTS_CSV)
-    return [] if path is None else read_csv_rows(path)
 
 
 def model_jobs(session: Session, limit: int = 200) -> list[Job]:

@@ -11,18 +11,60 @@ from pathlib import Path
 
 from flask import abort
 from PIL import Image
+from sqlalchemy.orm import Session
 
-from core.engine.data import inside_path
-from core.service.db import get_sessionmaker
 from core.common.errors import UserInputError
+from core.engine.data import inside_path
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
-from core.service.settings import get_settings
+from core.service import cv_jobs
 from core.service import jobs as job_service
 from core.engine.spreadsheet_csv import read_csv_rows
 from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
+from core.service.db import get_sessionmaker
+from core.service.records import Job
+from core.service.settings import get_settings
 from web import queries, schemas
 
 THUMBNAIL_PX = 96
+# The ResNets (core.engine.models) halve the image five times before layer4's output, the map Grad-CAM
+# explains (core.engine.explain.EXPLAINED_LAYER): an N px image gives an (N/32)×(N/32) grid of cells.
+LAYER4_STRIDE = 32
+COARSE_CELLS = 4  # under 4×4 cells a map can only point at a part of the image, not at a structure in the cell
+
+
+def heatmap_note(image_size: int | None) -> str | None:
+    """What a heat map at this image size can show, when its layer4 grid is coarser than 4×4; else None."""
+    if image_size is None:
+        return None
+    cells = max(1, image_size // LAYER4_STRIDE)
+    if cells >= COARSE_CELLS:
+        return None
+    if cells == 1:
+        return (f"At {image_size} px layer4 is a single cell: each map is one colour, so it says nothing about "
+                "where in the image the evidence for ALL lies.")
+    part = "quarter" if cells == 2 else "ninth"
+    return (f"At {image_size} px layer4 is {cells}×{cells} cells: the map can only say which {part} of the image "
+            "pushes towards ALL, not which structure in the cell does.")
+
+
+def explained_image_size(session: Session, job: Job) -> int | None:
+    """The image size the model behind an evaluate or predict job was trained at: the nearest image_size up its
+    chain of parents, or a cross-validation ensemble's fold jobs' (an evaluate job's own image_size does not
+    change the checkpoint's); None when unknown."""
+    if job.parent_id is None and job.cv_id is not None:
+        folds = cv_jobs.fold_jobs(session, job.cv_id)
+        return int(folds[0].params["image_size"]) if folds and folds[0].params.get("image_size") else None
+    seen: set[int] = set()
+    parent_id = job.parent_id
+    while parent_id is not None and parent_id not in seen:
+        seen.add(parent_id)
+        parent = queries.find_job(session, parent_id)
+        if parent is None:
+            return None
+        if (parent.params or {}).get("image_size"):
+            return int(parent.params["image_size"])
+        parent_id = parent.parent_id
+    return None
 
 
 def _artifact_file(job_id: int, name: str) -> Path | None:

@@ -14,14 +14,15 @@ from core.service import job_edits
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
 from core.service.access import require_submit
-from core.service.disk import disk_summary, human_bytes
+from core.common.formats import human_bytes, percent
+from core.service.disk import disk_summary
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.common.errors import StateConflict, UserInputError
 from core.service.job_options import JobOptions, JobOptionsEdit
 from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder,
                                   utcnow)
 from core.service.settings import get_settings
-from web import compare as compare_table, forms, queries, schemas
+from web import compare as compare_table, forms, queries, results, schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.errors import refusal_status
@@ -29,34 +30,9 @@ from web.inputs import MAX_PAGE, csv_name_problem, query_choice, query_int, stor
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
-# plotly.js vendored beside its licence (web/static/plotly.LICENSE.txt): the one file of plotly the app uses.
-PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly.min.js"
-
-
-@bp.app_template_filter("duration")
-def duration(seconds: float | None) -> str:
-    """ETA-style duration: 75 → '1m 15s'."""
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
-
-
-@bp.app_template_filter("percent")
-def percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-@bp.app_template_filter("number")
-def number(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}g}"
-
-
-@bp.app_template_filter("bytes")
-def size_in_bytes(value: int | None) -> str:
-    return human_bytes(value)
+# plotly.js (the cartesian partial bundle: scatter, bar, heatmap...) vendored beside its licence
+# (web/static/plotly.LICENSE.txt): the one file of plotly the app uses.
+PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly-cartesian.min.js"
 
 
 @bp.app_template_filter("when")
@@ -80,10 +56,16 @@ def run_seconds(job: dict[str, Any]) -> float | None:
     return max(0.0, (ended - started).total_seconds())
 
 
-@bp.get("/vendor/plotly.min.js")
+@bp.get("/vendor/plotly-cartesian.min.js")
 def plotly_js() -> Any:
     """plotly.js from this package (no CDN: browsers may have no internet), cached for a day."""
     return send_file(PLOTLY_JS, mimetype="text/javascript", max_age=86400)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Any:
+    """The tab icon (static/favicon.svg, linked from every page) where browsers look for it unasked."""
+    return send_file(Path(__file__).resolve().parent / "static" / "favicon.svg", mimetype="image/svg+xml", max_age=86400)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -155,10 +137,10 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
         row = queries.job_models(session, [job])[0].model_dump(mode="json")
         metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
-        subjects = queries.subject_rows(session, job_id)
+        heatmap_note = results.heatmap_note(results.explained_image_size(session, job)) if job.kind not in MODEL_KINDS else None
         edit_form = form or _options_form(job_service.options_of(session, job))
         children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
-    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, subjects=subjects, children=children,
+    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            poll_ms=current_app.config["POLL_INTERVAL_MS"], cancellable=CANCELLABLE_STATUSES,
                            retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
                            edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from core.common.atomic import write_text_atomic
+from core.common.formats import percent
 from core.engine.data import data_folder
 from core.common.errors import UserInputError
 from core.engine.metrics import classification_metrics, subject_table
@@ -179,12 +180,12 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     lines = [f"scheme: {summary['scheme']}"] if "scheme" in summary else []
     for row in summary["folds"]:
         lines.append(f"fold {row['fold']}: best epoch {row['epoch']}: " + ", ".join(
-            f"{name} {row[name]:.4f}" for name in SUMMARY_METRICS))
+            f"{name} {percent(row[name])}" for name in SUMMARY_METRICS))
     for name, value in summary["mean_std"].items():
         if value["mean"] is not None:
-            spread = "" if value["std"] is None else f" ± {value['std']:.4f}"
-            lines.append(f"{name}: {value['mean']:.4f}{spread} (mean ± std over folds)")
+            spread = "" if value["std"] is None else f" ± {percent(value['std'])}"
+            lines.append(f"{name}: {percent(value['mean'])}{spread} (mean ± std over folds)")
     oof = summary.get("out_of_fold")
     if oof:
-        lines.append(f"out of fold ({oof['count']} images): " + ", ".join(f"{n} {oof[n]:.4f}" for n in SUMMARY_METRICS))
+        lines.append(f"out of fold ({oof['count']} images): " + ", ".join(f"{n} {percent(oof[n])}" for n in SUMMARY_METRICS))
     return lines

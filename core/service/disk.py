@@ -29,18 +29,6 @@ class VolumeUsage:
     total_bytes: int
 
 
-def human_bytes(count: int | None) -> str:
-    """1234567 → '1.2 MB' (decimal units, as disks are sold); None → '—'."""
-    if count is None:
-        return "—"
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"  # unreachable; keeps type checkers content
-
-
 def artifacts_root() -> Path:
     return get_settings().resolved_artifacts_dir
 

@@ -24,7 +24,7 @@ def delete_command(job_ids: tuple[int, ...], sweep_id: int | None, cv_id: int | 
 def _delete(job_ids: list[int], sweep_id: int | None, cv_id: int | None) -> None:
     from core.service import deletion
     from core.service.db import get_sessionmaker
-    from core.service.disk import human_bytes
+    from core.common.formats import human_bytes
 
     if [bool(job_ids), sweep_id is not None, cv_id is not None].count(True) != 1:
         raise UserInputError("job_ids: give job ids, --sweep ID or --cv ID (one of them)", field="job_ids")
@@ -65,7 +65,7 @@ def gc_command(older_than: str, statuses: str, dry_run: bool) -> None:
 
 def _gc(older_than: str, statuses: str, dry_run: bool) -> None:
     from core.service import deletion
-    from core.service.disk import human_bytes
+    from core.common.formats import human_bytes
 
     age, wanted = deletion.parse_age(older_than), deletion.parse_statuses(statuses)
     report = deletion.collect_garbage(age, wanted, dry_run=dry_run, actor=cli_actor())
@@ -93,7 +93,8 @@ def _disk() -> None:
     from sqlalchemy import select
 
     from core.service.db import get_sessionmaker
-    from core.service.disk import disk_summary, human_bytes
+    from core.common.formats import human_bytes
+    from core.service.disk import disk_summary
     from core.service.records import Job
     from core.service.settings import get_settings
 

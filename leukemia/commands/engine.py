@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from core.common.errors import UserInputError
+from core.common.formats import percent
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams, parse_params
 from leukemia.commands.base import UserCommand, params_options, run_user_command, schema_values
 
@@ -93,11 +94,11 @@ def _prediction_bar():
 def describe_epoch(record, total_epochs: int) -> str:
     """One summary line per epoch."""
     line = f"epoch {record.epoch}/{total_epochs}: train loss {record.train_loss:.4f}"
-    line += f" acc {record.train_accuracy:.4f}"
+    line += f" acc {percent(record.train_accuracy)}"
     if record.valid_accuracy is not None:
         line += (
-            f" | valid loss {record.valid_loss:.4f} acc {record.valid_accuracy:.4f}"
-            f" balanced {record.valid_balanced_accuracy:.4f} f1 {record.valid_f1:.4f}"
+            f" | valid loss {record.valid_loss:.4f} acc {percent(record.valid_accuracy)}"
+            f" balanced {percent(record.valid_balanced_accuracy)} f1 {percent(record.valid_f1)}"
             + ("" if record.valid_roc_auc is None else f" auc {record.valid_roc_auc:.4f}")
         )
     return line + f" | lr {record.lr:.3g} | {record.seconds:.1f} s, {record.images_per_s:.1f} img/s"
@@ -178,16 +179,16 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
         metrics = result.metrics
         (tn, fp), (fn, tp) = metrics["confusion"]
         click.echo(
-            f"{params.csv}: {metrics['count']} images, accuracy {metrics['accuracy']:.4f}, balanced accuracy "
-            f"{metrics['balanced_accuracy']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}; "
+            f"{params.csv}: {metrics['count']} images, accuracy {percent(metrics['accuracy'])}, balanced accuracy "
+            f"{percent(metrics['balanced_accuracy'])}, weighted F1 {percent(metrics['weighted_f1'])}; "
             f"confusion [[tn {tn}, fp {fp}], [fn {fn}, tp {tp}]]"
         )
         subjects = metrics["subjects"]
         if subjects:
-            missed = [f"{row['subject']} ({row['accuracy']:.0%})" for row in subjects if row["accuracy"] < 0.5]
+            missed = [f"{row['subject']} ({percent(row['accuracy'])})" for row in subjects if row["accuracy"] < 0.5]
             click.echo(
                 f"{len(subjects)} subjects: mean per-subject accuracy "
-                f"{sum(row['accuracy'] for row in subjects) / len(subjects):.4f}; "
+                f"{percent(sum(row['accuracy'] for row in subjects) / len(subjects))}; "
                 f"below 50%: {', '.join(missed) or 'none'}"
             )
         click.echo(f"threshold {metrics['threshold']['value']:.4g}: {metrics['threshold']['description']}")
@@ -210,8 +211,9 @@ def describe_clinical(report: dict) -> list[str]:
                         ("npv", "NPV"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
         metric = report["metrics"][name]
         if metric["value"] is not None:
-            bounds = "" if metric["low"] is None else f" [{metric['low']:.3f}, {metric['high']:.3f}]"
-            parts.append(f"{label} {metric['value']:.3f}{bounds}")
+            shown = (lambda value: f"{value:.3f}") if name in ("roc_auc", "pr_auc") else percent  # areas stay numbers
+            bounds = "" if metric["low"] is None else f" [{shown(metric['low'])}, {shown(metric['high'])}]"
+            parts.append(f"{label} {shown(metric['value'])}{bounds}")
     ece = report["calibration"]["ece"]
     summary = ", ".join(parts) + ("" if ece is None else f", ECE {ece:.3f}")
     head = f"95% intervals: {interval['method']} over {interval['units']} {interval['unit']}s"

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.common.formats import human_bytes, human_duration, percent
 from core.service import jobs
 from core.service.sweep_stopping import describe_rule, parse_median_rule
 from core.service.records import PRIORITY_NAMES, Sweep
@@ -23,11 +24,11 @@ def _time(moment: Any) -> str:
 
 
 def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return human_duration(seconds, missing="-")
+
+
+def _percent(value: float | None) -> str:
+    return percent(value, missing="-")
 
 
 def waiting_note(position: int | None, queue: str, live: set[str]) -> str:
@@ -58,7 +59,7 @@ def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_
         row = [str(job.id), job.kind, status_text(job), PRIORITY_NAMES[job.priority], f"{job.progress:.0%}", epochs,
                _fmt(job.images_per_s, "{:.1f}"), _eta(job.eta_s),
                waiting_note(positions.get(job.id), job.queue, live),
-               _fmt(job.best_valid_accuracy, "{:.4f}"), ",".join(tags[job.id]) or "-"]  # fmt: skip
+               _percent(job.best_valid_accuracy), ",".join(tags[job.id]) or "-"]  # fmt: skip
         if sweep_id is not None:
             row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
         rows.append(row)
@@ -100,7 +101,7 @@ def job_details(session: Session, job_id: int) -> str:
         f"run folder {job_run_dir(job)} (submitted from the {job.origin})",
         f"created {_time(job.created_at)}, started {_time(job.started_at)}, finished {_time(job.finished_at)} (UTC)",
         f"progress {job.progress:.0%}, images/s {_fmt(job.images_per_s, '{:.1f}')}, ETA {_eta(job.eta_s)}, "
-        f"best valid accuracy {_fmt(job.best_valid_accuracy, '{:.4f}')}",
+        f"best valid accuracy {_percent(job.best_valid_accuracy)}",
     ]
     options = jobs.options_of(session, job)
     lines.append(f"priority {options.priority}, retention {options.retention or 'global policy'}, "
@@ -116,14 +117,14 @@ def job_details(session: Session, job_id: int) -> str:
     lines.append("params: " + json.dumps(job.params, sort_keys=True))
     metrics = jobs.epoch_metrics(session, job.id)
     if metrics:
-        rows = [[str(m.epoch), _fmt(m.train_loss, "{:.4f}"), _fmt(m.train_accuracy, "{:.4f}"), _fmt(m.valid_loss, "{:.4f}"),
-                 _fmt(m.valid_accuracy, "{:.4f}"), _fmt(m.valid_balanced_accuracy, "{:.4f}"), _fmt(m.valid_f1, "{:.4f}"),
+        rows = [[str(m.epoch), _fmt(m.train_loss, "{:.4f}"), _percent(m.train_accuracy), _fmt(m.valid_loss, "{:.4f}"),
+                 _percent(m.valid_accuracy), _percent(m.valid_balanced_accuracy), _percent(m.valid_f1),
                  _fmt(m.lr, "{:.3g}"), _fmt(m.seconds, "{:.1f}")] for m in metrics]  # fmt: skip
         lines += ["", _table(rows, ["EPOCH", "TRAIN LOSS", "TRAIN ACC", "VALID LOSS", "VALID ACC", "BAL ACC", "F1", "LR", "SECONDS"])]
     recorded = jobs.artifacts(session, job.id)
     if recorded:
-        rows = [[a.name, a.kind, str(a.size_bytes), a.sha256[:12]] for a in recorded]
-        lines += ["", _table(rows, ["ARTIFACT", "KIND", "BYTES", "SHA256"])]
+        rows = [[a.name, a.kind, human_bytes(a.size_bytes), a.sha256[:12]] for a in recorded]
+        lines += ["", _table(rows, ["ARTIFACT", "KIND", "SIZE", "SHA256"])]
     if job.log_tail:
         lines += ["", "log (last lines):", *job.log_tail.splitlines()[-10:]]
     return "\n".join(lines)

@@ -8,7 +8,7 @@
   if (!root) return;
   const intervalMs = Number(root.dataset.pollMs) || 2000;
   const jobPage = (id) => root.dataset.jobPageUrl.replace(/0$/, String(id));
-  const metric = (value) => (value === null || value === undefined ? "—" : Number(value).toFixed(4));
+  const metric = Live.percent;  // fold metrics as every page writes them (core.common.formats.percent)
   const live = (status) => status === "queued" || status === "running";
 
   function cell(content, className) {

@@ -6,17 +6,21 @@
   if (!root) return;
   const intervalMs = Number(root.dataset.pollMs) || 2000;
 
+  /* No axes before the first epoch (plotly would invent ranges such as epoch −1…6): a note says what comes. */
   function drawCurves(epochs) {
+    root.querySelectorAll("[data-waiting]").forEach((node) => { node.hidden = epochs.length > 0; });
+    if (!epochs.length) return;
     const x = epochs.map((m) => m.epoch);
+    const epochAxis = Live.epochAxis(Math.max(...x));
     const line = (key, name, color, dash) => ({
       x, y: epochs.map((m) => m[key]), name, mode: "lines+markers", line: { color, dash }, connectgaps: true,
     });
     Plotly.react("loss-chart", [line("train_loss", "train", "#2563eb"), line("valid_loss", "valid", "#f97316")],
-      Live.layout("loss"), Live.config);
+      Live.layout("loss", { xaxis: epochAxis }), Live.config);
     Plotly.react("accuracy-chart", [
       line("train_accuracy", "train", "#2563eb"), line("valid_accuracy", "valid", "#f97316"),
       line("valid_balanced_accuracy", "valid balanced", "#16a34a", "dot"),
-    ], Live.layout("accuracy", { yaxis: { title: { text: "accuracy" }, tickformat: ".0%", gridcolor: "#e2e8f0" } }), Live.config);
+    ], Live.layout("accuracy", { xaxis: epochAxis, yaxis: Live.accuracyAxis("accuracy") }), Live.config);
   }
 
   function drawConfusion(epochs) {
@@ -42,7 +46,7 @@
     body.replaceChildren(...epochs.map((m) => {
       const row = document.createElement("tr");
       [m.epoch, Live.number(m.train_loss, 4), Live.percent(m.train_accuracy), Live.number(m.valid_loss, 4),
-        Live.percent(m.valid_accuracy), Live.percent(m.valid_balanced_accuracy), Live.number(m.valid_f1),
+        Live.percent(m.valid_accuracy), Live.percent(m.valid_balanced_accuracy), Live.percent(m.valid_f1),
         Live.number(m.valid_roc_auc),
         Live.number(m.lr), Live.number(m.seconds), Live.number(m.images_per_s)].forEach((value) => {
         const cell = document.createElement("td");
@@ -64,7 +68,7 @@
       link.textContent = a.name;
       const note = document.createElement("span");
       note.className = "muted small";
-      note.textContent = ` ${a.kind} · ${(a.size_bytes / 1024).toFixed(1)} kB`;
+      note.textContent = ` ${a.kind} · ${Live.bytes(a.size_bytes)}`;
       item.append(link, " ", note);
       return item;
     }));

@@ -18,6 +18,9 @@ const Live = {
     setTimeout(tick, intervalMs);
   },
 
+  /* The one formatter of each kind, writing what core.common.formats writes (the templates' filters):
+     a metric in [0, 1] as a percentage with one decimal; a value that is not a share with significant digits;
+     a duration; a size in decimal units (1 kB = 1000 bytes). */
   percent(value) { return value === null || value === undefined ? "—" : `${(100 * value).toFixed(1)}%`; },
   number(value, digits = 3) { return value === null || value === undefined ? "—" : Number(value.toPrecision(digits)).toString(); },
   duration(seconds) {
@@ -26,13 +29,13 @@ const Live = {
     if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
     return m ? `${m}m ${String(r).padStart(2, "0")}s` : `${r}s`;
   },
-  /* 1234567 → "1.2 MB": decimal units, as core.disk.human_bytes writes them. */
   bytes(count) {
     if (count === null || count === undefined) return "—";
-    if (count < 1000) return `${count} B`;
+    if (Math.abs(count) < 1000) return `${count} B`;
     const units = ["kB", "MB", "GB", "TB"];
     let value = count / 1000, unit = 0;
-    while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+    // 999 960 bytes is "1.0 MB", not "1000.0 kB"
+    while (Math.abs(value) >= 999.95 && unit < units.length - 1) { value /= 1000; unit += 1; }
     return `${value.toFixed(1)} ${units[unit]}`;
   },
   /* "2024-05-01T12:00:00.123Z" → "2024-05-01 12:00:00" (UTC), as the templates' when filter writes it. */
@@ -54,6 +57,14 @@ const Live = {
       yaxis: { title: { text: yTitle }, gridcolor: "#e2e8f0", zeroline: false },
       legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     }, extra);
+  },
+  /* Fixed ranges for the curves, so a short run never shows epoch 0 or an accuracy of −100%…400%:
+     epochs from 1 to the last one drawn, one tick each; accuracy 0–100%. */
+  epochAxis(lastEpoch) {
+    return { title: { text: "epoch" }, range: [0.5, Math.max(1, lastEpoch) + 0.5], dtick: 1, gridcolor: "#e2e8f0", zeroline: false };
+  },
+  accuracyAxis(title) {
+    return { title: { text: title }, range: [0, 1.02], tickformat: ".0%", gridcolor: "#e2e8f0", zeroline: false };
   },
   config: { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] },
   palette: ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#475569"],

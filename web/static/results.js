@@ -9,6 +9,7 @@
   const IMAGE_ROWS = 200;  // rows drawn at once in the per-image list (thumbnails load lazily)
   const METRICS = [["sensitivity", "Sensitivity"], ["specificity", "Specificity"], ["ppv", "PPV"], ["npv", "NPV"],
     ["roc_auc", "ROC-AUC"], ["pr_auc", "PR-AUC (average precision)"]];
+  const AREAS = new Set(["roc_auc", "pr_auc"]);
   const plain = (extra) => Live.layout("", Object.assign({ height: 300, legend: { orientation: "h", y: -0.3 } }, extra));
   const at = (template, index) => template.replace(/0$/, String(index)).replace(/\/0\//, `/${index}/`);
   let images = [];
@@ -35,7 +36,7 @@
     const report = evaluation.clinical;
     thresholdNote(evaluation.threshold);
     document.getElementById("headline").replaceChildren(
-      fact("Weighted F1", Live.number(evaluation.weighted_f1)), fact("Accuracy", Live.percent(evaluation.accuracy)),
+      fact("Weighted F1", Live.percent(evaluation.weighted_f1)), fact("Accuracy", Live.percent(evaluation.accuracy)),
       fact("Balanced acc.", Live.percent(evaluation.balanced_accuracy)),
       fact("Images", report === null ? String(evaluation.count) : `${evaluation.count} (${report.positives} ALL, ${report.negatives} hem)`));
     drawConfusion(evaluation.confusion);
@@ -49,8 +50,9 @@
     document.querySelector("#clinical-table tbody").replaceChildren(...METRICS.map(([key, label]) => {
       const metric = report.metrics[key], row = document.createElement("tr");
       row.dataset.metric = key;
-      const interval = metric.low === null ? "—" : `${Live.number(metric.low)} – ${Live.number(metric.high)}`;
-      row.append(cell("td", label), cell("td", metric.value === null ? "undefined" : Live.number(metric.value)), cell("td", interval));
+      const shown = AREAS.has(key) ? Live.number : Live.percent;  // rates as percentages, areas under curves as numbers
+      const interval = metric.low === null ? "—" : `${shown(metric.low)} – ${shown(metric.high)}`;
+      row.append(cell("td", label), cell("td", metric.value === null ? "undefined" : shown(metric.value)), cell("td", interval));
       return row;
     }));
     const interval = report.interval;
@@ -130,6 +132,21 @@
     }));
   }
 
+  /* Per subject (known for the C-NMC prelim and the training folds), worst accuracy first, as evaluation.json has it. */
+  function showSubjects(subjects) {
+    if (!subjects.length) return;
+    document.getElementById("subjects-card").hidden = false;
+    document.getElementById("subjects-count").textContent = `${subjects.length} subjects`;
+    document.querySelector("#subjects-table tbody").replaceChildren(...subjects.map((subject) => {
+      const line = document.createElement("tr");
+      line.className = subject.accuracy < 0.5 ? "wrong" : "";
+      line.append(cell("td", String(subject.subject)), cell("td", Number(subject.label) === 1 ? "ALL" : "hem"),
+        cell("td", String(subject.images)), cell("td", Live.percent(subject.accuracy)), cell("td", Live.percent(subject.called_all)),
+        cell("td", Live.number(subject.mean_prob_1)));
+      return line;
+    }));
+  }
+
   function orderedImages() {
     const filter = document.getElementById("image-filter").value, order = document.getElementById("image-order").value;
     const threshold = Number(root.dataset.threshold);
@@ -189,6 +206,7 @@
     if (results.evaluation) {
       root.dataset.threshold = results.evaluation.threshold ? results.evaluation.threshold.value : 0.5;
       showEvaluation(results.evaluation);
+      showSubjects(results.evaluation.subjects);
       images = (await Live.getJSON(root.dataset.imagesUrl)).images;
       document.getElementById("images-card").hidden = false;
       ["image-filter", "image-order"].forEach((id) => document.getElementById(id).addEventListener("change", showImages));
