@@ -52,6 +52,9 @@ def make_app(broker_url: str) -> Celery:
         accept_content=["json"],
         broker_transport_options=transport_options,  # visibility_timeout left at its default (1 h)
         broker_connection_retry_on_startup=True,
+        # Task events for Flower and `celery events` (worker heartbeats: worker.runtime); the embedded
+        # broker cannot broadcast, so there they go nowhere (docs/deploy.md, "Monitoring").
+        worker_send_task_events=True,
         worker_hijack_root_logger=True,
         worker_redirect_stdouts_level="INFO",
         enable_utc=True,

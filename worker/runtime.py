@@ -92,6 +92,15 @@ def _stop_running_job(**_: object) -> None:
     SHUTTING_DOWN.set()
 
 
+def pool_for(concurrency: int) -> str:
+    """The pool that runs jobs off the consumer's thread, so that while a job trains the worker still
+    answers remote control (`celery -A worker inspect`, Flower), sends its event heartbeats and
+    broker (AMQP) heartbeats, and acks. One job: a thread (the solo pool would run it on the
+    consumer's own thread and block all of that); the job's SIGTERM stop (SHUTTING_DOWN) is
+    process-wide, so it reaches the thread. More: prefork children, as before."""
+    return "threads" if concurrency == 1 else "prefork"
+
+
 def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str,
                  metrics_port: int | None = None, health_file: Path | None = None) -> None:
     """Register this worker, keep its presence and the reaper going, and consume the queues until stopped."""
@@ -114,10 +123,12 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     presence.start()
     sender = WebhookSender()
     sender.start()
-    pool = "solo" if concurrency == 1 else "prefork"
-    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool}",
-            f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]  # fmt: skip
+    # Worker heartbeats on (task events: worker.celery_app): Flower and `celery events` build on them.
+    # Gossip (every worker consuming every other's events) and mingle (a start-up round trip to
+    # sync revoked task ids) stay off: nothing here uses them, and the job lease does what they would.
+    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool_for(concurrency)}",
+            f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip",
+            "--without-mingle"]  # fmt: skip
     try:
         app.worker_main(argv)
     finally:

@@ -75,7 +75,7 @@ def _safe_url(url: str) -> str:
 @click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--gpu", default=None, help="Pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES before CUDA starts).")
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Jobs at once; 1 per GPU worker (solo pool), more uses the prefork pool.")  # fmt: skip
+              help="Jobs at once; 1 per GPU worker (a pool thread), more uses the prefork pool.")  # fmt: skip
 @click.option("--hostname", default=None, help="Worker name (default: worker-<gpu|cpu>-<pid>@<host>).")
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.option("--metrics-port", default=None, type=click.IntRange(1, 65535),

@@ -1,0 +1,175 @@
+"""Watching real `leukemia worker`s with Celery's own tools while a job trains: `celery -A worker
+inspect ping|active|stats` (a real CLI subprocess) and Flower's API answer, because the job runs in
+the worker's pool thread and its consumer stays free. The embedded broker cannot broadcast: there
+`inspect` gets no reply (docs/deploy.md, "Monitoring")."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from leukemia.cli import main as leukemia_cli
+from tests.test_worker import (
+    TINY,
+    WorkerProcess,
+    epochs_of,
+    job_row,
+    submit,
+    wait_finished,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+
+LONG_TRAIN = {**TINY, "epochs": 500}  # cancelled once the test has seen what it needs
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def celery_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`celery -A worker ARGS`, as an operator types it in the checkout (the app found by `-A worker`)."""
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "worker", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def inspect(env: dict[str, str], worker: WorkerProcess, command: str) -> dict:
+    """`celery -A worker inspect COMMAND --json` addressed to one worker: its reply."""
+    done = celery_cli(env, "inspect", command, "--destination", worker.hostname, "--timeout", "10", "--json")
+    assert done.returncode == 0, f"inspect {command}: {done.stdout}{done.stderr}\n{worker.log()[-3000:]}"
+    return json.loads(done.stdout)[worker.hostname]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cancel_and_wait(job_id: int, worker: WorkerProcess):
+    result = CliRunner().invoke(leukemia_cli, ["cancel", str(job_id)])
+    assert result.exit_code == 0, result.output
+    return wait_finished(job_id, worker, timeout=60)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def worker_env(service_backend) -> dict[str, str]:
+    return {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def watched(service_backend, worker_env, tmp_path_factory):
+    """One worker per backend on a queue of this module's own; stopped at the end."""
+    queue = f"watch-{secrets.token_hex(3)}"
+    worker = WorkerProcess(worker_env, [queue], "watched", tmp_path_factory.mktemp("monitoring-logs"))
+    yield worker, queue
+    stop(worker.process)
+    if service_backend["name"] == "redis+postgres":  # drop any message nobody consumed
+        import redis
+
+        redis.Redis.from_url(service_backend["env"]["BROKER_URL"]).delete(queue)
+
+
+def training(job_id: int, worker: WorkerProcess) -> None:
+    """Wait until the job is inside its epoch loop (an epoch recorded)."""
+    wait_for(lambda: epochs_of(job_id), 120, f"job {job_id} to finish an epoch", worker)
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_celery_inspect_answers_while_a_job_trains(service_backend, watched, worker_env, synth_dir):
+    worker, queue = watched
+    job_id = submit("train", {"data_dir": str(synth_dir), **LONG_TRAIN}, queue=queue)
+    training(job_id, worker)
+    if service_backend["name"] == "embedded":
+        # kombu's SQLAlchemy transport has no fanout: the broadcast reaches no worker.
+        done = celery_cli(worker_env, "inspect", "ping", "--destination", worker.hostname, "--timeout", "2")
+        assert done.returncode != 0 and "No nodes replied" in done.stdout + done.stderr, done.stdout + done.stderr
+    else:
+        assert inspect(worker_env, worker, "ping") == {"ok": "pong"}
+        active = inspect(worker_env, worker, "active")
+        assert [(task["name"], task["args"], task["hostname"]) for task in active] == [
+            ("leukemia.run_job", [job_id], worker.hostname)
+        ], active
+        stats = inspect(worker_env, worker, "stats")
+        assert stats["pool"]["max-concurrency"] == 1 and stats["total"] == {"leukemia.run_job": 1}, stats
+    job = job_row(job_id)
+    assert job.status == "running" and not job.finished, "the job must still be training while inspect answers"
+    assert cancel_and_wait(job_id, worker).status == "cancelled"
+
+
+def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, worker_env, synth_dir, tmp_path):
+    """Flower 2.2 run as docs/deploy.md says, against the Redis broker. It is told not to switch the
+    workers' events on itself (--enable_events=False, like `celery events`): what it shows, the
+    workers send of their own accord."""
+    if service_backend["name"] != "redis+postgres":
+        pytest.skip("Flower once, on Redis; the embedded broker cannot broadcast")
+    worker, queue = watched
+    port, password = free_port(), secrets.token_hex(8)
+    log_path = tmp_path / "flower.log"
+    with log_path.open("wb") as log_file:
+        flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
+                                   "--address=127.0.0.1", f"--basic-auth=monitor:{password}", "--enable_events=False"],
+                                  cwd=REPO, env=worker_env, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    authorization = "Basic " + base64.b64encode(f"monitor:{password}".encode()).decode()
+
+    def api(path: str) -> dict | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": authorization})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if flower.poll() is not None:
+                pytest.fail(f"flower exited:\n{log_path.read_text()[-3000:]}")
+            return None
+
+    try:
+        workers = wait_for(lambda: (found := api("/api/workers")) and worker.hostname in found and found, 60,
+                           "Flower to list the worker", worker)  # fmt: skip
+        assert workers[worker.hostname]["stats"]["pool"]["max-concurrency"] == 1
+        job_id = submit("train", {"data_dir": str(synth_dir), **LONG_TRAIN}, queue=queue)
+        training(job_id, worker)
+
+        def running_task() -> dict | None:
+            tasks = api("/api/tasks") or {}
+            return next((task for task in tasks.values() if task["args"] == f"[{job_id}]"), None)
+
+        task = wait_for(lambda: (found := running_task()) and found["state"] == "STARTED" and found, 30,
+                        f"Flower to show job {job_id}'s task as started", worker)  # fmt: skip
+        assert (task["name"], task["worker"]) == ("leukemia.run_job", worker.hostname)
+        one = api(f"/api/workers?refresh=1&workername={worker.hostname}")[worker.hostname]
+        assert [(t["name"], t["args"]) for t in one["active"]] == [("leukemia.run_job", f"[{job_id}]")], one["active"]
+        assert job_row(job_id).status == "running"
+        assert cancel_and_wait(job_id, worker).status == "cancelled"
+        wait_for(lambda: (running_task() or {}).get("state") == "SUCCESS", 30, "Flower to see the task end", worker)
+    finally:
+        stop(flower)
