@@ -36,16 +36,17 @@ def realdata_dir() -> Path:
 
 # --- job backends (queue engineer): the same tests against PostgreSQL+Redis and the embedded default ---
 
-SERVICE_BACKENDS = ["redis+postgres", "embedded"]
+SERVICE_BACKENDS = ["redis+postgres", "rabbitmq+postgres", "embedded"]
 
 
 @pytest.fixture(scope="session", params=SERVICE_BACKENDS)
 def service_backend(request, tmp_path_factory):
     """Environment for one backend, applied to this process (and passed to worker subprocesses).
 
-    redis+postgres: a fresh database leukemia_test_<random>, dropped afterwards; embedded:
-    SQLite and the kombu SQLAlchemy broker in a temporary LEUKEMIA_HOME. Short heartbeat and
-    stale times so lost-worker tests take seconds."""
+    redis+postgres: a fresh database leukemia_test_<random>, dropped afterwards; rabbitmq+postgres: the
+    same, with a fresh RabbitMQ virtual host, deleted afterwards; embedded: SQLite and the kombu
+    SQLAlchemy broker in a temporary LEUKEMIA_HOME. Short heartbeat and stale times so lost-worker
+    tests take seconds."""
     import secrets
 
     from core.service.db import reset_engines, upgrade_database
@@ -54,12 +55,16 @@ def service_backend(request, tmp_path_factory):
     home = tmp_path_factory.mktemp(f"home-{request.param.replace('+', '-')}")
     env = {"LEUKEMIA_HOME": str(home), "HEARTBEAT_SECONDS": "1", "STALE_AFTER_SECONDS": "6",
            "DATABASE_URL": "", "BROKER_URL": "", "ARTIFACTS_DIR": "", "CACHE_DIR": ""}
-    database = None
-    if request.param == "redis+postgres":
+    database = vhost = None
+    if request.param in ("redis+postgres", "rabbitmq+postgres"):
         database = create_postgres_database()
         env["DATABASE_URL"] = postgres_url(database)
+    if request.param == "redis+postgres":
         # A random Redis database: parallel test runs on one machine must not take each other's messages.
         env["BROKER_URL"] = f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}"
+    elif request.param == "rabbitmq+postgres":
+        vhost = create_rabbitmq_vhost()  # the same isolation: a virtual host of this session's own
+        env["BROKER_URL"] = rabbitmq_url(vhost)
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update({k: v for k, v in env.items() if v})
     for key in [k for k, v in env.items() if not v]:
@@ -77,6 +82,8 @@ def service_backend(request, tmp_path_factory):
     get_settings.cache_clear()
     if database:
         drop_postgres_database(database)
+    if vhost:
+        delete_rabbitmq_vhost(vhost)
 
 
 def create_postgres_database() -> str:
@@ -100,6 +107,38 @@ def drop_postgres_database(database: str) -> None:
 
     with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl ARGS` against the local node (the management plugin is not enabled here); its output."""
+    import shutil
+    import subprocess
+
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl not found: the rabbitmq+postgres backend needs the local RabbitMQ (127.0.0.1:5672)")
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def create_rabbitmq_vhost() -> str:
+    """A fresh virtual host leukemia_test_<random> on the local RabbitMQ, open to guest; returns its name."""
+    import secrets
+
+    vhost = f"leukemia_test_{secrets.token_hex(4)}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    return vhost
+
+
+def rabbitmq_url(vhost: str) -> str:
+    return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+
+def delete_rabbitmq_vhost(vhost: str) -> None:
+    """Delete the virtual host with its queues, messages and connections."""
+    rabbitmqctl("delete_vhost", vhost)
 
 
 # --- training/prediction engineer ---

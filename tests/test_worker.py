@@ -42,10 +42,11 @@ TINY = {"image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0}
 class WorkerProcess:
     """A `leukemia worker` subprocess in its own process group (so kill -9 takes all of it)."""
 
-    def __init__(self, env: dict[str, str], queues: list[str], name: str, log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], queues: list[str], name: str, log_dir: Path, concurrency: int = 1) -> None:
         self.hostname = f"{name}-{secrets.token_hex(3)}@test"
         self.log_path = log_dir / f"{self.hostname}.log"
-        command = [*LEUKEMIA, "worker", "--queues", ",".join(queues), "--hostname", self.hostname]
+        command = [*LEUKEMIA, "worker", "--queues", ",".join(queues), "--hostname", self.hostname,
+                   "--concurrency", str(concurrency)]  # fmt: skip
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                             start_new_session=True)  # fmt: skip

@@ -1,7 +1,7 @@
 """The Celery app, configured from settings: the broker carries job ids only, no result backend.
 
-Redis in deployment; the embedded default is kombu's SQLAlchemy transport over SQLite in
-LEUKEMIA_HOME. Late acks and prefetch 1 keep at most one unstarted message per worker; the
+Redis or RabbitMQ in deployment; the embedded default is kombu's SQLAlchemy transport over SQLite
+in LEUKEMIA_HOME. Late acks and prefetch 1 keep at most one unstarted message per worker; the
 job row's lease, not the broker, is what keeps a job from running twice."""
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ def make_app(broker_url: str) -> Celery:
         accept_content=["json"],
         broker_transport_options=transport_options,  # visibility_timeout left at its default (1 h)
         broker_connection_retry_on_startup=True,
+        # RabbitMQ (py-amqp): the worker's consumer sends these heartbeats from its own thread while a
+        # job trains in the pool (worker.runtime.pool_for), so a job of any length keeps its connection.
+        broker_heartbeat=get_settings().broker_heartbeat_seconds,
+        # A lost broker connection does not stop the running job: its lease in the database stays
+        # fresh, and the message the broker redelivers finds the job leased and is skipped (claimed
+        # once). Cancelling would throw away the epoch in progress, and a thread cannot be cancelled.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Task events for Flower and `celery events` (worker heartbeats: worker.runtime); the embedded
         # broker cannot broadcast, so there they go nowhere (docs/deploy.md, "Monitoring").
         worker_send_task_events=True,

@@ -40,6 +40,10 @@ class Settings(EngineSettings):
         description="This worker's name, as lease owner and host of its jobs (set by `leukemia worker`); default host:pid.",
     )
     heartbeat_seconds: float = Field(5.0, gt=0)
+    broker_heartbeat_seconds: float = Field(
+        60.0, ge=0,
+        description="AMQP heartbeat a worker asks RabbitMQ for (the lower of this and the server's wins); 0: none. Redis ignores it.",
+    )
     stale_after_seconds: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is 'worker lost'.")
     max_attempts: int = Field(3, ge=1)
     login_max_failures_per_account: int = Field(5, ge=1, description="Failed logins for one user name within the window before it is locked.")
