@@ -1,6 +1,6 @@
 """Queue benchmark: submit-to-start latency on an idle worker, and jobs per second through N jobs.
 
-What runs: a real `leukemia worker` subprocess (solo pool, concurrency 1) and the real
+What runs: a real `leukemia worker` subprocess (concurrency 1: one pool thread) and the real
 run_job path for every job: commit the row, send the id, deliver, claim (conditional UPDATE),
 start and stop the heartbeat thread, call core.engine.training.train, record the outcome. To measure
 the queue and not the model, each job is a train job whose data folder does not exist: core

@@ -3,7 +3,7 @@
 The service's metrics (queues, jobs, durations, workers) come from the rows, at the web's
 /metrics. These are what only the process knows: the jobs it ran and how they ended, the epochs
 it trained, the job it runs now, and its CPU, memory and open files (prometheus_client's process
-collector). Counters live in this process, so the exporter needs --concurrency 1 (the solo pool:
+collector). Counters live in this process, so the exporter needs --concurrency 1 (a pool thread:
 jobs run in this process, not in pool children). Like /metrics, it answers only the bearer
 METRICS_TOKEN."""
 
