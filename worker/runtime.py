@@ -126,9 +126,9 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     # Worker heartbeats on (task events: worker.celery_app): Flower and `celery events` build on them.
     # Gossip (every worker consuming every other's events) and mingle (a start-up round trip to
     # sync revoked task ids) stay off: nothing here uses them, and the job lease does what they would.
-    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}", f"--pool={pool_for(concurrency)}",
-            f"--hostname={hostname}", f"--loglevel={loglevel}", "--without-gossip",
-            "--without-mingle"]  # fmt: skip
+    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}",
+            f"--pool={pool_for(concurrency)}", f"--hostname={hostname}", f"--loglevel={loglevel}",
+            "--without-gossip", "--without-mingle"]  # fmt: skip
     try:
         app.worker_main(argv)
     finally:
