@@ -31,8 +31,6 @@ from tests.test_worker import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
-
 REPO = Path(__file__).resolve().parents[1]
 
 LONG_TRAIN = {**TINY, "epochs": 500}  # cancelled once the test has seen what it needs

@@ -23,8 +23,6 @@ from tests.test_worker import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
-
 BROKER_HEARTBEAT = 2  # seconds, negotiated with RabbitMQ, which drops a connection that misses them
 LONG_JOB_SECONDS = 20  # ten broker heartbeat intervals
 CONNECTION_TROUBLE = ("Connection to broker lost", "Couldn't ack", "not claimed", "missed heartbeats")
