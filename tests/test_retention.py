@@ -268,6 +268,43 @@ def test_best_keeps_last_pt_of_a_failed_job_for_its_retry(app, folder_path):
     assert row(failed).disk_bytes == sum(FILES.values()) + 33
 
 
+def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folder_path):
+    """Issue 20: `best` set on a finished job removed nothing and said nothing. Now the worker's step runs at
+    once (API, dashboard form, CLI): last.pt goes, its artifact row too, the disk bytes are measured again,
+    the audit row says what went; a running job's edit says it applies when the job ends."""
+    by_api, by_form, by_cli = (finished_job(folder_path) for _ in range(3))
+    before = folder_bytes(job_run_dir(row(by_api)))
+    response = admin.patch(f"/api/jobs/{by_api}", json={"retention": "best"}, headers=AUTH)
+    assert response.status_code == 200, response.json
+    run_dir = job_run_dir(row(by_api))
+    assert not (run_dir / "last.pt").exists() and (run_dir / "best.pt").is_file() and (run_dir / "metrics.csv").is_file()
+    assert response.json["disk_bytes"] == row(by_api).disk_bytes == folder_bytes(run_dir) == before - FILES["last.pt"]
+    with get_sessionmaker().begin() as session:
+        names = set(session.scalars(select(Artifact.name).where(Artifact.job_id == by_api)))
+        detail = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "job.edit",
+                                                                  AuditEntry.target_id == str(by_api))).one()
+    assert "last.pt" not in names and "best.pt" in names
+    assert detail["changed"]["retention"] == "best" and detail["changed"]["retention_applied"] == {
+        "removed": ["last.pt"], "kept_for_children": [], "freed_bytes": FILES["last.pt"], "disk_bytes": before - FILES["last.pt"]}
+
+    token = csrf_token(admin, f"/jobs/{by_form}")
+    form = {"csrf_token": token, "priority": "normal", "tags": "keep-me", "retention": "best", "description": ""}
+    page = admin.post(f"/jobs/{by_form}/edit", data=form, follow_redirects=True).get_data(as_text=True)
+    assert f"Job {by_form} edited: retention best (applied now: removed last.pt, 5.0 kB freed)." in page
+    assert not (job_run_dir(row(by_form)) / "last.pt").exists()
+
+    code, output = cli("edit", str(by_cli), "--retention", "best")
+    assert (code, output) == (0, f"job {by_cli} edited: retention best (applied now: removed last.pt, 5.0 kB freed)\n")
+    assert cli("edit", str(by_cli), "--retention", "all") == (
+        0, f"job {by_cli} edited: retention all (applied now: nothing to remove)\n")
+
+    with get_sessionmaker().begin() as session:
+        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder_path}).id
+        jobs.claim_job(session, running, owner="w", host="h")
+    assert cli("edit", str(running), "--retention", "best") == (
+        0, f"job {running} edited: retention best (applies when the job ends)\n")
+
+
 def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(monkeypatch):
     monkeypatch.setenv("RETENTION", "last-5")
     get_settings.cache_clear()

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.service import audit, jobs
+from core.common.formats import human_bytes
+from core.service import audit, jobs, retention
 from core.service.access import Actor, require_owner
 from core.common.errors import UserInputError
 from core.service.job_options import JobOptionsEdit
@@ -23,10 +24,19 @@ AUDIT_NOTES_CHARS = 200  # the audit row keeps the start of long notes, not all 
 
 
 def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdit) -> dict[str, Any]:
-    """Apply a partial change to a job's options; returns the changed fields (name → new value)."""
+    """Apply a partial change to a job's options; returns the changed fields (name → new value).
+
+    A new retention on a finished job applies now, through the worker's own step (retention.after_job):
+    the files it no longer keeps are removed, the job's disk bytes measured again, and what was removed
+    goes into the returned change and the audit row ("retention_applied"). A running or queued job's
+    new policy applies when it ends, as before."""
     job = jobs.get_job(session, job_id)
     require_owner(actor, job.submitted_by, f"job {job_id}")
     changed = _apply(session, job, changes)
+    if "retention" in changed and job.finished:
+        outcome = retention.after_job(session, job_id)
+        changed["retention_applied"] = {"removed": outcome.removed, "kept_for_children": outcome.kept_for_children,
+                                        "freed_bytes": outcome.freed_bytes, "disk_bytes": outcome.disk_bytes}
     if changed:
         audit.record(session, actor, "job.edit", "job", job_id, _audit_detail(changed))
     return changed
@@ -43,6 +53,8 @@ def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOption
         session.execute(update(Job).where(Job.id.in_(queued), Job.status == "queued")
                         .values(priority=PRIORITIES[changed["priority"]]).execution_options(synchronize_session=False))
         changed["queued_jobs"] = queued
+    if "retention" in changed:  # stored on the sweep row; each job kept the policy it was submitted with
+        changed["retention_applied"] = {"sweep_only": True}
     if changed:
         audit.record(session, actor, "sweep.edit", "sweep", sweep_id, _audit_detail(changed))
     return changed
@@ -75,7 +87,7 @@ def _audit_detail(changed: dict[str, Any]) -> dict[str, Any]:
 
 def describe_changes(what: str, changed: dict[str, Any]) -> str:
     """One line for the CLI and the dashboard's flash: "job 7 edited: priority high, tags a, b"."""
-    shown = {name: value for name, value in changed.items() if name != "queued_jobs"}
+    shown = {name: value for name, value in changed.items() if name not in ("queued_jobs", "retention_applied")}
     if not shown:
         return f"{what}: nothing changed"
     parts = []
@@ -85,7 +97,7 @@ def describe_changes(what: str, changed: dict[str, Any]) -> str:
         elif name == "description":
             parts.append("notes " + ("changed" if value else "cleared"))
         elif name == "retention":
-            parts.append(f"retention {value or 'global policy'}")
+            parts.append(f"retention {value or 'global policy'} ({_retention_effect(changed.get('retention_applied'))})")
         else:
             parts.append(f"{name} {value}")
     queued = changed.get("queued_jobs")
@@ -93,3 +105,17 @@ def describe_changes(what: str, changed: dict[str, Any]) -> str:
         parts.append(f"({len(queued)} queued job(s) now {shown['priority']})")
     return f"{what} edited: " + ", ".join(parts)
 
+
+def _retention_effect(applied: dict[str, Any] | None) -> str:
+    """When a retention edit takes effect, and on a finished job what it did to the run folder."""
+    if applied is None:
+        return "applies when the job ends"
+    if applied.get("sweep_only"):
+        return "the sweep's own setting: its jobs keep theirs; edit a job to change its retention"
+    if not applied["removed"]:
+        done = "applied now: nothing to remove"
+    else:
+        done = f"applied now: removed {', '.join(applied['removed'])}, {human_bytes(applied['freed_bytes'])} freed"
+    if applied["kept_for_children"]:
+        done += f"; kept {', '.join(applied['kept_for_children'])} for a queued or running child job"
+    return done
