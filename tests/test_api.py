@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks as st_checks
 
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
-from tests.web_helpers import finished_train_job, queued_job, synthetic_folder
+from tests.web_helpers import finished_train_job, login, queued_job, synthetic_folder
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 
@@ -263,3 +263,36 @@ def test_api_conforms_to_its_document(app):
             case.call_and_validate(headers=AUTH, checks=CONFORMANCE_CHECKS)
 
         conforms()
+
+
+UNKNOWN = 2_000_000_000  # a storable id that names nothing
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("get", "/api/jobs/{id}"), ("patch", "/api/jobs/{id}"), ("post", "/api/jobs/{id}/cancel"),
+    ("post", "/api/jobs/{id}/retry"), ("delete", "/api/jobs/{id}"), ("get", "/api/jobs/{id}/metrics"),
+    ("get", "/api/jobs/{id}/results"), ("get", "/api/jobs/{id}/images/1/thumbnail"),
+    ("get", "/api/jobs/{id}/artifacts/{id}"), ("get", "/api/sweeps/{id}"), ("delete", "/api/sweeps/{id}"),
+    ("get", "/api/cross-validations/{id}"), ("delete", "/api/cross-validations/{id}"),
+    ("patch", "/api/users/{id}"), ("delete", "/api/tokens/{id}"), ("patch", "/api/webhooks/{id}"),
+    ("delete", "/api/webhooks/{id}"), ("post", "/api/webhooks/deliveries/{id}/redeliver"),
+    ("get", "/jobs/{id}"), ("get", "/cross-validations/{id}"), ("get", "/cross-validations/{id}/oof.csv"),
+    ("get", "/admin/webhooks/{id}"),
+])
+def test_an_id_that_names_nothing_is_one_404_from_the_service(client, method, path):
+    """Every route asks the service, whose NotFound (core.common.errors) is the one 404: no view checks first."""
+    login(client, *WEB_ADMIN)
+    body = {"/api/jobs/{id}": {"priority": "high"}, "/api/users/{id}": {"role": "viewer"},
+            "/api/webhooks/{id}": {"enabled": False}}.get(path) if method == "patch" else None
+    response = getattr(client, method)(path.format(id=UNKNOWN), json=body, headers=AUTH)
+    assert response.status_code == 404, (path, response.status_code, response.get_data(as_text=True)[:300])
+    text = response.json["error"] if path.startswith("/api/") else response.get_data(as_text=True)
+    assert str(UNKNOWN) in text and ("not found" in text or "no " in text)
+
+
+def test_no_view_answers_404_on_its_own():
+    """Unknown ids are the services' to report (NotFound), so no web module calls abort(404)."""
+    from pathlib import Path
+
+    web = Path(__file__).resolve().parents[1] / "web"
+    assert [str(p) for p in web.rglob("*.py") if "abort(404" in p.read_text()] == []

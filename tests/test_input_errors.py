@@ -131,7 +131,7 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "views.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]
                         + ["median_metric", "median_min_finished", "median_grace"]),
     "views.compare": (["ids"], []), "views.data_folders": ([], ["name", "path"]),
-    "api.health": ([], []), "api.openapi": ([], []), "api.get_job": ([], []), "api.cancel_job": ([], []),
+    "api.health": ([], []), "metrics.metrics": ([], []), "api.openapi": ([], []), "api.get_job": ([], []), "api.cancel_job": ([], []),
     "api.retry_job": ([], []), "api.job_metrics": ([], []), "api.job_artifacts": ([], []),
     "api.download_artifact": ([], []), "api.get_sweep": ([], []), "api.list_data_folders": ([], []),
     "api.list_jobs": (["status", "kind", "sweep_id", "tag", "page", "per_page"], []),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from core.service import deletion
@@ -19,7 +19,7 @@ from core.service.records import CANCELLABLE_STATUSES, CrossValidation
 from web import forms
 from web.auth import current_actor, login_required
 from web.errors import refusal_status
-from web.inputs import csv_name_problem, storable_id
+from web.inputs import csv_name_problem
 from web.views import _form_choices, _queue_choice, _selected_folder
 from worker import dispatch
 
@@ -85,10 +85,8 @@ def cross_validations() -> Any:
     return render_template("cv_list.html", summaries=summaries)
 
 
-def _summary_or_404(cv_id: int) -> dict[str, Any]:
+def _summary(cv_id: int) -> dict[str, Any]:
     with get_sessionmaker().begin() as session:
-        if not storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
-            abort(404, description=f"cross-validation {cv_id} not found")
         return cross_validation_summary(session, cv_id)
 
 
@@ -96,7 +94,7 @@ def _summary_or_404(cv_id: int) -> dict[str, Any]:
 @login_required
 def cross_validation(cv_id: int) -> Any:
     """Fold table, mean ± std, per-fold curves overlaid, out-of-fold metrics and the ensemble action."""
-    return _page(_summary_or_404(cv_id))
+    return _page(_summary(cv_id))
 
 
 def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: Any = None, status: int = 200) -> Any:
@@ -113,7 +111,7 @@ def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: A
 def ensemble(cv_id: int) -> Any:
     """Queue the fold ensemble as one evaluate or predict job."""
     require_submit(current_actor())
-    summary = _summary_or_404(cv_id)
+    summary = _summary(cv_id)
     kind, split = request.form.get("kind", ""), request.form.get("split", "").strip()
     errors: dict[str, str] = {}
     status = 400
@@ -141,7 +139,7 @@ def ensemble(cv_id: int) -> Any:
 def delete_cross_validation(cv_id: int) -> Any:
     """Delete a finished cross-validation, its fold and ensemble jobs and their files; a refusal (a job
     still queued or running, a checkpoint a live job needs) is flashed as an error on its page."""
-    _summary_or_404(cv_id)
+    _summary(cv_id)
     actor = current_actor()
     try:
         with get_sessionmaker().begin() as session:
@@ -159,11 +157,8 @@ def delete_cross_validation(cv_id: int) -> Any:
 @login_required
 def out_of_fold(cv_id: int) -> Any:
     """Every training image's out-of-fold prediction, from the fold model that did not train on it."""
-    _summary_or_404(cv_id)
+    _summary(cv_id)
     with get_sessionmaker().begin() as session:
-        try:
-            text = out_of_fold_csv(session, cv_id)
-        except UserInputError as error:
-            abort(404, description=str(error))
+        text = out_of_fold_csv(session, cv_id)
     return Response(text, mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename=cv-{cv_id}-oof.csv"})

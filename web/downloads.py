@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, send_file
+from flask import send_file
 
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
-from web import queries
+from core.common.errors import NotFound
 
 
 def send_artifact(job_id: int, artifact_id: int) -> Any:
     """Send a recorded artifact's file by id; no path ever comes from the request."""
     with get_sessionmaker().begin() as session:
-        artifact = queries.find_artifact(session, job_id, artifact_id)
-        if artifact is None:
-            abort(404, description=f"artifact {artifact_id} of job {job_id} not found")
+        artifact = job_service.get_artifact(session, job_id, artifact_id)
         path, name = job_service.recorded_file(artifact), artifact.name
     if path is None:
-        abort(404, description=f"artifact {artifact_id}: its file is missing from the artifacts folder")
+        raise NotFound(f"artifact {artifact_id}: its file is missing from the artifacts folder")
     return send_file(path, as_attachment=True, download_name=name)

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from sqlalchemy.exc import OperationalError
 
 from core.service.access import PermissionDenied
-from core.common.errors import BrokerUnavailable, DatabaseUnavailable, StateConflict, StorageError, UserInputError
+from core.common.errors import BrokerUnavailable, DatabaseUnavailable, NotFound, StateConflict, StorageError, UserInputError
 
 log = logging.getLogger("leukemia.web")
 DATABASE_UNAVAILABLE = "database unavailable: the service cannot use its database now (the web's log says why)"
@@ -36,12 +36,18 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 
 
 def refusal_status(error: UserInputError | StateConflict) -> int:
-    """The status of a page that shows a refusal beside its form: bad input 400, a state conflict 409 (as the API)."""
-    return 409 if isinstance(error, StateConflict) else 400
+    """The status of a page that shows a refusal beside its form: bad input 400, an unknown id 404, a state
+    conflict 409 (as the API)."""
+    return 409 if isinstance(error, StateConflict) else 404 if isinstance(error, NotFound) else 400
 
 
 def handle_user_input(error: UserInputError):  # type: ignore[no-untyped-def]
     return error_response(400, str(error), error.field)
+
+
+def handle_not_found(error: NotFound):  # type: ignore[no-untyped-def]
+    """An id that names nothing (core.common.errors.NotFound), raised by the service that looked it up: 404."""
+    return error_response(404, str(error), error.field)
 
 
 def handle_state_conflict(error: StateConflict):  # type: ignore[no-untyped-def]
@@ -104,6 +110,7 @@ def handle_unexpected(error: Exception):  # type: ignore[no-untyped-def]
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(UserInputError, handle_user_input)
+    app.register_error_handler(NotFound, handle_not_found)
     app.register_error_handler(StateConflict, handle_state_conflict)
     app.register_error_handler(PermissionDenied, handle_permission_denied)
     app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)

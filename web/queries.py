@@ -85,12 +85,6 @@ def find_sweep(session: Session, sweep_id: int) -> Sweep | None:
     return session.get(Sweep, sweep_id) if storable_id(sweep_id) else None
 
 
-def find_artifact(session: Session, job_id: int, artifact_id: int) -> Artifact | None:
-    """A recorded artifact of that job, or None."""
-    artifact = session.get(Artifact, artifact_id) if storable_id(artifact_id) else None
-    return artifact if artifact is not None and artifact.job_id == job_id else None
-
-
 def model_jobs(session: Session, limit: int = 200) -> list[Job]:
     """Train/finetune jobs that have a checkpoint to start from (succeeded, or stopped with one saved)."""
     with_checkpoint = select(Artifact.job_id).where(Artifact.kind == "checkpoint")

@@ -9,7 +9,6 @@ import io
 import zipfile
 from pathlib import Path
 
-from flask import abort
 from PIL import Image
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,7 @@ from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATION
 from core.service.db import get_sessionmaker
 from core.service.records import Job
 from core.service.settings import get_settings
+from core.common.errors import NotFound
 from web import queries, schemas
 
 THUMBNAIL_PX = 96
@@ -69,8 +69,7 @@ def explained_image_size(session: Session, job: Job) -> int | None:
 
 def _artifact_file(job_id: int, name: str) -> Path | None:
     with get_sessionmaker().begin() as session:
-        if queries.find_job(session, job_id) is None:
-            abort(404, description=f"job {job_id} not found")
+        job_service.get_job(session, job_id)
         return job_service.named_artifact_file(session, job_id, name)
 
 
@@ -107,12 +106,12 @@ def explanation_png(job_id: int, index: int) -> bytes:
     rows = _csv_rows(_artifact_file(job_id, EXPLANATIONS_CSV))
     archive_path = _artifact_file(job_id, EXPLANATIONS_ZIP)
     if not 1 <= index <= len(rows) or archive_path is None:
-        abort(404, description=f"job {job_id} has no heat map {index}")
+        raise NotFound(f"job {job_id} has no heat map {index}")
     with zipfile.ZipFile(archive_path) as archive:
         try:
             return archive.read(rows[index - 1]["file"])
         except KeyError:
-            abort(404, description=f"heat map {index} of job {job_id} is missing from explanations.zip")
+            raise NotFound(f"heat map {index} of job {job_id} is missing from explanations.zip") from None
 
 
 def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
@@ -120,15 +119,15 @@ def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     folder when that lies under DATA_ROOTS (a CLI job's folder may lie anywhere)."""
     rows = _csv_rows(_artifact_file(job_id, PER_IMAGE_CSV))
     if not 1 <= index <= len(rows):
-        abort(404, description=f"job {job_id} has no image {index}")
+        raise NotFound(f"job {job_id} has no image {index}")
     try:  # as for registering a folder: the web reads images only under DATA_ROOTS
         folder = queries.folder_under_roots(data_dir, get_settings().data_root_paths)
     except UserInputError:
-        abort(404, description=f"job {job_id}: its data folder is not under a data root, so no thumbnails")
+        raise NotFound(f"job {job_id}: its data folder is not under a data root, so no thumbnails") from None
     relative = inside_path(rows[index - 1]["ID"])
     path = folder / relative if relative else None
     if path is None or not path.is_file():
-        abort(404, description=f"image {index} of job {job_id} is no longer in its data folder")
+        raise NotFound(f"image {index} of job {job_id} is no longer in its data folder")
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")

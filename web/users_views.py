@@ -8,27 +8,20 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from flask import Blueprint, abort, flash, g, render_template, request
+from flask import Blueprint, flash, g, render_template, request
 
 from core.service import audit
 from core.service import users as user_service
 from core.service.access import require_admin
 from core.service.db import get_sessionmaker
 from core.common.errors import StateConflict, UserInputError
-from core.service.records import ROLES, ApiToken, User
+from core.service.records import ROLES, User
 from web.auth import current_actor, login_required
 from web.errors import refusal_status
-from web.inputs import MAX_PAGE, query_int, storable_id
+from web.inputs import MAX_PAGE, query_int
 
 bp = Blueprint("users", __name__)
 AUDIT_PER_PAGE = 50
-
-
-def _user_or_404(session: Any, user_id: int) -> User:
-    user = session.get(User, user_id) if storable_id(user_id) else None
-    if user is None:
-        abort(404, description=f"user {user_id} not found")
-    return user
 
 
 def _users_page(errors: dict[str, str] | None = None, shown: dict[str, str] | None = None, status: int = 200) -> Any:
@@ -64,7 +57,7 @@ def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: st
     require_admin(actor, "manage users")
     try:
         with get_sessionmaker().begin() as session:
-            user = _user_or_404(session, user_id)
+            user = user_service.find_user(session, user_id)
             made = change(session, actor, user)
             name = user.username
     except (UserInputError, StateConflict) as error:
@@ -132,9 +125,7 @@ def tokens() -> Any:
 def revoke_token(token_id: int) -> Any:
     actor = current_actor()
     with get_sessionmaker().begin() as session:
-        token = session.get(ApiToken, token_id) if storable_id(token_id) else None
-        if token is None or (token.user_id != actor.user_id and not actor.is_admin):
-            abort(404, description=f"token {token_id} not found")
+        token = user_service.find_token(session, token_id, actor)
         user_service.revoke_token(session, actor, token)
         name = token.name
     flash(f"Token {name} revoked: it is refused from now on.")

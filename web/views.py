@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, send_file, url_for
 
 from core.service import deletion, webhooks
 from core.service import job_edits
@@ -22,6 +22,7 @@ from core.service.job_options import JobOptions, JobOptionsEdit
 from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder,
                                   utcnow)
 from core.service.settings import get_settings
+from core.common.errors import NotFound
 from web import compare as compare_table, forms, queries, results, schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
@@ -116,13 +117,6 @@ def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str,
             "form": form or _options_form(options), "errors": errors or {}}
 
 
-def _job_or_404(session: Any, job_id: int) -> Any:
-    job = queries.find_job(session, job_id)
-    if job is None:
-        abort(404, description=f"job {job_id} not found")
-    return job
-
-
 @bp.get("/jobs/<int:job_id>")
 @login_required
 def job_detail(job_id: int) -> Any:
@@ -133,7 +127,7 @@ def job_detail(job_id: int) -> Any:
 def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None) -> Any:
     """The job page; with form and errors, its edit form as submitted, marked (a 400)."""
     with get_sessionmaker().begin() as session:
-        job = _job_or_404(session, job_id)
+        job = job_service.get_job(session, job_id)
         row = queries.job_models(session, [job])[0].model_dump(mode="json")
         metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
@@ -167,8 +161,7 @@ def edit_sweep(sweep_id: int) -> Any:
     errors: dict[str, str] = {}
     options = forms.options_from_form(request.form, errors)
     with get_sessionmaker().begin() as session:
-        if queries.find_sweep(session, sweep_id) is None:
-            abort(404, description=f"sweep {sweep_id} not found")
+        job_edits.get_sweep(session, sweep_id)
         if options is not None:
             changed = job_edits.edit_sweep(session, current_actor(), sweep_id, JobOptionsEdit(**options.model_dump()))
     if options is None:
@@ -214,8 +207,7 @@ def delete_job(job_id: int) -> Any:
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a finished sweep, all its jobs and their files."""
     with get_sessionmaker().begin() as session:
-        if queries.find_sweep(session, sweep_id) is None:
-            abort(404, description=f"sweep {sweep_id} not found")
+        job_edits.get_sweep(session, sweep_id)
     actor = current_actor()
     try:
         with get_sessionmaker().begin() as session:
@@ -230,7 +222,7 @@ def delete_sweep(sweep_id: int) -> Any:
 
 def _existing(job_id: int) -> int:
     with get_sessionmaker().begin() as session:
-        _job_or_404(session, job_id)
+        job_service.get_job(session, job_id)
     return job_id
 
 
@@ -284,7 +276,7 @@ def _record_submit_error(error: UserInputError, kind: str, errors: dict[str, str
 def new_job(kind: str) -> Any:
     """One form per job kind, generated from and validated by core.engine.params."""
     if kind not in JOB_KINDS:
-        abort(404, description=f"no form for job kind {kind!r}")
+        raise NotFound(f"no form for job kind {kind!r}")
     require_submit(current_actor())
     errors: dict[str, str] = {}
     values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
@@ -380,7 +372,7 @@ def compare() -> Any:
         if not raw:
             return render_template("compare.html", runs=[], candidates=candidates, ids="")
         ids = queries.parse_job_ids(raw)
-        runs = compare_table.compared_runs(session, [_job_or_404(session, job_id) for job_id in ids])
+        runs = compare_table.compared_runs(session, [job_service.get_job(session, job_id) for job_id in ids])
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)),
                            measures=compare_table.MEASURES)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from core.service import webhooks
@@ -17,7 +17,7 @@ from core.common.errors import UserInputError
 from core.service.records import WEBHOOK_EVENTS
 from web import schemas
 from web.auth import current_actor, login_required
-from web.inputs import MAX_PAGE, query_int, storable_id
+from web.inputs import MAX_PAGE, query_int
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin/webhooks")
 MANAGE = "manage webhooks"
@@ -28,13 +28,6 @@ def _admin() -> Any:
     actor = current_actor()
     require_admin(actor, MANAGE)
     return actor
-
-
-def _existing(session: Any, webhook_id: int) -> Any:
-    webhook = webhooks.find_webhook(session, webhook_id) if storable_id(webhook_id) else None
-    if webhook is None:
-        abort(404, description=f"webhook {webhook_id} not found")
-    return webhook
 
 
 @bp.route("", methods=("GET", "POST"))
@@ -70,7 +63,7 @@ def set_enabled(webhook_id: int) -> Any:
     actor = _admin()
     enabled = request.form.get("enabled") == "1"
     with get_sessionmaker().begin() as session:
-        _existing(session, webhook_id)
+        webhooks.get_webhook(session, webhook_id)
         webhooks.change(session, actor, webhook_id, enabled=enabled)
     flash(f"Webhook {webhook_id} {'enabled' if enabled else 'disabled'}.")
     return redirect(request.form.get("back") == "history" and url_for("webhooks.history", webhook_id=webhook_id)
@@ -82,7 +75,7 @@ def set_enabled(webhook_id: int) -> Any:
 def delete(webhook_id: int) -> Any:
     actor = _admin()
     with get_sessionmaker().begin() as session:
-        _existing(session, webhook_id)
+        webhooks.get_webhook(session, webhook_id)
         webhooks.remove(session, actor, webhook_id)
     flash(f"Webhook {webhook_id} removed, with its delivery history.")
     return redirect(url_for("webhooks.webhook_list"))
@@ -93,7 +86,7 @@ def delete(webhook_id: int) -> Any:
 def send_test(webhook_id: int) -> Any:
     actor = _admin()
     with get_sessionmaker().begin() as session:
-        _existing(session, webhook_id)
+        webhooks.get_webhook(session, webhook_id)
         delivery_id = webhooks.send_test(session, actor, webhook_id).id
     flash(f"Test delivery {delivery_id} queued; a worker sends it within seconds.")
     return redirect(url_for("webhooks.history", webhook_id=webhook_id))
@@ -106,7 +99,7 @@ def history(webhook_id: int) -> Any:
     _admin()
     page = query_int("page", 1, 1, MAX_PAGE) or 1
     with get_sessionmaker().begin() as session:
-        webhook = schemas.Webhook.model_validate(_existing(session, webhook_id)).model_dump(mode="json")
+        webhook = schemas.Webhook.model_validate(webhooks.get_webhook(session, webhook_id)).model_dump(mode="json")
         rows, total = webhooks.deliveries(session, webhook_id, page=page, per_page=PER_PAGE)
         deliveries = [schemas.WebhookDelivery.model_validate(d) for d in rows]
     return render_template("webhook.html", webhook=webhook, deliveries=deliveries, total=total, page=page,
@@ -118,9 +111,6 @@ def history(webhook_id: int) -> Any:
 def redeliver(delivery_id: int) -> Any:
     actor = _admin()
     with get_sessionmaker().begin() as session:
-        old = webhooks.find_delivery(session, delivery_id) if storable_id(delivery_id) else None
-        if old is None:
-            abort(404, description=f"delivery {delivery_id} not found")
         row = webhooks.send_again(session, actor, delivery_id)
         webhook_id, new_id = row.webhook_id, row.id
     flash(f"Delivery {delivery_id} queued again as delivery {new_id}.")

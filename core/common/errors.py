@@ -3,7 +3,8 @@
 `UserInputError` is bad input and names the field it is about as data (`error.field`), so the
 API and the forms place it without reading the message. `BrokerUnavailable` is not the user's
 fault: the job row was committed but its message could not be sent (the API answers 503).
-`StateConflict` is a well-formed request that the current state refuses (the API answers 409)."""
+`StateConflict` is a well-formed request that the current state refuses (the API answers 409).
+`NotFound` is an id that names nothing (404)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ class UserInputError(OneLineError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class NotFound(UserInputError):
+    """An id that names nothing: a job, sweep, cross-validation, user, token, webhook, delivery, artifact
+    or image that does not exist (or no longer does). The one "not found": the API and the pages answer
+    404, the CLI prints the line and exits 2. A parent named in a request body stays a UserInputError
+    (400 naming parent_id): there the request is what is wrong, not its address."""
 
 
 class StateConflict(OneLineError):

@@ -15,7 +15,7 @@ from core.service import jobs
 from core.engine.crossval import OOF_FLOAT_FORMAT, fold_params, plan_folds, summarize
 from core.engine.run_files import OOF_CSV
 from core.engine.spreadsheet_csv import csv_text, frame_rows, read_csv_frame
-from core.common.errors import StateConflict, UserInputError
+from core.common.errors import NotFound, StateConflict, UserInputError
 from core.common.text import check_printable
 from core.engine.params import parse_params
 from core.service.records import CrossValidation, EpochMetric, Job, utcnow
@@ -63,12 +63,13 @@ def create_cross_validation(
 
 
 def get_cross_validation(session: Session, cv_id: int, *, key_share: bool = False) -> CrossValidation:
-    """The cross-validation, or a UserInputError naming cv_id; key_share: its row held FOR KEY SHARE until the
+    """The cross-validation, or NotFound naming cv_id; key_share: its row held FOR KEY SHARE until the
     transaction ends, so a delete (core.service.deletion locks it FOR UPDATE) and this are serialised."""
     lock = {"read": True, "key_share": True} if key_share else None
-    cv = session.get(CrossValidation, cv_id, with_for_update=lock, populate_existing=key_share)
+    cv = (session.get(CrossValidation, cv_id, with_for_update=lock, populate_existing=key_share)
+          if 1 <= cv_id <= jobs.MAX_ID else None)
     if cv is None:
-        raise UserInputError(f"cross-validation {cv_id} not found", field="cv_id")
+        raise NotFound(f"cross-validation {cv_id} not found", field="cv_id")
     return cv
 
 
@@ -91,7 +92,7 @@ def out_of_fold_csv(session: Session, cv_id: int) -> str:
     get_cross_validation(session, cv_id)
     frames = _oof_frames(session, fold_jobs(session, cv_id))
     if not frames:
-        raise UserInputError(f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded",
+        raise NotFound(f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded",
                              field="cv_id")
     together = pd.concat(frames, ignore_index=True)
     return csv_text(list(together.columns), frame_rows(together, OOF_FLOAT_FORMAT))

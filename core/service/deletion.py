@@ -24,7 +24,7 @@ from core.service import audit
 from core.service.access import Actor, PermissionDenied, require_owner
 from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
-from core.common.errors import StateConflict, StorageError, UserInputError
+from core.common.errors import NotFound, StateConflict, StorageError, UserInputError
 from core.service.jobs import MAX_ID, artifacts, get_job
 from core.service.records import (CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, CrossValidation, EpochMetric, Job, JobTag,
                                   Sweep, SweepTag, utcnow)
@@ -130,7 +130,7 @@ def delete_sweep(session: Session, sweep_id: int, *, actor: Actor) -> Deletion:
     """Delete a sweep whose jobs have all finished: every job as delete_job does, then the sweep."""
     sweep = session.get(Sweep, sweep_id) if 1 <= sweep_id <= MAX_ID else None
     if sweep is None:
-        raise UserInputError(f"sweep {sweep_id} not found")
+        raise NotFound(f"sweep {sweep_id} not found")
     require_owner(actor, sweep.submitted_by, f"sweep {sweep_id}")
     members = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id).with_for_update()))
     unfinished = [job.id for job in members if job.status in CANCELLABLE_STATUSES]
@@ -156,7 +156,7 @@ def delete_cross_validation(session: Session, cv_id: int, *, actor: Actor) -> De
     cv = (session.get(CrossValidation, cv_id, with_for_update=True, populate_existing=True)
           if 1 <= cv_id <= MAX_ID else None)
     if cv is None:
-        raise UserInputError(f"cross-validation {cv_id} not found", field="cv_id")
+        raise NotFound(f"cross-validation {cv_id} not found", field="cv_id")
     members = list(session.scalars(select(Job).where(Job.cv_id == cv_id).order_by(Job.id).with_for_update()))
     folds = [job for job in members if job.cv_fold is not None]
     require_owner(actor, folds[0].submitted_by if folds else None, f"cross-validation {cv_id}")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.common.formats import human_bytes
 from core.service import audit, jobs, retention
 from core.service.access import Actor, require_owner
-from core.common.errors import UserInputError
+from core.common.errors import NotFound
 from core.service.job_options import JobOptionsEdit
 from core.service.records import PRIORITIES, Job, Sweep
 
@@ -61,10 +61,10 @@ def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOption
 
 
 def get_sweep(session: Session, sweep_id: int) -> Sweep:
-    """The sweep, or a UserInputError naming the id."""
+    """The sweep, or NotFound naming the id."""
     sweep = session.get(Sweep, sweep_id) if 1 <= sweep_id <= jobs.MAX_ID else None
     if sweep is None:
-        raise UserInputError(f"sweep {sweep_id} not found")
+        raise NotFound(f"sweep {sweep_id} not found")
     return sweep
 
 

@@ -16,6 +16,7 @@ from core.service.db import Base
 
 JOB_KINDS = ("train", "finetune", "evaluate", "predict")
 JOB_ORIGINS = ("cli", "web")  # web jobs may read only files inside DATA_ROOTS
+MAX_ID = 2**31 - 1  # ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row (and overflows the column)
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 CANCELLABLE_STATUSES = ("queued", "running")  # a queued job is cancelled at once, a running one at its next batch

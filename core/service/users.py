@@ -18,10 +18,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
+from core.common.errors import NotFound, StateConflict, UserInputError
 from core.service import audit
 from core.service.access import Actor, check_role, require_admin
-from core.common.errors import StateConflict, UserInputError
-from core.service.records import ApiToken, LoginSession, User, utcnow
+from core.service.records import MAX_ID, ApiToken, LoginSession, User, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$")
 MIN_PASSWORD = 8
@@ -63,10 +63,13 @@ def end_user_sessions(session: Session, user_id: int) -> None:
 
 
 def find_user(session: Session, user: int | str) -> User:
-    """A user by id or by name; an unknown one is a one-line error naming the field."""
-    row = session.get(User, user) if isinstance(user, int) else session.scalar(select(User).where(User.username == user))
+    """A user by id or by name; an unknown one is NotFound naming the field."""
+    if isinstance(user, int):
+        row = session.get(User, user) if 1 <= user <= MAX_ID else None
+    else:
+        row = session.scalar(select(User).where(User.username == user))
     if row is None:
-        raise UserInputError(f"user: no user {user!r}", field="user")
+        raise NotFound(f"user: no user {user!r}", field="user")
     return row
 
 
@@ -174,10 +177,12 @@ def list_tokens(session: Session, user_id: int | None = None) -> list[ApiToken]:
     return list(session.scalars(query))
 
 
-def find_token(session: Session, token_id: int) -> ApiToken:
-    token = session.get(ApiToken, token_id)
-    if token is None:
-        raise UserInputError(f"token: no token {token_id}", field="token")
+def find_token(session: Session, token_id: int, actor: Actor | None = None) -> ApiToken:
+    """A token by id; NotFound when there is none, or when actor (a non-admin) does not own it, so
+    other users' token ids stay unknown to them."""
+    token = session.get(ApiToken, token_id) if 1 <= token_id <= MAX_ID else None
+    if token is None or (actor is not None and token.user_id != actor.user_id and not actor.is_admin):
+        raise NotFound(f"token: no token {token_id}", field="token")
     return token
 
 

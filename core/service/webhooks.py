@@ -23,10 +23,19 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.common.errors import NotFound, UserInputError
 from core.service import audit
 from core.service.access import Actor, require_admin
-from core.common.errors import UserInputError
-from core.service.records import WEBHOOK_EVENTS, Job, User, Webhook, WebhookDelivery, WorkerRecord, utcnow
+from core.service.records import (
+    MAX_ID,
+    WEBHOOK_EVENTS,
+    Job,
+    User,
+    Webhook,
+    WebhookDelivery,
+    WorkerRecord,
+    utcnow,
+)
 from core.service.settings import get_settings
 from core.service.webhook_http import Attempt, check_url, post, redact_url
 
@@ -74,13 +83,13 @@ def create_webhook(session: Session, url: str, events: list[str], *, secret: str
 
 
 def find_webhook(session: Session, webhook_id: int) -> Webhook | None:
-    return session.get(Webhook, webhook_id, populate_existing=True) if 1 <= webhook_id <= 2**31 - 1 else None
+    return session.get(Webhook, webhook_id, populate_existing=True) if 1 <= webhook_id <= MAX_ID else None
 
 
 def get_webhook(session: Session, webhook_id: int) -> Webhook:
     webhook = find_webhook(session, webhook_id)
     if webhook is None:
-        raise UserInputError(f"webhook {webhook_id} not found", field="webhook_id")
+        raise NotFound(f"webhook {webhook_id} not found", field="webhook_id")
     return webhook
 
 
@@ -130,7 +139,7 @@ def deliveries(session: Session, webhook_id: int, *, page: int = 1, per_page: in
 
 
 def find_delivery(session: Session, delivery_id: int) -> WebhookDelivery | None:
-    return session.get(WebhookDelivery, delivery_id, populate_existing=True) if 1 <= delivery_id <= 2**31 - 1 else None
+    return session.get(WebhookDelivery, delivery_id, populate_existing=True) if 1 <= delivery_id <= MAX_ID else None
 
 
 # --- events: outbox rows, in the caller's transaction ---------------------------------------------
@@ -202,7 +211,7 @@ def redeliver(session: Session, delivery_id: int) -> WebhookDelivery:
     """Send a delivery's body again as a new delivery (the old one keeps its history)."""
     old = find_delivery(session, delivery_id)
     if old is None:
-        raise UserInputError(f"delivery {delivery_id} not found", field="delivery_id")
+        raise NotFound(f"delivery {delivery_id} not found", field="delivery_id")
     row = _pending(old.webhook_id, old.event, old.body)
     session.add(row)
     session.flush()

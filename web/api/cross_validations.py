@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort
-
 from core.common.errors import UserInputError
 from core.service import deletion
 from core.service.db import get_sessionmaker
 from web import (
-    queries,
     schemas,
 )
 from web.api.blueprint import answer, bp
@@ -36,11 +33,8 @@ def submit_cross_validation() -> Any:
 
 def cross_validation_response(cv_id: int, status: int = 200) -> Any:
     from core.service.cv_jobs import cross_validation_summary
-    from core.service.records import CrossValidation
 
     with get_sessionmaker().begin() as session:
-        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
-            abort(404, description=f"cross-validation {cv_id} not found")
         return answer(schemas.CrossValidation.model_validate(cross_validation_summary(session, cv_id)), status)
 
 
@@ -55,12 +49,8 @@ def get_cross_validation(cv_id: int) -> Any:
            tag="cross-validations", responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
 def delete_cross_validation(cv_id: int) -> Any:
     """Delete a cross-validation whose jobs have all finished: its fold and ensemble jobs' files and rows, then it"""
-    from core.service.records import CrossValidation
-
     actor = current_actor()  # before the transaction: it reads the token's user in one of its own
     with get_sessionmaker().begin() as session:
-        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
-            abort(404, description=f"cross-validation {cv_id} not found")
         done = deletion.delete_cross_validation(session, cv_id, actor=actor)
     return answer(schemas.Deletion(job_ids=done.job_ids, cv_id=cv_id, freed_bytes=done.freed_bytes))
 
@@ -70,14 +60,10 @@ def delete_cross_validation(cv_id: int) -> Any:
            errors=(400, 403, 404, 409, 413, 503))
 def submit_ensemble(cv_id: int) -> Any:
     """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
-    from core.service.records import CrossValidation
 
     submission = json_body(schemas.EnsembleSubmission)
     if problem := csv_name_problem(submission.split):
         raise UserInputError(f"split: {problem}", field="split")
-    with get_sessionmaker().begin() as session:
-        if not queries.storable_id(cv_id) or session.get(CrossValidation, cv_id) is None:
-            abort(404, description=f"cross-validation {cv_id} not found")
     job_id = dispatch.submit_ensemble(cv_id, submission.kind, submission.split, tta=submission.tta,
                                       queue=submission.queue, origin="web", actor=current_actor())
     return job_response(job_id, 201)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, current_app
+from flask import current_app
 
 from core.common.errors import UserInputError
 from core.service import deletion, job_edits
@@ -70,9 +70,7 @@ def list_jobs() -> Any:
 
 def job_response(job_id: int, status: int = 200) -> Any:
     with get_sessionmaker().begin() as session:
-        job = queries.find_job(session, job_id)
-        if job is None:
-            abort(404, description=f"job {job_id} not found")
+        job = job_service.get_job(session, job_id)
         return answer(queries.job_models(session, [job])[0], status)
 
 
@@ -85,8 +83,7 @@ def get_job(job_id: int) -> Any:
 
 def existing_job_id(job_id: int) -> int:
     with get_sessionmaker().begin() as session:
-        if queries.find_job(session, job_id) is None:
-            abort(404, description=f"job {job_id} not found")
+        job_service.get_job(session, job_id)
     return job_id
 
 
@@ -160,10 +157,7 @@ def download_artifact(job_id: int, artifact_id: int) -> Any:
 def job_results(job_id: int) -> Any:
     """Evaluation (metrics with 95% intervals, curves, calibration) or prediction summary, and the heat maps"""
     with get_sessionmaker().begin() as session:
-        job = queries.find_job(session, job_id)
-        if job is None:
-            abort(404, description=f"job {job_id} not found")
-        kind = job.kind
+        kind = job_service.get_job(session, job_id).kind
     return answer(results.job_results(job_id, kind))
 
 
@@ -179,9 +173,7 @@ def job_images(job_id: int) -> Any:
 def job_image_thumbnail(job_id: int, index: int) -> Any:
     """A thumbnail of the cell in row index (1-based) of the per-image results"""
     with get_sessionmaker().begin() as session:
-        job = queries.find_job(session, job_id)
-        if job is None:
-            abort(404, description=f"job {job_id} not found")
+        job = job_service.get_job(session, job_id)
         data_dir = job.data_dir or job.params.get("data_dir", "")
     return png_response(results.thumbnail_png(job_id, data_dir, index))
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort
-
 from core.common.errors import UserInputError
 from core.service import deletion, job_edits
 from core.service.db import get_sessionmaker
@@ -42,9 +40,7 @@ def submit_sweep() -> Any:
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
     with get_sessionmaker().begin() as session:
-        sweep = queries.find_sweep(session, sweep_id)
-        if sweep is None:
-            abort(404, description=f"sweep {sweep_id} not found")
+        sweep = job_edits.get_sweep(session, sweep_id)
         return answer(queries.sweep_model(session, sweep), status)
 
 
@@ -72,8 +68,6 @@ def edit_sweep(sweep_id: int) -> Any:
     """Change a sweep's notes, tags, priority (also its queued jobs') or retention; fields left out stay"""
     changes, actor = json_body(schemas.OptionsEdit), current_actor()
     with get_sessionmaker().begin() as session:
-        if queries.find_sweep(session, sweep_id) is None:
-            abort(404, description=f"sweep {sweep_id} not found")
         job_edits.edit_sweep(session, actor, sweep_id, changes)
     return sweep_response(sweep_id)
 
@@ -84,7 +78,5 @@ def delete_sweep(sweep_id: int) -> Any:
     """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
     actor = current_actor()  # before the transaction: it reads the token's user in one of its own
     with get_sessionmaker().begin() as session:
-        if queries.find_sweep(session, sweep_id) is None:
-            abort(404, description=f"sweep {sweep_id} not found")
         done = deletion.delete_sweep(session, sweep_id, actor=actor)
     return answer(schemas.Deletion(job_ids=done.job_ids, sweep_id=sweep_id, freed_bytes=done.freed_bytes))

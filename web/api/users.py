@@ -11,19 +11,12 @@ from core.service import audit
 from core.service import users as user_service
 from core.service.access import require_admin
 from core.service.db import get_sessionmaker
-from core.service.records import ApiToken, User
+from core.service.records import User
 from web import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
-from web.inputs import json_body, query_model, storable_id
+from web.inputs import json_body, query_model
 from web.openapi import operation
-
-
-def _user_or_404(session: Any, user_id: int) -> User:
-    user = session.get(User, user_id) if storable_id(user_id) else None
-    if user is None:
-        abort(404, description=f"user {user_id} not found")
-    return user
 
 
 @operation(bp, "get", "/me", operation_id="getMe", tag="users", responses={200: schemas.Me})
@@ -60,7 +53,7 @@ def update_user(user_id: int) -> Any:
     actor = current_actor()
     require_admin(actor, "change users")
     with get_sessionmaker().begin() as session:
-        user = _user_or_404(session, user_id)
+        user = user_service.find_user(session, user_id)
         if request.role is not None:
             user_service.set_role(session, actor, user, request.role)
         if request.disabled is not None:
@@ -75,7 +68,7 @@ def reset_password(user_id: int) -> Any:
     actor = current_actor()
     require_admin(actor, "reset passwords")
     with get_sessionmaker().begin() as session:
-        user = _user_or_404(session, user_id)
+        user = user_service.find_user(session, user_id)
         made = user_service.reset_password(session, actor, user)
         return answer(schemas.PasswordReset(user=schemas.UserInfo.model_validate(user), password=made.value))
 
@@ -108,9 +101,7 @@ def revoke_token(token_id: int) -> Any:
     """Revoke a token: refused from the next request on (yours; an admin may revoke anyone's)"""
     actor = current_actor()
     with get_sessionmaker().begin() as session:
-        token = session.get(ApiToken, token_id) if storable_id(token_id) else None
-        if token is None or (token.user_id != actor.user_id and not actor.is_admin):  # others' ids stay unknown
-            abort(404, description=f"token {token_id} not found")
+        token = user_service.find_token(session, token_id, actor)  # others' ids stay unknown
         return answer(schemas.TokenInfo.model_validate(user_service.revoke_token(session, actor, token)))
 
 

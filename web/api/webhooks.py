@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort
 
 from core.service import webhooks
 from core.service.access import require_admin
@@ -18,13 +17,6 @@ from web.inputs import json_body, query_model
 from web.openapi import operation
 
 MANAGE = "manage webhooks"
-
-
-def _existing(session: Any, webhook_id: int) -> Any:
-    webhook = webhooks.find_webhook(session, webhook_id)
-    if webhook is None:
-        abort(404, description=f"webhook {webhook_id} not found")
-    return webhook
 
 
 @operation(bp, "get", "/webhooks", operation_id="listWebhooks", tag="webhooks",
@@ -55,7 +47,7 @@ def update_webhook(webhook_id: int) -> Any:
     actor = current_actor()
     require_admin(actor, MANAGE)
     with get_sessionmaker().begin() as session:
-        _existing(session, webhook_id)
+        webhooks.get_webhook(session, webhook_id)
         webhook = webhooks.change(session, actor, webhook_id, url=change.url,
                                   events=None if change.events is None else list(change.events), enabled=change.enabled)
         return answer(schemas.Webhook.model_validate(webhook))
@@ -68,7 +60,7 @@ def delete_webhook(webhook_id: int) -> Any:
     actor = current_actor()
     require_admin(actor, MANAGE)
     with get_sessionmaker().begin() as session:
-        removed = schemas.Webhook.model_validate(_existing(session, webhook_id))
+        removed = schemas.Webhook.model_validate(webhooks.get_webhook(session, webhook_id))
         webhooks.remove(session, actor, webhook_id)
     return answer(removed)
 
@@ -80,7 +72,7 @@ def list_deliveries(webhook_id: int) -> Any:
     require_admin(current_actor(), MANAGE)
     query = query_model(schemas.PageQuery)
     with get_sessionmaker().begin() as session:
-        _existing(session, webhook_id)
+        webhooks.get_webhook(session, webhook_id)
         rows, total = webhooks.deliveries(session, webhook_id, page=query.page, per_page=query.per_page)
         items = [schemas.WebhookDelivery.model_validate(d) for d in rows]
     return answer(schemas.WebhookDeliveryPage(deliveries=items, total=total, page=query.page, per_page=query.per_page))
@@ -93,7 +85,7 @@ def ping_webhook(webhook_id: int) -> Any:
     actor = current_actor()
     require_admin(actor, MANAGE)
     with get_sessionmaker().begin() as session:
-        _existing(session, webhook_id)
+        webhooks.get_webhook(session, webhook_id)
         return answer(schemas.WebhookDelivery.model_validate(webhooks.send_test(session, actor, webhook_id)), 201)
 
 
@@ -104,6 +96,4 @@ def redeliver(delivery_id: int) -> Any:
     actor = current_actor()
     require_admin(actor, MANAGE)
     with get_sessionmaker().begin() as session:
-        if webhooks.find_delivery(session, delivery_id) is None:
-            abort(404, description=f"delivery {delivery_id} not found")
         return answer(schemas.WebhookDelivery.model_validate(webhooks.send_again(session, actor, delivery_id)), 201)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from core.service.jobs.artifacts import (  # noqa: F401
     add_artifact,
     artifact_path,
+    get_artifact,
     job_checkpoint,
     named_artifact_file,
     recorded_file,
@@ -48,7 +49,6 @@ from core.service.jobs.queries import (  # noqa: F401
 )
 from core.service.jobs.submit import (  # noqa: F401
     DEFAULT_QUEUES,
-    MAX_ID,
     NEEDS_CHECKPOINT,
     TRAINING_KINDS,
     apply_options,
@@ -63,3 +63,4 @@ from core.service.jobs.workers import (  # noqa: F401
     unregister_worker,
     worker_seen,
 )
+from core.service.records import MAX_ID  # noqa: F401,E402  (jobs.MAX_ID: the largest id a row can have)

@@ -9,14 +9,13 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.common.errors import UserInputError
+from core.common.errors import NotFound, UserInputError
 from core.engine.run_files import ARTIFACT_KINDS
 from core.engine.run_folder import checkpoint_names, resolve_checkpoint
 from core.service import retention
 from core.service.jobs.lease import _upsert
 from core.service.jobs.queries import artifacts, get_job
-from core.service.jobs.submit import MAX_ID
-from core.service.records import Artifact, Job, utcnow
+from core.service.records import MAX_ID, Artifact, Job, utcnow
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
@@ -102,3 +101,11 @@ def job_checkpoint(session: Session, job_id: int, choice: str = "best") -> Path:
         return resolve_checkpoint(job_run_dir(job), choice)
     except UserInputError:
         raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
+
+
+def get_artifact(session: Session, job_id: int, artifact_id: int) -> Artifact:
+    """A recorded artifact of that job, or NotFound naming both ids."""
+    artifact = session.get(Artifact, artifact_id) if 1 <= artifact_id <= MAX_ID else None
+    if artifact is None or artifact.job_id != job_id:
+        raise NotFound(f"artifact {artifact_id} of job {job_id} not found")
+    return artifact

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from core.engine.progress import EpochRecord
 from core.service import webhooks
-from core.service.jobs.submit import MAX_ID
 from core.service.records import (
     FINISHED_STATUSES,
+    MAX_ID,
     PRIORITY_NAMES,
     EpochMetric,
     Job,

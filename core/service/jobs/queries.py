@@ -5,13 +5,13 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.common.errors import UserInputError
+from core.common.errors import NotFound, UserInputError
 from core.service.job_options import JobOptions, check_tag
 from core.service.jobs.lease import CLAIM_ORDER
-from core.service.jobs.submit import MAX_ID
 from core.service.records import (
     JOB_KINDS,
     JOB_STATUSES,
+    MAX_ID,
     PRIORITY_NAMES,
     Artifact,
     EpochMetric,
@@ -51,12 +51,12 @@ def options_of(session: Session, target: Job | Sweep) -> JobOptions:
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:
-    """The job as the database has it now, or a UserInputError naming the id; lock: its row locked
+    """The job as the database has it now, or NotFound naming the id; lock: its row locked
     (FOR UPDATE) until the transaction ends, as a delete does."""
     job = (session.get(Job, job_id, populate_existing=True, with_for_update=lock or None)
            if 1 <= job_id <= MAX_ID else None)
     if job is None:
-        raise UserInputError(f"job {job_id} not found")
+        raise NotFound(f"job {job_id} not found")
     return job
 
 

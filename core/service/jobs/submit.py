@@ -20,6 +20,7 @@ from core.service import quotas, retention
 from core.service.job_options import JobOptions
 from core.service.records import (
     JOB_ORIGINS,
+    MAX_ID,
     MODEL_KINDS,
     PRIORITIES,
     Artifact,
@@ -36,7 +37,6 @@ DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict
 
 
 # Kinds that need a trained model: from a parent job or an explicit checkpoint path.
-MAX_ID = 2**31 - 1  # ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row (and overflows the column)
 
 
 TRAINING_KINDS = ("train", "finetune")  # kinds whose memory and compute are estimated (core.service.quotas)

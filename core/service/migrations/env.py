@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 import core.service.records  # noqa: F401  (registers every table on Base.metadata)
 from core.service.db import Base, make_engine
