@@ -5,7 +5,6 @@ on the page that answers the action, once."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 from flask import Blueprint, flash, g, render_template, request
@@ -18,7 +17,7 @@ from core.common.errors import StateConflict, UserInputError
 from core.service.records import ROLES, User
 from web.auth import current_actor, login_required
 from web.errors import refusal_status
-from web.inputs import MAX_PAGE, query_int
+from web.paging import Pager, requested_page
 
 bp = Blueprint("users", __name__)
 AUDIT_PER_PAGE = 50
@@ -140,10 +139,9 @@ def revoke_token(token_id: int) -> Any:
 def audit_log() -> Any:
     """Every write, newest first, one page at a time (admins)."""
     require_admin(current_actor(), "read the audit log")
-    page = query_int("page", 1, 1, MAX_PAGE) or 1
+    page = requested_page()
     with get_sessionmaker().begin() as session:
         entries, total = audit.entries(session, page=page, per_page=AUDIT_PER_PAGE)
         rows = [{"at": e.at, "username": e.username, "action": e.action, "target": f"{e.target_type} {e.target_id or ''}",
                  "detail": e.detail, "address": e.address} for e in entries]
-    pages = max(1, math.ceil(total / AUDIT_PER_PAGE))
-    return render_template("audit.html", rows=rows, page=page, pages=pages, total=total)
+    return render_template("audit.html", rows=rows, paged=Pager(page, AUDIT_PER_PAGE, total), total=total)

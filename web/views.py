@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from web import compare as compare_table, forms, queries, results, schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.errors import refusal_status
-from web.inputs import MAX_PAGE, csv_name_problem, query_choice, query_int, storable_id
+from web.inputs import csv_name_problem, query_choice, query_int, storable_id
+from web.paging import Pager, requested_page
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
@@ -77,7 +77,7 @@ def favicon() -> Any:
 def job_list() -> Any:
     """Newest jobs first, filtered by status, kind or sweep, one page at a time."""
     status, kind = query_choice("status", JOB_STATUSES), query_choice("kind", JOB_KINDS)
-    sweep_id, page = query_int("sweep", None), query_int("page", 1, 1, MAX_PAGE) or 1
+    sweep_id, page = query_int("sweep", None), requested_page()
     tag = request.args.get("tag", "").strip() or None
     return _job_list_page(status, kind, sweep_id, tag, page)
 
@@ -94,9 +94,8 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
         sweep = _sweep_card(session, sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
         sweep_rule = queries.sweep_rule_text(session, sweep_id) if sweep_id is not None else None
         lost = [worker.hostname for worker in webhooks.lost_workers(session, within_hours=24, limit=10)]
-    pages = max(1, math.ceil(total / per_page))
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
-    return render_template("jobs.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
+    return render_template("jobs.html", rows=rows, total=total, paged=Pager(page, per_page, total), filters=filters,
                            statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk,
                            sweep_rule=sweep_rule, lost_workers=lost), (400 if sweep_errors else 200)
 

@@ -4,7 +4,6 @@ core.service.webhooks admin action (permission checked, audited) and redirects o
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -17,7 +16,7 @@ from core.common.errors import UserInputError
 from core.service.records import WEBHOOK_EVENTS
 from web import schemas
 from web.auth import current_actor, login_required
-from web.inputs import MAX_PAGE, query_int
+from web.paging import Pager, requested_page
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin/webhooks")
 MANAGE = "manage webhooks"
@@ -97,13 +96,13 @@ def send_test(webhook_id: int) -> Any:
 def history(webhook_id: int) -> Any:
     """One webhook's deliveries, newest first: event, status, response code, attempts, times, error."""
     _admin()
-    page = query_int("page", 1, 1, MAX_PAGE) or 1
+    page = requested_page()
     with get_sessionmaker().begin() as session:
         webhook = schemas.Webhook.model_validate(webhooks.get_webhook(session, webhook_id)).model_dump(mode="json")
         rows, total = webhooks.deliveries(session, webhook_id, page=page, per_page=PER_PAGE)
         deliveries = [schemas.WebhookDelivery.model_validate(d) for d in rows]
-    return render_template("webhook.html", webhook=webhook, deliveries=deliveries, total=total, page=page,
-                           pages=max(1, math.ceil(total / PER_PAGE)))
+    return render_template("webhook.html", webhook=webhook, deliveries=deliveries, total=total,
+                           paged=Pager(page, PER_PAGE, total))
 
 
 @bp.post("/deliveries/<int:delivery_id>/redeliver")
