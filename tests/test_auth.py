@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
+
 from core.service.records import utcnow
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, login
@@ -92,3 +94,48 @@ def test_a_password_reset_ends_that_users_sessions(app, client):
         ensure_admin(WEB_ADMIN[0], "a-new-password-1")
     assert client.get("/").status_code == 302
     assert login(client, WEB_ADMIN[0], "a-new-password-1").status_code == 302
+
+
+def admin_audit_rows() -> list[tuple[str, str, dict]]:
+    from sqlalchemy import select
+
+    from core.service.db import get_sessionmaker
+    from core.service.records import AuditEntry
+
+    with get_sessionmaker().begin() as session:
+        rows = session.execute(select(AuditEntry.username, AuditEntry.action, AuditEntry.detail)
+                               .where(AuditEntry.action.like("user.%")).order_by(AuditEntry.id))
+        return [(name, action, detail) for name, action, detail in rows]
+
+
+def test_migrate_makes_and_resets_the_admin_through_the_audited_user_service(app, client, monkeypatch):
+    """`leukemia migrate` (prepare_database) writes the configured admin like every other user write:
+    the CLI operator's audit row when it creates the admin, and again when ADMIN_PASSWORD changes it."""
+    from core.service.settings import get_settings
+    from web.auth import prepare_database
+
+    [(actor, action, detail)] = admin_audit_rows()  # the app fixture ran prepare_database once
+    assert (actor.startswith("cli:"), action, detail) == (True, "user.add", {"username": WEB_ADMIN[0], "role": "admin"})
+    prepare_database()  # nothing to change: nothing written
+    assert len(admin_audit_rows()) == 1
+    assert login(client, *WEB_ADMIN).status_code == 302
+    monkeypatch.setenv("ADMIN_PASSWORD", "a-new-password-1")
+    get_settings.cache_clear()
+    prepare_database()
+    actor, action, detail = admin_audit_rows()[-1]
+    assert (actor.startswith("cli:"), action, detail) == (True, "user.reset_password",
+                                                          {"username": WEB_ADMIN[0], "tokens_revoked": 0})
+    assert client.get("/").status_code == 302  # the reset ended the session
+    assert login(client, WEB_ADMIN[0], "a-new-password-1").status_code == 302
+
+
+def test_migrate_refuses_an_admin_password_the_user_service_would_refuse(app, monkeypatch):
+    from core.common.errors import UserInputError
+    from core.service.settings import get_settings
+    from web.auth import prepare_database
+
+    monkeypatch.setenv("ADMIN_PASSWORD", "short")
+    get_settings.cache_clear()
+    with pytest.raises(UserInputError, match=r"^ADMIN_PASSWORD: password: give 8 to 200 printable characters$"):
+        prepare_database()
+    assert len(admin_audit_rows()) == 1

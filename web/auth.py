@@ -27,10 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from core.service.access import Actor, PermissionDenied, require_admin, require_owner, require_submit
+from core.common.errors import StateConflict
+from core.service import users
+from core.service.access import Actor, PermissionDenied, cli_actor, require_admin, require_owner, require_submit
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.records import User, utcnow
-from core.service.users import settings_token_actor, token_actor
 from core.service.settings import get_settings, persisted_secret, stored_secret
 from web import logins
 
@@ -53,25 +54,13 @@ def _persisted_secret(home: Path, name: str, announce: str | None = None) -> str
 
 
 def ensure_admin(username: str, password: str) -> None:
-    """Create (or reset) the admin from ADMIN_USERNAME/ADMIN_PASSWORD; with none set and no users, generate one."""
+    """Create (or reset) the admin from ADMIN_USERNAME/ADMIN_PASSWORD as the CLI operator (core.service.users,
+    audited); with none set and no users, generate one and print it once."""
     with get_sessionmaker().begin() as db:
-        if username and password:
-            user = db.scalar(select(User).where(User.username == username))
-            if user is None:
-                db.add(User(username=username, password_hash=generate_password_hash(password), created_at=utcnow(),
-                            role="admin"))
-                return
-            user.role, user.disabled = "admin", False  # the configured admin is always an admin who can log in
-            if not check_password_hash(user.password_hash, password):
-                user.password_hash = generate_password_hash(password)
-                logins.end_user_sessions(db, user.id)
-            return
-        if db.scalar(select(User.id).limit(1)) is None:
-            generated, username = secrets.token_urlsafe(12), username or "admin"  # the API_TOKEN acts as this user
-            db.add(User(username=username, password_hash=generate_password_hash(generated), created_at=utcnow(),
-                        role="admin"))
-            click.echo(f"Dashboard login created: {username} / {generated}  (shown once; set ADMIN_PASSWORD to choose it)",
-                       err=True)
+        made = users.ensure_admin(db, cli_actor(), username, password)
+    if made is not None:
+        click.echo(f"Dashboard login created: {username or 'admin'} / {made.value}  "
+                   "(shown once; set ADMIN_PASSWORD to choose it)", err=True)
 
 
 def prepare_database() -> None:
@@ -80,7 +69,7 @@ def prepare_database() -> None:
     upgrade_database()
     try:
         ensure_admin(settings.admin_username, settings.admin_password)
-    except IntegrityError:  # another process inserted the same admin at the same moment
+    except (IntegrityError, StateConflict):  # another process inserted the same admin at the same moment
         ensure_admin(settings.admin_username, settings.admin_password)
 
 
@@ -163,10 +152,10 @@ def bearer_actor() -> Actor | None:
             return None
         if hmac.compare_digest(token.encode(), current_app.config["API_TOKEN"].encode()):
             with get_sessionmaker().begin() as db:
-                g.bearer_actor = settings_token_actor(db, get_settings().admin_username, address)
+                g.bearer_actor = users.settings_token_actor(db, get_settings().admin_username, address)
         else:
             with get_sessionmaker().begin() as db:
-                g.bearer_actor = token_actor(db, token, address)
+                g.bearer_actor = users.token_actor(db, token, address)
     return g.bearer_actor
 
 

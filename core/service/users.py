@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
-from werkzeug.security import generate_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.common.errors import NotFound, StateConflict, UserInputError
 from core.service import audit
@@ -134,15 +134,46 @@ def set_role(session: Session, actor: Actor, user: User, role: str) -> User:
 def reset_password(session: Session, actor: Actor, user: User) -> Secret:
     """A new generated password (shown once); the user's sessions end and their API tokens are revoked:
     whoever knew the old password could have made tokens with it, and a token outlives no reset."""
-    require_admin(actor, "reset passwords")
     made = Secret(generated_password())
-    user.password_hash = generate_password_hash(made.value)
+    _replace_password(session, actor, user, made.value)
+    return made
+
+
+def _replace_password(session: Session, actor: Actor, user: User, password: str) -> None:
+    """The one shape of a password reset, generated or configured: sessions end, tokens are revoked, audited."""
+    require_admin(actor, "reset passwords")
+    user.password_hash = generate_password_hash(password)
     end_user_sessions(session, user.id)
     revoked = session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
                               .values(revoked_at=utcnow()).execution_options(synchronize_session=False)).rowcount
     audit.record(session, actor, "user.reset_password", "user", user.id,
                  {"username": user.username, "tokens_revoked": revoked})
-    return made
+
+
+def ensure_admin(session: Session, actor: Actor, username: str, password: str) -> Secret | None:
+    """The configured admin (ADMIN_USERNAME/ADMIN_PASSWORD, `leukemia migrate`) made, or put back to an
+    enabled admin with that password, through the same audited writes as any other user change. With no
+    password configured and no user at all, an admin with a generated password (returned, shown once:
+    the settings' API_TOKEN acts as this user); else nothing."""
+    if username and password:
+        try:
+            check_username(username)
+            check_password(password)
+        except UserInputError as error:  # the operator fixes a setting, not a form field
+            field = f"admin_{error.field}"
+            raise UserInputError(f"{field.upper()}: {error}", field=field) from None
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None:
+            add_user(session, actor, username, "admin", password)
+            return None
+        set_role(session, actor, user, "admin")  # the configured admin is always an admin who can log in
+        set_disabled(session, actor, user, False)
+        if not check_password_hash(user.password_hash, password):
+            _replace_password(session, actor, user, password)
+        return None
+    if session.scalar(select(User.id).limit(1)) is not None:
+        return None
+    return add_user(session, actor, username or "admin", "admin")[1]
 
 
 # --- tokens ---------------------------------------------------------------------------------------
