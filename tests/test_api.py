@@ -151,6 +151,9 @@ def test_metrics_artifacts_and_download(api, folder_path):
     csv = next(a for a in artifacts if a["name"] == "metrics.csv")
     response = api.get(f"/api/jobs/{job_id}/artifacts/{csv['id']}")
     assert response.status_code == 200 and response.data.startswith(b"epoch,")
+    assert response.mimetype == "text/csv"
+    checkpoint = next(a for a in artifacts if a["name"] == "best.pt")  # never a guess from the name (a SNES page table)
+    assert api.get(f"/api/jobs/{job_id}/artifacts/{checkpoint['id']}").mimetype == "application/octet-stream"
     other = queued_job(folder_path)
     assert api.get(f"/api/jobs/{other}/artifacts/{csv['id']}").status_code == 404
     response = api.post("/api/jobs", json={"kind": "predict", "parent_id": job_id,

@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from core.engine.params import PARAMS_BY_KIND
 from web import schemas
+from web.downloads import ARTIFACT_MEDIA_TYPES, OTHER_FILES
 from web.inputs import MAX_ID
 
 REF = "#/components/schemas/{model}"
@@ -28,9 +29,13 @@ ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bea
                  413: "request body too large", 503: "unavailable: the database or the broker is unreachable, or an artifact file cannot be changed"}
 FILE = "file"  # a response that is a download, not a model
 PNG = "png"  # a response that is a PNG image shown inline
-# Media types of the non-model responses. A PNG is also listed as octet-stream: generated clients
-# (openapi-python-client) read that as bytes, and know no image/* type.
-MEDIA = {FILE: ("the file", ("application/octet-stream",)), PNG: ("the image", ("image/png", "application/octet-stream"))}
+# Media types of the non-model responses: a recorded file is sent as its kind's (web.downloads). Octet-stream
+# comes first and a PNG is also listed as it: generated clients (openapi-python-client) read the first media
+# type they know, octet-stream as bytes (text/csv first would be read as text), and know no image/* type.
+MEDIA = {FILE: ("the file, as the media type of its kind", tuple(dict.fromkeys([OTHER_FILES, *ARTIFACT_MEDIA_TYPES.values()]))),
+         PNG: ("the image", ("image/png", "application/octet-stream"))}
+BYTES = {"type": "string", "format": "binary"}
+FILE_SCHEMA = {"application/json": {"description": "a JSON file a job wrote (evaluation.json, metrics.json...)"}}
 PATH_PARAMETER = re.compile(r"<int:(\w+)>")
 
 
@@ -95,7 +100,7 @@ def _responses(op: Operation) -> dict[str, Any]:
         if model in MEDIA:
             description, media_types = MEDIA[model]  # type: ignore[index]
             answers[str(status)] = {"description": description, "content": {
-                media: {"schema": {"type": "string", "format": "binary"}} for media in media_types}}
+                media: {"schema": FILE_SCHEMA.get(media, BYTES)} for media in media_types}}
         else:
             answers[str(status)] = _json(_ref(model), model.__doc__ or model.__name__)  # type: ignore[union-attr]
     for status in sorted(op.errors):
