@@ -142,6 +142,19 @@ def test_an_unknown_body_field_is_refused_naming_it_and_documented(client, folde
         assert document["components"]["schemas"][name]["additionalProperties"] is False, name
 
 
+def test_a_whole_number_written_2_0_is_an_integer(api, folder_path):
+    """JSON has one number type: 2.0 and 2e0 are the integer 2 (JSON Schema's integer), 2.5 is not."""
+    response = api.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "epochs": 2.0, "lr": 1},
+                                           "parent_id": None, "options": {"tags": ["a"]}})
+    assert response.status_code == 201, response.json
+    assert (response.json["params"]["epochs"], response.json["params"]["lr"]) == (2, 1.0)
+    response = api.post("/api/cross-validations", data='{"params": {"data_dir": "%s"}, "folds": 2e0}' % folder_path,
+                        content_type="application/json")
+    assert response.status_code == 201 and len(response.json["folds"]) == 2, response.json
+    response = api.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "epochs": 2.5}})
+    assert response.status_code == 400 and response.json["field"] == "epochs"
+
+
 def test_metrics_artifacts_and_download(api, folder_path):
     job_id = finished_train_job(folder_path)
     metrics = api.get(f"/api/jobs/{job_id}/metrics").json["epochs"]

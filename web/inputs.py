@@ -56,7 +56,23 @@ def json_body(model: type[Model]) -> Model:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise UserInputError("body: send a JSON object with Content-Type: application/json", field="body")
-    return validated(model, body)
+    return validated(model, whole_numbers(body))
+
+
+def whole_numbers(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each whole number written as 3.0 or 3e2 read as an integer (changed in place). JSON has one
+    number type: the document's integer fields (JSON Schema's integer) accept 3.0, and strict validation takes
+    only ints for them; a float field takes the int as it is. Iterative: a body may be nested deeply."""
+    pending: list[dict[str, Any] | list[Any]] = [body]
+    while pending:
+        container = pending.pop()
+        for key in list(container.keys() if isinstance(container, dict) else range(len(container))):
+            item = container[key]  # type: ignore[index]
+            if isinstance(item, float) and item.is_integer():
+                container[key] = int(item)  # type: ignore[index]
+            elif isinstance(item, (dict, list)):
+                pending.append(item)
+    return body
 
 
 def query_model(model: type[Model]) -> Model:
