@@ -3,6 +3,7 @@ naming its field (a 400), never a 500."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from flask import request
@@ -12,6 +13,9 @@ from core.common.errors import UserInputError
 from core.service.jobs import MAX_ID
 from core.engine.params import input_error
 
+# A CSV named over the web: a file name inside the data folder, not a folder's nor a hidden file's (the document's pattern).
+CSV_FILE_NAME_PATTERN = r"^[^/\\.][^/\\]*$"
+CSV_FILE_NAME = re.compile(CSV_FILE_NAME_PATTERN)
 MAX_PAGE = 10**6  # (page - 1) × page size is an OFFSET: it must stay a database integer
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -46,7 +50,7 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
 
 def csv_name_problem(csv: Any) -> str | None:
     """Why a CSV name is not a plain file name inside the data folder (no path may come from a browser), or None."""
-    if isinstance(csv, str) and ("/" in csv or "\\" in csv or csv.startswith(".")):
+    if isinstance(csv, str) and csv and not CSV_FILE_NAME.fullmatch(csv):
         return f"give a file name inside the data folder, e.g. test.csv, not {csv!r}"
     return None
 

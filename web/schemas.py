@@ -13,15 +13,18 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema, field_validator,
                       model_validator)
 
+from core.common.text import PRINTABLE_PATTERN, name_pattern
 from core.service.sweep_stopping import MedianStopRule
-from core.service.job_options import JobOptions, JobOptionsEdit, Priority
+from core.service.job_options import TAG_PATTERN, JobOptions, JobOptionsEdit, Priority
+from core.service.users import MAX_PASSWORD, MIN_PASSWORD, TOKEN_NAME_LENGTH, USERNAME_PATTERN
 from core.engine.params import PARAMS_BY_KIND
+from core.engine.splits import split_schema_pattern
 from core.engine.progress import EpochRecord
 from core.engine.run_files import ARTIFACT_KINDS
 from core.service.records import DELIVERY_STATUSES, JOB_KINDS, JOB_STATUSES, ROLES, WEBHOOK_EVENTS
 from core.engine.results import ClinicalReport, ExplainedImage, ImageResult, PredictionSummary, Threshold
 from core.service.webhook_http import redact_url
-from web.inputs import MAX_ID, MAX_PAGE
+from web.inputs import CSV_FILE_NAME_PATTERN, MAX_ID, MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
 UtcTime = Annotated[
@@ -30,18 +33,30 @@ UtcTime = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Names are stripped, then must be non-empty and hold no control character (core.common.text.check_printable);
+# a queue name holds no comma either (core.service.jobs). The patterns say so in the document.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                 Field(json_schema_extra={"pattern": name_pattern()})]
+QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+                      Field(json_schema_extra={"pattern": name_pattern(",")})]
 JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+# Over the web no path comes from a request (web.api.check_web_params): no checkpoint (a parent job gives it),
+# and a CSV is a file name inside the data folder.
+WEB_PARAMS = {"properties": {"checkpoint": {"maxLength": 0}, "checkpoints": {"maxItems": 0},
+                             "csv": {"pattern": CSV_FILE_NAME_PATTERN}}}
+# Fields a sweep may not vary over the web: paths never come from a request, and kind is the sweep's.
+NOT_IN_WEB_GRIDS = ("data_dir", "checkpoint", "checkpoints", "kind")
 # A request's params: validated per kind by core.engine.params after the data-folder check; described as those models.
 ParamsObject = Annotated[
     dict[str, Any],
     WithJsonSchema({"anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in PARAMS_BY_KIND.values()],
+                    "allOf": [WEB_PARAMS],
                     "description": "data_dir must be a registered data folder's path; no checkpoint paths"}),
 ]
 GridValue = Union[bool, int, float, str]
-TagFilter = Annotated[str, Field(max_length=64, description="only those carrying this tag (core.service.job_options.check_tag)")]
+TagFilter = Annotated[str, Field(max_length=64, description="only those carrying this tag (core.service.job_options.check_tag)",
+                                  json_schema_extra={"pattern": TAG_PATTERN})]
 # PATCH /api/jobs/{job_id} and /api/sweeps/{sweep_id}: the partial change of core.service.job_options, in its one shape.
 OptionsEdit = JobOptionsEdit
 
@@ -79,7 +94,10 @@ class SweepSubmission(JsonRequest):
     kind: JobKind
     base_params: ParamsObject
     grid: dict[str, Annotated[list[GridValue], Field(min_length=1)]] = Field(
-        min_length=1, description="field: [values]; one job per point of the cartesian product")
+        min_length=1, description="field: [values]; one job per point of the cartesian product",
+        json_schema_extra={"propertyNames": {"not": {"enum": list(NOT_IN_WEB_GRIDS)}},
+                           "properties": {"csv": {"type": "array", "minItems": 1,
+                                                  "items": {"type": "string", "pattern": CSV_FILE_NAME_PATTERN}}}})
     name: Name | None = None
     parent_id: Id | None = None
     queue: QueueName | None = None
@@ -104,7 +122,8 @@ class EnsembleSubmission(JsonRequest):
 
     kind: Literal["evaluate", "predict"] = "predict"
     split: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
-        description="named split or CSV of the data folder, e.g. prelim (labelled) or final")
+        description="named split or CSV of the data folder, e.g. prelim (labelled) or final",
+        json_schema_extra={"allOf": [{"pattern": split_schema_pattern()}, {"pattern": CSV_FILE_NAME_PATTERN}]})
     tta: bool = False
     queue: QueueName | None = None
 
@@ -112,7 +131,8 @@ class EnsembleSubmission(JsonRequest):
 class DataFolderRegistration(JsonRequest):
     """POST /api/data-folders."""
 
-    path: str = Field(description="absolute path under a configured data root")
+    path: str = Field(description="absolute path under a configured data root",
+                      json_schema_extra={"pattern": f"^/{PRINTABLE_PATTERN[1:]}"})
     name: Name | None = Field(None, description="default: the folder's name")
 
 
@@ -393,9 +413,12 @@ class UserList(BaseModel):
 class UserCreate(JsonRequest):
     """POST /api/users."""
 
-    username: str = Field(description="1-150 letters, digits and . _ @ -")
+    username: str = Field(description="1-150 letters, digits and . _ @ -, starting with a letter or digit",
+                          json_schema_extra={"pattern": USERNAME_PATTERN})
     role: Role = "member"
-    password: str | None = Field(None, description="8-200 characters; omitted: one is generated and answered once")
+    password: str | None = Field(None, description="8-200 characters; omitted: one is generated and answered once",
+                                 json_schema_extra={"minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD,
+                                                    "pattern": PRINTABLE_PATTERN})
 
 
 class UserCreated(BaseModel):
@@ -432,7 +455,8 @@ class TokenList(BaseModel):
 class TokenCreate(JsonRequest):
     """POST /api/tokens: a token for yourself."""
 
-    name: str = Field(description="a label, e.g. the machine that uses it (1-100 characters)")
+    name: str = Field(description="a label, e.g. the machine that uses it (1-100 characters)",
+                      json_schema_extra={"maxLength": TOKEN_NAME_LENGTH, "pattern": name_pattern()})
 
 
 class TokenCreated(BaseModel):
@@ -486,21 +510,27 @@ class DiskUse(BaseModel):
 # --- webhooks (admin) ----------------------------------------------------------------------------
 
 WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
+# The document's reading of what core's url and secret checks take, in their plain form (the url check also
+# takes IPv6 hosts, user@, a query; the secret check any printable characters without surrounding spaces).
+WEBHOOK_URL = {"maxLength": 2000, "pattern": r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+                                              r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$"}
+WEBHOOK_SECRET = {"minLength": 16, "maxLength": 128, "pattern": r"^[!-~]([ -~]*[!-~])?$"}
 
 
 class WebhookCreation(JsonRequest):
     """POST /api/webhooks."""
 
-    url: str = Field(description="an http:// or https:// address that accepts POSTed JSON")
+    url: str = Field(description="an http:// or https:// address that accepts POSTed JSON", json_schema_extra=WEBHOOK_URL)
     events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1,
                                        description="default: all of them")
-    secret: str | None = Field(None, description="the signing secret, 16-128 characters; default: a generated one")
+    secret: str | None = Field(None, description="the signing secret, 16-128 characters; default: a generated one",
+                               json_schema_extra=WEBHOOK_SECRET)
 
 
 class WebhookChange(JsonRequest):
     """PATCH /api/webhooks/{webhook_id}: the fields given are changed."""
 
-    url: str | None = None
+    url: str | None = Field(None, json_schema_extra=WEBHOOK_URL)
     events: list[WebhookEvent] | None = Field(None, min_length=1)
     enabled: bool | None = None
 

@@ -8,17 +8,30 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from core.common.errors import UserInputError
-from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS
+from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS, PRINTABLE_PATTERN
 from core.engine.early_stopping import DEFAULT_PATIENCE, EarlyStoppingMetric
-from core.engine.splits import SPLIT_HELP, check_split_name
+from core.engine.splits import SPLIT_HELP, check_split_name, split_schema_pattern
 
 Architecture = Literal["resnet18", "resnet50", "resnet152"]
 Device = Literal["auto", "cpu", "cuda"]
+# What the validators below accept, as JSON Schema patterns for the API's document (each in its plain
+# form: the checks also take surrounding spaces and upper case).
+WEIGHT = r"([1-9][0-9]{0,5}(\.[0-9]{1,6})?|0?\.[0-9]{0,5}[1-9])"  # positive, finite: 0.000001 to 999999.999999
+CLASS_WEIGHTS_PATTERN = rf"^(auto|none|{WEIGHT},{WEIGHT})$"
+EXPLAIN_PATTERN = r"^(|none|all|0|[0-9]*[1-9][0-9]*)$"
+
+
+def _document_printable(schema: dict[str, Any]) -> None:
+    """The document says what _printable checks: a text field without a pattern of its own gets the printable one."""
+    for field in schema.get("properties", {}).values():
+        for part in [field, field.get("items", {}), *field.get("anyOf", [])]:
+            if part.get("type") == "string" and not {"enum", "const", "pattern"} & (part.keys() | field.keys()):
+                part["pattern"] = PRINTABLE_PATTERN
 
 
 class _Params(BaseModel):
     # Unknown fields are refused: a typo must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document_printable)
 
     @field_validator("*")
     @classmethod
@@ -48,15 +61,18 @@ class TrainParams(_Params):
     warmup_epochs: int = Field(0, ge=0, le=100)
     weight_decay: float = Field(0.0, ge=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
-    class_weights: str = Field("1.2,1.0", description="auto (inverse class frequency), none, or W0,W1.")
+    class_weights: str = Field("1.2,1.0", description="auto (inverse class frequency), none, or W0,W1.",
+                               json_schema_extra={"pattern": CLASS_WEIGHTS_PATTERN})
     augment: bool = True
     image_size: int = Field(
         450, ge=32, le=1024, description="Side in pixels; the CLI and forms default to the folder's when all its images share one."
     )
-    split: str = Field("train", description=f"Training split: {SPLIT_HELP}.")
+    split: str = Field("train", description=f"Training split: {SPLIT_HELP}.",
+                       json_schema_extra={"pattern": split_schema_pattern()})
     valid_split: str | None = Field(
         None, description="Validation split: a split name, share:F (a subject-disjoint share of the training split) or none; "
-        "default: valid.csv / the release's held-out share when training on train."
+        "default: valid.csv / the release's held-out share when training on train.",
+        json_schema_extra={"pattern": split_schema_pattern(validation=True)},
     )
     early_stopping_metric: EarlyStoppingMetric | None = Field(
         None, description="Stop when this validation metric has not improved for early_stopping_patience epochs; "
@@ -146,7 +162,8 @@ class FinetuneParams(TrainParams):
     epochs: int = Field(3, ge=1, le=1000)
     lr: float = Field(1e-4, gt=0, le=10)
     schedule: Literal["step", "cosine", "constant"] = "constant"
-    split: str = Field("train_all", description=f"Training split: {SPLIT_HELP}.")
+    split: str = Field("train_all", description=f"Training split: {SPLIT_HELP}.",
+                       json_schema_extra={"pattern": split_schema_pattern()})
     # None: taken from the checkpoint; a value that disagrees with it is refused.
     arch: Architecture | None = None  # type: ignore[assignment]
     image_size: int | None = Field(None, ge=32, le=1024, description="Default: the checkpoint's.")  # type: ignore[assignment]
@@ -163,10 +180,12 @@ class OperatingPointParams(_Params):
         "(a queued job records it only when its submitter owns the model or is an admin; else the job's results keep it)."
     )
     target_sensitivity: float | None = Field(
-        None, description="With threshold_from valid: the highest threshold reaching this sensitivity; default Youden's J."
+        None, description="With threshold_from valid: the highest threshold reaching this sensitivity; default Youden's J.",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
     )
     explain: str = Field(
-        "", description="Grad-CAM maps: N (the N most confident mistakes and N least confident images), all, or none."
+        "", description="Grad-CAM maps: N (the N most confident mistakes and N least confident images), all, or none.",
+        json_schema_extra={"pattern": EXPLAIN_PATTERN},
     )
 
     @field_validator("threshold_from")

@@ -23,18 +23,27 @@ from PIL import Image
 
 from core.engine.data import Sample, data_folder, read_csv_samples, read_split
 from core.common.errors import UserInputError
+from core.common.text import CONTROL_CHARACTERS
 from core.engine.release import Release, find_release, read_final, read_fold, read_prelim
 
 VALID_SHARE = 0.2
 LAB_NAMES = ("train", "valid", "train_all", "test")
 RELEASE_NAMES = ("train", "valid", "train_all", "test", "prelim", "final")
 SPLIT_PATTERN = re.compile(
-    r"^(?:(?P<lab>train|valid|train_all|test|prelim|final)|(?P<csv>.+\.csv)"
+    rf"^(?:(?P<lab>train|valid|train_all|test|prelim|final)|(?P<csv>[^{CONTROL_CHARACTERS}]+\.csv)"
     r"|folds?:(?P<folds>\d+(?:,\d+)*)|kfold:(?P<k>\d+):(?P<kfolds>\d+(?:,\d+)*))$",
     re.IGNORECASE,
 )
 VALID_PATTERN = re.compile(r"^(?:none|share:(?P<share>0?\.\d+))$")
 SPLIT_HELP = "train, valid, train_all, test, NAME.csv; C-NMC release: fold:N, folds:N,M, prelim, final; kfold:K:N,M"
+
+
+def split_schema_pattern(*, validation: bool = False) -> str:
+    """The names check_split_name accepts, as the JSON Schema pattern of the API's document: in lower case and
+    without surrounding spaces (the check also takes those), and without kfold's rule that folds stay below K."""
+    sources = ([VALID_PATTERN] if validation else []) + [SPLIT_PATTERN]
+    bodies = [re.sub(r"\(\?P<\w+>", "(?:", source.pattern)[1:-1] for source in sources]  # no ^ $, no named groups
+    return "^(?:" + "|".join(bodies) + ")$"
 
 
 def check_split_name(name: str, *, validation: bool = False) -> str:

@@ -6,16 +6,21 @@ row (priority as a number so SQL can order by it, tags as job_tags/sweep_tags ro
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS
+from core.common.text import NO_CONTROL_CHARACTERS
 from core.engine.params import input_error
 
 Priority = Literal["low", "normal", "high"]
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
-RETENTION = re.compile(r"^(all|best|last-([1-9][0-9]{0,2}))$")
+# Each rule is one regex: the check below uses it, and the API's document carries it as the field's pattern.
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$"
+TAG = re.compile(TAG_PATTERN)
+RETENTION_PATTERN = r"^(all|best|last-([1-9][0-9]{0,2}))$"
+RETENTION = re.compile(RETENTION_PATTERN)
+NOTES_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"  # control characters but line breaks and tabs
+NOTES = re.compile(NOTES_PATTERN)
 MAX_TAGS = 20
 MAX_DESCRIPTION = 10_000
 RETENTION_HELP = ("all (keep every checkpoint), best (after success best.pt only) or last-N (best.pt, last.pt and "
@@ -24,7 +29,7 @@ RETENTION_HELP = ("all (keep every checkpoint), best (after success best.pt only
 
 def check_tag(tag: str) -> str:
     """A tag as stored: 1-64 letters, digits and . _ : + - (starting with a letter or digit), lower-cased."""
-    if not isinstance(tag, str) or not TAG.match(tag):
+    if not isinstance(tag, str) or not TAG.fullmatch(tag):
         raise ValueError(f"{tag!r} is not a tag: use 1-64 letters, digits and . _ : + -, starting with a letter or digit")
     return tag.lower()
 
@@ -33,9 +38,15 @@ def check_retention(policy: str | None) -> str | None:
     """A retention policy as stored, None meaning the global one (RETENTION_HELP)."""
     if policy is None or policy == "":
         return None
-    if not isinstance(policy, str) or not RETENTION.match(policy):
+    if not isinstance(policy, str) or not RETENTION.fullmatch(policy):
         raise ValueError(f"{policy!r} is not a retention policy: use {RETENTION_HELP}")
     return policy
+
+
+Tag = Annotated[str, Field(json_schema_extra={"pattern": TAG_PATTERN})]
+Notes = Field(max_length=MAX_DESCRIPTION, json_schema_extra={"pattern": NOTES_PATTERN})
+# null or "": the global policy
+RetentionPolicy = Annotated[str | None, Field(json_schema_extra={"pattern": RETENTION_PATTERN})]
 
 
 class JobOptions(BaseModel):
@@ -44,10 +55,10 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     priority: Priority = Field("normal", description="among queued jobs of a queue, higher starts first")
-    description: str = Field("", max_length=MAX_DESCRIPTION, description="free-text notes")
-    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS,
+    description: Annotated[str, Notes] = Field("", description="free-text notes")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS,
                             description="labels to filter by: letters, digits and . _ : + -")
-    retention: str | None = Field(None, description=f"after it finishes: {RETENTION_HELP}; null: the global policy")
+    retention: RetentionPolicy = Field(None, description=f"after it finishes: {RETENTION_HELP}; null: the global policy")
 
     @field_validator("description")
     @classmethod
@@ -65,19 +76,26 @@ class JobOptions(BaseModel):
         return check_retention(value)
 
 
+def _tags_not_with_changes(tags: str) -> dict:
+    """JSON Schema: tags given (not null) together with a non-empty `changes` list."""
+    return {"required": ["tags", tags], "properties": {"tags": {"type": "array"}, tags: {"minItems": 1}}}
+
+
 class JobOptionsEdit(BaseModel):
     """A later change of a job's or sweep's options (PATCH, `leukemia edit`, the edit forms): a field left
-    out stays as it is. Tags are replaced (tags) or changed (add_tags, remove_tags); retention null goes
-    back to the global policy. Validated by JobOptions' own checks."""
+    out stays as it is. Tags are replaced (tags) or changed (add_tags, remove_tags), not both; retention null
+    goes back to the global policy. Validated by JobOptions' own checks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The document says what _changed_tags refuses: tags with add_tags or remove_tags.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={
+        "not": {"anyOf": [_tags_not_with_changes("add_tags"), _tags_not_with_changes("remove_tags")]}})
 
     priority: Priority | None = Field(None, description="absent or null: unchanged")
-    description: str | None = Field(None, max_length=MAX_DESCRIPTION, description="the new notes; absent or null: unchanged")
-    tags: list[str] | None = Field(None, max_length=MAX_TAGS, description="replace every tag; absent or null: unchanged")
-    add_tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="tags to add")
-    remove_tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="tags to remove")
-    retention: str | None = Field(None, description=f"{RETENTION_HELP}; null: the global policy; absent: unchanged")
+    description: Annotated[str | None, Notes] = Field(None, description="the new notes; absent or null: unchanged")
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS, description="replace every tag; absent or null: unchanged")
+    add_tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="tags to add")
+    remove_tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="tags to remove")
+    retention: RetentionPolicy = Field(None, description=f"{RETENTION_HELP}; null: the global policy; absent: unchanged")
 
     @field_validator("description")
     @classmethod
@@ -118,7 +136,7 @@ class JobOptionsEdit(BaseModel):
 
 def check_notes(value: str) -> str:
     """Notes as stored: line breaks and tabs are fine, other control characters are not; trimmed."""
-    if CONTROL_CHARACTER.search(value.replace("\n", "").replace("\r", "").replace("\t", "")):
+    if not NOTES.fullmatch(value):
         raise ValueError(NO_CONTROL_CHARACTERS)
     return value.strip()
 

@@ -21,9 +21,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from core.common.errors import NotFound, StateConflict, UserInputError
 from core.service import audit
 from core.service.access import Actor, check_role, require_admin
+from core.common.text import CONTROL_CHARACTER
 from core.service.records import MAX_ID, ApiToken, LoginSession, User, utcnow
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$")
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$"  # also the API document's pattern
+USERNAME = re.compile(USERNAME_PATTERN)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 200
 TOKEN_PREFIX = "lk_"  # tells a user token apart from the settings' API_TOKEN in logs and forms
@@ -38,14 +40,16 @@ class Secret:
 
 
 def check_username(username: str) -> str:
-    if not isinstance(username, str) or not USERNAME.match(username):
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
         raise UserInputError("username: use 1-150 letters, digits and . _ @ -, starting with a letter or digit",
                              field="username")
     return username
 
 
 def check_password(password: str) -> str:
-    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD or not password.isprintable():
+    # Printable as names are (core.common.text): no control character, so the API's document can say it as a pattern.
+    if (not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD
+            or CONTROL_CHARACTER.search(password)):
         raise UserInputError(f"password: give {MIN_PASSWORD} to {MAX_PASSWORD} printable characters", field="password")
     return password
 
@@ -188,7 +192,7 @@ def create_token(session: Session, actor: Actor, user: User, name: str) -> tuple
     if user.id != actor.user_id:
         require_admin(actor, "create tokens for other users")
     name = name.strip() if isinstance(name, str) else ""
-    if not 1 <= len(name) <= TOKEN_NAME_LENGTH or not name.isprintable():
+    if not 1 <= len(name) <= TOKEN_NAME_LENGTH or CONTROL_CHARACTER.search(name):
         raise UserInputError(f"name: give the token a name of 1 to {TOKEN_NAME_LENGTH} printable characters",
                              field="name")
     made = Secret(TOKEN_PREFIX + secrets.token_urlsafe(32))

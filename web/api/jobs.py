@@ -22,10 +22,6 @@ from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import FILE, PNG, operation
 from worker import dispatch
 
-# Fields a sweep may not vary over the web: paths never come from a request, and kind is the sweep's.
-NOT_IN_WEB_GRIDS = ("data_dir", "checkpoint", "checkpoints", "kind")
-
-
 def check_web_params(params: dict[str, Any]) -> None:
     """No filesystem path from a request: the data folder must be registered, checkpoints come from a parent."""
     for name in ("checkpoint", "checkpoints"):

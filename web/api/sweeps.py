@@ -12,7 +12,7 @@ from web import (
     schemas,
 )
 from web.api.blueprint import answer, bp
-from web.api.jobs import NOT_IN_WEB_GRIDS, check_web_params
+from web.api.jobs import check_web_params
 from web.auth import current_actor
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import operation
@@ -25,7 +25,7 @@ def submit_sweep() -> Any:
     """Submit a grid sweep: one job per point"""
     submission = json_body(schemas.SweepSubmission)
     for name in submission.grid:
-        if name in NOT_IN_WEB_GRIDS:
+        if name in schemas.NOT_IN_WEB_GRIDS:
             raise UserInputError(f"grid: {name} cannot be varied over the web", field="grid")
     check_web_params(submission.base_params)
     for csv in submission.grid.get("csv", []):  # the check a single job's csv gets
