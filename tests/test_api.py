@@ -151,9 +151,11 @@ def test_a_whole_number_written_2_0_is_an_integer(api, folder_path):
                                            "parent_id": None, "options": {"tags": ["a"]}})
     assert response.status_code == 201, response.json
     assert (response.json["params"]["epochs"], response.json["params"]["lr"]) == (2, 1.0)
-    response = api.post("/api/cross-validations", data='{"params": {"data_dir": "%s"}, "folds": 2e0}' % folder_path,
+    body = '{"kind": "train", "base_params": {"data_dir": "%s"}, "grid": {"epochs": [2e0, 3]}, ' % folder_path
+    response = api.post("/api/sweeps", data=body + '"early_stopping": {"metric": "valid_loss", "min_finished": 1e0}}',
                         content_type="application/json")
-    assert response.status_code == 201 and len(response.json["folds"]) == 2, response.json
+    assert response.status_code == 201 and response.json["early_stopping"]["min_finished"] == 1, response.json
+    assert [job["params"]["epochs"] for job in api.get("/api/jobs?sweep_id=1").json["jobs"]] == [3, 2]
     response = api.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "epochs": 2.5}})
     assert response.status_code == 400 and response.json["field"] == "epochs"
 
