@@ -203,7 +203,7 @@ def register_data_folder(session: Session, name: str, path: str, *, actor: Actor
     """Record a data folder (under a data root) with its check report; a known path is re-checked.
     Members and admins register (core.service.access); the registration is audited."""
     require_submit(actor)
-    from core.engine.check import require_inside_data_roots
+    from core.engine.data_roots import require_inside_data_roots
 
     folder_path = folder_under_roots(path, get_settings().data_root_paths)
     # Before the check reads a byte: it decodes every image, and a link out of the roots is any file at all.

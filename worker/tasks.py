@@ -228,7 +228,7 @@ class JobRun:
             claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
             self.run_dir_claimed = True
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
-                from core.engine.check import require_inside_data_roots
+                from core.engine.data_roots import require_inside_data_roots
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
             run_core_function(self.spec, self.run_dir, self.observer)

@@ -1,20 +1,16 @@
-"""`leukemia check`: validate a whole data folder, reporting every problem at once, and
-turn an original C-NMC tree into lab CSVs with a patient-safe train/valid split.
+"""`leukemia check`: validate a whole data folder, reporting every problem at once.
 
 Unlike read_split, which stops at the first bad row, the check decodes every image and
-keeps going, so one run lists everything a user has to fix.
+keeps going, so one run lists everything a user has to fix. The patient-safe C-NMC → lab CSV
+split is core.engine.patient_split; the symlink scan against DATA_ROOTS is core.engine.data_roots.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.common.atomic import open_atomic
 from core.engine.data import (
     SPLIT_CSVS,
     Sample,
@@ -24,11 +20,11 @@ from core.engine.data import (
     detect_layout,
     inside_path,
     open_image,
-    patient_of,
     scan_csv,
 )
 from core.common.errors import UserInputError
-from core.engine.settings import engine_settings
+from core.engine.data_roots import link_warning, links_outside_roots
+from core.engine.patient_split import sample_patients
 from core.engine.spreadsheet_csv import formula_like
 from core.engine.release import Release, find_release, read_parts, shared_subjects
 
@@ -103,19 +99,6 @@ class CheckReport:
         }
 
 
-@dataclass(frozen=True)
-class PatientSplit:
-    """What write_patient_split wrote."""
-
-    train_csv: Path
-    valid_csv: Path
-    train_images: int
-    valid_images: int
-    train_patients: list[str]
-    valid_patients: list[str]
-    valid_class_counts: dict[int, int]
-
-
 def check_folder(data_dir: Path) -> CheckReport:
     """Check every CSV row and decode every image of a data folder; a missing folder is a UserInputError."""
     folder = data_folder(data_dir)
@@ -126,49 +109,8 @@ def check_folder(data_dir: Path) -> CheckReport:
         report = _check_lab(folder)
     else:
         report = _check_cnmc(folder)
-    report.warnings.extend(_link_warning(link, target) for link, target in links_outside_roots(folder))
+    report.warnings.extend(link_warning(link, target) for link, target in links_outside_roots(folder))
     return report
-
-
-def links_outside_roots(folder: Path, roots: list[Path] | None = None) -> list[tuple[Path, Path]]:
-    """(link, real target) of every symlink below `folder` that leads outside the data roots (DATA_ROOTS),
-    looked for as the readers reach files: symlinked folders inside the roots are followed (each real folder
-    once); one leading out is reported, not entered.
-
-    The folder itself was checked against the roots when it was registered; a link below it, even one in a
-    folder that a link inside the roots leads to, would let a web job read any file the worker can."""
-    roots = [root.resolve() for root in (roots or engine_settings().data_root_paths)]
-    found: list[tuple[Path, Path]] = []
-    seen: set[str] = set()
-    for directory, subfolders, files in os.walk(folder, followlinks=True):
-        real_directory = os.path.realpath(directory)
-        if real_directory in seen:  # a second link to one folder, or a loop: its entries were looked at
-            subfolders[:] = []
-            continue
-        seen.add(real_directory)
-        entered = []
-        for name in sorted(subfolders + files):
-            path = Path(directory) / name
-            target = Path(os.path.realpath(path)) if path.is_symlink() else None  # realpath: loops do not raise
-            if target is not None and not any(target.is_relative_to(root) for root in roots):
-                found.append((path, target))
-            elif name in subfolders:
-                entered.append(name)
-        subfolders[:] = entered
-    return found
-
-
-def _link_warning(link: Path, target: Path) -> str:
-    return (f"{link} is a symlink to {target}, outside DATA_ROOTS; jobs submitted from the web read only "
-            "files inside the data roots")  # fmt: skip
-
-
-def require_inside_data_roots(folder: Path, roots: list[Path] | None = None, *, field: str = "data_dir") -> None:
-    """Refuse, naming the first one, a folder any file or folder of which leads out of the data roots: a job
-    submitted from the web (field data_dir) and a folder's registration (field path) read none of them."""
-    outside = links_outside_roots(folder, roots) if folder.is_dir() else []
-    if outside:
-        raise UserInputError(f"{field}: {_link_warning(*outside[0])}", field=field)
 
 
 def _check_lab(folder: Path) -> CheckReport:
@@ -200,7 +142,7 @@ def _check_cnmc(folder: Path) -> CheckReport:
     samples = cnmc_samples(folder)
     whole = SplitReport(name="all", source=".")
     decoded = _count_images(samples, whole)
-    patients, unknown = _patients(samples)
+    patients, unknown = sample_patients(samples)
     whole.patients = len(set(patients.values()))
     whole.problems.extend(unknown)
     report = CheckReport(data_dir=folder, layout="cnmc", splits=[whole])
@@ -296,17 +238,6 @@ def _shared_images(read_samples: dict[str, list[Sample]]) -> list[str]:
     return problems
 
 
-def _patients(samples: list[Sample]) -> tuple[dict[str, str], list[str]]:
-    """Patient of each sample id, and one problem per file name with no patient in it."""
-    patients, problems = {}, []
-    for sample in samples:
-        try:
-            patients[sample.id] = patient_of(sample.id)
-        except UserInputError as error:
-            problems.append(str(error))
-    return patients, problems
-
-
 def _top_folder_reports(samples: list[Sample], decoded: set[str], patients: dict[str, str]) -> list[SplitReport]:
     """One row per top-level folder (fold_0, fold_1, ...) when there are several; counts only, no re-decoding."""
     groups: dict[str, list[Sample]] = defaultdict(list)
@@ -324,112 +255,6 @@ def _top_folder_reports(samples: list[Sample], decoded: set[str], patients: dict
                 report.class_counts[sample.label] += 1
         reports.append(report)
     return reports
-
-
-def write_patient_split(
-    data_dir: Path, out_dir: Path | None = None, valid_fraction: float = 0.2, seed: int = 0
-) -> PatientSplit:
-    """Write train.csv and valid.csv for a C-NMC tree, with no patient in both, deterministic for a seed.
-
-    The CSVs go into the data folder (or a folder above it), so their Paths stay inside
-    the folder they are in; existing train.csv/valid.csv are never overwritten."""
-    if not 0.0 < valid_fraction < 1.0:
-        raise UserInputError(
-            f"valid_fraction: must be between 0 and 1 (exclusive), got {valid_fraction}", field="valid_fraction"
-        )
-    folder = data_folder(data_dir)
-    target = _csv_folder(folder, out_dir)
-    samples = cnmc_samples(folder)
-    patients, problems = _patients(samples)
-    if problems:
-        raise UserInputError(problems[0])
-    valid_patients = choose_valid_patients(samples, patients, valid_fraction, seed)
-    train_rows, valid_rows = [], []
-    for sample in samples:
-        relative = Path(os.path.relpath(sample.path, target)).as_posix()
-        row = (f"./{relative}", sample.label, patients[sample.id])
-        (valid_rows if patients[sample.id] in valid_patients else train_rows).append(row)
-    if not train_rows or not valid_rows:
-        raise UserInputError(
-            f"cannot split {folder}: {len(set(patients.values()))} patient(s) are too few for a train and a valid split"
-        )
-    train_csv, valid_csv = target / SPLIT_CSVS["train"], target / SPLIT_CSVS["valid"]
-    for path in (train_csv, valid_csv):
-        if path.exists():
-            raise UserInputError(f"{path.name} already exists in {target}; remove it to write a new split")
-    _write_rows(train_csv, train_rows)
-    _write_rows(valid_csv, valid_rows)
-    return PatientSplit(
-        train_csv=train_csv,
-        valid_csv=valid_csv,
-        train_images=len(train_rows),
-        valid_images=len(valid_rows),
-        train_patients=sorted({row[2] for row in train_rows}),
-        valid_patients=sorted(valid_patients),
-        valid_class_counts={label: sum(1 for row in valid_rows if row[1] == label) for label in (0, 1)},
-    )
-
-
-def choose_valid_patients(
-    samples: list[Sample], patients: dict[str, str], valid_fraction: float, seed: int
-) -> set[str]:
-    """Patients for the valid split: per class, patients in seeded random order, each taken if it
-    brings the class's valid image count closer to valid_fraction of its images; at least one
-    patient per class when the class has two or more, and never all of a class's patients."""
-    images_of: Counter = Counter()
-    labels_of: dict[str, Counter] = defaultdict(Counter)
-    for sample in samples:
-        patient = patients[sample.id]
-        images_of[patient] += 1
-        labels_of[patient][sample.label] += 1
-    by_class: dict[int, list[str]] = defaultdict(list)
-    for patient in sorted(images_of):
-        by_class[labels_of[patient].most_common(1)[0][0]].append(patient)  # a C-NMC patient has one class
-
-    rng = random.Random(seed)
-    chosen: set[str] = set()
-    for label in sorted(by_class):
-        order = by_class[label][:]
-        rng.shuffle(order)
-        target = valid_fraction * sum(images_of[p] for p in order)
-        taken: list[str] = []
-        count = 0
-        for patient in order:
-            if len(taken) == len(order) - 1:
-                break  # keep at least one patient of the class for training
-            if abs(count + images_of[patient] - target) < abs(count - target):
-                taken.append(patient)
-                count += images_of[patient]
-        if not taken and len(order) >= 2:
-            taken.append(min(order, key=lambda p: images_of[p]))  # both classes in valid when possible
-        chosen.update(taken)
-    return chosen
-
-
-def _csv_folder(folder: Path, out_dir: Path | None) -> Path:
-    """Where the CSVs go: the data folder or a folder above it (so every Path stays inside), writable."""
-    target = folder if out_dir is None else Path(os.path.abspath(out_dir))
-    if inside_path(os.path.relpath(folder, target)) is None and target != folder:
-        raise UserInputError(
-            f"out_dir: must be the data folder or a folder above it, so the CSV paths stay inside it: {target}",
-            field="out_dir",
-        )
-    if not target.is_dir():
-        raise UserInputError(f"out_dir: folder not found: {target}", field="out_dir")
-    if not os.access(target, os.W_OK):
-        raise UserInputError(f"cannot write train.csv and valid.csv: {target} is not writable (symlink the images into a writable folder)")
-    return target
-
-
-def _write_rows(path: Path, rows: list[tuple]) -> None:
-    """Write Path,label,patient rows atomically: a crash leaves no half CSV."""
-    try:
-        with open_atomic(path, newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["Path", "label", "patient"])
-            writer.writerows(rows)
-    except OSError as error:
-        raise UserInputError(f"cannot write {path}: {error.strerror}") from None
 
 
 def format_report(report: CheckReport) -> str:

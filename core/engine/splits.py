@@ -199,7 +199,7 @@ def _subjects_known(samples: list[Sample], why: str) -> None:
 
 def choose_subjects(samples: list[Sample], share: float, seed: int) -> set[str]:
     """Subjects holding about `share` of each class's images (seeded), never all of a class's subjects."""
-    from core.engine.check import choose_valid_patients
+    from core.engine.patient_split import choose_valid_patients
 
     _subjects_known(samples, "a subject-disjoint share")
     return choose_valid_patients(samples, {s.id: s.subject for s in samples}, share, seed)

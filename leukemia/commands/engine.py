@@ -294,7 +294,8 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
     """Check every CSV row and image of a data folder: exit 0 clean, 1 problems found, 2 unusable input."""
     import json
 
-    from core.engine.check import check_folder, format_report, write_patient_split
+    from core.engine.check import check_folder, format_report
+    from core.engine.patient_split import write_patient_split
 
     report = run_user_command(lambda: check_folder(data_dir))
     output = report.to_dict()
