@@ -24,8 +24,8 @@ COMMANDS: dict[str, str] = {
     # the embedded default: migrations, web and one worker as child processes
     "serve": "leukemia.commands.serve:serve",
     # worker: the job service
-    "db": "leukemia.commands.jobs:db",
-    "worker": "leukemia.commands.jobs:worker",
+    "db": "leukemia.commands.worker:db",
+    "worker": "leukemia.commands.worker:worker",
     "submit": "leukemia.commands.jobs:submit",
     "jobs": "leukemia.commands.jobs:jobs_command",
     "job": "leukemia.commands.jobs:job_command",

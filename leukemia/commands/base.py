@@ -38,6 +38,21 @@ def run_user_command(action: Callable[[], T]) -> T:
         sys.exit(130)
 
 
+def run_db_command(action: Callable[[], T]) -> T:
+    """run_user_command, plus: an unreachable or uninitialised database is one line, not a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from core.service.db import database_unavailable
+
+    def guarded() -> T:
+        try:
+            return action()
+        except (OperationalError, ProgrammingError) as error:
+            raise database_unavailable(error) from None
+
+    return run_user_command(guarded)
+
+
 # ---------------------------------------------------------------- train, finetune, evaluate, predict
 # Options are built from the pydantic schemas in core.engine.params, so the CLI, `leukemia submit`,
 # the API and the forms share one set of names, defaults and checks.

@@ -6,9 +6,8 @@ from __future__ import annotations
 import click
 
 from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand
+from leukemia.commands.base import UserCommand, run_db_command
 from core.common.errors import UserInputError
-from leukemia.commands.jobs import run_db_command
 
 
 @click.command(name="delete", cls=UserCommand)

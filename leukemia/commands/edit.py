@@ -8,10 +8,9 @@ from typing import Any
 import click
 
 from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand, run_user_command
+from leukemia.commands.base import UserCommand, run_db_command, run_user_command
 from core.common.errors import UserInputError
 from core.service.job_options import RETENTION_HELP, parse_edit
-from leukemia.commands.jobs import run_db_command
 
 
 @click.command(name="edit", cls=UserCommand)

@@ -1,4 +1,4 @@
-"""`leukemia` commands for the job service: db upgrade, worker, submit, jobs, job, cancel, retry, download.
+"""`leukemia` commands for the job service: submit, jobs, job, cv-summary, cancel, retry, download.
 
 Submit options are the core commands' own (built from core.engine.params by leukemia.commands.engine.params_options).
 Every bad input is one line and exit 2."""
@@ -7,109 +7,20 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import shutil
-import socket
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import click
 
 from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand, params_options, run_user_command, schema_values
+from leukemia.commands.base import UserCommand, params_options, run_db_command, run_user_command, schema_values
 from core.common.errors import UserInputError
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
 from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
-from core.service.settings import get_settings
-
-log = logging.getLogger("leukemia.worker")
-T = TypeVar("T")
-
-
-# --- database ----------------------------------------------------------------------------
-
-
-@click.group()
-def db() -> None:
-    """Database schema (Alembic migrations packaged in core)."""
-
-
-@db.command(cls=UserCommand)
-def upgrade() -> None:
-    """Apply every pending migration (safe to run again)."""
-    from core.service.db import upgrade_database
-
-    run_db_command(upgrade_database)
-    click.echo(f"database is up to date ({_safe_url(get_settings().resolved_database_url)})")
-
-
-def run_db_command(action: Callable[[], T]) -> T:
-    """run_user_command, plus: an unreachable or uninitialised database is one line, not a traceback."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    from core.service.db import database_unavailable
-
-    def guarded() -> T:
-        try:
-            return action()
-        except (OperationalError, ProgrammingError) as error:
-            raise database_unavailable(error) from None
-
-    return run_user_command(guarded)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-# --- worker ------------------------------------------------------------------------------
-
-
-@click.command(cls=UserCommand)
-@click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
-@click.option("--gpu", default=None, help="Pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES before CUDA starts).")
-@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Jobs at once; 1 per GPU worker (a pool thread), more uses the prefork pool.")  # fmt: skip
-@click.option("--hostname", default=None, help="Worker name (default: worker-<gpu|cpu>-<pid>@<host>).")
-@click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-@click.option("--metrics-port", default=None, type=click.IntRange(1, 65535),
-              help="Serve this process's Prometheus metrics on this port (needs METRICS_TOKEN and --concurrency 1).")
-@click.option("--health-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Touch this file each time the worker's presence heartbeat reached the database (for a cheap healthcheck).")
-def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str,
-           metrics_port: int | None, health_file: Path | None) -> None:
-    """Run a Celery worker that takes queued jobs, with its presence heartbeat and the lost-job reaper."""
-    queue_names = [q.strip() for q in queues.split(",") if q.strip()]
-    if not queue_names:
-        run_user_command(lambda: _raise("queues: give at least one queue name"))
-    if metrics_port is not None and concurrency != 1:
-        run_user_command(lambda: _raise("--metrics-port: needs --concurrency 1 (a prefork pool runs jobs in child "
-                                        "processes, whose counters this process cannot serve); the web's /metrics "
-                                        "covers every worker"))
-    if gpu is not None:
-        if not gpu.strip().isdigit():
-            run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()  # before anything initialises CUDA
-    hostname = hostname or f"worker-{'gpu' + gpu if gpu is not None else 'cpu'}-{os.getpid()}@{socket.gethostname()}"
-    os.environ["LEUKEMIA_WORKER_NAME"] = hostname  # read through core.service.settings, here and in pool children
-    get_settings.cache_clear()
-
-    def serve() -> None:
-        from worker.runtime import serve_worker
-
-        serve_worker(queue_names, gpu, concurrency, hostname, loglevel, metrics_port, health_file)
-
-    run_db_command(serve)
-
-
-def _raise(message: str) -> None:
-    raise UserInputError(message)
 
 
 # --- submit --------------------------------------------------------------------------------
