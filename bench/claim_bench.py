@@ -27,10 +27,10 @@ def insert_queued(count: int) -> list[int]:
     from sqlalchemy import insert, select
 
     from core.service.db import get_sessionmaker
-    from core.service.records import Job, utcnow
+    from core.service.records import Job, JobStatus, utcnow
 
     now = utcnow()
-    rows = [{"kind": "train", "status": "queued", "params": {"arch": "resnet18"}, "data_dir": "/bench", "queue": "gpu",
+    rows = [{"kind": "train", "status": JobStatus.queued, "params": {"arch": "resnet18"}, "data_dir": "/bench", "queue": "gpu",
              "attempts": 0, "max_attempts": 3, "cancel_requested": False, "created_at": now, "progress": 0.0,
              "priority": i % 3} for i in range(count)]  # fmt: skip
     with get_sessionmaker().begin() as session:

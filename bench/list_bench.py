@@ -35,10 +35,10 @@ def insert_jobs(count: int) -> None:
     from werkzeug.security import generate_password_hash
 
     from core.service.db import get_sessionmaker
-    from core.service.records import Job, JobTag, User, utcnow
+    from core.service.records import Job, JobStatus, JobTag, User, utcnow
 
     now = utcnow()
-    statuses = ("queued", "running", "succeeded", "failed")
+    statuses = (JobStatus.queued, JobStatus.running, JobStatus.succeeded, JobStatus.failed)
     rows = [{"kind": "train", "status": statuses[i % 4], "params": {"arch": "resnet18"}, "data_dir": "/bench",
              "queue": "gpu", "attempts": 0, "max_attempts": 3, "cancel_requested": False, "created_at": now,
              "progress": 0.5, "best_valid_accuracy": 0.8} for i in range(count)]  # fmt: skip
@@ -64,6 +64,7 @@ def median_ms(action: Callable[[], object], repeat: int) -> float:
 def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
     from core.service import jobs
     from core.service.db import get_sessionmaker
+    from core.service.records import JobStatus
     from web import create_app
 
     figures: dict[str, float] = {}
@@ -74,7 +75,7 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
 
             def core_page() -> None:
                 with get_sessionmaker().begin() as session:
-                    jobs.list_jobs(session, status="failed", page=20, per_page=50)
+                    jobs.list_jobs(session, status=JobStatus.failed, page=20, per_page=50)
 
             figures["core list_jobs(status=failed, page=20)"] = median_ms(core_page, repeat)
             app = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench", "API_TOKEN": TOKEN})

@@ -171,6 +171,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
     worker = None
     try:
         from core.service.access import cli_actor
+        from core.service.records import JobStatus
         from worker.dispatch import submit_job
 
         queue = f"bench-ttr-{os.getpid()}"
@@ -183,7 +184,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
             job_id = submit_job("train", params, queue=queue, actor=cli_actor())
             status, error, claimed, finished = _wait_finished(job_id)
             wall = time.perf_counter() - started
-            if status != "succeeded":
+            if status != JobStatus.succeeded:
                 raise RuntimeError(f"queued train job {job_id} ended {status}: {error}; see {root / 'worker.log'}")
             details = {"job": job_id, "claim_to_finish_s": round((finished - claimed).total_seconds(), 2)}
             timings.append(Timing("queued train job", state, wall, model_s["train"], details))

@@ -5,6 +5,7 @@ Celery, kombu and Flask unimportable."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -114,3 +115,17 @@ def test_the_engine_trains_with_the_service_libraries_blocked(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-4000:]
     assert "epochs 1 best best.pt blocked-loaded []" in result.stdout
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+STATUS_LITERAL = re.compile(r"""(==|!=|===|!==|status=|"status":)\s*["'](queued|running|succeeded|failed|cancelled)["']""")
+
+
+def test_job_statuses_are_named_in_one_place() -> None:
+    """core.service.records.JobStatus is the one home of the job statuses: code, templates (the JobStatus
+    global) and scripts (statuses.js) compare with its members, never with a string of their own."""
+    sources = [path for package in (*PACKAGES, "web/templates", "web/static")
+               for path in (REPO / package).rglob("*") if path.suffix in {".py", ".html", ".js"}
+               and "migrations" not in path.parts and path.name != "records.py"]
+    found = [f"{path.relative_to(REPO)}: {match.group(0)}" for path in sources
+             for match in STATUS_LITERAL.finditer(path.read_text())]
+    assert len(sources) > 100 and found == []

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 
 from core.service.logs import configure_logging
+from core.service.records import JobStatus
 from core.service.settings import get_settings
 
 MAX_REQUEST_BYTES = 1 * 1024 * 1024  # forms and JSON bodies only; no uploads
@@ -52,6 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     request_ids.init_app(app)
     formats.init_app(app)
+    app.jinja_env.globals["JobStatus"] = JobStatus  # templates name statuses as the code does
     auth.init_app(app)
     security.init_app(app)
     errors.init_app(app)

@@ -18,7 +18,7 @@ from core.service.disk import disk_summary
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.common.errors import StateConflict, UserInputError
 from core.service.job_options import JobOptions, JobOptionsEdit
-from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder,
+from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder, JobStatus,
                                   utcnow)
 from core.service.settings import get_settings
 from core.common.errors import NotFound
@@ -50,7 +50,7 @@ def when(value: datetime | str | None) -> str:
 def run_seconds(job: dict[str, Any]) -> float | None:
     """How long a job (an API model's JSON) has run: from its start to its end, or to now while it runs; None
     while queued (a retried job's old start does not count). live.js's Live.runSeconds is the same rule."""
-    if job["status"] == "queued" or not job["started_at"]:
+    if job["status"] == JobStatus.queued or not job["started_at"]:
         return None
     started = datetime.fromisoformat(job["started_at"].removesuffix("Z"))
     ended = datetime.fromisoformat(job["finished_at"].removesuffix("Z")) if job["finished_at"] else utcnow()
@@ -173,7 +173,7 @@ def edit_sweep(sweep_id: int) -> Any:
 @login_required
 def cancel(job_id: int) -> Any:
     status = dispatch.cancel_job(_existing(job_id), actor=current_actor())
-    flash(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'cancel requested; it stops at its next batch'}.")
+    flash(f"Job {job_id}: {'cancelled' if status == JobStatus.cancelled else 'cancel requested; it stops at its next batch'}.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
 

@@ -32,7 +32,7 @@ from core.engine.progress import (
     RunStopped,
     TrainingObserver,
 )
-from core.service.records import PRIORITY_NAMES, Job
+from core.service.records import Job, JobStatus, PRIORITY_NAMES
 from core.engine.run_folder import claim_run_dir
 from core.service.run_dirs import job_run_dir
 from core.service.logs import log_context
@@ -222,7 +222,7 @@ class JobRun:
         logging.getLogger().addHandler(self.tail)
         metrics.CURRENT_JOB.set(self.spec.id)
         self.heartbeat.start()
-        status, error = "failed", None
+        status, error = JobStatus.failed, None
         try:
             # before anything resumes or writes there
             claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
@@ -232,12 +232,12 @@ class JobRun:
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
             run_core_function(self.spec, self.run_dir, self.observer)
-            status = "succeeded"
+            status = JobStatus.succeeded
         except OneLineError as failure:  # bad input, a full disk: the job fails with that one line
             error = str(failure)
             log.warning("job %s failed: %s", self.spec.id, error)
         except RunStopped:
-            status = {"cancel": "cancelled", "lease lost": "lost"}.get(self.heartbeat.reason or "", "released")
+            status = {"cancel": JobStatus.cancelled, "lease lost": "lost"}.get(self.heartbeat.reason or "", "released")
             log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason or "worker shutting down")
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
             if is_no_space(bug):  # metrics, plots, predictions on a full disk: not a bug
@@ -269,10 +269,10 @@ class JobRun:
             if status == "released":
                 released_as = jobs.release_job(session, self.spec.id, self.owner)
                 recorded = released_as is not None
-                if released_as == "cancelled":  # the cancel came as the worker was stopping
-                    status = "cancelled"
+                if released_as == JobStatus.cancelled:  # the cancel came as the worker was stopping
+                    status = JobStatus.cancelled
             else:
-                if status == "succeeded" and self.observer.stopped_early is not None:
+                if status == JobStatus.succeeded and self.observer.stopped_early is not None:
                     jobs.record_early_stop(session, self.spec.id, self.owner, *self.observer.stopped_early)
                 recorded = jobs.finish_job(session, self.spec.id, self.owner, status, error)
                 if recorded:  # a late cancel turns "succeeded" into "cancelled"

@@ -18,7 +18,7 @@ from core.engine.spreadsheet_csv import csv_text, frame_rows, read_csv_frame
 from core.common.errors import NotFound, StateConflict, UserInputError
 from core.common.text import check_printable
 from core.engine.params import parse_params
-from core.service.records import CrossValidation, EpochMetric, Job, utcnow
+from core.service.records import CrossValidation, EpochMetric, Job, JobStatus, utcnow
 from core.engine.splits import read_named_split, with_folder_image_size
 
 ENSEMBLE_KINDS = ("evaluate", "predict")
@@ -117,7 +117,7 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
                    "best": best.get(job.cv_fold)} for job in folds],
         "mean_std": summary["mean_std"],
         "out_of_fold": summary["out_of_fold"],
-        "finished": all(job.status == "succeeded" for job in folds),
+        "finished": all(job.status == JobStatus.succeeded for job in folds),
         "ensembles": [{"job_id": job.id, "kind": job.kind, "status": job.status, "split": job.params.get("csv"),
                        "tta": job.params.get("tta")} for job in ensemble_jobs(session, cv_id)],
     }
@@ -134,7 +134,7 @@ def create_ensemble_job(
     cv = get_cross_validation(session, cv_id, key_share=True)
     read_named_split(cv.data_dir, split, labelled=kind == "evaluate")  # a bad split is refused now, not on the worker
     folds = fold_jobs(session, cv_id)
-    unfinished = [f"fold {job.cv_fold} ({job.status})" for job in folds if job.status != "succeeded"]
+    unfinished = [f"fold {job.cv_fold} ({job.status})" for job in folds if job.status != JobStatus.succeeded]
     if unfinished:
         raise StateConflict(f"cv_id: cross-validation {cv_id} is not finished: {', '.join(unfinished)}", field="cv_id")
     checkpoints = []

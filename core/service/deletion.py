@@ -26,14 +26,14 @@ from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
 from core.common.errors import NotFound, StateConflict, StorageError, UserInputError
 from core.service.jobs import MAX_ID, artifacts, get_job
-from core.service.records import (CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, CrossValidation, EpochMetric, Job, JobTag,
+from core.service.records import (CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, CrossValidation, EpochMetric, Job, JobStatus, JobTag,
                                   Sweep, SweepTag, utcnow)
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 
 AGE = re.compile(r"^\s*(\d{1,5})\s*([hdw])\s*$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-GC_STATUSES = ("failed", "cancelled")  # gc's default: the runs nobody will look at again
+GC_STATUSES = (JobStatus.failed, JobStatus.cancelled)  # gc's default: the runs nobody will look at again
 
 
 @dataclass(frozen=True)

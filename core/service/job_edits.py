@@ -18,7 +18,7 @@ from core.service import audit, jobs, retention
 from core.service.access import Actor, require_owner
 from core.common.errors import NotFound
 from core.service.job_options import JobOptionsEdit
-from core.service.records import PRIORITIES, Job, Sweep
+from core.service.records import Job, JobStatus, PRIORITIES, Sweep
 
 AUDIT_NOTES_CHARS = 200  # the audit row keeps the start of long notes, not all 10 000 characters
 
@@ -48,9 +48,9 @@ def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOption
     require_owner(actor, sweep.submitted_by, f"sweep {sweep_id}")
     changed = _apply(session, sweep, changes)
     if "priority" in changed:
-        queued = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id, Job.status == "queued")
+        queued = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id, Job.status == JobStatus.queued)
                                       .order_by(Job.id)))
-        session.execute(update(Job).where(Job.id.in_(queued), Job.status == "queued")
+        session.execute(update(Job).where(Job.id.in_(queued), Job.status == JobStatus.queued)
                         .values(priority=PRIORITIES[changed["priority"]]).execution_options(synchronize_session=False))
         changed["queued_jobs"] = queued
     if "retention" in changed:  # stored on the sweep row; each job kept the policy it was submitted with

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from core.common.errors import DatabaseUnavailable
 from core.service import jobs
 from core.service.records import (
+    JobStatus,
     DELIVERY_STATUSES,
     FINISHED_STATUSES,
     JOB_KINDS,
@@ -107,7 +108,7 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
                          EpochMetric.job_id == Job.id, EpochMetric.seconds.is_not(None))  # fmt: skip
     metrics.epoch_seconds = {kind: histogram for (kind,), histogram in epochs.items()}
 
-    running = select(Job.queue, func.sum(Job.images_per_s)).where(Job.status == "running").group_by(Job.queue)
+    running = select(Job.queue, func.sum(Job.images_per_s)).where(Job.status == JobStatus.running).group_by(Job.queue)
     throughput = {queue: float(total or 0.0) for queue, total in session.execute(running)}
     metrics.images_per_second = {queue: throughput.get(queue, 0.0) for queue in known_queues | set(throughput)}
     metrics.queue_workers = {queue: sum(queue in w.queue_names for w in live) for queue in known_queues}

@@ -4,12 +4,26 @@ core/migrations; these classes must match the newest migration."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        false, true)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.service.db import Base
@@ -17,16 +31,45 @@ from core.service.db import Base
 JOB_KINDS = ("train", "finetune", "evaluate", "predict")
 JOB_ORIGINS = ("cli", "web")  # web jobs may read only files inside DATA_ROOTS
 MAX_ID = 2**31 - 1  # ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row (and overflows the column)
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
-CANCELLABLE_STATUSES = ("queued", "running")  # a queued job is cancelled at once, a running one at its next batch
-RETRYABLE_STATUSES = ("failed", "cancelled")
+
+
+class JobStatus(str, enum.Enum):
+    """The states of a job row, the one home of their names: the column stores the text, and a member
+    equals its text ("queued"), so rows, JSON and templates compare either way."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+FINISHED_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+CANCELLABLE_STATUSES = (JobStatus.queued, JobStatus.running)  # a queued job is cancelled at once, a running one at its next batch
+RETRYABLE_STATUSES = (JobStatus.failed, JobStatus.cancelled)
 MODEL_KINDS = ("train", "finetune")  # kinds whose run leaves a checkpoint another job can start from
 ROLES = ("admin", "member", "viewer")  # core.service.access says what each may do
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}  # stored as the number: higher starts first
 PRIORITY_NAMES = {number: name for name, number in PRIORITIES.items()}
 WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "worker.lost")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+class DeliveryStatus(str, enum.Enum):
+    """The states of a webhook delivery row (stored as the text, like JobStatus)."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DELIVERY_STATUSES = tuple(status.value for status in DeliveryStatus)
 
 
 def utcnow() -> datetime:
@@ -90,7 +133,7 @@ class Job(Base):
     legacy_run_dir: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     origin: Mapped[str] = mapped_column(String(8), default="cli", server_default="cli")
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))
     sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sweeps.id"))

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.service.disk import measure, remove_file
 from core.service.job_options import check_retention
-from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job
+from core.service.records import Artifact, CANCELLABLE_STATUSES, Job, JobStatus, MODEL_KINDS
 from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
@@ -81,7 +81,7 @@ def needed_by_children(session: Session, job_id: int) -> set[str]:
 
 def last_removed(job: Job) -> bool:
     """Did the `best` policy remove this job's last.pt (so nothing can start from "last")?"""
-    return (job.kind in MODEL_KINDS and job.status == "succeeded" and policy_of(job) == "best"
+    return (job.kind in MODEL_KINDS and job.status == JobStatus.succeeded and policy_of(job) == "best"
             and not (job_run_dir(job) / LAST_CHECKPOINT).is_file())
 
 
@@ -115,7 +115,7 @@ def after_job(session: Session, job_id: int) -> RetentionOutcome:
     run_dir = job_run_dir(job)
     if job.kind in MODEL_KINDS and job.finished:
         doomed: list[Path] = []
-        if policy == "best" and job.status == "succeeded" and (run_dir / BEST_CHECKPOINT).is_file():
+        if policy == "best" and job.status == JobStatus.succeeded and (run_dir / BEST_CHECKPOINT).is_file():
             doomed = [run_dir / LAST_CHECKPOINT, *(path for _epoch, path in epoch_checkpoints(run_dir))]
         elif (keep := epochs_kept(policy)) is not None:
             doomed = [path for _epoch, path in epoch_checkpoints(run_dir)[:-keep]]

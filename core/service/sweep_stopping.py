@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.common.errors import UserInputError
 from core.engine.early_stopping import LOWER_IS_BETTER, EarlyStoppingMetric, better
+from core.service.records import JobStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -97,7 +98,7 @@ def median_stop_reason(session: Session, job_id: int, record: EpochRecord) -> st
     finished = list(session.scalars(
         select(column)
         .join(Job, Job.id == EpochMetric.job_id)
-        .where(Job.sweep_id == job.sweep_id, Job.status == "succeeded", Job.id != job_id,
+        .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.succeeded, Job.id != job_id,
                EpochMetric.epoch == epoch, column.is_not(None))
     ))  # fmt: skip
     if len(finished) < rule.min_finished:

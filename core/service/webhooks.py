@@ -29,7 +29,9 @@ from core.service.access import Actor, require_admin
 from core.service.records import (
     MAX_ID,
     WEBHOOK_EVENTS,
+    DeliveryStatus,
     Job,
+    JobStatus,
     User,
     Webhook,
     WebhookDelivery,
@@ -230,7 +232,7 @@ def report_lost_workers(session: Session) -> list[str]:
         if marked.rowcount != 1:
             continue
         running = list(session.scalars(select(Job.id).where(Job.worker_host == worker.hostname,
-                                                            Job.status == "running").order_by(Job.id)))
+                                                            Job.status == JobStatus.running).order_by(Job.id)))
         enqueue_event(session, "worker.lost", {"worker": {
             "hostname": worker.hostname, "queues": worker.queue_names, "gpu": worker.gpu, "pid": worker.pid,
             "last_seen": worker.last_seen.isoformat() + "Z", "running_job_ids": running}})
@@ -346,7 +348,7 @@ def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt:
     if attempt.delivered:
         values.update(status="delivered", finished_at=now)
     elif attempts >= get_settings().webhook_max_attempts:
-        values.update(status="failed", finished_at=now)
+        values.update(status=DeliveryStatus.failed, finished_at=now)
     else:
         values.update(status="pending", next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)))
     result = session.execute(update(WebhookDelivery)

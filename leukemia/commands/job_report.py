@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from core.common.formats import human_bytes, human_duration, percent
 from core.service import jobs
 from core.service.sweep_stopping import describe_rule, parse_median_rule
-from core.service.records import PRIORITY_NAMES, Sweep
+from core.service.records import JobStatus, PRIORITY_NAMES, Sweep
 from core.service.run_dirs import job_run_dir
 
 
@@ -96,7 +96,7 @@ def job_details(session: Session, job_id: int) -> str:
     lines = [
         f"job {job.id}: {job.kind} {status_text(job)}" + (f" ({note})" if note else ""),
         f"queue {job.queue}, attempts {job.attempts}/{job.max_attempts}, worker {job.worker_host or '-'}"
-        + (", cancel requested" if job.cancel_requested and job.status == "running" else ""),
+        + (", cancel requested" if job.cancel_requested and job.status == JobStatus.running else ""),
         f"parent {_fmt(job.parent_id)}, sweep {_fmt(job.sweep_id)}, data {job.data_dir or '-'}",
         f"run folder {job_run_dir(job)} (submitted from the {job.origin})",
         f"created {_time(job.created_at)}, started {_time(job.started_at)}, finished {_time(job.finished_at)} (UTC)",
@@ -108,7 +108,7 @@ def job_details(session: Session, job_id: int) -> str:
                  f"tags {', '.join(options.tags) or '-'}")
     if options.description:
         lines += ["notes:", *(f"  {line}" for line in options.description.splitlines())]
-    if job.status == "queued" and job.queue not in live:
+    if job.status == JobStatus.queued and job.queue not in live:
         lines.append(f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`")
     if job.error:
         lines.append(f"error: {job.error}")

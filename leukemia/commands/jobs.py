@@ -20,7 +20,7 @@ from core.common.errors import UserInputError
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
-from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS
+from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS, JobStatus
 
 
 # --- submit --------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def cancel_command(job_id: int) -> None:
     from worker.dispatch import cancel_job
 
     status = run_db_command(lambda: cancel_job(job_id, actor=cli_actor()))
-    click.echo(f"job {job_id} cancelled" if status == "cancelled" else f"job {job_id}: cancel requested; it stops at the next batch")
+    click.echo(f"job {job_id} cancelled" if status == JobStatus.cancelled else f"job {job_id}: cancel requested; it stops at the next batch")
 
 
 @click.command(name="retry", cls=UserCommand)

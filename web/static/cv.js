@@ -9,7 +9,7 @@
   const intervalMs = Number(root.dataset.pollMs) || 2000;
   const jobPage = (id) => root.dataset.jobPageUrl.replace(/0$/, String(id));
   const metric = Live.percent;  // fold metrics as every page writes them (core.common.formats.percent)
-  const live = (status) => status === "queued" || status === "running";
+  const live = (status) => status === JobStatus.queued || status === JobStatus.running;
 
   function cell(content, className) {
     const td = document.createElement("td");
@@ -44,7 +44,7 @@
     const row = document.createElement("tr");
     row.dataset.fold = fold.fold;
     const status = cell(badge(fold.status));
-    if (fold.status === "running") status.append(` ${Math.round(100 * fold.progress)}%`);
+    if (fold.status === JobStatus.running) status.append(` ${Math.round(100 * fold.progress)}%`);
     row.append(cell(String(fold.fold)), cell(jobLink(fold.job_id)), status, cell(code(fold.split)), cell(code(fold.valid_split)));
     if (fold.best) {
       const best = fold.best;

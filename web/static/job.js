@@ -78,7 +78,7 @@
     Live.showStatus(root, job, "no live worker");
     Live.setText(root, "worker", job.worker_host || "—");
     Live.setText(root, "attempts", `${job.attempts}/${job.max_attempts}`);
-    Live.setText(root, "started", Live.when(job.status === "queued" ? null : job.started_at));
+    Live.setText(root, "started", Live.when(job.status === JobStatus.queued ? null : job.started_at));
     Live.setText(root, "finished", Live.when(job.finished_at));
     Live.setText(root, "duration", Live.duration(Live.runSeconds(job)));
     Live.setText(root, "log_tail", job.log_tail || "");

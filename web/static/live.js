@@ -43,7 +43,7 @@ const Live = {
   /* Seconds a job has run: start to end, or to now while it runs; null while queued (the rule of the
      templates' run_seconds filter). */
   runSeconds(job) {
-    if (job.status === "queued" || !job.started_at) return null;
+    if (job.status === JobStatus.queued || !job.started_at) return null;
     const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
     return Math.max(0, (end - Date.parse(job.started_at)) / 1000);
   },
@@ -115,7 +115,7 @@ const Live = {
   setPriority(root, job) {
     root.querySelectorAll('[data-field="priority"]').forEach((node) => {
       node.textContent = job.priority;
-      node.className = `priority priority-${job.priority}${job.status === "queued" ? " waiting" : ""}`;
+      node.className = `priority priority-${job.priority}${job.status === JobStatus.queued ? " waiting" : ""}`;
     });
   },
   queueText(job) {

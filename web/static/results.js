@@ -196,7 +196,7 @@
   }
 
   async function load(job) {
-    if (job.status !== "succeeded" || root.dataset.loaded) return;
+    if (job.status !== JobStatus.succeeded || root.dataset.loaded) return;
     root.dataset.loaded = "true";
     document.getElementById("results-pending").hidden = true;
     const page = document.getElementById("job");

@@ -13,6 +13,7 @@ from core.service.jobs.submit import NEEDS_CHECKPOINT, _check_parent
 from core.service.records import (
     RETRYABLE_STATUSES,
     Job,
+    JobStatus,
     utcnow,
 )
 
@@ -22,8 +23,8 @@ def fail_unsent_job(session: Session, job_id: int, reason: str) -> bool:
     rather than left queued forever. False if it was no longer queued (a worker had it already)."""
     failed = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="failed", error=_one_line(reason), finished_at=utcnow())
+        .where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.failed, error=_one_line(reason), finished_at=utcnow())
     )
     if failed.rowcount == 1:
         webhooks.job_ended(session, job_id)
@@ -35,8 +36,8 @@ def request_cancel(session: Session, job_id: int) -> Job:
     get_job(session, job_id)
     cancelled_now = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        .where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if cancelled_now.rowcount == 1:
@@ -44,7 +45,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
     else:
         asked = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(Job.id == job_id, Job.status == JobStatus.running)
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
         )
@@ -62,7 +63,7 @@ def retry_job(session: Session, job_id: int) -> Job:
         update(Job)
         .where(Job.id == job_id, Job.status.in_(RETRYABLE_STATUSES))
         .values(
-            status="queued",
+            status=JobStatus.queued,
             attempts=0,
             cancel_requested=False,
             error=None,

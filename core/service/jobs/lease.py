@@ -18,6 +18,7 @@ from core.service.records import (
     PRIORITY_NAMES,
     EpochMetric,
     Job,
+    JobStatus,
     utcnow,
 )
 from core.service.settings import get_settings
@@ -41,7 +42,7 @@ CLAIM_CANDIDATES = 20  # queued jobs tried per look at the queue (others may win
 
 def waiting():  # type: ignore[no-untyped-def]
     """Jobs a worker may start now: queued, and no cancel asked (claims; the queue depth metric)."""
-    return and_(Job.status == "queued", Job.cancel_requested.is_(False))
+    return and_(Job.status == JobStatus.queued, Job.cancel_requested.is_(False))
 
 
 def _waiting_in(queue: str):  # type: ignore[no-untyped-def]
@@ -56,7 +57,7 @@ def _take_lease(session: Session, job_id: int, claimable: Any, *, owner: str, ho
         update(Job)
         .where(Job.id == job_id, Job.cancel_requested.is_(False), claimable)
         .values(
-            status="running",
+            status=JobStatus.running,
             attempts=Job.attempts + 1,
             lease_owner=owner,
             worker_host=host,
@@ -78,8 +79,8 @@ def claim_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | 
     Claimable: queued, or running with a stale heartbeat and attempts left (its worker died).
     A live lease, a finished job or a cancel request all make the claim fail."""
     claimable = or_(
-        Job.status == "queued",
-        and_(Job.status == "running", Job.heartbeat_at < _stale_cutoff(), Job.attempts < Job.max_attempts),
+        Job.status == JobStatus.queued,
+        and_(Job.status == JobStatus.running, Job.heartbeat_at < _stale_cutoff(), Job.attempts < Job.max_attempts),
     )
     return _take_lease(session, job_id, claimable, owner=owner, host=host)
 
@@ -102,7 +103,7 @@ def claim_next_job(session: Session, job_id: int, *, owner: str, host: str) -> J
         if not candidates:
             return claim_job(session, job_id, owner=owner, host=host)
         for candidate in candidates:
-            job = _take_lease(session, candidate, Job.status == "queued", owner=owner, host=host)
+            job = _take_lease(session, candidate, Job.status == JobStatus.queued, owner=owner, host=host)
             if job is not None:
                 return job
 
@@ -129,7 +130,7 @@ def heartbeat(session: Session, job_id: int, owner: str, **progress: Any) -> boo
         raise ValueError(f"heartbeat: unknown fields {sorted(unknown)}")
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
         .values(heartbeat_at=utcnow(), **progress)
         .execution_options(synchronize_session=False)
     )
@@ -172,15 +173,15 @@ def finish_job(session: Session, job_id: int, owner: str, status: str, error: st
     "succeeded" becomes "cancelled" (error LATE_CANCEL) when a cancel was requested meanwhile."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"finish_job: {status!r} is not a finished status")
-    ours = and_(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+    ours = and_(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": _one_line(error), "eta_s": None}
-    if status == "succeeded":
+    if status == JobStatus.succeeded:
         # The run polls for a cancel before each batch; one that came during the last batch (or
         # while the outcome was being recorded) still wins, and the row says why.
         late_cancel = session.execute(
             update(Job)
             .where(ours, Job.cancel_requested.is_(True))
-            .values({**values, "status": "cancelled", "error": LATE_CANCEL, "progress": 1.0})
+            .values({**values, "status": JobStatus.cancelled, "error": LATE_CANCEL, "progress": 1.0})
             .execution_options(synchronize_session=False)
         )
         if late_cancel.rowcount == 1:
@@ -198,7 +199,7 @@ def record_early_stop(session: Session, job_id: int, owner: str, epoch: int, rea
     written with the outcome, while we hold the lease."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
         .values(stopped_epoch=epoch, stop_reason=_one_line(reason))
         .execution_options(synchronize_session=False)
     )
@@ -210,10 +211,10 @@ def release_job(session: Session, job_id: int, owner: str) -> str | None:
 
     A job whose cancel arrived meanwhile ends cancelled instead. Returns the new status, or None
     if the lease was no longer ours."""
-    ours = and_(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+    ours = and_(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
     outcomes = [
-        (Job.cancel_requested.is_(True), {"status": "cancelled", "finished_at": utcnow()}),
-        (Job.cancel_requested.is_(False), {"status": "queued", "attempts": Job.attempts - 1}),
+        (Job.cancel_requested.is_(True), {"status": JobStatus.cancelled, "finished_at": utcnow()}),
+        (Job.cancel_requested.is_(False), {"status": JobStatus.queued, "attempts": Job.attempts - 1}),
     ]
     for condition, values in outcomes:
         result = session.execute(
@@ -223,7 +224,7 @@ def release_job(session: Session, job_id: int, owner: str) -> str | None:
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
-            if values["status"] == "cancelled":
+            if values["status"] == JobStatus.cancelled:
                 webhooks.job_ended(session, job_id)
             return values["status"]
     return None
@@ -241,7 +242,7 @@ def queued_jobs(session: Session, queues: list[str]) -> list[tuple[int, str]]:
     message starts is decided when it arrives, see claim_next_job)."""
     rows = session.execute(
         select(Job.id, Job.queue)
-        .where(Job.status == "queued", Job.cancel_requested.is_(False), Job.queue.in_(queues))
+        .where(Job.status == JobStatus.queued, Job.cancel_requested.is_(False), Job.queue.in_(queues))
         .order_by(Job.id)
     )
     return [(job_id, queue) for job_id, queue in rows]
@@ -251,22 +252,22 @@ def requeue_lost_jobs(session: Session) -> list[Job]:
     """Running jobs whose worker stopped heartbeating: queued again (to re-send) or failed 'worker lost'.
 
     Each change is conditional on the job still being stale, so two reapers never both requeue a job."""
-    stale = and_(Job.status == "running", Job.heartbeat_at < _stale_cutoff())
+    stale = and_(Job.status == JobStatus.running, Job.heartbeat_at < _stale_cutoff())
     lost_ids = list(session.scalars(select(Job.id).where(stale)))
     requeued = []
     for job_id in lost_ids:
         this_stale = and_(Job.id == job_id, stale)
         outcomes = [
-            (Job.cancel_requested.is_(True), {"status": "cancelled", "finished_at": utcnow()}),
-            (Job.attempts < Job.max_attempts, {"status": "queued", "lease_owner": None}),
-            (Job.attempts >= Job.max_attempts, {"status": "failed", "error": "worker lost", "finished_at": utcnow()}),
+            (Job.cancel_requested.is_(True), {"status": JobStatus.cancelled, "finished_at": utcnow()}),
+            (Job.attempts < Job.max_attempts, {"status": JobStatus.queued, "lease_owner": None}),
+            (Job.attempts >= Job.max_attempts, {"status": JobStatus.failed, "error": "worker lost", "finished_at": utcnow()}),
         ]
         for condition, values in outcomes:
             result = session.execute(
                 update(Job).where(this_stale, condition).values(**values).execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:
-                if values["status"] == "queued":
+                if values["status"] == JobStatus.queued:
                     requeued.append(session.get(Job, job_id, populate_existing=True))
                 else:
                     webhooks.job_ended(session, job_id)

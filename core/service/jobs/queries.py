@@ -16,6 +16,7 @@ from core.service.records import (
     Artifact,
     EpochMetric,
     Job,
+    JobStatus,
     JobTag,
     Sweep,
     SweepTag,
@@ -108,13 +109,13 @@ def queue_positions(session: Session, listed: list[Job]) -> dict[int, int]:
     """1-based place of each queued job of a page among the queued jobs of its queue, in the order
     they start (CLAIM_ORDER: higher priority first, then oldest); jobs not queued are left out.
     One query for the whole page: the queued jobs of its queues numbered once (a window)."""
-    queued = [job for job in listed if job.status == "queued"]
+    queued = [job for job in listed if job.status == JobStatus.queued]
     if not queued:
         return {}
     place = func.row_number().over(partition_by=Job.queue, order_by=CLAIM_ORDER)
     ranked = (
         select(Job.id.label("id"), place.label("place"))
-        .where(Job.status == "queued", Job.cancel_requested.is_(False), Job.queue.in_(sorted({j.queue for j in queued})))
+        .where(Job.status == JobStatus.queued, Job.cancel_requested.is_(False), Job.queue.in_(sorted({j.queue for j in queued})))
         .subquery()
     )
     rows = session.execute(select(ranked.c.id, ranked.c.place).where(ranked.c.id.in_([job.id for job in queued])))

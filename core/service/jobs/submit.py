@@ -25,6 +25,7 @@ from core.service.records import (
     PRIORITIES,
     Artifact,
     Job,
+    JobStatus,
     JobTag,
     Sweep,
     SweepTag,
@@ -67,7 +68,7 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
         raise UserInputError(
             f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint", field="parent_id"
         )
-    if parent.status != "succeeded" and not _has_checkpoint(session, parent_id):
+    if parent.status != JobStatus.succeeded and not _has_checkpoint(session, parent_id):
         raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet", field="parent_id")
     if params.get("checkpoint_choice") == "last" and retention.last_removed(parent):
         raise UserInputError(retention.missing_checkpoint_message(parent, "last"), field="parent_id")
@@ -136,7 +137,7 @@ def create_job(
     job = Job(
         kind=kind,
         origin=origin,
-        status="queued",
+        status=JobStatus.queued,
         params=dumped,
         parent_id=parent_id,
         sweep_id=sweep_id,
