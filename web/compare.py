@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 
 from core.engine.run_files import EVALUATION_JSON
 from core.engine.metrics import sensitivity_specificity
+from core.service import data_folders
 from core.service import jobs as job_service
 from core.service.records import Job
-from web import queries, results
+from web import results
 
 # The measured columns, in the table's order: accuracy, balanced accuracy, weighted F1, sensitivity
 # (ALL), specificity (hem), ROC-AUC.
@@ -22,7 +23,7 @@ MEASURES = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "spec
 
 def compared_runs(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     """One row per job: the job, its data folder's registered name, where it was measured and the measures."""
-    folders = {folder.path: folder.name for folder in queries.list_data_folders(session)}
+    folders = {folder.path: folder.name for folder in data_folders.list_data_folders(session)}
     rows = []
     for job in jobs:
         path = job.data_dir or job.params.get("data_dir") or ""

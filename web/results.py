@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from core.common.errors import UserInputError
 from core.engine.data import inside_path
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
-from core.service import cv_jobs
+from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
 from core.engine.spreadsheet_csv import read_csv_rows
 from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
@@ -121,7 +121,7 @@ def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     if not 1 <= index <= len(rows):
         raise NotFound(f"job {job_id} has no image {index}")
     try:  # as for registering a folder: the web reads images only under DATA_ROOTS
-        folder = queries.folder_under_roots(data_dir, get_settings().data_root_paths)
+        folder = data_folders.folder_under_roots(data_dir, get_settings().data_root_paths)
     except UserInputError:
         raise NotFound(f"job {job_id}: its data folder is not under a data root, so no thumbnails") from None
     relative = inside_path(rows[index - 1]["ID"])

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, send_file, url_for
 
+from core.service import data_folders as folder_service
 from core.service import deletion, webhooks
 from core.service import job_edits
 from core.service import jobs as job_service
@@ -235,7 +236,7 @@ def download(job_id: int, artifact_id: int) -> Any:
 
 
 def _form_choices(session: Any) -> dict[str, Any]:
-    folders = queries.list_data_folders(session)
+    folders = folder_service.list_data_folders(session)
     parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
                                      f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
                for j in queries.model_jobs(session)]
@@ -313,7 +314,7 @@ def _parent_folder_id(session: Any, parent: str) -> int | None:
     job = queries.find_job(session, int(parent)) if parent.isdigit() else None
     if job is None:
         return None
-    folder = queries.registered_folder_by_path(session, job.data_dir or job.params.get("data_dir") or "")
+    folder = folder_service.registered_folder_by_path(session, job.data_dir or job.params.get("data_dir") or "")
     return folder.id if folder else None
 
 
@@ -384,8 +385,8 @@ def data_folders() -> Any:
     if request.method == "POST":
         try:
             with get_sessionmaker().begin() as session:
-                folder = queries.register_data_folder(session, request.form.get("name", ""), request.form.get("path", ""),
-                                                      actor=current_actor())
+                folder = folder_service.register_data_folder(session, request.form.get("name", ""),
+                                                             request.form.get("path", ""), actor=current_actor())
                 name = folder.name
         except (UserInputError, StateConflict) as problem:
             error, error_field, status = str(problem), problem.field, refusal_status(problem)
@@ -393,7 +394,8 @@ def data_folders() -> Any:
             flash(f"Data folder {name} registered and checked.")
             return redirect(url_for("views.data_folders"))
     with get_sessionmaker().begin() as session:
-        folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json") for f in queries.list_data_folders(session)]
+        folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json")
+                   for f in folder_service.list_data_folders(session)]
     roots = get_settings().data_root_paths
     return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
                            form=request.form), status

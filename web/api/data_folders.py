@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.service import data_folders
 from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
 from core.service.settings import get_settings
-from web import (
-    queries,
-    schemas,
-)
+from web import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.inputs import json_body
@@ -33,7 +31,7 @@ def register_data_folder() -> Any:
     """Register a data folder under a data root (and check it)"""
     registration = json_body(schemas.DataFolderRegistration)
     with get_sessionmaker().begin() as session:
-        folder = queries.register_data_folder(session, registration.name or "", registration.path, actor=current_actor())
+        folder = data_folders.register_data_folder(session, registration.name or "", registration.path, actor=current_actor())
         return answer(schemas.DataFolder.model_validate(folder), 201)
 
 
@@ -42,5 +40,5 @@ def register_data_folder() -> Any:
 def list_data_folders() -> Any:
     """Registered data folders"""
     with get_sessionmaker().begin() as session:
-        folders = [schemas.DataFolder.model_validate(f) for f in queries.list_data_folders(session)]
+        folders = [schemas.DataFolder.model_validate(f) for f in data_folders.list_data_folders(session)]
     return answer(schemas.DataFolderList(data_folders=folders))

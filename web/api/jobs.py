@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app
 
 from core.common.errors import UserInputError
-from core.service import deletion, job_edits
+from core.service import data_folders, deletion, job_edits
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
 from web import (
@@ -33,7 +33,7 @@ def check_web_params(params: dict[str, Any]) -> None:
         raise UserInputError("data_dir: give the path of a registered data folder (GET /api/data-folders)",
                              field="data_dir")
     with get_sessionmaker().begin() as session:
-        if queries.registered_folder_by_path(session, data_dir) is None:
+        if data_folders.registered_folder_by_path(session, data_dir) is None:
             raise UserInputError(f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)",
                                  field="data_dir")
     if problem := csv_name_problem(params.get("csv")):
