@@ -266,9 +266,9 @@ def test_the_document_is_valid_openapi_3_1_with_an_id_and_a_tag_per_operation(cl
 
 
 def test_a_job_answer_is_its_row_without_the_lease_plus_its_queue_facts():
-    """web.schemas.Job names the row's fields once more only to type them; this holds the two equal."""
+    """web.api.schemas.Job names the row's fields once more only to type them; this holds the two equal."""
     from core.service.records import Job
-    from web import schemas
+    from web.api import schemas
 
     columns = {column.name for column in Job.__table__.columns}
     internal = {"lease_owner", "heartbeat_at", "run_key", "legacy_run_dir", "origin"}  # the worker's lease and run folder, the CLI's note

@@ -48,8 +48,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line
 
-    from web import (api, auth, cv_views, errors, formats, metrics, request_ids, request_json, security,  # noqa: F401
+    from web import (auth, cv_views, errors, formats, metrics, request_ids, request_json, security,  # noqa: F401
                      users_views, views, webhook_views)
+
+    from web.api import routes as api_routes
 
     request_ids.init_app(app)
     formats.init_app(app)
@@ -63,7 +65,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(cv_views.bp)
     app.register_blueprint(users_views.bp)
     app.register_blueprint(webhook_views.bp)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(api_routes.bp)
     app.register_blueprint(metrics.bp)
-    security.csrf.exempt(api.bp)
+    security.csrf.exempt(api_routes.bp)
     return app

@@ -1,7 +1,7 @@
 """Bad input is a 400 naming the field, a refused role a 403, an unknown id a 404, a wrong method a 405, a request
 the current state refuses a 409, an unreachable broker a 503; a traceback is a bug.
 
-API paths answer JSON `{"error": ..., "field": ...}` (web.schemas.ErrorBody); pages answer a
+API paths answer JSON `{"error": ..., "field": ...}` (web.api.schemas.ErrorBody); pages answer a
 short HTML page. The field comes from the error itself (UserInputError.field), never from its text."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the JSON API, generated from the operations the API declares.
 
 Each route of web.api is declared with `operation(...)`: its operationId, tag, request body,
-query and response models (web.schemas). The document is built from those declarations and
+query and response models (web.api.schemas). The document is built from those declarations and
 the models' own JSON schemas (pydantic's `models_json_schema`), so it cannot drift from what
 the views validate and serialise. A small generator rather than flask-openapi3 or spectree:
 both wrap Flask's routing and request parsing in their own, while the API needs only this."""
@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from core.engine.params import PARAMS_BY_KIND
-from web import schemas
+from web.api import schemas
 from web.downloads import ARTIFACT_MEDIA_TYPES, OTHER_FILES
 from web.inputs import MAX_ID
 

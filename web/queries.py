@@ -1,4 +1,4 @@
-"""Read helpers over the ORM records the dashboard needs, and the API models (web.schemas) of rows.
+"""Read helpers over the ORM records the dashboard needs, and the API models (web.api.schemas) of rows.
 
 Writes go through core.service (jobs, data folders) / worker.dispatch; nothing here writes."""
 
@@ -12,7 +12,7 @@ from core.service.sweep_stopping import describe_rule, parse_median_rule
 from core.common.errors import UserInputError
 from core.engine.progress import EpochRecord
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, EpochMetric, Job, Sweep, SweepTag, User
-from web import schemas
+from web.api import schemas
 from web.inputs import storable_id
 
 MAX_COMPARED = 8

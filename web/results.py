@@ -23,7 +23,8 @@ from core.service.db import get_sessionmaker
 from core.service.records import Job
 from core.service.settings import get_settings
 from core.common.errors import NotFound
-from web import queries, schemas
+from web import queries
+from web.api import schemas
 
 THUMBNAIL_PX = 96
 # The ResNets (core.engine.models) halve the image five times before layer4's output, the map Grad-CAM

@@ -23,7 +23,8 @@ from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES,
                                   utcnow)
 from core.service.settings import get_settings
 from core.common.errors import NotFound
-from web import compare as compare_table, forms, queries, results, schemas
+from web import compare as compare_table, forms, queries, results
+from web.api import schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.errors import refusal_status

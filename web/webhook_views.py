@@ -14,7 +14,7 @@ from core.service.access import require_admin
 from core.service.db import get_sessionmaker
 from core.common.errors import UserInputError
 from core.service.records import WEBHOOK_EVENTS
-from web import schemas
+from web.api import schemas
 from web.auth import current_actor, login_required
 from web.paging import Pager, requested_page
 

@@ -1,6 +1,6 @@
 """The shapes of what evaluate and predict report beyond the headline metrics, defined once:
 core builds them, evaluation.json / prediction.json / the CSVs hold them, the API answers them
-(web.schemas uses these models) and the job page draws them."""
+(web.api.schemas uses these models) and the job page draws them."""
 
 from __future__ import annotations
 

@@ -7,9 +7,7 @@ from typing import Any
 from core.common.errors import UserInputError
 from core.service import deletion
 from core.service.db import get_sessionmaker
-from web import (
-    schemas,
-)
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params, job_response
 from web.auth import current_actor

@@ -8,7 +8,7 @@ from core.service import data_folders
 from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
 from core.service.settings import get_settings
-from web import schemas
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.inputs import json_body

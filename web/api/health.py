@@ -6,10 +6,8 @@ from typing import Any
 
 from core.common.errors import DatabaseUnavailable
 from core.service.db import check_database
-from web import (
-    errors,
-    schemas,
-)
+from web import errors
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.openapi import openapi_document, operation
 

@@ -10,11 +10,8 @@ from core.common.errors import UserInputError
 from core.service import data_folders, deletion, job_edits
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
-from web import (
-    queries,
-    results,
-    schemas,
-)
+from web import queries, results
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.downloads import send_artifact

@@ -7,10 +7,8 @@ from typing import Any
 from core.common.errors import UserInputError
 from core.service import deletion, job_edits
 from core.service.db import get_sessionmaker
-from web import (
-    queries,
-    schemas,
-)
+from web import queries
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params
 from web.auth import current_actor

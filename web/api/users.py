@@ -12,7 +12,7 @@ from core.service import users as user_service
 from core.service.access import require_admin
 from core.service.db import get_sessionmaker
 from core.service.records import User
-from web import schemas
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.inputs import json_body, query_model

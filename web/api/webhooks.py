@@ -10,7 +10,7 @@ from typing import Any
 from core.service import webhooks
 from core.service.access import require_admin
 from core.service.db import get_sessionmaker
-from web import schemas
+from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.inputs import json_body, query_model
