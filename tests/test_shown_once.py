@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask.sessions import SecureCookieSessionInterface
 
 from core.service import webhooks
+from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, login
@@ -26,7 +27,7 @@ def test_a_new_webhooks_secret_is_in_the_page_not_in_the_cookie(app, client):
     added = client.post("/admin/webhooks", data={"url": "https://hooks.example.org/leukemia", "events": ["job.failed"],
                                                  "csrf_token": token})
     with get_sessionmaker().begin() as session:
-        [hook] = webhooks.list_webhooks(session)
+        [hook] = webhooks.list_webhooks(session, cli_actor())
         secret = hook.secret
     assert secret not in cookie_session(app, client)
     page = added.get_data(as_text=True)

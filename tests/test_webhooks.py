@@ -129,7 +129,7 @@ def queued(tmp_path) -> int:
 
 def deliveries_of(webhook_id: int) -> list[WebhookDelivery]:
     with get_sessionmaker().begin() as session:
-        rows, _ = webhooks.deliveries(session, webhook_id, per_page=200)
+        rows, _ = webhooks.deliveries(session, cli_actor(), webhook_id, per_page=200)
         session.expunge_all()
         return rows
 
@@ -416,7 +416,7 @@ def test_the_pages_add_disable_and_list_deliveries(client, receiver):
     page = added.get_data(as_text=True)
     assert added.status_code == 200 and "shown this once" in page and receiver.url in page
     with get_sessionmaker().begin() as session:
-        [hook] = webhooks.list_webhooks(session)
+        [hook] = webhooks.list_webhooks(session, cli_actor())
         hook_id, secret = hook.id, hook.secret
     assert secret in page
     client.post(f"/admin/webhooks/{hook_id}/enabled", data={"enabled": "0", "csrf_token": token})
@@ -428,7 +428,7 @@ def test_the_pages_add_disable_and_list_deliveries(client, receiver):
     assert "Webhooks</a>" in client.get("/").get_data(as_text=True)  # the admin's menu links the page
     client.post(f"/admin/webhooks/{hook_id}/delete", data={"csrf_token": token})
     with get_sessionmaker().begin() as session:
-        assert webhooks.list_webhooks(session) == []
+        assert webhooks.list_webhooks(session, cli_actor()) == []
 
     # lost workers: named above the job list (lost in the last day) and listed on the webhooks page
     with get_sessionmaker().begin() as session:

@@ -11,7 +11,7 @@ from flask import Blueprint, flash, g, render_template, request
 
 from core.service import audit
 from core.service import users as user_service
-from core.service.access import require_admin
+from core.service.access import Actor
 from core.service.db import get_sessionmaker
 from core.common.errors import StateConflict, UserInputError
 from core.service.records import ROLES, User
@@ -23,10 +23,12 @@ bp = Blueprint("users", __name__)
 AUDIT_PER_PAGE = 50
 
 
-def _users_page(errors: dict[str, str] | None = None, shown: dict[str, str] | None = None, status: int = 200) -> Any:
+def _users_page(actor: Actor, errors: dict[str, str] | None = None, shown: dict[str, str] | None = None,
+                status: int = 200) -> Any:
+    """The user list (core.service.users refuses it to non-admins) with the add form."""
     with get_sessionmaker().begin() as session:
         rows = [{"id": u.id, "username": u.username, "role": u.role, "disabled": u.disabled, "created_at": u.created_at}
-                for u in user_service.list_users(session)]
+                for u in user_service.list_users(session, actor)]
     return render_template("users.html", users=rows, roles=ROLES, errors=errors or {}, shown=shown,
                            form=request.form if errors else None), status
 
@@ -36,34 +38,32 @@ def _users_page(errors: dict[str, str] | None = None, shown: dict[str, str] | No
 def user_list() -> Any:
     """Every user with role and status; add a user (a generated password is shown once)."""
     actor = current_actor()
-    require_admin(actor, "manage users")
     if request.method == "GET":
-        return _users_page()
+        return _users_page(actor)
     username, role = request.form.get("username", "").strip(), request.form.get("role", "member")
     password = request.form.get("password", "") or None
     try:
         with get_sessionmaker().begin() as session:
             _, made = user_service.add_user(session, actor, username, role, password)
     except (UserInputError, StateConflict) as error:
-        return _users_page({error.field or "form": str(error)}, status=refusal_status(error))
+        return _users_page(actor, {error.field or "form": str(error)}, status=refusal_status(error))
     flash(f"User {username} added ({role}).")
-    return _users_page(shown={"username": username, "password": made.value} if made else None)
+    return _users_page(actor, shown={"username": username, "password": made.value} if made else None)
 
 
 def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: str) -> Any:
     """Apply one core.service.users change to a user; a refusal (the last admin) is shown above the list."""
     actor = current_actor()
-    require_admin(actor, "manage users")
     try:
         with get_sessionmaker().begin() as session:
-            user = user_service.find_user(session, user_id)
+            user = user_service.find_user(session, user_id, actor)
             made = change(session, actor, user)
             name = user.username
     except (UserInputError, StateConflict) as error:
-        return _users_page({"form": str(error)}, status=refusal_status(error))
+        return _users_page(actor, {"form": str(error)}, status=refusal_status(error))
     flash(done.format(name=name))
     shown = {"username": name, "password": made.value} if isinstance(made, user_service.Secret) else None
-    return _users_page(shown=shown)
+    return _users_page(actor, shown=shown)
 
 
 @bp.post("/admin/users/<int:user_id>/role")
@@ -138,10 +138,10 @@ def revoke_token(token_id: int) -> Any:
 @login_required
 def audit_log() -> Any:
     """Every write, newest first, one page at a time (admins)."""
-    require_admin(current_actor(), "read the audit log")
+    actor = current_actor()
     page = requested_page()
     with get_sessionmaker().begin() as session:
-        entries, total = audit.entries(session, page=page, per_page=AUDIT_PER_PAGE)
+        entries, total = audit.entries(session, actor, page=page, per_page=AUDIT_PER_PAGE)
         rows = [{"at": e.at, "username": e.username, "action": e.action, "target": f"{e.target_type} {e.target_id or ''}",
                  "detail": e.detail, "address": e.address} for e in entries]
     return render_template("audit.html", rows=rows, paged=Pager(page, AUDIT_PER_PAGE, total), total=total)

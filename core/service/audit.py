@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.service.access import Actor
+from core.service.access import Actor, require_admin
 from core.service.records import AuditEntry, utcnow
 
 
@@ -20,8 +20,9 @@ def record(session: Session, actor: Actor, action: str, target_type: str, target
                            detail=detail, address=(actor.address or None) and actor.address[:64]))
 
 
-def entries(session: Session, *, page: int = 1, per_page: int = 50) -> tuple[list[AuditEntry], int]:
-    """Newest first, one page, and the total count."""
+def entries(session: Session, actor: Actor, *, page: int = 1, per_page: int = 50) -> tuple[list[AuditEntry], int]:
+    """Newest first, one page, and the total count: admins only."""
+    require_admin(actor, "read the audit log")
     total = session.scalar(select(func.count(AuditEntry.id))) or 0
     rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).offset((page - 1) * per_page)
                            .limit(per_page))

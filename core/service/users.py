@@ -30,6 +30,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 200
 TOKEN_PREFIX = "lk_"  # tells a user token apart from the settings' API_TOKEN in logs and forms
 TOKEN_NAME_LENGTH = 100
+MANAGE = "manage users"  # what a non-admin is refused when reading users
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,11 @@ def end_user_sessions(session: Session, user_id: int) -> None:
 # --- users ----------------------------------------------------------------------------------------
 
 
-def find_user(session: Session, user: int | str) -> User:
-    """A user by id or by name; an unknown one is NotFound naming the field."""
+def find_user(session: Session, user: int | str, actor: Actor | None = None) -> User:
+    """A user by id or by name; an unknown one is NotFound naming the field. Given the actor (a request),
+    only an admin may look users up: refused before the lookup, so ids stay unknown to the rest."""
+    if actor is not None:
+        require_admin(actor, MANAGE)
     if isinstance(user, int):
         row = session.get(User, user) if 1 <= user <= MAX_ID else None
     else:
@@ -77,7 +81,9 @@ def find_user(session: Session, user: int | str) -> User:
     return row
 
 
-def list_users(session: Session) -> list[User]:
+def list_users(session: Session, actor: Actor) -> list[User]:
+    """Every user with role and status: for admins (and the CLI) only."""
+    require_admin(actor, MANAGE)
     return list(session.scalars(select(User).order_by(User.username)))
 
 

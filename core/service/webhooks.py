@@ -49,6 +49,7 @@ RETRY_CAP_SECONDS = 3600.0  # the back-off doubles up to this wait
 # holds a delivery for longer (stopped, or its database gone) lets another take it over.
 LEASE_MARGIN_SECONDS = 30.0
 USER_AGENT = "leukemia-webhooks/1"
+MANAGE = "manage webhooks"  # what a non-admin is refused
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -115,12 +116,15 @@ def delete_webhook(session: Session, webhook_id: int) -> None:
     session.flush()
 
 
-def list_webhooks(session: Session) -> list[Webhook]:
+def list_webhooks(session: Session, actor: Actor) -> list[Webhook]:
+    """Every webhook: for admins only (a URL may carry a receiver's credentials)."""
+    require_admin(actor, MANAGE)
     return list(session.scalars(select(Webhook).order_by(Webhook.id)))
 
 
-def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
-    """Webhook id → {status: count} of its deliveries."""
+def delivery_counts(session: Session, actor: Actor) -> dict[int, dict[str, int]]:
+    """Webhook id → {status: count} of its deliveries (admins only, as the webhooks)."""
+    require_admin(actor, MANAGE)
     counts: dict[int, dict[str, int]] = {}
     rows = session.execute(select(WebhookDelivery.webhook_id, WebhookDelivery.status, func.count())
                            .group_by(WebhookDelivery.webhook_id, WebhookDelivery.status))
@@ -129,9 +133,10 @@ def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
     return counts
 
 
-def deliveries(session: Session, webhook_id: int, *, page: int = 1, per_page: int = 50
+def deliveries(session: Session, actor: Actor, webhook_id: int, *, page: int = 1, per_page: int = 50
                ) -> tuple[list[WebhookDelivery], int]:
-    """A webhook's deliveries, newest first, one page, and the total."""
+    """A webhook's deliveries, newest first, one page, and the total: admins only, refused before the lookup."""
+    require_admin(actor, MANAGE)
     get_webhook(session, webhook_id)
     mine = WebhookDelivery.webhook_id == webhook_id
     total = session.scalar(select(func.count(WebhookDelivery.id)).where(mine)) or 0
@@ -255,7 +260,7 @@ def lost_workers(session: Session, *, within_hours: float | None = None, limit: 
 
 def add(session: Session, actor: Actor, url: str, events: list[str], secret: str | None = None) -> Webhook:
     """An admin adds a webhook (the secret is on the returned row: show it once)."""
-    require_admin(actor, "manage webhooks")
+    require_admin(actor, MANAGE)
     webhook = create_webhook(session, url, events, secret=secret, created_by=actor.user_id)
     audit.record(session, actor, "webhook.create", "webhook", webhook.id, {"url": redact_url(webhook.url), "events": webhook.events})
     return webhook
@@ -263,7 +268,7 @@ def add(session: Session, actor: Actor, url: str, events: list[str], secret: str
 
 def change(session: Session, actor: Actor, webhook_id: int, *, url: str | None = None,
            events: list[str] | None = None, enabled: bool | None = None) -> Webhook:
-    require_admin(actor, "manage webhooks")
+    require_admin(actor, MANAGE)
     webhook = update_webhook(session, webhook_id, url=url, events=events, enabled=enabled)
     given = {"url": None if url is None else redact_url(webhook.url), "events": events, "enabled": enabled}
     changed = {k: v for k, v in given.items() if v is not None}
@@ -271,22 +276,25 @@ def change(session: Session, actor: Actor, webhook_id: int, *, url: str | None =
     return webhook
 
 
-def remove(session: Session, actor: Actor, webhook_id: int) -> None:
-    require_admin(actor, "manage webhooks")
-    url = redact_url(get_webhook(session, webhook_id).url)
+def remove(session: Session, actor: Actor, webhook_id: int) -> Webhook:
+    """Remove a webhook and its deliveries; returns the row as it was (loaded before the delete)."""
+    require_admin(actor, MANAGE)
+    webhook = get_webhook(session, webhook_id)
+    url = redact_url(webhook.url)
     delete_webhook(session, webhook_id)
     audit.record(session, actor, "webhook.delete", "webhook", webhook_id, {"url": url})
+    return webhook
 
 
 def send_test(session: Session, actor: Actor, webhook_id: int) -> WebhookDelivery:
-    require_admin(actor, "manage webhooks")
+    require_admin(actor, MANAGE)
     row = queue_test_delivery(session, webhook_id)
     audit.record(session, actor, "webhook.test", "webhook", webhook_id, {"delivery_id": row.id})
     return row
 
 
 def send_again(session: Session, actor: Actor, delivery_id: int) -> WebhookDelivery:
-    require_admin(actor, "manage webhooks")
+    require_admin(actor, MANAGE)
     row = redeliver(session, delivery_id)
     audit.record(session, actor, "webhook.redeliver", "webhook", row.webhook_id,
                  {"delivery_id": delivery_id, "new_delivery_id": row.id})

@@ -49,7 +49,7 @@ def list_users() -> None:
 
         with get_sessionmaker().begin() as session:
             return [f"{u.id:>4}  {u.username:<24} {u.role:<7} {'disabled' if u.disabled else 'enabled':<9} "
-                    f"{u.created_at:%Y-%m-%d %H:%M}" for u in service.list_users(session)]
+                    f"{u.created_at:%Y-%m-%d %H:%M}" for u in service.list_users(session, cli_actor())]
 
     lines = run_db_command(action)
     click.echo("\n".join([f"{'id':>4}  {'name':<24} {'role':<7} {'status':<9} created (UTC)", *lines]))

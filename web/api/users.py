@@ -9,7 +9,6 @@ from flask import abort
 
 from core.service import audit
 from core.service import users as user_service
-from core.service.access import require_admin
 from core.service.db import get_sessionmaker
 from core.service.records import User
 from web.api import schemas
@@ -29,9 +28,10 @@ def me() -> Any:
 @operation(bp, "get", "/users", operation_id="listUsers", tag="users", responses={200: schemas.UserList}, errors=(403,))
 def list_users() -> Any:
     """Every user with role and status (admin)"""
-    require_admin(current_actor(), "list users")
+    actor = current_actor()
     with get_sessionmaker().begin() as session:
-        return answer(schemas.UserList(users=[schemas.UserInfo.model_validate(u) for u in user_service.list_users(session)]))
+        rows = user_service.list_users(session, actor)
+        return answer(schemas.UserList(users=[schemas.UserInfo.model_validate(u) for u in rows]))
 
 
 @operation(bp, "post", "/users", operation_id="addUser", tag="users", body=schemas.UserCreate,
@@ -51,9 +51,8 @@ def update_user(user_id: int) -> Any:
     """Change a user's role, or disable/enable them (admin; the last enabled admin is kept)"""
     request = json_body(schemas.UserUpdate)
     actor = current_actor()
-    require_admin(actor, "change users")
     with get_sessionmaker().begin() as session:
-        user = user_service.find_user(session, user_id)
+        user = user_service.find_user(session, user_id, actor)
         if request.role is not None:
             user_service.set_role(session, actor, user, request.role)
         if request.disabled is not None:
@@ -66,9 +65,8 @@ def update_user(user_id: int) -> Any:
 def reset_password(user_id: int) -> Any:
     """Give a user a new generated password, answered once; their sessions end and their API tokens are revoked (admin)"""
     actor = current_actor()
-    require_admin(actor, "reset passwords")
     with get_sessionmaker().begin() as session:
-        user = user_service.find_user(session, user_id)
+        user = user_service.find_user(session, user_id, actor)
         made = user_service.reset_password(session, actor, user)
         return answer(schemas.PasswordReset(user=schemas.UserInfo.model_validate(user), password=made.value))
 
@@ -109,9 +107,9 @@ def revoke_token(token_id: int) -> Any:
            responses={200: schemas.AuditPage}, errors=(400, 403))
 def audit_log() -> Any:
     """Every write, newest first: who, what, on which target, from where (admin)"""
-    require_admin(current_actor(), "read the audit log")
+    actor = current_actor()
     query = query_model(schemas.PageQuery)
     with get_sessionmaker().begin() as session:
-        entries, total = audit.entries(session, page=query.page, per_page=query.per_page)
+        entries, total = audit.entries(session, actor, page=query.page, per_page=query.per_page)
         return answer(schemas.AuditPage(entries=[schemas.AuditEntry.model_validate(e) for e in entries], total=total,
                                         page=query.page, per_page=query.per_page))

@@ -1,0 +1,68 @@
+"""Role checks live in core.service, not only in the web: the service's restricted reads (users, the audit log,
+webhooks and their deliveries) and the data-folder registration refuse a member or viewer when called
+directly, before they look anything up; the CLI's actor (an admin) is served."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.common.errors import NotFound
+from core.service import audit, data_folders, users, webhooks
+from core.service.access import Actor, PermissionDenied, cli_actor
+from core.service.db import get_sessionmaker, reset_engines, upgrade_database
+
+MEMBER = Actor(2, "bob", "member")
+VIEWER = Actor(3, "vic", "viewer")
+
+
+@pytest.fixture
+def database(isolated_home, monkeypatch, tmp_path):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
+    reset_engines()
+    upgrade_database()
+    with get_sessionmaker().begin() as session:
+        users.add_user(session, cli_actor(), "alice", "admin", "wonderland-42")
+        users.add_user(session, cli_actor(), "bob", "member", "wonderland-42")
+    yield tmp_path / "data"
+    reset_engines()
+
+
+ADMIN_READS = {
+    "users.list_users": (lambda s, a: users.list_users(s, a), "only admins may manage users"),
+    "users.find_user": (lambda s, a: users.find_user(s, 999, a), "only admins may manage users"),
+    "audit.entries": (lambda s, a: audit.entries(s, a), "only admins may read the audit log"),
+    "webhooks.list_webhooks": (lambda s, a: webhooks.list_webhooks(s, a), "only admins may manage webhooks"),
+    "webhooks.delivery_counts": (lambda s, a: webhooks.delivery_counts(s, a), "only admins may manage webhooks"),
+    "webhooks.deliveries": (lambda s, a: webhooks.deliveries(s, a, 999), "only admins may manage webhooks"),
+}
+
+
+@pytest.mark.parametrize("read", list(ADMIN_READS))
+def test_a_restricted_service_read_refuses_a_member_before_looking(database, read):
+    call, refusal = ADMIN_READS[read]
+    for actor in (MEMBER, VIEWER):
+        with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied) as refused:
+            call(session, actor)
+        assert str(refused.value) == f"{actor.username} is a {actor.role}: {refusal}"  # not NotFound for id 999
+    with get_sessionmaker().begin() as session:
+        try:
+            call(session, cli_actor())
+        except NotFound:  # id 999 names nothing: the admin got past the check to the lookup
+            pass
+
+
+def test_users_and_audit_reads_answer_an_admin(database):
+    with get_sessionmaker().begin() as session:
+        assert [u.username for u in users.list_users(session, cli_actor())] == ["alice", "bob"]
+        entries, total = audit.entries(session, Actor(1, "alice", "admin"))
+        assert total == 2 and [e.action for e in entries] == ["user.add", "user.add"]
+
+
+def test_registering_a_data_folder_refuses_a_viewer_in_the_service(database):
+    (database / "cells").mkdir()
+    with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied, match="^vic is a viewer: only members"):
+        data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=VIEWER)
+    with get_sessionmaker().begin() as session:
+        folder = data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=MEMBER)
+        assert folder.name == "cells" and data_folders.list_data_folders(session) == [folder]
