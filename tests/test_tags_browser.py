@@ -5,14 +5,12 @@ page, follow a tag to the filtered job list, and compare two runs with their tag
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_browser import ADMIN, SCREENSHOTS, browser  # noqa: F401  (the browser fixture)
-from tests.web_helpers import REPO, console_errors, finished_train_job, free_port, log_in_page, wait_until_healthy
+from tests.web_helpers import finished_train_job, logged_in_page, shared_web_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -20,31 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture()
 def web(tmp_path, monkeypatch):
     """`leukemia web` alone on a free port; this process shares its LEUKEMIA_HOME to make finished runs."""
-    from core.service.db import reset_engines
-    from core.service.settings import get_settings
-
-    env = {**os.environ, "LEUKEMIA_HOME": str(tmp_path / "home"), "DATA_ROOTS": str(tmp_path / "data"),
-           "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token", "PYTHONUNBUFFERED": "1"}
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY"):
-        env.pop(key, None)
-        monkeypatch.delenv(key, raising=False)
+    settings = {"DATA_ROOTS": str(tmp_path / "data"), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
+                "API_TOKEN": "browser-token"}
     (tmp_path / "data").mkdir()
-    monkeypatch.setenv("LEUKEMIA_HOME", env["LEUKEMIA_HOME"])
-    port = free_port()
-    with (tmp_path / "web.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", str(port)], cwd=REPO,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_healthy(f"http://127.0.0.1:{port}/api/health", process)
-            get_settings.cache_clear()
-            reset_engines()
-            yield {"url": f"http://127.0.0.1:{port}", "data": str(tmp_path / "data" / "synth")}
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-            reset_engines()
-            get_settings.cache_clear()
-            print("--- web log (tail) ---\n" + "\n".join((tmp_path / "web.log").read_text().splitlines()[-25:]))
+    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+        yield {"url": base, "data": str(tmp_path / "data" / "synth")}
 
 
 def test_tags_and_notes_are_edited_on_the_job_page_filter_the_list_and_show_in_compare(web, browser):  # noqa: F811
@@ -53,10 +31,8 @@ def test_tags_and_notes_are_edited_on_the_job_page_filter_the_list_and_show_in_c
     baseline = finished_train_job(web["data"], epochs=3, accuracy=0.78)
     variant = finished_train_job(web["data"], epochs=3, accuracy=0.86)
     base = web["url"]
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    errors = console_errors(page)
+    page, errors = logged_in_page(browser, base, *ADMIN)
     try:
-        log_in_page(page, base, *ADMIN)
         for job_id, tags, notes in ((baseline, "baseline, resnet18", "The reference run.\nLab defaults, 3 epochs."),
                                     (variant, "candidate, lr-0.01", "Higher learning rate.\nBetter valid accuracy <check>.")):
             page.goto(f"{base}/jobs/{job_id}")

@@ -7,27 +7,17 @@ $LEUKEMIA_SCREENSHOTS (else the test's tmp folder)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.web_helpers import console_errors, free_port, log_in_page, wait_until_healthy
+from tests.test_browser import browser  # noqa: F401  (the browser fixture)
+from tests.web_helpers import log_in_page, logged_in_page, screenshots_dir, web_server
 
 pytestmark = pytest.mark.timeout(300)
 ADMIN = ("admin", "browser-admin-pass")
-
-
-def screenshots_dir(tmp_path: Path) -> Path:
-    folder = Path(os.environ["LEUKEMIA_SCREENSHOTS"]) if os.environ.get("LEUKEMIA_SCREENSHOTS") else tmp_path / "screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def api_me(base: str, token: str) -> int | dict:
@@ -39,39 +29,15 @@ def api_me(base: str, token: str) -> int | dict:
         return error.code
 
 
-def test_admin_page_viewer_token_and_audit_log(tmp_path):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    shots = screenshots_dir(tmp_path)
-    env = {**os.environ, "LEUKEMIA_HOME": str(tmp_path / "home"), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
-           "API_TOKEN": "browser-token", "DATA_ROOTS": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY"):
-        env.pop(key, None)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (tmp_path / "web.log").open("w") as log:
-        web = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", str(port)], cwd=REPO, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_healthy(f"{base}/api/health", web)
-            with sync_playwright() as playwright:
-                chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                try:
-                    run_scenario(chromium, base, shots)
-                finally:
-                    chromium.close()
-        finally:
-            web.terminate()
-            web.wait(timeout=20)
-            print("--- web log (tail) ---\n" + "\n".join((tmp_path / "web.log").read_text().splitlines()[-25:]))
+def test_admin_page_viewer_token_and_audit_log(tmp_path, browser):  # noqa: F811
+    settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
+                "DATA_ROOTS": str(tmp_path)}
+    with web_server(tmp_path, settings) as base:
+        run_scenario(browser, base, screenshots_dir(tmp_path))
 
 
 def run_scenario(chromium, base: str, shots: Path) -> None:
-    admin = chromium.new_page(viewport={"width": 1366, "height": 900})
-    errors = console_errors(admin)
-    log_in_page(admin, base, *ADMIN)
+    admin, errors = logged_in_page(chromium, base, *ADMIN)
     assert admin.locator("#who").inner_text() == "admin · admin"
     admin.click("header nav >> text=Users")
     for name, role in (("bob", "member"), ("vera", "viewer"), ("old-account", "member")):

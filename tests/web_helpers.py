@@ -9,14 +9,15 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import pytest
 
+from core.engine.progress import EpochRecord
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.engine.progress import EpochRecord
 from core.service.settings import get_settings
 from tests.polling import wait_for
 
@@ -113,35 +114,81 @@ def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float = 60)
     wait_for(healthy, seconds, f"{url} to answer 200", check=running, interval=0.3)
 
 
+# The machine's own service settings: a server a test starts, and the test process sharing its home, never see them.
+MACHINE_SETTINGS = ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY", "API_TOKEN", "RETENTION")
+
+
+def server_env(root: Path, settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a `leukemia web` or `worker` a test starts: LEUKEMIA_HOME=root/home (SQLite, embedded
+    broker), none of MACHINE_SETTINGS, then the test's own settings."""
+    env = {key: value for key, value in os.environ.items() if key not in MACHINE_SETTINGS}
+    return {**env, "LEUKEMIA_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1", **settings}
+
+
+@contextlib.contextmanager
+def web_server(root: Path, settings: dict[str, str]) -> Iterator[str]:
+    """`leukemia web` on a free loopback port, as a user starts it, in server_env(root, settings); yields the base
+    URL once /api/health answers (it has migrated the database). Log: root/web.log, its tail printed at the end."""
+    base = f"http://127.0.0.1:{free_port()}"
+    with (root / "web.log").open("w") as log:
+        web = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", base.rsplit(":", 1)[1]], cwd=REPO,
+                               env=server_env(root, settings), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_healthy(f"{base}/api/health", web)
+            yield base
+        finally:
+            stop_process(web)
+            print("--- web log (tail) ---\n" + "\n".join((root / "web.log").read_text().splitlines()[-25:]))
+
+
+@contextlib.contextmanager
+def shared_web_server(root: Path, settings: dict[str, str], monkeypatch) -> Iterator[str]:
+    """web_server, with this test process pointed at the same LEUKEMIA_HOME (its settings and engines reset once
+    the server has migrated) so that the test makes and reads rows in the server's database."""
+    from core.service.db import reset_engines
+
+    for key in MACHINE_SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LEUKEMIA_HOME", str(root / "home"))
+    try:
+        with web_server(root, settings) as base:
+            get_settings.cache_clear()
+            reset_engines()
+            yield base
+    finally:
+        reset_engines()
+        get_settings.cache_clear()
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a server or worker and wait for it; kill it if it does not stop within 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=20)
+
+
 @contextlib.contextmanager
 def web_and_worker(root: Path, settings: dict[str, str]) -> Iterator[str]:
-    """`leukemia web` on a free loopback port and `leukemia worker --queues gpu,cpu`, as a user starts them,
-    sharing LEUKEMIA_HOME=root/home (SQLite, embedded broker); yields the base URL. Logs: root/{web,worker}.log."""
-    env = {**os.environ, "LEUKEMIA_HOME": str(root / "home"), "HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1", **settings}
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY"):
-        env.pop(key, None)
-    port = free_port()
-    logs = {name: (root / f"{name}.log").open("w") for name in ("web", "worker")}
-    web = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", str(port)], cwd=REPO, env=env,
-                           stdout=logs["web"], stderr=subprocess.STDOUT)
-    processes = [web]
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/api/health", web)
+    """`leukemia web` (web_server) and `leukemia worker --queues gpu,cpu`, as a user starts them, sharing
+    LEUKEMIA_HOME=root/home (SQLite, embedded broker); yields the base URL. Logs: root/{web,worker}.log."""
+    settings = {"HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1", **settings}
+    with web_server(root, settings) as base, (root / "worker.log").open("w") as log:
         worker = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "worker", "--queues", "gpu,cpu"], cwd=REPO,
-                                  env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
-        processes.append(worker)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for handle in logs.values():
-            handle.close()
+                                  env=server_env(root, settings), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield base
+        finally:
+            stop_process(worker)
+
+
+def screenshots_dir(tmp_path: Path) -> Path:
+    """Where a browser test saves its screenshots for review: $LEUKEMIA_SCREENSHOTS, else the test's tmp folder."""
+    folder = Path(os.environ.get("LEUKEMIA_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def console_errors(page) -> list[str]:
@@ -149,6 +196,14 @@ def console_errors(page) -> list[str]:
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     return errors
+
+
+def logged_in_page(browser, base: str, username: str, password: str, height: int = 900) -> tuple[Any, list[str]]:
+    """A new page of the browser fixture's Chromium, logged in (log_in_page), and its console_errors."""
+    page = browser.new_page(viewport={"width": 1366, "height": height})
+    errors = console_errors(page)
+    log_in_page(page, base, username, password)
+    return page, errors
 
 
 def log_in_page(page, base: str, username: str, password: str) -> None:
