@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -18,22 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from leukemia.cli import main as leukemia_cli
-from tests.test_worker import (
-    TINY,
-    WorkerProcess,
-    epochs_of,
-    job_row,
-    submit,
-    wait_finished,
-    wait_for,
-)
+from tests.long_jobs import cancel_and_wait, start_training, stop, worker_env
+from tests.test_worker import WorkerProcess, job_row, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-LONG_TRAIN = {**TINY, "epochs": 500}  # cancelled once the test has seen what it needs
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -58,28 +45,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def cancel_and_wait(job_id: int, worker: WorkerProcess):
-    result = CliRunner().invoke(leukemia_cli, ["cancel", str(job_id)])
-    assert result.exit_code == 0, result.output
-    return wait_finished(job_id, worker, timeout=60)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def worker_env(service_backend) -> dict[str, str]:
-    return {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+@pytest.fixture(scope="module", name="worker_env")
+def worker_env_fixture(service_backend) -> dict[str, str]:
+    return worker_env(service_backend)
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +66,12 @@ def watched(service_backend, worker_env, tmp_path_factory):
         redis.Redis.from_url(service_backend["env"]["BROKER_URL"]).delete(queue)
 
 
-def training(job_id: int, worker: WorkerProcess) -> None:
-    """Wait until the job is inside its epoch loop (an epoch recorded)."""
-    wait_for(lambda: epochs_of(job_id), 120, f"job {job_id} to finish an epoch", worker)
-
-
 # --- tests ----------------------------------------------------------------------------------
 
 
 def test_celery_inspect_answers_while_a_job_trains(service_backend, watched, worker_env, synth_dir):
     worker, queue = watched
-    job_id = submit("train", {"data_dir": str(synth_dir), **LONG_TRAIN}, queue=queue)
-    training(job_id, worker)
+    job_id = start_training(synth_dir, queue, worker)
     if service_backend["name"] == "embedded":
         # kombu's SQLAlchemy transport has no fanout: the broadcast reaches no worker.
         done = celery_cli(worker_env, "inspect", "ping", "--destination", worker.hostname, "--timeout", "2")
@@ -154,8 +119,7 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
         workers = wait_for(lambda: (found := api("/api/workers")) and worker.hostname in found and found, 60,
                            "Flower to list the worker", worker)  # fmt: skip
         assert workers[worker.hostname]["stats"]["pool"]["max-concurrency"] == 1
-        job_id = submit("train", {"data_dir": str(synth_dir), **LONG_TRAIN}, queue=queue)
-        training(job_id, worker)
+        job_id = start_training(synth_dir, queue, worker)
 
         def running_task() -> dict | None:
             tasks = api("/api/tasks") or {}

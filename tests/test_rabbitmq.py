@@ -5,20 +5,18 @@ not stop the job, which still runs once (docs/deploy.md, "RabbitMQ instead of Re
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 
 import pytest
 
 from tests.conftest import rabbitmqctl
-from tests.test_monitoring import LONG_TRAIN, cancel_and_wait, stop, training
+from tests.long_jobs import cancel_and_wait, start_training, stop, worker_env
 from tests.test_worker import (
     TINY,
     WorkerProcess,
     epochs_of,
     job_row,
-    submit,
     wait_finished,
     wait_for,
 )
@@ -33,8 +31,7 @@ def rabbitmq(service_backend) -> dict[str, str]:
     """The worker environment and virtual host of the rabbitmq+postgres backend (other backends: skipped)."""
     if service_backend["name"] != "rabbitmq+postgres":
         pytest.skip("AMQP connections and heartbeats are RabbitMQ's; Redis and the embedded broker have neither")
-    env = {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return {"env": env, "vhost": service_backend["env"]["BROKER_URL"].rsplit("/", 1)[1]}
+    return {"env": worker_env(service_backend), "vhost": service_backend["env"]["BROKER_URL"].rsplit("/", 1)[1]}
 
 
 def trouble_in(log: str) -> list[str]:
@@ -54,8 +51,7 @@ def test_a_job_longer_than_the_broker_heartbeat_timeout_keeps_its_connection_and
     try:
         timeouts = rabbitmqctl("list_connections", "-p", rabbitmq["vhost"], "--no-table-headers", "--quiet", "timeout")
         assert str(BROKER_HEARTBEAT) in timeouts.split(), f"no connection negotiated {BROKER_HEARTBEAT} s: {timeouts}"
-        job_id = submit("train", {"data_dir": str(synth_dir), **LONG_TRAIN}, queue=queue)
-        training(job_id, worker)
+        job_id = start_training(synth_dir, queue, worker)
         started, watch_start = job_row(job_id).started_at, time.monotonic()
 
         def long_enough() -> bool:
@@ -86,8 +82,7 @@ def test_a_dropped_broker_connection_does_not_stop_the_running_job(rabbitmq, syn
     queue = f"drop-{secrets.token_hex(3)}"
     worker = WorkerProcess(rabbitmq["env"], [queue], "drop", tmp_path, concurrency=concurrency)
     try:
-        job_id = submit("train", {"data_dir": str(synth_dir), **TINY, "epochs": 6}, queue=queue)
-        training(job_id, worker)
+        job_id = start_training(synth_dir, queue, worker, {**TINY, "epochs": 6})
         rabbitmqctl("close_all_connections", "-p", rabbitmq["vhost"], "test: the broker goes away mid-job")
         wait_for(lambda: "Connection to broker lost" in worker.log(), 30, "the worker to see its connection drop", worker)
         assert job_row(job_id).status == "running" and len(epochs_of(job_id)) < 6, "the drop must come mid-job"
