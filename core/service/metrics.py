@@ -122,45 +122,44 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
 
 def metric_families(metrics: ServiceMetrics) -> Iterator[Metric]:
     """The Prometheus families of one reading."""
-    depth = GaugeMetricFamily("leukemia_queue_depth", "Jobs waiting to start (queued, no cancel asked), by queue and priority.",
-                              labels=["queue", "priority"])
-    for (queue, priority), n in sorted(metrics.queue_depth.items()):
-        depth.add_metric([queue, priority], n)
-    yield depth
-    counts = GaugeMetricFamily("leukemia_jobs", "Jobs in the database, by status and kind.", labels=["status", "kind"])
-    for (status, kind), n in sorted(metrics.jobs.items()):
-        counts.add_metric([status, kind], n)
-    yield counts
-    durations = HistogramMetricFamily(
-        "leukemia_job_duration_seconds", "Run time of finished jobs (their last attempt: started to finished).",
-        labels=["kind", "status"])
-    for (kind, status), histogram in sorted(metrics.job_seconds.items()):
-        durations.add_metric([kind, status], histogram.prometheus_buckets(), histogram.total)
-    yield durations
-    epochs = HistogramMetricFamily("leukemia_epoch_duration_seconds", "Time of each recorded training epoch.", labels=["kind"])
-    for kind, histogram in sorted(metrics.epoch_seconds.items()):
-        epochs.add_metric([kind], histogram.prometheus_buckets(), histogram.total)
-    yield epochs
-    throughput = GaugeMetricFamily("leukemia_images_per_second",
-                                   "Images per second of the running jobs of a queue, summed (each job's latest report).",
-                                   labels=["queue"])  # fmt: skip
-    for queue, value in sorted(metrics.images_per_second.items()):
-        throughput.add_metric([queue], value)
-    yield throughput
-    consumers = GaugeMetricFamily("leukemia_queue_workers", "Live workers consuming a queue.", labels=["queue"])
-    for queue, n in sorted(metrics.queue_workers.items()):
-        consumers.add_metric([queue], n)
-    yield consumers
-    workers = GaugeMetricFamily("leukemia_workers",
-                                "Worker processes: live (seen within STALE_AFTER_SECONDS), lost (reported lost, not seen since).",
-                                labels=["state"])  # fmt: skip
-    for state, n in sorted(metrics.workers.items()):
-        workers.add_metric([state], n)
-    yield workers
-    deliveries = GaugeMetricFamily("leukemia_webhook_deliveries", "Webhook deliveries, by outcome.", labels=["status"])
-    for status, n in sorted(metrics.webhook_deliveries.items()):
-        deliveries.add_metric([status], n)
-    yield deliveries
+    yield _gauge("leukemia_queue_depth", "Jobs waiting to start (queued, no cancel asked), by queue and priority.",
+                 ["queue", "priority"], metrics.queue_depth)
+    yield _gauge("leukemia_jobs", "Jobs in the database, by status and kind.", ["status", "kind"], metrics.jobs)
+    yield _histogram("leukemia_job_duration_seconds",
+                     "Run time of finished jobs (their last attempt: started to finished).", ["kind", "status"],
+                     metrics.job_seconds)  # fmt: skip
+    yield _histogram("leukemia_epoch_duration_seconds", "Time of each recorded training epoch.", ["kind"],
+                     metrics.epoch_seconds)  # fmt: skip
+    yield _gauge("leukemia_images_per_second",
+                 "Images per second of the running jobs of a queue, summed (each job's latest report).", ["queue"],
+                 metrics.images_per_second)  # fmt: skip
+    yield _gauge("leukemia_queue_workers", "Live workers consuming a queue.", ["queue"], metrics.queue_workers)
+    yield _gauge("leukemia_workers",
+                 "Worker processes: live (seen within STALE_AFTER_SECONDS), lost (reported lost, not seen since).",
+                 ["state"], metrics.workers)  # fmt: skip
+    yield _gauge("leukemia_webhook_deliveries", "Webhook deliveries, by outcome.", ["status"],
+                 metrics.webhook_deliveries)  # fmt: skip
+
+
+def _label_values(key: str | tuple[str, ...]) -> list[str]:
+    """A reading's key as a sample's label values: one label's value, or a tuple of several."""
+    return list(key) if isinstance(key, tuple) else [key]
+
+
+def _gauge(name: str, documentation: str, labels: list[str], values: dict) -> GaugeMetricFamily:
+    """A gauge family with a sample for each key of values, in key order."""
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(_label_values(key), value)
+    return family
+
+
+def _histogram(name: str, documentation: str, labels: list[str], histograms: dict) -> HistogramMetricFamily:
+    """A histogram family with a sample for each key of histograms (a Histogram each), in key order."""
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for key, histogram in sorted(histograms.items()):
+        family.add_metric(_label_values(key), histogram.prometheus_buckets(), histogram.total)
+    return family
 
 
 class ServiceCollector(Collector):
