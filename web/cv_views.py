@@ -12,7 +12,6 @@ from sqlalchemy import select
 from core.service import deletion
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.service.db import get_sessionmaker
-from core.common.formats import human_bytes
 from core.service.access import require_submit
 from core.common.errors import StateConflict, UserInputError
 from core.service.records import CANCELLABLE_STATUSES, CrossValidation
@@ -20,7 +19,7 @@ from web import forms
 from web.auth import current_actor, login_required
 from web.errors import refusal_status
 from web.inputs import csv_name_problem
-from web.views import _form_choices, _queue_choice, _selected_folder
+from web.views import _form_choices, _queue_choice, _selected_folder, delete_and_flash
 from worker import dispatch
 
 bp = Blueprint("cv", __name__)
@@ -140,17 +139,8 @@ def delete_cross_validation(cv_id: int) -> Any:
     """Delete a finished cross-validation, its fold and ensemble jobs and their files; a refusal (a job
     still queued or running, a checkpoint a live job needs) is flashed as an error on its page."""
     _summary(cv_id)
-    actor = current_actor()
-    try:
-        with get_sessionmaker().begin() as session:
-            done = deletion.delete_cross_validation(session, cv_id, actor=actor)
-    except (UserInputError, StateConflict) as refusal:
-        flash(f"Cross-validation {cv_id} not deleted: {refusal}", "error")
-        return redirect(url_for("cv.cross_validation", cv_id=cv_id))
-    count = len(done.job_ids)
-    flash(f"Deleted cross-validation {cv_id} ({count} job{'' if count == 1 else 's'}): "
-          f"{human_bytes(done.freed_bytes)} freed.")
-    return redirect(url_for("cv.cross_validations"))
+    return delete_and_flash(deletion.delete_cross_validation, cv_id, f"Cross-validation {cv_id}",
+                            refused=url_for("cv.cross_validation", cv_id=cv_id), deleted=url_for("cv.cross_validations"))
 
 
 @bp.get("/cross-validations/<int:cv_id>/oof.csv")

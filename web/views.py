@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, send_file, url_for
@@ -192,15 +193,8 @@ def retry(job_id: int) -> Any:
 def delete_job(job_id: int) -> Any:
     """Delete a finished job and its files; a refusal (queued, running, needed) is flashed on its page."""
     _existing(job_id)
-    actor = current_actor()
-    try:
-        with get_sessionmaker().begin() as session:
-            done = deletion.delete_job(session, job_id, actor=actor)
-    except (UserInputError, StateConflict) as refusal:
-        flash(f"Job {job_id} not deleted: {refusal}", "error")
-        return redirect(url_for("views.job_detail", job_id=job_id))
-    flash(f"Deleted job {job_id}: {human_bytes(done.freed_bytes)} freed.")
-    return redirect(url_for("views.job_list"))
+    return delete_and_flash(deletion.delete_job, job_id, f"Job {job_id}",
+                            refused=url_for("views.job_detail", job_id=job_id), deleted=url_for("views.job_list"))
 
 
 @bp.post("/sweeps/<int:sweep_id>/delete")
@@ -209,16 +203,24 @@ def delete_sweep(sweep_id: int) -> Any:
     """Delete a finished sweep, all its jobs and their files."""
     with get_sessionmaker().begin() as session:
         job_edits.get_sweep(session, sweep_id)
+    return delete_and_flash(deletion.delete_sweep, sweep_id, f"Sweep {sweep_id}",
+                            refused=url_for("views.job_list", sweep=sweep_id), deleted=url_for("views.job_list"))
+
+
+def delete_and_flash(delete: Callable[..., deletion.Deletion], target_id: int, target: str, *, refused: str,
+                     deleted: str) -> Any:
+    """Run one of core.service.deletion's deletes on target_id as the current user and flash the outcome: the
+    space freed (then on to `deleted`), or the refusal, such as a job still running or needed, as an error
+    (back to `refused`)."""
     actor = current_actor()
     try:
         with get_sessionmaker().begin() as session:
-            done = deletion.delete_sweep(session, sweep_id, actor=actor)
+            done = delete(session, target_id, actor=actor)
     except (UserInputError, StateConflict) as refusal:
-        flash(f"Sweep {sweep_id} not deleted: {refusal}", "error")
-        return redirect(url_for("views.job_list", sweep=sweep_id))
-    count = len(done.job_ids)
-    flash(f"Deleted sweep {sweep_id} ({count} job{'' if count == 1 else 's'}): {human_bytes(done.freed_bytes)} freed.")
-    return redirect(url_for("views.job_list"))
+        flash(f"{target} not deleted: {refusal}", "error")
+        return redirect(refused)
+    flash(f"Deleted {done.what}: {human_bytes(done.freed_bytes)} freed.")
+    return redirect(deleted)
 
 
 def _existing(job_id: int) -> int:

@@ -45,6 +45,15 @@ class Deletion:
     sweep_id: int | None = None
     cv_id: int | None = None
 
+    @property
+    def what(self) -> str:
+        """What went, as the CLI and the dashboard say it: "job 4", "sweep 2 (3 jobs)", "cross-validation 1 (1 job)"."""
+        if self.sweep_id is None and self.cv_id is None:
+            return f"job {self.job_ids[0]}"
+        group = f"sweep {self.sweep_id}" if self.sweep_id is not None else f"cross-validation {self.cv_id}"
+        count = len(self.job_ids)
+        return f"{group} ({count} job{'' if count == 1 else 's'})"
+
 
 def _ids(job_ids: list[int]) -> str:
     return ", ".join(str(job_id) for job_id in job_ids)

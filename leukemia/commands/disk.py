@@ -3,11 +3,16 @@ what the run folders take (core.service.deletion, core.service.disk). The CLI ac
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from core.service.access import cli_actor
 from leukemia.commands.base import UserCommand, run_db_command
 from core.common.errors import UserInputError
+
+if TYPE_CHECKING:
+    from core.service.deletion import Deletion
 
 
 @click.command(name="delete", cls=UserCommand)
@@ -28,28 +33,27 @@ def _delete(job_ids: list[int], sweep_id: int | None, cv_id: int | None) -> None
     if [bool(job_ids), sweep_id is not None, cv_id is not None].count(True) != 1:
         raise UserInputError("job_ids: give job ids, --sweep ID or --cv ID (one of them)", field="job_ids")
     actor = cli_actor()
-    if cv_id is not None:
+    if cv_id is not None or sweep_id is not None:
         with get_sessionmaker().begin() as session:
-            done = deletion.delete_cross_validation(session, cv_id, actor=actor)
-        count = len(done.job_ids)
-        click.echo(f"deleted cross-validation {cv_id} ({count} job{'' if count == 1 else 's'}): "
-                   f"{human_bytes(done.freed_bytes)} ({done.freed_bytes} bytes) freed")
-        return
-    if sweep_id is not None:
-        with get_sessionmaker().begin() as session:
-            done = deletion.delete_sweep(session, sweep_id, actor=actor)
-        count = len(done.job_ids)
-        click.echo(f"deleted sweep {sweep_id} ({count} job{'' if count == 1 else 's'}): {human_bytes(done.freed_bytes)} "
-                   f"({done.freed_bytes} bytes) freed")
+            done = (deletion.delete_cross_validation(session, cv_id, actor=actor) if cv_id is not None
+                    else deletion.delete_sweep(session, sweep_id, actor=actor))
+        _echo_freed(done)
         return
     total = 0
     for job_id in job_ids:  # each in its own transaction: one refusal stops here, what went before stays gone
         with get_sessionmaker().begin() as session:
             done = deletion.delete_job(session, job_id, actor=actor)
         total += done.freed_bytes
-        click.echo(f"deleted job {job_id}: {human_bytes(done.freed_bytes)} ({done.freed_bytes} bytes) freed")
+        _echo_freed(done)
     if len(job_ids) > 1:
         click.echo(f"total: {human_bytes(total)} ({total} bytes) freed")
+
+
+def _echo_freed(done: Deletion) -> None:
+    """One line a delete: what went and the space freed, readable and in bytes."""
+    from core.common.formats import human_bytes
+
+    click.echo(f"deleted {done.what}: {human_bytes(done.freed_bytes)} ({done.freed_bytes} bytes) freed")
 
 
 @click.command(name="gc", cls=UserCommand)
