@@ -41,9 +41,9 @@ from web.api.schemas.jobs import (  # noqa: F401
     JobMetrics,
     JobPage,
     JobResults,
-    JobStatus,
     JobSubmission,
     ParamsObject,
+    StatusName,
 )
 from web.api.schemas.sweeps import (  # noqa: F401
     CrossValidation,

@@ -24,7 +24,7 @@ from web.inputs import CSV_FILE_NAME_PATTERN, MAX_ID, MAX_PAGE
 JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 
 
-JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+StatusName = Literal[JOB_STATUSES]  # type: ignore[valid-type]  (core.service.records.JobStatus, as the API writes it)
 
 
 # Over the web no path comes from a request (web.api.check_web_params): no checkpoint (a parent job gives it),
@@ -59,7 +59,7 @@ class JobSubmission(JsonRequest):
 class JobListQuery(BaseModel):
     """GET /api/jobs query arguments."""
 
-    status: JobStatus | None = None
+    status: StatusName | None = None
     kind: JobKind | None = None
     sweep_id: int | None = Field(None, ge=1, le=MAX_ID)  # query text: not strict
     tag: TagFilter | None = None
@@ -70,7 +70,7 @@ class JobListQuery(BaseModel):
 class Job(Row):
     id: int
     kind: JobKind
-    status: JobStatus
+    status: StatusName
     params: dict[str, Any]
     parent_id: int | None
     sweep_id: int | None

@@ -18,7 +18,7 @@ from web.api.schemas.common import (
     TagFilter,
     UtcTime,
 )
-from web.api.schemas.jobs import NOT_IN_WEB_GRIDS, JobKind, JobStatus, ParamsObject
+from web.api.schemas.jobs import NOT_IN_WEB_GRIDS, JobKind, ParamsObject, StatusName
 from web.inputs import CSV_FILE_NAME_PATTERN, MAX_PAGE
 
 GridValue = Union[bool, int, float, str]
@@ -99,7 +99,7 @@ class FoldMetrics(BaseModel):
 class CrossValidationFold(BaseModel):
     fold: int
     job_id: int
-    status: JobStatus
+    status: StatusName
     progress: float
     split: str | None
     valid_split: str | None
@@ -114,7 +114,7 @@ class MeanStd(BaseModel):
 class CrossValidationEnsemble(BaseModel):
     job_id: int
     kind: JobKind
-    status: JobStatus
+    status: StatusName
     split: str | None
     tta: bool | None
 
