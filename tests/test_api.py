@@ -327,7 +327,7 @@ def test_api_conforms_to_its_document(app, client, folder_path, monkeypatch):
     rule. A few examples per row keep it to about a minute."""
     from core.service.settings import get_settings
 
-    # Which addresses webhooks may reach is a deployment rule too (core.service.webhook_http): here, any.
+    # Which addresses webhooks may reach is a deployment rule too (core.service.webhooks.transport): here, any.
     monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "0.0.0.0/0,::/0")
     get_settings.cache_clear()
     rows = seed_rows(client, folder_path)

@@ -20,7 +20,7 @@ from core.service.access import cli_actor
 from core.service.db import get_sessionmaker, reset_engines, upgrade_database
 from core.service.records import AuditEntry
 from core.service.settings import get_settings
-from core.service.webhook_http import NOT_ALLOWED, Attempt
+from core.service.webhooks.transport import NOT_ALLOWED, Attempt
 from tests.conftest import create_postgres_database, drop_postgres_database, postgres_url
 from tests.test_webhooks import AUTH, SECRET, Receiver, add_webhook, deliveries_of, deliver_until
 from tests.web_helpers import free_port
@@ -135,7 +135,7 @@ class TricklingReceiver:
 def test_a_trickling_receiver_is_cut_off_at_the_deadline_and_sent_to_once(database, monkeypatch):
     """WEBHOOK_TIMEOUT_SECONDS (2 s) bounds the whole attempt, not each read; the lease (2 s + 1 s here)
     outlasts it, so a second sender racing the first never sends the delivery again."""
-    monkeypatch.setattr(webhooks, "LEASE_MARGIN_SECONDS", 1.0)
+    monkeypatch.setattr(webhooks.sender, "LEASE_MARGIN_SECONDS", 1.0)
     monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "60")  # no retry within the test
     get_settings.cache_clear()
     receiver = TricklingReceiver()
@@ -155,7 +155,7 @@ def test_a_trickling_receiver_is_cut_off_at_the_deadline_and_sent_to_once(databa
 def test_two_senders_racing_send_each_delivery_once(database, monkeypatch):
     """Each delivery takes 0.6 s to answer and a lease lasts 2.5 s here: a lease taken for a whole
     batch runs out while the first deliveries are sent, and the other sender would send the rest again."""
-    monkeypatch.setattr(webhooks, "LEASE_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr(webhooks.sender, "LEASE_MARGIN_SECONDS", 0.5)
     receiver = Receiver(hang=0.6)
     try:
         hook = add_webhook(receiver.url, ["job.failed"])
@@ -389,7 +389,7 @@ def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_
     """The outcome is recorded against the lease the delivery was sent under: a sender that stalled past
     its lease (here: claimed, then nothing for 1.2 s with a 1 s lease) records nothing."""
     monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "1")
-    monkeypatch.setattr(webhooks, "LEASE_MARGIN_SECONDS", 0.0)
+    monkeypatch.setattr(webhooks.sender, "LEASE_MARGIN_SECONDS", 0.0)
     get_settings.cache_clear()
     receiver = Receiver()
     try:

@@ -66,7 +66,7 @@ class Settings(EngineSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long one webhook attempt may take in all (lookup, connection, sending, the whole answer) before it counts as failed.")
     webhook_allowed_networks: str = Field(
         "", description="Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.1, fd00::/8) that webhooks may reach "
-        "although they are loopback, private, link-local or otherwise not public; default: none (core.service.webhook_http).")
+        "although they are loopback, private, link-local or otherwise not public; default: none (core.service.webhooks.transport).")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -44,7 +44,7 @@ def add_command(url: str, events: tuple[str, ...], secret: str | None) -> None:
 def list_command() -> None:
     """Webhooks with their events and delivery counts."""
     from core.service import webhooks as service
-    from core.service.webhook_http import redact_url
+    from core.service.webhooks import redact_url
 
     def action() -> list[str]:
         with _session() as session:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from core.service.records import DELIVERY_STATUSES, WEBHOOK_EVENTS
-from core.service.webhook_http import redact_url
+from core.service.webhooks import redact_url
 from web.api.schemas.common import JsonRequest, Row, UtcTime
 
 WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
