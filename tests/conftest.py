@@ -193,7 +193,9 @@ def app(request, tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
     monkeypatch.setenv("ADMIN_USERNAME", WEB_ADMIN[0])
     monkeypatch.setenv("ADMIN_PASSWORD", WEB_ADMIN[1])
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY"):
+    monkeypatch.setenv("API_TOKEN", WEB_API_TOKEN)
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR"):
         monkeypatch.delenv(key, raising=False)
     database = create_postgres_database() if getattr(request, "param", "sqlite") == "postgresql" else None
     if database:
@@ -201,7 +203,7 @@ def app(request, tmp_path, monkeypatch):
     get_settings.cache_clear()
     reset_engines()
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
-    yield create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret"})
+    yield create_app({"TESTING": True})
     reset_engines()
     get_settings.cache_clear()
     if database:

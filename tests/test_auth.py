@@ -10,15 +10,19 @@ from datetime import timedelta
 import pytest
 
 from core.service.records import utcnow
+from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, login
 
 TOO_MANY = "too many failed logins"
 
 
-def throttle(app, *, per_account: int, per_address: int, window_s: float) -> None:
-    app.config.update(LOGIN_MAX_FAILURES_PER_ACCOUNT=per_account, LOGIN_MAX_FAILURES_PER_ADDRESS=per_address,
-                      LOGIN_FAILURE_WINDOW_SECONDS=window_s)
+def throttle(monkeypatch, *, per_account: int, per_address: int, window_s: float) -> None:
+    """The login limits, set as an operator sets them: in the environment the settings read."""
+    monkeypatch.setenv("LOGIN_MAX_FAILURES_PER_ACCOUNT", str(per_account))
+    monkeypatch.setenv("LOGIN_MAX_FAILURES_PER_ADDRESS", str(per_address))
+    monkeypatch.setenv("LOGIN_FAILURE_WINDOW_SECONDS", str(window_s))
+    get_settings.cache_clear()
 
 
 def client_from(app, address: str):
@@ -30,7 +34,7 @@ def client_from(app, address: str):
 def test_failed_logins_lock_the_account_out_then_it_recovers(app, client, monkeypatch):
     clock = {"ahead": timedelta(0)}  # the login view's clock, moved on instead of waiting out the window
     monkeypatch.setattr("web.auth.utcnow", lambda: utcnow() + clock["ahead"])
-    throttle(app, per_account=3, per_address=100, window_s=60)
+    throttle(monkeypatch, per_account=3, per_address=100, window_s=60)
     for _ in range(3):
         assert login(client, WEB_ADMIN[0], "wrong").status_code == 401
     locked = login(client, *WEB_ADMIN)  # even the right password waits out the window
@@ -43,8 +47,8 @@ def test_failed_logins_lock_the_account_out_then_it_recovers(app, client, monkey
     assert login(client, *WEB_ADMIN).status_code == 302
 
 
-def test_failed_logins_from_one_address_lock_that_address_out(app):
-    throttle(app, per_account=100, per_address=4, window_s=60)
+def test_failed_logins_from_one_address_lock_that_address_out(app, monkeypatch):
+    throttle(monkeypatch, per_account=100, per_address=4, window_s=60)
     attacker = client_from(app, "10.9.8.7")
     for number in range(4):
         assert login(attacker, f"guess{number}", "wrong").status_code == 401
@@ -54,8 +58,8 @@ def test_failed_logins_from_one_address_lock_that_address_out(app):
     assert login(colleague, *WEB_ADMIN).status_code == 302
 
 
-def test_unknown_user_costs_the_same_time_as_a_wrong_password(app, client):
-    throttle(app, per_account=1000, per_address=1000, window_s=60)
+def test_unknown_user_costs_the_same_time_as_a_wrong_password(app, client, monkeypatch):
+    throttle(monkeypatch, per_account=1000, per_address=1000, window_s=60)
 
     def seconds(username: str) -> float:
         token = csrf_token(client)

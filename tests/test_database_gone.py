@@ -30,7 +30,9 @@ def backend(request, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("LEUKEMIA_HOME", str(home))
     monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY"):
+    monkeypatch.setenv("API_TOKEN", WEB_API_TOKEN)
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR"):
         monkeypatch.delenv(key, raising=False)
     name = None
     if request.param == "postgresql":
@@ -43,7 +45,7 @@ def backend(request, tmp_path, monkeypatch):
     get_settings.cache_clear()
     reset_engines()
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
-    app = create_app({"TESTING": True, "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "test-secret"})
+    app = create_app({"TESTING": True})
 
     def vanish() -> None:
         if name is None:

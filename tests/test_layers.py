@@ -1,9 +1,11 @@
 """The floor plan holds: the layers import only downwards (import-linter's contracts in
 pyproject.toml), no import circle anywhere, and the ML engine trains with SQLAlchemy, Alembic,
-Celery, kombu and Flask unimportable."""
+Celery, kombu and Flask unimportable; one home per shared word (job statuses) and one way to
+read the settings."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -129,3 +131,42 @@ def test_job_statuses_are_named_in_one_place() -> None:
     found = [f"{path.relative_to(REPO)}: {match.group(0)}" for path in sources
              for match in STATUS_LITERAL.finditer(path.read_text())]
     assert len(sources) > 100 and found == []
+
+
+def environment_writes(tree: ast.AST) -> list[str]:
+    """What a module writes into its own process's environment: `os.environ[KEY] = ...` (KEY, or the
+    expression when it is not a constant), os.environ.update/setdefault/pop and os.putenv calls."""
+    def is_environ(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "environ" and getattr(node.value, "id", None) == "os"
+
+    writes = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Subscript) and is_environ(target.value):
+                writes.append(target.slice.value if isinstance(target.slice, ast.Constant) else ast.unparse(target))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                (is_environ(node.func.value) and node.func.attr in {"update", "setdefault", "pop", "clear"})
+                or (getattr(node.func.value, "id", None) == "os" and node.func.attr in {"putenv", "unsetenv"})):
+            writes.append(ast.unparse(node))
+    return writes
+
+
+def test_the_environment_writer_finder_finds_writes() -> None:
+    planted = 'import os\nos.environ["A"] = "1"\nos.environ[name] = v\nos.environ.update(B="2")\nos.putenv("C", "3")\n'
+    assert environment_writes(ast.parse(planted)) == ["A", "os.environ[name]", "os.environ.update(B='2')", "os.putenv('C', '3')"]
+
+
+def test_settings_are_read_one_way(app) -> None:
+    """Settings are read through core.service.settings and reach child processes in the environment
+    handed to them: no process writes its own os.environ to pass one on (CUDA_VISIBLE_DEVICES alone,
+    which CUDA itself reads), and the web app holds no copy of a setting in app.config (SECRET_KEY
+    and SESSION_COOKIE_SECURE alone: Flask reads them there)."""
+    from core.service.settings import Settings
+
+    product = ("core", "web", "worker", "leukemia")  # bench/, like tests/, points its own process at a scratch home
+    sources = [path for package in product for path in (REPO / package).rglob("*.py") if "migrations" not in path.parts]
+    writes = [f"{path.relative_to(REPO)}: {key}" for path in sources
+              for key in environment_writes(ast.parse(path.read_text())) if key != "CUDA_VISIBLE_DEVICES"]
+    assert len(sources) > 100 and writes == []
+    assert set(app.config) & {name.upper() for name in Settings.model_fields} == {"SECRET_KEY", "SESSION_COOKIE_SECURE"}

@@ -216,7 +216,9 @@ def old_installation(database_url, tmp_path, monkeypatch):
     artifacts = home / "artifacts"
     monkeypatch.setenv("LEUKEMIA_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    for key in ("BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "API_TOKEN", "SECRET_KEY", "ADMIN_USERNAME", "ADMIN_PASSWORD"):
+    monkeypatch.setenv("API_TOKEN", OLD_TOKEN)
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    for key in ("BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "ADMIN_USERNAME", "ADMIN_PASSWORD"):
         monkeypatch.delenv(key, raising=False)
     get_settings.cache_clear()
     reset_engines()
@@ -257,7 +259,7 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
     assert (train_dir / ".run_key").read_text().strip() == legacy_run_key
     (train_dir / ".run_key").unlink()
 
-    client = create_app({"TESTING": True, "API_TOKEN": OLD_TOKEN, "SECRET_KEY": "test-secret"}).test_client()
+    client = create_app({"TESTING": True}).test_client()
     auth = {"Authorization": f"Bearer {OLD_TOKEN}"}
     results = client.get("/api/jobs/2/results", headers=auth)
     assert results.status_code == 200, results.get_data(as_text=True)

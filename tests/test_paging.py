@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import WEB_ADMIN
+from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import login, queued_job
 from web.paging import Pager
 
@@ -28,9 +28,9 @@ def links(page: str) -> dict[str, str]:
 
 
 def test_job_list_and_audit_log_page_through_the_one_pager(app, client, tmp_path, monkeypatch) -> None:
-    from web import users_views
+    from web import users_views, views
 
-    app.config["JOBS_PER_PAGE"] = 2
+    monkeypatch.setattr(views, "JOBS_PER_PAGE", 2)
     for _ in range(5):
         queued_job(str(tmp_path / "data"))
     assert login(client, *WEB_ADMIN).status_code == 302
@@ -45,7 +45,7 @@ def test_job_list_and_audit_log_page_through_the_one_pager(app, client, tmp_path
     monkeypatch.setattr(users_views, "AUDIT_PER_PAGE", 1)
     for name in ("a",):  # one audited write, after migrate's user.add of the admin: two rows
         assert client.patch("/api/jobs/1", json={"description": name},
-                            headers={"Authorization": f"Bearer {app.config['API_TOKEN']}"}).status_code == 200
+                            headers={"Authorization": f"Bearer {WEB_API_TOKEN}"}).status_code == 200
     audit = client.get("/admin/audit").get_data(as_text=True)
     assert links(audit) == {"older →": "/admin/audit?page=2"} and "page 1 of 2" in audit
     assert links(client.get("/admin/audit?page=5").get_data(as_text=True)) == {"← newer": "/admin/audit?page=2"}

@@ -18,6 +18,7 @@ from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import Job, WorkerRecord, utcnow
 from core.engine.progress import EpochRecord
+from core.service.settings import get_settings
 from tests.conftest import WEB_API_TOKEN
 from tests.web_helpers import TRAIN, free_port, synthetic_folder
 
@@ -42,8 +43,10 @@ def labels(**values: str) -> frozenset:
 
 
 @pytest.fixture()
-def metrics_app(app):
-    app.config["METRICS_TOKEN"] = METRICS_TOKEN
+def metrics_app(app, monkeypatch):
+    """The app with METRICS_TOKEN set, as an operator sets it: in the environment the settings read."""
+    monkeypatch.setenv("METRICS_TOKEN", METRICS_TOKEN)
+    get_settings.cache_clear()
     return app
 
 
@@ -71,7 +74,7 @@ def test_metrics_are_refused_without_the_metrics_or_an_admin_token(metrics_app, 
 
 
 def test_without_a_metrics_token_set_only_admins_may_scrape(app, client):
-    assert app.config["METRICS_TOKEN"] == ""
+    assert get_settings().metrics_token == ""
     assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 401  # an empty token is none
     assert client.get("/metrics", headers={"Authorization": f"Bearer {WEB_API_TOKEN}"}).status_code == 200
 

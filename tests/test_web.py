@@ -299,6 +299,8 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
     monkeypatch.setenv("LEUKEMIA_HOME", str(home))
     monkeypatch.setenv("ADMIN_USERNAME", "ops")
     monkeypatch.setenv("ADMIN_PASSWORD", "secret-pass")
+    monkeypatch.delenv("SECRET_KEY")  # the app fixture's; here the embedded default's stored ones
+    monkeypatch.delenv("API_TOKEN")
     get_settings.cache_clear()
     reset_engines()
     with pytest.raises(UserInputError, match=r"^SECRET_KEY: not set, and .*secret_key holds none"):
@@ -317,7 +319,7 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
     assert sorted(path.name for path in home.iterdir() if not path.name.startswith("leukemia.db-")) == made
     # No API_TOKEN in the environment: the one make_secrets kept in LEUKEMIA_HOME is the one that works.
     token = (home / "api_token").read_text().strip()
-    assert len(token) >= 32 and module.app.config["API_TOKEN"] == token
+    assert len(token) >= 32 and get_settings().resolved_api_token == token
     client = module.app.test_client()
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}x"}).status_code == 401

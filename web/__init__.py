@@ -18,32 +18,25 @@ from core.service.settings import get_settings
 MAX_REQUEST_BYTES = 1 * 1024 * 1024  # forms and JSON bodies only; no uploads
 
 
-def _default_config() -> dict[str, Any]:
-    """Settings from the environment; secrets left empty here are read from LEUKEMIA_HOME by auth.init_app."""
+def _flask_config() -> dict[str, Any]:
+    """Flask's and its extensions' own keys. Our settings are not copied here: code reads them from
+    get_settings(), which tests change through the environment like every other process."""
     settings = get_settings()
     return {
-        "SECRET_KEY": settings.secret_key,
-        "API_TOKEN": settings.api_token,
-        "METRICS_TOKEN": settings.metrics_token,
-        "LEUKEMIA_HOME": str(settings.leukemia_home),
+        "SECRET_KEY": settings.resolved_secret_key,
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": settings.session_cookie_secure,
         "MAX_CONTENT_LENGTH": MAX_REQUEST_BYTES,
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the (expiring) session
-        "JOBS_PER_PAGE": 50,
-        "POLL_INTERVAL_MS": 2000,
-        "LOGIN_MAX_FAILURES_PER_ACCOUNT": settings.login_max_failures_per_account,
-        "LOGIN_MAX_FAILURES_PER_ADDRESS": settings.login_max_failures_per_address,
-        "LOGIN_FAILURE_WINDOW_SECONDS": settings.login_failure_window_seconds,
     }
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the dashboard app; deployment runs it with gunicorn (`web.wsgi:app`)."""
     app = Flask(__name__)
-    app.config.from_mapping(_default_config())
+    app.config.from_mapping(_flask_config())
     if test_config:
         app.config.from_mapping(test_config)
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line

@@ -32,7 +32,7 @@ from core.service import users
 from core.service.access import Actor, PermissionDenied, cli_actor, require_admin, require_owner, require_submit
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.records import User, utcnow
-from core.service.settings import get_settings, persisted_secret, stored_secret
+from core.service.settings import get_settings, persisted_secret
 from web import logins
 
 bp = Blueprint("auth", __name__)
@@ -83,12 +83,9 @@ def make_secrets() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Secrets from the settings (else those make_secrets stored), then the per-request user lookup."""
-    home = Path(app.config["LEUKEMIA_HOME"])
-    if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = stored_secret(home, "secret_key", "SECRET_KEY")
-    if not app.config["API_TOKEN"]:
-        app.config["API_TOKEN"] = stored_secret(home, "api_token", "API_TOKEN")
+    """The API token checked now (a missing one is one line at start, not a failing request), then
+    the per-request user lookup."""
+    get_settings().resolved_api_token
     dummy_password_hash()  # made now, so the first unknown name is not slower than the rest
     app.before_request(load_logged_in_user)
     app.context_processor(lambda: {"access": PageAccess(g.get("user"))})
@@ -150,7 +147,7 @@ def bearer_actor() -> Actor | None:
         token, address = bearer_token(), request.remote_addr
         if token is None:
             return None
-        if hmac.compare_digest(token.encode(), current_app.config["API_TOKEN"].encode()):
+        if hmac.compare_digest(token.encode(), get_settings().resolved_api_token.encode()):
             with get_sessionmaker().begin() as db:
                 g.bearer_actor = users.settings_token_actor(db, get_settings().admin_username, address)
         else:
@@ -196,10 +193,10 @@ def _safe_next(target: str | None) -> str:
 
 
 def login_limits() -> logins.LoginLimits:
-    config = current_app.config
-    return logins.LoginLimits(per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
-                              per_address=config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
-                              window=timedelta(seconds=config["LOGIN_FAILURE_WINDOW_SECONDS"]))
+    settings = get_settings()
+    return logins.LoginLimits(per_account=settings.login_max_failures_per_account,
+                              per_address=settings.login_max_failures_per_address,
+                              window=timedelta(seconds=settings.login_failure_window_seconds))
 
 
 def lockout_message(lockout: logins.Lockout) -> str:

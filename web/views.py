@@ -7,7 +7,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 
 from core.service import data_folders as folder_service
 from core.service import deletion, webhooks
@@ -34,6 +34,8 @@ from web.paging import Pager, requested_page
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
+JOBS_PER_PAGE = 50
+POLL_INTERVAL_MS = 2000  # how often a job page asks the API for news
 # plotly.js (the cartesian partial bundle: scatter, bar, heatmap...) vendored beside its licence
 # (web/static/plotly.LICENSE.txt): the one file of plotly the app uses.
 PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly-cartesian.min.js"
@@ -88,7 +90,7 @@ def job_list() -> Any:
 def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
                    sweep_form: Any = None, sweep_errors: dict[str, str] | None = None) -> Any:
     """The job list; for one sweep, headed by its notes, tags and edit form (as submitted and marked: a 400)."""
-    per_page = current_app.config["JOBS_PER_PAGE"]
+    per_page = JOBS_PER_PAGE
     with get_sessionmaker().begin() as session:
         jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
                                             per_page=per_page)
@@ -137,7 +139,7 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
         edit_form = form or _options_form(job_service.options_of(session, job))
         children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
-                           poll_ms=current_app.config["POLL_INTERVAL_MS"], cancellable=CANCELLABLE_STATUSES,
+                           poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
                            retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
                            edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery import current_task
 from celery.exceptions import Reject
 
 from core.service import jobs
@@ -65,8 +66,10 @@ class JobSpec:
 
 
 def worker_name() -> str:
-    """This process's name as a lease owner prefix (Celery hostname when set, else host:pid)."""
-    return get_settings().worker_name or f"{socket.gethostname()}:{os.getpid()}"
+    """This worker's name as lease owner prefix and job host: in a task, the Celery node name
+    (`leukemia worker --hostname`, pool children included); called outside one, host:pid."""
+    request = current_task.request if current_task else None
+    return getattr(request, "hostname", None) or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_job(job_id: int) -> None:

@@ -34,10 +34,11 @@ class EngineSettings(BaseSettings):
         return roots or [(self.leukemia_home / "data").resolve()]
 
 
-def read_settings(settings_class: type[BaseSettings]) -> BaseSettings:
-    """Settings of settings_class from the environment; a bad value is one line naming the variable."""
+def read_settings(settings_class: type[BaseSettings], **given: object) -> BaseSettings:
+    """Settings of settings_class from the environment, with `given` fields in place of theirs (a
+    command line option); a bad value is one line naming the variable."""
     try:
-        return settings_class()
+        return settings_class(**given)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
         raise UserInputError(f"bad setting in the environment: {problems}") from None

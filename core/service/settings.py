@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,6 @@ class Settings(EngineSettings):
     metrics_token: str = Field("", description="Bearer token Prometheus sends to GET /metrics and to the workers' exporters.")
     log_format: str = Field("text", description="Log lines as `text`, or `json`: one object per line with the job or request id.")
     session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
-    worker_name: str = Field(
-        "", validation_alias="LEUKEMIA_WORKER_NAME",
-        description="This worker's name, as lease owner and host of its jobs (set by `leukemia worker`); default host:pid.",
-    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     broker_heartbeat_seconds: float = Field(
         60.0, ge=0,
@@ -129,6 +125,16 @@ class Settings(EngineSettings):
     @property
     def resolved_artifacts_dir(self) -> Path:
         return self.artifacts_dir or self.leukemia_home / "artifacts"
+
+    @cached_property
+    def resolved_api_token(self) -> str:
+        """API_TOKEN, else the one `make_secrets` keeps under LEUKEMIA_HOME (read once per settings)."""
+        return self.api_token or stored_secret(self.leukemia_home, "api_token", "API_TOKEN")
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        """SECRET_KEY, else the one `make_secrets` keeps under LEUKEMIA_HOME (read once per settings)."""
+        return self.secret_key or stored_secret(self.leukemia_home, "secret_key", "SECRET_KEY")
 
 
 LOG_FORMATS = ("text", "json")

@@ -29,7 +29,8 @@ from pathlib import Path
 import click
 
 from core.common.errors import UserInputError
-from core.service.settings import persisted_secret
+from core.engine.settings import read_settings
+from core.service.settings import Settings, persisted_secret
 from leukemia.commands.children import Child, exit_description, stop_children, supervise
 
 DEMO_FOLDER_NAME = "demo"
@@ -82,11 +83,8 @@ class Login:
     secret_key: Secret
 
 
-def login_settings(home: Path) -> Login:
-    """ADMIN_USERNAME/ADMIN_PASSWORD/API_TOKEN/SECRET_KEY from core.service.settings, else generated once."""
-    from core.service.settings import get_settings
-
-    settings = get_settings()
+def login_settings(settings: Settings, home: Path) -> Login:
+    """ADMIN_USERNAME/ADMIN_PASSWORD/API_TOKEN/SECRET_KEY from the settings, else generated once."""
     return Login(
         username=settings.admin_username or "admin",
         password=secret(home, "ADMIN_PASSWORD", "admin_password", settings.admin_password),
@@ -125,17 +123,13 @@ def given_data_folder(path: Path) -> Path:
     return folder
 
 
-def add_data_root(folder: Path) -> None:
-    """Allow jobs to read the folder: DATA_ROOTS for this process and its children."""
-    from core.service.settings import get_settings
-
-    roots = [r for r in os.environ.get("DATA_ROOTS", "").split(":") if r.strip()]
-    if not roots:  # keep the default root (LEUKEMIA_HOME/data) alongside the given folder
-        roots = [str(p) for p in get_settings().data_root_paths]
+def data_roots_with(folder: Path, settings: Settings) -> str:
+    """DATA_ROOTS for the children, so jobs may read the folder: the configured roots (else the
+    default, LEUKEMIA_HOME/data) and the folder."""
+    roots = [str(root) for root in settings.data_root_paths]
     if str(folder) not in roots:
         roots.append(str(folder))
-    os.environ["DATA_ROOTS"] = ":".join(roots)
-    get_settings.cache_clear()
+    return ":".join(roots)
 
 
 def device_description() -> str:
@@ -183,13 +177,9 @@ def register_data_folder(base_url: str, token: str, folder: Path) -> None:
 
 
 def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> None:
-    """The body of `leukemia serve`; returns when the children have stopped."""
-    from core.service.settings import get_settings
-
-    if home is not None:
-        os.environ["LEUKEMIA_HOME"] = str(home.expanduser().resolve())
-    get_settings.cache_clear()
-    settings = get_settings()
+    """The body of `leukemia serve`; returns when the children have stopped. This process reads its
+    settings with --home in place of LEUKEMIA_HOME and hands the children theirs in their environment."""
+    settings = read_settings(Settings, **({"leukemia_home": home} if home is not None else {}))
     home = settings.leukemia_home.expanduser().resolve()
     # Checked in the order of the command line, so the first error names the first problem;
     # the demo folder is written only once the port is known to be free.
@@ -197,11 +187,11 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
     check_port_free(host, port)
 
     folder = given or demo_data_folder(home)
-    add_data_root(folder)
-    login = login_settings(home)
+    login = login_settings(settings, home)
     env = {
         **os.environ,
         "LEUKEMIA_HOME": str(home),
+        "DATA_ROOTS": data_roots_with(folder, settings),
         "ADMIN_USERNAME": login.username,
         "ADMIN_PASSWORD": login.password.value,
         "API_TOKEN": login.api_token.value,

@@ -67,8 +67,6 @@ def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None,
             run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.strip()  # before anything initialises CUDA
     hostname = hostname or f"worker-{'gpu' + gpu if gpu is not None else 'cpu'}-{os.getpid()}@{socket.gethostname()}"
-    os.environ["LEUKEMIA_WORKER_NAME"] = hostname  # read through core.service.settings, here and in pool children
-    get_settings.cache_clear()
 
     def serve() -> None:
         from worker.runtime import serve_worker
