@@ -116,9 +116,14 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
             return None
 
     try:
-        workers = wait_for(lambda: (found := api("/api/workers")) and worker.hostname in found and found, 60,
-                           "Flower to list the worker", worker)  # fmt: skip
-        assert workers[worker.hostname]["stats"]["pool"]["max-concurrency"] == 1
+        # Flower fills a worker's entry one inspect reply at a time, and a reply that misses its one-second
+        # timeout on a loaded machine leaves its key out until the next refresh: ask again until stats came.
+        def listed() -> dict | None:
+            entry = (api("/api/workers?refresh=1") or {}).get(worker.hostname) or {}
+            return entry.get("stats")
+
+        stats = wait_for(listed, 60, "Flower to list the worker with its stats", worker)
+        assert stats["pool"]["max-concurrency"] == 1, stats
         job_id = start_training(synth_dir, queue, worker)
 
         def running_task() -> dict | None:
@@ -128,8 +133,12 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
         task = wait_for(lambda: (found := running_task()) and found["state"] == "STARTED" and found, 30,
                         f"Flower to show job {job_id}'s task as started", worker)  # fmt: skip
         assert (task["name"], task["worker"]) == ("leukemia.run_job", worker.hostname)
-        one = api(f"/api/workers?refresh=1&workername={worker.hostname}")[worker.hostname]
-        assert [(t["name"], t["args"]) for t in one["active"]] == [("leukemia.run_job", f"[{job_id}]")], one["active"]
+        def active() -> list | None:
+            entry = (api(f"/api/workers?refresh=1&workername={worker.hostname}") or {}).get(worker.hostname) or {}
+            return entry.get("active")
+
+        running = wait_for(active, 30, "Flower to list the worker's active task", worker)
+        assert [(t["name"], t["args"]) for t in running] == [("leukemia.run_job", f"[{job_id}]")], running
         assert job_row(job_id).status == "running"
         assert cancel_and_wait(job_id, worker).status == "cancelled"
         wait_for(lambda: (running_task() or {}).get("state") == "SUCCESS", 30, "Flower to see the task end", worker)
