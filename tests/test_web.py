@@ -288,8 +288,8 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
     import importlib
     import sys
 
-    from core.service.db import reset_engines
     from core.common.errors import UserInputError
+    from core.service.db import reset_engines
     from core.service.records import User
     from core.service.settings import get_settings
     from web import create_app
@@ -319,7 +319,7 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
     assert sorted(path.name for path in home.iterdir() if not path.name.startswith("leukemia.db-")) == made
     # No API_TOKEN in the environment: the one make_secrets kept in LEUKEMIA_HOME is the one that works.
     token = (home / "api_token").read_text().strip()
-    assert len(token) >= 32 and get_settings().resolved_api_token == token
+    assert len(token) >= 32 and get_settings().api_token_or_stored == token
     client = module.app.test_client()
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}x"}).status_code == 401

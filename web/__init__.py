@@ -23,7 +23,7 @@ def _flask_config() -> dict[str, Any]:
     get_settings(), which tests change through the environment like every other process."""
     settings = get_settings()
     return {
-        "SECRET_KEY": settings.resolved_secret_key,
+        "SECRET_KEY": settings.secret_key_or_stored,
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -41,9 +41,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line
 
-    from web import (auth, cv_views, errors, formats, metrics, request_ids, request_json, security,  # noqa: F401
-                     users_views, views, webhook_views)
-
+    from web import (  # noqa: F401
+        auth,
+        cv_views,
+        errors,
+        formats,
+        metrics,
+        request_ids,
+        request_json,
+        security,
+        users_views,
+        views,
+        webhook_views,
+    )
     from web.api import routes as api_routes
 
     request_ids.init_app(app)

@@ -21,8 +21,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import click
-from flask import (Blueprint, Flask, current_app, flash, g, make_response, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, Flask, current_app, flash, g, make_response, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -85,7 +84,7 @@ def make_secrets() -> None:
 def init_app(app: Flask) -> None:
     """The API token checked now (a missing one is one line at start, not a failing request), then
     the per-request user lookup."""
-    get_settings().resolved_api_token
+    get_settings().api_token_or_stored
     dummy_password_hash()  # made now, so the first unknown name is not slower than the rest
     app.before_request(load_logged_in_user)
     app.context_processor(lambda: {"access": PageAccess(g.get("user"))})
@@ -147,7 +146,7 @@ def bearer_actor() -> Actor | None:
         token, address = bearer_token(), request.remote_addr
         if token is None:
             return None
-        if hmac.compare_digest(token.encode(), get_settings().resolved_api_token.encode()):
+        if hmac.compare_digest(token.encode(), get_settings().api_token_or_stored.encode()):
             with get_sessionmaker().begin() as db:
                 g.bearer_actor = users.settings_token_actor(db, get_settings().admin_username, address)
         else:

@@ -127,12 +127,12 @@ class Settings(EngineSettings):
         return self.artifacts_dir or self.leukemia_home / "artifacts"
 
     @cached_property
-    def resolved_api_token(self) -> str:
+    def api_token_or_stored(self) -> str:
         """API_TOKEN, else the one `make_secrets` keeps under LEUKEMIA_HOME (read once per settings)."""
         return self.api_token or stored_secret(self.leukemia_home, "api_token", "API_TOKEN")
 
     @cached_property
-    def resolved_secret_key(self) -> str:
+    def secret_key_or_stored(self) -> str:
         """SECRET_KEY, else the one `make_secrets` keeps under LEUKEMIA_HOME (read once per settings)."""
         return self.secret_key or stored_secret(self.leukemia_home, "secret_key", "SECRET_KEY")
 
