@@ -24,8 +24,8 @@ from core.engine.explain import explain_samples, grad_cam
 from core.engine.models import build_model
 from core.engine.pipeline import InputPipeline, resolve_device
 from core.engine.predict import predict_probabilities
-from core.service.settings import get_settings
 from core.engine.synth import write_synthetic_dataset
+from core.service.settings import get_settings
 
 
 def _timed(action) -> tuple[float, float]:  # type: ignore[no-untyped-def]

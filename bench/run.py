@@ -27,9 +27,9 @@ import torch
 from bench import throughput, time_to_result
 from bench.throughput import Setup
 from bench.time_to_result import Workload
+from core.common.errors import UserInputError
 from core.engine.cache import decode_workers, load_image_cache
 from core.engine.data import Sample, read_csv_samples, read_split
-from core.common.errors import UserInputError
 from core.engine.models import build_model
 from core.engine.pipeline import InputPipeline, compute_mean_std, resolve_device
 from core.engine.synth import write_synthetic_dataset

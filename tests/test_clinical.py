@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from core.common.errors import UserInputError
 from core.engine.clinical import (
     average_precision,
     bootstrap_intervals,
@@ -20,7 +21,6 @@ from core.engine.clinical import (
     roc_auc,
     roc_curve,
 )
-from core.common.errors import UserInputError
 
 # Six images, scores ranked by hand: the positives (ALL) sit at 0.9, 0.7, 0.4; the negatives at 0.8, 0.3, 0.1.
 TRUTH = [1, 0, 1, 1, 0, 0]

@@ -31,8 +31,8 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-
 from conftest import REPO
+
 from tests import polling
 
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from core.common.errors import UserInputError
 from core.engine.data import (
     Sample,
     cnmc_samples,
@@ -20,7 +21,6 @@ from core.engine.data import (
     read_csv_samples,
     read_split,
 )
-from core.common.errors import UserInputError
 from leukemia.cli import main
 
 

@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import synthetic_folder
 
-
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 ADMIN = "host=127.0.0.1 user=postgres dbname=postgres"
 

@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from core.engine.checkpoint import load_checkpoint
-from leukemia.commands.engine import evaluate as evaluate_command
 from core.engine.explain import grad_cam
 from core.engine.models import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import evaluate_csv, predict_csv
-from core.engine.run_files import classify_artifacts
 from core.engine.report import THRESHOLD_KEY, select_for_explanation
-from core.service.settings import get_settings
+from core.engine.run_files import classify_artifacts
 from core.engine.training import train
+from core.service.settings import get_settings
+from leukemia.commands.engine import evaluate as evaluate_command
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 

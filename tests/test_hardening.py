@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from core.service import jobs
-from core.service.db import get_sessionmaker
 from core.common.errors import StateConflict, UserInputError
 from core.engine.params import TrainParams
+from core.service import jobs
+from core.service.db import get_sessionmaker
 from leukemia.cli import main as leukemia_cli
 
 TINY = {"image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0, "num_workers": 0}
@@ -240,9 +240,9 @@ def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
 
 
 def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
-    from core.engine.limits import GIB, device_memory_bytes
-
     import torch
+
+    from core.engine.limits import GIB, device_memory_bytes
 
     try:
         use_settings(monkeypatch, MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
@@ -307,8 +307,8 @@ def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_p
 
     import torch
 
-    from core.engine.checkpoint import save_checkpoint
     from core.common.errors import NoSpaceLeft
+    from core.engine.checkpoint import save_checkpoint
 
     disk = small_disk(2 * 2**20)
     save_checkpoint({"w": torch.ones(1000)}, disk / "last.pt")

@@ -8,14 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from core.service import jobs
-from core.service.db import get_sessionmaker
 from core.common.errors import BrokerUnavailable, StateConflict, UserInputError
 from core.engine.params import parse_params
 from core.engine.progress import EpochRecord
+from core.service import jobs
 from core.service.access import cli_actor
+from core.service.db import get_sessionmaker
 from core.service.records import EpochMetric, Job, WorkerRecord, utcnow
-
 
 TRAIN = {"data_dir": "/data/lab", "epochs": 3, "image_size": 32}
 

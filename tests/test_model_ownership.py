@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from core.engine.checkpoint import load_checkpoint
+from core.engine.report import THRESHOLD_KEY
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry
-from core.engine.report import THRESHOLD_KEY
 from core.service.thresholds import AUDIT_ACTION
 from tests.conftest import WEB_API_TOKEN
 from tests.test_roles import team  # noqa: F401  (bob and carol, members, and vic, a viewer; each with a token)

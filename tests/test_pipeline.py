@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from core.common.errors import UserInputError
 from core.engine.cache import ImageCache, StreamedImages, decode_image, decode_workers, load_image_cache, open_split_images
 from core.engine.data import Sample
-from core.common.errors import UserInputError
 from core.engine.pipeline import InputPipeline, compute_mean_std, resolve_device
 
 SIZE = 32

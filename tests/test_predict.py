@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from leukemia.commands.engine import predict as predict_command
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import dihedral_views, evaluate_csv, predict_csv
 from core.engine.progress import PredictionObserver, RunStopped
-from core.service.settings import get_settings
 from core.engine.training import train
+from core.service.settings import get_settings
+from leukemia.commands.engine import predict as predict_command
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 

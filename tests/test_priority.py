@@ -24,7 +24,6 @@ from core.service.records import Job, utcnow
 from leukemia.cli import main as leukemia_cli
 from tests.test_worker import WorkerProcess, epochs_of, submit, wait_for
 
-
 TRAIN = {"data_dir": "/data/lab", "epochs": 1, "image_size": 32}
 
 

@@ -9,15 +9,15 @@ import urllib.request
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
+from core.engine.progress import EpochRecord
 from core.service import jobs, users
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import Job, WorkerRecord, utcnow
-from core.engine.progress import EpochRecord
 from core.service.settings import get_settings
 from tests.conftest import WEB_API_TOKEN
 from tests.web_helpers import TRAIN, free_port, synthetic_folder

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.engine.check import check_folder
 from core.common.errors import UserInputError
+from core.engine.check import check_folder
 from core.engine.metrics import subject_table
 from core.engine.splits import folder_image_size, kfold_groups, read_named_split, training_splits
 from leukemia.cli import main

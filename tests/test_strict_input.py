@@ -41,9 +41,10 @@ def test_a_sweep_grid_is_strict_too(client, folder_path):
 def test_forms_and_the_cli_still_parse_text(client, folder_path):
     assert parse_params("train", {"data_dir": "d", "epochs": "3", "compile": "true"}).epochs == 3
     assert login(client, *WEB_ADMIN).status_code == 302
+    from sqlalchemy import select
+
     from core.service.db import get_sessionmaker
     from core.service.records import DataFolder
-    from sqlalchemy import select
 
     with get_sessionmaker().begin() as session:
         folder_id = session.scalar(select(DataFolder.id))

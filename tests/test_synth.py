@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from core.engine.data import detect_layout, find_test_csv, open_image, read_csv_samples, read_split
 from core.common.errors import UserInputError
+from core.engine.data import detect_layout, find_test_csv, open_image, read_csv_samples, read_split
 from core.engine.synth import write_synthetic_dataset
 from leukemia.cli import main
 

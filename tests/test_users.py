@@ -9,10 +9,10 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
+from core.common.errors import StateConflict
 from core.service import users
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
-from core.common.errors import StateConflict
 from core.service.records import ApiToken, AuditEntry, User
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import CSRF_INPUT, TRAIN, login

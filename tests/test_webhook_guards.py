@@ -22,7 +22,7 @@ from core.service.records import AuditEntry
 from core.service.settings import get_settings
 from core.service.webhooks.transport import NOT_ALLOWED, Attempt
 from tests.conftest import create_postgres_database, drop_postgres_database, postgres_url
-from tests.test_webhooks import AUTH, SECRET, Receiver, add_webhook, deliveries_of, deliver_until
+from tests.test_webhooks import AUTH, SECRET, Receiver, add_webhook, deliver_until, deliveries_of
 from tests.web_helpers import free_port
 
 LOOPBACK = "127.0.0.0/8"

@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from core.common.errors import UserInputError
 from core.service import jobs, webhooks
 from core.service.access import Actor, PermissionDenied, cli_actor
 from core.service.db import get_sessionmaker, upgrade_database
-from core.common.errors import UserInputError
 from core.service.records import Job, WebhookDelivery, WorkerRecord, utcnow
 from core.service.settings import get_settings
 from tests import polling

@@ -16,10 +16,10 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
+from core.common.errors import UserInputError
 from core.service import jobs
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
-from core.common.errors import UserInputError
 from core.service.records import Job
 from leukemia.cli import main as leukemia_cli
 from tests import polling

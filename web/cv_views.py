@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from core.common.errors import StateConflict, UserInputError
 from core.service import deletion
+from core.service.access import require_submit
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.service.db import get_sessionmaker
-from core.service.access import require_submit
-from core.common.errors import StateConflict, UserInputError
 from core.service.records import CANCELLABLE_STATUSES, CrossValidation
 from web import forms
 from web.auth import current_actor, login_required

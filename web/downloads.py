@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import send_file
 
+from core.common.errors import NotFound
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
-from core.common.errors import NotFound
 
 # The media type of each kind of file a job records (worker.tasks.classify_artifacts), by suffix; the OpenAPI
 # document lists these. Guessing from the name would call a .pt checkpoint a SNES page table.

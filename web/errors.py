@@ -10,12 +10,11 @@ import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from sqlalchemy.exc import OperationalError
-
-from core.service.access import PermissionDenied
 from core.common.errors import BrokerUnavailable, DatabaseUnavailable, NotFound, StateConflict, StorageError, UserInputError
+from core.service.access import PermissionDenied
 
 log = logging.getLogger("leukemia.web")
 DATABASE_UNAVAILABLE = "database unavailable: the service cannot use its database now (the web's log says why)"

@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from core.service.sweep_stopping import MedianStopRule, median_rule_from_options
 from core.common.errors import UserInputError
-from core.service.job_options import JobOptions, parse_options, parse_tag_list
 from core.engine.params import PARAMS_BY_KIND
+from core.service.job_options import JobOptions, parse_options, parse_tag_list
+from core.service.sweep_stopping import MedianStopRule, median_rule_from_options
 
 # Paths never come from a browser: the data folder is chosen among registered ones and
 # checkpoints come from a parent job (best or last).

@@ -10,8 +10,8 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from core.common.errors import UserInputError
-from core.service.jobs import MAX_ID
 from core.engine.params import input_error
+from core.service.jobs import MAX_ID
 
 # A CSV named over the web: a file name inside the data folder, not a folder's nor a hidden file's (the document's pattern).
 CSV_FILE_NAME_PATTERN = r"^[^/\\.][^/\\]*$"

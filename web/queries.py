@@ -7,11 +7,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.service import jobs as job_service
-from core.service.sweep_stopping import describe_rule, parse_median_rule
 from core.common.errors import UserInputError
 from core.engine.progress import EpochRecord
+from core.service import jobs as job_service
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, EpochMetric, Job, Sweep, SweepTag, User
+from core.service.sweep_stopping import describe_rule, parse_median_rule
 from web.api import schemas
 from web.inputs import storable_id
 

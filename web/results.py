@@ -12,17 +12,16 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from core.common.errors import UserInputError
+from core.common.errors import NotFound, UserInputError
 from core.engine.data import inside_path
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
+from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
+from core.engine.spreadsheet_csv import read_csv_rows
 from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
-from core.engine.spreadsheet_csv import read_csv_rows
-from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
 from core.service.db import get_sessionmaker
 from core.service.records import Job
 from core.service.settings import get_settings
-from core.common.errors import NotFound
 from web import queries
 from web.api import schemas
 

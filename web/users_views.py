@@ -9,11 +9,11 @@ from typing import Any, Callable
 
 from flask import Blueprint, flash, g, render_template, request
 
+from core.common.errors import StateConflict, UserInputError
 from core.service import audit
 from core.service import users as user_service
 from core.service.access import Actor
 from core.service.db import get_sessionmaker
-from core.common.errors import StateConflict, UserInputError
 from core.service.records import ROLES, User
 from web.auth import current_actor, login_required
 from web.errors import refusal_status

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 
-from core.service import data_folders as folder_service
-from core.service import deletion, webhooks
-from core.service import job_edits
-from core.service import jobs as job_service
-from core.service.db import get_sessionmaker
-from core.service.access import require_submit
+from core.common.errors import NotFound, StateConflict, UserInputError
 from core.common.formats import human_bytes, percent
-from core.service.disk import disk_summary
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
-from core.common.errors import StateConflict, UserInputError
+from core.service import data_folders as folder_service
+from core.service import deletion, job_edits, webhooks
+from core.service import jobs as job_service
+from core.service.access import require_submit
+from core.service.db import get_sessionmaker
+from core.service.disk import disk_summary
 from core.service.job_options import JobOptions, JobOptionsEdit
-from core.service.records import (CANCELLABLE_STATUSES, JOB_KINDS, JOB_STATUSES, MODEL_KINDS, RETRYABLE_STATUSES, DataFolder, JobStatus,
-                                  utcnow)
+from core.service.records import (
+    CANCELLABLE_STATUSES,
+    JOB_KINDS,
+    JOB_STATUSES,
+    MODEL_KINDS,
+    RETRYABLE_STATUSES,
+    DataFolder,
+    JobStatus,
+    utcnow,
+)
 from core.service.settings import get_settings
-from core.common.errors import NotFound
-from web import compare as compare_table, forms, queries, results
+from web import compare as compare_table
+from web import forms, queries, results
 from web.api import schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact

@@ -9,9 +9,9 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from core.common.errors import UserInputError
 from core.service import webhooks
 from core.service.db import get_sessionmaker
-from core.common.errors import UserInputError
 from core.service.records import WEBHOOK_EVENTS
 from web.api import schemas
 from web.auth import current_actor, login_required

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.common.errors import BrokerUnavailable
 from core.service import audit, jobs, webhooks
 from core.service.access import Actor, require_owner, require_submit
 from core.service.db import get_sessionmaker
-from core.service.sweep_stopping import MedianStopRule
 from core.service.job_options import JobOptions
-from core.common.errors import BrokerUnavailable
+from core.service.sweep_stopping import MedianStopRule
 from worker.celery_app import send_run_job
 
 

@@ -14,8 +14,7 @@ import threading
 from typing import Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, PlatformCollector, ProcessCollector,
-                               make_wsgi_app)
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from core.common.errors import UserInputError

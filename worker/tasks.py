@@ -21,8 +21,6 @@ from typing import Any
 from celery import current_task
 from celery.exceptions import Reject
 
-from core.service import jobs
-from core.service.db import get_sessionmaker
 from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
 from core.engine.limits import is_no_space
 from core.engine.progress import (
@@ -33,12 +31,14 @@ from core.engine.progress import (
     RunStopped,
     TrainingObserver,
 )
-from core.service.records import Job, JobStatus, PRIORITY_NAMES
-from core.engine.run_folder import claim_run_dir
-from core.service.run_dirs import job_run_dir
-from core.service.logs import log_context
-from core.service.settings import get_settings
 from core.engine.run_files import PREDICTIONS_CSV, classify_artifacts
+from core.engine.run_folder import claim_run_dir
+from core.service import jobs
+from core.service.db import get_sessionmaker
+from core.service.logs import log_context
+from core.service.records import PRIORITY_NAMES, Job, JobStatus
+from core.service.run_dirs import job_run_dir
+from core.service.settings import get_settings
 from worker import metrics
 from worker.dispatch import send_job
 

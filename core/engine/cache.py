@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from core.common.atomic import atomic_path
-from core.engine.data import Sample, open_image
 from core.common.errors import UserInputError
+from core.engine.data import Sample, open_image
 from core.engine.settings import engine_settings
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.common.errors import UserInputError
 from core.engine.data import (
     SPLIT_CSVS,
     Sample,
@@ -22,11 +23,10 @@ from core.engine.data import (
     open_image,
     scan_csv,
 )
-from core.common.errors import UserInputError
 from core.engine.data_roots import link_warning, links_outside_roots
 from core.engine.patient_split import sample_patients
-from core.engine.spreadsheet_csv import formula_like
 from core.engine.release import Release, find_release, read_parts, shared_subjects
+from core.engine.spreadsheet_csv import formula_like
 
 
 @dataclass

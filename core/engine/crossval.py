@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 
 from core.common.atomic import write_text_atomic
+from core.common.errors import UserInputError
 from core.common.formats import percent
 from core.engine.data import data_folder
-from core.common.errors import UserInputError
 from core.engine.metrics import classification_metrics, subject_table
 from core.engine.release import find_release
+from core.engine.run_files import OOF_CSV
 from core.engine.run_folder import resolve_checkpoint
 from core.engine.splits import release_folds_disjoint, require_subject_folds, training_splits
-from core.engine.run_files import OOF_CSV
 from core.engine.spreadsheet_csv import frame_rows, read_csv_frame, write_csv
 
 OOF_FLOAT_FORMAT = "%.6f"  # oof.csv's probabilities

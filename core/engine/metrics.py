@@ -3,9 +3,12 @@ challenge metric) and the confusion matrix [[tn, fp], [fn, tp]] (rows = true cla
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # for the annotation only: subject_table imports pandas when it builds a table
+    import pandas as pd
 
 NUM_CLASSES = 2
 
@@ -77,7 +80,7 @@ SUBJECT_COLUMNS = ("subject", "label", "images", "accuracy", "called_all", "mean
 
 def subject_table(
     subjects: Sequence[str | None], y_true: Sequence[int], probabilities: Sequence[float], threshold: float = 0.5
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Per subject (patient): its class, images, accuracy and the share of its cells called ALL
     (class 1) at the operating threshold, worst accuracy first. Images of unknown subject are left out."""
     import pandas as pd

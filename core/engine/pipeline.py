@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.common.errors import UserInputError
 from core.engine.augment import AugmentParams, augment_batch, sample_augment_params
 from core.engine.cache import load_image_cache, open_split_images
 from core.engine.data import Sample
-from core.common.errors import UserInputError
 
 PREFETCH_BATCHES = 2  # batches gathered ahead: enough to hide a gather behind one step
 MIN_STD = 1.0 / 255.0  # a constant channel would otherwise divide by zero

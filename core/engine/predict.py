@@ -15,17 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from core.common.atomic import open_atomic, write_text_atomic
-from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
-from core.engine.data import Sample
 from core.common.errors import UserInputError
+from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
 from core.engine.clinical import clinical_report
+from core.engine.data import Sample
 from core.engine.explain import CONVENTION
 from core.engine.metrics import classification_metrics, subject_table
 from core.engine.params import EvaluateParams, PredictParams
 from core.engine.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.engine.plots import plot_confusion
 from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
-from core.engine.run_folder import resolve_checkpoint
 from core.engine.report import (
     prediction_summary,
     resolve_threshold,
@@ -34,11 +33,11 @@ from core.engine.report import (
     write_evaluation_outputs,
     write_explanations,
 )
+from core.engine.run_files import CONFUSION_CSV, CONFUSION_PNG, EVALUATION_JSON, PREDICTION_JSON, SUBJECTS_CSV
+from core.engine.run_folder import resolve_checkpoint
 from core.engine.settings import engine_settings
 from core.engine.splits import read_named_split
 from core.engine.spreadsheet_csv import frame_rows, write_csv
-from core.engine.run_files import CONFUSION_CSV, CONFUSION_PNG, EVALUATION_JSON, PREDICTION_JSON, SUBJECTS_CSV
-
 
 
 @dataclass

@@ -20,16 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.engine.clinical import choose_threshold, clinical_report
 from core.engine.data import Sample
-from core.common.errors import UserInputError
 from core.engine.explain import CONVENTION, explain_samples, write_zip
 from core.engine.params import OperatingPointParams
 from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
 from core.engine.results import PredictionSummary, Threshold
-from core.engine.splits import read_named_split
-from core.engine.spreadsheet_csv import write_csv
 from core.engine.run_files import (
     CALIBRATION_PNG,
     EXPLANATIONS_CSV,
@@ -39,6 +37,8 @@ from core.engine.run_files import (
     PR_PNG,
     ROC_PNG,
 )
+from core.engine.splits import read_named_split
+from core.engine.spreadsheet_csv import write_csv
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_KEY = "operating_threshold"  # in a checkpoint: {value, method, target_sensitivity, chosen_on}

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.engine.data import Sample, data_folder, read_csv_samples, read_split
 from core.common.errors import UserInputError
 from core.common.text import CONTROL_CHARACTERS
+from core.engine.data import Sample, data_folder, read_csv_samples, read_split
 from core.engine.release import Release, find_release, read_final, read_fold, read_prelim
 
 VALID_SHARE = 0.2

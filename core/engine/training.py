@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
 from core.engine.clinical import roc_auc
 from core.engine.data import Sample
-from core.common.errors import UserInputError
 from core.engine.limits import require_fits_device
 from core.engine.metric_files import write_metrics
 from core.engine.metrics import classification_metrics
@@ -35,7 +35,6 @@ from core.engine.run_state import RunLog, StartState, capture_checkpoint, floats
 from core.engine.schedule import build_optimizer, build_scheduler
 from core.engine.settings import engine_settings
 from core.engine.splits import training_splits
-
 
 
 @dataclass

@@ -20,14 +20,25 @@ from pathlib import Path
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.common.errors import NotFound, StateConflict, StorageError, UserInputError
 from core.service import audit
 from core.service.access import Actor, PermissionDenied, require_owner
 from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
-from core.common.errors import NotFound, StateConflict, StorageError, UserInputError
 from core.service.jobs import MAX_ID, artifacts, get_job
-from core.service.records import (CANCELLABLE_STATUSES, FINISHED_STATUSES, Artifact, CrossValidation, EpochMetric, Job, JobStatus, JobTag,
-                                  Sweep, SweepTag, utcnow)
+from core.service.records import (
+    CANCELLABLE_STATUSES,
+    FINISHED_STATUSES,
+    Artifact,
+    CrossValidation,
+    EpochMetric,
+    Job,
+    JobStatus,
+    JobTag,
+    Sweep,
+    SweepTag,
+    utcnow,
+)
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 

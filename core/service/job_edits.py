@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.common.errors import NotFound
 from core.common.formats import human_bytes
 from core.service import audit, jobs, retention
 from core.service.access import Actor, require_owner
-from core.common.errors import NotFound
 from core.service.job_options import JobOptionsEdit
-from core.service.records import Job, JobStatus, PRIORITIES, Sweep
+from core.service.records import PRIORITIES, Job, JobStatus, Sweep
 
 AUDIT_NOTES_CHARS = 200  # the audit row keeps the start of long notes, not all 10 000 characters
 

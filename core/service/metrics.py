@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from core.common.errors import DatabaseUnavailable
 from core.service import jobs
 from core.service.records import (
-    JobStatus,
     DELIVERY_STATUSES,
     FINISHED_STATUSES,
     JOB_KINDS,
@@ -29,6 +28,7 @@ from core.service.records import (
     PRIORITY_NAMES,
     EpochMetric,
     Job,
+    JobStatus,
     WebhookDelivery,
     WorkerRecord,
 )

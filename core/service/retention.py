@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 from core.service.disk import measure, remove_file
 from core.service.job_options import check_retention
-from core.service.records import Artifact, CANCELLABLE_STATUSES, Job, JobStatus, MODEL_KINDS
-from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
+from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job, JobStatus
 from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 

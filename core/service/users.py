@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.common.errors import NotFound, StateConflict, UserInputError
+from core.common.text import CONTROL_CHARACTER
 from core.service import audit
 from core.service.access import Actor, check_role, require_admin
-from core.common.text import CONTROL_CHARACTER
 from core.service.records import MAX_ID, ApiToken, LoginSession, User, utcnow
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$"  # also the API document's pattern

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from core.common.errors import UserInputError
 from core.service.access import cli_actor
 from leukemia.commands.base import UserCommand, run_db_command
-from core.common.errors import UserInputError
 
 if TYPE_CHECKING:
     from core.service.deletion import Deletion
@@ -26,9 +26,9 @@ def delete_command(job_ids: tuple[int, ...], sweep_id: int | None, cv_id: int | 
 
 
 def _delete(job_ids: list[int], sweep_id: int | None, cv_id: int | None) -> None:
+    from core.common.formats import human_bytes
     from core.service import deletion
     from core.service.db import get_sessionmaker
-    from core.common.formats import human_bytes
 
     if [bool(job_ids), sweep_id is not None, cv_id is not None].count(True) != 1:
         raise UserInputError("job_ids: give job ids, --sweep ID or --cv ID (one of them)", field="job_ids")
@@ -67,8 +67,8 @@ def gc_command(older_than: str, statuses: str, dry_run: bool) -> None:
 
 
 def _gc(older_than: str, statuses: str, dry_run: bool) -> None:
-    from core.service import deletion
     from core.common.formats import human_bytes
+    from core.service import deletion
 
     age, wanted = deletion.parse_age(older_than), deletion.parse_statuses(statuses)
     report = deletion.collect_garbage(age, wanted, dry_run=dry_run, actor=cli_actor())
@@ -95,8 +95,8 @@ def disk_command() -> None:
 def _disk() -> None:
     from sqlalchemy import select
 
-    from core.service.db import get_sessionmaker
     from core.common.formats import human_bytes
+    from core.service.db import get_sessionmaker
     from core.service.disk import disk_summary
     from core.service.records import Job
     from core.service.settings import get_settings

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand, run_db_command, run_user_command
 from core.common.errors import UserInputError
+from core.service.access import cli_actor
 from core.service.job_options import RETENTION_HELP, parse_edit
+from leukemia.commands.base import UserCommand, run_db_command, run_user_command
 
 
 @click.command(name="edit", cls=UserCommand)

@@ -117,7 +117,8 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
     """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
 
     def body() -> None:
-        from core.engine.training import resume_run, train as train_run
+        from core.engine.training import resume_run
+        from core.engine.training import train as train_run
 
         given = schema_values(options)
         if resume is not None:

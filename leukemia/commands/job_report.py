@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from core.common.formats import human_bytes, human_duration, percent
 from core.service import jobs
-from core.service.sweep_stopping import describe_rule, parse_median_rule
-from core.service.records import JobStatus, PRIORITY_NAMES, Sweep
+from core.service.records import PRIORITY_NAMES, JobStatus, Sweep
 from core.service.run_dirs import job_run_dir
+from core.service.sweep_stopping import describe_rule, parse_median_rule
 
 
 def _fmt(value: Any, pattern: str = "{}") -> str:

@@ -14,14 +14,13 @@ from typing import Any, Callable
 
 import click
 
-from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand, params_options, run_db_command, run_user_command, schema_values
 from core.common.errors import UserInputError
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
-from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
+from core.service.access import cli_actor
+from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS, JobStatus
-
+from leukemia.commands.base import UserCommand, params_options, run_db_command, run_user_command, schema_values
 
 # --- submit --------------------------------------------------------------------------------
 
@@ -170,8 +169,8 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, media
     """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
 
     Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
-    from core.service.sweep_stopping import median_rule_from_options
     from core.service.jobs import parse_grid
+    from core.service.sweep_stopping import median_rule_from_options
     from worker.dispatch import submit_sweep as send_sweep
 
     rule = run_user_command(lambda: median_rule_from_options(median_metric, median_min_finished, median_grace))

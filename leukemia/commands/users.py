@@ -10,8 +10,8 @@ import sys
 import click
 
 from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand, run_db_command
 from core.service.records import ROLES
+from leukemia.commands.base import UserCommand, run_db_command
 
 
 @click.group()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from core.service.access import cli_actor
-from leukemia.commands.base import UserCommand, run_db_command
 from core.service.records import WEBHOOK_EVENTS
+from leukemia.commands.base import UserCommand, run_db_command
 
 
 @click.group()

@@ -13,7 +13,6 @@ from core.common.errors import UserInputError
 from core.service.settings import get_settings
 from leukemia.commands.base import UserCommand, run_db_command, run_user_command
 
-
 # --- database ----------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import FILE, PNG, operation
 from worker import dispatch
 
+
 def check_web_params(params: dict[str, Any]) -> None:
     """No filesystem path from a request: the data folder must be registered, checkpoints come from a parent."""
     for name in ("checkpoint", "checkpoints"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from core.service import webhooks
 from core.service.db import get_sessionmaker
 from web.api import schemas
