@@ -69,6 +69,14 @@ class PageQuery(BaseModel):
     per_page: int = Field(50, ge=1, le=200)
 
 
+class Paged(BaseModel):
+    """One page of a list: the page's rows come in the subclass's own field, beside these."""
+
+    total: int
+    page: int
+    per_page: int
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: str

@@ -18,8 +18,8 @@ from core.engine.results import (
 from core.engine.run_files import ARTIFACT_KINDS
 from core.service.job_options import JobOptions, Priority
 from core.service.records import JOB_KINDS, JOB_STATUSES
-from web.api.schemas.common import Id, JsonRequest, QueueName, Row, TagFilter, UtcTime
-from web.inputs import CSV_FILE_NAME_PATTERN, MAX_ID, MAX_PAGE
+from web.api.schemas.common import Id, JsonRequest, Paged, PageQuery, QueueName, Row, TagFilter, UtcTime
+from web.inputs import CSV_FILE_NAME_PATTERN, MAX_ID
 
 JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 
@@ -56,15 +56,13 @@ class JobSubmission(JsonRequest):
     options: JobOptions = Field(default_factory=JobOptions, description="priority, notes, tags, retention")
 
 
-class JobListQuery(BaseModel):
-    """GET /api/jobs query arguments."""
+class JobListQuery(PageQuery):
+    """GET /api/jobs query arguments (and the page's)."""
 
     status: StatusName | None = None
     kind: JobKind | None = None
     sweep_id: int | None = Field(None, ge=1, le=MAX_ID)  # query text: not strict
     tag: TagFilter | None = None
-    page: int = Field(1, ge=1, le=MAX_PAGE)
-    per_page: int = Field(50, ge=1, le=200)
 
 
 class Job(Row):
@@ -118,11 +116,8 @@ class Artifact(Row):
     created_at: UtcTime
 
 
-class JobPage(BaseModel):
+class JobPage(Paged):
     jobs: list[Job]
-    total: int
-    page: int
-    per_page: int
 
 
 class JobMetrics(BaseModel):

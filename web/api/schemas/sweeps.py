@@ -13,13 +13,15 @@ from web.api.schemas.common import (
     Id,
     JsonRequest,
     Name,
+    Paged,
+    PageQuery,
     QueueName,
     Row,
     TagFilter,
     UtcTime,
 )
 from web.api.schemas.jobs import NOT_IN_WEB_GRIDS, JobKind, ParamsObject, StatusName
-from web.inputs import CSV_FILE_NAME_PATTERN, MAX_PAGE
+from web.inputs import CSV_FILE_NAME_PATTERN
 
 GridValue = Union[bool, int, float, str]
 
@@ -64,12 +66,10 @@ class EnsembleSubmission(JsonRequest):
     queue: QueueName | None = None
 
 
-class SweepListQuery(BaseModel):
-    """GET /api/sweeps query arguments."""
+class SweepListQuery(PageQuery):
+    """GET /api/sweeps query arguments (and the page's)."""
 
     tag: TagFilter | None = None
-    page: int = Field(1, ge=1, le=MAX_PAGE)
-    per_page: int = Field(50, ge=1, le=200)
 
 
 class Sweep(Row):
@@ -135,8 +135,5 @@ class CrossValidation(BaseModel):
     ensembles: list[CrossValidationEnsemble]
 
 
-class SweepPage(BaseModel):
+class SweepPage(Paged):
     sweeps: list[Sweep]
-    total: int
-    page: int
-    per_page: int

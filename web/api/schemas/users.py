@@ -14,7 +14,7 @@ from core.service.users import (
     TOKEN_NAME_LENGTH,
     USERNAME_PATTERN,
 )
-from web.api.schemas.common import JsonRequest, Row, UtcTime
+from web.api.schemas.common import JsonRequest, Paged, Row, UtcTime
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
@@ -106,8 +106,5 @@ class AuditEntry(Row):
     address: str | None = Field(description="the client address of the web request; null from the CLI")
 
 
-class AuditPage(BaseModel):
+class AuditPage(Paged):
     entries: list[AuditEntry]
-    total: int
-    page: int
-    per_page: int

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from core.service.records import DELIVERY_STATUSES, WEBHOOK_EVENTS
 from core.service.webhooks import redact_url
-from web.api.schemas.common import JsonRequest, Row, UtcTime
+from web.api.schemas.common import JsonRequest, Paged, Row, UtcTime
 
 WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
 
@@ -78,8 +78,5 @@ class WebhookDelivery(Row):
     body: str = Field(description="the exact JSON sent and signed")
 
 
-class WebhookDeliveryPage(BaseModel):
+class WebhookDeliveryPage(Paged):
     deliveries: list[WebhookDelivery]
-    total: int
-    page: int
-    per_page: int
