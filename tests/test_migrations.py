@@ -243,6 +243,7 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
     from core.service.db import get_sessionmaker
     from core.service.disk import folder_bytes
     from core.service.run_dirs import job_run_dir
+    from web import compare as compare_table
     from web import create_app
 
     train_dir, evaluate_dir = old_installation / "jobs" / "1", old_installation / "jobs" / "2"
@@ -267,6 +268,11 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
     assert (evaluation["accuracy"], evaluation["weighted_f1"], evaluation["confusion"], evaluation["count"]) == (
         0.25, 0.1, [[1, 0], [3, 0]], 4)
     assert (evaluation["threshold"], evaluation["clinical"], evaluation["checkpoints"]) == (None, None, [str(best)])
+    with get_sessionmaker().begin() as session:  # the compare table shows it too: what it has, and "—" for the rest
+        old_evaluation = jobs.get_job(session, 2)
+        [compared] = compare_table.compared_runs(session, [old_evaluation])
+    assert compared["measures"]["accuracy"] == 0.25 and compared["measures"]["sensitivity"] is None
+    assert compared["measured_on"] == "valid.csv"  # from the old evaluation.json (its row has no csv), no threshold
 
     sizes = {job_id: folder_bytes(folder) for job_id, folder in ((1, train_dir), (2, evaluate_dir))}
     assert sizes[1] > 40_000_000 and sizes[2] > 0

@@ -5,6 +5,7 @@ evaluation.json, as the job page shows it)."""
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -49,12 +50,16 @@ def _measured(session: Session, job: Job) -> dict[str, Any]:
 
 
 def _evaluated(session: Session, job: Job) -> dict[str, Any]:
-    evaluation = results.read_evaluation(job_service.named_artifact_file(session, job.id, EVALUATION_JSON))
+    evaluation = results.read_evaluation(job.id, job_service.named_artifact_file(session, job.id, EVALUATION_JSON))
     if evaluation is None:  # not finished, or failed
         return {"measured_on": None, "measures": dict.fromkeys(MEASURES), "train_loss": None}
-    clinical = evaluation.clinical.metrics
-    return {"measured_on": f"{job.params.get('csv')} at threshold {evaluation.threshold.value:.2f}",
-            "train_loss": None,
+    # An evaluation written before operating thresholds and the clinical report has neither (an upgrade's old jobs).
+    at = f" at threshold {evaluation.threshold.value:.2f}" if evaluation.threshold else ""
+    clinical = evaluation.clinical.metrics if evaluation.clinical else None
+    split = job.params.get("csv") or PurePath(evaluation.csv).name or "its data"  # an old job's row has no csv param
+    return {"measured_on": f"{split}{at}", "train_loss": None,
             "measures": {"accuracy": evaluation.accuracy, "balanced_accuracy": evaluation.balanced_accuracy,
-                         "weighted_f1": evaluation.weighted_f1, "sensitivity": clinical.sensitivity.value,
-                         "specificity": clinical.specificity.value, "roc_auc": clinical.roc_auc.value}}
+                         "weighted_f1": evaluation.weighted_f1,
+                         "sensitivity": clinical.sensitivity.value if clinical else None,
+                         "specificity": clinical.specificity.value if clinical else None,
+                         "roc_auc": clinical.roc_auc.value if clinical else None}}

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from core.common.errors import NotFound, UserInputError
+from core.common.errors import NotFound, StateConflict, UserInputError
 from core.engine.data import inside_path
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
 from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
@@ -30,6 +32,10 @@ THUMBNAIL_PX = 96
 # explains (core.engine.explain.EXPLAINED_LAYER): an N px image gives an (N/32)×(N/32) grid of cells.
 LAYER4_STRIDE = 32
 COARSE_CELLS = 4  # under 4×4 cells a map can only point at a part of the image, not at a structure in the cell
+# What reading a recorded file raises when it is no longer what the job wrote: gone (OSError), cut
+# short or edited (ValueError: JSON, pydantic, UTF-8), a column missing (KeyError), a broken zip.
+UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile)
+T = TypeVar("T")
 
 
 def heatmap_note(image_size: int | None) -> str | None:
@@ -73,58 +79,81 @@ def _artifact_file(job_id: int, name: str) -> Path | None:
         return job_service.named_artifact_file(session, job_id, name)
 
 
-def _csv_rows(path: Path | None) -> list[dict[str, str]]:
-    return [] if path is None else read_csv_rows(path)
+def parse_recorded(job_id: int, path: Path | None, read: Callable[[Path], T]) -> T | None:
+    """read(path) for a file the job recorded, None when it recorded none. A file that no longer reads
+    as the job wrote it is one line naming it (409), never a 500."""
+    if path is None:
+        return None
+    try:
+        return read(path)
+    except UNREADABLE:
+        raise StateConflict(f"job {job_id}: its {path.name} cannot be read as the job wrote it (removed, cut short or "
+                            "changed on disk); run the job again to write it anew") from None
+
+
+def _read_recorded(job_id: int, name: str, read: Callable[[Path], T], empty: T) -> T:
+    found = parse_recorded(job_id, _artifact_file(job_id, name), read)
+    return empty if found is None else found
+
+
+def _column(name: str) -> Callable[[Path], list[str]]:
+    """A reader of one column of a recorded CSV."""
+    return lambda path: [row[name] for row in read_csv_rows(path)]
 
 
 def job_results(job_id: int, kind: str) -> schemas.JobResults:
     """The evaluation (evaluation.json) or prediction (prediction.json) summary and the explained images."""
-    evaluation, prediction_path = read_evaluation(_artifact_file(job_id, EVALUATION_JSON)), _artifact_file(job_id, PREDICTION_JSON)
-    prediction = PredictionSummary.model_validate_json(prediction_path.read_bytes()) if prediction_path else None
-    explained = [ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None})
-                 for row in _csv_rows(_artifact_file(job_id, EXPLANATIONS_CSV))]
+    evaluation = read_evaluation(job_id, _artifact_file(job_id, EVALUATION_JSON))
+    prediction = parse_recorded(job_id, _artifact_file(job_id, PREDICTION_JSON),
+                                lambda path: PredictionSummary.model_validate_json(path.read_bytes()))
+    explained = _read_recorded(job_id, EXPLANATIONS_CSV, lambda path: [
+        ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(path)], [])
     convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
     return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
                               explained=explained, explanation_convention=convention)
 
 
-def read_evaluation(path: Path | None) -> schemas.Evaluation | None:
+def read_evaluation(job_id: int, path: Path | None) -> schemas.Evaluation | None:
     """An evaluate job's recorded evaluation.json (headline metrics, clinical report); None until it wrote one."""
-    return schemas.Evaluation.model_validate_json(path.read_bytes()) if path else None
+    return parse_recorded(job_id, path, lambda found: schemas.Evaluation.model_validate_json(found.read_bytes()))
 
 
 def job_images(job_id: int) -> schemas.JobImages:
     """Every row of an evaluate job's per_image.csv, in the CSV's order."""
-    rows = _csv_rows(_artifact_file(job_id, PER_IMAGE_CSV))
-    images = [ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
-                                          "explanation": row["explanation"] or None}) for row in rows]
+    images = _read_recorded(job_id, PER_IMAGE_CSV, lambda path: [
+        ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
+                                    "explanation": row["explanation"] or None}) for row in read_csv_rows(path)], [])
     return schemas.JobImages(job_id=job_id, images=images)
 
 
 def explanation_png(job_id: int, index: int) -> bytes:
     """The heat map of row `index` (1-based) of the job's explanations.csv, from the recorded zip."""
-    rows = _csv_rows(_artifact_file(job_id, EXPLANATIONS_CSV))
+    files = _read_recorded(job_id, EXPLANATIONS_CSV, _column("file"), [])
     archive_path = _artifact_file(job_id, EXPLANATIONS_ZIP)
-    if not 1 <= index <= len(rows) or archive_path is None:
+    if not 1 <= index <= len(files) or archive_path is None:
         raise NotFound(f"job {job_id} has no heat map {index}")
-    with zipfile.ZipFile(archive_path) as archive:
-        try:
-            return archive.read(rows[index - 1]["file"])
-        except KeyError:
-            raise NotFound(f"heat map {index} of job {job_id} is missing from explanations.zip") from None
+
+    def member(path: Path) -> bytes | None:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(files[index - 1]) if files[index - 1] in archive.namelist() else None
+
+    png = parse_recorded(job_id, archive_path, member)
+    if png is None:
+        raise NotFound(f"heat map {index} of job {job_id} is missing from explanations.zip")
+    return png
 
 
 def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     """A small PNG of the cell in row `index` (1-based) of the job's per_image.csv, read from its data
     folder when that lies under DATA_ROOTS (a CLI job's folder may lie anywhere)."""
-    rows = _csv_rows(_artifact_file(job_id, PER_IMAGE_CSV))
-    if not 1 <= index <= len(rows):
+    ids = _read_recorded(job_id, PER_IMAGE_CSV, _column("ID"), [])
+    if not 1 <= index <= len(ids):
         raise NotFound(f"job {job_id} has no image {index}")
     try:  # as for registering a folder: the web reads images only under DATA_ROOTS
         folder = data_folders.folder_under_roots(data_dir, get_settings().data_root_paths)
     except UserInputError:
         raise NotFound(f"job {job_id}: its data folder is not under a data root, so no thumbnails") from None
-    relative = inside_path(rows[index - 1]["ID"])
+    relative = inside_path(ids[index - 1])
     path = folder / relative if relative else None
     if path is None or not path.is_file():
         raise NotFound(f"image {index} of job {job_id} is no longer in its data folder")
