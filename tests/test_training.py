@@ -15,6 +15,7 @@ from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, save_checkpoint
 from core.engine.clinical import roc_auc
 from core.engine.data import read_split
+from core.engine.event_log import append_epoch
 from core.engine.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
 from core.engine.params import FinetuneParams, TrainParams
 from core.engine.predict import predict_probabilities
@@ -151,6 +152,27 @@ class Recorder(TrainingObserver):
         return self.stop_after is not None and len(self.epochs) >= self.stop_after
 
 
+def logged_scalars(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
+    """The run's TensorBoard event log read as TensorBoard reads it (each record's length and data
+    checked against their CRC32C): (step, {tag: value}) per epoch event, in file order."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import masked_crc32c
+
+    data, offset, events = (run_dir / "events.out.tfevents.leukemia").read_bytes(), 0, []
+    while offset < len(data):
+        header = data[offset:offset + 8]
+        (length,), (header_crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[offset + 8:offset + 12])
+        body = data[offset + 12:offset + 12 + length]
+        (body_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
+        assert (header_crc, body_crc) == (masked_crc32c(header), masked_crc32c(body))
+        events.append(Event.FromString(body))
+        offset += 16 + length
+    assert events[0].file_version == "brain.Event:2"
+    return [(event.step, {value.tag: value.simple_value for value in event.summary.value}) for event in events[1:]]
+
+
 @pytest.fixture(scope="module")
 def module_home(tmp_path_factory):
     """One LEUKEMIA_HOME (image caches) for the module's runs."""
@@ -189,6 +211,12 @@ def test_run_writes_checkpoints_metrics_and_plots(uninterrupted, synth_dir: Path
         assert row["valid_accuracy"] == pytest.approx((row["confusion"][0][0] + row["confusion"][1][1]) / 32)
     for name in ("loss.png", "accuracy.png", "confusion.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logged = logged_scalars(run_dir)  # the TensorBoard event log holds what metrics.json holds
+    assert [step for step, _ in logged] == [1, 2, 3]
+    for (_, scalars), row in zip(logged, history):
+        assert scalars["loss/train"] == pytest.approx(row["train_loss"]) and scalars["learning_rate"] == pytest.approx(row["lr"])
+        assert scalars["accuracy/valid"] == pytest.approx(row["valid_accuracy"])
+        assert scalars["roc_auc/valid"] == pytest.approx(row["valid_roc_auc"])
     last = load_checkpoint(run_dir / "last.pt", expected_arch="resnet18")
     # Each epoch's ROC-AUC is that of the epoch's model on the valid split: the last one's, re-scored.
     valid = read_split(synth_dir, "valid")
@@ -214,6 +242,7 @@ def test_resume_after_a_stop_matches_the_uninterrupted_run(synth_dir: Path, unin
     with pytest.raises(RunStopped):
         train(small_params(synth_dir), run_dir, observer=stopping)
     assert stopping.epochs == [1] and load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    append_epoch(run_dir, stopping.records[1])  # as if the kill came after a second write of epoch 1's event
 
     resumed = Recorder()
     # The params passed are ignored on resume: the run's own come from last.pt.
@@ -223,6 +252,7 @@ def test_resume_after_a_stop_matches_the_uninterrupted_run(synth_dir: Path, unin
     assert [r.epoch for r in result.history] == [1, 2, 3]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [step for step, _ in logged_scalars(run_dir)] == [1, 2, 3]  # written anew at the resume: each epoch once
 
     reference = uninterrupted[1].records
     for epoch, record in resumed.records.items():

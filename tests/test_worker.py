@@ -194,7 +194,7 @@ def test_train_then_finetune_and_predict_from_it(trained_job, main_worker, synth
     assert epochs_of(trained_job) == [1, 2]
     train = job_row(trained_job)
     assert train.attempts == 1 and train.best_valid_accuracy is not None and train.progress == 1.0
-    assert {"best.pt", "last.pt", "metrics.csv", "metrics.json"} <= artifact_names(trained_job)
+    assert {"best.pt", "last.pt", "metrics.csv", "metrics.json", "events.out.tfevents.leukemia"} <= artifact_names(trained_job)
 
     finetune_id = submit("finetune", {"data_dir": str(synthetic_data), "epochs": 1, "device": "cpu",
                                                    "batch_size": 8}, parent_id=trained_job, queue=queues["gpu"])  # fmt: skip

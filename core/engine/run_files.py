@@ -20,6 +20,7 @@ class RunFile(NamedTuple):
 
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
+EVENT_LOG = "events.out.tfevents.leukemia"  # TensorBoard reads files whose name holds "tfevents"
 EVALUATION_JSON = "evaluation.json"
 CONFUSION_CSV = "confusion.csv"
 SUBJECTS_CSV = "subjects.csv"
@@ -41,6 +42,7 @@ HISTOGRAM_PNG = "probabilities.png"
 RUN_FILES = (
     RunFile(METRICS_CSV, "metrics", "one row per epoch (core.engine.metric_files)"),
     RunFile(METRICS_JSON, "metrics", "the epochs and the run's outcome"),
+    RunFile(EVENT_LOG, "metrics", "the epochs as a TensorBoard event log (core.engine.event_log)"),
     RunFile(EVALUATION_JSON, "evaluation", "an evaluation's metrics, threshold and clinical report"),
     RunFile(CONFUSION_CSV, "evaluation", "the confusion matrix at the operating threshold"),
     RunFile(SUBJECTS_CSV, "evaluation", "per-subject results, where subjects are known"),

@@ -22,6 +22,7 @@ from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
 from core.engine.clinical import roc_auc
 from core.engine.data import Sample
+from core.engine.event_log import append_epoch, start_event_log
 from core.engine.limits import require_fits_device
 from core.engine.metric_files import write_metrics
 from core.engine.metrics import classification_metrics
@@ -162,6 +163,7 @@ def _fit(
         train_batches, valid_batches = _pipelines(params, train_samples, valid_samples, start, device, use_amp)
 
         run_dir.mkdir(parents=True, exist_ok=True)
+        start_event_log(run_dir, log.history)  # anew: a resumed run's log then holds each epoch once
         observer.on_start(params.epochs, len(train_batches), start_epoch)
         for record in log.history:  # exactly-once: the observer upserts epochs it may already hold
             observer.on_epoch(record)
@@ -214,13 +216,14 @@ def _pipelines(
 
 
 def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, log: RunLog) -> None:
-    """last.pt, best.pt when this epoch is the best, metrics.csv/json and the plots, in that order."""
+    """last.pt, best.pt when this epoch is the best, metrics.csv/json, the plots and the event log, in that order."""
     save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
         save_checkpoint(without_resume_state(checkpoint), run_dir / BEST_CHECKPOINT)
     write_metrics(run_dir, params, log.history, log.best_epoch, best_metric=log.metric,
                   stopped_epoch=log.stopped_epoch, stop_reason=log.stop_reason)  # fmt: skip
     plot_history([r.model_dump() for r in log.history], run_dir, log.best_epoch)
+    append_epoch(run_dir, log.history[-1])
 
 
 def _run_epoch(
