@@ -127,8 +127,8 @@ FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "auth.login": (["next"], ["username", "password"]), "auth.logout": ([], []),
     "views.job_list": (["status", "kind", "sweep", "tag", "page"], []),
     "views.job_detail": ([], []), "views.cancel": ([], []), "views.retry": ([], []), "views.download": ([], []),
-    "views.new_job": (["parent"], JOB_FORM),
-    "views.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]
+    "submit.new_job": (["parent"], JOB_FORM),
+    "submit.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]
                         + ["median_metric", "median_min_finished", "median_grace"]),
     "views.compare": (["ids"], []), "views.data_folders": ([], ["name", "path"]),
     "api.health": ([], []), "metrics.metrics": ([], []), "api.openapi": ([], []), "api.get_job": ([], []), "api.cancel_job": ([], []),

@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         request_ids,
         request_json,
         security,
+        submit_views,
         users_views,
         views,
         webhook_views,
@@ -65,6 +66,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     request_json.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(submit_views.bp)
     app.register_blueprint(cv_views.bp)
     app.register_blueprint(users_views.bp)
     app.register_blueprint(webhook_views.bp)

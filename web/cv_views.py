@@ -19,7 +19,8 @@ from web import forms
 from web.auth import current_actor, login_required
 from web.errors import refusal_status
 from web.inputs import csv_name_problem
-from web.views import _form_choices, _queue_choice, _selected_folder, delete_and_flash
+from web.submit_views import form_choices, queue_choice, selected_folder
+from web.views import delete_and_flash
 from worker import dispatch
 
 bp = Blueprint("cv", __name__)
@@ -52,7 +53,7 @@ def new_cross_validation() -> Any:
     if request.method == "POST":
         folds = _folds_value(errors)
         with get_sessionmaker().begin() as session:
-            folder = _selected_folder(session, errors)
+            folder = selected_folder(session, errors)
             data_dir = folder.path if folder else ""
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors})
@@ -60,7 +61,7 @@ def new_cross_validation() -> Any:
             try:
                 cv_id, job_ids = dispatch.submit_cross_validation(
                     {**values, "data_dir": data_dir}, folds=folds, release_folds="release_folds" in request.form,
-                    name=request.form.get("name", "").strip()[:200] or None, queue=_queue_choice(), origin="web",
+                    name=request.form.get("name", "").strip()[:200] or None, queue=queue_choice(), origin="web",
                     actor=current_actor())
             except UserInputError as error:
                 shown = {f.name for f in _fields()} | {"folds"}
@@ -69,7 +70,7 @@ def new_cross_validation() -> Any:
                 flash(f"Cross-validation {cv_id} queued: {len(job_ids)} fold jobs.")
                 return redirect(url_for("cv.cross_validation", cv_id=cv_id))
     with get_sessionmaker().begin() as session:
-        choices = _form_choices(session)
+        choices = form_choices(session)
     return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), \
         (400 if errors else 200)
 
@@ -122,7 +123,7 @@ def ensemble(cv_id: int) -> Any:
         errors["split"] = problem
     if not errors:
         try:
-            job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=_queue_choice(),
+            job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=queue_choice(),
                                               origin="web", actor=current_actor())
         except (UserInputError, StateConflict) as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)

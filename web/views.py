@@ -9,13 +9,11 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, send_file, url_for
 
-from core.common.errors import NotFound, StateConflict, UserInputError
-from core.common.formats import human_bytes, percent
-from core.engine.early_stopping import EARLY_STOPPING_METRICS
+from core.common.errors import StateConflict, UserInputError
+from core.common.formats import human_bytes
 from core.service import data_folders as folder_service
 from core.service import deletion, job_edits, webhooks
 from core.service import jobs as job_service
-from core.service.access import require_submit
 from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
 from core.service.job_options import JobOptions, JobOptionsEdit
@@ -25,7 +23,6 @@ from core.service.records import (
     JOB_STATUSES,
     MODEL_KINDS,
     RETRYABLE_STATUSES,
-    DataFolder,
     JobStatus,
     utcnow,
 )
@@ -36,7 +33,7 @@ from web.api import schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.errors import refusal_status
-from web.inputs import csv_name_problem, query_choice, query_int, storable_id
+from web.inputs import query_choice, query_int
 from web.paging import Pager, requested_page
 from worker import dispatch
 
@@ -242,132 +239,6 @@ def _existing(job_id: int) -> int:
 @login_required
 def download(job_id: int, artifact_id: int) -> Any:
     return send_artifact(job_id, artifact_id)
-
-
-# --- submit forms ------------------------------------------------------------------------------
-
-
-def _form_choices(session: Any) -> dict[str, Any]:
-    folders = folder_service.list_data_folders(session)
-    parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
-                                     f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
-               for j in queries.model_jobs(session)]
-    return {"folders": [{"id": f.id, "name": f.name, "path": f.path, "image_size": (f.report or {}).get("image_size")}
-                        for f in folders], "parents": parents}
-
-
-def _selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
-    raw = request.form.get("data_folder", "")
-    folder = session.get(DataFolder, int(raw)) if raw.isdigit() and storable_id(int(raw)) else None
-    if folder is None:
-        errors["data_folder"] = "choose a registered data folder (register one under Data folders)"
-    return folder
-
-
-def _selected_parent(errors: dict[str, str]) -> int | None:
-    raw = request.form.get("parent_id", "")
-    if raw.isdigit() and storable_id(int(raw)):
-        return int(raw)
-    errors["parent_id"] = "choose the job whose checkpoint to start from"
-    return None
-
-
-def _queue_choice() -> str | None:
-    return request.form.get("queue", "").strip() or None
-
-
-def _record_submit_error(error: UserInputError, kind: str, errors: dict[str, str]) -> None:
-    """Put a one-line error from the job service next to the field it is about (else above the form)."""
-    name = "data_folder" if error.field == "data_dir" else error.field
-    shown = {f.name for f in forms.form_fields(kind)} | {"parent_id", "data_folder", "queue"}
-    errors[name if name in shown else forms.FORM_LEVEL] = str(error)
-
-
-@bp.route("/jobs/new/<kind>", methods=("GET", "POST"))
-@login_required
-def new_job(kind: str) -> Any:
-    """One form per job kind, generated from and validated by core.engine.params."""
-    if kind not in JOB_KINDS:
-        raise NotFound(f"no form for job kind {kind!r}")
-    require_submit(current_actor())
-    errors: dict[str, str] = {}
-    values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
-    if request.method == "POST":
-        with get_sessionmaker().begin() as session:
-            folder = _selected_folder(session, errors)
-            data_dir = folder.path if folder else ""
-        parent_id = None if kind == "train" else _selected_parent(errors)
-        errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
-                       if k not in errors})
-        if kind in ("evaluate", "predict") and (csv_problem := csv_name_problem(values.get("csv"))):
-            errors.setdefault("csv", csv_problem)
-        options = forms.options_from_form(request.form, errors)
-        if not errors:
-            try:
-                job_id = dispatch.submit_job(kind, {**values, "data_dir": data_dir}, parent_id=parent_id,
-                                             queue=_queue_choice(), origin="web", actor=current_actor(),
-                                             options=options)
-            except UserInputError as error:
-                _record_submit_error(error, kind, errors)
-            else:
-                flash(f"Job {job_id} queued.")
-                return redirect(url_for("views.job_detail", job_id=job_id))
-    preset_parent = request.args.get("parent", "")
-    with get_sessionmaker().begin() as session:
-        choices = _form_choices(session)
-        preset_folder = _parent_folder_id(session, preset_parent)
-    status = 400 if errors else 200
-    return render_template("job_form.html", kind=kind, fields=forms.form_fields(kind), values=values, errors=errors,
-                           form=request.form, preset_parent=preset_parent, preset_folder=preset_folder, **choices), status
-
-
-def _parent_folder_id(session: Any, parent: str) -> int | None:
-    """The registered data folder the parent job (?parent=ID) used, to preselect it; None when there is none."""
-    job = queries.find_job(session, int(parent)) if parent.isdigit() else None
-    if job is None:
-        return None
-    folder = folder_service.registered_folder_by_path(session, job.data_dir or job.params.get("data_dir") or "")
-    return folder.id if folder else None
-
-
-@bp.route("/sweeps/new", methods=("GET", "POST"))
-@login_required
-def new_sweep() -> Any:
-    """A train grid: fixed values from the train form, varied ones as comma-separated lists."""
-    require_submit(current_actor())
-    errors: dict[str, str] = {}
-    values = forms.values_from_form("train", request.form) if request.method == "POST" else {}
-    grid: dict[str, list[str]] = {}
-    if request.method == "POST":
-        for name in forms.SWEEP_FIELDS:
-            listed = forms.split_sweep_values(name, request.form.get(f"grid_{name}", ""))
-            if listed:
-                grid[name] = listed
-        if not grid:
-            errors["grid"] = "give at least one field several values, e.g. lr: 0.001, 0.0003"
-        with get_sessionmaker().begin() as session:
-            folder = _selected_folder(session, errors)
-            data_dir = folder.path if folder else ""
-        errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
-                       if k not in errors and k not in grid})
-        options = forms.options_from_form(request.form, errors)
-        rule = forms.median_rule_from_form(request.form, errors)
-        if not errors:
-            try:
-                sweep_id, job_ids = dispatch.submit_sweep("train", {**values, "data_dir": data_dir}, grid,
-                                                          name=request.form.get("name", "").strip()[:200] or None,
-                                                          queue=_queue_choice(), origin="web", actor=current_actor(),
-                                                          options=options, early_stopping=rule)
-            except UserInputError as error:
-                errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
-            else:
-                flash(f"Sweep {sweep_id} queued: {len(job_ids)} jobs.")
-                return redirect(url_for("views.job_list", sweep=sweep_id))
-    with get_sessionmaker().begin() as session:
-        choices = _form_choices(session)
-    return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,
-                           form=request.form, sweep_fields=forms.SWEEP_FIELDS, median_metrics=EARLY_STOPPING_METRICS,
-                           **choices), (400 if errors else 200)
 
 
 # --- compare and data folders -----------------------------------------------------------------------
