@@ -87,8 +87,8 @@ def parse_recorded(job_id: int, path: Path | None, read: Callable[[Path], T]) ->
     try:
         return read(path)
     except UNREADABLE:
-        raise StateConflict(f"job {job_id}: its {path.name} cannot be read as the job wrote it (removed, cut short or "
-                            "changed on disk); run the job again to write it anew") from None
+        raise StateConflict(f"job {job_id}: its {path.name} cannot be read as the job wrote it (cut short, changed or "
+                            "unreadable on disk); run the job again to write it anew") from None
 
 
 def _read_recorded(job_id: int, name: str, read: Callable[[Path], T], empty: T) -> T:

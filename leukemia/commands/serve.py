@@ -179,7 +179,8 @@ def register_data_folder(base_url: str, token: str, folder: Path) -> None:
 def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> None:
     """The body of `leukemia serve`; returns when the children have stopped. This process reads its
     settings with --home in place of LEUKEMIA_HOME and hands the children theirs in their environment."""
-    settings = read_settings(Settings, **({"leukemia_home": home} if home is not None else {}))
+    given_home = {"leukemia_home": home.expanduser().resolve()} if home is not None else {}
+    settings = read_settings(Settings, **given_home)
     home = settings.leukemia_home.expanduser().resolve()
     # Checked in the order of the command line, so the first error names the first problem;
     # the demo folder is written only once the port is known to be free.
