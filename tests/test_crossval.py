@@ -87,12 +87,11 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
     ensemble as a predict job (final, in file-number order) and an evaluate job (prelim, with TTA)."""
     import os
     import secrets
-    import signal
 
     from core.service import jobs
     from core.service.cv_jobs import cross_validation_summary
     from core.service.db import get_sessionmaker
-    from tests.test_worker import WorkerProcess, cli, job_row, wait_finished
+    from tests.test_worker import WorkerProcess, cli, job_row, stop_workers, wait_finished
 
     queue = f"cv-{secrets.token_hex(3)}"
     env = {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -155,11 +154,7 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
         assert [(e["job_id"], e["kind"], e["split"], e["tta"]) for e in ensembles] == [
             (predict_id, "predict", "final", False), (evaluate_id, "evaluate", "prelim", True)]
     finally:
-        for worker in workers:
-            if worker.process.poll() is None:
-                os.killpg(worker.process.pid, signal.SIGTERM)
-        for worker in workers:
-            worker.process.wait(timeout=60)
+        stop_workers(*workers)
 
 
 @pytest.fixture()

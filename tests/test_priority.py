@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +20,7 @@ from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import Job, utcnow
 from leukemia.cli import main as leukemia_cli
-from tests.test_worker import WorkerProcess, epochs_of, submit, wait_for
+from tests.test_worker import WorkerProcess, epochs_of, stop_workers, submit, wait_for
 
 TRAIN = {"data_dir": "/data/lab", "epochs": 1, "image_size": 32}
 
@@ -223,12 +221,7 @@ def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint,
         assert [row.status for row in rows] == ["cancelled", "succeeded", "succeeded", "succeeded"]
         assert [row.id for row in sorted(rows[1:], key=lambda row: row.started_at)] == later[::-1], worker.log()[-3000:]
     finally:
-        if worker.process.poll() is None:
-            os.killpg(worker.process.pid, signal.SIGTERM)
-        try:
-            worker.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_workers(worker)
         if service_backend["name"] == "redis+postgres":  # drop the surplus messages nobody consumed
             import redis
 

@@ -164,22 +164,22 @@ def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, t
     ended["unsent"] = queued(tmp_path)
     with get_sessionmaker().begin() as session:
         jobs.fail_unsent_job(session, ended["unsent"], "broker down")
-    # running -> succeeded, and a late cancel -> cancelled (finish_job)
-    for name, cancel in (("succeeded", False), ("late", True)):
+    # running -> succeeded, and a late cancel -> cancelled (finish_job); cancel during shutdown
+    # (release_job), while a plain release is no event
+    def finish(session, job_id: int) -> None:
+        jobs.finish_job(session, job_id, "w", "succeeded")
+
+    def release(session, job_id: int) -> None:
+        jobs.release_job(session, job_id, "w")
+
+    for name, cancel, end in (("succeeded", False, finish), ("late", True, finish),
+                              ("released-cancel", True, release), ("released", False, release)):
         ended[name] = queued(tmp_path)
         with get_sessionmaker().begin() as session:
             jobs.claim_job(session, ended[name], owner="w", host="h")
             if cancel:
                 jobs.request_cancel(session, ended[name])
-            jobs.finish_job(session, ended[name], "w", "succeeded")
-    # cancel during shutdown (release_job); a plain release is no event
-    for name, cancel in (("released-cancel", True), ("released", False)):
-        ended[name] = queued(tmp_path)
-        with get_sessionmaker().begin() as session:
-            jobs.claim_job(session, ended[name], owner="w", host="h")
-            if cancel:
-                jobs.request_cancel(session, ended[name])
-            jobs.release_job(session, ended[name], "w")
+            end(session, ended[name])
     # worker lost with no attempts left -> failed "worker lost" (requeue_lost_jobs)
     ended["lost"] = queued(tmp_path)
     with get_sessionmaker().begin() as session:
@@ -459,7 +459,7 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
     import signal
 
     from core.engine.synth import write_synthetic_dataset
-    from tests.test_worker import TINY, WorkerProcess, submit, wait_for
+    from tests.test_worker import TINY, WorkerProcess, stop_workers, submit, wait_for
 
     data = tmp_path_factory.mktemp("webhook-data") / "lab"
     write_synthetic_dataset(data, train=16, valid=8, test=4, image_size=32, seed=0)
@@ -517,11 +517,7 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
             record = session.query(WorkerRecord).filter_by(hostname=victim.hostname).one()
             assert (record.lost_at - record.last_seen).total_seconds() >= 6, (record.last_seen, record.lost_at)
     finally:
-        for worker in started:
-            if worker.process.poll() is None:
-                os.killpg(worker.process.pid, signal.SIGTERM)
-        for worker in started:
-            worker.process.wait(timeout=60)
+        stop_workers(*started)
         good.close()
         hanging.close()
         with get_sessionmaker().begin() as session:  # later tests on this database send to nobody

@@ -61,6 +61,19 @@ class WorkerProcess:
         self.process.wait(timeout=60)
 
 
+def stop_workers(*workers: WorkerProcess) -> None:
+    """SIGTERM every worker's process group at once (each finishes or requeues its job), then wait
+    for each; one still running after 30 s gets SIGKILL."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            os.killpg(worker.process.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, *workers: WorkerProcess) -> object:
     """Poll until condition() is truthy (tests/polling.py); fail at once if a worker exits, and on
     timeout with what we waited for and the workers' logs."""
@@ -140,14 +153,7 @@ def extra_workers(service_backend) -> list[WorkerProcess]:
     service_backend dependency one list would span both backends)."""
     started: list[WorkerProcess] = []
     yield started
-    for worker in started:
-        if worker.process.poll() is None:
-            os.killpg(worker.process.pid, signal.SIGTERM)
-    for worker in started:
-        try:
-            worker.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill(signal.SIGKILL)
+    stop_workers(*started)
 
 
 @pytest.fixture(scope="module")
