@@ -86,6 +86,33 @@ def test_only_the_owner_or_an_admin_records_a_threshold_in_a_model(client, team,
     assert [(name, target) for name, target, _ in threshold_audit()] == [("bob", str(model)), ("alice", str(model))]
 
 
+def test_a_run_failing_after_it_recorded_a_threshold_leaves_the_write_audited(client, team, folder_path, monkeypatch):  # noqa: F811
+    """The write and its audit row are one transaction at the moment the threshold is chosen, not a
+    note at the end of the run: an evaluation that fails afterwards (here: writing its outputs) has
+    still changed the owner's model, and the audit log says so."""
+    from core.engine import predict
+    from worker.tasks import run_job
+
+    bob = team["bob"]
+    model = run_submitted(client, bob, "train", {**TRAIN, "epochs": 1, "data_dir": folder_path, "device": "cpu"})
+    before, _ = best_checkpoint(client, model)
+
+    def disk_gone(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict, "write_evaluation_outputs", disk_gone)
+    response = client.post("/api/jobs", headers=bob, json={
+        "kind": "evaluate", "parent_id": model, "params": {**CHOOSE, "data_dir": folder_path, "csv": "valid.csv"}})
+    job_id = response.json["id"]
+    run_job(job_id)
+    assert client.get(f"/api/jobs/{job_id}", headers=bob).json["status"] == "failed"
+    after, row = best_checkpoint(client, model)
+    assert after != before and THRESHOLD_KEY in load_checkpoint_bytes(after)
+    assert (len(after), hashlib.sha256(after).hexdigest()) == (row["size_bytes"], row["sha256"])
+    assert [(name, target, detail["chosen_by_job"]) for name, target, detail in threshold_audit()] == [
+        ("bob", str(model), job_id)]
+
+
 def load_checkpoint_bytes(content: bytes) -> dict:
     import tempfile
     from pathlib import Path

@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_task
 from celery.exceptions import Reject
@@ -41,6 +41,9 @@ from core.service.run_dirs import job_run_dir
 from core.service.settings import get_settings
 from worker import metrics
 from worker.dispatch import send_job
+
+if TYPE_CHECKING:  # the annotation only: report imports the plotting and Grad-CAM code
+    from core.engine.report import ThresholdWriter
 
 log = logging.getLogger("leukemia.worker")
 # Set when the worker process is asked to stop (SIGTERM): the running job stops at the next
@@ -314,21 +317,20 @@ class JobRun:
             log.error("job %s: %s", self.spec.id, failure)
 
 
-def may_record_threshold(job_id: int) -> bool:
-    """Asked of the service before the run: may a threshold this job chooses go into its model's checkpoint?"""
-    from core.service.thresholds import may_record_threshold as allowed
+def threshold_writer(job_id: int) -> ThresholdWriter | None:
+    """Asked of the service before the run: None when a threshold this job chooses may not go into its
+    model's checkpoint, else the writer the engine calls, which writes it audited in one transaction."""
+    from core.service.thresholds import may_record_threshold, record_audited
 
     with get_sessionmaker().begin() as session:
-        return allowed(session, job_id)
+        if not may_record_threshold(session, job_id):
+            return None
 
-
-def note_recorded_threshold(job_id: int, threshold: dict[str, Any]) -> None:
-    """A threshold the run wrote into a checkpoint: the artifact rows refreshed and the write audited."""
-    from core.service.thresholds import threshold_recorded
-
-    if threshold.get("recorded_in"):
+    def write(checkpoint: Path, threshold: dict[str, Any]) -> None:
         with get_sessionmaker().begin() as session:
-            threshold_recorded(session, job_id, threshold)
+            record_audited(session, job_id, checkpoint, threshold)
+
+    return write
 
 
 def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
@@ -354,10 +356,7 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
     elif spec.kind == "finetune":
         training.finetune(params, run_dir, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        evaluation = predict.evaluate_csv(params, out_dir=run_dir, observer=observer,
-                                          record_in_checkpoint=may_record_threshold(spec.id))
-        note_recorded_threshold(spec.id, evaluation.metrics["threshold"])
+        predict.evaluate_csv(params, out_dir=run_dir, observer=observer, write_threshold=threshold_writer(spec.id))
     else:  # predict: parse_params knows no other kind
-        prediction = predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
-                                         record_in_checkpoint=may_record_threshold(spec.id))
-        note_recorded_threshold(spec.id, prediction.threshold)
+        predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
+                            write_threshold=threshold_writer(spec.id))

@@ -26,7 +26,9 @@ from core.engine.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_
 from core.engine.plots import plot_confusion
 from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
 from core.engine.report import (
+    ThresholdWriter,
     prediction_summary,
+    record_threshold,
     resolve_threshold,
     select_for_explanation,
     subjects_of,
@@ -148,12 +150,13 @@ def ensemble_probabilities(
 
 def evaluate_csv(
     params: EvaluateParams, *, out_dir: Path | None = None, observer: PredictionObserver | None = None,
-    record_in_checkpoint: bool = True,
+    write_threshold: ThresholdWriter | None = record_threshold,
 ) -> EvaluationResult:
     """Score params.checkpoint (file or run folder), or the mean of it and params.checkpoints (an ensemble),
     on a labelled CSV or named split at the operating threshold, with the clinical report; with out_dir
     also write JSON, the per-image CSV, subjects.csv, plots and Grad-CAM overlays (of the first checkpoint).
-    record_in_checkpoint: see core.report.resolve_threshold (the command line's user owns the files: True)."""
+    write_threshold: see core.engine.report.resolve_threshold (the command line's user owns the files:
+    record_threshold writes them)."""
     if not params.checkpoint:
         raise UserInputError("checkpoint: give a run folder or .pt file (--checkpoint)", field="checkpoint")
     if out_dir is None and params.explain:
@@ -166,7 +169,7 @@ def evaluate_csv(
     probabilities = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
         params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
-        record_in_checkpoint=record_in_checkpoint,
+        write_threshold=write_threshold,
     )
     truth = np.array([s.label for s in samples])
     metrics = classification_metrics(truth, (probabilities >= threshold["value"]).astype(np.int64))
@@ -193,11 +196,12 @@ def evaluate_csv(
 
 def predict_csv(
     params: PredictParams, out_path: Path, *, observer: PredictionObserver | None = None, report_dir: Path | None = None,
-    record_in_checkpoint: bool = True,
+    write_threshold: ThresholdWriter | None = record_threshold,
 ) -> PredictionResult:
     """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order, calling
     ALL at the operating threshold; with report_dir also prediction.json, the histogram and Grad-CAM overlays.
-    record_in_checkpoint: see core.report.resolve_threshold (the command line's user owns the files: True)."""
+    write_threshold: see core.engine.report.resolve_threshold (the command line's user owns the files:
+    record_threshold writes them)."""
     if not params.checkpoints:
         raise UserInputError(
             "checkpoints: give at least one checkpoint (several make an ensemble)", field="checkpoints"
@@ -211,7 +215,7 @@ def predict_csv(
     class_one = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
         params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
-        record_in_checkpoint=record_in_checkpoint,
+        write_threshold=write_threshold,
     )
     labels = (class_one >= threshold["value"]).astype(np.int64)
     out_path = Path(out_path)

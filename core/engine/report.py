@@ -46,6 +46,9 @@ VALID_SPLIT = "valid"  # core.engine.splits: valid.csv of a lab folder, the subj
 EXPLANATIONS_DIR = "explanations"
 HISTOGRAM_BINS = 20
 FIRST_ROWS = 10
+# Writes a threshold chosen now ({value, method, target_sensitivity, chosen_on}) into a checkpoint:
+# record_threshold itself on the command line; a queued job's writer audits the write with it.
+ThresholdWriter = Callable[[Path, dict[str, Any]], None]
 
 
 # ---------------------------------------------------------------- the operating threshold
@@ -57,18 +60,19 @@ def resolve_threshold(
     data_dir: Path,
     valid_probabilities: Callable[[list[Sample]], np.ndarray],
     *,
-    record_in_checkpoint: bool,
+    write_threshold: ThresholdWriter | None,
 ) -> dict[str, Any]:
     """The threshold to use and where it came from, as recorded in the job's JSON:
     {value, source (given | valid | recorded | default), method, target_sensitivity, chosen_on, recorded_in, description}.
 
-    record_in_checkpoint: whether a threshold chosen now may be written into the (single) checkpoint. The
-    caller decides (a queued job: core.thresholds, the model's owner or an admin); when it may not, the
-    threshold is still used and kept in this run's own results only."""
+    write_threshold: how a threshold chosen now is written into the (single) checkpoint, or None when it
+    may not be. The caller decides (a queued job: core.service.thresholds, the model's owner or an admin,
+    the write audited with it); when it may not, the threshold is still used and kept in this run's own
+    results only."""
     if params.threshold is not None:
         return _threshold(params.threshold, "given", description=f"given ({params.threshold:g})")
     if params.threshold_from == "valid":
-        return _choose_on_valid(params, checkpoints, data_dir, valid_probabilities, record_in_checkpoint)
+        return _choose_on_valid(params, checkpoints, data_dir, valid_probabilities, write_threshold)
     recorded = load_checkpoint(checkpoints[0]).get(THRESHOLD_KEY) if len(checkpoints) == 1 else None
     if recorded:
         return _threshold(
@@ -83,7 +87,7 @@ def resolve_threshold(
 
 def _choose_on_valid(
     params: OperatingPointParams, checkpoints: list[Path], data_dir: Path,
-    valid_probabilities: Callable[[list[Sample]], np.ndarray], record_in_checkpoint: bool,
+    valid_probabilities: Callable[[list[Sample]], np.ndarray], write_threshold: ThresholdWriter | None,
 ) -> dict[str, Any]:
     try:
         samples = read_named_split(data_dir, VALID_SPLIT, labelled=True, seed=training_seed(checkpoints[0]))
@@ -93,9 +97,9 @@ def _choose_on_valid(
     value = choose_threshold([s.label for s in samples], valid_probabilities(samples), method, params.target_sensitivity)
     chosen_on = f"the {VALID_SPLIT} split ({len(samples)} images)"
     recorded_in, kept = None, ""
-    if len(checkpoints) == 1 and record_in_checkpoint:  # an ensemble's threshold belongs to no single checkpoint
-        record_threshold(checkpoints[0], {"value": value, "method": method,
-                                          "target_sensitivity": params.target_sensitivity, "chosen_on": chosen_on})
+    if len(checkpoints) == 1 and write_threshold is not None:  # an ensemble's threshold belongs to no single checkpoint
+        write_threshold(checkpoints[0], {"value": value, "method": method,
+                                         "target_sensitivity": params.target_sensitivity, "chosen_on": chosen_on})
         recorded_in = str(checkpoints[0])
     elif len(checkpoints) == 1:
         kept = f"; kept with this run, not recorded in {checkpoints[0].name}"
