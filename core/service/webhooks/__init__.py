@@ -5,51 +5,32 @@ of the status change that makes it: a rolled-back change announces nothing, a co
 never forgotten. A sender (`deliver_due`: a thread of every worker, or `leukemia webhooks deliver`)
 takes one due delivery at a time with one conditional UPDATE (a lease longer than an attempt can
 last), so two senders never send one delivery, POSTs the stored body signed with the webhook's
-secret (transport: checked addresses, a total deadline), and retries with doubling back-off. A disabled webhook's deliveries wait until it is enabled again. Delivery runs beside
-the jobs, never inside them: a slow or failing receiver holds up no job.
+secret (transport: checked addresses, a total deadline), and retries with doubling back-off. A
+disabled webhook's deliveries wait until it is enabled again. Delivery runs beside the jobs, never
+inside them: a slow or failing receiver holds up no job.
 
 config: the webhooks and their reads; outbox: events as delivery rows; sender: claim, POST,
-record; transport: the HTTP side (address policy, deadline, redaction)."""
+record; transport: the HTTP side (address policy, deadline, redaction). The package re-exports
+what callers use; helpers and constants (the lease margin, the back-off cap) stay in the module
+that reads them, which is where a test patches them."""
 
 from __future__ import annotations
 
 from core.service.webhooks.config import (  # noqa: F401
-    MANAGE,
     add,
     change,
-    check_events,
-    check_secret,
-    create_webhook,
-    delete_webhook,
     deliveries,
     delivery_counts,
-    find_delivery,
-    find_webhook,
     get_webhook,
     list_webhooks,
     remove,
-    update_webhook,
 )
 from core.service.webhooks.outbox import (  # noqa: F401
-    TEST_EVENT,
-    enqueue_event,
     job_ended,
-    job_payload,
     lost_workers,
-    queue_test_delivery,
-    redeliver,
     report_lost_workers,
     send_again,
     send_test,
 )
-from core.service.webhooks.sender import (  # noqa: F401
-    LEASE_MARGIN_SECONDS,
-    RETRY_CAP_SECONDS,
-    USER_AGENT,
-    backoff_seconds,
-    claim_next,
-    deliver_due,
-    record_attempt,
-    signature,
-)
+from core.service.webhooks.sender import claim_next, deliver_due, record_attempt, signature  # noqa: F401
 from core.service.webhooks.transport import redact_url  # noqa: F401
