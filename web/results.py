@@ -91,9 +91,9 @@ def parse_recorded(job_id: int, path: Path | None, read: Callable[[Path], T]) ->
                             "unreadable on disk); run the job again to write it anew") from None
 
 
-def _read_recorded(job_id: int, name: str, read: Callable[[Path], T], empty: T) -> T:
-    found = parse_recorded(job_id, _artifact_file(job_id, name), read)
-    return empty if found is None else found
+def _recorded_rows(job_id: int, name: str, read: Callable[[Path], list[T]]) -> list[T]:
+    """The rows `read` makes of the job's recorded CSV `name`; none when the job recorded none."""
+    return parse_recorded(job_id, _artifact_file(job_id, name), read) or []
 
 
 def _column(name: str) -> Callable[[Path], list[str]]:
@@ -106,8 +106,8 @@ def job_results(job_id: int, kind: str) -> schemas.JobResults:
     evaluation = read_evaluation(job_id, _artifact_file(job_id, EVALUATION_JSON))
     prediction = parse_recorded(job_id, _artifact_file(job_id, PREDICTION_JSON),
                                 lambda path: PredictionSummary.model_validate_json(path.read_bytes()))
-    explained = _read_recorded(job_id, EXPLANATIONS_CSV, lambda path: [
-        ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(path)], [])
+    explained = _recorded_rows(job_id, EXPLANATIONS_CSV, lambda path: [
+        ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(path)])
     convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
     return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
                               explained=explained, explanation_convention=convention)
@@ -120,15 +120,15 @@ def read_evaluation(job_id: int, path: Path | None) -> schemas.Evaluation | None
 
 def job_images(job_id: int) -> schemas.JobImages:
     """Every row of an evaluate job's per_image.csv, in the CSV's order."""
-    images = _read_recorded(job_id, PER_IMAGE_CSV, lambda path: [
+    images = _recorded_rows(job_id, PER_IMAGE_CSV, lambda path: [
         ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
-                                    "explanation": row["explanation"] or None}) for row in read_csv_rows(path)], [])
+                                    "explanation": row["explanation"] or None}) for row in read_csv_rows(path)])
     return schemas.JobImages(job_id=job_id, images=images)
 
 
 def explanation_png(job_id: int, index: int) -> bytes:
     """The heat map of row `index` (1-based) of the job's explanations.csv, from the recorded zip."""
-    files = _read_recorded(job_id, EXPLANATIONS_CSV, _column("file"), [])
+    files = _recorded_rows(job_id, EXPLANATIONS_CSV, _column("file"))
     archive_path = _artifact_file(job_id, EXPLANATIONS_ZIP)
     if not 1 <= index <= len(files) or archive_path is None:
         raise NotFound(f"job {job_id} has no heat map {index}")
@@ -146,7 +146,7 @@ def explanation_png(job_id: int, index: int) -> bytes:
 def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     """A small PNG of the cell in row `index` (1-based) of the job's per_image.csv, read from its data
     folder when that lies under DATA_ROOTS (a CLI job's folder may lie anywhere)."""
-    ids = _read_recorded(job_id, PER_IMAGE_CSV, _column("ID"), [])
+    ids = _recorded_rows(job_id, PER_IMAGE_CSV, _column("ID"))
     if not 1 <= index <= len(ids):
         raise NotFound(f"job {job_id} has no image {index}")
     try:  # as for registering a folder: the web reads images only under DATA_ROOTS
