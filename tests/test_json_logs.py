@@ -7,7 +7,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +20,8 @@ from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import Job
 from core.service.settings import get_settings
-from tests.conftest import WEB_API_TOKEN
+from tests import polling
+from tests.conftest import REPO, WEB_API_TOKEN
 from tests.web_helpers import TRAIN, synthetic_folder
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
@@ -122,3 +128,125 @@ def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, monkeypatch)
     heartbeat.join()
     failed = [line for line in json_logs() if line["message"] == "job 4242 heartbeat failed"]
     assert failed and all(line["job_id"] == 4242 and "unknown fields" in line["exception"] for line in failed)
+
+
+# --- real processes, from start to stop (issue 26, item 3) --------------------------------------------
+
+
+def json_lines(path) -> list[dict]:
+    """Every line of a process's whole stdout+stderr as a JSON object; fails naming the first line that is not one."""
+    lines = path.read_text().splitlines()
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"{path.name} line {number} is not one JSON object: {line!r}")
+        assert isinstance(parsed[-1], dict) and {"time", "level", "logger", "message"} <= set(parsed[-1]), line
+    if shutil.which("jq"):  # what an operator runs over the log
+        done = subprocess.run(["jq", "-c", "."], stdin=path.open("rb"), capture_output=True, check=False)
+        assert done.returncode == 0 and len(done.stdout.splitlines()) == len(lines), done.stderr
+    return parsed
+
+
+@pytest.mark.parametrize("service_backend", ["embedded"], indirect=True)
+def test_real_worker_and_web_processes_write_only_json_lines_from_start_to_stop(service_backend, tmp_path):
+    """LOG_FORMAT=json: `leukemia worker`, `leukemia web` and gunicorn as compose runs it, each from its
+    start to its SIGTERM, through real jobs. A job left running by a lost worker and a queued job wait before
+    the worker starts: its reaper's and its re-send's lines come before Celery's setup, in JSON too, with their
+    time and level. Every worker line names the worker; every line about a job, the job and the Celery task."""
+    import signal
+    from datetime import timedelta
+
+    import yaml
+
+    from core.service.records import utcnow
+    from tests.web_helpers import free_port
+
+    data = synthetic_folder(tmp_path / "data")
+    queue, hostname = "json-logs", "json-worker@test"
+    params = {**TRAIN, "data_dir": str(data), "epochs": 1, "device": "cpu"}
+    with get_sessionmaker().begin() as session:
+        lost = jobs.create_job(session, "train", params, queue=queue).id
+        waiting = jobs.create_job(session, "train", params, queue=queue).id
+    with get_sessionmaker().begin() as session:  # taken by a worker that died: stale, its worker gone
+        jobs.claim_job(session, lost, owner="gone@test:x", host="gone@test")
+        session.get(Job, lost).heartbeat_at = utcnow() - timedelta(minutes=5)
+    env = {**os.environ, **service_backend["env"], "LOG_FORMAT": "json", "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "k" * 32,
+           "ADMIN_PASSWORD": "correct-horse-9", "DATA_ROOTS": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}  # fmt: skip (HOME: gunicorn's control socket)
+    web_port, gunicorn_port = free_port(), free_port()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["web"]["command"]
+    gunicorn = [str(Path(sys.executable).parent / "gunicorn"),
+                *[part.replace("0.0.0.0:8000", f"127.0.0.1:{gunicorn_port}") for part in compose[1:]]]
+    gunicorn[gunicorn.index("--workers") + 1] = "1"
+    commands = {
+        "worker": [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", hostname],
+        "web": [sys.executable, "-m", "leukemia.cli", "web", "--port", str(web_port)],
+        "gunicorn": gunicorn,
+    }
+    processes = {}
+    try:
+        for name, command in commands.items():
+            with (tmp_path / f"{name}.log").open("wb") as log_file:
+                processes[name] = subprocess.Popen(command, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
+                                                   start_new_session=True)  # fmt: skip
+
+        def finished() -> bool:
+            for process in processes.values():
+                assert process.poll() is None, "\n".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in processes)
+            with get_sessionmaker().begin() as session:
+                return all(session.get(Job, job_id).status == "succeeded" for job_id in (lost, waiting))
+
+        polling.wait_for(finished, 240, "both jobs to succeed", interval=0.5,
+                         describe=lambda: (tmp_path / "worker.log").read_text()[-3000:])  # fmt: skip
+        for port in (web_port, gunicorn_port):
+            answer = polling.wait_for(lambda port=port: http_status(f"http://127.0.0.1:{port}/api/jobs/{lost}"), 60,
+                                      f"the web app on port {port}")  # fmt: skip
+            assert answer == 200
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    worker = json_lines(tmp_path / "worker.log")
+    assert all(line.get("worker") == hostname for line in worker)
+    messages = [line["message"] for line in worker]
+    requeued = next(line for line in worker if line["message"] == f"requeued jobs whose worker was lost: [{lost}]")
+    assert requeued["level"] == "WARNING" and requeued["logger"] == "leukemia.worker"
+    assert any(m.startswith("sent waiting jobs again at start") and str(waiting) in m for m in messages), messages
+    assert any(m.endswith(" ready.") for m in messages) and any("warm shutdown" in m.lower() for m in messages), messages
+    for job_id in (lost, waiting):
+        about = [line for line in worker if line.get("job_id") == job_id]
+        assert any(line["message"] == f"job {job_id} succeeded" for line in about), about
+        assert all(line.get("task_id") for line in about), [line for line in about if not line.get("task_id")]
+    # Celery's own task lines carry the task id, and the job id of their message.
+    received = [line for line in worker if line["logger"].startswith("celery") and "received" in line["message"]]
+    assert len(received) == 2 and all(line["task_id"] in line["message"] for line in received), received
+    assert {line["message_job_id"] for line in received} == {lost, waiting}, received
+
+    web = json_lines(tmp_path / "web.log")
+    assert any(line["logger"] == "leukemia.web.access" and f"/api/jobs/{lost} 200" in line["message"] for line in web)
+    served = json_lines(tmp_path / "gunicorn.log")
+    assert any(line["logger"] == "gunicorn.error" and line["message"].startswith("Starting gunicorn") for line in served)
+    assert any(line["logger"] == "gunicorn.error" and "Shutting down" in line["message"] for line in served), served
+
+
+def http_status(url: str) -> int | None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=AUTH)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None

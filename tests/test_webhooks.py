@@ -9,6 +9,7 @@ import hmac
 import json
 import threading
 import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -282,6 +283,68 @@ def test_a_lost_worker_is_reported_once_and_cleared_when_seen(database):
         jobs.worker_seen(session, "w1@test")
     with get_sessionmaker().begin() as session:
         assert webhooks.lost_workers(session) == []
+
+
+def reaper_pass() -> list[int]:
+    """One step of a worker's reaper, in the order worker.dispatch runs it: report lost workers, requeue lost jobs."""
+    with get_sessionmaker().begin() as session:
+        webhooks.report_lost_workers(session)
+        return [job.id for job in jobs.requeue_lost_jobs(session)]
+
+
+def age(model, where, seconds: float, *columns: str) -> None:
+    """Set the rows' timestamp columns to `seconds` ago (a process silent that long)."""
+    with get_sessionmaker().begin() as session:
+        session.query(model).filter(where).update({column: utcnow() - timedelta(seconds=seconds) for column in columns})
+
+
+def test_a_worker_killed_mid_job_is_reported_with_the_job_it_was_running(database, tmp_path, monkeypatch):
+    """The job's last heartbeat may be a beat older than its worker's row: the reaper must not requeue the
+    job (and so forget whose it was) before the worker itself is found lost, or the report names no job."""
+    monkeypatch.setenv("STALE_AFTER_SECONDS", "60")
+    get_settings.cache_clear()
+    hook = add_webhook("http://127.0.0.1:9/hook", ["worker.lost"])
+    job_id = queued(tmp_path)
+    with get_sessionmaker().begin() as session:
+        jobs.register_worker(session, hostname="killed@test", queues=["gpu"], gpu="0", pid=1)
+    age(WorkerRecord, WorkerRecord.hostname == "killed@test", 120, "started_at")
+    with get_sessionmaker().begin() as session:
+        assert jobs.claim_job(session, job_id, owner="killed@test:t1", host="killed@test") is not None
+    age(Job, Job.id == job_id, 65, "heartbeat_at")  # stale, its worker's row not yet: the kill came between beats
+    age(WorkerRecord, WorkerRecord.hostname == "killed@test", 58, "last_seen")
+    assert reaper_pass() == [] and deliveries_of(hook) == []
+    with get_sessionmaker().begin() as session:
+        assert session.get(Job, job_id).status == "running"  # still its worker's, which is not yet lost
+    age(WorkerRecord, WorkerRecord.hostname == "killed@test", 61, "last_seen")
+    assert reaper_pass() == [job_id]
+    [delivery] = deliveries_of(hook)
+    assert json.loads(delivery.body)["worker"]["running_job_ids"] == [job_id]
+
+
+def test_a_worker_restarted_under_its_name_reports_the_one_before_lost_and_its_job_is_requeued(database, tmp_path,
+                                                                                              monkeypatch):
+    """compose restarts a killed worker's container under the same name: the new worker's row replaces the
+    old one, which is reported lost (with its job) at that moment; the job, whose lease the old process
+    held, is requeued by the next reaper step although a live worker of that name exists."""
+    monkeypatch.setenv("STALE_AFTER_SECONDS", "60")
+    get_settings.cache_clear()
+    hook = add_webhook("http://127.0.0.1:9/hook", ["worker.lost"])
+    job_id = queued(tmp_path)
+    with get_sessionmaker().begin() as session:
+        jobs.register_worker(session, hostname="again@test", queues=["gpu"], gpu="0", pid=7)
+    age(WorkerRecord, WorkerRecord.hostname == "again@test", 300, "started_at")
+    with get_sessionmaker().begin() as session:
+        assert jobs.claim_job(session, job_id, owner="again@test:t1", host="again@test") is not None
+    age(Job, Job.id == job_id, 65, "heartbeat_at", "started_at")
+    with get_sessionmaker().begin() as session:  # what worker.runtime.serve_worker does at start
+        assert webhooks.report_replaced_worker(session, "again@test")
+        jobs.register_worker(session, hostname="again@test", queues=["gpu"], gpu="0", pid=7)
+    [delivery] = deliveries_of(hook)
+    assert json.loads(delivery.body)["worker"]["running_job_ids"] == [job_id]
+    assert reaper_pass() == [job_id]
+    with get_sessionmaker().begin() as session:  # a clean stop unregisters: nothing to report at the next start
+        jobs.unregister_worker(session, "again@test")
+        assert not webhooks.report_replaced_worker(session, "again@test")
 
 
 def test_bad_configuration_names_its_field(database):

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-import click
 from flask import Blueprint, Flask, current_app, flash, g, make_response, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +29,7 @@ from core.common.errors import StateConflict
 from core.service import users
 from core.service.access import Actor, PermissionDenied, cli_actor, require_admin, require_owner, require_submit
 from core.service.db import get_sessionmaker, upgrade_database
+from core.service.logs import announce as announce_line
 from core.service.records import User, utcnow
 from core.service.settings import get_settings, persisted_secret
 from web import logins
@@ -48,7 +48,7 @@ def _persisted_secret(home: Path, name: str, announce: str | None = None) -> str
     """A random secret kept in LEUKEMIA_HOME/<name> with 0600 permissions; made (and announced) once."""
     value, made_now = persisted_secret(home, name)
     if announce and made_now:
-        click.echo(f"{announce}: {value}  (saved in {home / name})", err=True)
+        announce_line(f"{announce}: {value}  (saved in {home / name})")
     return value
 
 
@@ -58,8 +58,8 @@ def ensure_admin(username: str, password: str) -> None:
     with get_sessionmaker().begin() as db:
         made = users.ensure_admin(db, cli_actor(), username, password)
     if made is not None:
-        click.echo(f"Dashboard login created: {username or 'admin'} / {made.value}  "
-                   "(shown once; set ADMIN_PASSWORD to choose it)", err=True)
+        announce_line(f"Dashboard login created: {username or 'admin'} / {made.value}  "
+                      "(shown once; set ADMIN_PASSWORD to choose it)")
 
 
 def prepare_database() -> None:

@@ -5,6 +5,7 @@ sender, and serving the queues. The CLI parses the options and calls `serve_work
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import threading
@@ -14,11 +15,13 @@ from celery.signals import setup_logging, worker_shutting_down
 
 from core.service import jobs, webhooks
 from core.service.db import get_sessionmaker, upgrade_database
-from core.service.logs import configure_logging
+from core.service.logs import configure_logging, set_process_log_fields
 from core.service.settings import get_settings
+from worker import metrics
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
 from worker.tasks import SHUTTING_DOWN, run_job
+from worker.terminate import JobRequest
 
 log = logging.getLogger("leukemia.worker")
 
@@ -84,6 +87,28 @@ class WebhookSender(threading.Thread):
 def _configure_logging(loglevel: int | str = logging.INFO, **_: object) -> None:
     """Celery leaves the logging to us (a receiver of this signal): LOG_FORMAT's lines, as the web's."""
     configure_logging(loglevel or logging.INFO)
+    for name in ("celery.worker.strategy", "celery.app.trace"):  # a filter sees its own logger's records only
+        logging.getLogger(name).addFilter(celery_task_fields)
+
+
+def say_through_logging(message: str, f: object = None) -> None:
+    """celery.apps.worker.safe_say's lines as log records (Celery calls it from its signal handlers)."""
+    logging.getLogger("celery.apps.worker").warning(message.strip())
+
+
+def celery_task_fields(record: logging.LogRecord) -> bool:
+    """Celery's own lines about a run_job task ("Task ... received", "... succeeded in 2.1s") carry the
+    task id, as the job's lines do, and the job id its message names as `message_job_id` (the job the task
+    runs may be another of that queue, worker.tasks.run_job); Celery passes both as the record's `data`."""
+    data = getattr(record, "data", None)
+    if isinstance(data, dict) and data.get("name") == RUN_JOB_TASK and data.get("id"):
+        fields: dict[str, object] = {"task_id": data["id"]}
+        try:
+            fields["message_job_id"] = int(ast.literal_eval(str(data.get("args")))[0])
+        except (ValueError, SyntaxError, TypeError, IndexError):
+            pass
+        record.log_fields = fields
+    return True
 
 
 @worker_shutting_down.connect
@@ -104,20 +129,25 @@ def pool_for(concurrency: int) -> str:
 def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str,
                  metrics_port: int | None = None, health_file: Path | None = None) -> None:
     """Register this worker, keep its presence and the reaper going, and consume the queues until stopped."""
+    settings = get_settings()
+    # Before the first line (the migration's, the reaper's): every line in LOG_FORMAT, naming this worker.
+    set_process_log_fields(worker=hostname)
+    configure_logging(loglevel)
     upgrade_database()
+    metrics.configure(gpu)
     if metrics_port is not None:
-        from worker.metrics import start_exporter
-
-        start_exporter(metrics_port, get_settings().metrics_token)
+        metrics.start_exporter(metrics_port, settings.metrics_token, host=settings.worker_metrics_address)
     # Import torch and the core runners now, not inside the first job: a multi-second import
     # holds the GIL and would starve that job's heartbeat thread.
     import core.engine.predict  # noqa: F401
     import core.engine.training  # noqa: F401
 
     app = get_app()
-    app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)  # only a consuming process needs the task body
+    # Only a consuming process needs the task body; its Request makes Celery's terminate a cancel (worker.terminate).
+    app.task(name=RUN_JOB_TASK, ignore_result=True, Request=JobRequest)(run_job)
     declare_queues(app, queue_names)  # before Celery's consumer declares them unguarded
     with get_sessionmaker().begin() as session:
+        webhooks.report_replaced_worker(session, hostname)  # one of this name that never unregistered died
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
     presence = WorkerPresence(hostname, queue_names, health_file)
     presence.start()
@@ -129,6 +159,16 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}",
             f"--pool={pool_for(concurrency)}", f"--hostname={hostname}", f"--loglevel={loglevel}",
             "--without-gossip", "--without-mingle"]  # fmt: skip
+    if settings.log_format == "json":
+        # Celery prints its banner and its shutdown lines ("worker: Warm shutdown (MainProcess)") straight to
+        # the process's stdout, outside logging. Under JSON the banner is silenced (one log line says what
+        # matters of it) and those lines go through logging: every line of the process is one JSON object.
+        import celery.apps.worker
+
+        argv.insert(0, "--quiet")
+        celery.apps.worker.safe_say = say_through_logging
+        log.info("worker %s starting: queues %s, %s pool of %s, broker %s", hostname, ",".join(queue_names),
+                 pool_for(concurrency), concurrency, app.connection_for_write().as_uri())  # fmt: skip
     try:
         app.worker_main(argv)
     finally:

@@ -75,6 +75,18 @@ def worker_name() -> str:
     return getattr(request, "hostname", None) or f"{socket.gethostname()}:{os.getpid()}"
 
 
+def task_id() -> str | None:
+    """The Celery task id of the message being run (None outside a task)."""
+    request = current_task.request if current_task else None
+    return getattr(request, "id", None)
+
+
+def lease_owner(worker: str, celery_task_id: str | None) -> str:
+    """The lease owner of a job a worker runs for a task: `<worker name>:<task id>`, so Celery's
+    terminate of that task finds the job (worker.terminate); outside a task, a random suffix."""
+    return f"{worker[:200]}:{celery_task_id or uuid.uuid4().hex[:8]}"
+
+
 def run_job(job_id: int) -> None:
     """A message naming a job means "a job of its queue is waiting": claim the queue's best queued
     job (core.service.jobs.claim_next_job: higher priority first, then oldest), run it, record the outcome.
@@ -82,20 +94,23 @@ def run_job(job_id: int) -> None:
     if SHUTTING_DOWN.is_set():
         # A message taken while this worker stops goes back to the broker for the next worker.
         raise Reject(f"job {job_id}: worker shutting down", requeue=True)
-    owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    celery_task_id = task_id()
+    task_fields = {"task_id": celery_task_id} if celery_task_id else {}
+    owner = lease_owner(worker_name(), celery_task_id)
     with get_sessionmaker().begin() as session:
         job = jobs.claim_next_job(session, int(job_id), owner=owner, host=worker_name())
         if job is None:
             current = session.get(Job, int(job_id))
             state = "missing" if current is None else current.status
-            with log_context(job_id=int(job_id)):  # the line is about the message's job
+            with log_context(job_id=int(job_id), **task_fields):  # the line is about the message's job
                 log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker) and nothing "
                          "else waits in its queue; skipped", job_id, state)  # fmt: skip
             return
         spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
                        job.origin, job.cv_fold, job.legacy_run_dir)  # fmt: skip
         priority = PRIORITY_NAMES.get(job.priority, str(job.priority))
-    with log_context(job_id=spec.id):  # every line logged for this job carries its id (core.service.logs)
+    # Every line logged for this job carries its id and the Celery task's (core.service.logs).
+    with log_context(job_id=spec.id, **task_fields):
         log.info("job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)", spec.id, spec.kind, owner,
                  spec.attempts, priority, job_id)  # fmt: skip
         JobRun(spec, owner).execute()
@@ -145,6 +160,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
     def _report(self, fraction: float, images_per_s: float, eta_s: float, **extra: Any) -> None:
         values = {"progress": min(max(fraction, 0.0), 1.0), "images_per_s": images_per_s, "eta_s": eta_s, **extra}
         self.progress = {**self.progress, **values}  # one assignment: the heartbeat thread reads it whole
+        metrics.JOB_IMAGES_PER_SECOND.set(images_per_s)
 
     def on_epoch(self, record: EpochRecord) -> None:
         with get_sessionmaker().begin() as session:
@@ -226,7 +242,7 @@ class JobRun:
     def execute(self) -> None:
         """Run the core function and record the outcome; never raises (the worker takes the next job)."""
         logging.getLogger().addHandler(self.tail)
-        metrics.CURRENT_JOB.set(self.spec.id)
+        metrics.job_started(self.spec.id, str(self.spec.params.get("device", "auto")))
         self.heartbeat.start()
         status, error = JobStatus.failed, None
         try:
@@ -259,7 +275,7 @@ class JobRun:
         try:
             outcome = self.record_outcome(status, error)
         finally:
-            metrics.CURRENT_JOB.set(0)
+            metrics.job_ended()
         metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
 
     def record_outcome(self, status: str, error: str | None) -> str:

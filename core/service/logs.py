@@ -19,6 +19,7 @@ from typing import Any, Iterator
 from core.service.settings import get_settings
 
 _context: ContextVar[dict[str, Any]] = ContextVar("leukemia_log_context")  # each value a new dict, never changed
+_process_fields: dict[str, Any] = {}  # every JSON line of this process carries them (a worker's node name)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(context)s%(message)s"
 
 
@@ -47,9 +48,17 @@ def context_fields() -> dict[str, Any]:
     return _context.get({})
 
 
+def set_process_log_fields(**fields: Any) -> None:
+    """Fields every JSON line of this process carries from now on, from any thread (a worker's
+    `worker`: its node name); the text format leaves them out."""
+    _process_fields.clear()
+    _process_fields.update(fields)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the context's fields,
-    and the traceback of an exception as one string (a log collector keeps it with its line)."""
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the process's and the
+    context's fields (and a record's own `log_fields`, which a logging filter may set), and the
+    traceback of an exception as one string (a log collector keeps it with its line)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -57,7 +66,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **_process_fields,
             **context_fields(),
+            **(getattr(record, "log_fields", None) or {}),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -94,4 +105,16 @@ def configure_logging(level: int | str = logging.INFO, stream: Any = None) -> lo
     handler.setFormatter(JsonFormatter() if get_settings().log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # a library's warning is a line of this format too, not raw stderr
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # "setup plugin ..." at every start
     return handler
+
+
+def announce(text: str) -> None:
+    """A line for the person at the terminal (a secret generated now, shown once), on stderr outside
+    the log handlers (a job's log tail, a file): as it is, or under LOG_FORMAT=json as one JSON object
+    like every other line of the process."""
+    if get_settings().log_format == "json":
+        record = logging.LogRecord("leukemia", logging.WARNING, __file__, 0, text, None, None)
+        text = JsonFormatter().format(record)
+    print(text, file=sys.stderr, flush=True)

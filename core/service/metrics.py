@@ -2,9 +2,11 @@
 
 The rows are the truth (the broker carries ids only), and every web process sees the same rows,
 so a scrape of any web process answers for the whole service: queue depth, jobs by status, job
-and epoch durations, throughput, workers, webhook deliveries. A handful of aggregate queries per
-scrape (`read_service_metrics`); `ServiceCollector` turns their result into metric families.
-A worker process's own counters are worker.metrics."""
+and epoch durations, the running jobs' ages, throughput, workers, webhook deliveries. A handful of
+aggregate queries per scrape (`read_service_metrics`); `ServiceCollector` turns their result into
+metric families. The counters (jobs ended, workers lost, webhook attempts) are the event_counts
+table's (core.service.event_counts), which deletes never lower, so `increase()` over them is true
+across deletes and web restarts. A worker process's own counters are worker.metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import case, extract, func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.common.errors import DatabaseUnavailable
 from core.service import jobs
+from core.service.event_counts import event_counts
 from core.service.records import (
     DELIVERY_STATUSES,
     FINISHED_STATUSES,
@@ -31,12 +34,14 @@ from core.service.records import (
     JobStatus,
     WebhookDelivery,
     WorkerRecord,
+    utcnow,
 )
 
 log = logging.getLogger("leukemia.metrics")
 
 # A job runs minutes to days; an epoch seconds to an hour.
 JOB_SECONDS_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed")  # of an attempt, as core.service.webhooks.sender counts them
 EPOCH_SECONDS_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
@@ -65,6 +70,10 @@ class ServiceMetrics:
     queue_workers: dict[str, int] = field(default_factory=dict)  # queue: live workers consuming it
     workers: dict[str, int] = field(default_factory=dict)  # live, lost
     webhook_deliveries: dict[str, int] = field(default_factory=dict)  # status
+    running_ages: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (job id, kind, queue): seconds
+    jobs_ended: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, status): a counter
+    workers_lost: int = 0  # a counter
+    webhook_attempts: dict[str, int] = field(default_factory=dict)  # outcome (WEBHOOK_OUTCOMES): a counter
 
 
 def _seconds_between(session: Session, start: Any, end: Any) -> Any:
@@ -117,6 +126,18 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
 
     delivered = dict(session.execute(select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all())
     metrics.webhook_deliveries = {status: int(delivered.get(status, 0)) for status in DELIVERY_STATUSES}
+
+    now = utcnow()
+    started = select(Job.id, Job.kind, Job.queue, Job.started_at).where(Job.status == JobStatus.running,
+                                                                        Job.started_at.is_not(None))
+    metrics.running_ages = {(str(job_id), kind, queue): max((now - at).total_seconds(), 0.0)
+                            for job_id, kind, queue, at in session.execute(started)}  # fmt: skip
+    # Every known label set from 0, so the first failure is an increase Prometheus sees.
+    counted = event_counts(session)
+    metrics.jobs_ended = {(kind, status): counted.get((f"job.{status}", kind), 0)
+                          for kind in JOB_KINDS for status in FINISHED_STATUSES}  # fmt: skip
+    metrics.workers_lost = counted.get(("worker.lost", ""), 0)
+    metrics.webhook_attempts = {outcome: counted.get(("webhook.attempt", outcome), 0) for outcome in WEBHOOK_OUTCOMES}
     return metrics
 
 
@@ -139,6 +160,15 @@ def metric_families(metrics: ServiceMetrics) -> Iterator[Metric]:
                  ["state"], metrics.workers)  # fmt: skip
     yield _gauge("leukemia_webhook_deliveries", "Webhook deliveries, by outcome.", ["status"],
                  metrics.webhook_deliveries)  # fmt: skip
+    yield _gauge("leukemia_running_job_age_seconds", "Seconds since each running job's attempt started.",
+                 ["job_id", "kind", "queue"], metrics.running_ages)  # fmt: skip
+    yield _counter("leukemia_jobs_ended", "Jobs that ended, by kind and status (deleting jobs does not lower it).",
+                   ["kind", "status"], metrics.jobs_ended)  # fmt: skip
+    yield _counter("leukemia_workers_lost", "Workers reported lost (silent for STALE_AFTER_SECONDS).", [],
+                   {(): metrics.workers_lost})  # fmt: skip
+    yield _counter("leukemia_webhook_attempts",
+                   "Webhook delivery attempts by outcome: delivered, retried (failed, tried again later), failed (gave up).",
+                   ["outcome"], metrics.webhook_attempts)  # fmt: skip
 
 
 def _label_values(key: str | tuple[str, ...]) -> list[str]:
@@ -149,6 +179,14 @@ def _label_values(key: str | tuple[str, ...]) -> list[str]:
 def _gauge(name: str, documentation: str, labels: list[str], values: dict) -> GaugeMetricFamily:
     """A gauge family with a sample for each key of values, in key order."""
     family = GaugeMetricFamily(name, documentation, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(_label_values(key), value)
+    return family
+
+
+def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:
+    """A counter family (exposed as name_total) with a sample for each key of values, in key order."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
     for key, value in sorted(values.items()):
         family.add_metric(_label_values(key), value)
     return family

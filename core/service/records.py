@@ -371,3 +371,15 @@ class WebhookDelivery(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+
+
+class EventCount(Base):
+    """How often an event happened: jobs ended (`job.failed`, ... per kind), workers lost, webhook
+    attempts (per outcome). Only ever incremented (core.service.event_counts), in the transaction of
+    the event, and never lowered by deleting the rows it counted: Prometheus' counters."""
+
+    __tablename__ = "event_counts"
+
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32), primary_key=True)  # the job kind, the delivery outcome, or ""
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -33,6 +33,10 @@ class Settings(EngineSettings):
     admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
     admin_password: str = Field("", description="Its password; unset: a generated one for a first 'admin', shown once.")
     metrics_token: str = Field("", description="Bearer token Prometheus sends to GET /metrics and to the workers' exporters.")
+    worker_metrics_address: str = Field(
+        "127.0.0.1", description="Interface a worker's metrics exporter (`leukemia worker --metrics-port`) listens on; "
+        "compose: 0.0.0.0, the container's network, where Prometheus scrapes it."
+    )
     log_format: str = Field("text", description="Log lines as `text`, or `json`: one object per line with the job or request id.")
     session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
     heartbeat_seconds: float = Field(5.0, gt=0)

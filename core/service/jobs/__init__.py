@@ -33,6 +33,7 @@ from core.service.jobs.lease import (  # noqa: F401
     record_epoch,
     release_job,
     requeue_lost_jobs,
+    running_job_of,
     waiting,
 )
 from core.service.jobs.queries import (  # noqa: F401

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.engine.progress import EpochRecord
@@ -19,6 +19,7 @@ from core.service.records import (
     EpochMetric,
     Job,
     JobStatus,
+    WorkerRecord,
     utcnow,
 )
 from core.service.settings import get_settings
@@ -31,6 +32,18 @@ PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s",
 
 def _stale_cutoff():  # type: ignore[no-untyped-def]
     return utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+
+
+def _worker_lost():  # type: ignore[no-untyped-def]
+    """A running job whose worker is gone: its heartbeat is stale, and no live worker row is the process
+    that claimed it (one of that name, seen lately, registered before the job started; a worker
+    restarted under the same name registers anew, after). The job's and the worker's heartbeats stop
+    together when a process dies, but the job's last one may be a beat older: waiting for the worker's
+    row to go stale as well lets the reaper report the lost worker with this job still running
+    (core.service.webhooks.report_lost_workers) before requeueing it."""
+    live_owner = exists().where(WorkerRecord.hostname == Job.worker_host, WorkerRecord.last_seen >= _stale_cutoff(),
+                                WorkerRecord.started_at <= Job.started_at)
+    return and_(Job.status == JobStatus.running, Job.heartbeat_at < _stale_cutoff(), ~live_owner)
 
 
 # The order queued jobs of one queue start in: higher priority first, then oldest (by id) first.
@@ -76,12 +89,9 @@ def _take_lease(session: Session, job_id: int, claimable: Any, *, owner: str, ho
 def claim_job(session: Session, job_id: int, *, owner: str, host: str) -> Job | None:
     """Take the lease on this very job with one conditional UPDATE; None if it is not ours to run.
 
-    Claimable: queued, or running with a stale heartbeat and attempts left (its worker died).
+    Claimable: queued, or running with attempts left and its worker lost (see _worker_lost).
     A live lease, a finished job or a cancel request all make the claim fail."""
-    claimable = or_(
-        Job.status == JobStatus.queued,
-        and_(Job.status == JobStatus.running, Job.heartbeat_at < _stale_cutoff(), Job.attempts < Job.max_attempts),
-    )
+    claimable = or_(Job.status == JobStatus.queued, and_(_worker_lost(), Job.attempts < Job.max_attempts))
     return _take_lease(session, job_id, claimable, owner=owner, host=host)
 
 
@@ -121,6 +131,11 @@ def _next_candidates(session: Session, queue: str) -> list[int]:
         if len(found) >= CLAIM_CANDIDATES:
             break
     return found
+
+
+def running_job_of(session: Session, owner: str) -> int | None:
+    """The running job this lease owner holds, if any."""
+    return session.scalar(select(Job.id).where(Job.lease_owner == owner, Job.status == JobStatus.running).limit(1))
 
 
 def heartbeat(session: Session, job_id: int, owner: str, **progress: Any) -> bool:
@@ -252,7 +267,7 @@ def requeue_lost_jobs(session: Session) -> list[Job]:
     """Running jobs whose worker stopped heartbeating: queued again (to re-send) or failed 'worker lost'.
 
     Each change is conditional on the job still being stale, so two reapers never both requeue a job."""
-    stale = and_(Job.status == JobStatus.running, Job.heartbeat_at < _stale_cutoff())
+    stale = _worker_lost()
     lost_ids = list(session.scalars(select(Job.id).where(stale)))
     requeued = []
     for job_id in lost_ids:

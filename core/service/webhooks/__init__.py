@@ -29,6 +29,7 @@ from core.service.webhooks.outbox import (  # noqa: F401
     job_ended,
     lost_workers,
     report_lost_workers,
+    report_replaced_worker,
     send_again,
     send_test,
 )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.common.errors import NotFound
 from core.service import audit
 from core.service.access import Actor, require_admin
+from core.service.event_counts import count_event
 from core.service.records import (
     WEBHOOK_EVENTS,
     DeliveryStatus,
@@ -76,13 +77,14 @@ def job_payload(session: Session, job: Job) -> dict[str, Any]:
 
 
 def job_ended(session: Session, job_id: int) -> None:
-    """Announce a job that has just ended (job.succeeded / job.failed / job.cancelled), in the
-    transaction of the change; costs one query when no webhook is enabled."""
-    if session.scalar(select(Webhook.id).where(Webhook.enabled.is_(True)).limit(1)) is None:
-        return
+    """Count and announce a job that has just ended (job.succeeded / job.failed / job.cancelled), in
+    the transaction of the change; the announcement costs one query when no webhook is enabled."""
     job = session.get(Job, job_id, populate_existing=True)
     event = f"job.{job.status}" if job is not None else ""
-    if event in WEBHOOK_EVENTS:
+    if event not in WEBHOOK_EVENTS:
+        return
+    count_event(session, event, job.kind)
+    if session.scalar(select(Webhook.id).where(Webhook.enabled.is_(True)).limit(1)) is not None:
         enqueue_event(session, event, job_payload(session, job))
 
 
@@ -109,23 +111,41 @@ def redeliver(session: Session, delivery_id: int) -> WebhookDelivery:
 
 def report_lost_workers(session: Session) -> list[str]:
     """Workers silent for STALE_AFTER_SECONDS and not yet reported: mark lost_at and announce
-    worker.lost. The mark is one conditional UPDATE, so two reapers report a loss once."""
+    worker.lost. The mark is one conditional UPDATE, so two reapers report a loss once. Their jobs
+    are still running then: the reaper requeues a job only once its worker is lost
+    (core.service.jobs.requeue_lost_jobs), after this report, so the report names them."""
     cutoff = utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
     silent = and_(WorkerRecord.last_seen < cutoff, WorkerRecord.lost_at.is_(None))
     reported = []
     for worker in list(session.scalars(select(WorkerRecord).where(silent))):
         marked = session.execute(update(WorkerRecord).where(WorkerRecord.id == worker.id, silent)
                                  .values(lost_at=utcnow()).execution_options(synchronize_session=False))
-        if marked.rowcount != 1:
-            continue
-        running = list(session.scalars(select(Job.id).where(Job.worker_host == worker.hostname,
-                                                            Job.status == JobStatus.running).order_by(Job.id)))
-        enqueue_event(session, "worker.lost", {"worker": {
-            "hostname": worker.hostname, "queues": worker.queue_names, "gpu": worker.gpu, "pid": worker.pid,
-            "last_seen": worker.last_seen.isoformat() + "Z", "running_job_ids": running}})
-        reported.append(worker.hostname)
-        log.warning("worker %s lost: last seen %s, running jobs %s", worker.hostname, worker.last_seen, running)
+        if marked.rowcount == 1:
+            _announce_lost(session, worker)
+            reported.append(worker.hostname)
     return reported
+
+
+def report_replaced_worker(session: Session, hostname: str) -> bool:
+    """A worker starting under the name of one whose row is still there, not reported lost: that one
+    ended without unregistering (killed, crashed; compose restarts a container under its old name).
+    Report it lost now, with the jobs it was running, before the new worker's row replaces it."""
+    worker = session.scalar(select(WorkerRecord).where(WorkerRecord.hostname == hostname, WorkerRecord.lost_at.is_(None)))
+    if worker is None:
+        return False
+    _announce_lost(session, worker)
+    return True
+
+
+def _announce_lost(session: Session, worker: WorkerRecord) -> None:
+    """Count a lost worker and announce it (worker.lost) with the jobs it was running."""
+    running = list(session.scalars(select(Job.id).where(Job.worker_host == worker.hostname, Job.status == JobStatus.running,
+                                                        Job.started_at >= worker.started_at).order_by(Job.id)))
+    enqueue_event(session, "worker.lost", {"worker": {
+        "hostname": worker.hostname, "queues": worker.queue_names, "gpu": worker.gpu, "pid": worker.pid,
+        "last_seen": worker.last_seen.isoformat() + "Z", "running_job_ids": running}})
+    count_event(session, "worker.lost")
+    log.warning("worker %s lost: last seen %s, running jobs %s", worker.hostname, worker.last_seen, running)
 
 
 def lost_workers(session: Session, *, within_hours: float | None = None, limit: int = 50) -> list[WorkerRecord]:

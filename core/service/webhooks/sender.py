@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.service.event_counts import count_event
 from core.service.records import DeliveryStatus, Webhook, WebhookDelivery, utcnow
 from core.service.settings import get_settings
 from core.service.webhooks.transport import Attempt, post, redact_url
@@ -84,7 +85,12 @@ def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt:
     result = session.execute(update(WebhookDelivery)
                              .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_until == lease)
                              .values(**values).execution_options(synchronize_session=False))
-    return values["status"] if result.rowcount == 1 else None
+    if result.rowcount != 1:
+        return None
+    # An attempt retried later counts as "retried"; one that gave up, "failed" (the metrics' counter).
+    outcome = "retried" if values["status"] == DeliveryStatus.pending else values["status"].value
+    count_event(session, "webhook.attempt", outcome)
+    return values["status"]
 
 
 def deliver_due(*, limit: int = 20) -> dict[str, int]:
