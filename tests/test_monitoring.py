@@ -144,3 +144,40 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
         wait_for(lambda: (running_task() or {}).get("state") == "SUCCESS", 30, "Flower to see the task end", worker)
     finally:
         stop(flower)
+
+
+def test_celery_terminate_cancels_the_running_job_as_leukemia_cancel_does_and_the_worker_takes_the_next(
+        service_backend, watched, worker_env, synth_dir):
+    """What Flower's Terminate button and `celery -A worker control terminate SIGTERM TASK_ID` send (a revoke
+    with terminate) cancels the job the task runs: it ends cancelled, audited as celery:terminate, with no
+    NotImplementedError from the thread pool, and the worker runs the next job to the end."""
+    if service_backend["name"] == "embedded":
+        pytest.skip("the embedded broker cannot broadcast: no remote control reaches the worker")
+    from sqlalchemy import select
+
+    from core.service.db import get_sessionmaker
+    from core.service.records import AuditEntry
+    from tests.test_worker import TINY, submit, wait_finished
+
+    worker, queue = watched
+    for terminate in ("cli", "flower"):
+        job_id = start_training(synth_dir, queue, worker)
+        [task] = inspect(worker_env, worker, "active")
+        if terminate == "cli":
+            done = celery_cli(worker_env, "control", "terminate", "SIGTERM", task["id"], "--destination", worker.hostname,
+                              "--timeout", "10")  # fmt: skip
+            assert done.returncode == 0 and f"terminate: {task['id']}" in done.stdout, done.stdout + done.stderr
+        else:  # what Flower's button calls (flower/api/control.py: TaskRevoke with terminate)
+            from worker import app
+
+            app.control.revoke(task["id"], terminate=True, signal="SIGTERM", destination=[worker.hostname])
+        job = wait_finished(job_id, worker, timeout=60)
+        assert job.status == "cancelled", (job.status, job.error)
+        with get_sessionmaker().begin() as session:
+            rows = session.scalars(select(AuditEntry).where(AuditEntry.target_id == str(job_id),
+                                                            AuditEntry.action == "job.cancel"))
+            assert [row.username for row in rows] == ["celery:terminate"]
+        assert f"job {job_id}: cancel requested by Celery's terminate of task {task['id']}" in worker.log()
+    assert "NotImplementedError" not in worker.log() and "kill_job" not in worker.log()
+    after = submit("train", {"data_dir": str(synth_dir), "epochs": 1, **TINY}, queue=queue)
+    assert wait_finished(after, worker, timeout=120).status == "succeeded"
