@@ -172,6 +172,7 @@ def test_a_job_the_worker_runs_is_counted_by_its_exporter_and_timed_from_its_row
     assert exported[("leukemia_worker_jobs_total", labels(kind="train", outcome="succeeded"))] == before + 1
     assert exported[("leukemia_worker_epochs_total", labels())] >= 1
     assert exported[("leukemia_worker_current_job_id", labels())] == 0
+    assert exported[("leukemia_worker_job_images_per_second", labels())] == 0  # idle again
     assert ("process_resident_memory_bytes", labels()) in exported  # the process's own
 
     found = scrape(client)  # the web's view of the same run, from the rows
@@ -190,3 +191,104 @@ def test_the_worker_exporter_needs_a_token_and_the_solo_pool():
         start_exporter(free_port(), "")
     result = CliRunner().invoke(leukemia_cli, ["worker", "--metrics-port", "9101", "--concurrency", "2"])
     assert result.exit_code == 2 and result.stderr.startswith("error: --metrics-port: needs --concurrency 1"), result.output
+
+
+# --- counters deletes never lower, running jobs' ages (issue 26) -------------------------------------------
+
+
+def test_jobs_ended_is_a_counter_that_deleting_jobs_does_not_lower(metrics_app, client, tmp_path):
+    """The failed-jobs figure for increase(): counted when a job ends, in the database, so deleting the job
+    (or restarting the web, which reads the same rows) never lowers it; every kind and status starts at 0."""
+    from core.service.deletion import delete_job
+
+    folder = str(synthetic_folder(tmp_path / "data"))
+    with get_sessionmaker().begin() as session:
+        failed = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}).id
+        cancelled = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}, queue="other").id
+        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}, queue="third").id
+    with get_sessionmaker().begin() as session:
+        assert jobs.claim_job(session, failed, owner="w", host="h") is not None
+        assert jobs.finish_job(session, failed, "w", "failed", "boom")
+        jobs.request_cancel(session, cancelled)
+        assert jobs.claim_job(session, running, owner="w2", host="h") is not None
+        session.get(Job, running).started_at = utcnow() - timedelta(seconds=100)
+
+    found = scrape(client)
+    assert found[("leukemia_jobs_ended_total", labels(kind="train", status="failed"))] == 1
+    assert found[("leukemia_jobs_ended_total", labels(kind="train", status="cancelled"))] == 1
+    assert found[("leukemia_jobs_ended_total", labels(kind="predict", status="succeeded"))] == 0
+    assert found[("leukemia_workers_lost_total", labels())] == 0
+    age = found[("leukemia_running_job_age_seconds", labels(job_id=str(running), kind="train", queue="third"))]
+    assert 99 <= age <= 130
+    assert not any(name == "leukemia_running_job_age_seconds" and dict(key).get("job_id") == str(failed) for name, key in found)
+
+    with get_sessionmaker().begin() as session:
+        delete_job(session, failed, actor=cli_actor())
+    found = scrape(client)
+    assert found[("leukemia_jobs", labels(status="failed", kind="train"))] == 0  # the rows' gauge drops
+    assert found[("leukemia_jobs_ended_total", labels(kind="train", status="failed"))] == 1  # the counter does not
+
+
+def test_gpu_metrics_are_absent_without_a_gpu_and_the_exporter_works():
+    """This machine has no NVML library and no GPU: read_gpus() is [] (no error), the exporter serves its
+    other families and no leukemia_gpu_ family at all (no zeros that would look like an idle GPU)."""
+    from prometheus_client import generate_latest
+
+    from worker import metrics as worker_metrics
+
+    assert worker_metrics.read_gpus() == [] and worker_metrics.read_gpus([0]) == []
+    assert worker_metrics.job_gpu("auto") is None and worker_metrics.job_gpu("cuda:1") is None
+    exported = samples(generate_latest(worker_metrics.REGISTRY).decode())
+    assert ("leukemia_worker_current_job_id", labels()) in exported
+    assert ("leukemia_worker_job_images_per_second", labels()) in exported
+    assert not [name for name, _ in exported if name.startswith("leukemia_gpu_") or name == "leukemia_worker_job_gpu"]
+
+
+# An H100's NVML reading as nvidia-smi would show it, and a second device that reports no power draw
+# (NVML answers NotSupported for some values on some devices).
+H100 = dict(index=0, name="NVIDIA H100 80GB HBM3", uuid="GPU-5d3e1c1a-7f2b-4c1e-9d7e-2a3b4c5d6e7f", utilization=0.97,
+            memory_used_bytes=31_457_280_000, memory_total_bytes=85_520_809_984, temperature_celsius=61.0, power_watts=512.3)
+
+
+def test_gpu_readings_become_one_sample_per_device_and_value():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from worker.metrics import GpuCollector, GpuReading
+
+    readings = [GpuReading(**H100), GpuReading(**{**H100, "index": 3, "uuid": "GPU-other", "power_watts": None,
+                                                    "utilization": 0.0})]
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(lambda: readings))
+    exported = samples(generate_latest(registry).decode())
+    assert exported[("leukemia_gpu_utilization_ratio", labels(gpu="0"))] == 0.97
+    assert exported[("leukemia_gpu_utilization_ratio", labels(gpu="3"))] == 0.0
+    assert exported[("leukemia_gpu_memory_used_bytes", labels(gpu="0"))] == 31_457_280_000
+    assert exported[("leukemia_gpu_memory_total_bytes", labels(gpu="3"))] == 85_520_809_984
+    assert exported[("leukemia_gpu_temperature_celsius", labels(gpu="0"))] == 61.0
+    assert exported[("leukemia_gpu_power_watts", labels(gpu="0"))] == 512.3
+    assert ("leukemia_gpu_power_watts", labels(gpu="3")) not in exported  # not reported: no sample, not a 0
+    assert exported[("leukemia_gpu_info", labels(gpu="0", name=H100["name"], uuid=H100["uuid"]))] == 1
+    assert {key for key in exported if key[0].startswith("leukemia_gpu_")} == {
+        *((name, labels(gpu=gpu)) for name in ("leukemia_gpu_utilization_ratio", "leukemia_gpu_memory_used_bytes",
+                                               "leukemia_gpu_memory_total_bytes", "leukemia_gpu_temperature_celsius")
+          for gpu in ("0", "3")),
+        ("leukemia_gpu_power_watts", labels(gpu="0")),
+        ("leukemia_gpu_info", labels(gpu="0", name=H100["name"], uuid=H100["uuid"])),
+        ("leukemia_gpu_info", labels(gpu="3", name=H100["name"], uuid="GPU-other")),
+    }
+
+
+def test_the_worker_exporter_listens_on_loopback_unless_told_otherwise(monkeypatch):
+    from worker.metrics import start_exporter
+
+    assert get_settings().worker_metrics_address == "127.0.0.1"
+    server = start_exporter(free_port(), METRICS_TOKEN)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setenv("WORKER_METRICS_ADDRESS", "0.0.0.0")
+    get_settings.cache_clear()
+    assert get_settings().worker_metrics_address == "0.0.0.0"
+    get_settings.cache_clear()

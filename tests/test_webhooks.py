@@ -252,6 +252,12 @@ def test_refused_connections_fail_after_the_last_attempt(database, tmp_path, mon
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 2, None)
     assert "refused" in delivery.last_error.lower() and delivery.finished_at is not None
     assert webhooks.deliver_due() == {"delivered": 0, "pending": 0, "failed": 0}  # nothing more is sent
+    with get_sessionmaker().begin() as session:  # the metrics' counter of attempts: one retried, one given up
+        from core.service.event_counts import event_counts
+
+        counted = event_counts(session)
+        assert (counted[("webhook.attempt", "retried")], counted[("webhook.attempt", "failed")]) == (1, 1)
+        assert counted[("job.failed", "train")] == 1
 
 
 def test_two_senders_never_take_one_delivery(database, tmp_path):
