@@ -120,7 +120,8 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
     running = select(Job.queue, func.sum(Job.images_per_s)).where(Job.status == JobStatus.running).group_by(Job.queue)
     throughput = {queue: float(total or 0.0) for queue, total in session.execute(running)}
     metrics.images_per_second = {queue: throughput.get(queue, 0.0) for queue in known_queues | set(throughput)}
-    metrics.queue_workers = {queue: sum(queue in w.queue_names for w in live) for queue in known_queues}
+    # Every queue a job waits in as well: a queue nobody consumes answers 0, for the "no worker" alert.
+    metrics.queue_workers = {queue: sum(queue in w.queue_names for w in live) for queue in known_queues | {q for q, _ in depth}}
     lost = session.scalar(select(func.count()).select_from(WorkerRecord).where(WorkerRecord.lost_at.is_not(None)))
     metrics.workers = {"live": len(live), "lost": int(lost or 0)}
 
