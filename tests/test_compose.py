@@ -39,11 +39,14 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
-SECRETS = ("postgres_password", "secret_key", "api_token", "admin_password", "metrics_token")  # compose secret files
+SECRETS = ("postgres_password", "secret_key", "api_token", "admin_password", "metrics_token", "broker_password",
+           "flower_password")  # compose secret files
 SECRET_VARIABLES = ("POSTGRES_PASSWORD", "DATABASE_PASSWORD", "SECRET_KEY", "API_TOKEN", "ADMIN_PASSWORD", "METRICS_TOKEN")
 APP_SERVICES = ("migrate", "web", "gpu-worker", "cpu-worker")
 MONITORING = ("prometheus", "flower")  # profile "monitoring"
-LONG_RUNNING = ("redis", "postgres", "web", "gpu-worker", "cpu-worker", *MONITORING)
+PROFILES = {"prometheus": ["monitoring"], "flower": ["monitoring"], "rabbitmq": ["rabbitmq"]}
+LONG_RUNNING = ("redis", "rabbitmq", "postgres", "web", "gpu-worker", "cpu-worker", *MONITORING)
+RABBITMQ_URL = "amqp://leukemia@rabbitmq:5672/leukemia"  # .env's BROKER_URL for the rabbitmq profile (docs/deploy.md)
 WORKER_HEALTH_FILE = "/tmp/leukemia-worker-alive"
 VENV_BIN = Path(sys.executable).parent
 
@@ -130,7 +133,7 @@ def referenced_variables() -> set[str]:
 
 def test_services_healthchecks_and_start_order():
     services = compose()["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "web", "gpu-worker", "cpu-worker", *MONITORING}
+    assert set(services) == {"redis", "rabbitmq", "postgres", "migrate", "web", "gpu-worker", "cpu-worker", *MONITORING}
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert any("/api/health" in part for part in services["web"]["healthcheck"]["test"])
@@ -153,13 +156,14 @@ def test_services_healthchecks_and_start_order():
     for name in ("web", "gpu-worker", "cpu-worker"):
         assert services[name]["depends_on"] == {
             "redis": {"condition": "service_healthy"},
+            "rabbitmq": {"condition": "service_healthy", "required": False},  # only when its profile runs
             "postgres": {"condition": "service_healthy"},
             "migrate": {"condition": "service_completed_successfully"},
         }, name
         mounts = {volume.rsplit(":", 1)[1] for volume in interpolate(services[name]["volumes"], filled_env())}
         assert {"/data", "/artifacts", "/cache"} <= mounts, name
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
-    assert set(compose()["volumes"]) == {"pgdata", "redisdata", "artifacts", "cache", "prometheusdata"}
+    assert set(compose()["volumes"]) == {"pgdata", "redisdata", "rabbitmqdata", "artifacts", "cache", "prometheusdata"}
     assert services["web"]["ports"] == ["${WEB_PORT:-8000}:8000"]
 
 
@@ -180,11 +184,15 @@ def test_gpu_worker_reserves_one_nvidia_gpu_and_cpu_worker_none():
 SECRET_USE = {
     "postgres": {"postgres_password": "POSTGRES_PASSWORD_FILE"},
     "migrate": {"postgres_password": "DATABASE_PASSWORD_FILE", "admin_password": "ADMIN_PASSWORD_FILE"},
-    "web": {"postgres_password": "DATABASE_PASSWORD_FILE", "secret_key": "SECRET_KEY_FILE", "api_token": "API_TOKEN_FILE",
-            "metrics_token": "METRICS_TOKEN_FILE"},
-    "gpu-worker": {"postgres_password": "DATABASE_PASSWORD_FILE", "metrics_token": "METRICS_TOKEN_FILE"},
-    "cpu-worker": {"postgres_password": "DATABASE_PASSWORD_FILE", "metrics_token": "METRICS_TOKEN_FILE"},
+    "web": {"postgres_password": "DATABASE_PASSWORD_FILE", "broker_password": "BROKER_PASSWORD_FILE",
+            "secret_key": "SECRET_KEY_FILE", "api_token": "API_TOKEN_FILE", "metrics_token": "METRICS_TOKEN_FILE"},
+    "gpu-worker": {"postgres_password": "DATABASE_PASSWORD_FILE", "broker_password": "BROKER_PASSWORD_FILE",
+                   "metrics_token": "METRICS_TOKEN_FILE"},
+    "cpu-worker": {"postgres_password": "DATABASE_PASSWORD_FILE", "broker_password": "BROKER_PASSWORD_FILE",
+                   "metrics_token": "METRICS_TOKEN_FILE"},
     "prometheus": {"metrics_token": None},  # read by deploy/prometheus.yml's credentials_file
+    "rabbitmq": {"broker_password": None},  # read by its entrypoint into the server's own environment
+    "flower": {"broker_password": "BROKER_PASSWORD_FILE", "flower_password": "FLOWER_PASSWORD_FILE"},  # flower_start.py
 }
 
 
@@ -209,7 +217,8 @@ def test_secrets_are_files_never_environment_values():
         files = {variable: value for variable, value in environment.items() if variable.endswith("_FILE")}
         assert files == {variable: f"/run/secrets/{secret}" for secret, variable in uses.items() if variable}, name
         for variable in files:
-            assert variable == "POSTGRES_PASSWORD_FILE" or variable.removesuffix("_FILE").lower() in SECRET_FILE_SETTINGS
+            assert variable in ("POSTGRES_PASSWORD_FILE", "FLOWER_PASSWORD_FILE") or \
+                variable.removesuffix("_FILE").lower() in SECRET_FILE_SETTINGS
 
 
 def test_the_web_acts_as_the_admin_migrate_creates():
@@ -222,10 +231,12 @@ def test_the_monitoring_profile_scrapes_the_services_real_ports_and_paths_with_t
     command listens on, at a path the app serves, with the token file the prometheus service mounts."""
     document = interpolate(compose(), filled_env())
     services = document["services"]
-    assert {name for name, service in services.items() if service.get("profiles")} == set(MONITORING)
-    assert all(services[name]["profiles"] == ["monitoring"] for name in MONITORING)
+    assert {name: service["profiles"] for name, service in services.items() if service.get("profiles")} == PROFILES
     prometheus, flower = services["prometheus"], services["flower"]
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    # The alert rules beside the configuration, where its rule_files names them (tests/test_alerts.py checks both).
+    assert yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"] == ["alerts.yml"]
+    assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
     for name in MONITORING:  # no login of their own: published on the host's loopback only
         assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"]), name
@@ -244,8 +255,41 @@ def test_the_monitoring_profile_scrapes_the_services_real_ports_and_paths_with_t
     assert discovery["type"] == "A" and set(discovery["names"]) == set(exporters) == {"gpu-worker", "cpu-worker"}
     assert set(exporters.values()) == {discovery["port"]}
     assert jobs["flower"]["static_configs"] == [{"targets": ["flower:5555"]}] and "--port=5555" in flower["command"]
-    # Flower watches the broker the app uses.
-    assert f"--broker={services['web']['environment']['BROKER_URL']}" in flower["command"]
+    # Flower watches the broker the app uses, from the same one variable, and docs/deploy.md's version.
+    for env in (filled_env(), {**filled_env(), "BROKER_URL": RABBITMQ_URL}):
+        services = interpolate(compose(), env)["services"]
+        assert {services[name]["environment"]["BROKER_URL"] for name in ("web", "gpu-worker", "cpu-worker", "flower")} == {
+            env["BROKER_URL"]}
+    assert flower["image"] == "mher/flower:2.2" and "Flower 2.2" in DEPLOY_DOC.read_text()
+    assert not any("--broker" in part or "--basic-auth" in part or "basic_auth" in part for part in flower["command"])
+    assert "./deploy/flower_start.py:/etc/flower/flower_start.py:ro" in flower["volumes"]
+    assert flower["command"][:2] == ["python", "/etc/flower/flower_start.py"]
+
+
+def test_the_rabbitmq_profile_is_the_broker_the_url_names():
+    """`--profile rabbitmq` with .env's BROKER_URL=amqp://leukemia@rabbitmq:5672/leukemia: the server makes that
+    user and virtual host, its password the broker_password secret (read into the server's own environment,
+    never compose's), and the app adds the same file's password to the URL (BROKER_PASSWORD_FILE)."""
+    from urllib.parse import urlsplit
+
+    from core.service.settings import Settings
+
+    services = interpolate(compose(), {**filled_env(), "BROKER_URL": RABBITMQ_URL})["services"]
+    rabbitmq = services["rabbitmq"]
+    url = urlsplit(RABBITMQ_URL)
+    assert (url.hostname, url.port) == ("rabbitmq", 5672) and url.password is None
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"] == url.username
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_VHOST"] == url.path.lstrip("/")
+    assert "RABBITMQ_DEFAULT_PASS" not in rabbitmq["environment"]
+    assert 'RABBITMQ_DEFAULT_PASS="$(cat /run/secrets/broker_password)" exec docker-entrypoint.sh rabbitmq-server' in \
+        rabbitmq["entrypoint"][2]
+    assert rabbitmq["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert "consumer_timeout 604800000" in rabbitmq["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    app = Settings(broker_url=services["web"]["environment"]["BROKER_URL"], broker_password="s3cret/+")
+    assert app.resolved_broker_url == "amqp://leukemia:s3cret%2F%2B@rabbitmq:5672/leukemia"
+    redis = Settings(broker_url=interpolate(compose(), filled_env())["services"]["web"]["environment"]["BROKER_URL"],
+                     broker_password="s3cret")  # fmt: skip
+    assert redis.resolved_broker_url == "redis://redis:6379/0"  # names no user: takes no password
 
 
 def resolve_leukemia_command(argv: list[str]) -> click.Command:
@@ -680,12 +724,70 @@ def scrape_every_prometheus_target(deployment: Deployment, train_id: int, evalua
 
 
 def check_json_logs(deployment: Deployment, train_id: int) -> None:
-    """LOG_FORMAT=json: the worker's lines about the job carry its id; the web's access lines a request id."""
+    """LOG_FORMAT=json: every line is one JSON object (Celery's banner silenced, gunicorn's own lines through
+    its logger class); the worker's lines about the job carry its id; the web's access lines a request id."""
     def objects(service: str) -> list[dict]:
         lines = (deployment.tmp / f"{service}.log").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]  # Celery's banner and gunicorn's own are text
+        return [json.loads(line) for line in lines]
+
+    assert any(line["logger"] == "gunicorn.error" and line["message"].startswith("Starting gunicorn") for line in objects("web"))
+    assert all(line["worker"].startswith("worker-gpu0-") for line in objects("gpu-worker"))
 
     worker = [line for line in objects("gpu-worker") if f"job {train_id} " in line["message"]]
     assert len(worker) >= 4 and all(line["job_id"] == train_id for line in worker), worker
     access = [line for line in objects("web") if line["logger"] == "leukemia.web.access"]
     assert access and all(len(line["request_id"]) == 32 for line in access)
+
+
+def test_flower_starts_as_compose_runs_it_with_its_passwords_on_no_command_line(tmp_path):
+    """deploy/flower_start.py, run as compose's flower command runs it (Flower 2.2, here from the test tools),
+    against Redis: /healthcheck and /metrics answer anyone (compose's healthcheck, Prometheus), the API only
+    the basic auth of the flower_password file, and neither password is on the process's command line."""
+    import base64
+
+    flower = compose()["services"]["flower"]
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    for name in ("broker_password", "flower_password"):
+        (secrets_dir / name).write_text(secrets.token_hex(12) + "\n")
+    password = (secrets_dir / "flower_password").read_text().strip()
+    env = {**{key: str(value) for key, value in interpolate(flower["environment"], filled_env()).items()},
+           "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "HOME": str(tmp_path)}  # fmt: skip
+    assert env["BROKER_URL"] == "redis://redis:6379/0"
+    env["BROKER_URL"] = f"redis://127.0.0.1:6379/{secrets.choice(range(1, 16))}"
+    for key in ("BROKER_PASSWORD_FILE", "FLOWER_PASSWORD_FILE"):
+        env[key] = str(secrets_dir / env[key].removeprefix("/run/secrets/"))
+    port = free_port()
+    command = [sys.executable if part == "python" else part for part in flower["command"]]
+    command = [str(REPO / "deploy" / "flower_start.py") if part == "/etc/flower/flower_start.py" else
+               part.replace("--port=5555", f"--port={port}") for part in command] + ["--address=127.0.0.1"]  # fmt: skip
+    log_path = tmp_path / "flower.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def status(path: str, auth: str | None = None) -> int | None:
+        request = urllib.request.Request(base + path, headers={"Authorization": auth} if auth else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            return None
+
+    try:
+        polling.wait_for(lambda: status("/healthcheck") == 200, 60, "Flower's healthcheck",
+                         describe=lambda: log_path.read_text()[-3000:])  # fmt: skip
+        assert status("/metrics") == 200
+        assert status("/api/workers") == 401
+        wrong = "Basic " + base64.b64encode(b"monitor:wrong").decode()
+        right = "Basic " + base64.b64encode(f"monitor:{password}".encode()).decode()
+        assert status("/api/workers", wrong) == 401 and status("/api/workers", right) == 200
+        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
+        assert "flower" in command_line and password not in command_line
+        assert (secrets_dir / "broker_password").read_text().strip() not in command_line
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

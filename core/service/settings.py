@@ -27,6 +27,10 @@ class Settings(EngineSettings):
         "", description="Password for DATABASE_URL's user, kept out of the URL (compose: DATABASE_PASSWORD_FILE, a secret file)."
     )
     broker_url: str = Field("", description="Celery broker; default: embedded (kombu SQLAlchemy transport over SQLite).")
+    broker_password: str = Field(
+        "", description="Password of BROKER_URL's user when the URL names a user and no password (compose: "
+        "BROKER_PASSWORD_FILE, the RabbitMQ profile's secret); a URL naming no user takes none."
+    )
     artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
     api_token: str = Field("", description="Bearer token for the JSON API.")
     secret_key: str = Field("", description="Flask session signing key.")
@@ -86,6 +90,15 @@ class Settings(EngineSettings):
             raise ValueError("DATABASE_URL carries a password already: keep one of the two")
         return value
 
+    @field_validator("broker_password")
+    @classmethod
+    def _broker_password_once(cls, value: str, info: ValidationInfo) -> str:
+        from urllib.parse import urlsplit
+
+        if value and urlsplit(info.data.get("broker_url") or "").password is not None:
+            raise ValueError("BROKER_URL carries a password already: keep one of the two")
+        return value
+
     @field_validator("log_format")
     @classmethod
     def _log_format(cls, value: str) -> str:
@@ -124,6 +137,13 @@ class Settings(EngineSettings):
 
     @property
     def resolved_broker_url(self) -> str:
+        if self.broker_password and self.broker_url:
+            from urllib.parse import quote, urlsplit
+
+            parts = urlsplit(self.broker_url)
+            if parts.username:  # user@host → user:password@host (escaped: any characters do)
+                user, at, host = parts.netloc.rpartition("@")
+                return parts._replace(netloc=f"{user}:{quote(self.broker_password, safe='')}{at}{host}").geturl()
         return self.broker_url or f"sqla+sqlite:///{self.leukemia_home / 'broker.db'}"
 
     @property
@@ -144,8 +164,8 @@ class Settings(EngineSettings):
 LOG_FORMATS = ("text", "json")
 # Settings that may come from a file, `<NAME>_FILE=/path` (compose `secrets:`, the official
 # postgres image's convention): secrets, and the URLs that may hold one.
-SECRET_FILE_SETTINGS = ("database_url", "database_password", "broker_url", "api_token", "secret_key", "admin_password",
-                        "metrics_token")
+SECRET_FILE_SETTINGS = ("database_url", "database_password", "broker_url", "broker_password", "api_token", "secret_key",
+                        "admin_password", "metrics_token")
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
