@@ -92,3 +92,35 @@ def test_a_dropped_broker_connection_does_not_stop_the_running_job(rabbitmq, syn
         assert worker.log().count(f"job {job_id} (train) claimed") == 1
     finally:
         stop(worker.process)
+
+
+def test_every_connection_to_rabbitmq_asks_for_the_heartbeat(rabbitmq, synth_dir, tmp_path):
+    """Not only the worker's consumer: its event connection, and the senders' (the web's submit, the worker's
+    reaper re-sending lost jobs) negotiate BROKER_HEARTBEAT_SECONDS too. RabbitMQ's connection list showed
+    timeout 0 for them; a sender no longer keeps a connection idle between messages (one whose heartbeats
+    nobody sends would be dropped by RabbitMQ, and the next message written into it lost)."""
+    from worker.celery_app import make_app, send_run_job
+    from tests.test_worker import submit
+
+    queue = f"beat-{secrets.token_hex(3)}"
+    env = {**rabbitmq["env"], "BROKER_HEARTBEAT_SECONDS": str(BROKER_HEARTBEAT)}
+    worker = WorkerProcess(env, [queue], "beat", tmp_path)
+    try:
+        job_id = submit("train", {"data_dir": str(synth_dir), "epochs": 1, **TINY}, queue=queue)  # the web's send
+        assert wait_finished(job_id, worker).status == "succeeded"
+        send_run_job(job_id, queue)  # a duplicate, as the reaper re-sends: skipped by the claim
+        wait_for(lambda: f"job {job_id} not claimed" in worker.log(), 30, "the duplicate to be skipped", worker)
+
+        def timeouts() -> list[str]:
+            listed = rabbitmqctl("list_connections", "-p", rabbitmq["vhost"], "--no-table-headers", "--quiet", "timeout")
+            return listed.split()
+
+        assert "0" not in timeouts() and timeouts().count(str(BROKER_HEARTBEAT)) >= 2, timeouts()  # consumer, events
+        sender = make_app(env["BROKER_URL"]).connection_for_write()  # a web process's, open
+        sender.connect()
+        try:
+            assert "0" not in timeouts() and "60" in timeouts(), timeouts()  # the default BROKER_HEARTBEAT_SECONDS
+        finally:
+            sender.release()
+    finally:
+        stop(worker.process)
