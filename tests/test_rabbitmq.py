@@ -99,8 +99,8 @@ def test_every_connection_to_rabbitmq_asks_for_the_heartbeat(rabbitmq, synth_dir
     reaper re-sending lost jobs) negotiate BROKER_HEARTBEAT_SECONDS too. RabbitMQ's connection list showed
     timeout 0 for them; a sender no longer keeps a connection idle between messages (one whose heartbeats
     nobody sends would be dropped by RabbitMQ, and the next message written into it lost)."""
-    from worker.celery_app import make_app, send_run_job
     from tests.test_worker import submit
+    from worker.celery_app import make_app, send_run_job
 
     queue = f"beat-{secrets.token_hex(3)}"
     env = {**rabbitmq["env"], "BROKER_HEARTBEAT_SECONDS": str(BROKER_HEARTBEAT)}
