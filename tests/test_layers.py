@@ -179,14 +179,14 @@ def test_the_environment_writer_finder_finds_writes() -> None:
 
 def test_settings_are_read_one_way(app) -> None:
     """Settings are read through core.service.settings and reach child processes in the environment
-    handed to them: no process writes its own os.environ to pass one on (CUDA_VISIBLE_DEVICES alone,
-    which CUDA itself reads), and the web app holds no copy of a setting in app.config (SECRET_KEY
+    handed to them: no process writes its own os.environ to pass one on (CUDA_VISIBLE_DEVICES and
+    CUDA_DEVICE_ORDER alone, which CUDA itself reads), and the web app holds no copy of a setting in app.config (SECRET_KEY
     and SESSION_COOKIE_SECURE alone: Flask reads them there)."""
     from core.service.settings import Settings
 
     product = ("core", "web", "worker", "leukemia")  # bench/, like tests/, points its own process at a scratch home
     sources = [path for package in product for path in (REPO / package).rglob("*.py") if "migrations" not in path.parts]
     writes = [f"{path.relative_to(REPO)}: {key}" for path in sources
-              for key in environment_writes(ast.parse(path.read_text())) if key != "CUDA_VISIBLE_DEVICES"]
+              for key in environment_writes(ast.parse(path.read_text())) if key not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")]
     assert len(sources) > 100 and writes == []
     assert set(app.config) & {name.upper() for name in Settings.model_fields} == {"SECRET_KEY", "SESSION_COOKIE_SECURE"}

@@ -100,6 +100,9 @@ def test_previous_head_with_jobs_upgrades_with_nothing_lost(database_url):
             sweep = connection.execute(sa.text("SELECT name, priority, description, early_stopping FROM sweeps")).one()
             assert tuple(sweep) == ("lr sweep", 1, "", None)
             assert connection.execute(sa.text("SELECT hostname, lost_at FROM workers")).all() == [("w1", None)]
+            # The metrics' counters start at what the rows held: the jobs ended so far, per status and kind.
+            assert sorted(connection.execute(sa.text("SELECT event, label, count FROM event_counts")).all()) == [
+                ("job.failed", "evaluate", 1), ("job.succeeded", "train", 1)]
         # A user added after the upgrade is a member unless made otherwise.
         with engine.begin() as connection:
             connection.execute(sa.text("INSERT INTO users (username, password_hash, created_at) "
