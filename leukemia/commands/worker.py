@@ -63,7 +63,7 @@ def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None,
                                         "covers every worker"))
     # CUDA numbers devices fastest first unless told otherwise; NVML (nvidia-smi, the GPU metrics) by PCI bus.
     # The same order for both, so --gpu N, cuda:N and the exporter's gpu="N" are one device.
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if gpu is not None:
         if not gpu.strip().isdigit():
             run_user_command(lambda: _raise(f"gpu: {gpu!r} is not a GPU index"))
