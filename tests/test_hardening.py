@@ -452,3 +452,43 @@ def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path
     with get_sessionmaker().begin() as session:
         origins = session.scalars(select(Job.origin)).all()
     assert len(origins) == 5 and set(origins) == {"web"}, origins
+
+
+# ---------------------------------------------------------------- issue 23: what an attack run found
+
+
+OUT_OF_FOLDER = ("../../../etc/x.csv", "/etc/x.csv", "sub/../../x.csv")
+
+
+def out_of_folder(field: str, value: str) -> str:
+    return f"{field}: {value!r} leads outside the data folder; name a CSV file inside it (a relative path without ..)"
+
+
+@pytest.mark.parametrize("field", ["split", "valid_split"])
+def test_a_split_leading_out_of_the_data_folder_is_refused_at_submit(client, folder_path, field) -> None:
+    """Refused when submitted, as one line naming the field (the worker refused it only when the job ran)."""
+    from tests.conftest import WEB_API_TOKEN
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    for value in OUT_OF_FOLDER:
+        response = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path,
+                                                                                             field: value}})
+        assert (response.status_code, response.json) == (400, {"field": field, "error": out_of_folder(field, value)})
+        line = one_line_error(["submit", "train", "--data", folder_path, f"--{field.replace('_', '-')}", value])
+        assert line == f"error: {out_of_folder(field, value)}"
+    with get_sessionmaker().begin() as session:
+        assert jobs.list_jobs(session)[1] == 0
+    assert TrainParams(data_dir="/d", split="sub/folds.v2/x..csv").split == "sub/folds.v2/x..csv"  # inside the folder
+
+
+def test_a_csv_leading_out_of_the_data_folder_is_refused_at_submit(client, folder_path) -> None:
+    """The CLI may name any file, but a CSV of the data folder is in it: refused when submitted, naming csv."""
+    from tests.web_helpers import finished_train_job
+
+    parent = finished_train_job(folder_path)
+    for kind in ("evaluate", "predict"):
+        for value in OUT_OF_FOLDER:
+            line = one_line_error(["submit", kind, "--data", folder_path, "--csv", value, "--parent", str(parent)])
+            assert line == f"error: {out_of_folder('csv', value)}"
+    with get_sessionmaker().begin() as session:
+        assert jobs.list_jobs(session)[1] == 1  # the parent alone
