@@ -492,3 +492,53 @@ def test_a_csv_leading_out_of_the_data_folder_is_refused_at_submit(client, folde
             assert line == f"error: {out_of_folder('csv', value)}"
     with get_sessionmaker().begin() as session:
         assert jobs.list_jobs(session)[1] == 1  # the parent alone
+
+
+def chunked_post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """POST body with Transfer-Encoding: chunked (no Content-Length), 64 KiB a chunk; the status and JSON answer."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
+        connection.request("POST", path, body=chunks, headers={**headers, "Content-Type": "application/json"},
+                           encode_chunked=True)
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def test_an_oversized_chunked_body_is_413_as_a_sized_one_is(app, folder_path) -> None:
+    """A body sent without Content-Length (chunked) over MAX_CONTENT_LENGTH is a 413, not a 400 for the JSON that
+    the server's limit cut short; one under it is read whole. Against a real HTTP server in a thread."""
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.conftest import WEB_API_TOKEN
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url, auth = f"http://127.0.0.1:{server.server_port}", {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    try:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        padding = {"description": "x" * (limit + 100_000)}  # about 1.1 MB of JSON
+        big = json.dumps({"kind": "train", "params": {"data_dir": folder_path}, "options": padding}).encode()
+        status, answer = chunked_post(url, "/api/jobs", big, auth)
+        assert (status, set(answer)) == (413, {"error"}), (status, answer)
+        small = json.dumps({"kind": "train", "params": {"data_dir": folder_path, "epochs": 1},
+                            "options": {"description": "y" * (limit - 1000)}}).encode()
+        status, answer = chunked_post(url, "/api/jobs", small, auth)
+        assert status == 400 and answer["field"] == "options", answer  # read whole: notes over 10 000 characters
+        status, answer = chunked_post(url, "/api/jobs", json.dumps({"kind": "train", "params": {
+            "data_dir": folder_path, "epochs": 1, "image_size": 32}}).encode(), auth)
+        assert status == 201, answer
+    finally:
+        server.shutdown()
+        thread.join()
