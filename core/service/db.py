@@ -83,6 +83,16 @@ def private_sqlite_file(path: Path) -> None:
             file.chmod(PRIVATE_MODE)
 
 
+def private_embedded_files() -> None:
+    """The embedded broker's SQLite file (and its -wal/-shm) made private now, if it exists: a process that
+    sends nothing (`leukemia web` before its first submit) never opens it, and a file made by an older
+    version, a copy or a restore may be 0644. The database's file is made so by every engine that opens it."""
+    broker = get_settings().resolved_broker_url
+    path = sqlite_path(broker.removeprefix("sqla+")) if broker.startswith("sqla+") else None
+    if path is not None and path.is_file():
+        private_sqlite_file(path)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (sqlite:///path), or None for any other database or an in-memory one."""
     if not url.startswith("sqlite:///") or url.endswith(":memory:"):
@@ -181,7 +191,9 @@ def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
 
 
 def upgrade_database(url: str | None = None) -> None:
-    """Bring the database schema to the newest migration (idempotent; run at worker/web start)."""
+    """Bring the database schema to the newest migration (idempotent; run at worker/web start), and make the
+    embedded files private (private_embedded_files)."""
     from alembic import command
 
+    private_embedded_files()
     command.upgrade(alembic_config(url), "head")
