@@ -542,3 +542,25 @@ def test_an_oversized_chunked_body_is_413_as_a_sized_one_is(app, folder_path) ->
     finally:
         server.shutdown()
         thread.join()
+
+
+def test_a_repeated_cancel_of_a_running_job_is_audited_once(client, folder_path) -> None:
+    """The second cancel of a running job changes nothing (its worker was already asked to stop): it answers as
+    the first did and writes no second audit row; a queued job's second cancel is refused (409) as before."""
+    from core.service.records import AuditEntry
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import queued_job
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    running = queued_job(folder_path)
+    with get_sessionmaker().begin() as session:
+        jobs.claim_job(session, running, owner="w", host="h")
+    answers = [client.post(f"/api/jobs/{running}/cancel", headers=auth) for _ in range(3)]
+    assert [(a.status_code, a.json["status"], a.json["cancel_requested"]) for a in answers] == [(200, "running", True)] * 3
+    assert CliRunner().invoke(leukemia_cli, ["cancel", str(running)]).exit_code == 0
+    queued = queued_job(folder_path)
+    assert client.post(f"/api/jobs/{queued}/cancel", headers=auth).status_code == 200
+    assert client.post(f"/api/jobs/{queued}/cancel", headers=auth).status_code == 409
+    with get_sessionmaker().begin() as session:
+        audited = session.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "job.cancel")).all()
+    assert sorted(audited) == sorted([str(running), str(queued)])

@@ -16,6 +16,7 @@ from core.service import audit, jobs, webhooks
 from core.service.access import Actor, require_owner, require_submit
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
+from core.service.records import JobStatus
 from core.service.sweep_stopping import MedianStopRule
 from worker.celery_app import send_run_job
 
@@ -134,9 +135,14 @@ def submit_ensemble(
 
 
 def cancel_job(job_id: int, *, actor: Actor) -> str:
-    """Cancel a job: a queued one at once, a running one at its next batch. Returns its status now."""
+    """Cancel a job: a queued one at once, a running one at its next batch. Returns its status now.
+    A running job already asked to stop is answered as before and audited once (its row is locked, so two
+    cancels at once see each other)."""
     with get_sessionmaker().begin() as session:
-        require_owner(actor, jobs.get_job(session, job_id).submitted_by, f"job {job_id}")
+        job = jobs.get_job(session, job_id, lock=True)
+        require_owner(actor, job.submitted_by, f"job {job_id}")
+        if job.status == JobStatus.running and job.cancel_requested:
+            return job.status
         status = jobs.request_cancel(session, job_id).status
         audit.record(session, actor, "job.cancel", "job", job_id, {"status": status})
         return status
