@@ -564,3 +564,30 @@ def test_a_repeated_cancel_of_a_running_job_is_audited_once(client, folder_path)
     with get_sessionmaker().begin() as session:
         audited = session.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "job.cancel")).all()
     assert sorted(audited) == sorted([str(running), str(queued)])
+
+
+def test_a_thumbnail_is_never_read_through_a_link_out_of_the_data_roots(client, folder_path, tmp_path: Path) -> None:
+    """An image of a registered folder replaced by a symlink to a file outside DATA_ROOTS (after registration,
+    which would have refused it) is not read for a thumbnail: the same containment check as registration's, a 404
+    that names no path outside. An image inside the roots, through a link or not, still gives its thumbnail."""
+    import shutil
+
+    from tests.conftest import WEB_API_TOKEN
+    from tests.test_recorded_files import evaluate_job_with
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    folder, outside = Path(folder_path), tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "secret.bmp"
+    shutil.move(folder / "new_dataset" / "train" / "0.bmp", secret)
+    (folder / "new_dataset" / "train" / "0.bmp").symlink_to(secret)
+    shutil.move(folder / "new_dataset" / "train" / "1.bmp", folder / "kept.bmp")
+    (folder / "new_dataset" / "train" / "1.bmp").symlink_to(folder / "kept.bmp")  # a link that stays inside
+    job_id = evaluate_job_with(folder_path, {"per_image.csv": "ID\nnew_dataset/train/0.bmp\nnew_dataset/train/1.bmp\n"
+                                                              "new_dataset/train/2.bmp\n"})
+    refused = client.get(f"/api/jobs/{job_id}/images/1/thumbnail", headers=auth)
+    assert refused.status_code == 404 and refused.is_json, refused.status_code
+    assert refused.json["error"] == f"image 1 of job {job_id} is not a file of its data folder under the data roots"
+    for index in (2, 3):
+        shown = client.get(f"/api/jobs/{job_id}/images/{index}/thumbnail", headers=auth)
+        assert shown.status_code == 200 and shown.data.startswith(b"\x89PNG"), index
