@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -106,12 +106,16 @@ def add_user(session: Session, actor: Actor, username: str, role: str, password:
 
 
 def _refuse_losing_last_admin(session: Session, user: User, what: str) -> None:
-    """The service must keep one enabled admin, or nobody could manage users from the web."""
+    """The service must keep one enabled admin, or nobody could manage users from the web.
+
+    Every enabled admin's row is locked (FOR UPDATE, in id order) until the change commits, so two admins
+    disabling or demoting each other at once are checked one after the other: the second sees the first's
+    change (PostgreSQL reads a locked row again once it is free). SQLite runs one write transaction at a time."""
     if user.role != "admin" or user.disabled:
         return
-    others = session.scalar(select(func.count(User.id)).where(User.role == "admin", User.disabled.is_(False),
-                                                             User.id != user.id))
-    if not others:
+    admins = session.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False))
+                             .order_by(User.id).with_for_update()).all()
+    if user.id in admins and len(admins) == 1:
         raise StateConflict(f"user: {user.username} is the last enabled admin and cannot be {what}", field="user")
 
 
