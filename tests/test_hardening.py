@@ -591,3 +591,52 @@ def test_a_thumbnail_is_never_read_through_a_link_out_of_the_data_roots(client, 
     for index in (2, 3):
         shown = client.get(f"/api/jobs/{job_id}/images/{index}/thumbnail", headers=auth)
         assert shown.status_code == 200 and shown.data.startswith(b"\x89PNG"), index
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+def test_duplicate_writes_in_parallel_answer_409_or_change_nothing(app, folder_path) -> None:
+    """The same user name 20 times at once, the same tag on a job or a sweep 5 times at once, the same data folder
+    registered 5 times at once, each request in a transaction of its own on PostgreSQL (SQLite writes one at a
+    time): a name is added once and the rest are 409, a tag is added once and the rest change nothing, never a
+    500 (issue 23: 14 × 500 and 5 × 500)."""
+    import threading
+
+    from core.service.records import AuditEntry, DataFolder, User
+    from tests.conftest import WEB_API_TOKEN
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+
+    def at_once(count: int, method: str, url: str, body: dict) -> list[int]:
+        start, statuses = threading.Barrier(count), [0] * count
+
+        def send(i: int) -> None:
+            client = app.test_client()
+            start.wait(timeout=30)
+            statuses[i] = getattr(client, method)(url, json=body, headers=auth).status_code
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return sorted(statuses)
+
+    client = app.test_client()
+    job = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path}}).json["id"]
+    sweep = client.post("/api/sweeps", headers=auth, json={"kind": "train", "base_params": {"data_dir": folder_path},
+                                                          "grid": {"lr": [0.1, 0.01]}}).json["id"]
+    answered = {"users": at_once(20, "post", "/api/users", {"username": "dup", "role": "member",
+                                                            "password": "correct-horse-9"}),
+                "job tags": at_once(5, "patch", f"/api/jobs/{job}", {"add_tags": ["x"]}),
+                "sweep tags": at_once(5, "patch", f"/api/sweeps/{sweep}", {"add_tags": ["x"]}),
+                "data folders": at_once(5, "post", "/api/data-folders", {"path": folder_path, "name": "twice"})}
+    registered = answered.pop("data folders")
+    assert answered == {"users": [201] + [409] * 19, "job tags": [200] * 5, "sweep tags": [200] * 5}
+    assert 201 in registered and set(registered) <= {201, 409}, registered
+    assert client.get(f"/api/jobs/{job}", headers=auth).json["tags"] == ["x"]
+    assert client.get(f"/api/sweeps/{sweep}", headers=auth).json["tags"] == ["x"]
+    with get_sessionmaker().begin() as session:
+        assert session.scalars(select(User.username).where(User.username == "dup")).all() == ["dup"]
+        assert len(session.scalars(select(DataFolder).where(DataFolder.name == "twice")).all()) == 1
+        edits = session.scalars(select(AuditEntry.action).where(AuditEntry.action.in_(["job.edit", "sweep.edit"]))).all()
+    assert sorted(edits) == ["job.edit", "sweep.edit"]  # one change each; the others changed nothing

@@ -17,6 +17,7 @@ from core.common.text import check_printable
 from core.engine.data_roots import inside_roots, require_inside_data_roots
 from core.service import audit
 from core.service.access import Actor, require_submit
+from core.service.db import unique_or_conflict
 from core.service.records import DataFolder, utcnow
 from core.service.settings import get_settings
 
@@ -113,11 +114,12 @@ def register_data_folder(session: Session, name: str, path: str, *, actor: Actor
     report = check_report(folder_path)
     existing = registered_folder_by_path(session, str(folder_path))
     clash = session.scalar(select(DataFolder).where(DataFolder.name == name))
+    taken = f"name: a data folder named {name!r} is already registered"
     if clash is not None and clash is not existing:
-        raise StateConflict(f"name: a data folder named {name!r} is already registered", field="name")
+        raise StateConflict(taken, field="name")
     folder = existing or DataFolder(path=str(folder_path))
-    folder.name, folder.report, folder.registered_at = name, report, utcnow()
-    session.add(folder)
-    session.flush()
+    with unique_or_conflict(session, taken, field="name"):  # registered by another request since the check
+        folder.name, folder.report, folder.registered_at = name, report, utcnow()
+        session.add(folder)
     audit.record(session, actor, "data_folder.register", "data_folder", folder.id, {"name": name, "path": folder.path})
     return folder

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from core.common.errors import DatabaseUnavailable
+from core.common.errors import DatabaseUnavailable, StateConflict
 from core.service.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -59,6 +62,29 @@ def _configure_sqlite(engine: Engine, database: Path | None, *, create: bool) ->
         # A deferred transaction that reads and then writes can hit SQLITE_BUSY without waiting;
         # IMMEDIATE takes the write lock up front (readers are never blocked under WAL).
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def unique_or_conflict(session: Session, message: str, *, field: str | None = None) -> Iterator[None]:
+    """The block's writes in a savepoint, flushed at its end; a unique key another transaction took meanwhile
+    (PostgreSQL makes the second insert wait for the first's commit, then refuses it; SQLite runs one write
+    transaction at a time, so a check before the insert sees the first) is the StateConflict `message`, and the
+    caller's transaction stays usable."""
+    try:
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError as error:
+        if not _unique_violation(error):
+            raise
+        raise StateConflict(message, field=field) from None
+
+
+def _unique_violation(error: IntegrityError) -> bool:
+    """A unique or primary key refused the row (PostgreSQL's SQLSTATE 23505, SQLite's constraint names)."""
+    original = error.orig
+    return (getattr(original, "sqlstate", None) == "23505"
+            or getattr(original, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"))
 
 
 def private_sqlite_file(path: Path) -> None:

@@ -22,6 +22,7 @@ from core.common.errors import NotFound, StateConflict, UserInputError
 from core.common.text import CONTROL_CHARACTER
 from core.service import audit
 from core.service.access import Actor, check_role, require_admin
+from core.service.db import unique_or_conflict
 from core.service.records import MAX_ID, ApiToken, LoginSession, User, utcnow
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$"  # also the API document's pattern
@@ -95,12 +96,13 @@ def add_user(session: Session, actor: Actor, username: str, role: str, password:
     check_role(role)
     made = None if password is not None else Secret(generated_password())
     check_password(password if password is not None else made.value)  # type: ignore[union-attr]
+    taken = f"username: {username!r} is taken"
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise StateConflict(f"username: {username!r} is taken", field="username")
+        raise StateConflict(taken, field="username")
     user = User(username=username, password_hash=generate_password_hash(password or made.value),  # type: ignore[union-attr]
                 created_at=utcnow(), role=role, disabled=False)
-    session.add(user)
-    session.flush()
+    with unique_or_conflict(session, taken, field="username"):  # added by another request since the check
+        session.add(user)
     audit.record(session, actor, "user.add", "user", user.id, {"username": username, "role": role})
     return user, made
 
