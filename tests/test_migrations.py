@@ -282,3 +282,42 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
     deleted = client.delete("/api/jobs/2", headers=auth)  # queued job 3 reads jobs/22/best.pt, nothing of jobs/2
     assert deleted.status_code == 200, deleted.json
     assert deleted.json["freed_bytes"] == sizes[2] and not evaluate_dir.exists()
+
+
+# --- several processes starting at once (issue 23: web and worker on an empty PostgreSQL) ----------
+
+
+def upgrade_in_a_process(url: str) -> str:
+    """What a starting web or worker does first, in a process of its own: "ok", or the error it met."""
+    from core.service.db import upgrade_database
+
+    try:
+        upgrade_database(url)
+    except Exception as error:  # noqa: BLE001  (reported to the test)
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+    return "ok"
+
+
+def test_processes_starting_together_on_an_empty_database_all_migrate_it_once(database_url):
+    """Four processes run the migrations on one empty database at the same moment (a web and workers started
+    together): each succeeds, and the schema is the newest once, equal to the ORM records."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        outcomes = list(pool.map(upgrade_in_a_process, [database_url] * 4))
+    assert outcomes == ["ok"] * 4
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                alembic_head()]
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

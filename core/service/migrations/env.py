@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import text
 
 import core.service.records  # noqa: F401  (registers every table on Base.metadata)
 from core.service.db import Base, make_engine
 
 target_metadata = Base.metadata
+# PostgreSQL advisory lock key ("leuk"), held by the migrating transaction: processes that start together
+# (a web and its workers) migrate one after another, and the later ones find the schema already new.
+MIGRATION_LOCK = 0x6C65756B
 
 
 def run_migrations_offline() -> None:
@@ -42,6 +46,10 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         _driver(connection).execute("PRAGMA foreign_keys=OFF")
     try:
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Before the schema's version is read; released when the transaction ends. SQLite needs none:
+                # its transaction is BEGIN IMMEDIATE (core.service.db), one writer at a time, version read inside.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             context.run_migrations()
             if sqlite:
                 broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
