@@ -640,3 +640,32 @@ def test_duplicate_writes_in_parallel_answer_409_or_change_nothing(app, folder_p
         assert len(session.scalars(select(DataFolder).where(DataFolder.name == "twice")).all()) == 1
         edits = session.scalars(select(AuditEntry.action).where(AuditEntry.action.in_(["job.edit", "sweep.edit"]))).all()
     assert sorted(edits) == ["job.edit", "sweep.edit"]  # one change each; the others changed nothing
+
+
+def test_a_deleted_jobs_id_and_a_removed_webhooks_delivery_ids_are_never_given_again(client, folder_path) -> None:
+    """On the embedded SQLite database: bob's deleted job 2 is not alice's next job, and a webhook added after one
+    was removed with its deliveries sends new delivery ids (X-Leukemia-Delivery), so the audit log never names two
+    jobs by one id and a receiver dropping repeats loses nothing (issue 23)."""
+    from core.service import webhooks
+    from core.service.access import cli_actor
+    from core.service.records import AuditEntry
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import finished_train_job
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    kept, highest = finished_train_job(folder_path), finished_train_job(folder_path)
+    assert client.delete(f"/api/jobs/{highest}", headers=auth).status_code == 200
+    submitted = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path}})
+    assert submitted.json["id"] not in (kept, highest) and submitted.json["id"] > highest
+    with get_sessionmaker().begin() as session:
+        hook = webhooks.add(session, cli_actor(), "https://hooks.example.org/a", ["job.failed"]).id
+        first = webhooks.send_test(session, cli_actor(), hook).id
+    with get_sessionmaker().begin() as session:
+        webhooks.remove(session, cli_actor(), hook)
+    with get_sessionmaker().begin() as session:
+        second = webhooks.send_test(session, cli_actor(), webhooks.add(
+            session, cli_actor(), "https://hooks.example.org/b", ["job.failed"]).id).id
+        targets = session.execute(select(AuditEntry.action, AuditEntry.target_id)
+                                  .where(AuditEntry.target_type == "job")).all()
+    assert second > first
+    assert ("job.delete", str(highest)) in targets and ("job.submit", str(submitted.json["id"])) in targets
