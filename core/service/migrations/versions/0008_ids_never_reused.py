@@ -39,7 +39,8 @@ def upgrade() -> None:
         return
     known = ids_the_audit_log_names(connection)
     for table in TABLES:
-        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}):
+        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True},
+                                  reflect_kwargs={"resolve_fks": False}):  # the referred tables need no reflecting
             pass
         highest = max(connection.scalar(sa.text(f"SELECT max(id) FROM {table}")) or 0, known[table])
         connection.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = :table"), {"table": table})
@@ -74,5 +75,6 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     for table in reversed(TABLES):
-        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": False}):
+        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": False},
+                                  reflect_kwargs={"resolve_fks": False}):
             pass
