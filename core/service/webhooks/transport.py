@@ -179,8 +179,9 @@ def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
     IPv4-compatible), or None."""
     if isinstance(address, ipaddress.IPv4Address):
         return None
-    if address.ipv4_mapped is not None or address.sixtofour is not None:
-        return address.ipv4_mapped or address.sixtofour
+    for carried in (address.ipv4_mapped, address.sixtofour):
+        if carried is not None:
+            return carried
     if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
