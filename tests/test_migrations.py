@@ -287,26 +287,53 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
 # --- several processes starting at once (issue 23: web and worker on an empty PostgreSQL) ----------
 
 
-def upgrade_in_a_process(url: str) -> str:
-    """What a starting web or worker does first, in a process of its own: "ok", or the error it met."""
+def upgrade_in_a_process(url: str, start, outcomes) -> None:
+    """What a starting web or worker does first, in a process of its own, at the moment the others do: puts "ok",
+    or the error it met, on outcomes. Each process pauses (0.3 s) before each migration step, as on a busy
+    machine, so that unless they take turns another reads the schema's version while one is half-way."""
+    import time
+
+    from alembic.runtime.migration import MigrationContext
+
     from core.service.db import upgrade_database
 
+    made = MigrationContext.__init__
+
+    def paced(context, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made(context, *args, **kwargs)
+        steps = context._migrations_fn  # Alembic's generator of the steps from the version it read
+        if steps is not None:
+            def each_after_a_pause(heads, migration_context):  # type: ignore[no-untyped-def]
+                for step in steps(heads, migration_context):
+                    time.sleep(0.3)
+                    yield step
+
+            context._migrations_fn = each_after_a_pause
+
+    MigrationContext.__init__ = paced  # type: ignore[method-assign]
+    start.wait(timeout=120)
     try:
         upgrade_database(url)
     except Exception as error:  # noqa: BLE001  (reported to the test)
-        return f"{type(error).__name__}: {error}".splitlines()[0]
-    return "ok"
+        outcomes.put(f"{type(error).__name__}: {error}".splitlines()[0])
+        return
+    outcomes.put("ok")
 
 
 def test_processes_starting_together_on_an_empty_database_all_migrate_it_once(database_url):
     """Four processes run the migrations on one empty database at the same moment (a web and workers started
     together): each succeeds, and the schema is the newest once, equal to the ORM records."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
-        outcomes = list(pool.map(upgrade_in_a_process, [database_url] * 4))
-    assert outcomes == ["ok"] * 4
+    spawn = multiprocessing.get_context("spawn")
+    start, outcomes = spawn.Barrier(4), spawn.Queue()
+    processes = [spawn.Process(target=upgrade_in_a_process, args=(database_url, start, outcomes)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    results = [outcomes.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert results == ["ok"] * 4
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:

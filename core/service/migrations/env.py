@@ -36,8 +36,12 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
-    # render_as_batch: SQLite cannot ALTER most things; batch mode recreates the table.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # render_as_batch: SQLite cannot ALTER most things; batch mode recreates the table. transactional_ddl: every
+    # pending migration in one transaction on SQLite too (Alembic would give each its own, reading the schema's
+    # version outside them): it is BEGIN IMMEDIATE (core.service.db), so processes starting together migrate one
+    # after another, and one that fails leaves the schema as it found it.
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      transactional_ddl=True)
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
         # Recreating a table that others reference (jobs, users) is a DROP TABLE, which foreign keys
@@ -48,7 +52,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
                 # Before the schema's version is read; released when the transaction ends. SQLite needs none:
-                # its transaction is BEGIN IMMEDIATE (core.service.db), one writer at a time, version read inside.
+                # its transaction, BEGIN IMMEDIATE, lets one writer in at a time.
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             context.run_migrations()
             if sqlite:
