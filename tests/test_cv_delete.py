@@ -242,3 +242,27 @@ def test_a_delete_racing_an_ensemble_submit_answers_one_line(app, folder_path):
     with get_sessionmaker().begin() as session:
         assert session.scalars(select(Job).where(Job.cv_id == cv_id)).all() == []
         assert all(session.get(Job, job_id) is None for job_id in [*ids, queued])
+
+
+def test_a_delete_blocked_by_another_users_ensemble_says_which_job_and_what_to_do(app, client, folder_path):
+    """Carol's ensemble of bob's folds keeps bob from deleting his cross-validation: a 409 naming her job, whose
+    it is and what frees it (issue 23: a 403 that said only "submitted by someone else"). Once she deletes it, he may."""
+    from core.service import users
+
+    bob, carol = add_user("bob"), add_user("carol")
+    cv_id, ids = finished_cv(folder_path, owner=bob, ensemble=False)
+    with get_sessionmaker().begin() as session:
+        best = [str(jobs.job_checkpoint(session, job_id, "best")) for job_id in ids]
+        tokens = {name: users.create_token(session, cli_actor(), users.find_user(session, name), "t")[1].value
+                  for name in ("bob", "carol")}
+    hers = ended_job("evaluate", {"data_dir": folder_path, "csv": "test.csv", "checkpoint": best[0],
+                                  "checkpoints": best[1:]}, {"evaluation.json": 300}, owner=carol, cv=(cv_id, None))
+    as_bob = {"Authorization": f"Bearer {tokens['bob']}"}
+    refused = client.delete(f"/api/cross-validations/{cv_id}", headers=as_bob)
+    assert (refused.status_code, refused.json) == (409, {"error": (
+        f"cross-validation {cv_id}: job {hers} (ensemble) was submitted by carol; carol or an admin can delete "
+        f"job {hers}, then cross-validation {cv_id} can be deleted")}), refused.json
+    assert all(row(job_id) is not None for job_id in [*ids, hers])
+    assert client.delete(f"/api/jobs/{hers}", headers={"Authorization": f"Bearer {tokens['carol']}"}).status_code == 200
+    assert client.delete(f"/api/cross-validations/{cv_id}", headers=as_bob).status_code == 200
+    assert all(row(job_id) is None for job_id in ids)

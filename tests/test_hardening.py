@@ -452,3 +452,220 @@ def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path
     with get_sessionmaker().begin() as session:
         origins = session.scalars(select(Job.origin)).all()
     assert len(origins) == 5 and set(origins) == {"web"}, origins
+
+
+# ---------------------------------------------------------------- issue 23: what an attack run found
+
+
+OUT_OF_FOLDER = ("../../../etc/x.csv", "/etc/x.csv", "sub/../../x.csv")
+
+
+def out_of_folder(field: str, value: str) -> str:
+    return f"{field}: {value!r} leads outside the data folder; name a CSV file inside it (a relative path without ..)"
+
+
+@pytest.mark.parametrize("field", ["split", "valid_split"])
+def test_a_split_leading_out_of_the_data_folder_is_refused_at_submit(client, folder_path, field) -> None:
+    """Refused when submitted, as one line naming the field (the worker refused it only when the job ran)."""
+    from tests.conftest import WEB_API_TOKEN
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    for value in OUT_OF_FOLDER:
+        response = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path,
+                                                                                             field: value}})
+        assert (response.status_code, response.json) == (400, {"field": field, "error": out_of_folder(field, value)})
+        line = one_line_error(["submit", "train", "--data", folder_path, f"--{field.replace('_', '-')}", value])
+        assert line == f"error: {out_of_folder(field, value)}"
+    with get_sessionmaker().begin() as session:
+        assert jobs.list_jobs(session)[1] == 0
+    assert TrainParams(data_dir="/d", split="sub/folds.v2/x..csv").split == "sub/folds.v2/x..csv"  # inside the folder
+
+
+def test_a_csv_leading_out_of_the_data_folder_is_refused_at_submit(client, folder_path) -> None:
+    """The CLI may name any file, but a CSV of the data folder is in it: refused when submitted, naming csv."""
+    from tests.web_helpers import finished_train_job
+
+    parent = finished_train_job(folder_path)
+    for kind in ("evaluate", "predict"):
+        for value in OUT_OF_FOLDER:
+            line = one_line_error(["submit", kind, "--data", folder_path, "--csv", value, "--parent", str(parent)])
+            assert line == f"error: {out_of_folder('csv', value)}"
+    with get_sessionmaker().begin() as session:
+        assert jobs.list_jobs(session)[1] == 1  # the parent alone
+
+
+def chunked_post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """POST body with Transfer-Encoding: chunked (no Content-Length), 64 KiB a chunk; the status and JSON answer."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
+        connection.request("POST", path, body=chunks, headers={**headers, "Content-Type": "application/json"},
+                           encode_chunked=True)
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def test_an_oversized_chunked_body_is_413_as_a_sized_one_is(app, folder_path) -> None:
+    """A body sent without Content-Length (chunked) over MAX_CONTENT_LENGTH is a 413, not a 400 for the JSON that
+    the server's limit cut short; one under it is read whole. Against a real HTTP server in a thread."""
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.conftest import WEB_API_TOKEN
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url, auth = f"http://127.0.0.1:{server.server_port}", {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    try:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        padding = {"description": "x" * (limit + 100_000)}  # about 1.1 MB of JSON
+        big = json.dumps({"kind": "train", "params": {"data_dir": folder_path}, "options": padding}).encode()
+        status, answer = chunked_post(url, "/api/jobs", big, auth)
+        assert (status, set(answer)) == (413, {"error"}), (status, answer)
+        small = json.dumps({"kind": "train", "params": {"data_dir": folder_path, "epochs": 1},
+                            "options": {"description": "y" * (limit - 1000)}}).encode()
+        status, answer = chunked_post(url, "/api/jobs", small, auth)
+        assert status == 400 and answer["field"] == "options", answer  # read whole: notes over 10 000 characters
+        status, answer = chunked_post(url, "/api/jobs", json.dumps({"kind": "train", "params": {
+            "data_dir": folder_path, "epochs": 1, "image_size": 32}}).encode(), auth)
+        assert status == 201, answer
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_a_repeated_cancel_of_a_running_job_is_audited_once(client, folder_path) -> None:
+    """The second cancel of a running job changes nothing (its worker was already asked to stop): it answers as
+    the first did and writes no second audit row; a queued job's second cancel is refused (409) as before."""
+    from core.service.records import AuditEntry
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import queued_job
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    running = queued_job(folder_path)
+    with get_sessionmaker().begin() as session:
+        jobs.claim_job(session, running, owner="w", host="h")
+    answers = [client.post(f"/api/jobs/{running}/cancel", headers=auth) for _ in range(3)]
+    assert [(a.status_code, a.json["status"], a.json["cancel_requested"]) for a in answers] == [(200, "running", True)] * 3
+    assert CliRunner().invoke(leukemia_cli, ["cancel", str(running)]).exit_code == 0
+    queued = queued_job(folder_path)
+    assert client.post(f"/api/jobs/{queued}/cancel", headers=auth).status_code == 200
+    assert client.post(f"/api/jobs/{queued}/cancel", headers=auth).status_code == 409
+    with get_sessionmaker().begin() as session:
+        audited = session.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "job.cancel")).all()
+    assert sorted(audited) == sorted([str(running), str(queued)])
+
+
+def test_a_thumbnail_is_never_read_through_a_link_out_of_the_data_roots(client, folder_path, tmp_path: Path) -> None:
+    """An image of a registered folder replaced by a symlink to a file outside DATA_ROOTS (after registration,
+    which would have refused it) is not read for a thumbnail: the same containment check as registration's, a 404
+    that names no path outside. An image inside the roots, through a link or not, still gives its thumbnail."""
+    import shutil
+
+    from tests.conftest import WEB_API_TOKEN
+    from tests.test_recorded_files import evaluate_job_with
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    folder, outside = Path(folder_path), tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "secret.bmp"
+    shutil.move(folder / "new_dataset" / "train" / "0.bmp", secret)
+    (folder / "new_dataset" / "train" / "0.bmp").symlink_to(secret)
+    shutil.move(folder / "new_dataset" / "train" / "1.bmp", folder / "kept.bmp")
+    (folder / "new_dataset" / "train" / "1.bmp").symlink_to(folder / "kept.bmp")  # a link that stays inside
+    job_id = evaluate_job_with(folder_path, {"per_image.csv": "ID\nnew_dataset/train/0.bmp\nnew_dataset/train/1.bmp\n"
+                                                              "new_dataset/train/2.bmp\n"})
+    refused = client.get(f"/api/jobs/{job_id}/images/1/thumbnail", headers=auth)
+    assert refused.status_code == 404 and refused.is_json, refused.status_code
+    assert refused.json["error"] == f"image 1 of job {job_id} is not a file of its data folder under the data roots"
+    for index in (2, 3):
+        shown = client.get(f"/api/jobs/{job_id}/images/{index}/thumbnail", headers=auth)
+        assert shown.status_code == 200 and shown.data.startswith(b"\x89PNG"), index
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+def test_duplicate_writes_in_parallel_answer_409_or_change_nothing(app, folder_path) -> None:
+    """The same user name 20 times at once, the same tag on a job or a sweep 5 times at once, the same data folder
+    registered 5 times at once, each request in a transaction of its own on PostgreSQL (SQLite writes one at a
+    time): a name is added once and the rest are 409, a tag is added once and the rest change nothing, never a
+    500 (issue 23: 14 × 500 and 5 × 500)."""
+    import threading
+
+    from core.service.records import AuditEntry, DataFolder, User
+    from tests.conftest import WEB_API_TOKEN
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+
+    def at_once(count: int, method: str, url: str, body: dict) -> list[int]:
+        start, statuses = threading.Barrier(count), [0] * count
+
+        def send(i: int) -> None:
+            client = app.test_client()
+            start.wait(timeout=30)
+            statuses[i] = getattr(client, method)(url, json=body, headers=auth).status_code
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return sorted(statuses)
+
+    client = app.test_client()
+    job = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path}}).json["id"]
+    sweep = client.post("/api/sweeps", headers=auth, json={"kind": "train", "base_params": {"data_dir": folder_path},
+                                                          "grid": {"lr": [0.1, 0.01]}}).json["id"]
+    answered = {"users": at_once(20, "post", "/api/users", {"username": "dup", "role": "member",
+                                                            "password": "correct-horse-9"}),
+                "job tags": at_once(5, "patch", f"/api/jobs/{job}", {"add_tags": ["x"]}),
+                "sweep tags": at_once(5, "patch", f"/api/sweeps/{sweep}", {"add_tags": ["x"]}),
+                "data folders": at_once(5, "post", "/api/data-folders", {"path": folder_path, "name": "twice"})}
+    registered = answered.pop("data folders")
+    assert answered == {"users": [201] + [409] * 19, "job tags": [200] * 5, "sweep tags": [200] * 5}
+    assert 201 in registered and set(registered) <= {201, 409}, registered
+    assert client.get(f"/api/jobs/{job}", headers=auth).json["tags"] == ["x"]
+    assert client.get(f"/api/sweeps/{sweep}", headers=auth).json["tags"] == ["x"]
+    with get_sessionmaker().begin() as session:
+        assert session.scalars(select(User.username).where(User.username == "dup")).all() == ["dup"]
+        assert len(session.scalars(select(DataFolder).where(DataFolder.name == "twice")).all()) == 1
+        edits = session.scalars(select(AuditEntry.action).where(AuditEntry.action.in_(["job.edit", "sweep.edit"]))).all()
+    assert sorted(edits) == ["job.edit", "sweep.edit"]  # one change each; the others changed nothing
+
+
+def test_a_deleted_jobs_id_and_a_removed_webhooks_delivery_ids_are_never_given_again(client, folder_path) -> None:
+    """On the embedded SQLite database: bob's deleted job 2 is not alice's next job, and a webhook added after one
+    was removed with its deliveries sends new delivery ids (X-Leukemia-Delivery), so the audit log never names two
+    jobs by one id and a receiver dropping repeats loses nothing (issue 23)."""
+    from core.service import webhooks
+    from core.service.access import cli_actor
+    from core.service.records import AuditEntry
+    from tests.conftest import WEB_API_TOKEN
+    from tests.web_helpers import finished_train_job
+
+    auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    kept, highest = finished_train_job(folder_path), finished_train_job(folder_path)
+    assert client.delete(f"/api/jobs/{highest}", headers=auth).status_code == 200
+    submitted = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path}})
+    assert submitted.json["id"] not in (kept, highest) and submitted.json["id"] > highest
+    with get_sessionmaker().begin() as session:
+        hook = webhooks.add(session, cli_actor(), "https://hooks.example.org/a", ["job.failed"]).id
+        first = webhooks.send_test(session, cli_actor(), hook).id
+    with get_sessionmaker().begin() as session:
+        webhooks.remove(session, cli_actor(), hook)
+    with get_sessionmaker().begin() as session:
+        second = webhooks.send_test(session, cli_actor(), webhooks.add(
+            session, cli_actor(), "https://hooks.example.org/b", ["job.failed"]).id).id
+        targets = session.execute(select(AuditEntry.action, AuditEntry.target_id)
+                                  .where(AuditEntry.target_type == "job")).all()
+    assert second > first
+    assert ("job.delete", str(highest)) in targets and ("job.submit", str(submitted.json["id"])) in targets

@@ -251,3 +251,53 @@ def http_status(url: str) -> int | None:
         return error.code
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
+
+
+@pytest.fixture()
+def text_logs(monkeypatch):
+    """LOG_FORMAT=text, the service's handler writing into a buffer; yields a reader of its text."""
+    from core.service.logs import configure_logging
+
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    get_settings.cache_clear()
+    buffer = io.StringIO()
+    handler = configure_logging(stream=buffer)
+    yield buffer.getvalue
+    logging.getLogger().removeHandler(handler)
+    get_settings.cache_clear()
+
+
+FORGED = "\n2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in"
+
+
+def test_a_text_line_cannot_be_forged_by_what_it_logs(app, client, text_logs):
+    """Control characters in a logged value (the path of a request here, a message's arguments, a context
+    field) are written escaped: one call writes one line, and no line starts as a record the caller made up."""
+    from core.service.logs import log_context
+
+    answer = client.get("/api/jobs/1%0A2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in",
+                        headers=AUTH)
+    assert answer.status_code == 404
+    with log_context(job_id="7\r\n[job_id=8]"):
+        logging.getLogger("leukemia.test").warning("name %s", f"a{FORGED}\rb\x85c\u2028d\u2029e\x1b[31mf\x00g\th")
+    lines = text_logs().splitlines()
+    assert not [line for line in lines if line.startswith(FORGED.lstrip())], lines
+    [access] = [line for line in lines if "leukemia.web.access" in line and "FORGED" in line]
+    assert "/api/jobs/1\\n2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in 404" in access
+    [warned] = [line for line in lines if "leukemia.test" in line]
+    assert warned.endswith(" WARNING leukemia.test: [job_id=7\\r\\n[job_id=8]] name a\\n2026-12-06 00:00:00,000 INFO "
+                           "leukemia.web: FORGED admin logged in\\rb\\x85c\\u2028d\\u2029e\\x1b[31mf\\x00g\\th")
+    assert sum("FORGED" in line for line in lines) == 2 and text_logs().count("\n") == len(lines)
+
+
+def test_a_traceback_in_a_text_line_follows_it_indented(text_logs):
+    """A traceback keeps its lines (a person reads it), each indented, so none of them starts like a record,
+    whatever the exception's message holds."""
+    try:
+        raise ValueError(f"bad{FORGED}")
+    except ValueError:
+        logging.getLogger("leukemia.test").exception("failed %s", "x\ny")
+    first, *rest = text_logs().splitlines()
+    assert first.endswith(" ERROR leukemia.test: failed x\\ny")
+    assert rest and all(line.startswith("  ") for line in rest), rest
+    assert rest[-2:] == ["  ValueError: bad", "  2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in"]

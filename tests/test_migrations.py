@@ -285,3 +285,175 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
     deleted = client.delete("/api/jobs/2", headers=auth)  # queued job 3 reads jobs/22/best.pt, nothing of jobs/2
     assert deleted.status_code == 200, deleted.json
     assert deleted.json["freed_bytes"] == sizes[2] and not evaluate_dir.exists()
+
+
+# --- several processes starting at once (issue 23: web and worker on an empty PostgreSQL) ----------
+
+
+def upgrade_in_a_process(url: str, start, outcomes) -> None:
+    """What a starting web or worker does first, in a process of its own, at the moment the others do: puts "ok",
+    or the error it met, on outcomes. Each process pauses (0.3 s) before each migration step, as on a busy
+    machine, so that unless they take turns another reads the schema's version while one is half-way."""
+    import time
+
+    from alembic.runtime.migration import MigrationContext
+
+    from core.service.db import upgrade_database
+
+    made = MigrationContext.__init__
+
+    def paced(context, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made(context, *args, **kwargs)
+        steps = context._migrations_fn  # Alembic's generator of the steps from the version it read
+        if steps is not None:
+            def each_after_a_pause(heads, migration_context):  # type: ignore[no-untyped-def]
+                for step in steps(heads, migration_context):
+                    time.sleep(0.3)
+                    yield step
+
+            context._migrations_fn = each_after_a_pause
+
+    MigrationContext.__init__ = paced  # type: ignore[method-assign]
+    start.wait(timeout=120)
+    try:
+        upgrade_database(url)
+    except Exception as error:  # noqa: BLE001  (reported to the test)
+        outcomes.put(f"{type(error).__name__}: {error}".splitlines()[0])
+        return
+    outcomes.put("ok")
+
+
+def test_processes_starting_together_on_an_empty_database_all_migrate_it_once(database_url):
+    """Four processes run the migrations on one empty database at the same moment (a web and workers started
+    together): each succeeds, and the schema is the newest once, equal to the ORM records."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    start, outcomes = spawn.Barrier(4), spawn.Queue()
+    processes = [spawn.Process(target=upgrade_in_a_process, args=(database_url, start, outcomes)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    results = [outcomes.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert results == ["ok"] * 4
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                alembic_head()]
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+# --- ids never reused (issue 23: on SQLite a deleted job's id went to the next job) ------------------
+
+# The tables whose ids are shown, linked, audited or sent, each with a row of the fewest columns it needs.
+def id_rows(n: int) -> dict[str, dict]:
+    at = {"created_at": WHEN}
+    return {
+        "users": {"username": f"u{n}", "password_hash": "h", "role": "member", "disabled": False, **at},
+        "sweeps": {"name": "s", "kind": "train", "base_params": "{}", "grid": "{}", "priority": 1, "description": "", **at},
+        "cross_validations": {"name": "cv", "data_dir": "/d", "scheme": "k", "base_params": "{}", "folds": "[]", **at},
+        "jobs": {"run_key": f"{n:032d}", "legacy_run_dir": False, "origin": "cli", "kind": "train", "status": "queued",
+                 "params": "{}", "data_dir": "/d", "queue": "gpu", "attempts": 0, "max_attempts": 3,
+                 "cancel_requested": False, "progress": 0.0, "priority": 1, "description": "", **at},
+        "api_tokens": {"user_id": 1, "name": "t", "token_hash": f"{n:064d}", "prefix": "lk_", **at},
+        "webhooks": {"url": "https://x.example/", "secret": "s", "events": "[]", "enabled": True, **at},
+        "webhook_deliveries": {"webhook_id": 1, "event": "job.failed", "body": "{}", "status": "pending", "attempts": 0,
+                               **at},
+        "audit_log": {"at": WHEN, "username": "cli:x", "action": "job.submit", "target_type": "job"},
+        "data_folders": {"name": f"f{n}", "path": f"/d/{n}", "registered_at": WHEN},
+        "artifacts": {"job_id": 1, "kind": "metrics", "name": f"a{n}", "path": "jobs/1/a", "size_bytes": 1,
+                      "sha256": "0" * 64, **at},
+    }
+
+
+ID_TABLES = list(id_rows(0))
+
+
+def insert(connection: sa.Connection, table: str, n: int) -> int:
+    row = id_rows(n)[table]
+    columns = ", ".join(row)
+    values = ", ".join(f":{name}" for name in row)
+    return connection.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING id"), row).scalar_one()
+
+
+def fill_ids(engine: sa.Engine) -> dict[str, int]:
+    """Three rows in each table (the first user, job and webhook are what the others point at); the highest of each
+    deleted, as a user deletes a job, a token or a webhook. Returns the deleted ids."""
+    deleted = {}
+    with engine.begin() as connection:
+        for table in ID_TABLES:
+            ids = [insert(connection, table, n) for n in range(1, 4)]
+            connection.execute(sa.text(f"DELETE FROM {table} WHERE id = :id"), {"id": ids[-1]})
+            deleted[table] = ids[-1]
+    return deleted
+
+
+def assert_new_ids_above(engine: sa.Engine, deleted: dict[str, int]) -> None:
+    with engine.begin() as connection:
+        made = {table: insert(connection, table, 100) for table in ID_TABLES}
+    assert {table: made[table] > deleted[table] for table in ID_TABLES} == dict.fromkeys(ID_TABLES, True), (made, deleted)
+
+
+def test_an_id_is_never_given_to_a_second_row(database_url):
+    """After the highest job, sweep, user, token, webhook, delivery, audit row, ... is deleted, the next row gets a new
+    id (SQLite reused it without AUTOINCREMENT: the audit log named two jobs "job 7", a receiver saw delivery 1 twice)."""
+    engine = make_engine(database_url, create=True)
+    try:
+        command.upgrade(alembic_config(database_url), "head")
+        assert_new_ids_above(engine, fill_ids(engine))
+    finally:
+        engine.dispose()
+
+
+def test_a_database_from_0007_gives_new_ids_after_the_upgrade(database_url):
+    """A database made at revision 0007 and used (rows added; a job, a sweep, a cross-validation and a webhook
+    deleted, with the audit rows the service writes) keeps every row through the upgrade, and then gives each
+    table ids above any it had handed out: above its rows, and on SQLite above every id the audit log names (the
+    deleted ones, the jobs of a deleted sweep or cross-validation, a test's delivery). PostgreSQL's sequences never
+    handed an id out twice, so there the upgrade changes nothing."""
+    engine = make_engine(database_url, create=True)
+    try:
+        command.upgrade(alembic_config(database_url), "0007")
+        with engine.begin() as connection:
+            for table in ID_TABLES:
+                assert [insert(connection, table, n) for n in range(1, 4)] == [1, 2, 3]
+            for action, target_type, table, detail in (
+                    ("job.delete", "job", "jobs", {"freed_bytes": 0}),
+                    ("sweep.delete", "sweep", "sweeps", {"freed_bytes": 0, "jobs": [57, 58]}),
+                    ("cross_validation.delete", "cross_validation", "cross_validations", {"jobs": [59], "name": "cv"}),
+                    ("webhook.delete", "webhook", "webhooks", {"url": "https://x.example/"})):
+                connection.execute(sa.text(f"DELETE FROM {table} WHERE id = 3"))
+                connection.execute(sa.text(
+                    "INSERT INTO audit_log (at, username, action, target_type, target_id, detail) "
+                    "VALUES (:at, 'cli:x', :action, :type, '3', :detail)"),
+                    {"at": WHEN, "action": action, "type": target_type, "detail": json.dumps(detail)})
+            connection.execute(sa.text(
+                "INSERT INTO audit_log (at, username, action, target_type, target_id, detail) "
+                "VALUES (:at, 'cli:x', 'webhook.test', 'webhook', '1', :detail)"), {"at": WHEN, "detail": json.dumps(
+                    {"delivery_id": 70})})  # a delivery since removed with its webhook
+            before = {table: connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).all() for table in ID_TABLES}
+        command.upgrade(alembic_config(database_url), "head")
+        with engine.connect() as connection:
+            after = {table: connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).all() for table in ID_TABLES}
+            if engine.dialect.name == "sqlite":
+                tables = dict(connection.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all())
+                assert [table for table in ID_TABLES if "AUTOINCREMENT" not in tables[table]] == []
+        assert after == before
+        assert schema_differences(engine) == []
+        known = {"jobs": 59, "webhook_deliveries": 70} if engine.dialect.name == "sqlite" else {}
+        assert_new_ids_above(engine, {**dict.fromkeys(ID_TABLES, 3), **known})
+        command.downgrade(alembic_config(database_url), "0007")
+        command.upgrade(alembic_config(database_url), "head")
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()

@@ -53,6 +53,43 @@ def test_the_embedded_sqlite_files_are_private_like_the_secrets(isolated_home):
         reset_engines()
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["db", "upgrade"]])
+def test_every_start_makes_existing_database_and_broker_files_private(isolated_home, monkeypatch, command):
+    """`leukemia web`, `serve` and `migrate` (their setup step) and a worker (`db upgrade`'s step) make the
+    embedded database and broker files private, with their -wal and -shm, however they were left (issue 23:
+    `leukemia web` left a 0644 broker.db as it was)."""
+    import sqlite3
+    from contextlib import closing
+
+    from click.testing import CliRunner
+
+    from core.service.db import reset_engines
+    from leukemia.cli import main
+
+    monkeypatch.setenv("API_TOKEN", "t")
+    umask = os.umask(0o022)
+    isolated_home.mkdir()
+    try:
+        files = []
+        for name in ("leukemia.db", "broker.db"):
+            database = isolated_home / name
+            with closing(sqlite3.connect(database)) as connection:  # a file as an older version or a copy left it
+                connection.execute("CREATE TABLE left_here (x)")
+            database.chmod(0o644)
+            for suffix in ("-wal", "-shm"):
+                database.with_name(name + suffix).write_bytes(b"")
+                database.with_name(name + suffix).chmod(0o644)
+            files += [database, database.with_name(name + "-wal"), database.with_name(name + "-shm")]
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, result.output
+        left = [file for file in files if file.exists()]  # SQLite removes a -wal and -shm when its last connection closes
+        assert {file.name: mode(file) for file in left} == {file.name: 0o600 for file in left}
+        assert {"leukemia.db", "broker.db", "broker.db-wal", "broker.db-shm"} <= {file.name for file in left}
+    finally:
+        os.umask(umask)
+        reset_engines()
+
+
 # --- secrets from files (issue 20: compose passes secrets as files, not environment variables) ---
 
 

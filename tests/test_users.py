@@ -99,6 +99,51 @@ def test_the_last_enabled_admin_is_kept(app):
             users.set_disabled(session, cli_actor(), second, True)
 
 
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+def test_the_last_enabled_admin_is_kept_when_two_admins_act_at_once(app):
+    """Two admins, each disabling (or demoting) the other in a transaction of their own at the same moment, on
+    PostgreSQL (SQLite writes one transaction at a time): one wins, the other is refused, an admin is left.
+    Each transaction waits, after its check, for the other to pass its check too (up to 2 s): without a lock
+    both passed and both committed (issue 23: no admin left in 4 rounds of 6)."""
+    import threading
+
+    from core.service.access import Actor
+
+    def act(actor: Actor, target: str, change, start: threading.Barrier, checked: threading.Barrier) -> str:
+        with get_sessionmaker().begin() as session:
+            user = users.find_user(session, target)
+            start.wait(timeout=10)  # both have read the other's row before either changes it
+            try:
+                change(session, actor, user)
+            except StateConflict:
+                return "refused"
+            try:
+                checked.wait(timeout=2)  # the other's check, if it may pass now, passes before this commits
+            except threading.BrokenBarrierError:
+                pass
+        return "done"
+
+    changes = [lambda s, a, u: users.set_disabled(s, a, u, True), lambda s, a, u: users.set_role(s, a, u, "member")]
+    for round_ in range(6):
+        with get_sessionmaker().begin() as session:
+            pair = [users.add_user(session, cli_actor(), f"{name}{round_}", "admin", PASSWORD)[0] for name in "xy"]
+            for other in session.scalars(select(User).where(User.role == "admin", User.disabled.is_(False))):
+                if other not in pair:
+                    users.set_disabled(session, cli_actor(), other, True)
+            actors = [Actor(user.id, user.username, "admin") for user in pair]
+        start, checked = threading.Barrier(2), threading.Barrier(2)
+        outcomes: list[str] = [""] * 2
+        threads = [threading.Thread(target=lambda i=i: outcomes.__setitem__(i, act(
+            actors[i], actors[1 - i].username, changes[round_ % 2], start, checked))) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        with get_sessionmaker().begin() as session:
+            left = session.scalars(select(User.username).where(User.role == "admin", User.disabled.is_(False))).all()
+        assert (sorted(outcomes), len(left)) == (["done", "refused"], 1), (round_, outcomes, left)
+
+
 # --- the API: /api/me, users, tokens, audit ------------------------------------------------------------
 
 

@@ -225,7 +225,7 @@ REFUSED = {  # url: where (address) and why, as the refusal names them
     "http://2130706433/hook": "2130706433 (127.0.0.1) is not a public address (loopback)",
     "http://0x7f.1/hook": "0x7f.1 (127.0.0.1) is not a public address (loopback)",
     "http://[::1]:8000/hook": "::1 is not a public address (loopback)",
-    "http://[::ffff:127.0.0.1]/hook": "::ffff:127.0.0.1 (::ffff:7f00:1) is not a public address (loopback)",
+    "http://[::ffff:127.0.0.1]/hook": "::ffff:127.0.0.1 (::ffff:7f00:1) is not a public address (loopback: it embeds 127.0.0.1)",
     "http://[fe80::1]/hook": "fe80::1 is not a public address (link-local)",
     "http://[fd00::5]/hook": "fd00::5 is not a public address (private)",
     "http://100.64.0.1/hook": "100.64.0.1 is not a public address (non-public)",
@@ -262,6 +262,51 @@ def test_addresses_that_are_not_public_are_refused_unless_allowed(database, monk
     for url in ("http://127.0.0.2/hook", "http://192.168.0.10/hook", "http://[fd00::5]/hook"):
         with pytest.raises(UserInputError):
             add_webhook(url)
+
+
+# Issue 23: addresses that embed an IPv4 are judged by it; the IANA special-purpose blocks are refused.
+EMBEDDING_OR_SPECIAL = {
+    "http://[2002:7f00:1::]/hook": "2002:7f00:1:: is not a public address (loopback: it embeds 127.0.0.1)",  # 6to4
+    "http://[64:ff9b::a00:1]/hook": "64:ff9b::a00:1 is not a public address (private: it embeds 10.0.0.1)",  # NAT64
+    "http://[::7f00:1]/hook": "::7f00:1 is not a public address (loopback: it embeds 127.0.0.1)",  # IPv4-compatible
+    "http://[::ffff:a9fe:a9fe]/": "::ffff:a9fe:a9fe is not a public address (link-local: it embeds 169.254.169.254)",
+    "http://192.0.0.8/hook": "192.0.0.8 is not a public address (special-purpose: 192.0.0.0/24)",
+    "http://192.0.0.9/hook": "192.0.0.9 is not a public address (special-purpose: 192.0.0.0/24)",
+    "http://192.88.99.1/hook": "192.88.99.1 is not a public address (special-purpose: 192.88.99.0/24)",
+    "http://198.51.100.7/hook": "198.51.100.7 is not a public address (special-purpose: 198.51.100.0/24)",
+    "http://[2001:db8::1]/hook": "2001:db8::1 is not a public address (special-purpose: 2001:db8::/32)",
+    "http://[2001::1]/hook": "2001::1 is not a public address (special-purpose: 2001::/23)",  # Teredo
+    "http://[64:ff9b:1::7f00:1]/hook": "64:ff9b:1::7f00:1 is not a public address (special-purpose: 64:ff9b:1::/48)",
+    "http://[100::1]/hook": "100::1 is not a public address (special-purpose: 100::/64)",
+}
+UNRESOLVABLE = {  # host forms no lookup can resolve: refused at configuration, not left to fail at every attempt
+    "http://[v1.x]/hook": "url: 'http://[v1.x]/hook' has a host that is neither a name nor an IP address",
+    "http://%31%32%37.0.0.1/hook": "url: 'http://%31%32%37.0.0.1/hook' has a host that is neither a name nor an IP address",
+    "http://exa%6dple.org/hook": "url: 'http://exa%6dple.org/hook' has a host that is neither a name nor an IP address",
+    "http://under_score!.org/": "url: 'http://under_score!.org/' has a host that is neither a name nor an IP address",
+}
+
+
+@sqlite_only
+def test_addresses_embedding_an_ipv4_are_judged_by_it_and_special_purpose_ones_refused(database, monkeypatch):
+    allow(monkeypatch, None)
+    for url, reason in EMBEDDING_OR_SPECIAL.items():
+        with pytest.raises(UserInputError) as refused:
+            add_webhook(url)
+        assert str(refused.value) == (f"url: {reason}; webhooks reach such an address only when "
+                                      "WEBHOOK_ALLOWED_NETWORKS lists it"), url
+    for url, message in UNRESOLVABLE.items():
+        with pytest.raises(UserInputError) as refused:
+            add_webhook(url)
+        assert (refused.value.field, str(refused.value)) == ("url", message)
+    for url in ("http://[2002:808:808::1]/hook", "http://[64:ff9b::808:808]/hook", "http://[::ffff:8.8.8.8]/",
+                "https://hooks.example.org/x", "http://8.8.8.8/"):  # a public IPv4, however embedded
+        add_webhook(url)
+    allow(monkeypatch, "127.0.0.0/8, 192.0.0.8")  # the allow-list judges the embedded address, and lets a block in
+    for url in ("http://[2002:7f00:1::]/hook", "http://[64:ff9b::7f00:1]/hook", "http://192.0.0.8/hook"):
+        add_webhook(url)
+    with pytest.raises(UserInputError):
+        add_webhook("http://192.0.0.9/hook")
 
 
 def test_a_bad_url_is_one_line_naming_url_in_the_api_the_form_and_the_cli(app, client, monkeypatch):

@@ -154,9 +154,12 @@ def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     except UserInputError:
         raise NotFound(f"job {job_id}: its data folder is not under a data root, so no thumbnails") from None
     relative = inside_path(ids[index - 1])
-    path = folder / relative if relative else None
-    if path is None or not path.is_file():
+    if relative is None or not (folder / relative).is_file():
         raise NotFound(f"image {index} of job {job_id} is no longer in its data folder")
+    try:  # the file itself under the roots after its links, as the folder is: a link placed since leads nowhere
+        path = data_folders.path_under_roots(str(folder / relative), get_settings().data_root_paths, folder=False)
+    except UserInputError:  # where such a link leads is not for the web to say
+        raise NotFound(f"image {index} of job {job_id} is not a file of its data folder under the data roots") from None
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")

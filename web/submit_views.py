@@ -76,7 +76,7 @@ def new_job(kind: str) -> Any:
         errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors})
         if kind in ("evaluate", "predict") and (csv_problem := csv_name_problem(values.get("csv"))):
-            errors.setdefault("csv", csv_problem)
+            errors["csv"] = csv_problem  # the web's own rule, stricter than the params' (a file name, no path)
         options = forms.options_from_form(request.form, errors)
         if not errors:
             try:

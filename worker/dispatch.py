@@ -1,12 +1,14 @@
 """Submit, cancel and retry jobs: the row is committed first, then its id goes to the broker.
 
 A message is never sent for a row that is not committed, and a row whose message could not
-be sent is marked failed with the reason (retry re-sends it) rather than left queued forever.
+be sent is marked failed (retry re-sends it) rather than left queued forever: its error, which every
+user sees, says so without naming the broker's address; the log has the broker's own reason.
 Each action names its actor: the role is checked (core.service.access) and the audit row written in the
 transaction that makes the change."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from core.common.errors import BrokerUnavailable
@@ -14,19 +16,24 @@ from core.service import audit, jobs, webhooks
 from core.service.access import Actor, require_owner, require_submit
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
+from core.service.records import JobStatus
 from core.service.sweep_stopping import MedianStopRule
 from worker.celery_app import send_run_job
 
+log = logging.getLogger("leukemia.dispatch")
 
 def send_job(job_id: int, queue: str) -> None:
-    """Send the job id to its queue; an unreachable broker fails the (committed) job with the reason."""
+    """Send the job id to its queue; an unreachable broker fails the (committed) job with a line for users,
+    and the broker's own reason (its host and port) goes to the log, for the operator."""
     try:
         send_run_job(job_id, queue)
     except Exception as error:  # kombu raises OperationalError and friends; the user needs one line
-        reason = f"could not send job {job_id} to the broker: {type(error).__name__}: {error}"
+        log.warning("could not send job %s to the broker: %s: %s", job_id, type(error).__name__, error)
+        line = (f"could not send job {job_id} to the broker, which is unavailable; the job is marked failed: retry it "
+                "when the broker is back (the service's log has the details)")
         with get_sessionmaker().begin() as session:
-            jobs.fail_unsent_job(session, job_id, reason)
-        raise BrokerUnavailable(reason, job_id=job_id) from None
+            jobs.fail_unsent_job(session, job_id, line)
+        raise BrokerUnavailable(line, job_id=job_id) from None
 
 
 def send_jobs(targets: list[tuple[int, str]]) -> None:
@@ -128,9 +135,14 @@ def submit_ensemble(
 
 
 def cancel_job(job_id: int, *, actor: Actor) -> str:
-    """Cancel a job: a queued one at once, a running one at its next batch. Returns its status now."""
+    """Cancel a job: a queued one at once, a running one at its next batch. Returns its status now.
+    A running job already asked to stop is answered as before and audited once (its row is locked, so two
+    cancels at once see each other)."""
     with get_sessionmaker().begin() as session:
-        require_owner(actor, jobs.get_job(session, job_id).submitted_by, f"job {job_id}")
+        job = jobs.get_job(session, job_id, lock=True)
+        require_owner(actor, job.submitted_by, f"job {job_id}")
+        if job.status == JobStatus.running and job.cancel_requested:
+            return job.status
         status = jobs.request_cancel(session, job_id).status
         audit.record(session, actor, "job.cancel", "job", job_id, {"status": status})
         return status

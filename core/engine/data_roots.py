@@ -1,6 +1,9 @@
 """Which files a data folder reaches outside the data roots (DATA_ROOTS): symlinks that would let a job
 submitted from the web read any file the worker can. `leukemia check` warns of them; a web job and a
-folder's registration are refused."""
+folder's registration are refused.
+
+`inside_roots` is the one test of containment: the links below a folder (here), a path typed for
+registration and each file the web reads from a folder (core.service.data_folders.path_under_roots) ask it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,11 @@ from pathlib import Path
 
 from core.common.errors import UserInputError
 from core.engine.settings import engine_settings
+
+
+def inside_roots(path: Path, roots: list[Path]) -> bool:
+    """Does this path (absolute, normalised or resolved by the caller) lie under one of the resolved data roots?"""
+    return any(path.is_relative_to(root) for root in roots)
 
 
 def links_outside_roots(folder: Path, roots: list[Path] | None = None) -> list[tuple[Path, Path]]:
@@ -31,7 +39,7 @@ def links_outside_roots(folder: Path, roots: list[Path] | None = None) -> list[t
         for name in sorted(subfolders + files):
             path = Path(directory) / name
             target = Path(os.path.realpath(path)) if path.is_symlink() else None  # realpath: loops do not raise
-            if target is not None and not any(target.is_relative_to(root) for root in roots):
+            if target is not None and not inside_roots(target, roots):
                 found.append((path, target))
             elif name in subfolders:
                 entered.append(name)

@@ -228,7 +228,8 @@ class EvaluateParams(OperatingPointParams):
     kind: Literal["evaluate"] = "evaluate"
     data_dir: str = Field(min_length=1)
     csv: str = Field(
-        "valid.csv", min_length=1, description=f"CSV file name inside the data folder (Path,label), or a named split: {SPLIT_HELP}."
+        "valid.csv", min_length=1, description=f"CSV file name inside the data folder (Path,label), or a named split: {SPLIT_HELP}.",
+        json_schema_extra={"pattern": split_schema_pattern()},
     )
     checkpoint: str = ""
     checkpoints: list[str] = Field(
@@ -239,6 +240,11 @@ class EvaluateParams(OperatingPointParams):
     tta: bool = False
     device: Device = "auto"
 
+    @field_validator("csv")
+    @classmethod
+    def _csv(cls, value: str) -> str:
+        return check_split_name(value)
+
 
 class PredictParams(OperatingPointParams):
     """Write the submission CSV (ID,label) for a test CSV of the data folder."""
@@ -246,7 +252,8 @@ class PredictParams(OperatingPointParams):
     kind: Literal["predict"] = "predict"
     data_dir: str = Field(min_length=1)
     csv: str = Field(
-        min_length=1, description=f"Test CSV file name inside the data folder (column Path), or a named split: {SPLIT_HELP}."
+        min_length=1, description=f"Test CSV file name inside the data folder (column Path), or a named split: {SPLIT_HELP}.",
+        json_schema_extra={"pattern": split_schema_pattern()},
     )
     checkpoints: list[str] = Field(default_factory=list, description="Several make an ensemble.")
     checkpoint_choice: Literal["best", "last"] = "best"
@@ -254,6 +261,11 @@ class PredictParams(OperatingPointParams):
     tta: bool = False
     probabilities: bool = False
     device: Device = "auto"
+
+    @field_validator("csv")
+    @classmethod
+    def _csv(cls, value: str) -> str:
+        return check_split_name(value)
 
 
 PARAMS_BY_KIND: dict[str, type[_Params]] = {

@@ -29,8 +29,11 @@ from core.engine.release import Release, find_release, read_final, read_fold, re
 VALID_SHARE = 0.2
 LAB_NAMES = ("train", "valid", "train_all", "test")
 RELEASE_NAMES = ("train", "valid", "train_all", "test", "prelim", "final")
+# A CSV of the data folder is a relative path that stays inside it: it starts with no "/" and no part of it is "..".
+INSIDE_FOLDER = r"(?!/)(?!(?:[^/]*/)*\.\.(?:/|$))"
+INSIDE = re.compile(INSIDE_FOLDER)
 SPLIT_PATTERN = re.compile(
-    rf"^(?:(?P<lab>train|valid|train_all|test|prelim|final)|(?P<csv>[^{CONTROL_CHARACTERS}]+\.csv)"
+    rf"^(?:(?P<lab>train|valid|train_all|test|prelim|final)|(?P<csv>{INSIDE_FOLDER}[^{CONTROL_CHARACTERS}]+\.csv)"
     r"|folds?:(?P<folds>\d+(?:,\d+)*)|kfold:(?P<k>\d+):(?P<kfolds>\d+(?:,\d+)*))$",
     re.IGNORECASE,
 )
@@ -52,6 +55,8 @@ def check_split_name(name: str, *, validation: bool = False) -> str:
     if validation and VALID_PATTERN.match(name):
         return name
     match = SPLIT_PATTERN.match(name)
+    if match is None and name.lower().endswith(".csv") and not INSIDE.match(name):
+        raise ValueError(f"{name!r} leads outside the data folder; name a CSV file inside it (a relative path without ..)")
     if match is None:
         extra = ", share:F, none" if validation else ""
         raise ValueError(f"unknown split {name!r}; use {SPLIT_HELP}{extra}")

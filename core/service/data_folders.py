@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from core.common.errors import StateConflict, UserInputError
 from core.common.text import check_printable
-from core.engine.data_roots import require_inside_data_roots
+from core.engine.data_roots import inside_roots, require_inside_data_roots
 from core.service import audit
 from core.service.access import Actor, require_submit
+from core.service.db import unique_or_conflict
 from core.service.records import DataFolder, utcnow
 from core.service.settings import get_settings
 
@@ -31,6 +32,13 @@ def registered_folder_by_path(session: Session, path: str) -> DataFolder | None:
 
 def folder_under_roots(raw: str, roots: list[Path]) -> Path:
     """The real folder a typed path names, if it lies under a data root both as written and after symlinks."""
+    return path_under_roots(raw, roots, folder=True)
+
+
+def path_under_roots(raw: str, roots: list[Path], *, folder: bool) -> Path:
+    """The real path of an existing folder (folder) or file, if it lies under a data root both as written and
+    after symlinks; else one line naming the field path. Registration asks it of the folder typed, the web of
+    each file it reads from a folder (a thumbnail), so a link placed after registration leads nowhere."""
     text = check_printable(raw.strip(), "path")
     if not text:
         raise UserInputError("path: give the absolute path of a data folder", field="path")
@@ -39,22 +47,22 @@ def folder_under_roots(raw: str, roots: list[Path]) -> Path:
         raise UserInputError(f"path: {text!r} is not absolute", field="path")
     lexical = Path(os.path.normpath(written))
     allowed = ", ".join(str(root) for root in roots)
-    if not any(lexical.is_relative_to(root) for root in roots):
+    if not inside_roots(lexical, roots):
         raise UserInputError(f"path: {lexical} is not under a data root ({allowed})", field="path")
     try:
         resolved = lexical.resolve()
     except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before Python 3.13)
         raise UserInputError(f"path: {lexical} cannot be resolved: {_reason(error)}", field="path") from None
-    if not any(resolved.is_relative_to(root) for root in roots):
+    if not inside_roots(resolved, roots):
         raise UserInputError(
             f"path: {lexical} leads (through a symlink) to {resolved}, outside the data roots ({allowed})", field="path"
         )
     try:
-        is_folder = resolved.is_dir()
+        exists = resolved.is_dir() if folder else resolved.is_file()
     except OSError as error:  # a component over 255 bytes
         raise UserInputError(f"path: {lexical} cannot be read: {_reason(error)}", field="path") from None
-    if not is_folder:
-        raise UserInputError(f"path: {lexical} is not an existing folder", field="path")
+    if not exists:
+        raise UserInputError(f"path: {lexical} is not an existing {'folder' if folder else 'file'}", field="path")
     return resolved
 
 
@@ -106,11 +114,12 @@ def register_data_folder(session: Session, name: str, path: str, *, actor: Actor
     report = check_report(folder_path)
     existing = registered_folder_by_path(session, str(folder_path))
     clash = session.scalar(select(DataFolder).where(DataFolder.name == name))
+    taken = f"name: a data folder named {name!r} is already registered"
     if clash is not None and clash is not existing:
-        raise StateConflict(f"name: a data folder named {name!r} is already registered", field="name")
+        raise StateConflict(taken, field="name")
     folder = existing or DataFolder(path=str(folder_path))
-    folder.name, folder.report, folder.registered_at = name, report, utcnow()
-    session.add(folder)
-    session.flush()
+    with unique_or_conflict(session, taken, field="name"):  # registered by another request since the check
+        folder.name, folder.report, folder.registered_at = name, report, utcnow()
+        session.add(folder)
     audit.record(session, actor, "data_folder.register", "data_folder", folder.id, {"name": name, "path": folder.path})
     return folder

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from core.common.errors import DatabaseUnavailable
+from core.common.errors import DatabaseUnavailable, StateConflict
 from core.service.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -61,6 +64,29 @@ def _configure_sqlite(engine: Engine, database: Path | None, *, create: bool) ->
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+@contextmanager
+def unique_or_conflict(session: Session, message: str, *, field: str | None = None) -> Iterator[None]:
+    """The block's writes in a savepoint, flushed at its end; a unique key another transaction took meanwhile
+    (PostgreSQL makes the second insert wait for the first's commit, then refuses it; SQLite runs one write
+    transaction at a time, so a check before the insert sees the first) is the StateConflict `message`, and the
+    caller's transaction stays usable."""
+    try:
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError as error:
+        if not _unique_violation(error):
+            raise
+        raise StateConflict(message, field=field) from None
+
+
+def _unique_violation(error: IntegrityError) -> bool:
+    """A unique or primary key refused the row (PostgreSQL's SQLSTATE 23505, SQLite's constraint names)."""
+    original = error.orig
+    return (getattr(original, "sqlstate", None) == "23505"
+            or getattr(original, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"))
+
+
 def private_sqlite_file(path: Path) -> None:
     """Create the SQLite file readable by its owner alone, or make an existing one so (with its
     -wal/-shm). SQLite gives the -wal and -shm it creates later the database file's mode.
@@ -81,6 +107,16 @@ def private_sqlite_file(path: Path) -> None:
             continue
         if stat.S_IMODE(status.st_mode) & ~PRIVATE_MODE and status.st_uid == os.geteuid():
             file.chmod(PRIVATE_MODE)
+
+
+def private_embedded_files() -> None:
+    """The embedded broker's SQLite file (and its -wal/-shm) made private now, if it exists: a process that
+    sends nothing (`leukemia web` before its first submit) never opens it, and a file made by an older
+    version, a copy or a restore may be 0644. The database's file is made so by every engine that opens it."""
+    broker = get_settings().resolved_broker_url
+    path = sqlite_path(broker.removeprefix("sqla+")) if broker.startswith("sqla+") else None
+    if path is not None and path.is_file():
+        private_sqlite_file(path)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -181,7 +217,9 @@ def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
 
 
 def upgrade_database(url: str | None = None) -> None:
-    """Bring the database schema to the newest migration (idempotent; run at worker/web start)."""
+    """Bring the database schema to the newest migration (idempotent; run at worker/web start), and make the
+    embedded files private (private_embedded_files)."""
     from alembic import command
 
+    private_embedded_files()
     command.upgrade(alembic_config(url), "head")

@@ -37,6 +37,7 @@ from core.service.records import (
     JobTag,
     Sweep,
     SweepTag,
+    User,
     utcnow,
 )
 from core.service.run_dirs import job_run_dir
@@ -156,8 +157,7 @@ def delete_sweep(session: Session, sweep_id: int, *, actor: Actor) -> Deletion:
     unfinished = [job.id for job in members if job.status in CANCELLABLE_STATUSES]
     if unfinished:
         raise StateConflict(f"sweep {sweep_id}: job {_ids(unfinished)} still queued or running; cancel them first")
-    for job in members:  # a member someone else submitted into it is theirs (an admin may still delete it)
-        require_owner(actor, job.submitted_by, f"job {job.id} of sweep {sweep_id}")
+    _refuse_others_jobs(session, actor, members, f"sweep {sweep_id}")
     _refuse_undeletable(session, members)
     freed = sum(_remove_job(session, job) for job in members)
     session.execute(delete(SweepTag).where(SweepTag.sweep_id == sweep_id))
@@ -180,8 +180,7 @@ def delete_cross_validation(session: Session, cv_id: int, *, actor: Actor) -> De
     members = list(session.scalars(select(Job).where(Job.cv_id == cv_id).order_by(Job.id).with_for_update()))
     folds = [job for job in members if job.cv_fold is not None]
     require_owner(actor, folds[0].submitted_by if folds else None, f"cross-validation {cv_id}")
-    for job in members:  # an ensemble someone else queued from it is theirs (an admin may still delete it)
-        require_owner(actor, job.submitted_by, f"job {job.id} of cross-validation {cv_id}")
+    _refuse_others_jobs(session, actor, members, f"cross-validation {cv_id}")
     unfinished = [f"{job.id} ({_cv_role(job)}, {job.status})" for job in members if job.status in CANCELLABLE_STATUSES]
     if unfinished:
         raise StateConflict(f"cross-validation {cv_id} is still running: job {', '.join(unfinished)}; "
@@ -197,6 +196,24 @@ def delete_cross_validation(session: Session, cv_id: int, *, actor: Actor) -> De
 
 def _cv_role(job: Job) -> str:
     return "ensemble" if job.cv_fold is None else f"fold {job.cv_fold}"
+
+
+def _refuse_others_jobs(session: Session, actor: Actor, members: list[Job], group: str) -> None:
+    """A job of the group that someone else submitted (an ensemble queued from another user's folds) is theirs:
+    the group's owner may not delete it, so the group waits for it (a 409 saying whose it is and what frees the
+    group); an admin deletes everything."""
+    if actor.is_admin:
+        return
+    for job in members:
+        if job.submitted_by == actor.user_id:
+            continue
+        owner = session.get(User, job.submitted_by) if job.submitted_by is not None else None
+        what = f"job {job.id}" + (f" ({_cv_role(job)})" if job.cv_id is not None else "")
+        if owner is None:  # the CLI's (the operator's) or a deleted user's
+            raise StateConflict(f"{group}: {what} was not submitted by you; an admin can delete job {job.id}, then "
+                                f"{group} can be deleted")
+        raise StateConflict(f"{group}: {what} was submitted by {owner.username}; {owner.username} or an admin can delete "
+                            f"job {job.id}, then {group} can be deleted")
 
 
 # --- gc ---------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 One function per target for the API (PATCH), the CLI (`leukemia edit`) and the dashboard's edit
 forms: the owner or an admin may edit (core.service.access), the change is a JobOptionsEdit (a field left
-out stays), and the audit row naming the changed fields is written in the same transaction.
+out stays), and the audit row naming the changed fields is written in the same transaction. The target's
+row is locked for the edit, so edits of one job or sweep at once apply one after the other (the same tag
+added twice at once is added once, the second edit changing nothing).
 A sweep's priority is also its still-queued jobs' (the queue orders jobs, not sweeps); its notes
 and tags stay on the sweep."""
 
@@ -30,7 +32,7 @@ def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdi
     the files it no longer keeps are removed, the job's disk bytes measured again, and what was removed
     goes into the returned change and the audit row ("retention_applied"). A running or queued job's
     new policy applies when it ends, as before."""
-    job = jobs.get_job(session, job_id)
+    job = jobs.get_job(session, job_id, lock=True)  # edits of one job one after another: each sees the last's tags
     require_owner(actor, job.submitted_by, f"job {job_id}")
     changed = _apply(session, job, changes)
     if "retention" in changed and job.finished:
@@ -44,7 +46,7 @@ def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdi
 
 def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOptionsEdit) -> dict[str, Any]:
     """Apply a partial change to a sweep's options; a new priority also goes to its still-queued jobs."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, sweep_id, lock=True)
     require_owner(actor, sweep.submitted_by, f"sweep {sweep_id}")
     changed = _apply(session, sweep, changes)
     if "priority" in changed:
@@ -60,9 +62,10 @@ def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOption
     return changed
 
 
-def get_sweep(session: Session, sweep_id: int) -> Sweep:
-    """The sweep, or NotFound naming the id."""
-    sweep = session.get(Sweep, sweep_id) if 1 <= sweep_id <= jobs.MAX_ID else None
+def get_sweep(session: Session, sweep_id: int, *, lock: bool = False) -> Sweep:
+    """The sweep, or NotFound naming the id; lock: its row locked (FOR UPDATE) until the transaction ends."""
+    sweep = (session.get(Sweep, sweep_id, populate_existing=True, with_for_update=lock or None)
+             if 1 <= sweep_id <= jobs.MAX_ID else None)
     if sweep is None:
         raise NotFound(f"sweep {sweep_id} not found")
     return sweep

@@ -35,8 +35,9 @@ def check_tag(tag: str) -> str:
 
 
 def check_retention(policy: str | None) -> str | None:
-    """A retention policy as stored, None meaning the global one (RETENTION_HELP)."""
-    if policy is None or policy == "":
+    """A retention policy as stored, None meaning the global one (RETENTION_HELP). An empty text is no policy
+    (the document's pattern refuses it too): the forms and the CLI, where "" means the global one, say None."""
+    if policy is None:
         return None
     if not isinstance(policy, str) or not RETENTION.fullmatch(policy):
         raise ValueError(f"{policy!r} is not a retention policy: use {RETENTION_HELP}")

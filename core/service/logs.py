@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -21,6 +22,11 @@ from core.service.settings import get_settings
 _context: ContextVar[dict[str, Any]] = ContextVar("leukemia_log_context")  # each value a new dict, never changed
 _process_fields: dict[str, Any] = {}  # every JSON line of this process carries them (a worker's node name)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(context)s%(message)s"
+# What could end a text line or make it look like another: C0 and C1 controls (CR, LF, NEL, ESC...) and
+# Unicode's line and paragraph separators. A logged value holding them is written escaped (\n, \x1b,
+# \u2028), so that one call writes one line and nothing logged can forge a record.
+LINE_BREAKING = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]")
+TRACEBACK_INDENT = "  "
 
 
 @contextmanager
@@ -77,16 +83,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def escape_line_breaks(text: str) -> str:
+    """The text with every character that could break or forge a log line written as its escape."""
+    return LINE_BREAKING.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: [job_id=7] message`: the context's fields in front of the message."""
+    """`time LEVEL logger: [job_id=7] message`: the context's fields in front of the message, the message
+    and the fields on one line whatever they hold (escape_line_breaks). A traceback follows on lines
+    indented by two spaces, so that none of them, whatever an exception's message says, starts like a record."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = context_fields()
-        record.context = "".join(f"[{name}={value}] " for name, value in fields.items())
-        return super().format(record)
+        record.message = escape_line_breaks(record.getMessage())
+        record.context = escape_line_breaks("".join(f"[{name}={value}] " for name, value in context_fields().items()))
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        # The traceback formatted here, not taken from record.exc_text, which another handler may have cached.
+        if record.exc_info:
+            line += "\n" + _indented(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line += "\n" + _indented(record.exc_text)
+        if record.stack_info:
+            line += "\n" + _indented(self.formatStack(record.stack_info))
+        return line
+
+
+def _indented(text: str) -> str:
+    """Each line of a traceback (an exception's message among them, with any line breaks it holds) indented,
+    and what else it holds that could break a line (ESC, NUL, ...) escaped."""
+    return "\n".join(TRACEBACK_INDENT + escape_line_breaks(line) for line in text.splitlines())
 
 
 class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]

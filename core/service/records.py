@@ -31,6 +31,10 @@ from core.service.db import Base
 JOB_KINDS = ("train", "finetune", "evaluate", "predict")
 JOB_ORIGINS = ("cli", "web")  # web jobs may read only files inside DATA_ROOTS
 MAX_ID = 2**31 - 1  # ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row (and overflows the column)
+# The table options of every table whose ids are shown, linked, audited or sent: an id is never handed out twice.
+# PostgreSQL's sequences never do; SQLite gives max(id) + 1 unless the table is AUTOINCREMENT, so a deleted job's
+# id went to the next job (migration 0008 rebuilds the tables of an existing database).
+NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
 
 
 class JobStatus(str, enum.Enum):
@@ -81,6 +85,7 @@ class Sweep(Base):
     """One grid submission: a job per point of the cartesian product of `grid`."""
 
     __tablename__ = "sweeps"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -101,6 +106,7 @@ class CrossValidation(Base):
     made from its fold models (jobs.cv_id with no cv_fold)."""
 
     __tablename__ = "cross_validations"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -123,6 +129,7 @@ class Job(Base):
         Index("ix_jobs_cv_id", "cv_id", "id"),
         Index("ix_jobs_queue_status_priority", "queue", "status", "priority", "id"),
         UniqueConstraint("run_key", name="uq_jobs_run_key"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -200,7 +207,7 @@ class Artifact(Base):
     """A file a job produced, under the artifacts dir; only recorded files can be downloaded."""
 
     __tablename__ = "artifacts"
-    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -235,6 +242,7 @@ class DataFolder(Base):
     """A data folder registered for the dashboard, with its last `check` report."""
 
     __tablename__ = "data_folders"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -247,6 +255,7 @@ class User(Base):
     """A dashboard login (password hashed with werkzeug.security)."""
 
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
@@ -306,7 +315,7 @@ class ApiToken(Base):
     it (revoked_at) refuses it from the next request on."""
 
     __tablename__ = "api_tokens"
-    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),)
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -322,7 +331,7 @@ class AuditEntry(Base):
     """One write, by whom (username kept as text: the user may be deleted later), on what."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -339,6 +348,7 @@ class Webhook(Base):
     """An admin-configured URL that receives signed JSON for the events it lists (WEBHOOK_EVENTS)."""
 
     __tablename__ = "webhooks"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     url: Mapped[str] = mapped_column(Text)
@@ -357,6 +367,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
+        NEVER_REUSED_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -38,7 +38,7 @@ def epoch_checkpoint_name(epoch: int) -> str:
 
 def policy_of(job: Job) -> str:
     """The policy that applies to a job: its own, else the global RETENTION setting."""
-    return check_retention(job.retention) or get_settings().retention
+    return check_retention(job.retention or None) or get_settings().retention
 
 
 def epochs_kept(policy: str) -> int | None:

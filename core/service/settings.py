@@ -111,7 +111,7 @@ class Settings(EngineSettings):
     def _retention(cls, value: str) -> str:
         from core.service.job_options import check_retention  # core.service.job_options reads no settings
 
-        return check_retention(value.strip()) or "all"
+        return check_retention(value.strip() or None) or "all"
 
     @field_validator("webhook_allowed_networks")
     @classmethod

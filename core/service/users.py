@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -22,6 +22,7 @@ from core.common.errors import NotFound, StateConflict, UserInputError
 from core.common.text import CONTROL_CHARACTER
 from core.service import audit
 from core.service.access import Actor, check_role, require_admin
+from core.service.db import unique_or_conflict
 from core.service.records import MAX_ID, ApiToken, LoginSession, User, utcnow
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$"  # also the API document's pattern
@@ -95,23 +96,28 @@ def add_user(session: Session, actor: Actor, username: str, role: str, password:
     check_role(role)
     made = None if password is not None else Secret(generated_password())
     check_password(password if password is not None else made.value)  # type: ignore[union-attr]
+    taken = f"username: {username!r} is taken"
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise StateConflict(f"username: {username!r} is taken", field="username")
+        raise StateConflict(taken, field="username")
     user = User(username=username, password_hash=generate_password_hash(password or made.value),  # type: ignore[union-attr]
                 created_at=utcnow(), role=role, disabled=False)
-    session.add(user)
-    session.flush()
+    with unique_or_conflict(session, taken, field="username"):  # added by another request since the check
+        session.add(user)
     audit.record(session, actor, "user.add", "user", user.id, {"username": username, "role": role})
     return user, made
 
 
 def _refuse_losing_last_admin(session: Session, user: User, what: str) -> None:
-    """The service must keep one enabled admin, or nobody could manage users from the web."""
+    """The service must keep one enabled admin, or nobody could manage users from the web.
+
+    Every enabled admin's row is locked (FOR UPDATE, in id order) until the change commits, so two admins
+    disabling or demoting each other at once are checked one after the other: the second sees the first's
+    change (PostgreSQL reads a locked row again once it is free). SQLite runs one write transaction at a time."""
     if user.role != "admin" or user.disabled:
         return
-    others = session.scalar(select(func.count(User.id)).where(User.role == "admin", User.disabled.is_(False),
-                                                             User.id != user.id))
-    if not others:
+    admins = session.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False))
+                             .order_by(User.id).with_for_update()).all()
+    if user.id in admins and len(admins) == 1:
         raise StateConflict(f"user: {user.username} is the last enabled admin and cannot be {what}", field="user")
 
 

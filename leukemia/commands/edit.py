@@ -36,6 +36,8 @@ def edit_command(job_id: int | None, sweep_id: int | None, note: str | None, tag
     for name, value in (("description", note), ("priority", priority), ("retention", retention)):
         if value is not None:
             values[name] = value
+    if retention == "":  # the option's way of saying "the global policy"
+        values["retention"] = None
     changes = run_user_command(lambda: parse_edit(values))
 
     def edit() -> str:

@@ -36,7 +36,7 @@ def job_options_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapped(priority: str, note: str, tags: tuple[str, ...], retention: str | None, **kwargs: Any) -> Any:
-        values = {"priority": priority, "description": note, "tags": list(tags), "retention": retention}
+        values = {"priority": priority, "description": note, "tags": list(tags), "retention": retention or None}
         return command(job_options=run_user_command(lambda: parse_options(values)), **kwargs)
 
     for option in reversed([

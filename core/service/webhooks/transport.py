@@ -1,10 +1,13 @@
 """The HTTP side of webhooks, with the guards a request made by the server on an admin's say-so
 needs (server-side request forgery):
 
-- a URL is checked when it is configured: http(s), a host, a port from 1 to 65535;
-- an address that is loopback, private, link-local, unspecified, multicast, reserved or otherwise
-  not public is refused unless WEBHOOK_ALLOWED_NETWORKS lists it, however it is written (`0`,
-  `2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`) or whichever name resolves to it;
+- a URL is checked when it is configured: http(s), a host that is a name or an IP address (not an
+  IPvFuture `[v1.x]` or a percent-encoded name, which no lookup resolves), a port from 1 to 65535;
+- an address that is loopback, private, link-local, unspecified, multicast, reserved, in a block of
+  IANA's special-purpose registries (192.0.0.0/24, the documentation and benchmarking nets, ...) or
+  otherwise not public is refused unless WEBHOOK_ALLOWED_NETWORKS lists it, however it is written (`0`,
+  `2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`) or whichever name resolves to it; an IPv6 address that
+  embeds an IPv4 (IPv4-mapped, IPv4-compatible, 6to4 2002::/16, NAT64 64:ff9b::/96) is judged as that IPv4;
 - at every attempt the host is looked up once more and each address checked, and the connection goes
   to an address that was checked (no second lookup that a DNS answer could change in between);
 - a refused target is never contacted, and its attempt records one generic error, so the delivery
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -34,6 +38,20 @@ NOT_ALLOWED = ("not sent: the host is not at an address webhooks may reach "
                "(loopback, private, link-local, ...; see WEBHOOK_ALLOWED_NETWORKS)")  # fmt: skip
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# A host name as DNS has it: dot-separated labels of letters, digits, hyphens (and underscores, which some
+# internal names carry); an internationalised name in its xn-- form.
+HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
+# IANA's IPv4 and IPv6 special-purpose address registries (iana-ipv4-special-registry, iana-ipv6-special-registry),
+# less the blocks Python's flags name alike in every version (private networks, loopback, link-local, unspecified,
+# 100.64.0.0/10, 240.0.0.0/4) and those that embed an IPv4 (judged by it): ipaddress follows the registries only
+# from Python 3.11.10 and 3.12.4 on, and never wholly (192.0.0.8 is "global" on 3.11.7).
+SPECIAL_PURPOSE = tuple(ipaddress.ip_network(block) for block in (
+    "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.88.99.0/24", "192.175.48.0/24",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64", "2001::/23", "2001:db8::/32", "2620:4f:8000::/48", "3fff::/20",
+    "5f00::/16"))  # fmt: skip
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4 is the last 32 bits
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (:: and ::1 are not)
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,8 @@ def parse_url(url: str) -> Target:
     if (parts.scheme not in ("http", "https") or not parts.hostname or len(text) > MAX_URL_LENGTH
             or not text.isprintable() or " " in text):
         raise bad
+    if not _host_is_name_or_address(parts.hostname, bracketed="[" in parts.netloc):
+        raise UserInputError(f"url: {text[:200]!r} has a host that is neither a name nor an IP address", field="url")
     try:
         port = parts.port
     except ValueError:
@@ -86,6 +106,18 @@ def parse_url(url: str) -> Target:
         credentials = (unquote(parts.username), unquote(parts.password or ""))
     return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80),
                   (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), credentials)
+
+
+def _host_is_name_or_address(host: str, *, bracketed: bool) -> bool:
+    """An IPv6 address in brackets, or a DNS name (an IPv4 address in any form getaddrinfo reads is one):
+    what a lookup can resolve. Not an IPvFuture literal (`[v1.x]`) nor a percent-encoded name."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return HOST_NAME.match(host) is not None
 
 
 def redact_url(url: str) -> str:
@@ -121,17 +153,38 @@ def check_url(url: str) -> str:
 
 
 def refused_kind(address: Address) -> str | None:
-    """Why webhooks may not reach this address ("loopback", "private", ...), or None when they may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket
+    """Why webhooks may not reach this address ("loopback", "special-purpose: 192.0.0.0/24", ...), or None
+    when they may. An address the allow-list names is allowed; one that embeds an IPv4 is that IPv4's case."""
     if any(address in network for network in get_settings().webhook_allowed_network_list):
         return None
+    embedded = embedded_ipv4(address)
+    if embedded is not None:  # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket; 6to4 and NAT64 relay to it
+        kind = refused_kind(embedded)
+        return None if kind is None else f"{kind}: it embeds {embedded}"
     for kind, refused in (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
-                          ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-                          ("private", address.is_private), ("reserved", address.is_reserved)):
+                          ("link-local", address.is_link_local), ("multicast", address.is_multicast)):
+        if refused:
+            return kind
+    special = next((block for block in SPECIAL_PURPOSE if address in block), None)
+    if special is not None:
+        return f"special-purpose: {special}"
+    for kind, refused in (("private", address.is_private), ("reserved", address.is_reserved)):
         if refused:
             return kind
     return None if address.is_global else "non-public"
+
+
+def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (IPv4-mapped, 6to4, NAT64's well-known prefix,
+    IPv4-compatible), or None."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    for carried in (address.ipv4_mapped, address.sixtofour):
+        if carried is not None:
+            return carried
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def resolve(host: str, port: int, timeout: float) -> list[Address]:

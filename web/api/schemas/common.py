@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,7 +17,7 @@ from pydantic import (
 )
 
 from core.common.text import name_pattern
-from core.service.job_options import TAG_PATTERN, JobOptionsEdit
+from core.service.job_options import TAG_PATTERN, JobOptionsEdit, check_tag
 from web.inputs import MAX_ID, MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
@@ -40,8 +41,10 @@ QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
                       Field(json_schema_extra={"pattern": name_pattern(",")})]
 
 
-TagFilter = Annotated[str, Field(max_length=64, description="only those carrying this tag (core.service.job_options.check_tag)",
-                                  json_schema_extra={"pattern": TAG_PATTERN})]
+# The tag rule's one check and the document's pattern of it (an empty `tag=` is no tag: a 400 naming tag).
+TagFilter = Annotated[str, AfterValidator(check_tag),
+                      Field(max_length=64, description="only those carrying this tag (core.service.job_options.check_tag)",
+                            json_schema_extra={"pattern": TAG_PATTERN})]
 
 
 # PATCH /api/jobs/{job_id} and /api/sweeps/{sweep_id}: the partial change of core.service.job_options, in its one shape.

@@ -16,9 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-# The chain is 0007 → 0008 (issue 23's migration) → 0009; the lead points this at "0008" once both
-# branches are merged (0008 is not in this branch).
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
