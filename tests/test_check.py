@@ -140,8 +140,8 @@ def test_patient_safe_split(realdata_dir: Path, tmp_path: Path) -> None:
     assert set(write_patient_split(other, valid_fraction=0.2, seed=1).valid_patients) != valid_patients
 
 
-def test_valid_patients_balance_each_class() -> None:
-    samples = cnmc_samples(Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "cnmc2019")
+def test_valid_patients_balance_each_class(realdata_dir: Path) -> None:
+    samples = cnmc_samples(realdata_dir)
     patients = {s.id: patient_of(s.id) for s in samples}
     for seed in range(10):
         chosen = choose_valid_patients(samples, patients, 0.3, seed)
