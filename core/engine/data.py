@@ -205,6 +205,22 @@ def candidate_test_csvs(data_dir: Path) -> list[str]:
     return names
 
 
+def folder_csvs(data_dir: Path) -> dict[str, bool]:
+    """The CSV files at the top of the folder that a job may read (a Path column), in name order, each
+    mapped to whether it has a label column; a file that is not a readable CSV is left out."""
+    folder = data_folder(data_dir)
+    found = {}
+    for csv_path in sorted(folder.glob("*.csv")):
+        try:
+            header, _ = read_rows(csv_path, csv_path.name) if csv_path.is_file() else ([], [])
+        except UserInputError:
+            continue
+        lowered = [name.lower() for name in header]
+        if PATH_COLUMN.lower() in lowered:
+            found[csv_path.name] = LABEL_COLUMN.lower() in lowered
+    return found
+
+
 def find_test_csv(data_dir: Path) -> str:
     """The name of the folder's one test CSV (Path column, no label column, "test" in the name)."""
     names = candidate_test_csvs(data_dir)
