@@ -41,6 +41,7 @@ def form_choices(session: Any, kind: str = "train", preset_folder: int | None = 
 
 
 def _chosen(name: str, rows: list[dict[str, Any]], preset: Any) -> str:
+    """The id a select shows chosen, as text ("" for none)."""
     if request.method == "POST":
         return request.form.get(name, "")
     if preset:
