@@ -190,19 +190,7 @@ def _subject(cells: list[str], columns: dict[str, int], relative: str) -> str | 
 
 def candidate_test_csvs(data_dir: Path) -> list[str]:
     """CSV names in the folder containing "test" that have a Path column and no label column."""
-    folder = data_folder(data_dir)
-    names = []
-    for csv_path in sorted(folder.glob("*.csv")):
-        if "test" not in csv_path.name.lower() or not csv_path.is_file():
-            continue
-        try:
-            header, _ = read_rows(csv_path, csv_path.name)
-        except UserInputError:
-            continue  # not a readable CSV: not a candidate
-        lowered = [name.lower() for name in header]
-        if PATH_COLUMN.lower() in lowered and LABEL_COLUMN.lower() not in lowered:
-            names.append(csv_path.name)
-    return names
+    return [name for name, labelled in folder_csvs(data_dir).items() if "test" in name.lower() and not labelled]
 
 
 def folder_csvs(data_dir: Path) -> dict[str, bool]:
@@ -211,10 +199,12 @@ def folder_csvs(data_dir: Path) -> dict[str, bool]:
     folder = data_folder(data_dir)
     found = {}
     for csv_path in sorted(folder.glob("*.csv")):
-        try:
-            header, _ = read_rows(csv_path, csv_path.name) if csv_path.is_file() else ([], [])
-        except UserInputError:
+        if not csv_path.is_file():
             continue
+        try:
+            header, _ = read_rows(csv_path, csv_path.name)
+        except UserInputError:
+            continue  # not a readable CSV: nothing a job could read
         lowered = [name.lower() for name in header]
         if PATH_COLUMN.lower() in lowered:
             found[csv_path.name] = LABEL_COLUMN.lower() in lowered
