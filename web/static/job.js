@@ -28,7 +28,7 @@
     const note = document.getElementById("confusion-epoch");
     if (!last) { note.textContent = "(after the first validated epoch)"; return; }
     note.textContent = `epoch ${last.epoch}, validation`;
-    const labels = ["normal (0)", "leukemia (1)"];
+    const labels = ["hem (0)", "ALL (1)"];  // as the evaluate page and the data-folder page name the classes
     const z = last.confusion;
     Plotly.react("confusion-chart", [{
       type: "heatmap", z, x: labels, y: labels, colorscale: [[0, "#eff6ff"], [1, "#1e40af"]], showscale: false,
