@@ -1,4 +1,4 @@
-"""A small copy of the C-NMC 2019 release tree, built from the 71 real images in ../shared/realdata.
+"""A small copy of the C-NMC 2019 release tree, built from the 71 real images (tests/conftest.py, realdata_dir).
 
 Subjects go, per class and in name order, in turn to final, fold_0, fold_1, fold_2 and prelim,
 so the folds are subject-disjoint. The prelim images are renamed 1.bmp, 2.bmp, ... with

@@ -50,8 +50,24 @@ def test_synth_folder_is_clean(synth_dir: Path) -> None:
     lines = result.output.splitlines()
     assert lines[0] == f"data folder: {synth_dir}"
     assert lines[3].split() == ["split", "source", "images", "ALL", "(1)", "hem", "(0)", "no", "label", "patients", "sizes"]
-    assert lines[4].split() == ["train", "train.csv", "96", "65", "31", "0", "-", "48x48:", "96"]
+    assert lines[4].split() == ["train", "train.csv", "96", "65", "31", "0", "9", "48x48:", "96"]
+    assert lines[6].split() == ["test", "test.csv", "24", "0", "0", "24", "-", "48x48:", "24"]  # no patient column
     assert lines[-1] == "OK: no problems found"
+
+
+def test_lab_report_says_what_the_folder_has(synth_dir: Path) -> None:
+    """Patients per split and in all, and what a job may name: its CSV files and named splits, labelled (to
+    evaluate) or not (to predict); the data-folder page shows them and the forms offer them."""
+    report = check_folder(synth_dir)
+    assert [split.patients for split in report.splits] == [9, 3, None]
+    assert report.patients == 12  # train and valid; test.csv names none (test_labels.csv is not a split)
+    assert report.split_names == {
+        "labelled": ["test_labels.csv", "train.csv", "valid.csv", "train", "valid", "train_all"],
+        "unlabelled": ["test.csv", "test"],
+    }
+    saved = report.to_dict()
+    assert saved["patients"] == 12 and saved["split_names"] == report.split_names
+    assert (saved["images"], saved["class_counts"], saved["unlabelled"]) == (152, {"0": 41, "1": 87}, 24)
 
 
 def test_json_report(synth_dir: Path) -> None:
@@ -66,7 +82,7 @@ def test_json_report(synth_dir: Path) -> None:
         "class_counts": {"0": 10, "1": 22},
         "unlabelled": 0,
         "sizes": {"48x48": 32},
-        "patients": None,
+        "patients": 3,
         "problems": [],
     }
 
@@ -140,8 +156,8 @@ def test_patient_safe_split(realdata_dir: Path, tmp_path: Path) -> None:
     assert set(write_patient_split(other, valid_fraction=0.2, seed=1).valid_patients) != valid_patients
 
 
-def test_valid_patients_balance_each_class() -> None:
-    samples = cnmc_samples(Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "cnmc2019")
+def test_valid_patients_balance_each_class(realdata_dir: Path) -> None:
+    samples = cnmc_samples(realdata_dir)
     patients = {s.id: patient_of(s.id) for s in samples}
     for seed in range(10):
         chosen = choose_valid_patients(samples, patients, 0.3, seed)

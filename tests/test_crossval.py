@@ -227,8 +227,9 @@ def test_a_cross_validation_the_folder_cannot_split_is_refused_at_submit(client,
     def submit(folds: int):
         return client.post("/api/cross-validations", json={"params": params, "folds": folds}, headers=auth)
 
+    add_patients(Path(folder_path), None)  # a lab folder without a patient column
     first = next(csv.DictReader((Path(folder_path) / "train.csv").open()))["Path"]
-    assert submit(20).json == {"field": "data_dir", "error": (  # synthetic file names name no patient
+    assert submit(20).json == {"field": "data_dir", "error": (  # and its file names name no patient
         f"data_dir: train.csv row 1: no subject for {first} (subject-grouped folds needs the patient of every "
         "image: a patient column, or C-NMC file names)")}
     add_patients(Path(folder_path), {1: ["A", "B", "C"], 0: ["H1"]})

@@ -37,7 +37,7 @@ def write_plateau_folder(folder: Path) -> Path:
         shutil.copyfile(source, twin)
         twins.append({"Path": row["Path"].replace(source.name, twin.name), "label": str(1 - int(row["label"]))})
     with (folder / "valid.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["Path", "label"])
+        writer = csv.DictWriter(handle, fieldnames=["Path", "label"], extrasaction="ignore")  # no patient: twins have none
         writer.writeheader()
         writer.writerows(rows + twins)
     return folder

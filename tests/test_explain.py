@@ -112,7 +112,8 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
     assert sorted(classified) == written  # the run-files table knows every file evaluate writes
     assert {classified[name] for name in ("per_image.csv", "subjects.csv", "evaluation.json") if name in classified} == {"evaluation"}
     saved = json.loads((out / "evaluation.json").read_text())
-    assert saved["clinical"]["interval"]["unit"] == "image"  # synthetic file names name no subject
+    interval = saved["clinical"]["interval"]
+    assert (interval["unit"], interval["units"]) == ("subject", 3)  # valid.csv's synthetic patients (2 ALL, 1 hem)
     assert saved["clinical"]["metrics"]["sensitivity"]["value"] == pytest.approx(
         metrics["confusion"][1][1] / sum(metrics["confusion"][1]))
 
@@ -160,7 +161,7 @@ def test_bad_options_and_a_one_class_set_are_one_line(synth_dir: Path, run_dir: 
     one_class.mkdir()
     (one_class / "new_dataset").symlink_to(synth_dir / "new_dataset")
     with (one_class / "all_only.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["Path", "label"])
+        writer = csv.DictWriter(file, fieldnames=["Path", "label", "patient"])
         writer.writeheader()
         writer.writerows(rows)
     outcome = runner.invoke(evaluate_command, base[:2] + ["--data", str(one_class), "--csv", "all_only.csv",

@@ -17,9 +17,11 @@ from core.engine.metrics import confusion_matrix, sensitivity_specificity
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import CrossValidation, Job, utcnow
-from tests.conftest import WEB_ADMIN
+from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.test_retention import finished_job, row, train_in_process
-from tests.web_helpers import TRAIN, login
+from tests.web_helpers import TRAIN, login, synthetic_folder
+
+AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 
 
 @pytest.fixture()
@@ -102,6 +104,9 @@ def test_a_form_opened_from_a_job_is_preset_to_its_data_folder(admin, folder_pat
     form = admin.get(f"/jobs/new/{kind}?parent={model}").get_data(as_text=True)
     assert f'<option value="{folder_id}" selected>' in select(form, "data_folder")
     assert f'<option value="{model}" selected>' in select(form, "parent_id")
+    # With two folders (a lone one is chosen for any job: tests/test_tour.py) nothing else is preset.
+    other = synthetic_folder(tmp_path / "data", "other")
+    assert admin.post("/api/data-folders", json={"path": str(other)}, headers=AUTH).status_code == 201
     elsewhere = finished_job(str(tmp_path / "unregistered"))  # e.g. a CLI job's folder: nothing to preset
     assert " selected>" not in select(admin.get(f"/jobs/new/{kind}?parent={elsewhere}").get_data(as_text=True), "data_folder")
     assert " selected>" not in select(admin.get(f"/jobs/new/{kind}").get_data(as_text=True), "data_folder")

@@ -33,7 +33,8 @@ def test_lab_layout(synth_dir: Path) -> None:
     assert detect_layout(synth_dir) == "lab"
     assert find_test_csv(synth_dir) == "test.csv"
     header, first = (synth_dir / "train.csv").read_text().splitlines()[:2]
-    assert header == "Path,label" and first in ("./new_dataset/train/0.bmp,0", "./new_dataset/train/0.bmp,1")
+    assert header == "Path,label,patient" and first.startswith("./new_dataset/train/0.bmp,")
+    assert (synth_dir / "test.csv").read_text().splitlines()[0] == "Path"  # as the lab's test CSV: no label, no patient
     train, valid, test = (read_split(synth_dir, split) for split in ("train", "valid", "test"))
     assert (len(train), len(valid), len(test)) == (96, 32, 24)
     assert [s.id for s in test] == [f"./new_dataset/test/{i}.bmp" for i in range(24)]
@@ -49,6 +50,23 @@ def test_class_balance(synth_dir: Path) -> None:
     labels["test"] = [s.label for s in read_csv_samples(synth_dir, "test_labels.csv", labelled=True)]
     assert {split: sum(values) for split, values in labels.items()} == {"train": 65, "valid": 22, "test": 16}
     assert labels["train"][:10] != sorted(labels["train"][:10])  # shuffled, not all ones first
+
+
+def test_subjects_like_cnmc(synth_dir: Path) -> None:
+    """Each synthetic patient has about IMAGES_PER_SUBJECT cells of one class, named as C-NMC names its subjects
+    (11, H10), and no patient is in two splits: cross-validation by subject and per-subject metrics work."""
+    splits = {"train": read_split(synth_dir, "train"), "valid": read_split(synth_dir, "valid"),
+              "test": read_csv_samples(synth_dir, "test_labels.csv", labelled=True)}
+    classes: dict[str, set[int]] = {}
+    for samples in splits.values():
+        for sample in samples:
+            classes.setdefault(sample.subject, set()).add(sample.label)
+    assert all(len(labels) == 1 for labels in classes.values())  # one class per patient
+    assert {subject for subject, labels in classes.items() if labels == {0}} == {f"H{n}" for n in range(1, 6)}
+    assert {subject for subject, labels in classes.items() if labels == {1}} == {str(n) for n in range(1, 11)}
+    subjects = [{s.subject for s in samples} for samples in splits.values()]
+    assert [len(names) for names in subjects] == [9, 3, 3]  # 65+31, 22+10, 16+8 images: about 10 a patient
+    assert not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2])
 
 
 def images_and_labels(folder: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -46,19 +46,25 @@ def synthetic_folder(root: Path, name: str = "synth") -> Path:
     return folder
 
 
-def add_patients(folder: Path, patient_of_label: dict[int, list[str]]) -> None:
-    """Give a lab folder's train.csv and valid.csv a patient column: the rows of each label take that label's
-    patients in turn (a subject has one class, as in C-NMC)."""
+def add_patients(folder: Path, patient_of_label: dict[int, list[str]] | None) -> None:
+    """Give a lab folder's train.csv and valid.csv a patient column in place of the one they have (synthetic
+    folders have one): the rows of each label take that label's patients in turn (a subject has one class,
+    as in C-NMC). None: no patient column at all."""
     import csv
 
     for name in ("train.csv", "valid.csv"):
         with (folder / name).open(newline="") as handle:
             header, *rows = list(csv.reader(handle))
-        turns = {label: 0 for label in patient_of_label}
+        kept = [index for index, column in enumerate(header) if column != "patient"]
+        header, rows = [header[i] for i in kept], [[row[i] for i in kept] for row in rows]
+        turns = dict.fromkeys(patient_of_label or {}, 0)
         with (folder / name).open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([*header, "patient"])
+            writer.writerow(header + ["patient"] if patient_of_label else header)
             for row in rows:
+                if not patient_of_label:
+                    writer.writerow(row)
+                    continue
                 label = int(row[header.index("label")])
                 writer.writerow([*row, patient_of_label[label][turns[label] % len(patient_of_label[label])]])
                 turns[label] += 1

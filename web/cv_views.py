@@ -10,6 +10,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from sqlalchemy import select
 
 from core.common.errors import StateConflict, UserInputError
+from core.service import data_folders as folder_service
 from core.service import deletion
 from core.service.access import require_submit
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
@@ -64,8 +65,9 @@ def new_cross_validation() -> Any:
                     name=request.form.get("name", "").strip()[:200] or None, queue=queue_choice(), origin="web",
                     actor=current_actor())
             except UserInputError as error:
-                shown = {f.name for f in _fields()} | {"folds"}
-                errors[error.field if error.field in shown else forms.FORM_LEVEL] = str(error)
+                name = "data_folder" if error.field == "data_dir" else error.field  # as the job forms show it
+                shown = {f.name for f in _fields()} | {"folds", "data_folder"}
+                errors[name if name in shown else forms.FORM_LEVEL] = str(error)
             else:
                 flash(f"Cross-validation {cv_id} queued: {len(job_ids)} fold jobs.")
                 return redirect(url_for("cv.cross_validation", cv_id=cv_id))
@@ -102,8 +104,12 @@ def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: A
     it current while any of its jobs is queued or running."""
     jobs = summary["folds"] + summary["ensembles"]
     ended = not any(job["status"] in CANCELLABLE_STATUSES for job in jobs)
+    with get_sessionmaker().begin() as session:
+        folder = folder_service.registered_folder_by_path(session, summary["data_dir"])
+        names = ((folder.report if folder else None) or {}).get("split_names") or {}
+    split_names = {"evaluate": names.get("labelled", []), "predict": names.get("unlabelled", [])}
     return render_template("cv.html", cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS,
-                           cv_ended=ended), status
+                           cv_ended=ended, split_names=split_names), status
 
 
 @bp.post("/cross-validations/<int:cv_id>/ensemble")

@@ -26,6 +26,13 @@ SWEEP_FIELDS = ("arch", "epochs", "batch_size", "optimizer", "lr", "schedule", "
 FORM_LEVEL = "__form__"
 # Left blank, these take their default from the chosen data folder (core.engine.splits.with_folder_image_size).
 FOLDER_DEFAULTS = {"image_size": "Blank: the data folder's image size when all its images share one (shown next to the folder), else 450."}
+# What the blank choice of an optional select means, as its option says it (finetune's arch comes from its checkpoint).
+BLANK_CHOICES = {"arch": "(from the checkpoint)", "early_stopping_metric": "(off: every epoch runs)"}
+# Values the forms fill in where the schema's default is not what a person at the dashboard wants: a queued
+# evaluate or predict job always has a folder for heat maps (the CLI's default, none, needs no --out).
+FORM_PRESETS = {"explain": ("8", "The form fills in 8 (up to 16 heat maps); blank or none: no heat maps.")}
+# The field naming a CSV or split of the chosen folder: the forms show it beside the folder, with the folder's names.
+SPLIT_FIELD = "csv"
 
 
 @dataclass
@@ -40,6 +47,7 @@ class FormField:
     choices: list[str] = field(default_factory=list)
     step: str = "any"
     optional: bool = False
+    blank: str = "(default)"  # the option of a blank optional select
 
 
 def _literal_choices(annotation: Any) -> tuple[list[str], bool]:
@@ -73,11 +81,15 @@ def form_fields(kind: str) -> list[FormField]:
         help_text = info.description or ""
         choices, optional = _literal_choices(info.annotation)
         if choices:
-            fields.append(FormField(name, label, "select", default, help_text, choices, optional=optional))
+            fields.append(FormField(name, label, "select", default, help_text, choices, optional=optional,
+                                    blank=BLANK_CHOICES.get(name, "(default)")))
             continue
         base, optional = _base_type(info.annotation)
         if kind == "train" and name in FOLDER_DEFAULTS:
             default, optional, help_text = None, True, FOLDER_DEFAULTS[name]
+        if name in FORM_PRESETS:
+            default, note = FORM_PRESETS[name]
+            help_text = f"{help_text} {note}".strip()
         if base is bool:
             fields.append(FormField(name, label, "checkbox", default, help_text))
         elif base in (int, float):
@@ -86,6 +98,24 @@ def form_fields(kind: str) -> list[FormField]:
         else:
             fields.append(FormField(name, label, "text", default, help_text, optional=optional))
     return fields
+
+
+def offered_names(report: dict[str, Any] | None, kind: str) -> list[str]:
+    """The CSV files and named splits of a folder's check report that a job of this kind may read: labelled
+    ones to evaluate; to predict, those without labels first. Empty for a report from before they were recorded."""
+    names = (report or {}).get("split_names") or {}
+    labelled, unlabelled = names.get("labelled", []), names.get("unlabelled", [])
+    return unlabelled + labelled if kind == "predict" else labelled
+
+
+def preset_name(names: list[str], kind: str) -> str:
+    """What the CSV box shows for a folder before anything is typed: the schema's default when the folder has it
+    (evaluate: valid.csv), else the first name offered (predict: the folder's test CSV)."""
+    field_info = PARAMS_BY_KIND[kind].model_fields.get(SPLIT_FIELD)
+    default = field_info.default if field_info is not None else None
+    if isinstance(default, str) and default in names:
+        return default
+    return names[0] if names else ""
 
 
 def values_from_form(kind: str, form: Any) -> dict[str, Any]:

@@ -23,13 +23,30 @@ from worker import dispatch
 bp = Blueprint("submit", __name__)
 
 
-def form_choices(session: Any) -> dict[str, Any]:
-    folders = folder_service.list_data_folders(session)
+def form_choices(session: Any, kind: str = "train", preset_folder: int | None = None,
+                 preset_parent: str = "") -> dict[str, Any]:
+    """The registered folders (each with the CSV files and named splits a job of this kind may read there) and
+    model jobs to choose from, and which of each the form shows chosen: as submitted, else the preset (the parent
+    job's folder, ?parent=), else the only one there is."""
+    folders = []
+    for folder in folder_service.list_data_folders(session):
+        names = forms.offered_names(folder.report, kind)
+        folders.append({"id": folder.id, "name": folder.name, "path": folder.path, "names": names,
+                        "image_size": (folder.report or {}).get("image_size"), "preset": forms.preset_name(names, kind)})
     parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
                                      f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
                for j in queries.model_jobs(session)]
-    return {"folders": [{"id": f.id, "name": f.name, "path": f.path, "image_size": (f.report or {}).get("image_size")}
-                        for f in folders], "parents": parents}
+    return {"folders": folders, "parents": parents, "chosen_folder": _chosen("data_folder", folders, preset_folder),
+            "chosen_parent": _chosen("parent_id", parents, preset_parent)}
+
+
+def _chosen(name: str, rows: list[dict[str, Any]], preset: Any) -> str:
+    """The id a select shows chosen, as text ("" for none)."""
+    if request.method == "POST":
+        return request.form.get(name, "")
+    if preset:
+        return str(preset)
+    return str(rows[0]["id"]) if len(rows) == 1 else ""
 
 
 def selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
@@ -90,11 +107,12 @@ def new_job(kind: str) -> Any:
                 return redirect(url_for("views.job_detail", job_id=job_id))
     preset_parent = request.args.get("parent", "")
     with get_sessionmaker().begin() as session:
-        choices = form_choices(session)
-        preset_folder = parent_folder_id(session, preset_parent)
+        choices = form_choices(session, kind, parent_folder_id(session, preset_parent), preset_parent)
     status = 400 if errors else 200
+    chosen = next((f for f in choices["folders"] if str(f["id"]) == choices["chosen_folder"]), None)
+    split_value = request.form.get(forms.SPLIT_FIELD, "") if request.method == "POST" else (chosen or {}).get("preset", "")
     return render_template("job_form.html", kind=kind, fields=forms.form_fields(kind), values=values, errors=errors,
-                           form=request.form, preset_parent=preset_parent, preset_folder=preset_folder, **choices), status
+                           form=request.form, split_name=forms.SPLIT_FIELD, split_value=split_value, **choices), status
 
 
 def parent_folder_id(session: Any, parent: str) -> int | None:

@@ -22,6 +22,7 @@ from celery import current_task
 from celery.exceptions import Reject
 
 from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
+from core.common.formats import percent
 from core.engine.limits import is_no_space
 from core.engine.progress import (
     BatchProgress,
@@ -363,6 +364,8 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
         else:
             values["checkpoint"] = parent
     params = parse_params(spec.kind, values)
+    if spec.kind in ("evaluate", "predict"):  # the engine logs nothing of a pass: the job's log says what it reads
+        log.info("job %s %s: %s on %s of %s", spec.id, spec.kind, scored_with(spec, params), params.csv, params.data_dir)
     if spec.kind == "train":
         training.train(params, run_dir, resume=True, observer=observer)
         if spec.cv_fold is not None:
@@ -372,7 +375,24 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> No
     elif spec.kind == "finetune":
         training.finetune(params, run_dir, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        predict.evaluate_csv(params, out_dir=run_dir, observer=observer, write_threshold=threshold_writer(spec.id))
+        metrics = predict.evaluate_csv(params, out_dir=run_dir, observer=observer,
+                                       write_threshold=threshold_writer(spec.id)).metrics
+        log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
+                 spec.id, metrics["count"], metrics["threshold"]["value"], metrics["threshold"]["source"],
+                 percent(metrics["accuracy"]), percent(metrics["balanced_accuracy"]), percent(metrics["weighted_f1"]))
     else:  # predict: parse_params knows no other kind
-        predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
-                            write_threshold=threshold_writer(spec.id))
+        result = predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
+                                     write_threshold=threshold_writer(spec.id))
+        log.info("job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written", spec.id, result.count,
+                 result.threshold["value"], result.threshold["source"], result.positives, result.count - result.positives,
+                 PREDICTIONS_CSV)
+
+
+def scored_with(spec: JobSpec, params: Any) -> str:
+    """The model an evaluate or predict job scores with, for its log: "best.pt of job 3", "the mean of 3 checkpoints"."""
+    paths = [path for path in [getattr(params, "checkpoint", ""), *params.checkpoints] if path]
+    if len(paths) > 1:
+        return f"the mean of {len(paths)} checkpoints"
+    if spec.parent_id is not None:
+        return f"{params.checkpoint_choice}.pt of job {spec.parent_id}"
+    return Path(paths[0]).name if paths else "no checkpoint"

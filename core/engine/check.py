@@ -26,6 +26,7 @@ from core.engine.data import (
 from core.engine.data_roots import link_warning, links_outside_roots
 from core.engine.patient_split import sample_patients
 from core.engine.release import Release, find_release, read_parts, shared_subjects
+from core.engine.splits import offered_splits
 from core.engine.spreadsheet_csv import formula_like
 
 
@@ -39,7 +40,7 @@ class SplitReport:
     class_counts: dict[int, int] = field(default_factory=lambda: {0: 0, 1: 0})
     unlabelled: int = 0
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> images
-    patients: int | None = None  # C-NMC trees only
+    patients: int | None = None  # known subjects (C-NMC names, a CSV's patient column); None when none is known
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -66,6 +67,9 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
     warnings: list[str] = field(default_factory=list)  # may be wrong for some uses (folds sharing subjects)
     shared_subjects: dict[str, list[str]] | None = None  # release: subject -> folds, for subjects in several
+    patients: int | None = None  # distinct known subjects in all the splits; None when none is known
+    # what a job may name as its split or CSV: {"labelled": [...], "unlabelled": [...]} (splits.offered_splits)
+    split_names: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int | None:
@@ -75,6 +79,11 @@ class CheckReport:
             width, height = sizes.pop()
             return width if width == height else None
         return None
+
+    @property
+    def whole(self) -> list[SplitReport]:
+        """The splits that together hold each image once (a C-NMC tree's first row is all of it; its others, its folders)."""
+        return self.splits[:1] if self.layout == "cnmc" else self.splits
 
     @property
     def all_problems(self) -> list[str]:
@@ -96,6 +105,11 @@ class CheckReport:
             "image_size": self.image_size,
             "folds_subject_disjoint": None if self.shared_subjects is None else not self.shared_subjects,
             "shared_subjects": self.shared_subjects,
+            "images": sum(split.images for split in self.whole),
+            "class_counts": {str(label): sum(split.class_counts[label] for split in self.whole) for label in (0, 1)},
+            "unlabelled": sum(split.unlabelled for split in self.whole),
+            "patients": self.patients,
+            "split_names": self.split_names,
         }
 
 
@@ -110,7 +124,13 @@ def check_folder(data_dir: Path) -> CheckReport:
     else:
         report = _check_cnmc(folder)
     report.warnings.extend(link_warning(link, target) for link, target in links_outside_roots(folder))
+    report.split_names = offered_splits(folder)
     return report
+
+
+def _count_patients(samples: list[Sample]) -> int | None:
+    """Distinct known subjects among samples; None when none of them has one."""
+    return len({s.subject for s in samples if s.subject is not None}) or None
 
 
 def _check_lab(folder: Path) -> CheckReport:
@@ -131,10 +151,12 @@ def _check_lab(folder: Path) -> CheckReport:
             split_report.problems.extend(result.problems)
             split_report.problems.extend(_duplicate_rows(result.samples))
             _count_images(result.samples, split_report)
+            split_report.patients = _count_patients(result.samples)
             read_samples[csv_name] = result.samples
             report.warnings.extend(_formula_names(csv_name, result.samples))
         report.splits.append(split_report)
     report.problems.extend(_shared_images(read_samples))
+    report.patients = _count_patients([s for samples in read_samples.values() for s in samples])
     return report
 
 
@@ -145,7 +167,7 @@ def _check_cnmc(folder: Path) -> CheckReport:
     patients, unknown = sample_patients(samples)
     whole.patients = len(set(patients.values()))
     whole.problems.extend(unknown)
-    report = CheckReport(data_dir=folder, layout="cnmc", splits=[whole])
+    report = CheckReport(data_dir=folder, layout="cnmc", splits=[whole], patients=whole.patients or None)
     report.notes.append(
         "C-NMC layout: labels from the _all/_hem file names; "
         "`leukemia check DIR --write-csv` writes a patient-safe train.csv and valid.csv"
@@ -166,6 +188,7 @@ def _check_release(release: Release) -> CheckReport:
             split.patients = len({s.subject for s in part.samples if s.subject is not None})
         report.splits.append(split)
         report.warnings.extend(_formula_names(part.source, part.samples))
+    report.patients = _count_patients([s for part in parts for s in part.samples])
     folds = [part for part in parts if part.name.startswith("fold_")]
     if not folds:
         report.notes.append("no training_data/fold_N folders: nothing to train on")

@@ -190,19 +190,25 @@ def _subject(cells: list[str], columns: dict[str, int], relative: str) -> str | 
 
 def candidate_test_csvs(data_dir: Path) -> list[str]:
     """CSV names in the folder containing "test" that have a Path column and no label column."""
+    return [name for name, labelled in folder_csvs(data_dir).items() if "test" in name.lower() and not labelled]
+
+
+def folder_csvs(data_dir: Path) -> dict[str, bool]:
+    """The CSV files at the top of the folder that a job may read (a Path column), in name order, each
+    mapped to whether it has a label column; a file that is not a readable CSV is left out."""
     folder = data_folder(data_dir)
-    names = []
+    found = {}
     for csv_path in sorted(folder.glob("*.csv")):
-        if "test" not in csv_path.name.lower() or not csv_path.is_file():
+        if not csv_path.is_file():
             continue
         try:
             header, _ = read_rows(csv_path, csv_path.name)
         except UserInputError:
-            continue  # not a readable CSV: not a candidate
+            continue  # not a readable CSV: nothing a job could read
         lowered = [name.lower() for name in header]
-        if PATH_COLUMN.lower() in lowered and LABEL_COLUMN.lower() not in lowered:
-            names.append(csv_path.name)
-    return names
+        if PATH_COLUMN.lower() in lowered:
+            found[csv_path.name] = LABEL_COLUMN.lower() in lowered
+    return found
 
 
 def find_test_csv(data_dir: Path) -> str:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from core.common.errors import UserInputError
 from core.common.text import CONTROL_CHARACTERS
-from core.engine.data import Sample, data_folder, read_csv_samples, read_split
+from core.engine.data import SPLIT_CSVS, Sample, candidate_test_csvs, data_folder, folder_csvs, read_csv_samples, read_split
 from core.engine.release import Release, find_release, read_final, read_fold, read_prelim
 
 VALID_SHARE = 0.2
@@ -101,6 +101,25 @@ def _named_split(data_dir: Path | str, name: str, *, seed: int, labelled: bool |
             )
         return read_split(folder, name)
     return _release_split(release, name, match, seed)
+
+
+def offered_splits(data_dir: Path | str) -> dict[str, list[str]]:
+    """What a job may name as its split or CSV in this folder, labelled (to train or evaluate on) and
+    unlabelled (to predict): the CSV files at its top, then the layout's named splits (kfold and share
+    are left out: they take numbers). The data-folder page shows them; the forms offer them."""
+    folder = data_folder(data_dir)
+    csvs = folder_csvs(folder)
+    labelled = [name for name, has_labels in csvs.items() if has_labels]
+    unlabelled = [name for name, has_labels in csvs.items() if not has_labels]
+    release = find_release(folder)
+    if release is not None:
+        labelled += ["prelim", *(f"fold:{n}" for n in sorted(release.folds)), "train", "valid", "train_all"]
+        unlabelled += ["final"]
+    else:
+        present = [name for name in ("train", "valid") if SPLIT_CSVS[name] in labelled]
+        labelled += present + (["train_all"] if len(present) == 2 else [])
+        unlabelled += ["test"] if len(candidate_test_csvs(folder)) == 1 else []
+    return {"labelled": labelled, "unlabelled": unlabelled}
 
 
 def check_split_name_or_error(name: str) -> str:

@@ -8,6 +8,11 @@ differ in the nucleus, as in the real cells, so a small ResNet learns them in a 
 Cell size, colour and brightness have the same spread in both classes, so no single global
 pixel statistic (mean brightness, cell area) separates them alone.
 
+Each image belongs to a synthetic patient (the CSVs' `patient` column, as `leukemia check --write-csv`
+writes for C-NMC): about IMAGES_PER_SUBJECT cells of one class each, named as C-NMC names its
+subjects (ALL: 1, 2, ...; hem: H1, H2, ...), no patient in two splits. So cross-validation by
+subject, subject-disjoint shares and per-subject metrics work on the demo folder as on the release.
+
 The same seed gives the same bytes: every image has its own generator seeded by
 (seed, split, index), and BMP files carry no timestamp.
 """
@@ -28,6 +33,8 @@ SYNTH_SPLITS = ("train", "valid", "test")
 IMAGES_FOLDER = "new_dataset"
 CYTOPLASM_RGB = np.array([124, 84, 146], dtype=np.float32)
 NUCLEUS_RGB = {0: np.array([72, 32, 92], dtype=np.float32), 1: np.array([62, 24, 82], dtype=np.float32)}
+IMAGES_PER_SUBJECT = 10  # cells per synthetic patient, about (C-NMC has a few hundred; the demo is small)
+SUBJECT_PREFIX = {0: "H", 1: ""}  # C-NMC's subject names: UID_H10_... is hem subject H10, UID_11_... ALL subject 11
 
 
 @dataclass(frozen=True)
@@ -83,21 +90,23 @@ def write_synthetic_dataset(
     out_dir = _empty_output_folder(Path(out_dir))
     started = time.perf_counter()
     positives = {}
+    subjects_so_far = {0: 0, 1: 0}  # numbered on across the splits, so no patient is in two
     for split_index, split in enumerate(SYNTH_SPLITS):
         labels = split_labels(counts[split], positive_fraction, seed, split_index)
+        subjects = split_subjects(labels, subjects_so_far)
         folder = out_dir / IMAGES_FOLDER / split
         folder.mkdir(parents=True)
         rows = []
-        for index, label in enumerate(labels):
+        for index, (label, subject) in enumerate(zip(labels, subjects)):
             rng = np.random.default_rng([seed, split_index, index])
             Image.fromarray(draw_cell(rng, image_size, label)).save(folder / f"{index}.bmp")
-            rows.append((f"./{IMAGES_FOLDER}/{split}/{index}.bmp", label))
+            rows.append((f"./{IMAGES_FOLDER}/{split}/{index}.bmp", label, subject))
         positives[split] = int(sum(labels))
         if split == "test":
-            _write_csv(out_dir / "test.csv", ["Path"], [(path,) for path, _ in rows])
-            _write_csv(out_dir / "test_labels.csv", ["Path", "label"], rows)
+            _write_csv(out_dir / "test.csv", ["Path"], [(path,) for path, _, _ in rows])
+            _write_csv(out_dir / "test_labels.csv", ["Path", "label", "patient"], rows)
         else:
-            _write_csv(out_dir / f"{split}.csv", ["Path", "label"], rows)
+            _write_csv(out_dir / f"{split}.csv", ["Path", "label", "patient"], rows)
     return SynthSummary(
         out_dir=out_dir,
         image_size=image_size,
@@ -114,6 +123,20 @@ def split_labels(count: int, positive_fraction: float, seed: int, split_index: i
     labels = np.array([1] * positives + [0] * (count - positives))
     np.random.default_rng([seed, split_index, 2**31]).shuffle(labels)
     return [int(label) for label in labels]
+
+
+def split_subjects(labels: list[int], subjects_so_far: dict[int, int]) -> list[str]:
+    """The patient of each image of a split: per class, the images in order go to that class's next
+    max(1, round(n / IMAGES_PER_SUBJECT)) patients in even runs; subjects_so_far counts on (it is updated)."""
+    subjects = [""] * len(labels)
+    for label in (0, 1):
+        indices = [index for index, value in enumerate(labels) if value == label]
+        count = max(1, round(len(indices) / IMAGES_PER_SUBJECT))
+        for position, index in enumerate(indices):
+            subjects[index] = f"{SUBJECT_PREFIX[label]}{subjects_so_far[label] + 1 + position * count // len(indices)}"
+        if indices:
+            subjects_so_far[label] += count
+    return subjects
 
 
 def draw_cell(rng: np.random.Generator, size: int, label: int, cell_scale: float = 1.0) -> np.ndarray:

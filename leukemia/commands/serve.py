@@ -104,13 +104,16 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def demo_data_folder(home: Path) -> Path:
-    """LEUKEMIA_HOME/data/demo: a small synthetic lab-layout folder, written on the first start."""
+    """LEUKEMIA_HOME/data/demo: a small synthetic lab-layout folder, written on the first start, and again
+    when it is half-written (an interrupted first start) or from before the synthetic patients (the same
+    images, seeded, and CSVs that now name each image's patient)."""
     from core.engine.synth import write_synthetic_dataset
 
     folder = home / "data" / DEMO_FOLDER_NAME
-    if not (folder / "train.csv").is_file():
+    train_csv = folder / "train.csv"
+    if not train_csv.is_file() or "patient" not in train_csv.read_text().partition("\n")[0].split(","):
         if folder.exists():
-            shutil.rmtree(folder)  # a half-written folder from an interrupted first start
+            shutil.rmtree(folder)
         click.echo(f"Writing a synthetic demo data folder to {folder} ...")
         write_synthetic_dataset(folder, train=200, valid=50, test=50, image_size=DEMO_IMAGE_SIZE, seed=0)
     return folder

@@ -11,10 +11,14 @@
   const label = (result, index) => (tags[index] && tags[index].length ? `#${result.job_id} [${tags[index].join(", ")}]` : `#${result.job_id}`);
   const { results, loss, accuracy } = await Live.runCurves(root.dataset.metricsUrl, ids, label);
   // Evaluate jobs have no epochs: with none among the runs, no empty curve panels.
-  document.getElementById("compare-curves").hidden = !results.some((result) => result.epochs.length);
-  Plotly.react("compare-loss", loss, Live.layout("loss"), Live.config);
-  Plotly.react("compare-accuracy", accuracy,
-    Live.layout("valid accuracy", { yaxis: { title: { text: "valid accuracy" }, tickformat: ".0%", gridcolor: "#e2e8f0" } }), Live.config);
+  const epochs = results.flatMap((result) => result.epochs.map((m) => m.epoch));
+  document.getElementById("compare-curves").hidden = !epochs.length;
+  if (epochs.length) {  // epochs from 1 and accuracy 0–100%, as on a job page
+    const xaxis = Live.epochAxis(Math.max(...epochs));
+    Plotly.react("compare-loss", loss, Live.layout("loss", { xaxis }), Live.config);
+    Plotly.react("compare-accuracy", accuracy, Live.layout("valid accuracy", { xaxis, yaxis: Live.accuracyAxis("valid accuracy") }),
+      Live.config);
+  }
   const rocResults = await Promise.all(ids.map((id) => Live.getJSON(root.dataset.resultsUrl.replace("/0/", `/${id}/`))));
   const roc = [{ x: [0, 1], y: [0, 1], mode: "lines", line: { dash: "dot", color: "#94a3b8" }, showlegend: false, hoverinfo: "skip" }];
   rocResults.forEach((result, index) => {

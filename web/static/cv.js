@@ -103,12 +103,18 @@
     }
   }
 
+  /* No axes before a fold has validated an epoch (plotly would invent epoch −1…6 and −100%…400%): a note says what
+     comes; then epochs from 1 to the last one drawn and accuracy 0–100%, as on a job page. */
   async function drawCurves(cv) {
     const ids = cv.folds.map((fold) => fold.job_id);
-    const { loss, accuracy } = await Live.runCurves(root.dataset.metricsUrl, ids, (result, index) => `fold ${cv.folds[index].fold}`);
-    Plotly.react("cv-loss", loss, Live.layout("loss", { legend: { orientation: "h", y: -0.32 } }), Live.config);
-    Plotly.react("cv-accuracy", accuracy, Live.layout("valid accuracy", {
-      yaxis: { title: { text: "valid accuracy" }, tickformat: ".0%", gridcolor: "#e2e8f0" } }), Live.config);
+    const { results, loss, accuracy } = await Live.runCurves(root.dataset.metricsUrl, ids, (result, index) => `fold ${cv.folds[index].fold}`);
+    const epochs = results.flatMap((result) => result.epochs.map((m) => m.epoch));
+    root.querySelectorAll("[data-waiting]").forEach((node) => { node.hidden = epochs.length > 0; });
+    if (!epochs.length) return;
+    const xaxis = Live.epochAxis(Math.max(...epochs));
+    Plotly.react("cv-loss", loss, Live.layout("loss", { xaxis, legend: { orientation: "h", y: -0.32 } }), Live.config);
+    Plotly.react("cv-accuracy", accuracy, Live.layout("valid accuracy", { xaxis, yaxis: Live.accuracyAxis("valid accuracy") }),
+      Live.config);
   }
 
   /* One update; true while any fold or ensemble job is still queued or running. */

@@ -28,7 +28,7 @@
     const note = document.getElementById("confusion-epoch");
     if (!last) { note.textContent = "(after the first validated epoch)"; return; }
     note.textContent = `epoch ${last.epoch}, validation`;
-    const labels = ["normal (0)", "leukemia (1)"];
+    const labels = ["hem (0)", "ALL (1)"];  // as the evaluate page and the data-folder page name the classes
     const z = last.confusion;
     Plotly.react("confusion-chart", [{
       type: "heatmap", z, x: labels, y: labels, colorscale: [[0, "#eff6ff"], [1, "#1e40af"]], showscale: false,
@@ -61,6 +61,12 @@
     const list = document.getElementById("artifacts");
     if (!artifacts.length) return;
     const base = root.dataset.downloadUrl.replace(/0$/, "");
+    const predictions = artifacts.find((a) => a.name === "predictions.csv");
+    const button = document.getElementById("download-predictions");  // a predict job's page
+    if (button && predictions) {
+      button.href = base + predictions.id;
+      button.hidden = false;
+    }
     list.replaceChildren(...artifacts.map((a) => {
       const item = document.createElement("li");
       const link = document.createElement("a");
@@ -82,6 +88,8 @@
     Live.setText(root, "finished", Live.when(job.finished_at));
     Live.setText(root, "duration", Live.duration(Live.runSeconds(job)));
     Live.setText(root, "log_tail", job.log_tail || "");
+    root.querySelector('[data-field="log_tail"]').hidden = !job.log_tail;
+    root.querySelector('[data-field="log_empty"]').hidden = Boolean(job.log_tail);
     const error = root.querySelector('[data-field="error"]');
     error.textContent = job.error || "";
     error.hidden = !job.error;
