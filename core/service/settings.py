@@ -28,6 +28,18 @@ class Settings(EngineSettings):
     )
     broker_url: str = Field("", description="Celery broker; default: embedded (kombu SQLAlchemy transport over SQLite).")
     artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
+    artifacts_url: str = Field(
+        "", description="The artifact store: a folder (a path or file:///path) or s3://bucket/prefix; default: ARTIFACTS_DIR."
+    )
+    artifacts_s3_endpoint_url: str = Field(
+        "", description="The S3-compatible server of an s3:// ARTIFACTS_URL (MinIO, Ceph RGW, ...); empty: AWS S3."
+    )
+    artifacts_presigned_downloads: bool = Field(
+        False, description="Downloads from an s3:// store redirect to a presigned URL instead of passing through the web."
+    )
+    scratch_dir: Path | None = Field(
+        None, description="Where a worker writes a run before storing it in an s3:// store; default: LEUKEMIA_HOME/scratch."
+    )
     api_token: str = Field("", description="Bearer token for the JSON API.")
     secret_key: str = Field("", description="Flask session signing key.")
     admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
@@ -125,6 +137,14 @@ class Settings(EngineSettings):
     @property
     def resolved_artifacts_dir(self) -> Path:
         return self.artifacts_dir or self.leukemia_home / "artifacts"
+
+    @property
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url.strip() or str(self.resolved_artifacts_dir)
+
+    @property
+    def resolved_scratch_dir(self) -> Path:
+        return self.scratch_dir or self.leukemia_home / "scratch"
 
     @cached_property
     def api_token_or_stored(self) -> str:
