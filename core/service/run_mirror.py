@@ -17,6 +17,7 @@ changed before the outcome is recorded."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -145,7 +146,8 @@ class RunMirror:
         """In the background: store the snapshot's files, then commit their artifact rows and the epoch's row
         together; then recorded(record). Waits first for the previous epoch's upload (one in flight)."""
         self.wait()
-        self._in_flight = self._uploader.submit(self._store_and_record, snapshot, record, recorded)
+        context = contextvars.copy_context()  # the job's log context: its lines carry the job id (core.service.logs)
+        self._in_flight = self._uploader.submit(context.run, self._store_and_record, snapshot, record, recorded)
 
     def _store_and_record(self, snapshot: Snapshot | None, record: EpochRecord,
                           recorded: Callable[[EpochRecord], None]) -> None:
