@@ -14,6 +14,7 @@ import pytest
 
 from core.common.errors import StorageError, UserInputError
 from core.engine.artifact_store import FolderStore, check_key, fetch_verified, open_store, sha256_of, valid_key
+from core.engine.artifact_store.s3 import S3Store
 from tests.s3_server import free_port
 
 
@@ -66,7 +67,7 @@ def test_put_get_open_size_list_and_delete(store, tmp_path):
 
 
 def test_a_checkpoint_past_the_multipart_size_round_trips_intact(store, tmp_path):
-    content = os.urandom(40 * 1024 * 1024)  # S3Store sends 16 MiB parts: three of them
+    content = os.urandom(2 * S3Store.PART_BYTES + 1000)  # S3Store sends it in three parts
     source = write(tmp_path / "last.pt", content)
     store.put("jobs/3-k/last.pt", source)
     store.get("jobs/3-k/last.pt", tmp_path / "back.pt")

@@ -42,7 +42,7 @@ from core.service.db import get_sessionmaker
 from core.service.logs import log_context
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Job, JobStatus
 from core.service.run_dirs import artifact_store, job_run_dir, job_run_key, local_root
-from core.service.run_mirror import RunMirror
+from core.service.run_mirror import RunMirror, StoredFile
 from core.service.settings import get_settings
 from worker import metrics
 from worker.core_call import JobSpec, run_core_function
@@ -314,10 +314,13 @@ class JobRun:
                 self.mirror.abandon()
             log.warning("job %s: lease lost to another worker; leaving the row to it", self.spec.id)
             return status
-        recordable = self.stored_files()
+        stored = self.stored_files()
         with get_sessionmaker().begin() as session:
-            for kind, path in recordable:
-                jobs.add_artifact(session, self.spec.id, kind, path)
+            if self.mirror is None:
+                for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
+                    jobs.add_artifact(session, self.spec.id, kind, path)
+            for item in stored:
+                jobs.record_artifact(session, self.spec.id, item.kind, item.key, item.size, item.sha256)
             jobs.heartbeat(session, self.spec.id, self.owner, **self.observer.progress, log_tail=self.tail.text())
             if status == "released":
                 released_as = jobs.release_job(session, self.spec.id, self.owner)
@@ -340,13 +343,11 @@ class JobRun:
             self.apply_retention()
         return status
 
-    def stored_files(self) -> list[tuple[str, Path]]:
-        """The run folder's files to record with the outcome: with an object store, those it holds (a run
-        that failed or stopped has its files stored now; one that cannot be leaves them out)."""
-        if not self.run_dir_claimed:
+    def stored_files(self) -> list[StoredFile]:
+        """With an object store, the run folder's files it holds, to record with the outcome (a run that failed
+        or stopped has its files stored now; a file that cannot be is left out)."""
+        if self.mirror is None or not self.run_dir_claimed:
             return []
-        if self.mirror is None:
-            return classify_artifacts(self.run_dir)
         try:
             self.mirror.finish()
         except Exception:  # the store or the database failed: only what it holds is recorded

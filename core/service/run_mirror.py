@@ -49,6 +49,17 @@ def signature(path: Path) -> tuple[int, int, int]:
     return info.st_ino, info.st_mtime_ns, info.st_size
 
 
+UPLOADER_NICENESS = 10  # the uploader yields the CPU to the training loop: it has a whole epoch to finish
+
+
+def lower_priority() -> None:
+    """Run this thread (the uploader) at a lower CPU priority than the training loop (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPLOADER_NICENESS)
+    except (AttributeError, OSError):  # no per-thread priority here: it runs at the process's
+        pass
+
+
 def store_order(name: str) -> tuple[bool, str]:
     """last.pt last: a stored last.pt of epoch N means every other file of epoch N is stored."""
     return name == LAST_CHECKPOINT, name
@@ -63,11 +74,19 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
+class StagedFile:
+    kind: str
+    name: str
+    path: Path  # the staged link or copy
+    signature: tuple[int, int, int]  # of the run folder's file when it was staged
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """One epoch's changed files, staged for the upload: (kind, name, staged path), last.pt last."""
+    """One epoch's changed files, staged for the upload, last.pt last."""
 
     folder: Path
-    files: list[tuple[str, str, Path]]
+    files: list[StagedFile]
 
 
 class RunMirror:
@@ -75,8 +94,10 @@ class RunMirror:
 
     def __init__(self, store: ArtifactStore, run_dir: Path, prefix: str, job_id: int) -> None:
         self.store, self.run_dir, self.prefix, self.job_id = store, Path(run_dir), prefix, job_id
-        self._stored: dict[str, tuple[int, int, int]] = {}  # name → signature of the file as last stored or fetched
-        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-job-{job_id}")
+        self._staged: dict[str, tuple[int, int, int]] = {}  # name → signature of the file as last staged or fetched
+        # name → (signature, what the store holds): only once the store has it, for the outcome's rows
+        self._stored: dict[str, tuple[tuple[int, int, int], StoredFile]] = {}
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-job-{job_id}", initializer=lower_priority)
         self._in_flight: Future | None = None
         self.stopped = threading.Event()  # the lease was lost: this attempt stores and records nothing more
 
@@ -90,8 +111,10 @@ class RunMirror:
             name = item.key[len(self.prefix) + 1:]
             if "/" in name or artifact_kind(Path(name)) is None:
                 continue
-            self.store.get(item.key, self.run_dir / name)
-            self._stored[name] = signature(self.run_dir / name)
+            path = self.run_dir / name
+            self.store.get(item.key, path)
+            self._staged[name] = signature(path)
+            self._stored[name] = (signature(path), StoredFile(artifact_kind(path), item.key, item.size, sha256_of(path)))
             fetched.append(name)
         if LAST_CHECKPOINT in fetched:
             self.check_last()
@@ -123,7 +146,7 @@ class RunMirror:
 
     def _changed(self) -> list[tuple[str, Path]]:
         found = [(kind, path) for kind, path in classify_artifacts(self.run_dir)
-                 if self._stored.get(path.name) != signature(path)]
+                 if self._staged.get(path.name) != signature(path)]
         return sorted(found, key=lambda pair: store_order(pair[1].name))
 
     def snapshot(self) -> Snapshot:
@@ -138,8 +161,8 @@ class RunMirror:
                 os.link(path, staged)
             else:
                 shutil.copyfile(path, staged)
-            self._stored[path.name] = signature(path)
-            files.append((kind, path.name, staged))
+            self._staged[path.name] = signature(path)
+            files.append(StagedFile(kind, path.name, staged, self._staged[path.name]))
         return Snapshot(folder, files)
 
     def record_epoch(self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None]) -> None:
@@ -154,7 +177,8 @@ class RunMirror:
         try:
             if self.stopped.is_set():
                 return
-            stored = [self._store(kind, name, staged) for kind, name, staged in (snapshot.files if snapshot else [])]
+            stored = [self._store(staged.kind, staged.name, staged.path, staged.signature)
+                      for staged in (snapshot.files if snapshot else [])]
             if self.stopped.is_set():
                 return
             with get_sessionmaker().begin() as session:
@@ -166,10 +190,12 @@ class RunMirror:
             if snapshot is not None:
                 shutil.rmtree(snapshot.folder, ignore_errors=True)
 
-    def _store(self, kind: str, name: str, path: Path) -> StoredFile:
+    def _store(self, kind: str, name: str, path: Path, staged_as: tuple[int, int, int]) -> StoredFile:
         key = f"{self.prefix}/{name}"
         self.store.put(key, path)
-        return StoredFile(kind, key, path.stat().st_size, sha256_of(path))
+        stored = StoredFile(kind, key, path.stat().st_size, sha256_of(path))
+        self._stored[name] = (staged_as, stored)
+        return stored
 
     def wait(self) -> None:
         """Until the epoch in flight is stored and recorded; its failure (the store, the database) raised here."""
@@ -192,13 +218,19 @@ class RunMirror:
         finally:
             self._uploader.shutdown(wait=True)
         shutil.rmtree(self.run_dir / STAGING, ignore_errors=True)
-        for _kind, path in self._changed():  # the worker records every file's row with the outcome
-            self.store.put(f"{self.prefix}/{path.name}", path)
-            self._stored[path.name] = signature(path)
+        for kind, path in self._changed():  # the worker records every file's row with the outcome
+            self._staged[path.name] = signature(path)
+            self._store(kind, path.name, path, self._staged[path.name])
 
-    def stored_files(self) -> list[tuple[str, Path]]:
-        """The run folder's files (kind, path) the store holds as they are now: the ones to record."""
-        return [(kind, path) for kind, path in classify_artifacts(self.run_dir) if self._stored.get(path.name) == signature(path)]
+    def stored_files(self) -> list[StoredFile]:
+        """The run folder's files the store holds as they are now (their hashes known from storing them):
+        the rows to record with the outcome."""
+        found = []
+        for _kind, path in classify_artifacts(self.run_dir):
+            stored = self._stored.get(path.name)
+            if stored is not None and stored[0] == signature(path):
+                found.append(stored[1])
+        return found
 
     def abandon(self) -> None:
         """The lease is another worker's: store and record nothing more; drop what is staged."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
 CHUNK = 1 << 20
@@ -24,7 +24,7 @@ class StoredObject:
 def check_key(key: str) -> str:
     """A key as the store takes it: relative, no `..`, no empty or dot-only parts (a bug otherwise, never
     user input: keys come from the job service, never from a request)."""
-    parts = PurePosixPath(key).parts
+    parts = key.split("/")
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in key:
         raise ValueError(f"not an artifact key: {key!r}")
     return key
