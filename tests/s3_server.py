@@ -79,8 +79,9 @@ class S3Server:
         return self.log_path.read_text(errors="replace")[-3000:]
 
 
-def start_s3_server(root: Path) -> S3Server:
-    """`rclone serve s3 ROOT` on a free loopback port; returns once it answers a signed request."""
+def start_s3_server(root: Path, niceness: int = 0) -> S3Server:
+    """`rclone serve s3 ROOT` on a free loopback port (at this CPU niceness: bench/store_bench.py can make it stand
+    for a store on another machine); returns once it answers a signed request."""
     data = root / "data"
     data.mkdir(parents=True)
     port, key, secret = free_port(), secrets.token_hex(8), secrets.token_hex(16)
@@ -89,7 +90,7 @@ def start_s3_server(root: Path) -> S3Server:
     config.write_text("")  # no user configuration is read
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [rclone_binary(), "serve", "s3", str(data), "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
+            [*(["nice", "-n", str(niceness)] if niceness else []), rclone_binary(), "serve", "s3", str(data), "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
              "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = S3Server(f"http://127.0.0.1:{port}", key, secret, data, process, log_path)
 

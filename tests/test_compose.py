@@ -409,7 +409,7 @@ def test_the_objectstore_profile_and_its_override_give_every_host_the_bucket(mon
         assert environment["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/s3_credentials" and service["secrets"] == ["s3_credentials"]
         assert environment["ARTIFACTS_S3_ENDPOINT_URL"] == "http://minio:9000"
         assert service["depends_on"] == {"minio-bucket": {"condition": "service_completed_successfully"}}
-        assert environment["SCRATCH_DIR"].startswith("/cache/")  # on the worker's volume, not the image's layer
+        assert "SCRATCH_DIR" not in environment  # never inside CACHE_DIR (/cache), whose cap would evict runs
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
         store = open_store(environment["ARTIFACTS_URL"], endpoint_url=environment["ARTIFACTS_S3_ENDPOINT_URL"])

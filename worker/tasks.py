@@ -143,7 +143,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
     def on_epoch(self, record: EpochRecord) -> None:
         if self.mirror is not None:  # stored, then recorded, while the next epoch trains
             snapshot, self.snapshot = self.snapshot, None
-            self.mirror.record_epoch(snapshot, record, self.recorded)
+            self.mirror.record_epoch(snapshot, record, self.recorded, last=record.epoch >= self.total_epochs)
             return
         with get_sessionmaker().begin() as session:
             jobs.record_epoch(session, self.job_id, record)

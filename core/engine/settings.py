@@ -45,7 +45,8 @@ def read_settings(settings_class: type[BaseSettings], **given: object) -> BaseSe
     try:
         return settings_class(**given)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                             for e in error.errors())  # a check of several settings names them itself
         raise UserInputError(f"bad setting in the environment: {problems}") from None
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,7 @@ def signature(path: Path) -> tuple[int, int, int]:
     return info.st_ino, info.st_mtime_ns, info.st_size
 
 
+STALL_NOTED_S = 0.1  # a wait for the previous epoch's upload this long is logged
 UPLOADER_NICENESS = 10  # the uploader yields the CPU to the training loop: it has a whole epoch to finish
 
 
@@ -165,19 +167,26 @@ class RunMirror:
             files.append(StagedFile(kind, path.name, staged, self._staged[path.name]))
         return Snapshot(folder, files)
 
-    def record_epoch(self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None]) -> None:
+    def record_epoch(self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None], *,
+                     last: bool = False) -> None:
         """In the background: store the snapshot's files, then commit their artifact rows and the epoch's row
-        together; then recorded(record). Waits first for the previous epoch's upload (one in flight)."""
+        together; then recorded(record). Waits first for the previous epoch's upload (one in flight). The run's
+        last epoch is waited for at once (nothing trains beside it): its files go up with parts in parallel."""
+        started = time.perf_counter()
         self.wait()
+        waited = time.perf_counter() - started
+        if waited >= STALL_NOTED_S:  # the store is slower than an epoch: training waited for it
+            log.info("job %s: epoch %s waited %.1f s for the previous epoch's files to be stored", self.job_id,
+                     record.epoch, waited)
         context = contextvars.copy_context()  # the job's log context: its lines carry the job id (core.service.logs)
-        self._in_flight = self._uploader.submit(context.run, self._store_and_record, snapshot, record, recorded)
+        self._in_flight = self._uploader.submit(context.run, self._store_and_record, snapshot, record, recorded, last)
 
-    def _store_and_record(self, snapshot: Snapshot | None, record: EpochRecord,
-                          recorded: Callable[[EpochRecord], None]) -> None:
+    def _store_and_record(self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None],
+                          waited_for: bool) -> None:
         try:
             if self.stopped.is_set():
                 return
-            stored = [self._store(staged.kind, staged.name, staged.path, staged.signature)
+            stored = [self._store(staged.kind, staged.name, staged.path, staged.signature, waited_for=waited_for)
                       for staged in (snapshot.files if snapshot else [])]
             if self.stopped.is_set():
                 return
@@ -190,9 +199,10 @@ class RunMirror:
             if snapshot is not None:
                 shutil.rmtree(snapshot.folder, ignore_errors=True)
 
-    def _store(self, kind: str, name: str, path: Path, staged_as: tuple[int, int, int]) -> StoredFile:
+    def _store(self, kind: str, name: str, path: Path, staged_as: tuple[int, int, int], *, waited_for: bool = False
+               ) -> StoredFile:
         key = f"{self.prefix}/{name}"
-        self.store.put(key, path)
+        self.store.put(key, path, waited_for=waited_for)
         stored = StoredFile(kind, key, path.stat().st_size, sha256_of(path))
         self._stored[name] = (staged_as, stored)
         return stored
@@ -220,7 +230,7 @@ class RunMirror:
         shutil.rmtree(self.run_dir / STAGING, ignore_errors=True)
         for kind, path in self._changed():  # the worker records every file's row with the outcome
             self._staged[path.name] = signature(path)
-            self._store(kind, path.name, path, self._staged[path.name])
+            self._store(kind, path.name, path, self._staged[path.name], waited_for=True)
 
     def stored_files(self) -> list[StoredFile]:
         """The run folder's files the store holds as they are now (their hashes known from storing them):

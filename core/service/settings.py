@@ -10,7 +10,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -92,6 +92,23 @@ class Settings(EngineSettings):
             raise ValueError("only for a database server: DATABASE_URL must name one (postgresql+psycopg://user@host/db)")
         if value and make_url(url).password is not None:
             raise ValueError("DATABASE_URL carries a password already: keep one of the two")
+        return value
+
+    @model_validator(mode="after")
+    def _scratch_outside_the_cache(self) -> Settings:
+        scratch, cache = self.resolved_scratch_dir.resolve(), self.resolved_cache_dir.resolve()
+        if scratch == cache or scratch.is_relative_to(cache):
+            raise ValueError(f"SCRATCH_DIR {scratch} lies in CACHE_DIR {cache}, whose cap (CACHE_MAX_GB) would evict "
+                             "the runs written there; choose a folder outside it")
+        return self
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _artifacts_url(cls, value: str) -> str:
+        from core.engine.artifact_store import store_kind
+
+        if value.strip():
+            store_kind(value.strip())
         return value
 
     @field_validator("log_format")

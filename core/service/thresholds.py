@@ -96,5 +96,5 @@ def _store_with_threshold(session: Session, stored: Artifact, cached: Path, thre
         edited = Path(folder) / stored.name
         shutil.copyfile(cached, edited)
         record_threshold(edited, threshold)
-        artifact_store().put(stored.path, edited)
+        artifact_store().put(stored.path, edited, waited_for=True)
         record_artifact(session, stored.job_id, "checkpoint", stored.path, edited.stat().st_size, sha256_of(edited))

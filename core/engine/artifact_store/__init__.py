@@ -25,23 +25,35 @@ from core.engine.artifact_store.base import ArtifactStore, StoredObject, check_k
 from core.engine.artifact_store.folder import FolderStore, folder_bytes, inside, remove_file, remove_folder
 
 __all__ = ["ArtifactStore", "FolderStore", "StoredObject", "check_key", "fetch_verified", "folder_bytes", "inside",
-           "open_store", "remove_file", "remove_folder", "sha256_of", "valid_key"]
+           "open_store", "remove_file", "remove_folder", "sha256_of", "store_kind", "valid_key"]
+
+
+def store_kind(url: str) -> str:
+    """"s3" or "folder" for a store URL; ValueError saying what is wrong with any other."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{url!r} names no bucket: use s3://bucket or s3://bucket/prefix")
+        return "s3"
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"{url!r}: a file:// URL names a folder of this host (file:///path)")
+    if parsed.scheme not in ("", "file") and len(parsed.scheme) > 1:  # a Windows drive letter is no scheme
+        raise ValueError(f"{url!r}: use a folder, file:///path or s3://bucket/prefix")
+    return "folder"
 
 
 def open_store(url: str, *, endpoint_url: str = "") -> ArtifactStore:
     """The store a URL names: s3://bucket/prefix, file:///path, or a plain folder path."""
-    parsed = urlparse(url)
-    if parsed.scheme == "s3":
+    try:
+        kind = store_kind(url)
+    except ValueError as error:
+        raise UserInputError(f"ARTIFACTS_URL: {error}") from None
+    if kind == "s3":
         from core.engine.artifact_store.s3 import S3Store  # boto3: only where an s3:// store is used
 
         return S3Store(url, endpoint_url)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise UserInputError(f"ARTIFACTS_URL: {url!r}: a file:// URL names a folder of this host (file:///path)")
-        return FolderStore(Path(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:  # a Windows drive letter is no scheme
-        raise UserInputError(f"ARTIFACTS_URL: {url!r}: use a folder, file:///path or s3://bucket/prefix")
-    return FolderStore(Path(url).expanduser())
+    parsed = urlparse(url)
+    return FolderStore(Path(parsed.path) if parsed.scheme == "file" else Path(url).expanduser())
 
 
 # --- a node's cache of stored files -----------------------------------------------------------

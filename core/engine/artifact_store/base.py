@@ -54,8 +54,9 @@ class ArtifactStore(ABC):
     local_root: Path | None  # a folder store's folder: a worker writes its run there directly
 
     @abstractmethod
-    def put(self, key: str, source: Path) -> None:
-        """Store the local file `source` under key (replacing what was there)."""
+    def put(self, key: str, source: Path, *, waited_for: bool = False) -> None:
+        """Store the local file `source` under key (replacing what was there); waited_for: someone waits for it
+        (use every means to be quick), else it runs beside other work (use as little CPU at a time as it can)."""
 
     @abstractmethod
     def get(self, key: str, target: Path) -> None:

@@ -100,7 +100,7 @@ class FolderStore(ArtifactStore):
             raise FileNotFoundError(f"{key}: not in the artifacts folder {self.local_root}")
         return path
 
-    def put(self, key: str, source: Path) -> None:
+    def put(self, key: str, source: Path, *, waited_for: bool = False) -> None:
         target = self._path(key)
         if target.exists() and os.path.samefile(source, target):
             return  # written in place: a folder store's run folders are the store

@@ -44,10 +44,11 @@ class S3Store(ArtifactStore):
         )
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
         # Uploads run in the caller's thread, part after part: a worker stores an epoch's files from one background
-        # thread of low priority (core.service.run_mirror), which more threads would only take CPU from training.
+        # thread of low priority (core.service.run_mirror), which more threads would only take CPU from training;
+        # an upload someone waits for (the run's last epoch, a threshold) goes in parallel, as downloads do.
         self.upload = TransferConfig(multipart_threshold=self.PART_BYTES, multipart_chunksize=self.PART_BYTES,
                                      use_threads=False)
-        # Downloads (a parent's checkpoint, a run taken over) are waited for: parts in parallel.
+        # Downloads (a parent's checkpoint, a run taken over) are waited for: parts in parallel, 4 at a time.
         self.download = TransferConfig(multipart_threshold=self.PART_BYTES, multipart_chunksize=self.PART_BYTES,
                                        max_concurrency=4)
 
@@ -71,8 +72,9 @@ class S3Store(ArtifactStore):
         except (BotoCoreError, ClientError, S3UploadFailedError, S3TransferFailedError) as error:
             raise self._failed(doing, key, error) from None
 
-    def put(self, key: str, source: Path) -> None:
-        self._call("store", key, self.client.upload_file, str(source), self.bucket, self._name(key), Config=self.upload)
+    def put(self, key: str, source: Path, *, waited_for: bool = False) -> None:
+        config = self.download if waited_for else self.upload  # parts in parallel, or one after another in this thread
+        self._call("store", key, self.client.upload_file, str(source), self.bucket, self._name(key), Config=config)
 
     def get(self, key: str, target: Path) -> None:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
