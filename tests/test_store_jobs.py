@@ -185,3 +185,41 @@ def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3
     assert note in job.log_tail
     with get_sessionmaker().begin() as session:
         assert session.scalars(select(EpochMetric.epoch).where(EpochMetric.job_id == job_id)).all() == [1]
+
+
+def test_a_takeover_checks_the_stored_last_pt_against_its_row(app, folder_path, s3_store_env, tmp_path, monkeypatch):
+    """The last.pt a takeover fetches is the recorded one, or one epoch past the recorded epochs (stored by an
+    attempt that stopped before it recorded that epoch); anything else is refused in one line."""
+    import pytest
+
+    from core.common.errors import UserInputError
+    from core.service.run_mirror import RunMirror
+
+    on_another_node(tmp_path, monkeypatch, "node-a")
+    trained = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 1})
+    key, store, prefix = recorded(trained)["last.pt"].path, artifact_store(), job_run_key(row(trained))
+    local = tmp_path / "edited" / "last.pt"
+    store.get(key, local)
+    checkpoint = torch.load(local, weights_only=True)
+
+    def stored_as_epoch(epoch: int) -> None:
+        torch.save({**checkpoint, "epoch": epoch}, local)
+        store.put(key, local)
+
+    def take_over() -> list[str]:
+        scratch = tmp_path / "node-b" / f"scratch-{uuid_hex()}" / prefix
+        return RunMirror(store, scratch, prefix, trained).fetch_run()
+
+    assert "last.pt" in take_over()  # as recorded
+    stored_as_epoch(2)
+    assert "last.pt" in take_over()  # stored, not recorded yet: resumed from
+    stored_as_epoch(7)
+    with pytest.raises(UserInputError, match=rf"^job {trained}: {key} in the artifact store does not match its recorded "
+                                             r"sha256 \(it holds epoch 7, the job recorded 1\)"):
+        take_over()
+
+
+def uuid_hex() -> str:
+    import uuid
+
+    return uuid.uuid4().hex

@@ -274,7 +274,10 @@ class JobRun:
             metrics.CURRENT_JOB.set(0)
             self.holds.close()
             if self.mirror is not None and self.run_dir_claimed:  # stored: the scratch copy is done with
-                remove_folder(local_root(), self.run_dir)
+                try:
+                    remove_folder(local_root(), self.run_dir)
+                except OSError:  # a scratch folder left behind costs disk, never the job: the next attempt empties it
+                    log.exception("job %s: its scratch folder %s could not be removed", self.spec.id, self.run_dir)
         metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
 
     def prepare_run_dir(self) -> None:

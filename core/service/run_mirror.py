@@ -119,7 +119,11 @@ class RunMirror:
             self._stored[name] = (signature(path), StoredFile(artifact_kind(path), item.key, item.size, sha256_of(path)))
             fetched.append(name)
         if LAST_CHECKPOINT in fetched:
-            self.check_last()
+            try:
+                self.check_last()
+            except UserInputError:
+                self._stored.clear()  # nothing of a run whose last.pt is not what was recorded is recorded again
+                raise
         return fetched
 
     def check_last(self) -> None:
