@@ -80,6 +80,7 @@ def timed_job(params: dict, queue: str) -> dict:
     from core.service import jobs
     from core.service.access import cli_actor
     from core.service.db import get_sessionmaker
+    from core.service.records import JobStatus
     from worker.dispatch import submit_job
 
     started = time.perf_counter()
@@ -88,7 +89,7 @@ def timed_job(params: dict, queue: str) -> dict:
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, job_id)
             if job.finished:
-                if job.status != "succeeded":
+                if job.status != JobStatus.succeeded:
                     raise click.ClickException(f"job {job_id} on {queue} ended {job.status}: {job.error}")
                 epochs = [m.seconds for m in jobs.epoch_metrics(session, job_id)]
                 wall = time.perf_counter() - started
