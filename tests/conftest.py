@@ -266,3 +266,30 @@ def release_dir(tmp_path_factory, realdata_dir) -> Path:
     from tests.release_helpers import make_writable
 
     make_writable(download)  # so pytest can remove it
+
+
+# --- artifact store (issue 24): a real S3-compatible server, like Redis and PostgreSQL ---
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """`rclone serve s3` over a temporary folder for the session (tests/s3_server.py); a test takes a bucket."""
+    from tests.s3_server import start_s3_server, stop_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    yield server
+    stop_s3_server(server)
+
+
+@pytest.fixture()
+def s3_store_env(s3_server, monkeypatch):
+    """This process's artifact store is a fresh bucket of the S3 server (ARTIFACTS_URL and AWS credentials set,
+    settings re-read); yields the bucket's name."""
+    from core.service.settings import get_settings
+
+    bucket = s3_server.new_bucket()
+    for name, value in s3_server.settings(bucket).items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield bucket
+    get_settings.cache_clear()

@@ -74,3 +74,21 @@ def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(tm
     assert goals["best.pt holds no optimizer state (last.pt keeps it for resume)"] is True
     assert goals["train cold: wall <= 1.5 x model-only + 10 s"] is None  # a GPU goal, not judged on a CPU
     assert all(goals[name] is None for name in goals if "lab-size" in name)  # 4 test images are not lab-size
+
+
+def test_store_bench_times_both_stores_and_the_uploads(tmp_path: Path, s3_server, monkeypatch) -> None:
+    """bench/store_bench.py's two parts on tiny inputs against the session's S3 server: one folder-store and one
+    S3-store worker each run a 1-epoch job (the benchmark: `python -m bench.store_bench`, docs/benchmarks.md)."""
+    from bench.store_bench import checkpoint_uploads, queued_training
+
+    monkeypatch.delenv("ARTIFACTS_URL", raising=False)
+    bucket = s3_server.new_bucket()
+    uploads = checkpoint_uploads(tmp_path, s3_server, bucket, 1)
+    assert set(uploads) == {"resnet18", "resnet50"} and uploads["resnet50"]["bytes"] > uploads["resnet18"]["bytes"] > 40e6
+    assert all(found["median_upload_s"] > 0 and found["median_sha256_s"] > 0 for found in uploads.values())
+    assert {key.rsplit("/", 2)[1] for key in s3_server.keys(bucket)} == {"resnet18", "resnet50"}
+    params = {"arch": "resnet18", "epochs": 1, "image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0,
+              "train": 16, "valid": 8}
+    training = queued_training(tmp_path / "queued", s3_server, bucket, params, 1)
+    assert set(training["median_wall_s"]) == {"folder", "s3"} and training["ratio"] > 0
+    assert any(key.startswith("bench/jobs/") and key.endswith("/last.pt") for key in s3_server.keys(bucket))

@@ -36,16 +36,20 @@ from conftest import REPO
 from tests import polling
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
+OBJECTSTORE_FILE = REPO / "docker-compose.objectstore.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
 SECRETS = ("postgres_password", "secret_key", "api_token", "admin_password", "metrics_token", "broker_password",
            "flower_password")  # compose secret files
+OBJECTSTORE_SECRETS = ("minio_root_user", "minio_root_password")  # profile "objectstore" only
 SECRET_VARIABLES = ("POSTGRES_PASSWORD", "DATABASE_PASSWORD", "SECRET_KEY", "API_TOKEN", "ADMIN_PASSWORD", "METRICS_TOKEN")
 APP_SERVICES = ("migrate", "web", "gpu-worker", "cpu-worker")
 MONITORING = ("prometheus", "flower")  # profile "monitoring"
-PROFILES = {"prometheus": ["monitoring"], "flower": ["monitoring"], "rabbitmq": ["rabbitmq"]}
-LONG_RUNNING = ("redis", "rabbitmq", "postgres", "web", "gpu-worker", "cpu-worker", *MONITORING)
+OBJECTSTORE = ("minio", "minio-bucket")  # profile "objectstore"
+PROFILES = {"prometheus": ["monitoring"], "flower": ["monitoring"], "rabbitmq": ["rabbitmq"],
+            "minio": ["objectstore"], "minio-bucket": ["objectstore"]}
+LONG_RUNNING = ("redis", "rabbitmq", "postgres", "web", "gpu-worker", "cpu-worker", *MONITORING, "minio")
 RABBITMQ_URL = "amqp://leukemia@rabbitmq:5672/leukemia"  # .env's BROKER_URL for the rabbitmq profile (docs/deploy.md)
 WORKER_HEALTH_FILE = "/tmp/leukemia-worker-alive"
 VENV_BIN = Path(sys.executable).parent
@@ -133,7 +137,8 @@ def referenced_variables() -> set[str]:
 
 def test_services_healthchecks_and_start_order():
     services = compose()["services"]
-    assert set(services) == {"redis", "rabbitmq", "postgres", "migrate", "web", "gpu-worker", "cpu-worker", *MONITORING}
+    assert set(services) == {"redis", "rabbitmq", "postgres", "migrate", "web", "gpu-worker", "cpu-worker", *MONITORING,
+                             *OBJECTSTORE}
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert any("/api/health" in part for part in services["web"]["healthcheck"]["test"])
@@ -163,7 +168,8 @@ def test_services_healthchecks_and_start_order():
         mounts = {volume.rsplit(":", 1)[1] for volume in interpolate(services[name]["volumes"], filled_env())}
         assert {"/data", "/artifacts", "/cache"} <= mounts, name
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
-    assert set(compose()["volumes"]) == {"pgdata", "redisdata", "rabbitmqdata", "artifacts", "cache", "prometheusdata"}
+    assert set(compose()["volumes"]) == {"pgdata", "redisdata", "rabbitmqdata", "artifacts", "cache", "prometheusdata",
+                                         "miniodata"}
     assert services["web"]["ports"] == ["${WEB_PORT:-8000}:8000"]
 
 
@@ -193,7 +199,11 @@ SECRET_USE = {
     "prometheus": {"metrics_token": None},  # read by deploy/prometheus.yml's credentials_file
     "rabbitmq": {"broker_password": None},  # read by its entrypoint into the server's own environment
     "flower": {"broker_password": "BROKER_PASSWORD_FILE", "flower_password": "FLOWER_PASSWORD_FILE"},  # flower_start.py
+    "minio": {"minio_root_user": "MINIO_ROOT_USER_FILE", "minio_root_password": "MINIO_ROOT_PASSWORD_FILE"},
+    "minio-bucket": {"minio_root_user": None, "minio_root_password": None},  # read by its command
 }
+# The <NAME>_FILE conventions of the images themselves (PostgreSQL's, MinIO's) and of deploy/flower_start.py, not settings.
+IMAGE_FILE_VARIABLES = ("POSTGRES_PASSWORD_FILE", "MINIO_ROOT_USER_FILE", "MINIO_ROOT_PASSWORD_FILE", "FLOWER_PASSWORD_FILE")
 
 
 def test_secrets_are_files_never_environment_values():
@@ -202,7 +212,7 @@ def test_secrets_are_files_never_environment_values():
     from core.service.settings import SECRET_FILE_SETTINGS
 
     document = interpolate(compose(), filled_env())
-    assert document["secrets"] == {name: {"file": f"./secrets/{name}"} for name in SECRETS}
+    assert document["secrets"] == {name: {"file": f"./secrets/{name}"} for name in (*SECRETS, *OBJECTSTORE_SECRETS)}
     assert "/secrets/" in (REPO / ".gitignore").read_text().split()
     assert "secrets" in (REPO / ".dockerignore").read_text().split()
     assert not re.search(r"\$\{(" + "|".join(SECRET_VARIABLES) + r")\b", COMPOSE_FILE.read_text())
@@ -217,8 +227,7 @@ def test_secrets_are_files_never_environment_values():
         files = {variable: value for variable, value in environment.items() if variable.endswith("_FILE")}
         assert files == {variable: f"/run/secrets/{secret}" for secret, variable in uses.items() if variable}, name
         for variable in files:
-            assert variable in ("POSTGRES_PASSWORD_FILE", "FLOWER_PASSWORD_FILE") or \
-                variable.removesuffix("_FILE").lower() in SECRET_FILE_SETTINGS
+            assert variable in IMAGE_FILE_VARIABLES or variable.removesuffix("_FILE").lower() in SECRET_FILE_SETTINGS
 
 
 def test_the_web_acts_as_the_admin_migrate_creates():
@@ -416,6 +425,42 @@ class _OverrideLoader(yaml.SafeLoader):
 
 _OverrideLoader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node)
                                 if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node))  # fmt: skip
+
+
+def test_the_objectstore_profile_and_its_override_give_every_host_the_bucket(monkeypatch):
+    """MinIO and its bucket job under the `objectstore` profile; docker-compose.objectstore.yml points every
+    service that reads or writes artifacts at that bucket, with the credentials as a secret file read through
+    the standard AWS_SHARED_CREDENTIALS_FILE, and starts them once the bucket exists."""
+    from core.engine.artifact_store import open_store
+    from core.service.settings import Settings
+
+    services = interpolate(compose(), filled_env())["services"]
+    minio, bucket_job = services["minio"], services["minio-bucket"]
+    assert all(services[name]["profiles"] == ["objectstore"] for name in OBJECTSTORE)
+    assert minio["command"][:2] == ["server", "/data"] and "miniodata:/data" in minio["volumes"]
+    assert minio["ports"] == ["9000:9000", "127.0.0.1:9001:9001"]  # the API for every host, the console on loopback
+    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert bucket_job["depends_on"] == {"minio": {"condition": "service_healthy"}} and bucket_job["restart"] == "no"
+    script = bucket_job["command"][0]
+    assert "mc alias set store http://minio:9000" in script and "/run/secrets/minio_root_password" in script
+    bucket = re.search(r"mc mb --ignore-existing store/(\S+)$", script).group(1)
+
+    override = yaml.safe_load(OBJECTSTORE_FILE.read_text())
+    assert override["secrets"] == {"s3_credentials": {"file": "./secrets/s3_credentials"}}
+    assert set(override["services"]) == {"web", "gpu-worker", "cpu-worker"}  # every service that touches artifacts
+    settings = {name.upper() for name in Settings.model_fields}
+    for name, service in override["services"].items():
+        environment = service["environment"]
+        assert set(environment) - settings == {"AWS_SHARED_CREDENTIALS_FILE"}, name  # settings, and AWS's own variable
+        assert environment["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/s3_credentials" and service["secrets"] == ["s3_credentials"]
+        assert environment["ARTIFACTS_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert service["depends_on"] == {"minio-bucket": {"condition": "service_completed_successfully"}}
+        assert "SCRATCH_DIR" not in environment  # never inside CACHE_DIR (/cache), whose cap would evict runs
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+        store = open_store(environment["ARTIFACTS_URL"], endpoint_url=environment["ARTIFACTS_S3_ENDPOINT_URL"])
+        assert (store.bucket, store.local_root) == (bucket, None)  # the bucket the job makes
+    assert set(OBJECTSTORE_SECRETS) <= set(compose()["secrets"])
 
 
 def test_documented_gpu_and_worker_host_overrides_fit_the_compose_file():

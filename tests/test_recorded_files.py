@@ -64,3 +64,18 @@ def test_a_heat_map_missing_from_an_intact_zip_is_a_404(app, client, folder_path
     first = client.get(f"/api/jobs/{job_id}/explanations/1", headers=AUTH)
     assert first.status_code == 200 and first.data == b"\x89PNG first"
     assert_names(client.get(f"/api/jobs/{job_id}/explanations/2", headers=AUTH), 404, "explanations.zip")
+
+
+def test_a_recorded_file_gone_from_the_store_is_a_409_naming_it_never_an_empty_answer(app, client, folder_path):
+    """Issue 24: a host lacking the files answered the results API with `evaluation: null` and `images: []`."""
+    job_id = evaluate_job_with(folder_path, {
+        "evaluation.json": '{"accuracy": 0.9}',
+        "per_image.csv": "ID,subject,true_label,prob_all,predicted,correct,explanation\na.bmp,,1,0.9,1,1,\n",
+    })
+    run_dir = get_settings().resolved_artifacts_dir / f"job-{job_id}"
+    for name in ("evaluation.json", "per_image.csv"):
+        (run_dir / name).unlink()
+        answer = client.get(f"/api/jobs/{job_id}/{'results' if name.endswith('json') else 'images'}", headers=AUTH)
+        assert answer.status_code == 409, answer.json
+        assert answer.json["error"] == (f"job {job_id}: its {name} is recorded but missing from the artifact store "
+                                        f"(job-{job_id}/{name})")

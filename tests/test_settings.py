@@ -127,6 +127,11 @@ def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path, monkey
     ({"DATABASE_URL": "postgresql+psycopg://u:inline@h/d", "DATABASE_PASSWORD_FILE": "{tmp}/token"},
      "DATABASE_PASSWORD: Value error, DATABASE_URL carries a password already"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: Value error, 'xml' is not one of text, json"),
+    ({"ARTIFACTS_URL": "ftp://host/artifacts"}, "ARTIFACTS_URL: Value error, 'ftp://host/artifacts': use a folder, "
+                                                "file:///path or s3://bucket/prefix"),
+    ({"ARTIFACTS_URL": "s3:///prefix"}, "ARTIFACTS_URL: Value error, 's3:///prefix' names no bucket"),
+    ({"SCRATCH_DIR": "{tmp}/cache/scratch", "CACHE_DIR": "{tmp}/cache"}, "Value error, SCRATCH_DIR {tmp}/cache/scratch lies "
+                                                                           "in CACHE_DIR {tmp}/cache, whose cap"),
 ])  # fmt: skip
 def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, monkeypatch, clean_settings, environment, message):
     from click.testing import CliRunner

@@ -50,7 +50,7 @@ def _measured(session: Session, job: Job) -> dict[str, Any]:
 
 
 def _evaluated(session: Session, job: Job) -> dict[str, Any]:
-    evaluation = results.read_evaluation(job.id, job_service.named_artifact_file(session, job.id, EVALUATION_JSON))
+    evaluation = results.read_evaluation(job.id, job_service.named_artifact(session, job.id, EVALUATION_JSON))
     if evaluation is None:  # not finished, or failed
         return {"measured_on": None, "measures": dict.fromkeys(MEASURES), "train_loss": None}
     # An evaluation written before operating thresholds and the clinical report has neither (an upgrade's old jobs).

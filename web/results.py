@@ -1,14 +1,14 @@
-"""What an evaluate or predict job produced, read from its recorded artifacts for the API and the
-job page: the evaluation or prediction summary, the per-image table, the heat maps (members of
-the recorded explanations.zip) and thumbnails of the evaluated cells. No path comes from a
-request: files are found by artifact name, images by row number of a recorded table."""
+"""What an evaluate or predict job produced, read from its recorded artifacts (through the artifact
+store, so from any host) for the API and the job page: the evaluation or prediction summary, the
+per-image table, the heat maps (members of the recorded explanations.zip) and thumbnails of the
+evaluated cells. No path comes from a request: files are found by artifact name, images by row number
+of a recorded table. A file the job recorded but the store lacks is a 409 naming it, never an empty answer."""
 
 from __future__ import annotations
 
 import io
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image
@@ -22,7 +22,7 @@ from core.engine.spreadsheet_csv import read_csv_rows
 from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
-from core.service.records import Job
+from core.service.records import MODEL_KINDS, Artifact, Job, JobStatus
 from core.service.settings import get_settings
 from web import queries
 from web.api import schemas
@@ -73,71 +73,84 @@ def explained_image_size(session: Session, job: Job) -> int | None:
     return None
 
 
-def _artifact_file(job_id: int, name: str) -> Path | None:
+def _artifact(job_id: int, name: str) -> Artifact | None:
     with get_sessionmaker().begin() as session:
         job_service.get_job(session, job_id)
-        return job_service.named_artifact_file(session, job_id, name)
+        return job_service.named_artifact(session, job_id, name)
 
 
-def parse_recorded(job_id: int, path: Path | None, read: Callable[[Path], T]) -> T | None:
-    """read(path) for a file the job recorded, None when it recorded none. A file that no longer reads
-    as the job wrote it is one line naming it (409), never a 500."""
-    if path is None:
+def parse_recorded(job_id: int, artifact: Artifact | None, read: Callable[[bytes], T]) -> T | None:
+    """read(content) of a file the job recorded, None when it recorded none. A file the artifact store lacks
+    (core.service.jobs.MissingArtifact), or that no longer reads as the job wrote it, is one line naming it
+    (409), never a 500."""
+    if artifact is None:
         return None
+    content = job_service.read_recorded(artifact)
     try:
-        return read(path)
+        return read(content)
     except UNREADABLE:
-        raise StateConflict(f"job {job_id}: its {path.name} cannot be read as the job wrote it (cut short, changed or "
-                            "unreadable on disk); run the job again to write it anew") from None
+        raise StateConflict(f"job {job_id}: its {artifact.name} cannot be read as the job wrote it (cut short, changed "
+                            "or unreadable in the artifact store); run the job again to write it anew") from None
 
 
-def _recorded_rows(job_id: int, name: str, read: Callable[[Path], list[T]]) -> list[T]:
+def _recorded_rows(job_id: int, name: str, read: Callable[[bytes], list[T]]) -> list[T]:
     """The rows `read` makes of the job's recorded CSV `name`; none when the job recorded none."""
-    return parse_recorded(job_id, _artifact_file(job_id, name), read) or []
+    return parse_recorded(job_id, _artifact(job_id, name), read) or []
 
 
-def _column(name: str) -> Callable[[Path], list[str]]:
+def _column(name: str) -> Callable[[bytes], list[str]]:
     """A reader of one column of a recorded CSV."""
-    return lambda path: [row[name] for row in read_csv_rows(path)]
+    return lambda content: [row[name] for row in read_csv_rows(content)]
 
 
 def job_results(job_id: int, kind: str) -> schemas.JobResults:
     """The evaluation (evaluation.json) or prediction (prediction.json) summary and the explained images."""
-    evaluation = read_evaluation(job_id, _artifact_file(job_id, EVALUATION_JSON))
-    prediction = parse_recorded(job_id, _artifact_file(job_id, PREDICTION_JSON),
-                                lambda path: PredictionSummary.model_validate_json(path.read_bytes()))
-    explained = _recorded_rows(job_id, EXPLANATIONS_CSV, lambda path: [
-        ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(path)])
+    evaluation = read_evaluation(job_id, _artifact(job_id, EVALUATION_JSON))
+    prediction = parse_recorded(job_id, _artifact(job_id, PREDICTION_JSON), PredictionSummary.model_validate_json)
+    explained = _recorded_rows(job_id, EXPLANATIONS_CSV, lambda content: [
+        ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(content)])
     convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
     return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
                               explained=explained, explanation_convention=convention)
 
 
-def read_evaluation(job_id: int, path: Path | None) -> schemas.Evaluation | None:
+def results_error(job_id: int, kind: str, status: str) -> str | None:
+    """Why a succeeded evaluate or predict job's results cannot be shown (a recorded file the artifact store
+    lacks, or one that no longer reads as written): the job page says it in one line; None when they can."""
+    if kind in MODEL_KINDS or status != JobStatus.succeeded:
+        return None
+    try:
+        job_results(job_id, kind)
+    except StateConflict as conflict:
+        return str(conflict)
+    return None
+
+
+def read_evaluation(job_id: int, artifact: Artifact | None) -> schemas.Evaluation | None:
     """An evaluate job's recorded evaluation.json (headline metrics, clinical report); None until it wrote one."""
-    return parse_recorded(job_id, path, lambda found: schemas.Evaluation.model_validate_json(found.read_bytes()))
+    return parse_recorded(job_id, artifact, schemas.Evaluation.model_validate_json)
 
 
 def job_images(job_id: int) -> schemas.JobImages:
     """Every row of an evaluate job's per_image.csv, in the CSV's order."""
-    images = _recorded_rows(job_id, PER_IMAGE_CSV, lambda path: [
+    images = _recorded_rows(job_id, PER_IMAGE_CSV, lambda content: [
         ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
-                                    "explanation": row["explanation"] or None}) for row in read_csv_rows(path)])
+                                    "explanation": row["explanation"] or None}) for row in read_csv_rows(content)])
     return schemas.JobImages(job_id=job_id, images=images)
 
 
 def explanation_png(job_id: int, index: int) -> bytes:
     """The heat map of row `index` (1-based) of the job's explanations.csv, from the recorded zip."""
     files = _recorded_rows(job_id, EXPLANATIONS_CSV, _column("file"))
-    archive_path = _artifact_file(job_id, EXPLANATIONS_ZIP)
-    if not 1 <= index <= len(files) or archive_path is None:
+    archive = _artifact(job_id, EXPLANATIONS_ZIP)
+    if not 1 <= index <= len(files) or archive is None:
         raise NotFound(f"job {job_id} has no heat map {index}")
 
-    def member(path: Path) -> bytes | None:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(files[index - 1]) if files[index - 1] in archive.namelist() else None
+    def member(content: bytes) -> bytes | None:
+        with zipfile.ZipFile(io.BytesIO(content)) as opened:
+            return opened.read(files[index - 1]) if files[index - 1] in opened.namelist() else None
 
-    png = parse_recorded(job_id, archive_path, member)
+    png = parse_recorded(job_id, archive, member)
     if png is None:
         raise NotFound(f"heat map {index} of job {job_id} is missing from explanations.zip")
     return png

@@ -143,6 +143,7 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
         edit_form = form or _options_form(job_service.options_of(session, job))
         children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
+                           results_error=results.results_error(job_id, row["kind"], row["status"]),
                            poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
                            retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
                            edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)

@@ -1,7 +1,9 @@
 """The one thin task: job id in, lease claimed, one core function run, outcome recorded.
 
 A heartbeat thread keeps the lease fresh, flushes progress and sees cancel requests; the
-observer writes one EpochMetric per epoch. A UserInputError fails the job with its one line;
+observer writes one EpochMetric per epoch. With an object store (an s3:// ARTIFACTS_URL) the run is
+written in this node's scratch folder and stored as it goes (core.service.run_mirror): each epoch's
+files before its row, every other file before the outcome. A UserInputError fails the job with its one line;
 any other exception is a bug: the job fails with a one-line summary and the traceback is logged.
 The worker process stays healthy either way and takes the next job."""
 
@@ -14,15 +16,16 @@ import socket
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import current_task
 from celery.exceptions import Reject
 
 from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
-from core.common.formats import percent
+from core.engine.artifact_store import remove_folder
 from core.engine.limits import is_no_space
 from core.engine.progress import (
     BatchProgress,
@@ -32,41 +35,24 @@ from core.engine.progress import (
     RunStopped,
     TrainingObserver,
 )
-from core.engine.run_files import PREDICTIONS_CSV, classify_artifacts
+from core.engine.run_files import classify_artifacts
 from core.engine.run_folder import claim_run_dir
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.logs import log_context
-from core.service.records import PRIORITY_NAMES, Job, JobStatus
-from core.service.run_dirs import job_run_dir
+from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Job, JobStatus
+from core.service.run_dirs import artifact_store, job_run_dir, job_run_key, local_root
+from core.service.run_mirror import RunMirror, StoredFile
 from core.service.settings import get_settings
 from worker import metrics
+from worker.core_call import JobSpec, run_core_function
 from worker.dispatch import send_job
-
-if TYPE_CHECKING:  # the annotation only: report imports the plotting and Grad-CAM code
-    from core.engine.report import ThresholdWriter
 
 log = logging.getLogger("leukemia.worker")
 # Set when the worker process is asked to stop (SIGTERM): the running job stops at the next
 # batch, keeps its last epoch checkpoint and goes back to its queue for another worker.
 SHUTTING_DOWN = threading.Event()
 LOG_TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """The claimed row's values the run needs (plain data, no session attached)."""
-
-    id: int
-    kind: str
-    params: dict[str, Any]
-    parent_id: int | None
-    attempts: int
-    queue: str
-    run_key: str
-    origin: str
-    cv_fold: int | None = None  # a cross-validation's fold: write its out-of-fold predictions after training
-    legacy_run_dir: bool = False  # run before run keys: its folder is jobs/<id> (core.service.run_dirs)
 
 
 def worker_name() -> str:
@@ -136,20 +122,27 @@ class LogTail(logging.Handler):
 
 
 class JobObserver(TrainingObserver, PredictionObserver):
-    """Observes a job's run: keeps progress for the heartbeat to flush, upserts each epoch."""
+    """Observes a job's run: keeps progress for the heartbeat to flush, upserts each epoch (with an object
+    store, in the background once the epoch's files are stored: mirror)."""
 
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, job_id: int, mirror: RunMirror | None = None,
+                 on_start_epoch: Callable[[int], None] | None = None) -> None:
         self.job_id = job_id
+        self.mirror = mirror
+        self.on_start_epoch = on_start_epoch  # told the epoch the run starts at (a takeover's note)
         self.progress: dict[str, Any] = {}
         self.total_epochs = 1
         self.stop = threading.Event()
         self.stopped_early: tuple[int, str] | None = None  # (epoch, reason) of a run that ended early
         self.first_new_epoch = 1  # a resume re-reports the epochs before this one
+        self.snapshot: Any = None  # the epoch's files staged for the mirror (on_checkpoint), stored with its row
 
     def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.total_epochs = max(total_epochs, 1)
         self.first_new_epoch = start_epoch
         self.progress = {**self.progress, "epochs_total": total_epochs, "epoch": start_epoch}
+        if self.on_start_epoch is not None:
+            self.on_start_epoch(start_epoch)
 
     def on_batch(self, progress: BatchProgress) -> None:
         fraction = (progress.epoch - 1 + progress.batch / max(progress.batches, 1)) / self.total_epochs
@@ -164,21 +157,31 @@ class JobObserver(TrainingObserver, PredictionObserver):
         metrics.JOB_IMAGES_PER_SECOND.set(images_per_s)
 
     def on_epoch(self, record: EpochRecord) -> None:
+        if self.mirror is not None:  # stored, then recorded, while the next epoch trains
+            snapshot, self.snapshot = self.snapshot, None
+            self.mirror.record_epoch(snapshot, record, self.recorded, last=record.epoch >= self.total_epochs)
+            return
         with get_sessionmaker().begin() as session:
             jobs.record_epoch(session, self.job_id, record)
+        self.recorded(record)
+
+    def recorded(self, record: EpochRecord) -> None:
         if record.epoch >= self.first_new_epoch:
             metrics.EPOCHS.inc()
         log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
     def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
-        """A `last-N` job also keeps its N newest epoch checkpoints (core.service.retention)."""
+        """A `last-N` job also keeps its N newest epoch checkpoints (core.service.retention); with an object
+        store the epoch's files are staged for storing now, before the next epoch writes."""
         from core.service import retention
 
         with get_sessionmaker().begin() as session:
             keep = retention.keep_epochs_for(session, self.job_id)
         if keep is not None:
             retention.save_epoch_checkpoint(run_dir, checkpoint, keep)
+        if self.mirror is not None:
+            self.snapshot = self.mirror.snapshot()
 
     def early_stop_reason(self, record: EpochRecord) -> str | None:
         """The sweep's median stopping rule, if the job is a point of a sweep that has one."""
@@ -194,6 +197,9 @@ class JobObserver(TrainingObserver, PredictionObserver):
         log.info("job %s %s", self.job_id, reason)
 
     def should_stop(self) -> bool:
+        failure = self.mirror.failure() if self.mirror is not None else None
+        if failure is not None:  # an epoch could not be stored or recorded: the run ends with that error
+            raise failure
         return self.stop.is_set() or SHUTTING_DOWN.is_set()
 
 
@@ -225,6 +231,8 @@ class Heartbeat(threading.Thread):
                 return True
             job = session.get(Job, self.job_id)
             self.reason = "cancel" if job is not None and job.lease_owner == self.owner else "lease lost"
+        if self.reason == "lease lost" and self.observer.mirror is not None:
+            self.observer.mirror.stopped.set()  # the run is another worker's now: store nothing more of it
         self.observer.stop.set()
         return False
 
@@ -236,7 +244,10 @@ class JobRun:
         self.spec, self.owner = spec, owner
         self.run_dir = job_run_dir(spec)
         self.run_dir_claimed = False  # a folder that is not this job's is never read for artifacts
-        self.observer = JobObserver(spec.id)
+        store = artifact_store()  # a folder store is written in place; an object store through a mirror
+        self.mirror = RunMirror(store, self.run_dir, job_run_key(spec), spec.id) if store.local_root is None else None
+        self.holds = ExitStack()  # cached parent checkpoints in use until the attempt ends
+        self.observer = JobObserver(spec.id, self.mirror, self.note_start)
         self.tail = LogTail()
         self.heartbeat = Heartbeat(spec.id, owner, self.observer, self.tail)
 
@@ -247,14 +258,14 @@ class JobRun:
         self.heartbeat.start()
         status, error = JobStatus.failed, None
         try:
-            # before anything resumes or writes there
-            claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
-            self.run_dir_claimed = True
+            self.prepare_run_dir()  # before anything resumes or writes there
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
                 from core.engine.data_roots import require_inside_data_roots
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
-            run_core_function(self.spec, self.run_dir, self.observer)
+            run_core_function(self.spec, self.run_dir, self.observer, holds=self.holds)
+            if self.mirror is not None:
+                self.mirror.finish()  # every file stored before the job is recorded as succeeded
             status = JobStatus.succeeded
         except OneLineError as failure:  # bad input, a full disk: the job fails with that one line
             error = str(failure)
@@ -277,17 +288,58 @@ class JobRun:
             outcome = self.record_outcome(status, error)
         finally:
             metrics.job_ended()
+            self.holds.close()
+            if self.mirror is not None and self.run_dir_claimed:  # stored: the scratch copy is done with
+                try:
+                    remove_folder(local_root(), self.run_dir)
+                except OSError:  # a scratch folder left behind costs disk, never the job: the next attempt empties it
+                    log.exception("job %s: its scratch folder %s could not be removed", self.spec.id, self.run_dir)
         metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
+
+    def prepare_run_dir(self) -> None:
+        """Claim the local run folder (core.engine.run_folder). With an object store, the store's copy is
+        what counts: the folder starts empty on this node, and a training run's stored files (last.pt checked
+        against its recorded sha256) are fetched into it, so it resumes where the last attempt stored it."""
+        if self.mirror is not None and self.run_dir.exists():  # a former attempt's scratch on this node
+            remove_folder(local_root(), self.run_dir)
+        claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
+        self.run_dir_claimed = True
+        if self.mirror is not None and self.spec.kind in MODEL_KINDS:
+            fetched = self.mirror.fetch_run()
+            if fetched:
+                log.info("job %s: fetched %s from the artifact store to resume its run", self.spec.id, ", ".join(fetched))
+
+    def note_start(self, start_epoch: int) -> None:
+        """A training run's attempt after its first says, in the log and on the job's row, where it starts:
+        resumed from the last stored epoch, or over at epoch 1 for want of a checkpoint."""
+        if self.spec.attempts <= 1 or self.spec.kind not in MODEL_KINDS:
+            return
+        host = worker_name()
+        if start_epoch > 1:
+            note = f"attempt {self.spec.attempts} on {host} resumed at epoch {start_epoch} from last.pt"
+        else:
+            where = "in its run folder" if self.mirror is None else "in the artifact store"
+            note = (f"attempt {self.spec.attempts} on {host} found no last.pt checkpoint {where} to resume from, "
+                    "so it started over at epoch 1")
+        (log.info if start_epoch > 1 else log.warning)("job %s: %s", self.spec.id, note)
+        with get_sessionmaker().begin() as session:
+            jobs.note_attempt(session, self.spec.id, self.owner, note)
 
     def record_outcome(self, status: str, error: str | None) -> str:
         """Artifacts (size, sha256) and the outcome in one transaction, unless another worker holds the lease;
         returns the outcome: the status recorded, or "lost" when the row was not this attempt's to record."""
         if status == "lost":
+            if self.mirror is not None:
+                self.mirror.abandon()
             log.warning("job %s: lease lost to another worker; leaving the row to it", self.spec.id)
             return status
+        stored = self.stored_files()
         with get_sessionmaker().begin() as session:
-            for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
-                jobs.add_artifact(session, self.spec.id, kind, path)
+            if self.mirror is None:
+                for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
+                    jobs.add_artifact(session, self.spec.id, kind, path)
+            for item in stored:
+                jobs.record_artifact(session, self.spec.id, item.kind, item.key, item.size, item.sha256)
             jobs.heartbeat(session, self.spec.id, self.owner, **self.observer.progress, log_tail=self.tail.text())
             if status == "released":
                 released_as = jobs.release_job(session, self.spec.id, self.owner)
@@ -309,6 +361,17 @@ class JobRun:
             log.info("job %s %s", self.spec.id, status)
             self.apply_retention()
         return status
+
+    def stored_files(self) -> list[StoredFile]:
+        """With an object store, the run folder's files it holds, to record with the outcome (a run that failed
+        or stopped has its files stored now; a file that cannot be is left out)."""
+        if self.mirror is None or not self.run_dir_claimed:
+            return []
+        try:
+            self.mirror.finish()
+        except Exception:  # the store or the database failed: only what it holds is recorded
+            log.exception("job %s: storing the run's files in the artifact store failed", self.spec.id)
+        return self.mirror.stored_files()
 
     def apply_retention(self) -> None:
         """The job's retention policy on its run folder, and its size on disk; never fails the job."""
@@ -332,67 +395,3 @@ class JobRun:
             log.info("job %s stopped for shutdown and queued again", self.spec.id)
         except BrokerUnavailable as failure:  # the broker is gone too: send_job marked the job failed
             log.error("job %s: %s", self.spec.id, failure)
-
-
-def threshold_writer(job_id: int) -> ThresholdWriter | None:
-    """Asked of the service before the run: None when a threshold this job chooses may not go into its
-    model's checkpoint, else the writer the engine calls, which writes it audited in one transaction."""
-    from core.service.thresholds import may_record_threshold, record_audited
-
-    with get_sessionmaker().begin() as session:
-        if not may_record_threshold(session, job_id):
-            return None
-
-    def write(checkpoint: Path, threshold: dict[str, Any]) -> None:
-        with get_sessionmaker().begin() as session:
-            record_audited(session, job_id, checkpoint, threshold)
-
-    return write
-
-
-def run_core_function(spec: JobSpec, run_dir: Path, observer: JobObserver) -> None:
-    """Call exactly one core function for the job's kind, with the parent's checkpoint filled in."""
-    from core.engine import predict, training
-    from core.engine.params import parse_params
-
-    values = dict(spec.params)
-    if spec.parent_id is not None and spec.kind != "train":
-        with get_sessionmaker().begin() as session:
-            parent = str(jobs.job_checkpoint(session, spec.parent_id, values.get("checkpoint_choice", "best")))
-        if spec.kind == "predict":
-            values["checkpoints"] = [parent, *values.get("checkpoints", [])]
-        else:
-            values["checkpoint"] = parent
-    params = parse_params(spec.kind, values)
-    if spec.kind in ("evaluate", "predict"):  # the engine logs nothing of a pass: the job's log says what it reads
-        log.info("job %s %s: %s on %s of %s", spec.id, spec.kind, scored_with(spec, params), params.csv, params.data_dir)
-    if spec.kind == "train":
-        training.train(params, run_dir, resume=True, observer=observer)
-        if spec.cv_fold is not None:
-            from core.engine.crossval import write_out_of_fold
-
-            write_out_of_fold(run_dir, params, spec.cv_fold)
-    elif spec.kind == "finetune":
-        training.finetune(params, run_dir, resume=True, observer=observer)
-    elif spec.kind == "evaluate":
-        metrics = predict.evaluate_csv(params, out_dir=run_dir, observer=observer,
-                                       write_threshold=threshold_writer(spec.id)).metrics
-        log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
-                 spec.id, metrics["count"], metrics["threshold"]["value"], metrics["threshold"]["source"],
-                 percent(metrics["accuracy"]), percent(metrics["balanced_accuracy"]), percent(metrics["weighted_f1"]))
-    else:  # predict: parse_params knows no other kind
-        result = predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
-                                     write_threshold=threshold_writer(spec.id))
-        log.info("job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written", spec.id, result.count,
-                 result.threshold["value"], result.threshold["source"], result.positives, result.count - result.positives,
-                 PREDICTIONS_CSV)
-
-
-def scored_with(spec: JobSpec, params: Any) -> str:
-    """The model an evaluate or predict job scores with, for its log: "best.pt of job 3", "the mean of 3 checkpoints"."""
-    paths = [path for path in [getattr(params, "checkpoint", ""), *params.checkpoints] if path]
-    if len(paths) > 1:
-        return f"the mean of {len(paths)} checkpoints"
-    if spec.parent_id is not None:
-        return f"{params.checkpoint_choice}.pt of job {spec.parent_id}"
-    return Path(paths[0]).name if paths else "no checkpoint"

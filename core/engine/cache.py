@@ -7,6 +7,10 @@ named by a hash of the image size and each file's path, size and mtime: a change
 folder gets a new cache, an unchanged one reuses it. It is written to a temporary file
 and renamed into place, so a crash leaves no half cache and two builders cannot clash.
 
+CACHE_DIR is a capped cache folder (core.common.cache_folder): an ImageCache holds its file while it
+exists (the pipeline reading it keeps it), so the cap's least-recently-used eviction never takes a file
+a running job reads (whose space would not be freed anyway while it is mapped).
+
 Decoding runs in threads, as many as the machine has cores unless the DECODE_WORKERS setting
 or a job's num_workers caps them: PIL releases the GIL while it decodes and resizes, so threads
 scale without the start-up cost of processes.
@@ -26,6 +30,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from core.common import cache_folder
 from core.common.atomic import atomic_path
 from core.common.errors import UserInputError
 from core.engine.data import Sample, open_image
@@ -44,6 +49,7 @@ class ImageCache:
     images: np.ndarray  # read-only memmap, (N, size, size, 3) uint8, row i = samples[i]
     reused: bool  # True when an existing cache file was valid
     build_seconds: float  # decoding time; 0.0 when reused
+    hold: cache_folder.Hold | None = None  # the file in use while this object lives: never evicted meanwhile
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -138,13 +144,18 @@ def load_image_cache(
         return existing
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    _build(path, samples, image_size, decode_workers(num_workers))
-    build_seconds = time.perf_counter() - started
+    while True:
+        started = time.perf_counter()
+        _build(path, samples, image_size, decode_workers(num_workers))
+        build_seconds = time.perf_counter() - started
+        held = cache_folder.hold(path)
+        if held is not None:  # else another node process evicted it at once (a cap below its size): build again
+            break
     _remove_older_versions(path)
+    cache_folder.evict(Path(cache_dir), cache_folder.max_bytes_of(engine_settings().cache_max_gb), keep=path)
     log.info("image cache %s: decoded %d images in %.1f s", path.name, len(samples), build_seconds)
     images = np.load(path, mmap_mode="r")
-    return ImageCache(path=path, images=images, reused=False, build_seconds=build_seconds)
+    return ImageCache(path=path, images=images, reused=False, build_seconds=build_seconds, hold=held)
 
 
 def open_split_images(
@@ -164,10 +175,13 @@ def _existing_cache(samples: list[Sample], image_size: int, cache_dir: Path) -> 
     if not samples:
         raise UserInputError("no images to load: the split is empty")
     path = Path(cache_dir) / cache_file_name(samples, image_size)
-    images = _open_existing(path, (len(samples), image_size, image_size, 3))
+    held = cache_folder.hold(path)  # before it is opened: an eviction now would find it in use
+    images = _open_existing(path, (len(samples), image_size, image_size, 3)) if held is not None else None
     if images is None:
+        if held is not None:
+            held.close()
         return path, None
-    return path, ImageCache(path=path, images=images, reused=True, build_seconds=0.0)
+    return path, ImageCache(path=path, images=images, reused=True, build_seconds=0.0, hold=held)
 
 
 def _remove_older_versions(path: Path) -> None:
@@ -178,6 +192,7 @@ def _remove_older_versions(path: Path) -> None:
     for older in path.parent.glob(f"{split_prefix}*.npy"):
         if older != path:
             older.unlink(missing_ok=True)
+            cache_folder.lock_path(older).unlink(missing_ok=True)
 
 
 def _open_existing(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -63,9 +63,10 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     return text
 
 
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV written by write_csv, each cell as it was before it was made safe."""
-    with Path(path).open(newline="") as handle:
+def read_csv_rows(source: Path | bytes) -> list[dict[str, str]]:
+    """The rows of a CSV written by write_csv (a file, or its bytes as read from the artifact store), each
+    cell as it was before it was made safe."""
+    with io.StringIO(source.decode("utf-8"), newline="") if isinstance(source, bytes) else Path(source).open(newline="") as handle:
         return [{key: restored_cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
@@ -79,9 +80,9 @@ def frame_rows(frame: pd.DataFrame, float_format: str) -> list[list[Any]]:
     return [[cell(value) for value in row] for row in frame.astype(object).itertuples(index=False)]
 
 
-def read_csv_frame(path: Path) -> pd.DataFrame:
-    """A CSV written by write_csv as a pandas table, text cells restored."""
-    frame = pd.read_csv(path)
+def read_csv_frame(source: Path | bytes) -> pd.DataFrame:
+    """A CSV written by write_csv (a file, or its bytes) as a pandas table, text cells restored."""
+    frame = pd.read_csv(io.BytesIO(source) if isinstance(source, bytes) else source)
     for column in frame.columns:
         if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column]):
             frame[column] = frame[column].map(lambda value: restored_cell(value) if isinstance(value, str) else value)

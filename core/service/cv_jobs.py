@@ -82,9 +82,12 @@ def ensemble_jobs(session: Session, cv_id: int) -> list[Job]:
 
 
 def _oof_frames(session: Session, folds: list[Job]) -> list[pd.DataFrame]:
-    """Each fold's out-of-fold predictions, or [] until every fold has written them."""
-    paths = [jobs.named_artifact_file(session, job.id, OOF_CSV) for job in folds]
-    return [read_csv_frame(path) for path in paths if path is not None] if folds and all(paths) else []
+    """Each fold's out-of-fold predictions, or [] until every fold has recorded them (one the artifact store
+    lacks is core.service.jobs.MissingArtifact)."""
+    recorded = [jobs.named_artifact(session, job.id, OOF_CSV) for job in folds]
+    if not folds or not all(recorded):
+        return []
+    return [read_csv_frame(jobs.read_recorded(artifact)) for artifact in recorded if artifact is not None]
 
 
 def out_of_fold_csv(session: Session, cv_id: int) -> str:
@@ -138,11 +141,12 @@ def create_ensemble_job(
     if unfinished:
         raise StateConflict(f"cv_id: cross-validation {cv_id} is not finished: {', '.join(unfinished)}", field="cv_id")
     checkpoints = []
-    for job in folds:
+    for job in folds:  # where each is (a path, or an s3:// URL): the worker that runs the ensemble fetches them
         try:
-            checkpoints.append(str(jobs.job_checkpoint(session, job.id, "best")))
+            checkpoints.append(jobs.checkpoint_location(session, job.id, "best"))
         except UserInputError:
-            raise StateConflict(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt on disk", field="cv_id") from None
+            raise StateConflict(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt in the artifact store",
+                                field="cv_id") from None
     common = {"data_dir": cv.data_dir, "csv": split, "tta": tta}
     if kind == "predict":
         params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in

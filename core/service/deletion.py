@@ -1,8 +1,9 @@
 """Deleting jobs, sweeps and cross-validations so that their storage is actually freed, and `gc` of old
 finished jobs.
 
-Deleting a job removes its run folder (inside the artifacts dir, links not followed) and any file
-recorded for it elsewhere under the artifacts dir, then its rows (epoch metrics, artifacts, tags);
+Deleting a job removes its run folder from the artifact store (a folder store: inside the folder, links
+not followed; an s3:// store: every object under its run key) and any file recorded for it elsewhere in
+the store, then its rows (epoch metrics, artifacts, tags);
 finished children that named it as parent keep their own results (their parent_id becomes NULL). It is
 refused for a queued or running job ("cancel it first"), while queued or running jobs depend on its
 checkpoints (named), and for a cross-validation's fold job: a fold belongs to its cross-validation,
@@ -15,16 +16,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, StateConflict, StorageError, UserInputError
+from core.engine.artifact_store import valid_key
 from core.service import audit
 from core.service.access import Actor, PermissionDenied, require_owner
 from core.service.db import get_sessionmaker
-from core.service.disk import folder_bytes, inside_artifacts, remove_file, remove_folder
 from core.service.jobs import MAX_ID, artifacts, get_job
 from core.service.records import (
     CANCELLABLE_STATUSES,
@@ -40,8 +40,7 @@ from core.service.records import (
     User,
     utcnow,
 )
-from core.service.run_dirs import job_run_dir
-from core.service.settings import get_settings
+from core.service.run_dirs import artifact_store, job_run_key
 
 AGE = re.compile(r"^\s*(\d{1,5})\s*([hdw])\s*$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
@@ -93,34 +92,38 @@ def _refuse_needed(session: Session, doomed: list[Job]) -> None:
                             "need its checkpoint; wait for them or cancel them first")
 
 
+def _in_run_folder(key: str, job: Job) -> bool:
+    # By path components: a legacy folder jobs/1 is no prefix of jobs/12 or jobs/1-<run_key>.
+    return key.startswith(job_run_key(job) + "/")
+
+
 def _depends_on(job: Job, doomed: list[Job]) -> bool:
-    """Does a live job read a checkpoint of one of these jobs (as its parent, or by a path into its run folder)?"""
+    """Does a live job read a checkpoint of one of these jobs (as its parent, or by a location in its run folder)?"""
     if job.parent_id in {d.id for d in doomed}:
         return True
     named = job.params.get("checkpoints") or []
-    paths = [job.params.get("checkpoint") or "", *(named if isinstance(named, list) else [])]
-    folders = [job_run_dir(d) for d in doomed]
-    # By path components: a legacy folder jobs/1 is no prefix of jobs/12 or jobs/1-<run_key>.
-    return any(isinstance(path, str) and path and Path(path).is_relative_to(folder) for path in paths for folder in folders)
+    locations = [job.params.get("checkpoint") or "", *(named if isinstance(named, list) else [])]
+    store = artifact_store()
+    keys = [key for location in locations if isinstance(location, str) and location and (key := store.key_of(location))]
+    return any(_in_run_folder(key, folder) for key in keys for folder in doomed)
 
 
-def _files_elsewhere(session: Session, job: Job) -> list[Path]:
-    """Files recorded for a job outside its run folder but inside the artifacts dir (older layouts)."""
-    run_dir = job_run_dir(job)
-    root = get_settings().resolved_artifacts_dir
-    paths = [root / artifact.path for artifact in artifacts(session, job.id)]
-    return [path for path in paths if not path.is_relative_to(run_dir) and inside_artifacts(path)]
+def _files_elsewhere(session: Session, job: Job) -> list[str]:
+    """Keys of files recorded for a job outside its run folder (older layouts)."""
+    keys = [artifact.path for artifact in artifacts(session, job.id)]
+    return [key for key in keys if valid_key(key) and not _in_run_folder(key, job)]
 
 
 def job_bytes(session: Session, job: Job) -> int:
     """What deleting the job would free now: its run folder and its files elsewhere."""
-    elsewhere = sum(path.stat().st_size for path in _files_elsewhere(session, job) if path.is_file() and not path.is_symlink())
-    return folder_bytes(job_run_dir(job)) + elsewhere
+    store = artifact_store()
+    elsewhere = sum(store.size(key) or 0 for key in _files_elsewhere(session, job))
+    return store.prefix_bytes(job_run_key(job)) + elsewhere
 
 
 def _remove_job(session: Session, job: Job) -> int:
     """Remove a job's rows (flushed first, so a database refusal leaves its files), then its files."""
-    run_dir = job_run_dir(job)
+    store, prefix = artifact_store(), job_run_key(job)
     elsewhere = _files_elsewhere(session, job)
     session.execute(update(Job).where(Job.parent_id == job.id).values(parent_id=None)
                     .execution_options(synchronize_session=False))
@@ -129,11 +132,15 @@ def _remove_job(session: Session, job: Job) -> int:
     session.execute(delete(Job).where(Job.id == job.id).execution_options(synchronize_session=False))
     session.flush()
     try:
-        freed = sum(remove_file(path) for path in elsewhere)
-        return freed + remove_folder(run_dir)
+        freed = sum(store.delete(key) for key in elsewhere)
+        return freed + store.delete_prefix(prefix)
     except OSError as error:  # the caller's transaction rolls back: the job stays, to be deleted again
-        raise StorageError(f"job {job.id}: cannot remove {error.filename or run_dir}: {error.strerror or error}; "
-                           "the job is kept (files already removed stay removed); fix this and delete it again") from None
+        raise StorageError(f"job {job.id}: cannot remove {error.filename or store.location(prefix)}: "
+                           f"{error.strerror or error}; the job is kept (files already removed stay removed); "
+                           "fix this and delete it again") from None
+    except StorageError as error:  # an object store that refused or could not be reached: the same
+        raise StorageError(f"job {job.id}: {error}; the job is kept (files already removed stay removed); "
+                           "fix this and delete it again") from None
 
 
 def delete_job(session: Session, job_id: int, *, actor: Actor) -> Deletion:

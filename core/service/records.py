@@ -172,6 +172,8 @@ class Job(Base):
     stopped_epoch: Mapped[Optional[int]] = mapped_column(Integer)  # set when a run ended before its last epoch
     stop_reason: Mapped[Optional[str]] = mapped_column(Text)  # why, in words (patience, the sweep's median rule)
     disk_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)  # its run folder's size, measured when it ends
+    # How its latest attempt started when it was not its first: resumed at epoch N, or started over (migration 0010).
+    attempt_note: Mapped[Optional[str]] = mapped_column(Text)
 
     @property
     def finished(self) -> bool:

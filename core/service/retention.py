@@ -8,7 +8,8 @@ Policies (core.service.job_options.RETENTION; a job's own, else the RETENTION se
   optimizer state) and keeps only the N newest, besides best.pt and last.pt.
 
 A checkpoint that a queued or running child job (parent_id) will read is never removed. The worker
-applies the policy right after it records the outcome (`after_job`), then measures jobs.disk_bytes."""
+applies the policy right after it records the outcome (`after_job`), to what the artifact store holds
+under the job's run key, then measures jobs.disk_bytes there."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.engine.artifact_store import StoredObject, remove_file
 from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
-from core.service.disk import measure, remove_file
+from core.service.disk import measure
 from core.service.job_options import check_retention
 from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job, JobStatus
-from core.service.run_dirs import job_run_dir
+from core.service.run_dirs import artifact_store, job_run_key, local_root
 from core.service.settings import get_settings
 
 log = logging.getLogger("leukemia.retention")
@@ -47,7 +49,7 @@ def epochs_kept(policy: str) -> int | None:
 
 
 def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """The run folder's epoch_XXX.pt files, oldest epoch first."""
+    """The local run folder's epoch_XXX.pt files, oldest epoch first."""
     if not Path(run_dir).is_dir():
         return []
     found = [(int(match.group(1)), path) for path in Path(run_dir).iterdir()
@@ -55,14 +57,21 @@ def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def stored_epoch_checkpoints(stored: list[StoredObject]) -> list[StoredObject]:
+    """The epoch_XXX.pt files of a run folder's stored files, oldest epoch first."""
+    found = [(int(match.group(1)), item) for item in stored if (match := EPOCH_CHECKPOINT.match(item.key.rsplit("/", 1)[-1]))]
+    return [item for _epoch, item in sorted(found, key=lambda pair: pair[0])]
+
+
 def save_epoch_checkpoint(run_dir: Path, checkpoint: dict[str, Any], keep: int) -> list[str]:
-    """Write epoch_XXX.pt (slim: no resume state) and remove all but the `keep` newest; the removed names."""
+    """Write epoch_XXX.pt (slim: no resume state) and remove all but the `keep` newest; the removed names
+    (an s3:// store's copies go when the worker next stores the run folder: core.service.run_mirror)."""
     from core.engine.checkpoint import save_checkpoint, without_resume_state  # torch: only where a run writes
 
     save_checkpoint(without_resume_state(checkpoint), Path(run_dir) / epoch_checkpoint_name(int(checkpoint["epoch"])))
     removed = []
     for _epoch, path in epoch_checkpoints(run_dir)[:-keep]:
-        remove_file(path)
+        remove_file(local_root(), path)
         removed.append(path.name)
     return removed
 
@@ -82,7 +91,7 @@ def needed_by_children(session: Session, job_id: int) -> set[str]:
 def last_removed(job: Job) -> bool:
     """Did the `best` policy remove this job's last.pt (so nothing can start from "last")?"""
     return (job.kind in MODEL_KINDS and job.status == JobStatus.succeeded and policy_of(job) == "best"
-            and not (job_run_dir(job) / LAST_CHECKPOINT).is_file())
+            and not artifact_store().exists(f"{job_run_key(job)}/{LAST_CHECKPOINT}"))
 
 
 def missing_checkpoint_message(job: Job, choice: str) -> str:
@@ -90,7 +99,8 @@ def missing_checkpoint_message(job: Job, choice: str) -> str:
     if choice == "last" and last_removed(job):
         return (f"parent: job {job.id} kept best.pt only (retention best), so nothing can resume or start from "
                 "its last checkpoint; use checkpoint_choice best")
-    return f"parent: job {job.id} has no {choice}.pt checkpoint on disk"
+    where = "on disk" if artifact_store().local_root is not None else "in the artifact store"
+    return f"parent: job {job.id} has no {choice}.pt checkpoint {where}"
 
 
 @dataclass
@@ -105,36 +115,40 @@ class RetentionOutcome:
 
 
 def after_job(session: Session, job_id: int) -> RetentionOutcome:
-    """Apply the job's policy to its finished run folder, drop the artifact rows of removed files,
-    and record the folder's size (jobs.disk_bytes)."""
+    """Apply the job's policy to its finished run folder in the artifact store, drop the artifact rows of
+    removed files, and record the folder's size (jobs.disk_bytes)."""
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise ValueError(f"after_job: job {job_id} not found")
     policy = policy_of(job)
     outcome = RetentionOutcome(policy)
-    run_dir = job_run_dir(job)
+    store, prefix = artifact_store(), job_run_key(job)
     if job.kind in MODEL_KINDS and job.finished:
-        doomed: list[Path] = []
-        if policy == "best" and job.status == JobStatus.succeeded and (run_dir / BEST_CHECKPOINT).is_file():
-            doomed = [run_dir / LAST_CHECKPOINT, *(path for _epoch, path in epoch_checkpoints(run_dir))]
+        stored = store.list(prefix)
+        names = {item.key.rsplit("/", 1)[-1] for item in stored}
+        doomed: list[StoredObject] = []
+        if policy == "best" and job.status == JobStatus.succeeded and BEST_CHECKPOINT in names:
+            doomed = [item for item in stored if item.key == f"{prefix}/{LAST_CHECKPOINT}"]
+            doomed += stored_epoch_checkpoints(stored)
         elif (keep := epochs_kept(policy)) is not None:
-            doomed = [path for _epoch, path in epoch_checkpoints(run_dir)[:-keep]]
+            doomed = stored_epoch_checkpoints(stored)[:-keep]
         needed = needed_by_children(session, job.id)
-        for path in doomed:
-            if path.name in needed:
-                outcome.kept_for_children.append(path.name)
-            elif path.exists():
-                outcome.freed_bytes += remove_file(path)
-                outcome.removed.append(path.name)
+        for item in doomed:
+            name = item.key.rsplit("/", 1)[-1]
+            if name in needed:
+                outcome.kept_for_children.append(name)
+            else:
+                outcome.freed_bytes += store.delete(item.key)
+                outcome.removed.append(name)
         _forget_missing_checkpoints(session, job.id)
     outcome.disk_bytes = measure(session, job)
     return outcome
 
 
 def _forget_missing_checkpoints(session: Session, job_id: int) -> None:
-    """Artifact rows of checkpoints no longer on disk (removed now, or pruned during a resumed run)."""
-    root = get_settings().resolved_artifacts_dir
+    """Artifact rows of checkpoints the store no longer holds (removed now, or pruned during a resumed run)."""
+    store = artifact_store()
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint"))
-    gone = [artifact.id for artifact in rows if not (root / artifact.path).is_file()]
+    gone = [artifact.id for artifact in rows if not store.exists(artifact.path)]
     if gone:
         session.execute(delete(Artifact).where(Artifact.id.in_(gone)))

@@ -10,7 +10,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -32,6 +32,18 @@ class Settings(EngineSettings):
         "BROKER_PASSWORD_FILE, the RabbitMQ profile's secret); a URL naming no user takes none."
     )
     artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
+    artifacts_url: str = Field(
+        "", description="The artifact store: a folder (a path or file:///path) or s3://bucket/prefix; default: ARTIFACTS_DIR."
+    )
+    artifacts_s3_endpoint_url: str = Field(
+        "", description="The S3-compatible server of an s3:// ARTIFACTS_URL (MinIO, Ceph RGW, ...); empty: AWS S3."
+    )
+    artifacts_presigned_downloads: bool = Field(
+        False, description="Downloads from an s3:// store redirect to a presigned URL instead of passing through the web."
+    )
+    scratch_dir: Path | None = Field(
+        None, description="Where a worker writes a run before storing it in an s3:// store; default: LEUKEMIA_HOME/scratch."
+    )
     api_token: str = Field("", description="Bearer token for the JSON API.")
     secret_key: str = Field("", description="Flask session signing key.")
     admin_username: str = Field("admin", description="Dashboard login that `leukemia migrate` creates (or resets).")
@@ -99,6 +111,23 @@ class Settings(EngineSettings):
             raise ValueError("BROKER_URL carries a password already: keep one of the two")
         return value
 
+    @model_validator(mode="after")
+    def _scratch_outside_the_cache(self) -> Settings:
+        scratch, cache = self.resolved_scratch_dir.resolve(), self.resolved_cache_dir.resolve()
+        if scratch == cache or scratch.is_relative_to(cache):
+            raise ValueError(f"SCRATCH_DIR {scratch} lies in CACHE_DIR {cache}, whose cap (CACHE_MAX_GB) would evict "
+                             "the runs written there; choose a folder outside it")
+        return self
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _artifacts_url(cls, value: str) -> str:
+        from core.engine.artifact_store import store_kind
+
+        if value.strip():
+            store_kind(value.strip())
+        return value
+
     @field_validator("log_format")
     @classmethod
     def _log_format(cls, value: str) -> str:
@@ -149,6 +178,14 @@ class Settings(EngineSettings):
     @property
     def resolved_artifacts_dir(self) -> Path:
         return self.artifacts_dir or self.leukemia_home / "artifacts"
+
+    @property
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url.strip() or str(self.resolved_artifacts_dir)
+
+    @property
+    def resolved_scratch_dir(self) -> Path:
+        return self.scratch_dir or self.leukemia_home / "scratch"
 
     @cached_property
     def api_token_or_stored(self) -> str:

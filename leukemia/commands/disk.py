@@ -88,7 +88,7 @@ def _gc(older_than: str, statuses: str, dry_run: bool) -> None:
 
 @click.command(name="disk", cls=UserCommand)
 def disk_command() -> None:
-    """Disk use: the jobs' run folders in total, the largest ones, and the artifacts volume's free space."""
+    """Disk use: the jobs' run folders in the artifact store in total, the largest ones, and the artifacts volume's free space."""
     run_db_command(_disk)
 
 
@@ -108,8 +108,11 @@ def _disk() -> None:
     volume = summary.volume
     click.echo(f"run folders: {human_bytes(summary.jobs_bytes)} ({summary.jobs_bytes} bytes) over "
                f"{summary.measured_jobs} job(s); {summary.unmeasured_jobs} not measured (queued or running)")
-    click.echo(f"artifacts volume ({volume.path}): {human_bytes(volume.free_bytes)} free of "
-               f"{human_bytes(volume.total_bytes)}")
+    if volume is not None:
+        click.echo(f"artifacts volume ({volume.path}): {human_bytes(volume.free_bytes)} free of "
+                   f"{human_bytes(volume.total_bytes)}")
+    else:
+        click.echo(f"artifact store {summary.store_url}: what it holds is counted above")
     click.echo(f"retention policy (RETENTION): {get_settings().retention}")
     for job_id, kind, status, size in largest:
         click.echo(f"  job {job_id} {kind} {status}: {human_bytes(size)}")

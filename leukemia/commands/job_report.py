@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from core.common.formats import human_bytes, human_duration, percent
 from core.service import jobs
 from core.service.records import PRIORITY_NAMES, JobStatus, Sweep
-from core.service.run_dirs import job_run_dir
+from core.service.run_dirs import artifact_store, job_run_key
 from core.service.sweep_stopping import describe_rule, parse_median_rule
 
 
@@ -98,7 +98,7 @@ def job_details(session: Session, job_id: int) -> str:
         f"queue {job.queue}, attempts {job.attempts}/{job.max_attempts}, worker {job.worker_host or '-'}"
         + (", cancel requested" if job.cancel_requested and job.status == JobStatus.running else ""),
         f"parent {_fmt(job.parent_id)}, sweep {_fmt(job.sweep_id)}, data {job.data_dir or '-'}",
-        f"run folder {job_run_dir(job)} (submitted from the {job.origin})",
+        f"run folder {artifact_store().location(job_run_key(job))} (submitted from the {job.origin})",
         f"created {_time(job.created_at)}, started {_time(job.started_at)}, finished {_time(job.finished_at)} (UTC)",
         f"progress {job.progress:.0%}, images/s {_fmt(job.images_per_s, '{:.1f}')}, ETA {_eta(job.eta_s)}, "
         f"best valid accuracy {_percent(job.best_valid_accuracy)}",
@@ -114,6 +114,8 @@ def job_details(session: Session, job_id: int) -> str:
         lines.append(f"error: {job.error}")
     if job.stop_reason:
         lines.append(job.stop_reason)
+    if job.attempt_note:
+        lines.append(job.attempt_note)
     lines.append("params: " + json.dumps(job.params, sort_keys=True))
     metrics = jobs.epoch_metrics(session, job.id)
     if metrics:

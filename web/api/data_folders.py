@@ -20,9 +20,11 @@ def disk_use() -> Any:
     """Disk use: the jobs' run folders in total, and free/total space of the artifacts volume"""
     with get_sessionmaker().begin() as session:
         summary = disk_summary(session)
+    volume = summary.volume
     return answer(schemas.DiskUse(jobs_bytes=summary.jobs_bytes, measured_jobs=summary.measured_jobs,
-                                  unmeasured_jobs=summary.unmeasured_jobs, free_bytes=summary.volume.free_bytes,
-                                  total_bytes=summary.volume.total_bytes, retention=get_settings().retention))
+                                  unmeasured_jobs=summary.unmeasured_jobs, store=summary.store_url,
+                                  free_bytes=volume.free_bytes if volume else None,
+                                  total_bytes=volume.total_bytes if volume else None, retention=get_settings().retention))
 
 
 @operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",

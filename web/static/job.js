@@ -93,6 +93,9 @@
     const error = root.querySelector('[data-field="error"]');
     error.textContent = job.error || "";
     error.hidden = !job.error;
+    const note = root.querySelector('[data-field="attempt_note"]');
+    note.textContent = job.attempt_note || "";
+    note.hidden = !job.attempt_note;
     root.querySelectorAll("[data-show-when]").forEach((node) => {
       node.hidden = !node.dataset.showWhen.split(" ").includes(job.status);
     });

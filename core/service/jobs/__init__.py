@@ -7,12 +7,20 @@ conditional UPDATE, which is what makes a twice-delivered message run once."""
 from __future__ import annotations
 
 from core.service.jobs.artifacts import (  # noqa: F401
+    MissingArtifact,
     add_artifact,
     artifact_path,
+    checkpoint_location,
     get_artifact,
     job_checkpoint,
+    local_checkpoint,
+    named_artifact,
     named_artifact_file,
+    open_recorded,
+    read_recorded,
+    record_artifact,
     recorded_file,
+    recorded_key,
 )
 from core.service.jobs.control import (  # noqa: F401
     fail_unsent_job,
@@ -28,6 +36,7 @@ from core.service.jobs.lease import (  # noqa: F401
     claim_next_job,
     finish_job,
     heartbeat,
+    note_attempt,
     queued_jobs,
     record_early_stop,
     record_epoch,

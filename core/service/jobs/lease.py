@@ -221,6 +221,17 @@ def record_early_stop(session: Session, job_id: int, owner: str, epoch: int, rea
     return result.rowcount == 1
 
 
+def note_attempt(session: Session, job_id: int, owner: str, note: str) -> bool:
+    """Record how this attempt started (a takeover's resume, or its start over at epoch 1), while we hold the lease."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
+        .values(attempt_note=_one_line(note))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def release_job(session: Session, job_id: int, owner: str) -> str | None:
     """Hand a running job back to its queue (its worker is shutting down); the attempt is not counted.
 

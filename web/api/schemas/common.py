@@ -113,11 +113,12 @@ class Deletion(BaseModel):
 
 
 class DiskUse(BaseModel):
-    """GET /api/disk: the run folders' recorded sizes and the artifacts volume."""
+    """GET /api/disk: the run folders' recorded sizes (what the artifact store holds) and the artifacts volume."""
 
-    jobs_bytes: int = Field(description="sum of jobs.disk_bytes: each run folder as measured when it finished")
+    jobs_bytes: int = Field(description="sum of jobs.disk_bytes: each run folder in the artifact store as measured when it finished")
     measured_jobs: int
     unmeasured_jobs: int = Field(description="queued or running jobs (a finished one is measured, at the latest when this is read)")
-    free_bytes: int = Field(description="free space on the artifacts volume")
-    total_bytes: int = Field(description="size of the artifacts volume")
+    store: str = Field(description="the artifact store: the artifacts folder, or the s3:// bucket and prefix (ARTIFACTS_URL)")
+    free_bytes: int | None = Field(description="free space on the artifacts volume; null for an object store")
+    total_bytes: int | None = Field(description="size of the artifacts volume; null for an object store")
     retention: str = Field(description="the global retention policy (RETENTION): all, best or last-N")

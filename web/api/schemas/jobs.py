@@ -103,7 +103,9 @@ class Job(Row):
     retention: str | None = Field(description="all, best or last-N; null: the global policy")
     stopped_epoch: int | None = Field(description="the epoch a run stopped at before its last (early stopping)")
     stop_reason: str | None
-    disk_bytes: int | None = Field(description="its run folder's size on disk, measured when it finished")
+    attempt_note: str | None = Field(description="how its latest attempt started when it was not its first: resumed at "
+                                                  "an epoch from last.pt, or over at epoch 1 for want of a checkpoint")
+    disk_bytes: int | None = Field(description="its run folder's size in the artifact store, measured when it finished")
 
 
 class Artifact(Row):
