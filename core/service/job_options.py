@@ -13,9 +13,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
-from core.common.text import NO_CONTROL_CHARACTERS
+from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS, PRINTABLE_PATTERN
 from core.engine.params import input_error
 
 Priority = Literal["low", "normal", "high"]
@@ -55,6 +65,18 @@ Notes = Field(max_length=MAX_DESCRIPTION, json_schema_extra={"pattern": NOTES_PA
 RetentionPolicy = Annotated[str | None, Field(json_schema_extra={"pattern": RETENTION_PATTERN})]
 
 
+def check_line(value: str) -> str:
+    """One line of text as stored: no control character (a line break included)."""
+    if CONTROL_CHARACTER.search(value):
+        raise ValueError(NO_CONTROL_CHARACTERS)
+    return value
+
+
+# An option that is one line of text: stripped, at most 500 characters (the document's pattern says the rest).
+OneLine = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(check_line),
+                    Field(json_schema_extra={"pattern": PRINTABLE_PATTERN})]
+
+
 class JobOptions(BaseModel):
     """Set at submit (and later changed by an edit) on a job or a sweep (whose jobs share them). A new option is
     one field here, its checks in its type (Annotated, with an AfterValidator raising ValueError), so the edit
@@ -70,6 +92,8 @@ class JobOptions(BaseModel):
                                         "the option).")
     retention: RetentionPolicy = Field(None, description=f"After it finishes: {RETENTION_HELP}. Null or not given: "
                                                          "the global policy.")
+    reference: OneLine = Field("", description="A link or id of what the run belongs to: a ticket, a lab-notebook "
+                                               "page, a paper (a web address is shown as a link).")
 
     @field_validator("description")
     @classmethod
