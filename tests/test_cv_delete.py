@@ -134,7 +134,9 @@ def test_the_api_deletes_a_finished_cross_validation_and_refuses_a_running_one(c
 def test_a_live_job_reading_a_folds_checkpoint_keeps_the_cross_validation(client, folder_path):
     cv_id, ids = finished_cv(folder_path, ensemble=False)
     with get_sessionmaker().begin() as session:
-        child = jobs.create_job(session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path}, parent_id=ids[0])).id
+        child = jobs.create_job(
+            session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path}, parent_id=ids[0])
+        ).id
     refused = client.delete(f"/api/cross-validations/{cv_id}", headers=AUTH)
     assert refused.status_code == 409 and f"queued or running job {child} need its checkpoint" in refused.json["error"]
     assert row(ids[0]) is not None

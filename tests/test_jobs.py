@@ -45,12 +45,16 @@ def test_create_job_validates_and_routes(db):
         with pytest.raises(UserInputError, match="arch"):
             jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "arch": "resnet34"}))
         with pytest.raises(UserInputError, match="parent: job 999999 not found"):
-            jobs.create_job(session, jobs.JobRequest(kind="predict", params={"data_dir": "/d", "csv": "test.csv"}, parent_id=999999))
+            jobs.create_job(
+                session, jobs.JobRequest(kind="predict", params={"data_dir": "/d", "csv": "test.csv"}, parent_id=999999)
+            )
         with pytest.raises(UserInputError, match="parent: a predict job needs"):
             jobs.create_job(session, jobs.JobRequest(kind="predict", params={"data_dir": "/d", "csv": "test.csv"}))
         with pytest.raises(UserInputError, match=f"parent: job {job.id} is queued and has no checkpoint"):
             jobs.create_job(session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d"}, parent_id=job.id))
-        evaluate = jobs.create_job(session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d", "checkpoint": "/runs/a/best.pt"}))
+        evaluate = jobs.create_job(
+            session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d", "checkpoint": "/runs/a/best.pt"})
+        )
         assert evaluate.queue == "cpu"
     with pytest.raises(UserInputError, match="job 987654 not found"):
         with db.begin() as session:
@@ -216,7 +220,9 @@ def test_queue_position_and_live_queues(db):
     with db.begin() as session:
         first = jobs.create_job(session, jobs.JobRequest(kind="train", params=TRAIN, queue="q-pos"))
         second = jobs.create_job(session, jobs.JobRequest(kind="train", params=TRAIN, queue="q-pos"))
-        other = jobs.create_job(session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d", "checkpoint": "c.pt"}, queue="q-other"))
+        other = jobs.create_job(
+            session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d", "checkpoint": "c.pt"}, queue="q-other")
+        )
         assert [jobs.queue_position(session, j) for j in (first, second, other)] == [1, 2, 1]
         jobs.register_worker(session, hostname="w-live", queues=["q-pos", "cpu"], gpu="0", pid=1)
         jobs.register_worker(session, hostname="w-dead", queues=["q-other"], gpu=None, pid=2)
@@ -304,7 +310,10 @@ def test_sweep_makes_one_job_per_point_and_validates_all_first(db):
         before = jobs.list_jobs(session)[1]
     with pytest.raises(UserInputError, match="grid point arch=resnet34, lr=0.001: arch"):
         with db.begin() as session:
-            jobs.create_sweep(session, jobs.SweepRequest(kind="train", base_params=TRAIN, grid=jobs.parse_grid(["arch=resnet18,resnet34", "lr=0.001"])))
+            jobs.create_sweep(
+                session,
+                jobs.SweepRequest(kind="train", base_params=TRAIN, grid=jobs.parse_grid(["arch=resnet18,resnet34", "lr=0.001"])),
+            )
     with db.begin() as session:
         assert jobs.list_jobs(session)[1] == before  # nothing inserted
     with pytest.raises(UserInputError, match="grid: 'lr' must look like"):

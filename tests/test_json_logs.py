@@ -46,7 +46,10 @@ def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_
 
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; run here as a worker would
-        job_id = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"}, queue="logged")).id  # fmt: skip
+        job_id = jobs.create_job(
+            session,
+            jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"}, queue="logged"),
+        ).id
     logging.getLogger("leukemia.test").info("before the job")
     run_job(job_id)
     logging.getLogger("leukemia.test").info("after the job")

@@ -150,7 +150,9 @@ def test_who_may_delete_and_what_is_refused(app, admin, folder_path):
         jobs.claim_job(session, running, owner="w", host="h")
     queued_child = None
     with get_sessionmaker().begin() as session:
-        queued_child = jobs.create_job(session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path}, parent_id=carols)).id
+        queued_child = jobs.create_job(
+            session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path}, parent_id=carols)
+        ).id
     answer = admin.delete(f"/api/jobs/{running}", headers=AUTH)
     assert answer.status_code == 409 and answer.json["error"] == f"job {running} is running: cancel it first"
     answer = admin.delete(f"/api/jobs/{carols}", headers=AUTH)
@@ -212,7 +214,14 @@ def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
     from worker.tasks import run_job
 
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; no broker needed here
-        job_id = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"}, options=JobOptions(retention=policy))).id
+        job_id = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="train",
+                params={**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
+                options=JobOptions(retention=policy),
+            ),
+        ).id
     run_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
@@ -234,7 +243,12 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     assert job.disk_bytes == folder_bytes(job_run_dir(job)) > 0
     with pytest.raises(UserInputError, match=r"parent: job \d+ kept best.pt only \(retention best\)"):
         with get_sessionmaker().begin() as session:
-            jobs.create_job(session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"}, parent_id=best))
+            jobs.create_job(
+                session,
+                jobs.JobRequest(
+                    kind="finetune", params={**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"}, parent_id=best
+                ),
+            )
 
     kept = train_in_process(folder_path, 2, "last-1")  # epoch_001.pt written, then pruned after epoch 2
     expected = {"best.pt", "last.pt", "epoch_002.pt"}
@@ -247,7 +261,12 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     # Its policy edited to best while a queued child will finetune from its last.pt: last.pt stays for it.
     with get_sessionmaker().begin() as session:
         session.execute(update(Job).where(Job.id == kept).values(retention="best"))
-        child = jobs.create_job(session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"}, parent_id=kept)).id
+        child = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="finetune", params={**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"}, parent_id=kept
+            ),
+        ).id
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, kept)
     assert outcome.kept_for_children == ["last.pt"] and outcome.removed == ["epoch_002.pt"]
