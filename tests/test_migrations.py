@@ -417,6 +417,10 @@ def test_an_id_is_never_given_to_a_second_row(database_url):
         engine.dispose()
 
 
+def rows(connection: sa.Connection, table: str) -> list[dict]:
+    return [dict(row._mapping) for row in connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))]
+
+
 def test_a_database_from_0007_gives_new_ids_after_the_upgrade(database_url):
     """A database made at revision 0007 and used (rows added; a job, a sweep, a cross-validation and a webhook
     deleted, with the audit rows the service writes) keeps every row through the upgrade, and then gives each
@@ -443,13 +447,10 @@ def test_a_database_from_0007_gives_new_ids_after_the_upgrade(database_url):
                 "INSERT INTO audit_log (at, username, action, target_type, target_id, detail) "
                 "VALUES (:at, 'cli:x', 'webhook.test', 'webhook', '1', :detail)"), {"at": WHEN, "detail": json.dumps(
                     {"delivery_id": 70})})  # a delivery since removed with its webhook
-            before = {table: [dict(row) for row in connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings()]
-                      for table in ID_TABLES}
+            before = {table: rows(connection, table) for table in ID_TABLES}
         command.upgrade(alembic_config(database_url), "head")
-        with engine.connect() as connection:
-            # The columns 0007 had (a later migration may add one, e.g. 0011's extra_options).
-            after = {table: [{name: row[name] for name in before[table][0]} for row in connection.execute(
-                sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings()] for table in ID_TABLES}
+        with engine.connect() as connection:  # the columns of 0007 (later migrations add some)
+            after = {table: [{k: row[k] for k in before[table][0]} for row in rows(connection, table)] for table in ID_TABLES}
             if engine.dialect.name == "sqlite":
                 tables = dict(connection.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all())
                 assert [table for table in ID_TABLES if "AUTOINCREMENT" not in tables[table]] == []
