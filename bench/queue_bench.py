@@ -112,23 +112,28 @@ def job_times(job_ids: list[int]):  # type: ignore[no-untyped-def]
 
 def measure(backend: str, jobs_count: int, latency_samples: int) -> dict[str, float]:
     from core.service.access import cli_actor
-    from worker.dispatch import submit_job
+    from core.service.jobs.request import JobRequest, Origin
+    from worker.dispatch import submit
 
     queue = f"bench-{secrets.token_hex(3)}"
-    params = {"data_dir": MISSING_DATA, "image_size": 32, "device": "cpu"}
+    request = JobRequest(kind="train", params={"data_dir": MISSING_DATA, "image_size": 32, "device": "cpu"}, queue=queue)
+
+    def submit_job() -> int:
+        return submit(request, actor=cli_actor(), origin=Origin.CLI).id
+
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp:
         env, database = configure(backend, Path(tmp))
         worker = start_worker(env, queue, Path(tmp) / "worker.log")
         try:
             latencies = []
             for _ in range(latency_samples):  # one at a time: the worker is idle at each submit
-                job_id = submit_job("train", params, queue=queue, actor=cli_actor())
+                job_id = submit_job()
                 wait_finished([job_id], 60)
                 created, started, _, error = job_times([job_id])[0]
                 assert error and "queue-bench-data" in error, error  # the real path ran and core refused the folder
                 latencies.append((started - created).total_seconds())
             started_submit = time.perf_counter()
-            job_ids = [submit_job("train", params, queue=queue, actor=cli_actor()) for _ in range(jobs_count)]
+            job_ids = [submit_job() for _ in range(jobs_count)]
             submit_seconds = time.perf_counter() - started_submit
             wait_finished(job_ids, 1800)
             drain_seconds = time.perf_counter() - started_submit

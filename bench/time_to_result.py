@@ -171,8 +171,9 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
     worker = None
     try:
         from core.service.access import cli_actor
+        from core.service.jobs.request import JobRequest, Origin
         from core.service.records import JobStatus
-        from worker.dispatch import submit_job
+        from worker.dispatch import submit
 
         queue = f"bench-ttr-{os.getpid()}"
         worker = _start_worker(environment, queue, root / "worker.log")
@@ -181,7 +182,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
         timings = []
         for state in ("cold", "warm"):
             started = time.perf_counter()
-            job_id = submit_job("train", params, queue=queue, actor=cli_actor())
+            job_id = submit(JobRequest(kind="train", params=params, queue=queue), actor=cli_actor(), origin=Origin.CLI).id
             status, error, claimed, finished = _wait_finished(job_id)
             wall = time.perf_counter() - started
             if status != JobStatus.succeeded:

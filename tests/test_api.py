@@ -275,14 +275,16 @@ def test_the_document_is_valid_openapi_3_1_with_an_id_and_a_tag_per_operation(cl
 
 
 def test_a_job_answer_is_its_row_without_the_lease_plus_its_queue_facts():
-    """web.api.schemas.Job names the row's fields once more only to type them; this holds the two equal."""
+    """web.api.schemas.Job names the row's fields once more only to type them; this holds the two equal. Its options
+    are JobOptions' fields, each one (extra_options holds those without a column of their own)."""
+    from core.service.job_options import JobOptions
     from core.service.records import Job
     from web.api import schemas
 
     columns = {column.name for column in Job.__table__.columns}
     internal = {"lease_owner", "heartbeat_at", "run_key", "legacy_run_dir", "origin"}  # the worker's lease and run folder, the CLI's note
-    derived = {"finished", "queue_position", "queue_served", "tags", "submitted_by_name"}
-    assert set(schemas.Job.model_fields) == columns - internal | derived
+    derived = {"finished", "queue_position", "queue_served", "submitted_by_name"}
+    assert set(schemas.Job.model_fields) == columns - internal - {"extra_options"} | derived | set(JobOptions.model_fields)
 
 
 def accepts_schema_valid_requests(ctx, response, case):

@@ -36,7 +36,7 @@ def ended_job(kind: str, params: dict, files: dict[str, int], *, owner: int | No
     """A job through the job service: claimed, its files written in its run folder and recorded, ended;
     cv: (cv_id, fold) for a fold, (cv_id, None) for an ensemble."""
     with get_sessionmaker().begin() as session:
-        job = jobs.create_job(session, kind, params, parent_id=parent_id, submitted_by=owner)
+        job = jobs.create_job(session, jobs.JobRequest(kind=kind, params=params, parent_id=parent_id), submitted_by=owner)
         if cv is not None:
             job.cv_id, job.cv_fold = cv
         job_id, run_key, run_dir = job.id, job.run_key, job_run_dir(job)
@@ -134,7 +134,9 @@ def test_the_api_deletes_a_finished_cross_validation_and_refuses_a_running_one(c
 def test_a_live_job_reading_a_folds_checkpoint_keeps_the_cross_validation(client, folder_path):
     cv_id, ids = finished_cv(folder_path, ensemble=False)
     with get_sessionmaker().begin() as session:
-        child = jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path}, parent_id=ids[0]).id
+        child = jobs.create_job(
+            session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path}, parent_id=ids[0])
+        ).id
     refused = client.delete(f"/api/cross-validations/{cv_id}", headers=AUTH)
     assert refused.status_code == 409 and f"queued or running job {child} need its checkpoint" in refused.json["error"]
     assert row(ids[0]) is not None
@@ -224,7 +226,7 @@ def test_a_delete_racing_an_ensemble_submit_answers_one_line(app, folder_path):
         # An ensemble is being submitted (its row written, not committed) when the delete comes: the delete
         # waits for it, then sees it queued and refuses.
         with get_sessionmaker().begin() as session:
-            queued = create_ensemble_job(session, cv_id, "evaluate", "valid.csv").id
+            queued = create_ensemble_job(session, jobs.EnsembleRequest(cv_id=cv_id, kind="evaluate", split="valid.csv")).id
             answer = other.submit(app.test_client().delete, f"/api/cross-validations/{cv_id}", headers=AUTH)
             wait_until_waiting_on_a_lock()
         assert refusal(answer.result(timeout=60), 409)["error"] == (

@@ -201,9 +201,11 @@ def test_median_rule_over_epoch_rows(service_backend) -> None:
     base = {"data_dir": "/data/lab", "epochs": 4, "image_size": SIZE}
     rule = MedianStopRule(metric="valid_accuracy", min_finished=3, grace_epochs=1)
     with get_sessionmaker().begin() as session:
-        sweep, points = jobs.create_sweep(session, "train", base, {"seed": [0, 1, 2, 3, 4, 5]}, early_stopping=rule)
+        sweep, points = jobs.create_sweep(
+            session, jobs.SweepRequest(kind="train", base_params=base, grid={"seed": [0, 1, 2, 3, 4, 5]}, early_stopping=rule)
+        )
         ids = [job.id for job in points]
-        plain = jobs.create_job(session, "train", base).id
+        plain = jobs.create_job(session, jobs.JobRequest(kind="train", params=base)).id
         assert sweep.early_stopping == {"rule": "median", "metric": "valid_accuracy", "min_finished": 3, "grace_epochs": 1}
     with get_sessionmaker().begin() as session:
         finish_point(session, ids[0], [0.6, 0.9, 0.9])
@@ -227,8 +229,12 @@ def test_median_rule_over_epoch_rows(service_backend) -> None:
     assert reason(plain, 2, 0.1) is None  # not a sweep point
 
     with get_sessionmaker().begin() as session:  # valid_loss: lower is better
-        loss_sweep, loss_points = jobs.create_sweep(session, "train", base, {"seed": [0, 1, 2]},
-                                                    early_stopping=MedianStopRule(metric="valid_loss"))  # fmt: skip
+        loss_sweep, loss_points = jobs.create_sweep(
+            session,
+            jobs.SweepRequest(
+                kind="train", base_params=base, grid={"seed": [0, 1, 2]}, early_stopping=MedianStopRule(metric="valid_loss")
+            ),
+        )
         loss_ids = [job.id for job in loss_points]
         finish_point(session, loss_ids[0], [0.6, 0.9])  # valid_loss 0.4, 0.1
         finish_point(session, loss_ids[1], [0.6, 0.7])  # valid_loss 0.4, 0.3
@@ -259,8 +265,15 @@ def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None
     with pytest.raises(UserInputError, match="early_stopping: min_finished and grace_epochs need the median rule's metric"):
         median_rule_from_options(None, 2, None)
     with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="early_stopping: evaluate sweeps have no epochs"):
-        jobs.create_sweep(session, "evaluate", {"data_dir": "/data/lab"}, {"batch_size": [8, 16]},
-                          early_stopping=MedianStopRule(metric="valid_f1"))  # fmt: skip
+        jobs.create_sweep(
+            session,
+            jobs.SweepRequest(
+                kind="evaluate",
+                base_params={"data_dir": "/data/lab"},
+                grid={"batch_size": [8, 16]},
+                early_stopping=MedianStopRule(metric="valid_f1"),
+            ),
+        )
 
 
 # ---------------------------------------------------------------- API, dashboard
@@ -275,8 +288,19 @@ def stopped_job(data_dir: str, epochs: int = 3, sweep_id: int | None = None) -> 
 
     reason = patience_reason("valid_f1", 2, epochs, 0.912, epochs - 2)
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, "train", {"data_dir": data_dir, "epochs": 10, "image_size": SIZE,
-                                                    "early_stopping_metric": "valid_f1", "early_stopping_patience": 2})
+        job_id = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="train",
+                params={
+                    "data_dir": data_dir,
+                    "epochs": 10,
+                    "image_size": SIZE,
+                    "early_stopping_metric": "valid_f1",
+                    "early_stopping_patience": 2,
+                },
+            ),
+        )
         if sweep_id is not None:
             session.get(Job, job_id.id).sweep_id = sweep_id
         job_id = job_id.id

@@ -26,8 +26,15 @@ def test_a_run_stopping_early_shows_on_its_page_and_in_its_sweep(web, browser): 
     screenshots.mkdir(parents=True, exist_ok=True)
     base_params = {"data_dir": web["data"], "epochs": 6, "image_size": 32}
     with get_sessionmaker().begin() as session:
-        sweep, points = jobs.create_sweep(session, "train", base_params, {"lr": [0.001, 0.0003]},
-                                          early_stopping=MedianStopRule(metric="valid_accuracy"))  # fmt: skip
+        sweep, points = jobs.create_sweep(
+            session,
+            jobs.SweepRequest(
+                kind="train",
+                base_params=base_params,
+                grid={"lr": [0.001, 0.0003]},
+                early_stopping=MedianStopRule(metric="valid_accuracy"),
+            ),
+        )
         running, other = points[0].id, points[1].id
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, running, owner="test-worker", host="test-host")

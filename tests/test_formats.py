@@ -98,8 +98,9 @@ def test_cross_validation_page_shows_fold_metrics_as_percentages(app, client, tm
     folder = synthetic_folder(tmp_path / "data")
     add_patients(folder, {0: ["h1", "h2"], 1: ["a1", "a2"]})
     with get_sessionmaker().begin() as session:
-        cv, folds = cv_jobs.create_cross_validation(session, {"data_dir": str(folder), "epochs": 1, "image_size": 32},
-                                                    folds=2)
+        cv, folds = cv_jobs.create_cross_validation(
+            session, jobs.CrossValidationRequest(params={"data_dir": str(folder), "epochs": 1, "image_size": 32}, folds=2)
+        )
         cv_id, fold_ids = cv.id, [job.id for job in folds]
     for job_id, accuracy in zip(fold_ids, (0.5333, 0.75)):
         with get_sessionmaker().begin() as session:

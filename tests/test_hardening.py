@@ -45,7 +45,7 @@ def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(synth_dir: Path,
 
 def test_a_cancel_that_arrives_during_the_last_batch_ends_the_job_cancelled(service_backend) -> None:
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, "train", {"data_dir": "/data/lab", "epochs": 1}).id
+        job_id = jobs.create_job(session, jobs.JobRequest(kind="train", params={"data_dir": "/data/lab", "epochs": 1})).id
         jobs.claim_job(session, job_id, owner="w", host="h")
     with get_sessionmaker().begin() as session:
         jobs.request_cancel(session, job_id)  # the worker is in its last batch: it polls no more
@@ -148,7 +148,7 @@ def run_in_process(kind: str, params: dict) -> int:
     from worker.tasks import run_job
 
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, kind, params, queue=own_queue()).id
+        job_id = jobs.create_job(session, jobs.JobRequest(kind=kind, params=params, queue=own_queue())).id
     run_job(job_id)
     return job_id
 
@@ -213,13 +213,17 @@ def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(servic
     huge = {"data_dir": "/data/lab", "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1000}
     with get_sessionmaker().begin() as session:
         with pytest.raises(UserInputError, match=r"batch_size: resnet152 at 1024 px with batch 4096 needs about 1\d{4}\.\d GiB") as refused:
-            jobs.create_job(session, "train", huge)
+            jobs.create_job(session, jobs.JobRequest(kind="train", params=huge))
         assert refused.value.field == "batch_size" and "MAX_JOB_MEMORY_GB" in str(refused.value)
-        jobs.create_job(session, "train", {"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
+        jobs.create_job(
+            session, jobs.JobRequest(kind="train", params={"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
+        )
     try:
         use_settings(monkeypatch, MAX_JOB_MEMORY_GB="0.1")  # resnet18's weights and Adam state alone are 0.17 GiB
         with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="over the limit of 0.1 GiB"):
-            jobs.create_job(session, "train", {"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
+            jobs.create_job(
+                session, jobs.JobRequest(kind="train", params={"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
+            )
     finally:
         monkeypatch.delenv("MAX_JOB_MEMORY_GB")
         use_settings(monkeypatch)
@@ -265,14 +269,20 @@ def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_
     try:
         use_settings(monkeypatch, MAX_SWEEP_JOBS="3")
         with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match=r"grid: 4 jobs; at most 3 per sweep \(MAX_SWEEP_JOBS\)"):
-            jobs.create_sweep(session, "train", base, {"lr": [0.1, 0.01], "seed": [0, 1]})
+            jobs.create_sweep(
+                session, jobs.SweepRequest(kind="train", base_params=base, grid={"lr": [0.1, 0.01], "seed": [0, 1]})
+            )
         # 96 training images x 100 epochs at 64 px, 3 x forward FLOPs: resnet152 5.4e13 FLOPs, resnet18 8.5e12,
         # resnet50 1.9e13; at 1 GFLOP/s that is 15.0, 2.4 and 5.3 hours.
         use_settings(monkeypatch, MAX_SWEEP_JOBS="1000", GPU_TRAIN_TFLOPS="0.001", MAX_SWEEP_GPU_HOURS="10")
         with get_sessionmaker().begin() as session:
-            jobs.create_sweep(session, "train", base, {"arch": ["resnet18", "resnet50"]})  # 7.7 GPU-hours
+            jobs.create_sweep(
+                session, jobs.SweepRequest(kind="train", base_params=base, grid={"arch": ["resnet18", "resnet50"]})
+            )  # 7.7 GPU-hours
             with pytest.raises(UserInputError, match=r"grid: about 30\.1 GPU-hours in all .* over the limit of 10 \(MAX_SWEEP_GPU_HOURS\)") as refused:
-                jobs.create_sweep(session, "train", base, {"arch": ["resnet152"], "seed": [0, 1]})
+                jobs.create_sweep(
+                    session, jobs.SweepRequest(kind="train", base_params=base, grid={"arch": ["resnet152"], "seed": [0, 1]})
+                )
             assert refused.value.field == "grid"
     finally:
         for name in ("MAX_SWEEP_JOBS", "GPU_TRAIN_TFLOPS", "MAX_SWEEP_GPU_HOURS"):
@@ -387,8 +397,11 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
     try:
         with get_sessionmaker().begin() as session:
-            web_id = jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, **TINY}, origin="web",
-                                     queue=own_queue()).id
+            web_id = jobs.create_job(
+                session,
+                jobs.JobRequest(kind="train", params={"data_dir": str(folder), "epochs": 1, **TINY}, queue=own_queue()),
+                origin=jobs.Origin.FORM,
+            ).id
         run_job(web_id)
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, web_id)

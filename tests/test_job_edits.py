@@ -29,14 +29,25 @@ def add_user(username: str, role: str) -> int:
 
 def submitted_job(data_dir: str, owner: int | None = None, **options) -> int:
     with get_sessionmaker().begin() as session:
-        return jobs.create_job(session, "train", {**TRAIN, "data_dir": data_dir}, submitted_by=owner,
-                               options=JobOptions(**options)).id
+        return jobs.create_job(
+            session,
+            jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": data_dir}, options=JobOptions(**options)),
+            submitted_by=owner,
+        ).id
 
 
 def submitted_sweep(data_dir: str, owner: int | None = None, **options) -> tuple[int, list[int]]:
     with get_sessionmaker().begin() as session:
-        sweep, swept = jobs.create_sweep(session, "train", {**TRAIN, "data_dir": data_dir}, {"lr": ["0.001", "0.01", "0.1"]},
-                                         submitted_by=owner, options=JobOptions(**options))
+        sweep, swept = jobs.create_sweep(
+            session,
+            jobs.SweepRequest(
+                kind="train",
+                base_params={**TRAIN, "data_dir": data_dir},
+                grid={"lr": ["0.001", "0.01", "0.1"]},
+                options=JobOptions(**options),
+            ),
+            submitted_by=owner,
+        )
         return sweep.id, [job.id for job in swept]
 
 

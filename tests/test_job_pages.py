@@ -51,7 +51,7 @@ def test_a_job_page_shows_its_times_and_how_long_it_ran(admin, folder_path):
         "2024-05-01 11:58:00", "2024-05-01 12:00:00", "2024-05-01 13:02:05", "1h 02m")
 
     with get_sessionmaker().begin() as session:
-        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder_path}).id
+        running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path})).id
         jobs.claim_job(session, running, owner="w", host="h")
     set_times(running, started_at=utcnow().replace(microsecond=0) - (datetime(2024, 1, 1, 0, 1, 15) - datetime(2024, 1, 1)))
     page = admin.get(f"/jobs/{running}").get_data(as_text=True)
@@ -70,8 +70,12 @@ def test_a_job_page_shows_its_times_and_how_long_it_ran(admin, folder_path):
 def test_a_models_page_links_to_the_jobs_started_from_it(admin, folder_path):
     model = finished_job(folder_path)
     with get_sessionmaker().begin() as session:
-        evaluation = jobs.create_job(session, "evaluate", {"data_dir": folder_path, "csv": "test.csv"}, parent_id=model).id
-        prediction = jobs.create_job(session, "predict", {"data_dir": folder_path, "csv": "test.csv"}, parent_id=model).id
+        evaluation = jobs.create_job(
+            session, jobs.JobRequest(kind="evaluate", params={"data_dir": folder_path, "csv": "test.csv"}, parent_id=model)
+        ).id
+        prediction = jobs.create_job(
+            session, jobs.JobRequest(kind="predict", params={"data_dir": folder_path, "csv": "test.csv"}, parent_id=model)
+        ).id
     other = finished_job(folder_path)
     page = admin.get(f"/jobs/{model}").get_data(as_text=True)
     children = page.split('id="children"')[1].split("</section>")[0]
@@ -132,8 +136,12 @@ def test_compare_shows_the_data_folder_and_an_evaluate_jobs_metrics(app, admin, 
 
     trained = train_in_process(folder_path, 1, None)
     with get_sessionmaker().begin() as session:
-        evaluated = jobs.create_job(session, "evaluate", {"data_dir": folder_path, "csv": "valid.csv", "device": "cpu"},
-                                    parent_id=trained).id
+        evaluated = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="evaluate", params={"data_dir": folder_path, "csv": "valid.csv", "device": "cpu"}, parent_id=trained
+            ),
+        ).id
     run_job(evaluated)
     assert row(evaluated).status == "succeeded", row(evaluated).error
     with get_sessionmaker().begin() as session:

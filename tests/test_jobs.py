@@ -25,9 +25,11 @@ def db(service_backend):
     return get_sessionmaker()
 
 
-def new_job(db, kind="train", params=None, **options) -> int:
+def new_job(db, kind="train", params=None, max_attempts: int | None = None, **fields) -> int:
     with db.begin() as session:
-        return jobs.create_job(session, kind, params or TRAIN, **options).id
+        job = jobs.create_job(session, jobs.JobRequest(kind=kind, params=params or TRAIN, **fields))
+        job.max_attempts = max_attempts or job.max_attempts  # the MAX_ATTEMPTS setting unless the test needs another
+        return job.id
 
 
 def make_stale(db, job_id: int) -> None:
@@ -37,18 +39,22 @@ def make_stale(db, job_id: int) -> None:
 
 def test_create_job_validates_and_routes(db):
     with db.begin() as session:
-        job = jobs.create_job(session, "train", TRAIN)
+        job = jobs.create_job(session, jobs.JobRequest(kind="train", params=TRAIN))
         assert (job.status, job.queue, job.attempts, job.max_attempts) == ("queued", "gpu", 0, 3)
         assert job.params["lr"] == 0.001 and job.data_dir == "/data/lab"
         with pytest.raises(UserInputError, match="arch"):
-            jobs.create_job(session, "train", {**TRAIN, "arch": "resnet34"})
+            jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "arch": "resnet34"}))
         with pytest.raises(UserInputError, match="parent: job 999999 not found"):
-            jobs.create_job(session, "predict", {"data_dir": "/d", "csv": "test.csv"}, parent_id=999999)
+            jobs.create_job(
+                session, jobs.JobRequest(kind="predict", params={"data_dir": "/d", "csv": "test.csv"}, parent_id=999999)
+            )
         with pytest.raises(UserInputError, match="parent: a predict job needs"):
-            jobs.create_job(session, "predict", {"data_dir": "/d", "csv": "test.csv"})
+            jobs.create_job(session, jobs.JobRequest(kind="predict", params={"data_dir": "/d", "csv": "test.csv"}))
         with pytest.raises(UserInputError, match=f"parent: job {job.id} is queued and has no checkpoint"):
-            jobs.create_job(session, "evaluate", {"data_dir": "/d"}, parent_id=job.id)
-        evaluate = jobs.create_job(session, "evaluate", {"data_dir": "/d", "checkpoint": "/runs/a/best.pt"})
+            jobs.create_job(session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d"}, parent_id=job.id))
+        evaluate = jobs.create_job(
+            session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d", "checkpoint": "/runs/a/best.pt"})
+        )
         assert evaluate.queue == "cpu"
     with pytest.raises(UserInputError, match="job 987654 not found"):
         with db.begin() as session:
@@ -206,15 +212,17 @@ def test_artifacts_are_recorded_with_size_and_hash(db, service_backend):
         # a job with a checkpoint artifact may be a parent even before it finished
         (run_dir / "last.pt").write_bytes(b"weights")
         jobs.add_artifact(session, job_id, "checkpoint", run_dir / "last.pt")
-        child = jobs.create_job(session, "evaluate", {"data_dir": "/d"}, parent_id=job_id)
+        child = jobs.create_job(session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d"}, parent_id=job_id))
         assert child.parent_id == job_id
 
 
 def test_queue_position_and_live_queues(db):
     with db.begin() as session:
-        first = jobs.create_job(session, "train", TRAIN, queue="q-pos")
-        second = jobs.create_job(session, "train", TRAIN, queue="q-pos")
-        other = jobs.create_job(session, "evaluate", {"data_dir": "/d", "checkpoint": "c.pt"}, queue="q-other")
+        first = jobs.create_job(session, jobs.JobRequest(kind="train", params=TRAIN, queue="q-pos"))
+        second = jobs.create_job(session, jobs.JobRequest(kind="train", params=TRAIN, queue="q-pos"))
+        other = jobs.create_job(
+            session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d", "checkpoint": "c.pt"}, queue="q-other")
+        )
         assert [jobs.queue_position(session, j) for j in (first, second, other)] == [1, 2, 1]
         jobs.register_worker(session, hostname="w-live", queues=["q-pos", "cpu"], gpu="0", pid=1)
         jobs.register_worker(session, hostname="w-dead", queues=["q-other"], gpu=None, pid=2)
@@ -253,7 +261,8 @@ def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(d
     get_settings.cache_clear()
     try:
         with pytest.raises(BrokerUnavailable, match="could not send job") as raised:
-            dispatch.submit_sweep("train", TRAIN, {"lr": ["0.001", "0.002", "0.003"]}, actor=cli_actor())
+            request = jobs.SweepRequest(kind="train", base_params=TRAIN, grid={"lr": ["0.001", "0.002", "0.003"]})
+            dispatch.submit(request, actor=cli_actor(), origin=jobs.Origin.CLI)
         assert not isinstance(raised.value, UserInputError)  # not the user's fault: the API answers 503
     finally:
         monkeypatch.undo()
@@ -285,13 +294,13 @@ def test_sweep_size_is_bounded(db):
     grid = {"lr": [str(0.001 * (i + 1)) for i in range(101)], "seed": [str(i) for i in range(10)]}
     with pytest.raises(UserInputError, match=r"grid: 1010 jobs; at most 1000 per sweep \(MAX_SWEEP_JOBS\)"):
         with db.begin() as session:
-            jobs.create_sweep(session, "train", TRAIN, grid)
+            jobs.create_sweep(session, jobs.SweepRequest(kind="train", base_params=TRAIN, grid=grid))
 
 
 def test_sweep_makes_one_job_per_point_and_validates_all_first(db):
     grid = jobs.parse_grid(["arch=resnet18,resnet50", "lr=0.001,0.0003"])
     with db.begin() as session:
-        sweep, swept = jobs.create_sweep(session, "train", TRAIN, grid)
+        sweep, swept = jobs.create_sweep(session, jobs.SweepRequest(kind="train", base_params=TRAIN, grid=grid))
         assert len(swept) == 4 and {(j.params["arch"], j.params["lr"]) for j in swept} == {
             ("resnet18", 0.001), ("resnet18", 0.0003), ("resnet50", 0.001), ("resnet50", 0.0003)}
         listed, total = jobs.list_jobs(session, sweep_id=sweep.id)
@@ -301,7 +310,10 @@ def test_sweep_makes_one_job_per_point_and_validates_all_first(db):
         before = jobs.list_jobs(session)[1]
     with pytest.raises(UserInputError, match="grid point arch=resnet34, lr=0.001: arch"):
         with db.begin() as session:
-            jobs.create_sweep(session, "train", TRAIN, jobs.parse_grid(["arch=resnet18,resnet34", "lr=0.001"]))
+            jobs.create_sweep(
+                session,
+                jobs.SweepRequest(kind="train", base_params=TRAIN, grid=jobs.parse_grid(["arch=resnet18,resnet34", "lr=0.001"])),
+            )
     with db.begin() as session:
         assert jobs.list_jobs(session)[1] == before  # nothing inserted
     with pytest.raises(UserInputError, match="grid: 'lr' must look like"):

@@ -46,8 +46,10 @@ def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_
 
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; run here as a worker would
-        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"},
-                                 queue="logged").id  # fmt: skip
+        job_id = jobs.create_job(
+            session,
+            jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"}, queue="logged"),
+        ).id
     logging.getLogger("leukemia.test").info("before the job")
     run_job(job_id)
     logging.getLogger("leukemia.test").info("after the job")
@@ -167,8 +169,8 @@ def test_real_worker_and_web_processes_write_only_json_lines_from_start_to_stop(
     queue, hostname = "json-logs", "json-worker@test"
     params = {**TRAIN, "data_dir": str(data), "epochs": 1, "device": "cpu"}
     with get_sessionmaker().begin() as session:
-        lost = jobs.create_job(session, "train", params, queue=queue).id
-        waiting = jobs.create_job(session, "train", params, queue=queue).id
+        lost = jobs.create_job(session, jobs.JobRequest(kind="train", params=params, queue=queue)).id
+        waiting = jobs.create_job(session, jobs.JobRequest(kind="train", params=params, queue=queue)).id
     with get_sessionmaker().begin() as session:  # taken by a worker that died: stale, its worker gone
         jobs.claim_job(session, lost, owner="gone@test:x", host="gone@test")
         session.get(Job, lost).heartbeat_at = utcnow() - timedelta(minutes=5)

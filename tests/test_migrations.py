@@ -81,14 +81,15 @@ def test_previous_head_with_jobs_upgrades_with_nothing_lost(database_url):
         with engine.connect() as connection:
             jobs = connection.execute(sa.text(
                 "SELECT id, run_key, kind, status, parent_id, sweep_id, best_valid_accuracy, priority, description, "
-                "submitted_by, retention, stopped_epoch FROM jobs ORDER BY id")).all()
+                "submitted_by, retention, stopped_epoch, extra_options FROM jobs ORDER BY id")).all()
             assert [(j.id, j.run_key[0], j.kind, j.status, j.parent_id, j.sweep_id) for j in jobs] == [
                 (1, "a", "train", "succeeded", None, 1), (2, "b", "train", "queued", None, 1),
                 (3, "c", "evaluate", "failed", 1, None)]
             assert jobs[0].best_valid_accuracy == pytest.approx(0.9)
-            # New columns: normal priority, no notes, the CLI as submitter, the global retention, no early stop.
-            assert {(j.priority, j.description, j.submitted_by, j.retention, j.stopped_epoch) for j in jobs} == {
-                (1, "", None, None, None)}
+            # New columns: normal priority, no notes, the CLI as submitter, the global retention, no early stop, no
+            # other option.
+            assert {(j.priority, j.description, j.submitted_by, j.retention, j.stopped_epoch, j.extra_options)
+                    for j in jobs} == {(1, "", None, None, None, None)}
             epochs = connection.execute(sa.text(
                 "SELECT epoch, valid_accuracy, valid_roc_auc FROM epoch_metrics WHERE job_id = 1 ORDER BY epoch")).all()
             assert [tuple(e) for e in epochs] == [(1, pytest.approx(0.8), pytest.approx(0.85)),
@@ -97,8 +98,9 @@ def test_previous_head_with_jobs_upgrades_with_nothing_lost(database_url):
             # Every login could do everything before roles: existing users become admins.
             assert connection.execute(sa.text("SELECT username, role, disabled FROM users")).all() == [
                 ("boss", "admin", False)]
-            sweep = connection.execute(sa.text("SELECT name, priority, description, early_stopping FROM sweeps")).one()
-            assert tuple(sweep) == ("lr sweep", 1, "", None)
+            sweep = connection.execute(sa.text("SELECT name, priority, description, early_stopping, extra_options "
+                                               "FROM sweeps")).one()
+            assert tuple(sweep) == ("lr sweep", 1, "", None, None)
             assert connection.execute(sa.text("SELECT hostname, lost_at FROM workers")).all() == [("w1", None)]
             # The metrics' counters start at what the rows held: the jobs ended so far, per status and kind.
             assert sorted(connection.execute(sa.text("SELECT event, label, count FROM event_counts")).all()) == [

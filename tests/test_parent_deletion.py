@@ -52,7 +52,9 @@ def test_a_delete_racing_a_finetune_submit_answers_one_line(app, folder_path):
         # A finetune of the parent is being submitted (its row written, not yet committed) when the delete comes:
         # the delete waits, then sees the queued child and refuses.
         with get_sessionmaker().begin() as session:
-            child = jobs.create_job(session, "finetune", {**FINETUNE, "data_dir": folder_path}, parent_id=parent).id
+            child = jobs.create_job(
+                session, jobs.JobRequest(kind="finetune", params={**FINETUNE, "data_dir": folder_path}, parent_id=parent)
+            ).id
             answer = other.submit(app.test_client().delete, f"/api/jobs/{parent}", headers=ADMIN)
             wait_until_waiting_on_a_lock()
         assert refusal(answer.result(timeout=60), 409)["error"] == (
@@ -76,7 +78,9 @@ def test_a_delete_racing_a_finetune_submit_answers_one_line(app, folder_path):
 def test_a_child_of_a_deleted_parent_is_refused_a_retry(client, folder_path):
     parent = finished_train_job(folder_path)
     with get_sessionmaker().begin() as session:
-        child = jobs.create_job(session, "finetune", {**FINETUNE, "data_dir": folder_path}, parent_id=parent).id
+        child = jobs.create_job(
+            session, jobs.JobRequest(kind="finetune", params={**FINETUNE, "data_dir": folder_path}, parent_id=parent)
+        ).id
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, child, owner="test-worker", host="test-host")
         jobs.finish_job(session, child, "test-worker", "failed", "out of memory")

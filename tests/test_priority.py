@@ -32,7 +32,9 @@ def db(service_backend):
 
 def queued(db, queue: str, priority: str = "normal") -> int:
     with db.begin() as session:
-        return jobs.create_job(session, "train", TRAIN, queue=queue, options=JobOptions(priority=priority)).id
+        return jobs.create_job(
+            session, jobs.JobRequest(kind="train", params=TRAIN, queue=queue, options=JobOptions(priority=priority))
+        ).id
 
 
 def set_priority(db, job_id: int, priority: str) -> None:
@@ -238,8 +240,15 @@ def test_api_and_pages_show_priority_and_the_queue_position_it_gives(client, tmp
 
     auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
     with get_sessionmaker().begin() as session:
-        first, second, third = (jobs.create_job(session, "train", {**WEB_TRAIN, "data_dir": str(tmp_path)}, queue="gpu",
-                                                options=JobOptions(priority=p)).id for p in ("low", "normal", "low"))
+        first, second, third = (
+            jobs.create_job(
+                session,
+                jobs.JobRequest(
+                    kind="train", params={**WEB_TRAIN, "data_dir": str(tmp_path)}, queue="gpu", options=JobOptions(priority=p)
+                ),
+            ).id
+            for p in ("low", "normal", "low")
+        )
 
     def shown() -> dict[int, tuple[str, int | None]]:
         listed = client.get("/api/jobs?status=queued", headers=auth).json["jobs"]

@@ -83,9 +83,14 @@ def test_without_a_metrics_token_set_only_admins_may_scrape(app, client):
 def test_metrics_count_queued_jobs_by_queue_and_priority_and_time_finished_ones(metrics_app, client, tmp_path):
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:
-        urgent = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}, options=JobOptions(priority="high")).id
-        jobs.create_job(session, "evaluate", {"data_dir": folder, "checkpoint": str(tmp_path / "x.pt")}, queue="cpu")
-        done = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}).id
+        urgent = jobs.create_job(
+            session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder}, options=JobOptions(priority="high"))
+        ).id
+        jobs.create_job(
+            session,
+            jobs.JobRequest(kind="evaluate", params={"data_dir": folder, "checkpoint": str(tmp_path / "x.pt")}, queue="cpu"),
+        )
+        done = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder})).id
     with get_sessionmaker().begin() as session:
         # The queue's best job is the urgent one: take it by id, as a worker that was sent it would.
         assert jobs.claim_job(session, done, owner="w", host="h") is not None
@@ -124,7 +129,7 @@ def test_metrics_count_workers_and_the_running_jobs_throughput(metrics_app, clie
         jobs.register_worker(session, hostname="w1@h", queues=["gpu"], gpu="0", pid=1)
         jobs.register_worker(session, hostname="w2@h", queues=["cpu", "special"], gpu=None, pid=2)
         jobs.register_worker(session, hostname="gone@h", queues=["gpu"], gpu=None, pid=3)
-        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}).id
+        running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder})).id
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, running, owner="w1", host="w1@h")
         jobs.heartbeat(session, running, "w1", images_per_s=123.5)
@@ -149,8 +154,10 @@ def test_a_job_the_worker_runs_is_counted_by_its_exporter_and_timed_from_its_row
 
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"},
-                                 queue="observed").id  # fmt: skip
+        job_id = jobs.create_job(
+            session,
+            jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"}, queue="observed"),
+        ).id
     before = worker_metrics.JOBS_RUN.labels("train", "succeeded")._value.get()
     port = free_port()
     server = worker_metrics.start_exporter(port, METRICS_TOKEN, host="127.0.0.1")
@@ -203,9 +210,11 @@ def test_jobs_ended_is_a_counter_that_deleting_jobs_does_not_lower(metrics_app, 
 
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:
-        failed = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}).id
-        cancelled = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}, queue="other").id
-        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder}, queue="third").id
+        failed = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder})).id
+        cancelled = jobs.create_job(
+            session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder}, queue="other")
+        ).id
+        running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder}, queue="third")).id
     with get_sessionmaker().begin() as session:
         assert jobs.claim_job(session, failed, owner="w", host="h") is not None
         assert jobs.finish_job(session, failed, "w", "failed", "boom")

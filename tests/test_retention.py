@@ -46,8 +46,10 @@ def finished_job(data_dir: str, *, status: str = "succeeded", owner: int | None 
                  sweep_id: int | None = None) -> int:
     """A job taken through the job service (claimed, files written in its run folder and recorded, ended)."""
     with get_sessionmaker().begin() as session:
-        job = jobs.create_job(session, kind, {**TRAIN, "data_dir": data_dir}, parent_id=parent_id, submitted_by=owner,
-                              sweep_id=sweep_id, options=JobOptions(retention=retention_policy, tags=["keep-me"]))
+        options = JobOptions(retention=retention_policy, tags=["keep-me"])
+        job = jobs.create_job(session, jobs.JobRequest(kind=kind, params={**TRAIN, "data_dir": data_dir}, parent_id=parent_id,
+                                                       options=options), submitted_by=owner)
+        job.sweep_id = sweep_id
         job_id, run_key, run_dir = job.id, job.run_key, job_run_dir(job)
     claim_run_dir(run_dir, run_key)
     with get_sessionmaker().begin() as session:
@@ -144,11 +146,13 @@ def test_who_may_delete_and_what_is_refused(app, admin, folder_path):
     assert f"Deleted job {bobs}: 8.9 kB freed." in done.get_data(as_text=True)  # 3000+5000+120+777+33 bytes
 
     with get_sessionmaker().begin() as session:  # a running job, and a parent a queued job still needs
-        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder_path}).id
+        running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path})).id
         jobs.claim_job(session, running, owner="w", host="h")
     queued_child = None
     with get_sessionmaker().begin() as session:
-        queued_child = jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path}, parent_id=carols).id
+        queued_child = jobs.create_job(
+            session, jobs.JobRequest(kind="finetune", params={**TRAIN, "data_dir": folder_path}, parent_id=carols)
+        ).id
     answer = admin.delete(f"/api/jobs/{running}", headers=AUTH)
     assert answer.status_code == 409 and answer.json["error"] == f"job {running} is running: cancel it first"
     answer = admin.delete(f"/api/jobs/{carols}", headers=AUTH)
@@ -210,8 +214,14 @@ def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
     from worker.tasks import run_job
 
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; no broker needed here
-        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
-                                 options=JobOptions(retention=policy)).id
+        job_id = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="train",
+                params={**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
+                options=JobOptions(retention=policy),
+            ),
+        ).id
     run_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
@@ -233,8 +243,12 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     assert job.disk_bytes == folder_bytes(job_run_dir(job)) > 0
     with pytest.raises(UserInputError, match=r"parent: job \d+ kept best.pt only \(retention best\)"):
         with get_sessionmaker().begin() as session:
-            jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"},
-                            parent_id=best)
+            jobs.create_job(
+                session,
+                jobs.JobRequest(
+                    kind="finetune", params={**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"}, parent_id=best
+                ),
+            )
 
     kept = train_in_process(folder_path, 2, "last-1")  # epoch_001.pt written, then pruned after epoch 2
     expected = {"best.pt", "last.pt", "epoch_002.pt"}
@@ -247,8 +261,12 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     # Its policy edited to best while a queued child will finetune from its last.pt: last.pt stays for it.
     with get_sessionmaker().begin() as session:
         session.execute(update(Job).where(Job.id == kept).values(retention="best"))
-        child = jobs.create_job(session, "finetune", {**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"},
-                                parent_id=kept).id
+        child = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="finetune", params={**TRAIN, "data_dir": folder_path, "checkpoint_choice": "last"}, parent_id=kept
+            ),
+        ).id
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, kept)
     assert outcome.kept_for_children == ["last.pt"] and outcome.removed == ["epoch_002.pt"]
@@ -299,7 +317,7 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
         0, f"job {by_cli} edited: retention all (applied now: nothing to remove)\n")
 
     with get_sessionmaker().begin() as session:
-        running = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder_path}).id
+        running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path})).id
         jobs.claim_job(session, running, owner="w", host="h")
     assert cli("edit", str(running), "--retention", "best") == (
         0, f"job {running} edited: retention best (applies when the job ends)\n")

@@ -66,3 +66,42 @@ def test_registering_a_data_folder_refuses_a_viewer_in_the_service(database):
     with get_sessionmaker().begin() as session:
         folder = data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=MEMBER)
         assert folder.name == "cells" and data_folders.list_data_folders(session) == [folder]
+
+
+def test_every_kind_of_submit_refuses_a_viewer_before_looking(database):
+    """core.service.submissions.submit checks the role once for every door and every kind of request, before it
+    reads the request: a viewer is refused (not told the architecture is unknown or the cross-validation
+    missing); a member gets past the check to the request's own errors; nothing is written either way."""
+    from core.common.errors import UserInputError
+    from core.service import submissions
+    from core.service.jobs import CrossValidationRequest, EnsembleRequest, JobRequest, Origin, SweepRequest
+    from core.service.records import AuditEntry, Job
+
+    missing = str(database / "absent")
+    requests = [JobRequest(kind="train", params={"data_dir": missing, "arch": "resnet34"}),
+                SweepRequest(kind="train", base_params={"data_dir": missing}, grid={"arch": ["resnet18", "resnet34"]}),
+                CrossValidationRequest(params={"data_dir": missing}),
+                EnsembleRequest(cv_id=999, split="valid.csv")]
+    for request in requests:
+        for origin in Origin:
+            with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied) as refused:
+                submissions.submit(session, request, VIEWER, origin)
+            assert str(refused.value) == "vic is a viewer: only members and admins may submit or change jobs"
+        with get_sessionmaker().begin() as session, pytest.raises(UserInputError):  # NotFound for the ensemble
+            submissions.submit(session, request, MEMBER, Origin.API)
+    with get_sessionmaker().begin() as session:
+        assert session.query(Job).count() == 0
+        assert [entry.action for entry in session.query(AuditEntry)] == ["user.add", "user.add"]
+
+
+def test_the_api_bodies_are_the_service_requests():
+    """The API's submit bodies are the service's request models (their fields written once); the ensemble's body
+    leaves out the cv_id its path carries."""
+    from core.service.jobs import request
+    from web.api import schemas
+
+    for body, model in ((schemas.JobSubmission, request.JobRequest), (schemas.SweepSubmission, request.SweepRequest),
+                        (schemas.CrossValidationSubmission, request.CrossValidationRequest),
+                        (schemas.EnsembleSubmission, request.EnsembleChoice)):
+        assert issubclass(body, model) and list(body.model_fields) == list(model.model_fields), body
+    assert set(request.EnsembleRequest.model_fields) == set(schemas.EnsembleSubmission.model_fields) | {"cv_id"}

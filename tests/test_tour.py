@@ -123,8 +123,10 @@ def test_job_pages_show_no_python_literals_no_empty_log_and_a_prediction_downloa
     client = demo["client"]
     train_id = finished_train_job(str(demo["path"]))
     with get_sessionmaker().begin() as session:
-        predict_id = jobs.create_job(session, "predict", {"data_dir": str(demo["path"]), "csv": "test.csv"},
-                                     parent_id=train_id).id
+        predict_id = jobs.create_job(
+            session,
+            jobs.JobRequest(kind="predict", params={"data_dir": str(demo["path"]), "csv": "test.csv"}, parent_id=train_id),
+        ).id
         jobs.claim_job(session, predict_id, owner="test-worker", host="test-host")
         path = job_run_dir(jobs.get_job(session, predict_id)) / "predictions.csv"
         path.parent.mkdir(parents=True)
@@ -168,10 +170,18 @@ def test_evaluate_and_predict_jobs_log_what_they_read_and_found(app, folder_path
 
     trained = train_in_process(folder_path, 1, None)
     with get_sessionmaker().begin() as session:
-        evaluated = jobs.create_job(session, "evaluate", {"data_dir": folder_path, "csv": "test_labels.csv",
-                                                          "device": "cpu"}, parent_id=trained).id
-        predicted = jobs.create_job(session, "predict", {"data_dir": folder_path, "csv": "test.csv", "device": "cpu"},
-                                    parent_id=trained).id
+        evaluated = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="evaluate", params={"data_dir": folder_path, "csv": "test_labels.csv", "device": "cpu"}, parent_id=trained
+            ),
+        ).id
+        predicted = jobs.create_job(
+            session,
+            jobs.JobRequest(
+                kind="predict", params={"data_dir": folder_path, "csv": "test.csv", "device": "cpu"}, parent_id=trained
+            ),
+        ).id
     run_job(evaluated)
     run_job(predicted)
     with get_sessionmaker().begin() as session:

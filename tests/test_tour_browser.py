@@ -95,8 +95,10 @@ def test_csv_names_follow_the_folder_and_the_predict_page_offers_its_csv(tmp_pat
             page.screenshot(path=str(shots / "predict-form.png"), full_page=True)
 
             with get_sessionmaker().begin() as session:
-                predict_id = jobs.create_job(session, "predict", {"data_dir": str(first), "csv": "test.csv"},
-                                             parent_id=train_id).id
+                predict_id = jobs.create_job(
+                    session,
+                    jobs.JobRequest(kind="predict", params={"data_dir": str(first), "csv": "test.csv"}, parent_id=train_id),
+                ).id
                 jobs.claim_job(session, predict_id, owner="w", host="browser-test-host")
             page.goto(f"{base}/jobs/{predict_id}")
             assert page.locator("#download-predictions").is_hidden()

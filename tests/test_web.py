@@ -349,8 +349,9 @@ def test_evaluate_page_has_the_per_subject_card_and_says_what_a_coarse_heat_map_
         with get_sessionmaker().begin() as session:
             train = session.get(Job, train_id)
             train.params = {**train.params, "image_size": size}  # the size its checkpoint was trained at
-            evaluate_id = jobs.create_job(session, "evaluate", {"data_dir": folder[1], "csv": "valid.csv"},
-                                          parent_id=train_id).id
+            evaluate_id = jobs.create_job(
+                session, jobs.JobRequest(kind="evaluate", params={"data_dir": folder[1], "csv": "valid.csv"}, parent_id=train_id)
+            ).id
         notes[size] = user.get(f"/jobs/{evaluate_id}").get_data(as_text=True)
     for size, page in notes.items():
         assert 'id="subjects-card" hidden' in page and 'id="gallery-card" hidden' in page

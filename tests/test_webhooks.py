@@ -125,7 +125,9 @@ def queued(tmp_path) -> int:
     if not folder.exists():
         write_synthetic_dataset(folder, train=4, valid=2, test=2, image_size=32, seed=0)
     with get_sessionmaker().begin() as session:
-        return jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, "image_size": 32}).id
+        return jobs.create_job(
+            session, jobs.JobRequest(kind="train", params={"data_dir": str(folder), "epochs": 1, "image_size": 32})
+        ).id
 
 
 def deliveries_of(webhook_id: int) -> list[WebhookDelivery]:

@@ -27,9 +27,9 @@ from worker import dispatch
 from worker.celery_app import RUN_JOB_TASK, get_app
 
 
-def submit(*args, **kwargs) -> int:
-    """dispatch.submit_job as the operator at the command line."""
-    return dispatch.submit_job(*args, actor=cli_actor(), **kwargs)
+def submit(kind: str, params: dict, **fields) -> int:
+    """A job queued through worker.dispatch as the operator at the command line."""
+    return dispatch.submit(jobs.JobRequest(kind=kind, params=params, **fields), actor=cli_actor(), origin=jobs.Origin.CLI).id
 
 
 LEUKEMIA = [sys.executable, "-m", "leukemia.cli"]
@@ -279,8 +279,10 @@ def test_kill_9_mid_training_then_a_new_worker_finishes_every_epoch_once(
     # A job whose message went down with the killed worker before it was claimed: a committed
     # row with no message left in the broker.
     with get_sessionmaker().begin() as session:
-        orphan_id = jobs.create_job(session, "train", {"data_dir": str(synthetic_data), "epochs": 1, **TINY},
-                                    queue=queues["kill"]).id  # fmt: skip
+        orphan_id = jobs.create_job(
+            session,
+            jobs.JobRequest(kind="train", params={"data_dir": str(synthetic_data), "epochs": 1, **TINY}, queue=queues["kill"]),
+        ).id
 
     successor = WorkerProcess(worker_env, [queues["kill"]], "successor", log_dir)
     extra_workers.append(successor)
@@ -337,8 +339,16 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     patient = submit("train", {**params, "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 1},
                      queue=queues["gpu"])  # fmt: skip
     with get_sessionmaker().begin() as session:
-        sweep, points = jobs.create_sweep(session, "train", params, {"seed": [0, 1, 2]}, queue=queues["gpu"],
-                                          early_stopping=MedianStopRule(metric="valid_accuracy"))  # fmt: skip
+        sweep, points = jobs.create_sweep(
+            session,
+            jobs.SweepRequest(
+                kind="train",
+                base_params=params,
+                grid={"seed": [0, 1, 2]},
+                queue=queues["gpu"],
+                early_stopping=MedianStopRule(metric="valid_accuracy"),
+            ),
+        )
         ids = [job.id for job in points]
         finish_point(session, ids[0], [0.6, 0.9, 0.9])
         finish_point(session, ids[1], [0.6, 0.8, 0.9])

@@ -74,7 +74,9 @@ def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75
     """A train job taken through the real job service: claimed, two epochs recorded, files recorded, succeeded."""
     artifacts_dir = get_settings().resolved_artifacts_dir
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": data_dir, "epochs": epochs}).id
+        job_id = jobs.create_job(
+            session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": data_dir, "epochs": epochs})
+        ).id
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, job_id, owner="test-worker", host="test-host")
         for epoch in range(1, epochs + 1):
@@ -94,7 +96,7 @@ def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75
 
 def queued_job(data_dir: str, kind: str = "train") -> int:
     with get_sessionmaker().begin() as session:
-        return jobs.create_job(session, kind, {**TRAIN, "data_dir": data_dir}).id
+        return jobs.create_job(session, jobs.JobRequest(kind=kind, params={**TRAIN, "data_dir": data_dir})).id
 
 
 def free_port() -> int:

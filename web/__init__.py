@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 
+from core.service.job_options import listed_options
 from core.service.logs import configure_logging
 from core.service.records import JobStatus
 from core.service.settings import get_settings
@@ -60,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     request_ids.init_app(app)
     formats.init_app(app)
     app.jinja_env.globals["JobStatus"] = JobStatus  # templates name statuses as the code does
+    app.jinja_env.globals["listed_options"] = listed_options  # a job's or sweep's other options, by name
     auth.init_app(app)
     security.init_app(app)
     errors.init_app(app)

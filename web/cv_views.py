@@ -15,6 +15,7 @@ from core.service import deletion
 from core.service.access import require_submit
 from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
 from core.service.db import get_sessionmaker
+from core.service.jobs.request import CrossValidationRequest, EnsembleRequest, Origin, parse_request
 from core.service.records import CANCELLABLE_STATUSES, CrossValidation
 from web import forms
 from web.auth import current_actor, login_required
@@ -47,7 +48,9 @@ def _folds_value(errors: dict[str, str]) -> int | None:
 @login_required
 def new_cross_validation() -> Any:
     """One training job per fold with the same parameters; the folds come from the data folder."""
-    require_submit(current_actor())
+    actor = current_actor()
+    if request.method == "GET":
+        require_submit(actor)  # the form only for those who may submit
     errors: dict[str, str] = {}
     values = {k: v for k, v in forms.values_from_form("train", request.form).items() if k not in FOLD_SET_FIELDS} \
         if request.method == "POST" else {}
@@ -60,17 +63,20 @@ def new_cross_validation() -> Any:
                        if k not in errors})
         if not errors:
             try:
-                cv_id, job_ids = dispatch.submit_cross_validation(
-                    {**values, "data_dir": data_dir}, folds=folds, release_folds="release_folds" in request.form,
-                    name=request.form.get("name", "").strip()[:200] or None, queue=queue_choice(), origin="web",
-                    actor=current_actor())
+                cv_request = parse_request(CrossValidationRequest, {
+                    "params": {**values, "data_dir": data_dir}, "folds": folds,
+                    "release_folds": "release_folds" in request.form,
+                    "name": request.form.get("name", "").strip()[:200] or None, "queue": queue_choice()})
+                queued = dispatch.submit(cv_request, actor=actor, origin=Origin.FORM)
             except UserInputError as error:
                 name = "data_folder" if error.field == "data_dir" else error.field  # as the job forms show it
                 shown = {f.name for f in _fields()} | {"folds", "data_folder"}
                 errors[name if name in shown else forms.FORM_LEVEL] = str(error)
             else:
-                flash(f"Cross-validation {cv_id} queued: {len(job_ids)} fold jobs.")
-                return redirect(url_for("cv.cross_validation", cv_id=cv_id))
+                flash(f"Cross-validation {queued.id} queued: {len(queued.jobs)} fold jobs.")
+                return redirect(url_for("cv.cross_validation", cv_id=queued.id))
+        else:
+            require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     with get_sessionmaker().begin() as session:
         choices = form_choices(session)
     return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), \
@@ -116,8 +122,7 @@ def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: A
 @login_required
 def ensemble(cv_id: int) -> Any:
     """Queue the fold ensemble as one evaluate or predict job."""
-    require_submit(current_actor())
-    summary = _summary(cv_id)
+    actor = current_actor()
     kind, split = request.form.get("kind", ""), request.form.get("split", "").strip()
     errors: dict[str, str] = {}
     status = 400
@@ -129,15 +134,18 @@ def ensemble(cv_id: int) -> Any:
         errors["split"] = problem
     if not errors:
         try:
-            job_id = dispatch.submit_ensemble(cv_id, kind, split, tta="tta" in request.form, queue=queue_choice(),
-                                              origin="web", actor=current_actor())
+            ensemble_request = parse_request(EnsembleRequest, {"cv_id": cv_id, "kind": kind, "split": split,
+                                                               "tta": "tta" in request.form, "queue": queue_choice()})
+            job_id = dispatch.submit(ensemble_request, actor=actor, origin=Origin.FORM).id
         except (UserInputError, StateConflict) as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)
             status = refusal_status(error)
         else:
-            flash(f"Job {job_id} queued: {kind} with the {len(summary['folds'])} fold models on {split}.")
+            flash(f"Job {job_id} queued: {kind} with the {len(_summary(cv_id)['folds'])} fold models on {split}.")
             return redirect(url_for("cv.cross_validation", cv_id=cv_id))
-    return _page(summary, errors, request.form, status)
+    else:
+        require_submit(actor)  # refused before the page comes back (a submit is checked by the service)
+    return _page(_summary(cv_id), errors, request.form, status)
 
 
 @bp.post("/cross-validations/<int:cv_id>/delete")

@@ -162,11 +162,26 @@ def median_rule_from_form(form: Any, errors: dict[str, str]) -> MedianStopRule |
 
 
 def options_from_form(form: Any, errors: dict[str, str]) -> JobOptions | None:
-    """The options fieldset (priority, notes, tags, retention) as JobOptions; a bad one is put in errors."""
-    values = {"priority": form.get("priority") or "normal", "description": form.get("description", ""),
-              "tags": parse_tag_list(form.get("tags", "")), "retention": form.get("retention") or None}
+    """The options fieldset (options_fields in _macros.html: an input per JobOptions field, named as it) as
+    JobOptions: a blank input takes the option's default, a list (tags) is typed comma- or space-separated;
+    a bad one is put in errors."""
+    values: dict[str, Any] = {}
+    for name, info in JobOptions.model_fields.items():
+        raw = form.get(name, "")
+        if typing.get_origin(info.annotation) is list:
+            values[name] = parse_tag_list(raw)
+        elif raw.strip():
+            values[name] = raw
     try:
         return parse_options(values)
     except UserInputError as error:
         errors[error.field or FORM_LEVEL] = str(error).partition(": ")[2] or str(error)
         return None
+
+
+def options_form_values(options: JobOptions) -> dict[str, str]:
+    """Stored options as options_fields' inputs show them (the edit forms): a list comma-separated, none blank."""
+    shown = {}
+    for name, value in options.model_dump().items():
+        shown[name] = ", ".join(value) if isinstance(value, list) else "" if value is None else str(value)
+    return shown

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from core.common.errors import UserInputError
 from core.engine.progress import EpochRecord
 from core.service import jobs as job_service
-from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Artifact, EpochMetric, Job, Sweep, SweepTag, User
+from core.service.job_options import JobOptions
+from core.service.records import MODEL_KINDS, Artifact, EpochMetric, Job, Sweep, SweepTag, User
 from core.service.sweep_stopping import describe_rule, parse_median_rule
 from web.api import schemas
 from web.inputs import storable_id
@@ -22,18 +23,18 @@ MAX_COMPARED = 8
 
 
 def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
-    """Jobs as the API and the live pages see them: with their queue position and whether a live worker
-    serves their queue."""
+    """Jobs as the API and the live pages see them: with their options, their queue position and whether a live
+    worker serves their queue."""
     served = job_service.live_queues(session)
-    derived = {"queue_position", "queue_served", "tags", "submitted_by_name", "priority"}
+    derived = {"queue_position", "queue_served", "submitted_by_name", *JobOptions.model_fields}
     stored = schemas.Job.model_fields.keys() - derived  # the row's own attributes
-    tags = job_service.tags_of(session, jobs)
+    options = job_service.options_of_jobs(session, jobs)
     positions = job_service.queue_positions(session, jobs)
     names = user_names(session, {job.submitted_by for job in jobs})
     return [schemas.Job.model_validate({**{name: getattr(job, name) for name in stored},
+                                        **options[job.id].model_dump(),
                                         "queue_position": positions.get(job.id),
                                         "queue_served": job.queue in served,
-                                        "tags": tags[job.id], "priority": PRIORITY_NAMES[job.priority],
                                         "submitted_by_name": names.get(job.submitted_by, "cli")})
             for job in jobs]
 
@@ -53,10 +54,10 @@ def epoch_model(metric: EpochMetric) -> EpochRecord:
 
 def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:
     job_ids = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep.id).order_by(Job.id)))
-    derived = {"job_ids", "tags", "priority"}
+    derived = {"job_ids", *JobOptions.model_fields}
     fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name not in derived}
-    return schemas.Sweep.model_validate({**fields, "job_ids": job_ids, "tags": job_service.sweep_tags(session, sweep.id),
-                                         "priority": PRIORITY_NAMES[sweep.priority]})
+    return schemas.Sweep.model_validate({**fields, **job_service.options_of(session, sweep).model_dump(),
+                                         "job_ids": job_ids})
 
 
 def sweep_rule_text(session: Session, sweep_id: int) -> str | None:

@@ -14,6 +14,7 @@ from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.service import data_folders as folder_service
 from core.service.access import require_submit
 from core.service.db import get_sessionmaker
+from core.service.jobs.request import JobRequest, Origin, SweepRequest, parse_request
 from core.service.records import JOB_KINDS, DataFolder
 from web import forms, queries
 from web.auth import current_actor, login_required
@@ -82,7 +83,9 @@ def new_job(kind: str) -> Any:
     """One form per job kind, generated from and validated by core.engine.params."""
     if kind not in JOB_KINDS:
         raise NotFound(f"no form for job kind {kind!r}")
-    require_submit(current_actor())
+    actor = current_actor()
+    if request.method == "GET":
+        require_submit(actor)  # the form only for those who may submit
     errors: dict[str, str] = {}
     values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
     if request.method == "POST":
@@ -97,14 +100,17 @@ def new_job(kind: str) -> Any:
         options = forms.options_from_form(request.form, errors)
         if not errors:
             try:
-                job_id = dispatch.submit_job(kind, {**values, "data_dir": data_dir}, parent_id=parent_id,
-                                             queue=queue_choice(), origin="web", actor=current_actor(),
-                                             options=options)
+                job_request = parse_request(JobRequest, {"kind": kind, "params": {**values, "data_dir": data_dir},
+                                                         "parent_id": parent_id, "queue": queue_choice(),
+                                                         "options": options})
+                job_id = dispatch.submit(job_request, actor=actor, origin=Origin.FORM).id
             except UserInputError as error:
                 record_submit_error(error, kind, errors)
             else:
                 flash(f"Job {job_id} queued.")
                 return redirect(url_for("views.job_detail", job_id=job_id))
+        else:
+            require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     preset_parent = request.args.get("parent", "")
     with get_sessionmaker().begin() as session:
         choices = form_choices(session, kind, parent_folder_id(session, preset_parent), preset_parent)
@@ -128,7 +134,9 @@ def parent_folder_id(session: Any, parent: str) -> int | None:
 @login_required
 def new_sweep() -> Any:
     """A train grid: fixed values from the train form, varied ones as comma-separated lists."""
-    require_submit(current_actor())
+    actor = current_actor()
+    if request.method == "GET":
+        require_submit(actor)  # the form only for those who may submit
     errors: dict[str, str] = {}
     values = forms.values_from_form("train", request.form) if request.method == "POST" else {}
     grid: dict[str, list[str]] = {}
@@ -148,15 +156,18 @@ def new_sweep() -> Any:
         rule = forms.median_rule_from_form(request.form, errors)
         if not errors:
             try:
-                sweep_id, job_ids = dispatch.submit_sweep("train", {**values, "data_dir": data_dir}, grid,
-                                                          name=request.form.get("name", "").strip()[:200] or None,
-                                                          queue=queue_choice(), origin="web", actor=current_actor(),
-                                                          options=options, early_stopping=rule)
+                sweep_request = parse_request(SweepRequest, {
+                    "kind": "train", "base_params": {**values, "data_dir": data_dir}, "grid": grid,
+                    "name": request.form.get("name", "").strip()[:200] or None, "queue": queue_choice(),
+                    "options": options, "early_stopping": rule})
+                queued = dispatch.submit(sweep_request, actor=actor, origin=Origin.FORM)
             except UserInputError as error:
                 errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
             else:
-                flash(f"Sweep {sweep_id} queued: {len(job_ids)} jobs.")
-                return redirect(url_for("views.job_list", sweep=sweep_id))
+                flash(f"Sweep {queued.id} queued: {len(queued.jobs)} jobs.")
+                return redirect(url_for("views.job_list", sweep=queued.id))
+        else:
+            require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     with get_sessionmaker().begin() as session:
         choices = form_choices(session)
     return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,

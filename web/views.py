@@ -16,7 +16,7 @@ from core.service import deletion, job_edits, webhooks
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
-from core.service.job_options import JobOptions, JobOptionsEdit
+from core.service.job_options import JobOptionsEdit
 from core.service.records import (
     CANCELLABLE_STATUSES,
     JOB_KINDS,
@@ -109,12 +109,6 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
                            sweep_rule=sweep_rule, lost_workers=lost), (400 if sweep_errors else 200)
 
 
-def _options_form(options: JobOptions) -> dict[str, str]:
-    """Stored options as the options_fields inputs show them."""
-    return {"priority": options.priority, "tags": ", ".join(options.tags), "retention": options.retention or "",
-            "description": options.description}
-
-
 def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str, str] | None = None) -> dict | None:
     """A sweep's name, notes and tags, and its edit form's values (the job list's header for one sweep)."""
     sweep = queries.find_sweep(session, sweep_id)
@@ -122,7 +116,7 @@ def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str,
         return None
     options = job_service.options_of(session, sweep)
     return {"id": sweep.id, "name": sweep.name, "options": options.model_dump(), "submitted_by": sweep.submitted_by,
-            "form": form or _options_form(options), "errors": errors or {}}
+            "form": form or forms.options_form_values(options), "errors": errors or {}}
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -140,7 +134,7 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
         metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
         artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
         heatmap_note = results.heatmap_note(results.explained_image_size(session, job)) if job.kind not in MODEL_KINDS else None
-        edit_form = form or _options_form(job_service.options_of(session, job))
+        edit_form = form or forms.options_form_values(job_service.options_of(session, job))
         children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            results_error=results.results_error(job_id, row["kind"], row["status"]),

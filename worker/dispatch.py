@@ -1,4 +1,5 @@
-"""Submit, cancel and retry jobs: the row is committed first, then its id goes to the broker.
+"""Submit, cancel and retry jobs: the row is committed first, then its id goes to the broker
+(commit_then_send, the one path for every submission, retry and requeue).
 
 A message is never sent for a row that is not committed, and a row whose message could not
 be sent is marked failed (retry re-sends it) rather than left queued forever: its error, which every
@@ -9,15 +10,17 @@ transaction that makes the change."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Callable
+
+from sqlalchemy.orm import Session
 
 from core.common.errors import BrokerUnavailable
-from core.service import audit, jobs, webhooks
-from core.service.access import Actor, require_owner, require_submit
+from core.service import audit, jobs, submissions, webhooks
+from core.service.access import Actor, require_owner
 from core.service.db import get_sessionmaker
-from core.service.job_options import JobOptions
+from core.service.jobs.request import AnyRequest, Origin
 from core.service.records import JobStatus
-from core.service.sweep_stopping import MedianStopRule
+from core.service.submissions import Queued
 from worker.celery_app import send_run_job
 
 log = logging.getLogger("leukemia.dispatch")
@@ -48,90 +51,19 @@ def send_jobs(targets: list[tuple[int, str]]) -> None:
         raise first_failure
 
 
-def submit_job(
-    kind: str,
-    params: dict[str, Any],
-    *,
-    parent_id: int | None = None,
-    queue: str | None = None,
-    max_attempts: int | None = None,
-    strict: bool = False,
-    origin: str = "cli",
-    actor: Actor,
-    options: JobOptions | None = None,
-) -> int:
-    """Create and commit a queued job, then send its id; returns the job id (strict: see core.service.jobs.create_job;
-    origin: core.service.records.JOB_ORIGINS)."""
-    require_submit(actor)
+def commit_then_send(change: Callable[[Session], Queued]) -> Queued:
+    """Make a change in one transaction and commit it, then send each job it queued (send_jobs): every
+    submission, retry and requeue goes through here, so no message is sent for a row not committed."""
     with get_sessionmaker().begin() as session:
-        job = jobs.create_job(session, kind, params, parent_id=parent_id, queue=queue, max_attempts=max_attempts,
-                              strict=strict, origin=origin, submitted_by=actor.user_id, options=options)
-        audit.record(session, actor, "job.submit", "job", job.id, {"kind": kind})
-        job_id, job_queue = job.id, job.queue
-    send_job(job_id, job_queue)
-    return job_id
+        queued = change(session)
+    send_jobs(queued.jobs)
+    return queued
 
 
-def submit_sweep(
-    kind: str,
-    base_params: dict[str, Any],
-    grid: dict[str, list[Any]],
-    *,
-    name: str | None = None,
-    parent_id: int | None = None,
-    queue: str | None = None,
-    strict: bool = False,
-    origin: str = "cli",
-    actor: Actor,
-    options: JobOptions | None = None,
-    early_stopping: MedianStopRule | None = None,
-) -> tuple[int, list[int]]:
-    """Create a sweep with one job per grid point (all validated first), then send each id."""
-    require_submit(actor)
-    with get_sessionmaker().begin() as session:
-        sweep, swept = jobs.create_sweep(session, kind, base_params, grid, name=name, parent_id=parent_id, queue=queue,
-                                         strict=strict, origin=origin, submitted_by=actor.user_id, options=options,
-                                         early_stopping=early_stopping)  # fmt: skip
-        audit.record(session, actor, "sweep.submit", "sweep", sweep.id,
-                     {"kind": kind, "jobs": len(swept), "early_stopping": sweep.early_stopping})  # fmt: skip
-        sweep_id, targets = sweep.id, [(job.id, job.queue) for job in swept]
-    send_jobs(targets)
-    return sweep_id, [job_id for job_id, _ in targets]
-
-
-def submit_cross_validation(
-    base_params: dict[str, Any], *, folds: int | None = None, release_folds: bool = False, name: str | None = None,
-    queue: str | None = None, strict: bool = False, origin: str = "cli", actor: Actor,
-) -> tuple[int, list[int]]:
-    """Create a cross-validation with one training job per fold (all validated first), then send each id."""
-    from core.service.cv_jobs import create_cross_validation
-
-    require_submit(actor)
-    with get_sessionmaker().begin() as session:
-        cv, fold_jobs = create_cross_validation(session, base_params, folds=folds, release_folds=release_folds,
-                                                name=name, queue=queue, strict=strict, origin=origin,
-                                                submitted_by=actor.user_id)
-        audit.record(session, actor, "cv.submit", "cross_validation", cv.id, {"folds": len(fold_jobs)})
-        cv_id, targets = cv.id, [(job.id, job.queue) for job in fold_jobs]
-    send_jobs(targets)
-    return cv_id, [job_id for job_id, _ in targets]
-
-
-def submit_ensemble(
-    cv_id: int, kind: str, split: str, *, tta: bool = False, queue: str | None = None, origin: str = "cli",
-    actor: Actor,
-) -> int:
-    """Create and send the evaluate or predict job averaging a finished cross-validation's fold models."""
-    from core.service.cv_jobs import create_ensemble_job
-
-    require_submit(actor)
-    with get_sessionmaker().begin() as session:
-        job = create_ensemble_job(session, cv_id, kind, split, tta=tta, queue=queue, origin=origin,  # type: ignore[arg-type]
-                                  submitted_by=actor.user_id)
-        audit.record(session, actor, "job.submit", "job", job.id, {"kind": kind, "cv_id": cv_id})
-        job_id, job_queue = job.id, job.queue
-    send_job(job_id, job_queue)
-    return job_id
+def submit(request: AnyRequest, *, actor: Actor, origin: Origin) -> Queued:
+    """Queue what a request asks for (core.service.submissions.submit: a job, a sweep, a cross-validation, a fold
+    ensemble), commit it, then send each job's id; `.id` is the job's, sweep's or cross-validation's."""
+    return commit_then_send(lambda session: submissions.submit(session, request, actor, origin))
 
 
 def cancel_job(job_id: int, *, actor: Actor) -> str:
@@ -150,23 +82,26 @@ def cancel_job(job_id: int, *, actor: Actor) -> str:
 
 def retry_job(job_id: int, *, actor: Actor) -> int:
     """Queue a failed or cancelled job again (it resumes from its last checkpoint) and re-send it."""
-    with get_sessionmaker().begin() as session:
+
+    def retry(session: Session) -> Queued:
         require_owner(actor, jobs.get_job(session, job_id).submitted_by, f"job {job_id}")
         job = jobs.retry_job(session, job_id)
         audit.record(session, actor, "job.retry", "job", job_id)
-        job_queue = job.queue
-    send_job(job_id, job_queue)
+        return Queued.of(job_id, [job])
+
+    commit_then_send(retry)
     return job_id
 
 
 def requeue_and_resend_lost_jobs() -> list[int]:
     """The reaper's step: workers silent too long are reported lost (a worker.lost webhook, once), and
     running jobs whose worker went silent are queued again and re-sent."""
-    with get_sessionmaker().begin() as session:
+
+    def requeue(session: Session) -> Queued:
         webhooks.report_lost_workers(session)
-        requeued = [(job.id, job.queue) for job in jobs.requeue_lost_jobs(session)]
-    send_jobs(requeued)
-    return [job_id for job_id, _ in requeued]
+        return Queued.of(None, jobs.requeue_lost_jobs(session))
+
+    return commit_then_send(requeue).job_ids
 
 
 def resend_waiting_jobs(queues: list[str]) -> list[int]:

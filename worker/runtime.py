@@ -21,7 +21,7 @@ from worker import metrics
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
 from worker.tasks import SHUTTING_DOWN, run_job
-from worker.terminate import JobRequest
+from worker.terminate import RunJobTaskRequest
 
 log = logging.getLogger("leukemia.worker")
 
@@ -144,7 +144,7 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
 
     app = get_app()
     # Only a consuming process needs the task body; its Request makes Celery's terminate a cancel (worker.terminate).
-    app.task(name=RUN_JOB_TASK, ignore_result=True, Request=JobRequest)(run_job)
+    app.task(name=RUN_JOB_TASK, ignore_result=True, Request=RunJobTaskRequest)(run_job)
     declare_queues(app, queue_names)  # before Celery's consumer declares them unguarded
     with get_sessionmaker().begin() as session:
         webhooks.report_replaced_worker(session, hostname)  # one of this name that never unregistered died

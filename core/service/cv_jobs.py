@@ -5,7 +5,7 @@ ensemble as one evaluate or predict job. The caller commits, then sends the job 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
@@ -19,43 +19,35 @@ from core.engine.run_files import OOF_CSV
 from core.engine.splits import read_named_split, with_folder_image_size
 from core.engine.spreadsheet_csv import csv_text, frame_rows, read_csv_frame
 from core.service import jobs
+from core.service.jobs.request import CrossValidationRequest, EnsembleRequest, JobRequest, Origin
 from core.service.records import CrossValidation, EpochMetric, Job, JobStatus, utcnow
 
 ENSEMBLE_KINDS = ("evaluate", "predict")
 
 
-def create_cross_validation(
-    session: Session,
-    base_params: dict[str, Any],
-    *,
-    folds: int | None = None,
-    release_folds: bool = False,
-    name: str | None = None,
-    queue: str | None = None,
-    strict: bool = False,
-    origin: str = "cli",
-    submitted_by: int | None = None,
-) -> tuple[CrossValidation, list[Job]]:
-    """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold.
-
-    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms)."""
-    if name is not None:
-        check_printable(name, "name")
+def create_cross_validation(session: Session, request: CrossValidationRequest, *, submitted_by: int | None = None,
+                            origin: Origin = Origin.CLI) -> tuple[CrossValidation, list[Job]]:
+    """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold
+    (origin and submitted_by as core.service.jobs.create_job takes them)."""
+    if request.name is not None:
+        check_printable(request.name, "name")
     for field in ("split", "valid_split"):
-        if base_params.get(field) not in (None, ""):
+        if request.params.get(field) not in (None, ""):
             raise UserInputError(f"{field}: a cross-validation sets each fold's splits itself; leave {field} out", field=field)
-    base = parse_params("train", with_folder_image_size("train", base_params), strict=strict).model_dump(mode="json")
-    plan = plan_folds(base["data_dir"], folds, base["seed"], release_folds=release_folds)
+    base = parse_params("train", with_folder_image_size("train", request.params),
+                        strict=origin.strict).model_dump(mode="json")
+    plan = plan_folds(base["data_dir"], request.folds, base["seed"], release_folds=request.release_folds)
     cv = CrossValidation(
-        name=(name or f"{len(plan.folds)}-fold CV of {Path(base['data_dir']).name}")[:200], data_dir=base["data_dir"],
-        scheme=plan.scheme, base_params=base, folds=plan.to_dict()["folds"], created_at=utcnow(),
+        name=(request.name or f"{len(plan.folds)}-fold CV of {Path(base['data_dir']).name}")[:200],
+        data_dir=base["data_dir"], scheme=plan.scheme, base_params=base, folds=plan.to_dict()["folds"],
+        created_at=utcnow(),
     )
     session.add(cv)
     session.flush()
     fold_jobs = []
     for fold in plan.folds:
-        job = jobs.create_job(session, "train", fold_params(base, fold), queue=queue, origin=origin,
-                              submitted_by=submitted_by)
+        fold_request = JobRequest(kind="train", params=fold_params(base, fold), queue=request.queue)
+        job = jobs.create_job(session, fold_request, submitted_by=submitted_by, origin=origin)
         job.cv_id, job.cv_fold = cv.id, fold.fold
         fold_jobs.append(job)
     session.flush()
@@ -126,11 +118,10 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
     }
 
 
-def create_ensemble_job(
-    session: Session, cv_id: int, kind: Literal["evaluate", "predict"], split: str, *, tta: bool = False,
-    queue: str | None = None, origin: str = "cli", submitted_by: int | None = None,
-) -> Job:
+def create_ensemble_job(session: Session, request: EnsembleRequest, *, submitted_by: int | None = None,
+                        origin: Origin = Origin.CLI) -> Job:
     """An evaluate or predict job averaging the fold models' probabilities (best.pt of each fold) on a split."""
+    cv_id, kind, split = request.cv_id, request.kind, request.split
     if kind not in ENSEMBLE_KINDS:
         raise UserInputError(f"kind: an ensemble is an evaluate or predict job, not {kind!r}", field="kind")
     check_printable(split, "split")
@@ -147,12 +138,13 @@ def create_ensemble_job(
         except UserInputError:
             raise StateConflict(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt in the artifact store",
                                 field="cv_id") from None
-    common = {"data_dir": cv.data_dir, "csv": split, "tta": tta}
+    common = {"data_dir": cv.data_dir, "csv": split, "tta": request.tta}
     if kind == "predict":
         params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in
     else:
         params = {**common, "checkpoint": checkpoints[0], "checkpoints": checkpoints[1:]}
-    job = jobs.create_job(session, kind, params, queue=queue, origin=origin, submitted_by=submitted_by)
+    job_request = JobRequest(kind=kind, params=params, queue=request.queue)
+    job = jobs.create_job(session, job_request, submitted_by=submitted_by, origin=origin)
     job.cv_id = cv.id
     session.flush()
     return job

@@ -97,6 +97,8 @@ class Sweep(Base):
     priority: Mapped[int] = mapped_column(Integer, default=PRIORITIES["normal"], server_default="1")  # its jobs'
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     retention: Mapped[Optional[str]] = mapped_column(String(16))  # its jobs' policy; None: the global one
+    # Options beyond priority, notes, tags and retention (core.service.job_options.extra_options); None: none set
+    extra_options: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     # {"rule": "median", "metric": ..., ...}: points below the median of finished points stop; None: off
     early_stopping: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
@@ -169,6 +171,7 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=PRIORITIES["normal"], server_default="1")
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     retention: Mapped[Optional[str]] = mapped_column(String(16))  # "all", "best" or "last-N"; None: the global one
+    extra_options: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # as the sweep's
     stopped_epoch: Mapped[Optional[int]] = mapped_column(Integer)  # set when a run ended before its last epoch
     stop_reason: Mapped[Optional[str]] = mapped_column(Text)  # why, in words (patience, the sweep's median rule)
     disk_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)  # its run folder's size, measured when it ends

@@ -9,8 +9,8 @@ import click
 
 from core.common.errors import UserInputError
 from core.service.access import cli_actor
-from core.service.job_options import RETENTION_HELP, parse_edit
-from leukemia.commands.base import UserCommand, run_db_command, run_user_command
+from core.service.job_options import COLUMN_OPTIONS, RETENTION_HELP, JobOptions, parse_edit
+from leukemia.commands.base import UserCommand, params_options, run_db_command, run_user_command, schema_values
 
 
 @click.command(name="edit", cls=UserCommand)
@@ -24,13 +24,15 @@ from leukemia.commands.base import UserCommand, run_db_command, run_user_command
 @click.option("--priority", type=click.Choice(["low", "normal", "high"]), default=None,
               help="Among queued jobs of a queue, higher starts first; a sweep's also goes to its queued jobs.")
 @click.option("--retention", default=None, help=f"{RETENTION_HELP}; '' returns to the global policy.")
+# Every other option of JobOptions, as `leukemia submit` spells it ('' clears it).
+@params_options(JobOptions, exclude=COLUMN_OPTIONS, show_defaults=False)
 def edit_command(job_id: int | None, sweep_id: int | None, note: str | None, tags: tuple[str, ...], no_tags: bool,
                  add_tags: tuple[str, ...], remove_tags: tuple[str, ...], priority: str | None,
-                 retention: str | None) -> None:
+                 retention: str | None, **more: Any) -> None:
     """Edit a job (JOB_ID) or a sweep (--sweep ID): options left out stay as they are."""
     if (job_id is None) == (sweep_id is None):
         run_user_command(lambda: _refuse("give a JOB_ID or --sweep SWEEP_ID (one of them)"))
-    values: dict[str, Any] = {"add_tags": list(add_tags), "remove_tags": list(remove_tags)}
+    values: dict[str, Any] = {"add_tags": list(add_tags), "remove_tags": list(remove_tags), **schema_values(more)}
     if tags or no_tags:
         values["tags"] = list(tags)
     for name, value in (("description", note), ("priority", priority), ("retention", retention)):

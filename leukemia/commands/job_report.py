@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.common.formats import human_bytes, human_duration, percent
 from core.service import jobs
+from core.service.job_options import listed_options
 from core.service.records import PRIORITY_NAMES, JobStatus, Sweep
 from core.service.run_dirs import artifact_store, job_run_key
 from core.service.sweep_stopping import describe_rule, parse_median_rule
@@ -106,6 +107,7 @@ def job_details(session: Session, job_id: int) -> str:
     options = jobs.options_of(session, job)
     lines.append(f"priority {options.priority}, retention {options.retention or 'global policy'}, "
                  f"tags {', '.join(options.tags) or '-'}")
+    lines += [f"{label}: {value}" for label, value in listed_options(options.model_dump())]
     if options.description:
         lines += ["notes:", *(f"  {line}" for line in options.description.splitlines())]
     if job.status == JobStatus.queued and job.queue not in live:

@@ -10,17 +10,30 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
+from pydantic import BaseModel
 
 from core.common.errors import UserInputError
 from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
 from core.service.access import cli_actor
-from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
+from core.service.job_options import JobOptions, parse_options
+from core.service.jobs.request import (
+    CrossValidationRequest,
+    EnsembleRequest,
+    JobRequest,
+    Origin,
+    Request,
+    SweepRequest,
+    parse_request,
+)
 from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS, JobStatus
 from leukemia.commands.base import UserCommand, params_options, run_db_command, run_user_command, schema_values
+
+if TYPE_CHECKING:
+    from core.service.submissions import Queued
 
 # --- submit --------------------------------------------------------------------------------
 
@@ -29,25 +42,39 @@ PARENT_OPTION = click.option("--parent", "parent_id", type=int, default=None,
                              help="Job whose checkpoint to use (finetune, evaluate, predict).")  # fmt: skip
 DATA_OPTION = {"data_dir": "--data"}  # the same spelling as `leukemia train --data`
 DATA_AND_SPLIT_OPTIONS = {**DATA_OPTION, "csv": ("--csv", "--split")}  # evaluate/predict: a CSV or a named split
+OPTION_FLAGS = {"description": "--note", "tags": "--tag"}  # the CLI's spelling of these JobOptions fields
 
 
 def job_options_options(command: Callable) -> Callable:
-    """--priority, --note, --tag, --retention (core.service.job_options.JobOptions), passed on as `job_options`."""
+    """One option per JobOptions field (--priority, --note, --tag, --retention, and any other option), built
+    from the schema as the params' are; passed on as `job_options`. A blank value is the option's default."""
 
     @functools.wraps(command)
-    def wrapped(priority: str, note: str, tags: tuple[str, ...], retention: str | None, **kwargs: Any) -> Any:
-        values = {"priority": priority, "description": note, "tags": list(tags), "retention": retention or None}
+    def wrapped(**kwargs: Any) -> Any:
+        given = schema_values({name: kwargs.pop(name) for name in JobOptions.model_fields})
+        values = {name: value for name, value in given.items() if value != ""}
         return command(job_options=run_user_command(lambda: parse_options(values)), **kwargs)
 
-    for option in reversed([
-        click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True,
-                     help="Among queued jobs of a queue, higher starts first."),
-        click.option("--note", default="", help="Free-text notes shown on the job page and in compare."),
-        click.option("--tag", "tags", multiple=True, help="A tag to filter by (repeat for more)."),
-        click.option("--retention", default=None, help=f"After it finishes: {RETENTION_HELP}. Default: the global policy."),
-    ]):
-        wrapped = option(wrapped)
-    return wrapped
+    return params_options(JobOptions, rename=OPTION_FLAGS)(wrapped)
+
+
+def request_options(params: type[BaseModel], *, parent: bool = True, **schema_options: Any) -> Callable:
+    """--parent (unless parent=False), --queue, the JobOptions options and the params' options of one schema,
+    passed on as `request`: the fields of a job request (core.service.jobs.request) but its kind, params holding
+    what was typed, paths made absolute. schema_options: params_options' rename, exclude, show_defaults."""
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapped(queue: str | None, job_options: JobOptions, parent_id: int | None = None, **kwargs: Any) -> Any:
+            fields = [name for name in params.model_fields if name in kwargs and name != "kind"]  # a sweep's --kind
+            values = absolute_paths(schema_values({name: kwargs.pop(name) for name in fields}))
+            request = {"params": values, "parent_id": parent_id, "queue": queue or None, "options": job_options}
+            return command(request=request, **kwargs)
+
+        wrapped = QUEUE_OPTION(job_options_options(params_options(params, **schema_options)(wrapped)))
+        return PARENT_OPTION(wrapped) if parent else wrapped
+
+    return decorate
 
 
 @click.group()
@@ -66,53 +93,44 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _submit(kind: str, options: dict[str, Any], parent_id: int | None, queue: str | None,
-            job_options: JobOptions) -> None:
-    from worker.dispatch import submit_job
+def _queue(model: type[Request], values: dict[str, Any]) -> Queued:
+    """Build the request (a bad field: one line, exit 2), then queue it as the CLI (worker.dispatch.submit)."""
+    from worker.dispatch import submit as submit_request
 
-    values = absolute_paths(schema_values(options))
-    job_id = run_db_command(lambda: submit_job(kind, values, parent_id=parent_id, queue=queue, actor=cli_actor(),
-                                               options=job_options))
-    click.echo(f"job {job_id} queued ({kind})")
+    request = run_user_command(lambda: parse_request(model, values))
+    return run_db_command(lambda: submit_request(request, actor=cli_actor(), origin=Origin.CLI))
+
+
+def _submit(kind: str, request: dict[str, Any]) -> None:
+    click.echo(f"job {_queue(JobRequest, {'kind': kind, **request}).id} queued ({kind})")
 
 
 @submit.command(name="train", cls=UserCommand)
-@QUEUE_OPTION
-@job_options_options
-@params_options(TrainParams, rename=DATA_OPTION)
-def submit_train(queue: str | None, job_options: JobOptions, **options: Any) -> None:
+@request_options(TrainParams, parent=False, rename=DATA_OPTION)
+def submit_train(request: dict[str, Any]) -> None:
     """Queue a training run."""
-    _submit("train", options, None, queue, job_options)
+    _submit("train", request)
 
 
 @submit.command(name="finetune", cls=UserCommand)
-@PARENT_OPTION
-@QUEUE_OPTION
-@job_options_options
-@params_options(FinetuneParams, rename=DATA_OPTION)
-def submit_finetune(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
+@request_options(FinetuneParams, rename=DATA_OPTION)
+def submit_finetune(request: dict[str, Any]) -> None:
     """Queue a finetune of a parent job's checkpoint (or of --checkpoint)."""
-    _submit("finetune", options, parent_id, queue, job_options)
+    _submit("finetune", request)
 
 
 @submit.command(name="evaluate", cls=UserCommand)
-@PARENT_OPTION
-@QUEUE_OPTION
-@job_options_options
-@params_options(EvaluateParams, rename=DATA_AND_SPLIT_OPTIONS)
-def submit_evaluate(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
+@request_options(EvaluateParams, rename=DATA_AND_SPLIT_OPTIONS)
+def submit_evaluate(request: dict[str, Any]) -> None:
     """Queue an evaluation of a parent job's checkpoint (or of --checkpoint) on a labelled CSV."""
-    _submit("evaluate", options, parent_id, queue, job_options)
+    _submit("evaluate", request)
 
 
 @submit.command(name="predict", cls=UserCommand)
-@PARENT_OPTION
-@QUEUE_OPTION
-@job_options_options
-@params_options(PredictParams, rename=DATA_AND_SPLIT_OPTIONS)
-def submit_predict(parent_id: int | None, queue: str | None, job_options: JobOptions, **options: Any) -> None:
+@request_options(PredictParams, rename=DATA_AND_SPLIT_OPTIONS)
+def submit_predict(request: dict[str, Any]) -> None:
     """Queue a prediction CSV from a parent job's checkpoint (plus any --checkpoints)."""
-    _submit("predict", options, parent_id, queue, job_options)
+    _submit("predict", request)
 
 
 @submit.command(name="cv", cls=UserCommand)
@@ -125,12 +143,9 @@ def submit_predict(parent_id: int | None, queue: str | None, job_options: JobOpt
 @params_options(TrainParams, rename=DATA_OPTION, exclude=("split", "valid_split"))
 def submit_cv(folds: int | None, release_folds: bool, name: str | None, queue: str | None, **options: Any) -> None:
     """Queue a cross-validation: one training job per fold, in parallel on as many workers as there are."""
-    from worker.dispatch import submit_cross_validation
-
-    values = absolute_paths(schema_values(options))
-    cv_id, job_ids = run_db_command(lambda: submit_cross_validation(
-        values, folds=folds, release_folds=release_folds, name=name, queue=queue, actor=cli_actor()))
-    click.echo(f"cross-validation {cv_id}: {len(job_ids)} fold jobs queued ({', '.join(map(str, job_ids))})")
+    queued = _queue(CrossValidationRequest, {"params": absolute_paths(schema_values(options)), "folds": folds,
+                                             "release_folds": release_folds, "name": name, "queue": queue or None})
+    click.echo(f"cross-validation {queued.id}: {len(queued.jobs)} fold jobs queued ({', '.join(map(str, queued.job_ids))})")
 
 
 @submit.command(name="ensemble", cls=UserCommand)
@@ -141,10 +156,32 @@ def submit_cv(folds: int | None, release_folds: bool, name: str | None, queue: s
 @QUEUE_OPTION
 def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | None) -> None:
     """Queue an evaluate or predict job averaging the fold models' probabilities."""
-    from worker.dispatch import submit_ensemble as send_ensemble
+    queued = _queue(EnsembleRequest, {"cv_id": cv_id, "kind": kind, "split": split, "tta": tta, "queue": queue or None})
+    click.echo(f"job {queued.id} queued ({kind}, ensemble of cross-validation {cv_id})")
 
-    job_id = run_db_command(lambda: send_ensemble(cv_id, kind, split, tta=tta, queue=queue, actor=cli_actor()))
-    click.echo(f"job {job_id} queued ({kind}, ensemble of cross-validation {cv_id})")
+
+def median_rule_options(command: Callable) -> Callable:
+    """--median-stop, --median-min-finished, --median-grace, passed on as `early_stopping` (a MedianStopRule or None)."""
+
+    @functools.wraps(command)
+    def wrapped(median_metric: str | None, median_min_finished: int | None, median_grace: int | None,
+                **kwargs: Any) -> Any:
+        from core.service.sweep_stopping import median_rule_from_options
+
+        rule = run_user_command(lambda: median_rule_from_options(median_metric, median_min_finished, median_grace))
+        return command(early_stopping=rule, **kwargs)
+
+    for option in reversed([
+        click.option("--median-stop", "median_metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None,
+                     help="Median stopping rule on this validation metric: a point worse than the median of the "
+                          "finished points at the same epoch stops."),
+        click.option("--median-min-finished", type=int, default=None,
+                     help="Finished points needed before the rule acts [default: 2]."),
+        click.option("--median-grace", type=int, default=None,
+                     help="Epochs every point runs before the rule may act [default: 1]."),
+    ]):
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @submit.command(name="sweep", cls=UserCommand)
@@ -152,40 +189,24 @@ def submit_ensemble(cv_id: int, kind: str, split: str, tta: bool, queue: str | N
 @click.option("--grid", "grid_items", multiple=True, required=True,
               help="field=v1,v2 (repeat for more fields); one job per combination.")  # fmt: skip
 @click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
-@click.option("--median-stop", "median_metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None,
-              help="Median stopping rule on this validation metric: a point worse than the median of the finished "
-                   "points at the same epoch stops.")  # fmt: skip
-@click.option("--median-min-finished", type=int, default=None,
-              help="Finished points needed before the rule acts [default: 2].")
-@click.option("--median-grace", type=int, default=None, help="Epochs every point runs before the rule may act [default: 1].")
-@PARENT_OPTION
-@QUEUE_OPTION
-@job_options_options
+@median_rule_options
 # One option set for both kinds; the defaults are those of --kind, so none is shown here.
-@params_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
-def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, median_metric: str | None,
-                 median_min_finished: int | None, median_grace: int | None, parent_id: int | None,
-                 queue: str | None, job_options: JobOptions, **options: Any) -> None:  # fmt: skip
+@request_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
+def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, early_stopping: Any,
+                 request: dict[str, Any]) -> None:
     """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
 
     Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
     from core.service.jobs import parse_grid
-    from core.service.sweep_stopping import median_rule_from_options
-    from worker.dispatch import submit_sweep as send_sweep
 
-    rule = run_user_command(lambda: median_rule_from_options(median_metric, median_min_finished, median_grace))
-
-    base = absolute_paths(schema_values(options))
+    base = request.pop("params")
     if kind == "train":
         base.pop("checkpoint", None)
         base.pop("checkpoint_choice", None)
-
-    def action() -> tuple[int, list[int]]:
-        return send_sweep(kind, base, parse_grid(list(grid_items)), name=name, parent_id=parent_id, queue=queue,
-                          actor=cli_actor(), options=job_options, early_stopping=rule)
-
-    sweep_id, job_ids = run_db_command(action)
-    click.echo(f"sweep {sweep_id}: {len(job_ids)} jobs queued ({', '.join(map(str, job_ids))})")
+    grid = run_user_command(lambda: parse_grid(list(grid_items)))
+    queued = _queue(SweepRequest, {"kind": kind, "base_params": base, "grid": grid, "name": name,
+                                   "early_stopping": early_stopping, **request})
+    click.echo(f"sweep {queued.id}: {len(queued.jobs)} jobs queued ({', '.join(map(str, queued.job_ids))})")
 
 
 # --- looking at jobs -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 from core.common.errors import UserInputError
 from core.service import deletion
 from core.service.db import get_sessionmaker
+from core.service.jobs.request import EnsembleRequest, Origin
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params, job_response
@@ -22,11 +23,7 @@ def submit_cross_validation() -> Any:
     """Submit a cross-validation: one training job per fold"""
     submission = json_body(schemas.CrossValidationSubmission)
     check_web_params(submission.params)
-    cv_id, _ = dispatch.submit_cross_validation(submission.params, folds=submission.folds,
-                                                release_folds=submission.release_folds, name=submission.name,
-                                                queue=submission.queue, strict=True, origin="web",
-                                                actor=current_actor())
-    return cross_validation_response(cv_id, 201)
+    return cross_validation_response(dispatch.submit(submission, actor=current_actor(), origin=Origin.API).id, 201)
 
 
 def cross_validation_response(cv_id: int, status: int = 200) -> Any:
@@ -58,10 +55,8 @@ def delete_cross_validation(cv_id: int) -> Any:
            errors=(400, 403, 404, 409, 413, 503))
 def submit_ensemble(cv_id: int) -> Any:
     """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
-
     submission = json_body(schemas.EnsembleSubmission)
     if problem := csv_name_problem(submission.split):
         raise UserInputError(f"split: {problem}", field="split")
-    job_id = dispatch.submit_ensemble(cv_id, submission.kind, submission.split, tta=submission.tta,
-                                      queue=submission.queue, origin="web", actor=current_actor())
-    return job_response(job_id, 201)
+    ensemble = EnsembleRequest(cv_id=cv_id, **dict(submission))
+    return job_response(dispatch.submit(ensemble, actor=current_actor(), origin=Origin.API).id, 201)

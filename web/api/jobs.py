@@ -10,6 +10,7 @@ from core.common.errors import UserInputError
 from core.service import data_folders, deletion, job_edits
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
+from core.service.jobs.request import Origin
 from web import queries, results
 from web.api import schemas
 from web.api.blueprint import answer, bp
@@ -44,10 +45,7 @@ def submit_job() -> Any:
     """Submit a job"""
     submission = json_body(schemas.JobSubmission)
     check_web_params(submission.params)
-    job_id = dispatch.submit_job(submission.kind, submission.params, parent_id=submission.parent_id,
-                                 queue=submission.queue, strict=True, origin="web", actor=current_actor(),
-                                 options=submission.options)
-    return job_response(job_id, 201)
+    return job_response(dispatch.submit(submission, actor=current_actor(), origin=Origin.API).id, 201)
 
 
 @operation(bp, "get", "/jobs", operation_id="listJobs", tag="jobs", query=schemas.JobListQuery,

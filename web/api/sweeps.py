@@ -7,6 +7,7 @@ from typing import Any
 from core.common.errors import UserInputError
 from core.service import deletion, job_edits
 from core.service.db import get_sessionmaker
+from core.service.jobs.request import Origin
 from web import queries
 from web.api import schemas
 from web.api.blueprint import answer, bp
@@ -29,11 +30,7 @@ def submit_sweep() -> Any:
     for csv in submission.grid.get("csv", []):  # the check a single job's csv gets
         if problem := csv_name_problem(csv):
             raise UserInputError(f"grid: csv {problem}", field="grid")
-    sweep_id, _ = dispatch.submit_sweep(submission.kind, submission.base_params, submission.grid,
-                                        name=submission.name, parent_id=submission.parent_id, queue=submission.queue,
-                                        strict=True, origin="web", actor=current_actor(),
-                                        options=submission.options, early_stopping=submission.early_stopping)
-    return sweep_response(sweep_id, 201)
+    return sweep_response(dispatch.submit(submission, actor=current_actor(), origin=Origin.API).id, 201)
 
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:

@@ -1,4 +1,5 @@
-"""The job service: create, claim (lease), heartbeat, record, finish, cancel, retry, requeue.
+"""The job service: requests (what a submit asks for), create, claim (lease), heartbeat, record, finish, cancel,
+retry, requeue.
 
 Every function takes the session as a keyword and leaves commit to the caller
 (`with get_sessionmaker().begin() as session:`). A job row is claimed by one atomic
@@ -51,11 +52,19 @@ from core.service.jobs.queries import (  # noqa: F401
     get_job,
     list_jobs,
     options_of,
+    options_of_jobs,
     queue_position,
     queue_positions,
     sweep_tags,
     tag_filter,
     tags_of,
+)
+from core.service.jobs.request import (  # noqa: F401
+    CrossValidationRequest,
+    EnsembleRequest,
+    JobRequest,
+    Origin,
+    SweepRequest,
 )
 from core.service.jobs.submit import (  # noqa: F401
     DEFAULT_QUEUES,

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, UserInputError
-from core.service.job_options import JobOptions, check_tag
+from core.service.job_options import COLUMN_OPTIONS, JobOptions, check_tag
 from core.service.jobs.lease import CLAIM_ORDER
 from core.service.records import (
     JOB_KINDS,
@@ -47,8 +47,21 @@ def sweep_tags(session: Session, sweep_id: int) -> list[str]:
 def options_of(session: Session, target: Job | Sweep) -> JobOptions:
     """The options stored on a job or sweep, as the shape they were set with."""
     tags = tags_of(session, [target])[target.id] if isinstance(target, Job) else sweep_tags(session, target.id)
+    return stored_options(target, tags)
+
+
+def options_of_jobs(session: Session, jobs: list[Job]) -> dict[int, JobOptions]:
+    """Each job's options (one query for the tags of the whole list)."""
+    tags = tags_of(session, jobs)
+    return {job.id: stored_options(job, tags[job.id]) for job in jobs}
+
+
+def stored_options(target: Job | Sweep, tags: list[str]) -> JobOptions:
+    """A row's options: its columns, its tags, and its extra_options (one no longer known is left out)."""
+    extra = {name: value for name, value in (target.extra_options or {}).items()
+             if name in JobOptions.model_fields and name not in COLUMN_OPTIONS}
     return JobOptions(priority=PRIORITY_NAMES[target.priority], description=target.description, tags=tags,
-                      retention=target.retention)
+                      retention=target.retention, **extra)
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:

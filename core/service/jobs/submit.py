@@ -1,5 +1,6 @@
-"""Creating jobs and sweeps: parameters validated by the one schema, the parent checked, the caps
-(core.service.quotas) applied, options and tags stored; the caller commits, then sends the id."""
+"""Creating the rows a job or sweep request asks for (core.service.jobs.request): parameters validated by the
+one schema, the parent checked, the caps (core.service.quotas) applied, options and tags stored; the caller
+commits, then sends the ids (core.service.submissions.submit, worker.dispatch.submit)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from core.engine.data import read_split
 from core.engine.params import parse_params
 from core.engine.splits import with_folder_image_size
 from core.service import quotas, retention
-from core.service.job_options import JobOptions
+from core.service.job_options import JobOptions, extra_options
+from core.service.jobs.request import JobRequest, Origin, SweepRequest
 from core.service.records import (
-    JOB_ORIGINS,
     MAX_ID,
     MODEL_KINDS,
     PRIORITIES,
@@ -32,7 +33,6 @@ from core.service.records import (
     utcnow,
 )
 from core.service.settings import get_settings
-from core.service.sweep_stopping import MedianStopRule
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 
@@ -108,43 +108,29 @@ def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]]) -> float | None:
     return total
 
 
-def create_job(
-    session: Session,
-    kind: str,
-    params: dict[str, Any],
-    *,
-    parent_id: int | None = None,
-    queue: str | None = None,
-    sweep_id: int | None = None,
-    max_attempts: int | None = None,
-    strict: bool = False,
-    origin: str = "cli",
-    submitted_by: int | None = None,
-    options: JobOptions | None = None,
-) -> Job:
-    """Validate and insert a queued job; the caller commits, then sends its id to the broker.
+def create_job(session: Session, request: JobRequest, *, submitted_by: int | None = None,
+               origin: Origin = Origin.CLI) -> Job:
+    """Validate and insert the queued job a request asks for; the caller commits, then sends its id to the broker
+    (core.service.submissions.submit and worker.dispatch.submit do both for every edge).
 
-    strict: params are JSON values taken as their types (the API), not text to parse (CLI, forms).
-    origin "web" confines the job's files to DATA_ROOTS when it runs (see worker.tasks).
-    submitted_by: the user's id (None: the CLI); options: priority, notes, tags, retention."""
-    if origin not in JOB_ORIGINS:
-        raise ValueError(f"create_job: origin {origin!r} is not one of {JOB_ORIGINS}")
-    dumped = _validated(kind, with_folder_image_size(kind, params), strict)
-    _check_parent(session, kind, parent_id, dumped)
-    queue = check_printable((queue or DEFAULT_QUEUES[kind]).strip(), "queue")
+    submitted_by: the user's id (None: the CLI); origin: how its params are read and where its files may be
+    (core.service.jobs.request.Origin)."""
+    kind = request.kind
+    dumped = _validated(kind, with_folder_image_size(kind, request.params), origin.strict)
+    _check_parent(session, kind, request.parent_id, dumped)
+    queue = check_printable((request.queue or DEFAULT_QUEUES[kind]).strip(), "queue")
     if not queue or "," in queue:
         raise UserInputError(f"queue: {queue!r} is not a queue name", field="queue")
     job = Job(
         kind=kind,
-        origin=origin,
+        origin=origin.stored,
         status=JobStatus.queued,
         params=dumped,
-        parent_id=parent_id,
-        sweep_id=sweep_id,
+        parent_id=request.parent_id,
         data_dir=dumped.get("data_dir", ""),
         queue=queue,
         attempts=0,
-        max_attempts=max_attempts or get_settings().max_attempts,
+        max_attempts=get_settings().max_attempts,
         cancel_requested=False,
         progress=0.0,
         created_at=utcnow(),
@@ -152,15 +138,17 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    apply_options(session, job, options or JobOptions())
+    apply_options(session, job, request.options)
     return job
 
 
 def apply_options(session: Session, target: Job | Sweep, options: JobOptions) -> None:
-    """Store priority, notes, retention and tags on a job or a sweep (tags replace the old ones)."""
+    """Store a job's or sweep's options: priority, notes, retention and tags in their columns and rows (tags
+    replace the old ones), any other option in extra_options (core.service.job_options.COLUMN_OPTIONS)."""
     target.priority = PRIORITIES[options.priority]
     target.description = options.description
     target.retention = options.retention
+    target.extra_options = extra_options(options) or None
     tag_table, key = (JobTag, JobTag.job_id) if isinstance(target, Job) else (SweepTag, SweepTag.sweep_id)
     session.execute(delete(tag_table).where(key == target.id))
     session.add_all(tag_table(**{key.key: target.id, "tag": tag}) for tag in options.tags)
@@ -180,52 +168,40 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def create_sweep(
-    session: Session,
-    kind: str,
-    base_params: dict[str, Any],
-    grid: dict[str, list[Any]],
-    *,
-    name: str | None = None,
-    parent_id: int | None = None,
-    queue: str | None = None,
-    strict: bool = False,
-    origin: str = "cli",
-    submitted_by: int | None = None,
-    options: JobOptions | None = None,
-    early_stopping: MedianStopRule | None = None,
-) -> tuple[Sweep, list[Job]]:
+def create_sweep(session: Session, request: SweepRequest, *, submitted_by: int | None = None,
+                 origin: Origin = Origin.CLI) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert.
-    The sweep and each of its jobs carry the same options (priority, notes, tags, retention);
+    The sweep and each of its jobs carry the same options (priority, notes, tags, retention...);
     early_stopping is the sweep's median stopping rule (core.engine.early_stopping), train/finetune only."""
-    if name is not None:
-        check_printable(name, "name")
+    kind, grid, early_stopping = request.kind, request.grid, request.early_stopping
+    if request.name is not None:
+        check_printable(request.name, "name")
     if early_stopping is not None and kind not in TRAINING_KINDS:
         raise UserInputError(f"early_stopping: {kind} sweeps have no epochs to stop; only train and finetune sweeps take it",
                              field="early_stopping")  # fmt: skip
-    if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise UserInputError("grid: give at least one field with at least one value", field="grid")
     fields = list(grid)
     quotas.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None)
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     validated = []
     for point in points:
         try:
-            validated.append(_validated(kind, with_folder_image_size(kind, {**base_params, **point}), strict))
+            validated.append(_validated(kind, with_folder_image_size(kind, {**request.base_params, **point}), origin.strict))
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
     quotas.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
     sweep = Sweep(
-        name=name or " x ".join(fields), kind=kind, base_params=base_params, grid=grid, created_at=utcnow(),
-        submitted_by=submitted_by, early_stopping=None if early_stopping is None else early_stopping.model_dump(),
+        name=request.name or " x ".join(fields), kind=kind, base_params=request.base_params, grid=grid,
+        created_at=utcnow(), submitted_by=submitted_by,
+        early_stopping=None if early_stopping is None else early_stopping.model_dump(),
     )
     session.add(sweep)
     session.flush()
-    apply_options(session, sweep, options or JobOptions())
-    jobs = [
-        create_job(session, kind, {**base_params, **point}, parent_id=parent_id, queue=queue, sweep_id=sweep.id,
-                   strict=strict, origin=origin, submitted_by=submitted_by, options=options)  # fmt: skip
-        for point in points
-    ]
+    apply_options(session, sweep, request.options)
+    jobs = []
+    for point in points:
+        job = create_job(session, request.point(point), submitted_by=submitted_by, origin=origin)
+        job.sweep_id = sweep.id
+        jobs.append(job)
+    session.flush()
     return sweep, jobs

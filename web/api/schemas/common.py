@@ -12,13 +12,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    StringConstraints,
     WithJsonSchema,
 )
 
-from core.common.text import name_pattern
 from core.service.job_options import TAG_PATTERN, JobOptionsEdit, check_tag
-from web.inputs import MAX_ID, MAX_PAGE
+from core.service.jobs.request import Id, Name, QueueName  # noqa: F401  (ids and names as every request takes them)
+from web.inputs import MAX_PAGE
 
 # Timestamps are stored as naive UTC; the API writes them with the Z that says so.
 UtcTime = Annotated[
@@ -26,19 +25,6 @@ UtcTime = Annotated[
     PlainSerializer(lambda moment: moment.isoformat() + "Z", return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
-
-
-Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
-
-
-# Names are stripped, then must be non-empty and hold no control character (core.common.text.check_printable);
-# a queue name holds no comma either (core.service.jobs). The patterns say so in the document.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-                 Field(json_schema_extra={"pattern": name_pattern()})]
-
-
-QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-                      Field(json_schema_extra={"pattern": name_pattern(",")})]
 
 
 # The tag rule's one check and the document's pattern of it (an empty `tag=` is no tag: a 400 naming tag).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from core.engine.params import PARAMS_BY_KIND
 from core.engine.progress import EpochRecord
@@ -16,13 +16,11 @@ from core.engine.results import (
     Threshold,
 )
 from core.engine.run_files import ARTIFACT_KINDS
-from core.service.job_options import JobOptions, Priority
-from core.service.records import JOB_KINDS, JOB_STATUSES
-from web.api.schemas.common import Id, JsonRequest, Paged, PageQuery, QueueName, Row, TagFilter, UtcTime
+from core.service.job_options import JobOptions
+from core.service.jobs.request import JobKind, JobRequest
+from core.service.records import JOB_STATUSES
+from web.api.schemas.common import JsonRequest, Paged, PageQuery, Row, TagFilter, UtcTime
 from web.inputs import CSV_FILE_NAME_PATTERN, MAX_ID
-
-JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
-
 
 StatusName = Literal[JOB_STATUSES]  # type: ignore[valid-type]  (core.service.records.JobStatus, as the API writes it)
 
@@ -46,14 +44,10 @@ ParamsObject = Annotated[
 ]
 
 
-class JobSubmission(JsonRequest):
-    """POST /api/jobs."""
+class JobSubmission(JsonRequest, JobRequest):
+    """POST /api/jobs: the job request (core.service.jobs.request.JobRequest), its fields as they are there."""
 
-    kind: JobKind
     params: ParamsObject
-    parent_id: Id | None = Field(None, description="the train/finetune job whose checkpoint to start from")
-    queue: QueueName | None = Field(None, description="default: gpu for train/finetune, cpu for evaluate/predict")
-    options: JobOptions = Field(default_factory=JobOptions, description="priority, notes, tags, retention")
 
 
 class JobListQuery(PageQuery):
@@ -65,7 +59,12 @@ class JobListQuery(PageQuery):
     tag: TagFilter | None = None
 
 
-class Job(Row):
+class Job(JobOptions, Row):
+    """A job as the API and the live pages see it; its options (JobOptions: priority, notes, tags, retention...)
+    are fields of it, as submitted or edited."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=False)
+
     id: int
     kind: JobKind
     status: StatusName
@@ -97,10 +96,6 @@ class Job(Row):
     queue_served: bool = Field(description="false: no live worker consumes this job's queue")
     submitted_by: int | None = Field(description="the submitting user's id; null: submitted from the CLI")
     submitted_by_name: str = Field(description="the submitting user's name, or 'cli'")
-    priority: Priority
-    description: str
-    tags: list[str]
-    retention: str | None = Field(description="all, best or last-N; null: the global policy")
     stopped_epoch: int | None = Field(description="the epoch a run stopped at before its last (early stopping)")
     stop_reason: str | None
     attempt_note: str | None = Field(description="how its latest attempt started when it was not its first: resumed at "

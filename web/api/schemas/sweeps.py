@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.engine.splits import split_schema_pattern
-from core.service.job_options import JobOptions, Priority
+from core.service.job_options import JobOptions
+from core.service.jobs.request import (
+    CrossValidationRequest,
+    EnsembleChoice,
+    Grid,
+    GridValue,
+    SplitName,
+    SweepRequest,
+)
 from core.service.sweep_stopping import MedianStopRule
 from web.api.schemas.common import (
-    Id,
     JsonRequest,
-    Name,
     Paged,
     PageQuery,
-    QueueName,
     Row,
     TagFilter,
     UtcTime,
@@ -23,47 +28,31 @@ from web.api.schemas.common import (
 from web.api.schemas.jobs import NOT_IN_WEB_GRIDS, JobKind, ParamsObject, StatusName
 from web.inputs import CSV_FILE_NAME_PATTERN
 
-GridValue = Union[bool, int, float, str]
 
+class SweepSubmission(JsonRequest, SweepRequest):
+    """POST /api/sweeps: the sweep request (core.service.jobs.request.SweepRequest), its fields as they are there;
+    over the web a grid varies no path and no kind."""
 
-class SweepSubmission(JsonRequest):
-    """POST /api/sweeps: one job per point of the cartesian product of grid."""
-
-    kind: JobKind
     base_params: ParamsObject
-    grid: dict[str, Annotated[list[GridValue], Field(min_length=1)]] = Field(
-        min_length=1, description="field: [values]; one job per point of the cartesian product",
-        json_schema_extra={"propertyNames": {"not": {"enum": list(NOT_IN_WEB_GRIDS)}},
-                           "properties": {"csv": {"type": "array", "minItems": 1,
-                                                  "items": {"type": "string", "pattern": CSV_FILE_NAME_PATTERN}}}})
-    name: Name | None = None
-    parent_id: Id | None = None
-    queue: QueueName | None = None
-    options: JobOptions = Field(default_factory=JobOptions, description="the sweep's and each of its jobs'")
-    early_stopping: MedianStopRule | None = Field(
-        None, description="median stopping rule: a point worse than the finished points' median at an epoch stops")
+    grid: Grid = Field(description=SweepRequest.model_fields["grid"].description,
+                       json_schema_extra={"propertyNames": {"not": {"enum": list(NOT_IN_WEB_GRIDS)}},
+                                          "properties": {"csv": {"type": "array", "minItems": 1, "items": {
+                                              "type": "string", "pattern": CSV_FILE_NAME_PATTERN}}}})
 
 
-class CrossValidationSubmission(JsonRequest):
-    """POST /api/cross-validations: one training job per fold, with the same train parameters."""
+class CrossValidationSubmission(JsonRequest, CrossValidationRequest):
+    """POST /api/cross-validations: the cross-validation request (core.service.jobs.request)."""
 
     params: ParamsObject = Field(description="TrainParams without split and valid_split (each fold sets its own)")
-    folds: int | None = Field(None, ge=2, le=20, description="K subject-grouped folds; default: the release's folds "
-                                                                    "when they are subject-disjoint, else 3")
-    release_folds: bool = Field(False, description="use the release's own folds; refused when they share a subject")
-    name: Name | None = None
-    queue: QueueName | None = None
 
 
-class EnsembleSubmission(JsonRequest):
-    """POST /api/cross-validations/{cv_id}/ensemble: average the fold models' probabilities on a split."""
+class EnsembleSubmission(JsonRequest, EnsembleChoice):
+    """POST /api/cross-validations/{cv_id}/ensemble: average the fold models' probabilities on a split (the
+    ensemble request, core.service.jobs.request, without the path's cv_id); over the web the split is a name."""
 
-    kind: Literal["evaluate", "predict"] = "predict"
-    split: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
-        description="named split or CSV of the data folder, e.g. prelim (labelled) or final",
+    split: SplitName = Field(
+        description=EnsembleChoice.model_fields["split"].description,
         json_schema_extra={"allOf": [{"pattern": split_schema_pattern()}, {"pattern": CSV_FILE_NAME_PATTERN}]})
-    tta: bool = False
-    queue: QueueName | None = None
 
 
 class SweepListQuery(PageQuery):
@@ -72,7 +61,11 @@ class SweepListQuery(PageQuery):
     tag: TagFilter | None = None
 
 
-class Sweep(Row):
+class Sweep(JobOptions, Row):
+    """A sweep; its options (JobOptions) are fields of it, as submitted or edited."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=False)
+
     id: int
     name: str
     kind: JobKind
@@ -81,10 +74,6 @@ class Sweep(Row):
     created_at: UtcTime
     job_ids: list[int]
     submitted_by: int | None
-    priority: Priority
-    description: str
-    tags: list[str]
-    retention: str | None
     early_stopping: MedianStopRule | None
 
 
