@@ -1,5 +1,5 @@
 """Image names that a spreadsheet runs as formulas (`=1+2.bmp`, `+SUM(1;2).bmp`, `@SUM(1).bmp`):
-the CSVs meant for people write them with a leading apostrophe (core.engine.spreadsheet_csv), the
+the CSVs meant for people write them with a leading apostrophe (core.engine.run_folder.spreadsheet_csv), the
 dashboard reads them back exact, the submission CSV keeps them exact, and `leukemia check` warns."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from core.engine.check import check_folder
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import evaluate_csv, predict_csv
-from core.engine.spreadsheet_csv import csv_text, read_csv_frame, read_csv_rows, restored_cell, safe_cell, write_csv
+from core.engine.run_folder.spreadsheet_csv import csv_text, read_csv_frame, read_csv_rows, restored_cell, safe_cell, write_csv
 from core.engine.synth import write_synthetic_dataset
 from leukemia.cli import main
 

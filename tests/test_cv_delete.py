@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from core.engine.progress import EpochRecord
-from core.engine.run_folder import claim_run_dir
+from core.engine.run_folder.resolver import claim_run_dir
 from core.service import deletion, jobs
 from core.service.access import cli_actor
 from core.service.cv_jobs import create_ensemble_job
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry, CrossValidation, Job
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_dir
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.test_retention import add_user, row

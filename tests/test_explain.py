@@ -22,7 +22,7 @@ from core.engine.models import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import evaluate_csv, predict_csv
 from core.engine.report import THRESHOLD_KEY, select_for_explanation
-from core.engine.run_files import classify_artifacts
+from core.engine.run_folder.layout import classify_artifacts
 from core.engine.training import train
 from core.service.settings import get_settings
 from leukemia.commands.engine import evaluate as evaluate_command

@@ -16,7 +16,7 @@ from core.common.formats import human_bytes, human_duration, percent
 from core.engine.progress import EpochRecord
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_dir
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import REPO, WEB_ADMIN
 from tests.web_helpers import finished_train_job, login, queued_job

@@ -183,7 +183,8 @@ def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Pa
 
 
 def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
-    from core.engine.run_folder import RUN_KEY_FILE, claim_run_dir
+    from core.engine.run_folder.layout import RUN_KEY_FILE
+    from core.engine.run_folder.resolver import claim_run_dir
 
     ours = tmp_path / "ours"
     claim_run_dir(ours, "a" * 32)

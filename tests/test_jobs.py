@@ -148,7 +148,7 @@ def test_an_unsent_job_fails_only_while_it_is_still_queued(db):
 
 
 def test_a_jobs_checkpoint_is_resolved_in_its_own_run_folder(db):
-    from core.service.run_dirs import job_run_dir
+    from core.service.run_folders import job_run_dir
 
     job_id = new_job(db)
     with db.begin() as session:

@@ -241,11 +241,11 @@ def old_installation(database_url, tmp_path, monkeypatch):
 
 def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_installation):
     from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from core.engine.run_folder import claim_run_dir
+    from core.engine.run_folder.resolver import claim_run_dir
     from core.service import jobs
     from core.service.db import get_sessionmaker
     from core.service.disk import folder_bytes
-    from core.service.run_dirs import job_run_dir
+    from core.service.run_folders import job_run_dir
     from web import compare as compare_table
     from web import create_app
 

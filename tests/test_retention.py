@@ -15,13 +15,13 @@ from werkzeug.security import generate_password_hash
 
 from core.common.errors import UserInputError
 from core.engine.progress import EpochRecord
-from core.engine.run_folder import claim_run_dir
+from core.engine.run_folder.resolver import claim_run_dir
 from core.service import jobs, retention
 from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes
 from core.service.job_options import JobOptions
 from core.service.records import Artifact, AuditEntry, CrossValidation, EpochMetric, Job, JobTag, Sweep, User, utcnow
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_dir
 from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN

@@ -21,7 +21,7 @@ ADMIN = ("admin", "browser-admin-pass")
 
 
 def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, monkeypatch, browser):  # noqa: F811
-    from core.service.run_dirs import job_run_dir
+    from core.service.run_folders import job_run_dir
 
     shots = screenshots_dir(tmp_path)
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",

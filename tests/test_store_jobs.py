@@ -15,12 +15,12 @@ import zipfile
 import torch
 from sqlalchemy import select, update
 
-from core.engine.artifact_store import sha256_of
+from core.engine.run_folder.artifact_store import sha256_of
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import Artifact, AuditEntry, EpochMetric, Job, utcnow
-from core.service.run_dirs import artifact_store, job_run_dir, job_run_key
+from core.service.run_folders import artifact_store, job_run_dir, job_run_key
 from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import TRAIN, login

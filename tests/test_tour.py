@@ -15,7 +15,7 @@ from sqlalchemy import select
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import DataFolder
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_dir
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, finished_train_job, login, synthetic_folder
 

@@ -11,7 +11,7 @@ import pytest
 from core.engine.progress import EpochRecord
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_dir
 from tests.test_browser import browser  # noqa: F401  (the browser fixture)
 from tests.web_helpers import (
     finished_train_job,

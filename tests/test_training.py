@@ -15,12 +15,12 @@ from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, save_checkpoint
 from core.engine.clinical import roc_auc
 from core.engine.data import read_split
-from core.engine.event_log import append_epoch
 from core.engine.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
 from core.engine.params import FinetuneParams, TrainParams
 from core.engine.predict import predict_probabilities
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
-from core.engine.run_folder import resolve_checkpoint
+from core.engine.run_folder.event_log import append_epoch
+from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.schedule import lr_factor
 from core.engine.training import class_weights, finetune, train
 from core.service.settings import get_settings

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from core.common.errors import NotFound, StateConflict, UserInputError
 from core.engine.data import inside_path
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
-from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
-from core.engine.spreadsheet_csv import read_csv_rows
+from core.engine.run_folder.layout import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
+from core.engine.run_folder.spreadsheet_csv import read_csv_rows
 from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker

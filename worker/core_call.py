@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.common.formats import percent
 from core.engine.progress import PredictionObserver, TrainingObserver
-from core.engine.run_files import PREDICTIONS_CSV
+from core.engine.run_folder.layout import PREDICTIONS_CSV
 from core.service import jobs
 from core.service.db import get_sessionmaker
 
@@ -36,7 +36,7 @@ class JobSpec:
     run_key: str
     origin: str
     cv_fold: int | None = None  # a cross-validation's fold: write its out-of-fold predictions after training
-    legacy_run_dir: bool = False  # run before run keys: its folder is jobs/<id> (core.service.run_dirs)
+    legacy_run_dir: bool = False  # run before run keys: its folder is jobs/<id> (core.service.run_folders)
 
 
 def threshold_writer(job_id: int) -> ThresholdWriter | None:

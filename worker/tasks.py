@@ -25,7 +25,6 @@ from celery import current_task
 from celery.exceptions import Reject
 
 from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
-from core.engine.artifact_store import remove_folder
 from core.engine.limits import is_no_space
 from core.engine.progress import (
     BatchProgress,
@@ -35,13 +34,14 @@ from core.engine.progress import (
     RunStopped,
     TrainingObserver,
 )
-from core.engine.run_files import classify_artifacts
-from core.engine.run_folder import claim_run_dir
+from core.engine.run_folder.artifact_store import remove_folder
+from core.engine.run_folder.layout import classify_artifacts
+from core.engine.run_folder.resolver import claim_run_dir
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.logs import log_context
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Job, JobStatus
-from core.service.run_dirs import artifact_store, job_run_dir, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_dir, job_run_key, local_root
 from core.service.run_mirror import RunMirror, StoredFile
 from core.service.settings import get_settings
 from worker import metrics
@@ -297,7 +297,7 @@ class JobRun:
         metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
 
     def prepare_run_dir(self) -> None:
-        """Claim the local run folder (core.engine.run_folder). With an object store, the store's copy is
+        """Claim the local run folder (core.engine.run_folder.resolver). With an object store, the store's copy is
         what counts: the folder starts empty on this node, and a training run's stored files (last.pt checked
         against its recorded sha256) are fetched into it, so it resumes where the last attempt stored it."""
         if self.mirror is not None and self.run_dir.exists():  # a former attempt's scratch on this node

@@ -26,8 +26,8 @@ from core.engine.data import (
 from core.engine.data_roots import link_warning, links_outside_roots
 from core.engine.patient_split import sample_patients
 from core.engine.release import Release, find_release, read_parts, shared_subjects
+from core.engine.run_folder.spreadsheet_csv import formula_like
 from core.engine.splits import offered_splits
-from core.engine.spreadsheet_csv import formula_like
 
 
 @dataclass
@@ -207,7 +207,7 @@ def _check_release(release: Release) -> CheckReport:
 
 def _formula_names(where: str, samples: list[Sample]) -> list[str]:
     """A warning naming the file (or folder) whose image names a spreadsheet would run as formulas
-    (=1+2.bmp): they work, but core.engine.spreadsheet_csv has to write them escaped."""
+    (=1+2.bmp): they work, but core.engine.run_folder.spreadsheet_csv has to write them escaped."""
     named = [sample for sample in samples if formula_like(sample.id)]
     if not named:
         return []

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from core.common.atomic import open_atomic  # noqa: E402
-from core.engine.run_files import ACCURACY_PNG, CONFUSION_PNG, LOSS_PNG
+from core.engine.run_folder.layout import ACCURACY_PNG, CONFUSION_PNG, LOSS_PNG
 
 CLASS_NAMES = ("hem (0)", "all (1)")
 

@@ -35,11 +35,11 @@ from core.engine.report import (
     write_evaluation_outputs,
     write_explanations,
 )
-from core.engine.run_files import CONFUSION_CSV, CONFUSION_PNG, EVALUATION_JSON, PREDICTION_JSON, SUBJECTS_CSV
-from core.engine.run_folder import resolve_checkpoint
+from core.engine.run_folder.layout import CONFUSION_CSV, CONFUSION_PNG, EVALUATION_JSON, PREDICTION_JSON, SUBJECTS_CSV
+from core.engine.run_folder.resolver import resolve_checkpoint
+from core.engine.run_folder.spreadsheet_csv import frame_rows, write_csv
 from core.engine.settings import engine_settings
 from core.engine.splits import read_named_split
-from core.engine.spreadsheet_csv import frame_rows, write_csv
 
 
 @dataclass
@@ -220,7 +220,7 @@ def predict_csv(
     labels = (class_one >= threshold["value"]).astype(np.int64)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    # The submission CSV keeps every ID exact, as a grader matches them (core.engine.spreadsheet_csv says why).
+    # The submission CSV keeps every ID exact, as a grader matches them (core.engine.run_folder.spreadsheet_csv says why).
     with open_atomic(out_path, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["ID", "label", "prob_1"] if params.probabilities else ["ID", "label"])

@@ -28,7 +28,7 @@ from core.engine.explain import CONVENTION, explain_samples, write_zip
 from core.engine.params import OperatingPointParams
 from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
 from core.engine.results import PredictionSummary, Threshold
-from core.engine.run_files import (
+from core.engine.run_folder.layout import (
     CALIBRATION_PNG,
     EXPLANATIONS_CSV,
     EXPLANATIONS_ZIP,
@@ -37,8 +37,8 @@ from core.engine.run_files import (
     PR_PNG,
     ROC_PNG,
 )
+from core.engine.run_folder.spreadsheet_csv import write_csv
 from core.engine.splits import read_named_split
-from core.engine.spreadsheet_csv import write_csv
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_KEY = "operating_threshold"  # in a checkpoint: {value, method, target_sensitivity, chosen_on}

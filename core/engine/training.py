@@ -3,7 +3,7 @@ last.pt before it reports an epoch (exactly-once epochs) and can resume where it
 
 A run folder holds last.pt, best.pt, metrics.csv, metrics.json, loss.png, accuracy.png and
 (with a validation split) confusion.png. The schedule (core.engine.schedule), the resumable state
-(core.engine.run_state) and the metrics files (core.engine.metric_files) have rooms of their own; see
+(core.engine.run_state) and the metrics files (core.engine.run_folder.history_files) have rooms of their own; see
 docs/architecture.md for the contracts."""
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
 from core.engine.clinical import roc_auc
 from core.engine.data import Sample
-from core.engine.event_log import append_epoch, start_event_log
 from core.engine.limits import require_fits_device
-from core.engine.metric_files import write_metrics
 from core.engine.metrics import classification_metrics
 from core.engine.models import build_model
 from core.engine.params import FinetuneParams, TrainParams, class_weight_values, parse_params
 from core.engine.pipeline import InputPipeline, compute_mean_std, flush_denormals_on_cpu, resolve_device
 from core.engine.plots import plot_history
 from core.engine.progress import BatchProgress, EpochRecord, RunStopped, TrainingObserver
-from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT, resolve_checkpoint
+from core.engine.run_folder.event_log import append_epoch, start_event_log
+from core.engine.run_folder.history_files import write_metrics
+from core.engine.run_folder.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
+from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_state import RunLog, StartState, capture_checkpoint, floats, restore_checkpoint, seed_everything
 from core.engine.schedule import build_optimizer, build_scheduler
 from core.engine.settings import engine_settings

@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.engine.artifact_store import StoredObject, remove_file
-from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
+from core.engine.run_folder.artifact_store import StoredObject, remove_file
+from core.engine.run_folder.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
 from core.service.disk import measure
 from core.service.job_options import check_retention
 from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job, JobStatus
-from core.service.run_dirs import artifact_store, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_key, local_root
 from core.service.settings import get_settings
 
 log = logging.getLogger("leukemia.retention")

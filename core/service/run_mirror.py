@@ -1,5 +1,5 @@
 """A run written on this node and stored as it goes, for an object store (an s3:// ARTIFACTS_URL): the
-worker writes the run folder in its scratch folder (core.service.run_dirs.job_run_dir) and this module
+worker writes the run folder in its scratch folder (core.service.run_folders.job_run_dir) and this module
 keeps the store's copy in step. A folder store needs none of it: the run folder is in the store already.
 
 After each epoch the training loop has saved last.pt (and best.pt when the epoch is the best), the
@@ -32,10 +32,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from core.common.errors import UserInputError
-from core.engine.artifact_store import ArtifactStore, sha256_of
 from core.engine.progress import EpochRecord
-from core.engine.run_files import artifact_kind, classify_artifacts
-from core.engine.run_folder import LAST_CHECKPOINT
+from core.engine.run_folder.artifact_store import ArtifactStore, sha256_of
+from core.engine.run_folder.layout import LAST_CHECKPOINT, artifact_kind, classify_artifacts
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import Artifact, EpochMetric

@@ -122,7 +122,7 @@ class Settings(EngineSettings):
     @field_validator("artifacts_url")
     @classmethod
     def _artifacts_url(cls, value: str) -> str:
-        from core.engine.artifact_store import store_kind
+        from core.engine.run_folder.artifact_store import store_kind
 
         if value.strip():
             store_kind(value.strip())

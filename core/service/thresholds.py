@@ -22,14 +22,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.engine.artifact_store import sha256_of
 from core.engine.report import record_threshold
+from core.engine.run_folder.artifact_store import sha256_of
 from core.service import audit
 from core.service.access import Actor, PermissionDenied, cli_actor, require_owner
 from core.service.jobs import add_artifact, artifacts, get_job
 from core.service.jobs.artifacts import record_artifact
 from core.service.records import Artifact, Job, User
-from core.service.run_dirs import artifact_store, local_root
+from core.service.run_folders import artifact_store, local_root
 
 AUDIT_ACTION = "job.threshold"  # target: the job whose checkpoint now records a threshold
 

@@ -15,7 +15,7 @@ from core.engine.results import (
     PredictionSummary,
     Threshold,
 )
-from core.engine.run_files import ARTIFACT_KINDS
+from core.engine.run_folder.layout import ARTIFACT_KINDS
 from core.service.job_options import JobOptions, Priority
 from core.service.records import JOB_KINDS, JOB_STATUSES
 from web.api.schemas.common import Id, JsonRequest, Paged, PageQuery, QueueName, Row, TagFilter, UtcTime

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from core.common.atomic import atomic_path
-from core.engine.artifact_store.base import ArtifactStore, StoredObject, check_key, valid_key
+from core.engine.run_folder.artifact_store.base import ArtifactStore, StoredObject, check_key, valid_key
 
 
 def folder_bytes(folder: Path) -> int:

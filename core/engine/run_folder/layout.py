@@ -18,6 +18,9 @@ class RunFile(NamedTuple):
     what: str
 
 
+RUN_KEY_FILE = ".run_key"  # the stamp naming the job that owns the folder (resolver.claim_run_dir)
+LAST_CHECKPOINT = "last.pt"  # the last completed epoch, with what a resume needs
+BEST_CHECKPOINT = "best.pt"  # the best epoch by the chosen metric (every epoch without a validation split)
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
 EVENT_LOG = "events.out.tfevents.leukemia"  # TensorBoard reads files whose name holds "tfevents"
@@ -40,9 +43,9 @@ CALIBRATION_PNG = "calibration.png"
 HISTOGRAM_PNG = "probabilities.png"
 
 RUN_FILES = (
-    RunFile(METRICS_CSV, "metrics", "one row per epoch (core.engine.metric_files)"),
+    RunFile(METRICS_CSV, "metrics", "one row per epoch (core.engine.run_folder.history_files)"),
     RunFile(METRICS_JSON, "metrics", "the epochs and the run's outcome"),
-    RunFile(EVENT_LOG, "metrics", "the epochs as a TensorBoard event log (core.engine.event_log)"),
+    RunFile(EVENT_LOG, "metrics", "the epochs as a TensorBoard event log (core.engine.run_folder.event_log)"),
     RunFile(EVALUATION_JSON, "evaluation", "an evaluation's metrics, threshold and clinical report"),
     RunFile(CONFUSION_CSV, "evaluation", "the confusion matrix at the operating threshold"),
     RunFile(SUBJECTS_CSV, "evaluation", "per-subject results, where subjects are known"),

@@ -20,7 +20,7 @@ from tensorboardX.record_writer import masked_crc32c
 
 from core.common.atomic import open_atomic
 from core.engine.progress import EpochRecord
-from core.engine.run_files import EVENT_LOG
+from core.engine.run_folder.layout import EVENT_LOG
 
 FILE_VERSION = "brain.Event:2"  # the first event of every event file, as TensorBoard expects
 SCALARS = {  # TensorBoard tag → EpochRecord field; a None field (no validation split) is left out

@@ -11,7 +11,7 @@ from pathlib import Path
 from core.common.atomic import write_text_atomic
 from core.engine.params import TrainParams
 from core.engine.progress import EpochRecord
-from core.engine.run_files import METRICS_CSV, METRICS_JSON
+from core.engine.run_folder.layout import METRICS_CSV, METRICS_JSON
 
 CONFUSION_COLUMNS = ["valid_tn", "valid_fp", "valid_fn", "valid_tp"]
 

@@ -20,10 +20,8 @@ from pathlib import Path
 
 from core.common.atomic import create_once
 from core.common.errors import UserInputError
+from core.engine.run_folder.layout import RUN_KEY_FILE
 
-RUN_KEY_FILE = ".run_key"
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 CHOICES = ("best", "last")
 
 

@@ -1,5 +1,5 @@
 """Where a job's files are: its run key, the folder `jobs/<id>-<run_key>` in the artifact store
-(core.engine.run_folder says why the run key is in the name, and stamps and resolves the folder), or
+(core.engine.run_folder.resolver says why the run key is in the name, and stamps and resolves the folder), or
 `jobs/<id>` for a job run before run keys (jobs.legacy_run_dir, set by migration 0007 from where its
 files were recorded); and its local run folder on this node: that folder of the artifacts folder itself
 (a folder store, ARTIFACTS_DIR), or of this node's scratch folder (an s3:// store, SCRATCH_DIR), from
@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from core.engine.artifact_store import ArtifactStore, open_store
+from core.engine.run_folder.artifact_store import ArtifactStore, open_store
 from core.service.settings import get_settings
 
 

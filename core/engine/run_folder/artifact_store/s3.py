@@ -1,4 +1,4 @@
-"""An artifact store in an S3 bucket (core.engine.artifact_store.base says what a store does): AWS S3 or any
+"""An artifact store in an S3 bucket (core.engine.run_folder.artifact_store.base says what a store does): AWS S3 or any
 S3-compatible server (MinIO, Ceph RGW, `rclone serve s3`), through boto3 with the standard AWS credential
 chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws/credentials and config, AWS_PROFILE, instance
 and container roles); ARTIFACTS_S3_ENDPOINT_URL names a server that is not AWS."""
@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from core.common.atomic import atomic_path
 from core.common.errors import StorageError, UserInputError
-from core.engine.artifact_store.base import ArtifactStore, StoredObject, check_key, valid_key
+from core.engine.run_folder.artifact_store.base import ArtifactStore, StoredObject, check_key, valid_key
 
 
 class S3Store(ArtifactStore):

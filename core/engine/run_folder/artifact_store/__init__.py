@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 from core.common import cache_folder
 from core.common.atomic import atomic_path
 from core.common.errors import UserInputError
-from core.engine.artifact_store.base import ArtifactStore, StoredObject, check_key, sha256_of, valid_key
-from core.engine.artifact_store.folder import FolderStore, folder_bytes, inside, remove_file, remove_folder
+from core.engine.run_folder.artifact_store.base import ArtifactStore, StoredObject, check_key, sha256_of, valid_key
+from core.engine.run_folder.artifact_store.folder import FolderStore, folder_bytes, inside, remove_file, remove_folder
 
 __all__ = ["ArtifactStore", "FolderStore", "StoredObject", "check_key", "fetch_verified", "folder_bytes", "inside",
            "open_store", "remove_file", "remove_folder", "sha256_of", "store_kind", "valid_key"]
@@ -49,7 +49,7 @@ def open_store(url: str, *, endpoint_url: str = "") -> ArtifactStore:
     except ValueError as error:
         raise UserInputError(f"ARTIFACTS_URL: {error}") from None
     if kind == "s3":
-        from core.engine.artifact_store.s3 import S3Store  # boto3: only where an s3:// store is used
+        from core.engine.run_folder.artifact_store.s3 import S3Store  # boto3: only where an s3:// store is used
 
         return S3Store(url, endpoint_url)
     parsed = urlparse(url)
