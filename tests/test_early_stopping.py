@@ -56,29 +56,29 @@ def plateau_options(data_dir: Path, **overrides) -> dict:
 def test_cli_train_stops_after_patience_with_best_from_the_best_epoch(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
     from leukemia.cli import main
 
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     outcome = CliRunner().invoke(main, [
         "train", "--data", str(plateau_dir), "--epochs", "6", "--image-size", str(SIZE), "--batch-size", "16",
         "--device", "cpu", "--seed", "2", "--early-stopping-metric", "valid_accuracy",
-        "--early-stopping-patience", "2", "--out", str(run_dir),
+        "--early-stopping-patience", "2", "--out", str(run_folder),
     ])  # fmt: skip
     assert outcome.exit_code == 0, outcome.output
     reason = "stopped early at epoch 3: valid_accuracy did not improve for 2 epochs (best 0.5 at epoch 1)"
     assert reason in outcome.output.splitlines()
     assert "epoch 4/6" not in outcome.output and "3 epoch(s) in" in outcome.output
 
-    summary = json.loads((run_dir / "metrics.json").read_text())
+    summary = json.loads((run_folder / "metrics.json").read_text())
     assert [row["valid_accuracy"] for row in summary["history"]] == [0.5, 0.5, 0.5]  # the plateau, exactly
     assert summary["stopped_epoch"] == 3 and summary["stop_reason"] == reason
     assert summary["best_epoch"] == 1 and summary["best_metric"] == "valid_accuracy"
-    best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
+    best, last = load_checkpoint(run_folder / "best.pt"), load_checkpoint(run_folder / "last.pt")
     assert best["epoch"] == 1 and last["epoch"] == 3
     assert last["early_stopping"]["stopped_epoch"] == 3 and last["early_stopping"]["bad_epochs"] == 2
     # The weights did change after epoch 1 (lr 1e-3): best.pt really is epoch 1's model, not the last one.
     assert any((best["model"][k].float() != last["model"][k].float()).any() for k in best["model"] if "weight" in k)
 
     # Resuming a run that stopped early trains nothing more.
-    again = train(parse_params("train", plateau_options(plateau_dir)), run_dir, resume=True)
+    again = train(parse_params("train", plateau_options(plateau_dir)), run_folder, resume=True)
     assert again.epochs_done == 3 and again.stopped_epoch == 3 and again.stop_reason == reason
 
 
@@ -101,18 +101,18 @@ class StopAfter(TrainingObserver):
 
 
 def test_patience_counts_on_across_a_resume(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     params = parse_params("train", plateau_options(plateau_dir, early_stopping_patience=2))
     with pytest.raises(RunStopped):
-        train(params, run_dir, observer=StopAfter(2))
-    assert load_checkpoint(run_dir / "last.pt")["early_stopping"]["bad_epochs"] == 1  # epoch 2 did not improve
+        train(params, run_folder, observer=StopAfter(2))
+    assert load_checkpoint(run_folder / "last.pt")["early_stopping"]["bad_epochs"] == 1  # epoch 2 did not improve
     resumed = StopAfter()
-    result = train(params, run_dir, resume=True, observer=resumed)
+    result = train(params, run_folder, resume=True, observer=resumed)
     # Counted on from last.pt: epoch 3 is the second without improvement. A counter reset by the
     # resume would have taken epoch 3 as a new best and stopped at epoch 5.
     assert result.stopped_epoch == 3 and resumed.epochs == [1, 2, 3] and resumed.stopped is not None
     assert resumed.stopped[0] == 3 and "did not improve for 2 epochs (best 0.5 at epoch 1)" in resumed.stopped[1]
-    assert load_checkpoint(run_dir / "best.pt")["epoch"] == 1
+    assert load_checkpoint(run_folder / "best.pt")["epoch"] == 1
 
 
 def record(epoch: int, accuracy: float | None, loss: float | None) -> EpochRecord:

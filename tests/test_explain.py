@@ -70,7 +70,7 @@ def test_selection_takes_confident_mistakes_then_the_least_confident() -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(synth_dir: Path, tmp_path_factory) -> Path:
+def run_folder(synth_dir: Path, tmp_path_factory) -> Path:
     """A one-epoch resnet18 run at 48 px on the synthetic folder."""
     runs = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
@@ -82,9 +82,9 @@ def run_dir(synth_dir: Path, tmp_path_factory) -> Path:
     return runs / "a"
 
 
-def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    params = EvaluateParams(checkpoint=str(run_dir), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
+    params = EvaluateParams(checkpoint=str(run_folder), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
                             explain="2", threshold=0.4)
     result = evaluate_csv(params, out_dir=out)
     metrics = result.metrics
@@ -118,9 +118,9 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
         metrics["confusion"][1][1] / sum(metrics["confusion"][1]))
 
 
-def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
+def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.pt"
-    checkpoint.write_bytes((run_dir / "best.pt").read_bytes())
+    checkpoint.write_bytes((run_folder / "best.pt").read_bytes())
     chosen = evaluate_csv(EvaluateParams(checkpoint=str(checkpoint), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
                                          threshold_from="valid", target_sensitivity=0.9))
     threshold = chosen.metrics["threshold"]
@@ -142,9 +142,9 @@ def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, r
     assert given.positives == 24 and given.threshold["source"] == "given"
 
 
-def test_bad_options_and_a_one_class_set_are_one_line(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
+def test_bad_options_and_a_one_class_set_are_one_line(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    base = ["--checkpoint", str(run_dir), "--data", str(synth_dir), "--device", "cpu"]
+    base = ["--checkpoint", str(run_folder), "--data", str(synth_dir), "--device", "cpu"]
     for options, message in (
         (["--threshold-from", "valid", "--target-sensitivity", "1.5"], "target_sensitivity: 1.5 is not a sensitivity"),
         (["--explain", "-3"], "explain: '-3' is not a number of images"),

@@ -184,18 +184,18 @@ def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Pa
 
 def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
     from core.engine.run_folder.layout import RUN_KEY_FILE
-    from core.engine.run_folder.resolver import claim_run_dir
+    from core.engine.run_folder.resolver import claim_run_folder
 
     ours = tmp_path / "ours"
-    claim_run_dir(ours, "a" * 32)
-    claim_run_dir(ours, "a" * 32)  # our own folder: resumable
+    claim_run_folder(ours, "a" * 32)
+    claim_run_folder(ours, "a" * 32)  # our own folder: resumable
     with pytest.raises(UserInputError, match="belongs to another job"):
-        claim_run_dir(ours, "b" * 32)
+        claim_run_folder(ours, "b" * 32)
     unstamped = tmp_path / "unstamped"
     unstamped.mkdir()
     (unstamped / "last.pt").write_bytes(b"an old run")
     with pytest.raises(UserInputError, match="holds files but no run key"):
-        claim_run_dir(unstamped, "a" * 32)
+        claim_run_folder(unstamped, "a" * 32)
     assert not (unstamped / RUN_KEY_FILE).exists() and (unstamped / "last.pt").read_bytes() == b"an old run"
 
 

@@ -20,7 +20,7 @@ from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import Artifact, AuditEntry, EpochMetric, Job, utcnow
-from core.service.run_folders import artifact_store, job_run_dir, job_run_key
+from core.service.run_folders import artifact_store, job_run_folder, job_run_key
 from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import TRAIN, login
@@ -78,7 +78,7 @@ def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, f
     assert objects == {artifact.path: artifact.size_bytes for artifact in files.values()}  # rows name what the bucket holds
     with get_sessionmaker().begin() as session:
         assert [m.epoch for m in jobs.epoch_metrics(session, trained)] == [1, 2]
-    assert not job_run_dir(row(trained)).exists()  # the scratch copy is gone once stored
+    assert not job_run_folder(row(trained)).exists()  # the scratch copy is gone once stored
     assert not get_settings().resolved_artifacts_dir.exists()  # nothing went to the folder store
     assert row(trained).disk_bytes == sum(objects.values())
 

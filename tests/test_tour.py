@@ -15,7 +15,7 @@ from sqlalchemy import select
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import DataFolder
-from core.service.run_folders import job_run_dir
+from core.service.run_folders import job_run_folder
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, finished_train_job, login, synthetic_folder
 
@@ -126,7 +126,7 @@ def test_job_pages_show_no_python_literals_no_empty_log_and_a_prediction_downloa
         predict_id = jobs.create_job(session, "predict", {"data_dir": str(demo["path"]), "csv": "test.csv"},
                                      parent_id=train_id).id
         jobs.claim_job(session, predict_id, owner="test-worker", host="test-host")
-        path = job_run_dir(jobs.get_job(session, predict_id)) / "predictions.csv"
+        path = job_run_folder(jobs.get_job(session, predict_id)) / "predictions.csv"
         path.parent.mkdir(parents=True)
         path.write_text("ID,label\n./new_dataset/test/0.bmp,1\n")
         jobs.add_artifact(session, predict_id, "predictions", path)

@@ -55,7 +55,7 @@ def threshold_writer(job_id: int) -> ThresholdWriter | None:
     return write
 
 
-def run_core_function(spec: JobSpec, run_dir: Path, observer: TrainingObserver | PredictionObserver, *,
+def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserver | PredictionObserver, *,
                       holds: ExitStack | None = None) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in (with an
     object store, every checkpoint it reads fetched into this node's cache, checked, and held in holds)."""
@@ -81,21 +81,21 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: TrainingObserver |
     if spec.kind in ("evaluate", "predict"):  # the engine logs nothing of a pass: the job's log says what it reads
         log.info("job %s %s: %s on %s of %s", spec.id, spec.kind, scored_with(spec, params), params.csv, params.data_dir)
     if spec.kind == "train":
-        training.train(params, run_dir, resume=True, observer=observer)
+        training.train(params, run_folder, resume=True, observer=observer)
         if spec.cv_fold is not None:
             from core.engine.crossval import write_out_of_fold
 
-            write_out_of_fold(run_dir, params, spec.cv_fold)
+            write_out_of_fold(run_folder, params, spec.cv_fold)
     elif spec.kind == "finetune":
-        training.finetune(params, run_dir, resume=True, observer=observer)
+        training.finetune(params, run_folder, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        metrics = predict.evaluate_csv(params, out_dir=run_dir, observer=observer,
+        metrics = predict.evaluate_csv(params, out_dir=run_folder, observer=observer,
                                        write_threshold=threshold_writer(spec.id)).metrics
         log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
                  spec.id, metrics["count"], metrics["threshold"]["value"], metrics["threshold"]["source"],
                  percent(metrics["accuracy"]), percent(metrics["balanced_accuracy"]), percent(metrics["weighted_f1"]))
     else:  # predict: parse_params knows no other kind
-        result = predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
+        result = predict.predict_csv(params, run_folder / PREDICTIONS_CSV, observer=observer, report_dir=run_folder,
                                      write_threshold=threshold_writer(spec.id))
         log.info("job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written", spec.id, result.count,
                  result.threshold["value"], result.threshold["source"], result.positives, result.count - result.positives,

@@ -36,12 +36,12 @@ from core.engine.progress import (
 )
 from core.engine.run_folder.artifact_store import remove_folder
 from core.engine.run_folder.layout import classify_artifacts
-from core.engine.run_folder.resolver import claim_run_dir
+from core.engine.run_folder.resolver import claim_run_folder
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.logs import log_context
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Job, JobStatus
-from core.service.run_folders import artifact_store, job_run_dir, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_folder, job_run_key, local_root
 from core.service.run_mirror import RunMirror, StoredFile
 from core.service.settings import get_settings
 from worker import metrics
@@ -171,7 +171,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
         log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
                  record.train_loss, record.valid_accuracy)  # fmt: skip
 
-    def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    def on_checkpoint(self, run_folder: Path, checkpoint: dict[str, Any]) -> None:
         """A `last-N` job also keeps its N newest epoch checkpoints (core.service.retention); with an object
         store the epoch's files are staged for storing now, before the next epoch writes."""
         from core.service import retention
@@ -179,7 +179,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
         with get_sessionmaker().begin() as session:
             keep = retention.keep_epochs_for(session, self.job_id)
         if keep is not None:
-            retention.save_epoch_checkpoint(run_dir, checkpoint, keep)
+            retention.save_epoch_checkpoint(run_folder, checkpoint, keep)
         if self.mirror is not None:
             self.snapshot = self.mirror.snapshot()
 
@@ -242,10 +242,10 @@ class JobRun:
 
     def __init__(self, spec: JobSpec, owner: str) -> None:
         self.spec, self.owner = spec, owner
-        self.run_dir = job_run_dir(spec)
-        self.run_dir_claimed = False  # a folder that is not this job's is never read for artifacts
+        self.run_folder = job_run_folder(spec)
+        self.run_folder_claimed = False  # a folder that is not this job's is never read for artifacts
         store = artifact_store()  # a folder store is written in place; an object store through a mirror
-        self.mirror = RunMirror(store, self.run_dir, job_run_key(spec), spec.id) if store.local_root is None else None
+        self.mirror = RunMirror(store, self.run_folder, job_run_key(spec), spec.id) if store.local_root is None else None
         self.holds = ExitStack()  # cached parent checkpoints in use until the attempt ends
         self.observer = JobObserver(spec.id, self.mirror, self.note_start)
         self.tail = LogTail()
@@ -258,12 +258,12 @@ class JobRun:
         self.heartbeat.start()
         status, error = JobStatus.failed, None
         try:
-            self.prepare_run_dir()  # before anything resumes or writes there
+            self.prepare_run_folder()  # before anything resumes or writes there
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
                 from core.engine.data_roots import require_inside_data_roots
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
-            run_core_function(self.spec, self.run_dir, self.observer, holds=self.holds)
+            run_core_function(self.spec, self.run_folder, self.observer, holds=self.holds)
             if self.mirror is not None:
                 self.mirror.finish()  # every file stored before the job is recorded as succeeded
             status = JobStatus.succeeded
@@ -275,7 +275,7 @@ class JobRun:
             log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason or "worker shutting down")
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
             if is_no_space(bug):  # metrics, plots, predictions on a full disk: not a bug
-                error = str(NoSpaceLeft(getattr(bug, "filename", None) or self.run_dir))
+                error = str(NoSpaceLeft(getattr(bug, "filename", None) or self.run_folder))
                 log.warning("job %s failed: %s", self.spec.id, error)
             else:
                 error = f"internal error: {type(bug).__name__}: {bug}"
@@ -289,21 +289,21 @@ class JobRun:
         finally:
             metrics.job_ended()
             self.holds.close()
-            if self.mirror is not None and self.run_dir_claimed:  # stored: the scratch copy is done with
+            if self.mirror is not None and self.run_folder_claimed:  # stored: the scratch copy is done with
                 try:
-                    remove_folder(local_root(), self.run_dir)
+                    remove_folder(local_root(), self.run_folder)
                 except OSError:  # a scratch folder left behind costs disk, never the job: the next attempt empties it
-                    log.exception("job %s: its scratch folder %s could not be removed", self.spec.id, self.run_dir)
+                    log.exception("job %s: its scratch folder %s could not be removed", self.spec.id, self.run_folder)
         metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
 
-    def prepare_run_dir(self) -> None:
+    def prepare_run_folder(self) -> None:
         """Claim the local run folder (core.engine.run_folder.resolver). With an object store, the store's copy is
         what counts: the folder starts empty on this node, and a training run's stored files (last.pt checked
         against its recorded sha256) are fetched into it, so it resumes where the last attempt stored it."""
-        if self.mirror is not None and self.run_dir.exists():  # a former attempt's scratch on this node
-            remove_folder(local_root(), self.run_dir)
-        claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
-        self.run_dir_claimed = True
+        if self.mirror is not None and self.run_folder.exists():  # a former attempt's scratch on this node
+            remove_folder(local_root(), self.run_folder)
+        claim_run_folder(self.run_folder, self.spec.run_key, legacy=self.spec.legacy_run_dir)
+        self.run_folder_claimed = True
         if self.mirror is not None and self.spec.kind in MODEL_KINDS:
             fetched = self.mirror.fetch_run()
             if fetched:
@@ -336,7 +336,7 @@ class JobRun:
         stored = self.stored_files()
         with get_sessionmaker().begin() as session:
             if self.mirror is None:
-                for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
+                for kind, path in classify_artifacts(self.run_folder) if self.run_folder_claimed else []:
                     jobs.add_artifact(session, self.spec.id, kind, path)
             for item in stored:
                 jobs.record_artifact(session, self.spec.id, item.kind, item.key, item.size, item.sha256)
@@ -365,7 +365,7 @@ class JobRun:
     def stored_files(self) -> list[StoredFile]:
         """With an object store, the run folder's files it holds, to record with the outcome (a run that failed
         or stopped has its files stored now; a file that cannot be is left out)."""
-        if self.mirror is None or not self.run_dir_claimed:
+        if self.mirror is None or not self.run_folder_claimed:
             return []
         try:
             self.mirror.finish()

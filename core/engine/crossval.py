@@ -85,7 +85,7 @@ def fold_params(base: dict[str, Any], plan: FoldPlan) -> dict[str, Any]:
     return {**base, "split": plan.split, "valid_split": plan.valid_split}
 
 
-def write_out_of_fold(run_dir: Path, params: Any, fold: int, *, observer: Any = None) -> Path:
+def write_out_of_fold(run_folder: Path, params: Any, fold: int, *, observer: Any = None) -> Path:
     """Predict the fold's validation split with its best.pt and write oof.csv into the run folder."""
     from core.engine.predict import ensemble_probabilities
 
@@ -93,13 +93,13 @@ def write_out_of_fold(run_dir: Path, params: Any, fold: int, *, observer: Any = 
     if not valid:
         raise UserInputError(f"fold {fold}: no validation split to predict out of fold")
     probabilities = ensemble_probabilities(
-        [resolve_checkpoint(run_dir, "best")], valid, tta=False, batch_size=64, device=params.device, observer=observer
+        [resolve_checkpoint(run_folder, "best")], valid, tta=False, batch_size=64, device=params.device, observer=observer
     )
     frame = pd.DataFrame({
         "ID": [s.id for s in valid], "subject": [s.subject for s in valid], "label": [s.label for s in valid],
         "prob_1": probabilities, "fold": fold,
     })
-    path = Path(run_dir) / OOF_CSV
+    path = Path(run_folder) / OOF_CSV
     write_csv(path, list(frame.columns), frame_rows(frame, OOF_FLOAT_FORMAT))
     return path
 
@@ -164,10 +164,10 @@ def run_cross_validation(
     frames = []
     for fold in plan.folds:
         params = parse_params("train", fold_params(base, fold))
-        run_dir = out_dir / f"fold_{fold.fold}"
-        result = train(params, run_dir, observer=observer_for(fold.fold) if observer_for else None)
+        run_folder = out_dir / f"fold_{fold.fold}"
+        result = train(params, run_folder, observer=observer_for(fold.fold) if observer_for else None)
         rows += [{"fold": fold.fold, **record.model_dump()} for record in result.history]
-        frames.append(read_csv_frame(write_out_of_fold(run_dir, params, fold.fold)))
+        frames.append(read_csv_frame(write_out_of_fold(run_folder, params, fold.fold)))
     summary = {**plan.to_dict(), **summarize(rows, frames)}
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
     together = pd.concat(frames, ignore_index=True)

@@ -72,7 +72,7 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str = "confusi
     return _save(figure, path)
 
 
-def plot_history(history: list[dict], run_dir: Path, best_epoch: int | None) -> list[Path]:
+def plot_history(history: list[dict], run_folder: Path, best_epoch: int | None) -> list[Path]:
     """Redraw a run's loss.png, accuracy.png and (with a validation split) the best epoch's confusion.png."""
     epochs = [row["epoch"] for row in history]
     paths = [
@@ -80,7 +80,7 @@ def plot_history(history: list[dict], run_dir: Path, best_epoch: int | None) -> 
             epochs,
             {"train": [r["train_loss"] for r in history], "valid": [r["valid_loss"] for r in history]},
             "loss",
-            run_dir / LOSS_PNG,
+            run_folder / LOSS_PNG,
         ),
         plot_curve(
             epochs,
@@ -92,13 +92,13 @@ def plot_history(history: list[dict], run_dir: Path, best_epoch: int | None) -> 
                 "valid ROC-AUC": [r.get("valid_roc_auc") for r in history],
             },
             "accuracy",
-            run_dir / ACCURACY_PNG,
+            run_folder / ACCURACY_PNG,
         ),
     ]
     best = next((r for r in history if r["epoch"] == best_epoch), None)
     if best is not None and best["confusion"] is not None:
         title = f"validation, best epoch {best_epoch}"
-        paths.append(plot_confusion(best["confusion"], run_dir / CONFUSION_PNG, title))
+        paths.append(plot_confusion(best["confusion"], run_folder / CONFUSION_PNG, title))
     return paths
 
 

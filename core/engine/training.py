@@ -41,7 +41,7 @@ from core.engine.splits import training_splits
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_folder: Path
     epochs_done: int
     history: list[EpochRecord]
     best_path: Path
@@ -54,27 +54,27 @@ class RunResult:
 
 
 def train(
-    params: TrainParams, run_dir: Path, *, resume: bool = False, observer: TrainingObserver | None = None
+    params: TrainParams, run_folder: Path, *, resume: bool = False, observer: TrainingObserver | None = None
 ) -> RunResult:
-    """Train from scratch into run_dir; with resume=True and a last.pt there, continue that run instead."""
-    if resume and _holds_run(run_dir):
-        return resume_run(run_dir, observer=observer)
-    _refuse_existing_run(Path(run_dir))
+    """Train from scratch into run_folder; with resume=True and a last.pt there, continue that run instead."""
+    if resume and _holds_run(run_folder):
+        return resume_run(run_folder, observer=observer)
+    _refuse_existing_run(Path(run_folder))
     seed_everything(params.seed)
     device, (train_samples, valid_samples) = _device_and_splits(params)
     cache_dir = engine_settings().resolved_cache_dir
     mean, std = compute_mean_std(train_samples, params.image_size, cache_dir=cache_dir, num_workers=params.num_workers)
     start = StartState(model=build_model(params.arch), mean=floats(mean), std=floats(std))
-    return _fit(params, Path(run_dir), device, train_samples, valid_samples, start, observer)
+    return _fit(params, Path(run_folder), device, train_samples, valid_samples, start, observer)
 
 
 def finetune(
-    params: FinetuneParams, run_dir: Path, *, resume: bool = False, observer: TrainingObserver | None = None
+    params: FinetuneParams, run_folder: Path, *, resume: bool = False, observer: TrainingObserver | None = None
 ) -> RunResult:
     """Continue training a checkpoint's weights (its arch, mean/std, image size) with a fresh optimizer."""
-    if resume and _holds_run(run_dir):
-        return resume_run(run_dir, observer=observer)
-    _refuse_existing_run(Path(run_dir))
+    if resume and _holds_run(run_folder):
+        return resume_run(run_folder, observer=observer)
+    _refuse_existing_run(Path(run_folder))
     if not params.checkpoint.strip():
         raise UserInputError("checkpoint: a run folder or .pt file to finetune from is required", field="checkpoint")
     source = resolve_checkpoint(params.checkpoint, params.checkpoint_choice)
@@ -91,15 +91,15 @@ def finetune(
     device, (train_samples, valid_samples) = _device_and_splits(params)
     model = model_from_checkpoint(checkpoint, source)
     start = StartState(model=model, mean=floats(checkpoint["mean"]), std=floats(checkpoint["std"]))
-    return _fit(params, Path(run_dir), device, train_samples, valid_samples, start, observer)
+    return _fit(params, Path(run_folder), device, train_samples, valid_samples, start, observer)
 
 
-def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> RunResult:
-    """Continue the run in run_dir from its last.pt with the params stored there (train or finetune)."""
-    run_dir = Path(run_dir)
-    last_path = run_dir / LAST_CHECKPOINT
+def resume_run(run_folder: Path, *, observer: TrainingObserver | None = None) -> RunResult:
+    """Continue the run in run_folder from its last.pt with the params stored there (train or finetune)."""
+    run_folder = Path(run_folder)
+    last_path = run_folder / LAST_CHECKPOINT
     if not last_path.is_file():
-        raise UserInputError(f"resume: {run_dir} has no {LAST_CHECKPOINT} to resume from", field="resume")
+        raise UserInputError(f"resume: {run_folder} has no {LAST_CHECKPOINT} to resume from", field="resume")
     checkpoint = load_checkpoint(last_path)
     stored = dict(checkpoint.get("params") or {})
     params = parse_params(stored.pop("kind", "train"), stored)
@@ -110,7 +110,7 @@ def resume_run(run_dir: Path, *, observer: TrainingObserver | None = None) -> Ru
         std=floats(checkpoint["std"]),
         checkpoint=checkpoint,
     )
-    return _fit(params, run_dir, device, train_samples, valid_samples, start, observer)
+    return _fit(params, run_folder, device, train_samples, valid_samples, start, observer)
 
 
 # ---------------------------------------------------------------- building blocks
@@ -135,7 +135,7 @@ def class_weights(spec: str, labels: list[int]) -> Tensor | None:
 
 def _fit(
     params: TrainParams,
-    run_dir: Path,
+    run_folder: Path,
     device: torch.device,
     train_samples: list[Sample],
     valid_samples: list[Sample] | None,
@@ -163,8 +163,8 @@ def _fit(
 
         train_batches, valid_batches = _pipelines(params, train_samples, valid_samples, start, device, use_amp)
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        start_event_log(run_dir, log.history)  # anew: a resumed run's log then holds each epoch once
+        run_folder.mkdir(parents=True, exist_ok=True)
+        start_event_log(run_folder, log.history)  # anew: a resumed run's log then holds each epoch once
         observer.on_start(params.epochs, len(train_batches), start_epoch)
         for record in log.history:  # exactly-once: the observer upserts epochs it may already hold
             observer.on_epoch(record)
@@ -181,12 +181,12 @@ def _fit(
                 if reason:
                     log.stop(epoch, reason)
             checkpoint = capture_checkpoint(params, model, optimizer, scheduler, epoch, start, log)
-            _save_epoch(run_dir, checkpoint, params, log)
-            observer.on_checkpoint(run_dir, checkpoint)  # e.g. a job's epoch_XXX.pt (core.service.retention)
+            _save_epoch(run_folder, checkpoint, params, log)
+            observer.on_checkpoint(run_folder, checkpoint)  # e.g. a job's epoch_XXX.pt (core.service.retention)
             observer.on_epoch(record)  # only now: last.pt already holds this epoch
         if log.stopped_epoch is not None and log.stop_reason is not None:
             observer.on_stopped_early(log.stopped_epoch, log.stop_reason)
-        return RunResult(run_dir, len(log.history), log.history, run_dir / BEST_CHECKPOINT, run_dir / LAST_CHECKPOINT,
+        return RunResult(run_folder, len(log.history), log.history, run_folder / BEST_CHECKPOINT, run_folder / LAST_CHECKPOINT,
                          log.stopped_epoch, log.stop_reason)  # fmt: skip
 
 
@@ -216,15 +216,15 @@ def _pipelines(
     return train_batches, InputPipeline(valid_samples, augment=False, shuffle=False, pad_last_batch=on_gpu, **options)
 
 
-def _save_epoch(run_dir: Path, checkpoint: dict[str, Any], params: TrainParams, log: RunLog) -> None:
+def _save_epoch(run_folder: Path, checkpoint: dict[str, Any], params: TrainParams, log: RunLog) -> None:
     """last.pt, best.pt when this epoch is the best, metrics.csv/json, the plots and the event log, in that order."""
-    save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
+    save_checkpoint(checkpoint, run_folder / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
-        save_checkpoint(without_resume_state(checkpoint), run_dir / BEST_CHECKPOINT)
-    write_metrics(run_dir, params, log.history, log.best_epoch, best_metric=log.metric,
+        save_checkpoint(without_resume_state(checkpoint), run_folder / BEST_CHECKPOINT)
+    write_metrics(run_folder, params, log.history, log.best_epoch, best_metric=log.metric,
                   stopped_epoch=log.stopped_epoch, stop_reason=log.stop_reason)  # fmt: skip
-    plot_history([r.model_dump() for r in log.history], run_dir, log.best_epoch)
-    append_epoch(run_dir, log.history[-1])
+    plot_history([r.model_dump() for r in log.history], run_folder, log.best_epoch)
+    append_epoch(run_folder, log.history[-1])
 
 
 def _run_epoch(
@@ -368,8 +368,8 @@ def _evaluate(
 # ---------------------------------------------------------------- state, files
 
 
-def _holds_run(run_dir: Path) -> bool:
-    return (Path(run_dir) / LAST_CHECKPOINT).is_file()
+def _holds_run(run_folder: Path) -> bool:
+    return (Path(run_folder) / LAST_CHECKPOINT).is_file()
 
 
 def _device_and_splits(params: TrainParams) -> tuple[torch.device, tuple[list[Sample], list[Sample] | None]]:
@@ -390,9 +390,9 @@ def _read_splits(params: TrainParams) -> tuple[list[Sample], list[Sample] | None
     return train_samples, valid_samples
 
 
-def _refuse_existing_run(run_dir: Path) -> None:
+def _refuse_existing_run(run_folder: Path) -> None:
     """Never overwrite a run by accident: a folder holding last.pt needs --resume or another --out."""
-    if (run_dir / LAST_CHECKPOINT).exists():
+    if (run_folder / LAST_CHECKPOINT).exists():
         raise UserInputError(
-            f"run folder {run_dir} already holds a run ({LAST_CHECKPOINT}); resume it or choose another output folder"
+            f"run folder {run_folder} already holds a run ({LAST_CHECKPOINT}); resume it or choose another output folder"
         )

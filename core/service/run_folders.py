@@ -45,6 +45,6 @@ def job_run_key(job: RunFolderOwner) -> str:
     return f"jobs/{job.id}" if job.legacy_run_dir else f"jobs/{job.id}-{job.run_key}"
 
 
-def job_run_dir(job: RunFolderOwner) -> Path:
+def job_run_folder(job: RunFolderOwner) -> Path:
     """The job's local run folder on this node (for a folder store: ARTIFACTS_DIR/jobs/<id>-<run_key>)."""
     return local_root() / job_run_key(job)

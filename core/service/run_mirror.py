@@ -1,5 +1,5 @@
 """A run written on this node and stored as it goes, for an object store (an s3:// ARTIFACTS_URL): the
-worker writes the run folder in its scratch folder (core.service.run_folders.job_run_dir) and this module
+worker writes the run folder in its scratch folder (core.service.run_folders.job_run_folder) and this module
 keeps the store's copy in step. A folder store needs none of it: the run folder is in the store already.
 
 After each epoch the training loop has saved last.pt (and best.pt when the epoch is the best), the
@@ -93,8 +93,8 @@ class Snapshot:
 class RunMirror:
     """Keeps the artifact store's copy of one job's run folder in step with the local one."""
 
-    def __init__(self, store: ArtifactStore, run_dir: Path, prefix: str, job_id: int) -> None:
-        self.store, self.run_dir, self.prefix, self.job_id = store, Path(run_dir), prefix, job_id
+    def __init__(self, store: ArtifactStore, run_folder: Path, prefix: str, job_id: int) -> None:
+        self.store, self.run_folder, self.prefix, self.job_id = store, Path(run_folder), prefix, job_id
         self._staged: dict[str, tuple[int, int, int]] = {}  # name → signature of the file as last staged or fetched
         # name → (signature, what the store holds): only once the store has it, for the outcome's rows
         self._stored: dict[str, tuple[tuple[int, int, int], StoredFile]] = {}
@@ -112,7 +112,7 @@ class RunMirror:
             name = item.key[len(self.prefix) + 1:]
             if "/" in name or artifact_kind(Path(name)) is None:
                 continue
-            path = self.run_dir / name
+            path = self.run_folder / name
             self.store.get(item.key, path)
             self._staged[name] = signature(path)
             self._stored[name] = (signature(path), StoredFile(artifact_kind(path), item.key, item.size, sha256_of(path)))
@@ -130,7 +130,7 @@ class RunMirror:
         before it records them, so one that stopped in between leaves a last.pt one epoch past its rows (it
         resumes from it, as a run on one host resumes from a last.pt saved before its epoch was recorded).
         Anything else is not what the job wrote: one line naming the job and the file."""
-        path = self.run_dir / LAST_CHECKPOINT
+        path = self.run_folder / LAST_CHECKPOINT
         key = f"{self.prefix}/{LAST_CHECKPOINT}"
         with get_sessionmaker().begin() as session:
             recorded = session.scalar(select(Artifact.sha256).where(Artifact.job_id == self.job_id, Artifact.path == key))
@@ -150,14 +150,14 @@ class RunMirror:
     # --- epochs ----------------------------------------------------------------------------
 
     def _changed(self) -> list[tuple[str, Path]]:
-        found = [(kind, path) for kind, path in classify_artifacts(self.run_dir)
+        found = [(kind, path) for kind, path in classify_artifacts(self.run_folder)
                  if self._staged.get(path.name) != signature(path)]
         return sorted(found, key=lambda pair: store_order(pair[1].name))
 
     def snapshot(self) -> Snapshot:
         """Stage the files changed since the last snapshot (on the training thread, before the next epoch
         writes): a hard link of each checkpoint, a copy of each small file."""
-        folder = self.run_dir / STAGING / uuid.uuid4().hex
+        folder = self.run_folder / STAGING / uuid.uuid4().hex
         folder.mkdir(parents=True)
         files = []
         for kind, path in self._changed():
@@ -230,7 +230,7 @@ class RunMirror:
             self.wait()
         finally:
             self._uploader.shutdown(wait=True)
-        shutil.rmtree(self.run_dir / STAGING, ignore_errors=True)
+        shutil.rmtree(self.run_folder / STAGING, ignore_errors=True)
         for kind, path in self._changed():  # the worker records every file's row with the outcome
             self._staged[path.name] = signature(path)
             self._store(kind, path.name, path, self._staged[path.name], waited_for=True)
@@ -239,7 +239,7 @@ class RunMirror:
         """The run folder's files the store holds as they are now (their hashes known from storing them):
         the rows to record with the outcome."""
         found = []
-        for _kind, path in classify_artifacts(self.run_dir):
+        for _kind, path in classify_artifacts(self.run_folder):
             stored = self._stored.get(path.name)
             if stored is not None and stored[0] == signature(path):
                 found.append(stored[1])
@@ -249,4 +249,4 @@ class RunMirror:
         """The lease is another worker's: store and record nothing more; drop what is staged."""
         self.stopped.set()
         self._uploader.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.run_dir / STAGING, ignore_errors=True)
+        shutil.rmtree(self.run_folder / STAGING, ignore_errors=True)

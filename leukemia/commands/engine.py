@@ -105,7 +105,7 @@ def describe_epoch(record, total_epochs: int) -> str:
 
 
 def _describe_run(result) -> str:
-    return f"{result.epochs_done} epoch(s) in {result.run_dir}: {result.best_path.name}, {result.last_path.name}"
+    return f"{result.epochs_done} epoch(s) in {result.run_folder}: {result.best_path.name}, {result.last_path.name}"
 
 
 @core_cli.command(cls=UserCommand)

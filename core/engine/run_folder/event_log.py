@@ -50,15 +50,15 @@ def epoch_event(record: EpochRecord) -> Event:
     return Event(wall_time=time.time(), step=record.epoch, summary=Summary(value=values))
 
 
-def start_event_log(run_dir: Path, history: Iterable[EpochRecord]) -> None:
+def start_event_log(run_folder: Path, history: Iterable[EpochRecord]) -> None:
     """Write the log anew (atomically) with the epochs done so far: none for a new run."""
-    with open_atomic(run_dir / EVENT_LOG, "wb") as file:
+    with open_atomic(run_folder / EVENT_LOG, "wb") as file:
         file.write(framed(Event(wall_time=time.time(), file_version=FILE_VERSION)))
         for record in history:
             file.write(framed(epoch_event(record)))
 
 
-def append_epoch(run_dir: Path, record: EpochRecord) -> None:
+def append_epoch(run_folder: Path, record: EpochRecord) -> None:
     """Add one finished epoch; a reader (TensorBoard) picks it up from where it had read."""
-    with (run_dir / EVENT_LOG).open("ab") as file:
+    with (run_folder / EVENT_LOG).open("ab") as file:
         file.write(framed(epoch_event(record)))

@@ -18,7 +18,7 @@ class RunFile(NamedTuple):
     what: str
 
 
-RUN_KEY_FILE = ".run_key"  # the stamp naming the job that owns the folder (resolver.claim_run_dir)
+RUN_KEY_FILE = ".run_key"  # the stamp naming the job that owns the folder (resolver.claim_run_folder)
 LAST_CHECKPOINT = "last.pt"  # the last completed epoch, with what a resume needs
 BEST_CHECKPOINT = "best.pt"  # the best epoch by the chosen metric (every epoch without a validation split)
 METRICS_CSV = "metrics.csv"
@@ -68,9 +68,9 @@ def artifact_kind(path: Path) -> str | None:
     return {".pt": "checkpoint", ".png": "plot"}.get(path.suffix)
 
 
-def classify_artifacts(run_dir: Path) -> list[tuple[str, Path]]:
+def classify_artifacts(run_folder: Path) -> list[tuple[str, Path]]:
     """The files of a run folder worth recording, with their artifact kind, in name order."""
-    if not run_dir.is_dir():
+    if not run_folder.is_dir():
         return []
-    files = (path for path in sorted(run_dir.iterdir()) if path.is_file())
+    files = (path for path in sorted(run_folder.iterdir()) if path.is_file())
     return [(kind, path) for path in files if (kind := artifact_kind(path)) is not None]

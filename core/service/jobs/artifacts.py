@@ -24,7 +24,7 @@ from core.service import retention
 from core.service.jobs.lease import _upsert
 from core.service.jobs.queries import artifacts, get_job
 from core.service.records import MAX_ID, Artifact, Job, utcnow
-from core.service.run_folders import artifact_store, job_run_dir, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_folder, job_run_key, local_root
 from core.service.settings import get_settings
 
 
@@ -177,7 +177,7 @@ def job_checkpoint(session: Session, job_id: int, choice: str = "best", *, holds
     job = _checkpoint_job(session, job_id)
     if artifact_store().local_root is not None:
         try:
-            return resolve_checkpoint(job_run_dir(job), choice)
+            return resolve_checkpoint(job_run_folder(job), choice)
         except UserInputError:
             raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
     row = _stored_checkpoint(session, job, choice)
