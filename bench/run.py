@@ -29,10 +29,10 @@ from bench.throughput import Setup
 from bench.time_to_result import Workload
 from core.common.errors import UserInputError
 from core.engine.cache import decode_workers, load_image_cache
-from core.engine.data import Sample, read_csv_samples, read_split
+from core.engine.data.layouts import Sample, read_csv_samples, read_split
+from core.engine.data.synth import write_synthetic_dataset
 from core.engine.models import build_model
 from core.engine.pipeline import InputPipeline, compute_mean_std, resolve_device
-from core.engine.synth import write_synthetic_dataset
 
 TRAIN_BATCH = {"resnet18": 128, "resnet50": 64, "resnet152": 64}
 PREDICT_BATCH = 256

@@ -100,7 +100,7 @@ def timed_job(params: dict, queue: str) -> dict:
 
 def queued_training(root: Path, server, bucket: str, params: dict, repeats: int) -> dict:  # type: ignore[no-untyped-def]
     """Part 1: the same job on a folder-store worker and an S3-store worker, alternating."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
     from core.service.db import upgrade_database
 
     data = write_synthetic_dataset(root / "data", train=params.pop("train"), valid=params.pop("valid"), test=8,

@@ -641,7 +641,7 @@ def test_an_empty_or_missing_secret_file_stops_the_service_with_one_line(deploym
 def test_compose_commands_run_a_job_end_to_end(deployment):
     from sqlalchemy import create_engine, text
 
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     migrated = deployment.run("migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.engine.check import check_folder
+from core.engine.data.check import check_folder
+from core.engine.data.synth import write_synthetic_dataset
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import evaluate_csv, predict_csv
 from core.engine.run_folder.spreadsheet_csv import csv_text, read_csv_frame, read_csv_rows, restored_cell, safe_cell, write_csv
-from core.engine.synth import write_synthetic_dataset
 from leukemia.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")

@@ -26,7 +26,7 @@ def write_plateau_folder(folder: Path) -> Path:
     """A small synthetic folder whose valid.csv holds every validation image twice, as two files with
     opposite labels: a model gives both copies the same class, so exactly one of each pair is right and
     valid_accuracy is 0.5 at every epoch, whatever the weights (a plateau by construction)."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     write_synthetic_dataset(folder, train=16, valid=4, test=2, image_size=SIZE, seed=1)
     rows = list(csv.DictReader((folder / "valid.csv").open()))
@@ -168,7 +168,7 @@ def test_bad_early_stopping_options_are_one_line_naming_the_field(values: dict, 
 
 
 def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, isolated_home) -> None:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path / "data"
     write_synthetic_dataset(folder, train=8, valid=2, test=2, image_size=SIZE, seed=1)

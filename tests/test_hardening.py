@@ -358,7 +358,7 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
     """A lab folder under root whose first training image is a symlink to a file outside root."""
     import shutil
 
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = root / "lab"
     write_synthetic_dataset(folder, train=16, valid=8, test=4, image_size=32, seed=0)
@@ -371,7 +371,7 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
 
 
 def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monkeypatch) -> None:
-    from core.engine.check import check_folder
+    from core.engine.data.check import check_folder
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))

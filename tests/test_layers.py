@@ -117,7 +117,7 @@ BLOCKED_TRAINING = textwrap.dedent("""
 
     torch.set_num_threads(1)
     from core.engine.params import TrainParams
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
     from core.engine.training import train
 
     work = Path(sys.argv[1])

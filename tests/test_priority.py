@@ -164,7 +164,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("prio-data") / "lab"
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=0)

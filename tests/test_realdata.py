@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.engine.data import read_csv_samples
+from core.engine.data.layouts import read_csv_samples
 from leukemia.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")

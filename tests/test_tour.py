@@ -146,7 +146,7 @@ def test_job_pages_show_no_python_literals_no_empty_log_and_a_prediction_downloa
 def test_the_demo_folder_of_an_older_serve_gains_its_patients(tmp_path) -> None:
     """A demo folder written before the synthetic patients (no patient column) is written again at the next start;
     the images are the same bytes."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
     from leukemia.commands.serve import DEMO_IMAGE_SIZE, demo_data_folder
 
     folder = tmp_path / "data" / "demo"

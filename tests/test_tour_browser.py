@@ -29,7 +29,7 @@ CHART_RANGES = """() => { const a = document.getElementById('cv-accuracy'), l = 
 
 def synthetic(root, name: str):
     """A small synthetic folder with patients (4 ALL, 2 hem): enough subjects for three folds."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     return write_synthetic_dataset(root / name, train=40, valid=10, test=10, image_size=32, seed=2).out_dir
 

@@ -14,7 +14,7 @@ import torch
 from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, save_checkpoint
 from core.engine.clinical import roc_auc
-from core.engine.data import read_split
+from core.engine.data.layouts import read_split
 from core.engine.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
 from core.engine.params import FinetuneParams, TrainParams
 from core.engine.predict import predict_probabilities
@@ -292,7 +292,7 @@ def test_finetune_from_a_run_folder(synth_dir: Path, uninterrupted, tmp_path: Pa
 @pytest.mark.slow
 def test_training_learns_the_synthetic_classes(module_home, tmp_path: Path) -> None:
     """64 px, 160 training images, 4 epochs: validation accuracy clearly above the majority class."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     data_dir = tmp_path / "data"
     write_synthetic_dataset(data_dir, train=160, valid=64, test=8, image_size=64, seed=5)

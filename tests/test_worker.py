@@ -116,7 +116,7 @@ def cli(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("queue-data") / "lab"
     write_synthetic_dataset(folder, train=24, valid=8, test=8, image_size=32, seed=0)

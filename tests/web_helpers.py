@@ -39,7 +39,7 @@ def login(client, username: str, password: str):
 
 def synthetic_folder(root: Path, name: str = "synth") -> Path:
     """A tiny lab-layout data folder (32 px) under a data root."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = root / name
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=1)

@@ -15,7 +15,7 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, StateConflict, UserInputError
-from core.engine.data import inside_path
+from core.engine.data.layouts import inside_path
 from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
 from core.engine.run_folder.layout import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
 from core.engine.run_folder.spreadsheet_csv import read_csv_rows

@@ -260,7 +260,7 @@ class JobRun:
         try:
             self.prepare_run_folder()  # before anything resumes or writes there
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
-                from core.engine.data_roots import require_inside_data_roots
+                from core.engine.data.data_roots import require_inside_data_roots
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
             run_core_function(self.spec, self.run_folder, self.observer, holds=self.holds)

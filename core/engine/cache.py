@@ -33,7 +33,7 @@ from PIL import Image
 from core.common import cache_folder
 from core.common.atomic import atomic_path
 from core.common.errors import UserInputError
-from core.engine.data import Sample, open_image
+from core.engine.data.layouts import Sample, open_image
 from core.engine.settings import engine_settings
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ import pandas as pd
 from core.common.atomic import write_text_atomic
 from core.common.errors import UserInputError
 from core.common.formats import percent
-from core.engine.data import data_folder
+from core.engine.data.layouts import data_folder
+from core.engine.data.release import find_release
+from core.engine.data.splits import release_folds_disjoint, require_subject_folds, training_splits
 from core.engine.metrics import classification_metrics, subject_table
-from core.engine.release import find_release
 from core.engine.run_folder.layout import OOF_CSV
 from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_folder.spreadsheet_csv import frame_rows, read_csv_frame, write_csv
-from core.engine.splits import release_folds_disjoint, require_subject_folds, training_splits
 
 OOF_FLOAT_FORMAT = "%.6f"  # oof.csv's probabilities
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1")

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from core.common.atomic import open_atomic
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
 from core.engine.pipeline import InputPipeline
 from core.engine.settings import engine_settings
 

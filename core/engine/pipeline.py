@@ -25,7 +25,7 @@ from torch import Tensor
 from core.common.errors import UserInputError
 from core.engine.augment import AugmentParams, augment_batch, sample_augment_params
 from core.engine.cache import load_image_cache, open_split_images
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
 
 PREFETCH_BATCHES = 2  # batches gathered ahead: enough to hide a gather behind one step
 MIN_STD = 1.0 / 255.0  # a constant channel would otherwise divide by zero

@@ -18,7 +18,8 @@ from core.common.atomic import open_atomic, write_text_atomic
 from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
 from core.engine.clinical import clinical_report
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
+from core.engine.data.splits import read_named_split
 from core.engine.explain import CONVENTION
 from core.engine.metrics import classification_metrics, subject_table
 from core.engine.params import EvaluateParams, PredictParams
@@ -39,7 +40,6 @@ from core.engine.run_folder.layout import CONFUSION_CSV, CONFUSION_PNG, EVALUATI
 from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_folder.spreadsheet_csv import frame_rows, write_csv
 from core.engine.settings import engine_settings
-from core.engine.splits import read_named_split
 
 
 @dataclass

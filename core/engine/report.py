@@ -23,7 +23,8 @@ import torch
 from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.engine.clinical import choose_threshold, clinical_report
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
+from core.engine.data.splits import read_named_split
 from core.engine.explain import CONVENTION, explain_samples, write_zip
 from core.engine.params import OperatingPointParams
 from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
@@ -38,11 +39,10 @@ from core.engine.run_folder.layout import (
     ROC_PNG,
 )
 from core.engine.run_folder.spreadsheet_csv import write_csv
-from core.engine.splits import read_named_split
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_KEY = "operating_threshold"  # in a checkpoint: {value, method, target_sensitivity, chosen_on}
-VALID_SPLIT = "valid"  # core.engine.splits: valid.csv of a lab folder, the subject-disjoint share of a release
+VALID_SPLIT = "valid"  # core.engine.data.splits: valid.csv of a lab folder, the subject-disjoint share of a release
 EXPLANATIONS_DIR = "explanations"
 HISTOGRAM_BINS = 20
 FIRST_ROWS = 10

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from core.common.errors import UserInputError
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
 from core.engine.clinical import roc_auc
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
+from core.engine.data.splits import training_splits
 from core.engine.limits import require_fits_device
 from core.engine.metrics import classification_metrics
 from core.engine.models import build_model
@@ -36,7 +37,6 @@ from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_state import RunLog, StartState, capture_checkpoint, floats, restore_checkpoint, seed_everything
 from core.engine.schedule import build_optimizer, build_scheduler
 from core.engine.settings import engine_settings
-from core.engine.splits import training_splits
 
 
 @dataclass

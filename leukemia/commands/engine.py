@@ -130,7 +130,7 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
         else:
             if out is None:
                 raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)", field="out")
-            from core.engine.splits import with_folder_image_size
+            from core.engine.data.splits import with_folder_image_size
 
             params = parse_params("train", with_folder_image_size("train", given))
             result = train_run(params, out, observer=_training_bar())
@@ -268,7 +268,7 @@ def cross_validate(out: Path, folds: int | None, release_folds: bool, **options)
 
     def body() -> None:
         from core.engine.crossval import describe_summary, plan_folds, run_cross_validation
-        from core.engine.splits import with_folder_image_size
+        from core.engine.data.splits import with_folder_image_size
 
         given = with_folder_image_size("train", schema_values(options))
         base = parse_params("train", given).model_dump(mode="json")
@@ -295,8 +295,8 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
     """Check every CSV row and image of a data folder: exit 0 clean, 1 problems found, 2 unusable input."""
     import json
 
-    from core.engine.check import check_folder, format_report
-    from core.engine.patient_split import write_patient_split
+    from core.engine.data.check import check_folder, format_report
+    from core.engine.data.patient_split import write_patient_split
 
     report = run_user_command(lambda: check_folder(data_dir))
     output = report.to_dict()
@@ -328,7 +328,7 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
 @click.option("--positive-fraction", type=float, default=0.68, show_default=True, help="Share of label 1 (ALL).")
 def synth(out_dir: Path, train: int, valid: int, test: int, image_size: int, seed: int, positive_fraction: float) -> None:
     """Write a synthetic lab-layout data folder of C-NMC-like cells into OUT_DIR (new or empty)."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     summary = run_user_command(
         lambda: write_synthetic_dataset(

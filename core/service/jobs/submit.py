@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from core.common.errors import UserInputError
 from core.common.text import check_printable
-from core.engine.data import read_split
+from core.engine.data.layouts import read_split
+from core.engine.data.splits import with_folder_image_size
 from core.engine.params import parse_params
-from core.engine.splits import with_folder_image_size
 from core.service import quotas, retention
 from core.service.job_options import JobOptions
 from core.service.records import (

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from core.engine.splits import split_schema_pattern
+from core.engine.data.splits import split_schema_pattern
 from core.service.job_options import JobOptions, Priority
 from core.service.sweep_stopping import MedianStopRule
 from web.api.schemas.common import (

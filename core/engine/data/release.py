@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.common.errors import UserInputError
-from core.engine.data import IMAGE_SUFFIXES, Sample, cnmc_label, patient_of, read_rows, walk_files
+from core.engine.data.layouts import IMAGE_SUFFIXES, Sample, cnmc_label, patient_of, read_rows, walk_files
 
 TRAINING = "training_data"
 PRELIM_DIR = Path("validation_data", "C-NMC_test_prelim_phase_data")

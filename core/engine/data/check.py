@@ -2,7 +2,7 @@
 
 Unlike read_split, which stops at the first bad row, the check decodes every image and
 keeps going, so one run lists everything a user has to fix. The patient-safe C-NMC → lab CSV
-split is core.engine.patient_split; the symlink scan against DATA_ROOTS is core.engine.data_roots.
+split is core.engine.data.patient_split; the symlink scan against DATA_ROOTS is core.engine.data.data_roots.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.common.errors import UserInputError
-from core.engine.data import (
+from core.engine.data.data_roots import link_warning, links_outside_roots
+from core.engine.data.layouts import (
     SPLIT_CSVS,
     Sample,
     candidate_test_csvs,
@@ -23,11 +24,10 @@ from core.engine.data import (
     open_image,
     scan_csv,
 )
-from core.engine.data_roots import link_warning, links_outside_roots
-from core.engine.patient_split import sample_patients
-from core.engine.release import Release, find_release, read_parts, shared_subjects
+from core.engine.data.patient_split import sample_patients
+from core.engine.data.release import Release, find_release, read_parts, shared_subjects
+from core.engine.data.splits import offered_splits
 from core.engine.run_folder.spreadsheet_csv import formula_like
-from core.engine.splits import offered_splits
 
 
 @dataclass

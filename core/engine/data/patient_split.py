@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.common.atomic import open_atomic
 from core.common.errors import UserInputError
-from core.engine.data import SPLIT_CSVS, Sample, cnmc_samples, data_folder, inside_path, patient_of
+from core.engine.data.layouts import SPLIT_CSVS, Sample, cnmc_samples, data_folder, inside_path, patient_of
 
 
 @dataclass(frozen=True)

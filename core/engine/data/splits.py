@@ -23,8 +23,16 @@ from PIL import Image
 
 from core.common.errors import UserInputError
 from core.common.text import CONTROL_CHARACTERS
-from core.engine.data import SPLIT_CSVS, Sample, candidate_test_csvs, data_folder, folder_csvs, read_csv_samples, read_split
-from core.engine.release import Release, find_release, read_final, read_fold, read_prelim
+from core.engine.data.layouts import (
+    SPLIT_CSVS,
+    Sample,
+    candidate_test_csvs,
+    data_folder,
+    folder_csvs,
+    read_csv_samples,
+    read_split,
+)
+from core.engine.data.release import Release, find_release, read_final, read_fold, read_prelim
 
 VALID_SHARE = 0.2
 LAB_NAMES = ("train", "valid", "train_all", "test")
@@ -173,7 +181,7 @@ def _refuse_overlap(train: list[Sample], valid: list[Sample], split: str, valid_
 
 def release_folds_disjoint(release: Release) -> dict[str, list[str]]:
     """Subjects in several release folds → those folds (empty: the folds are subject-disjoint)."""
-    from core.engine.release import shared_subjects
+    from core.engine.data.release import shared_subjects
 
     return shared_subjects([read_fold(release, fold) for fold in sorted(release.folds)])
 
@@ -223,7 +231,7 @@ def _subjects_known(samples: list[Sample], why: str) -> None:
 
 def choose_subjects(samples: list[Sample], share: float, seed: int) -> set[str]:
     """Subjects holding about `share` of each class's images (seeded), never all of a class's subjects."""
-    from core.engine.patient_split import choose_valid_patients
+    from core.engine.data.patient_split import choose_valid_patients
 
     _subjects_known(samples, "a subject-disjoint share")
     return choose_valid_patients(samples, {s.id: s.subject for s in samples}, share, seed)
