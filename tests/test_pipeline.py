@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from core.common.errors import UserInputError
-from core.engine.cache import ImageCache, StreamedImages, decode_image, decode_workers, load_image_cache, open_split_images
 from core.engine.data.layouts import Sample
-from core.engine.pipeline import InputPipeline, compute_mean_std, resolve_device
+from core.engine.inputs.cache import ImageCache, StreamedImages, decode_image, decode_workers, load_image_cache, open_split_images
+from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, resolve_device
 
 SIZE = 32
 MEAN = (0.5, 0.4, 0.3)

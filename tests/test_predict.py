@@ -164,8 +164,8 @@ def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_pat
 
 
 def test_predictions_are_identical_cold_and_warm_and_write_no_cache(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
-    from core.engine.cache import load_image_cache
     from core.engine.data.layouts import read_csv_samples
+    from core.engine.inputs.cache import load_image_cache
 
     cache_dir = get_settings().resolved_cache_dir
     params = predict_params([checkpoints[0]], synth_dir, "test.csv", tta=True, probabilities=True)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from core.common.atomic import open_atomic
 from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from core.engine.data.layouts import Sample
-from core.engine.pipeline import InputPipeline
+from core.engine.inputs.pipeline import InputPipeline
 from core.engine.settings import engine_settings
 
 EXPLAINED_LAYER = "layer4"

@@ -21,9 +21,9 @@ from core.engine.clinical import clinical_report
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
 from core.engine.explain import CONVENTION
+from core.engine.inputs.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.engine.metrics import classification_metrics, subject_table
 from core.engine.params import EvaluateParams, PredictParams
-from core.engine.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.engine.plots import plot_confusion
 from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
 from core.engine.report import (

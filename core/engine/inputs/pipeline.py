@@ -3,7 +3,7 @@ for one pass over a split with no cache, from images decoded batch by batch).
 
 No per-image work on the CPU: a batch is one gather from the uint8 memmap (done a batch or
 two ahead by a background thread, into pinned memory on CUDA), one asynchronous copy,
-then scaling, augmentation (core.engine.augment, one grid_sample) and normalisation on the
+then scaling, augmentation (core.engine.inputs.augment, one grid_sample) and normalisation on the
 device. Shuffling and augmentation depend only on (seed, epoch), so a resumed run
 replays an epoch exactly.
 """
@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from core.common.errors import UserInputError
-from core.engine.augment import AugmentParams, augment_batch, sample_augment_params
-from core.engine.cache import load_image_cache, open_split_images
 from core.engine.data.layouts import Sample
+from core.engine.inputs.augment import AugmentParams, augment_batch, sample_augment_params
+from core.engine.inputs.cache import load_image_cache, open_split_images
 
 PREFETCH_BATCHES = 2  # batches gathered ahead: enough to hide a gather behind one step
 MIN_STD = 1.0 / 255.0  # a constant channel would otherwise divide by zero
