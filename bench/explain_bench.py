@@ -18,12 +18,12 @@ from pathlib import Path
 import click
 import torch
 
-from core.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from core.engine.data.layouts import read_split
 from core.engine.data.synth import write_synthetic_dataset
 from core.engine.explain import explain_samples, grad_cam
 from core.engine.inputs.pipeline import InputPipeline, resolve_device
-from core.engine.models import build_model
+from core.engine.model.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from core.engine.model.resnet import build_model
 from core.engine.predict import predict_probabilities
 from core.service.settings import get_settings
 

@@ -32,7 +32,7 @@ from core.engine.data.layouts import Sample, read_csv_samples, read_split
 from core.engine.data.synth import write_synthetic_dataset
 from core.engine.inputs.cache import decode_workers, load_image_cache
 from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, resolve_device
-from core.engine.models import build_model
+from core.engine.model.resnet import build_model
 
 TRAIN_BATCH = {"resnet18": 128, "resnet50": 64, "resnet152": 64}
 PREDICT_BATCH = 256

@@ -143,8 +143,8 @@ def checkpoint_uploads(root: Path, server, bucket: str, repeats: int) -> dict:  
     """Part 2: a last.pt of each architecture as training writes it, stored `repeats` times."""
     import torch
 
-    from core.engine.checkpoint import save_checkpoint
-    from core.engine.models import build_model
+    from core.engine.model.checkpoint import save_checkpoint
+    from core.engine.model.resnet import build_model
     from core.engine.run_folder.artifact_store import open_store, sha256_of
 
     for name, value in server.credentials().items():

@@ -24,7 +24,7 @@ import torch
 
 from bench import throughput
 from bench.throughput import Setup
-from core.engine.models import build_model
+from core.engine.model.resnet import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "resnet18"

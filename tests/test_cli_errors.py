@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.engine.checkpoint import save_checkpoint
-from core.engine.models import build_model
+from core.engine.model.checkpoint import save_checkpoint
+from core.engine.model.resnet import build_model
 from leukemia.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from core.common.errors import UserInputError
-from core.engine.checkpoint import load_checkpoint
+from core.engine.model.checkpoint import load_checkpoint
 from core.engine.params import parse_params
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
 from core.engine.run_state import RunLog

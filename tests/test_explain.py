@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from core.engine.checkpoint import load_checkpoint
 from core.engine.explain import grad_cam
-from core.engine.models import build_model
+from core.engine.model.checkpoint import load_checkpoint
+from core.engine.model.resnet import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.predict import evaluate_csv, predict_csv
 from core.engine.report import THRESHOLD_KEY, select_for_explanation

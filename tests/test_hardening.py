@@ -160,7 +160,7 @@ def sha256(path: Path) -> str:
 
 
 def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Path, tmp_path: Path) -> None:
-    from core.engine.checkpoint import load_checkpoint
+    from core.engine.model.checkpoint import load_checkpoint
 
     fresh_databases()
     old_id = run_in_process("train", {"data_dir": str(synth_dir), "epochs": 1, "lr": 0.001, **TINY})
@@ -243,7 +243,7 @@ def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
 def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
     import torch
 
-    from core.engine.limits import GIB, device_memory_bytes
+    from core.engine.model.limits import GIB, device_memory_bytes
 
     try:
         use_settings(monkeypatch, MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
@@ -309,7 +309,7 @@ def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_p
     import torch
 
     from core.common.errors import NoSpaceLeft
-    from core.engine.checkpoint import save_checkpoint
+    from core.engine.model.checkpoint import save_checkpoint
 
     disk = small_disk(2 * 2**20)
     save_checkpoint({"w": torch.ones(1000)}, disk / "last.pt")

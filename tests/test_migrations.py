@@ -140,7 +140,7 @@ def old_checkpoint() -> dict:
     import numpy as np
     import torch
 
-    from core.engine.models import build_model
+    from core.engine.model.resnet import build_model
 
     model = build_model("resnet18", num_classes=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -240,7 +240,7 @@ def old_installation(database_url, tmp_path, monkeypatch):
 
 
 def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_installation):
-    from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint
     from core.engine.run_folder.resolver import claim_run_folder
     from core.service import jobs
     from core.service.db import get_sessionmaker

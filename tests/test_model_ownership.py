@@ -10,7 +10,7 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from core.engine.checkpoint import load_checkpoint
+from core.engine.model.checkpoint import load_checkpoint
 from core.engine.report import THRESHOLD_KEY
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry

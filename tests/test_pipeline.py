@@ -270,7 +270,7 @@ def test_real_cnmc_images_decode_and_resize(realdata_dir: Path, tmp_path: Path) 
 def test_a_padded_batch_gives_the_same_eval_outputs_for_its_real_rows(tmp_path: Path) -> None:
     """What predict and validation do on a GPU (pad the last batch), proved on the CPU: in eval mode
     each row's output depends on that row alone, so the padding changes nothing."""
-    from core.engine.models import build_model
+    from core.engine.model.resnet import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18").eval()

@@ -153,8 +153,8 @@ def test_a_claim_reads_the_queue_index_with_no_sort_and_a_page_of_positions_is_o
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained resnet18 checkpoint at 32 px: the predict jobs below need a model, not a good one."""
-    from core.engine.checkpoint import save_checkpoint
-    from core.engine.models import build_model
+    from core.engine.model.checkpoint import save_checkpoint
+    from core.engine.model.resnet import build_model
 
     path = tmp_path_factory.mktemp("prio-model") / "best.pt"
     save_checkpoint({"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),

@@ -239,7 +239,7 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     kept = train_in_process(folder_path, 2, "last-1")  # epoch_001.pt written, then pruned after epoch 2
     expected = {"best.pt", "last.pt", "epoch_002.pt"}
     assert names(kept) == (expected, expected)
-    from core.engine.checkpoint import load_checkpoint
+    from core.engine.model.checkpoint import load_checkpoint
 
     slim = load_checkpoint(job_run_folder(row(kept)) / "epoch_002.pt")
     assert slim["epoch"] == 2 and "optimizer" not in slim and "model" in slim  # weights only, no resume state

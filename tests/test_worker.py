@@ -358,7 +358,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
         assert (answered.stopped_epoch, answered.stop_reason) == (2, reason)
         code, output = cli("job", str(job_id))
         assert code == 0 and "train succeeded (stopped early at epoch 2)" in output and reason in output.splitlines()
-        from core.engine.checkpoint import load_checkpoint
+        from core.engine.model.checkpoint import load_checkpoint
 
         assert load_checkpoint(best)["epoch"] == 1  # the first of the flat epochs is the best
     code, output = cli("jobs", "--sweep", str(sweep.id))

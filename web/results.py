@@ -28,7 +28,7 @@ from web import queries
 from web.api import schemas
 
 THUMBNAIL_PX = 96
-# The ResNets (core.engine.models) halve the image five times before layer4's output, the map Grad-CAM
+# The ResNets (core.engine.model.resnet) halve the image five times before layer4's output, the map Grad-CAM
 # explains (core.engine.explain.EXPLAINED_LAYER): an N px image gives an (N/32)×(N/32) grid of cells.
 LAYER4_STRIDE = 32
 COARSE_CELLS = 4  # under 4×4 cells a map can only point at a part of the image, not at a structure in the cell

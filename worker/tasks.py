@@ -25,7 +25,7 @@ from celery import current_task
 from celery.exceptions import Reject
 
 from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
-from core.engine.limits import is_no_space
+from core.engine.model.limits import is_no_space
 from core.engine.progress import (
     BatchProgress,
     EpochRecord,

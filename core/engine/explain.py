@@ -26,9 +26,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from core.common.atomic import open_atomic
-from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from core.engine.data.layouts import Sample
 from core.engine.inputs.pipeline import InputPipeline
+from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint
 from core.engine.settings import engine_settings
 
 EXPLAINED_LAYER = "layer4"

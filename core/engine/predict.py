@@ -16,13 +16,13 @@ from torch import Tensor, nn
 
 from core.common.atomic import open_atomic, write_text_atomic
 from core.common.errors import UserInputError
-from core.engine.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
 from core.engine.clinical import clinical_report
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
 from core.engine.explain import CONVENTION
 from core.engine.inputs.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.engine.metrics import classification_metrics, subject_table
+from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
 from core.engine.params import EvaluateParams, PredictParams
 from core.engine.plots import plot_confusion
 from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped

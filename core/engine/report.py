@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from core.common.errors import UserInputError
-from core.engine.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.engine.clinical import choose_threshold, clinical_report
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
 from core.engine.explain import CONVENTION, explain_samples, write_zip
+from core.engine.model.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.engine.params import OperatingPointParams
 from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
 from core.engine.results import PredictionSummary, Threshold

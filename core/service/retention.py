@@ -66,7 +66,7 @@ def stored_epoch_checkpoints(stored: list[StoredObject]) -> list[StoredObject]:
 def save_epoch_checkpoint(run_folder: Path, checkpoint: dict[str, Any], keep: int) -> list[str]:
     """Write epoch_XXX.pt (slim: no resume state) and remove all but the `keep` newest; the removed names
     (an s3:// store's copies go when the worker next stores the run folder: core.service.run_mirror)."""
-    from core.engine.checkpoint import save_checkpoint, without_resume_state  # torch: only where a run writes
+    from core.engine.model.checkpoint import save_checkpoint, without_resume_state  # torch: only where a run writes
 
     save_checkpoint(without_resume_state(checkpoint), Path(run_folder) / epoch_checkpoint_name(int(checkpoint["epoch"])))
     removed = []

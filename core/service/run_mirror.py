@@ -137,7 +137,7 @@ class RunMirror:
             recorded_epochs = session.scalar(select(func.max(EpochMetric.epoch)).where(EpochMetric.job_id == self.job_id)) or 0
         if recorded == sha256_of(path):
             return
-        from core.engine.checkpoint import load_checkpoint  # torch: only for the unrecorded last epoch
+        from core.engine.model.checkpoint import load_checkpoint  # torch: only for the unrecorded last epoch
 
         epoch = int(load_checkpoint(path)["epoch"])
         if epoch != recorded_epochs + 1:

@@ -16,8 +16,8 @@ from torch import nn
 
 from core.common.atomic import open_atomic
 from core.common.errors import NoSpaceLeft, UserInputError
-from core.engine.limits import is_no_space, require_free_space, tensor_bytes
-from core.engine.models import build_model
+from core.engine.model.limits import is_no_space, require_free_space, tensor_bytes
+from core.engine.model.resnet import build_model
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "arch", "num_classes", "model", "mean", "std", "image_size")

@@ -3,7 +3,7 @@ worker against its device; at submit against the configured cap by core.service.
 and free disk before a checkpoint is written.
 
 The estimates are per architecture, measured on the CPU by `bench/memory_estimate.py` (torch 2.x,
-fp32, from-scratch models of core.engine.models with 2 classes); see docs/queue.md, "Limits":
+fp32, from-scratch models of core.engine.model.resnet with 2 classes); see docs/queue.md, "Limits":
 - PARAMETERS: counted from build_model(arch);
 - ACTIVATION_BYTES_PER_PIXEL: bytes autograd saves for backward per image and per pixel of
   image_size², counted with saved-tensor hooks (the larger of the 64 px and 128 px figures; the
