@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.engine.data.synth import draw_cell, split_labels
-from core.engine.explain import grad_cam
+from core.engine.evaluation.explain import grad_cam
 from core.engine.model.resnet import build_model
 
 CELL_SCALE = 0.75

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from core.engine.data.check import check_folder
 from core.engine.data.synth import write_synthetic_dataset
+from core.engine.evaluation.predict import evaluate_csv, predict_csv
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
-from core.engine.predict import evaluate_csv, predict_csv
 from core.engine.run_folder.spreadsheet_csv import csv_text, read_csv_frame, read_csv_rows, restored_cell, safe_cell, write_csv
 from leukemia.cli import main
 

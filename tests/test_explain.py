@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from core.engine.explain import grad_cam
+from core.engine.evaluation.explain import grad_cam
+from core.engine.evaluation.predict import evaluate_csv, predict_csv
+from core.engine.evaluation.threshold import THRESHOLD_KEY, select_for_explanation
 from core.engine.model.checkpoint import load_checkpoint
 from core.engine.model.resnet import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
-from core.engine.predict import evaluate_csv, predict_csv
-from core.engine.report import THRESHOLD_KEY, select_for_explanation
 from core.engine.run_folder.layout import classify_artifacts
 from core.engine.training import train
 from core.service.settings import get_settings

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from core.engine import clinical
-from core.engine.metrics import confusion_matrix, sensitivity_specificity
+from core.engine.evaluation import clinical
+from core.engine.evaluation.scores import confusion_matrix, sensitivity_specificity
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import CrossValidation, Job, utcnow

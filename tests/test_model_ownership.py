@@ -10,8 +10,8 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
+from core.engine.evaluation.threshold import THRESHOLD_KEY
 from core.engine.model.checkpoint import load_checkpoint
-from core.engine.report import THRESHOLD_KEY
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry
 from core.service.thresholds import AUDIT_ACTION
@@ -90,7 +90,7 @@ def test_a_run_failing_after_it_recorded_a_threshold_leaves_the_write_audited(cl
     """The write and its audit row are one transaction at the moment the threshold is chosen, not a
     note at the end of the run: an evaluation that fails afterwards (here: writing its outputs) has
     still changed the owner's model, and the audit log says so."""
-    from core.engine import predict
+    from core.engine.evaluation import predict
     from worker.tasks import run_job
 
     bob = team["bob"]

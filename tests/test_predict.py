@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from core.engine.evaluation.predict import dihedral_views, evaluate_csv, predict_csv
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
-from core.engine.predict import dihedral_views, evaluate_csv, predict_csv
 from core.engine.progress import PredictionObserver, RunStopped
 from core.engine.training import train
 from core.service.settings import get_settings

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from core.common.errors import UserInputError
 from core.engine.data.check import check_folder
 from core.engine.data.splits import folder_image_size, kfold_groups, read_named_split, training_splits
-from core.engine.metrics import subject_table
+from core.engine.evaluation.scores import subject_table
 from leukemia.cli import main
 from tests.release_helpers import PRELIM, PRELIM_CSV, build_release, make_writable
 

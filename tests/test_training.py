@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from core.common.errors import UserInputError
-from core.engine.clinical import roc_auc
 from core.engine.data.layouts import read_split
-from core.engine.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
+from core.engine.evaluation.clinical import roc_auc
+from core.engine.evaluation.predict import predict_probabilities
+from core.engine.evaluation.scores import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
 from core.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from core.engine.params import FinetuneParams, TrainParams
-from core.engine.predict import predict_probabilities
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
 from core.engine.run_folder.event_log import append_epoch
 from core.engine.run_folder.resolver import resolve_checkpoint

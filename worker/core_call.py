@@ -18,7 +18,7 @@ from core.service import jobs
 from core.service.db import get_sessionmaker
 
 if TYPE_CHECKING:  # the annotation only: report imports the plotting and Grad-CAM code
-    from core.engine.report import ThresholdWriter
+    from core.engine.evaluation.threshold import ThresholdWriter
 
 log = logging.getLogger("leukemia.worker")
 
@@ -59,7 +59,8 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
                       holds: ExitStack | None = None) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in (with an
     object store, every checkpoint it reads fetched into this node's cache, checked, and held in holds)."""
-    from core.engine import predict, training
+    from core.engine import training
+    from core.engine.evaluation import predict
     from core.engine.params import parse_params
 
     values = dict(spec.params)

@@ -139,7 +139,7 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
         metrics.start_exporter(metrics_port, settings.metrics_token, host=settings.worker_metrics_address)
     # Import torch and the core runners now, not inside the first job: a multi-second import
     # holds the GIL and would starve that job's heartbeat thread.
-    import core.engine.predict  # noqa: F401
+    import core.engine.evaluation.predict  # noqa: F401
     import core.engine.training  # noqa: F401
 
     app = get_app()

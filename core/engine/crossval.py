@@ -21,7 +21,7 @@ from core.common.formats import percent
 from core.engine.data.layouts import data_folder
 from core.engine.data.release import find_release
 from core.engine.data.splits import release_folds_disjoint, require_subject_folds, training_splits
-from core.engine.metrics import classification_metrics, subject_table
+from core.engine.evaluation.scores import classification_metrics, subject_table
 from core.engine.run_folder.layout import OOF_CSV
 from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_folder.spreadsheet_csv import frame_rows, read_csv_frame, write_csv
@@ -87,7 +87,7 @@ def fold_params(base: dict[str, Any], plan: FoldPlan) -> dict[str, Any]:
 
 def write_out_of_fold(run_folder: Path, params: Any, fold: int, *, observer: Any = None) -> Path:
     """Predict the fold's validation split with its best.pt and write oof.csv into the run folder."""
-    from core.engine.predict import ensemble_probabilities
+    from core.engine.evaluation.predict import ensemble_probabilities
 
     _, valid = training_splits(params.data_dir, params.split, params.valid_split, params.seed)
     if not valid:

@@ -19,16 +19,16 @@ import torch
 from torch import Tensor, nn
 
 from core.common.errors import UserInputError
-from core.engine.clinical import roc_auc
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import training_splits
+from core.engine.evaluation.clinical import roc_auc
+from core.engine.evaluation.plots import plot_history
+from core.engine.evaluation.scores import classification_metrics
 from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, flush_denormals_on_cpu, resolve_device
-from core.engine.metrics import classification_metrics
 from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
 from core.engine.model.limits import require_fits_device
 from core.engine.model.resnet import build_model
 from core.engine.params import FinetuneParams, TrainParams, class_weight_values, parse_params
-from core.engine.plots import plot_history
 from core.engine.progress import BatchProgress, EpochRecord, RunStopped, TrainingObserver
 from core.engine.run_folder.event_log import append_epoch, start_event_log
 from core.engine.run_folder.history_files import write_metrics

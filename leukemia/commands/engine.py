@@ -169,7 +169,7 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
     """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
 
     def body() -> None:
-        from core.engine.predict import evaluate_csv
+        from core.engine.evaluation.predict import evaluate_csv
 
         given = schema_values(options)
         if checkpoint_paths:
@@ -233,7 +233,7 @@ def predict(out: Path, report_dir: Path | None, **options) -> None:
     `leukemia predict --checkpoint CKPT [--checkpoint CKPT2] --data DIR --csv FILE --out preds.csv`"""
 
     def body() -> None:
-        from core.engine.predict import predict_csv
+        from core.engine.evaluation.predict import predict_csv
 
         params = parse_params("predict", schema_values(options))
         with _prediction_bar() as bar:

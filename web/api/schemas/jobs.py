@@ -6,15 +6,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema, model_validator
 
-from core.engine.params import PARAMS_BY_KIND
-from core.engine.progress import EpochRecord
-from core.engine.results import (
+from core.engine.evaluation.results import (
     ClinicalReport,
     ExplainedImage,
     ImageResult,
     PredictionSummary,
     Threshold,
 )
+from core.engine.params import PARAMS_BY_KIND
+from core.engine.progress import EpochRecord
 from core.engine.run_folder.layout import ARTIFACT_KINDS
 from core.service.job_options import JobOptions, Priority
 from core.service.records import JOB_KINDS, JOB_STATUSES

@@ -74,7 +74,7 @@ class Calibration(BaseModel):
 
 
 class ClinicalReport(BaseModel):
-    """core.engine.clinical.clinical_report: positive class ALL, rates at the threshold, curves, calibration."""
+    """core.engine.evaluation.clinical.clinical_report: positive class ALL, rates at the threshold, curves, calibration."""
 
     positive_class: str
     threshold: float

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from core.common.errors import UserInputError
-from core.engine.results import CalibrationBin, ClinicalReport
+from core.engine.evaluation.results import CalibrationBin, ClinicalReport
 
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -258,7 +258,7 @@ def clinical_report(
 ) -> dict:
     """Everything above for one labelled set, JSON-safe: point estimates with 95% intervals, the
     curves (thinned to CURVE_POINTS), the reliability bins and ECE, and notes on what is undefined;
-    the shape is core.engine.results.ClinicalReport."""
+    the shape is core.engine.evaluation.results.ClinicalReport."""
     truth, probability = _arrays(y_true, probabilities)
     point = {**rates_at(truth, probability, threshold),
              "roc_auc": roc_auc(truth, probability), "pr_auc": average_precision(truth, probability)}

@@ -16,17 +16,13 @@ from torch import Tensor, nn
 
 from core.common.atomic import open_atomic, write_text_atomic
 from core.common.errors import UserInputError
-from core.engine.clinical import clinical_report
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
-from core.engine.explain import CONVENTION
-from core.engine.inputs.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
-from core.engine.metrics import classification_metrics, subject_table
-from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
-from core.engine.params import EvaluateParams, PredictParams
-from core.engine.plots import plot_confusion
-from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
-from core.engine.report import (
+from core.engine.evaluation.clinical import clinical_report
+from core.engine.evaluation.explain import CONVENTION
+from core.engine.evaluation.plots import plot_confusion
+from core.engine.evaluation.scores import classification_metrics, subject_table
+from core.engine.evaluation.threshold import (
     ThresholdWriter,
     prediction_summary,
     record_threshold,
@@ -36,6 +32,10 @@ from core.engine.report import (
     write_evaluation_outputs,
     write_explanations,
 )
+from core.engine.inputs.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
+from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
+from core.engine.params import EvaluateParams, PredictParams
+from core.engine.progress import PredictionObserver, PredictionProgress, RunStopped
 from core.engine.run_folder.layout import CONFUSION_CSV, CONFUSION_PNG, EVALUATION_JSON, PREDICTION_JSON, SUBJECTS_CSV
 from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_folder.spreadsheet_csv import frame_rows, write_csv
@@ -59,7 +59,7 @@ class PredictionResult:
     out_path: Path
     count: int
     positives: int
-    threshold: dict[str, Any]  # core.engine.report.resolve_threshold: value, source, description, ...
+    threshold: dict[str, Any]  # core.engine.evaluation.threshold.resolve_threshold: value, source, description, ...
     summary: dict[str, Any] | None  # prediction.json, when a report folder was given
 
 
@@ -155,7 +155,7 @@ def evaluate_csv(
     """Score params.checkpoint (file or run folder), or the mean of it and params.checkpoints (an ensemble),
     on a labelled CSV or named split at the operating threshold, with the clinical report; with out_dir
     also write JSON, the per-image CSV, subjects.csv, plots and Grad-CAM overlays (of the first checkpoint).
-    write_threshold: see core.engine.report.resolve_threshold (the command line's user owns the files:
+    write_threshold: see core.engine.evaluation.threshold.resolve_threshold (the command line's user owns the files:
     record_threshold writes them)."""
     if not params.checkpoint:
         raise UserInputError("checkpoint: give a run folder or .pt file (--checkpoint)", field="checkpoint")
@@ -200,7 +200,7 @@ def predict_csv(
 ) -> PredictionResult:
     """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order, calling
     ALL at the operating threshold; with report_dir also prediction.json, the histogram and Grad-CAM overlays.
-    write_threshold: see core.engine.report.resolve_threshold (the command line's user owns the files:
+    write_threshold: see core.engine.evaluation.threshold.resolve_threshold (the command line's user owns the files:
     record_threshold writes them)."""
     if not params.checkpoints:
         raise UserInputError(

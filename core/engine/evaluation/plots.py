@@ -108,7 +108,7 @@ def _threshold_label(report: dict) -> str:
 
 
 def plot_roc(report: dict, path: Path) -> Path:
-    """The ROC curve of a clinical report (core.engine.clinical), its AUC with interval, and the operating point."""
+    """The ROC curve of a clinical report (core.engine.evaluation.clinical), its AUC with interval, and the operating point."""
     figure, axes = plt.subplots(figsize=(4.5, 4.5))
     auc = report["metrics"]["roc_auc"]
     label = "ROC" if auc["value"] is None else f"AUC {auc['value']:.3f}" + (

@@ -5,7 +5,7 @@ histogram, and Grad-CAM overlays of selected images (a folder and a zip).
 Files in the output folder:
 - evaluate: per_image.csv (ID, subject, true_label, prob_all, predicted, correct, explanation),
   roc.png, pr.png, calibration.png, probabilities.png; evaluation.json gains `threshold`,
-  `clinical` (core.engine.clinical.clinical_report) and `explained`.
+  `clinical` (core.engine.evaluation.clinical.clinical_report) and `explained`.
 - predict: prediction.json (threshold, class counts, histogram, first rows), probabilities.png.
 - both, when asked: explanations/ with one PNG per explained image, explanations.csv listing
   them (why each was chosen) and explanations.zip holding both."""
@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from core.common.errors import UserInputError
-from core.engine.clinical import choose_threshold, clinical_report
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
-from core.engine.explain import CONVENTION, explain_samples, write_zip
+from core.engine.evaluation.clinical import choose_threshold, clinical_report
+from core.engine.evaluation.explain import CONVENTION, explain_samples, write_zip
+from core.engine.evaluation.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
+from core.engine.evaluation.results import PredictionSummary, Threshold
 from core.engine.model.checkpoint import load_checkpoint, save_checkpoint, training_seed
 from core.engine.params import OperatingPointParams
-from core.engine.plots import plot_calibration, plot_histogram, plot_precision_recall, plot_roc
-from core.engine.results import PredictionSummary, Threshold
 from core.engine.run_folder.layout import (
     CALIBRATION_PNG,
     EXPLANATIONS_CSV,

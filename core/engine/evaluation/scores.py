@@ -58,7 +58,7 @@ def weighted_f1(confusion: list[list[int]]) -> float:
 
 def sensitivity_specificity(confusion: list[list[int]]) -> tuple[float | None, float | None]:
     """Recall of ALL (class 1, the positive class) and of hem (class 0) from [[tn, fp], [fn, tp]]; None for a
-    class the set does not hold. The same rates core.engine.clinical.rates_at gives at the threshold used."""
+    class the set does not hold. The same rates core.engine.evaluation.clinical.rates_at gives at the threshold used."""
     (tn, fp), (fn, tp) = confusion
     return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
 
