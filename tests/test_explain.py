@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from core.engine.evaluation.explain import grad_cam
+from core.engine.evaluation.explain import grad_cam, select_for_explanation
 from core.engine.evaluation.predict import evaluate_csv, predict_csv
-from core.engine.evaluation.threshold import THRESHOLD_KEY, select_for_explanation
+from core.engine.evaluation.threshold import THRESHOLD_KEY
 from core.engine.model.checkpoint import load_checkpoint
 from core.engine.model.resnet import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams

@@ -22,7 +22,6 @@ from core.common.errors import UserInputError
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import training_splits
 from core.engine.evaluation.clinical import roc_auc
-from core.engine.evaluation.plots import plot_history
 from core.engine.evaluation.scores import classification_metrics
 from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, flush_denormals_on_cpu, resolve_device
 from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
@@ -218,6 +217,8 @@ def _pipelines(
 
 def _save_epoch(run_folder: Path, checkpoint: dict[str, Any], params: TrainParams, log: RunLog) -> None:
     """last.pt, best.pt when this epoch is the best, metrics.csv/json, the plots and the event log, in that order."""
+    from core.engine.evaluation.plots import plot_history  # matplotlib: loaded when a run first draws, not on import
+
     save_checkpoint(checkpoint, run_folder / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
         save_checkpoint(without_resume_state(checkpoint), run_folder / BEST_CHECKPOINT)

@@ -9,11 +9,17 @@ the model saw it (resized to the checkpoint's image size).
 Own implementation (a forward hook and one torch.autograd.grad call) rather than
 pytorch-grad-cam or captum: it is twenty lines and needs no new dependency, and it detaches
 the layer's output into a fresh leaf, so no graph is built below it and the backward pass runs
-through the pooling and fc head only: a batch costs about one inference forward pass."""
+through the pooling and fc head only: a batch costs about one inference forward pass.
+
+Which images an evaluate or predict run explains (`select_for_explanation`: every image, or the most
+confident mistakes and the least confident images) and where the overlays go (`write_explanations`:
+explanations/ with one PNG per image, explanations.csv saying why each was chosen, explanations.zip
+holding both) are here too. evaluate and predict import this module only when asked for heat maps."""
 
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +35,8 @@ from core.common.atomic import open_atomic
 from core.engine.data.layouts import Sample
 from core.engine.inputs.pipeline import InputPipeline
 from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint
+from core.engine.run_folder.layout import EXPLANATIONS_CSV, EXPLANATIONS_ZIP
+from core.engine.run_folder.spreadsheet_csv import write_csv
 from core.engine.settings import engine_settings
 
 EXPLAINED_LAYER = "layer4"
@@ -40,6 +48,7 @@ CONVENTION = (
     f"red = pushes towards ALL. Overlay: {COLORMAP} colormap, alpha {OVERLAY_ALPHA}, over the cell as the "
     "model saw it (left: the cell alone)."
 )
+EXPLANATIONS_DIR = "explanations"  # the overlay PNGs, in the output folder beside explanations.csv and .zip
 
 
 def grad_cam(model: nn.Module, images: Tensor, layer: str = EXPLAINED_LAYER, target_class: int = EXPLAINED_CLASS) -> Tensor:
@@ -117,3 +126,55 @@ def write_zip(files: dict[str, bytes], path: Path) -> Path:
         for name, data in files.items():
             archive.writestr(name, data)
     return path
+
+
+# ---------------------------------------------------------------- which images, written where
+
+
+def select_for_explanation(
+    probabilities: np.ndarray, threshold: float, truth: np.ndarray | None, count: int | None
+) -> list[tuple[int, str]]:
+    """(index, why) of the images to explain: all of them (count None), or the `count` most confident
+    mistakes (labelled sets) and the `count` least confident images; confidence = |P(ALL) - threshold|."""
+    if count is None:
+        return [(i, "all") for i in range(len(probabilities))]
+    if count == 0:
+        return []
+    margin = np.abs(probabilities - threshold)
+    chosen: list[tuple[int, str]] = []
+    if truth is not None:
+        wrong = np.flatnonzero((probabilities >= threshold).astype(int) != truth)
+        chosen += [(int(i), "confident mistake") for i in wrong[np.argsort(-margin[wrong], kind="stable")][:count]]
+    taken = {i for i, _ in chosen}
+    uncertain = [int(i) for i in np.argsort(margin, kind="stable") if int(i) not in taken][:count]
+    return chosen + [(i, "least confident") for i in uncertain]
+
+
+def write_explanations(
+    out_dir: Path, checkpoint: Path, samples: list[Sample], probabilities: np.ndarray, threshold: float,
+    selection: list[tuple[int, str]], *, batch_size: int, device: torch.device,
+) -> dict[int, str]:
+    """Overlay PNGs of the selected images into out_dir/explanations and explanations.zip; returns index → file name."""
+    if not selection:
+        return {}
+    chosen = [samples[i] for i, _ in selection]
+    pictures = explain_samples(checkpoint, chosen, batch_size=batch_size, device=device)
+    folder = out_dir / EXPLANATIONS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    names, files, rows = {}, {}, []
+    for (index, why), picture in zip(selection, pictures):
+        name = f"{index:05d}_{_safe_name(samples[index].id)}.png"
+        (folder / name).write_bytes(picture)
+        names[index], files[name] = name, picture
+        true_label = "" if samples[index].label is None else samples[index].label
+        rows.append([name, samples[index].id, why, f"{probabilities[index]:.6f}",
+                     int(probabilities[index] >= threshold), true_label])
+    listing = write_csv(out_dir / EXPLANATIONS_CSV, ["file", "ID", "why", "prob_all", "predicted", "true_label"], rows)
+    files[EXPLANATIONS_CSV] = listing.encode()
+    files["README.txt"] = (CONVENTION + f"\nExplained with {checkpoint.name}.\n").encode()
+    write_zip(files, out_dir / EXPLANATIONS_ZIP)
+    return names
+
+
+def _safe_name(sample_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(sample_id).stem)[:80]

@@ -19,19 +19,9 @@ from core.common.errors import UserInputError
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
 from core.engine.evaluation.clinical import clinical_report
-from core.engine.evaluation.explain import CONVENTION
-from core.engine.evaluation.plots import plot_confusion
+from core.engine.evaluation.outputs import prediction_summary, subjects_of, write_evaluation_outputs
 from core.engine.evaluation.scores import classification_metrics, subject_table
-from core.engine.evaluation.threshold import (
-    ThresholdWriter,
-    prediction_summary,
-    record_threshold,
-    resolve_threshold,
-    select_for_explanation,
-    subjects_of,
-    write_evaluation_outputs,
-    write_explanations,
-)
+from core.engine.evaluation.threshold import ThresholdWriter, record_threshold, resolve_threshold
 from core.engine.inputs.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
 from core.engine.params import EvaluateParams, PredictParams
@@ -182,12 +172,10 @@ def evaluate_csv(
         return EvaluationResult(checkpoint_path, params.csv, metrics, None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    selection = select_for_explanation(probabilities, threshold["value"], truth, params.explain_count)
-    explained = write_explanations(out_dir, checkpoint_path, samples, probabilities, threshold["value"], selection,
-                                   batch_size=params.batch_size, device=resolve_device(params.device))
+    explained, convention = _explain(out_dir, checkpoint_path, samples, probabilities, threshold["value"], truth, params)
     metrics["clinical"] = write_evaluation_outputs(out_dir, samples, probabilities, threshold, explained)
     metrics["explained"] = len(explained)
-    metrics["explanation_convention"] = CONVENTION if explained else None
+    metrics["explanation_convention"] = convention
     _write_evaluation(out_dir, metrics, paths, data_dir / params.csv, params.tta)
     if len(subjects):
         write_csv(out_dir / SUBJECTS_CSV, list(subjects.columns), frame_rows(subjects, "%.6g"))
@@ -230,17 +218,33 @@ def predict_csv(
     if report_dir is not None:
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
-        selection = select_for_explanation(class_one, threshold["value"], None, params.explain_count)
-        explained = write_explanations(report_dir, paths[0], samples, class_one, threshold["value"], selection,
-                                       batch_size=params.batch_size, device=resolve_device(params.device))
-        summary = prediction_summary(samples, class_one, threshold, report_dir, len(explained),
-                                     checkpoints=[str(p) for p in paths], csv=str(data_dir / params.csv), tta=params.tta)
+        explained, convention = _explain(report_dir, paths[0], samples, class_one, threshold["value"], None, params)
+        summary = prediction_summary(samples, class_one, threshold, report_dir, explained=len(explained),
+                                     explanation_convention=convention, checkpoints=[str(p) for p in paths], csv=str(data_dir / params.csv), tta=params.tta)
         write_text_atomic(report_dir / PREDICTION_JSON, json.dumps(summary, indent=2))
     return PredictionResult(out_path, len(samples), int(labels.sum()), threshold, summary)
 
 
+def _explain(
+    out_dir: Path, checkpoint: Path, samples: list[Sample], probabilities: np.ndarray, threshold: float,
+    truth: np.ndarray | None, params: EvaluateParams | PredictParams,
+) -> tuple[dict[int, str], str | None]:
+    """Grad-CAM overlays of the images params.explain chooses (index → file name) and the convention they
+    follow; ({}, None) when none is asked for. Grad-CAM and matplotlib are loaded only when a run explains."""
+    if params.explain_count == 0:
+        return {}, None
+    from core.engine.evaluation.explain import CONVENTION, select_for_explanation, write_explanations
+
+    selection = select_for_explanation(probabilities, threshold, truth, params.explain_count)
+    explained = write_explanations(out_dir, checkpoint, samples, probabilities, threshold, selection,
+                                   batch_size=params.batch_size, device=resolve_device(params.device))
+    return explained, CONVENTION if explained else None
+
+
 def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoints: list[Path], csv_path: Path, tta: bool) -> None:
     """evaluation.json (metrics and what was scored), confusion.csv and confusion.png."""
+    from core.engine.evaluation.plots import plot_confusion  # matplotlib: only to draw
+
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **metrics}
     write_text_atomic(out_dir / EVALUATION_JSON, json.dumps(summary, indent=2))
