@@ -87,8 +87,8 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
     params = EvaluateParams(checkpoint=str(run_folder), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
                             explain="2", threshold=0.4)
     result = evaluate_csv(params, out_dir=out)
-    metrics = result.metrics
-    assert metrics["threshold"]["value"] == 0.4 and metrics["threshold"]["source"] == "given"
+    scores = result.scores
+    assert scores["threshold"]["value"] == 0.4 and scores["threshold"]["source"] == "given"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 32 and list(rows[0]) == ["ID", "subject", "true_label", "prob_all", "predicted", "correct",
                                                  "explanation"]
@@ -96,9 +96,9 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
         assert row["predicted"] == ("1" if float(row["prob_all"]) >= 0.4 else "0")
         assert row["correct"] == str(int(row["predicted"] == row["true_label"]))
     wrong = sum(row["correct"] == "0" for row in rows)
-    assert wrong == metrics["confusion"][0][1] + metrics["confusion"][1][0]
+    assert wrong == scores["confusion"][0][1] + scores["confusion"][1][0]
     explained = [row["explanation"] for row in rows if row["explanation"]]
-    assert len(explained) == metrics["explained"] == min(2, wrong) + 2
+    assert len(explained) == scores["explained"] == min(2, wrong) + 2
     with zipfile.ZipFile(out / "explanations.zip") as archive:
         names = set(archive.namelist())
         assert set(explained) | {"explanations.csv", "README.txt"} == names
@@ -115,7 +115,7 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
     interval = saved["clinical"]["interval"]
     assert (interval["unit"], interval["units"]) == ("subject", 3)  # valid.csv's synthetic patients (2 ALL, 1 hem)
     assert saved["clinical"]["metrics"]["sensitivity"]["value"] == pytest.approx(
-        metrics["confusion"][1][1] / sum(metrics["confusion"][1]))
+        scores["confusion"][1][1] / sum(scores["confusion"][1]))
 
 
 def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
@@ -123,9 +123,9 @@ def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, r
     checkpoint.write_bytes((run_folder / "best.pt").read_bytes())
     chosen = evaluate_csv(EvaluateParams(checkpoint=str(checkpoint), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
                                          threshold_from="valid", target_sensitivity=0.9))
-    threshold = chosen.metrics["threshold"]
+    threshold = chosen.scores["threshold"]
     assert threshold["source"] == "valid" and threshold["method"] == "sensitivity"
-    assert chosen.metrics["clinical"]["metrics"]["sensitivity"]["value"] >= 0.9
+    assert chosen.scores["clinical"]["metrics"]["sensitivity"]["value"] >= 0.9
     assert load_checkpoint(checkpoint)[THRESHOLD_KEY]["value"] == threshold["value"]
     out = tmp_path / "preds.csv"
     test_csv = dict(checkpoints=[str(checkpoint)], data_dir=str(synth_dir), csv="test.csv")

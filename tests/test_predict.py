@@ -153,9 +153,9 @@ def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_pat
     result = evaluate_csv(
         EvaluateParams(data_dir=str(synth_dir), csv="valid.csv", checkpoint=str(checkpoints[0])), out_dir=tmp_path / "evaluation"
     )
-    metrics = result.metrics
-    assert metrics["confusion"] == hand and metrics["count"] == 32
-    assert metrics["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / 32)
+    scores = result.scores
+    assert scores["confusion"] == hand and scores["count"] == 32
+    assert scores["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / 32)
     saved = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
     assert saved["confusion"] == hand and saved["checkpoint"].endswith("best.pt")
     confusion_rows = list(csv.reader((tmp_path / "evaluation" / "confusion.csv").open()))

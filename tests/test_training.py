@@ -15,7 +15,7 @@ from core.common.errors import UserInputError
 from core.engine.data.layouts import read_split
 from core.engine.evaluation.clinical import roc_auc
 from core.engine.evaluation.predict import predict_probabilities
-from core.engine.evaluation.scores import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
+from core.engine.evaluation.scores import accuracy, balanced_accuracy, classification_scores, confusion_matrix, weighted_f1
 from core.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from core.engine.params import FinetuneParams, TrainParams
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
@@ -43,12 +43,12 @@ def test_metrics_match_a_hand_count() -> None:
     assert weighted_f1(confusion) == pytest.approx((3 * 2 / 3 + 5 * 4 / 5) / 8)
 
 
-def test_metrics_of_one_sided_predictions() -> None:
-    metrics = classification_metrics([1, 1, 1, 0], [1, 1, 1, 1])
-    assert metrics["confusion"] == [[0, 1], [0, 3]] and metrics["count"] == 4
-    assert metrics["accuracy"] == pytest.approx(0.75)
-    assert metrics["balanced_accuracy"] == pytest.approx(0.5)  # recall 0 for class 0, 1 for class 1
-    assert metrics["weighted_f1"] == pytest.approx(0.75 * (2 * 3 / (2 * 3 + 1)))  # class 0's F1 is 0
+def test_scores_of_one_sided_predictions() -> None:
+    scores = classification_scores([1, 1, 1, 0], [1, 1, 1, 1])
+    assert scores["confusion"] == [[0, 1], [0, 3]] and scores["count"] == 4
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["balanced_accuracy"] == pytest.approx(0.5)  # recall 0 for class 0, 1 for class 1
+    assert scores["weighted_f1"] == pytest.approx(0.75 * (2 * 3 / (2 * 3 + 1)))  # class 0's F1 is 0
     # A class absent from the truth does not count in the balanced accuracy.
     assert balanced_accuracy(confusion_matrix([1, 1], [1, 0])) == pytest.approx(0.5)
 

@@ -90,11 +90,11 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
     elif spec.kind == "finetune":
         training.finetune(params, run_folder, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        metrics = predict.evaluate_csv(params, out_dir=run_folder, observer=observer,
-                                       write_threshold=threshold_writer(spec.id)).metrics
+        scores = predict.evaluate_csv(params, out_dir=run_folder, observer=observer,
+                                      write_threshold=threshold_writer(spec.id)).scores
         log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
-                 spec.id, metrics["count"], metrics["threshold"]["value"], metrics["threshold"]["source"],
-                 percent(metrics["accuracy"]), percent(metrics["balanced_accuracy"]), percent(metrics["weighted_f1"]))
+                 spec.id, scores["count"], scores["threshold"]["value"], scores["threshold"]["source"],
+                 percent(scores["accuracy"]), percent(scores["balanced_accuracy"]), percent(scores["weighted_f1"]))
     else:  # predict: parse_params knows no other kind
         result = predict.predict_csv(params, run_folder / PREDICTIONS_CSV, observer=observer, report_dir=run_folder,
                                      write_threshold=threshold_writer(spec.id))

@@ -21,7 +21,7 @@ from core.common.formats import percent
 from core.engine.data.layouts import data_folder
 from core.engine.data.release import find_release
 from core.engine.data.splits import release_folds_disjoint, require_subject_folds, training_splits
-from core.engine.evaluation.scores import classification_metrics, subject_table
+from core.engine.evaluation.scores import classification_scores, subject_table
 from core.engine.run_folder.layout import OOF_CSV
 from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.run_folder.spreadsheet_csv import frame_rows, read_csv_frame, write_csv
@@ -134,7 +134,7 @@ def out_of_fold(frames: list[pd.DataFrame]) -> dict[str, Any] | None:
         return None
     oof = pd.concat(frames, ignore_index=True)
     predictions = (oof["prob_1"].to_numpy() >= 0.5).astype(np.int64)
-    metrics = classification_metrics(oof["label"].to_numpy(), predictions)
+    metrics = classification_scores(oof["label"].to_numpy(), predictions)
     subjects = subject_table(oof["subject"].where(oof["subject"].notna(), None).tolist(), oof["label"].tolist(),
                              oof["prob_1"].tolist())
     return {**metrics, "subjects": subjects.to_dict(orient="records")}

@@ -22,7 +22,7 @@ from core.common.errors import UserInputError
 from core.engine.data.layouts import Sample
 from core.engine.data.splits import training_splits
 from core.engine.evaluation.clinical import roc_auc
-from core.engine.evaluation.scores import classification_metrics
+from core.engine.evaluation.scores import classification_scores
 from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, flush_denormals_on_cpu, resolve_device
 from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_resume_state
 from core.engine.model.limits import require_fits_device
@@ -360,7 +360,7 @@ def _evaluate(
             scores.append(torch.softmax(logits, dim=1)[:, 1].cpu())
             truth.append(batch.labels.cpu())
     labels = torch.cat(truth).numpy()
-    metrics = classification_metrics(labels, torch.cat(predictions).numpy())
+    metrics = classification_scores(labels, torch.cat(predictions).numpy())
     metrics["loss"] = loss_sum / max(1, metrics["count"])
     metrics["roc_auc"] = roc_auc(labels, torch.cat(scores).numpy())  # cheap: one sort of the split's scores
     return metrics

@@ -177,14 +177,14 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
         params = parse_params("evaluate", given)
         with _prediction_bar() as bar:
             result = evaluate_csv(params, out_dir=out, observer=bar)
-        metrics = result.metrics
-        (tn, fp), (fn, tp) = metrics["confusion"]
+        scores = result.scores
+        (tn, fp), (fn, tp) = scores["confusion"]
         click.echo(
-            f"{params.csv}: {metrics['count']} images, accuracy {percent(metrics['accuracy'])}, balanced accuracy "
-            f"{percent(metrics['balanced_accuracy'])}, weighted F1 {percent(metrics['weighted_f1'])}; "
+            f"{params.csv}: {scores['count']} images, accuracy {percent(scores['accuracy'])}, balanced accuracy "
+            f"{percent(scores['balanced_accuracy'])}, weighted F1 {percent(scores['weighted_f1'])}; "
             f"confusion [[tn {tn}, fp {fp}], [fn {fn}, tp {tp}]]"
         )
-        subjects = metrics["subjects"]
+        subjects = scores["subjects"]
         if subjects:
             missed = [f"{row['subject']} ({percent(row['accuracy'])})" for row in subjects if row["accuracy"] < 0.5]
             click.echo(
@@ -192,12 +192,12 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
                 f"{percent(sum(row['accuracy'] for row in subjects) / len(subjects))}; "
                 f"below 50%: {', '.join(missed) or 'none'}"
             )
-        click.echo(f"threshold {metrics['threshold']['value']:.4g}: {metrics['threshold']['description']}")
-        for line in describe_clinical(metrics["clinical"]):
+        click.echo(f"threshold {scores['threshold']['value']:.4g}: {scores['threshold']['description']}")
+        for line in describe_clinical(scores["clinical"]):
             click.echo(line)
         if out is not None:
             also = ", subjects.csv" if subjects else ""
-            explained = f", {metrics['explained']} heat maps in explanations.zip" if metrics["explained"] else ""
+            explained = f", {scores['explained']} heat maps in explanations.zip" if scores["explained"] else ""
             click.echo(f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png, per_image.csv, roc.png, "
                        f"pr.png, calibration.png{explained}")
 

@@ -20,7 +20,7 @@ from core.engine.data.layouts import Sample
 from core.engine.data.splits import read_named_split
 from core.engine.evaluation.clinical import clinical_report
 from core.engine.evaluation.outputs import prediction_summary, subjects_of, write_evaluation_outputs
-from core.engine.evaluation.scores import classification_metrics, subject_table
+from core.engine.evaluation.scores import classification_scores, subject_table
 from core.engine.evaluation.threshold import ThresholdWriter, record_threshold, resolve_threshold
 from core.engine.inputs.pipeline import InputPipeline, flush_denormals_on_cpu, resolve_device
 from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint, training_seed
@@ -34,11 +34,12 @@ from core.engine.settings import engine_settings
 
 @dataclass
 class EvaluationResult:
-    """Metrics of one checkpoint on a labelled CSV: accuracy, balanced_accuracy, weighted_f1, confusion, count."""
+    """Scores of one checkpoint on a labelled CSV: accuracy, balanced_accuracy, weighted_f1, confusion, count,
+    with the threshold, the per-subject rows and the clinical report."""
 
     checkpoint: Path
     csv_name: str
-    metrics: dict[str, Any]
+    scores: dict[str, Any]
     out_dir: Path | None
 
 
@@ -162,24 +163,24 @@ def evaluate_csv(
         write_threshold=write_threshold,
     )
     truth = np.array([s.label for s in samples])
-    metrics = classification_metrics(truth, (probabilities >= threshold["value"]).astype(np.int64))
-    metrics["threshold"] = threshold
+    scores = classification_scores(truth, (probabilities >= threshold["value"]).astype(np.int64))
+    scores["threshold"] = threshold
     subjects = subject_table([s.subject for s in samples], truth, probabilities, threshold["value"])
-    metrics["subjects"] = subjects.to_dict(orient="records")
+    scores["subjects"] = subjects.to_dict(orient="records")
     if out_dir is None:
-        metrics["clinical"] = clinical_report(truth, probabilities, threshold["value"],
+        scores["clinical"] = clinical_report(truth, probabilities, threshold["value"],
                                               threshold_source=threshold["description"], subjects=subjects_of(samples))
-        return EvaluationResult(checkpoint_path, params.csv, metrics, None)
+        return EvaluationResult(checkpoint_path, params.csv, scores, None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     explained, convention = _explain(out_dir, checkpoint_path, samples, probabilities, threshold["value"], truth, params)
-    metrics["clinical"] = write_evaluation_outputs(out_dir, samples, probabilities, threshold, explained)
-    metrics["explained"] = len(explained)
-    metrics["explanation_convention"] = convention
-    _write_evaluation(out_dir, metrics, paths, data_dir / params.csv, params.tta)
+    scores["clinical"] = write_evaluation_outputs(out_dir, samples, probabilities, threshold, explained)
+    scores["explained"] = len(explained)
+    scores["explanation_convention"] = convention
+    _write_evaluation(out_dir, scores, paths, data_dir / params.csv, params.tta)
     if len(subjects):
         write_csv(out_dir / SUBJECTS_CSV, list(subjects.columns), frame_rows(subjects, "%.6g"))
-    return EvaluationResult(checkpoint_path, params.csv, metrics, out_dir)
+    return EvaluationResult(checkpoint_path, params.csv, scores, out_dir)
 
 
 def predict_csv(
@@ -241,16 +242,16 @@ def _explain(
     return explained, CONVENTION if explained else None
 
 
-def _write_evaluation(out_dir: Path, metrics: dict[str, Any], checkpoints: list[Path], csv_path: Path, tta: bool) -> None:
-    """evaluation.json (metrics and what was scored), confusion.csv and confusion.png."""
+def _write_evaluation(out_dir: Path, scores: dict[str, Any], checkpoints: list[Path], csv_path: Path, tta: bool) -> None:
+    """evaluation.json (scores and what was scored), confusion.csv and confusion.png."""
     from core.engine.evaluation.plots import plot_confusion  # matplotlib: only to draw
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **metrics}
+    summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **scores}
     write_text_atomic(out_dir / EVALUATION_JSON, json.dumps(summary, indent=2))
     with open_atomic(out_dir / CONFUSION_CSV, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["true\\predicted", "0", "1"])
-        for true_class, counts in enumerate(metrics["confusion"]):
+        for true_class, counts in enumerate(scores["confusion"]):
             writer.writerow([true_class, *counts])
-    plot_confusion(metrics["confusion"], out_dir / CONFUSION_PNG, f"{csv_path.name} ({metrics['count']} images)")
+    plot_confusion(scores["confusion"], out_dir / CONFUSION_PNG, f"{csv_path.name} ({scores['count']} images)")

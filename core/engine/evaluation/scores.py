@@ -1,5 +1,9 @@
-"""Binary classification metrics: accuracy, balanced accuracy, weighted F1 (the C-NMC 2019
-challenge metric) and the confusion matrix [[tn, fp], [fn, tp]] (rows = true class)."""
+"""The classifier's scores: accuracy, balanced accuracy, weighted F1 (the C-NMC 2019 challenge
+metric) and the confusion matrix [[tn, fp], [fn, tp]] (rows = true class), and the per-subject table.
+
+"Scores" here, so that "metrics" in a module's name means telemetry only (core/service/metrics.py,
+worker/metrics.py, web/metrics.py: Prometheus). The files and fields the scores are written to keep
+their names (metrics.json, an artifact of kind "metrics", the jobs' epoch metric rows)."""
 
 from __future__ import annotations
 
@@ -63,8 +67,8 @@ def sensitivity_specificity(confusion: list[list[int]]) -> tuple[float | None, f
     return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
 
 
-def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict:
-    """All the metrics of one set of predictions, JSON-safe."""
+def classification_scores(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict:
+    """All the scores of one set of predictions, JSON-safe."""
     confusion = confusion_matrix(y_true, y_pred)
     return {
         "accuracy": accuracy(confusion),
