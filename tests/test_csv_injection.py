@@ -61,7 +61,7 @@ def formula_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_folder(formula_folder: Path, tmp_path_factory) -> Path:
-    from core.engine.training import train
+    from core.engine.training.loop import train
 
     run = tmp_path_factory.mktemp("runs") / "a"
     with pytest.MonkeyPatch.context() as patch:

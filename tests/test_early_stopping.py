@@ -16,8 +16,8 @@ from core.common.errors import UserInputError
 from core.engine.model.checkpoint import load_checkpoint
 from core.engine.params import parse_params
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
-from core.engine.run_state import RunLog
-from core.engine.training import train
+from core.engine.training.loop import train
+from core.engine.training.run_state import RunLog
 
 SIZE = 32
 
@@ -268,7 +268,7 @@ def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None
 
 def stopped_job(data_dir: str, epochs: int = 3, sweep_id: int | None = None) -> tuple[int, str]:
     """A train job taken through the job service as the worker does for a run that stopped early."""
-    from core.engine.early_stopping import patience_reason
+    from core.engine.training.early_stopping import patience_reason
     from core.service import jobs
     from core.service.db import get_sessionmaker
     from core.service.records import Job

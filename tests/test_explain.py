@@ -23,7 +23,7 @@ from core.engine.model.checkpoint import load_checkpoint
 from core.engine.model.resnet import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.run_folder.layout import classify_artifacts
-from core.engine.training import train
+from core.engine.training.loop import train
 from core.service.settings import get_settings
 from leukemia.commands.engine import evaluate as evaluate_command
 

@@ -34,7 +34,7 @@ def one_line_error(args: list[str]) -> str:
 
 
 def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(synth_dir: Path, isolated_home, tmp_path: Path) -> None:
-    from core.engine.training import train
+    from core.engine.training.loop import train
 
     params = TrainParams(data_dir=str(synth_dir), epochs=2, class_weights="1e-300,1e300", **TINY)
     with pytest.raises(UserInputError, match=r"loss is not finite \(nan\) at epoch 1, batch 1") as failure:

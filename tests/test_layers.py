@@ -118,7 +118,7 @@ BLOCKED_TRAINING = textwrap.dedent("""
     torch.set_num_threads(1)
     from core.engine.params import TrainParams
     from core.engine.data.synth import write_synthetic_dataset
-    from core.engine.training import train
+    from core.engine.training.loop import train
 
     work = Path(sys.argv[1])
     write_synthetic_dataset(work / "data", train=16, valid=8, test=4, image_size=32, seed=0)

@@ -16,7 +16,7 @@ from PIL import Image
 from core.engine.evaluation.predict import dihedral_views, evaluate_csv, predict_csv
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.progress import PredictionObserver, RunStopped
-from core.engine.training import train
+from core.engine.training.loop import train
 from core.service.settings import get_settings
 from leukemia.commands.engine import predict as predict_command
 

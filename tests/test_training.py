@@ -21,8 +21,8 @@ from core.engine.params import FinetuneParams, TrainParams
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
 from core.engine.run_folder.event_log import append_epoch
 from core.engine.run_folder.resolver import resolve_checkpoint
-from core.engine.schedule import lr_factor
-from core.engine.training import class_weights, finetune, train
+from core.engine.training.loop import class_weights, finetune, train
+from core.engine.training.schedule import lr_factor
 from core.service.settings import get_settings
 
 SIZE = 32

@@ -59,9 +59,9 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
                       holds: ExitStack | None = None) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in (with an
     object store, every checkpoint it reads fetched into this node's cache, checked, and held in holds)."""
-    from core.engine import training
     from core.engine.evaluation import predict
     from core.engine.params import parse_params
+    from core.engine.training import loop as training
 
     values = dict(spec.params)
     holds = holds if holds is not None else ExitStack()
@@ -84,7 +84,7 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
     if spec.kind == "train":
         training.train(params, run_folder, resume=True, observer=observer)
         if spec.cv_fold is not None:
-            from core.engine.crossval import write_out_of_fold
+            from core.engine.training.crossval import write_out_of_fold
 
             write_out_of_fold(run_folder, params, spec.cv_fold)
     elif spec.kind == "finetune":

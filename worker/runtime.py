@@ -140,7 +140,7 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     # Import torch and the core runners now, not inside the first job: a multi-second import
     # holds the GIL and would starve that job's heartbeat thread.
     import core.engine.evaluation.predict  # noqa: F401
-    import core.engine.training  # noqa: F401
+    import core.engine.training.loop  # noqa: F401
 
     app = get_app()
     # Only a consuming process needs the task body; its Request makes Celery's terminate a cancel (worker.terminate).

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.common.errors import UserInputError
-from core.engine.early_stopping import LOWER_IS_BETTER, EarlyStoppingMetric, better
+from core.engine.training.early_stopping import LOWER_IS_BETTER, EarlyStoppingMetric, better
 from core.service.records import JobStatus
 
 if TYPE_CHECKING:

@@ -117,8 +117,8 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
     """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
 
     def body() -> None:
-        from core.engine.training import resume_run
-        from core.engine.training import train as train_run
+        from core.engine.training.loop import resume_run
+        from core.engine.training.loop import train as train_run
 
         given = schema_values(options)
         if resume is not None:
@@ -150,7 +150,7 @@ def finetune(out: Path, resume: bool, **options) -> None:
     `leukemia finetune --from RUN_DIR|CKPT --data DIR --epochs N --out RUN_DIR`"""
 
     def body() -> None:
-        from core.engine.training import finetune as finetune_run
+        from core.engine.training.loop import finetune as finetune_run
 
         params = parse_params("finetune", schema_values(options))
         click.echo(_describe_run(finetune_run(params, out, resume=resume, observer=_training_bar())))
@@ -267,8 +267,8 @@ def cross_validate(out: Path, folds: int | None, release_folds: bool, **options)
     --checkpoint CV_DIR/fold_1 ...` predicts with the fold ensemble."""
 
     def body() -> None:
-        from core.engine.crossval import describe_summary, plan_folds, run_cross_validation
         from core.engine.data.splits import with_folder_image_size
+        from core.engine.training.crossval import describe_summary, plan_folds, run_cross_validation
 
         given = with_folder_image_size("train", schema_values(options))
         base = parse_params("train", given).model_dump(mode="json")

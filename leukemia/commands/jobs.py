@@ -15,8 +15,8 @@ from typing import Any, Callable
 import click
 
 from core.common.errors import UserInputError
-from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
+from core.engine.training.early_stopping import EARLY_STOPPING_METRICS
 from core.service.access import cli_actor
 from core.service.job_options import RETENTION_HELP, JobOptions, parse_options
 from core.service.records import JOB_KINDS, JOB_STATUSES, MODEL_KINDS, JobStatus
@@ -237,7 +237,7 @@ def _write_oof(cv_id: int, path: Path) -> None:
 
 
 def _print_cv(cv_id: int, as_json: bool) -> None:
-    from core.engine.crossval import describe_summary
+    from core.engine.training.crossval import describe_summary
     from core.service.cv_jobs import cross_validation_summary
     from core.service.db import get_sessionmaker
 

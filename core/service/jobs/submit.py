@@ -197,7 +197,7 @@ def create_sweep(
 ) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert.
     The sweep and each of its jobs carry the same options (priority, notes, tags, retention);
-    early_stopping is the sweep's median stopping rule (core.engine.early_stopping), train/finetune only."""
+    early_stopping is the sweep's median stopping rule (core.engine.training.early_stopping), train/finetune only."""
     if name is not None:
         check_printable(name, "name")
     if early_stopping is not None and kind not in TRAINING_KINDS:

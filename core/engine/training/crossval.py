@@ -155,7 +155,7 @@ def run_cross_validation(
 ) -> dict[str, Any]:
     """Train every fold in this process (out_dir/fold_N), write each fold's oof.csv, then summary.json and oof.csv."""
     from core.engine.params import parse_params
-    from core.engine.training import train
+    from core.engine.training.loop import train
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

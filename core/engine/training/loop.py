@@ -2,8 +2,8 @@
 last.pt before it reports an epoch (exactly-once epochs) and can resume where it stopped.
 
 A run folder holds last.pt, best.pt, metrics.csv, metrics.json, loss.png, accuracy.png and
-(with a validation split) confusion.png. The schedule (core.engine.schedule), the resumable state
-(core.engine.run_state) and the metrics files (core.engine.run_folder.history_files) have rooms of their own; see
+(with a validation split) confusion.png. The schedule (core.engine.training.schedule), the resumable state
+(core.engine.training.run_state) and the metrics files (core.engine.run_folder.history_files) have rooms of their own; see
 docs/architecture.md for the contracts."""
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from core.engine.run_folder.event_log import append_epoch, start_event_log
 from core.engine.run_folder.history_files import write_metrics
 from core.engine.run_folder.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
 from core.engine.run_folder.resolver import resolve_checkpoint
-from core.engine.run_state import RunLog, StartState, capture_checkpoint, floats, restore_checkpoint, seed_everything
-from core.engine.schedule import build_optimizer, build_scheduler
 from core.engine.settings import engine_settings
+from core.engine.training.run_state import RunLog, StartState, capture_checkpoint, floats, restore_checkpoint, seed_everything
+from core.engine.training.schedule import build_optimizer, build_scheduler
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Early stopping within a run: patience on one validation metric (a sweep's median stopping rule,
 which reads other jobs' rows, is the service's: core.service.sweep_stopping).
 
-Patience lives in the run (core.engine.run_state.RunLog follows the chosen metric, so best.pt and the
+Patience lives in the run (core.engine.training.run_state.RunLog follows the chosen metric, so best.pt and the
 counter are part of last.pt and survive a resume)."""
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.engine.early_stopping import better, patience_reason
 from core.engine.model.checkpoint import CHECKPOINT_FORMAT
 from core.engine.params import TrainParams
 from core.engine.progress import EpochRecord
+from core.engine.training.early_stopping import better, patience_reason
 
 
 @dataclass
