@@ -116,9 +116,8 @@ BLOCKED_TRAINING = textwrap.dedent("""
     import torch
 
     torch.set_num_threads(1)
-    from core.engine.params import TrainParams
+    from core.engine import TrainParams, train
     from core.engine.data.synth import write_synthetic_dataset
-    from core.engine.training.loop import train
 
     work = Path(sys.argv[1])
     write_synthetic_dataset(work / "data", train=16, valid=8, test=4, image_size=32, seed=0)
@@ -137,6 +136,31 @@ def test_the_engine_trains_with_the_service_libraries_blocked(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-4000:]
     assert "epochs 1 best best.pt blocked-loaded []" in result.stdout
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+FRONT_DOOR = textwrap.dedent("""
+    import sys
+
+    import core.engine
+
+    behind = sorted(m for m in sys.modules if m.startswith(("core.engine.", "torch")))
+    from core.engine import *  # noqa: F403
+    from core.engine import evaluate_csv, predict_csv, train
+
+    drawers = ("matplotlib", "core.engine.evaluation.plots", "core.engine.evaluation.explain")
+    drawing = sorted(m for m in sys.modules if m in drawers)
+    print("behind", behind, "drawing", drawing, "homes", train.__module__, evaluate_csv.__module__, predict_csv.__module__)
+""")
+
+
+def test_the_engine_front_door_loads_lazily_and_draws_nothing_on_import(tmp_path: Path) -> None:
+    """`import core.engine` loads nothing behind its front door (PEP 562); its names load the runners,
+    and those load neither matplotlib nor Grad-CAM until a run draws or explains."""
+    result = subprocess.run([sys.executable, "-c", FRONT_DOOR], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert ("behind [] drawing [] homes core.engine.training.loop core.engine.evaluation.predict "
+            "core.engine.evaluation.predict") in result.stdout, result.stdout
 
 
 STATUS_LITERAL = re.compile(r"""(==|!=|===|!==|status=|"status":)\s*["'](queued|running|succeeded|failed|cancelled)["']""")

@@ -59,9 +59,7 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
                       holds: ExitStack | None = None) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in (with an
     object store, every checkpoint it reads fetched into this node's cache, checked, and held in holds)."""
-    from core.engine.evaluation import predict
-    from core.engine.params import parse_params
-    from core.engine.training import loop as training
+    from core.engine import evaluate_csv, finetune, parse_params, predict_csv, train
 
     values = dict(spec.params)
     holds = holds if holds is not None else ExitStack()
@@ -82,22 +80,22 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
     if spec.kind in ("evaluate", "predict"):  # the engine logs nothing of a pass: the job's log says what it reads
         log.info("job %s %s: %s on %s of %s", spec.id, spec.kind, scored_with(spec, params), params.csv, params.data_dir)
     if spec.kind == "train":
-        training.train(params, run_folder, resume=True, observer=observer)
+        train(params, run_folder, resume=True, observer=observer)
         if spec.cv_fold is not None:
             from core.engine.training.crossval import write_out_of_fold
 
             write_out_of_fold(run_folder, params, spec.cv_fold)
     elif spec.kind == "finetune":
-        training.finetune(params, run_folder, resume=True, observer=observer)
+        finetune(params, run_folder, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        scores = predict.evaluate_csv(params, out_dir=run_folder, observer=observer,
-                                      write_threshold=threshold_writer(spec.id)).scores
+        scores = evaluate_csv(params, out_dir=run_folder, observer=observer,
+                              write_threshold=threshold_writer(spec.id)).scores
         log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
                  spec.id, scores["count"], scores["threshold"]["value"], scores["threshold"]["source"],
                  percent(scores["accuracy"]), percent(scores["balanced_accuracy"]), percent(scores["weighted_f1"]))
     else:  # predict: parse_params knows no other kind
-        result = predict.predict_csv(params, run_folder / PREDICTIONS_CSV, observer=observer, report_dir=run_folder,
-                                     write_threshold=threshold_writer(spec.id))
+        result = predict_csv(params, run_folder / PREDICTIONS_CSV, observer=observer, report_dir=run_folder,
+                             write_threshold=threshold_writer(spec.id))
         log.info("job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written", spec.id, result.count,
                  result.threshold["value"], result.threshold["source"], result.positives, result.count - result.positives,
                  PREDICTIONS_CSV)

@@ -137,8 +137,11 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     metrics.configure(gpu)
     if metrics_port is not None:
         metrics.start_exporter(metrics_port, settings.metrics_token, host=settings.worker_metrics_address)
-    # Import torch and the core runners now, not inside the first job: a multi-second import
-    # holds the GIL and would starve that job's heartbeat thread.
+    # Import torch, the core runners and what they load when first used (matplotlib's plots, Grad-CAM)
+    # now, not inside the first job: a multi-second import holds the GIL and would starve that job's
+    # heartbeat thread.
+    import core.engine.evaluation.explain  # noqa: F401
+    import core.engine.evaluation.plots  # noqa: F401
     import core.engine.evaluation.predict  # noqa: F401
     import core.engine.training.loop  # noqa: F401
 
