@@ -145,11 +145,11 @@ def own_queue() -> str:
 def run_in_process(kind: str, params: dict) -> int:
     """Commit a job and run it here, as a worker would (claim, run folder, core call, outcome). On a queue of
     its own: a message starts the best queued job of its queue, which on a shared queue may be another."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:
         job_id = jobs.create_job(session, kind, params, queue=own_queue()).id
-    run_job(job_id)
+    run_next_job(job_id)
     return job_id
 
 
@@ -382,7 +382,7 @@ def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monke
 
 
 def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend, tmp_path: Path, monkeypatch) -> None:
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
@@ -390,7 +390,7 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
         with get_sessionmaker().begin() as session:
             web_id = jobs.create_job(session, "train", {"data_dir": str(folder), "epochs": 1, **TINY}, origin="web",
                                      queue=own_queue()).id
-        run_job(web_id)
+        run_next_job(web_id)
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, web_id)
         assert job.status == "failed"

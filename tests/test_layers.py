@@ -163,6 +163,32 @@ def test_the_engine_front_door_loads_lazily_and_draws_nothing_on_import(tmp_path
             "core.engine.evaluation.predict") in result.stdout, result.stdout
 
 
+SENDER = textwrap.dedent("""
+    import sys
+
+    from web import create_app
+    from worker.celery_app import send_run_job
+
+    create_app()
+    send_run_job(1, "gpu")  # onto the embedded broker in LEUKEMIA_HOME
+    task_code = ("worker.tasks", "worker.job_progress", "worker.core_call", "torch")
+    print("task code loaded", sorted(m for m in sys.modules if m in task_code))
+""")
+
+
+def test_sending_a_job_imports_no_task_code(tmp_path: Path) -> None:
+    """The web sends a job by the task's name: neither the task (worker.tasks, which declares it) nor
+    torch is imported to send one, so the web stays light and needs no engine runtime."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "LEUKEMIA_HOME": str(tmp_path / "home"), "API_TOKEN": "t" * 32,
+                        "SECRET_KEY": "s" * 32}
+    for key in ("DATABASE_URL", "BROKER_URL"):
+        env.pop(key, None)
+    result = subprocess.run([sys.executable, "-c", SENDER], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "task code loaded []" in result.stdout, result.stdout
+
+
 STATUS_LITERAL = re.compile(r"""(==|!=|===|!==|status=|"status":)\s*["'](queued|running|succeeded|failed|cancelled)["']""")
 
 

@@ -207,12 +207,12 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
 
 def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
     """Submit a tiny train job and run it here through the worker's code path (claim, run, outcome, retention)."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; no broker needed here
         job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": data_dir, "epochs": epochs, "device": "cpu"},
                                  options=JobOptions(retention=policy)).id
-    run_job(job_id)
+    run_next_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
     return job_id

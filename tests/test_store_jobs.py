@@ -43,12 +43,12 @@ def recorded(job_id: int) -> dict[str, Artifact]:
 
 def run(kind: str, params: dict, *, parent_id: int | None = None, retention: str | None = None) -> int:
     """Submit a job and run it here through the worker's code path; its id once it succeeded."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:
         job_id = jobs.create_job(session, kind, {**params, "device": "cpu"}, parent_id=parent_id,
                                  options=JobOptions(retention=retention)).id
-    run_job(job_id)
+    run_next_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
     return job_id
@@ -168,7 +168,7 @@ def test_retention_removes_the_objects_and_their_rows(app, folder_path, s3_store
 
 def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3_store_env, tmp_path, monkeypatch):
     """A job whose worker died before it stored an epoch: the next attempt says so in its log and on its row."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     on_another_node(tmp_path, monkeypatch, "node-b")
     with get_sessionmaker().begin() as session:
@@ -177,7 +177,7 @@ def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3
     stale = utcnow().replace(year=2000)
     with get_sessionmaker().begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=stale))
-    run_job(job_id)
+    run_next_job(job_id)
     job = row(job_id)
     note = (f"attempt 2 on {job.worker_host} found no last.pt checkpoint in the artifact store to resume from, so it "
             "started over at epoch 1")

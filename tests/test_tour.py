@@ -164,7 +164,7 @@ def test_the_demo_folder_of_an_older_serve_gains_its_patients(tmp_path) -> None:
 def test_evaluate_and_predict_jobs_log_what_they_read_and_found(app, folder_path) -> None:
     """The job page's log box of an evaluate or predict job holds its lines (the engine logs none of its own)."""
     from tests.test_retention import train_in_process
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     trained = train_in_process(folder_path, 1, None)
     with get_sessionmaker().begin() as session:
@@ -172,8 +172,8 @@ def test_evaluate_and_predict_jobs_log_what_they_read_and_found(app, folder_path
                                                           "device": "cpu"}, parent_id=trained).id
         predicted = jobs.create_job(session, "predict", {"data_dir": folder_path, "csv": "test.csv", "device": "cpu"},
                                     parent_id=trained).id
-    run_job(evaluated)
-    run_job(predicted)
+    run_next_job(evaluated)
+    run_next_job(predicted)
     with get_sessionmaker().begin() as session:
         evaluate_row, predict_row = jobs.get_job(session, evaluated), jobs.get_job(session, predicted)
         evaluate_log, predict_log = evaluate_row.log_tail, predict_row.log_tail

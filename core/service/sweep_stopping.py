@@ -1,6 +1,6 @@
 """A sweep's median stopping rule: a point whose metric at epoch e is worse than the median of the
 sweep's finished points at e stops. The rule reads the finished points from epoch_metrics; the
-worker asks it after each epoch (worker.tasks.JobObserver)."""
+worker asks it after each epoch (worker.job_progress.JobObserver)."""
 
 from __future__ import annotations
 
