@@ -21,7 +21,6 @@ from core.service.settings import get_settings
 # The job task's name (worker.tasks.run_next_job): kept as it was when the function was run_job, since
 # messages already queued carry it.
 RUN_JOB_TASK = "leukemia.run_job"
-KNOWN_QUEUES = ("gpu", "cpu")
 EMBEDDED_POLLING_SECONDS = 0.2
 
 _apps: dict[str, Celery] = {}

@@ -35,8 +35,6 @@ from core.engine.data.layouts import (
 from core.engine.data.release import Release, find_release, read_final, read_fold, read_prelim
 
 VALID_SHARE = 0.2
-LAB_NAMES = ("train", "valid", "train_all", "test")
-RELEASE_NAMES = ("train", "valid", "train_all", "test", "prelim", "final")
 # A CSV of the data folder is a relative path that stays inside it: it starts with no "/" and no part of it is "..".
 INSIDE_FOLDER = r"(?!/)(?!(?:[^/]*/)*\.\.(?:/|$))"
 INSIDE = re.compile(INSIDE_FOLDER)
@@ -74,10 +72,6 @@ def check_split_name(name: str, *, validation: bool = False) -> str:
         if k < 2 or bad:
             raise ValueError(f"{name}: kfold needs K >= 2 and fold numbers below K")
     return name
-
-
-def is_release(data_dir: Path | str) -> bool:
-    return find_release(data_folder(data_dir)) is not None
 
 
 def read_named_split(data_dir: Path | str, name: str, *, seed: int = 0, labelled: bool | None = None) -> list[Sample]:
