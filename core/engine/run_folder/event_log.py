@@ -1,4 +1,4 @@
-"""A run folder's TensorBoard event log (run_files.EVENT_LOG): every epoch's losses, accuracies,
+"""A run folder's TensorBoard event log (layout.EVENT_LOG): every epoch's losses, accuracies,
 learning rate and throughput as scalars, so `tensorboard --logdir ARTIFACTS_DIR/jobs` shows and
 compares runs, live while they train.
 
