@@ -114,7 +114,7 @@ def _describe_run(result) -> str:
               help="Continue the run in this folder with the parameters stored in its last.pt.")
 @params_options(TrainParams, rename={"data_dir": "--data"})
 def train(out: Path | None, resume: Path | None, **options) -> None:
-    """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
+    """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_FOLDER`."""
 
     def body() -> None:
         from core.engine.training.loop import resume_run
@@ -129,7 +129,7 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
             result = resume_run(resume, observer=_training_bar())
         else:
             if out is None:
-                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)", field="out")
+                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_FOLDER)", field="out")
             from core.engine.data.splits import with_folder_image_size
 
             params = parse_params("train", with_folder_image_size("train", given))
@@ -147,7 +147,7 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
 def finetune(out: Path, resume: bool, **options) -> None:
     """Finetune a checkpoint, by default on train+valid.
 
-    `leukemia finetune --from RUN_DIR|CKPT --data DIR --epochs N --out RUN_DIR`"""
+    `leukemia finetune --from RUN_FOLDER|CKPT --data DIR --epochs N --out RUN_FOLDER`"""
 
     def body() -> None:
         from core.engine.training.loop import finetune as finetune_run
