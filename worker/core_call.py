@@ -17,7 +17,7 @@ from core.engine.run_folder.layout import PREDICTIONS_CSV
 from core.service import jobs
 from core.service.db import get_sessionmaker
 
-if TYPE_CHECKING:  # the annotation only: report imports the plotting and Grad-CAM code
+if TYPE_CHECKING:  # the annotation only: threshold imports torch (checkpoints), loaded by the first core call
     from core.engine.evaluation.threshold import ThresholdWriter
 
 log = logging.getLogger("leukemia.worker")
