@@ -189,6 +189,21 @@ def test_sending_a_job_imports_no_task_code(tmp_path: Path) -> None:
     assert "task code loaded []" in result.stdout, result.stdout
 
 
+def test_the_job_task_is_declared_in_worker_tasks_under_its_stable_name() -> None:
+    """Importing worker.tasks declares the task for whichever app a worker makes (one per broker URL): an
+    app made afterwards has it under the name queued messages carry, running run_next_job, and its Request
+    class, named by path, is the one that makes Celery's terminate a cancel (worker.terminate)."""
+    from kombu.utils.imports import symbol_by_name
+
+    import worker.tasks
+    from worker.celery_app import RUN_JOB_TASK, make_app
+    from worker.terminate import RunJobTaskRequest
+
+    task = make_app("memory://").tasks[RUN_JOB_TASK]
+    assert RUN_JOB_TASK == "leukemia.run_job" and task.run is worker.tasks.run_next_job
+    assert symbol_by_name(task.Request) is RunJobTaskRequest
+
+
 STATUS_LITERAL = re.compile(r"""(==|!=|===|!==|status=|"status":)\s*["'](queued|running|succeeded|failed|cancelled)["']""")
 
 

@@ -253,4 +253,4 @@ class JobRun:
 # worker: worker.runtime) registers it; the web and the CLI send by name (RUN_JOB_TASK) and never import
 # task code or torch. The name stays "leukemia.run_job", which messages queued before run_next_job had
 # its name still carry. Its Request class makes Celery's terminate a cancel of the job (worker.terminate).
-shared_task(name=RUN_JOB_TASK, ignore_result=True, Request="worker.terminate:JobRequest")(run_next_job)
+shared_task(name=RUN_JOB_TASK, ignore_result=True, Request="worker.terminate:RunJobTaskRequest")(run_next_job)

@@ -5,7 +5,7 @@ TASK_ID` and Flower's Terminate button all reach the worker as a revoke with ter
 carries out by killing what runs the task. Here that would be wrong twice over: a pool thread cannot
 be killed (Celery's thread pool raises NotImplementedError, and the job trains on), and a killed
 prefork child loses the epoch in progress while the reaper later runs the job again. So the task's
-request (`JobRequest`, the task's Request class) asks the job service for a cancel instead, audited
+request (`RunJobTaskRequest`, the task's Request class) asks the job service for a cancel instead, audited
 under the actor "celery:terminate": the job stops at its next batch, keeps its checkpoints, ends
 cancelled, and the worker takes its next job. Whatever signal was named, the outcome is that cancel.
 A task that runs no job (not yet started, or its job has ended) gets one line saying nothing was
@@ -50,7 +50,7 @@ def cancel_terminated_task(hostname: str, task_id: str, signal: Any) -> int | No
     return job_id
 
 
-class JobRequest(Request):
+class RunJobTaskRequest(Request):
     """run_next_job's request: terminate cancels the job (module docstring) instead of killing the pool's worker."""
 
     def terminate(self, pool: Any, signal: Any = None) -> None:
