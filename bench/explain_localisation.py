@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.engine.explain import grad_cam
-from core.engine.models import build_model
-from core.engine.synth import draw_cell, split_labels
+from core.engine.data.synth import draw_cell, split_labels
+from core.engine.evaluation.explain import grad_cam
+from core.engine.model.resnet import build_model
 
 CELL_SCALE = 0.75
 MIN_CONCENTRATION = 1.5  # mean concentration over the maps of the cells called ALL

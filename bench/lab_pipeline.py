@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
 
 
 def lab_transform(mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:

@@ -1,4 +1,4 @@
-"""Calibrate and check core.engine.limits on the CPU: bytes autograd saves for backward per image pixel,
+"""Calibrate and check core.engine.model.limits on the CPU: bytes autograd saves for backward per image pixel,
 forward FLOPs per image pixel, and the real peak memory of one training step against the estimate.
 
     .venv/bin/python -m bench.memory_estimate            # the table in docs/queue.md ("Limits")
@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from core.engine.models import build_model
+from core.engine.model.resnet import build_model
 
 POINTS = [("resnet18", 64, 8), ("resnet18", 128, 8), ("resnet50", 64, 8), ("resnet50", 128, 8),
           ("resnet152", 64, 4), ("resnet152", 128, 4)]  # fmt: skip
@@ -82,7 +82,7 @@ def main() -> None:
         arch, size, batch = args.child
         print(json.dumps(step_growth(arch, int(size), int(batch))))
         return
-    from core.engine.limits import ACTIVATION_BYTES_PER_PIXEL, PARAMETERS, training_memory_bytes
+    from core.engine.model.limits import ACTIVATION_BYTES_PER_PIXEL, PARAMETERS, training_memory_bytes
 
     torch.set_num_threads(1)
     print("| arch | px | batch | saved for backward | per image pixel (table) | estimate | measured peak | measured / estimate |")

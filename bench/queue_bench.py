@@ -1,8 +1,8 @@
 """Queue benchmark: submit-to-start latency on an idle worker, and jobs per second through N jobs.
 
 What runs: a real `leukemia worker` subprocess (concurrency 1: one pool thread) and the real
-run_job path for every job: commit the row, send the id, deliver, claim (conditional UPDATE),
-start and stop the heartbeat thread, call core.engine.training.train, record the outcome. To measure
+run_next_job path for every job: commit the row, send the id, deliver, claim (conditional UPDATE),
+start and stop the heartbeat thread, call core.engine.training.loop.train, record the outcome. To measure
 the queue and not the model, each job is a train job whose data folder does not exist: core
 refuses it at once (UserInputError), so the job ends `failed` in milliseconds. A real job adds
 its own compute on top of these figures.

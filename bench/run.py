@@ -28,11 +28,11 @@ from bench import throughput, time_to_result
 from bench.throughput import Setup
 from bench.time_to_result import Workload
 from core.common.errors import UserInputError
-from core.engine.cache import decode_workers, load_image_cache
-from core.engine.data import Sample, read_csv_samples, read_split
-from core.engine.models import build_model
-from core.engine.pipeline import InputPipeline, compute_mean_std, resolve_device
-from core.engine.synth import write_synthetic_dataset
+from core.engine.data.layouts import Sample, read_csv_samples, read_split
+from core.engine.data.synth import write_synthetic_dataset
+from core.engine.inputs.cache import decode_workers, load_image_cache
+from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, resolve_device
+from core.engine.model.resnet import build_model
 
 TRAIN_BATCH = {"resnet18": 128, "resnet50": 64, "resnet152": 64}
 PREDICT_BATCH = 256
@@ -58,7 +58,7 @@ class Plan:
     distinct: int  # distinct synthetic images per split; the rest are hard links to them
     warmup_steps: int
     timed_steps: int
-    cache_workers: int  # decoding threads for the cache build; 0: the machine's cores (core.engine.cache.decode_workers)
+    cache_workers: int  # decoding threads for the cache build; 0: the machine's cores (core.engine.inputs.cache.decode_workers)
     compile_options: list[bool]
     train_batch: dict[str, int]
     predict_batch: int

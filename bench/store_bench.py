@@ -100,7 +100,7 @@ def timed_job(params: dict, queue: str) -> dict:
 
 def queued_training(root: Path, server, bucket: str, params: dict, repeats: int) -> dict:  # type: ignore[no-untyped-def]
     """Part 1: the same job on a folder-store worker and an S3-store worker, alternating."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
     from core.service.db import upgrade_database
 
     data = write_synthetic_dataset(root / "data", train=params.pop("train"), valid=params.pop("valid"), test=8,
@@ -143,9 +143,9 @@ def checkpoint_uploads(root: Path, server, bucket: str, repeats: int) -> dict:  
     """Part 2: a last.pt of each architecture as training writes it, stored `repeats` times."""
     import torch
 
-    from core.engine.artifact_store import open_store, sha256_of
-    from core.engine.checkpoint import save_checkpoint
-    from core.engine.models import build_model
+    from core.engine.model.checkpoint import save_checkpoint
+    from core.engine.model.resnet import build_model
+    from core.engine.run_folder.artifact_store import open_store, sha256_of
 
     for name, value in server.credentials().items():
         os.environ[name] = value

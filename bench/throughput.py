@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.lab_pipeline import LabDataset, lab_loader
-from core.engine.data import Sample
-from core.engine.pipeline import InputPipeline
+from core.engine.data.layouts import Sample
+from core.engine.inputs.pipeline import InputPipeline
 
 
 @dataclass(frozen=True)

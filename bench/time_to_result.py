@@ -24,7 +24,7 @@ import torch
 
 from bench import throughput
 from bench.throughput import Setup
-from core.engine.models import build_model
+from core.engine.model.resnet import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "resnet18"
@@ -106,17 +106,17 @@ def timed_command(arguments: list[str], environment: dict[str, str]) -> float:
     return wall
 
 
-def epoch_seconds(run_dir: Path) -> list[float]:
+def epoch_seconds(run_folder: Path) -> list[float]:
     """Each epoch's seconds (training and validation) as the run's metrics.json records them."""
-    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    history = json.loads((run_folder / "metrics.json").read_text())["history"]
     return [round(row["seconds"], 2) for row in history]
 
 
-def checkpoint_facts(run_dir: Path) -> dict:
+def checkpoint_facts(run_folder: Path) -> dict:
     """Sizes of best.pt and last.pt, and whether each holds optimizer state."""
     facts = {}
     for name in ("best", "last"):
-        path = run_dir / f"{name}.pt"
+        path = run_folder / f"{name}.pt"
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         facts[f"{name}_pt_mb"] = round(path.stat().st_size / 1e6, 1)
         facts[f"{name}_pt_has_optimizer"] = checkpoint.get("optimizer") is not None

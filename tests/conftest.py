@@ -184,7 +184,7 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic lab-layout folder (96 train, 32 valid, 24 test, 48 px, seed 0); treat it as read-only."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("synth") / "data"
     write_synthetic_dataset(folder, train=96, valid=32, test=24, image_size=48, seed=0)

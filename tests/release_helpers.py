@@ -14,7 +14,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from core.engine.data import cnmc_label, patient_of
+from core.engine.data.layouts import cnmc_label, patient_of
 
 PARTS = ("final", "fold_0", "fold_1", "fold_2", "prelim")
 PRELIM = Path("validation_data", "C-NMC_test_prelim_phase_data")

@@ -309,13 +309,13 @@ def seed_rows(client, folder_path) -> dict[str, list[dict[str, int]]]:
     from core.service.settings import get_settings
 
     queued, finished = queued_job(folder_path), finished_train_job(folder_path)
-    run_dir = get_settings().resolved_artifacts_dir / f"job-{finished}"
+    run_folder = get_settings().resolved_artifacts_dir / f"job-{finished}"
     files = {"curves.png": ("plot", b"\x89PNG\r\n\x1a\n"), "metrics.json": ("metrics", b"[]"),
              "explanations.zip": ("explanation", b"PK\x05\x06" + bytes(18))}
     with get_sessionmaker().begin() as session:
         for name, (kind, data) in files.items():
-            (run_dir / name).write_bytes(data)
-            jobs.add_artifact(session, finished, kind, run_dir / name)
+            (run_folder / name).write_bytes(data)
+            jobs.add_artifact(session, finished, kind, run_folder / name)
     artifacts = [a["id"] for a in client.get(f"/api/jobs/{finished}/artifacts", headers=AUTH).json["artifacts"]]
     sweep = client.post("/api/sweeps", headers=AUTH, json={"kind": "train", "base_params": {"data_dir": folder_path},
                                                              "grid": {"lr": [0.001, 0.01]}}).json

@@ -83,7 +83,7 @@ def generate_client(document: dict, out: Path) -> str:
 
 
 def test_a_generated_client_registers_trains_predicts_and_downloads(tmp_path):
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     data_root = tmp_path / "data"
     write_synthetic_dataset(data_root / "synth", train=16, valid=8, test=8, image_size=32, seed=5)

@@ -1,4 +1,4 @@
-"""The artifact store's one interface (core.engine.artifact_store), the same tests against a folder and against a
+"""The artifact store's one interface (core.engine.run_folder.artifact_store), the same tests against a folder and against a
 real S3-compatible server (`rclone serve s3`, tests/s3_server.py): put, get, streaming open, size, list and
 delete by prefix, locations, a multipart-sized checkpoint, missing keys, a store that refuses; the choice by
 the URL's scheme; and fetch_verified, the node cache keyed by sha256 that never keeps a file whose hash is
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.common.errors import StorageError, UserInputError
-from core.engine.artifact_store import FolderStore, check_key, fetch_verified, open_store, sha256_of, valid_key
-from core.engine.artifact_store.s3 import S3Store
+from core.engine.run_folder.artifact_store import FolderStore, check_key, fetch_verified, open_store, sha256_of, valid_key
+from core.engine.run_folder.artifact_store.s3 import S3Store
 from tests.s3_server import free_port
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.engine.augment import AugmentParams, augment_batch, augment_image, sample_augment_params
+from core.engine.inputs.augment import AugmentParams, augment_batch, augment_image, sample_augment_params
 
 
 def structured_image(height: int, width: int) -> torch.Tensor:

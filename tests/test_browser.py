@@ -30,7 +30,7 @@ ADMIN = ("admin", "browser-test-pass")
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`leukemia web` and `leukemia worker` subprocesses sharing a temporary LEUKEMIA_HOME."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("browser")
     data_root = root / "data"

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from core.common import cache_folder
-from core.engine.cache import load_image_cache
-from core.engine.data import Sample
+from core.engine.data.layouts import Sample
+from core.engine.inputs.cache import load_image_cache
 
 
 def entry(root: Path, name: str, size: int, age_s: float) -> Path:

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from core.common.errors import UserInputError
-from core.engine.check import check_folder
-from core.engine.data import cnmc_samples, patient_of, read_split
-from core.engine.patient_split import choose_valid_patients, write_patient_split
+from core.engine.data.check import check_folder
+from core.engine.data.layouts import cnmc_samples, patient_of, read_split
+from core.engine.data.patient_split import choose_valid_patients, write_patient_split
 from leukemia.cli import main
 
 

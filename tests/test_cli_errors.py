@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.engine.checkpoint import save_checkpoint
-from core.engine.models import build_model
+from core.engine.model.checkpoint import save_checkpoint
+from core.engine.model.resnet import build_model
 from leukemia.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.usefixtures("isolated_home")
 def bad_files(tmp_path_factory) -> dict[str, Path]:
     """A garbage .pt, a truncated checkpoint, and a valid untrained resnet18 checkpoint in a run folder."""
     folder = tmp_path_factory.mktemp("checkpoints")
-    run_dir = folder / "run18"
+    run_folder = folder / "run18"
     checkpoint = {"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),
                   "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32, "epoch": 1}
-    save_checkpoint(checkpoint, run_dir / "best.pt")
+    save_checkpoint(checkpoint, run_folder / "best.pt")
     (folder / "garbage.pt").write_bytes(b"\x00\x01 definitely not torch " * 50)
-    (folder / "truncated.pt").write_bytes((run_dir / "best.pt").read_bytes()[:5000])
-    return {"run18": run_dir, "garbage": folder / "garbage.pt", "truncated": folder / "truncated.pt"}
+    (folder / "truncated.pt").write_bytes((run_folder / "best.pt").read_bytes()[:5000])
+    return {"run18": run_folder, "garbage": folder / "garbage.pt", "truncated": folder / "truncated.pt"}
 
 
 def cases(synth: Path, files: dict[str, Path], out: Path) -> list[tuple[list[str], str]]:

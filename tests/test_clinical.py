@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.common.errors import UserInputError
-from core.engine.clinical import (
+from core.engine.evaluation.clinical import (
     average_precision,
     bootstrap_intervals,
     bootstrap_weights,

@@ -431,7 +431,7 @@ def test_the_objectstore_profile_and_its_override_give_every_host_the_bucket(mon
     """MinIO and its bucket job under the `objectstore` profile; docker-compose.objectstore.yml points every
     service that reads or writes artifacts at that bucket, with the credentials as a secret file read through
     the standard AWS_SHARED_CREDENTIALS_FILE, and starts them once the bucket exists."""
-    from core.engine.artifact_store import open_store
+    from core.engine.run_folder.artifact_store import open_store
     from core.service.settings import Settings
 
     services = interpolate(compose(), filled_env())["services"]
@@ -641,7 +641,7 @@ def test_an_empty_or_missing_secret_file_stops_the_service_with_one_line(deploym
 def test_compose_commands_run_a_job_end_to_end(deployment):
     from sqlalchemy import create_engine, text
 
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     migrated = deployment.run("migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
@@ -697,7 +697,7 @@ def test_compose_commands_run_a_job_end_to_end(deployment):
     assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
     status, artifacts = http_json("GET", f"{base}/api/jobs/{train_id}/artifacts", token)
     assert {"best.pt", "last.pt", "metrics.csv"} <= {a["name"] for a in artifacts["artifacts"]}
-    # The run folder is jobs/<id>-<run key> (core.engine.run_folder).
+    # The run folder is jobs/<id>-<run key> (core.engine.run_folder.resolver).
     assert len(list((deployment.paths["/artifacts"] / "jobs").glob(f"{train_id}-*/last.pt"))) == 1
 
     # The healthchecks pass while the services run, with a timeout several times what they take here

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from core.common.errors import UserInputError
-from core.engine.crossval import fold_table, mean_std, plan_folds
+from core.engine.training.crossval import fold_table, mean_std, plan_folds
 from leukemia.cli import main
 from tests.release_helpers import build_release
 

@@ -1,5 +1,5 @@
 """Image names that a spreadsheet runs as formulas (`=1+2.bmp`, `+SUM(1;2).bmp`, `@SUM(1).bmp`):
-the CSVs meant for people write them with a leading apostrophe (core.engine.spreadsheet_csv), the
+the CSVs meant for people write them with a leading apostrophe (core.engine.run_folder.spreadsheet_csv), the
 dashboard reads them back exact, the submission CSV keeps them exact, and `leukemia check` warns."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.engine.check import check_folder
+from core.engine.data.check import check_folder
+from core.engine.data.synth import write_synthetic_dataset
+from core.engine.evaluation.predict import evaluate_csv, predict_csv
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
-from core.engine.predict import evaluate_csv, predict_csv
-from core.engine.spreadsheet_csv import csv_text, read_csv_frame, read_csv_rows, restored_cell, safe_cell, write_csv
-from core.engine.synth import write_synthetic_dataset
+from core.engine.run_folder.spreadsheet_csv import csv_text, read_csv_frame, read_csv_rows, restored_cell, safe_cell, write_csv
 from leukemia.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
@@ -60,8 +60,8 @@ def formula_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(formula_folder: Path, tmp_path_factory) -> Path:
-    from core.engine.training import train
+def run_folder(formula_folder: Path, tmp_path_factory) -> Path:
+    from core.engine.training.loop import train
 
     run = tmp_path_factory.mktemp("runs") / "a"
     with pytest.MonkeyPatch.context() as patch:
@@ -77,9 +77,9 @@ def first_cells(path: Path) -> list[str]:
 
 
 def test_the_csvs_for_people_neutralise_formulas_and_the_submission_keeps_ids_exact(
-        formula_folder: Path, run_dir: Path, tmp_path: Path) -> None:
+        formula_folder: Path, run_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    evaluate_csv(EvaluateParams(checkpoint=str(run_dir), data_dir=str(formula_folder), csv="valid.csv", device="cpu",
+    evaluate_csv(EvaluateParams(checkpoint=str(run_folder), data_dir=str(formula_folder), csv="valid.csv", device="cpu",
                                 explain="all"), out_dir=out)
     assert first_cells(out / "per_image.csv") == ["'" + name for name in FORMULAS]
     assert [row["ID"] for row in read_csv_rows(out / "per_image.csv")] == FORMULAS  # read back exact
@@ -91,14 +91,14 @@ def test_the_csvs_for_people_neutralise_formulas_and_the_submission_keeps_ids_ex
 
     report = tmp_path / "report"
     submission = tmp_path / "predictions.csv"
-    predict_csv(PredictParams(checkpoints=[str(run_dir)], data_dir=str(formula_folder), csv="test.csv", device="cpu",
+    predict_csv(PredictParams(checkpoints=[str(run_folder)], data_dir=str(formula_folder), csv="test.csv", device="cpu",
                               explain="all"), submission, report_dir=report)
     assert first_cells(submission) == TEST_FORMULAS  # exact: a grader matches them
     with (report / "explanations.csv").open(newline="") as handle:
         assert sorted(row["ID"] for row in csv.DictReader(handle)) == sorted("'" + name for name in TEST_FORMULAS)
 
 
-def test_the_dashboard_reads_the_ids_back_exact(formula_folder: Path, run_dir: Path, folder_path: str, client,
+def test_the_dashboard_reads_the_ids_back_exact(formula_folder: Path, run_folder: Path, folder_path: str, client,
                                                  tmp_path: Path) -> None:
     """The API's per-image table (web.results reads per_image.csv through the same module) answers the exact IDs."""
     from core.service import jobs
@@ -108,7 +108,7 @@ def test_the_dashboard_reads_the_ids_back_exact(formula_folder: Path, run_dir: P
     from tests.web_helpers import finished_train_job
 
     out = tmp_path / "eval"
-    evaluate_csv(EvaluateParams(checkpoint=str(run_dir), data_dir=str(formula_folder), csv="valid.csv", device="cpu"),
+    evaluate_csv(EvaluateParams(checkpoint=str(run_folder), data_dir=str(formula_folder), csv="valid.csv", device="cpu"),
                  out_dir=out)
     job_id = finished_train_job(folder_path)
     recorded = get_settings().resolved_artifacts_dir / f"job-{job_id}" / "per_image.csv"

@@ -13,13 +13,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from core.engine.progress import EpochRecord
-from core.engine.run_folder import claim_run_dir
+from core.engine.run_folder.resolver import claim_run_folder
 from core.service import deletion, jobs
 from core.service.access import cli_actor
 from core.service.cv_jobs import create_ensemble_job
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry, CrossValidation, Job
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_folder
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.test_retention import add_user, row
@@ -39,15 +39,15 @@ def ended_job(kind: str, params: dict, files: dict[str, int], *, owner: int | No
         job = jobs.create_job(session, jobs.JobRequest(kind=kind, params=params, parent_id=parent_id), submitted_by=owner)
         if cv is not None:
             job.cv_id, job.cv_fold = cv
-        job_id, run_key, run_dir = job.id, job.run_key, job_run_dir(job)
-    claim_run_dir(run_dir, run_key)
+        job_id, run_key, run_folder = job.id, job.run_key, job_run_folder(job)
+    claim_run_folder(run_folder, run_key)
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, job_id, owner="w", host="h")
         if kind == "train":
             jobs.record_epoch(session, job_id, EPOCH)
         for name, size in files.items():
-            (run_dir / name).write_bytes(os.urandom(size))
-            jobs.add_artifact(session, job_id, "checkpoint" if name.endswith(".pt") else "metrics", run_dir / name)
+            (run_folder / name).write_bytes(os.urandom(size))
+            jobs.add_artifact(session, job_id, "checkpoint" if name.endswith(".pt") else "metrics", run_folder / name)
         jobs.finish_job(session, job_id, "w", status)
     return job_id
 
@@ -77,7 +77,7 @@ def on_disk(job_ids: list[int]) -> int:
     """The bytes of the files in these jobs' run folders (links not followed), as a delete must report them."""
     total = 0
     for job_id in job_ids:
-        folder = job_run_dir(row(job_id))
+        folder = job_run_folder(row(job_id))
         total += sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
     return total
 
@@ -113,7 +113,7 @@ def test_the_api_deletes_a_finished_cross_validation_and_refuses_a_running_one(c
     cancel(folds[1])
     freed = on_disk(ids)
     assert freed == 2 * (1000 + 200 + 33) + 300 + 33  # and each run folder's .run_key stamp
-    folders = [job_run_dir(row(job_id)) for job_id in ids]
+    folders = [job_run_folder(row(job_id)) for job_id in ids]
     response = client.delete(f"/api/cross-validations/{cv_id}", headers=AUTH)
     assert response.status_code == 200, response.json
     assert response.json == {"job_ids": ids, "sweep_id": None, "cv_id": cv_id, "freed_bytes": freed}

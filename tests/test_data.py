@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from core.common.errors import UserInputError
-from core.engine.data import (
+from core.engine.data.layouts import (
     Sample,
     cnmc_samples,
     detect_layout,

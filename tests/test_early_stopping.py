@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from core.common.errors import UserInputError
-from core.engine.checkpoint import load_checkpoint
+from core.engine.model.checkpoint import load_checkpoint
 from core.engine.params import parse_params
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
-from core.engine.run_state import RunLog
-from core.engine.training import train
+from core.engine.training.loop import train
+from core.engine.training.run_state import RunLog
 
 SIZE = 32
 
@@ -26,7 +26,7 @@ def write_plateau_folder(folder: Path) -> Path:
     """A small synthetic folder whose valid.csv holds every validation image twice, as two files with
     opposite labels: a model gives both copies the same class, so exactly one of each pair is right and
     valid_accuracy is 0.5 at every epoch, whatever the weights (a plateau by construction)."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     write_synthetic_dataset(folder, train=16, valid=4, test=2, image_size=SIZE, seed=1)
     rows = list(csv.DictReader((folder / "valid.csv").open()))
@@ -56,29 +56,29 @@ def plateau_options(data_dir: Path, **overrides) -> dict:
 def test_cli_train_stops_after_patience_with_best_from_the_best_epoch(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
     from leukemia.cli import main
 
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     outcome = CliRunner().invoke(main, [
         "train", "--data", str(plateau_dir), "--epochs", "6", "--image-size", str(SIZE), "--batch-size", "16",
         "--device", "cpu", "--seed", "2", "--early-stopping-metric", "valid_accuracy",
-        "--early-stopping-patience", "2", "--out", str(run_dir),
+        "--early-stopping-patience", "2", "--out", str(run_folder),
     ])  # fmt: skip
     assert outcome.exit_code == 0, outcome.output
     reason = "stopped early at epoch 3: valid_accuracy did not improve for 2 epochs (best 0.5 at epoch 1)"
     assert reason in outcome.output.splitlines()
     assert "epoch 4/6" not in outcome.output and "3 epoch(s) in" in outcome.output
 
-    summary = json.loads((run_dir / "metrics.json").read_text())
+    summary = json.loads((run_folder / "metrics.json").read_text())
     assert [row["valid_accuracy"] for row in summary["history"]] == [0.5, 0.5, 0.5]  # the plateau, exactly
     assert summary["stopped_epoch"] == 3 and summary["stop_reason"] == reason
     assert summary["best_epoch"] == 1 and summary["best_metric"] == "valid_accuracy"
-    best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
+    best, last = load_checkpoint(run_folder / "best.pt"), load_checkpoint(run_folder / "last.pt")
     assert best["epoch"] == 1 and last["epoch"] == 3
     assert last["early_stopping"]["stopped_epoch"] == 3 and last["early_stopping"]["bad_epochs"] == 2
     # The weights did change after epoch 1 (lr 1e-3): best.pt really is epoch 1's model, not the last one.
     assert any((best["model"][k].float() != last["model"][k].float()).any() for k in best["model"] if "weight" in k)
 
     # Resuming a run that stopped early trains nothing more.
-    again = train(parse_params("train", plateau_options(plateau_dir)), run_dir, resume=True)
+    again = train(parse_params("train", plateau_options(plateau_dir)), run_folder, resume=True)
     assert again.epochs_done == 3 and again.stopped_epoch == 3 and again.stop_reason == reason
 
 
@@ -101,18 +101,18 @@ class StopAfter(TrainingObserver):
 
 
 def test_patience_counts_on_across_a_resume(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     params = parse_params("train", plateau_options(plateau_dir, early_stopping_patience=2))
     with pytest.raises(RunStopped):
-        train(params, run_dir, observer=StopAfter(2))
-    assert load_checkpoint(run_dir / "last.pt")["early_stopping"]["bad_epochs"] == 1  # epoch 2 did not improve
+        train(params, run_folder, observer=StopAfter(2))
+    assert load_checkpoint(run_folder / "last.pt")["early_stopping"]["bad_epochs"] == 1  # epoch 2 did not improve
     resumed = StopAfter()
-    result = train(params, run_dir, resume=True, observer=resumed)
+    result = train(params, run_folder, resume=True, observer=resumed)
     # Counted on from last.pt: epoch 3 is the second without improvement. A counter reset by the
     # resume would have taken epoch 3 as a new best and stopped at epoch 5.
     assert result.stopped_epoch == 3 and resumed.epochs == [1, 2, 3] and resumed.stopped is not None
     assert resumed.stopped[0] == 3 and "did not improve for 2 epochs (best 0.5 at epoch 1)" in resumed.stopped[1]
-    assert load_checkpoint(run_dir / "best.pt")["epoch"] == 1
+    assert load_checkpoint(run_folder / "best.pt")["epoch"] == 1
 
 
 def record(epoch: int, accuracy: float | None, loss: float | None) -> EpochRecord:
@@ -168,7 +168,7 @@ def test_bad_early_stopping_options_are_one_line_naming_the_field(values: dict, 
 
 
 def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, isolated_home) -> None:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path / "data"
     write_synthetic_dataset(folder, train=8, valid=2, test=2, image_size=SIZE, seed=1)
@@ -281,7 +281,7 @@ def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None
 
 def stopped_job(data_dir: str, epochs: int = 3, sweep_id: int | None = None) -> tuple[int, str]:
     """A train job taken through the job service as the worker does for a run that stopped early."""
-    from core.engine.early_stopping import patience_reason
+    from core.engine.training.early_stopping import patience_reason
     from core.service import jobs
     from core.service.db import get_sessionmaker
     from core.service.records import Job

@@ -56,7 +56,7 @@ def start_web(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def test_the_web_restarted_under_a_live_worker_then_the_next_job_runs(tmp_path):
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path / "data" / "synth"
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=1)

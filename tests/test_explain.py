@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from core.engine.checkpoint import load_checkpoint
-from core.engine.explain import grad_cam
-from core.engine.models import build_model
+from core.engine.evaluation.explain import grad_cam, select_for_explanation
+from core.engine.evaluation.predict import evaluate_csv, predict_csv
+from core.engine.evaluation.threshold import THRESHOLD_KEY
+from core.engine.model.checkpoint import load_checkpoint
+from core.engine.model.resnet import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
-from core.engine.predict import evaluate_csv, predict_csv
-from core.engine.report import THRESHOLD_KEY, select_for_explanation
-from core.engine.run_files import classify_artifacts
-from core.engine.training import train
+from core.engine.run_folder.layout import classify_artifacts
+from core.engine.training.loop import train
 from core.service.settings import get_settings
 from leukemia.commands.engine import evaluate as evaluate_command
 
@@ -70,7 +70,7 @@ def test_selection_takes_confident_mistakes_then_the_least_confident() -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(synth_dir: Path, tmp_path_factory) -> Path:
+def run_folder(synth_dir: Path, tmp_path_factory) -> Path:
     """A one-epoch resnet18 run at 48 px on the synthetic folder."""
     runs = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
@@ -82,13 +82,13 @@ def run_dir(synth_dir: Path, tmp_path_factory) -> Path:
     return runs / "a"
 
 
-def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    params = EvaluateParams(checkpoint=str(run_dir), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
+    params = EvaluateParams(checkpoint=str(run_folder), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
                             explain="2", threshold=0.4)
     result = evaluate_csv(params, out_dir=out)
-    metrics = result.metrics
-    assert metrics["threshold"]["value"] == 0.4 and metrics["threshold"]["source"] == "given"
+    scores = result.scores
+    assert scores["threshold"]["value"] == 0.4 and scores["threshold"]["source"] == "given"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 32 and list(rows[0]) == ["ID", "subject", "true_label", "prob_all", "predicted", "correct",
                                                  "explanation"]
@@ -96,9 +96,9 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
         assert row["predicted"] == ("1" if float(row["prob_all"]) >= 0.4 else "0")
         assert row["correct"] == str(int(row["predicted"] == row["true_label"]))
     wrong = sum(row["correct"] == "0" for row in rows)
-    assert wrong == metrics["confusion"][0][1] + metrics["confusion"][1][0]
+    assert wrong == scores["confusion"][0][1] + scores["confusion"][1][0]
     explained = [row["explanation"] for row in rows if row["explanation"]]
-    assert len(explained) == metrics["explained"] == min(2, wrong) + 2
+    assert len(explained) == scores["explained"] == min(2, wrong) + 2
     with zipfile.ZipFile(out / "explanations.zip") as archive:
         names = set(archive.namelist())
         assert set(explained) | {"explanations.csv", "README.txt"} == names
@@ -115,17 +115,17 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
     interval = saved["clinical"]["interval"]
     assert (interval["unit"], interval["units"]) == ("subject", 3)  # valid.csv's synthetic patients (2 ALL, 1 hem)
     assert saved["clinical"]["metrics"]["sensitivity"]["value"] == pytest.approx(
-        metrics["confusion"][1][1] / sum(metrics["confusion"][1]))
+        scores["confusion"][1][1] / sum(scores["confusion"][1]))
 
 
-def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
+def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.pt"
-    checkpoint.write_bytes((run_dir / "best.pt").read_bytes())
+    checkpoint.write_bytes((run_folder / "best.pt").read_bytes())
     chosen = evaluate_csv(EvaluateParams(checkpoint=str(checkpoint), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
                                          threshold_from="valid", target_sensitivity=0.9))
-    threshold = chosen.metrics["threshold"]
+    threshold = chosen.scores["threshold"]
     assert threshold["source"] == "valid" and threshold["method"] == "sensitivity"
-    assert chosen.metrics["clinical"]["metrics"]["sensitivity"]["value"] >= 0.9
+    assert chosen.scores["clinical"]["metrics"]["sensitivity"]["value"] >= 0.9
     assert load_checkpoint(checkpoint)[THRESHOLD_KEY]["value"] == threshold["value"]
     out = tmp_path / "preds.csv"
     test_csv = dict(checkpoints=[str(checkpoint)], data_dir=str(synth_dir), csv="test.csv")
@@ -142,9 +142,9 @@ def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, r
     assert given.positives == 24 and given.threshold["source"] == "given"
 
 
-def test_bad_options_and_a_one_class_set_are_one_line(synth_dir: Path, run_dir: Path, tmp_path: Path) -> None:
+def test_bad_options_and_a_one_class_set_are_one_line(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    base = ["--checkpoint", str(run_dir), "--data", str(synth_dir), "--device", "cpu"]
+    base = ["--checkpoint", str(run_folder), "--data", str(synth_dir), "--device", "cpu"]
     for options, message in (
         (["--threshold-from", "valid", "--target-sensitivity", "1.5"], "target_sensitivity: 1.5 is not a sensitivity"),
         (["--explain", "-3"], "explain: '-3' is not a number of images"),

@@ -16,7 +16,7 @@ from core.common.formats import human_bytes, human_duration, percent
 from core.engine.progress import EpochRecord
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_folder
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import REPO, WEB_ADMIN
 from tests.web_helpers import finished_train_job, login, queued_job
@@ -66,7 +66,7 @@ def big_artifact(job_id: int) -> None:
     """A 131 MB (sparse) metrics file recorded on a finished job."""
     with get_sessionmaker().begin() as session:
         job = jobs.get_job(session, job_id)
-        path = job_run_dir(job) / "big.csv"
+        path = job_run_folder(job) / "big.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as handle:
             handle.truncate(BIG)

@@ -34,7 +34,7 @@ def one_line_error(args: list[str]) -> str:
 
 
 def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(synth_dir: Path, isolated_home, tmp_path: Path) -> None:
-    from core.engine.training import train
+    from core.engine.training.loop import train
 
     params = TrainParams(data_dir=str(synth_dir), epochs=2, class_weights="1e-300,1e300", **TINY)
     with pytest.raises(UserInputError, match=r"loss is not finite \(nan\) at epoch 1, batch 1") as failure:
@@ -145,11 +145,11 @@ def own_queue() -> str:
 def run_in_process(kind: str, params: dict) -> int:
     """Commit a job and run it here, as a worker would (claim, run folder, core call, outcome). On a queue of
     its own: a message starts the best queued job of its queue, which on a shared queue may be another."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:
         job_id = jobs.create_job(session, jobs.JobRequest(kind=kind, params=params, queue=own_queue())).id
-    run_job(job_id)
+    run_next_job(job_id)
     return job_id
 
 
@@ -160,7 +160,7 @@ def sha256(path: Path) -> str:
 
 
 def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Path, tmp_path: Path) -> None:
-    from core.engine.checkpoint import load_checkpoint
+    from core.engine.model.checkpoint import load_checkpoint
 
     fresh_databases()
     old_id = run_in_process("train", {"data_dir": str(synth_dir), "epochs": 1, "lr": 0.001, **TINY})
@@ -183,18 +183,19 @@ def test_a_reset_database_never_adopts_an_old_run(fresh_databases, synth_dir: Pa
 
 
 def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
-    from core.engine.run_folder import RUN_KEY_FILE, claim_run_dir
+    from core.engine.run_folder.layout import RUN_KEY_FILE
+    from core.engine.run_folder.resolver import claim_run_folder
 
     ours = tmp_path / "ours"
-    claim_run_dir(ours, "a" * 32)
-    claim_run_dir(ours, "a" * 32)  # our own folder: resumable
+    claim_run_folder(ours, "a" * 32)
+    claim_run_folder(ours, "a" * 32)  # our own folder: resumable
     with pytest.raises(UserInputError, match="belongs to another job"):
-        claim_run_dir(ours, "b" * 32)
+        claim_run_folder(ours, "b" * 32)
     unstamped = tmp_path / "unstamped"
     unstamped.mkdir()
     (unstamped / "last.pt").write_bytes(b"an old run")
     with pytest.raises(UserInputError, match="holds files but no run key"):
-        claim_run_dir(unstamped, "a" * 32)
+        claim_run_folder(unstamped, "a" * 32)
     assert not (unstamped / RUN_KEY_FILE).exists() and (unstamped / "last.pt").read_bytes() == b"an old run"
 
 
@@ -246,7 +247,7 @@ def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
 def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
     import torch
 
-    from core.engine.limits import GIB, device_memory_bytes
+    from core.engine.model.limits import GIB, device_memory_bytes
 
     try:
         use_settings(monkeypatch, MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
@@ -318,7 +319,7 @@ def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_p
     import torch
 
     from core.common.errors import NoSpaceLeft
-    from core.engine.checkpoint import save_checkpoint
+    from core.engine.model.checkpoint import save_checkpoint
 
     disk = small_disk(2 * 2**20)
     save_checkpoint({"w": torch.ones(1000)}, disk / "last.pt")
@@ -367,7 +368,7 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
     """A lab folder under root whose first training image is a symlink to a file outside root."""
     import shutil
 
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = root / "lab"
     write_synthetic_dataset(folder, train=16, valid=8, test=4, image_size=32, seed=0)
@@ -380,7 +381,7 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
 
 
 def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monkeypatch) -> None:
-    from core.engine.check import check_folder
+    from core.engine.data.check import check_folder
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
@@ -391,7 +392,7 @@ def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monke
 
 
 def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend, tmp_path: Path, monkeypatch) -> None:
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
     use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
@@ -402,7 +403,7 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
                 jobs.JobRequest(kind="train", params={"data_dir": str(folder), "epochs": 1, **TINY}, queue=own_queue()),
                 origin=jobs.Origin.FORM,
             ).id
-        run_job(web_id)
+        run_next_job(web_id)
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, web_id)
         assert job.status == "failed"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from core.engine import clinical
-from core.engine.metrics import confusion_matrix, sensitivity_specificity
+from core.engine.evaluation import clinical
+from core.engine.evaluation.scores import confusion_matrix, sensitivity_specificity
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import CrossValidation, Job, utcnow
@@ -132,7 +132,7 @@ def test_sensitivity_and_specificity_from_a_confusion_matrix_are_the_clinical_ra
 
 def test_compare_shows_the_data_folder_and_an_evaluate_jobs_metrics(app, admin, folder_path):
     """A real tiny training run and a real evaluation of its model, both through the worker's code path."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     trained = train_in_process(folder_path, 1, None)
     with get_sessionmaker().begin() as session:
@@ -142,7 +142,7 @@ def test_compare_shows_the_data_folder_and_an_evaluate_jobs_metrics(app, admin, 
                 kind="evaluate", params={"data_dir": folder_path, "csv": "valid.csv", "device": "cpu"}, parent_id=trained
             ),
         ).id
-    run_job(evaluated)
+    run_next_job(evaluated)
     assert row(evaluated).status == "succeeded", row(evaluated).error
     with get_sessionmaker().begin() as session:
         evaluation = json.loads(jobs.named_artifact_file(session, evaluated, "evaluation.json").read_text())

@@ -154,17 +154,17 @@ def test_an_unsent_job_fails_only_while_it_is_still_queued(db):
 
 
 def test_a_jobs_checkpoint_is_resolved_in_its_own_run_folder(db):
-    from core.service.run_dirs import job_run_dir
+    from core.service.run_folders import job_run_folder
 
     job_id = new_job(db)
     with db.begin() as session:
-        run_dir = job_run_dir(jobs.get_job(session, job_id))
+        run_folder = job_run_folder(jobs.get_job(session, job_id))
         with pytest.raises(UserInputError, match=f"parent: job {job_id} has no last.pt checkpoint on disk") as caught:
             jobs.job_checkpoint(session, job_id, "last")
         assert caught.value.field == "parent_id"
-        run_dir.mkdir(parents=True)
-        (run_dir / "last.pt").write_bytes(b"x")
-        assert jobs.job_checkpoint(session, job_id, "last") == run_dir / "last.pt"
+        run_folder.mkdir(parents=True)
+        (run_folder / "last.pt").write_bytes(b"x")
+        assert jobs.job_checkpoint(session, job_id, "last") == run_folder / "last.pt"
         with pytest.raises(UserInputError, match=f"parent: job {job_id} has no best.pt"):
             jobs.job_checkpoint(session, job_id, "best")  # the choice, never silently the other file
         with pytest.raises(UserInputError, match="parent: job 99999999 not found"):
@@ -198,20 +198,20 @@ def test_artifacts_are_recorded_with_size_and_hash(db, service_backend):
     from core.service.settings import get_settings
 
     job_id = new_job(db)
-    run_dir = get_settings().resolved_artifacts_dir / "jobs" / str(job_id)
-    run_dir.mkdir(parents=True)
-    (run_dir / "metrics.csv").write_text("epoch,loss\n1,0.5\n")
+    run_folder = get_settings().resolved_artifacts_dir / "jobs" / str(job_id)
+    run_folder.mkdir(parents=True)
+    (run_folder / "metrics.csv").write_text("epoch,loss\n1,0.5\n")
     with db.begin() as session:
-        jobs.add_artifact(session, job_id, "metrics", run_dir / "metrics.csv")
-        jobs.add_artifact(session, job_id, "metrics", run_dir / "metrics.csv")
+        jobs.add_artifact(session, job_id, "metrics", run_folder / "metrics.csv")
+        jobs.add_artifact(session, job_id, "metrics", run_folder / "metrics.csv")
         artifact, path = jobs.artifact_path(session, job_id, "metrics.csv")
         assert (artifact.path, artifact.size_bytes, len(artifact.sha256)) == (f"jobs/{job_id}/metrics.csv", 17, 64)
         assert path.read_text().startswith("epoch")
         with pytest.raises(UserInputError, match="has no artifact 'x.pt'"):
             jobs.artifact_path(session, job_id, "x.pt")
         # a job with a checkpoint artifact may be a parent even before it finished
-        (run_dir / "last.pt").write_bytes(b"weights")
-        jobs.add_artifact(session, job_id, "checkpoint", run_dir / "last.pt")
+        (run_folder / "last.pt").write_bytes(b"weights")
+        jobs.add_artifact(session, job_id, "checkpoint", run_folder / "last.pt")
         child = jobs.create_job(session, jobs.JobRequest(kind="evaluate", params={"data_dir": "/d"}, parent_id=job_id))
         assert child.parent_id == job_id
 

@@ -42,7 +42,7 @@ def json_logs(monkeypatch):
 
 
 def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_logs):
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; run here as a worker would
@@ -51,7 +51,7 @@ def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_
             jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder, "epochs": 1, "device": "cpu"}, queue="logged"),
         ).id
     logging.getLogger("leukemia.test").info("before the job")
-    run_job(job_id)
+    run_next_job(job_id)
     logging.getLogger("leukemia.test").info("after the job")
 
     with get_sessionmaker().begin() as session:
@@ -114,7 +114,7 @@ def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, monkeypatch)
     import time
 
     from core.service.logs import log_context
-    from worker.tasks import Heartbeat, JobObserver, LogTail
+    from worker.job_progress import Heartbeat, JobObserver, LogTail
 
     monkeypatch.setenv("HEARTBEAT_SECONDS", "0.05")
     get_settings.cache_clear()

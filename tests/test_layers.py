@@ -116,9 +116,8 @@ BLOCKED_TRAINING = textwrap.dedent("""
     import torch
 
     torch.set_num_threads(1)
-    from core.engine.params import TrainParams
-    from core.engine.synth import write_synthetic_dataset
-    from core.engine.training import train
+    from core.engine import TrainParams, train
+    from core.engine.data.synth import write_synthetic_dataset
 
     work = Path(sys.argv[1])
     write_synthetic_dataset(work / "data", train=16, valid=8, test=4, image_size=32, seed=0)
@@ -137,6 +136,72 @@ def test_the_engine_trains_with_the_service_libraries_blocked(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-4000:]
     assert "epochs 1 best best.pt blocked-loaded []" in result.stdout
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+FRONT_DOOR = textwrap.dedent("""
+    import sys
+
+    import core.engine
+
+    behind = sorted(m for m in sys.modules if m.startswith(("core.engine.", "torch")))
+    from core.engine import *  # noqa: F403
+    from core.engine import evaluate_csv, predict_csv, train
+
+    drawers = ("matplotlib", "core.engine.evaluation.plots", "core.engine.evaluation.explain")
+    drawing = sorted(m for m in sys.modules if m in drawers)
+    print("behind", behind, "drawing", drawing, "homes", train.__module__, evaluate_csv.__module__, predict_csv.__module__)
+""")
+
+
+def test_the_engine_front_door_loads_lazily_and_draws_nothing_on_import(tmp_path: Path) -> None:
+    """`import core.engine` loads nothing behind its front door (PEP 562); its names load the runners,
+    and those load neither matplotlib nor Grad-CAM until a run draws or explains."""
+    result = subprocess.run([sys.executable, "-c", FRONT_DOOR], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert ("behind [] drawing [] homes core.engine.training.loop core.engine.evaluation.predict "
+            "core.engine.evaluation.predict") in result.stdout, result.stdout
+
+
+SENDER = textwrap.dedent("""
+    import sys
+
+    from web import create_app
+    from worker.celery_app import send_run_job
+
+    create_app()
+    send_run_job(1, "gpu")  # onto the embedded broker in LEUKEMIA_HOME
+    task_code = ("worker.tasks", "worker.job_progress", "worker.core_call", "torch")
+    print("task code loaded", sorted(m for m in sys.modules if m in task_code))
+""")
+
+
+def test_sending_a_job_imports_no_task_code(tmp_path: Path) -> None:
+    """The web sends a job by the task's name: neither the task (worker.tasks, which declares it) nor
+    torch is imported to send one, so the web stays light and needs no engine runtime."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "LEUKEMIA_HOME": str(tmp_path / "home"), "API_TOKEN": "t" * 32,
+                        "SECRET_KEY": "s" * 32}
+    for key in ("DATABASE_URL", "BROKER_URL"):
+        env.pop(key, None)
+    result = subprocess.run([sys.executable, "-c", SENDER], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "task code loaded []" in result.stdout, result.stdout
+
+
+def test_the_job_task_is_declared_in_worker_tasks_under_its_stable_name() -> None:
+    """Importing worker.tasks declares the task for whichever app a worker makes (one per broker URL): an
+    app made afterwards has it under the name queued messages carry, running run_next_job, and its Request
+    class, named by path, is the one that makes Celery's terminate a cancel (worker.terminate)."""
+    from kombu.utils.imports import symbol_by_name
+
+    import worker.tasks
+    from worker.celery_app import RUN_JOB_TASK, make_app
+    from worker.terminate import RunJobTaskRequest
+
+    task = make_app("memory://").tasks[RUN_JOB_TASK]
+    assert RUN_JOB_TASK == "leukemia.run_job" and task.run is worker.tasks.run_next_job
+    assert symbol_by_name(task.Request) is RunJobTaskRequest
 
 
 STATUS_LITERAL = re.compile(r"""(==|!=|===|!==|status=|"status":)\s*["'](queued|running|succeeded|failed|cancelled)["']""")

@@ -142,7 +142,7 @@ def old_checkpoint() -> dict:
     import numpy as np
     import torch
 
-    from core.engine.models import build_model
+    from core.engine.model.resnet import build_model
 
     model = build_model("resnet18", num_classes=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -242,12 +242,12 @@ def old_installation(database_url, tmp_path, monkeypatch):
 
 
 def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_installation):
-    from core.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from core.engine.run_folder import claim_run_dir
+    from core.engine.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from core.engine.run_folder.resolver import claim_run_folder
     from core.service import jobs
     from core.service.db import get_sessionmaker
     from core.service.disk import folder_bytes
-    from core.service.run_dirs import job_run_dir
+    from core.service.run_folders import job_run_folder
     from web import compare as compare_table
     from web import create_app
 
@@ -257,11 +257,11 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
         best = jobs.job_checkpoint(session, 1, "best")
         assert best == train_dir / "best.pt"
         model_from_checkpoint(load_checkpoint(best, expected_arch="resnet18"), best)
-        assert [job_run_dir(jobs.get_job(session, job_id)) for job_id in (1, 2)] == [train_dir, evaluate_dir]
+        assert [job_run_folder(jobs.get_job(session, job_id)) for job_id in (1, 2)] == [train_dir, evaluate_dir]
         queued = jobs.get_job(session, 3)  # nothing recorded: it starts in the folder of its run key
-        assert job_run_dir(queued).name == f"3-{queued.run_key}"
+        assert job_run_folder(queued).name == f"3-{queued.run_key}"
         legacy_run_key = jobs.get_job(session, 1).run_key
-    claim_run_dir(train_dir, legacy_run_key, legacy=True)  # a retried old job takes its own folder over
+    claim_run_folder(train_dir, legacy_run_key, legacy=True)  # a retried old job takes its own folder over
     assert (train_dir / ".run_key").read_text().strip() == legacy_run_key
     (train_dir / ".run_key").unlink()
 

@@ -10,8 +10,8 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from core.engine.checkpoint import load_checkpoint
-from core.engine.report import THRESHOLD_KEY
+from core.engine.evaluation.threshold import THRESHOLD_KEY
+from core.engine.model.checkpoint import load_checkpoint
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry
 from core.service.thresholds import AUDIT_ACTION
@@ -25,12 +25,12 @@ CHOOSE = {"threshold_from": "valid", "target_sensitivity": 1.0, "device": "cpu"}
 
 def run_submitted(client, headers: dict[str, str], kind: str, params: dict, parent_id: int | None = None) -> int:
     """Submit through the API as `headers`' user, then run the job here as a worker would; it must succeed."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     response = client.post("/api/jobs", json={"kind": kind, "params": params, "parent_id": parent_id}, headers=headers)
     assert response.status_code == 201, response.json
     job_id = response.json["id"]
-    run_job(job_id)
+    run_next_job(job_id)
     job = client.get(f"/api/jobs/{job_id}", headers=headers).json
     assert (job["status"], job["error"]) == ("succeeded", None), job
     return job_id
@@ -90,8 +90,8 @@ def test_a_run_failing_after_it_recorded_a_threshold_leaves_the_write_audited(cl
     """The write and its audit row are one transaction at the moment the threshold is chosen, not a
     note at the end of the run: an evaluation that fails afterwards (here: writing its outputs) has
     still changed the owner's model, and the audit log says so."""
-    from core.engine import predict
-    from worker.tasks import run_job
+    from core.engine.evaluation import predict
+    from worker.tasks import run_next_job
 
     bob = team["bob"]
     model = run_submitted(client, bob, "train", {**TRAIN, "epochs": 1, "data_dir": folder_path, "device": "cpu"})
@@ -104,7 +104,7 @@ def test_a_run_failing_after_it_recorded_a_threshold_leaves_the_write_audited(cl
     response = client.post("/api/jobs", headers=bob, json={
         "kind": "evaluate", "parent_id": model, "params": {**CHOOSE, "data_dir": folder_path, "csv": "valid.csv"}})
     job_id = response.json["id"]
-    run_job(job_id)
+    run_next_job(job_id)
     assert client.get(f"/api/jobs/{job_id}", headers=bob).json["status"] == "failed"
     after, row = best_checkpoint(client, model)
     assert after != before and THRESHOLD_KEY in load_checkpoint_bytes(after)

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from core.common.errors import UserInputError
-from core.engine.models import ARCHITECTURES, Bottleneck, build_model
+from core.engine.model.resnet import ARCHITECTURES, Bottleneck, build_model
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from core.common.errors import UserInputError
-from core.engine.cache import ImageCache, StreamedImages, decode_image, decode_workers, load_image_cache, open_split_images
-from core.engine.data import Sample
-from core.engine.pipeline import InputPipeline, compute_mean_std, resolve_device
+from core.engine.data.layouts import Sample
+from core.engine.inputs.cache import ImageCache, StreamedImages, decode_image, decode_workers, load_image_cache, open_split_images
+from core.engine.inputs.pipeline import InputPipeline, compute_mean_std, resolve_device
 
 SIZE = 32
 MEAN = (0.5, 0.4, 0.3)
@@ -239,7 +239,7 @@ def test_device_names() -> None:
 
 
 def test_synthetic_split_epoch_covers_every_row_with_its_label(synth_dir: Path, tmp_path: Path) -> None:
-    from core.engine.data import read_split
+    from core.engine.data.layouts import read_split
 
     samples = read_split(synth_dir, "train")
     mean, std = compute_mean_std(samples, 48, cache_dir=tmp_path)
@@ -256,7 +256,7 @@ def test_synthetic_split_epoch_covers_every_row_with_its_label(synth_dir: Path, 
 
 
 def test_real_cnmc_images_decode_and_resize(realdata_dir: Path, tmp_path: Path) -> None:
-    from core.engine.data import read_csv_samples
+    from core.engine.data.layouts import read_csv_samples
 
     samples = read_csv_samples(realdata_dir, "labels.csv", labelled=True)[:8]
     cache = load_image_cache(samples, 64, cache_dir=tmp_path)
@@ -270,7 +270,7 @@ def test_real_cnmc_images_decode_and_resize(realdata_dir: Path, tmp_path: Path) 
 def test_a_padded_batch_gives_the_same_eval_outputs_for_its_real_rows(tmp_path: Path) -> None:
     """What predict and validation do on a GPU (pad the last batch), proved on the CPU: in eval mode
     each row's output depends on that row alone, so the padding changes nothing."""
-    from core.engine.models import build_model
+    from core.engine.model.resnet import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18").eval()

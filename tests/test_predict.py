@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from core.engine.evaluation.predict import dihedral_views, evaluate_csv, predict_csv
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
-from core.engine.predict import dihedral_views, evaluate_csv, predict_csv
 from core.engine.progress import PredictionObserver, RunStopped
-from core.engine.training import train
+from core.engine.training.loop import train
 from core.service.settings import get_settings
 from leukemia.commands.engine import predict as predict_command
 
@@ -153,9 +153,9 @@ def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_pat
     result = evaluate_csv(
         EvaluateParams(data_dir=str(synth_dir), csv="valid.csv", checkpoint=str(checkpoints[0])), out_dir=tmp_path / "evaluation"
     )
-    metrics = result.metrics
-    assert metrics["confusion"] == hand and metrics["count"] == 32
-    assert metrics["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / 32)
+    scores = result.scores
+    assert scores["confusion"] == hand and scores["count"] == 32
+    assert scores["accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / 32)
     saved = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
     assert saved["confusion"] == hand and saved["checkpoint"].endswith("best.pt")
     confusion_rows = list(csv.reader((tmp_path / "evaluation" / "confusion.csv").open()))
@@ -164,8 +164,8 @@ def test_evaluate_agrees_with_a_hand_count(synth_dir: Path, checkpoints, tmp_pat
 
 
 def test_predictions_are_identical_cold_and_warm_and_write_no_cache(synth_dir: Path, checkpoints, tmp_path: Path) -> None:
-    from core.engine.cache import load_image_cache
-    from core.engine.data import read_csv_samples
+    from core.engine.data.layouts import read_csv_samples
+    from core.engine.inputs.cache import load_image_cache
 
     cache_dir = get_settings().resolved_cache_dir
     params = predict_params([checkpoints[0]], synth_dir, "test.csv", tta=True, probabilities=True)

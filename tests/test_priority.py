@@ -155,8 +155,8 @@ def test_a_claim_reads_the_queue_index_with_no_sort_and_a_page_of_positions_is_o
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained resnet18 checkpoint at 32 px: the predict jobs below need a model, not a good one."""
-    from core.engine.checkpoint import save_checkpoint
-    from core.engine.models import build_model
+    from core.engine.model.checkpoint import save_checkpoint
+    from core.engine.model.resnet import build_model
 
     path = tmp_path_factory.mktemp("prio-model") / "best.pt"
     save_checkpoint({"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),
@@ -166,7 +166,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("prio-data") / "lab"
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=0)

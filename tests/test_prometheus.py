@@ -150,7 +150,7 @@ def test_metrics_count_workers_and_the_running_jobs_throughput(metrics_app, clie
 
 def test_a_job_the_worker_runs_is_counted_by_its_exporter_and_timed_from_its_rows(metrics_app, client, tmp_path):
     from worker import metrics as worker_metrics
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     folder = str(synthetic_folder(tmp_path / "data"))
     with get_sessionmaker().begin() as session:
@@ -162,7 +162,7 @@ def test_a_job_the_worker_runs_is_counted_by_its_exporter_and_timed_from_its_row
     port = free_port()
     server = worker_metrics.start_exporter(port, METRICS_TOKEN, host="127.0.0.1")
     try:
-        run_job(job_id)
+        run_next_job(job_id)
         url = f"http://127.0.0.1:{port}/metrics"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=10)

@@ -18,10 +18,10 @@ AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 def evaluate_job_with(folder_path: str, files: dict[str, str | bytes]) -> int:
     """A finished job whose run folder holds `files` (name → content), recorded as its artifacts."""
     job_id = finished_train_job(folder_path)
-    run_dir = get_settings().resolved_artifacts_dir / f"job-{job_id}"
+    run_folder = get_settings().resolved_artifacts_dir / f"job-{job_id}"
     with get_sessionmaker().begin() as session:
         for name, content in files.items():
-            path = run_dir / name
+            path = run_folder / name
             path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
             jobs.add_artifact(session, job_id, "evaluation", path)
         jobs.get_job(session, job_id).kind = "evaluate"  # its results are read as an evaluate job's
@@ -72,9 +72,9 @@ def test_a_recorded_file_gone_from_the_store_is_a_409_naming_it_never_an_empty_a
         "evaluation.json": '{"accuracy": 0.9}',
         "per_image.csv": "ID,subject,true_label,prob_all,predicted,correct,explanation\na.bmp,,1,0.9,1,1,\n",
     })
-    run_dir = get_settings().resolved_artifacts_dir / f"job-{job_id}"
+    run_folder = get_settings().resolved_artifacts_dir / f"job-{job_id}"
     for name in ("evaluation.json", "per_image.csv"):
-        (run_dir / name).unlink()
+        (run_folder / name).unlink()
         answer = client.get(f"/api/jobs/{job_id}/{'results' if name.endswith('json') else 'images'}", headers=AUTH)
         assert answer.status_code == 409, answer.json
         assert answer.json["error"] == (f"job {job_id}: its {name} is recorded but missing from the artifact store "

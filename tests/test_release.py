@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from core.common.errors import UserInputError
-from core.engine.check import check_folder
-from core.engine.metrics import subject_table
-from core.engine.splits import folder_image_size, kfold_groups, read_named_split, training_splits
+from core.engine.data.check import check_folder
+from core.engine.data.splits import folder_image_size, kfold_groups, read_named_split, training_splits
+from core.engine.evaluation.scores import subject_table
 from leukemia.cli import main
 from tests.release_helpers import PRELIM, PRELIM_CSV, build_release, make_writable
 
@@ -151,13 +151,13 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
     """From the download folder (read-only) to the submission CSV, with named splits; nothing written beside the images."""
     before = tree_files(release_dir)
     runner = CliRunner()
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     trained = runner.invoke(main, ["train", "--data", str(release_dir), "--split", "folds:0,1", "--valid-split", "fold:2",
                                    "--epochs", "1", "--image-size", "48", "--batch-size", "8", "--device", "cpu",
-                                   "--out", str(run_dir)])
+                                   "--out", str(run_folder)])
     assert trained.exit_code == 0, trained.output
     assert "valid loss" in trained.stdout
-    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(release_dir),
+    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(release_dir),
                                      "--split", "prelim", "--out", str(tmp_path / "prelim")])
     assert evaluated.exit_code == 0, evaluated.output
     assert evaluated.stdout.startswith("prelim: 9 images, accuracy ")
@@ -169,20 +169,20 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
     with (tmp_path / "prelim" / "subjects.csv").open() as handle:
         assert next(csv.reader(handle)) == ["subject", "label", "images", "accuracy", "called_all", "mean_prob_1"]
     out = tmp_path / "submission.csv"
-    predicted = runner.invoke(main, ["predict", "--checkpoint", str(run_dir), "--data", str(release_dir),
+    predicted = runner.invoke(main, ["predict", "--checkpoint", str(run_folder), "--data", str(release_dir),
                                      "--split", "final", "--out", str(out)])
     assert predicted.exit_code == 0, predicted.output
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["ID", "label"] and len(rows) == 19
     assert [r[0] for r in rows[1:]] == [f"{ROOT}/testing_data/C-NMC_test_final_phase_data/{n}.bmp" for n in range(1, 19)]
     assert {r[1] for r in rows[1:]} <= {"0", "1"}
-    finetuned = runner.invoke(main, ["finetune", "--from", str(run_dir), "--data", str(release_dir), "--epochs", "1",
+    finetuned = runner.invoke(main, ["finetune", "--from", str(run_folder), "--data", str(release_dir), "--epochs", "1",
                                      "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "finetuned")])
     assert finetuned.exit_code == 0, finetuned.output  # default split train_all: every fold, no validation
     assert json.loads((tmp_path / "finetuned" / "metrics.json").read_text())["params"]["split"] == "train_all"
     assert tree_files(release_dir) == before
 
-    wrong = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(release_dir), "--split", "final"])
+    wrong = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(release_dir), "--split", "final"])
     assert wrong.exit_code == 2 and wrong.output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
 
 
@@ -198,11 +198,11 @@ def test_subject_table() -> None:
 def test_image_size_defaults_to_the_folders(synth_dir: Path, tmp_path: Path) -> None:
     """The synthetic folder is 48 px: training without --image-size runs at 48, not 450."""
     assert folder_image_size(synth_dir) == 48
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     trained = CliRunner().invoke(main, ["train", "--data", str(synth_dir), "--epochs", "1", "--device", "cpu",
-                                        "--split", "train", "--valid-split", "none", "--out", str(run_dir)])
+                                        "--split", "train", "--valid-split", "none", "--out", str(run_folder)])
     assert trained.exit_code == 0, trained.output
-    assert json.loads((run_dir / "metrics.json").read_text())["params"]["image_size"] == 48
+    assert json.loads((run_folder / "metrics.json").read_text())["params"]["image_size"] == 48
 
 
 def test_release_one_folder_down_and_two_is_ambiguous(writable_release: Path, tmp_path: Path) -> None:
@@ -220,14 +220,14 @@ def test_evaluate_on_valid_uses_the_training_runs_held_out_subjects(release_dir:
     """A release's `valid` is a seeded subject share: evaluate must draw it with the run's own seed, else a
     run trained with another seed is scored on subjects it trained on."""
     runner = CliRunner()
-    run_dir = tmp_path / "run"
+    run_folder = tmp_path / "run"
     trained = runner.invoke(main, ["train", "--data", str(release_dir), "--split", "train", "--valid-split", "valid",
                                    "--seed", "7", "--epochs", "1", "--image-size", "32", "--batch-size", "8",
-                                   "--device", "cpu", "--out", str(run_dir)])
+                                   "--device", "cpu", "--out", str(run_folder)])
     assert trained.exit_code == 0, trained.output
     held_out = {s.id for s in read_named_split(release_dir, "valid", seed=7)}
     assert held_out != {s.id for s in read_named_split(release_dir, "valid", seed=0)}  # the seed matters here
-    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--data", str(release_dir),
+    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(release_dir),
                                      "--split", "valid", "--out", str(tmp_path / "valid")])
     assert evaluated.exit_code == 0, evaluated.output
     with (tmp_path / "valid" / "per_image.csv").open() as handle:

@@ -25,7 +25,7 @@ TOKEN = "results-token"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("results")
     data_root = root / "data"

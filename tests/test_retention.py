@@ -15,13 +15,13 @@ from werkzeug.security import generate_password_hash
 
 from core.common.errors import UserInputError
 from core.engine.progress import EpochRecord
-from core.engine.run_folder import claim_run_dir
+from core.engine.run_folder.resolver import claim_run_folder
 from core.service import jobs, retention
 from core.service.db import get_sessionmaker
 from core.service.disk import folder_bytes
 from core.service.job_options import JobOptions
 from core.service.records import Artifact, AuditEntry, CrossValidation, EpochMetric, Job, JobTag, Sweep, User, utcnow
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_folder
 from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
@@ -50,13 +50,13 @@ def finished_job(data_dir: str, *, status: str = "succeeded", owner: int | None 
         job = jobs.create_job(session, jobs.JobRequest(kind=kind, params={**TRAIN, "data_dir": data_dir}, parent_id=parent_id,
                                                        options=options), submitted_by=owner)
         job.sweep_id = sweep_id
-        job_id, run_key, run_dir = job.id, job.run_key, job_run_dir(job)
-    claim_run_dir(run_dir, run_key)
+        job_id, run_key, run_folder = job.id, job.run_key, job_run_folder(job)
+    claim_run_folder(run_folder, run_key)
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, job_id, owner="w", host="h")
         jobs.record_epoch(session, job_id, EpochRecord(epoch=1, **dict.fromkeys(EPOCH_FIELDS), **REQUIRED))
         for name, size in (FILES if files is None else files).items():
-            path = run_dir / name
+            path = run_folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(os.urandom(size))
             jobs.add_artifact(session, job_id, "checkpoint" if name.endswith(".pt") else "metrics", path)
@@ -88,19 +88,19 @@ def admin(client):
 
 def test_a_delete_frees_exactly_the_bytes_its_files_had(client, folder_path, tmp_path):
     job_id = finished_job(folder_path)
-    run_dir = job_run_dir(row(job_id))
+    run_folder = job_run_folder(row(job_id))
     outside = tmp_path / "precious.bin"
     outside.write_bytes(b"x" * 4096)
-    os.symlink(outside, run_dir / "link-out.bin")  # a link out of the artifacts dir: removed as a link only
-    os.symlink(tmp_path, run_dir / "link-dir")
+    os.symlink(outside, run_folder / "link-out.bin")  # a link out of the artifacts dir: removed as a link only
+    os.symlink(tmp_path, run_folder / "link-dir")
     child = finished_job(folder_path, kind="finetune", parent_id=job_id, files={"best.pt": 10})
-    on_disk = sum(p.lstat().st_size for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    on_disk = sum(p.lstat().st_size for p in run_folder.rglob("*") if p.is_file() and not p.is_symlink())
     assert on_disk == sum(FILES.values()) + 33  # and the .run_key stamp: the key and a newline
 
     response = client.delete(f"/api/jobs/{job_id}", headers=AUTH)
     assert response.status_code == 200, response.json
     assert response.json == {"job_ids": [job_id], "sweep_id": None, "cv_id": None, "freed_bytes": on_disk}
-    assert not run_dir.exists() and outside.read_bytes() == b"x" * 4096 and tmp_path.is_dir()
+    assert not run_folder.exists() and outside.read_bytes() == b"x" * 4096 and tmp_path.is_dir()
     assert row(job_id) is None and row(child).parent_id is None
     with get_sessionmaker().begin() as session:
         for table in (EpochMetric, Artifact, JobTag):
@@ -116,7 +116,7 @@ def test_a_file_that_cannot_be_removed_keeps_the_job_and_is_one_line(client, fol
     import subprocess
 
     job_id = finished_job(folder_path)
-    stuck = job_run_dir(row(job_id)) / "best.pt"
+    stuck = job_run_folder(row(job_id)) / "best.pt"
     if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
         pytest.skip("this filesystem has no immutable flag (chattr +i)")
     try:
@@ -211,7 +211,7 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
 
 def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
     """Submit a tiny train job and run it here through the worker's code path (claim, run, outcome, retention)."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:  # committed as dispatch.submit_job does; no broker needed here
         job_id = jobs.create_job(
@@ -222,7 +222,7 @@ def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
                 options=JobOptions(retention=policy),
             ),
         ).id
-    run_job(job_id)
+    run_next_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
     return job_id
@@ -230,17 +230,17 @@ def train_in_process(data_dir: str, epochs: int, policy: str | None) -> int:
 
 def names(job_id: int) -> tuple[set[str], set[str]]:
     """The run folder's .pt files and the job's recorded checkpoint artifacts."""
-    run_dir = job_run_dir(row(job_id))
+    run_folder = job_run_folder(row(job_id))
     with get_sessionmaker().begin() as session:
         recorded = {a.name for a in jobs.artifacts(session, job_id) if a.kind == "checkpoint"}
-    return {p.name for p in run_dir.glob("*.pt")}, recorded
+    return {p.name for p in run_folder.glob("*.pt")}, recorded
 
 
 def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     best = train_in_process(folder_path, 1, "best")
     assert names(best) == ({"best.pt"}, {"best.pt"})  # last.pt gone after success, and its artifact row
     job = row(best)
-    assert job.disk_bytes == folder_bytes(job_run_dir(job)) > 0
+    assert job.disk_bytes == folder_bytes(job_run_folder(job)) > 0
     with pytest.raises(UserInputError, match=r"parent: job \d+ kept best.pt only \(retention best\)"):
         with get_sessionmaker().begin() as session:
             jobs.create_job(
@@ -253,9 +253,9 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     kept = train_in_process(folder_path, 2, "last-1")  # epoch_001.pt written, then pruned after epoch 2
     expected = {"best.pt", "last.pt", "epoch_002.pt"}
     assert names(kept) == (expected, expected)
-    from core.engine.checkpoint import load_checkpoint
+    from core.engine.model.checkpoint import load_checkpoint
 
-    slim = load_checkpoint(job_run_dir(row(kept)) / "epoch_002.pt")
+    slim = load_checkpoint(job_run_folder(row(kept)) / "epoch_002.pt")
     assert slim["epoch"] == 2 and "optimizer" not in slim and "model" in slim  # weights only, no resume state
 
     # Its policy edited to best while a queued child will finetune from its last.pt: last.pt stays for it.
@@ -275,14 +275,14 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, kept)
     assert outcome.removed == ["last.pt"] and outcome.freed_bytes > 0
-    assert row(kept).disk_bytes == folder_bytes(job_run_dir(row(kept)))
+    assert row(kept).disk_bytes == folder_bytes(job_run_folder(row(kept)))
 
 
 def test_best_keeps_last_pt_of_a_failed_job_for_its_retry(app, folder_path):
     failed = finished_job(folder_path, status="failed", retention_policy="best")
     with get_sessionmaker().begin() as session:
         outcome = retention.after_job(session, failed)
-    assert outcome.removed == [] and (job_run_dir(row(failed)) / "last.pt").is_file()
+    assert outcome.removed == [] and (job_run_folder(row(failed)) / "last.pt").is_file()
     assert row(failed).disk_bytes == sum(FILES.values()) + 33
 
 
@@ -291,12 +291,12 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
     once (API, dashboard form, CLI): last.pt goes, its artifact row too, the disk bytes are measured again,
     the audit row says what went; a running job's edit says it applies when the job ends."""
     by_api, by_form, by_cli = (finished_job(folder_path) for _ in range(3))
-    before = folder_bytes(job_run_dir(row(by_api)))
+    before = folder_bytes(job_run_folder(row(by_api)))
     response = admin.patch(f"/api/jobs/{by_api}", json={"retention": "best"}, headers=AUTH)
     assert response.status_code == 200, response.json
-    run_dir = job_run_dir(row(by_api))
-    assert not (run_dir / "last.pt").exists() and (run_dir / "best.pt").is_file() and (run_dir / "metrics.csv").is_file()
-    assert response.json["disk_bytes"] == row(by_api).disk_bytes == folder_bytes(run_dir) == before - FILES["last.pt"]
+    run_folder = job_run_folder(row(by_api))
+    assert not (run_folder / "last.pt").exists() and (run_folder / "best.pt").is_file() and (run_folder / "metrics.csv").is_file()
+    assert response.json["disk_bytes"] == row(by_api).disk_bytes == folder_bytes(run_folder) == before - FILES["last.pt"]
     with get_sessionmaker().begin() as session:
         names = set(session.scalars(select(Artifact.name).where(Artifact.job_id == by_api)))
         detail = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "job.edit",
@@ -309,7 +309,7 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
     form = {"csrf_token": token, "priority": "normal", "tags": "keep-me", "retention": "best", "description": ""}
     page = admin.post(f"/jobs/{by_form}/edit", data=form, follow_redirects=True).get_data(as_text=True)
     assert f"Job {by_form} edited: retention best (applied now: removed last.pt, 5.0 kB freed)." in page
-    assert not (job_run_dir(row(by_form)) / "last.pt").exists()
+    assert not (job_run_folder(row(by_form)) / "last.pt").exists()
 
     code, output = cli("edit", str(by_cli), "--retention", "best")
     assert (code, output) == (0, f"job {by_cli} edited: retention best (applied now: removed last.pt, 5.0 kB freed)\n")

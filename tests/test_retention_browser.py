@@ -21,14 +21,14 @@ ADMIN = ("admin", "browser-admin-pass")
 
 
 def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, monkeypatch, browser):  # noqa: F811
-    from core.service.run_dirs import job_run_dir
+    from core.service.run_folders import job_run_folder
 
     shots = screenshots_dir(tmp_path)
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
                 "DATA_ROOTS": str(tmp_path / "data")}
     with shared_web_server(tmp_path, settings, monkeypatch) as base:  # `leukemia web` has migrated the database
         job_id = finished_job(str(synthetic_folder(tmp_path / "data")))
-        run_dir = job_run_dir(row(job_id))
+        run_folder = job_run_folder(row(job_id))
         page, errors = logged_in_page(browser, base, *ADMIN, height=800)
         try:
             page.goto(f"{base}/jobs/{job_id}")
@@ -42,12 +42,12 @@ def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, mo
             page.click("#delete")
             page.wait_for_timeout(300)
             assert questions == [f"Delete job {job_id} and its files? This cannot be undone."]
-            assert row(job_id) is not None and run_dir.is_dir()
+            assert row(job_id) is not None and run_folder.is_dir()
 
             page.once("dialog", lambda dialog: dialog.accept())
             page.click("#delete")
             page.wait_for_selector(f"text=Deleted job {job_id}: 8.9 kB freed.")
-            assert row(job_id) is None and not run_dir.exists()
+            assert row(job_id) is None and not run_folder.exists()
             assert sum(FILES.values()) + 33 == 8930
             header = page.locator("#disk-use").inner_text()
             assert header.startswith("Disk: 0 B in run folders") and "free of" in header

@@ -201,7 +201,7 @@ def test_serve_stops_on_ctrl_c_and_resumes_the_job_on_the_next_start(tmp_path):
     with sqlite3.connect(home / "leukemia.db") as db:
         status_after_stop, attempts = db.execute("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert status_after_stop in ("queued", "running"), status_after_stop  # released, or left for the reaper
-    # The run folder is jobs/<id>-<run key> (core.engine.run_folder).
+    # The run folder is jobs/<id>-<run key> (core.engine.run_folder.resolver).
     assert [p.name for p in (home / "artifacts" / "jobs").glob(f"{job_id}-*/last.pt")] == ["last.pt"]
 
     second = Serve(home, free_port(), tmp_path / "serve-2.log", terminal=True)

@@ -15,12 +15,12 @@ import zipfile
 import torch
 from sqlalchemy import select, update
 
-from core.engine.artifact_store import sha256_of
+from core.engine.run_folder.artifact_store import sha256_of
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import Artifact, AuditEntry, EpochMetric, Job, utcnow
-from core.service.run_dirs import artifact_store, job_run_dir, job_run_key
+from core.service.run_folders import artifact_store, job_run_folder, job_run_key
 from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.web_helpers import TRAIN, login
@@ -43,12 +43,12 @@ def recorded(job_id: int) -> dict[str, Artifact]:
 
 def run(kind: str, params: dict, *, parent_id: int | None = None, retention: str | None = None) -> int:
     """Submit a job and run it here through the worker's code path; its id once it succeeded."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:
         job_id = jobs.create_job(session, kind, {**params, "device": "cpu"}, parent_id=parent_id,
                                  options=JobOptions(retention=retention)).id
-    run_job(job_id)
+    run_next_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
     return job_id
@@ -78,7 +78,7 @@ def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, f
     assert objects == {artifact.path: artifact.size_bytes for artifact in files.values()}  # rows name what the bucket holds
     with get_sessionmaker().begin() as session:
         assert [m.epoch for m in jobs.epoch_metrics(session, trained)] == [1, 2]
-    assert not job_run_dir(row(trained)).exists()  # the scratch copy is gone once stored
+    assert not job_run_folder(row(trained)).exists()  # the scratch copy is gone once stored
     assert not get_settings().resolved_artifacts_dir.exists()  # nothing went to the folder store
     assert row(trained).disk_bytes == sum(objects.values())
 
@@ -168,7 +168,7 @@ def test_retention_removes_the_objects_and_their_rows(app, folder_path, s3_store
 
 def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3_store_env, tmp_path, monkeypatch):
     """A job whose worker died before it stored an epoch: the next attempt says so in its log and on its row."""
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     on_another_node(tmp_path, monkeypatch, "node-b")
     with get_sessionmaker().begin() as session:
@@ -177,7 +177,7 @@ def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3
     stale = utcnow().replace(year=2000)
     with get_sessionmaker().begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=stale))
-    run_job(job_id)
+    run_next_job(job_id)
     job = row(job_id)
     note = (f"attempt 2 on {job.worker_host} found no last.pt checkpoint in the artifact store to resume from, so it "
             "started over at epoch 1")

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from core.common.errors import UserInputError
-from core.engine.data import detect_layout, find_test_csv, open_image, read_csv_samples, read_split
-from core.engine.synth import write_synthetic_dataset
+from core.engine.data.layouts import detect_layout, find_test_csv, open_image, read_csv_samples, read_split
+from core.engine.data.synth import write_synthetic_dataset
 from leukemia.cli import main
 
 

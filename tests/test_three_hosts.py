@@ -95,7 +95,7 @@ class Api:
 def hosts(tmp_path, s3_server: S3Server):
     """The shared services (a fresh PostgreSQL database, a Redis database, a bucket), a data folder at the same
     path for every host (under DATA_ROOTS, as NFS or a copy would put it), and each host's environment."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     database, bucket = create_postgres_database(), s3_server.new_bucket()
     data = write_synthetic_dataset(tmp_path / "data" / "lab", train=24, valid=8, test=8, image_size=32, seed=0).out_dir

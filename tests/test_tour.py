@@ -15,7 +15,7 @@ from sqlalchemy import select
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import DataFolder
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_folder
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, finished_train_job, login, synthetic_folder
 
@@ -128,7 +128,7 @@ def test_job_pages_show_no_python_literals_no_empty_log_and_a_prediction_downloa
             jobs.JobRequest(kind="predict", params={"data_dir": str(demo["path"]), "csv": "test.csv"}, parent_id=train_id),
         ).id
         jobs.claim_job(session, predict_id, owner="test-worker", host="test-host")
-        path = job_run_dir(jobs.get_job(session, predict_id)) / "predictions.csv"
+        path = job_run_folder(jobs.get_job(session, predict_id)) / "predictions.csv"
         path.parent.mkdir(parents=True)
         path.write_text("ID,label\n./new_dataset/test/0.bmp,1\n")
         jobs.add_artifact(session, predict_id, "predictions", path)
@@ -148,7 +148,7 @@ def test_job_pages_show_no_python_literals_no_empty_log_and_a_prediction_downloa
 def test_the_demo_folder_of_an_older_serve_gains_its_patients(tmp_path) -> None:
     """A demo folder written before the synthetic patients (no patient column) is written again at the next start;
     the images are the same bytes."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
     from leukemia.commands.serve import DEMO_IMAGE_SIZE, demo_data_folder
 
     folder = tmp_path / "data" / "demo"
@@ -166,7 +166,7 @@ def test_the_demo_folder_of_an_older_serve_gains_its_patients(tmp_path) -> None:
 def test_evaluate_and_predict_jobs_log_what_they_read_and_found(app, folder_path) -> None:
     """The job page's log box of an evaluate or predict job holds its lines (the engine logs none of its own)."""
     from tests.test_retention import train_in_process
-    from worker.tasks import run_job
+    from worker.tasks import run_next_job
 
     trained = train_in_process(folder_path, 1, None)
     with get_sessionmaker().begin() as session:
@@ -182,8 +182,8 @@ def test_evaluate_and_predict_jobs_log_what_they_read_and_found(app, folder_path
                 kind="predict", params={"data_dir": folder_path, "csv": "test.csv", "device": "cpu"}, parent_id=trained
             ),
         ).id
-    run_job(evaluated)
-    run_job(predicted)
+    run_next_job(evaluated)
+    run_next_job(predicted)
     with get_sessionmaker().begin() as session:
         evaluate_row, predict_row = jobs.get_job(session, evaluated), jobs.get_job(session, predicted)
         evaluate_log, predict_log = evaluate_row.log_tail, predict_row.log_tail

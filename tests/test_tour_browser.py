@@ -11,7 +11,7 @@ import pytest
 from core.engine.progress import EpochRecord
 from core.service import jobs
 from core.service.db import get_sessionmaker
-from core.service.run_dirs import job_run_dir
+from core.service.run_folders import job_run_folder
 from tests.test_browser import browser  # noqa: F401  (the browser fixture)
 from tests.web_helpers import (
     finished_train_job,
@@ -29,7 +29,7 @@ CHART_RANGES = """() => { const a = document.getElementById('cv-accuracy'), l = 
 
 def synthetic(root, name: str):
     """A small synthetic folder with patients (4 ALL, 2 hem): enough subjects for three folds."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     return write_synthetic_dataset(root / name, train=40, valid=10, test=10, image_size=32, seed=2).out_dir
 
@@ -106,7 +106,7 @@ def test_csv_names_follow_the_folder_and_the_predict_page_offers_its_csv(tmp_pat
             assert page.locator('[data-field="log_empty"]').is_visible()
             with get_sessionmaker().begin() as session:
                 job = jobs.get_job(session, predict_id)
-                path = job_run_dir(job) / "predictions.csv"
+                path = job_run_folder(job) / "predictions.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("ID,label\n./new_dataset/test/0.bmp,1\n")
                 jobs.add_artifact(session, predict_id, "predictions", path)

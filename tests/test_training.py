@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from core.common.errors import UserInputError
-from core.engine.checkpoint import load_checkpoint, save_checkpoint
-from core.engine.clinical import roc_auc
-from core.engine.data import read_split
-from core.engine.event_log import append_epoch
-from core.engine.metrics import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, weighted_f1
+from core.engine.data.layouts import read_split
+from core.engine.evaluation.clinical import roc_auc
+from core.engine.evaluation.predict import predict_probabilities
+from core.engine.evaluation.scores import accuracy, balanced_accuracy, classification_scores, confusion_matrix, weighted_f1
+from core.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from core.engine.params import FinetuneParams, TrainParams
-from core.engine.predict import predict_probabilities
 from core.engine.progress import EpochRecord, RunStopped, TrainingObserver
-from core.engine.run_folder import resolve_checkpoint
-from core.engine.schedule import lr_factor
-from core.engine.training import class_weights, finetune, train
+from core.engine.run_folder.event_log import append_epoch
+from core.engine.run_folder.resolver import resolve_checkpoint
+from core.engine.training.loop import class_weights, finetune, train
+from core.engine.training.schedule import lr_factor
 from core.service.settings import get_settings
 
 SIZE = 32
@@ -43,12 +43,12 @@ def test_metrics_match_a_hand_count() -> None:
     assert weighted_f1(confusion) == pytest.approx((3 * 2 / 3 + 5 * 4 / 5) / 8)
 
 
-def test_metrics_of_one_sided_predictions() -> None:
-    metrics = classification_metrics([1, 1, 1, 0], [1, 1, 1, 1])
-    assert metrics["confusion"] == [[0, 1], [0, 3]] and metrics["count"] == 4
-    assert metrics["accuracy"] == pytest.approx(0.75)
-    assert metrics["balanced_accuracy"] == pytest.approx(0.5)  # recall 0 for class 0, 1 for class 1
-    assert metrics["weighted_f1"] == pytest.approx(0.75 * (2 * 3 / (2 * 3 + 1)))  # class 0's F1 is 0
+def test_scores_of_one_sided_predictions() -> None:
+    scores = classification_scores([1, 1, 1, 0], [1, 1, 1, 1])
+    assert scores["confusion"] == [[0, 1], [0, 3]] and scores["count"] == 4
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["balanced_accuracy"] == pytest.approx(0.5)  # recall 0 for class 0, 1 for class 1
+    assert scores["weighted_f1"] == pytest.approx(0.75 * (2 * 3 / (2 * 3 + 1)))  # class 0's F1 is 0
     # A class absent from the truth does not count in the balanced accuracy.
     assert balanced_accuracy(confusion_matrix([1, 1], [1, 0])) == pytest.approx(0.5)
 
@@ -152,7 +152,7 @@ class Recorder(TrainingObserver):
         return self.stop_after is not None and len(self.epochs) >= self.stop_after
 
 
-def logged_scalars(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
+def logged_scalars(run_folder: Path) -> list[tuple[int, dict[str, float]]]:
     """The run's TensorBoard event log read as TensorBoard reads it (each record's length and data
     checked against their CRC32C): (step, {tag: value}) per epoch event, in file order."""
     import struct
@@ -160,7 +160,7 @@ def logged_scalars(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.record_writer import masked_crc32c
 
-    data, offset, events = (run_dir / "events.out.tfevents.leukemia").read_bytes(), 0, []
+    data, offset, events = (run_folder / "events.out.tfevents.leukemia").read_bytes(), 0, []
     while offset < len(data):
         header = data[offset:offset + 8]
         (length,), (header_crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[offset + 8:offset + 12])
@@ -192,67 +192,67 @@ def small_params(data_dir: Path, **overrides) -> TrainParams:
 @pytest.fixture(scope="module")
 def uninterrupted(synth_dir: Path, module_home, tmp_path_factory) -> tuple[Path, Recorder]:
     """A 3-epoch resnet18 run at 32 px, with validation."""
-    run_dir = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    run_folder = tmp_path_factory.mktemp("runs") / "uninterrupted"
     recorder = Recorder()
-    train(small_params(synth_dir), run_dir, observer=recorder)
-    return run_dir, recorder
+    train(small_params(synth_dir), run_folder, observer=recorder)
+    return run_folder, recorder
 
 
 def test_run_writes_checkpoints_metrics_and_plots(uninterrupted, synth_dir: Path) -> None:
-    run_dir, recorder = uninterrupted
+    run_folder, recorder = uninterrupted
     assert recorder.epochs == [1, 2, 3] and recorder.start == (3, 6, 1) and recorder.batches == 18
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    rows = list(csv.DictReader((run_folder / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-4])  # step at ceil(3/2)+1
-    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    history = json.loads((run_folder / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     for row in history:
         assert sum(map(sum, row["confusion"])) == 32  # the whole valid split
         assert row["valid_accuracy"] == pytest.approx((row["confusion"][0][0] + row["confusion"][1][1]) / 32)
     for name in ("loss.png", "accuracy.png", "confusion.png"):
-        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    logged = logged_scalars(run_dir)  # the TensorBoard event log holds what metrics.json holds
+        assert (run_folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logged = logged_scalars(run_folder)  # the TensorBoard event log holds what metrics.json holds
     assert [step for step, _ in logged] == [1, 2, 3]
     for (_, scalars), row in zip(logged, history):
         assert scalars["loss/train"] == pytest.approx(row["train_loss"]) and scalars["learning_rate"] == pytest.approx(row["lr"])
         assert scalars["accuracy/valid"] == pytest.approx(row["valid_accuracy"])
         assert scalars["roc_auc/valid"] == pytest.approx(row["valid_roc_auc"])
-    last = load_checkpoint(run_dir / "last.pt", expected_arch="resnet18")
+    last = load_checkpoint(run_folder / "last.pt", expected_arch="resnet18")
     # Each epoch's ROC-AUC is that of the epoch's model on the valid split: the last one's, re-scored.
     valid = read_split(synth_dir, "valid")
-    scores = predict_probabilities(run_dir / "last.pt", valid, device=torch.device("cpu"))
+    scores = predict_probabilities(run_folder / "last.pt", valid, device=torch.device("cpu"))
     assert history[-1]["valid_roc_auc"] == pytest.approx(roc_auc([v.label for v in valid], scores), abs=1e-6)
     assert [r["valid_roc_auc"] for r in rows] and all(0 <= float(r["valid_roc_auc"]) <= 1 for r in rows)
 
-    best = load_checkpoint(run_dir / "best.pt")
+    best = load_checkpoint(run_folder / "best.pt")
     assert last["epoch"] == 3 and last["image_size"] == SIZE and len(last["mean"]) == 3
     best_epoch = max(history, key=lambda h: h["valid_accuracy"])["epoch"]  # the first of equals
     assert best["epoch"] == best_epoch and best["best_accuracy"] == history[best_epoch - 1]["valid_accuracy"]
     # best.pt is for evaluate/predict/finetune: no optimizer, schedule or RNG state; last.pt keeps them to resume.
     assert not {"optimizer", "scheduler", "scaler", "rng"} & set(best) and {"optimizer", "scheduler", "rng"} <= set(last)
     assert {"model", "mean", "std", "arch", "image_size", "params", "history"} <= set(best)
-    assert (run_dir / "best.pt").stat().st_size < 0.5 * (run_dir / "last.pt").stat().st_size  # Adam: 2 moments per weight
+    assert (run_folder / "best.pt").stat().st_size < 0.5 * (run_folder / "last.pt").stat().st_size  # Adam: 2 moments per weight
     # Denormals were flushed for the run only: the flag is process-wide (hypothesis, a worker's next job).
     assert torch.tensor(1e-40, dtype=torch.float32).item() != 0.0
 
 
 def test_resume_after_a_stop_matches_the_uninterrupted_run(synth_dir: Path, uninterrupted, tmp_path: Path) -> None:
-    run_dir = tmp_path / "interrupted"
+    run_folder = tmp_path / "interrupted"
     stopping = Recorder(stop_after=1)
     with pytest.raises(RunStopped):
-        train(small_params(synth_dir), run_dir, observer=stopping)
-    assert stopping.epochs == [1] and load_checkpoint(run_dir / "last.pt")["epoch"] == 1
-    append_epoch(run_dir, stopping.records[1])  # as if the kill came after a second write of epoch 1's event
+        train(small_params(synth_dir), run_folder, observer=stopping)
+    assert stopping.epochs == [1] and load_checkpoint(run_folder / "last.pt")["epoch"] == 1
+    append_epoch(run_folder, stopping.records[1])  # as if the kill came after a second write of epoch 1's event
 
     resumed = Recorder()
     # The params passed are ignored on resume: the run's own come from last.pt.
-    result = train(small_params(synth_dir, seed=99), run_dir, resume=True, observer=resumed)
+    result = train(small_params(synth_dir, seed=99), run_folder, resume=True, observer=resumed)
     assert resumed.start == (3, 6, 2)
     assert resumed.epochs == [1, 2, 3]  # epoch 1 re-reported once (upsert), 2 and 3 trained
     assert [r.epoch for r in result.history] == [1, 2, 3]
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    rows = list(csv.DictReader((run_folder / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert [step for step, _ in logged_scalars(run_dir)] == [1, 2, 3]  # written anew at the resume: each epoch once
+    assert [step for step, _ in logged_scalars(run_folder)] == [1, 2, 3]  # written anew at the resume: each epoch once
 
     reference = uninterrupted[1].records
     for epoch, record in resumed.records.items():
@@ -261,7 +261,7 @@ def test_resume_after_a_stop_matches_the_uninterrupted_run(synth_dir: Path, unin
                 assert value == reference[epoch].confusion, epoch
             elif name not in TIMING_FIELDS:
                 assert value == pytest.approx(getattr(reference[epoch], name), rel=1e-6, abs=1e-7), (epoch, name)
-    ours = load_checkpoint(run_dir / "last.pt")["model"]
+    ours = load_checkpoint(run_folder / "last.pt")["model"]
     theirs = load_checkpoint(uninterrupted[0] / "last.pt")["model"]
     for key, tensor in theirs.items():
         assert torch.allclose(ours[key].float(), tensor.float(), atol=1e-6), key
@@ -292,7 +292,7 @@ def test_finetune_from_a_run_folder(synth_dir: Path, uninterrupted, tmp_path: Pa
 @pytest.mark.slow
 def test_training_learns_the_synthetic_classes(module_home, tmp_path: Path) -> None:
     """64 px, 160 training images, 4 epochs: validation accuracy clearly above the majority class."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     data_dir = tmp_path / "data"
     write_synthetic_dataset(data_dir, train=160, valid=64, test=8, image_size=64, seed=5)

@@ -119,7 +119,7 @@ def add_webhook(url: str, events: list[str] | None = None, secret: str = SECRET)
 
 
 def queued(tmp_path) -> int:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path / "data"
     if not folder.exists():
@@ -529,7 +529,7 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
     import secrets
     import signal
 
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
     from tests.test_worker import TINY, WorkerProcess, stop_workers, submit, wait_for
 
     data = tmp_path_factory.mktemp("webhook-data") / "lab"

@@ -116,7 +116,7 @@ def cli(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = tmp_path_factory.mktemp("queue-data") / "lab"
     write_synthetic_dataset(folder, train=24, valid=8, test=8, image_size=32, seed=0)
@@ -368,7 +368,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
         assert (answered.stopped_epoch, answered.stop_reason) == (2, reason)
         code, output = cli("job", str(job_id))
         assert code == 0 and "train succeeded (stopped early at epoch 2)" in output and reason in output.splitlines()
-        from core.engine.checkpoint import load_checkpoint
+        from core.engine.model.checkpoint import load_checkpoint
 
         assert load_checkpoint(best)["epoch"] == 1  # the first of the flat epochs is the best
     code, output = cli("jobs", "--sweep", str(sweep.id))

@@ -39,7 +39,7 @@ def login(client, username: str, password: str):
 
 def synthetic_folder(root: Path, name: str = "synth") -> Path:
     """A tiny lab-layout data folder (32 px) under a data root."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = root / name
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=1)
@@ -84,12 +84,12 @@ def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75
                 epoch=epoch, train_loss=0.7 / epoch, train_accuracy=0.5 + 0.1 * epoch, valid_loss=0.8 / epoch,
                 valid_accuracy=accuracy - 0.1 * (epochs - epoch), valid_balanced_accuracy=0.6, valid_f1=0.62,
                 confusion=[[1, 1], [0, 2]], lr=0.001, seconds=1.5, images_per_s=20.0))
-        run_dir = artifacts_dir / f"job-{job_id}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "best.pt").write_bytes(b"not really a checkpoint")
-        (run_dir / "metrics.csv").write_text("epoch,train_loss\n1,0.7\n2,0.35\n")
-        jobs.add_artifact(session, job_id, "checkpoint", run_dir / "best.pt")
-        jobs.add_artifact(session, job_id, "metrics", run_dir / "metrics.csv")
+        run_folder = artifacts_dir / f"job-{job_id}"
+        run_folder.mkdir(parents=True, exist_ok=True)
+        (run_folder / "best.pt").write_bytes(b"not really a checkpoint")
+        (run_folder / "metrics.csv").write_text("epoch,train_loss\n1,0.7\n2,0.35\n")
+        jobs.add_artifact(session, job_id, "checkpoint", run_folder / "best.pt")
+        jobs.add_artifact(session, job_id, "metrics", run_folder / "metrics.csv")
         jobs.finish_job(session, job_id, "test-worker", "succeeded")
     return job_id
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.engine.metrics import sensitivity_specificity
-from core.engine.run_files import EVALUATION_JSON
+from core.engine.evaluation.scores import sensitivity_specificity
+from core.engine.run_folder.layout import EVALUATION_JSON
 from core.service import data_folders
 from core.service import jobs as job_service
 from core.service.records import Job

@@ -13,10 +13,10 @@ from flask import redirect, send_file
 from core.common.errors import NotFound
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
-from core.service.run_dirs import artifact_store
+from core.service.run_folders import artifact_store
 from core.service.settings import get_settings
 
-# The media type of each kind of file a job records (worker.tasks.classify_artifacts), by suffix; the OpenAPI
+# The media type of each kind of file a job records (core.engine.run_folder.layout.classify_artifacts), by suffix; the OpenAPI
 # document lists these. Guessing from the name would call a .pt checkpoint a SNES page table.
 ARTIFACT_MEDIA_TYPES = {".csv": "text/csv", ".png": "image/png", ".zip": "application/zip", ".json": "application/json",
                         ".pt": "application/octet-stream"}

@@ -24,7 +24,7 @@ NOT_IN_FORMS = {"kind", "data_dir", "checkpoint", "checkpoints"}
 SWEEP_FIELDS = ("arch", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
                 "augment", "image_size", "seed")
 FORM_LEVEL = "__form__"
-# Left blank, these take their default from the chosen data folder (core.engine.splits.with_folder_image_size).
+# Left blank, these take their default from the chosen data folder (core.engine.data.splits.with_folder_image_size).
 FOLDER_DEFAULTS = {"image_size": "Blank: the data folder's image size when all its images share one (shown next to the folder), else 450."}
 # What the blank choice of an optional select means, as its option says it (finetune's arch comes from its checkpoint).
 BLANK_CHOICES = {"arch": "(from the checkpoint)", "early_stopping_metric": "(off: every epoch runs)"}

@@ -15,10 +15,10 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, StateConflict, UserInputError
-from core.engine.data import inside_path
-from core.engine.results import ExplainedImage, ImageResult, PredictionSummary
-from core.engine.run_files import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
-from core.engine.spreadsheet_csv import read_csv_rows
+from core.engine.data.layouts import inside_path
+from core.engine.evaluation.results import ExplainedImage, ImageResult, PredictionSummary
+from core.engine.run_folder.layout import EVALUATION_JSON, EXPLANATIONS_CSV, EXPLANATIONS_ZIP, PER_IMAGE_CSV, PREDICTION_JSON
+from core.engine.run_folder.spreadsheet_csv import read_csv_rows
 from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
@@ -28,8 +28,8 @@ from web import queries
 from web.api import schemas
 
 THUMBNAIL_PX = 96
-# The ResNets (core.engine.models) halve the image five times before layer4's output, the map Grad-CAM
-# explains (core.engine.explain.EXPLAINED_LAYER): an N px image gives an (N/32)×(N/32) grid of cells.
+# The ResNets (core.engine.model.resnet) halve the image five times before layer4's output, the map Grad-CAM
+# explains (core.engine.evaluation.explain.EXPLAINED_LAYER): an N px image gives an (N/32)×(N/32) grid of cells.
 LAYER4_STRIDE = 32
 COARSE_CELLS = 4  # under 4×4 cells a map can only point at a part of the image, not at a structure in the cell
 # What reading a recorded file raises when it is no longer what the job wrote: gone (OSError), cut

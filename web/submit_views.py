@@ -10,7 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from core.common.errors import NotFound, UserInputError
 from core.common.formats import percent
-from core.engine.early_stopping import EARLY_STOPPING_METRICS
+from core.engine.training.early_stopping import EARLY_STOPPING_METRICS
 from core.service import data_folders as folder_service
 from core.service.access import require_submit
 from core.service.db import get_sessionmaker

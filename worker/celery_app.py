@@ -18,8 +18,9 @@ from celery.signals import worker_process_init
 from core.service.db import private_sqlite_file, reset_engines, sqlite_path
 from core.service.settings import get_settings
 
+# The job task's name (worker.tasks.run_next_job): kept as it was when the function was run_job, since
+# messages already queued carry it.
 RUN_JOB_TASK = "leukemia.run_job"
-KNOWN_QUEUES = ("gpu", "cpu")
 EMBEDDED_POLLING_SECONDS = 0.2
 
 _apps: dict[str, Celery] = {}
@@ -37,8 +38,8 @@ class ServiceCelery(Celery):
 
 
 def make_app(broker_url: str) -> Celery:
-    """A Celery app for one broker URL. Senders name the task (RUN_JOB_TASK); only a consuming
-    worker registers its body (worker.runtime), so sending never imports the task code."""
+    """A Celery app for one broker URL. Senders name the task (RUN_JOB_TASK); its body is declared in
+    worker.tasks, which only a consuming worker imports (worker.runtime), so sending never imports task code."""
     app = ServiceCelery("leukemia", broker=broker_url, set_as_current=False)
     transport_options: dict[str, object] = {}
     if broker_url.startswith("sqla+"):

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from core.common.formats import percent
 from core.engine.progress import PredictionObserver, TrainingObserver
-from core.engine.run_files import PREDICTIONS_CSV
+from core.engine.run_folder.layout import PREDICTIONS_CSV
 from core.service import jobs
 from core.service.db import get_sessionmaker
 
-if TYPE_CHECKING:  # the annotation only: report imports the plotting and Grad-CAM code
-    from core.engine.report import ThresholdWriter
+if TYPE_CHECKING:  # the annotation only: threshold imports torch (checkpoints), loaded by the first core call
+    from core.engine.evaluation.threshold import ThresholdWriter
 
 log = logging.getLogger("leukemia.worker")
 
@@ -36,7 +36,7 @@ class JobSpec:
     run_key: str
     origin: str
     cv_fold: int | None = None  # a cross-validation's fold: write its out-of-fold predictions after training
-    legacy_run_dir: bool = False  # run before run keys: its folder is jobs/<id> (core.service.run_dirs)
+    legacy_run_dir: bool = False  # run before run keys: its folder is jobs/<id> (core.service.run_folders)
 
 
 def threshold_writer(job_id: int) -> ThresholdWriter | None:
@@ -55,12 +55,11 @@ def threshold_writer(job_id: int) -> ThresholdWriter | None:
     return write
 
 
-def run_core_function(spec: JobSpec, run_dir: Path, observer: TrainingObserver | PredictionObserver, *,
+def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserver | PredictionObserver, *,
                       holds: ExitStack | None = None) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in (with an
     object store, every checkpoint it reads fetched into this node's cache, checked, and held in holds)."""
-    from core.engine import predict, training
-    from core.engine.params import parse_params
+    from core.engine import evaluate_csv, finetune, parse_params, predict_csv, train
 
     values = dict(spec.params)
     holds = holds if holds is not None else ExitStack()
@@ -81,22 +80,22 @@ def run_core_function(spec: JobSpec, run_dir: Path, observer: TrainingObserver |
     if spec.kind in ("evaluate", "predict"):  # the engine logs nothing of a pass: the job's log says what it reads
         log.info("job %s %s: %s on %s of %s", spec.id, spec.kind, scored_with(spec, params), params.csv, params.data_dir)
     if spec.kind == "train":
-        training.train(params, run_dir, resume=True, observer=observer)
+        train(params, run_folder, resume=True, observer=observer)
         if spec.cv_fold is not None:
-            from core.engine.crossval import write_out_of_fold
+            from core.engine.training.crossval import write_out_of_fold
 
-            write_out_of_fold(run_dir, params, spec.cv_fold)
+            write_out_of_fold(run_folder, params, spec.cv_fold)
     elif spec.kind == "finetune":
-        training.finetune(params, run_dir, resume=True, observer=observer)
+        finetune(params, run_folder, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        metrics = predict.evaluate_csv(params, out_dir=run_dir, observer=observer,
-                                       write_threshold=threshold_writer(spec.id)).metrics
+        scores = evaluate_csv(params, out_dir=run_folder, observer=observer,
+                              write_threshold=threshold_writer(spec.id)).scores
         log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
-                 spec.id, metrics["count"], metrics["threshold"]["value"], metrics["threshold"]["source"],
-                 percent(metrics["accuracy"]), percent(metrics["balanced_accuracy"]), percent(metrics["weighted_f1"]))
+                 spec.id, scores["count"], scores["threshold"]["value"], scores["threshold"]["source"],
+                 percent(scores["accuracy"]), percent(scores["balanced_accuracy"]), percent(scores["weighted_f1"]))
     else:  # predict: parse_params knows no other kind
-        result = predict.predict_csv(params, run_dir / PREDICTIONS_CSV, observer=observer, report_dir=run_dir,
-                                     write_threshold=threshold_writer(spec.id))
+        result = predict_csv(params, run_folder / PREDICTIONS_CSV, observer=observer, report_dir=run_folder,
+                             write_threshold=threshold_writer(spec.id))
         log.info("job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written", spec.id, result.count,
                  result.threshold["value"], result.threshold["source"], result.positives, result.count - result.positives,
                  PREDICTIONS_CSV)

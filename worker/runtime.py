@@ -1,7 +1,7 @@
 """The worker process around Celery: its row in the workers table (presence heartbeat), the
 reaper that re-queues jobs whose worker went silent (and reports the worker lost), the webhook
 sender, and serving the queues. The CLI parses the options and calls `serve_worker`; Celery runs
-`worker.tasks.run_job` for each message."""
+`worker.tasks.run_next_job` for each message."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from celery.signals import setup_logging, worker_shutting_down
 
+import worker.tasks  # noqa: F401  (it declares the job task, run_next_job; this worker's app takes it when it starts)
 from core.service import jobs, webhooks
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.logs import configure_logging, set_process_log_fields
@@ -20,8 +21,7 @@ from core.service.settings import get_settings
 from worker import metrics
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
-from worker.tasks import SHUTTING_DOWN, run_job
-from worker.terminate import RunJobTaskRequest
+from worker.job_progress import SHUTTING_DOWN
 
 log = logging.getLogger("leukemia.worker")
 
@@ -97,9 +97,9 @@ def say_through_logging(message: str, f: object = None) -> None:
 
 
 def celery_task_fields(record: logging.LogRecord) -> bool:
-    """Celery's own lines about a run_job task ("Task ... received", "... succeeded in 2.1s") carry the
+    """Celery's own lines about a run_next_job task ("Task ... received", "... succeeded in 2.1s") carry the
     task id, as the job's lines do, and the job id its message names as `message_job_id` (the job the task
-    runs may be another of that queue, worker.tasks.run_job); Celery passes both as the record's `data`."""
+    runs may be another of that queue, worker.tasks.run_next_job); Celery passes both as the record's `data`."""
     data = getattr(record, "data", None)
     if isinstance(data, dict) and data.get("name") == RUN_JOB_TASK and data.get("id"):
         fields: dict[str, object] = {"task_id": data["id"]}
@@ -137,14 +137,15 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     metrics.configure(gpu)
     if metrics_port is not None:
         metrics.start_exporter(metrics_port, settings.metrics_token, host=settings.worker_metrics_address)
-    # Import torch and the core runners now, not inside the first job: a multi-second import
-    # holds the GIL and would starve that job's heartbeat thread.
-    import core.engine.predict  # noqa: F401
-    import core.engine.training  # noqa: F401
+    # Import torch, the core runners and what they load when first used (matplotlib's plots, Grad-CAM)
+    # now, not inside the first job: a multi-second import holds the GIL and would starve that job's
+    # heartbeat thread.
+    import core.engine.evaluation.explain  # noqa: F401
+    import core.engine.evaluation.plots  # noqa: F401
+    import core.engine.evaluation.predict  # noqa: F401
+    import core.engine.training.loop  # noqa: F401
 
-    app = get_app()
-    # Only a consuming process needs the task body; its Request makes Celery's terminate a cancel (worker.terminate).
-    app.task(name=RUN_JOB_TASK, ignore_result=True, Request=RunJobTaskRequest)(run_job)
+    app = get_app()  # it takes the task worker.tasks declares when the worker finalizes it
     declare_queues(app, queue_names)  # before Celery's consumer declares them unguarded
     with get_sessionmaker().begin() as session:
         webhooks.report_replaced_worker(session, hostname)  # one of this name that never unregistered died

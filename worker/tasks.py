@@ -1,7 +1,7 @@
 """The one thin task: job id in, lease claimed, one core function run, outcome recorded.
 
 A heartbeat thread keeps the lease fresh, flushes progress and sees cancel requests; the
-observer writes one EpochMetric per epoch. With an object store (an s3:// ARTIFACTS_URL) the run is
+observer writes one EpochMetric per epoch (both in worker.job_progress). With an object store (an s3:// ARTIFACTS_URL) the run is
 written in this node's scratch folder and stored as it goes (core.service.run_mirror): each epoch's
 files before its row, every other file before the outcome. A UserInputError fails the job with its one line;
 any other exception is a bug: the job fails with a one-line summary and the traceback is logged.
@@ -9,50 +9,35 @@ The worker process stays healthy either way and takes the next job."""
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import socket
-import threading
 import uuid
-from collections import deque
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-from celery import current_task
+from celery import current_task, shared_task
 from celery.exceptions import Reject
 
 from core.common.errors import BrokerUnavailable, NoSpaceLeft, OneLineError
-from core.engine.artifact_store import remove_folder
-from core.engine.limits import is_no_space
-from core.engine.progress import (
-    BatchProgress,
-    EpochRecord,
-    PredictionObserver,
-    PredictionProgress,
-    RunStopped,
-    TrainingObserver,
-)
-from core.engine.run_files import classify_artifacts
-from core.engine.run_folder import claim_run_dir
+from core.engine.model.limits import is_no_space
+from core.engine.progress import RunStopped
+from core.engine.run_folder.artifact_store import remove_folder
+from core.engine.run_folder.layout import classify_artifacts
+from core.engine.run_folder.resolver import claim_run_folder
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.logs import log_context
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Job, JobStatus
-from core.service.run_dirs import artifact_store, job_run_dir, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_folder, job_run_key, local_root
 from core.service.run_mirror import RunMirror, StoredFile
-from core.service.settings import get_settings
 from worker import metrics
+from worker.celery_app import RUN_JOB_TASK
 from worker.core_call import JobSpec, run_core_function
 from worker.dispatch import send_job
+from worker.job_progress import SHUTTING_DOWN, Heartbeat, JobObserver, LogTail
 
 log = logging.getLogger("leukemia.worker")
-# Set when the worker process is asked to stop (SIGTERM): the running job stops at the next
-# batch, keeps its last epoch checkpoint and goes back to its queue for another worker.
-SHUTTING_DOWN = threading.Event()
-LOG_TAIL_LINES = 40
 
 
 def worker_name() -> str:
@@ -74,10 +59,10 @@ def lease_owner(worker: str, celery_task_id: str | None) -> str:
     return f"{worker[:200]}:{celery_task_id or uuid.uuid4().hex[:8]}"
 
 
-def run_job(job_id: int) -> None:
-    """A message naming a job means "a job of its queue is waiting": claim the queue's best queued
-    job (core.service.jobs.claim_next_job: higher priority first, then oldest), run it, record the outcome.
-    Nothing to claim means nothing to do."""
+def run_next_job(job_id: int) -> None:
+    """Run the best job waiting in job_id's queue, which may be another job: a message naming a job means
+    "a job of its queue is waiting", so claim the queue's best queued job (core.service.jobs.claim_next_job:
+    higher priority first, then oldest), run it, record the outcome. Nothing to claim means nothing to do."""
     if SHUTTING_DOWN.is_set():
         # A message taken while this worker stops goes back to the broker for the next worker.
         raise Reject(f"job {job_id}: worker shutting down", requeue=True)
@@ -103,149 +88,15 @@ def run_job(job_id: int) -> None:
         JobRun(spec, owner).execute()
 
 
-class LogTail(logging.Handler):
-    """Keeps the last lines logged while a job runs, for the row's log_tail."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append(self.format(record).splitlines()[0][:500])
-        except Exception:  # a logging failure must never fail the job
-            self.handleError(record)
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-class JobObserver(TrainingObserver, PredictionObserver):
-    """Observes a job's run: keeps progress for the heartbeat to flush, upserts each epoch (with an object
-    store, in the background once the epoch's files are stored: mirror)."""
-
-    def __init__(self, job_id: int, mirror: RunMirror | None = None,
-                 on_start_epoch: Callable[[int], None] | None = None) -> None:
-        self.job_id = job_id
-        self.mirror = mirror
-        self.on_start_epoch = on_start_epoch  # told the epoch the run starts at (a takeover's note)
-        self.progress: dict[str, Any] = {}
-        self.total_epochs = 1
-        self.stop = threading.Event()
-        self.stopped_early: tuple[int, str] | None = None  # (epoch, reason) of a run that ended early
-        self.first_new_epoch = 1  # a resume re-reports the epochs before this one
-        self.snapshot: Any = None  # the epoch's files staged for the mirror (on_checkpoint), stored with its row
-
-    def on_start(self, total_epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
-        self.total_epochs = max(total_epochs, 1)
-        self.first_new_epoch = start_epoch
-        self.progress = {**self.progress, "epochs_total": total_epochs, "epoch": start_epoch}
-        if self.on_start_epoch is not None:
-            self.on_start_epoch(start_epoch)
-
-    def on_batch(self, progress: BatchProgress) -> None:
-        fraction = (progress.epoch - 1 + progress.batch / max(progress.batches, 1)) / self.total_epochs
-        self._report(fraction, progress.images_per_s, progress.eta_s, epoch=progress.epoch)
-
-    def on_progress(self, progress: PredictionProgress) -> None:
-        self._report(progress.done / max(progress.total, 1), progress.images_per_s, progress.eta_s)
-
-    def _report(self, fraction: float, images_per_s: float, eta_s: float, **extra: Any) -> None:
-        values = {"progress": min(max(fraction, 0.0), 1.0), "images_per_s": images_per_s, "eta_s": eta_s, **extra}
-        self.progress = {**self.progress, **values}  # one assignment: the heartbeat thread reads it whole
-        metrics.JOB_IMAGES_PER_SECOND.set(images_per_s)
-
-    def on_epoch(self, record: EpochRecord) -> None:
-        if self.mirror is not None:  # stored, then recorded, while the next epoch trains
-            snapshot, self.snapshot = self.snapshot, None
-            self.mirror.record_epoch(snapshot, record, self.recorded, last=record.epoch >= self.total_epochs)
-            return
-        with get_sessionmaker().begin() as session:
-            jobs.record_epoch(session, self.job_id, record)
-        self.recorded(record)
-
-    def recorded(self, record: EpochRecord) -> None:
-        if record.epoch >= self.first_new_epoch:
-            metrics.EPOCHS.inc()
-        log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
-                 record.train_loss, record.valid_accuracy)  # fmt: skip
-
-    def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
-        """A `last-N` job also keeps its N newest epoch checkpoints (core.service.retention); with an object
-        store the epoch's files are staged for storing now, before the next epoch writes."""
-        from core.service import retention
-
-        with get_sessionmaker().begin() as session:
-            keep = retention.keep_epochs_for(session, self.job_id)
-        if keep is not None:
-            retention.save_epoch_checkpoint(run_dir, checkpoint, keep)
-        if self.mirror is not None:
-            self.snapshot = self.mirror.snapshot()
-
-    def early_stop_reason(self, record: EpochRecord) -> str | None:
-        """The sweep's median stopping rule, if the job is a point of a sweep that has one."""
-        from core.service.sweep_stopping import median_stop_reason
-
-        with get_sessionmaker().begin() as session:
-            return median_stop_reason(session, self.job_id, record)
-
-    def on_stopped_early(self, epoch: int, reason: str) -> None:
-        # The run is over at `epoch`: progress and the epoch count no longer promise the unrun epochs.
-        self.stopped_early = (epoch, reason)
-        self.progress = {**self.progress, "progress": 1.0, "eta_s": 0.0, "epoch": epoch, "epochs_total": epoch}
-        log.info("job %s %s", self.job_id, reason)
-
-    def should_stop(self) -> bool:
-        failure = self.mirror.failure() if self.mirror is not None else None
-        if failure is not None:  # an epoch could not be stored or recorded: the run ends with that error
-            raise failure
-        return self.stop.is_set() or SHUTTING_DOWN.is_set()
-
-
-class Heartbeat(threading.Thread):
-    """Every heartbeat_seconds: refresh the lease, flush progress and the log tail, notice a cancel."""
-
-    def __init__(self, job_id: int, owner: str, observer: JobObserver, tail: LogTail) -> None:
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id, self.owner, self.observer, self.tail = job_id, owner, observer, tail
-        self.done = threading.Event()
-        self.reason: str | None = None  # "cancel" or "lease lost" once the job must stop
-        self.log_context = contextvars.copy_context()  # the job's: its lines carry the job id
-
-    def run(self) -> None:
-        self.log_context.run(self.beat_until_done)
-
-    def beat_until_done(self) -> None:
-        interval = get_settings().heartbeat_seconds
-        while not self.done.wait(interval):
-            try:
-                self.beat()
-            except Exception:  # a database hiccup: keep beating; the lease survives a few misses
-                log.exception("job %s heartbeat failed", self.job_id)
-
-    def beat(self) -> bool:
-        """One heartbeat; returns False (and stops the run) if the job must stop."""
-        with get_sessionmaker().begin() as session:
-            if jobs.heartbeat(session, self.job_id, self.owner, **self.observer.progress, log_tail=self.tail.text()):
-                return True
-            job = session.get(Job, self.job_id)
-            self.reason = "cancel" if job is not None and job.lease_owner == self.owner else "lease lost"
-        if self.reason == "lease lost" and self.observer.mirror is not None:
-            self.observer.mirror.stopped.set()  # the run is another worker's now: store nothing more of it
-        self.observer.stop.set()
-        return False
-
-
 class JobRun:
     """One attempt at a claimed job."""
 
     def __init__(self, spec: JobSpec, owner: str) -> None:
         self.spec, self.owner = spec, owner
-        self.run_dir = job_run_dir(spec)
-        self.run_dir_claimed = False  # a folder that is not this job's is never read for artifacts
+        self.run_folder = job_run_folder(spec)
+        self.run_folder_claimed = False  # a folder that is not this job's is never read for artifacts
         store = artifact_store()  # a folder store is written in place; an object store through a mirror
-        self.mirror = RunMirror(store, self.run_dir, job_run_key(spec), spec.id) if store.local_root is None else None
+        self.mirror = RunMirror(store, self.run_folder, job_run_key(spec), spec.id) if store.local_root is None else None
         self.holds = ExitStack()  # cached parent checkpoints in use until the attempt ends
         self.observer = JobObserver(spec.id, self.mirror, self.note_start)
         self.tail = LogTail()
@@ -258,12 +109,12 @@ class JobRun:
         self.heartbeat.start()
         status, error = JobStatus.failed, None
         try:
-            self.prepare_run_dir()  # before anything resumes or writes there
+            self.prepare_run_folder()  # before anything resumes or writes there
             if self.spec.origin == "web" and self.spec.params.get("data_dir"):
-                from core.engine.data_roots import require_inside_data_roots
+                from core.engine.data.data_roots import require_inside_data_roots
 
                 require_inside_data_roots(Path(self.spec.params["data_dir"]))
-            run_core_function(self.spec, self.run_dir, self.observer, holds=self.holds)
+            run_core_function(self.spec, self.run_folder, self.observer, holds=self.holds)
             if self.mirror is not None:
                 self.mirror.finish()  # every file stored before the job is recorded as succeeded
             status = JobStatus.succeeded
@@ -275,7 +126,7 @@ class JobRun:
             log.info("job %s stopped (%s)", self.spec.id, self.heartbeat.reason or "worker shutting down")
         except Exception as bug:  # a bug: one line for the user, the traceback for the developer
             if is_no_space(bug):  # metrics, plots, predictions on a full disk: not a bug
-                error = str(NoSpaceLeft(getattr(bug, "filename", None) or self.run_dir))
+                error = str(NoSpaceLeft(getattr(bug, "filename", None) or self.run_folder))
                 log.warning("job %s failed: %s", self.spec.id, error)
             else:
                 error = f"internal error: {type(bug).__name__}: {bug}"
@@ -289,21 +140,21 @@ class JobRun:
         finally:
             metrics.job_ended()
             self.holds.close()
-            if self.mirror is not None and self.run_dir_claimed:  # stored: the scratch copy is done with
+            if self.mirror is not None and self.run_folder_claimed:  # stored: the scratch copy is done with
                 try:
-                    remove_folder(local_root(), self.run_dir)
+                    remove_folder(local_root(), self.run_folder)
                 except OSError:  # a scratch folder left behind costs disk, never the job: the next attempt empties it
-                    log.exception("job %s: its scratch folder %s could not be removed", self.spec.id, self.run_dir)
+                    log.exception("job %s: its scratch folder %s could not be removed", self.spec.id, self.run_folder)
         metrics.JOBS_RUN.labels(self.spec.kind, outcome).inc()
 
-    def prepare_run_dir(self) -> None:
-        """Claim the local run folder (core.engine.run_folder). With an object store, the store's copy is
+    def prepare_run_folder(self) -> None:
+        """Claim the local run folder (core.engine.run_folder.resolver). With an object store, the store's copy is
         what counts: the folder starts empty on this node, and a training run's stored files (last.pt checked
         against its recorded sha256) are fetched into it, so it resumes where the last attempt stored it."""
-        if self.mirror is not None and self.run_dir.exists():  # a former attempt's scratch on this node
-            remove_folder(local_root(), self.run_dir)
-        claim_run_dir(self.run_dir, self.spec.run_key, legacy=self.spec.legacy_run_dir)
-        self.run_dir_claimed = True
+        if self.mirror is not None and self.run_folder.exists():  # a former attempt's scratch on this node
+            remove_folder(local_root(), self.run_folder)
+        claim_run_folder(self.run_folder, self.spec.run_key, legacy=self.spec.legacy_run_dir)
+        self.run_folder_claimed = True
         if self.mirror is not None and self.spec.kind in MODEL_KINDS:
             fetched = self.mirror.fetch_run()
             if fetched:
@@ -336,7 +187,7 @@ class JobRun:
         stored = self.stored_files()
         with get_sessionmaker().begin() as session:
             if self.mirror is None:
-                for kind, path in classify_artifacts(self.run_dir) if self.run_dir_claimed else []:
+                for kind, path in classify_artifacts(self.run_folder) if self.run_folder_claimed else []:
                     jobs.add_artifact(session, self.spec.id, kind, path)
             for item in stored:
                 jobs.record_artifact(session, self.spec.id, item.kind, item.key, item.size, item.sha256)
@@ -365,7 +216,7 @@ class JobRun:
     def stored_files(self) -> list[StoredFile]:
         """With an object store, the run folder's files it holds, to record with the outcome (a run that failed
         or stopped has its files stored now; a file that cannot be is left out)."""
-        if self.mirror is None or not self.run_dir_claimed:
+        if self.mirror is None or not self.run_folder_claimed:
             return []
         try:
             self.mirror.finish()
@@ -395,3 +246,11 @@ class JobRun:
             log.info("job %s stopped for shutdown and queued again", self.spec.id)
         except BrokerUnavailable as failure:  # the broker is gone too: send_job marked the job failed
             log.error("job %s: %s", self.spec.id, failure)
+
+
+# The task every job message names, declared here for whichever Celery app this process makes (one per
+# broker URL, worker.celery_app.get_app; hence shared_task). Only a process that imports this module (a
+# worker: worker.runtime) registers it; the web and the CLI send by name (RUN_JOB_TASK) and never import
+# task code or torch. The name stays "leukemia.run_job", which messages queued before run_next_job had
+# its name still carry. Its Request class makes Celery's terminate a cancel of the job (worker.terminate).
+shared_task(name=RUN_JOB_TASK, ignore_result=True, Request="worker.terminate:RunJobTaskRequest")(run_next_job)

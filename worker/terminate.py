@@ -51,7 +51,7 @@ def cancel_terminated_task(hostname: str, task_id: str, signal: Any) -> int | No
 
 
 class RunJobTaskRequest(Request):
-    """run_job's request: terminate cancels the job (module docstring) instead of killing the pool's worker."""
+    """run_next_job's request: terminate cancels the job (module docstring) instead of killing the pool's worker."""
 
     def terminate(self, pool: Any, signal: Any = None) -> None:
         cancel_terminated_task(self.hostname, self.id, signal)

@@ -1,5 +1,5 @@
-"""A per-node cache folder with a size cap: the decoded-image caches (core.engine.cache) and the parent
-checkpoints fetched from the artifact store (core.engine.artifact_store.fetch_verified) live in one, so
+"""A per-node cache folder with a size cap: the decoded-image caches (core.engine.inputs.cache) and the parent
+checkpoints fetched from the artifact store (core.engine.run_folder.artifact_store.fetch_verified) live in one, so
 one setting (CACHE_MAX_GB) bounds what a node keeps.
 
 An entry is a regular file under the folder whose name does not start with a dot (temporaries and lock

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from core.common.errors import UserInputError
 from core.common.text import CONTROL_CHARACTER, NO_CONTROL_CHARACTERS, PRINTABLE_PATTERN
-from core.engine.early_stopping import DEFAULT_PATIENCE, EarlyStoppingMetric
-from core.engine.splits import SPLIT_HELP, check_split_name, split_schema_pattern
+from core.engine.data.splits import SPLIT_HELP, check_split_name, split_schema_pattern
+from core.engine.training.early_stopping import DEFAULT_PATIENCE, EarlyStoppingMetric
 
 Architecture = Literal["resnet18", "resnet50", "resnet152"]
 Device = Literal["auto", "cpu", "cuda"]

@@ -85,7 +85,7 @@ class TrainingObserver(RunObserver):
     def on_stopped_early(self, epoch: int, reason: str) -> None:
         """Called once at the end of a run that stopped before its last epoch (patience or early_stop_reason)."""
 
-    def on_checkpoint(self, run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    def on_checkpoint(self, run_folder: Path, checkpoint: dict[str, Any]) -> None:
         """Called once per epoch run, after its last.pt (and best.pt) are saved, with that checkpoint."""
 
 

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, StateConflict, UserInputError
 from core.common.text import check_printable
-from core.engine.crossval import OOF_FLOAT_FORMAT, fold_params, plan_folds, summarize
+from core.engine.data.splits import read_named_split, with_folder_image_size
 from core.engine.params import parse_params
-from core.engine.run_files import OOF_CSV
-from core.engine.splits import read_named_split, with_folder_image_size
-from core.engine.spreadsheet_csv import csv_text, frame_rows, read_csv_frame
+from core.engine.run_folder.layout import OOF_CSV
+from core.engine.run_folder.spreadsheet_csv import csv_text, frame_rows, read_csv_frame
+from core.engine.training.crossval import OOF_FLOAT_FORMAT, fold_params, plan_folds, summarize
 from core.service import jobs
 from core.service.jobs.request import CrossValidationRequest, EnsembleRequest, JobRequest, Origin
 from core.service.records import CrossValidation, EpochMetric, Job, JobStatus, utcnow

@@ -1,5 +1,5 @@
 """Data folders: a folder of images registered by path, which must lie under a configured data root
-(DATA_ROOTS) both as written and after symlinks, with core.engine.check's report on it. Registering
+(DATA_ROOTS) both as written and after symlinks, with core.engine.data.check's report on it. Registering
 is a member's or admin's write (core.service.access), audited in the caller's transaction."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.common.errors import StateConflict, UserInputError
 from core.common.text import check_printable
-from core.engine.data_roots import inside_roots, require_inside_data_roots
+from core.engine.data.data_roots import inside_roots, require_inside_data_roots
 from core.service import audit
 from core.service.access import Actor, require_submit
 from core.service.db import unique_or_conflict
@@ -92,8 +92,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def check_report(path: Path) -> dict[str, Any]:
-    """core.engine.check's report on a folder; a folder the check refuses is recorded with that one line."""
-    from core.engine.check import check_folder
+    """core.engine.data.check's report on a folder; a folder the check refuses is recorded with that one line."""
+    from core.engine.data.check import check_folder
 
     try:
         return _report_dict(check_folder(path))

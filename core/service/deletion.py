@@ -21,7 +21,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, StateConflict, StorageError, UserInputError
-from core.engine.artifact_store import valid_key
+from core.engine.run_folder.artifact_store import valid_key
 from core.service import audit
 from core.service.access import Actor, PermissionDenied, require_owner
 from core.service.db import get_sessionmaker
@@ -40,7 +40,7 @@ from core.service.records import (
     User,
     utcnow,
 )
-from core.service.run_dirs import artifact_store, job_run_key
+from core.service.run_folders import artifact_store, job_run_key
 
 AGE = re.compile(r"^\s*(\d{1,5})\s*([hdw])\s*$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}

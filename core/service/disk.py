@@ -2,7 +2,7 @@
 jobs' recorded total, and for a folder store the artifacts volume's free and total space (an object
 store has no volume to measure). No torch here.
 
-Removals go through the store (core.engine.artifact_store): a folder store stays inside its folder and
+Removals go through the store (core.engine.run_folder.artifact_store): a folder store stays inside its folder and
 never follows a symbolic link (a link found in a run folder is removed as a link, what it points to is
 left alone)."""
 
@@ -15,9 +15,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.engine.artifact_store import folder_bytes  # noqa: F401  (re-exported: a run folder's size on disk)
+from core.engine.run_folder.artifact_store import folder_bytes  # noqa: F401  (re-exported: a run folder's size on disk)
 from core.service.records import FINISHED_STATUSES, Job
-from core.service.run_dirs import artifact_store, job_run_key
+from core.service.run_folders import artifact_store, job_run_key
 
 
 @dataclass(frozen=True)

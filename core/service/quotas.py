@@ -1,11 +1,17 @@
 """The service's caps on what may be queued, checked at submit: a training job's device-memory
 estimate against MAX_JOB_MEMORY_GB, a sweep's job count and estimated GPU-hours against
-MAX_SWEEP_JOBS and MAX_SWEEP_GPU_HOURS. The estimates are the engine's (core.engine.limits)."""
+MAX_SWEEP_JOBS and MAX_SWEEP_GPU_HOURS. The estimates are the engine's (core.engine.model.limits)."""
 
 from __future__ import annotations
 
 from core.common.errors import UserInputError
-from core.engine.limits import FORWARD_FLOPS_PER_PIXEL, GIB, TRAINING_FLOPS_PER_FORWARD, describe_estimate, training_memory_bytes
+from core.engine.model.limits import (
+    FORWARD_FLOPS_PER_PIXEL,
+    GIB,
+    TRAINING_FLOPS_PER_FORWARD,
+    describe_estimate,
+    training_memory_bytes,
+)
 from core.service.settings import get_settings
 
 

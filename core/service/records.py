@@ -136,7 +136,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Random per row: the run folder is jobs/<id>-<run_key> and carries it, so an id reused after a
-    # database reset never adopts an old run (core.engine.run_folder).
+    # database reset never adopts an old run (core.engine.run_folder.resolver).
     run_key: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
     # A job run before run keys keeps its folder jobs/<id>, where its files were recorded (migration 0007).
     legacy_run_dir: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.engine.artifact_store import StoredObject, remove_file
-from core.engine.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
+from core.engine.run_folder.artifact_store import StoredObject, remove_file
+from core.engine.run_folder.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
 from core.service.disk import measure
 from core.service.job_options import check_retention
 from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job, JobStatus
-from core.service.run_dirs import artifact_store, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_key, local_root
 from core.service.settings import get_settings
 
 log = logging.getLogger("leukemia.retention")
@@ -48,11 +48,11 @@ def epochs_kept(policy: str) -> int | None:
     return int(policy.split("-", 1)[1]) if policy.startswith("last-") else None
 
 
-def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+def epoch_checkpoints(run_folder: Path) -> list[tuple[int, Path]]:
     """The local run folder's epoch_XXX.pt files, oldest epoch first."""
-    if not Path(run_dir).is_dir():
+    if not Path(run_folder).is_dir():
         return []
-    found = [(int(match.group(1)), path) for path in Path(run_dir).iterdir()
+    found = [(int(match.group(1)), path) for path in Path(run_folder).iterdir()
              if (match := EPOCH_CHECKPOINT.match(path.name)) and path.is_file()]
     return sorted(found)
 
@@ -63,14 +63,14 @@ def stored_epoch_checkpoints(stored: list[StoredObject]) -> list[StoredObject]:
     return [item for _epoch, item in sorted(found, key=lambda pair: pair[0])]
 
 
-def save_epoch_checkpoint(run_dir: Path, checkpoint: dict[str, Any], keep: int) -> list[str]:
+def save_epoch_checkpoint(run_folder: Path, checkpoint: dict[str, Any], keep: int) -> list[str]:
     """Write epoch_XXX.pt (slim: no resume state) and remove all but the `keep` newest; the removed names
     (an s3:// store's copies go when the worker next stores the run folder: core.service.run_mirror)."""
-    from core.engine.checkpoint import save_checkpoint, without_resume_state  # torch: only where a run writes
+    from core.engine.model.checkpoint import save_checkpoint, without_resume_state  # torch: only where a run writes
 
-    save_checkpoint(without_resume_state(checkpoint), Path(run_dir) / epoch_checkpoint_name(int(checkpoint["epoch"])))
+    save_checkpoint(without_resume_state(checkpoint), Path(run_folder) / epoch_checkpoint_name(int(checkpoint["epoch"])))
     removed = []
-    for _epoch, path in epoch_checkpoints(run_dir)[:-keep]:
+    for _epoch, path in epoch_checkpoints(run_folder)[:-keep]:
         remove_file(local_root(), path)
         removed.append(path.name)
     return removed

@@ -1,5 +1,5 @@
 """A run written on this node and stored as it goes, for an object store (an s3:// ARTIFACTS_URL): the
-worker writes the run folder in its scratch folder (core.service.run_dirs.job_run_dir) and this module
+worker writes the run folder in its scratch folder (core.service.run_folders.job_run_folder) and this module
 keeps the store's copy in step. A folder store needs none of it: the run folder is in the store already.
 
 After each epoch the training loop has saved last.pt (and best.pt when the epoch is the best), the
@@ -32,10 +32,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from core.common.errors import UserInputError
-from core.engine.artifact_store import ArtifactStore, sha256_of
 from core.engine.progress import EpochRecord
-from core.engine.run_files import artifact_kind, classify_artifacts
-from core.engine.run_folder import LAST_CHECKPOINT
+from core.engine.run_folder.artifact_store import ArtifactStore, sha256_of
+from core.engine.run_folder.layout import LAST_CHECKPOINT, artifact_kind, classify_artifacts
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import Artifact, EpochMetric
@@ -94,8 +93,8 @@ class Snapshot:
 class RunMirror:
     """Keeps the artifact store's copy of one job's run folder in step with the local one."""
 
-    def __init__(self, store: ArtifactStore, run_dir: Path, prefix: str, job_id: int) -> None:
-        self.store, self.run_dir, self.prefix, self.job_id = store, Path(run_dir), prefix, job_id
+    def __init__(self, store: ArtifactStore, run_folder: Path, prefix: str, job_id: int) -> None:
+        self.store, self.run_folder, self.prefix, self.job_id = store, Path(run_folder), prefix, job_id
         self._staged: dict[str, tuple[int, int, int]] = {}  # name → signature of the file as last staged or fetched
         # name → (signature, what the store holds): only once the store has it, for the outcome's rows
         self._stored: dict[str, tuple[tuple[int, int, int], StoredFile]] = {}
@@ -113,7 +112,7 @@ class RunMirror:
             name = item.key[len(self.prefix) + 1:]
             if "/" in name or artifact_kind(Path(name)) is None:
                 continue
-            path = self.run_dir / name
+            path = self.run_folder / name
             self.store.get(item.key, path)
             self._staged[name] = signature(path)
             self._stored[name] = (signature(path), StoredFile(artifact_kind(path), item.key, item.size, sha256_of(path)))
@@ -131,14 +130,14 @@ class RunMirror:
         before it records them, so one that stopped in between leaves a last.pt one epoch past its rows (it
         resumes from it, as a run on one host resumes from a last.pt saved before its epoch was recorded).
         Anything else is not what the job wrote: one line naming the job and the file."""
-        path = self.run_dir / LAST_CHECKPOINT
+        path = self.run_folder / LAST_CHECKPOINT
         key = f"{self.prefix}/{LAST_CHECKPOINT}"
         with get_sessionmaker().begin() as session:
             recorded = session.scalar(select(Artifact.sha256).where(Artifact.job_id == self.job_id, Artifact.path == key))
             recorded_epochs = session.scalar(select(func.max(EpochMetric.epoch)).where(EpochMetric.job_id == self.job_id)) or 0
         if recorded == sha256_of(path):
             return
-        from core.engine.checkpoint import load_checkpoint  # torch: only for the unrecorded last epoch
+        from core.engine.model.checkpoint import load_checkpoint  # torch: only for the unrecorded last epoch
 
         epoch = int(load_checkpoint(path)["epoch"])
         if epoch != recorded_epochs + 1:
@@ -151,14 +150,14 @@ class RunMirror:
     # --- epochs ----------------------------------------------------------------------------
 
     def _changed(self) -> list[tuple[str, Path]]:
-        found = [(kind, path) for kind, path in classify_artifacts(self.run_dir)
+        found = [(kind, path) for kind, path in classify_artifacts(self.run_folder)
                  if self._staged.get(path.name) != signature(path)]
         return sorted(found, key=lambda pair: store_order(pair[1].name))
 
     def snapshot(self) -> Snapshot:
         """Stage the files changed since the last snapshot (on the training thread, before the next epoch
         writes): a hard link of each checkpoint, a copy of each small file."""
-        folder = self.run_dir / STAGING / uuid.uuid4().hex
+        folder = self.run_folder / STAGING / uuid.uuid4().hex
         folder.mkdir(parents=True)
         files = []
         for kind, path in self._changed():
@@ -231,7 +230,7 @@ class RunMirror:
             self.wait()
         finally:
             self._uploader.shutdown(wait=True)
-        shutil.rmtree(self.run_dir / STAGING, ignore_errors=True)
+        shutil.rmtree(self.run_folder / STAGING, ignore_errors=True)
         for kind, path in self._changed():  # the worker records every file's row with the outcome
             self._staged[path.name] = signature(path)
             self._store(kind, path.name, path, self._staged[path.name], waited_for=True)
@@ -240,7 +239,7 @@ class RunMirror:
         """The run folder's files the store holds as they are now (their hashes known from storing them):
         the rows to record with the outcome."""
         found = []
-        for _kind, path in classify_artifacts(self.run_dir):
+        for _kind, path in classify_artifacts(self.run_folder):
             stored = self._stored.get(path.name)
             if stored is not None and stored[0] == signature(path):
                 found.append(stored[1])
@@ -250,4 +249,4 @@ class RunMirror:
         """The lease is another worker's: store and record nothing more; drop what is staged."""
         self.stopped.set()
         self._uploader.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.run_dir / STAGING, ignore_errors=True)
+        shutil.rmtree(self.run_folder / STAGING, ignore_errors=True)

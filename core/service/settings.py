@@ -66,7 +66,7 @@ class Settings(EngineSettings):
     login_max_failures_per_address: int = Field(20, ge=1, description="Failed logins from one client address within the window before it is locked.")
     login_failure_window_seconds: float = Field(900.0, gt=0, description="How far back failed logins count; a lockout ends when they age out.")
     max_job_memory_gb: float = Field(
-        80.0, gt=0, description="Largest device-memory estimate of a training job accepted at submit (GiB; core.engine.limits)."
+        80.0, gt=0, description="Largest device-memory estimate of a training job accepted at submit (GiB; core.engine.model.limits)."
     )
     max_sweep_jobs: int = Field(1000, ge=1, description="Most jobs one sweep may queue.")
     max_sweep_gpu_hours: float = Field(1000.0, gt=0, description="Most estimated GPU-hours one sweep may queue.")
@@ -122,7 +122,7 @@ class Settings(EngineSettings):
     @field_validator("artifacts_url")
     @classmethod
     def _artifacts_url(cls, value: str) -> str:
-        from core.engine.artifact_store import store_kind
+        from core.engine.run_folder.artifact_store import store_kind
 
         if value.strip():
             store_kind(value.strip())

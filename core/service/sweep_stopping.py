@@ -1,6 +1,6 @@
 """A sweep's median stopping rule: a point whose metric at epoch e is worse than the median of the
 sweep's finished points at e stops. The rule reads the finished points from epoch_metrics; the
-worker asks it after each epoch (worker.tasks.JobObserver)."""
+worker asks it after each epoch (worker.job_progress.JobObserver)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.common.errors import UserInputError
-from core.engine.early_stopping import LOWER_IS_BETTER, EarlyStoppingMetric, better
+from core.engine.training.early_stopping import LOWER_IS_BETTER, EarlyStoppingMetric, better
 from core.service.records import JobStatus
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@ model it scored, and the record of that write.
 
 A checkpoint is its job's artifact: only the model's owner (who submitted its job) or an admin may change
 it. The worker asks `may_record_threshold` before the run; a job that may gets a writer for the engine
-(core.engine.report.resolve_threshold's write_threshold) that calls `record_audited`, and one that may
+(core.engine.evaluation.threshold.resolve_threshold's write_threshold) that calls `record_audited`, and one that may
 not still uses the threshold it chose and keeps it in its own results.
 
 `record_audited` writes the audit row, the checkpoint and the refreshed artifact rows (size, sha256) in
@@ -22,14 +22,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.engine.artifact_store import sha256_of
-from core.engine.report import record_threshold
+from core.engine.evaluation.threshold import record_threshold
+from core.engine.run_folder.artifact_store import sha256_of
 from core.service import audit
 from core.service.access import Actor, PermissionDenied, cli_actor, require_owner
 from core.service.jobs import add_artifact, artifacts, get_job
 from core.service.jobs.artifacts import record_artifact
 from core.service.records import Artifact, Job, User
-from core.service.run_dirs import artifact_store, local_root
+from core.service.run_folders import artifact_store, local_root
 
 AUDIT_ACTION = "job.threshold"  # target: the job whose checkpoint now records a threshold
 
@@ -58,7 +58,7 @@ def may_record_threshold(session: Session, job_id: int) -> bool:
 def record_audited(session: Session, job_id: int, checkpoint: Path, threshold: dict[str, Any]) -> None:
     """Write `threshold` ({value, method, target_sensitivity, chosen_on}) into the checkpoint of this
     job's model, in the caller's transaction: the audit row says who changed which model, then the
-    file is written (core.engine.report.record_threshold, atomically), then the parent's checkpoint
+    file is written (core.engine.evaluation.threshold.record_threshold, atomically), then the parent's checkpoint
     artifacts get their new size and sha256."""
     job = get_job(session, job_id)
     stored = _stored_copy_of(session, job, checkpoint)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from core.common.errors import NoSpaceLeft, OneLineError
-from core.engine.limits import is_no_space
+from core.engine.model.limits import is_no_space
 
 T = TypeVar("T")
 

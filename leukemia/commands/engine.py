@@ -105,7 +105,7 @@ def describe_epoch(record, total_epochs: int) -> str:
 
 
 def _describe_run(result) -> str:
-    return f"{result.epochs_done} epoch(s) in {result.run_dir}: {result.best_path.name}, {result.last_path.name}"
+    return f"{result.epochs_done} epoch(s) in {result.run_folder}: {result.best_path.name}, {result.last_path.name}"
 
 
 @core_cli.command(cls=UserCommand)
@@ -114,11 +114,11 @@ def _describe_run(result) -> str:
               help="Continue the run in this folder with the parameters stored in its last.pt.")
 @params_options(TrainParams, rename={"data_dir": "--data"})
 def train(out: Path | None, resume: Path | None, **options) -> None:
-    """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_DIR`."""
+    """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_FOLDER`."""
 
     def body() -> None:
-        from core.engine.training import resume_run
-        from core.engine.training import train as train_run
+        from core.engine.training.loop import resume_run
+        from core.engine.training.loop import train as train_run
 
         given = schema_values(options)
         if resume is not None:
@@ -129,8 +129,8 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
             result = resume_run(resume, observer=_training_bar())
         else:
             if out is None:
-                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_DIR)", field="out")
-            from core.engine.splits import with_folder_image_size
+                raise UserInputError("out: give the run folder to create with --out (or --resume RUN_FOLDER)", field="out")
+            from core.engine.data.splits import with_folder_image_size
 
             params = parse_params("train", with_folder_image_size("train", given))
             result = train_run(params, out, observer=_training_bar())
@@ -147,10 +147,10 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
 def finetune(out: Path, resume: bool, **options) -> None:
     """Finetune a checkpoint, by default on train+valid.
 
-    `leukemia finetune --from RUN_DIR|CKPT --data DIR --epochs N --out RUN_DIR`"""
+    `leukemia finetune --from RUN_FOLDER|CKPT --data DIR --epochs N --out RUN_FOLDER`"""
 
     def body() -> None:
-        from core.engine.training import finetune as finetune_run
+        from core.engine.training.loop import finetune as finetune_run
 
         params = parse_params("finetune", schema_values(options))
         click.echo(_describe_run(finetune_run(params, out, resume=resume, observer=_training_bar())))
@@ -169,7 +169,7 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
     """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
 
     def body() -> None:
-        from core.engine.predict import evaluate_csv
+        from core.engine.evaluation.predict import evaluate_csv
 
         given = schema_values(options)
         if checkpoint_paths:
@@ -177,14 +177,14 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
         params = parse_params("evaluate", given)
         with _prediction_bar() as bar:
             result = evaluate_csv(params, out_dir=out, observer=bar)
-        metrics = result.metrics
-        (tn, fp), (fn, tp) = metrics["confusion"]
+        scores = result.scores
+        (tn, fp), (fn, tp) = scores["confusion"]
         click.echo(
-            f"{params.csv}: {metrics['count']} images, accuracy {percent(metrics['accuracy'])}, balanced accuracy "
-            f"{percent(metrics['balanced_accuracy'])}, weighted F1 {percent(metrics['weighted_f1'])}; "
+            f"{params.csv}: {scores['count']} images, accuracy {percent(scores['accuracy'])}, balanced accuracy "
+            f"{percent(scores['balanced_accuracy'])}, weighted F1 {percent(scores['weighted_f1'])}; "
             f"confusion [[tn {tn}, fp {fp}], [fn {fn}, tp {tp}]]"
         )
-        subjects = metrics["subjects"]
+        subjects = scores["subjects"]
         if subjects:
             missed = [f"{row['subject']} ({percent(row['accuracy'])})" for row in subjects if row["accuracy"] < 0.5]
             click.echo(
@@ -192,12 +192,12 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
                 f"{percent(sum(row['accuracy'] for row in subjects) / len(subjects))}; "
                 f"below 50%: {', '.join(missed) or 'none'}"
             )
-        click.echo(f"threshold {metrics['threshold']['value']:.4g}: {metrics['threshold']['description']}")
-        for line in describe_clinical(metrics["clinical"]):
+        click.echo(f"threshold {scores['threshold']['value']:.4g}: {scores['threshold']['description']}")
+        for line in describe_clinical(scores["clinical"]):
             click.echo(line)
         if out is not None:
             also = ", subjects.csv" if subjects else ""
-            explained = f", {metrics['explained']} heat maps in explanations.zip" if metrics["explained"] else ""
+            explained = f", {scores['explained']} heat maps in explanations.zip" if scores["explained"] else ""
             click.echo(f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png, per_image.csv, roc.png, "
                        f"pr.png, calibration.png{explained}")
 
@@ -233,7 +233,7 @@ def predict(out: Path, report_dir: Path | None, **options) -> None:
     `leukemia predict --checkpoint CKPT [--checkpoint CKPT2] --data DIR --csv FILE --out preds.csv`"""
 
     def body() -> None:
-        from core.engine.predict import predict_csv
+        from core.engine.evaluation.predict import predict_csv
 
         params = parse_params("predict", schema_values(options))
         with _prediction_bar() as bar:
@@ -267,8 +267,8 @@ def cross_validate(out: Path, folds: int | None, release_folds: bool, **options)
     --checkpoint CV_DIR/fold_1 ...` predicts with the fold ensemble."""
 
     def body() -> None:
-        from core.engine.crossval import describe_summary, plan_folds, run_cross_validation
-        from core.engine.splits import with_folder_image_size
+        from core.engine.data.splits import with_folder_image_size
+        from core.engine.training.crossval import describe_summary, plan_folds, run_cross_validation
 
         given = with_folder_image_size("train", schema_values(options))
         base = parse_params("train", given).model_dump(mode="json")
@@ -295,8 +295,8 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
     """Check every CSV row and image of a data folder: exit 0 clean, 1 problems found, 2 unusable input."""
     import json
 
-    from core.engine.check import check_folder, format_report
-    from core.engine.patient_split import write_patient_split
+    from core.engine.data.check import check_folder, format_report
+    from core.engine.data.patient_split import write_patient_split
 
     report = run_user_command(lambda: check_folder(data_dir))
     output = report.to_dict()
@@ -328,7 +328,7 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
 @click.option("--positive-fraction", type=float, default=0.68, show_default=True, help="Share of label 1 (ALL).")
 def synth(out_dir: Path, train: int, valid: int, test: int, image_size: int, seed: int, positive_fraction: float) -> None:
     """Write a synthetic lab-layout data folder of C-NMC-like cells into OUT_DIR (new or empty)."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     summary = run_user_command(
         lambda: write_synthetic_dataset(

@@ -12,7 +12,7 @@ from core.common.formats import human_bytes, human_duration, percent
 from core.service import jobs
 from core.service.job_options import listed_options
 from core.service.records import PRIORITY_NAMES, JobStatus, Sweep
-from core.service.run_dirs import artifact_store, job_run_key
+from core.service.run_folders import artifact_store, job_run_key
 from core.service.sweep_stopping import describe_rule, parse_median_rule
 
 

@@ -16,8 +16,8 @@ import click
 from pydantic import BaseModel
 
 from core.common.errors import UserInputError
-from core.engine.early_stopping import EARLY_STOPPING_METRICS
 from core.engine.params import EvaluateParams, FinetuneParams, PredictParams, TrainParams
+from core.engine.training.early_stopping import EARLY_STOPPING_METRICS
 from core.service.access import cli_actor
 from core.service.job_options import JobOptions, parse_options
 from core.service.jobs.request import (
@@ -258,7 +258,7 @@ def _write_oof(cv_id: int, path: Path) -> None:
 
 
 def _print_cv(cv_id: int, as_json: bool) -> None:
-    from core.engine.crossval import describe_summary
+    from core.engine.training.crossval import describe_summary
     from core.service.cv_jobs import cross_validation_summary
     from core.service.db import get_sessionmaker
 

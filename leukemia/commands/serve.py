@@ -107,7 +107,7 @@ def demo_data_folder(home: Path) -> Path:
     """LEUKEMIA_HOME/data/demo: a small synthetic lab-layout folder, written on the first start, and again
     when it is half-written (an interrupted first start) or from before the synthetic patients (the same
     images, seeded, and CSVs that now name each image's patient)."""
-    from core.engine.synth import write_synthetic_dataset
+    from core.engine.data.synth import write_synthetic_dataset
 
     folder = home / "data" / DEMO_FOLDER_NAME
     train_csv = folder / "train.csv"

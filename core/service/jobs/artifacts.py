@@ -1,6 +1,6 @@
 """A job's recorded files: artifact rows (key, size, sha256), reading what an artifact names from the
-artifact store (core.service.run_dirs.artifact_store), and the checkpoint of a job (a parent's, a
-fold's) through the one resolver core.engine.run_folder.
+artifact store (core.service.run_folders.artifact_store), and the checkpoint of a job (a parent's, a
+fold's) through the one resolver core.engine.run_folder.resolver.
 
 An artifact row's `path` is the file's key in the store (`jobs/12-<run key>/best.pt`). A row names only
 what the store holds: a worker stores a file before it records it. A file the rows name but the store
@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session
 
 from core.common.cache_folder import max_bytes_of
 from core.common.errors import NotFound, StateConflict, UserInputError
-from core.engine.artifact_store import fetch_verified, sha256_of, valid_key
-from core.engine.run_files import ARTIFACT_KINDS
-from core.engine.run_folder import checkpoint_names, resolve_checkpoint
+from core.engine.run_folder.artifact_store import fetch_verified, sha256_of, valid_key
+from core.engine.run_folder.layout import ARTIFACT_KINDS
+from core.engine.run_folder.resolver import checkpoint_names, resolve_checkpoint
 from core.service import retention
 from core.service.jobs.lease import _upsert
 from core.service.jobs.queries import artifacts, get_job
 from core.service.records import MAX_ID, Artifact, Job, utcnow
-from core.service.run_dirs import artifact_store, job_run_dir, job_run_key, local_root
+from core.service.run_folders import artifact_store, job_run_folder, job_run_key, local_root
 from core.service.settings import get_settings
 
 
@@ -47,7 +47,7 @@ def record_artifact(session: Session, job_id: int, kind: str, key: str, size: in
 
 
 def add_artifact(session: Session, job_id: int, kind: str, path: Path) -> None:
-    """Record a file of a local run folder (below core.service.run_dirs.local_root) under its key, with its
+    """Record a file of a local run folder (below core.service.run_folders.local_root) under its key, with its
     size and sha256: for a folder store the stored file itself; for an s3:// store the caller has stored it
     under that key first."""
     root = local_root().resolve()
@@ -177,7 +177,7 @@ def job_checkpoint(session: Session, job_id: int, choice: str = "best", *, holds
     job = _checkpoint_job(session, job_id)
     if artifact_store().local_root is not None:
         try:
-            return resolve_checkpoint(job_run_dir(job), choice)
+            return resolve_checkpoint(job_run_folder(job), choice)
         except UserInputError:
             raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
     row = _stored_checkpoint(session, job, choice)

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from core.common.text import name_pattern
+from core.engine.data.splits import split_schema_pattern
 from core.engine.params import input_error
-from core.engine.splits import split_schema_pattern
 from core.service.job_options import JobOptions
 from core.service.records import JOB_KINDS, MAX_ID
 from core.service.sweep_stopping import MedianStopRule

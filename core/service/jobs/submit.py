@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from core.common.errors import UserInputError
 from core.common.text import check_printable
-from core.engine.data import read_split
+from core.engine.data.layouts import read_split
+from core.engine.data.splits import with_folder_image_size
 from core.engine.params import parse_params
-from core.engine.splits import with_folder_image_size
 from core.service import quotas, retention
 from core.service.job_options import JobOptions, extra_options
 from core.service.jobs.request import JobRequest, Origin, SweepRequest
@@ -172,7 +172,7 @@ def create_sweep(session: Session, request: SweepRequest, *, submitted_by: int |
                  origin: Origin = Origin.CLI) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert.
     The sweep and each of its jobs carry the same options (priority, notes, tags, retention...);
-    early_stopping is the sweep's median stopping rule (core.engine.early_stopping), train/finetune only."""
+    early_stopping is the sweep's median stopping rule (core.engine.training.early_stopping), train/finetune only."""
     kind, grid, early_stopping = request.kind, request.grid, request.early_stopping
     if request.name is not None:
         check_printable(request.name, "name")

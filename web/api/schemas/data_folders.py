@@ -23,7 +23,7 @@ class DataFolder(Row):
     name: str
     path: str
     registered_at: UtcTime
-    report: dict[str, Any] | None = Field(description="core.engine.check's report; {ok: false, error} when the check refused it")
+    report: dict[str, Any] | None = Field(description="core.engine.data.check's report; {ok: false, error} when the check refused it")
 
 
 class DataFolderList(BaseModel):

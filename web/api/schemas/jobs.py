@@ -6,16 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from core.engine.params import PARAMS_BY_KIND
-from core.engine.progress import EpochRecord
-from core.engine.results import (
+from core.engine.evaluation.results import (
     ClinicalReport,
     ExplainedImage,
     ImageResult,
     PredictionSummary,
     Threshold,
 )
-from core.engine.run_files import ARTIFACT_KINDS
+from core.engine.params import PARAMS_BY_KIND
+from core.engine.progress import EpochRecord
+from core.engine.run_folder.layout import ARTIFACT_KINDS
 from core.service.job_options import JobOptions
 from core.service.jobs.request import JobKind, JobRequest
 from core.service.records import JOB_STATUSES

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.engine.splits import split_schema_pattern
+from core.engine.data.splits import split_schema_pattern
 from core.service.job_options import JobOptions
 from core.service.jobs.request import (
     CrossValidationRequest,
