@@ -80,11 +80,12 @@ def timed_job(params: dict, queue: str) -> dict:
     from core.service import jobs
     from core.service.access import cli_actor
     from core.service.db import get_sessionmaker
+    from core.service.jobs import JobRequest, Origin
     from core.service.records import JobStatus
-    from worker.dispatch import submit_job
+    from worker.dispatch import submit
 
     started = time.perf_counter()
-    job_id = submit_job("train", params, queue=queue, actor=cli_actor())
+    job_id = submit(JobRequest(kind="train", params=params, queue=queue), actor=cli_actor(), origin=Origin.CLI).id
     while True:
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, job_id)

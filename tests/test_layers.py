@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,16 +67,22 @@ def test_ruff_finds_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-MAX_MODULE_LINES = 400
+# Size is a prompt, not a rule (issue 25): past LONG_MODULE_LINES a module is named in the run's warnings, a
+# question to ask of it (does it hold two jobs?); only past MAX_MODULE_LINES does the check fail.
+LONG_MODULE_LINES = 400
+MAX_MODULE_LINES = 1000
 
 
-def test_no_module_is_over_400_lines() -> None:
-    """A module past 400 lines is split along its sections (as
-    core/service/jobs/ and webhooks/ were); tests and migrations are left out."""
+def test_no_module_is_past_the_size_where_it_surely_holds_two_jobs() -> None:
+    """Modules past MAX_MODULE_LINES fail; those past LONG_MODULE_LINES are listed as a warning. Tests and
+    migrations are left out."""
     sources = [path for package in PACKAGES for path in (REPO / package).rglob("*.py") if "migrations" not in path.parts]
-    long = {str(path.relative_to(REPO)): lines for path in sources
-            if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
-    assert len(sources) > 100 and long == {}
+    sizes = {str(path.relative_to(REPO)): len(path.read_text().splitlines()) for path in sources}
+    long = {path: lines for path, lines in sizes.items() if lines > LONG_MODULE_LINES}
+    if long:
+        warnings.warn(f"modules past {LONG_MODULE_LINES} lines (do they hold two jobs?): {long}", stacklevel=1)
+    assert len(sources) > 100
+    assert {path: lines for path, lines in long.items() if lines > MAX_MODULE_LINES} == {}
 
 
 def test_no_import_circle_anywhere() -> None:

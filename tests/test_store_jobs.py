@@ -46,8 +46,9 @@ def run(kind: str, params: dict, *, parent_id: int | None = None, retention: str
     from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, kind, {**params, "device": "cpu"}, parent_id=parent_id,
-                                 options=JobOptions(retention=retention)).id
+        request = jobs.JobRequest(kind=kind, params={**params, "device": "cpu"}, parent_id=parent_id,
+                                  options=JobOptions(retention=retention))
+        job_id = jobs.create_job(session, request).id
     run_next_job(job_id)
     job = row(job_id)
     assert job.status == "succeeded", job.error
@@ -172,7 +173,8 @@ def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3
 
     on_another_node(tmp_path, monkeypatch, "node-b")
     with get_sessionmaker().begin() as session:
-        job_id = jobs.create_job(session, "train", {**TRAIN, "data_dir": folder_path, "epochs": 1, "device": "cpu"}).id
+        request = jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path, "epochs": 1, "device": "cpu"})
+        job_id = jobs.create_job(session, request).id
         jobs.claim_job(session, job_id, owner="dead-worker:1", host="node-a")  # attempt 1, on a node now gone
     stale = utcnow().replace(year=2000)
     with get_sessionmaker().begin() as session:
