@@ -2,6 +2,8 @@
 
 A login starts a session kept on the server (web.logins); the signed cookie carries only its id,
 so logout ends it everywhere. Failed logins are throttled per account name and per address.
+`current_actor()` says who a request acts as: a bearer token's owner (the settings' API_TOKEN is the user
+ADMIN_USERNAME as they are now), else the logged-in user; `access` tells templates what a page may show.
 
 Creating the app writes nothing. The explicit steps do, before it: `prepare_database` (run by
 `leukemia migrate`, compose's migrate service, `leukemia serve` and `leukemia web`) brings the

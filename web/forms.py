@@ -1,7 +1,8 @@
 """Form fields generated from core.engine.params (the one schema) and form values validated by it.
 
 A field's input type, choices, default and help come from the pydantic model, so a new
-parameter shows up in the forms without touching a template."""
+parameter shows up in the forms without touching a template. What a blank choice means, the form's
+presets and the folder's names offered are here too; web/static/forms.js is the browser's side."""
 
 from __future__ import annotations
 

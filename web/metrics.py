@@ -1,4 +1,5 @@
-"""GET /metrics: the service's Prometheus metrics (core.service.metrics reads them from the rows).
+"""GET /metrics, on its own blueprint: the service's Prometheus metrics (core.service.metrics reads them
+from the rows).
 
 Never anonymous: the scraper sends `Authorization: Bearer <METRICS_TOKEN>` (a token that can do
 nothing else), or an admin's API token. Queue names, job counts and worker names are not for

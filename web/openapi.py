@@ -3,7 +3,8 @@
 Each route of web.api is declared with `operation(...)`: its operationId, tag, request body,
 query and response models (web.api.schemas). The document is built from those declarations and
 the models' own JSON schemas (pydantic's `models_json_schema`), so it cannot drift from what
-the views validate and serialise. A small generator rather than flask-openapi3 or spectree:
+the views validate and serialise: fields carry the checks' limits and patterns, request bodies are
+`additionalProperties: false`, downloads list the media types web.downloads sends. A small generator rather than flask-openapi3 or spectree:
 both wrap Flask's routing and request parsing in their own, while the API needs only this."""
 
 from __future__ import annotations

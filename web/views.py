@@ -1,4 +1,5 @@
-"""Dashboard pages. Each view parses its input, calls one core/worker function, renders rows."""
+"""Dashboard pages: the job list, the job pages, compare, data folders. Each view parses its input, calls
+one core/worker function, renders rows."""
 
 from __future__ import annotations
 

@@ -2,7 +2,14 @@
 
 Redis or RabbitMQ in deployment; the embedded default is kombu's SQLAlchemy transport over SQLite
 in LEUKEMIA_HOME. Late acks and prefetch 1 keep at most one unstarted message per worker; the
-job row's lease, not the broker, is what keeps a job from running twice."""
+job row's lease, not the broker, is what keeps a job from running twice.
+
+Config only: senders name the task (RUN_JOB_TASK, `leukemia.run_job`, through `send_run_job`) and import
+no task code. Task events are on, every connection asks for the AMQP heartbeat from settings, RabbitMQ
+senders pool no connections, and a lost broker connection never cancels a running job. `declare_queues`
+creates the embedded broker's tables and queue rows under a lock file, since kombu's first use is not safe
+across processes. The embedded broker cannot broadcast, so Celery's remote control and events (`celery
+inspect`, Flower) need Redis or RabbitMQ."""
 
 from __future__ import annotations
 

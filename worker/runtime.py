@@ -1,7 +1,9 @@
 """The worker process around Celery: its row in the workers table (presence heartbeat), the
 reaper that re-queues jobs whose worker went silent (and reports the worker lost), the webhook
 sender, and serving the queues. The CLI parses the options and calls `serve_worker`; Celery runs
-`worker.tasks.run_next_job` for each message."""
+`worker.tasks.run_next_job` for each message (this module imports worker.tasks, where it is declared).
+One job at a time runs on Celery's thread pool, so the consumer thread stays free for remote control,
+events and broker heartbeats while it trains; more than one run in prefork children."""
 
 from __future__ import annotations
 

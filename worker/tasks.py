@@ -5,7 +5,12 @@ observer writes one EpochMetric per epoch (both in worker.job_progress). With an
 written in this node's scratch folder and stored as it goes (core.service.run_mirror): each epoch's
 files before its row, every other file before the outcome. A UserInputError fails the job with its one line;
 any other exception is a bug: the job fails with a one-line summary and the traceback is logged.
-The worker process stays healthy either way and takes the next job."""
+The worker process stays healthy either way and takes the next job.
+
+The task is declared here (`shared_task` named `leukemia.run_job`, for whichever app the worker makes).
+`run_next_job(job_id)` runs the best job waiting in that job's queue, which may be another one. With an
+object store the local run folder starts empty and is refilled from the store; an attempt after the
+first notes how it started (jobs.attempt_note)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,11 @@
 file beside it, then one rename. A reader (the dashboard, a download, a resumed run) sees the old
 file or the whole new one, and a crash leaves no half file behind. `create_once` is the same
 writer for a file that must be made exactly once (a generated secret, a run folder's stamp):
-linked into place instead of renamed, so the first of several racing writers wins."""
+linked into place instead of renamed, so the first of several racing writers wins.
+
+`open_atomic` and `write_text_atomic` write text or bytes, `atomic_path` hands a memmap its temporary
+path. Checkpoints, metrics files, plots, evaluation and prediction outputs, explanation zips, CSV splits,
+cross-validation files and the image cache are all written through here."""
 
 from __future__ import annotations
 

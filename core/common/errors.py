@@ -3,8 +3,12 @@
 `UserInputError` is bad input and names the field it is about as data (`error.field`), so the
 API and the forms place it without reading the message. `BrokerUnavailable` is not the user's
 fault: the job row was committed but its message could not be sent (the API answers 503).
-`StateConflict` is a well-formed request that the current state refuses (the API answers 409).
-`NotFound` is an id that names nothing (404)."""
+`StateConflict` is a well-formed request that the current state refuses (cancel a finished job,
+delete a queued one, disable the last admin, a name taken; the API answers 409).
+`NotFound` is an id that names nothing (404). `DatabaseUnavailable`: the database cannot serve (gone,
+dropped, unreachable; 503). `NoSpaceLeft`: "no space left on device: <path>".
+
+Each is a `OneLineError`: the CLI prints its line and exits 2, a worker fails the job with it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""How numbers are written for people, once: sizes, durations and metric percentages.
+"""How numbers are written for people, once: sizes (`human_bytes`, "131.1 MB"), durations
+(`human_duration`, "1m 15s") and metric percentages (`percent`, one decimal).
 
 The dashboard's Jinja filters (web.formats) and the CLI's reports call these; web/static/live.js
 (`Live.bytes`, `Live.duration`, `Live.percent`) writes the same text in the browser. Sizes are

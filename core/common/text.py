@@ -1,4 +1,8 @@
-"""Text checks every layer shares: names and file names hold no control characters."""
+"""Text checks every layer shares: names and file names hold no control characters.
+
+`check_printable` is the check; `PRINTABLE_PATTERN` and `name_pattern` are the same rule as JSON Schema
+patterns, for the API's document. Each check that is a regex (tags, retention, user names, split names)
+keeps it as one constant that the document's pattern reuses."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """The one schema for job parameters, shared by the CLI, the JSON API, the web forms and
-the worker: a bad value is refused where it is typed, naming the field."""
+the worker: a bad value is refused where it is typed, naming the field.
+
+`parse_params(kind, values, strict=False)` builds one: strict (the JSON API) takes values as their JSON
+types, else text is parsed. Names and file names holding control characters are refused
+(core.common.text.check_printable)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,12 @@
 """How a long run reports progress and is asked to stop: the observer contract shared by training
 (epochs) and prediction (images), so the CLI draws a progress bar and a worker writes rows from
-the same loops. No torch here: the worker imports this to subclass the observers."""
+the same loops. No torch here: the worker imports this to subclass the observers.
+
+`EpochRecord` is the one shape of an epoch: the worker stores it whole (core.service.jobs.record_epoch; the
+EpochMetric columns are its fields, a test holds them equal) and `GET /api/jobs/{id}/metrics` answers it.
+A stop request raises `RunStopped` at once: a training run keeps last.pt of its last completed epoch, so a
+resume replays the interrupted epoch from its start with the same shuffling and augmentation; a stopped
+prediction writes no output file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Cross-validation as queued work: one parent row, one training job per fold (run in parallel by as
-many workers as there are), the summary read back from the fold jobs' rows and files, and the fold
+"""Cross-validation as queued work: one parent row (CrossValidation), one training job per fold
+(jobs.cv_id, jobs.cv_fold; run in parallel by as many workers as there are), the summary read back from the fold jobs' rows and files, and the fold
 ensemble as one evaluate or predict job. The caller commits, then sends the job ids (worker.dispatch)."""
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Data folders: a folder of images registered by path, which must lie under a configured data root
 (DATA_ROOTS) both as written and after symlinks, with core.engine.data.check's report on it. Registering
-is a member's or admin's write (core.service.access), audited in the caller's transaction."""
+is a member's or admin's write (core.service.access), audited in the caller's transaction.
+
+`path_under_roots` / `folder_under_roots` hold a typed path, or a file the web reads from a folder (a
+thumbnail), under a data root; the API, the data-folders page and the results' folder lookup call this
+module (`register_data_folder`, `list_data_folders`, `registered_folder_by_path`)."""
 
 from __future__ import annotations
 

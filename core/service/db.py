@@ -1,7 +1,13 @@
 """One SQLAlchemy engine and one sessionmaker per process, and the Alembic upgrade.
 
 PostgreSQL in deployment (DATABASE_URL); SQLite in LEUKEMIA_HOME for the embedded default,
-in WAL mode with a busy timeout so a worker and the web can share the file."""
+in WAL mode with a busy timeout so a worker and the web can share the file. `unique_or_conflict`: a
+unique key taken by a concurrent transaction is a StateConflict.
+
+No code opens the SQLite files (the database, the embedded broker's) outside SQLite once the process may
+hold connections to them (`private_sqlite_file` creates a missing one and chmods an existing one by path):
+closing any descriptor of a file drops every POSIX lock the process holds on it, and another process then
+deletes the -wal and -shm that its connections still use."""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ collector, each carrying the context it was logged in (the job a worker runs, th
 The context is a contextvar, so it follows the code that logs, not the thread that happens to be
 free: a worker enters `log_context(job_id=...)` around a job and the job's own threads copy it
 (worker.tasks), the web enters `log_context(request_id=...)` around a request (web.request_ids).
+A process's own fields go on every JSON line (`set_process_log_fields(worker=...)`); `announce` is a
+line shown once to the person at the terminal. A text line escapes the control characters of what it
+logs (one call, one line; a traceback follows indented), so nothing logged can forge a line.
 Stdlib logging only: the formatter is twenty lines, and every library's log lines come through it."""
 
 from __future__ import annotations

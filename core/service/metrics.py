@@ -6,7 +6,8 @@ and epoch durations, the running jobs' ages, throughput, workers, webhook delive
 aggregate queries per scrape (`read_service_metrics`); `ServiceCollector` turns their result into
 metric families. The counters (jobs ended, workers lost, webhook attempts) are the event_counts
 table's (core.service.event_counts), which deletes never lower, so `increase()` over them is true
-across deletes and web restarts. A worker process's own counters are worker.metrics."""
+across deletes and web restarts. A worker process's own counters are worker.metrics.
+docs/deploy.md, "Monitoring"."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ORM records: jobs and what they produce (epoch metrics, artifacts), sweeps, workers,
 registered data folders and dashboard users. The schema changes only through
-core/migrations; these classes must match the newest migration."""
+core/service/migrations; these classes must match the newest migration (tests/test_migrations.py)."""
 
 from __future__ import annotations
 

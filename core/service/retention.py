@@ -5,11 +5,12 @@ Policies (core.service.job_options.RETENTION; a job's own, else the RETENTION se
 - `best`: after a job *succeeds*, best.pt only: last.pt (and any epoch checkpoints) removed. A
   failed or cancelled job keeps last.pt, which its retry resumes from.
 - `last-N`: while it trains, the run also writes a slim checkpoint per epoch (epoch_XXX.pt, no
-  optimizer state) and keeps only the N newest, besides best.pt and last.pt.
+  optimizer state, through TrainingObserver.on_checkpoint) and keeps only the N newest, besides best.pt
+  and last.pt.
 
 A checkpoint that a queued or running child job (parent_id) will read is never removed. The worker
 applies the policy right after it records the outcome (`after_job`), to what the artifact store holds
-under the job's run key, then measures jobs.disk_bytes there."""
+under the job's run key, then measures jobs.disk_bytes there. docs/queue.md, "Retention and disk"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """One typed settings object read from the environment. Unset, everything lives under
-LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded default."""
+LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded default. `get_settings()`
+reads it, the web's admin login and cookie flag included."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """A sweep's median stopping rule: a point whose metric at epoch e is worse than the median of the
-sweep's finished points at e stops. The rule reads the finished points from epoch_metrics; the
-worker asks it after each epoch (worker.job_progress.JobObserver)."""
+sweep's finished points at e stops. `MedianStopRule` is its one shape for the API, the CLI and the form;
+`median_stop_reason` reads the finished points from epoch_metrics; the worker asks it after each epoch
+(worker.job_progress.JobObserver)."""
 
 from __future__ import annotations
 

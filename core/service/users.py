@@ -1,5 +1,8 @@
 """Users and their API tokens: add, list, disable/enable, set role, reset password; create, list,
-revoke tokens; and the token → Actor lookup every API request makes.
+revoke tokens; and the token → Actor lookup every API request makes (`token_actor`, its last use
+recorded; `settings_token_actor`: the settings' API_TOKEN acts as the user ADMIN_USERNAME as they are
+now). The last enabled admin is never disabled or demoted. `ensure_admin` is how `leukemia migrate` makes
+or resets ADMIN_USERNAME, through the same audited writes, as the CLI actor.
 
 Each write checks the actor's role (core.service.access) and writes its audit row (core.service.audit) in the
 caller's transaction. A password or token made here is returned once and only its hash is kept:

@@ -1,5 +1,7 @@
 """What every `leukemia` command shares: one-line errors (exit 2) and options built from the
-pydantic schemas, so the CLI, `leukemia submit`, the API and the forms share names, defaults and checks."""
+pydantic schemas, so the CLI, `leukemia submit`, the API and the forms share names, defaults and checks.
+`run_user_command` turns a OneLineError into that line; `run_db_command` also an unreachable or
+uninitialised database; `UserCommand` does the same for click's own option errors."""
 
 from __future__ import annotations
 

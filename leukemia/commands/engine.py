@@ -1,4 +1,4 @@
-"""`leukemia` commands that need no server: check, synth, train, finetune, evaluate, predict.
+"""`leukemia` commands that need no server: check, synth, train, finetune, evaluate, predict, cv.
 
 Each command parses its options, calls one core function and prints the outcome.
 A UserInputError (or a BrokerUnavailable) becomes one line on stderr and exit code 2

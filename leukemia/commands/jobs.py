@@ -1,7 +1,7 @@
 """`leukemia` commands for the job service: submit, jobs, job, cv-summary, cancel, retry, download.
 
-Submit options are the core commands' own (built from core.engine.params by leukemia.commands.engine.params_options).
-Every bad input is one line and exit 2."""
+Submit options are generated from core.engine.params and JobOptions (leukemia.commands.base.params_options);
+one request is built and queued through worker.dispatch.submit. Every bad input is one line and exit 2."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 It runs the commands a user could type, as child processes: `leukemia migrate`, then
 `leukemia worker --queues gpu,cpu` and `leukemia web`, restarting either if it dies
-(leukemia.commands.children). The database and the broker are SQLite files in LEUKEMIA_HOME (nothing
+(leukemia.commands.children). It checks its input and writes the demo data folder and the secrets
+first. The database and the broker are SQLite files in LEUKEMIA_HOME (nothing
 to start). Ctrl-C (SIGINT), SIGTERM or a hang-up (SIGHUP) stops the children gracefully; a job
 running then keeps its last epoch checkpoint, and the worker of the next `leukemia serve`
 resumes it from there.

@@ -1,5 +1,6 @@
 """`leukemia db upgrade` and `leukemia worker`: bring the schema up, and run a Celery worker that takes
-queued jobs. Every bad input is one line and exit 2."""
+queued jobs (its queues, GPU pinning, name, metrics port and health file): options parsed here,
+worker.runtime.serve_worker runs it. Every bad input is one line and exit 2."""
 
 from __future__ import annotations
 

@@ -3,6 +3,11 @@
 Unlike read_split, which stops at the first bad row, the check decodes every image and
 keeps going, so one run lists everything a user has to fix. The patient-safe C-NMC → lab CSV
 split is core.engine.data.patient_split; the symlink scan against DATA_ROOTS is core.engine.data.data_roots.
+
+`check_folder(dir) -> CheckReport` works per layout (lab, C-NMC tree, release): problems, warnings (image
+names that start like a spreadsheet formula, symlinks leading outside DATA_ROOTS), images, classes and
+known patients per split and in all, and `split_names` (core.engine.data.splits.offered_splits: the CSV
+files and named splits a job may read). `format_report` writes it for the terminal.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The patient-safe split of an original C-NMC tree into lab CSVs (`leukemia check DIR --write-csv`):
-train.csv and valid.csv with no patient in both, deterministic for a seed."""
+train.csv and valid.csv with no patient in both, deterministic for a seed, written atomically and never
+over existing ones. `choose_valid_patients` also serves the `share:F` split (core.engine.data.splits)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@
     validation only  share:F (F of the training split's subjects, per class), none
 
 Subject-disjoint means no subject (patient) has images on both sides. Splits that need
-subjects refuse folders where a subject is unknown, naming the image.
+subjects refuse folders where a subject is unknown, naming the image. The folder's common image size
+(`folder_image_size`) is found here too.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""PNG plots of a run (loss and accuracy curves, confusion matrix), drawn with matplotlib's
-Agg backend so they work on a server with no display."""
+"""PNG plots of a run (loss and accuracy curves, confusion matrix) and of an evaluation (ROC, PR,
+calibration, the probability histogram), drawn with matplotlib's Agg backend so they work on a server
+with no display. Imported by the functions that draw, so importing the runners loads no matplotlib."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Evaluation on a labelled CSV and prediction (the submission CSV `ID,label`) on a test CSV,
-with optional test-time augmentation (the 8 dihedral transforms) and checkpoint ensembles."""
+with optional test-time augmentation (the 8 dihedral transforms) and checkpoint ensembles:
+`evaluate_csv(params, *, out_dir, observer)` (with the per-subject table, subjects.csv) and
+`predict_csv(params, out_path, *, observer)`. An ensemble's progress counts each image once per checkpoint."""
 
 from __future__ import annotations
 

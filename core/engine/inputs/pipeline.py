@@ -6,6 +6,10 @@ two ahead by a background thread, into pinned memory on CUDA), one asynchronous 
 then scaling, augmentation (core.engine.inputs.augment, one grid_sample) and normalisation on the
 device. Shuffling and augmentation depend only on (seed, epoch), so a resumed run
 replays an epoch exactly.
+
+On a GPU a pipeline has one batch shape, so cuDNN autotunes once: validation and predict pad a short
+last batch (`Batch.real` keeps the real rows), training drops it. `resolve_device` and
+`flush_denormals_on_cpu` serve every runner.
 """
 
 from __future__ import annotations

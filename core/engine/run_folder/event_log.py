@@ -5,7 +5,7 @@ compares runs, live while they train.
 Appended after each epoch's checkpoint; a run that starts or resumes writes it anew from the epochs
 its checkpoint holds, so the log holds each epoch once, even after a kill between the two writes.
 tensorboardX supplies the format (the Event protobuf and the masked CRC32C of its TFRecord framing):
-writing needs neither TensorFlow nor a TensorBoard server."""
+writing needs neither TensorFlow nor a TensorBoard server. docs/cli.md, "TensorBoard"."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Which run folder and which checkpoint: the one resolver every caller uses (the CLI with a path,
 a finetune's source, a job's parent, a cross-validation's folds, the default download), and the
 proof that a job's run folder is that job's. No torch here, so the web can use it.
+`resolve_checkpoint(file or run folder, choice)` and `checkpoint_names` answer "which checkpoint";
+core.service.jobs.job_checkpoint(session, job_id, choice) resolves a parent's or a fold's through it.
 
 A run folder holds last.pt (the last completed epoch) and best.pt (the best by validation
 accuracy; every epoch without a validation split), plus the metrics files and plots.

@@ -1,6 +1,7 @@
 """Cross-validation: which folds (the release's when they are subject-disjoint, else K subject-grouped
 folds), each fold's training parameters, its out-of-fold predictions, and the summary over folds
-(mean ± std of accuracy, balanced accuracy and weighted F1, the challenge's metric).
+(mean ± std of accuracy, balanced accuracy and weighted F1, the challenge's metric), built with pandas
+from each fold's best epoch and the out-of-fold predictions (oof.csv).
 
 The same functions serve `leukemia cv` (folds trained one after another in this process) and the
 queued kind (one training job per fold, run by as many workers as there are)."""

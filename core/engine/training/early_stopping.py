@@ -1,5 +1,6 @@
 """Early stopping within a run: patience on one validation metric (a sweep's median stopping rule,
-which reads other jobs' rows, is the service's: core.service.sweep_stopping).
+which reads other jobs' rows, is the service's: core.service.sweep_stopping). Here: the metrics it may
+follow and their direction, and the line a patience stop ends with.
 
 Patience lives in the run (core.engine.training.run_state.RunLog follows the chosen metric, so best.pt and the
 counter are part of last.pt and survive a resume)."""

@@ -1,10 +1,10 @@
-"""Training and finetuning: one epoch loop that reports through a TrainingObserver, saves
-last.pt before it reports an epoch (exactly-once epochs) and can resume where it stopped.
-
-A run folder holds last.pt, best.pt, metrics.csv, metrics.json, loss.png, accuracy.png and
-(with a validation split) confusion.png. The schedule (core.engine.training.schedule), the resumable state
-(core.engine.training.run_state) and the metrics files (core.engine.run_folder.history_files) have rooms of their own; see
-docs/architecture.md for the contracts."""
+"""Training and finetuning: one epoch loop that reports through a TrainingObserver, saves last.pt before it
+reports an epoch (exactly-once epochs) and can resume where it stopped: `train`, `finetune` and
+`resume_run` each return a RunResult (history, best and last paths; `stopped_epoch`/`stop_reason` when
+early stopping ended the run: docs/queue.md, "Early stopping"). A run folder holds last.pt, best.pt,
+metrics.csv, metrics.json, loss.png, accuracy.png and (with a validation split) confusion.png. The schedule
+(core.engine.training.schedule), the resumable state (core.engine.training.run_state) and the metrics files
+(core.engine.run_folder.history_files) have rooms of their own; docs/architecture.md has the contracts."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """What a run must carry across a stop to resume exactly: every RNG, the optimizer and schedule,
-the history so far; captured into the checkpoint dict after each epoch and restored from last.pt.
-(The checkpoint's keys are listed in docs/architecture.md, "Checkpoints".)"""
+the history so far; captured into the checkpoint dict after each epoch and restored from last.pt
+(`capture_checkpoint`, `restore_checkpoint`; the keys are listed in core.engine.model.checkpoint).
+`RunLog` keeps the best epoch by the chosen metric, the patience counter and an early stop."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ inside them: a slow or failing receiver holds up no job.
 config: the webhooks and their reads; outbox: events as delivery rows; sender: claim, POST,
 record; transport: the HTTP side (address policy, deadline, redaction). The package re-exports
 what callers use; helpers and constants (the lease margin, the back-off cap) stay in the module
-that reads them, which is where a test patches them."""
+that reads them, which is where a test patches them. docs/web.md, "Webhooks"."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ what goes out, and are what /api/openapi.json describes (web.openapi generates i
 
 Responses read ORM rows through `from_attributes`, so a job's fields are named here and in
 core.service.records only; job parameters are the core.engine.params models and an epoch is core.engine.progress.EpochRecord,
-the one shape training reports, the worker stores and the API answers."""
+the one shape training reports, the worker stores and the API answers. The submit bodies are
+core.service.jobs.request's models; the job and sweep answers carry JobOptions' fields."""
 
 from __future__ import annotations
 

@@ -8,10 +8,11 @@
   (core.service.run_mirror).
 
 One small interface (`base.ArtifactStore`: put, get to a local path, open for reading, size, list and
-delete by prefix), chosen by the URL's scheme (`open_store`). Callers never build paths into the store:
-they name keys, the relative paths artifact rows record. The store holds no database code; the job
-service decides the keys and records the rows. `fetch_verified` brings a stored file into a node's cache
-keyed by its sha256 (core.common.cache_folder) and checks it against the recorded hash."""
+delete by prefix, location and key_of, a presigned URL), chosen by the URL's scheme (`open_store`).
+Callers never build paths into the store: they name keys, the relative paths artifact rows record. The
+store holds no database code; the job service decides the keys and records the rows. `fetch_verified`
+brings a stored file into a node's cache as `<sha256>.pt` (core.common.cache_folder) and checks it against
+the recorded hash."""
 
 from __future__ import annotations
 
