@@ -69,9 +69,9 @@ def served_names(text: str) -> set[str]:
     return names
 
 
-def test_every_metric_the_rules_read_is_served(app, client, monkeypatch):
-    """Renaming a metric must not leave an alert reading nothing: each name in an expression is in the web's
-    /metrics, in a worker's exporter (its GPU families from a reading), or one of Prometheus' own (up)."""
+def every_served_name(client, monkeypatch) -> set[str]:
+    """The series names the web's /metrics serves, a worker's exporter (its GPU families from a reading: this
+    machine may have no GPU), and Prometheus' own `up`."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     from core.service.settings import get_settings
@@ -84,8 +84,14 @@ def test_every_metric_the_rules_read_is_served(app, client, monkeypatch):
     assert web.status_code == 200
     gpus = CollectorRegistry()
     gpus.register(worker_metrics.GpuCollector(lambda: [worker_metrics.GpuReading(**H100)]))
-    served = (served_names(web.get_data(as_text=True)) | served_names(generate_latest(worker_metrics.REGISTRY).decode())
-              | served_names(generate_latest(gpus).decode()) | {"up"})  # fmt: skip
+    return (served_names(web.get_data(as_text=True)) | served_names(generate_latest(worker_metrics.REGISTRY).decode())
+            | served_names(generate_latest(gpus).decode()) | {"up"})  # fmt: skip
+
+
+def test_every_metric_the_rules_read_is_served(app, client, monkeypatch):
+    """Renaming a metric must not leave an alert reading nothing: each name in an expression is in the web's
+    /metrics, in a worker's exporter (its GPU families from a reading), or one of Prometheus' own (up)."""
+    served = every_served_name(client, monkeypatch)
     recorded = {rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
                 if "record" in rule}  # fmt: skip
     expressions = " ".join(rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"])

@@ -41,13 +41,13 @@ ENV_EXAMPLE = REPO / ".env.example"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
 SECRETS = ("postgres_password", "secret_key", "api_token", "admin_password", "metrics_token", "broker_password",
-           "flower_password")  # compose secret files
+           "flower_password", "grafana_admin_password")  # compose secret files
 OBJECTSTORE_SECRETS = ("minio_root_user", "minio_root_password")  # profile "objectstore" only
 SECRET_VARIABLES = ("POSTGRES_PASSWORD", "DATABASE_PASSWORD", "SECRET_KEY", "API_TOKEN", "ADMIN_PASSWORD", "METRICS_TOKEN")
 APP_SERVICES = ("migrate", "web", "gpu-worker", "cpu-worker")
-MONITORING = ("prometheus", "flower")  # profile "monitoring"
+MONITORING = ("prometheus", "flower", "grafana")  # profile "monitoring"
 OBJECTSTORE = ("minio", "minio-bucket")  # profile "objectstore"
-PROFILES = {"prometheus": ["monitoring"], "flower": ["monitoring"], "rabbitmq": ["rabbitmq"],
+PROFILES = {"prometheus": ["monitoring"], "flower": ["monitoring"], "grafana": ["monitoring"], "rabbitmq": ["rabbitmq"],
             "minio": ["objectstore"], "minio-bucket": ["objectstore"]}
 LONG_RUNNING = ("redis", "rabbitmq", "postgres", "web", "gpu-worker", "cpu-worker", *MONITORING, "minio")
 RABBITMQ_URL = "amqp://leukemia@rabbitmq:5672/leukemia"  # .env's BROKER_URL for the rabbitmq profile (docs/deploy.md)
@@ -169,7 +169,7 @@ def test_services_healthchecks_and_start_order():
         assert {"/data", "/artifacts", "/cache"} <= mounts, name
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert set(compose()["volumes"]) == {"pgdata", "redisdata", "rabbitmqdata", "artifacts", "cache", "prometheusdata",
-                                         "miniodata"}
+                                         "grafanadata", "miniodata"}
     assert services["web"]["ports"] == ["${WEB_PORT:-8000}:8000"]
 
 
@@ -199,11 +199,14 @@ SECRET_USE = {
     "prometheus": {"metrics_token": None},  # read by deploy/prometheus.yml's credentials_file
     "rabbitmq": {"broker_password": None},  # read by its entrypoint into the server's own environment
     "flower": {"broker_password": "BROKER_PASSWORD_FILE", "flower_password": "FLOWER_PASSWORD_FILE"},  # flower_start.py
+    "grafana": {"grafana_admin_password": "GF_SECURITY_ADMIN_PASSWORD__FILE"},  # the image's run.sh reads GF_*__FILE
     "minio": {"minio_root_user": "MINIO_ROOT_USER_FILE", "minio_root_password": "MINIO_ROOT_PASSWORD_FILE"},
     "minio-bucket": {"minio_root_user": None, "minio_root_password": None},  # read by its command
 }
-# The <NAME>_FILE conventions of the images themselves (PostgreSQL's, MinIO's) and of deploy/flower_start.py, not settings.
-IMAGE_FILE_VARIABLES = ("POSTGRES_PASSWORD_FILE", "MINIO_ROOT_USER_FILE", "MINIO_ROOT_PASSWORD_FILE", "FLOWER_PASSWORD_FILE")
+# The <NAME>_FILE conventions of the images themselves (PostgreSQL's, MinIO's, Grafana's) and of deploy/flower_start.py,
+# not settings.
+IMAGE_FILE_VARIABLES = ("POSTGRES_PASSWORD_FILE", "MINIO_ROOT_USER_FILE", "MINIO_ROOT_PASSWORD_FILE", "FLOWER_PASSWORD_FILE",
+                        "GF_SECURITY_ADMIN_PASSWORD__FILE")
 
 
 def test_secrets_are_files_never_environment_values():
