@@ -21,9 +21,10 @@ const Live = {
 
   /* Keep root's regions ([data-live="name"], drawn by the server) current until root.dataset.finished is "true":
      every data-poll-ms, GET data-live-url (the same regions drawn alone, from the same template) and morph each
-     changed one into place. The response root's data-* replace root's. onUpdate(changed) runs at once with every
-     region's name, then after each fetch with the names of the regions that changed. A 4xx or a redirect (the
-     job deleted, the session over) stops it; a 5xx or a lost connection is tried again. */
+     changed one into place (one the page lacks, such as a button a viewer is not shown, is skipped). The response
+     root's data-* replace root's. onUpdate(changed) runs at once with every region's name, then after each fetch
+     with the names of the regions that changed. A 4xx or a redirect (the job deleted, the session over) stops it;
+     a 5xx or a lost connection is tried again. */
   follow(root, onUpdate) {
     const regions = (node) => [...node.querySelectorAll("[data-live]")];
     const finished = () => root.dataset.finished === "true";
