@@ -45,7 +45,7 @@ def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa
             page.wait_for_url("**/cross-validations/*")
             page.wait_for_selector("text=the release's 3 folds (subject-disjoint)")
             cv_url = page.url
-            # The page updates itself from the API (cv.js) while folds run: no reload, so a person's
+            # The page swaps in its live regions (live.js) while folds run: no reload, so a person's
             # half-filled ensemble form and this marker both survive.
             page.evaluate("window.notReloaded = true")
             page.select_option('#ensemble select[name="kind"]', "predict")

@@ -344,7 +344,7 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
     assert login(client, *WEB_ADMIN).status_code == 302
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert ">succeeded</span> <span class=\"muted small stopped\" data-field=\"stopped\"" in page
-    assert "(stopped early at epoch 3)</span></h1>" in page and f'data-field="stop_reason" >{reason}</p>' in page
+    assert "(stopped early at epoch 3)</span></span></h1>" in page and f'data-field="stop_reason">{reason}</p>' in page
     listed = client.get(f"/?sweep={sweep_id}").get_data(as_text=True)
     assert "(stopped early at epoch 3)" in listed and reason in listed
     assert 'id="sweep-rule">median stopping rule on valid_f1: acts from epoch 2 once 1 point(s) have finished<' in listed

@@ -63,8 +63,11 @@ def test_a_job_page_shows_its_times_and_how_long_it_ran(admin, folder_path):
     page = admin.get(f"/jobs/{running}").get_data(as_text=True)
     assert (fact(page, "started"), fact(page, "finished"), fact(page, "duration")) == ("—", "—", "—")
     assert row(running).started_at is not None
-    api = admin.get(f"/api/jobs/{ended}").json  # what job.js reads to keep them current
+    api = admin.get(f"/api/jobs/{ended}").json  # API clients read the same times
     assert (api["started_at"], api["finished_at"]) == ("2024-05-01T12:00:00Z", "2024-05-01T13:02:05Z")
+    live = admin.get(f"/jobs/{ended}/live").get_data(as_text=True)  # what live.js swaps in keeps them current
+    assert (fact(live, "started"), fact(live, "finished"), fact(live, "duration")) == (
+        "2024-05-01 12:00:00", "2024-05-01 13:02:05", "1h 02m")
 
 
 def test_a_models_page_links_to_the_jobs_started_from_it(admin, folder_path):

@@ -30,10 +30,10 @@ def test_job_times_children_and_compare_with_an_evaluation(service, browser):  #
         page.evaluate("window.notReloaded = true")
         wait_for_status(page, "succeeded", 240)
         page.wait_for_selector('.status-card [data-field="finished"]:not(:has-text("—"))')
-        assert page.evaluate("window.notReloaded") is True  # the facts changed in place (job.js), no reload
+        assert page.evaluate("window.notReloaded") is True  # the facts changed in place (live.js), no reload
         created, started, finished = (fact(page, name) for name in ("created", "started", "finished"))
         assert created <= started <= finished and len(finished) == len("2024-05-01 12:00:00")
-        assert fact(page, "duration")[-1] == "s"  # "12s" or "1m 05s": Live.duration's format
+        assert fact(page, "duration")[-1] == "s"  # "12s" or "1m 05s": the duration filter's format
 
         page.click("text=Evaluate…")
         page.wait_for_url("**/jobs/new/evaluate?parent=*")

@@ -105,16 +105,24 @@ def cross_validation(cv_id: int) -> Any:
     return _page(_summary(cv_id))
 
 
-def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: Any = None, status: int = 200) -> Any:
-    """The page of one cross-validation (with the ensemble form's errors: its refusal status); cv.js keeps
-    it current while any of its jobs is queued or running."""
+@bp.get("/cross-validations/<int:cv_id>/live")
+@login_required
+def cross_validation_live(cv_id: int) -> Any:
+    """The page's live regions alone (cv_live.html), drawn from the page's own context: live.js swaps them in."""
+    return _page(_summary(cv_id), template="cv_live.html")
+
+
+def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: Any = None, status: int = 200,
+          template: str = "cv.html") -> Any:
+    """The page of one cross-validation (with the ensemble form's errors: its refusal status), or its live regions;
+    live.js keeps them current while any of its jobs is queued or running."""
     jobs = summary["folds"] + summary["ensembles"]
     ended = not any(job["status"] in CANCELLABLE_STATUSES for job in jobs)
     with get_sessionmaker().begin() as session:
         folder = folder_service.registered_folder_by_path(session, summary["data_dir"])
         names = ((folder.report if folder else None) or {}).get("split_names") or {}
     split_names = {"evaluate": names.get("labelled", []), "predict": names.get("unlabelled", [])}
-    return render_template("cv.html", cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS,
+    return render_template(template, cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS,
                            cv_ended=ended, split_names=split_names), status
 
 

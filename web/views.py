@@ -40,7 +40,7 @@ from worker import dispatch
 
 bp = Blueprint("views", __name__)
 JOBS_PER_PAGE = 50
-POLL_INTERVAL_MS = 2000  # how often a job page asks the API for news
+POLL_INTERVAL_MS = 2000  # how often a job page asks for its live regions
 # plotly.js (the cartesian partial bundle: scatter, bar, heatmap...) vendored beside its licence
 # (web/static/plotly.LICENSE.txt): the one file of plotly the app uses.
 PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly-cartesian.min.js"
@@ -48,8 +48,7 @@ PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly-cartesian.min.j
 
 @bp.app_template_filter("when")
 def when(value: datetime | str | None) -> str:
-    """A UTC time as '2024-05-01 12:00:00', from a row's datetime or an API model's ISO text ('...Z'); live.js's
-    Live.when writes the same."""
+    """A UTC time as '2024-05-01 12:00:00', from a row's datetime or an API model's ISO text ('...Z')."""
     if value is None:
         return "—"
     moment = datetime.fromisoformat(value.removesuffix("Z")) if isinstance(value, str) else value
@@ -59,7 +58,7 @@ def when(value: datetime | str | None) -> str:
 @bp.app_template_filter("run_seconds")
 def run_seconds(job: dict[str, Any]) -> float | None:
     """How long a job (an API model's JSON) has run: from its start to its end, or to now while it runs; None
-    while queued (a retried job's old start does not count). live.js's Live.runSeconds is the same rule."""
+    while queued (a retried job's old start does not count)."""
     if job["status"] == JobStatus.queued or not job["started_at"]:
         return None
     started = datetime.fromisoformat(job["started_at"].removesuffix("Z"))
@@ -127,8 +126,15 @@ def job_detail(job_id: int) -> Any:
     return _job_page(job_id)
 
 
-def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None) -> Any:
-    """The job page; with form and errors, its edit form as submitted, marked (a 400)."""
+@bp.get("/jobs/<int:job_id>/live")
+@login_required
+def job_live(job_id: int) -> Any:
+    """The job page's live regions alone (job_live.html), drawn from the page's own context: live.js swaps them in."""
+    return _job_page(job_id, template="job_live.html")
+
+
+def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None, template: str = "job.html") -> Any:
+    """The job page (or its live regions); with form and errors, its edit form as submitted, marked (a 400)."""
     with get_sessionmaker().begin() as session:
         job = job_service.get_job(session, job_id)
         row = queries.job_models(session, [job])[0].model_dump(mode="json")
@@ -137,7 +143,7 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
         heatmap_note = results.heatmap_note(results.explained_image_size(session, job)) if job.kind not in MODEL_KINDS else None
         edit_form = form or forms.options_form_values(job_service.options_of(session, job))
         children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
-    return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
+    return render_template(template, job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            results_error=results.results_error(job_id, row["kind"], row["status"]),
                            poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
                            retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,

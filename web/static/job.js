@@ -1,10 +1,11 @@
-/* Job detail page: poll the job (and a training job's metrics) every ~2 s; update the facts, curves, confusion matrix and files. */
+/* Job page: live.js keeps the regions the server draws (status, facts, actions, metrics table, files, log) current
+   while the job runs; this draws a training job's curves and confusion matrix from the metrics API, at first and
+   whenever its metrics table changes, and tells results.js once the job is finished. */
 "use strict";
 
 (() => {
   const root = document.getElementById("job");
   if (!root) return;
-  const intervalMs = Number(root.dataset.pollMs) || 2000;
 
   /* No axes before the first epoch (plotly would invent ranges such as epoch −1…6): a note says what comes. */
   function drawCurves(epochs) {
@@ -41,85 +42,19 @@
     }), Live.config);
   }
 
-  function metricsRows(epochs) {
-    const body = document.getElementById("metrics-body");
-    body.replaceChildren(...epochs.map((m) => {
-      const row = document.createElement("tr");
-      [m.epoch, Live.number(m.train_loss, 4), Live.percent(m.train_accuracy), Live.number(m.valid_loss, 4),
-        Live.percent(m.valid_accuracy), Live.percent(m.valid_balanced_accuracy), Live.percent(m.valid_f1),
-        Live.number(m.valid_roc_auc),
-        Live.number(m.lr), Live.number(m.seconds), Live.number(m.images_per_s)].forEach((value) => {
-        const cell = document.createElement("td");
-        cell.textContent = value;
-        row.appendChild(cell);
-      });
-      return row;
-    }));
-  }
-
-  function artifactList(artifacts) {
-    const list = document.getElementById("artifacts");
-    if (!artifacts.length) return;
-    const base = root.dataset.downloadUrl.replace(/0$/, "");
-    const predictions = artifacts.find((a) => a.name === "predictions.csv");
-    const button = document.getElementById("download-predictions");  // a predict job's page
-    if (button && predictions) {
-      button.href = base + predictions.id;
-      button.hidden = false;
-    }
-    list.replaceChildren(...artifacts.map((a) => {
-      const item = document.createElement("li");
-      const link = document.createElement("a");
-      link.href = base + a.id;
-      link.textContent = a.name;
-      const note = document.createElement("span");
-      note.className = "muted small";
-      note.textContent = ` ${a.kind} · ${Live.bytes(a.size_bytes)}`;
-      item.append(link, " ", note);
-      return item;
-    }));
-  }
-
-  function showJob(job) {
-    Live.showStatus(root, job, "no live worker");
-    Live.setText(root, "worker", job.worker_host || "—");
-    Live.setText(root, "attempts", `${job.attempts}/${job.max_attempts}`);
-    Live.setText(root, "started", Live.when(job.status === JobStatus.queued ? null : job.started_at));
-    Live.setText(root, "finished", Live.when(job.finished_at));
-    Live.setText(root, "duration", Live.duration(Live.runSeconds(job)));
-    Live.setText(root, "log_tail", job.log_tail || "");
-    root.querySelector('[data-field="log_tail"]').hidden = !job.log_tail;
-    root.querySelector('[data-field="log_empty"]').hidden = Boolean(job.log_tail);
-    const error = root.querySelector('[data-field="error"]');
-    error.textContent = job.error || "";
-    error.hidden = !job.error;
-    const note = root.querySelector('[data-field="attempt_note"]');
-    note.textContent = job.attempt_note || "";
-    note.hidden = !job.attempt_note;
-    root.querySelectorAll("[data-show-when]").forEach((node) => {
-      node.hidden = !node.dataset.showWhen.split(" ").includes(job.status);
-    });
-    root.dataset.finished = String(job.finished);
+  async function drawCharts() {
+    const metrics = await Live.getJSON(root.dataset.metricsUrl);
+    drawCurves(metrics.epochs);
+    drawConfusion(metrics.epochs);
   }
 
   // Only train and finetune pages have epoch curves; evaluate and predict pages draw results.js's panels.
   const training = document.getElementById("loss-chart") !== null;
 
-  async function refresh() {
-    const job = await Live.getJSON(root.dataset.jobUrl);
-    showJob(job);
-    if (training) {
-      const metrics = await Live.getJSON(root.dataset.metricsUrl);
-      if (metrics.epochs.length) metricsRows(metrics.epochs);
-      drawCurves(metrics.epochs);
-      drawConfusion(metrics.epochs);
+  Live.follow(root, (changed) => {
+    if (training && changed.has("metrics")) drawCharts().catch((error) => console.warn(error));
+    if (root.dataset.finished === "true") {
+      document.dispatchEvent(new CustomEvent("job:finished", { detail: { status: root.dataset.status } }));
     }
-    if (job.finished) {
-      artifactList((await Live.getJSON(root.dataset.artifactsUrl)).artifacts);
-      document.dispatchEvent(new CustomEvent("job:finished", { detail: job }));
-    }
-    return !job.finished;
-  }
-
-  refresh().then((again) => { if (again) Live.poll(refresh, intervalMs); }).catch((error) => console.warn(error));
+  });
 })();

@@ -1,4 +1,5 @@
-/* Shared helpers for the live pages: JSON polling, number formats, chart layouts. */
+/* Shared helpers for the live pages: polling (the job and cross-validation pages swap in their server-drawn
+   regions; the job list reads the JSON API), number formats, chart layouts. */
 "use strict";
 
 const Live = {
@@ -16,6 +17,60 @@ const Live = {
       if (again) setTimeout(tick, intervalMs);
     };
     setTimeout(tick, intervalMs);
+  },
+
+  /* Keep root's regions ([data-live="name"], drawn by the server) current until root.dataset.finished is "true":
+     every data-poll-ms, GET data-live-url (the same regions drawn alone, from the same template) and morph each
+     changed one into place (one the page lacks, such as a button a viewer is not shown, is skipped). The response
+     root's data-* replace root's. onUpdate(changed) runs at once with every region's name, then after each fetch
+     with the names of the regions that changed. A 4xx or a redirect (the job deleted, the session over) stops it;
+     a 5xx or a lost connection is tried again. */
+  follow(root, onUpdate) {
+    const regions = (node) => [...node.querySelectorAll("[data-live]")];
+    const finished = () => root.dataset.finished === "true";
+    const step = async () => {
+      const url = root.dataset.liveUrl;
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (response.redirected || (response.status >= 400 && response.status < 500)) {
+        console.warn(`${url}: ${response.redirected ? "redirected to " + response.url : response.status}; no more updates`);
+        return false;
+      }
+      if (!response.ok) throw new Error(`${url}: ${response.status}`);
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html").body.firstElementChild;
+      const changed = new Set();
+      regions(fresh).forEach((region) => {
+        const shown = root.querySelector(`[data-live="${region.dataset.live}"]`);
+        if (!shown || shown.isEqualNode(region)) return;
+        Live.morph(shown, region);
+        changed.add(region.dataset.live);
+      });
+      Object.assign(root.dataset, fresh.dataset);
+      onUpdate(changed);
+      return !finished();
+    };
+    const start = () => {
+      onUpdate(new Set(regions(root).map((node) => node.dataset.live)));
+      if (!finished()) Live.poll(step, Number(root.dataset.pollMs) || 2000);
+    };
+    // Once every script of the page has run, so that their listeners (results.js's job:finished) hear the first update.
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+  },
+
+  /* Make node equal to fresh, changing only what differs: elements that stay keep their focus, a typed value,
+     a selection and a running transition (the progress bar), so nothing flickers. An element of another id is
+     another thing (Cancel becoming Retry): it is replaced, so focus never moves to it. */
+  morph(node, fresh) {
+    if (node.nodeType !== fresh.nodeType || node.nodeName !== fresh.nodeName || node.id !== fresh.id) {
+      node.replaceWith(fresh);
+    } else if (node.nodeType !== Node.ELEMENT_NODE) {
+      if (node.nodeValue !== fresh.nodeValue) node.nodeValue = fresh.nodeValue;
+    } else {
+      [...node.attributes].forEach(({ name }) => { if (!fresh.hasAttribute(name)) node.removeAttribute(name); });
+      [...fresh.attributes].forEach(({ name, value }) => { if (node.getAttribute(name) !== value) node.setAttribute(name, value); });
+      const old = [...node.childNodes], next = [...fresh.childNodes];
+      next.forEach((child, index) => { if (index < old.length) Live.morph(old[index], child); else node.append(child); });
+      old.slice(next.length).forEach((child) => child.remove());
+    }
   },
 
   /* The one formatter of each kind, writing what core.common.formats writes (the templates' filters):
@@ -37,15 +92,6 @@ const Live = {
     // 999 960 bytes is "1.0 MB", not "1000.0 kB"
     while (Math.abs(value) >= 999.95 && unit < units.length - 1) { value /= 1000; unit += 1; }
     return `${value.toFixed(1)} ${units[unit]}`;
-  },
-  /* "2024-05-01T12:00:00.123Z" → "2024-05-01 12:00:00" (UTC), as the templates' when filter writes it. */
-  when(iso) { return iso ? iso.slice(0, 19).replace("T", " ") : "—"; },
-  /* Seconds a job has run: start to end, or to now while it runs; null while queued (the rule of the
-     templates' run_seconds filter). */
-  runSeconds(job) {
-    if (job.status === JobStatus.queued || !job.started_at) return null;
-    const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
-    return Math.max(0, (end - Date.parse(job.started_at)) / 1000);
   },
   epoch(job) { return job.epoch === null ? "—" : job.epochs_total ? `${job.epoch}/${job.epochs_total}` : `${job.epoch}`; },
 
