@@ -14,29 +14,29 @@ from core.service import data_folders
 from core.service import jobs as job_service
 from core.service.records import Job
 from web import results
-from web.db import db
+from web.db import Session
 
 # The measured columns, in the table's order: accuracy, balanced accuracy, weighted F1, sensitivity
 # (ALL), specificity (hem), ROC-AUC.
 MEASURES = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "roc_auc")
 
 
-def compared_runs(jobs: list[Job]) -> list[dict[str, Any]]:
+def compared_runs(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     """One row per job: the job, its data folder's registered name, where it was measured and the measures."""
-    folders = {folder.path: folder.name for folder in data_folders.list_data_folders(db())}
+    folders = {folder.path: folder.name for folder in data_folders.list_data_folders(session)}
     rows = []
     for job in jobs:
         path = job.data_dir or job.params.get("data_dir") or ""
-        rows.append({"job": job, "options": job_service.options_of(db(), job),
-                     "folder": {"name": folders.get(path), "path": path}, **_measured(job)})
+        rows.append({"job": job, "options": job_service.options_of(session, job),
+                     "folder": {"name": folders.get(path), "path": path}, **_measured(session, job)})
     return rows
 
 
-def _measured(job: Job) -> dict[str, Any]:
+def _measured(session: Session, job: Job) -> dict[str, Any]:
     """'measured_on' in words and 'measures' (None where the run has none yet); 'train_loss' of the last epoch."""
     if job.kind == "evaluate":
-        return _evaluated(job)
-    metrics = job_service.epoch_metrics(db(), job.id)
+        return _evaluated(session, job)
+    metrics = job_service.epoch_metrics(session, job.id)
     last = metrics[-1] if metrics else None
     if last is None or last.valid_accuracy is None:  # queued, failed early, or no validation split
         return {"measured_on": None, "measures": dict.fromkeys(MEASURES),
@@ -48,8 +48,8 @@ def _measured(job: Job) -> dict[str, Any]:
                          "roc_auc": last.valid_roc_auc}}
 
 
-def _evaluated(job: Job) -> dict[str, Any]:
-    evaluation = results.read_evaluation(job.id, job_service.named_artifact(db(), job.id, EVALUATION_JSON))
+def _evaluated(session: Session, job: Job) -> dict[str, Any]:
+    evaluation = results.read_evaluation(job.id, job_service.named_artifact(session, job.id, EVALUATION_JSON))
     if evaluation is None:  # not finished, or failed
         return {"measured_on": None, "measures": dict.fromkeys(MEASURES), "train_loss": None}
     # An evaluation written before operating thresholds and the clinical report has neither (an upgrade's old jobs).

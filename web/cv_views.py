@@ -55,7 +55,7 @@ def new_cross_validation() -> Any:
         if request.method == "POST" else {}
     if request.method == "POST":
         folds = _folds_value(errors)
-        folder = selected_folder(errors)
+        folder = selected_folder(db(), errors)
         data_dir = folder.path if folder else ""
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors})
@@ -76,7 +76,7 @@ def new_cross_validation() -> Any:
                 return redirect(url_for("cv.cross_validation", cv_id=queued.id))
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
-    choices = form_choices()
+    choices = form_choices(db())
     return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), \
         (400 if errors else 200)
 

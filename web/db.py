@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from flask import Flask, Response, current_app, g
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session  # also the type web helpers name the request's session by
 
 from core.service.db import get_sessionmaker
 

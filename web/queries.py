@@ -1,6 +1,6 @@
 """The API models (web.api.schemas) of rows, as the API and the live pages show them, and the compare page's ids.
 
-The rows come from core.service, read in the request's session (web.db); nothing here writes."""
+The rows come from core.service, read in the session given (the request's, web.db); nothing here writes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core.service.job_options import JobOptions
 from core.service.records import EpochMetric, Job, Sweep
 from core.service.sweep_stopping import describe_rule, parse_median_rule
 from web.api import schemas
-from web.db import db
+from web.db import Session
 from web.inputs import storable_id
 
 MAX_COMPARED = 8
@@ -21,10 +21,9 @@ MAX_COMPARED = 8
 # --- jobs ---------------------------------------------------------------------------------
 
 
-def job_models(jobs: list[Job]) -> list[schemas.Job]:
+def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
     """Jobs as the API and the live pages see them: with their options, their queue position and whether a live
     worker serves their queue."""
-    session = db()
     served = job_service.live_queues(session)
     derived = {"queue_position", "queue_served", "submitted_by_name", *JobOptions.model_fields}
     stored = schemas.Job.model_fields.keys() - derived  # the row's own attributes
@@ -44,16 +43,17 @@ def epoch_model(metric: EpochMetric) -> EpochRecord:
     return EpochRecord.model_validate(metric, from_attributes=True)
 
 
-def sweep_model(sweep: Sweep) -> schemas.Sweep:
+def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:
+    job_ids = job_service.sweep_job_ids(session, sweep.id)
     derived = {"job_ids", *JobOptions.model_fields}
     fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name not in derived}
-    return schemas.Sweep.model_validate({**fields, **job_service.options_of(db(), sweep).model_dump(),
-                                         "job_ids": job_service.sweep_job_ids(db(), sweep.id)})
+    return schemas.Sweep.model_validate({**fields, **job_service.options_of(session, sweep).model_dump(),
+                                         "job_ids": job_ids})
 
 
-def sweep_rule_text(sweep_id: int) -> str | None:
+def sweep_rule_text(session: Session, sweep_id: int) -> str | None:
     """A sweep's median stopping rule in words (None: no such sweep or no rule)."""
-    sweep = job_service.find_sweep(db(), sweep_id)
+    sweep = job_service.find_sweep(session, sweep_id)
     rule = parse_median_rule(sweep.early_stopping) if sweep is not None else None
     return None if rule is None else describe_rule(rule)
 

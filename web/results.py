@@ -23,7 +23,7 @@ from core.service import jobs as job_service
 from core.service.records import MODEL_KINDS, Artifact, Job, JobStatus
 from core.service.settings import get_settings
 from web.api import schemas
-from web.db import db
+from web.db import Session, db
 
 THUMBNAIL_PX = 96
 # The ResNets (core.engine.model.resnet) halve the image five times before layer4's output, the map Grad-CAM
@@ -51,18 +51,18 @@ def heatmap_note(image_size: int | None) -> str | None:
             "pushes towards ALL, not which structure in the cell does.")
 
 
-def explained_image_size(job: Job) -> int | None:
+def explained_image_size(session: Session, job: Job) -> int | None:
     """The image size the model behind an evaluate or predict job was trained at: the nearest image_size up its
     chain of parents, or a cross-validation ensemble's fold jobs' (an evaluate job's own image_size does not
     change the checkpoint's); None when unknown."""
     if job.parent_id is None and job.cv_id is not None:
-        folds = cv_jobs.fold_jobs(db(), job.cv_id)
+        folds = cv_jobs.fold_jobs(session, job.cv_id)
         return int(folds[0].params["image_size"]) if folds and folds[0].params.get("image_size") else None
     seen: set[int] = set()
     parent_id = job.parent_id
     while parent_id is not None and parent_id not in seen:
         seen.add(parent_id)
-        parent = job_service.find_job(db(), parent_id)
+        parent = job_service.find_job(session, parent_id)
         if parent is None:
             return None
         if (parent.params or {}).get("image_size"):

@@ -25,18 +25,19 @@ from worker import dispatch
 bp = Blueprint("submit", __name__)
 
 
-def form_choices(kind: str = "train", preset_folder: int | None = None, preset_parent: str = "") -> dict[str, Any]:
+def form_choices(session: Any, kind: str = "train", preset_folder: int | None = None,
+                 preset_parent: str = "") -> dict[str, Any]:
     """The registered folders (each with the CSV files and named splits a job of this kind may read there) and
     model jobs to choose from, and which of each the form shows chosen: as submitted, else the preset (the parent
     job's folder, ?parent=), else the only one there is."""
     folders = []
-    for folder in folder_service.list_data_folders(db()):
+    for folder in folder_service.list_data_folders(session):
         names = forms.offered_names(folder.report, kind)
         folders.append({"id": folder.id, "name": folder.name, "path": folder.path, "names": names,
                         "image_size": (folder.report or {}).get("image_size"), "preset": forms.preset_name(names, kind)})
     parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
                                      f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
-               for j in job_service.model_jobs(db())]
+               for j in job_service.model_jobs(session)]
     return {"folders": folders, "parents": parents, "chosen_folder": _chosen("data_folder", folders, preset_folder),
             "chosen_parent": _chosen("parent_id", parents, preset_parent)}
 
@@ -50,9 +51,9 @@ def _chosen(name: str, rows: list[dict[str, Any]], preset: Any) -> str:
     return str(rows[0]["id"]) if len(rows) == 1 else ""
 
 
-def selected_folder(errors: dict[str, str]) -> DataFolder | None:
+def selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
     raw = request.form.get("data_folder", "")
-    folder = folder_service.find_data_folder(db(), int(raw)) if raw.isdigit() else None
+    folder = folder_service.find_data_folder(session, int(raw)) if raw.isdigit() else None
     if folder is None:
         errors["data_folder"] = "choose a registered data folder (register one under Data folders)"
     return folder
@@ -89,7 +90,7 @@ def new_job(kind: str) -> Any:
     errors: dict[str, str] = {}
     values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
     if request.method == "POST":
-        folder = selected_folder(errors)
+        folder = selected_folder(db(), errors)
         data_dir = folder.path if folder else ""
         parent_id = None if kind == "train" else selected_parent(errors)
         errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
@@ -112,7 +113,7 @@ def new_job(kind: str) -> Any:
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     preset_parent = request.args.get("parent", "")
-    choices = form_choices(kind, parent_folder_id(preset_parent), preset_parent)
+    choices = form_choices(db(), kind, parent_folder_id(db(), preset_parent), preset_parent)
     status = 400 if errors else 200
     chosen = next((f for f in choices["folders"] if str(f["id"]) == choices["chosen_folder"]), None)
     split_value = request.form.get(forms.SPLIT_FIELD, "") if request.method == "POST" else (chosen or {}).get("preset", "")
@@ -120,12 +121,12 @@ def new_job(kind: str) -> Any:
                            form=request.form, split_name=forms.SPLIT_FIELD, split_value=split_value, **choices), status
 
 
-def parent_folder_id(parent: str) -> int | None:
+def parent_folder_id(session: Any, parent: str) -> int | None:
     """The registered data folder the parent job (?parent=ID) used, to preselect it; None when there is none."""
-    job = job_service.find_job(db(), int(parent)) if parent.isdigit() else None
+    job = job_service.find_job(session, int(parent)) if parent.isdigit() else None
     if job is None:
         return None
-    folder = folder_service.registered_folder_by_path(db(), job.data_dir or job.params.get("data_dir") or "")
+    folder = folder_service.registered_folder_by_path(session, job.data_dir or job.params.get("data_dir") or "")
     return folder.id if folder else None
 
 
@@ -146,7 +147,7 @@ def new_sweep() -> Any:
                 grid[name] = listed
         if not grid:
             errors["grid"] = "give at least one field several values, e.g. lr: 0.001, 0.0003"
-        folder = selected_folder(errors)
+        folder = selected_folder(db(), errors)
         data_dir = folder.path if folder else ""
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors and k not in grid})
@@ -167,7 +168,7 @@ def new_sweep() -> Any:
                 return redirect(url_for("views.job_list", sweep=queued.id))
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
-    choices = form_choices()
+    choices = form_choices(db())
     return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,
                            form=request.form, sweep_fields=forms.SWEEP_FIELDS, median_metrics=EARLY_STOPPING_METRICS,
                            **choices), (400 if errors else 200)

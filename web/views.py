@@ -97,10 +97,10 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
     per_page = JOBS_PER_PAGE
     jobs, total = job_service.list_jobs(db(), status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
                                         per_page=per_page)
-    rows = [job.model_dump(mode="json") for job in queries.job_models(jobs)]
+    rows = [job.model_dump(mode="json") for job in queries.job_models(db(), jobs)]
     disk = disk_summary(db())
-    sweep = _sweep_card(sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
-    sweep_rule = queries.sweep_rule_text(sweep_id) if sweep_id is not None else None
+    sweep = _sweep_card(db(), sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
+    sweep_rule = queries.sweep_rule_text(db(), sweep_id) if sweep_id is not None else None
     lost = [worker.hostname for worker in webhooks.lost_workers(db(), within_hours=24, limit=10)]
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template("jobs.html", rows=rows, total=total, paged=Pager(page, per_page, total), filters=filters,
@@ -108,12 +108,12 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
                            sweep_rule=sweep_rule, lost_workers=lost), (400 if sweep_errors else 200)
 
 
-def _sweep_card(sweep_id: int, form: Any = None, errors: dict[str, str] | None = None) -> dict | None:
+def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str, str] | None = None) -> dict | None:
     """A sweep's name, notes and tags, and its edit form's values (the job list's header for one sweep)."""
-    sweep = job_service.find_sweep(db(), sweep_id)
+    sweep = job_service.find_sweep(session, sweep_id)
     if sweep is None:
         return None
-    options = job_service.options_of(db(), sweep)
+    options = job_service.options_of(session, sweep)
     return {"id": sweep.id, "name": sweep.name, "options": options.model_dump(), "submitted_by": sweep.submitted_by,
             "form": form or forms.options_form_values(options), "errors": errors or {}}
 
@@ -128,12 +128,12 @@ def job_detail(job_id: int) -> Any:
 def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None) -> Any:
     """The job page; with form and errors, its edit form as submitted, marked (a 400)."""
     job = job_service.get_job(db(), job_id)
-    row = queries.job_models([job])[0].model_dump(mode="json")
+    row = queries.job_models(db(), [job])[0].model_dump(mode="json")
     metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(db(), job_id)]
     artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(db(), job_id)]
-    heatmap_note = results.heatmap_note(results.explained_image_size(job)) if job.kind not in MODEL_KINDS else None
+    heatmap_note = results.heatmap_note(results.explained_image_size(db(), job)) if job.kind not in MODEL_KINDS else None
     edit_form = form or forms.options_form_values(job_service.options_of(db(), job))
-    children = [child.model_dump(mode="json") for child in queries.job_models(job_service.child_jobs(db(), job_id))]
+    children = [child.model_dump(mode="json") for child in queries.job_models(db(), job_service.child_jobs(db(), job_id))]
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            results_error=results.results_error(job_id, row["kind"], row["status"]),
                            poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
@@ -249,7 +249,7 @@ def compare() -> Any:
     if not raw:
         return render_template("compare.html", runs=[], candidates=candidates, ids="")
     ids = queries.parse_job_ids(raw)
-    runs = compare_table.compared_runs([job_service.get_job(db(), job_id) for job_id in ids])
+    runs = compare_table.compared_runs(db(), [job_service.get_job(db(), job_id) for job_id in ids])
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)),
                            measures=compare_table.MEASURES)
 

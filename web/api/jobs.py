@@ -56,12 +56,12 @@ def list_jobs() -> Any:
     query = query_model(schemas.JobListQuery)
     jobs, total = job_service.list_jobs(db(), status=query.status, kind=query.kind, sweep_id=query.sweep_id,
                                         tag=query.tag, page=query.page, per_page=query.per_page)
-    return answer(schemas.JobPage(jobs=queries.job_models(jobs), total=total, page=query.page, per_page=query.per_page))
+    return answer(schemas.JobPage(jobs=queries.job_models(db(), jobs), total=total, page=query.page, per_page=query.per_page))
 
 
 def job_response(job_id: int, status: int = 200) -> Any:
     job = job_service.get_job(db(), job_id)
-    return answer(queries.job_models([job])[0], status)
+    return answer(queries.job_models(db(), [job])[0], status)
 
 
 @operation(bp, "get", "/jobs/<int:job_id>", operation_id="getJob", tag="jobs",

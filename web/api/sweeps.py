@@ -38,7 +38,7 @@ def submit_sweep() -> Any:
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
     sweep = job_edits.get_sweep(db(), sweep_id)
-    return answer(queries.sweep_model(sweep), status)
+    return answer(queries.sweep_model(db(), sweep), status)
 
 
 @operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.SweepListQuery,
@@ -47,7 +47,7 @@ def list_sweeps() -> Any:
     """Sweeps, newest first"""
     query = query_model(schemas.SweepListQuery)
     sweeps, total = job_service.list_sweeps(db(), query.page, query.per_page, tag=query.tag)
-    items = [queries.sweep_model(sweep) for sweep in sweeps]
+    items = [queries.sweep_model(db(), sweep) for sweep in sweeps]
     return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
 
