@@ -45,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from web import (  # noqa: F401
         auth,
         cv_views,
+        db,
         errors,
         formats,
         metrics,
@@ -66,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     request_json.init_app(app)
+    db.init_app(app)  # last: its after_request runs first
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(submit_views.bp)

@@ -1,6 +1,6 @@
 """People log in (User rows, werkzeug password hashes); programs send `Authorization: Bearer <token>`.
 
-A login starts a session kept on the server (web.logins); the signed cookie carries only its id,
+A login starts a session kept on the server (core.service.logins); the signed cookie carries only its id,
 so logout ends it everywhere. Failed logins are throttled per account name and per address.
 `current_actor()` says who a request acts as: a bearer token's owner (the settings' API_TOKEN is the user
 ADMIN_USERNAME as they are now), else the logged-in user; `access` tells templates what a page may show.
@@ -23,18 +23,16 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from flask import Blueprint, Flask, current_app, flash, g, make_response, redirect, render_template, request, session, url_for
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.common.errors import StateConflict
-from core.service import users
+from core.service import logins, users
 from core.service.access import Actor, PermissionDenied, cli_actor, require_admin, require_owner, require_submit
-from core.service.db import get_sessionmaker, upgrade_database
+from core.service.db import upgrade_database
 from core.service.logs import announce as announce_line
 from core.service.records import User, utcnow
 from core.service.settings import get_settings, persisted_secret
-from web import logins
+from web.db import commit, db, transaction
 
 bp = Blueprint("auth", __name__)
 NOT_RECOGNISED = "username or password: not recognised"
@@ -57,8 +55,8 @@ def _persisted_secret(home: Path, name: str, announce: str | None = None) -> str
 def ensure_admin(username: str, password: str) -> None:
     """Create (or reset) the admin from ADMIN_USERNAME/ADMIN_PASSWORD as the CLI operator (core.service.users,
     audited); with none set and no users, generate one and print it once."""
-    with get_sessionmaker().begin() as db:
-        made = users.ensure_admin(db, cli_actor(), username, password)
+    with transaction() as session:
+        made = users.ensure_admin(session, cli_actor(), username, password)
     if made is not None:
         announce_line(f"Dashboard login created: {username or 'admin'} / {made.value}  "
                       "(shown once; set ADMIN_PASSWORD to choose it)")
@@ -70,7 +68,7 @@ def prepare_database() -> None:
     upgrade_database()
     try:
         ensure_admin(settings.admin_username, settings.admin_password)
-    except (IntegrityError, StateConflict):  # another process inserted the same admin at the same moment
+    except StateConflict:  # another process inserted the same admin at the same moment
         ensure_admin(settings.admin_username, settings.admin_password)
 
 
@@ -121,14 +119,16 @@ class PageAccess:
 
 
 def load_logged_in_user() -> None:
-    """g.user: the User of the cookie's server-side session, or None (a cookie of an ended session is dropped)."""
+    """g.user: the User of the cookie's server-side session, or None (a cookie of an ended session is dropped).
+    Detached from the request's session, so a rollback does not expire it: an error page still shows who is in."""
     token = session.get("sid")
     g.user = None
     if isinstance(token, str):
-        with get_sessionmaker().begin() as db:
-            g.user = logins.session_user(db, token, utcnow())
+        g.user = logins.session_user(db(), token, utcnow())
         if g.user is None:
             session.clear()
+        else:
+            db().expunge(g.user)
 
 
 def bearer_token() -> str | None:
@@ -149,11 +149,10 @@ def bearer_actor() -> Actor | None:
         if token is None:
             return None
         if hmac.compare_digest(token.encode(), get_settings().api_token_or_stored.encode()):
-            with get_sessionmaker().begin() as db:
-                g.bearer_actor = users.settings_token_actor(db, get_settings().admin_username, address)
+            g.bearer_actor = users.settings_token_actor(db(), get_settings().admin_username, address)
         else:
-            with get_sessionmaker().begin() as db:
-                g.bearer_actor = users.token_actor(db, token, address)
+            g.bearer_actor = users.token_actor(db(), token, address)
+            commit()  # the token's last use is recorded whatever the request goes on to do
     return g.bearer_actor
 
 
@@ -209,17 +208,16 @@ def lockout_message(lockout: logins.Lockout) -> str:
 def check_login(username: str, password: str, address: str) -> tuple[int | None, logins.Lockout | None]:
     """(user id, None) on success, (None, lockout) when locked, else (None, None) with the failure counted."""
     limits, now = login_limits(), utcnow()
-    with get_sessionmaker().begin() as db:
-        lockout = logins.lockout(db, username, address, limits, now)
-        if lockout is not None:
-            return None, lockout
-        user = db.scalar(select(User).where(User.username == username)) if logins.account_key(username) else None
-        # An unknown name is checked against a dummy hash: the same cost, so timing reveals no user names.
-        matches = check_password_hash(user.password_hash if user else dummy_password_hash(), password)
-        if user is not None and matches and not user.disabled:  # disabled: the same answer as a wrong password
-            logins.forget_failures(db, username)
-            return user.id, None
-        logins.record_failure(db, username, address, limits, now)
+    lockout = logins.lockout(db(), username, address, limits, now)
+    if lockout is not None:
+        return None, lockout
+    user = users.user_by_name(db(), username) if logins.account_key(username) else None
+    # An unknown name is checked against a dummy hash: the same cost, so timing reveals no user names.
+    matches = check_password_hash(user.password_hash if user else dummy_password_hash(), password)
+    if user is not None and matches and not user.disabled:  # disabled: the same answer as a wrong password
+        logins.forget_failures(db(), username)
+        return user.id, None
+    logins.record_failure(db(), username, address, limits, now)
     return None, None
 
 
@@ -237,8 +235,7 @@ def login() -> Any:
     if user_id is None:
         return render_template("login.html", error=NOT_RECOGNISED), 401
     end_current_session()
-    with get_sessionmaker().begin() as db:
-        token = logins.start_session(db, user_id, current_app.permanent_session_lifetime, utcnow())
+    token = logins.start_session(db(), user_id, current_app.permanent_session_lifetime, utcnow())
     session.permanent = True
     session["sid"] = token
     return redirect(_safe_next(request.args.get("next")))
@@ -248,8 +245,7 @@ def end_current_session() -> None:
     """End the cookie's session on the server and clear the cookie."""
     token = session.get("sid")
     if isinstance(token, str):
-        with get_sessionmaker().begin() as db:
-            logins.end_session(db, token)
+        logins.end_session(db(), token)
     session.clear()
 
 

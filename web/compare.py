@@ -8,14 +8,13 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from core.engine.evaluation.scores import sensitivity_specificity
 from core.engine.run_folder.layout import EVALUATION_JSON
 from core.service import data_folders
 from core.service import jobs as job_service
 from core.service.records import Job
 from web import results
+from web.db import Session
 
 # The measured columns, in the table's order: accuracy, balanced accuracy, weighted F1, sensitivity
 # (ALL), specificity (hem), ROC-AUC.

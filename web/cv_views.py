@@ -7,18 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from core.common.errors import StateConflict, UserInputError
 from core.service import data_folders as folder_service
 from core.service import deletion
 from core.service.access import require_submit
-from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_summary, out_of_fold_csv
-from core.service.db import get_sessionmaker
+from core.service.cv_jobs import ENSEMBLE_KINDS, cross_validation_ids, cross_validation_summary, out_of_fold_csv
 from core.service.jobs.request import CrossValidationRequest, EnsembleRequest, Origin, parse_request
-from core.service.records import CANCELLABLE_STATUSES, CrossValidation
+from core.service.records import CANCELLABLE_STATUSES
 from web import forms
 from web.auth import current_actor, login_required
+from web.db import commit, db
 from web.errors import refusal_status
 from web.inputs import csv_name_problem
 from web.submit_views import form_choices, queue_choice, selected_folder
@@ -56,9 +55,8 @@ def new_cross_validation() -> Any:
         if request.method == "POST" else {}
     if request.method == "POST":
         folds = _folds_value(errors)
-        with get_sessionmaker().begin() as session:
-            folder = selected_folder(session, errors)
-            data_dir = folder.path if folder else ""
+        folder = selected_folder(db(), errors)
+        data_dir = folder.path if folder else ""
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors})
         if not errors:
@@ -67,6 +65,7 @@ def new_cross_validation() -> Any:
                     "params": {**values, "data_dir": data_dir}, "folds": folds,
                     "release_folds": "release_folds" in request.form,
                     "name": request.form.get("name", "").strip()[:200] or None, "queue": queue_choice()})
+                commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
                 queued = dispatch.submit(cv_request, actor=actor, origin=Origin.FORM)
             except UserInputError as error:
                 name = "data_folder" if error.field == "data_dir" else error.field  # as the job forms show it
@@ -77,8 +76,7 @@ def new_cross_validation() -> Any:
                 return redirect(url_for("cv.cross_validation", cv_id=queued.id))
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
-    with get_sessionmaker().begin() as session:
-        choices = form_choices(session)
+    choices = form_choices(db())
     return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), \
         (400 if errors else 200)
 
@@ -87,15 +85,12 @@ def new_cross_validation() -> Any:
 @login_required
 def cross_validations() -> Any:
     """Every cross-validation, newest first, with its folds' states and mean accuracy."""
-    with get_sessionmaker().begin() as session:
-        ids = list(session.scalars(select(CrossValidation.id).order_by(CrossValidation.id.desc()).limit(200)))
-        summaries = [cross_validation_summary(session, cv_id) for cv_id in ids]
+    summaries = [cross_validation_summary(db(), cv_id) for cv_id in cross_validation_ids(db())]
     return render_template("cv_list.html", summaries=summaries)
 
 
 def _summary(cv_id: int) -> dict[str, Any]:
-    with get_sessionmaker().begin() as session:
-        return cross_validation_summary(session, cv_id)
+    return cross_validation_summary(db(), cv_id)
 
 
 @bp.get("/cross-validations/<int:cv_id>")
@@ -118,9 +113,8 @@ def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: A
     live.js keeps them current while any of its jobs is queued or running."""
     jobs = summary["folds"] + summary["ensembles"]
     ended = not any(job["status"] in CANCELLABLE_STATUSES for job in jobs)
-    with get_sessionmaker().begin() as session:
-        folder = folder_service.registered_folder_by_path(session, summary["data_dir"])
-        names = ((folder.report if folder else None) or {}).get("split_names") or {}
+    folder = folder_service.registered_folder_by_path(db(), summary["data_dir"])
+    names = ((folder.report if folder else None) or {}).get("split_names") or {}
     split_names = {"evaluate": names.get("labelled", []), "predict": names.get("unlabelled", [])}
     return render_template(template, cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS,
                            cv_ended=ended, split_names=split_names), status
@@ -144,6 +138,7 @@ def ensemble(cv_id: int) -> Any:
         try:
             ensemble_request = parse_request(EnsembleRequest, {"cv_id": cv_id, "kind": kind, "split": split,
                                                                "tta": "tta" in request.form, "queue": queue_choice()})
+            commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
             job_id = dispatch.submit(ensemble_request, actor=actor, origin=Origin.FORM).id
         except (UserInputError, StateConflict) as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)
@@ -171,7 +166,6 @@ def delete_cross_validation(cv_id: int) -> Any:
 def out_of_fold(cv_id: int) -> Any:
     """Every training image's out-of-fold prediction, from the fold model that did not train on it."""
     _summary(cv_id)
-    with get_sessionmaker().begin() as session:
-        text = out_of_fold_csv(session, cv_id)
+    text = out_of_fold_csv(db(), cv_id)
     return Response(text, mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename=cv-{cv_id}-oof.csv"})

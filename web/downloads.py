@@ -12,9 +12,9 @@ from flask import redirect, send_file
 
 from core.common.errors import NotFound
 from core.service import jobs as job_service
-from core.service.db import get_sessionmaker
 from core.service.run_folders import artifact_store
 from core.service.settings import get_settings
+from web.db import db
 
 # The media type of each kind of file a job records (core.engine.run_folder.layout.classify_artifacts), by suffix; the OpenAPI
 # document lists these. Guessing from the name would call a .pt checkpoint a SNES page table.
@@ -30,9 +30,7 @@ def artifact_media_type(name: str) -> str:
 
 def send_artifact(job_id: int, artifact_id: int) -> Any:
     """Send a recorded artifact's file by id; no path ever comes from the request."""
-    with get_sessionmaker().begin() as session:
-        artifact = job_service.get_artifact(session, job_id, artifact_id)
-        session.expunge(artifact)  # read after the session ends: name, key, size
+    artifact = job_service.get_artifact(db(), job_id, artifact_id)
     name, store = artifact.name, artifact_store()
     if job_service.recorded_key(artifact) is None:  # a row naming no key (absolute, or climbing out with ..)
         raise NotFound(f"artifact {artifact_id}: its recorded path lies outside the artifact store")

@@ -2,7 +2,8 @@
 the current state refuses a 409, an unreachable broker a 503; a traceback is a bug.
 
 API paths answer JSON `{"error": ..., "field": ...}` (web.api.schemas.ErrorBody); pages answer a
-short HTML page. The field comes from the error itself (UserInputError.field), never from its text."""
+short HTML page. The field comes from the error itself (UserInputError.field), never from its text. An error
+answer commits nothing: what the request wrote before the error is rolled back (web.db)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from core.common.errors import BrokerUnavailable, DatabaseUnavailable, NotFound, StateConflict, StorageError, UserInputError
 from core.service.access import PermissionDenied
+from web.db import UNREACHABLE, rollback
 
 log = logging.getLogger("leukemia.web")
 DATABASE_UNAVAILABLE = "database unavailable: the service cannot use its database now (the web's log says why)"
@@ -25,7 +26,8 @@ def wants_json() -> bool:
 
 
 def error_response(status: int, message: str, field: str | None = None) -> Response:
-    """The one shape of every error answer."""
+    """The one shape of every error answer; the request's writes are rolled back first."""
+    rollback()
     if wants_json():
         body: dict[str, str] = {"error": message}
         if field:
@@ -115,7 +117,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(BrokerUnavailable, handle_broker_unavailable)
     app.register_error_handler(DatabaseUnavailable, handle_database_unavailable)
     app.register_error_handler(StorageError, handle_storage_error)
-    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(UNREACHABLE, handle_database_unavailable)
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(Exception, handle_unexpected)

@@ -16,6 +16,7 @@ from core.service.access import PermissionDenied, require_admin
 from core.service.metrics import ServiceCollector
 from core.service.settings import get_settings
 from web.auth import bearer_actor, bearer_token
+from web.db import commit
 
 bp = Blueprint("metrics", __name__)
 REGISTRY = CollectorRegistry(auto_describe=False)  # the rows' metrics only: this process's own are no one's concern
@@ -47,4 +48,5 @@ def metrics() -> Response:
     refused = refusal()
     if refused is not None:
         return refused
+    commit()  # the collector reads in a transaction of its own (web.db)
     return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from PIL import Image
-from sqlalchemy.orm import Session
 
 from core.common.errors import NotFound, StateConflict, UserInputError
 from core.engine.data.layouts import inside_path
@@ -21,11 +20,10 @@ from core.engine.run_folder.layout import EVALUATION_JSON, EXPLANATIONS_CSV, EXP
 from core.engine.run_folder.spreadsheet_csv import read_csv_rows
 from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
-from core.service.db import get_sessionmaker
 from core.service.records import MODEL_KINDS, Artifact, Job, JobStatus
 from core.service.settings import get_settings
-from web import queries
 from web.api import schemas
+from web.db import Session, db
 
 THUMBNAIL_PX = 96
 # The ResNets (core.engine.model.resnet) halve the image five times before layer4's output, the map Grad-CAM
@@ -64,7 +62,7 @@ def explained_image_size(session: Session, job: Job) -> int | None:
     parent_id = job.parent_id
     while parent_id is not None and parent_id not in seen:
         seen.add(parent_id)
-        parent = queries.find_job(session, parent_id)
+        parent = job_service.find_job(session, parent_id)
         if parent is None:
             return None
         if (parent.params or {}).get("image_size"):
@@ -74,9 +72,8 @@ def explained_image_size(session: Session, job: Job) -> int | None:
 
 
 def _artifact(job_id: int, name: str) -> Artifact | None:
-    with get_sessionmaker().begin() as session:
-        job_service.get_job(session, job_id)
-        return job_service.named_artifact(session, job_id, name)
+    job_service.get_job(db(), job_id)
+    return job_service.named_artifact(db(), job_id, name)
 
 
 def parse_recorded(job_id: int, artifact: Artifact | None, read: Callable[[bytes], T]) -> T | None:

@@ -12,12 +12,13 @@ from core.common.errors import NotFound, UserInputError
 from core.common.formats import percent
 from core.engine.training.early_stopping import EARLY_STOPPING_METRICS
 from core.service import data_folders as folder_service
+from core.service import jobs as job_service
 from core.service.access import require_submit
-from core.service.db import get_sessionmaker
 from core.service.jobs.request import JobRequest, Origin, SweepRequest, parse_request
 from core.service.records import JOB_KINDS, DataFolder
-from web import forms, queries
+from web import forms
 from web.auth import current_actor, login_required
+from web.db import commit, db
 from web.inputs import csv_name_problem, storable_id
 from worker import dispatch
 
@@ -36,7 +37,7 @@ def form_choices(session: Any, kind: str = "train", preset_folder: int | None = 
                         "image_size": (folder.report or {}).get("image_size"), "preset": forms.preset_name(names, kind)})
     parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
                                      f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
-               for j in queries.model_jobs(session)]
+               for j in job_service.model_jobs(session)]
     return {"folders": folders, "parents": parents, "chosen_folder": _chosen("data_folder", folders, preset_folder),
             "chosen_parent": _chosen("parent_id", parents, preset_parent)}
 
@@ -52,7 +53,7 @@ def _chosen(name: str, rows: list[dict[str, Any]], preset: Any) -> str:
 
 def selected_folder(session: Any, errors: dict[str, str]) -> DataFolder | None:
     raw = request.form.get("data_folder", "")
-    folder = session.get(DataFolder, int(raw)) if raw.isdigit() and storable_id(int(raw)) else None
+    folder = folder_service.find_data_folder(session, int(raw)) if raw.isdigit() else None
     if folder is None:
         errors["data_folder"] = "choose a registered data folder (register one under Data folders)"
     return folder
@@ -89,9 +90,8 @@ def new_job(kind: str) -> Any:
     errors: dict[str, str] = {}
     values = forms.values_from_form(kind, request.form) if request.method == "POST" else {}
     if request.method == "POST":
-        with get_sessionmaker().begin() as session:
-            folder = selected_folder(session, errors)
-            data_dir = folder.path if folder else ""
+        folder = selected_folder(db(), errors)
+        data_dir = folder.path if folder else ""
         parent_id = None if kind == "train" else selected_parent(errors)
         errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors})
@@ -103,6 +103,7 @@ def new_job(kind: str) -> Any:
                 job_request = parse_request(JobRequest, {"kind": kind, "params": {**values, "data_dir": data_dir},
                                                          "parent_id": parent_id, "queue": queue_choice(),
                                                          "options": options})
+                commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
                 job_id = dispatch.submit(job_request, actor=actor, origin=Origin.FORM).id
             except UserInputError as error:
                 record_submit_error(error, kind, errors)
@@ -112,8 +113,7 @@ def new_job(kind: str) -> Any:
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     preset_parent = request.args.get("parent", "")
-    with get_sessionmaker().begin() as session:
-        choices = form_choices(session, kind, parent_folder_id(session, preset_parent), preset_parent)
+    choices = form_choices(db(), kind, parent_folder_id(db(), preset_parent), preset_parent)
     status = 400 if errors else 200
     chosen = next((f for f in choices["folders"] if str(f["id"]) == choices["chosen_folder"]), None)
     split_value = request.form.get(forms.SPLIT_FIELD, "") if request.method == "POST" else (chosen or {}).get("preset", "")
@@ -123,7 +123,7 @@ def new_job(kind: str) -> Any:
 
 def parent_folder_id(session: Any, parent: str) -> int | None:
     """The registered data folder the parent job (?parent=ID) used, to preselect it; None when there is none."""
-    job = queries.find_job(session, int(parent)) if parent.isdigit() else None
+    job = job_service.find_job(session, int(parent)) if parent.isdigit() else None
     if job is None:
         return None
     folder = folder_service.registered_folder_by_path(session, job.data_dir or job.params.get("data_dir") or "")
@@ -147,9 +147,8 @@ def new_sweep() -> Any:
                 grid[name] = listed
         if not grid:
             errors["grid"] = "give at least one field several values, e.g. lr: 0.001, 0.0003"
-        with get_sessionmaker().begin() as session:
-            folder = selected_folder(session, errors)
-            data_dir = folder.path if folder else ""
+        folder = selected_folder(db(), errors)
+        data_dir = folder.path if folder else ""
         errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
                        if k not in errors and k not in grid})
         options = forms.options_from_form(request.form, errors)
@@ -160,6 +159,7 @@ def new_sweep() -> Any:
                     "kind": "train", "base_params": {**values, "data_dir": data_dir}, "grid": grid,
                     "name": request.form.get("name", "").strip()[:200] or None, "queue": queue_choice(),
                     "options": options, "early_stopping": rule})
+                commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
                 queued = dispatch.submit(sweep_request, actor=actor, origin=Origin.FORM)
             except UserInputError as error:
                 errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
@@ -168,8 +168,7 @@ def new_sweep() -> Any:
                 return redirect(url_for("views.job_list", sweep=queued.id))
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
-    with get_sessionmaker().begin() as session:
-        choices = form_choices(session)
+    choices = form_choices(db())
     return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,
                            form=request.form, sweep_fields=forms.SWEEP_FIELDS, median_metrics=EARLY_STOPPING_METRICS,
                            **choices), (400 if errors else 200)

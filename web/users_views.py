@@ -13,9 +13,9 @@ from core.common.errors import StateConflict, UserInputError
 from core.service import audit
 from core.service import users as user_service
 from core.service.access import Actor
-from core.service.db import get_sessionmaker
 from core.service.records import ROLES, User
 from web.auth import current_actor, login_required
+from web.db import db, rollback
 from web.errors import refusal_status
 from web.paging import Pager, requested_page
 
@@ -26,9 +26,8 @@ AUDIT_PER_PAGE = 50
 def _users_page(actor: Actor, errors: dict[str, str] | None = None, shown: dict[str, str] | None = None,
                 status: int = 200) -> Any:
     """The user list (core.service.users refuses it to non-admins) with the add form."""
-    with get_sessionmaker().begin() as session:
-        rows = [{"id": u.id, "username": u.username, "role": u.role, "disabled": u.disabled, "created_at": u.created_at}
-                for u in user_service.list_users(session, actor)]
+    rows = [{"id": u.id, "username": u.username, "role": u.role, "disabled": u.disabled, "created_at": u.created_at}
+            for u in user_service.list_users(db(), actor)]
     return render_template("users.html", users=rows, roles=ROLES, errors=errors or {}, shown=shown,
                            form=request.form if errors else None), status
 
@@ -43,9 +42,9 @@ def user_list() -> Any:
     username, role = request.form.get("username", "").strip(), request.form.get("role", "member")
     password = request.form.get("password", "") or None
     try:
-        with get_sessionmaker().begin() as session:
-            _, made = user_service.add_user(session, actor, username, role, password)
+        _, made = user_service.add_user(db(), actor, username, role, password)
     except (UserInputError, StateConflict) as error:
+        rollback()
         return _users_page(actor, {error.field or "form": str(error)}, status=refusal_status(error))
     flash(f"User {username} added ({role}).")
     return _users_page(actor, shown={"username": username, "password": made.value} if made else None)
@@ -55,11 +54,11 @@ def _change_user(user_id: int, change: Callable[[Any, Any, User], Any], done: st
     """Apply one core.service.users change to a user; a refusal (the last admin) is shown above the list."""
     actor = current_actor()
     try:
-        with get_sessionmaker().begin() as session:
-            user = user_service.find_user(session, user_id, actor)
-            made = change(session, actor, user)
-            name = user.username
+        user = user_service.find_user(db(), user_id, actor)
+        made = change(db(), actor, user)
+        name = user.username
     except (UserInputError, StateConflict) as error:
+        rollback()
         return _users_page(actor, {"form": str(error)}, status=refusal_status(error))
     flash(done.format(name=name))
     shown = {"username": name, "password": made.value} if isinstance(made, user_service.Secret) else None
@@ -96,10 +95,9 @@ def reset_password(user_id: int) -> Any:
 
 
 def _tokens_page(errors: dict[str, str] | None = None, made: str | None = None, status: int = 200) -> Any:
-    with get_sessionmaker().begin() as session:
-        rows = [{"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
-                 "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
-                for t in user_service.list_tokens(session, g.user.id)]
+    rows = [{"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
+             "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
+            for t in user_service.list_tokens(db(), g.user.id)]
     return render_template("tokens.html", tokens=rows, errors=errors or {}, made=made), status
 
 
@@ -110,10 +108,10 @@ def tokens() -> Any:
     if request.method == "GET":
         return _tokens_page()
     try:
-        with get_sessionmaker().begin() as session:
-            _, made = user_service.create_token(session, current_actor(), session.get(User, g.user.id),
-                                                request.form.get("name", ""))
+        _, made = user_service.create_token(db(), current_actor(), user_service.find_user(db(), g.user.id),
+                                            request.form.get("name", ""))
     except UserInputError as error:
+        rollback()
         return _tokens_page({error.field or "form": str(error)}, status=400)
     flash("Token created: copy it now, it is not shown again.")
     return _tokens_page(made=made.value)
@@ -123,10 +121,9 @@ def tokens() -> Any:
 @login_required
 def revoke_token(token_id: int) -> Any:
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        token = user_service.find_token(session, token_id, actor)
-        user_service.revoke_token(session, actor, token)
-        name = token.name
+    token = user_service.find_token(db(), token_id, actor)
+    user_service.revoke_token(db(), actor, token)
+    name = token.name
     flash(f"Token {name} revoked: it is refused from now on.")
     return _tokens_page()
 
@@ -140,8 +137,7 @@ def audit_log() -> Any:
     """Every write, newest first, one page at a time (admins)."""
     actor = current_actor()
     page = requested_page()
-    with get_sessionmaker().begin() as session:
-        entries, total = audit.entries(session, actor, page=page, per_page=AUDIT_PER_PAGE)
-        rows = [{"at": e.at, "username": e.username, "action": e.action, "target": f"{e.target_type} {e.target_id or ''}",
-                 "detail": e.detail, "address": e.address} for e in entries]
+    entries, total = audit.entries(db(), actor, page=page, per_page=AUDIT_PER_PAGE)
+    rows = [{"at": e.at, "username": e.username, "action": e.action, "target": f"{e.target_type} {e.target_id or ''}",
+             "detail": e.detail, "address": e.address} for e in entries]
     return render_template("audit.html", rows=rows, paged=Pager(page, AUDIT_PER_PAGE, total), total=total)

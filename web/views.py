@@ -15,7 +15,6 @@ from core.common.formats import human_bytes
 from core.service import data_folders as folder_service
 from core.service import deletion, job_edits, webhooks
 from core.service import jobs as job_service
-from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
 from core.service.job_options import JobOptionsEdit
 from core.service.records import (
@@ -32,6 +31,7 @@ from web import compare as compare_table
 from web import forms, queries, results
 from web.api import schemas
 from web.auth import current_actor, login_required
+from web.db import commit, db, rollback
 from web.downloads import send_artifact
 from web.errors import refusal_status
 from web.inputs import query_choice, query_int
@@ -95,14 +95,13 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
                    sweep_form: Any = None, sweep_errors: dict[str, str] | None = None) -> Any:
     """The job list; for one sweep, headed by its notes, tags and edit form (as submitted and marked: a 400)."""
     per_page = JOBS_PER_PAGE
-    with get_sessionmaker().begin() as session:
-        jobs, total = job_service.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
-                                            per_page=per_page)
-        rows = [job.model_dump(mode="json") for job in queries.job_models(session, jobs)]
-        disk = disk_summary(session)
-        sweep = _sweep_card(session, sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
-        sweep_rule = queries.sweep_rule_text(session, sweep_id) if sweep_id is not None else None
-        lost = [worker.hostname for worker in webhooks.lost_workers(session, within_hours=24, limit=10)]
+    jobs, total = job_service.list_jobs(db(), status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
+                                        per_page=per_page)
+    rows = [job.model_dump(mode="json") for job in queries.job_models(db(), jobs)]
+    disk = disk_summary(db())
+    sweep = _sweep_card(db(), sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
+    sweep_rule = queries.sweep_rule_text(db(), sweep_id) if sweep_id is not None else None
+    lost = [worker.hostname for worker in webhooks.lost_workers(db(), within_hours=24, limit=10)]
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template("jobs.html", rows=rows, total=total, paged=Pager(page, per_page, total), filters=filters,
                            statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk,
@@ -111,7 +110,7 @@ def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, t
 
 def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str, str] | None = None) -> dict | None:
     """A sweep's name, notes and tags, and its edit form's values (the job list's header for one sweep)."""
-    sweep = queries.find_sweep(session, sweep_id)
+    sweep = job_service.find_sweep(session, sweep_id)
     if sweep is None:
         return None
     options = job_service.options_of(session, sweep)
@@ -135,14 +134,13 @@ def job_live(job_id: int) -> Any:
 
 def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None, template: str = "job.html") -> Any:
     """The job page (or its live regions); with form and errors, its edit form as submitted, marked (a 400)."""
-    with get_sessionmaker().begin() as session:
-        job = job_service.get_job(session, job_id)
-        row = queries.job_models(session, [job])[0].model_dump(mode="json")
-        metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(session, job_id)]
-        artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(session, job_id)]
-        heatmap_note = results.heatmap_note(results.explained_image_size(session, job)) if job.kind not in MODEL_KINDS else None
-        edit_form = form or forms.options_form_values(job_service.options_of(session, job))
-        children = [child.model_dump(mode="json") for child in queries.job_models(session, queries.child_jobs(session, job_id))]
+    job = job_service.get_job(db(), job_id)
+    row = queries.job_models(db(), [job])[0].model_dump(mode="json")
+    metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(db(), job_id)]
+    artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(db(), job_id)]
+    heatmap_note = results.heatmap_note(results.explained_image_size(db(), job)) if job.kind not in MODEL_KINDS else None
+    edit_form = form or forms.options_form_values(job_service.options_of(db(), job))
+    children = [child.model_dump(mode="json") for child in queries.job_models(db(), job_service.child_jobs(db(), job_id))]
     return render_template(template, job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            results_error=results.results_error(job_id, row["kind"], row["status"]),
                            poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
@@ -158,8 +156,7 @@ def edit_job(job_id: int) -> Any:
     options = forms.options_from_form(request.form, errors)
     if options is None:
         return _job_page(_existing(job_id), request.form, errors)
-    with get_sessionmaker().begin() as session:
-        changed = job_edits.edit_job(session, current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()))
+    changed = job_edits.edit_job(db(), current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()))
     flash(job_edits.describe_changes(f"Job {job_id}", changed) + ".")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -170,10 +167,9 @@ def edit_sweep(sweep_id: int) -> Any:
     """The sweep header's notes-and-tags form (on the job list of the sweep); a new priority reaches its queued jobs."""
     errors: dict[str, str] = {}
     options = forms.options_from_form(request.form, errors)
-    with get_sessionmaker().begin() as session:
-        job_edits.get_sweep(session, sweep_id)
-        if options is not None:
-            changed = job_edits.edit_sweep(session, current_actor(), sweep_id, JobOptionsEdit(**options.model_dump()))
+    job_edits.get_sweep(db(), sweep_id)
+    if options is not None:
+        changed = job_edits.edit_sweep(db(), current_actor(), sweep_id, JobOptionsEdit(**options.model_dump()))
     if options is None:
         return _job_list_page(None, None, sweep_id, None, 1, request.form, errors)
     flash(job_edits.describe_changes(f"Sweep {sweep_id}", changed) + ".")
@@ -183,7 +179,10 @@ def edit_sweep(sweep_id: int) -> Any:
 @bp.post("/jobs/<int:job_id>/cancel")
 @login_required
 def cancel(job_id: int) -> Any:
-    status = dispatch.cancel_job(_existing(job_id), actor=current_actor())
+    _existing(job_id)
+    actor = current_actor()
+    commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
+    status = dispatch.cancel_job(job_id, actor=actor)
     flash(f"Job {job_id}: {'cancelled' if status == JobStatus.cancelled else 'cancel requested; it stops at its next batch'}.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -191,7 +190,10 @@ def cancel(job_id: int) -> Any:
 @bp.post("/jobs/<int:job_id>/retry")
 @login_required
 def retry(job_id: int) -> Any:
-    dispatch.retry_job(_existing(job_id), actor=current_actor())
+    _existing(job_id)
+    actor = current_actor()
+    commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
+    dispatch.retry_job(job_id, actor=actor)
     flash(f"Job {job_id} queued again.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -209,8 +211,7 @@ def delete_job(job_id: int) -> Any:
 @login_required
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a finished sweep, all its jobs and their files."""
-    with get_sessionmaker().begin() as session:
-        job_edits.get_sweep(session, sweep_id)
+    job_edits.get_sweep(db(), sweep_id)
     return delete_and_flash(deletion.delete_sweep, sweep_id, f"Sweep {sweep_id}",
                             refused=url_for("views.job_list", sweep=sweep_id), deleted=url_for("views.job_list"))
 
@@ -222,9 +223,9 @@ def delete_and_flash(delete: Callable[..., deletion.Deletion], target_id: int, t
     (back to `refused`)."""
     actor = current_actor()
     try:
-        with get_sessionmaker().begin() as session:
-            done = delete(session, target_id, actor=actor)
+        done = delete(db(), target_id, actor=actor)
     except (UserInputError, StateConflict) as refusal:
+        rollback()
         flash(f"{target} not deleted: {refusal}", "error")
         return redirect(refused)
     flash(f"Deleted {done.what}: {human_bytes(done.freed_bytes)} freed.")
@@ -232,8 +233,7 @@ def delete_and_flash(delete: Callable[..., deletion.Deletion], target_id: int, t
 
 
 def _existing(job_id: int) -> int:
-    with get_sessionmaker().begin() as session:
-        job_service.get_job(session, job_id)
+    job_service.get_job(db(), job_id)
     return job_id
 
 
@@ -251,13 +251,12 @@ def download(job_id: int, artifact_id: int) -> Any:
 def compare() -> Any:
     """Two or more runs: curves overlaid (drawn by compare.js from the API) and a metrics table."""
     raw = ",".join(request.args.getlist("ids"))
-    with get_sessionmaker().begin() as session:
-        candidates = [{"id": j.id, "kind": j.kind, "status": j.status, "arch": j.params.get("arch"),
-                       "best": j.best_valid_accuracy} for j in queries.recent_jobs(session)]
-        if not raw:
-            return render_template("compare.html", runs=[], candidates=candidates, ids="")
-        ids = queries.parse_job_ids(raw)
-        runs = compare_table.compared_runs(session, [job_service.get_job(session, job_id) for job_id in ids])
+    candidates = [{"id": j.id, "kind": j.kind, "status": j.status, "arch": j.params.get("arch"),
+                   "best": j.best_valid_accuracy} for j in job_service.recent_jobs(db())]
+    if not raw:
+        return render_template("compare.html", runs=[], candidates=candidates, ids="")
+    ids = queries.parse_job_ids(raw)
+    runs = compare_table.compared_runs(db(), [job_service.get_job(db(), job_id) for job_id in ids])
     return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)),
                            measures=compare_table.MEASURES)
 
@@ -269,18 +268,17 @@ def data_folders() -> Any:
     error, error_field, status = None, None, 200
     if request.method == "POST":
         try:
-            with get_sessionmaker().begin() as session:
-                folder = folder_service.register_data_folder(session, request.form.get("name", ""),
-                                                             request.form.get("path", ""), actor=current_actor())
-                name = folder.name
+            folder = folder_service.register_data_folder(db(), request.form.get("name", ""),
+                                                         request.form.get("path", ""), actor=current_actor())
+            name = folder.name
         except (UserInputError, StateConflict) as problem:
+            rollback()
             error, error_field, status = str(problem), problem.field, refusal_status(problem)
         else:
             flash(f"Data folder {name} registered and checked.")
             return redirect(url_for("views.data_folders"))
-    with get_sessionmaker().begin() as session:
-        folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json")
-                   for f in folder_service.list_data_folders(session)]
+    folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json")
+               for f in folder_service.list_data_folders(db())]
     roots = get_settings().data_root_paths
     return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
                            form=request.form), status

@@ -11,10 +11,10 @@ from werkzeug.datastructures import MultiDict
 
 from core.common.errors import UserInputError
 from core.service import webhooks
-from core.service.db import get_sessionmaker
 from core.service.records import WEBHOOK_EVENTS
 from web.api import schemas
 from web.auth import current_actor, login_required
+from web.db import db, rollback
 from web.paging import Pager, requested_page
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin/webhooks")
@@ -29,22 +29,21 @@ def webhook_list() -> Any:
     error, error_field, made, form = None, None, None, request.form
     if request.method == "POST":
         try:
-            with get_sessionmaker().begin() as session:
-                webhook = webhooks.add(session, actor, request.form.get("url", ""), request.form.getlist("events"),
-                                       request.form.get("secret", "").strip() or None)
-                made = {"id": webhook.id, "secret": webhook.secret}
+            webhook = webhooks.add(db(), actor, request.form.get("url", ""), request.form.getlist("events"),
+                                   request.form.get("secret", "").strip() or None)
+            made = {"id": webhook.id, "secret": webhook.secret}
         except UserInputError as problem:
+            rollback()
             error, error_field = str(problem), problem.field
         else:
             # The secret goes into this page only, as a new token does: a flash would carry it in the cookie.
             flash(f"Webhook {made['id']} added.")
             form = MultiDict()
-    with get_sessionmaker().begin() as session:
-        listed = webhooks.list_webhooks(session, actor)  # admins only
-        rows = [schemas.Webhook.model_validate(w).model_dump(mode="json") for w in listed]
-        counts = webhooks.delivery_counts(session, actor)
-        lost = [{"hostname": w.hostname, "queues": w.queues, "last_seen": w.last_seen, "lost_at": w.lost_at}
-                for w in webhooks.lost_workers(session)]
+    listed = webhooks.list_webhooks(db(), actor)  # admins only
+    rows = [schemas.Webhook.model_validate(w).model_dump(mode="json") for w in listed]
+    counts = webhooks.delivery_counts(db(), actor)
+    lost = [{"hostname": w.hostname, "queues": w.queues, "last_seen": w.last_seen, "lost_at": w.lost_at}
+            for w in webhooks.lost_workers(db())]
     return render_template("webhooks.html", webhooks=rows, counts=counts, lost=lost, events=WEBHOOK_EVENTS,
                            error=error, error_field=error_field, form=form, made=made), (400 if error else 200)
 
@@ -54,8 +53,7 @@ def webhook_list() -> Any:
 def set_enabled(webhook_id: int) -> Any:
     actor = current_actor()
     enabled = request.form.get("enabled") == "1"
-    with get_sessionmaker().begin() as session:
-        webhooks.change(session, actor, webhook_id, enabled=enabled)
+    webhooks.change(db(), actor, webhook_id, enabled=enabled)
     flash(f"Webhook {webhook_id} {'enabled' if enabled else 'disabled'}.")
     return redirect(request.form.get("back") == "history" and url_for("webhooks.history", webhook_id=webhook_id)
                     or url_for("webhooks.webhook_list"))
@@ -65,8 +63,7 @@ def set_enabled(webhook_id: int) -> Any:
 @login_required
 def delete(webhook_id: int) -> Any:
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        webhooks.remove(session, actor, webhook_id)
+    webhooks.remove(db(), actor, webhook_id)
     flash(f"Webhook {webhook_id} removed, with its delivery history.")
     return redirect(url_for("webhooks.webhook_list"))
 
@@ -75,8 +72,7 @@ def delete(webhook_id: int) -> Any:
 @login_required
 def send_test(webhook_id: int) -> Any:
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        delivery_id = webhooks.send_test(session, actor, webhook_id).id
+    delivery_id = webhooks.send_test(db(), actor, webhook_id).id
     flash(f"Test delivery {delivery_id} queued; a worker sends it within seconds.")
     return redirect(url_for("webhooks.history", webhook_id=webhook_id))
 
@@ -87,10 +83,9 @@ def history(webhook_id: int) -> Any:
     """One webhook's deliveries, newest first: event, status, response code, attempts, times, error."""
     actor = current_actor()
     page = requested_page()
-    with get_sessionmaker().begin() as session:
-        rows, total = webhooks.deliveries(session, actor, webhook_id, page=page, per_page=PER_PAGE)  # admins only
-        webhook = schemas.Webhook.model_validate(webhooks.get_webhook(session, webhook_id)).model_dump(mode="json")
-        deliveries = [schemas.WebhookDelivery.model_validate(d) for d in rows]
+    rows, total = webhooks.deliveries(db(), actor, webhook_id, page=page, per_page=PER_PAGE)  # admins only
+    webhook = schemas.Webhook.model_validate(webhooks.get_webhook(db(), webhook_id)).model_dump(mode="json")
+    deliveries = [schemas.WebhookDelivery.model_validate(d) for d in rows]
     return render_template("webhook.html", webhook=webhook, deliveries=deliveries, total=total,
                            paged=Pager(page, PER_PAGE, total))
 
@@ -99,8 +94,7 @@ def history(webhook_id: int) -> Any:
 @login_required
 def redeliver(delivery_id: int) -> Any:
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        row = webhooks.send_again(session, actor, delivery_id)
-        webhook_id, new_id = row.webhook_id, row.id
+    row = webhooks.send_again(db(), actor, delivery_id)
+    webhook_id, new_id = row.webhook_id, row.id
     flash(f"Delivery {delivery_id} queued again as delivery {new_id}.")
     return redirect(url_for("webhooks.history", webhook_id=webhook_id))

@@ -65,6 +65,11 @@ def get_cross_validation(session: Session, cv_id: int, *, key_share: bool = Fals
     return cv
 
 
+def cross_validation_ids(session: Session, limit: int = 200) -> list[int]:
+    """The newest cross-validations' ids, newest first."""
+    return list(session.scalars(select(CrossValidation.id).order_by(CrossValidation.id.desc()).limit(limit)))
+
+
 def fold_jobs(session: Session, cv_id: int) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.cv_id == cv_id, Job.cv_fold.is_not(None)).order_by(Job.cv_fold)))
 

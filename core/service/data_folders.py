@@ -22,12 +22,16 @@ from core.engine.data.data_roots import inside_roots, require_inside_data_roots
 from core.service import audit
 from core.service.access import Actor, require_submit
 from core.service.db import unique_or_conflict
-from core.service.records import DataFolder, utcnow
+from core.service.records import MAX_ID, DataFolder, utcnow
 from core.service.settings import get_settings
 
 
 def list_data_folders(session: Session) -> list[DataFolder]:
     return list(session.scalars(select(DataFolder).order_by(DataFolder.name)))
+
+
+def find_data_folder(session: Session, folder_id: int) -> DataFolder | None:
+    return session.get(DataFolder, folder_id) if 1 <= folder_id <= MAX_ID else None
 
 
 def registered_folder_by_path(session: Session, path: str) -> DataFolder | None:

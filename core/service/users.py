@@ -71,6 +71,18 @@ def end_user_sessions(session: Session, user_id: int) -> None:
 # --- users ----------------------------------------------------------------------------------------
 
 
+def user_by_name(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def user_names(session: Session, user_ids: set[int | None]) -> dict[int | None, str]:
+    """User id → name for the given ids (None, the CLI, is left out)."""
+    wanted = [user_id for user_id in user_ids if user_id is not None]
+    if not wanted:
+        return {}
+    return {user_id: name for user_id, name in session.execute(select(User.id, User.username).where(User.id.in_(wanted)))}
+
+
 def find_user(session: Session, user: int | str, actor: Actor | None = None) -> User:
     """A user by id or by name; an unknown one is NotFound naming the field. Given the actor (a request),
     only an admin may look users up: refused before the lookup, so ids stay unknown to the rest."""
@@ -79,7 +91,7 @@ def find_user(session: Session, user: int | str, actor: Actor | None = None) -> 
     if isinstance(user, int):
         row = session.get(User, user) if 1 <= user <= MAX_ID else None
     else:
-        row = session.scalar(select(User).where(User.username == user))
+        row = user_by_name(session, user)
     if row is None:
         raise NotFound(f"user: no user {user!r}", field="user")
     return row
@@ -181,7 +193,7 @@ def ensure_admin(session: Session, actor: Actor, username: str, password: str) -
         except UserInputError as error:  # the operator fixes a setting, not a form field
             field = f"admin_{error.field}"
             raise UserInputError(f"{field.upper()}: {error}", field=field) from None
-        user = session.scalar(select(User).where(User.username == username))
+        user = user_by_name(session, username)
         if user is None:
             add_user(session, actor, username, "admin", password)
             return None
@@ -250,7 +262,7 @@ def settings_token_actor(session: Session, username: str, address: str | None) -
     """The Actor of the settings' single API_TOKEN: the user ADMIN_USERNAME as they are now, so it loses
     admin rights with a demotion and is refused once that user is disabled (or when there is none);
     what it submits is theirs."""
-    user = session.scalar(select(User).where(User.username == username))
+    user = user_by_name(session, username)
     if user is None or user.disabled:
         return None
     return Actor(user.id, user.username, user.role, address)

@@ -6,12 +6,13 @@ from typing import Any
 
 from core.common.errors import UserInputError
 from core.service import deletion
-from core.service.db import get_sessionmaker
+from core.service.cv_jobs import cross_validation_summary
 from core.service.jobs.request import EnsembleRequest, Origin
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params, job_response
 from web.auth import current_actor
+from web.db import commit, db
 from web.inputs import csv_name_problem, json_body
 from web.openapi import operation
 from worker import dispatch
@@ -23,14 +24,13 @@ def submit_cross_validation() -> Any:
     """Submit a cross-validation: one training job per fold"""
     submission = json_body(schemas.CrossValidationSubmission)
     check_web_params(submission.params)
-    return cross_validation_response(dispatch.submit(submission, actor=current_actor(), origin=Origin.API).id, 201)
+    actor = current_actor()
+    commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
+    return cross_validation_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
 
 
 def cross_validation_response(cv_id: int, status: int = 200) -> Any:
-    from core.service.cv_jobs import cross_validation_summary
-
-    with get_sessionmaker().begin() as session:
-        return answer(schemas.CrossValidation.model_validate(cross_validation_summary(session, cv_id)), status)
+    return answer(schemas.CrossValidation.model_validate(cross_validation_summary(db(), cv_id)), status)
 
 
 @operation(bp, "get", "/cross-validations/<int:cv_id>", operation_id="getCrossValidation", tag="cross-validations",
@@ -44,9 +44,7 @@ def get_cross_validation(cv_id: int) -> Any:
            tag="cross-validations", responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
 def delete_cross_validation(cv_id: int) -> Any:
     """Delete a cross-validation whose jobs have all finished: its fold and ensemble jobs' files and rows, then it"""
-    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
-    with get_sessionmaker().begin() as session:
-        done = deletion.delete_cross_validation(session, cv_id, actor=actor)
+    done = deletion.delete_cross_validation(db(), cv_id, actor=current_actor())
     return answer(schemas.Deletion(job_ids=done.job_ids, cv_id=cv_id, freed_bytes=done.freed_bytes))
 
 
@@ -59,4 +57,6 @@ def submit_ensemble(cv_id: int) -> Any:
     if problem := csv_name_problem(submission.split):
         raise UserInputError(f"split: {problem}", field="split")
     ensemble = EnsembleRequest(cv_id=cv_id, **dict(submission))
-    return job_response(dispatch.submit(ensemble, actor=current_actor(), origin=Origin.API).id, 201)
+    actor = current_actor()
+    commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
+    return job_response(dispatch.submit(ensemble, actor=actor, origin=Origin.API).id, 201)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from core.service import data_folders
-from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
 from core.service.settings import get_settings
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
+from web.db import db
 from web.inputs import json_body
 from web.openapi import operation
 
@@ -18,8 +18,7 @@ from web.openapi import operation
 @operation(bp, "get", "/disk", operation_id="getDiskUse", tag="disk", responses={200: schemas.DiskUse})
 def disk_use() -> Any:
     """Disk use: the jobs' run folders in total, and free/total space of the artifacts volume"""
-    with get_sessionmaker().begin() as session:
-        summary = disk_summary(session)
+    summary = disk_summary(db())
     volume = summary.volume
     return answer(schemas.DiskUse(jobs_bytes=summary.jobs_bytes, measured_jobs=summary.measured_jobs,
                                   unmeasured_jobs=summary.unmeasured_jobs, store=summary.store_url,
@@ -32,15 +31,13 @@ def disk_use() -> Any:
 def register_data_folder() -> Any:
     """Register a data folder under a data root (and check it)"""
     registration = json_body(schemas.DataFolderRegistration)
-    with get_sessionmaker().begin() as session:
-        folder = data_folders.register_data_folder(session, registration.name or "", registration.path, actor=current_actor())
-        return answer(schemas.DataFolder.model_validate(folder), 201)
+    folder = data_folders.register_data_folder(db(), registration.name or "", registration.path, actor=current_actor())
+    return answer(schemas.DataFolder.model_validate(folder), 201)
 
 
 @operation(bp, "get", "/data-folders", operation_id="listDataFolders", tag="data folders",
            responses={200: schemas.DataFolderList})
 def list_data_folders() -> Any:
     """Registered data folders"""
-    with get_sessionmaker().begin() as session:
-        folders = [schemas.DataFolder.model_validate(f) for f in data_folders.list_data_folders(session)]
+    folders = [schemas.DataFolder.model_validate(f) for f in data_folders.list_data_folders(db())]
     return answer(schemas.DataFolderList(data_folders=folders))

@@ -9,6 +9,7 @@ from core.service.db import check_database
 from web import errors
 from web.api import schemas
 from web.api.blueprint import answer, bp
+from web.db import commit
 from web.openapi import openapi_document, operation
 
 
@@ -16,6 +17,7 @@ from web.openapi import openapi_document, operation
            responses={200: schemas.Health, 503: schemas.Health})
 def health() -> Any:
     """Is the database reachable? (for compose healthchecks)"""
+    commit()  # check_database asks on a connection of its own (web.db)
     try:
         check_database()
     except DatabaseUnavailable as error:  # gone, dropped, unreachable or without tables: the reason is logged

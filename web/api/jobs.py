@@ -9,12 +9,12 @@ from flask import current_app
 from core.common.errors import UserInputError
 from core.service import data_folders, deletion, job_edits
 from core.service import jobs as job_service
-from core.service.db import get_sessionmaker
 from core.service.jobs.request import Origin
 from web import queries, results
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
+from web.db import commit, db
 from web.downloads import send_artifact
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import FILE, PNG, operation
@@ -31,10 +31,9 @@ def check_web_params(params: dict[str, Any]) -> None:
     if not isinstance(data_dir, str) or not data_dir:
         raise UserInputError("data_dir: give the path of a registered data folder (GET /api/data-folders)",
                              field="data_dir")
-    with get_sessionmaker().begin() as session:
-        if data_folders.registered_folder_by_path(session, data_dir) is None:
-            raise UserInputError(f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)",
-                                 field="data_dir")
+    if data_folders.registered_folder_by_path(db(), data_dir) is None:
+        raise UserInputError(f"data_dir: {data_dir!r} is not a registered data folder (GET /api/data-folders)",
+                             field="data_dir")
     if problem := csv_name_problem(params.get("csv")):
         raise UserInputError(f"csv: {problem}", field="csv")
 
@@ -45,7 +44,9 @@ def submit_job() -> Any:
     """Submit a job"""
     submission = json_body(schemas.JobSubmission)
     check_web_params(submission.params)
-    return job_response(dispatch.submit(submission, actor=current_actor(), origin=Origin.API).id, 201)
+    actor = current_actor()
+    commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
+    return job_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
 
 
 @operation(bp, "get", "/jobs", operation_id="listJobs", tag="jobs", query=schemas.JobListQuery,
@@ -53,17 +54,14 @@ def submit_job() -> Any:
 def list_jobs() -> Any:
     """Jobs, newest first"""
     query = query_model(schemas.JobListQuery)
-    with get_sessionmaker().begin() as session:
-        jobs, total = job_service.list_jobs(session, status=query.status, kind=query.kind, sweep_id=query.sweep_id,
-                                            tag=query.tag, page=query.page, per_page=query.per_page)
-        return answer(schemas.JobPage(jobs=queries.job_models(session, jobs), total=total, page=query.page,
-                                      per_page=query.per_page))
+    jobs, total = job_service.list_jobs(db(), status=query.status, kind=query.kind, sweep_id=query.sweep_id,
+                                        tag=query.tag, page=query.page, per_page=query.per_page)
+    return answer(schemas.JobPage(jobs=queries.job_models(db(), jobs), total=total, page=query.page, per_page=query.per_page))
 
 
 def job_response(job_id: int, status: int = 200) -> Any:
-    with get_sessionmaker().begin() as session:
-        job = job_service.get_job(session, job_id)
-        return answer(queries.job_models(session, [job])[0], status)
+    job = job_service.get_job(db(), job_id)
+    return answer(queries.job_models(db(), [job])[0], status)
 
 
 @operation(bp, "get", "/jobs/<int:job_id>", operation_id="getJob", tag="jobs",
@@ -74,8 +72,7 @@ def get_job(job_id: int) -> Any:
 
 
 def existing_job_id(job_id: int) -> int:
-    with get_sessionmaker().begin() as session:
-        job_service.get_job(session, job_id)
+    job_service.get_job(db(), job_id)
     return job_id
 
 
@@ -85,8 +82,7 @@ def edit_job(job_id: int) -> Any:
     """Change a job's notes, tags, priority or retention (its owner or an admin); fields left out stay"""
     changes, actor = json_body(schemas.OptionsEdit), current_actor()
     existing_job_id(job_id)
-    with get_sessionmaker().begin() as session:
-        job_edits.edit_job(session, actor, job_id, changes)
+    job_edits.edit_job(db(), actor, job_id, changes)
     return job_response(job_id)
 
 
@@ -94,7 +90,10 @@ def edit_job(job_id: int) -> Any:
            responses={200: schemas.Job}, errors=(403, 404, 409))
 def cancel_job(job_id: int) -> Any:
     """Cancel a job (queued: now; running: at its next batch)"""
-    dispatch.cancel_job(existing_job_id(job_id), actor=current_actor())
+    existing_job_id(job_id)
+    actor = current_actor()
+    commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
+    dispatch.cancel_job(job_id, actor=actor)
     return job_response(job_id)
 
 
@@ -102,7 +101,10 @@ def cancel_job(job_id: int) -> Any:
            responses={200: schemas.Job}, errors=(400, 403, 404, 409, 503))
 def retry_job(job_id: int) -> Any:
     """Queue a failed or cancelled job again"""
-    dispatch.retry_job(existing_job_id(job_id), actor=current_actor())
+    existing_job_id(job_id)
+    actor = current_actor()
+    commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
+    dispatch.retry_job(job_id, actor=actor)
     return job_response(job_id)
 
 
@@ -111,9 +113,7 @@ def retry_job(job_id: int) -> Any:
 def delete_job(job_id: int) -> Any:
     """Delete a finished job: its files (the space freed is reported) and its rows"""
     existing_job_id(job_id)
-    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
-    with get_sessionmaker().begin() as session:
-        done = deletion.delete_job(session, job_id, actor=actor)
+    done = deletion.delete_job(db(), job_id, actor=current_actor())
     return answer(schemas.Deletion(job_ids=done.job_ids, freed_bytes=done.freed_bytes))
 
 
@@ -122,8 +122,7 @@ def delete_job(job_id: int) -> Any:
 def job_metrics(job_id: int) -> Any:
     """Per-epoch metrics of a job"""
     existing_job_id(job_id)
-    with get_sessionmaker().begin() as session:
-        epochs = [queries.epoch_model(m) for m in job_service.epoch_metrics(session, job_id)]
+    epochs = [queries.epoch_model(m) for m in job_service.epoch_metrics(db(), job_id)]
     return answer(schemas.JobMetrics(job_id=job_id, epochs=epochs))
 
 
@@ -132,8 +131,7 @@ def job_metrics(job_id: int) -> Any:
 def job_artifacts(job_id: int) -> Any:
     """Files a job recorded"""
     existing_job_id(job_id)
-    with get_sessionmaker().begin() as session:
-        rows = [schemas.Artifact.model_validate(a) for a in job_service.artifacts(session, job_id)]
+    rows = [schemas.Artifact.model_validate(a) for a in job_service.artifacts(db(), job_id)]
     return answer(schemas.JobArtifacts(job_id=job_id, artifacts=rows))
 
 
@@ -148,8 +146,7 @@ def download_artifact(job_id: int, artifact_id: int) -> Any:
            responses={200: schemas.JobResults}, errors=(404,))
 def job_results(job_id: int) -> Any:
     """Evaluation (metrics with 95% intervals, curves, calibration) or prediction summary, and the heat maps"""
-    with get_sessionmaker().begin() as session:
-        kind = job_service.get_job(session, job_id).kind
+    kind = job_service.get_job(db(), job_id).kind
     return answer(results.job_results(job_id, kind))
 
 
@@ -164,9 +161,8 @@ def job_images(job_id: int) -> Any:
            tag="results", responses={200: PNG}, errors=(400, 404))
 def job_image_thumbnail(job_id: int, index: int) -> Any:
     """A thumbnail of the cell in row index (1-based) of the per-image results"""
-    with get_sessionmaker().begin() as session:
-        job = job_service.get_job(session, job_id)
-        data_dir = job.data_dir or job.params.get("data_dir", "")
+    job = job_service.get_job(db(), job_id)
+    data_dir = job.data_dir or job.params.get("data_dir", "")
     return png_response(results.thumbnail_png(job_id, data_dir, index))
 
 

@@ -6,13 +6,14 @@ from typing import Any
 
 from core.common.errors import UserInputError
 from core.service import deletion, job_edits
-from core.service.db import get_sessionmaker
+from core.service import jobs as job_service
 from core.service.jobs.request import Origin
 from web import queries
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params
 from web.auth import current_actor
+from web.db import commit, db
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import operation
 from worker import dispatch
@@ -30,13 +31,14 @@ def submit_sweep() -> Any:
     for csv in submission.grid.get("csv", []):  # the check a single job's csv gets
         if problem := csv_name_problem(csv):
             raise UserInputError(f"grid: csv {problem}", field="grid")
-    return sweep_response(dispatch.submit(submission, actor=current_actor(), origin=Origin.API).id, 201)
+    actor = current_actor()
+    commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
+    return sweep_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
 
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
-    with get_sessionmaker().begin() as session:
-        sweep = job_edits.get_sweep(session, sweep_id)
-        return answer(queries.sweep_model(session, sweep), status)
+    sweep = job_edits.get_sweep(db(), sweep_id)
+    return answer(queries.sweep_model(db(), sweep), status)
 
 
 @operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.SweepListQuery,
@@ -44,9 +46,8 @@ def sweep_response(sweep_id: int, status: int = 200) -> Any:
 def list_sweeps() -> Any:
     """Sweeps, newest first"""
     query = query_model(schemas.SweepListQuery)
-    with get_sessionmaker().begin() as session:
-        sweeps, total = queries.list_sweeps(session, query.page, query.per_page, tag=query.tag)
-        items = [queries.sweep_model(session, sweep) for sweep in sweeps]
+    sweeps, total = job_service.list_sweeps(db(), query.page, query.per_page, tag=query.tag)
+    items = [queries.sweep_model(db(), sweep) for sweep in sweeps]
     return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
 
@@ -62,8 +63,7 @@ def get_sweep(sweep_id: int) -> Any:
 def edit_sweep(sweep_id: int) -> Any:
     """Change a sweep's notes, tags, priority (also its queued jobs') or retention; fields left out stay"""
     changes, actor = json_body(schemas.OptionsEdit), current_actor()
-    with get_sessionmaker().begin() as session:
-        job_edits.edit_sweep(session, actor, sweep_id, changes)
+    job_edits.edit_sweep(db(), actor, sweep_id, changes)
     return sweep_response(sweep_id)
 
 
@@ -71,7 +71,5 @@ def edit_sweep(sweep_id: int) -> Any:
            responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
-    actor = current_actor()  # before the transaction: it reads the token's user in one of its own
-    with get_sessionmaker().begin() as session:
-        done = deletion.delete_sweep(session, sweep_id, actor=actor)
+    done = deletion.delete_sweep(db(), sweep_id, actor=current_actor())
     return answer(schemas.Deletion(job_ids=done.job_ids, sweep_id=sweep_id, freed_bytes=done.freed_bytes))

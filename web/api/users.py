@@ -9,11 +9,10 @@ from flask import abort
 
 from core.service import audit
 from core.service import users as user_service
-from core.service.db import get_sessionmaker
-from core.service.records import User
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
+from web.db import db
 from web.inputs import json_body, query_model
 from web.openapi import operation
 
@@ -29,9 +28,8 @@ def me() -> Any:
 def list_users() -> Any:
     """Every user with role and status (admin)"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        rows = user_service.list_users(session, actor)
-        return answer(schemas.UserList(users=[schemas.UserInfo.model_validate(u) for u in rows]))
+    rows = user_service.list_users(db(), actor)
+    return answer(schemas.UserList(users=[schemas.UserInfo.model_validate(u) for u in rows]))
 
 
 @operation(bp, "post", "/users", operation_id="addUser", tag="users", body=schemas.UserCreate,
@@ -39,10 +37,9 @@ def list_users() -> Any:
 def add_user() -> Any:
     """Add a user (admin); without a password one is generated and answered once"""
     request = json_body(schemas.UserCreate)
-    with get_sessionmaker().begin() as session:
-        user, made = user_service.add_user(session, current_actor(), request.username, request.role, request.password)
-        return answer(schemas.UserCreated(user=schemas.UserInfo.model_validate(user),
-                                          password=made.value if made else None), 201)
+    user, made = user_service.add_user(db(), current_actor(), request.username, request.role, request.password)
+    return answer(schemas.UserCreated(user=schemas.UserInfo.model_validate(user),
+                                      password=made.value if made else None), 201)
 
 
 @operation(bp, "patch", "/users/<int:user_id>", operation_id="updateUser", tag="users", body=schemas.UserUpdate,
@@ -51,13 +48,12 @@ def update_user(user_id: int) -> Any:
     """Change a user's role, or disable/enable them (admin; the last enabled admin is kept)"""
     request = json_body(schemas.UserUpdate)
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        user = user_service.find_user(session, user_id, actor)
-        if request.role is not None:
-            user_service.set_role(session, actor, user, request.role)
-        if request.disabled is not None:
-            user_service.set_disabled(session, actor, user, request.disabled)
-        return answer(schemas.UserInfo.model_validate(user))
+    user = user_service.find_user(db(), user_id, actor)
+    if request.role is not None:
+        user_service.set_role(db(), actor, user, request.role)
+    if request.disabled is not None:
+        user_service.set_disabled(db(), actor, user, request.disabled)
+    return answer(schemas.UserInfo.model_validate(user))
 
 
 @operation(bp, "post", "/users/<int:user_id>/reset-password", operation_id="resetUserPassword", tag="users",
@@ -65,19 +61,17 @@ def update_user(user_id: int) -> Any:
 def reset_password(user_id: int) -> Any:
     """Give a user a new generated password, answered once; their sessions end and their API tokens are revoked (admin)"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        user = user_service.find_user(session, user_id, actor)
-        made = user_service.reset_password(session, actor, user)
-        return answer(schemas.PasswordReset(user=schemas.UserInfo.model_validate(user), password=made.value))
+    user = user_service.find_user(db(), user_id, actor)
+    made = user_service.reset_password(db(), actor, user)
+    return answer(schemas.PasswordReset(user=schemas.UserInfo.model_validate(user), password=made.value))
 
 
 @operation(bp, "get", "/tokens", operation_id="listTokens", tag="users", responses={200: schemas.TokenList})
 def list_tokens() -> Any:
     """Your API tokens (never the tokens themselves: name, prefix, times)"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        rows = user_service.list_tokens(session, actor.user_id) if actor.user_id is not None else []
-        return answer(schemas.TokenList(tokens=[schemas.TokenInfo.model_validate(t) for t in rows]))
+    rows = user_service.list_tokens(db(), actor.user_id) if actor.user_id is not None else []
+    return answer(schemas.TokenList(tokens=[schemas.TokenInfo.model_validate(t) for t in rows]))
 
 
 @operation(bp, "post", "/tokens", operation_id="createToken", tag="users", body=schemas.TokenCreate,
@@ -86,11 +80,10 @@ def create_token() -> Any:
     """Create a named token for yourself; it is answered once"""
     request = json_body(schemas.TokenCreate)
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        if actor.user_id is None:
-            abort(403, description="this token belongs to no user: create the admin user (ADMIN_USERNAME) first")
-        token, made = user_service.create_token(session, actor, session.get(User, actor.user_id), request.name)
-        return answer(schemas.TokenCreated(token=schemas.TokenInfo.model_validate(token), secret=made.value), 201)
+    if actor.user_id is None:
+        abort(403, description="this token belongs to no user: create the admin user (ADMIN_USERNAME) first")
+    token, made = user_service.create_token(db(), actor, user_service.find_user(db(), actor.user_id), request.name)
+    return answer(schemas.TokenCreated(token=schemas.TokenInfo.model_validate(token), secret=made.value), 201)
 
 
 @operation(bp, "delete", "/tokens/<int:token_id>", operation_id="revokeToken", tag="users",
@@ -98,9 +91,8 @@ def create_token() -> Any:
 def revoke_token(token_id: int) -> Any:
     """Revoke a token: refused from the next request on (yours; an admin may revoke anyone's)"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        token = user_service.find_token(session, token_id, actor)  # others' ids stay unknown
-        return answer(schemas.TokenInfo.model_validate(user_service.revoke_token(session, actor, token)))
+    token = user_service.find_token(db(), token_id, actor)  # others' ids stay unknown
+    return answer(schemas.TokenInfo.model_validate(user_service.revoke_token(db(), actor, token)))
 
 
 @operation(bp, "get", "/audit", operation_id="listAuditLog", tag="users", query=schemas.PageQuery,
@@ -109,7 +101,6 @@ def audit_log() -> Any:
     """Every write, newest first: who, what, on which target, from where (admin)"""
     actor = current_actor()
     query = query_model(schemas.PageQuery)
-    with get_sessionmaker().begin() as session:
-        entries, total = audit.entries(session, actor, page=query.page, per_page=query.per_page)
-        return answer(schemas.AuditPage(entries=[schemas.AuditEntry.model_validate(e) for e in entries], total=total,
-                                        page=query.page, per_page=query.per_page))
+    entries, total = audit.entries(db(), actor, page=query.page, per_page=query.per_page)
+    return answer(schemas.AuditPage(entries=[schemas.AuditEntry.model_validate(e) for e in entries], total=total,
+                                    page=query.page, per_page=query.per_page))

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from core.service import webhooks
-from core.service.db import get_sessionmaker
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
+from web.db import db
 from web.inputs import json_body, query_model
 from web.openapi import operation
 
@@ -20,8 +20,7 @@ from web.openapi import operation
 def list_webhooks() -> Any:
     """Webhooks (admins)"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        rows = [schemas.Webhook.model_validate(w) for w in webhooks.list_webhooks(session, actor)]
+    rows = [schemas.Webhook.model_validate(w) for w in webhooks.list_webhooks(db(), actor)]
     return answer(schemas.WebhookList(webhooks=rows))
 
 
@@ -30,9 +29,8 @@ def list_webhooks() -> Any:
 def create_webhook() -> Any:
     """Add a webhook; the answer carries its signing secret, this once"""
     creation = json_body(schemas.WebhookCreation)
-    with get_sessionmaker().begin() as session:
-        webhook = webhooks.add(session, current_actor(), creation.url, list(creation.events), creation.secret)
-        return answer(schemas.WebhookCreated.model_validate(webhook), 201)
+    webhook = webhooks.add(db(), current_actor(), creation.url, list(creation.events), creation.secret)
+    return answer(schemas.WebhookCreated.model_validate(webhook), 201)
 
 
 @operation(bp, "patch", "/webhooks/<int:webhook_id>", operation_id="updateWebhook", tag="webhooks",
@@ -41,10 +39,9 @@ def update_webhook(webhook_id: int) -> Any:
     """Change a webhook's url, events or enabled"""
     change = json_body(schemas.WebhookChange)
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        webhook = webhooks.change(session, actor, webhook_id, url=change.url,
-                                  events=None if change.events is None else list(change.events), enabled=change.enabled)
-        return answer(schemas.Webhook.model_validate(webhook))
+    webhook = webhooks.change(db(), actor, webhook_id, url=change.url,
+                              events=None if change.events is None else list(change.events), enabled=change.enabled)
+    return answer(schemas.Webhook.model_validate(webhook))
 
 
 @operation(bp, "delete", "/webhooks/<int:webhook_id>", operation_id="deleteWebhook", tag="webhooks",
@@ -52,8 +49,7 @@ def update_webhook(webhook_id: int) -> Any:
 def delete_webhook(webhook_id: int) -> Any:
     """Remove a webhook and its delivery history; answers the webhook as it was"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        removed = schemas.Webhook.model_validate(webhooks.remove(session, actor, webhook_id))
+    removed = schemas.Webhook.model_validate(webhooks.remove(db(), actor, webhook_id))
     return answer(removed)
 
 
@@ -63,9 +59,8 @@ def list_deliveries(webhook_id: int) -> Any:
     """A webhook's deliveries, newest first: status, response code, attempts, times, error"""
     actor = current_actor()
     query = query_model(schemas.PageQuery)
-    with get_sessionmaker().begin() as session:
-        rows, total = webhooks.deliveries(session, actor, webhook_id, page=query.page, per_page=query.per_page)
-        items = [schemas.WebhookDelivery.model_validate(d) for d in rows]
+    rows, total = webhooks.deliveries(db(), actor, webhook_id, page=query.page, per_page=query.per_page)
+    items = [schemas.WebhookDelivery.model_validate(d) for d in rows]
     return answer(schemas.WebhookDeliveryPage(deliveries=items, total=total, page=query.page, per_page=query.per_page))
 
 
@@ -74,8 +69,7 @@ def list_deliveries(webhook_id: int) -> Any:
 def ping_webhook(webhook_id: int) -> Any:
     """Queue a webhook.test delivery to this webhook (workers send it within seconds)"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        return answer(schemas.WebhookDelivery.model_validate(webhooks.send_test(session, actor, webhook_id)), 201)
+    return answer(schemas.WebhookDelivery.model_validate(webhooks.send_test(db(), actor, webhook_id)), 201)
 
 
 @operation(bp, "post", "/webhooks/deliveries/<int:delivery_id>/redeliver", operation_id="redeliverWebhookDelivery",
@@ -83,5 +77,4 @@ def ping_webhook(webhook_id: int) -> Any:
 def redeliver(delivery_id: int) -> Any:
     """Send a delivery's body again, as a new delivery"""
     actor = current_actor()
-    with get_sessionmaker().begin() as session:
-        return answer(schemas.WebhookDelivery.model_validate(webhooks.send_again(session, actor, delivery_id)), 201)
+    return answer(schemas.WebhookDelivery.model_validate(webhooks.send_again(db(), actor, delivery_id)), 201)

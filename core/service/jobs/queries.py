@@ -1,4 +1,5 @@
-"""Reading jobs: one job, the filtered list, epochs, artifacts, tags and options, queue positions."""
+"""Reading jobs: one job, the filtered list, epochs, artifacts, tags and options, queue positions; sweeps and their
+jobs; the jobs a form or page offers to choose from."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from core.service.records import (
     JOB_KINDS,
     JOB_STATUSES,
     MAX_ID,
+    MODEL_KINDS,
     PRIORITY_NAMES,
     Artifact,
     EpochMetric,
@@ -74,6 +76,11 @@ def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:
     return job
 
 
+def find_job(session: Session, job_id: int) -> Job | None:
+    """The job as the database has it now, or None (a caller to whom an unknown id is an error uses get_job)."""
+    return session.get(Job, job_id, populate_existing=True) if 1 <= job_id <= MAX_ID else None
+
+
 def list_jobs(
     session: Session,
     *,
@@ -105,6 +112,45 @@ def list_jobs(
         conditions.append(Job.id.in_(select(JobTag.job_id).where(JobTag.tag == tag_filter(tag))))
     total = session.scalar(select(func.count(Job.id)).where(*conditions)) or 0
     query = select(Job).where(*conditions).order_by(Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    return list(session.scalars(query)), total
+
+
+def model_jobs(session: Session, limit: int = 200) -> list[Job]:
+    """Train/finetune jobs that have a checkpoint to start from (succeeded, or stopped with one saved), newest first."""
+    with_checkpoint = select(Artifact.job_id).where(Artifact.kind == "checkpoint")
+    query = (select(Job).where(Job.kind.in_(MODEL_KINDS), Job.id.in_(with_checkpoint))
+             .order_by(Job.id.desc()).limit(limit))
+    return list(session.scalars(query))
+
+
+def child_jobs(session: Session, job_id: int, limit: int = 200) -> list[Job]:
+    """The jobs started from this job's checkpoint (parent_id): its evaluations, predictions and finetunes, oldest first."""
+    return list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id).limit(limit)))
+
+
+def recent_jobs(session: Session, limit: int = 200) -> list[Job]:
+    """The newest jobs that can be compared: training runs (curves) and evaluate jobs (ROC curves)."""
+    kinds = (*MODEL_KINDS, "evaluate")
+    return list(session.scalars(select(Job).where(Job.kind.in_(kinds)).order_by(Job.id.desc()).limit(limit)))
+
+
+def find_sweep(session: Session, sweep_id: int) -> Sweep | None:
+    """The sweep, or None (a caller to whom an unknown id is an error uses job_edits.get_sweep)."""
+    return session.get(Sweep, sweep_id) if 1 <= sweep_id <= MAX_ID else None
+
+
+def sweep_job_ids(session: Session, sweep_id: int) -> list[int]:
+    """The ids of a sweep's jobs, in order."""
+    return list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id).order_by(Job.id)))
+
+
+def list_sweeps(session: Session, page: int, per_page: int, tag: str | None = None) -> tuple[list[Sweep], int]:
+    """A page of sweeps, newest first, and the total matching."""
+    conditions = []
+    if tag is not None:
+        conditions.append(Sweep.id.in_(select(SweepTag.sweep_id).where(SweepTag.tag == tag_filter(tag))))
+    total = session.scalar(select(func.count(Sweep.id)).where(*conditions)) or 0
+    query = select(Sweep).where(*conditions).order_by(Sweep.id.desc()).limit(per_page).offset((page - 1) * per_page)
     return list(session.scalars(query)), total
 
 

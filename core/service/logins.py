@@ -1,4 +1,4 @@
-"""Failed-login throttling and server-side sessions, both kept in the database.
+"""Failed-login throttling and server-side sessions, both kept in the database (web.auth's logins use them).
 
 Several gunicorn workers (and `serve`'s processes) answer logins, so per-process memory cannot
 count failures; the database is the one store every deployment has (SQLite in the embedded
@@ -18,7 +18,6 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.service import users as core_users
 from core.service.records import LoginFailure, LoginSession, User
 
 USERNAME_LENGTH = 150  # users.username
@@ -93,5 +92,3 @@ def session_user(session: Session, token: str, now: datetime) -> User | None:
 def end_session(session: Session, token: str) -> None:
     session.execute(delete(LoginSession).where(LoginSession.id == _digest(token)))
 
-
-end_user_sessions = core_users.end_user_sessions  # every session of a user (password reset, disabled)
