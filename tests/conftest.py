@@ -208,7 +208,7 @@ def app(request, tmp_path, settings_override):
                       SECRET_KEY="test-secret", DATABASE_URL=postgres_url(database) if database else None,
                       BROKER_URL=None, ARTIFACTS_DIR=None, CACHE_DIR=None)
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
-    yield create_app(test_config={"TESTING": True})
+    yield settings_override.follow(create_app(test_config={"TESTING": True}))
     settings_override.undo()  # the engines let go of the database before it is dropped
     if database:
         drop_postgres_database(database)

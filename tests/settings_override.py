@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,13 @@ class SettingsOverride:
 
     def __init__(self) -> None:
         self._environment = pytest.MonkeyPatch()
+        self._apps: list[Any] = []
+
+    def follow(self, app: Any) -> Any:
+        """Hand this web app (web.create_app) the settings of every later override, as a deployment restarts
+        its app with new ones; returns it."""
+        self._apps.append(app)
+        return app
 
     def __call__(self, **values: str | None) -> None:
         for name, value in values.items():
@@ -25,9 +33,16 @@ class SettingsOverride:
             else:
                 self._environment.setenv(name, str(value))
         forget_settings()
+        if self._apps:
+            from core.service.settings import get_settings
+            from web import SETTINGS_KEY
+
+            for app in self._apps:
+                app.extensions[SETTINGS_KEY] = get_settings()
 
     def undo(self) -> None:
         """Back to the environment before the first override, and settings read afresh from it (twice is harmless)."""
+        self._apps.clear()  # done with: the environment before the test may not even be valid settings
         self._environment.undo()
         forget_settings()
 

@@ -282,6 +282,17 @@ def test_leukemia_web_command_is_registered():
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output
 
 
+def test_the_app_reads_the_settings_it_was_made_with(app):
+    """create_app(settings): its code reads that object, not the process's settings (issue 25 item 5)."""
+    from core.service.settings import get_settings
+    from web import create_app
+
+    given = get_settings().model_copy(update={"metrics_token": "made-with-this"})
+    bearer = {"Authorization": "Bearer made-with-this"}
+    assert create_app(given, test_config={"TESTING": True}).test_client().get("/metrics", headers=bearer).status_code == 200
+    assert app.test_client().get("/metrics", headers=bearer).status_code == 401  # the process's settings have no such token
+
+
 def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, monkeypatch, settings_override):
     """create_app reads settings and stored secrets only; `leukemia migrate`'s step makes the schema and the
     admin, `leukemia web`'s also the secrets; then the WSGI entry builds the app with the stored token."""

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from core.service.access import PermissionDenied, require_admin
 from core.service.metrics import ServiceCollector
-from core.service.settings import get_settings
+from web import app_settings
 from web.auth import bearer_actor, bearer_token
 
 bp = Blueprint("metrics", __name__)
@@ -27,7 +27,7 @@ def refusal() -> Response | None:
     token = bearer_token()
     if token is None:
         return Response(SEND_TOKEN, 401, {"WWW-Authenticate": "Bearer"}, mimetype="text/plain")
-    metrics_token = get_settings().metrics_token
+    metrics_token = app_settings().metrics_token
     if metrics_token and hmac.compare_digest(token.encode(), metrics_token.encode()):
         return None
     actor = bearer_actor()

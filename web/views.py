@@ -26,9 +26,8 @@ from core.service.records import (
     JobStatus,
     utcnow,
 )
-from core.service.settings import get_settings
+from web import app_settings, forms, queries, results
 from web import compare as compare_table
-from web import forms, queries, results
 from web.api import schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
@@ -139,7 +138,7 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
     return render_template("job.html", job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            results_error=results.results_error(job_id, row["kind"], row["status"]),
                            poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
-                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
+                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=app_settings().retention,
                            edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)
 
 
@@ -274,6 +273,6 @@ def data_folders() -> Any:
     with get_sessionmaker().begin() as session:
         folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json")
                    for f in folder_service.list_data_folders(session)]
-    roots = get_settings().data_root_paths
+    roots = app_settings().data_root_paths
     return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
                            form=request.form), status
