@@ -35,7 +35,7 @@ class SettingsOverride:
         forget_settings()
         if self._apps:
             from core.service.settings import get_settings
-            from web import SETTINGS_KEY
+            from web.settings import SETTINGS_KEY
 
             for app in self._apps:
                 app.extensions[SETTINGS_KEY] = get_settings()

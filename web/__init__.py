@@ -10,25 +10,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from core.service.job_options import listed_options
 from core.service.logs import configure_logging
 from core.service.records import JobStatus
 from core.service.settings import Settings, get_settings
+from web.settings import SETTINGS_KEY
 
 MAX_REQUEST_BYTES = 1 * 1024 * 1024  # forms and JSON bodies only; no uploads
-SETTINGS_KEY = "leukemia.settings"  # app.extensions[SETTINGS_KEY]: the Settings the app was made with
-
-
-def app_settings(app: Flask | None = None) -> Settings:
-    """The settings of the app (default: the one serving this request), which its code reads instead of the process's."""
-    return (app or current_app).extensions[SETTINGS_KEY]
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:
     """Flask's and its extensions' own keys. Our settings are not copied here: code reads them from
-    app_settings()."""
+    web.settings.app_settings()."""
     return {
         "SECRET_KEY": settings.secret_key_or_stored,
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),

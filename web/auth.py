@@ -32,7 +32,8 @@ from core.service.db import get_sessionmaker, upgrade_database
 from core.service.logs import announce as announce_line
 from core.service.records import User, utcnow
 from core.service.settings import get_settings, persisted_secret
-from web import app_settings, logins
+from web import logins
+from web.settings import app_settings
 
 bp = Blueprint("auth", __name__)
 NOT_RECOGNISED = "username or password: not recognised"

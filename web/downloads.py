@@ -14,7 +14,7 @@ from core.common.errors import NotFound
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
 from core.service.run_folders import artifact_store
-from web import app_settings
+from web.settings import app_settings
 
 # The media type of each kind of file a job records (core.engine.run_folder.layout.classify_artifacts), by suffix; the OpenAPI
 # document lists these. Guessing from the name would call a .pt checkpoint a SNES page table.

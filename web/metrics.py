@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from core.service.access import PermissionDenied, require_admin
 from core.service.metrics import ServiceCollector
-from web import app_settings
 from web.auth import bearer_actor, bearer_token
+from web.settings import app_settings
 
 bp = Blueprint("metrics", __name__)
 REGISTRY = CollectorRegistry(auto_describe=False)  # the rows' metrics only: this process's own are no one's concern

@@ -23,8 +23,9 @@ from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
 from core.service.db import get_sessionmaker
 from core.service.records import MODEL_KINDS, Artifact, Job, JobStatus
-from web import app_settings, queries
+from web import queries
 from web.api import schemas
+from web.settings import app_settings
 
 THUMBNAIL_PX = 96
 # The ResNets (core.engine.model.resnet) halve the image five times before layer4's output, the map Grad-CAM

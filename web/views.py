@@ -26,14 +26,15 @@ from core.service.records import (
     JobStatus,
     utcnow,
 )
-from web import app_settings, forms, queries, results
 from web import compare as compare_table
+from web import forms, queries, results
 from web.api import schemas
 from web.auth import current_actor, login_required
 from web.downloads import send_artifact
 from web.errors import refusal_status
 from web.inputs import query_choice, query_int
 from web.paging import Pager, requested_page
+from web.settings import app_settings
 from worker import dispatch
 
 bp = Blueprint("views", __name__)

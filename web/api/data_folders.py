@@ -7,12 +7,12 @@ from typing import Any
 from core.service import data_folders
 from core.service.db import get_sessionmaker
 from core.service.disk import disk_summary
-from web import app_settings
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.inputs import json_body
 from web.openapi import operation
+from web.settings import app_settings
 
 
 @operation(bp, "get", "/disk", operation_id="getDiskUse", tag="disk", responses={200: schemas.DiskUse})
