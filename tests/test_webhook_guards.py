@@ -19,6 +19,7 @@ from core.service import webhooks
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.records import AuditEntry
+from core.service.settings import get_settings
 from core.service.webhooks.transport import NOT_ALLOWED, Attempt
 from tests.conftest import create_postgres_database, drop_postgres_database, postgres_url
 from tests.test_webhooks import AUTH, SECRET, Receiver, add_webhook, deliver_until, deliveries_of
@@ -63,7 +64,7 @@ def race(senders: int, until, seconds: float) -> list[float]:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                webhooks.deliver_due()
+                webhooks.deliver_due(get_settings())
             except Exception as error:  # noqa: BLE001  (reported below)
                 failures.append(error)
                 return
@@ -165,13 +166,13 @@ def test_a_disabled_webhooks_retries_wait_until_it_is_enabled(database):
     try:
         hook = add_webhook(receiver.url, ["job.failed"])
         delivery_id = queue_test(hook)
-        webhooks.deliver_due()
+        webhooks.deliver_due(get_settings())
         assert len(receiver.requests) == 1  # the 500: pending, retried after 0.3 s
         with get_sessionmaker().begin() as session:
             webhooks.change(session, cli_actor(), hook, enabled=False)
         later = queue_test(hook)
         for _ in range(8):  # well past the retry time
-            webhooks.deliver_due()
+            webhooks.deliver_due(get_settings())
             time.sleep(0.1)
         assert len(receiver.requests) == 1
         assert {d.id: d.status for d in deliveries_of(hook)} == {delivery_id: "pending", later: "pending"}
@@ -193,7 +194,7 @@ def test_a_pass_sends_a_delivery_at_most_once(database, settings_override):
         hook = add_webhook(receiver.url, ["job.failed"])
         queue_test(hook)
         queue_test(hook)
-        assert webhooks.deliver_due() == {"delivered": 0, "pending": 2, "failed": 0}
+        assert webhooks.deliver_due(get_settings()) == {"delivered": 0, "pending": 2, "failed": 0}
         assert len(receiver.requests) == 2
     finally:
         receiver.close()
@@ -332,7 +333,7 @@ def test_a_refused_target_is_never_contacted_and_its_error_tells_nothing_of_its_
         allow(settings_override, None)
         queue_test(open_hook)
         queue_test(closed_hook)
-        assert webhooks.deliver_due() == {"delivered": 0, "pending": 2, "failed": 0}
+        assert webhooks.deliver_due(get_settings()) == {"delivered": 0, "pending": 2, "failed": 0}
         [opened], [closed] = deliveries_of(open_hook), deliveries_of(closed_hook)
         assert opened.last_error == closed.last_error == NOT_ALLOWED
         assert opened.response_code is closed.response_code is None
@@ -365,12 +366,12 @@ def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_
         hook = add_webhook(f"http://hooks.rebind.test:{port}/hook", ["job.failed"])
         answers[:] = ["127.0.0.1", "127.0.0.2"]  # checked as 127.0.0.1, then rebound
         first = queue_test(hook)
-        assert webhooks.deliver_due()["delivered"] == 1
+        assert webhooks.deliver_due(get_settings())["delivered"] == 1
         assert [int(r["delivery"]) for r in good.requests] == [first] and impostor.requests == []
 
         answers[:] = ["127.0.0.2"]  # the name now resolves to a refused address
         queue_test(hook)
-        webhooks.deliver_due()
+        webhooks.deliver_due(get_settings())
         assert [d.last_error for d in deliveries_of(hook)][0] == NOT_ALLOWED
         assert len(good.requests) == 1 and impostor.requests == []
     finally:
@@ -429,11 +430,11 @@ def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_
         hook = add_webhook(receiver.url, ["job.failed"])
         delivery_id = queue_test(hook)
         with get_sessionmaker().begin() as session:
-            _, stalled_lease = webhooks.claim_next(session)
+            _, stalled_lease = webhooks.claim_next(session, settings=get_settings())
         time.sleep(1.2)
-        assert webhooks.deliver_due()["delivered"] == 1  # another sender takes it over, sends and records it
+        assert webhooks.deliver_due(get_settings())["delivered"] == 1  # another sender takes it over, sends and records it
         with get_sessionmaker().begin() as session:
-            late = webhooks.record_attempt(session, delivery_id, stalled_lease, Attempt(False, None, "timed out"))
+            late = webhooks.record_attempt(session, delivery_id, stalled_lease, Attempt(False, None, "timed out"), settings=get_settings())
         assert late is None
         [delivery] = deliveries_of(hook)
         assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 1, None)

@@ -19,6 +19,7 @@ from core.service import jobs, webhooks
 from core.service.access import Actor, PermissionDenied, cli_actor
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.records import Job, WebhookDelivery, WorkerRecord, utcnow
+from core.service.settings import get_settings
 from tests import polling
 from tests.web_helpers import free_port
 
@@ -132,7 +133,7 @@ def deliver_until(condition, seconds: float = 20.0) -> None:
     def delivered() -> bool:
         if condition():
             return True
-        webhooks.deliver_due()
+        webhooks.deliver_due(get_settings())
         return False
 
     polling.wait_for(delivered, seconds, "delivery passes to get there")
@@ -239,7 +240,7 @@ def test_refused_connections_fail_after_the_last_attempt(database, tmp_path, set
     [delivery] = deliveries_of(hook)
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 2, None)
     assert "refused" in delivery.last_error.lower() and delivery.finished_at is not None
-    assert webhooks.deliver_due() == {"delivered": 0, "pending": 0, "failed": 0}  # nothing more is sent
+    assert webhooks.deliver_due(get_settings()) == {"delivered": 0, "pending": 0, "failed": 0}  # nothing more is sent
     with get_sessionmaker().begin() as session:  # the metrics' counter of attempts: one retried, one given up
         from core.service.event_counts import event_counts
 
@@ -253,9 +254,9 @@ def test_two_senders_never_take_one_delivery(database, tmp_path):
     with get_sessionmaker().begin() as session:
         jobs.request_cancel(session, queued(tmp_path))
     with get_sessionmaker().begin() as first:
-        taken, _ = webhooks.claim_next(first)
+        taken, _ = webhooks.claim_next(first, settings=get_settings())
     with get_sessionmaker().begin() as second:
-        assert webhooks.claim_next(second) is None
+        assert webhooks.claim_next(second, settings=get_settings()) is None
     assert [taken] == [d.id for d in deliveries_of(hook)]
 
 
