@@ -139,3 +139,22 @@ def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, clean_s
     result = CliRunner().invoke(leukemia_cli, ["jobs"])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, (result.output, result.exception)
     assert message.format(tmp=tmp_path) in result.stderr, result.stderr
+
+
+def test_the_settings_override_undoes_itself(isolated_home, tmp_path):
+    """tests/settings_override.py: what a test sets is read at once, and undone with the cached settings and engines."""
+    from core.service.db import get_engine
+    from core.service.settings import get_settings
+    from tests.settings_override import SettingsOverride, overridden_settings
+
+    before, url = (os.environ.get("HEARTBEAT_SECONDS"), get_settings().heartbeat_seconds), f"sqlite:///{tmp_path / 'o.db'}"
+    override = SettingsOverride()
+    try:
+        override(HEARTBEAT_SECONDS="0.25", DATABASE_URL=url)
+        engine = get_engine()
+        assert get_settings().heartbeat_seconds == 0.25 and str(engine.url) == url
+    finally:
+        override.undo()
+    assert (os.environ.get("HEARTBEAT_SECONDS"), get_settings().heartbeat_seconds) == before
+    with overridden_settings(DATABASE_URL=url):
+        assert get_engine() is not engine  # the engine made from the overridden URL was forgotten too
