@@ -78,7 +78,7 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
                     jobs.list_jobs(session, status=JobStatus.failed, page=20, per_page=50)
 
             figures["core list_jobs(status=failed, page=20)"] = median_ms(core_page, repeat)
-            app = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench", "API_TOKEN": TOKEN})
+            app = create_app(test_config={"TESTING": True, "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench", "API_TOKEN": TOKEN})
             client = app.test_client()
             assert client.post("/login", data={"username": USER[0], "password": USER[1]}).status_code == 302
             for url in URLS:

@@ -69,8 +69,8 @@ def service_backend(request, tmp_path_factory):
     tests take seconds."""
     import secrets
 
-    from core.service.db import reset_engines, upgrade_database
-    from core.service.settings import get_settings
+    from core.service.db import upgrade_database
+    from tests.settings_override import SettingsOverride
 
     home = tmp_path_factory.mktemp(f"home-{request.param.replace('+', '-')}")
     env = {"LEUKEMIA_HOME": str(home), "HEARTBEAT_SECONDS": "1", "STALE_AFTER_SECONDS": "6",
@@ -85,21 +85,11 @@ def service_backend(request, tmp_path_factory):
     elif request.param == "rabbitmq+postgres":
         vhost = create_rabbitmq_vhost()  # the same isolation: a virtual host of this session's own
         env["BROKER_URL"] = rabbitmq_url(vhost)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update({k: v for k, v in env.items() if v})
-    for key in [k for k, v in env.items() if not v]:
-        os.environ.pop(key, None)
-    get_settings.cache_clear()
-    reset_engines()
+    override = SettingsOverride()
+    override(**{key: value or None for key, value in env.items()})
     upgrade_database()
     yield {"name": request.param, "env": {k: v for k, v in env.items() if v}, "home": home}
-    reset_engines()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    override.undo()
     if database:
         drop_postgres_database(database)
     if vhost:
@@ -165,17 +155,22 @@ def delete_rabbitmq_vhost(vhost: str) -> None:
 
 
 @pytest.fixture
-def isolated_home(tmp_path, monkeypatch) -> Path:
-    """A fresh LEUKEMIA_HOME (so caches, database and artifacts) for one test."""
-    from core.service.settings import get_settings
+def settings_override():
+    """Change this process's settings for one test: settings_override(NAME="value", OTHER=None), re-read at once
+    and undone at teardown (tests/settings_override.py); the one place tests touch the settings' caches."""
+    from tests.settings_override import SettingsOverride
 
+    override = SettingsOverride()
+    yield override
+    override.undo()
+
+
+@pytest.fixture
+def isolated_home(tmp_path, settings_override) -> Path:
+    """A fresh LEUKEMIA_HOME (so caches, database and artifacts) for one test."""
     home = tmp_path / "leukemia-home"
-    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
-    for key in ("CACHE_DIR", "ARTIFACTS_DIR", "DATABASE_URL", "BROKER_URL"):
-        monkeypatch.delenv(key, raising=False)
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
+    settings_override(LEUKEMIA_HOME=str(home), CACHE_DIR=None, ARTIFACTS_DIR=None, DATABASE_URL=None, BROKER_URL=None)
+    return home
 
 
 # --- data engineer ---
@@ -198,34 +193,23 @@ WEB_ADMIN = ("alice", "wonderland-42")
 
 
 @pytest.fixture()
-def app(request, tmp_path, monkeypatch):
+def app(request, tmp_path, settings_override):
     """The dashboard on a fresh LEUKEMIA_HOME under tmp_path (SQLite + embedded broker); data root tmp_path/data.
 
     `@pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)` runs a test on a fresh
     PostgreSQL database as well (its column types differ: 32-bit ids, no NUL in text)."""
-    from core.service.db import reset_engines
-    from core.service.settings import get_settings
     from web import create_app
     from web.auth import prepare_database
 
     (tmp_path / "data").mkdir()
-    monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
-    monkeypatch.setenv("ADMIN_USERNAME", WEB_ADMIN[0])
-    monkeypatch.setenv("ADMIN_PASSWORD", WEB_ADMIN[1])
-    monkeypatch.setenv("API_TOKEN", WEB_API_TOKEN)
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR"):
-        monkeypatch.delenv(key, raising=False)
     database = create_postgres_database() if getattr(request, "param", "sqlite") == "postgresql" else None
-    if database:
-        monkeypatch.setenv("DATABASE_URL", postgres_url(database))
-    get_settings.cache_clear()
-    reset_engines()
+    settings_override(LEUKEMIA_HOME=str(tmp_path / "home"), DATA_ROOTS=str(tmp_path / "data"),
+                      ADMIN_USERNAME=WEB_ADMIN[0], ADMIN_PASSWORD=WEB_ADMIN[1], API_TOKEN=WEB_API_TOKEN,
+                      SECRET_KEY="test-secret", DATABASE_URL=postgres_url(database) if database else None,
+                      BROKER_URL=None, ARTIFACTS_DIR=None, CACHE_DIR=None)
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
-    yield create_app({"TESTING": True})
-    reset_engines()
-    get_settings.cache_clear()
+    yield settings_override.follow(create_app(test_config={"TESTING": True}))
+    settings_override.undo()  # the engines let go of the database before it is dropped
     if database:
         drop_postgres_database(database)
 
@@ -282,14 +266,9 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture()
-def s3_store_env(s3_server, monkeypatch):
+def s3_store_env(s3_server, settings_override):
     """This process's artifact store is a fresh bucket of the S3 server (ARTIFACTS_URL and AWS credentials set,
     settings re-read); yields the bucket's name."""
-    from core.service.settings import get_settings
-
     bucket = s3_server.new_bucket()
-    for name, value in s3_server.settings(bucket).items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield bucket
-    get_settings.cache_clear()
+    settings_override(**s3_server.settings(bucket))
+    return bucket

@@ -69,17 +69,15 @@ def served_names(text: str) -> set[str]:
     return names
 
 
-def every_served_name(client, monkeypatch) -> set[str]:
+def every_served_name(client, settings_override) -> set[str]:
     """The series names the web's /metrics serves, a worker's exporter (its GPU families from a reading: this
     machine may have no GPU), and Prometheus' own `up`."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from core.service.settings import get_settings
     from tests.test_prometheus import H100
     from worker import metrics as worker_metrics
 
-    monkeypatch.setenv("METRICS_TOKEN", "rules-token")
-    get_settings.cache_clear()
+    settings_override(METRICS_TOKEN="rules-token")
     web = client.get("/metrics", headers={"Authorization": "Bearer rules-token"})
     assert web.status_code == 200
     gpus = CollectorRegistry()
@@ -88,10 +86,10 @@ def every_served_name(client, monkeypatch) -> set[str]:
             | served_names(generate_latest(gpus).decode()) | {"up"})  # fmt: skip
 
 
-def test_every_metric_the_rules_read_is_served(app, client, monkeypatch):
+def test_every_metric_the_rules_read_is_served(app, client, settings_override):
     """Renaming a metric must not leave an alert reading nothing: each name in an expression is in the web's
     /metrics, in a worker's exporter (its GPU families from a reading), or one of Prometheus' own (up)."""
-    served = every_served_name(client, monkeypatch)
+    served = every_served_name(client, settings_override)
     recorded = {rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
                 if "record" in rule}  # fmt: skip
     expressions = " ".join(rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"])

@@ -206,20 +206,17 @@ def test_sweeps(api, folder_path):
 
 
 def test_an_unreachable_broker_is_a_503_and_the_job_is_failed_with_a_line_that_names_no_host(api, folder_path,
-                                                                                            monkeypatch, caplog):
+                                                                                            settings_override, caplog):
     """The job's error is shown to every user: it says what happened and what to do, not where the broker is
     (issue 23: it held the broker's host and port); the log, which the operator reads, has the details."""
     import logging
 
-    from core.service.settings import get_settings
 
-    monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
-    get_settings.cache_clear()
+    settings_override(BROKER_URL="redis://127.0.0.1:1/0")  # nothing listens on port 1
     with caplog.at_level(logging.WARNING, logger="leukemia.dispatch"):
         response = api.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path}})
     assert response.status_code == 503 and "field" not in response.json, response.json
-    monkeypatch.delenv("BROKER_URL")  # back to the embedded broker of the app fixture
-    get_settings.cache_clear()
+    settings_override(BROKER_URL=None)  # back to the embedded broker of the app fixture
     job = api.get("/api/jobs").json["jobs"][0]
     assert job["status"] == "failed" and job["error"] == response.json["error"] == (
         f"could not send job {job['id']} to the broker, which is unavailable; the job is marked failed: retry it when "
@@ -332,15 +329,13 @@ def seed_rows(client, folder_path) -> dict[str, list[dict[str, int]]]:
             "webhook_id": [{"webhook_id": webhook}], "delivery_id": [{"delivery_id": delivery}]}
 
 
-def test_api_conforms_to_its_document(app, client, folder_path, monkeypatch):
+def test_api_conforms_to_its_document(app, client, folder_path, settings_override):
     """schemathesis against /api/openapi.json, every operation, on rows that exist and on generated ids: no 5xx, no
     answer outside the document (status, content type, body), no schema-valid request refused but by the data-folder
     rule. A few examples per row keep it to about a minute."""
-    from core.service.settings import get_settings
 
     # Which addresses webhooks may reach is a deployment rule too (core.service.webhooks.transport): here, any.
-    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "0.0.0.0/0,::/0")
-    get_settings.cache_clear()
+    settings_override(WEBHOOK_ALLOWED_NETWORKS="0.0.0.0/0,::/0")
     rows = seed_rows(client, folder_path)
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -10,19 +10,16 @@ from datetime import timedelta
 import pytest
 
 from core.service.records import utcnow
-from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN
 from tests.web_helpers import csrf_token, login
 
 TOO_MANY = "too many failed logins"
 
 
-def throttle(monkeypatch, *, per_account: int, per_address: int, window_s: float) -> None:
+def throttle(settings_override, *, per_account: int, per_address: int, window_s: float) -> None:
     """The login limits, set as an operator sets them: in the environment the settings read."""
-    monkeypatch.setenv("LOGIN_MAX_FAILURES_PER_ACCOUNT", str(per_account))
-    monkeypatch.setenv("LOGIN_MAX_FAILURES_PER_ADDRESS", str(per_address))
-    monkeypatch.setenv("LOGIN_FAILURE_WINDOW_SECONDS", str(window_s))
-    get_settings.cache_clear()
+    settings_override(LOGIN_MAX_FAILURES_PER_ACCOUNT=str(per_account), LOGIN_MAX_FAILURES_PER_ADDRESS=str(per_address),
+                      LOGIN_FAILURE_WINDOW_SECONDS=str(window_s))
 
 
 def client_from(app, address: str):
@@ -31,10 +28,10 @@ def client_from(app, address: str):
     return client
 
 
-def test_failed_logins_lock_the_account_out_then_it_recovers(app, client, monkeypatch):
+def test_failed_logins_lock_the_account_out_then_it_recovers(app, client, monkeypatch, settings_override):
     clock = {"ahead": timedelta(0)}  # the login view's clock, moved on instead of waiting out the window
     monkeypatch.setattr("web.auth.utcnow", lambda: utcnow() + clock["ahead"])
-    throttle(monkeypatch, per_account=3, per_address=100, window_s=60)
+    throttle(settings_override, per_account=3, per_address=100, window_s=60)
     for _ in range(3):
         assert login(client, WEB_ADMIN[0], "wrong").status_code == 401
     locked = login(client, *WEB_ADMIN)  # even the right password waits out the window
@@ -47,8 +44,8 @@ def test_failed_logins_lock_the_account_out_then_it_recovers(app, client, monkey
     assert login(client, *WEB_ADMIN).status_code == 302
 
 
-def test_failed_logins_from_one_address_lock_that_address_out(app, monkeypatch):
-    throttle(monkeypatch, per_account=100, per_address=4, window_s=60)
+def test_failed_logins_from_one_address_lock_that_address_out(app, settings_override):
+    throttle(settings_override, per_account=100, per_address=4, window_s=60)
     attacker = client_from(app, "10.9.8.7")
     for number in range(4):
         assert login(attacker, f"guess{number}", "wrong").status_code == 401
@@ -58,8 +55,8 @@ def test_failed_logins_from_one_address_lock_that_address_out(app, monkeypatch):
     assert login(colleague, *WEB_ADMIN).status_code == 302
 
 
-def test_unknown_user_costs_the_same_time_as_a_wrong_password(app, client, monkeypatch):
-    throttle(monkeypatch, per_account=1000, per_address=1000, window_s=60)
+def test_unknown_user_costs_the_same_time_as_a_wrong_password(app, client, settings_override):
+    throttle(settings_override, per_account=1000, per_address=1000, window_s=60)
 
     def seconds(username: str) -> float:
         token = csrf_token(client)
@@ -112,10 +109,9 @@ def admin_audit_rows() -> list[tuple[str, str, dict]]:
         return [(name, action, detail) for name, action, detail in rows]
 
 
-def test_migrate_makes_and_resets_the_admin_through_the_audited_user_service(app, client, monkeypatch):
+def test_migrate_makes_and_resets_the_admin_through_the_audited_user_service(app, client, settings_override):
     """`leukemia migrate` (prepare_database) writes the configured admin like every other user write:
     the CLI operator's audit row when it creates the admin, and again when ADMIN_PASSWORD changes it."""
-    from core.service.settings import get_settings
     from web.auth import prepare_database
 
     [(actor, action, detail)] = admin_audit_rows()  # the app fixture ran prepare_database once
@@ -123,8 +119,7 @@ def test_migrate_makes_and_resets_the_admin_through_the_audited_user_service(app
     prepare_database()  # nothing to change: nothing written
     assert len(admin_audit_rows()) == 1
     assert login(client, *WEB_ADMIN).status_code == 302
-    monkeypatch.setenv("ADMIN_PASSWORD", "a-new-password-1")
-    get_settings.cache_clear()
+    settings_override(ADMIN_PASSWORD="a-new-password-1")
     prepare_database()
     actor, action, detail = admin_audit_rows()[-1]
     assert (actor.startswith("cli:"), action, detail) == (True, "user.reset_password",
@@ -133,13 +128,11 @@ def test_migrate_makes_and_resets_the_admin_through_the_audited_user_service(app
     assert login(client, WEB_ADMIN[0], "a-new-password-1").status_code == 302
 
 
-def test_migrate_refuses_an_admin_password_the_user_service_would_refuse(app, monkeypatch):
+def test_migrate_refuses_an_admin_password_the_user_service_would_refuse(app, settings_override):
     from core.common.errors import UserInputError
-    from core.service.settings import get_settings
     from web.auth import prepare_database
 
-    monkeypatch.setenv("ADMIN_PASSWORD", "short")
-    get_settings.cache_clear()
+    settings_override(ADMIN_PASSWORD="short")
     with pytest.raises(UserInputError, match=r"^ADMIN_PASSWORD: password: give 8 to 200 printable characters$"):
         prepare_database()
     assert len(admin_audit_rows()) == 1

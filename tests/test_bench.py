@@ -31,7 +31,8 @@ def test_quick_benchmark_writes_the_table_and_meets_the_cpu_target(tmp_path: Pat
     assert not (tmp_path / "cache").exists()  # the benchmark's caches are removed afterwards
 
 
-def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(tmp_path: Path, monkeypatch) -> None:
+def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(tmp_path: Path, monkeypatch,
+                                                                             settings_override) -> None:
     """The time-to-result section's commands (bench/time_to_result.py) on 8 tiny images for 2 epochs,
     each run in this process instead of a new one (the whole section, with new processes and the
     queued job on a real worker, is the benchmark: `python -m bench.run --quick --section
@@ -43,14 +44,11 @@ def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(tm
     from bench import time_to_result
     from bench.run import ensure_bench_data, quick_plan
     from bench.throughput import Setup
-    from core.service.settings import get_settings
     from leukemia.cli import main as leukemia_main
 
     def in_process(arguments: list[str], environment: dict[str, str]) -> float:
         """`leukemia ARGUMENTS` through click in this process, with the command's home and cache."""
-        for key in ("LEUKEMIA_HOME", "CACHE_DIR"):
-            monkeypatch.setenv(key, environment[key])
-        get_settings.cache_clear()
+        settings_override(LEUKEMIA_HOME=environment["LEUKEMIA_HOME"], CACHE_DIR=environment["CACHE_DIR"])
         started = time.perf_counter()
         outcome = CliRunner().invoke(leukemia_main, arguments)
         assert outcome.exit_code == 0, (arguments, outcome.output)

@@ -77,14 +77,9 @@ def test_bad_input_is_one_line_and_exit_2(synth_dir: Path, bad_files, tmp_path: 
     assert not (tmp_path / "run").exists()  # no run folder half-made by a refused command
 
 
-def test_a_bad_setting_in_the_environment_is_one_line() -> None:
-    from core.service.settings import get_settings
-
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["jobs"], env={"HEARTBEAT_SECONDS": "often"})
-    finally:
-        get_settings.cache_clear()
+def test_a_bad_setting_in_the_environment_is_one_line(settings_override) -> None:
+    settings_override(HEARTBEAT_SECONDS="often")
+    result = CliRunner().invoke(main, ["jobs"])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception
     assert result.stderr.strip().splitlines() == [
         "error: bad setting in the environment: HEARTBEAT_SECONDS: Input should be a valid number, unable to parse string as a number"

@@ -35,10 +35,10 @@ def epoch(number: int) -> EpochRecord:
                        confusion=[[3, 1], [1, 3]], lr=0.001, seconds=2.0, images_per_s=20.0)
 
 
-def test_job_page_waits_for_the_first_epoch_then_draws_with_the_partial_bundle(tmp_path, monkeypatch, browser):  # noqa: F811
+def test_job_page_waits_for_the_first_epoch_then_draws_with_the_partial_bundle(tmp_path, browser):  # noqa: F811
     shots = screenshots_dir(tmp_path)
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "DATA_ROOTS": str(tmp_path / "data")}
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+    with shared_web_server(tmp_path, settings) as base:
         job_id = queued_job(str(synthetic_folder(tmp_path / "data")))
         with get_sessionmaker().begin() as session:
             jobs.claim_job(session, job_id, owner="w", host="browser-test-host")

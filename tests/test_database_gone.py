@@ -19,32 +19,23 @@ ADMIN = "host=127.0.0.1 user=postgres dbname=postgres"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path, monkeypatch):
+def backend(request, tmp_path, settings_override):
     """The dashboard on a fresh database of each kind; `vanish()` deletes or drops it."""
-    from core.service.db import reset_engines
-    from core.service.settings import get_settings
     from web import create_app
     from web.auth import prepare_database
 
     home = tmp_path / "home"
-    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
-    monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
-    monkeypatch.setenv("API_TOKEN", WEB_API_TOKEN)
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
-    for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR"):
-        monkeypatch.delenv(key, raising=False)
     name = None
     if request.param == "postgresql":
         name = f"leukemia_test_{secrets.token_hex(4)}"
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
-        monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    monkeypatch.setenv("ADMIN_USERNAME", WEB_ADMIN[0])
-    monkeypatch.setenv("ADMIN_PASSWORD", WEB_ADMIN[1])
-    get_settings.cache_clear()
-    reset_engines()
+    settings_override(LEUKEMIA_HOME=str(home), DATA_ROOTS=str(tmp_path / "data"), API_TOKEN=WEB_API_TOKEN,
+                      SECRET_KEY="test-secret", BROKER_URL=None, ARTIFACTS_DIR=None, CACHE_DIR=None,
+                      DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}" if name else None,
+                      ADMIN_USERNAME=WEB_ADMIN[0], ADMIN_PASSWORD=WEB_ADMIN[1])
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
-    app = create_app({"TESTING": True})
+    app = create_app(test_config={"TESTING": True})
 
     def vanish() -> None:
         if name is None:
@@ -55,8 +46,7 @@ def backend(request, tmp_path, monkeypatch):
                 admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
     yield app.test_client(), vanish, home
-    reset_engines()
-    get_settings.cache_clear()
+    settings_override.undo()  # the engines let go of the database before it is dropped
     if name is not None:
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

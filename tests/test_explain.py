@@ -24,8 +24,8 @@ from core.engine.model.resnet import build_model
 from core.engine.params import EvaluateParams, PredictParams, TrainParams
 from core.engine.run_folder.layout import classify_artifacts
 from core.engine.training.loop import train
-from core.service.settings import get_settings
 from leukemia.commands.engine import evaluate as evaluate_command
+from tests.settings_override import overridden_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
@@ -73,12 +73,8 @@ def test_selection_takes_confident_mistakes_then_the_least_confident() -> None:
 def run_folder(synth_dir: Path, tmp_path_factory) -> Path:
     """A one-epoch resnet18 run at 48 px on the synthetic folder."""
     runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKEMIA_HOME", str(tmp_path_factory.mktemp("home")))
-        patch.delenv("CACHE_DIR", raising=False)
-        get_settings.cache_clear()
+    with overridden_settings(LEUKEMIA_HOME=str(tmp_path_factory.mktemp("home")), CACHE_DIR=None):
         train(TrainParams(data_dir=str(synth_dir), epochs=1, image_size=48, seed=0, device="cpu"), runs / "a")
-    get_settings.cache_clear()
     return runs / "a"
 
 

@@ -123,12 +123,12 @@ def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b([A-Za-z_:][\w:]*)\b(?!\s*\()", expr)) - PROMQL_WORDS
 
 
-def test_every_metric_the_dashboard_reads_is_served(app, client, monkeypatch):
+def test_every_metric_the_dashboard_reads_is_served(app, client, settings_override):
     """Renaming a metric must not leave a panel empty: each name an expression reads is in the web's /metrics,
     a worker's exporter (its GPU families from a reading), or Prometheus' own `up`."""
     assert metric_names('sum by (kind) (rate(a_total{x="y"}[5m])) * on (gpu) group_left (name) b') == {"a_total", "b"}
     read = set().union(*(metric_names(grafana_free(target["expr"])) for _, target in queries(dashboard())))
-    served = every_served_name(client, monkeypatch)
+    served = every_served_name(client, settings_override)
     assert read <= served, sorted(read - served)
     assert {"leukemia_queue_depth", "leukemia_jobs", "leukemia_jobs_ended_total", "leukemia_running_job_age_seconds",
             "leukemia_workers", "leukemia_worker_current_job_id", "leukemia_gpu_utilization_ratio",

@@ -94,20 +94,16 @@ def test_a_pickle_checkpoint_is_refused_in_exactly_one_line(isolated_home, synth
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_databases(request, tmp_path, monkeypatch):
+def fresh_databases(request, tmp_path, settings_override):
     """new_database(): point this process at a new, empty, upgraded database; ARTIFACTS_DIR stays."""
     import secrets
 
     import psycopg
 
-    from core.service.db import reset_engines, upgrade_database
-    from core.service.settings import get_settings
+    from core.service.db import upgrade_database
 
-    monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.5")
-    for key in ("BROKER_URL", "CACHE_DIR"):
-        monkeypatch.delenv(key, raising=False)
+    settings_override(LEUKEMIA_HOME=str(tmp_path / "home"), ARTIFACTS_DIR=str(tmp_path / "artifacts"),
+                      HEARTBEAT_SECONDS="0.5", BROKER_URL=None, CACHE_DIR=None)
     made: list[str] = []
 
     def new_database() -> None:
@@ -120,14 +116,11 @@ def fresh_databases(request, tmp_path, monkeypatch):
             made.append(name)
             url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         made.append(url)
-        monkeypatch.setenv("DATABASE_URL", url)
-        get_settings.cache_clear()
-        reset_engines()
+        settings_override(DATABASE_URL=url)
         upgrade_database()
 
     yield new_database
-    reset_engines()
-    get_settings.cache_clear()
+    settings_override.undo()  # the engines let go of the databases before they are dropped
     databases = [name for name in made if not name.startswith(("sqlite", "postgresql"))]
     if databases:  # the sqlite run never connects to PostgreSQL: it is in the quick tier (tests/tiers.py)
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as admin:
@@ -202,15 +195,7 @@ def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- item 3: limits before work
 
 
-def use_settings(monkeypatch, **values: str) -> None:
-    from core.service.settings import get_settings
-
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-
-
-def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(service_backend, monkeypatch) -> None:
+def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(service_backend, settings_override) -> None:
     huge = {"data_dir": "/data/lab", "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1000}
     with get_sessionmaker().begin() as session:
         with pytest.raises(UserInputError, match=r"batch_size: resnet152 at 1024 px with batch 4096 needs about 1\d{4}\.\d GiB") as refused:
@@ -220,14 +205,13 @@ def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(servic
             session, jobs.JobRequest(kind="train", params={"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
         )
     try:
-        use_settings(monkeypatch, MAX_JOB_MEMORY_GB="0.1")  # resnet18's weights and Adam state alone are 0.17 GiB
+        settings_override(MAX_JOB_MEMORY_GB="0.1")  # resnet18's weights and Adam state alone are 0.17 GiB
         with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="over the limit of 0.1 GiB"):
             jobs.create_job(
                 session, jobs.JobRequest(kind="train", params={"data_dir": "/data/lab", "image_size": 64, "batch_size": 16})
             )
     finally:
-        monkeypatch.delenv("MAX_JOB_MEMORY_GB")
-        use_settings(monkeypatch)
+        settings_override.undo()
 
 
 def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
@@ -244,19 +228,18 @@ def test_the_api_answers_400_naming_batch_size(client, tmp_path: Path) -> None:
     assert grid.status_code == 400 and grid.json["field"] == "grid" and "batch_size" in grid.json["error"], grid.json
 
 
-def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, monkeypatch) -> None:
+def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backend, synth_dir: Path, settings_override) -> None:
     import torch
 
     from core.engine.model.limits import GIB, device_memory_bytes
 
     try:
-        use_settings(monkeypatch, MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
+        settings_override(MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
         params = {"data_dir": str(synth_dir), "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1,
                   "device": "cpu"}  # fmt: skip
         job_id = run_in_process("train", params)
     finally:
-        monkeypatch.delenv("MAX_JOB_MEMORY_GB")
-        use_settings(monkeypatch)
+        settings_override.undo()
     with get_sessionmaker().begin() as session:
         job = jobs.get_job(session, job_id)
     available = device_memory_bytes(torch.device("cpu")) / GIB
@@ -265,17 +248,17 @@ def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backen
     assert f"more than the {available:.1f} GiB of this worker's device (cpu)" in job.error
 
 
-def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_dir: Path, monkeypatch) -> None:
+def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_dir: Path, settings_override) -> None:
     base = {"data_dir": str(synth_dir), "image_size": 64, "epochs": 100}
     try:
-        use_settings(monkeypatch, MAX_SWEEP_JOBS="3")
+        settings_override(MAX_SWEEP_JOBS="3")
         with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match=r"grid: 4 jobs; at most 3 per sweep \(MAX_SWEEP_JOBS\)"):
             jobs.create_sweep(
                 session, jobs.SweepRequest(kind="train", base_params=base, grid={"lr": [0.1, 0.01], "seed": [0, 1]})
             )
         # 96 training images x 100 epochs at 64 px, 3 x forward FLOPs: resnet152 5.4e13 FLOPs, resnet18 8.5e12,
         # resnet50 1.9e13; at 1 GFLOP/s that is 15.0, 2.4 and 5.3 hours.
-        use_settings(monkeypatch, MAX_SWEEP_JOBS="1000", GPU_TRAIN_TFLOPS="0.001", MAX_SWEEP_GPU_HOURS="10")
+        settings_override(MAX_SWEEP_JOBS="1000", GPU_TRAIN_TFLOPS="0.001", MAX_SWEEP_GPU_HOURS="10")
         with get_sessionmaker().begin() as session:
             jobs.create_sweep(
                 session, jobs.SweepRequest(kind="train", base_params=base, grid={"arch": ["resnet18", "resnet50"]})
@@ -286,9 +269,7 @@ def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_
                 )
             assert refused.value.field == "grid"
     finally:
-        for name in ("MAX_SWEEP_JOBS", "GPU_TRAIN_TFLOPS", "MAX_SWEEP_GPU_HOURS"):
-            monkeypatch.delenv(name, raising=False)
-        use_settings(monkeypatch)
+        settings_override.undo()
 
 
 # --- a full disk: for real on a small tmpfs (needs root), and by the MIN_FREE_DISK_MB threshold anywhere
@@ -338,11 +319,10 @@ def test_a_full_disk_is_one_line_in_the_cli_and_fails_a_job(small_disk, synth_di
     assert line.startswith(f"error: no space left on device: {disk / 'run' / 'last.pt'} (")
 
 
-def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, small_disk, synth_dir: Path, monkeypatch) -> None:
+def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, small_disk, synth_dir: Path, settings_override) -> None:
     from core.service.settings import get_settings
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(small_disk(16 * 2**20)))
-    get_settings.cache_clear()
+    settings_override(ARTIFACTS_DIR=str(small_disk(16 * 2**20)))
     try:
         job_id = run_in_process("train", {"data_dir": str(synth_dir), "epochs": 1, **TINY})
         with get_sessionmaker().begin() as session:
@@ -350,12 +330,11 @@ def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, smal
         assert job.status == "failed" and job.error.startswith("no space left on device: "), job.error
         assert job.error.split(": ", 1)[1].startswith(str(get_settings().resolved_artifacts_dir / "jobs"))
     finally:
-        monkeypatch.delenv("ARTIFACTS_DIR")
-        get_settings.cache_clear()
+        settings_override.undo()
 
 
-def test_the_free_space_threshold_refuses_a_checkpoint_write(synth_dir: Path, isolated_home, monkeypatch, tmp_path: Path) -> None:
-    use_settings(monkeypatch, MIN_FREE_DISK_MB=str(10**12))  # more than any disk here has free
+def test_the_free_space_threshold_refuses_a_checkpoint_write(synth_dir: Path, isolated_home, settings_override, tmp_path: Path) -> None:
+    settings_override(MIN_FREE_DISK_MB=str(10**12))  # more than any disk here has free
     line = one_line_error(["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
                            "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "run")])  # fmt: skip
     assert line.startswith(f"error: no space left on device: {tmp_path / 'run' / 'last.pt'} (")
@@ -380,22 +359,22 @@ def linked_out_folder(root: Path, outside: Path) -> tuple[Path, Path]:
     return folder, image
 
 
-def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, monkeypatch) -> None:
+def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, settings_override) -> None:
     from core.engine.data.check import check_folder
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
-    use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
+    settings_override(DATA_ROOTS=str(tmp_path / "data"))
     report = check_folder(folder)
     assert any(f"{link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside DATA_ROOTS" in w for w in report.warnings), report.warnings
     result = CliRunner().invoke(leukemia_cli, ["check", str(folder)])
     assert "outside DATA_ROOTS" in result.output, result.output
 
 
-def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend, tmp_path: Path, monkeypatch) -> None:
+def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend, tmp_path: Path, settings_override) -> None:
     from worker.tasks import run_next_job
 
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
-    use_settings(monkeypatch, DATA_ROOTS=str(tmp_path / "data"))
+    settings_override(DATA_ROOTS=str(tmp_path / "data"))
     try:
         with get_sessionmaker().begin() as session:
             web_id = jobs.create_job(
@@ -413,8 +392,7 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
         with get_sessionmaker().begin() as session:
             assert jobs.get_job(session, cli_id).status == "succeeded"
     finally:
-        monkeypatch.delenv("DATA_ROOTS")
-        use_settings(monkeypatch)
+        settings_override.undo()
 
 
 def test_registration_reads_no_file_through_a_link_out_of_the_data_roots(client, tmp_path: Path) -> None:

@@ -253,20 +253,15 @@ def test_release_on_shutdown_requeues_unless_a_cancel_came_meanwhile(db):
         assert (ended.status, ended.finished_at is not None) == ("cancelled", True)
 
 
-def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(db, monkeypatch):
-    from core.service.settings import get_settings
+def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(db):
+    from tests.settings_override import overridden_settings
     from worker import dispatch
 
-    monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
-    get_settings.cache_clear()
-    try:
+    with overridden_settings(BROKER_URL="redis://127.0.0.1:1/0"):  # nothing listens on port 1
         with pytest.raises(BrokerUnavailable, match="could not send job") as raised:
             request = jobs.SweepRequest(kind="train", base_params=TRAIN, grid={"lr": ["0.001", "0.002", "0.003"]})
             dispatch.submit(request, actor=cli_actor(), origin=jobs.Origin.CLI)
         assert not isinstance(raised.value, UserInputError)  # not the user's fault: the API answers 503
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
     with db.begin() as session:
         sweep_id = max(session.scalars(select(Job.sweep_id).where(Job.sweep_id.is_not(None))))
         swept, total = jobs.list_jobs(session, sweep_id=sweep_id)

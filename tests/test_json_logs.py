@@ -19,7 +19,6 @@ import pytest
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import Job
-from core.service.settings import get_settings
 from tests import polling
 from tests.conftest import REPO, WEB_API_TOKEN
 from tests.web_helpers import TRAIN, synthetic_folder
@@ -28,17 +27,15 @@ AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
 
 
 @pytest.fixture()
-def json_logs(monkeypatch):
+def json_logs(settings_override):
     """LOG_FORMAT=json, the service's handler writing into a buffer; yields a reader of its lines as dicts."""
     from core.service.logs import configure_logging
 
-    monkeypatch.setenv("LOG_FORMAT", "json")
-    get_settings.cache_clear()
+    settings_override(LOG_FORMAT="json")
     buffer = io.StringIO()
     handler = configure_logging(stream=buffer)
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
     logging.getLogger().removeHandler(handler)
-    get_settings.cache_clear()
 
 
 def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_logs):
@@ -90,11 +87,10 @@ def test_a_requests_lines_carry_its_request_id(app, client, json_logs):
     assert all("request_id" in line for line in json_logs() if line["logger"] == "leukemia.web.access")
 
 
-def test_text_lines_carry_the_context_too(monkeypatch):
+def test_text_lines_carry_the_context_too(settings_override):
     from core.service.logs import configure_logging, log_context
 
-    monkeypatch.setenv("LOG_FORMAT", "text")
-    get_settings.cache_clear()
+    settings_override(LOG_FORMAT="text")
     buffer = io.StringIO()
     handler = configure_logging(stream=buffer)
     try:
@@ -103,12 +99,11 @@ def test_text_lines_carry_the_context_too(monkeypatch):
         logging.getLogger("leukemia.worker").warning("idle")
     finally:
         logging.getLogger().removeHandler(handler)
-        get_settings.cache_clear()
     first, second = buffer.getvalue().splitlines()
     assert first.endswith(" WARNING leukemia.worker: [job_id=7] disk full") and second.endswith(" WARNING leukemia.worker: idle")
 
 
-def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, monkeypatch):
+def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, settings_override):
     """The job's heartbeat runs in its own thread, which does not inherit a contextvar: it copies the
     job's context when it is made, so its lines (a failed beat here) carry the job id as well."""
     import time
@@ -116,8 +111,7 @@ def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, monkeypatch)
     from core.service.logs import log_context
     from worker.job_progress import Heartbeat, JobObserver, LogTail
 
-    monkeypatch.setenv("HEARTBEAT_SECONDS", "0.05")
-    get_settings.cache_clear()
+    settings_override(HEARTBEAT_SECONDS="0.05")
     observer = JobObserver(4242)
     observer.progress = {"not_a_progress_field": 1}  # the job service refuses it: every beat fails and is logged
     with log_context(job_id=4242):
@@ -259,17 +253,15 @@ def http_status(url: str) -> int | None:
 
 
 @pytest.fixture()
-def text_logs(monkeypatch):
+def text_logs(settings_override):
     """LOG_FORMAT=text, the service's handler writing into a buffer; yields a reader of its text."""
     from core.service.logs import configure_logging
 
-    monkeypatch.setenv("LOG_FORMAT", "text")
-    get_settings.cache_clear()
+    settings_override(LOG_FORMAT="text")
     buffer = io.StringIO()
     handler = configure_logging(stream=buffer)
     yield buffer.getvalue
     logging.getLogger().removeHandler(handler)
-    get_settings.cache_clear()
 
 
 FORGED = "\n2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in"

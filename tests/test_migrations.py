@@ -210,23 +210,15 @@ def fill_revision_0001(connection: sa.Connection, files: dict[int, list[tuple[st
 
 
 @pytest.fixture
-def old_installation(database_url, tmp_path, monkeypatch):
+def old_installation(database_url, tmp_path, settings_override):
     """A database at revision 0001 with its run folders jobs/1 and jobs/2, upgraded to head by
-    `leukemia migrate`'s step; this process's settings point at it. Yields ARTIFACTS_DIR."""
-    from core.service.db import reset_engines
-    from core.service.settings import get_settings
+    `leukemia migrate`'s step; this process's settings point at it (until the test ends). Returns ARTIFACTS_DIR."""
     from web.auth import prepare_database
 
     home = tmp_path / "home"
     artifacts = home / "artifacts"
-    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("API_TOKEN", OLD_TOKEN)
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
-    for key in ("BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "ADMIN_USERNAME", "ADMIN_PASSWORD"):
-        monkeypatch.delenv(key, raising=False)
-    get_settings.cache_clear()
-    reset_engines()
+    settings_override(LEUKEMIA_HOME=str(home), DATABASE_URL=database_url, API_TOKEN=OLD_TOKEN, SECRET_KEY="test-secret",
+                      BROKER_URL=None, ARTIFACTS_DIR=None, CACHE_DIR=None, ADMIN_USERNAME=None, ADMIN_PASSWORD=None)
     files = write_old_run_folders(artifacts)
     engine = make_engine(database_url, create=True)
     try:
@@ -236,9 +228,7 @@ def old_installation(database_url, tmp_path, monkeypatch):
     finally:
         engine.dispose()
     prepare_database()
-    yield artifacts
-    reset_engines()
-    get_settings.cache_clear()
+    return artifacts
 
 
 def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_installation):
@@ -265,7 +255,7 @@ def test_jobs_from_before_run_keys_keep_their_run_folders_after_the_upgrade(old_
     assert (train_dir / ".run_key").read_text().strip() == legacy_run_key
     (train_dir / ".run_key").unlink()
 
-    client = create_app({"TESTING": True}).test_client()
+    client = create_app(test_config={"TESTING": True}).test_client()
     auth = {"Authorization": f"Bearer {OLD_TOKEN}"}
     results = client.get("/api/jobs/2/results", headers=auth)
     assert results.status_code == 200, results.get_data(as_text=True)

@@ -157,17 +157,12 @@ def test_corrupt_image_is_one_line_naming_file_and_row(tmp_path: Path, num_worke
     assert not list(cache_dir.iterdir())  # no half-built cache left behind
 
 
-def test_decoding_uses_the_cores_unless_a_setting_or_the_job_caps_it(monkeypatch) -> None:
-    from core.service.settings import get_settings
-
+def test_decoding_uses_the_cores_unless_a_setting_or_the_job_caps_it(settings_override) -> None:
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.delenv("DECODE_WORKERS", raising=False)
-    get_settings.cache_clear()
+    settings_override(DECODE_WORKERS=None)
     assert decode_workers() == cores and decode_workers(3) == 3
-    monkeypatch.setenv("DECODE_WORKERS", "1")
-    get_settings.cache_clear()
+    settings_override(DECODE_WORKERS="1")
     assert decode_workers() == 1 and decode_workers(3) == 3  # a job's own num_workers wins
-    get_settings.cache_clear()
 
 
 def test_single_pass_decodes_batches_without_writing_a_cache(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from core.engine.progress import PredictionObserver, RunStopped
 from core.engine.training.loop import train
 from core.service.settings import get_settings
 from leukemia.commands.engine import predict as predict_command
+from tests.settings_override import overridden_settings
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
@@ -27,14 +28,10 @@ pytestmark = pytest.mark.usefixtures("isolated_home")
 def checkpoints(synth_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
     """Two one-epoch resnet18 runs: A at 48 px (the images' own size), B at 32 px with another seed."""
     runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKEMIA_HOME", str(tmp_path_factory.mktemp("home")))
-        patch.delenv("CACHE_DIR", raising=False)
-        get_settings.cache_clear()
+    with overridden_settings(LEUKEMIA_HOME=str(tmp_path_factory.mktemp("home")), CACHE_DIR=None):
         for name, size, seed in (("a", 48, 0), ("b", 32, 1)):
             params = TrainParams(data_dir=str(synth_dir), epochs=1, image_size=size, seed=seed, device="cpu")
             train(params, runs / name)
-    get_settings.cache_clear()
     return runs / "a", runs / "b"
 
 

@@ -43,10 +43,9 @@ def labels(**values: str) -> frozenset:
 
 
 @pytest.fixture()
-def metrics_app(app, monkeypatch):
+def metrics_app(app, settings_override):
     """The app with METRICS_TOKEN set, as an operator sets it: in the environment the settings read."""
-    monkeypatch.setenv("METRICS_TOKEN", METRICS_TOKEN)
-    get_settings.cache_clear()
+    settings_override(METRICS_TOKEN=METRICS_TOKEN)
     return app
 
 
@@ -287,7 +286,7 @@ def test_gpu_readings_become_one_sample_per_device_and_value():
     }
 
 
-def test_the_worker_exporter_listens_on_loopback_unless_told_otherwise(monkeypatch):
+def test_the_worker_exporter_listens_on_loopback_unless_told_otherwise(settings_override):
     from worker.metrics import start_exporter
 
     assert get_settings().worker_metrics_address == "127.0.0.1"
@@ -297,7 +296,5 @@ def test_the_worker_exporter_listens_on_loopback_unless_told_otherwise(monkeypat
     finally:
         server.shutdown()
         server.server_close()
-    monkeypatch.setenv("WORKER_METRICS_ADDRESS", "0.0.0.0")
-    get_settings.cache_clear()
+    settings_override(WORKER_METRICS_ADDRESS="0.0.0.0")
     assert get_settings().worker_metrics_address == "0.0.0.0"
-    get_settings.cache_clear()

@@ -323,16 +323,13 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
         0, f"job {running} edited: retention best (applies when the job ends)\n")
 
 
-def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(monkeypatch):
-    monkeypatch.setenv("RETENTION", "last-5")
-    get_settings.cache_clear()
+def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(settings_override):
+    settings_override(RETENTION="last-5")
     assert get_settings().retention == "last-5" and retention.policy_of(Job(retention=None)) == "last-5"
     assert retention.policy_of(Job(retention="best")) == "best"
-    monkeypatch.setenv("RETENTION", "newest")
-    get_settings.cache_clear()
+    settings_override(RETENTION="newest")
     with pytest.raises(UserInputError, match="RETENTION: .*'newest' is not a retention policy"):
         get_settings()
-    get_settings.cache_clear()
 
 
 # --- gc and disk use ---------------------------------------------------------------------------------

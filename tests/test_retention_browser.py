@@ -20,13 +20,13 @@ pytestmark = pytest.mark.timeout(300)
 ADMIN = ("admin", "browser-admin-pass")
 
 
-def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, monkeypatch, browser):  # noqa: F811
+def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, browser):  # noqa: F811
     from core.service.run_folders import job_run_folder
 
     shots = screenshots_dir(tmp_path)
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
                 "DATA_ROOTS": str(tmp_path / "data")}
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:  # `leukemia web` has migrated the database
+    with shared_web_server(tmp_path, settings) as base:  # `leukemia web` has migrated the database
         job_id = finished_job(str(synthetic_folder(tmp_path / "data")))
         run_folder = job_run_folder(row(job_id))
         page, errors = logged_in_page(browser, base, *ADMIN, height=800)

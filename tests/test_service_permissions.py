@@ -9,23 +9,21 @@ import pytest
 from core.common.errors import NotFound
 from core.service import audit, data_folders, users, webhooks
 from core.service.access import Actor, PermissionDenied, cli_actor
-from core.service.db import get_sessionmaker, reset_engines, upgrade_database
+from core.service.db import get_sessionmaker, upgrade_database
 
 MEMBER = Actor(2, "bob", "member")
 VIEWER = Actor(3, "vic", "viewer")
 
 
 @pytest.fixture
-def database(isolated_home, monkeypatch, tmp_path):
+def database(isolated_home, settings_override, tmp_path):
     (tmp_path / "data").mkdir()
-    monkeypatch.setenv("DATA_ROOTS", str(tmp_path / "data"))
-    reset_engines()
+    settings_override(DATA_ROOTS=str(tmp_path / "data"))
     upgrade_database()
     with get_sessionmaker().begin() as session:
         users.add_user(session, cli_actor(), "alice", "admin", "wonderland-42")
         users.add_user(session, cli_actor(), "bob", "member", "wonderland-42")
-    yield tmp_path / "data"
-    reset_engines()
+    return tmp_path / "data"
 
 
 ADMIN_READS = {

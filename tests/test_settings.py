@@ -27,10 +27,10 @@ def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_the_embedded_sqlite_files_are_private_like_the_secrets(isolated_home):
+def test_the_embedded_sqlite_files_are_private_like_the_secrets(isolated_home, settings_override):
     from sqlalchemy import text
 
-    from core.service.db import get_engine, reset_engines, upgrade_database
+    from core.service.db import get_engine, upgrade_database
     from worker.celery_app import get_app
 
     database = isolated_home / "leukemia.db"
@@ -44,17 +44,16 @@ def test_the_embedded_sqlite_files_are_private_like_the_secrets(isolated_home):
         get_app()  # the embedded broker's file too
         assert mode(isolated_home / "broker.db") == 0o600
 
-        reset_engines()  # a database made before this fix (0644) is made private at the next start
+        settings_override()  # a database made before this fix (0644) is made private at the next start
         database.chmod(0o644)
         get_engine().connect().close()
         assert mode(database) == 0o600
     finally:
         os.umask(umask)
-        reset_engines()
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["db", "upgrade"]])
-def test_every_start_makes_existing_database_and_broker_files_private(isolated_home, monkeypatch, command):
+def test_every_start_makes_existing_database_and_broker_files_private(isolated_home, settings_override, command):
     """`leukemia web`, `serve` and `migrate` (their setup step) and a worker (`db upgrade`'s step) make the
     embedded database and broker files private, with their -wal and -shm, however they were left (issue 23:
     `leukemia web` left a 0644 broker.db as it was)."""
@@ -63,10 +62,9 @@ def test_every_start_makes_existing_database_and_broker_files_private(isolated_h
 
     from click.testing import CliRunner
 
-    from core.service.db import reset_engines
     from leukemia.cli import main
 
-    monkeypatch.setenv("API_TOKEN", "t")
+    settings_override(API_TOKEN="t")
     umask = os.umask(0o022)
     isolated_home.mkdir()
     try:
@@ -87,32 +85,27 @@ def test_every_start_makes_existing_database_and_broker_files_private(isolated_h
         assert {"leukemia.db", "broker.db", "broker.db-wal", "broker.db-shm"} <= {file.name for file in left}
     finally:
         os.umask(umask)
-        reset_engines()
 
 
 # --- secrets from files (issue 20: compose passes secrets as files, not environment variables) ---
 
 
 @pytest.fixture()
-def clean_settings(monkeypatch):
+def clean_settings(settings_override):
+    """No secret in the environment, directly or as a file; settings_override sets the test's own."""
     from core.service.settings import SECRET_FILE_SETTINGS, get_settings
 
-    for name in SECRET_FILE_SETTINGS:
-        monkeypatch.delenv(name.upper(), raising=False)
-        monkeypatch.delenv(f"{name.upper()}_FILE", raising=False)
-    get_settings.cache_clear()
-    yield get_settings
-    get_settings.cache_clear()
+    settings_override(**{variable: None for name in SECRET_FILE_SETTINGS for variable in (name.upper(), f"{name.upper()}_FILE")})
+    return get_settings
 
 
-def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path, monkeypatch, clean_settings):
+def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path, clean_settings, settings_override):
     from sqlalchemy.engine import make_url
 
     (tmp_path / "api_token").write_text("token-from-a-file\n")
     (tmp_path / "postgres_password").write_text("p@ss:word/with%odd chars\n")
-    monkeypatch.setenv("API_TOKEN_FILE", str(tmp_path / "api_token"))
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://leukemia@postgres:5432/leukemia")
-    monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "postgres_password"))
+    settings_override(API_TOKEN_FILE=str(tmp_path / "api_token"), DATABASE_PASSWORD_FILE=str(tmp_path / "postgres_password"),
+                      DATABASE_URL="postgresql+psycopg://leukemia@postgres:5432/leukemia")
     settings = clean_settings()
     assert settings.api_token == "token-from-a-file"
     url = make_url(settings.resolved_database_url)  # the password goes into the URL escaped, whatever it holds
@@ -133,16 +126,35 @@ def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path, monkey
     ({"SCRATCH_DIR": "{tmp}/cache/scratch", "CACHE_DIR": "{tmp}/cache"}, "Value error, SCRATCH_DIR {tmp}/cache/scratch lies "
                                                                            "in CACHE_DIR {tmp}/cache, whose cap"),
 ])  # fmt: skip
-def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, monkeypatch, clean_settings, environment, message):
+def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, clean_settings, settings_override, environment,
+                                                               message):
     from click.testing import CliRunner
 
     from leukemia.cli import main as leukemia_cli
 
     (tmp_path / "token").write_text("t\n")
     (tmp_path / "empty").write_text("\n")
-    monkeypatch.setenv("LEUKEMIA_HOME", str(tmp_path / "home"))
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    settings_override(LEUKEMIA_HOME=str(tmp_path / "home"),
+                      **{name: value.format(tmp=tmp_path) for name, value in environment.items()})
     result = CliRunner().invoke(leukemia_cli, ["jobs"])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, (result.output, result.exception)
     assert message.format(tmp=tmp_path) in result.stderr, result.stderr
+
+
+def test_the_settings_override_undoes_itself(isolated_home, tmp_path):
+    """tests/settings_override.py: what a test sets is read at once, and undone with the cached settings and engines."""
+    from core.service.db import get_engine
+    from core.service.settings import get_settings
+    from tests.settings_override import SettingsOverride, overridden_settings
+
+    before, url = (os.environ.get("HEARTBEAT_SECONDS"), get_settings().heartbeat_seconds), f"sqlite:///{tmp_path / 'o.db'}"
+    override = SettingsOverride()
+    try:
+        override(HEARTBEAT_SECONDS="0.25", DATABASE_URL=url)
+        engine = get_engine()
+        assert get_settings().heartbeat_seconds == 0.25 and str(engine.url) == url
+    finally:
+        override.undo()
+    assert (os.environ.get("HEARTBEAT_SECONDS"), get_settings().heartbeat_seconds) == before
+    with overridden_settings(DATABASE_URL=url):
+        assert get_engine() is not engine  # the engine made from the overridden URL was forgotten too

@@ -55,11 +55,9 @@ def run(kind: str, params: dict, *, parent_id: int | None = None, retention: str
     return job_id
 
 
-def on_another_node(tmp_path, monkeypatch, name: str) -> None:
+def on_another_node(tmp_path, settings_override, name: str) -> None:
     """This process as another host: its own scratch and cache folders (the database and the store are shared)."""
-    monkeypatch.setenv("SCRATCH_DIR", str(tmp_path / name / "scratch"))
-    monkeypatch.setenv("CACHE_DIR", str(tmp_path / name / "cache"))
-    get_settings.cache_clear()
+    settings_override(SCRATCH_DIR=str(tmp_path / name / "scratch"), CACHE_DIR=str(tmp_path / name / "cache"))
 
 
 def stored_objects(s3_server, bucket: str, job_id: int) -> dict[str, int]:
@@ -69,9 +67,9 @@ def stored_objects(s3_server, bucket: str, job_id: int) -> dict[str, int]:
 
 
 def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, folder_path, s3_store_env, s3_server,
-                                                                  tmp_path, monkeypatch):
+                                                                  tmp_path, settings_override):
     bucket = s3_store_env
-    on_another_node(tmp_path, monkeypatch, "node-a")
+    on_another_node(tmp_path, settings_override, "node-a")
     trained = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 2})
     files = recorded(trained)
     objects = stored_objects(s3_server, bucket, trained)
@@ -84,7 +82,7 @@ def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, f
     assert row(trained).disk_bytes == sum(objects.values())
 
     # Another node: the parent's best.pt fetched into its cache by sha256, checked, reused by the next job.
-    on_another_node(tmp_path, monkeypatch, "node-b")
+    on_another_node(tmp_path, settings_override, "node-b")
     best = files["best.pt"]
     evaluated = run("evaluate", {"data_dir": folder_path, "csv": "valid.csv", "explain": "2"}, parent_id=trained)
     cached = tmp_path / "node-b" / "cache" / "checkpoints" / f"{best.sha256}.pt"
@@ -134,11 +132,11 @@ def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, f
 
 
 def test_a_threshold_chosen_on_another_node_goes_into_the_stored_checkpoint(app, folder_path, s3_store_env, tmp_path,
-                                                                             monkeypatch):
-    on_another_node(tmp_path, monkeypatch, "node-a")
+                                                                             settings_override):
+    on_another_node(tmp_path, settings_override, "node-a")
     trained = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 1})
     before = recorded(trained)["best.pt"]
-    on_another_node(tmp_path, monkeypatch, "node-b")
+    on_another_node(tmp_path, settings_override, "node-b")
     evaluated = run("evaluate", {"data_dir": folder_path, "csv": "valid.csv", "threshold_from": "valid"}, parent_id=trained)
     after = recorded(trained)["best.pt"]
     assert after.sha256 != before.sha256 and after.path == before.path
@@ -155,8 +153,8 @@ def test_a_threshold_chosen_on_another_node_goes_into_the_stored_checkpoint(app,
         assert audit.detail["checkpoint"] == store.location(before.path) and audit.detail["chosen_by_job"] == evaluated
 
 
-def test_retention_removes_the_objects_and_their_rows(app, folder_path, s3_store_env, s3_server, tmp_path, monkeypatch):
-    on_another_node(tmp_path, monkeypatch, "node-a")
+def test_retention_removes_the_objects_and_their_rows(app, folder_path, s3_store_env, s3_server, tmp_path, settings_override):
+    on_another_node(tmp_path, settings_override, "node-a")
     best_only = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 1}, retention="best")
     names = {key.rsplit("/", 1)[-1] for key in stored_objects(s3_server, s3_store_env, best_only)}
     assert "best.pt" in names and "last.pt" not in names
@@ -167,11 +165,11 @@ def test_retention_removes_the_objects_and_their_rows(app, folder_path, s3_store
     assert {name for name in recorded(kept) if name.startswith("epoch_")} == {"epoch_003.pt"}
 
 
-def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3_store_env, tmp_path, monkeypatch):
+def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3_store_env, tmp_path, settings_override):
     """A job whose worker died before it stored an epoch: the next attempt says so in its log and on its row."""
     from worker.tasks import run_next_job
 
-    on_another_node(tmp_path, monkeypatch, "node-b")
+    on_another_node(tmp_path, settings_override, "node-b")
     with get_sessionmaker().begin() as session:
         request = jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path, "epochs": 1, "device": "cpu"})
         job_id = jobs.create_job(session, request).id
@@ -189,7 +187,7 @@ def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3
         assert session.scalars(select(EpochMetric.epoch).where(EpochMetric.job_id == job_id)).all() == [1]
 
 
-def test_a_takeover_checks_the_stored_last_pt_against_its_row(app, folder_path, s3_store_env, tmp_path, monkeypatch):
+def test_a_takeover_checks_the_stored_last_pt_against_its_row(app, folder_path, s3_store_env, tmp_path, settings_override):
     """The last.pt a takeover fetches is the recorded one, or one epoch past the recorded epochs (stored by an
     attempt that stopped before it recorded that epoch); anything else is refused in one line."""
     import pytest
@@ -197,7 +195,7 @@ def test_a_takeover_checks_the_stored_last_pt_against_its_row(app, folder_path, 
     from core.common.errors import UserInputError
     from core.service.run_mirror import RunMirror
 
-    on_another_node(tmp_path, monkeypatch, "node-a")
+    on_another_node(tmp_path, settings_override, "node-a")
     trained = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 1})
     key, store, prefix = recorded(trained)["last.pt"].path, artifact_store(), job_run_key(row(trained))
     local = tmp_path / "edited" / "last.pt"

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture()
-def web(tmp_path, monkeypatch):
+def web(tmp_path):
     """`leukemia web` alone on a free port; this process shares its LEUKEMIA_HOME to make finished runs."""
     settings = {"DATA_ROOTS": str(tmp_path / "data"), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
                 "API_TOKEN": "browser-token"}
     (tmp_path / "data").mkdir()
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+    with shared_web_server(tmp_path, settings) as base:
         yield {"url": base, "data": str(tmp_path / "data" / "synth")}
 
 

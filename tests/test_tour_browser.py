@@ -34,11 +34,11 @@ def synthetic(root, name: str):
     return write_synthetic_dataset(root / name, train=40, valid=10, test=10, image_size=32, seed=2).out_dir
 
 
-def test_cross_validation_charts_wait_for_a_folds_first_epoch(tmp_path, monkeypatch, browser):  # noqa: F811
+def test_cross_validation_charts_wait_for_a_folds_first_epoch(tmp_path, browser):  # noqa: F811
     shots = screenshots_dir(tmp_path)
     folder = synthetic(tmp_path / "data", "demo")
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "DATA_ROOTS": str(tmp_path / "data")}
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+    with shared_web_server(tmp_path, settings) as base:
         page, errors = logged_in_page(browser, base, *ADMIN)
         try:
             register_folder_page(page, base, folder)
@@ -69,12 +69,12 @@ def test_cross_validation_charts_wait_for_a_folds_first_epoch(tmp_path, monkeypa
             page.close()
 
 
-def test_csv_names_follow_the_folder_and_the_predict_page_offers_its_csv(tmp_path, monkeypatch, browser):  # noqa: F811
+def test_csv_names_follow_the_folder_and_the_predict_page_offers_its_csv(tmp_path, browser):  # noqa: F811
     shots = screenshots_dir(tmp_path)
     first, second = synthetic(tmp_path / "data", "first"), synthetic(tmp_path / "data", "second")
     (second / "test.csv").rename(second / "final_test.csv")
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "DATA_ROOTS": str(tmp_path / "data")}
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+    with shared_web_server(tmp_path, settings) as base:
         page, errors = logged_in_page(browser, base, *ADMIN)
         try:
             register_folder_page(page, base, first)

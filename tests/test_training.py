@@ -23,7 +23,7 @@ from core.engine.run_folder.event_log import append_epoch
 from core.engine.run_folder.resolver import resolve_checkpoint
 from core.engine.training.loop import class_weights, finetune, train
 from core.engine.training.schedule import lr_factor
-from core.service.settings import get_settings
+from tests.settings_override import overridden_settings
 
 SIZE = 32
 TIMING_FIELDS = {"seconds", "images_per_s"}
@@ -176,12 +176,8 @@ def logged_scalars(run_folder: Path) -> list[tuple[int, dict[str, float]]]:
 @pytest.fixture(scope="module")
 def module_home(tmp_path_factory):
     """One LEUKEMIA_HOME (image caches) for the module's runs."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKEMIA_HOME", str(tmp_path_factory.mktemp("home")))
-        patch.delenv("CACHE_DIR", raising=False)
-        get_settings.cache_clear()
+    with overridden_settings(LEUKEMIA_HOME=str(tmp_path_factory.mktemp("home")), CACHE_DIR=None):
         yield
-    get_settings.cache_clear()
 
 
 def small_params(data_dir: Path, **overrides) -> TrainParams:

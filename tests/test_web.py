@@ -282,27 +282,33 @@ def test_leukemia_web_command_is_registered():
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output
 
 
-def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, monkeypatch):
+def test_the_app_reads_the_settings_it_was_made_with(app):
+    """create_app(settings): its code reads that object, not the process's settings (issue 25 item 5)."""
+    from core.service.settings import get_settings
+    from web import create_app
+
+    given = get_settings().model_copy(update={"metrics_token": "made-with-this"})
+    bearer = {"Authorization": "Bearer made-with-this"}
+    assert create_app(given, test_config={"TESTING": True}).test_client().get("/metrics", headers=bearer).status_code == 200
+    assert app.test_client().get("/metrics", headers=bearer).status_code == 401  # the process's settings have no such token
+
+
+def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, monkeypatch, settings_override):
     """create_app reads settings and stored secrets only; `leukemia migrate`'s step makes the schema and the
     admin, `leukemia web`'s also the secrets; then the WSGI entry builds the app with the stored token."""
     import importlib
     import sys
 
     from core.common.errors import UserInputError
-    from core.service.db import reset_engines
     from core.service.records import User
     from core.service.settings import get_settings
     from web import create_app
     from web.auth import make_secrets, prepare_database
 
     home = tmp_path / "fresh-home"
-    monkeypatch.setenv("LEUKEMIA_HOME", str(home))
-    monkeypatch.setenv("ADMIN_USERNAME", "ops")
-    monkeypatch.setenv("ADMIN_PASSWORD", "secret-pass")
-    monkeypatch.delenv("SECRET_KEY")  # the app fixture's; here the embedded default's stored ones
-    monkeypatch.delenv("API_TOKEN")
-    get_settings.cache_clear()
-    reset_engines()
+    # SECRET_KEY and API_TOKEN unset (the app fixture's): here the embedded default's stored ones
+    settings_override(LEUKEMIA_HOME=str(home), ADMIN_USERNAME="ops", ADMIN_PASSWORD="secret-pass", SECRET_KEY=None,
+                      API_TOKEN=None)
     with pytest.raises(UserInputError, match=r"^SECRET_KEY: not set, and .*secret_key holds none"):
         create_app()
     assert not home.exists()  # no database, no secret, not even the folder
@@ -323,7 +329,6 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
     client = module.app.test_client()
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {token}x"}).status_code == 401
-    reset_engines()
 
 
 def test_train_form_image_size_defaults_to_the_folders(user, folder):

@@ -17,7 +17,7 @@ import pytest
 from core.common.errors import UserInputError
 from core.service import webhooks
 from core.service.access import cli_actor
-from core.service.db import get_sessionmaker, reset_engines, upgrade_database
+from core.service.db import get_sessionmaker, upgrade_database
 from core.service.records import AuditEntry
 from core.service.settings import get_settings
 from core.service.webhooks.transport import NOT_ALLOWED, Attempt
@@ -28,29 +28,20 @@ from tests.web_helpers import free_port
 LOOPBACK = "127.0.0.0/8"
 
 
-def allow(monkeypatch, networks: str | None) -> None:
+def allow(settings_override, networks: str | None) -> None:
     """Set WEBHOOK_ALLOWED_NETWORKS (None: unset, the default that refuses every non-public address)."""
-    if networks is None:
-        monkeypatch.delenv("WEBHOOK_ALLOWED_NETWORKS", raising=False)
-    else:
-        monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", networks)
-    get_settings.cache_clear()
+    settings_override(WEBHOOK_ALLOWED_NETWORKS=networks)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, isolated_home, monkeypatch):
+def database(request, isolated_home, settings_override):
     """A fresh job database of either backend, loopback receivers allowed, a 2 s attempt deadline."""
     postgres = create_postgres_database() if request.param == "postgresql" else None
-    if postgres:
-        monkeypatch.setenv("DATABASE_URL", postgres_url(postgres))
-    monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "2")
-    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.3")
-    allow(monkeypatch, LOOPBACK)
-    reset_engines()
+    settings_override(DATABASE_URL=postgres_url(postgres) if postgres else None, WEBHOOK_TIMEOUT_SECONDS="2",
+                      WEBHOOK_RETRY_SECONDS="0.3", WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
     upgrade_database()
     yield request.param
-    reset_engines()
-    get_settings.cache_clear()
+    settings_override.undo()  # the engines let go of the database before it is dropped
     if postgres:
         drop_postgres_database(postgres)
 
@@ -73,7 +64,7 @@ def race(senders: int, until, seconds: float) -> list[float]:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                webhooks.deliver_due()
+                webhooks.deliver_due(get_settings())
             except Exception as error:  # noqa: BLE001  (reported below)
                 failures.append(error)
                 return
@@ -132,12 +123,11 @@ class TricklingReceiver:
 
 
 @sqlite_only
-def test_a_trickling_receiver_is_cut_off_at_the_deadline_and_sent_to_once(database, monkeypatch):
+def test_a_trickling_receiver_is_cut_off_at_the_deadline_and_sent_to_once(database, monkeypatch, settings_override):
     """WEBHOOK_TIMEOUT_SECONDS (2 s) bounds the whole attempt, not each read; the lease (2 s + 1 s here)
     outlasts it, so a second sender racing the first never sends the delivery again."""
     monkeypatch.setattr(webhooks.sender, "LEASE_MARGIN_SECONDS", 1.0)
-    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "60")  # no retry within the test
-    get_settings.cache_clear()
+    settings_override(WEBHOOK_RETRY_SECONDS="60")  # no retry within the test
     receiver = TricklingReceiver()
     try:
         hook = add_webhook(receiver.url, ["job.failed"])
@@ -176,13 +166,13 @@ def test_a_disabled_webhooks_retries_wait_until_it_is_enabled(database):
     try:
         hook = add_webhook(receiver.url, ["job.failed"])
         delivery_id = queue_test(hook)
-        webhooks.deliver_due()
+        webhooks.deliver_due(get_settings())
         assert len(receiver.requests) == 1  # the 500: pending, retried after 0.3 s
         with get_sessionmaker().begin() as session:
             webhooks.change(session, cli_actor(), hook, enabled=False)
         later = queue_test(hook)
         for _ in range(8):  # well past the retry time
-            webhooks.deliver_due()
+            webhooks.deliver_due(get_settings())
             time.sleep(0.1)
         assert len(receiver.requests) == 1
         assert {d.id: d.status for d in deliveries_of(hook)} == {delivery_id: "pending", later: "pending"}
@@ -195,17 +185,16 @@ def test_a_disabled_webhooks_retries_wait_until_it_is_enabled(database):
 
 
 @sqlite_only
-def test_a_pass_sends_a_delivery_at_most_once(database, monkeypatch):
+def test_a_pass_sends_a_delivery_at_most_once(database, settings_override):
     """A retry that falls due while the pass is still sending waits for the next pass (one second
     later in a worker), so a failing receiver is not hammered within one pass."""
-    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.01")
-    get_settings.cache_clear()
+    settings_override(WEBHOOK_RETRY_SECONDS="0.01")
     receiver = Receiver(codes=(500, 500, 500, 500), hang=0.05)
     try:
         hook = add_webhook(receiver.url, ["job.failed"])
         queue_test(hook)
         queue_test(hook)
-        assert webhooks.deliver_due() == {"delivered": 0, "pending": 2, "failed": 0}
+        assert webhooks.deliver_due(get_settings()) == {"delivered": 0, "pending": 2, "failed": 0}
         assert len(receiver.requests) == 2
     finally:
         receiver.close()
@@ -234,8 +223,8 @@ REFUSED = {  # url: where (address) and why, as the refusal names them
 
 
 @sqlite_only
-def test_addresses_that_are_not_public_are_refused_unless_allowed(database, monkeypatch):
-    allow(monkeypatch, None)
+def test_addresses_that_are_not_public_are_refused_unless_allowed(database, settings_override):
+    allow(settings_override, None)
     for url, reason in REFUSED.items():
         with pytest.raises(UserInputError) as refused:
             add_webhook(url)
@@ -256,7 +245,7 @@ def test_addresses_that_are_not_public_are_refused_unless_allowed(database, monk
             webhooks.change(session, cli_actor(), hook, url="http://[::1]/")
         assert refused.value.field == "url"
 
-    allow(monkeypatch, "127.0.0.1, ::1/128, 10.0.0.0/8")  # the allow-list lets exactly these through
+    allow(settings_override, "127.0.0.1, ::1/128, 10.0.0.0/8")  # the allow-list lets exactly these through
     for url in ("http://127.0.0.1/hook", "http://[::1]:8000/hook", "http://10.1.2.3/hook", "http://localhost:8080/"):
         add_webhook(url)
     for url in ("http://127.0.0.2/hook", "http://192.168.0.10/hook", "http://[fd00::5]/hook"):
@@ -288,8 +277,8 @@ UNRESOLVABLE = {  # host forms no lookup can resolve: refused at configuration, 
 
 
 @sqlite_only
-def test_addresses_embedding_an_ipv4_are_judged_by_it_and_special_purpose_ones_refused(database, monkeypatch):
-    allow(monkeypatch, None)
+def test_addresses_embedding_an_ipv4_are_judged_by_it_and_special_purpose_ones_refused(database, settings_override):
+    allow(settings_override, None)
     for url, reason in EMBEDDING_OR_SPECIAL.items():
         with pytest.raises(UserInputError) as refused:
             add_webhook(url)
@@ -302,21 +291,21 @@ def test_addresses_embedding_an_ipv4_are_judged_by_it_and_special_purpose_ones_r
     for url in ("http://[2002:808:808::1]/hook", "http://[64:ff9b::808:808]/hook", "http://[::ffff:8.8.8.8]/",
                 "https://hooks.example.org/x", "http://8.8.8.8/"):  # a public IPv4, however embedded
         add_webhook(url)
-    allow(monkeypatch, "127.0.0.0/8, 192.0.0.8")  # the allow-list judges the embedded address, and lets a block in
+    allow(settings_override, "127.0.0.0/8, 192.0.0.8")  # the allow-list judges the embedded address, and lets a block in
     for url in ("http://[2002:7f00:1::]/hook", "http://[64:ff9b::7f00:1]/hook", "http://192.0.0.8/hook"):
         add_webhook(url)
     with pytest.raises(UserInputError):
         add_webhook("http://192.0.0.9/hook")
 
 
-def test_a_bad_url_is_one_line_naming_url_in_the_api_the_form_and_the_cli(app, client, monkeypatch):
+def test_a_bad_url_is_one_line_naming_url_in_the_api_the_form_and_the_cli(app, client, settings_override):
     from click.testing import CliRunner
 
     from leukemia.cli import main
     from tests.conftest import WEB_ADMIN
     from tests.web_helpers import csrf_token, login
 
-    allow(monkeypatch, None)
+    allow(settings_override, None)
     hook = client.post("/api/webhooks", json={"url": "https://hooks.example.org/x"}, headers=AUTH).json["id"]
     for url in ("http://[::1", "http://[::1]/hook", "http://2130706433/", "http://example.org:99999/"):
         answer = client.post("/api/webhooks", json={"url": url, "events": ["job.failed"]}, headers=AUTH)
@@ -334,17 +323,17 @@ def test_a_bad_url_is_one_line_naming_url_in_the_api_the_form_and_the_cli(app, c
 
 
 @sqlite_only
-def test_a_refused_target_is_never_contacted_and_its_error_tells_nothing_of_its_ports(database, monkeypatch):
+def test_a_refused_target_is_never_contacted_and_its_error_tells_nothing_of_its_ports(database, settings_override):
     """Configured while loopback was allowed, then the allow-list narrowed: the open port and the
     closed one record the same generic error, and the listening receiver gets nothing."""
     listening = Receiver()
     try:
         open_hook = add_webhook(listening.url, ["job.failed"])
         closed_hook = add_webhook(f"http://127.0.0.1:{free_port()}/hook", ["job.failed"])
-        allow(monkeypatch, None)
+        allow(settings_override, None)
         queue_test(open_hook)
         queue_test(closed_hook)
-        assert webhooks.deliver_due() == {"delivered": 0, "pending": 2, "failed": 0}
+        assert webhooks.deliver_due(get_settings()) == {"delivered": 0, "pending": 2, "failed": 0}
         [opened], [closed] = deliveries_of(open_hook), deliveries_of(closed_hook)
         assert opened.last_error == closed.last_error == NOT_ALLOWED
         assert opened.response_code is closed.response_code is None
@@ -354,12 +343,12 @@ def test_a_refused_target_is_never_contacted_and_its_error_tells_nothing_of_its_
 
 
 @sqlite_only
-def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_connected(database, monkeypatch):
+def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_connected(database, monkeypatch, settings_override):
     """DNS rebinding. The name's answers come from the test (the only stand-in here: no DNS server to
     script); 127.0.0.1 is allowed, 127.0.0.2 is not, and a second receiver listens there on the same port.
     A sender that looked the name up again to connect would reach the impostor; one that did not
     check at send time would send to a name that now resolves to a refused address."""
-    allow(monkeypatch, "127.0.0.1/32")
+    allow(settings_override, "127.0.0.1/32")
     port = free_port()
     good, impostor = Receiver(port=port), Receiver(host="127.0.0.2", port=port)
     real_getaddrinfo = socket.getaddrinfo
@@ -377,12 +366,12 @@ def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_
         hook = add_webhook(f"http://hooks.rebind.test:{port}/hook", ["job.failed"])
         answers[:] = ["127.0.0.1", "127.0.0.2"]  # checked as 127.0.0.1, then rebound
         first = queue_test(hook)
-        assert webhooks.deliver_due()["delivered"] == 1
+        assert webhooks.deliver_due(get_settings())["delivered"] == 1
         assert [int(r["delivery"]) for r in good.requests] == [first] and impostor.requests == []
 
         answers[:] = ["127.0.0.2"]  # the name now resolves to a refused address
         queue_test(hook)
-        webhooks.deliver_due()
+        webhooks.deliver_due(get_settings())
         assert [d.last_error for d in deliveries_of(hook)][0] == NOT_ALLOWED
         assert len(good.requests) == 1 and impostor.requests == []
     finally:
@@ -390,7 +379,7 @@ def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_
         impostor.close()
 
 
-def test_credentials_in_a_url_are_sent_but_never_shown(app, client, monkeypatch):
+def test_credentials_in_a_url_are_sent_but_never_shown(app, client, settings_override):
     import base64
 
     from click.testing import CliRunner
@@ -399,7 +388,7 @@ def test_credentials_in_a_url_are_sent_but_never_shown(app, client, monkeypatch)
     from tests.conftest import WEB_ADMIN
     from tests.web_helpers import login
 
-    allow(monkeypatch, LOOPBACK)
+    allow(settings_override, LOOPBACK)
     receiver = Receiver()
     try:
         secret_url = receiver.url.replace("http://", "http://hook-user:s3cr%40t-pw@")
@@ -430,22 +419,22 @@ def test_credentials_in_a_url_are_sent_but_never_shown(app, client, monkeypatch)
         receiver.close()
 
 
-def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_that_took_over(database, monkeypatch):
+def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_that_took_over(database, monkeypatch,
+                                                                                               settings_override):
     """The outcome is recorded against the lease the delivery was sent under: a sender that stalled past
     its lease (here: claimed, then nothing for 1.2 s with a 1 s lease) records nothing."""
-    monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "1")
+    settings_override(WEBHOOK_TIMEOUT_SECONDS="1")
     monkeypatch.setattr(webhooks.sender, "LEASE_MARGIN_SECONDS", 0.0)
-    get_settings.cache_clear()
     receiver = Receiver()
     try:
         hook = add_webhook(receiver.url, ["job.failed"])
         delivery_id = queue_test(hook)
         with get_sessionmaker().begin() as session:
-            _, stalled_lease = webhooks.claim_next(session)
+            _, stalled_lease = webhooks.claim_next(session, settings=get_settings())
         time.sleep(1.2)
-        assert webhooks.deliver_due()["delivered"] == 1  # another sender takes it over, sends and records it
+        assert webhooks.deliver_due(get_settings())["delivered"] == 1  # another sender takes it over, sends and records it
         with get_sessionmaker().begin() as session:
-            late = webhooks.record_attempt(session, delivery_id, stalled_lease, Attempt(False, None, "timed out"))
+            late = webhooks.record_attempt(session, delivery_id, stalled_lease, Attempt(False, None, "timed out"), settings=get_settings())
         assert late is None
         [delivery] = deliveries_of(hook)
         assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 1, None)

@@ -82,13 +82,10 @@ class Receiver:
 
 
 @pytest.fixture(autouse=True)
-def loopback_allowed(monkeypatch):
+def loopback_allowed(settings_override):
     """The receivers here listen on 127.0.0.1, which webhooks may not reach by default: these tests
     list it in WEBHOOK_ALLOWED_NETWORKS, the setting's intended use (a receiver on a private network)."""
-    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+    settings_override(WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")
 
 
 @pytest.fixture
@@ -99,17 +96,10 @@ def receiver():
 
 
 @pytest.fixture
-def database(isolated_home, monkeypatch):
+def database(isolated_home, settings_override):
     """A fresh SQLite job database, with fast retries."""
-    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.3")
-    monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "2")
-    get_settings.cache_clear()
-    from core.service.db import reset_engines
-
-    reset_engines()
+    settings_override(WEBHOOK_RETRY_SECONDS="0.3", WEBHOOK_TIMEOUT_SECONDS="2")
     upgrade_database()
-    yield
-    reset_engines()
 
 
 def add_webhook(url: str, events: list[str] | None = None, secret: str = SECRET) -> int:
@@ -143,7 +133,7 @@ def deliver_until(condition, seconds: float = 20.0) -> None:
     def delivered() -> bool:
         if condition():
             return True
-        webhooks.deliver_due()
+        webhooks.deliver_due(get_settings())
         return False
 
     polling.wait_for(delivered, seconds, "delivery passes to get there")
@@ -208,9 +198,8 @@ def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, t
     assert body["time"].endswith("Z")
 
 
-def test_a_500_is_retried_with_back_off_then_delivered_signed(database, tmp_path, monkeypatch):
-    monkeypatch.setenv("PUBLIC_URL", "https://jobs.example.org/")
-    get_settings.cache_clear()
+def test_a_500_is_retried_with_back_off_then_delivered_signed(database, tmp_path, settings_override):
+    settings_override(PUBLIC_URL="https://jobs.example.org/")
     receiver = Receiver(codes=(500, 503))
     try:
         hook = add_webhook(receiver.url, ["job.cancelled"])
@@ -242,10 +231,8 @@ def test_a_wrong_secret_fails_verification(receiver):
     assert not receiver.verify(webhooks.signature(SECRET, int(time.time()) - 3600, "{}"), "{}")  # replayed later
 
 
-def test_refused_connections_fail_after_the_last_attempt(database, tmp_path, monkeypatch):
-    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("WEBHOOK_RETRY_SECONDS", "0.1")
-    get_settings.cache_clear()
+def test_refused_connections_fail_after_the_last_attempt(database, tmp_path, settings_override):
+    settings_override(WEBHOOK_MAX_ATTEMPTS="2", WEBHOOK_RETRY_SECONDS="0.1")
     hook = add_webhook(f"http://127.0.0.1:{free_port()}/nobody", ["job.failed"])
     with get_sessionmaker().begin() as session:
         jobs.fail_unsent_job(session, queued(tmp_path), "broker down")
@@ -253,7 +240,7 @@ def test_refused_connections_fail_after_the_last_attempt(database, tmp_path, mon
     [delivery] = deliveries_of(hook)
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 2, None)
     assert "refused" in delivery.last_error.lower() and delivery.finished_at is not None
-    assert webhooks.deliver_due() == {"delivered": 0, "pending": 0, "failed": 0}  # nothing more is sent
+    assert webhooks.deliver_due(get_settings()) == {"delivered": 0, "pending": 0, "failed": 0}  # nothing more is sent
     with get_sessionmaker().begin() as session:  # the metrics' counter of attempts: one retried, one given up
         from core.service.event_counts import event_counts
 
@@ -267,9 +254,9 @@ def test_two_senders_never_take_one_delivery(database, tmp_path):
     with get_sessionmaker().begin() as session:
         jobs.request_cancel(session, queued(tmp_path))
     with get_sessionmaker().begin() as first:
-        taken, _ = webhooks.claim_next(first)
+        taken, _ = webhooks.claim_next(first, settings=get_settings())
     with get_sessionmaker().begin() as second:
-        assert webhooks.claim_next(second) is None
+        assert webhooks.claim_next(second, settings=get_settings()) is None
     assert [taken] == [d.id for d in deliveries_of(hook)]
 
 
@@ -306,11 +293,10 @@ def age(model, where, seconds: float, *columns: str) -> None:
         session.query(model).filter(where).update({column: utcnow() - timedelta(seconds=seconds) for column in columns})
 
 
-def test_a_worker_killed_mid_job_is_reported_with_the_job_it_was_running(database, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_job_is_reported_with_the_job_it_was_running(database, tmp_path, settings_override):
     """The job's last heartbeat may be a beat older than its worker's row: the reaper must not requeue the
     job (and so forget whose it was) before the worker itself is found lost, or the report names no job."""
-    monkeypatch.setenv("STALE_AFTER_SECONDS", "60")
-    get_settings.cache_clear()
+    settings_override(STALE_AFTER_SECONDS="60")
     hook = add_webhook("http://127.0.0.1:9/hook", ["worker.lost"])
     job_id = queued(tmp_path)
     with get_sessionmaker().begin() as session:
@@ -330,12 +316,11 @@ def test_a_worker_killed_mid_job_is_reported_with_the_job_it_was_running(databas
 
 
 def test_a_worker_restarted_under_its_name_reports_the_one_before_lost_and_its_job_is_requeued(database, tmp_path,
-                                                                                              monkeypatch):
+                                                                                              settings_override):
     """compose restarts a killed worker's container under the same name: the new worker's row replaces the
     old one, which is reported lost (with its job) at that moment; the job, whose lease the old process
     held, is requeued by the next reaper step although a live worker of that name exists."""
-    monkeypatch.setenv("STALE_AFTER_SECONDS", "60")
-    get_settings.cache_clear()
+    settings_override(STALE_AFTER_SECONDS="60")
     hook = add_webhook("http://127.0.0.1:9/hook", ["worker.lost"])
     job_id = queued(tmp_path)
     with get_sessionmaker().begin() as session:

@@ -150,22 +150,15 @@ def web_server(root: Path, settings: dict[str, str]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def shared_web_server(root: Path, settings: dict[str, str], monkeypatch) -> Iterator[str]:
-    """web_server, with this test process pointed at the same LEUKEMIA_HOME (its settings and engines reset once
-    the server has migrated) so that the test makes and reads rows in the server's database."""
-    from core.service.db import reset_engines
+def shared_web_server(root: Path, settings: dict[str, str]) -> Iterator[str]:
+    """web_server, with this test process pointed at the same LEUKEMIA_HOME (its settings and engines read afresh
+    once the server has migrated) so that the test makes and reads rows in the server's database."""
+    from tests.settings_override import overridden_settings
 
-    for key in MACHINE_SETTINGS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("LEUKEMIA_HOME", str(root / "home"))
-    try:
+    with overridden_settings(**dict.fromkeys(MACHINE_SETTINGS), LEUKEMIA_HOME=str(root / "home")) as override:
         with web_server(root, settings) as base:
-            get_settings.cache_clear()
-            reset_engines()
+            override()
             yield base
-    finally:
-        reset_engines()
-        get_settings.cache_clear()
 
 
 def stop_process(process: subprocess.Popen) -> None:

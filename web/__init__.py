@@ -1,6 +1,7 @@
 """The Flask dashboard and JSON API: an app factory in the Flask tutorial's shape.
 
-Configuration comes from defaults, then the environment (core.service.settings), then the test's dict.
+Configuration comes from defaults, then the Settings the app is made with (core.service.settings; the
+process's own unless given), then the test's dict.
 Creating the app has no side effects: migrations, the admin user and the embedded default's
 secrets come from the explicit steps in web.auth (`leukemia migrate`, `leukemia web`)."""
 
@@ -14,15 +15,15 @@ from flask import Flask
 from core.service.job_options import listed_options
 from core.service.logs import configure_logging
 from core.service.records import JobStatus
-from core.service.settings import get_settings
+from core.service.settings import Settings, get_settings
+from web.settings import SETTINGS_KEY
 
 MAX_REQUEST_BYTES = 1 * 1024 * 1024  # forms and JSON bodies only; no uploads
 
 
-def _flask_config() -> dict[str, Any]:
+def _flask_config(settings: Settings) -> dict[str, Any]:
     """Flask's and its extensions' own keys. Our settings are not copied here: code reads them from
-    get_settings(), which tests change through the environment like every other process."""
-    settings = get_settings()
+    web.settings.app_settings()."""
     return {
         "SECRET_KEY": settings.secret_key_or_stored,
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),
@@ -34,10 +35,13 @@ def _flask_config() -> dict[str, Any]:
     }
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the dashboard app; deployment runs it with gunicorn (`web.wsgi:app`)."""
+def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the dashboard app with these settings (default: the process's, read from the environment);
+    deployment runs it with gunicorn (`web.wsgi:app`)."""
+    settings = settings or get_settings()
     app = Flask(__name__)
-    app.config.from_mapping(_flask_config())
+    app.extensions[SETTINGS_KEY] = settings
+    app.config.from_mapping(_flask_config(settings))
     if test_config:
         app.config.from_mapping(test_config)
     configure_logging()  # LOG_FORMAT: text, or one JSON object per line

@@ -33,6 +33,7 @@ from core.service.logs import announce as announce_line
 from core.service.records import User, utcnow
 from core.service.settings import get_settings, persisted_secret
 from web.db import commit, db, transaction
+from web.settings import app_settings
 
 bp = Blueprint("auth", __name__)
 NOT_RECOGNISED = "username or password: not recognised"
@@ -84,7 +85,7 @@ def make_secrets() -> None:
 def init_app(app: Flask) -> None:
     """The API token checked now (a missing one is one line at start, not a failing request), then
     the per-request user lookup."""
-    get_settings().api_token_or_stored
+    app_settings(app).api_token_or_stored
     dummy_password_hash()  # made now, so the first unknown name is not slower than the rest
     app.before_request(load_logged_in_user)
     app.context_processor(lambda: {"access": PageAccess(g.get("user"))})
@@ -148,8 +149,8 @@ def bearer_actor() -> Actor | None:
         token, address = bearer_token(), request.remote_addr
         if token is None:
             return None
-        if hmac.compare_digest(token.encode(), get_settings().api_token_or_stored.encode()):
-            g.bearer_actor = users.settings_token_actor(db(), get_settings().admin_username, address)
+        if hmac.compare_digest(token.encode(), app_settings().api_token_or_stored.encode()):
+            g.bearer_actor = users.settings_token_actor(db(), app_settings().admin_username, address)
         else:
             g.bearer_actor = users.token_actor(db(), token, address)
             commit()  # the token's last use is recorded whatever the request goes on to do
@@ -193,7 +194,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def login_limits() -> logins.LoginLimits:
-    settings = get_settings()
+    settings = app_settings()
     return logins.LoginLimits(per_account=settings.login_max_failures_per_account,
                               per_address=settings.login_max_failures_per_address,
                               window=timedelta(seconds=settings.login_failure_window_seconds))

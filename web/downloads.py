@@ -13,8 +13,8 @@ from flask import redirect, send_file
 from core.common.errors import NotFound
 from core.service import jobs as job_service
 from core.service.run_folders import artifact_store
-from core.service.settings import get_settings
 from web.db import db
+from web.settings import app_settings
 
 # The media type of each kind of file a job records (core.engine.run_folder.layout.classify_artifacts), by suffix; the OpenAPI
 # document lists these. Guessing from the name would call a .pt checkpoint a SNES page table.
@@ -42,7 +42,7 @@ def send_artifact(job_id: int, artifact_id: int) -> Any:
     size = store.size(artifact.path)
     if size is None:
         raise job_service.MissingArtifact(artifact)
-    if get_settings().artifacts_presigned_downloads:
+    if app_settings().artifacts_presigned_downloads:
         return redirect(store.presigned_url(artifact.path, name, PRESIGNED_SECONDS), code=302)
     response = send_file(job_service.open_recorded(artifact), as_attachment=True, download_name=name,
                          mimetype=artifact_media_type(name))

@@ -14,9 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from core.service.access import PermissionDenied, require_admin
 from core.service.metrics import ServiceCollector
-from core.service.settings import get_settings
 from web.auth import bearer_actor, bearer_token
 from web.db import commit
+from web.settings import app_settings
 
 bp = Blueprint("metrics", __name__)
 REGISTRY = CollectorRegistry(auto_describe=False)  # the rows' metrics only: this process's own are no one's concern
@@ -29,7 +29,7 @@ def refusal() -> Response | None:
     token = bearer_token()
     if token is None:
         return Response(SEND_TOKEN, 401, {"WWW-Authenticate": "Bearer"}, mimetype="text/plain")
-    metrics_token = get_settings().metrics_token
+    metrics_token = app_settings().metrics_token
     if metrics_token and hmac.compare_digest(token.encode(), metrics_token.encode()):
         return None
     actor = bearer_actor()

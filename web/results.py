@@ -21,9 +21,9 @@ from core.engine.run_folder.spreadsheet_csv import read_csv_rows
 from core.service import cv_jobs, data_folders
 from core.service import jobs as job_service
 from core.service.records import MODEL_KINDS, Artifact, Job, JobStatus
-from core.service.settings import get_settings
 from web.api import schemas
 from web.db import Session, db
+from web.settings import app_settings
 
 THUMBNAIL_PX = 96
 # The ResNets (core.engine.model.resnet) halve the image five times before layer4's output, the map Grad-CAM
@@ -160,14 +160,14 @@ def thumbnail_png(job_id: int, data_dir: str, index: int) -> bytes:
     if not 1 <= index <= len(ids):
         raise NotFound(f"job {job_id} has no image {index}")
     try:  # as for registering a folder: the web reads images only under DATA_ROOTS
-        folder = data_folders.folder_under_roots(data_dir, get_settings().data_root_paths)
+        folder = data_folders.folder_under_roots(data_dir, app_settings().data_root_paths)
     except UserInputError:
         raise NotFound(f"job {job_id}: its data folder is not under a data root, so no thumbnails") from None
     relative = inside_path(ids[index - 1])
     if relative is None or not (folder / relative).is_file():
         raise NotFound(f"image {index} of job {job_id} is no longer in its data folder")
     try:  # the file itself under the roots after its links, as the folder is: a link placed since leads nowhere
-        path = data_folders.path_under_roots(str(folder / relative), get_settings().data_root_paths, folder=False)
+        path = data_folders.path_under_roots(str(folder / relative), app_settings().data_root_paths, folder=False)
     except UserInputError:  # where such a link leads is not for the web to say
         raise NotFound(f"image {index} of job {job_id} is not a file of its data folder under the data roots") from None
     try:

@@ -26,7 +26,6 @@ from core.service.records import (
     JobStatus,
     utcnow,
 )
-from core.service.settings import get_settings
 from web import compare as compare_table
 from web import forms, queries, results
 from web.api import schemas
@@ -36,6 +35,7 @@ from web.downloads import send_artifact
 from web.errors import refusal_status
 from web.inputs import query_choice, query_int
 from web.paging import Pager, requested_page
+from web.settings import app_settings
 from worker import dispatch
 
 bp = Blueprint("views", __name__)
@@ -144,7 +144,7 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
     return render_template(template, job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
                            results_error=results.results_error(job_id, row["kind"], row["status"]),
                            poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
-                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=get_settings().retention,
+                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=app_settings().retention,
                            edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)
 
 
@@ -279,6 +279,6 @@ def data_folders() -> Any:
             return redirect(url_for("views.data_folders"))
     folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json")
                for f in folder_service.list_data_folders(db())]
-    roots = get_settings().data_root_paths
+    roots = app_settings().data_root_paths
     return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
                            form=request.form), status

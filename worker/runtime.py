@@ -19,7 +19,7 @@ import worker.tasks  # noqa: F401  (it declares the job task, run_next_job; this
 from core.service import jobs, webhooks
 from core.service.db import get_sessionmaker, upgrade_database
 from core.service.logs import configure_logging, set_process_log_fields
-from core.service.settings import get_settings
+from core.service.settings import Settings, get_settings
 from worker import metrics
 from worker.celery_app import RUN_JOB_TASK, declare_queues, get_app
 from worker.dispatch import requeue_and_resend_lost_jobs, resend_waiting_jobs
@@ -31,15 +31,16 @@ log = logging.getLogger("leukemia.worker")
 class WorkerPresence(threading.Thread):
     """Heartbeats this worker's row and reaps jobs whose worker went silent (then re-sends them)."""
 
-    def __init__(self, hostname: str, queues: list[str], health_file: Path | None = None) -> None:
+    def __init__(self, hostname: str, queues: list[str], settings: Settings, health_file: Path | None = None) -> None:
         super().__init__(name="worker-presence", daemon=True)
         self.hostname = hostname
         self.queues = queues
+        self.settings = settings
         self.health_file = health_file
         self.done = threading.Event()
 
     def run(self) -> None:
-        settings = get_settings()
+        settings = self.settings
         try:
             resent = resend_waiting_jobs(self.queues)
             if resent:
@@ -72,14 +73,15 @@ class WebhookSender(threading.Thread):
 
     POLL_SECONDS = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(name="webhook-sender", daemon=True)
+        self.settings = settings
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             try:
-                webhooks.deliver_due()
+                webhooks.deliver_due(self.settings)
             except Exception:  # the database may be briefly away; the deliveries wait in their table
                 log.exception("webhook delivery pass failed")
             self.done.wait(self.POLL_SECONDS)
@@ -152,9 +154,9 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     with get_sessionmaker().begin() as session:
         webhooks.report_replaced_worker(session, hostname)  # one of this name that never unregistered died
         jobs.register_worker(session, hostname=hostname, queues=queue_names, gpu=gpu, pid=os.getpid())
-    presence = WorkerPresence(hostname, queue_names, health_file)
+    presence = WorkerPresence(hostname, queue_names, settings, health_file)
     presence.start()
-    sender = WebhookSender()
+    sender = WebhookSender(settings)
     sender.start()
     # Worker heartbeats on (task events: worker.celery_app): Flower and `celery events` build on them.
     # Gossip (every worker consuming every other's events) and mingle (a start-up round trip to

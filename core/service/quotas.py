@@ -1,6 +1,7 @@
 """The service's caps on what may be queued, checked at submit: a training job's device-memory
 estimate against MAX_JOB_MEMORY_GB, a sweep's job count and estimated GPU-hours against
-MAX_SWEEP_JOBS and MAX_SWEEP_GPU_HOURS. The estimates are the engine's (core.engine.model.limits)."""
+MAX_SWEEP_JOBS and MAX_SWEEP_GPU_HOURS. The estimates are the engine's (core.engine.model.limits); the caps
+come from the settings the caller was given (the job service reads them where a submission enters it)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from core.engine.model.limits import (
     describe_estimate,
     training_memory_bytes,
 )
-from core.service.settings import get_settings
+from core.service.settings import Settings
 
 
-def require_memory_within_cap(arch: str, image_size: int | None, batch_size: int) -> None:
+def require_memory_within_cap(arch: str, image_size: int | None, batch_size: int, settings: Settings) -> None:
     """At submit: a training job whose estimate exceeds MAX_JOB_MEMORY_GB is refused (field batch_size)."""
     if image_size is None:  # a finetune at its checkpoint's size: the worker checks it against its device
         return
-    cap = get_settings().max_job_memory_gb * GIB
+    cap = settings.max_job_memory_gb * GIB
     needed = training_memory_bytes(arch, image_size, batch_size)
     if needed > cap:
         raise UserInputError(
@@ -29,15 +30,14 @@ def require_memory_within_cap(arch: str, image_size: int | None, batch_size: int
         )
 
 
-def training_gpu_hours(arch: str, image_size: int, epochs: int, images: int) -> float:
+def training_gpu_hours(arch: str, image_size: int, epochs: int, images: int, train_tflops: float) -> float:
     """Estimated GPU-hours of a training job at GPU_TRAIN_TFLOPS (an operator's setting, not a measurement)."""
     flops = TRAINING_FLOPS_PER_FORWARD * FORWARD_FLOPS_PER_PIXEL[arch] * image_size * image_size * images * epochs
-    return flops / (get_settings().gpu_train_tflops * 1e12) / 3600
+    return flops / (train_tflops * 1e12) / 3600
 
 
-def require_sweep_within_caps(jobs: int, gpu_hours: float | None) -> None:
+def require_sweep_within_caps(jobs: int, gpu_hours: float | None, settings: Settings) -> None:
     """A sweep's job count against MAX_SWEEP_JOBS and its estimated GPU-hours against MAX_SWEEP_GPU_HOURS."""
-    settings = get_settings()
     if jobs > settings.max_sweep_jobs:
         raise UserInputError(f"grid: {jobs} jobs; at most {settings.max_sweep_jobs} per sweep (MAX_SWEEP_JOBS)", field="grid")
     if gpu_hours is not None and gpu_hours > settings.max_sweep_gpu_hours:

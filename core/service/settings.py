@@ -241,7 +241,8 @@ def _comma_list(value: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings; tests call get_settings.cache_clear() after changing the environment."""
+    """The process's settings, read at the edges (a CLI command, the worker's start, create_app) and handed on
+    as arguments; tests change them through their settings_override fixture (tests/settings_override.py)."""
     return read_settings(Settings)
 
 

@@ -149,6 +149,7 @@ def redeliver_command(delivery_id: int) -> None:
 def deliver_command() -> None:
     """Send the deliveries that are due now, once (workers do this every second)."""
     from core.service import webhooks as service
+    from core.service.settings import get_settings
 
-    tally = run_db_command(lambda: service.deliver_due(limit=1000))
+    tally = run_db_command(lambda: service.deliver_due(get_settings(), limit=1000))
     click.echo(f"delivered {tally['delivered']}, to retry {tally['pending']}, failed {tally['failed']}")

@@ -6,13 +6,13 @@ from typing import Any
 
 from core.service import data_folders
 from core.service.disk import disk_summary
-from core.service.settings import get_settings
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
 from web.db import db
 from web.inputs import json_body
 from web.openapi import operation
+from web.settings import app_settings
 
 
 @operation(bp, "get", "/disk", operation_id="getDiskUse", tag="disk", responses={200: schemas.DiskUse})
@@ -23,7 +23,7 @@ def disk_use() -> Any:
     return answer(schemas.DiskUse(jobs_bytes=summary.jobs_bytes, measured_jobs=summary.measured_jobs,
                                   unmeasured_jobs=summary.unmeasured_jobs, store=summary.store_url,
                                   free_bytes=volume.free_bytes if volume else None,
-                                  total_bytes=volume.total_bytes if volume else None, retention=get_settings().retention))
+                                  total_bytes=volume.total_bytes if volume else None, retention=app_settings().retention))
 
 
 @operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",

@@ -32,7 +32,7 @@ from core.service.records import (
     SweepTag,
     utcnow,
 )
-from core.service.settings import get_settings
+from core.service.settings import Settings, get_settings
 
 DEFAULT_QUEUES = {"train": "gpu", "finetune": "gpu", "evaluate": "cpu", "predict": "cpu"}
 
@@ -79,16 +79,16 @@ def _has_checkpoint(session: Session, job_id: int) -> bool:
     return found is not None
 
 
-def _validated(kind: str, params: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+def _validated(kind: str, params: dict[str, Any], settings: Settings, strict: bool = False) -> dict[str, Any]:
     """The params dict as the schema normalises it (defaults filled in), or a UserInputError;
     a training job must also fit the memory cap (core.service.quotas)."""
     parsed = parse_params(kind, params, strict=strict)
     if kind in TRAINING_KINDS and parsed.arch is not None:
-        quotas.require_memory_within_cap(parsed.arch, parsed.image_size, parsed.batch_size)
+        quotas.require_memory_within_cap(parsed.arch, parsed.image_size, parsed.batch_size, settings)
     return parsed.model_dump(mode="json")
 
 
-def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]]) -> float | None:
+def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]], settings: Settings) -> float | None:
     """Estimated GPU-hours of a sweep's training jobs; None when unknown (a size taken from a
     checkpoint, or a data folder that cannot be read here: the worker reports that one)."""
     if kind not in TRAINING_KINDS:
@@ -104,7 +104,8 @@ def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]]) -> float | None:
                 images[key] = len(read_split(Path(key[0]), key[1]))
             except UserInputError:
                 return None
-        total += quotas.training_gpu_hours(point["arch"], point["image_size"], point["epochs"], images[key])
+        total += quotas.training_gpu_hours(point["arch"], point["image_size"], point["epochs"], images[key],
+                                           settings.gpu_train_tflops)
     return total
 
 
@@ -115,8 +116,8 @@ def create_job(session: Session, request: JobRequest, *, submitted_by: int | Non
 
     submitted_by: the user's id (None: the CLI); origin: how its params are read and where its files may be
     (core.service.jobs.request.Origin)."""
-    kind = request.kind
-    dumped = _validated(kind, with_folder_image_size(kind, request.params), origin.strict)
+    kind, settings = request.kind, get_settings()  # the job service's entry: its caps and max_attempts, read once
+    dumped = _validated(kind, with_folder_image_size(kind, request.params), settings, origin.strict)
     _check_parent(session, kind, request.parent_id, dumped)
     queue = check_printable((request.queue or DEFAULT_QUEUES[kind]).strip(), "queue")
     if not queue or "," in queue:
@@ -130,7 +131,7 @@ def create_job(session: Session, request: JobRequest, *, submitted_by: int | Non
         data_dir=dumped.get("data_dir", ""),
         queue=queue,
         attempts=0,
-        max_attempts=get_settings().max_attempts,
+        max_attempts=settings.max_attempts,
         cancel_requested=False,
         progress=0.0,
         created_at=utcnow(),
@@ -174,22 +175,24 @@ def create_sweep(session: Session, request: SweepRequest, *, submitted_by: int |
     The sweep and each of its jobs carry the same options (priority, notes, tags, retention...);
     early_stopping is the sweep's median stopping rule (core.engine.training.early_stopping), train/finetune only."""
     kind, grid, early_stopping = request.kind, request.grid, request.early_stopping
+    settings = get_settings()  # the job service's entry: its caps, read once
     if request.name is not None:
         check_printable(request.name, "name")
     if early_stopping is not None and kind not in TRAINING_KINDS:
         raise UserInputError(f"early_stopping: {kind} sweeps have no epochs to stop; only train and finetune sweeps take it",
                              field="early_stopping")  # fmt: skip
     fields = list(grid)
-    quotas.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None)
+    quotas.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None, settings)
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     validated = []
     for point in points:
         try:
-            validated.append(_validated(kind, with_folder_image_size(kind, {**request.base_params, **point}), origin.strict))
+            validated.append(_validated(kind, with_folder_image_size(kind, {**request.base_params, **point}), settings,
+                                        origin.strict))
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
-    quotas.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated))
+    quotas.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated, settings), settings)
     sweep = Sweep(
         name=request.name or " x ".join(fields), kind=kind, base_params=request.base_params, grid=grid,
         created_at=utcnow(), submitted_by=submitted_by,

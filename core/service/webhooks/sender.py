@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.service.event_counts import count_event
 from core.service.records import DeliveryStatus, Webhook, WebhookDelivery, utcnow
-from core.service.settings import get_settings
+from core.service.settings import Settings
 from core.service.webhooks.transport import Attempt, post, redact_url
 
 log = logging.getLogger("leukemia.webhooks")
@@ -33,9 +33,9 @@ def signature(secret: str, timestamp: int, body: str) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def backoff_seconds(attempts: int) -> float:
+def backoff_seconds(attempts: int, retry_seconds: float) -> float:
     """Wait after the attempts-th failed attempt: WEBHOOK_RETRY_SECONDS doubled per attempt, capped."""
-    return min(get_settings().webhook_retry_seconds * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
+    return min(retry_seconds * 2 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
 
 
 def _due(now: datetime, due_by: datetime) -> Any:
@@ -43,7 +43,7 @@ def _due(now: datetime, due_by: datetime) -> Any:
                 or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
 
 
-def claim_next(session: Session, *, due_by: datetime | None = None) -> tuple[int, datetime] | None:
+def claim_next(session: Session, *, settings: Settings, due_by: datetime | None = None) -> tuple[int, datetime] | None:
     """Take the lease on the next due delivery of an enabled webhook, with one conditional UPDATE
     (a delivery another sender took meanwhile is skipped): its id and the lease, which the outcome
     is recorded against; None when nothing is due.
@@ -53,7 +53,7 @@ def claim_next(session: Session, *, due_by: datetime | None = None) -> tuple[int
     `due_by` (a pass's start) leaves out what fell due later, such as a retry of this pass's own."""
     now = utcnow()
     due = _due(now, due_by or now)
-    lease = now + timedelta(seconds=get_settings().webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+    lease = now + timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
     candidates = session.scalars(select(WebhookDelivery.id).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
                                  .where(due, Webhook.enabled.is_(True))
                                  .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(10))
@@ -65,7 +65,8 @@ def claim_next(session: Session, *, due_by: datetime | None = None) -> tuple[int
     return None
 
 
-def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt: Attempt) -> str | None:
+def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt: Attempt, *,
+                   settings: Settings) -> str | None:
     """Store an attempt's outcome (delivered, pending again after the back-off, or failed after the
     last) with one UPDATE conditional on the lease still being this sender's; None when it is not
     (it ran out and another sender took the delivery over: that one records its own attempt)."""
@@ -78,10 +79,10 @@ def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt:
                               "last_error": attempt.error, "lease_until": None}
     if attempt.delivered:
         values.update(status=DeliveryStatus.delivered, finished_at=now)
-    elif attempts >= get_settings().webhook_max_attempts:
+    elif attempts >= settings.webhook_max_attempts:
         values.update(status=DeliveryStatus.failed, finished_at=now)
     else:
-        values.update(status=DeliveryStatus.pending, next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)))
+        values.update(status=DeliveryStatus.pending, next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts, settings.webhook_retry_seconds)))
     result = session.execute(update(WebhookDelivery)
                              .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_until == lease)
                              .values(**values).execution_options(synchronize_session=False))
@@ -93,18 +94,19 @@ def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt:
     return values["status"]
 
 
-def deliver_due(*, limit: int = 20) -> dict[str, int]:
+def deliver_due(settings: Settings, *, limit: int = 20) -> dict[str, int]:
     """One sender pass: up to `limit` times, claim the next delivery due when the pass began, POST it
     (outside any transaction) and record the outcome, so a pass sends a delivery at most once.
-    Returns how many were delivered, retried later and failed."""
+    Returns how many were delivered, retried later and failed. settings: the sender's (its deadlines,
+    retries and the addresses it may reach), read by the process that runs it."""
     from core.service.db import get_sessionmaker
 
-    timeout = get_settings().webhook_timeout_seconds
+    timeout, allowed = settings.webhook_timeout_seconds, settings.webhook_allowed_network_list
     tally = {status.value: 0 for status in DeliveryStatus}
     started = utcnow()
     for _ in range(limit):
         with get_sessionmaker().begin() as session:
-            claimed = claim_next(session, due_by=started)
+            claimed = claim_next(session, settings=settings, due_by=started)
             if claimed is None:
                 break
             delivery_id, lease = claimed
@@ -114,9 +116,9 @@ def deliver_due(*, limit: int = 20) -> dict[str, int]:
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Leukemia-Event": event,
                        "X-Leukemia-Delivery": str(delivery_id),
                        "X-Leukemia-Signature": signature(webhook.secret, int(time.time()), body)}
-        attempt = post(url, headers, body.encode(), timeout)
+        attempt = post(url, headers, body.encode(), timeout, allowed)
         with get_sessionmaker().begin() as session:
-            status = record_attempt(session, delivery_id, lease, attempt)
+            status = record_attempt(session, delivery_id, lease, attempt, settings=settings)
         if status is not None:
             tally[status.value] += 1
         if not attempt.delivered:

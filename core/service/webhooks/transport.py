@@ -38,6 +38,7 @@ NOT_ALLOWED = ("not sent: the host is not at an address webhooks may reach "
                "(loopback, private, link-local, ...; see WEBHOOK_ALLOWED_NETWORKS)")  # fmt: skip
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A host name as DNS has it: dot-separated labels of letters, digits, hyphens (and underscores, which some
 # internal names carry); an internationalised name in its xn-- form.
 HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
@@ -135,13 +136,13 @@ def check_url(url: str) -> str:
     """A URL fit to configure (stripped): well formed, and its host at no refused address.
 
     A name that does not resolve now is accepted: every attempt looks it up and checks it again."""
-    target = parse_url(url)
+    target, settings = parse_url(url), get_settings()  # an admin's edit (web or CLI): the process's settings
     try:
-        addresses = resolve(target.host, target.port, get_settings().webhook_timeout_seconds)
+        addresses = resolve(target.host, target.port, settings.webhook_timeout_seconds)
     except (OSError, TimeoutError, UnicodeError):
         return url.strip()
     for address in addresses:
-        kind = refused_kind(address)
+        kind = refused_kind(address, settings.webhook_allowed_network_list)
         if kind is not None:
             where = target.host if target.host == str(address) else f"{target.host} ({address})"
             raise UserInputError(f"url: {where} is not a public address ({kind}); webhooks reach such an address "
@@ -152,14 +153,15 @@ def check_url(url: str) -> str:
 # --- addresses ----------------------------------------------------------------------------------
 
 
-def refused_kind(address: Address) -> str | None:
+def refused_kind(address: Address, allowed: list[Network]) -> str | None:
     """Why webhooks may not reach this address ("loopback", "special-purpose: 192.0.0.0/24", ...), or None
-    when they may. An address the allow-list names is allowed; one that embeds an IPv4 is that IPv4's case."""
-    if any(address in network for network in get_settings().webhook_allowed_network_list):
+    when they may. An address the allow-list (WEBHOOK_ALLOWED_NETWORKS) names is allowed; one that embeds an
+    IPv4 is that IPv4's case."""
+    if any(address in network for network in allowed):
         return None
     embedded = embedded_ipv4(address)
     if embedded is not None:  # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket; 6to4 and NAT64 relay to it
-        kind = refused_kind(embedded)
+        kind = refused_kind(embedded, allowed)
         return None if kind is None else f"{kind}: it embeds {embedded}"
     for kind, refused in (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
                           ("link-local", address.is_link_local), ("multicast", address.is_multicast)):
@@ -218,14 +220,15 @@ def resolve(host: str, port: int, timeout: float) -> list[Address]:
 # --- one attempt ----------------------------------------------------------------------------------
 
 
-def post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> Attempt:
-    """POST body to url, all of it (lookup, connection, TLS, request, answer) within `timeout` seconds;
-    never raises for what the receiver, its DNS or the network do."""
+def post(url: str, headers: dict[str, str], body: bytes, timeout: float, allowed: list[Network]) -> Attempt:
+    """POST body to url, all of it (lookup, connection, TLS, request, answer) within `timeout` seconds, unless
+    it resolves to an address refused_kind refuses (allowed: WEBHOOK_ALLOWED_NETWORKS); never raises for what
+    the receiver, its DNS or the network do."""
     deadline = time.monotonic() + timeout
     try:
         target = parse_url(url)
         addresses = resolve(target.host, target.port, _left(deadline))
-        if not addresses or any(refused_kind(address) is not None for address in addresses):
+        if not addresses or any(refused_kind(address, allowed) is not None for address in addresses):
             return Attempt(False, None, NOT_ALLOWED)
         code, reason = _exchange(target, addresses, headers, body, deadline)
     except UserInputError as error:  # a URL stored before these checks existed
