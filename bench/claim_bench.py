@@ -30,9 +30,22 @@ def insert_queued(count: int) -> list[int]:
     from core.service.records import Job, JobStatus, utcnow
 
     now = utcnow()
-    rows = [{"kind": "train", "status": JobStatus.queued, "params": {"arch": "resnet18"}, "data_dir": "/bench", "queue": "gpu",
-             "attempts": 0, "max_attempts": 3, "cancel_requested": False, "created_at": now, "progress": 0.0,
-             "priority": i % 3} for i in range(count)]  # fmt: skip
+    rows = [
+        {
+            "kind": "train",
+            "status": JobStatus.queued,
+            "params": {"arch": "resnet18"},
+            "data_dir": "/bench",
+            "queue": "gpu",
+            "attempts": 0,
+            "max_attempts": 3,
+            "cancel_requested": False,
+            "created_at": now,
+            "progress": 0.0,
+            "priority": i % 3,
+        }
+        for i in range(count)
+    ]
     with get_sessionmaker().begin() as session:
         session.execute(insert(Job), rows)
         return list(session.scalars(select(Job.id).order_by(Job.id)))
@@ -56,9 +69,11 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
                     session.rollback()
 
             figures["claim_job (the named job)"] = median_ms(
-                lambda: rolled_back(lambda s: jobs.claim_job(s, oldest, owner="b", host="h")), repeat)
+                lambda: rolled_back(lambda s: jobs.claim_job(s, oldest, owner="b", host="h")), repeat
+            )
             figures["claim_next_job (best of the queue)"] = median_ms(
-                lambda: rolled_back(lambda s: jobs.claim_next_job(s, oldest, owner="b", host="h")), repeat)
+                lambda: rolled_back(lambda s: jobs.claim_next_job(s, oldest, owner="b", host="h")), repeat
+            )
             with get_sessionmaker().begin() as session:
                 last = jobs.get_job(session, last_in_order)
                 assert jobs.queue_position(session, last) == jobs_count
@@ -74,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--backend", choices=["redis", "embedded", "both"], default="both")
     args = parser.parse_args()
-    for backend in (["redis", "embedded"] if args.backend == "both" else [args.backend]):
+    for backend in ["redis", "embedded"] if args.backend == "both" else [args.backend]:
         name = "PostgreSQL" if backend == "redis" else "SQLite (embedded)"
         for label, value in measure(backend, args.jobs, args.repeat).items():
             print(f"{name:18s} {args.jobs} queued  {label:38s} {value:8.2f} ms (median of {args.repeat})")

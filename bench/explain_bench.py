@@ -54,26 +54,53 @@ def main(images: int, size: int, arch: str, batch_size: int, threads: int, devic
         samples = read_split(root / "data", "train")
         model = build_model(arch).eval()
         checkpoint = root / "model.pt"
-        save_checkpoint({"format": CHECKPOINT_FORMAT, "arch": arch, "num_classes": 2, "model": model.state_dict(),
-                         "mean": [0.2, 0.15, 0.25], "std": [0.25, 0.2, 0.3], "image_size": size}, checkpoint)
+        save_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "arch": arch,
+                "num_classes": 2,
+                "model": model.state_dict(),
+                "mean": [0.2, 0.15, 0.25],
+                "std": [0.25, 0.2, 0.3],
+                "image_size": size,
+            },
+            checkpoint,
+        )
         predict = lambda: predict_probabilities(checkpoint, samples, batch_size=batch_size, device=torch_device)
         predict()  # warm-up: builds the cache, first-call allocations
-        batches = InputPipeline(samples, image_size=size, batch_size=batch_size, mean=[0.2, 0.15, 0.25],
-                                std=[0.25, 0.2, 0.3], device=torch_device, augment=False, shuffle=False, seed=0,
-                                cache_dir=get_settings().resolved_cache_dir)
+        batches = InputPipeline(
+            samples,
+            image_size=size,
+            batch_size=batch_size,
+            mean=[0.2, 0.15, 0.25],
+            std=[0.25, 0.2, 0.3],
+            device=torch_device,
+            augment=False,
+            shuffle=False,
+            seed=0,
+            cache_dir=get_settings().resolved_cache_dir,
+        )
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         model = model.to(torch_device)
         maps_only = lambda: [grad_cam(model, batch.images) for batch in batches]
         whole = lambda: explain_samples(checkpoint, samples, batch_size=batch_size, device=torch_device)
-        rows = {name: _timed(action) for name, action in
-                (("predict", predict), ("explain: maps only", maps_only), ("explain: maps + overlay PNGs", whole))}
-    results = {"images": images, "size": size, "arch": arch, "batch_size": batch_size, "device": str(torch_device),
-               "torch_threads": torch.get_num_threads(),
-               "ms_per_image": {name: {"wall": 1000 * wall / images, "cpu": 1000 * cpu / images}
-                                for name, (wall, cpu) in rows.items()}}
-    click.echo(f"{arch} at {size} px, {images} images, batch {batch_size}, {torch_device}, "
-               f"{results['torch_threads']} torch threads")
+        rows = {
+            name: _timed(action)
+            for name, action in (("predict", predict), ("explain: maps only", maps_only), ("explain: maps + overlay PNGs", whole))
+        }
+    results = {
+        "images": images,
+        "size": size,
+        "arch": arch,
+        "batch_size": batch_size,
+        "device": str(torch_device),
+        "torch_threads": torch.get_num_threads(),
+        "ms_per_image": {name: {"wall": 1000 * wall / images, "cpu": 1000 * cpu / images} for name, (wall, cpu) in rows.items()},
+    }
+    click.echo(
+        f"{arch} at {size} px, {images} images, batch {batch_size}, {torch_device}, {results['torch_threads']} torch threads"
+    )
     click.echo(f"{'measure':32s} {'wall ms/image':>14s} {'CPU ms/image':>13s}")
     for name, times in results["ms_per_image"].items():
         click.echo(f"{name:32s} {times['wall']:14.1f} {times['cpu']:13.1f}")

@@ -52,8 +52,10 @@ class Config:
 def synthetic_cells(count: int, split_index: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(count, H, W, 3) uint8 cells and their labels, half ALL, as synth draws them."""
     labels = split_labels(count, 0.5, 0, split_index)
-    images = [draw_cell(np.random.default_rng([0, split_index, index]), image_size, label, CELL_SCALE)
-              for index, label in enumerate(labels)]  # fmt: skip
+    images = [
+        draw_cell(np.random.default_rng([0, split_index, index]), image_size, label, CELL_SCALE)
+        for index, label in enumerate(labels)
+    ]
     return np.stack(images), np.array(labels)
 
 
@@ -144,10 +146,13 @@ def checks(figures: dict, config: Config) -> list[dict]:
         (f"most pixels are background: {low} < cell share < {high}", share, low < share < high),
         (f"cells called ALL with a map >= {min_called} of {config.valid}", called, called >= min_called),
         (f"maps on the cell: concentration >= {MIN_CONCENTRATION}", ours, ours >= MIN_CONCENTRATION),
-        (f"control, maps flipped: concentration < {MIN_CONCENTRATION} and ours > {FLIPPED_MARGIN} x it", flipped,
-         flipped < MIN_CONCENTRATION and ours > FLIPPED_MARGIN * flipped),
+        (
+            f"control, maps flipped: concentration < {MIN_CONCENTRATION} and ours > {FLIPPED_MARGIN} x it",
+            flipped,
+            flipped < MIN_CONCENTRATION and ours > FLIPPED_MARGIN * flipped,
+        ),
         (f"control, an untrained network: concentration < {MIN_CONCENTRATION}", untrained, untrained < MIN_CONCENTRATION),
-    ]  # fmt: skip
+    ]
     return [{"check": name, "measured": round(value, 3), "met": bool(met)} for name, value, met in rows]
 
 
@@ -170,15 +175,23 @@ def table(results: dict) -> str:
 @click.option("--epochs", default=Config.epochs, show_default=True)
 @click.option("--size", "image_size", default=Config.image_size, show_default=True, help="Image size in pixels.")
 @click.option("--threads", default=Config.threads, show_default=True, help="torch CPU threads (at most the machine's).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"), show_default=True,
-              help="Folder for localisation.json and localisation.md.")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Folder for localisation.json and localisation.md.",
+)
 def main(train: int, valid: int, epochs: int, image_size: int, threads: int, out: Path) -> None:
     """Measure whether Grad-CAM maps lie on the cell; exit 1 when a check fails."""
     config = Config(train=train, valid=valid, epochs=epochs, image_size=image_size, threads=threads)
     torch.set_num_threads(max(1, min(config.threads, torch.get_num_threads())))
     figures = measure(config)
-    results = {"config": asdict(config), "figures": without_nan(figures),
-               "checks": [without_nan(row) for row in checks(figures, config)]}  # fmt: skip
+    results = {
+        "config": asdict(config),
+        "figures": without_nan(figures),
+        "checks": [without_nan(row) for row in checks(figures, config)],
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "localisation.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "localisation.md").write_text(f"# Grad-CAM localisation {results['config']}\n\n{table(results)}\n")

@@ -15,13 +15,15 @@ from core.engine.data.layouts import Sample
 
 def lab_transform(mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:
     """The lab's per-image chain, in its order; RandomRotation keeps its default nearest interpolation."""
-    return transforms.Compose([
-        transforms.ToTensor(),
-        transforms.RandomRotation((0, 90)),
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomVerticalFlip(),
-        transforms.Normalize(mean, std),
-    ])  # fmt: skip
+    return transforms.Compose(
+        [
+            transforms.ToTensor(),
+            transforms.RandomRotation((0, 90)),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomVerticalFlip(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
 class LabDataset(Dataset):
@@ -45,6 +47,10 @@ def lab_loader(
 ) -> DataLoader:
     """The lab's DataLoader: shuffled, per-image workers, no pinned memory."""
     return DataLoader(
-        LabDataset(samples, mean, std), batch_size=batch_size, shuffle=True, num_workers=num_workers,
-        drop_last=True, persistent_workers=num_workers > 0,
-    )  # fmt: skip
+        LabDataset(samples, mean, std),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+    )

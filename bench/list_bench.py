@@ -26,8 +26,15 @@ from bench.queue_bench import configure, release  # noqa: E402  (after the path 
 
 USER = ("bench", "bench-password")
 TOKEN = "bench-token"
-URLS = ("/", "/?page=100", "/?status=queued", "/?status=queued&page=50", "/api/jobs?status=failed&page=20",
-        "/?tag=baseline", "/api/jobs?tag=baseline&status=succeeded&page=5")
+URLS = (
+    "/",
+    "/?page=100",
+    "/?status=queued",
+    "/?status=queued&page=50",
+    "/api/jobs?status=failed&page=20",
+    "/?tag=baseline",
+    "/api/jobs?tag=baseline&status=succeeded&page=5",
+)
 
 
 def insert_jobs(count: int) -> None:
@@ -39,9 +46,22 @@ def insert_jobs(count: int) -> None:
 
     now = utcnow()
     statuses = (JobStatus.queued, JobStatus.running, JobStatus.succeeded, JobStatus.failed)
-    rows = [{"kind": "train", "status": statuses[i % 4], "params": {"arch": "resnet18"}, "data_dir": "/bench",
-             "queue": "gpu", "attempts": 0, "max_attempts": 3, "cancel_requested": False, "created_at": now,
-             "progress": 0.5, "best_valid_accuracy": 0.8} for i in range(count)]  # fmt: skip
+    rows = [
+        {
+            "kind": "train",
+            "status": statuses[i % 4],
+            "params": {"arch": "resnet18"},
+            "data_dir": "/bench",
+            "queue": "gpu",
+            "attempts": 0,
+            "max_attempts": 3,
+            "cancel_requested": False,
+            "created_at": now,
+            "progress": 0.5,
+            "best_valid_accuracy": 0.8,
+        }
+        for i in range(count)
+    ]
     with get_sessionmaker().begin() as session:
         session.execute(insert(Job), rows)
         # Every job has one of 20 tags; every 10th also carries "baseline" (the tag filter's page).
@@ -100,8 +120,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=["redis", "embedded", "both"], default="both")
     args = parser.parse_args()
     backends = ["redis", "embedded"] if args.backend == "both" else [args.backend]
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores, {args.jobs} jobs, "
-          f"median of {args.repeat}")  # fmt: skip
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores, {args.jobs} jobs, "
+        f"median of {args.repeat}"
+    )
     for backend in backends:
         label = "PostgreSQL" if backend == "redis" else "SQLite (embedded)"
         figures = measure(backend, args.jobs, args.repeat)

@@ -24,8 +24,14 @@ import torch
 
 from core.engine.model.resnet import build_model
 
-POINTS = [("resnet18", 64, 8), ("resnet18", 128, 8), ("resnet50", 64, 8), ("resnet50", 128, 8),
-          ("resnet152", 64, 4), ("resnet152", 128, 4)]  # fmt: skip
+POINTS = [
+    ("resnet18", 64, 8),
+    ("resnet18", 128, 8),
+    ("resnet50", 64, 8),
+    ("resnet50", 128, 8),
+    ("resnet152", 64, 4),
+    ("resnet152", 128, 4),
+]
 
 
 def saved_bytes(arch: str, image_size: int, batch: int) -> int:
@@ -89,18 +95,26 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for arch, size, batch in POINTS:
         saved = saved_bytes(arch, size, batch)
-        child = subprocess.run([sys.executable, "-m", "bench.memory_estimate", "--child", arch, str(size), str(batch)],
-                               capture_output=True, text=True, check=True)  # fmt: skip
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.memory_estimate", "--child", arch, str(size), str(batch)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         growth = json.loads(child.stdout)
         estimate = training_memory_bytes(arch, size, batch)
         peak = 4 * PARAMETERS[arch] + growth["peak"] - growth["before"]  # the weights were resident before the step
-        print(f"| {arch} | {size} | {batch} | {saved / 2**20:.1f} MiB | {saved / (batch * size * size):.0f} B "
-              f"({ACTIVATION_BYTES_PER_PIXEL[arch]}) | {estimate / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB | {peak / estimate:.2f} |")
+        print(
+            f"| {arch} | {size} | {batch} | {saved / 2**20:.1f} MiB | {saved / (batch * size * size):.0f} B "
+            f"({ACTIVATION_BYTES_PER_PIXEL[arch]}) | {estimate / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB | {peak / estimate:.2f} |"
+        )
     for arch in ("resnet18", "resnet50", "resnet152"):
         parameters = sum(p.numel() for p in build_model(arch).parameters())
         flops = {size: forward_flops(arch, size) for size in (64, 128)}
-        print(f"{arch}: {parameters} parameters; forward FLOPs per image pixel "
-              + ", ".join(f"{f / (s * s):.0f} at {s} px" for s, f in flops.items()))
+        print(
+            f"{arch}: {parameters} parameters; forward FLOPs per image pixel "
+            + ", ".join(f"{f / (s * s):.0f} at {s} px" for s, f in flops.items())
+        )
 
 
 if __name__ == "__main__":

@@ -66,10 +66,26 @@ def release(database: str | None) -> None:
 
 
 def start_worker(env: dict[str, str], queue: str, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", f"bench-{queue}@local",
-               "--loglevel", "WARNING"]  # fmt: skip
-    worker = subprocess.Popen(command, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, cwd=REPO,
-                              stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "leukemia.cli",
+        "worker",
+        "--queues",
+        queue,
+        "--hostname",
+        f"bench-{queue}@local",
+        "--loglevel",
+        "WARNING",
+    ]
+    worker = subprocess.Popen(
+        command,
+        env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
+        cwd=REPO,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     from core.service import jobs
     from core.service.db import get_sessionmaker
 

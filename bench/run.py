@@ -71,19 +71,44 @@ class Plan:
 
 def quick_plan() -> Plan:
     return Plan(
-        quick=True, archs=["resnet18"], image_size=64, counts={"train": 32, "valid": 2, "test": 16}, distinct=32,
-        warmup_steps=1, timed_steps=2, cache_workers=0, compile_options=[False], train_batch={"resnet18": 8}, predict_batch=8,
-        lab_batch=8, lab_workers=0, cpu_images=48, cpu_repeats=3, ttr_counts={"train": 64, "valid": 16, "test": 32},
-    )  # fmt: skip
+        quick=True,
+        archs=["resnet18"],
+        image_size=64,
+        counts={"train": 32, "valid": 2, "test": 16},
+        distinct=32,
+        warmup_steps=1,
+        timed_steps=2,
+        cache_workers=0,
+        compile_options=[False],
+        train_batch={"resnet18": 8},
+        predict_batch=8,
+        lab_batch=8,
+        lab_workers=0,
+        cpu_images=48,
+        cpu_repeats=3,
+        ttr_counts={"train": 64, "valid": 16, "test": 32},
+    )
 
 
 def full_plan(archs: list[str], timed_steps: int) -> Plan:
     return Plan(
-        quick=False, archs=archs, image_size=450, counts={"train": 7000, "valid": 500, "test": 2500}, distinct=500,
-        warmup_steps=10, timed_steps=timed_steps, cache_workers=0, compile_options=[False, True], train_batch=TRAIN_BATCH,
-        predict_batch=PREDICT_BATCH, lab_batch=LAB_BATCH, lab_workers=LAB_WORKERS, cpu_images=128, cpu_repeats=3,
+        quick=False,
+        archs=archs,
+        image_size=450,
+        counts={"train": 7000, "valid": 500, "test": 2500},
+        distinct=500,
+        warmup_steps=10,
+        timed_steps=timed_steps,
+        cache_workers=0,
+        compile_options=[False, True],
+        train_batch=TRAIN_BATCH,
+        predict_batch=PREDICT_BATCH,
+        lab_batch=LAB_BATCH,
+        lab_workers=LAB_WORKERS,
+        cpu_images=128,
+        cpu_repeats=3,
         ttr_counts={"train": 7000, "valid": 500, "test": 2500},
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -152,18 +177,32 @@ def _has_counts(folder: Path, counts: dict[str, int]) -> bool:
 def measure_cache_build(results: Results, samples: list[Sample], image_size: int, cache_dir: Path, workers: int) -> None:
     """Decode the training split once into a fresh cache."""
     cache = load_image_cache(samples, image_size, cache_dir=cache_dir, num_workers=workers)
-    results.measure("cache build (decode once)", len(samples) / cache.build_seconds,
-                    images=len(samples), seconds=round(cache.build_seconds, 2), threads=decode_workers(workers))  # fmt: skip
+    results.measure(
+        "cache build (decode once)",
+        len(samples) / cache.build_seconds,
+        images=len(samples),
+        seconds=round(cache.build_seconds, 2),
+        threads=decode_workers(workers),
+    )
 
 
 def measure_arch(results: Results, arch: str, plan: Plan, data: dict, device: torch.device, out: Path) -> None:
     """Ceilings and our pipeline for one architecture, then the lab's loader."""
     on_gpu = device.type == "cuda"  # bf16 + channels_last, and the targets are GPU targets
     setup = Setup(device=device, amp=on_gpu, warmup_steps=plan.warmup_steps, timed_steps=plan.timed_steps)
-    common = dict(image_size=plan.image_size, mean=data["mean"], std=data["std"], device=device, seed=0,
-                  cache_dir=data["cache_dir"], channels_last=on_gpu)  # fmt: skip
-    ours = {compiled: measure_training(results, arch, plan, data["train"], common, setup, compiled=compiled)
-            for compiled in plan.compile_options}  # fmt: skip
+    common = dict(
+        image_size=plan.image_size,
+        mean=data["mean"],
+        std=data["std"],
+        device=device,
+        seed=0,
+        cache_dir=data["cache_dir"],
+        channels_last=on_gpu,
+    )
+    ours = {
+        compiled: measure_training(results, arch, plan, data["train"], common, setup, compiled=compiled)
+        for compiled in plan.compile_options
+    }
     measure_prediction(results, arch, plan, data["test"], common, setup, out / "predictions.csv")
     lab = measure_lab_training(results, arch, plan, data, device)
     if arch == "resnet18":  # eager against eager: compile is not what the target is about
@@ -181,9 +220,7 @@ def measure_training(
         "train ceiling (synthetic tensors)", throughput.train_ceiling(model, batch, plan.image_size, setup), **tag
     )
     pipeline = InputPipeline(samples, batch_size=batch, augment=True, shuffle=True, drop_last=True, **common)
-    ours = results.measure(
-        "train through our pipeline", throughput.train_through_pipeline(model, pipeline, setup), **tag
-    )
+    ours = results.measure("train through our pipeline", throughput.train_through_pipeline(model, pipeline, setup), **tag)
     target = TARGETS["train_vs_ceiling"] if setup.device.type == "cuda" else None
     results.check(f"{arch} train ours/ceiling (compile={compiled})", ours / ceiling, target)
     return ours
@@ -197,8 +234,9 @@ def measure_prediction(
     tag = dict(arch=arch, batch=plan.predict_batch, compile=False, bf16_channels_last=setup.amp)
     ceiling = results.measure(
         "inference ceiling (synthetic tensors)",
-        throughput.inference_ceiling(model, plan.predict_batch, plan.image_size, setup), **tag,
-    )  # fmt: skip
+        throughput.inference_ceiling(model, plan.predict_batch, plan.image_size, setup),
+        **tag,
+    )
     pipeline = InputPipeline(samples, batch_size=plan.predict_batch, augment=False, shuffle=False, **common)
     passes = [throughput.predict_files_to_csv(model, pipeline, out_csv, setup) for _ in range(4)]
     predict = results.measure("predict files -> CSV (our pipeline)", max(passes[1:]), **tag)
@@ -211,11 +249,23 @@ def measure_lab_training(results: Results, arch: str, plan: Plan, data: dict, de
     setup = Setup(device=device, amp=False, warmup_steps=plan.warmup_steps, timed_steps=plan.timed_steps)
     model = throughput.prepare_model(build_model(arch), setup, compile_model=False)
     rate = throughput.train_through_lab_loader(
-        model, data["train"], batch_size=plan.lab_batch, num_workers=plan.lab_workers,
-        mean=data["mean"], std=data["std"], setup=setup,
-    )  # fmt: skip
-    return results.measure("train through the lab's DataLoader (fp32)", rate, arch=arch, batch=plan.lab_batch,
-                           workers=plan.lab_workers, compile=False, bf16_channels_last=False)  # fmt: skip
+        model,
+        data["train"],
+        batch_size=plan.lab_batch,
+        num_workers=plan.lab_workers,
+        mean=data["mean"],
+        std=data["std"],
+        setup=setup,
+    )
+    return results.measure(
+        "train through the lab's DataLoader (fp32)",
+        rate,
+        arch=arch,
+        batch=plan.lab_batch,
+        workers=plan.lab_workers,
+        compile=False,
+        bf16_channels_last=False,
+    )
 
 
 def measure_cpu_per_core(results: Results, plan: Plan, data_root: Path, cache_dir: Path) -> None:
@@ -226,18 +276,36 @@ def measure_cpu_per_core(results: Results, plan: Plan, data_root: Path, cache_di
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pipeline = InputPipeline(samples, image_size=CPU_TARGET_SIZE, batch_size=16, mean=mean, std=std,
-                                 device=torch.device("cpu"), augment=True, shuffle=True, seed=0, cache_dir=cache_dir)  # fmt: skip
+        pipeline = InputPipeline(
+            samples,
+            image_size=CPU_TARGET_SIZE,
+            batch_size=16,
+            mean=mean,
+            std=std,
+            device=torch.device("cpu"),
+            augment=True,
+            shuffle=True,
+            seed=0,
+            cache_dir=cache_dir,
+        )
         lab = throughput.cpu_rate(throughput.lab_input_once(samples, mean, std), plan.cpu_repeats)
         host = throughput.cpu_rate(throughput.our_host_input_once(pipeline), plan.cpu_repeats)
         whole = throughput.cpu_rate(throughput.our_cpu_input_once(pipeline), plan.cpu_repeats)
     finally:
         torch.set_num_threads(threads)
     tag = dict(image_size=CPU_TARGET_SIZE, images=len(samples), threads=1, best_of=plan.cpu_repeats)
-    results.measure("CPU: lab per-image chain, per CPU-second", lab.images_per_cpu_s, wall_images_per_s=round(lab.images_per_s, 1), **tag)
-    results.measure("CPU: ours, host side (GPU does the rest)", host.images_per_cpu_s, wall_images_per_s=round(host.images_per_s, 1), **tag)
-    results.measure("CPU: ours, whole path on the CPU", whole.images_per_cpu_s, wall_images_per_s=round(whole.images_per_s, 1), **tag)
-    results.check("CPU per core: ours host side/lab", host.images_per_cpu_s / lab.images_per_cpu_s, TARGETS["cpu_host_vs_lab_per_core"])
+    results.measure(
+        "CPU: lab per-image chain, per CPU-second", lab.images_per_cpu_s, wall_images_per_s=round(lab.images_per_s, 1), **tag
+    )
+    results.measure(
+        "CPU: ours, host side (GPU does the rest)", host.images_per_cpu_s, wall_images_per_s=round(host.images_per_s, 1), **tag
+    )
+    results.measure(
+        "CPU: ours, whole path on the CPU", whole.images_per_cpu_s, wall_images_per_s=round(whole.images_per_s, 1), **tag
+    )
+    results.check(
+        "CPU per core: ours host side/lab", host.images_per_cpu_s / lab.images_per_cpu_s, TARGETS["cpu_host_vs_lab_per_core"]
+    )
     results.check("CPU per core: ours whole path on CPU/lab", whole.images_per_cpu_s / lab.images_per_cpu_s, None)
 
 
@@ -256,14 +324,25 @@ def measure_pipeline(results: Results, plan: Plan, data_root: Path, cache_dir: P
 def measure_time_to_result(results: Results, plan: Plan, data_root: Path, device: torch.device, out_dir: Path) -> None:
     """Whole-process wall time of the commands and a queued job, cold and warm, against model-only time."""
     counts = plan.ttr_counts
-    name = f"synthetic-{plan.image_size}px" if counts == plan.counts else (
-        f"synthetic-{plan.image_size}px-{counts['train']}-{counts['valid']}-{counts['test']}")  # fmt: skip
+    name = (
+        f"synthetic-{plan.image_size}px"
+        if counts == plan.counts
+        else (f"synthetic-{plan.image_size}px-{counts['train']}-{counts['valid']}-{counts['test']}")
+    )
     folder = ensure_bench_data(data_root / name, replace(plan, counts=counts), plan.image_size)
-    work = Workload(train=counts["train"], valid=counts["valid"], test=counts["test"], image_size=plan.image_size,
-                    train_batch=plan.train_batch["resnet18"], predict_batch=plan.predict_batch, device=device.type)  # fmt: skip
+    work = Workload(
+        train=counts["train"],
+        valid=counts["valid"],
+        test=counts["test"],
+        image_size=plan.image_size,
+        train_batch=plan.train_batch["resnet18"],
+        predict_batch=plan.predict_batch,
+        device=device.type,
+    )
     # At least 10 timed steps: the model-only seconds scale every command's, so a 2-step ceiling is too noisy.
-    setup = Setup(device=device, amp=device.type == "cuda", warmup_steps=max(plan.warmup_steps, 2),
-                  timed_steps=max(plan.timed_steps, 10))  # fmt: skip
+    setup = Setup(
+        device=device, amp=device.type == "cuda", warmup_steps=max(plan.warmup_steps, 2), timed_steps=max(plan.timed_steps, 10)
+    )
     click.echo("time to result (resnet18; cold: a new CACHE_DIR and a new process):")
     timings, goals, ceilings = time_to_result.measure_time_to_result(work, setup, folder, out_dir / "time-to-result")
     results.measure("time to result: train ceiling", ceilings.train, arch="resnet18", batch=work.train_batch)
@@ -280,10 +359,13 @@ def _cpu_plan(plan: Plan) -> Plan:
 def machine_description(device: torch.device) -> dict:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-        "torch": torch.__version__, "cpu_cores": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_cores": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
         "gpu": gpu,
-    }  # fmt: skip
+    }
 
 
 def format_table(results: Results) -> str:
@@ -298,12 +380,17 @@ def format_table(results: Results) -> str:
         met = {True: "yes", False: "NO", None: "not judged"}[check["met"]]
         lines.append(f"| {check['check']} | {check['ratio']:.2f} | {target} | {met} |")
     if results.timings:
-        lines += ["", "| time to result | state | wall s | model-only s | wall / model-only | details |",
-                  "|---|---|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| time to result | state | wall s | model-only s | wall / model-only | details |",
+            "|---|---|---:|---:|---:|---|",
+        ]
         for row in results.timings:
             details = ", ".join(f"{k}={v}" for k, v in row["details"].items())
             ratio = row["wall_s"] / row["model_s"]
-            lines.append(f"| {row['what']} | {row['state']} | {row['wall_s']:.1f} | {row['model_s']:.1f} | {ratio:.1f} | {details} |")
+            lines.append(
+                f"| {row['what']} | {row['state']} | {row['wall_s']:.1f} | {row['model_s']:.1f} | {ratio:.1f} | {details} |"
+            )
         lines += ["", "| goal | measured | limit | met |", "|---|---:|---:|---|"]
         for goal in results.goals:
             met = {True: "yes", False: "NO", None: "not judged"}[goal["met"]]
@@ -313,22 +400,49 @@ def format_table(results: Results) -> str:
 
 @click.command()
 @click.option("--quick", is_flag=True, help="CPU smoke run: 64 px, resnet18, a few steps, plus the CPU target at 450 px.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench-results"), show_default=True,
-              help="Folder for results.json, results.md and the prediction CSV.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the synthetic data folders are kept and reused; default: OUT/data.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Folder for results.json, results.md and the prediction CSV.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the synthetic data folders are kept and reused; default: OUT/data.",
+)
 @click.option("--arch", "archs", multiple=True, type=click.Choice(list(TRAIN_BATCH)), help="Full run only; default: all three.")
 @click.option("--steps", type=int, default=50, show_default=True, help="Timed steps per measurement (full run).")
-@click.option("--section", type=click.Choice(SECTIONS), default="all", show_default=True,
-              help="pipeline: the throughput table; time-to-result: the commands and a queued job, cold and warm.")
-@click.option("--test-images", type=click.IntRange(min=1), default=None,
-              help="Test images of the time-to-result folder (default 2,500; --quick 32). The CPU goal is judged from 2,500 on.")
-def main(quick: bool, out_dir: Path, data_dir: Path | None, archs: tuple[str, ...], steps: int, section: str,
-         test_images: int | None) -> None:
+@click.option(
+    "--section",
+    type=click.Choice(SECTIONS),
+    default="all",
+    show_default=True,
+    help="pipeline: the throughput table; time-to-result: the commands and a queued job, cold and warm.",
+)
+@click.option(
+    "--test-images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Test images of the time-to-result folder (default 2,500; --quick 32). The CPU goal is judged from 2,500 on.",
+)
+def main(
+    quick: bool, out_dir: Path, data_dir: Path | None, archs: tuple[str, ...], steps: int, section: str, test_images: int | None
+) -> None:
     """Measure the input pipeline against the model's ceiling and the lab's loader, and the time to result."""
     try:
-        results = run(quick=quick, out_dir=out_dir, data_dir=data_dir, archs=list(archs) or list(TRAIN_BATCH),
-                      steps=steps, section=section, test_images=test_images)  # fmt: skip
+        results = run(
+            quick=quick,
+            out_dir=out_dir,
+            data_dir=data_dir,
+            archs=list(archs) or list(TRAIN_BATCH),
+            steps=steps,
+            section=section,
+            test_images=test_images,
+        )
     except UserInputError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
@@ -347,7 +461,13 @@ def missed_targets(results: Results) -> list[str]:
 
 
 def run(
-    *, quick: bool, out_dir: Path, data_dir: Path | None, archs: list[str], steps: int, section: str = "all",
+    *,
+    quick: bool,
+    out_dir: Path,
+    data_dir: Path | None,
+    archs: list[str],
+    steps: int,
+    section: str = "all",
     test_images: int | None = None,
 ) -> Results:
     """The benchmark's sections; returns what it also writes to out_dir."""

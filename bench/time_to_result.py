@@ -87,8 +87,12 @@ def measure_ceilings(work: Workload, setup: Setup) -> Ceilings:
 
 def command_environment(home: Path, cache_dir: Path) -> dict[str, str]:
     """This process's environment with its own home and cache, and the ceilings' torch thread count."""
-    environment = {**os.environ, "LEUKEMIA_HOME": str(home), "CACHE_DIR": str(cache_dir),
-                   "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
+    environment = {
+        **os.environ,
+        "LEUKEMIA_HOME": str(home),
+        "CACHE_DIR": str(cache_dir),
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
     for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR"):
         environment.pop(key, None)
     return environment
@@ -97,8 +101,9 @@ def command_environment(home: Path, cache_dir: Path) -> dict[str, str]:
 def timed_command(arguments: list[str], environment: dict[str, str]) -> float:
     """Wall seconds of `leukemia ARGUMENTS` in a new process, start-up included."""
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "leukemia.cli", *arguments], env=environment, cwd=REPO,
-                               capture_output=True, text=True)  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "leukemia.cli", *arguments], env=environment, cwd=REPO, capture_output=True, text=True
+    )
     wall = time.perf_counter() - started
     if completed.returncode != 0:
         tail = (completed.stderr or completed.stdout).strip()[-1500:]
@@ -124,7 +129,10 @@ def checkpoint_facts(run_folder: Path) -> dict:
 
 
 def run_commands(
-    work: Workload, model_s: dict[str, float], folder: Path, root: Path,
+    work: Workload,
+    model_s: dict[str, float],
+    folder: Path,
+    root: Path,
     launch: Callable[[list[str], dict[str, str]], float] = timed_command,
 ) -> list[Timing]:
     """Each command cold (its own new CACHE_DIR) then warm (that cache again), in new processes
@@ -133,15 +141,58 @@ def run_commands(
     common = ["--data", str(folder), "--device", work.device]
     first_run = root / "train-cold"
     commands = {
-        "train": lambda out: ["train", *common, "--arch", ARCH, "--epochs", str(EPOCHS), "--image-size",
-                              str(work.image_size), "--batch-size", str(work.train_batch), "--out", str(out)],
-        "finetune": lambda out: ["finetune", *common, "--from", str(first_run), "--epochs", str(EPOCHS),
-                                 "--batch-size", str(work.train_batch), "--out", str(out)],
-        "predict --tta": lambda out: ["predict", *common, "--checkpoint", str(first_run), "--csv", "test.csv", "--tta",
-                                      "--batch-size", str(work.predict_batch), "--out", str(out)],
-        "evaluate": lambda out: ["evaluate", *common, "--checkpoint", str(first_run), "--csv", "test_labels.csv",
-                                 "--batch-size", str(work.predict_batch), "--out", str(out)],
-    }  # fmt: skip
+        "train": lambda out: [
+            "train",
+            *common,
+            "--arch",
+            ARCH,
+            "--epochs",
+            str(EPOCHS),
+            "--image-size",
+            str(work.image_size),
+            "--batch-size",
+            str(work.train_batch),
+            "--out",
+            str(out),
+        ],
+        "finetune": lambda out: [
+            "finetune",
+            *common,
+            "--from",
+            str(first_run),
+            "--epochs",
+            str(EPOCHS),
+            "--batch-size",
+            str(work.train_batch),
+            "--out",
+            str(out),
+        ],
+        "predict --tta": lambda out: [
+            "predict",
+            *common,
+            "--checkpoint",
+            str(first_run),
+            "--csv",
+            "test.csv",
+            "--tta",
+            "--batch-size",
+            str(work.predict_batch),
+            "--out",
+            str(out),
+        ],
+        "evaluate": lambda out: [
+            "evaluate",
+            *common,
+            "--checkpoint",
+            str(first_run),
+            "--csv",
+            "test_labels.csv",
+            "--batch-size",
+            str(work.predict_batch),
+            "--out",
+            str(out),
+        ],
+    }
     for what, arguments in commands.items():
         cache_dir = root / f"cache-{what.split()[0]}"
         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -177,8 +228,14 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
 
         queue = f"bench-ttr-{os.getpid()}"
         worker = _start_worker(environment, queue, root / "worker.log")
-        params = {"data_dir": str(folder), "arch": ARCH, "epochs": EPOCHS, "image_size": work.image_size,
-                  "batch_size": work.train_batch, "device": work.device}  # fmt: skip
+        params = {
+            "data_dir": str(folder),
+            "arch": ARCH,
+            "epochs": EPOCHS,
+            "image_size": work.image_size,
+            "batch_size": work.train_batch,
+            "device": work.device,
+        }
         timings = []
         for state in ("cold", "warm"):
             started = time.perf_counter()
@@ -218,10 +275,21 @@ def _start_worker(environment: dict[str, str], queue: str, log_path: Path) -> su
     from core.service.db import get_sessionmaker, upgrade_database
 
     upgrade_database()
-    command = [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", f"{queue}@local",
-               "--loglevel", "WARNING"]  # fmt: skip
-    worker = subprocess.Popen(command, env=environment, cwd=REPO, stdout=log_path.open("wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "leukemia.cli",
+        "worker",
+        "--queues",
+        queue,
+        "--hostname",
+        f"{queue}@local",
+        "--loglevel",
+        "WARNING",
+    ]
+    worker = subprocess.Popen(
+        command, env=environment, cwd=REPO, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if worker.poll() is not None:
@@ -245,9 +313,7 @@ def _wait_finished(job_id: int):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
         with get_sessionmaker().begin() as session:
-            row = session.execute(
-                select(Job.status, Job.error, Job.started_at, Job.finished_at).where(Job.id == job_id)
-            ).one()
+            row = session.execute(select(Job.status, Job.error, Job.started_at, Job.finished_at).where(Job.id == job_id)).one()
         if row.status in FINISHED_STATUSES:
             return tuple(row)
         time.sleep(0.05)
@@ -257,8 +323,10 @@ def _wait_finished(job_id: int):  # type: ignore[no-untyped-def]
 def _echo(timing: Timing) -> None:
     import click
 
-    click.echo(f"  {timing.what + ' (' + timing.state + ')':<44} {timing.wall_s:>8.1f} s wall, "
-               f"{timing.model_s:.1f} s model-only  {timing.details}")  # fmt: skip
+    click.echo(
+        f"  {timing.what + ' (' + timing.state + ')':<44} {timing.wall_s:>8.1f} s wall, "
+        f"{timing.model_s:.1f} s model-only  {timing.details}"
+    )
 
 
 def goals(timings: list[Timing], work: Workload, root: Path) -> list[dict]:
@@ -292,21 +360,42 @@ def command_goals(timings: list[Timing], work: Workload, root: Path) -> list[dic
     for what in ("evaluate", "predict --tta"):
         timing = by_key[(what, "cold")]
         outside = timing.wall_s - timing.model_s
-        rows.append(_goal(f"CPU, {what} cold, lab-size test set: time outside the model <= in it",
-                          outside, timing.model_s, not on_gpu and lab_size))  # fmt: skip
+        rows.append(
+            _goal(
+                f"CPU, {what} cold, lab-size test set: time outside the model <= in it",
+                outside,
+                timing.model_s,
+                not on_gpu and lab_size,
+            )
+        )
     facts = train.details
-    rows.append({"goal": "best.pt holds no optimizer state (last.pt keeps it for resume)",
-                 "measured": f"best.pt {facts['best_pt_mb']} MB, last.pt {facts['last_pt_mb']} MB", "limit": "-",
-                 "met": not facts["best_pt_has_optimizer"] and facts["last_pt_has_optimizer"]})  # fmt: skip
+    rows.append(
+        {
+            "goal": "best.pt holds no optimizer state (last.pt keeps it for resume)",
+            "measured": f"best.pt {facts['best_pt_mb']} MB, last.pt {facts['last_pt_mb']} MB",
+            "limit": "-",
+            "met": not facts["best_pt_has_optimizer"] and facts["last_pt_has_optimizer"],
+        }
+    )
     same = (root / "predict-cold.csv").read_bytes() == (root / "predict-warm.csv").read_bytes()
-    rows.append({"goal": "predictions identical cold and warm", "measured": "identical" if same else "DIFFERENT",
-                 "limit": "-", "met": same})  # fmt: skip
+    rows.append(
+        {
+            "goal": "predictions identical cold and warm",
+            "measured": "identical" if same else "DIFFERENT",
+            "limit": "-",
+            "met": same,
+        }
+    )
     return rows
 
 
 def _goal(name: str, measured: float, limit: float, judged: bool) -> dict:
-    return {"goal": name, "measured": round(measured, 2), "limit": round(limit, 2),
-            "met": (measured <= limit) if judged else None}  # fmt: skip
+    return {
+        "goal": name,
+        "measured": round(measured, 2),
+        "limit": round(limit, 2),
+        "met": (measured <= limit) if judged else None,
+    }
 
 
 def measure_time_to_result(work: Workload, setup: Setup, folder: Path, root: Path) -> tuple[list[Timing], list[dict], Ceilings]:

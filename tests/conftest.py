@@ -32,8 +32,10 @@ def require_realdata() -> None:
     """Skip (or, under LEUKEMIA_REQUIRE_REALDATA=1, fail) the calling test when the real images are absent."""
     if (REALDATA / "labels.csv").is_file():
         return
-    missing = (f"real C-NMC images not found: put the cnmc2019 folder (labels.csv, images/) at {REALDATA} "
-               "or name it in LEUKEMIA_REALDATA_DIR")
+    missing = (
+        f"real C-NMC images not found: put the cnmc2019 folder (labels.csv, images/) at {REALDATA} "
+        "or name it in LEUKEMIA_REALDATA_DIR"
+    )
     if os.environ.get("LEUKEMIA_REQUIRE_REALDATA") == "1":
         pytest.fail(f"{missing} (LEUKEMIA_REQUIRE_REALDATA=1)", pytrace=False)
     pytest.skip(missing)
@@ -73,8 +75,15 @@ def service_backend(request, tmp_path_factory):
     from tests.settings_override import SettingsOverride
 
     home = tmp_path_factory.mktemp(f"home-{request.param.replace('+', '-')}")
-    env = {"LEUKEMIA_HOME": str(home), "HEARTBEAT_SECONDS": "1", "STALE_AFTER_SECONDS": "6",
-           "DATABASE_URL": "", "BROKER_URL": "", "ARTIFACTS_DIR": "", "CACHE_DIR": ""}
+    env = {
+        "LEUKEMIA_HOME": str(home),
+        "HEARTBEAT_SECONDS": "1",
+        "STALE_AFTER_SECONDS": "6",
+        "DATABASE_URL": "",
+        "BROKER_URL": "",
+        "ARTIFACTS_DIR": "",
+        "CACHE_DIR": "",
+    }
     database = vhost = None
     if request.param in ("redis+postgres", "rabbitmq+postgres"):
         database = create_postgres_database()
@@ -203,10 +212,18 @@ def app(request, tmp_path, settings_override):
 
     (tmp_path / "data").mkdir()
     database = create_postgres_database() if getattr(request, "param", "sqlite") == "postgresql" else None
-    settings_override(LEUKEMIA_HOME=str(tmp_path / "home"), DATA_ROOTS=str(tmp_path / "data"),
-                      ADMIN_USERNAME=WEB_ADMIN[0], ADMIN_PASSWORD=WEB_ADMIN[1], API_TOKEN=WEB_API_TOKEN,
-                      SECRET_KEY="test-secret", DATABASE_URL=postgres_url(database) if database else None,
-                      BROKER_URL=None, ARTIFACTS_DIR=None, CACHE_DIR=None)
+    settings_override(
+        LEUKEMIA_HOME=str(tmp_path / "home"),
+        DATA_ROOTS=str(tmp_path / "data"),
+        ADMIN_USERNAME=WEB_ADMIN[0],
+        ADMIN_PASSWORD=WEB_ADMIN[1],
+        API_TOKEN=WEB_API_TOKEN,
+        SECRET_KEY="test-secret",
+        DATABASE_URL=postgres_url(database) if database else None,
+        BROKER_URL=None,
+        ARTIFACTS_DIR=None,
+        CACHE_DIR=None,
+    )
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
     yield settings_override.follow(create_app(test_config={"TESTING": True}))
     settings_override.undo()  # the engines let go of the database before it is dropped
@@ -225,8 +242,9 @@ def folder_path(client, tmp_path) -> str:
     from tests.web_helpers import synthetic_folder
 
     path = synthetic_folder(tmp_path / "data")
-    response = client.post("/api/data-folders", json={"path": str(path), "name": "synth"},
-                           headers={"Authorization": f"Bearer {WEB_API_TOKEN}"})
+    response = client.post(
+        "/api/data-folders", json={"path": str(path), "name": "synth"}, headers={"Authorization": f"Bearer {WEB_API_TOKEN}"}
+    )
     assert response.status_code == 201, response.json
     assert response.json["report"]["ok"] is True and response.json["report"]["layout"] == "lab"
     return response.json["path"]

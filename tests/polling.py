@@ -13,9 +13,14 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], timeout: float, what: str, *, check: Callable[[], None] | None = None,
-    describe: Callable[[], str] | None = None, interval: float = 0.1,
-) -> T:  # fmt: skip
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    check: Callable[[], None] | None = None,
+    describe: Callable[[], str] | None = None,
+    interval: float = 0.1,
+) -> T:
     """Poll condition() until it returns something truthy, and return that. On timeout fail naming
     what was awaited, followed by describe() (say, the logs of the processes involved). check()
     runs every round and fails at once when waiting can no longer succeed (a process it needs died)."""

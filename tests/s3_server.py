@@ -51,8 +51,13 @@ class S3Server:
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.key, aws_secret_access_key=self.secret,
-            region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
 
     def new_bucket(self) -> str:
         """A fresh, empty bucket of this server."""
@@ -63,8 +68,12 @@ class S3Server:
 
     def credentials(self) -> dict[str, str]:
         """The standard AWS variables boto3's credential chain reads (the service has no credential settings)."""
-        return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def settings(self, bucket: str, prefix: str = "leukemia") -> dict[str, str]:
         """The environment of a process whose artifact store is s3://bucket/prefix on this server."""
@@ -90,8 +99,23 @@ def start_s3_server(root: Path, niceness: int = 0) -> S3Server:
     config.write_text("")  # no user configuration is read
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*(["nice", "-n", str(niceness)] if niceness else []), rclone_binary(), "serve", "s3", str(data), "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
-             "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                *(["nice", "-n", str(niceness)] if niceness else []),
+                rclone_binary(),
+                "serve",
+                "s3",
+                str(data),
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--auth-key",
+                f"{key},{secret}",
+                "--config",
+                str(config),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = S3Server(f"http://127.0.0.1:{port}", key, secret, data, process, log_path)
 
     def answers() -> bool:

@@ -82,18 +82,27 @@ def every_served_name(client, settings_override) -> set[str]:
     assert web.status_code == 200
     gpus = CollectorRegistry()
     gpus.register(worker_metrics.GpuCollector(lambda: [worker_metrics.GpuReading(**H100)]))
-    return (served_names(web.get_data(as_text=True)) | served_names(generate_latest(worker_metrics.REGISTRY).decode())
-            | served_names(generate_latest(gpus).decode()) | {"up"})  # fmt: skip
+    return (
+        served_names(web.get_data(as_text=True))
+        | served_names(generate_latest(worker_metrics.REGISTRY).decode())
+        | served_names(generate_latest(gpus).decode())
+        | {"up"}
+    )
 
 
 def test_every_metric_the_rules_read_is_served(app, client, settings_override):
     """Renaming a metric must not leave an alert reading nothing: each name in an expression is in the web's
     /metrics, in a worker's exporter (its GPU families from a reading), or one of Prometheus' own (up)."""
     served = every_served_name(client, settings_override)
-    recorded = {rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
-                if "record" in rule}  # fmt: skip
+    recorded = {
+        rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "record" in rule
+    }
     expressions = " ".join(rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"])
     read = set(re.findall(r"\b(leukemia[a-z_:]*|up)\b(?=\s*[{\[)]|\s)", expressions)) - recorded
     assert read and read <= served, sorted(read - served)
-    assert {"leukemia_jobs_ended_total", "leukemia_running_job_age_seconds", "leukemia_gpu_utilization_ratio",
-            "leukemia_worker_job_gpu"} <= read
+    assert {
+        "leukemia_jobs_ended_total",
+        "leukemia_running_job_age_seconds",
+        "leukemia_gpu_utilization_ratio",
+        "leukemia_worker_job_gpu",
+    } <= read

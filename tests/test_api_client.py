@@ -27,7 +27,7 @@ TOKEN = "client-test-token"
 
 # Runs in a fresh interpreter: the generated package `leukemia_client`, httpx (its dependency) and the
 # standard library only. It prints the predictions CSV.
-CLIENT_SCRIPT = '''
+CLIENT_SCRIPT = """
 import sys, time
 import httpx
 from leukemia_client import AuthenticatedClient
@@ -67,16 +67,32 @@ csv_file = next(a for a in artifacts.artifacts if a.name == "predictions.csv")
 download = download_job_artifact.sync(predict.id, csv_file.id, client=client)
 sys.stdout.write(download.payload.read().decode())
 assert "core" not in sys.modules and "web" not in sys.modules  # no project code was used
-'''
+"""
 
 
 def generate_client(document: dict, out: Path) -> str:
     """Run openapi-python-client on the document; its whole output, for the no-warning check."""
     (out / "openapi.json").write_text(json.dumps(document))
     (out / "config.yaml").write_text("post_hooks: []\n")  # no formatter run: the client is used, not read
-    result = subprocess.run([sys.executable, "-m", "openapi_python_client", "generate", "--path", str(out / "openapi.json"), "--meta", "none",
-                             "--output-path", str(out / "leukemia_client"), "--config", str(out / "config.yaml")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(out / "openapi.json"),
+            "--meta",
+            "none",
+            "--output-path",
+            str(out / "leukemia_client"),
+            "--config",
+            str(out / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return output
@@ -99,8 +115,14 @@ def test_a_generated_client_registers_trains_predicts_and_downloads(tmp_path):
         assert operations == snake and "submit_sweep" in operations, (operations, declared)  # every one generated
 
         env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-        run = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, url, TOKEN, str(data_root / "synth")],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360)
+        run = subprocess.run(
+            [sys.executable, "-c", CLIENT_SCRIPT, url, TOKEN, str(data_root / "synth")],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=360,
+        )
     assert run.returncode == 0, run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
     predictions = list(csv.DictReader(io.StringIO(run.stdout)))
     tests = list(csv.DictReader((data_root / "synth" / "test.csv").open()))

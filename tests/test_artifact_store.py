@@ -49,8 +49,10 @@ def test_put_get_open_size_list_and_delete(store, tmp_path):
     store.get("jobs/12-def/best.pt", tmp_path / "fetched" / "best.pt")
     assert (tmp_path / "fetched" / "best.pt").read_bytes() == b"weights"
     # A folder by path components: jobs/1 is no prefix of jobs/12.
-    assert [(o.key, o.size) for o in store.list("jobs/1-abc")] == [("jobs/1-abc/metrics.csv", 17),
-                                                                   ("jobs/1-abc/plots/loss.png", 4)]
+    assert [(o.key, o.size) for o in store.list("jobs/1-abc")] == [
+        ("jobs/1-abc/metrics.csv", 17),
+        ("jobs/1-abc/plots/loss.png", 4),
+    ]
     assert store.list("jobs/1") == [] and store.prefix_bytes("jobs/1-abc") == 21
     assert store.key_of(store.location("jobs/12-def/best.pt")) == "jobs/12-def/best.pt"
     assert store.key_of("/elsewhere/best.pt") is None and store.key_of("s3://another/jobs/1/best.pt") is None
@@ -100,7 +102,9 @@ def test_a_store_that_refuses_or_cannot_be_reached_is_one_line(tmp_path, s3_serv
         monkeypatch.setenv(name, value)
     source = write(tmp_path / "best.pt", b"weights")
     missing_bucket = open_store("s3://no-such-bucket-here/p", endpoint_url=s3_server.endpoint)
-    with pytest.raises(StorageError, match=r"^artifact store s3://no-such-bucket-here/p: cannot store jobs/1-a/best.pt: ") as caught:
+    with pytest.raises(
+        StorageError, match=r"^artifact store s3://no-such-bucket-here/p: cannot store jobs/1-a/best.pt: "
+    ) as caught:
         missing_bucket.put("jobs/1-a/best.pt", source)
     assert "\n" not in str(caught.value)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")

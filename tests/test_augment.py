@@ -27,8 +27,16 @@ def one(angle: float, hflip: bool, vflip: bool) -> AugmentParams:
 @pytest.mark.parametrize("height,width", [(64, 64), (48, 64)])
 @pytest.mark.parametrize(
     "angle,hflip,vflip",
-    [(0.0, False, False), (0.0, True, False), (0.0, False, True), (17.0, False, False),
-     (33.5, True, False), (60.0, False, True), (81.0, True, True), (90.0, False, False)],
+    [
+        (0.0, False, False),
+        (0.0, True, False),
+        (0.0, False, True),
+        (17.0, False, False),
+        (33.5, True, False),
+        (60.0, False, True),
+        (81.0, True, True),
+        (90.0, False, False),
+    ],
 )
 def test_device_batch_matches_cpu_reference(height: int, width: int, angle: float, hflip: bool, vflip: bool) -> None:
     image = structured_image(height, width)
@@ -73,4 +81,7 @@ def test_parameters_depend_only_on_the_generator_seed() -> None:
 
 def test_parameter_count_must_match_batch() -> None:
     with pytest.raises(ValueError, match="2 parameter sets for 1 images"):
-        augment_batch(torch.zeros(1, 3, 8, 8), AugmentParams(torch.zeros(2), torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)))
+        augment_batch(
+            torch.zeros(1, 3, 8, 8),
+            AugmentParams(torch.zeros(2), torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)),
+        )

@@ -18,8 +18,11 @@ TOO_MANY = "too many failed logins"
 
 def throttle(settings_override, *, per_account: int, per_address: int, window_s: float) -> None:
     """The login limits, set as an operator sets them: in the environment the settings read."""
-    settings_override(LOGIN_MAX_FAILURES_PER_ACCOUNT=str(per_account), LOGIN_MAX_FAILURES_PER_ADDRESS=str(per_address),
-                      LOGIN_FAILURE_WINDOW_SECONDS=str(window_s))
+    settings_override(
+        LOGIN_MAX_FAILURES_PER_ACCOUNT=str(per_account),
+        LOGIN_MAX_FAILURES_PER_ADDRESS=str(per_address),
+        LOGIN_FAILURE_WINDOW_SECONDS=str(window_s),
+    )
 
 
 def client_from(app, address: str):
@@ -104,8 +107,11 @@ def admin_audit_rows() -> list[tuple[str, str, dict]]:
     from core.service.records import AuditEntry
 
     with get_sessionmaker().begin() as session:
-        rows = session.execute(select(AuditEntry.username, AuditEntry.action, AuditEntry.detail)
-                               .where(AuditEntry.action.like("user.%")).order_by(AuditEntry.id))
+        rows = session.execute(
+            select(AuditEntry.username, AuditEntry.action, AuditEntry.detail)
+            .where(AuditEntry.action.like("user.%"))
+            .order_by(AuditEntry.id)
+        )
         return [(name, action, detail) for name, action, detail in rows]
 
 
@@ -122,8 +128,11 @@ def test_migrate_makes_and_resets_the_admin_through_the_audited_user_service(app
     settings_override(ADMIN_PASSWORD="a-new-password-1")
     prepare_database()
     actor, action, detail = admin_audit_rows()[-1]
-    assert (actor.startswith("cli:"), action, detail) == (True, "user.reset_password",
-                                                          {"username": WEB_ADMIN[0], "tokens_revoked": 0})
+    assert (actor.startswith("cli:"), action, detail) == (
+        True,
+        "user.reset_password",
+        {"username": WEB_ADMIN[0], "tokens_revoked": 0},
+    )
     assert client.get("/").status_code == 302  # the reset ended the session
     assert login(client, WEB_ADMIN[0], "a-new-password-1").status_code == 302
 

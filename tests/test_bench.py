@@ -17,9 +17,15 @@ def test_quick_benchmark_writes_the_table_and_meets_the_cpu_target(tmp_path: Pat
     assert outcome.exit_code == 0, outcome.output
     results = json.loads((tmp_path / "results.json").read_text())
     measured = {row["measure"] for row in results["measurements"]}
-    assert {"train ceiling (synthetic tensors)", "train through our pipeline", "predict files -> CSV (our pipeline)",
-            "train through the lab's DataLoader (fp32)", "CPU: lab per-image chain, per CPU-second",
-            "CPU: ours, host side (GPU does the rest)", "CPU: ours, whole path on the CPU"} <= measured
+    assert {
+        "train ceiling (synthetic tensors)",
+        "train through our pipeline",
+        "predict files -> CSV (our pipeline)",
+        "train through the lab's DataLoader (fp32)",
+        "CPU: lab per-image chain, per CPU-second",
+        "CPU: ours, host side (GPU does the rest)",
+        "CPU: ours, whole path on the CPU",
+    } <= measured
     assert all(row["images_per_s"] > 0 for row in results["measurements"])
     checks = {check["check"]: check for check in results["checks"]}
     cpu_target = checks["CPU per core: ours host side/lab"]
@@ -31,8 +37,9 @@ def test_quick_benchmark_writes_the_table_and_meets_the_cpu_target(tmp_path: Pat
     assert not (tmp_path / "cache").exists()  # the benchmark's caches are removed afterwards
 
 
-def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(tmp_path: Path, monkeypatch,
-                                                                             settings_override) -> None:
+def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(
+    tmp_path: Path, monkeypatch, settings_override
+) -> None:
     """The time-to-result section's commands (bench/time_to_result.py) on 8 tiny images for 2 epochs,
     each run in this process instead of a new one (the whole section, with new processes and the
     queued job on a real worker, is the benchmark: `python -m bench.run --quick --section
@@ -85,8 +92,16 @@ def test_store_bench_times_both_stores_and_the_uploads(tmp_path: Path, s3_server
     assert set(uploads) == {"resnet18", "resnet50"} and uploads["resnet50"]["bytes"] > uploads["resnet18"]["bytes"] > 40e6
     assert all(found["median_upload_s"] > 0 and found["median_sha256_s"] > 0 for found in uploads.values())
     assert {key.rsplit("/", 2)[1] for key in s3_server.keys(bucket)} == {"resnet18", "resnet50"}
-    params = {"arch": "resnet18", "epochs": 1, "image_size": 32, "batch_size": 8, "device": "cpu", "seed": 0,
-              "train": 16, "valid": 8}
+    params = {
+        "arch": "resnet18",
+        "epochs": 1,
+        "image_size": 32,
+        "batch_size": 8,
+        "device": "cpu",
+        "seed": 0,
+        "train": 16,
+        "valid": 8,
+    }
     training = queued_training(tmp_path / "queued", s3_server, bucket, params, 1)
     assert set(training["median_wall_s"]) == {"folder", "s3"} and training["ratio"] > 0
     assert any(key.startswith("bench/jobs/") and key.endswith("/last.pt") for key in s3_server.keys(bucket))

@@ -45,9 +45,17 @@ def test_processes_sending_first_at_once_all_get_through(tmp_path: Path, round_n
     home.mkdir()
     ready.mkdir()
     env = {**os.environ, "LEUKEMIA_HOME": str(home), "BROKER_URL": "", "DATABASE_URL": "", "PYTHONPATH": str(REPO)}
-    senders = [subprocess.Popen([sys.executable, "-c", SENDER, str(start), str(job_id), str(ready / str(job_id))],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for job_id in range(1, SENDERS + 1)]  # fmt: skip
+    senders = [
+        subprocess.Popen(
+            [sys.executable, "-c", SENDER, str(start), str(job_id), str(ready / str(job_id))],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for job_id in range(1, SENDERS + 1)
+    ]
 
     def all_alive() -> None:
         for sender in senders:

@@ -21,8 +21,15 @@ from tests.web_helpers import (
 pytestmark = pytest.mark.timeout(420)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 ADMIN = ("admin", "browser-test-pass")
 
@@ -35,8 +42,12 @@ def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     data_root = root / "data"
     write_synthetic_dataset(data_root / "synth", train=16, valid=8, test=8, image_size=32, seed=3)
-    settings = {"DATA_ROOTS": str(data_root), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
-                "API_TOKEN": "browser-token"}
+    settings = {
+        "DATA_ROOTS": str(data_root),
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "API_TOKEN": "browser-token",
+    }
     with web_and_worker(root, settings) as url:
         yield {"url": url, "data": data_root / "synth", "logs": root}
 

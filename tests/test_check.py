@@ -117,8 +117,7 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
         "train.csv row 2: label must be 0 or 1, got '7'",
         "train.csv row 3: image not found: train/missing.png",
         "train.csv row 6: same image as train.csv row 5: train/2.png",
-        "corrupt or unreadable image train/3.png (train.csv row 4): cannot identify image file "
-        f"'{folder / 'train' / '3.png'}'",
+        f"corrupt or unreadable image train/3.png (train.csv row 4): cannot identify image file '{folder / 'train' / '3.png'}'",
     ]
     assert problems[4:] == ["valid.csv row 2: same image as train.csv row 1: ./train/0.png"]
     assert report.splits[0].images == 3 and dict(report.splits[0].sizes) == {(12, 10): 3}
@@ -224,7 +223,9 @@ def test_write_patient_split_bad_arguments(realdata_dir: Path, tmp_path: Path, k
     if kwargs.get("out_dir"):
         kwargs = {"out_dir": tmp_path / "elsewhere"}
         (tmp_path / "elsewhere").mkdir()
-        message = f"out_dir: must be the data folder or a folder above it, so the CSV paths stay inside it: {tmp_path / 'elsewhere'}"
+        message = (
+            f"out_dir: must be the data folder or a folder above it, so the CSV paths stay inside it: {tmp_path / 'elsewhere'}"
+        )
     with pytest.raises(UserInputError) as raised:
         write_patient_split(folder, **kwargs)
     assert str(raised.value) == message

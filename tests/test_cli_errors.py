@@ -20,8 +20,16 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     """A garbage .pt, a truncated checkpoint, and a valid untrained resnet18 checkpoint in a run folder."""
     folder = tmp_path_factory.mktemp("checkpoints")
     run_folder = folder / "run18"
-    checkpoint = {"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),
-                  "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32, "epoch": 1}
+    checkpoint = {
+        "format": 1,
+        "arch": "resnet18",
+        "num_classes": 2,
+        "model": build_model("resnet18").state_dict(),
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "image_size": 32,
+        "epoch": 1,
+    }
     save_checkpoint(checkpoint, run_folder / "best.pt")
     (folder / "garbage.pt").write_bytes(b"\x00\x01 definitely not torch " * 50)
     (folder / "truncated.pt").write_bytes((run_folder / "best.pt").read_bytes()[:5000])
@@ -42,26 +50,43 @@ def cases(synth: Path, files: dict[str, Path], out: Path) -> list[tuple[list[str
         (["train", *data], "out: give the run folder"),
         (["train", "--resume", str(out)], "has no last.pt"),
         (["train", "--resume", str(out), "--epochs", "3"], "resume: the run's parameters come from"),
-        (["finetune", "--from", str(files["run18"]), "--arch", "resnet50", *data, "--out", str(out)],
-         "best.pt: architecture resnet18, expected resnet50"),
+        (
+            ["finetune", "--from", str(files["run18"]), "--arch", "resnet50", *data, "--out", str(out)],
+            "best.pt: architecture resnet18, expected resnet50",
+        ),
         (["finetune", "--from", str(files["garbage"]), *data, "--out", str(out)], "garbage.pt: unreadable"),
-        (["finetune", "--from", str(files["run18"]), "--checkpoint-choice", "last", *data, "--out", str(out)],
-         "has no last.pt"),
+        (["finetune", "--from", str(files["run18"]), "--checkpoint-choice", "last", *data, "--out", str(out)], "has no last.pt"),
         (["evaluate", "--checkpoint", str(files["truncated"]), *data, "--csv", "valid.csv"], "truncated.pt: unreadable"),
         (["evaluate", "--checkpoint", str(out / "none.pt"), *data], "none.pt: no such file"),
         (["evaluate", "--checkpoint", str(files["run18"]), *data, "--csv", "missing.csv"], "missing.csv: file not found"),
         (["evaluate", *data, "--csv", "valid.csv"], "checkpoint: give a run folder"),
         (["predict", *data, "--csv", "test.csv", "--out", str(out / "p.csv")], "checkpoints: give at least one"),
-        (["predict", "--checkpoint", str(files["garbage"]), *data, "--csv", "test.csv", "--out", str(out / "p.csv")],
-         "garbage.pt: unreadable"),
-        (["predict", "--checkpoint", str(files["run18"]), *data, "--csv", "test.csv", "--out", str(out / "p.csv"),
-          "--device", "cuda"], "device: cuda requested"),
+        (
+            ["predict", "--checkpoint", str(files["garbage"]), *data, "--csv", "test.csv", "--out", str(out / "p.csv")],
+            "garbage.pt: unreadable",
+        ),
+        (
+            [
+                "predict",
+                "--checkpoint",
+                str(files["run18"]),
+                *data,
+                "--csv",
+                "test.csv",
+                "--out",
+                str(out / "p.csv"),
+                "--device",
+                "cuda",
+            ],
+            "device: cuda requested",
+        ),
         (["train", *data, "--batch-size", "1", "--out", str(out)], "batch_size: Input should be greater than or equal to 2"),
         # An output that cannot be written: /proc takes no new folders or files.
-        (["train", *data, "--epochs", "1", "--image-size", "32", "--out", "/proc/leukemia-run"],
-         "cannot use /proc/leukemia-run"),
-        (["predict", "--checkpoint", str(files["run18"]), *data, "--csv", "test.csv", "--out", "/proc/leukemia.csv"],
-         "cannot use /proc/leukemia.csv"),
+        (["train", *data, "--epochs", "1", "--image-size", "32", "--out", "/proc/leukemia-run"], "cannot use /proc/leukemia-run"),
+        (
+            ["predict", "--checkpoint", str(files["run18"]), *data, "--csv", "test.csv", "--out", "/proc/leukemia.csv"],
+            "cannot use /proc/leukemia.csv",
+        ),
     ]
 
 

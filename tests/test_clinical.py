@@ -52,9 +52,7 @@ def test_average_precision_by_hand() -> None:
 
 def test_rates_at_a_threshold() -> None:
     # At 0.5: called ALL = 0.9 (tp), 0.8 (fp), 0.7 (tp); hem = 0.4 (fn), 0.3 (tn), 0.1 (tn).
-    assert rates_at(TRUTH, SCORES, 0.5) == pytest.approx(
-        {"sensitivity": 2 / 3, "specificity": 2 / 3, "ppv": 2 / 3, "npv": 2 / 3}
-    )
+    assert rates_at(TRUTH, SCORES, 0.5) == pytest.approx({"sensitivity": 2 / 3, "specificity": 2 / 3, "ppv": 2 / 3, "npv": 2 / 3})
     # The threshold itself calls ALL (>=).
     assert rates_at(TRUTH, SCORES, 0.4)["sensitivity"] == 1.0
     assert rates_at(TRUTH, SCORES, 0.95) == {"sensitivity": 0.0, "specificity": 1.0, "ppv": None, "npv": 0.5}
@@ -84,8 +82,7 @@ def test_intervals_hold_the_estimate_and_narrow_with_more_data() -> None:
     for size in (60, 2000):
         truth, scores = sample(size)
         intervals = bootstrap_intervals(truth, scores, 0.5, resamples=400, seed=1)
-        point = {**rates_at(truth, scores, 0.5), "roc_auc": roc_auc(truth, scores),
-                 "pr_auc": average_precision(truth, scores)}
+        point = {**rates_at(truth, scores, 0.5), "roc_auc": roc_auc(truth, scores), "pr_auc": average_precision(truth, scores)}
         for name, (low, high) in intervals.items():
             assert low <= point[name] <= high, name
         widths.append({name: high - low for name, (low, high) in intervals.items()})
@@ -149,8 +146,9 @@ def test_report_of_a_one_class_set_says_what_is_undefined() -> None:
 
 
 def test_report_shape() -> None:
-    report = clinical_report(TRUTH, SCORES, 0.5, threshold_source="fixed 0.5", resamples=100,
-                             subjects=["a", "a", "b", "c", "c", "d"])
+    report = clinical_report(
+        TRUTH, SCORES, 0.5, threshold_source="fixed 0.5", resamples=100, subjects=["a", "a", "b", "c", "c", "d"]
+    )
     json.dumps(report, allow_nan=False)
     assert report["interval"]["unit"] == "subject" and report["interval"]["units"] == 4
     assert report["metrics"]["roc_auc"]["value"] == pytest.approx(7 / 9)

@@ -40,15 +40,29 @@ OBJECTSTORE_FILE = REPO / "docker-compose.objectstore.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
-SECRETS = ("postgres_password", "secret_key", "api_token", "admin_password", "metrics_token", "broker_password",
-           "flower_password", "grafana_admin_password")  # compose secret files
+SECRETS = (
+    "postgres_password",
+    "secret_key",
+    "api_token",
+    "admin_password",
+    "metrics_token",
+    "broker_password",
+    "flower_password",
+    "grafana_admin_password",
+)  # compose secret files
 OBJECTSTORE_SECRETS = ("minio_root_user", "minio_root_password")  # profile "objectstore" only
 SECRET_VARIABLES = ("POSTGRES_PASSWORD", "DATABASE_PASSWORD", "SECRET_KEY", "API_TOKEN", "ADMIN_PASSWORD", "METRICS_TOKEN")
 APP_SERVICES = ("migrate", "web", "gpu-worker", "cpu-worker")
 MONITORING = ("prometheus", "flower", "grafana")  # profile "monitoring"
 OBJECTSTORE = ("minio", "minio-bucket")  # profile "objectstore"
-PROFILES = {"prometheus": ["monitoring"], "flower": ["monitoring"], "grafana": ["monitoring"], "rabbitmq": ["rabbitmq"],
-            "minio": ["objectstore"], "minio-bucket": ["objectstore"]}
+PROFILES = {
+    "prometheus": ["monitoring"],
+    "flower": ["monitoring"],
+    "grafana": ["monitoring"],
+    "rabbitmq": ["rabbitmq"],
+    "minio": ["objectstore"],
+    "minio-bucket": ["objectstore"],
+}
 LONG_RUNNING = ("redis", "rabbitmq", "postgres", "web", "gpu-worker", "cpu-worker", *MONITORING, "minio")
 RABBITMQ_URL = "amqp://leukemia@rabbitmq:5672/leukemia"  # .env's BROKER_URL for the rabbitmq profile (docs/deploy.md)
 WORKER_HEALTH_FILE = "/tmp/leukemia-worker-alive"
@@ -137,8 +151,17 @@ def referenced_variables() -> set[str]:
 
 def test_services_healthchecks_and_start_order():
     services = compose()["services"]
-    assert set(services) == {"redis", "rabbitmq", "postgres", "migrate", "web", "gpu-worker", "cpu-worker", *MONITORING,
-                             *OBJECTSTORE}
+    assert set(services) == {
+        "redis",
+        "rabbitmq",
+        "postgres",
+        "migrate",
+        "web",
+        "gpu-worker",
+        "cpu-worker",
+        *MONITORING,
+        *OBJECTSTORE,
+    }
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert any("/api/health" in part for part in services["web"]["healthcheck"]["test"])
@@ -168,8 +191,16 @@ def test_services_healthchecks_and_start_order():
         mounts = {volume.rsplit(":", 1)[1] for volume in interpolate(services[name]["volumes"], filled_env())}
         assert {"/data", "/artifacts", "/cache"} <= mounts, name
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
-    assert set(compose()["volumes"]) == {"pgdata", "redisdata", "rabbitmqdata", "artifacts", "cache", "prometheusdata",
-                                         "grafanadata", "miniodata"}
+    assert set(compose()["volumes"]) == {
+        "pgdata",
+        "redisdata",
+        "rabbitmqdata",
+        "artifacts",
+        "cache",
+        "prometheusdata",
+        "grafanadata",
+        "miniodata",
+    }
     assert services["web"]["ports"] == ["${WEB_PORT:-8000}:8000"]
 
 
@@ -190,12 +221,23 @@ def test_gpu_worker_reserves_one_nvidia_gpu_and_cpu_worker_none():
 SECRET_USE = {
     "postgres": {"postgres_password": "POSTGRES_PASSWORD_FILE"},
     "migrate": {"postgres_password": "DATABASE_PASSWORD_FILE", "admin_password": "ADMIN_PASSWORD_FILE"},
-    "web": {"postgres_password": "DATABASE_PASSWORD_FILE", "broker_password": "BROKER_PASSWORD_FILE",
-            "secret_key": "SECRET_KEY_FILE", "api_token": "API_TOKEN_FILE", "metrics_token": "METRICS_TOKEN_FILE"},
-    "gpu-worker": {"postgres_password": "DATABASE_PASSWORD_FILE", "broker_password": "BROKER_PASSWORD_FILE",
-                   "metrics_token": "METRICS_TOKEN_FILE"},
-    "cpu-worker": {"postgres_password": "DATABASE_PASSWORD_FILE", "broker_password": "BROKER_PASSWORD_FILE",
-                   "metrics_token": "METRICS_TOKEN_FILE"},
+    "web": {
+        "postgres_password": "DATABASE_PASSWORD_FILE",
+        "broker_password": "BROKER_PASSWORD_FILE",
+        "secret_key": "SECRET_KEY_FILE",
+        "api_token": "API_TOKEN_FILE",
+        "metrics_token": "METRICS_TOKEN_FILE",
+    },
+    "gpu-worker": {
+        "postgres_password": "DATABASE_PASSWORD_FILE",
+        "broker_password": "BROKER_PASSWORD_FILE",
+        "metrics_token": "METRICS_TOKEN_FILE",
+    },
+    "cpu-worker": {
+        "postgres_password": "DATABASE_PASSWORD_FILE",
+        "broker_password": "BROKER_PASSWORD_FILE",
+        "metrics_token": "METRICS_TOKEN_FILE",
+    },
     "prometheus": {"metrics_token": None},  # read by deploy/prometheus.yml's credentials_file
     "rabbitmq": {"broker_password": None},  # read by its entrypoint into the server's own environment
     "flower": {"broker_password": "BROKER_PASSWORD_FILE", "flower_password": "FLOWER_PASSWORD_FILE"},  # flower_start.py
@@ -205,8 +247,13 @@ SECRET_USE = {
 }
 # The <NAME>_FILE conventions of the images themselves (PostgreSQL's, MinIO's, Grafana's) and of deploy/flower_start.py,
 # not settings.
-IMAGE_FILE_VARIABLES = ("POSTGRES_PASSWORD_FILE", "MINIO_ROOT_USER_FILE", "MINIO_ROOT_PASSWORD_FILE", "FLOWER_PASSWORD_FILE",
-                        "GF_SECURITY_ADMIN_PASSWORD__FILE")
+IMAGE_FILE_VARIABLES = (
+    "POSTGRES_PASSWORD_FILE",
+    "MINIO_ROOT_USER_FILE",
+    "MINIO_ROOT_PASSWORD_FILE",
+    "FLOWER_PASSWORD_FILE",
+    "GF_SECURITY_ADMIN_PASSWORD__FILE",
+)
 
 
 def test_secrets_are_files_never_environment_values():
@@ -262,7 +309,9 @@ def test_the_monitoring_profile_scrapes_the_services_real_ports_and_paths_with_t
     assert "metrics_token" in prometheus["secrets"]
     assert jobs["leukemia-web"]["static_configs"] == [{"targets": ["web:8000"]}]
     assert "0.0.0.0:8000" in services["web"]["command"]
-    exporters = {name: metrics_port(service) for name, service in services.items() if "--metrics-port" in service.get("command", [])}
+    exporters = {
+        name: metrics_port(service) for name, service in services.items() if "--metrics-port" in service.get("command", [])
+    }
     (discovery,) = jobs["leukemia-workers"]["dns_sd_configs"]
     assert discovery["type"] == "A" and set(discovery["names"]) == set(exporters) == {"gpu-worker", "cpu-worker"}
     assert set(exporters.values()) == {discovery["port"]}
@@ -271,7 +320,8 @@ def test_the_monitoring_profile_scrapes_the_services_real_ports_and_paths_with_t
     for env in (filled_env(), {**filled_env(), "BROKER_URL": RABBITMQ_URL}):
         services = interpolate(compose(), env)["services"]
         assert {services[name]["environment"]["BROKER_URL"] for name in ("web", "gpu-worker", "cpu-worker", "flower")} == {
-            env["BROKER_URL"]}
+            env["BROKER_URL"]
+        }
     assert flower["image"] == "mher/flower:2.2" and "Flower 2.2" in DEPLOY_DOC.read_text()
     assert not any("--broker" in part or "--basic-auth" in part or "basic_auth" in part for part in flower["command"])
     assert "./deploy/flower_start.py:/etc/flower/flower_start.py:ro" in flower["volumes"]
@@ -293,14 +343,17 @@ def test_the_rabbitmq_profile_is_the_broker_the_url_names():
     assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"] == url.username
     assert rabbitmq["environment"]["RABBITMQ_DEFAULT_VHOST"] == url.path.lstrip("/")
     assert "RABBITMQ_DEFAULT_PASS" not in rabbitmq["environment"]
-    assert 'RABBITMQ_DEFAULT_PASS="$(cat /run/secrets/broker_password)" exec docker-entrypoint.sh rabbitmq-server' in \
-        rabbitmq["entrypoint"][2]
+    assert (
+        'RABBITMQ_DEFAULT_PASS="$(cat /run/secrets/broker_password)" exec docker-entrypoint.sh rabbitmq-server'
+        in rabbitmq["entrypoint"][2]
+    )
     assert rabbitmq["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
     assert "consumer_timeout 604800000" in rabbitmq["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
     app = Settings(broker_url=services["web"]["environment"]["BROKER_URL"], broker_password="s3cret/+")
     assert app.resolved_broker_url == "amqp://leukemia:s3cret%2F%2B@rabbitmq:5672/leukemia"
-    redis = Settings(broker_url=interpolate(compose(), filled_env())["services"]["web"]["environment"]["BROKER_URL"],
-                     broker_password="s3cret")  # fmt: skip
+    redis = Settings(
+        broker_url=interpolate(compose(), filled_env())["services"]["web"]["environment"]["BROKER_URL"], broker_password="s3cret"
+    )
     assert redis.resolved_broker_url == "redis://redis:6379/0"  # names no user: takes no password
 
 
@@ -426,8 +479,12 @@ class _OverrideLoader(yaml.SafeLoader):
     """PyYAML with compose's !override and !reset tags (they only change how files merge)."""
 
 
-_OverrideLoader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node)
-                                if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node))  # fmt: skip
+_OverrideLoader.add_constructor(
+    "!override",
+    lambda loader, node: (
+        loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)
+    ),
+)
 
 
 def test_the_objectstore_profile_and_its_override_give_every_host_the_bucket(monkeypatch):
@@ -455,7 +512,9 @@ def test_the_objectstore_profile_and_its_override_give_every_host_the_bucket(mon
     for name, service in override["services"].items():
         environment = service["environment"]
         assert set(environment) - settings == {"AWS_SHARED_CREDENTIALS_FILE"}, name  # settings, and AWS's own variable
-        assert environment["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/s3_credentials" and service["secrets"] == ["s3_credentials"]
+        assert environment["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/s3_credentials" and service["secrets"] == [
+            "s3_credentials"
+        ]
         assert environment["ARTIFACTS_S3_ENDPOINT_URL"] == "http://minio:9000"
         assert service["depends_on"] == {"minio-bucket": {"condition": "service_completed_successfully"}}
         assert "SCRATCH_DIR" not in environment  # never inside CACHE_DIR (/cache), whose cap would evict runs
@@ -520,8 +579,12 @@ class Deployment:
         from sqlalchemy.engine import make_url
 
         self.tmp, self.port = tmp, port
-        self.paths = {"/data": tmp / "data", "/artifacts": tmp / "artifacts", "/cache": tmp / "cache",
-                      "/run/secrets": tmp / "secrets"}  # fmt: skip
+        self.paths = {
+            "/data": tmp / "data",
+            "/artifacts": tmp / "artifacts",
+            "/cache": tmp / "cache",
+            "/run/secrets": tmp / "secrets",
+        }
         for path in self.paths.values():
             path.mkdir()
         for name in SECRETS:  # as docs/deploy.md says to make them
@@ -531,14 +594,18 @@ class Deployment:
         self.services = interpolate(compose(), self.values)["services"]
         self.processes: dict[str, subprocess.Popen] = {}
         # Ports a container listens on, published here on free host ports: web 8000, each worker's exporter.
-        self.ports = {"web": {8000: port}, **{name: {metrics_port(self.services[name]): free_port()}
-                                              for name in ("gpu-worker", "cpu-worker")}}  # fmt: skip
+        self.ports = {
+            "web": {8000: port},
+            **{name: {metrics_port(self.services[name]): free_port()} for name in ("gpu-worker", "cpu-worker")},
+        }
 
         def mapped_env(service: str) -> dict[str, str]:
             env = {key: str(value) for key, value in self.services[service]["environment"].items()}
             url = make_url(env["DATABASE_URL"])
             assert (url.host, url.database) == ("postgres", "leukemia"), "compose's DATABASE_URL changed"
-            env["DATABASE_URL"] = url.set(host="127.0.0.1", username="postgres", database=database).render_as_string(hide_password=False)
+            env["DATABASE_URL"] = url.set(host="127.0.0.1", username="postgres", database=database).render_as_string(
+                hide_password=False
+            )
             assert env["BROKER_URL"] == "redis://redis:6379/0"
             env["BROKER_URL"] = f"redis://127.0.0.1:6379/{redis_db}"  # a db of its own: no other test's worker consumes it
             for key in ("ARTIFACTS_DIR", "CACHE_DIR", "DATA_ROOTS"):
@@ -547,9 +614,16 @@ class Deployment:
                 if value.startswith("/run/secrets/"):
                     env[key] = str(self.paths["/run/secrets"] / value.removeprefix("/run/secrets/"))
             # The image's own environment (Dockerfile ENV): its venv first on PATH, a home of its own.
-            return {**env, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "HOME": str(tmp / "home"), "LEUKEMIA_HOME": str(tmp / "home"),
-                    "PYTHONUNBUFFERED": "1", "LEUKEMIA_TEST_THREADS": "1", "OMP_NUM_THREADS": "1",
-                    **checkout_under_test()}  # fmt: skip
+            return {
+                **env,
+                "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+                "HOME": str(tmp / "home"),
+                "LEUKEMIA_HOME": str(tmp / "home"),
+                "PYTHONUNBUFFERED": "1",
+                "LEUKEMIA_TEST_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                **checkout_under_test(),
+            }
 
         self.env = {name: mapped_env(name) for name in APP_SERVICES}
 
@@ -559,8 +633,12 @@ class Deployment:
     def mapped(self, service: str, argv: list[str]) -> list[str]:
         """A command or healthcheck of the service with its ports and its container-private files mapped."""
         ports = self.ports.get(service, {})
-        mapped = [part.replace("0.0.0.0:8000", f"127.0.0.1:{self.port}").replace("127.0.0.1:8000", f"127.0.0.1:{self.port}")
-                  .replace(WORKER_HEALTH_FILE, str(self.tmp / f"{service}-alive")) for part in argv]  # fmt: skip
+        mapped = [
+            part.replace("0.0.0.0:8000", f"127.0.0.1:{self.port}")
+            .replace("127.0.0.1:8000", f"127.0.0.1:{self.port}")
+            .replace(WORKER_HEALTH_FILE, str(self.tmp / f"{service}-alive"))
+            for part in argv
+        ]
         if "--metrics-port" in mapped:
             at = mapped.index("--metrics-port") + 1
             mapped[at] = str(ports[int(mapped[at])])
@@ -570,7 +648,9 @@ class Deployment:
         return self.mapped(service, self.services[service]["command"])
 
     def run(self, service: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(service), env=self.env[service], cwd=self.tmp, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            self.argv(service), env=self.env[service], cwd=self.tmp, capture_output=True, text=True, timeout=120
+        )
 
     def start(self, service: str) -> None:
         log = open(self.tmp / f"{service}.log", "w")
@@ -625,7 +705,9 @@ def wait_for(predicate, timeout: float, deployment: Deployment, what: str):
 
     def running() -> None:
         for name, process in deployment.processes.items():
-            assert process.poll() is None, f"{name} exited with {process.returncode} while waiting for {what}\n{deployment.logs()}"
+            assert process.poll() is None, (
+                f"{name} exited with {process.returncode} while waiting for {what}\n{deployment.logs()}"
+            )
 
     return polling.wait_for(predicate, timeout, what, check=running, describe=deployment.logs, interval=0.5)
 
@@ -634,7 +716,8 @@ def test_an_empty_or_missing_secret_file_stops_the_service_with_one_line(deploym
     (deployment.paths["/run/secrets"] / "admin_password").write_text("\n")
     migrated = deployment.run("migrate")
     assert migrated.returncode == 2 and migrated.stderr.strip().splitlines() == [
-        f"error: ADMIN_PASSWORD_FILE: {deployment.paths['/run/secrets'] / 'admin_password'} is empty"], migrated.stderr
+        f"error: ADMIN_PASSWORD_FILE: {deployment.paths['/run/secrets'] / 'admin_password'} is empty"
+    ], migrated.stderr
     (deployment.paths["/run/secrets"] / "postgres_password").unlink()
     migrated = deployment.run("migrate")
     assert migrated.returncode == 2 and "DATABASE_PASSWORD_FILE: cannot read" in migrated.stderr, migrated.stderr
@@ -736,8 +819,9 @@ def scrape(url: str, token: str | None) -> tuple[int, dict]:
             text = response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, {}
-    return 200, {(s.name, frozenset(s.labels.items())): s.value
-                 for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    return 200, {
+        (s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
 
 
 def scrape_every_prometheus_target(deployment: Deployment, train_id: int, evaluate_id: int) -> None:
@@ -774,6 +858,7 @@ def scrape_every_prometheus_target(deployment: Deployment, train_id: int, evalua
 def check_json_logs(deployment: Deployment, train_id: int) -> None:
     """LOG_FORMAT=json: every line is one JSON object (Celery's banner silenced, gunicorn's own lines through
     its logger class); the worker's lines about the job carry its id; the web's access lines a request id."""
+
     def objects(service: str) -> list[dict]:
         lines = (deployment.tmp / f"{service}.log").read_text().splitlines()
         return [json.loads(line) for line in lines]
@@ -799,16 +884,23 @@ def test_flower_starts_as_compose_runs_it_with_its_passwords_on_no_command_line(
     for name in ("broker_password", "flower_password"):
         (secrets_dir / name).write_text(secrets.token_hex(12) + "\n")
     password = (secrets_dir / "flower_password").read_text().strip()
-    env = {**{key: str(value) for key, value in interpolate(flower["environment"], filled_env()).items()},
-           "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "HOME": str(tmp_path)}  # fmt: skip
+    env = {
+        **{key: str(value) for key, value in interpolate(flower["environment"], filled_env()).items()},
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+    }
     assert env["BROKER_URL"] == "redis://redis:6379/0"
     env["BROKER_URL"] = f"redis://127.0.0.1:6379/{secrets.choice(range(1, 16))}"
     for key in ("BROKER_PASSWORD_FILE", "FLOWER_PASSWORD_FILE"):
         env[key] = str(secrets_dir / env[key].removeprefix("/run/secrets/"))
     port = free_port()
     command = [sys.executable if part == "python" else part for part in flower["command"]]
-    command = [str(REPO / "deploy" / "flower_start.py") if part == "/etc/flower/flower_start.py" else
-               part.replace("--port=5555", f"--port={port}") for part in command] + ["--address=127.0.0.1"]  # fmt: skip
+    command = [
+        str(REPO / "deploy" / "flower_start.py")
+        if part == "/etc/flower/flower_start.py"
+        else part.replace("--port=5555", f"--port={port}")
+        for part in command
+    ] + ["--address=127.0.0.1"]
     log_path = tmp_path / "flower.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -826,8 +918,9 @@ def test_flower_starts_as_compose_runs_it_with_its_passwords_on_no_command_line(
             return None
 
     try:
-        polling.wait_for(lambda: status("/healthcheck") == 200, 60, "Flower's healthcheck",
-                         describe=lambda: log_path.read_text()[-3000:])  # fmt: skip
+        polling.wait_for(
+            lambda: status("/healthcheck") == 200, 60, "Flower's healthcheck", describe=lambda: log_path.read_text()[-3000:]
+        )
         assert status("/metrics") == 200
         assert status("/api/workers") == 401
         wrong = "Basic " + base64.b64encode(b"monitor:wrong").decode()

@@ -24,7 +24,10 @@ def test_plan_uses_the_release_folds_when_subject_disjoint(release_dir: Path) ->
     plan = plan_folds(release_dir, None, 0)
     assert plan.scheme == "the release's 3 folds (subject-disjoint)"
     assert [(f.fold, f.split, f.valid_split) for f in plan.folds] == [
-        (0, "folds:1,2", "fold:0"), (1, "folds:0,2", "fold:1"), (2, "folds:0,1", "fold:2")]
+        (0, "folds:1,2", "fold:0"),
+        (1, "folds:0,2", "fold:1"),
+        (2, "folds:0,1", "fold:2"),
+    ]
     plan = plan_folds(release_dir, 4, 7)
     assert plan.scheme == "4 subject-grouped folds (seed 7)"
     assert [(f.split, f.valid_split) for f in plan.folds][1] == ("kfold:4:0,2,3", "kfold:4:1")
@@ -38,14 +41,18 @@ def test_folds_sharing_a_subject_fall_back_or_are_refused(realdata_dir: Path, tm
     subject = moved.name.split("_")[1]
     with pytest.raises(UserInputError) as error:
         plan_folds(tmp_path / "r", None, 0, release_folds=True)
-    assert str(error.value) == (f"folds: the release's folds are not subject-disjoint: subject {subject} is in fold_0 "
-                                "and fold_2 (1 such subject(s)); leave out --release-folds for subject-grouped folds")
+    assert str(error.value) == (
+        f"folds: the release's folds are not subject-disjoint: subject {subject} is in fold_0 "
+        "and fold_2 (1 such subject(s)); leave out --release-folds for subject-grouped folds"
+    )
 
 
 def test_fold_table_takes_each_folds_best_epoch() -> None:
-    rows = [{"fold": 0, "epoch": 1, "valid_accuracy": 0.5, "valid_balanced_accuracy": 0.5, "valid_f1": 0.4},
-            {"fold": 0, "epoch": 2, "valid_accuracy": 0.7, "valid_balanced_accuracy": 0.6, "valid_f1": 0.65},
-            {"fold": 1, "epoch": 1, "valid_accuracy": 0.9, "valid_balanced_accuracy": 0.8, "valid_f1": 0.85}]
+    rows = [
+        {"fold": 0, "epoch": 1, "valid_accuracy": 0.5, "valid_balanced_accuracy": 0.5, "valid_f1": 0.4},
+        {"fold": 0, "epoch": 2, "valid_accuracy": 0.7, "valid_balanced_accuracy": 0.6, "valid_f1": 0.65},
+        {"fold": 1, "epoch": 1, "valid_accuracy": 0.9, "valid_balanced_accuracy": 0.8, "valid_f1": 0.85},
+    ]
     table = fold_table(rows)
     assert table[["fold", "epoch", "accuracy"]].values.tolist() == [[0, 2, 0.7], [1, 1, 0.9]]
     spread = mean_std(table)["accuracy"]
@@ -70,13 +77,15 @@ def test_cli_cross_validation_and_fold_ensemble(release_dir: Path, tmp_path: Pat
 
     folds = [arg for k in range(3) for arg in ("--checkpoint", str(out / f"fold_{k}"))]
     submission = tmp_path / "submission.csv"
-    predicted = runner.invoke(main, ["predict", *folds, "--data", str(release_dir), "--split", "final", "--tta",
-                                     "--out", str(submission)])
+    predicted = runner.invoke(
+        main, ["predict", *folds, "--data", str(release_dir), "--split", "final", "--tta", "--out", str(submission)]
+    )
     assert predicted.exit_code == 0, predicted.output
     with submission.open() as handle:
         assert [row["ID"] for row in csv.DictReader(handle)] == FINAL_IDS
-    evaluated = runner.invoke(main, ["evaluate", *folds, "--data", str(release_dir), "--split", "prelim",
-                                     "--out", str(tmp_path / "ensemble")])
+    evaluated = runner.invoke(
+        main, ["evaluate", *folds, "--data", str(release_dir), "--split", "prelim", "--out", str(tmp_path / "ensemble")]
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert len(json.loads((tmp_path / "ensemble" / "evaluation.json").read_text())["checkpoints"]) == 3
 
@@ -112,7 +121,10 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
             summary = cross_validation_summary(session, cv_id)
         assert summary["finished"] and summary["scheme"] == "the release's 3 folds (subject-disjoint)"
         assert [(f["fold"], f["valid_split"], f["best"]["epoch"]) for f in summary["folds"]] == [
-            (0, "fold:0", 1), (1, "fold:1", 1), (2, "fold:2", 1)]
+            (0, "fold:0", 1),
+            (1, "fold:1", 1),
+            (2, "fold:2", 1),
+        ]
         assert summary["mean_std"]["weighted_f1"]["std"] is not None and summary["out_of_fold"]["count"] == 44
         code, output = cli("cv-summary", str(cv_id), "--oof", str(tmp_path / "oof.csv"))
         assert code == 0 and output.startswith(f"cross-validation {cv_id}: release CV (the release's 3 folds"), output
@@ -122,8 +134,9 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
             oof = list(csv.DictReader(handle))
         assert [row["fold"] for row in oof] == sorted(row["fold"] for row in oof) and len({row["ID"] for row in oof}) == 44
 
-        code, output = cli("submit", "evaluate", "--parent", str(fold_ids[0]), "--data", str(release_dir), "--split", "prelim",
-                           "--queue", queue)
+        code, output = cli(
+            "submit", "evaluate", "--parent", str(fold_ids[0]), "--data", str(release_dir), "--split", "prelim", "--queue", queue
+        )
         assert code == 0, output
         single = wait_finished(int(output.split()[1]), *workers)
         assert single.status == "succeeded", single.error
@@ -131,12 +144,15 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
             assert "subjects.csv" in {a.name for a in jobs.artifacts(session, single.id)}  # per-subject metrics
 
         code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--kind", "evaluate", "--split", "final", "--queue", queue)
-        assert code == 2 and output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
+        assert (
+            code == 2 and output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
+        )
         code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--split", "final", "--queue", queue)
         assert code == 0, output
         predict_id = int(output.split()[1])
-        code, output = cli("submit", "ensemble", "--cv", str(cv_id), "--kind", "evaluate", "--split", "prelim", "--tta",
-                           "--queue", queue)
+        code, output = cli(
+            "submit", "ensemble", "--cv", str(cv_id), "--kind", "evaluate", "--split", "prelim", "--tta", "--queue", queue
+        )
         assert code == 0, output
         evaluate_id = int(output.split()[1])
         assert wait_finished(predict_id, *workers).status == "succeeded", job_row(predict_id).error
@@ -152,7 +168,9 @@ def test_queued_cross_validation_on_two_workers_and_its_ensembles(service_backen
         with get_sessionmaker().begin() as session:
             ensembles = cross_validation_summary(session, cv_id)["ensembles"]
         assert [(e["job_id"], e["kind"], e["split"], e["tta"]) for e in ensembles] == [
-            (predict_id, "predict", "final", False), (evaluate_id, "evaluate", "prelim", True)]
+            (predict_id, "predict", "final", False),
+            (evaluate_id, "evaluate", "prelim", True),
+        ]
     finally:
         stop_workers(*workers)
 
@@ -163,8 +181,11 @@ def registered_release(client, tmp_path, realdata_dir) -> str:
     from tests.conftest import WEB_API_TOKEN
 
     build_release(realdata_dir, tmp_path / "data" / "C-NMC_Leukemia")
-    response = client.post("/api/data-folders", json={"path": str(tmp_path / "data" / "C-NMC_Leukemia"), "name": "cnmc"},
-                           headers={"Authorization": f"Bearer {WEB_API_TOKEN}"})
+    response = client.post(
+        "/api/data-folders",
+        json={"path": str(tmp_path / "data" / "C-NMC_Leukemia"), "name": "cnmc"},
+        headers={"Authorization": f"Bearer {WEB_API_TOKEN}"},
+    )
     assert response.status_code == 201, response.json
     report = response.json["report"]
     assert report["layout"] == "release" and report["folds_subject_disjoint"] is True and report["image_size"] == 450
@@ -178,8 +199,11 @@ def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) 
 
     auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
     params = {"data_dir": registered_release, "epochs": 1, "image_size": 48, "device": "cpu"}
-    for body, field in (({"params": {**params, "split": "fold:0"}}, "split"), ({"params": params, "folds": 1}, "folds"),
-                        ({"params": {**params, "data_dir": "/elsewhere"}}, "data_dir")):
+    for body, field in (
+        ({"params": {**params, "split": "fold:0"}}, "split"),
+        ({"params": params, "folds": 1}, "folds"),
+        ({"params": {**params, "data_dir": "/elsewhere"}}, "data_dir"),
+    ):
         response = client.post("/api/cross-validations", json=body, headers=auth)
         assert response.status_code == 400 and response.json["field"] == field, response.json
     response = client.post("/api/cross-validations", json={"params": params, "name": "api CV"}, headers=auth)
@@ -187,15 +211,22 @@ def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) 
     cv = response.json
     assert cv["scheme"] == "the release's 3 folds (subject-disjoint)" and cv["finished"] is False
     assert [(f["fold"], f["status"], f["valid_split"], f["best"]) for f in cv["folds"]] == [
-        (0, "queued", "fold:0", None), (1, "queued", "fold:1", None), (2, "queued", "fold:2", None)]
+        (0, "queued", "fold:0", None),
+        (1, "queued", "fold:1", None),
+        (2, "queued", "fold:2", None),
+    ]
     job = client.get(f"/api/jobs/{cv['folds'][1]['job_id']}", headers=auth).json
     assert (job["cv_id"], job["cv_fold"], job["params"]["split"]) == (cv["id"], 1, "folds:0,2")
-    response = client.post(f"/api/cross-validations/{cv['id']}/ensemble", json={"kind": "predict", "split": "final"}, headers=auth)
+    response = client.post(
+        f"/api/cross-validations/{cv['id']}/ensemble", json={"kind": "predict", "split": "final"}, headers=auth
+    )
     assert response.status_code == 409 and response.json["field"] == "cv_id"
     assert "is not finished: fold 0 (queued), fold 1 (queued), fold 2 (queued)" in response.json["error"]
     assert client.get("/api/cross-validations/999", headers=auth).status_code == 404
     document = client.get("/api/openapi.json").json
-    assert {"/api/cross-validations", "/api/cross-validations/{cv_id}", "/api/cross-validations/{cv_id}/ensemble"} <= set(document["paths"])
+    assert {"/api/cross-validations", "/api/cross-validations/{cv_id}", "/api/cross-validations/{cv_id}/ensemble"} <= set(
+        document["paths"]
+    )
 
     assert login(client, *WEB_ADMIN).status_code == 302
     page = client.get(f"/cross-validations/{cv['id']}").get_data(as_text=True)
@@ -203,14 +234,18 @@ def test_api_and_pages_of_a_queued_cross_validation(client, registered_release) 
     assert "<code>folds:1,2</code>" in page and "Available once every fold job has succeeded." in page
     assert "api CV" in client.get("/cross-validations").get_data(as_text=True)
     token = csrf_token(client, f"/cross-validations/{cv['id']}")
-    refused = client.post(f"/cross-validations/{cv['id']}/ensemble", data={"csrf_token": token, "kind": "predict", "split": "final"})
+    refused = client.post(
+        f"/cross-validations/{cv['id']}/ensemble", data={"csrf_token": token, "kind": "predict", "split": "final"}
+    )
     assert refused.status_code == 409 and "is not finished" in refused.get_data(as_text=True)
 
     form = client.get("/cross-validations/new").get_data(as_text=True)
     assert 'name="valid_split"' not in form and "cnmc (" in form and "450 px images" in form
     folder_id = form.split('<option value="')[2].split('"')[0]
-    response = client.post("/cross-validations/new", data={"csrf_token": token, "data_folder": folder_id, "folds": "4",
-                                                           "epochs": "1", "image_size": "48"})
+    response = client.post(
+        "/cross-validations/new",
+        data={"csrf_token": token, "data_folder": folder_id, "folds": "4", "epochs": "1", "image_size": "48"},
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
     second = client.get(response.location).get_data(as_text=True)
     assert "4 subject-grouped folds (seed 0)" in second and second.count("badge-queued") == 4
@@ -229,15 +264,21 @@ def test_a_cross_validation_the_folder_cannot_split_is_refused_at_submit(client,
 
     add_patients(Path(folder_path), None)  # a lab folder without a patient column
     first = next(csv.DictReader((Path(folder_path) / "train.csv").open()))["Path"]
-    assert submit(20).json == {"field": "data_dir", "error": (  # and its file names name no patient
-        f"data_dir: train.csv row 1: no subject for {first} (subject-grouped folds needs the patient of every "
-        "image: a patient column, or C-NMC file names)")}
+    assert submit(20).json == {
+        "field": "data_dir",
+        "error": (  # and its file names name no patient
+            f"data_dir: train.csv row 1: no subject for {first} (subject-grouped folds needs the patient of every "
+            "image: a patient column, or C-NMC file names)"
+        ),
+    }
     add_patients(Path(folder_path), {1: ["A", "B", "C"], 0: ["H1"]})
     assert submit(20).json == {"field": "folds", "error": "folds: 4 subjects are too few for 20 subject-grouped folds"}
     # Four subjects, and yet the one normal subject shares fold 0: fold 3 would be empty.
     response = submit(4)
-    assert (response.status_code, response.json) == (400, {
-        "field": "folds", "error": "folds: the 4 subjects leave fold 3 of 4 subject-grouped folds empty; ask for fewer folds"})
+    assert (response.status_code, response.json) == (
+        400,
+        {"field": "folds", "error": "folds: the 4 subjects leave fold 3 of 4 subject-grouped folds empty; ask for fewer folds"},
+    )
     assert client.get("/api/jobs", headers=auth).json["total"] == 0
     assert submit(2).status_code == 201
     assert client.get("/api/jobs", headers=auth).json["total"] == 2

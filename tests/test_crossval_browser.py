@@ -23,8 +23,12 @@ pytestmark = pytest.mark.timeout(600)
 def test_cross_validation_page(tmp_path, realdata_dir, browser) -> None:  # noqa: F811
     data_root = tmp_path / "data"
     build_release(realdata_dir, data_root / "C-NMC_Leukemia")
-    settings = {"DATA_ROOTS": str(data_root), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
-                "API_TOKEN": "browser-token"}
+    settings = {
+        "DATA_ROOTS": str(data_root),
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "API_TOKEN": "browser-token",
+    }
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with web_and_worker(tmp_path, settings) as base:
         page = browser.new_page(viewport={"width": 1366, "height": 900}, accept_downloads=True)

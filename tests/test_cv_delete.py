@@ -26,13 +26,31 @@ from tests.test_retention import add_user, row
 from tests.web_helpers import TRAIN, csrf_token, login
 
 AUTH = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
-EPOCH = EpochRecord(epoch=1, train_loss=0.5, train_accuracy=0.5, valid_loss=0.6, valid_accuracy=0.75,
-                    valid_balanced_accuracy=0.7, valid_f1=0.72, confusion=[[1, 1], [0, 2]], lr=0.001, seconds=1.0,
-                    images_per_s=10.0)
+EPOCH = EpochRecord(
+    epoch=1,
+    train_loss=0.5,
+    train_accuracy=0.5,
+    valid_loss=0.6,
+    valid_accuracy=0.75,
+    valid_balanced_accuracy=0.7,
+    valid_f1=0.72,
+    confusion=[[1, 1], [0, 2]],
+    lr=0.001,
+    seconds=1.0,
+    images_per_s=10.0,
+)
 
 
-def ended_job(kind: str, params: dict, files: dict[str, int], *, owner: int | None = None, parent_id: int | None = None,
-              cv: tuple[int, int | None] | None = None, status: str = "succeeded") -> int:
+def ended_job(
+    kind: str,
+    params: dict,
+    files: dict[str, int],
+    *,
+    owner: int | None = None,
+    parent_id: int | None = None,
+    cv: tuple[int, int | None] | None = None,
+    status: str = "succeeded",
+) -> int:
     """A job through the job service: claimed, its files written in its run folder and recorded, ended;
     cv: (cv_id, fold) for a fold, (cv_id, None) for an ensemble."""
     with get_sessionmaker().begin() as session:
@@ -52,8 +70,9 @@ def ended_job(kind: str, params: dict, files: dict[str, int], *, owner: int | No
     return job_id
 
 
-def finished_cv(data_dir: str, *, owner: int | None = None, folds: int = 2, ensemble: bool = True,
-                failed: tuple[int, ...] = ()) -> tuple[int, list[int]]:
+def finished_cv(
+    data_dir: str, *, owner: int | None = None, folds: int = 2, ensemble: bool = True, failed: tuple[int, ...] = ()
+) -> tuple[int, list[int]]:
     """A cross-validation row with `folds` finished fold jobs (best.pt 1000 B, last.pt 200 B; those in `failed`
     failed, so that they can be retried) and, with ensemble, one finished evaluate ensemble of their models
     (evaluation.json 300 B); returns its id and its job ids."""
@@ -62,14 +81,29 @@ def finished_cv(data_dir: str, *, owner: int | None = None, folds: int = 2, ense
         session.add(cv)
         session.flush()
         cv_id = cv.id
-    ids = [ended_job("train", {**TRAIN, "data_dir": data_dir}, {"best.pt": 1000, "last.pt": 200}, owner=owner,
-                     cv=(cv_id, fold), status="failed" if fold in failed else "succeeded") for fold in range(folds)]
+    ids = [
+        ended_job(
+            "train",
+            {**TRAIN, "data_dir": data_dir},
+            {"best.pt": 1000, "last.pt": 200},
+            owner=owner,
+            cv=(cv_id, fold),
+            status="failed" if fold in failed else "succeeded",
+        )
+        for fold in range(folds)
+    ]
     if ensemble:
         with get_sessionmaker().begin() as session:
             best = [str(jobs.job_checkpoint(session, job_id, "best")) for job_id in ids]
-        ids.append(ended_job("evaluate", {"data_dir": data_dir, "csv": "test.csv", "checkpoint": best[0],
-                                          "checkpoints": best[1:]}, {"evaluation.json": 300}, owner=owner,
-                             cv=(cv_id, None)))
+        ids.append(
+            ended_job(
+                "evaluate",
+                {"data_dir": data_dir, "csv": "test.csv", "checkpoint": best[0], "checkpoints": best[1:]},
+                {"evaluation.json": 300},
+                owner=owner,
+                cv=(cv_id, None),
+            )
+        )
     return cv_id, ids
 
 
@@ -101,13 +135,15 @@ def cancel(job_id: int) -> None:
 def test_the_api_deletes_a_finished_cross_validation_and_refuses_a_running_one(client, folder_path):
     cv_id, ids = finished_cv(folder_path, failed=(1,))
     folds, ensemble = ids[:2], ids[2]
-    outside = ended_job("evaluate", {"data_dir": folder_path, "csv": "test.csv"}, {"evaluation.json": 50},
-                        parent_id=folds[0])  # started from a fold's model, not part of the cross-validation
+    outside = ended_job(
+        "evaluate", {"data_dir": folder_path, "csv": "test.csv"}, {"evaluation.json": 50}, parent_id=folds[0]
+    )  # started from a fold's model, not part of the cross-validation
     requeue(folds[1])
     refused = client.delete(f"/api/cross-validations/{cv_id}", headers=AUTH)
     assert refused.status_code == 409, refused.json
-    assert refused.json["error"] == (f"cross-validation {cv_id} is still running: job {folds[1]} (fold 1, queued); "
-                                     "cancel them or wait for them first")
+    assert refused.json["error"] == (
+        f"cross-validation {cv_id} is still running: job {folds[1]} (fold 1, queued); cancel them or wait for them first"
+    )
     assert all(row(job_id) is not None for job_id in ids)
 
     cancel(folds[1])
@@ -146,8 +182,9 @@ def test_the_cli_deletes_a_cross_validation(client, folder_path):
     cv_id, ids = finished_cv(folder_path, failed=(0,))
     requeue(ids[0])
     code, output = cli("delete", "--cv", str(cv_id))
-    assert code == 2 and output == (f"error: cross-validation {cv_id} is still running: job {ids[0]} (fold 0, queued); "
-                                    "cancel them or wait for them first\n")
+    assert code == 2 and output == (
+        f"error: cross-validation {cv_id} is still running: job {ids[0]} (fold 0, queued); cancel them or wait for them first\n"
+    )
     cancel(ids[0])
     freed = on_disk(ids)
     assert cli("delete", "--cv", str(cv_id)) == (0, f"deleted cross-validation {cv_id} (3 jobs): 2.8 kB ({freed} bytes) freed\n")
@@ -181,20 +218,25 @@ def test_the_page_deletes_with_a_confirm_and_shows_a_refusal_as_an_error(app, cl
     shown = owner.post(f"/cross-validations/{cv_id}/delete", data={"csrf_token": token}, follow_redirects=True)
     text = shown.get_data(as_text=True)
     assert shown.request.path == f"/cross-validations/{cv_id}"
-    assert (f'<p class="flash flash-error" role="alert">Cross-validation {cv_id} not deleted: cross-validation {cv_id} '
-            f"is still running: job {ids[1]} (fold 1, queued); cancel them or wait for them first</p>") in text
+    assert (
+        f'<p class="flash flash-error" role="alert">Cross-validation {cv_id} not deleted: cross-validation {cv_id} '
+        f"is still running: job {ids[1]} (fold 1, queued); cancel them or wait for them first</p>"
+    ) in text
 
     # A fold job's own Delete is refused the same way, and says what to delete instead.
     fold_page = owner.post(f"/jobs/{ids[0]}/delete", data={"csrf_token": token}, follow_redirects=True).get_data(as_text=True)
-    assert (f'<p class="flash flash-error" role="alert">Job {ids[0]} not deleted: job {ids[0]} is fold 0 of '
-            f"cross-validation {cv_id}") in fold_page
+    assert (
+        f'<p class="flash flash-error" role="alert">Job {ids[0]} not deleted: job {ids[0]} is fold 0 of cross-validation {cv_id}'
+    ) in fold_page
     assert f"delete cross-validation {cv_id} to free its folds" in fold_page
 
     cancel(ids[1])
     freed = on_disk(ids)
     done = owner.post(f"/cross-validations/{cv_id}/delete", data={"csrf_token": token}, follow_redirects=True)
     assert done.request.path == "/cross-validations"
-    assert f'<p class="flash" role="status">Deleted cross-validation {cv_id} (3 jobs): 2.8 kB freed.</p>' in done.get_data(as_text=True)
+    assert f'<p class="flash" role="status">Deleted cross-validation {cv_id} (3 jobs): 2.8 kB freed.</p>' in done.get_data(
+        as_text=True
+    )
     assert freed == 2799 and all(row(job_id) is None for job_id in ids)
     assert owner.get(f"/cross-validations/{cv_id}").status_code == 404
 
@@ -230,14 +272,14 @@ def test_a_delete_racing_an_ensemble_submit_answers_one_line(app, folder_path):
             answer = other.submit(app.test_client().delete, f"/api/cross-validations/{cv_id}", headers=AUTH)
             wait_until_waiting_on_a_lock()
         assert refusal(answer.result(timeout=60), 409)["error"] == (
-            f"cross-validation {cv_id} is still running: job {queued} (ensemble, queued); cancel them or wait for them first")
+            f"cross-validation {cv_id} is still running: job {queued} (ensemble, queued); cancel them or wait for them first"
+        )
         cancel(queued)
 
         # The other way round: the delete is under way when an ensemble is submitted.
         with get_sessionmaker().begin() as session:
             deletion.delete_cross_validation(session, cv_id, actor=cli_actor())
-            answer = other.submit(app.test_client().post, f"/api/cross-validations/{cv_id}/ensemble", headers=AUTH,
-                                  json=ensemble)
+            answer = other.submit(app.test_client().post, f"/api/cross-validations/{cv_id}/ensemble", headers=AUTH, json=ensemble)
             wait_until_waiting_on_a_lock()
         late = answer.result(timeout=60)  # 404 when its existence check already waited (SQLite: one writer)
         assert late.status_code in (400, 404) and late.json["error"] == f"cross-validation {cv_id} not found", late.json
@@ -255,15 +297,28 @@ def test_a_delete_blocked_by_another_users_ensemble_says_which_job_and_what_to_d
     cv_id, ids = finished_cv(folder_path, owner=bob, ensemble=False)
     with get_sessionmaker().begin() as session:
         best = [str(jobs.job_checkpoint(session, job_id, "best")) for job_id in ids]
-        tokens = {name: users.create_token(session, cli_actor(), users.find_user(session, name), "t")[1].value
-                  for name in ("bob", "carol")}
-    hers = ended_job("evaluate", {"data_dir": folder_path, "csv": "test.csv", "checkpoint": best[0],
-                                  "checkpoints": best[1:]}, {"evaluation.json": 300}, owner=carol, cv=(cv_id, None))
+        tokens = {
+            name: users.create_token(session, cli_actor(), users.find_user(session, name), "t")[1].value
+            for name in ("bob", "carol")
+        }
+    hers = ended_job(
+        "evaluate",
+        {"data_dir": folder_path, "csv": "test.csv", "checkpoint": best[0], "checkpoints": best[1:]},
+        {"evaluation.json": 300},
+        owner=carol,
+        cv=(cv_id, None),
+    )
     as_bob = {"Authorization": f"Bearer {tokens['bob']}"}
     refused = client.delete(f"/api/cross-validations/{cv_id}", headers=as_bob)
-    assert (refused.status_code, refused.json) == (409, {"error": (
-        f"cross-validation {cv_id}: job {hers} (ensemble) was submitted by carol; carol or an admin can delete "
-        f"job {hers}, then cross-validation {cv_id} can be deleted")}), refused.json
+    assert (refused.status_code, refused.json) == (
+        409,
+        {
+            "error": (
+                f"cross-validation {cv_id}: job {hers} (ensemble) was submitted by carol; carol or an admin can delete "
+                f"job {hers}, then cross-validation {cv_id} can be deleted"
+            )
+        },
+    ), refused.json
     assert all(row(job_id) is not None for job_id in [*ids, hers])
     assert client.delete(f"/api/jobs/{hers}", headers={"Authorization": f"Bearer {tokens['carol']}"}).status_code == 200
     assert client.delete(f"/api/cross-validations/{cv_id}", headers=as_bob).status_code == 200

@@ -30,9 +30,19 @@ TOKEN = "results-token"  # what tests.test_results_browser.api sends
 
 
 def epoch(number: int) -> EpochRecord:
-    return EpochRecord(epoch=number, train_loss=0.7 / number, train_accuracy=0.55 + 0.1 * number, valid_loss=0.8 / number,
-                       valid_accuracy=0.5 + 0.1 * number, valid_balanced_accuracy=0.5 + 0.08 * number, valid_f1=0.6,
-                       confusion=[[3, 1], [1, 3]], lr=0.001, seconds=2.0, images_per_s=20.0)
+    return EpochRecord(
+        epoch=number,
+        train_loss=0.7 / number,
+        train_accuracy=0.55 + 0.1 * number,
+        valid_loss=0.8 / number,
+        valid_accuracy=0.5 + 0.1 * number,
+        valid_balanced_accuracy=0.5 + 0.08 * number,
+        valid_f1=0.6,
+        confusion=[[3, 1], [1, 3]],
+        lr=0.001,
+        seconds=2.0,
+        images_per_s=20.0,
+    )
 
 
 def test_job_page_waits_for_the_first_epoch_then_draws_with_the_partial_bundle(tmp_path, browser):  # noqa: F811
@@ -51,8 +61,7 @@ def test_job_page_waits_for_the_first_epoch_then_draws_with_the_partial_bundle(t
             assert "Waiting for the first epoch" in waiting.first.inner_text()
             assert page.locator("#loss-chart .main-svg, #accuracy-chart .main-svg").count() == 0  # no axes
             assert page.evaluate("Plotly.version").startswith("4.")
-            assert page.evaluate("document.querySelector('script[src*=plotly]').src").endswith(
-                "/vendor/plotly-cartesian.min.js")
+            assert page.evaluate("document.querySelector('script[src*=plotly]').src").endswith("/vendor/plotly-cartesian.min.js")
             page.screenshot(path=str(shots / "job-page-charts-empty.png"), full_page=True)
 
             with get_sessionmaker().begin() as session:
@@ -89,18 +98,23 @@ def test_evaluate_page_shows_subjects_and_the_coarse_heat_map_note(tmp_path, bro
     data = synthetic_folder(tmp_path / "data")
     add_patients(data, {0: ["H1", "H2"], 1: ["7", "8"]})
     train_csv = data / "train.csv"  # other subjects in train: the split stays subject-disjoint
-    train_csv.write_text(train_csv.read_text().replace(",H1\n", ",H5\n").replace(",H2\n", ",H6\n")
-                         .replace(",7\n", ",15\n").replace(",8\n", ",16\n"))
-    settings = {"DATA_ROOTS": str(tmp_path / "data"), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
-                "API_TOKEN": TOKEN}
+    train_csv.write_text(
+        train_csv.read_text()
+        .replace(",H1\n", ",H5\n")
+        .replace(",H2\n", ",H6\n")
+        .replace(",7\n", ",15\n")
+        .replace(",8\n", ",16\n")
+    )
+    settings = {"DATA_ROOTS": str(tmp_path / "data"), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": TOKEN}
     with web_and_worker(tmp_path, settings) as base:
         assert api(base, "POST", "/data-folders", {"path": str(data)})[0] == 201
         common = {"data_dir": str(data), "device": "cpu"}
         train_id = submit(base, "train", {**common, "epochs": 1, "image_size": 64, "batch_size": 4})
         trained = finished(base, train_id)
         assert trained["status"] == "succeeded", trained["error"]
-        evaluate_id = submit(base, "evaluate", {**common, "csv": "valid.csv", "explain": "2", "threshold": 0.5},
-                             parent_id=train_id)
+        evaluate_id = submit(
+            base, "evaluate", {**common, "csv": "valid.csv", "explain": "2", "threshold": 0.5}, parent_id=train_id
+        )
         assert finished(base, evaluate_id)["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
         page, errors = logged_in_page(browser, base, *ADMIN)
         try:
@@ -118,7 +132,8 @@ def test_evaluate_page_shows_subjects_and_the_coarse_heat_map_note(tmp_path, bro
             note = page.locator("#heatmap-note")
             assert note.is_visible() and note.inner_text() == (
                 "At 64 px layer4 is 2×2 cells: the map can only say which quarter of the image pushes towards ALL, "
-                "not which structure in the cell does.")
+                "not which structure in the cell does."
+            )
             page.locator("#subjects-card").scroll_into_view_if_needed()
             page.screenshot(path=str(shots / "evaluate-page-subjects-and-heatmap-note.png"), full_page=True)
             assert not errors, errors

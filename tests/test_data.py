@@ -84,14 +84,24 @@ def test_symlinked_subfolder_is_inside_lexically(lab_dir: Path, tmp_path: Path) 
 BAD_CSV_CASES = {
     "missing csv": ("valid.csv", None, "valid", "valid.csv: file not found in {dir}"),
     "missing label column": ("train.csv", b"Path\n./new_dataset/train/0.bmp\n", "train", "train.csv: missing column 'label'"),
-    "missing Path column": ("valid.csv", b"file,label\n./new_dataset/valid/0.bmp,0\n", "valid", "valid.csv: missing column 'Path'"),
+    "missing Path column": (
+        "valid.csv",
+        b"file,label\n./new_dataset/valid/0.bmp,0\n",
+        "valid",
+        "valid.csv: missing column 'Path'",
+    ),
     "bad label": (
         "train.csv",
         b"Path,label\n" + b"./new_dataset/train/0.bmp,1\n" * 6 + b"./new_dataset/train/1.bmp,3\n",
         "train",
         "train.csv row 7: label must be 0 or 1, got '3'",
     ),
-    "absolute path": ("train.csv", b"Path,label\n/etc/passwd,1\n", "train", "train.csv row 1: path escapes the data folder: /etc/passwd"),
+    "absolute path": (
+        "train.csv",
+        b"Path,label\n/etc/passwd,1\n",
+        "train",
+        "train.csv row 1: path escapes the data folder: /etc/passwd",
+    ),
     "dot-dot path": (
         "train.csv",
         b"Path,label\n./new_dataset/train/0.bmp,1\n./new_dataset/train/1.bmp,0\n./new_dataset/train/2.bmp,1\n../../etc/passwd,0\n",
@@ -213,9 +223,7 @@ def test_test_csv_must_be_one(lab_dir: Path) -> None:
     (lab_dir / "resnet_18_test.csv").unlink()
     with pytest.raises(UserInputError) as raised:
         read_split(lab_dir, "test")
-    assert str(raised.value) == (
-        f"no test CSV in {lab_dir}: expected one *test*.csv with a Path column and no label column"
-    )
+    assert str(raised.value) == (f"no test CSV in {lab_dir}: expected one *test*.csv with a Path column and no label column")
 
 
 def test_bom_header_and_case_of_column_names(lab_dir: Path) -> None:
@@ -278,8 +286,7 @@ def test_patient_of_unknown_name() -> None:
     with pytest.raises(UserInputError) as raised:
         patient_of("images/1005.bmp")
     assert str(raised.value) == (
-        "images/1005.bmp: cannot tell the patient from the file name "
-        "(expected UID_<patient>_..._all.bmp or UID_H<n>_..._hem.bmp)"
+        "images/1005.bmp: cannot tell the patient from the file name (expected UID_<patient>_..._all.bmp or UID_H<n>_..._hem.bmp)"
     )
 
 

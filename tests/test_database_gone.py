@@ -30,10 +30,18 @@ def backend(request, tmp_path, settings_override):
         name = f"leukemia_test_{secrets.token_hex(4)}"
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
-    settings_override(LEUKEMIA_HOME=str(home), DATA_ROOTS=str(tmp_path / "data"), API_TOKEN=WEB_API_TOKEN,
-                      SECRET_KEY="test-secret", BROKER_URL=None, ARTIFACTS_DIR=None, CACHE_DIR=None,
-                      DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}" if name else None,
-                      ADMIN_USERNAME=WEB_ADMIN[0], ADMIN_PASSWORD=WEB_ADMIN[1])
+    settings_override(
+        LEUKEMIA_HOME=str(home),
+        DATA_ROOTS=str(tmp_path / "data"),
+        API_TOKEN=WEB_API_TOKEN,
+        SECRET_KEY="test-secret",
+        BROKER_URL=None,
+        ARTIFACTS_DIR=None,
+        CACHE_DIR=None,
+        DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}" if name else None,
+        ADMIN_USERNAME=WEB_ADMIN[0],
+        ADMIN_PASSWORD=WEB_ADMIN[1],
+    )
     prepare_database()  # the explicit step (`leukemia migrate`): creating the app writes nothing
     app = create_app(test_config={"TESTING": True})
 
@@ -90,20 +98,28 @@ def test_health_and_refusals_name_no_host_user_or_database(backend, caplog) -> N
 
     client, vanish, home = backend
     url = make_url(get_settings().resolved_database_url)
-    secrets_of_the_connection = [str(home), "leukemia.db"] if url.get_backend_name() == "sqlite" else [
-        url.host, url.username, url.database, str(url.port), "postgresql"]
+    secrets_of_the_connection = (
+        [str(home), "leukemia.db"]
+        if url.get_backend_name() == "sqlite"
+        else [url.host, url.username, url.database, str(url.port), "postgresql"]
+    )
     healthy = client.get("/api/health")
     assert healthy.status_code == 200 and healthy.json == {"status": "ok", "database": "reachable"}
 
     vanish()
 
-    answers = [client.get("/api/health"), client.get("/api/jobs", headers=AUTH),
-               client.get("/api/jobs", headers={"Authorization": "Bearer lk_a-guessed-user-token"})]
+    answers = [
+        client.get("/api/health"),
+        client.get("/api/jobs", headers=AUTH),
+        client.get("/api/jobs", headers={"Authorization": "Bearer lk_a-guessed-user-token"}),
+    ]
     for answer in answers:
         text = answer.get_data(as_text=True)
         assert answer.status_code == 503 and "database unavailable" in text, text
         assert not [secret for secret in secrets_of_the_connection if secret in text], text
-    assert answers[0].json == {"status": "unavailable",
-                               "database": "database unavailable: the service cannot use its database now (the web's log says why)"}
+    assert answers[0].json == {
+        "status": "unavailable",
+        "database": "database unavailable: the service cannot use its database now (the web's log says why)",
+    }
     # The operator still learns why, from the log.
     assert any(url.database in record.getMessage() for record in caplog.records if record.name == "leukemia.web")

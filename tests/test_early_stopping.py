@@ -49,19 +49,47 @@ def plateau_dir(tmp_path_factory) -> Path:
 
 
 def plateau_options(data_dir: Path, **overrides) -> dict:
-    return {"data_dir": str(data_dir), "epochs": 6, "image_size": SIZE, "batch_size": 16, "device": "cpu", "seed": 2,
-            "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 2, **overrides}
+    return {
+        "data_dir": str(data_dir),
+        "epochs": 6,
+        "image_size": SIZE,
+        "batch_size": 16,
+        "device": "cpu",
+        "seed": 2,
+        "early_stopping_metric": "valid_accuracy",
+        "early_stopping_patience": 2,
+        **overrides,
+    }
 
 
 def test_cli_train_stops_after_patience_with_best_from_the_best_epoch(plateau_dir: Path, isolated_home, tmp_path: Path) -> None:
     from leukemia.cli import main
 
     run_folder = tmp_path / "run"
-    outcome = CliRunner().invoke(main, [
-        "train", "--data", str(plateau_dir), "--epochs", "6", "--image-size", str(SIZE), "--batch-size", "16",
-        "--device", "cpu", "--seed", "2", "--early-stopping-metric", "valid_accuracy",
-        "--early-stopping-patience", "2", "--out", str(run_folder),
-    ])  # fmt: skip
+    outcome = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(plateau_dir),
+            "--epochs",
+            "6",
+            "--image-size",
+            str(SIZE),
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "--seed",
+            "2",
+            "--early-stopping-metric",
+            "valid_accuracy",
+            "--early-stopping-patience",
+            "2",
+            "--out",
+            str(run_folder),
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     reason = "stopped early at epoch 3: valid_accuracy did not improve for 2 epochs (best 0.5 at epoch 1)"
     assert reason in outcome.output.splitlines()
@@ -116,26 +144,39 @@ def test_patience_counts_on_across_a_resume(plateau_dir: Path, isolated_home, tm
 
 
 def record(epoch: int, accuracy: float | None, loss: float | None) -> EpochRecord:
-    return EpochRecord(epoch=epoch, train_loss=1.0, train_accuracy=0.5, valid_loss=loss, valid_accuracy=accuracy,
-                       valid_balanced_accuracy=accuracy, valid_f1=accuracy, confusion=None, lr=1e-3, seconds=1.0,
-                       images_per_s=1.0)  # fmt: skip
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=1.0,
+        train_accuracy=0.5,
+        valid_loss=loss,
+        valid_accuracy=accuracy,
+        valid_balanced_accuracy=accuracy,
+        valid_f1=accuracy,
+        confusion=None,
+        lr=1e-3,
+        seconds=1.0,
+        images_per_s=1.0,
+    )
 
 
 def test_best_follows_the_chosen_metric_and_min_delta() -> None:
     base = {"data_dir": "unused", "epochs": 10}
-    by_loss = RunLog.for_params(parse_params("train", {**base, "early_stopping_metric": "valid_loss",
-                                                       "early_stopping_patience": 2}))  # fmt: skip
+    by_loss = RunLog.for_params(
+        parse_params("train", {**base, "early_stopping_metric": "valid_loss", "early_stopping_patience": 2})
+    )
     for epoch, (accuracy, loss) in enumerate([(0.6, 0.9), (0.8, 0.7), (0.9, 0.75), (0.7, 0.5), (0.95, 0.6)], 1):
         by_loss.add(record(epoch, accuracy, loss))
     assert by_loss.best_epoch == 4 and by_loss.best_value == 0.5 and by_loss.best_accuracy == 0.7
     assert by_loss.stopped_epoch is None and by_loss.bad_epochs == 1
     by_loss.add(record(6, 0.99, 0.51))
     assert by_loss.stopped_epoch == 6 and by_loss.stop_reason == (
-        "stopped early at epoch 6: valid_loss did not improve for 2 epochs (best 0.5 at epoch 4)")
+        "stopped early at epoch 6: valid_loss did not improve for 2 epochs (best 0.5 at epoch 4)"
+    )
 
     # An improvement must exceed min_delta; without early stopping, best is valid_accuracy and the run never stops.
-    with_delta = RunLog.for_params(parse_params("train", {**base, "early_stopping_metric": "valid_f1",
-                                                          "early_stopping_min_delta": 0.05}))  # fmt: skip
+    with_delta = RunLog.for_params(
+        parse_params("train", {**base, "early_stopping_metric": "valid_f1", "early_stopping_min_delta": 0.05})
+    )
     for epoch, f1 in enumerate([0.5, 0.54, 0.56, 0.57], 1):
         with_delta.add(record(epoch, f1, 1.0))
     assert with_delta.best_epoch == 3 and with_delta.bad_epochs == 1 and with_delta.patience == 3
@@ -144,21 +185,25 @@ def test_best_follows_the_chosen_metric_and_min_delta() -> None:
         plain.add(record(epoch, 0.5, 1.0))
     assert plain.best_epoch == 1 and plain.stopped_epoch is None
     # Patience running out at the last planned epoch is not an early stop.
-    last = RunLog.for_params(parse_params("train", {**base, "epochs": 2, "early_stopping_metric": "valid_f1",
-                                                    "early_stopping_patience": 1}))  # fmt: skip
+    last = RunLog.for_params(
+        parse_params("train", {**base, "epochs": 2, "early_stopping_metric": "valid_f1", "early_stopping_patience": 1})
+    )
     last.add(record(1, 0.5, 1.0))
     last.add(record(2, 0.5, 1.0))
     assert last.bad_epochs == 1 and last.stopped_epoch is None
 
 
-@pytest.mark.parametrize(("values", "field", "message"), [
-    ({"early_stopping_patience": 2}, "early_stopping_patience", "only applies with early_stopping_metric"),
-    ({"early_stopping_min_delta": 0.1}, "early_stopping_min_delta", "only applies with early_stopping_metric"),
-    ({"early_stopping_metric": "valid_f1", "valid_split": "none"}, "early_stopping_metric", "needs a validation split"),
-    ({"early_stopping_metric": "accuracy"}, "early_stopping_metric", "Input should be 'valid_accuracy'"),
-    ({"early_stopping_metric": "valid_f1", "early_stopping_patience": 0}, "early_stopping_patience", ">= 1|greater than"),
-    ({"early_stopping_metric": "valid_f1", "early_stopping_min_delta": -1}, "early_stopping_min_delta", "greater than"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("values", "field", "message"),
+    [
+        ({"early_stopping_patience": 2}, "early_stopping_patience", "only applies with early_stopping_metric"),
+        ({"early_stopping_min_delta": 0.1}, "early_stopping_min_delta", "only applies with early_stopping_metric"),
+        ({"early_stopping_metric": "valid_f1", "valid_split": "none"}, "early_stopping_metric", "needs a validation split"),
+        ({"early_stopping_metric": "accuracy"}, "early_stopping_metric", "Input should be 'valid_accuracy'"),
+        ({"early_stopping_metric": "valid_f1", "early_stopping_patience": 0}, "early_stopping_patience", ">= 1|greater than"),
+        ({"early_stopping_metric": "valid_f1", "early_stopping_min_delta": -1}, "early_stopping_min_delta", "greater than"),
+    ],
+)
 def test_bad_early_stopping_options_are_one_line_naming_the_field(values: dict, field: str, message: str) -> None:
     with pytest.raises(UserInputError, match=message) as caught:
         parse_params("train", {"data_dir": "unused", **values})
@@ -173,8 +218,9 @@ def test_a_folder_without_validation_is_refused_before_training(tmp_path: Path, 
     folder = tmp_path / "data"
     write_synthetic_dataset(folder, train=8, valid=2, test=2, image_size=SIZE, seed=1)
     (folder / "valid.csv").unlink()
-    params = parse_params("train", {"data_dir": str(folder), "image_size": SIZE, "device": "cpu",
-                                    "early_stopping_metric": "valid_f1"})  # fmt: skip
+    params = parse_params(
+        "train", {"data_dir": str(folder), "image_size": SIZE, "device": "cpu", "early_stopping_metric": "valid_f1"}
+    )
     with pytest.raises(UserInputError, match="early_stopping_metric: valid_f1 needs a validation split") as caught:
         train(params, tmp_path / "run")
     assert caught.value.field == "early_stopping_metric" and not (tmp_path / "run" / "last.pt").exists()
@@ -223,8 +269,9 @@ def test_median_rule_over_epoch_rows(service_backend) -> None:
         finish_point(session, ids[5], [0.6, 0.6, 0.6])
     assert reason(ids[4], 1, 0.1) is None  # epoch 1 is the grace epoch
     assert reason(ids[4], 2, 0.8) is None  # the median of 0.9, 0.8, 0.6 is 0.8: not worse
-    assert reason(ids[4], 2, 0.71) == ("stopped by the sweep's median rule at epoch 2: valid_accuracy 0.71 < median 0.8 "
-                                       "of 3 finished points")  # fmt: skip
+    assert reason(ids[4], 2, 0.71) == (
+        "stopped by the sweep's median rule at epoch 2: valid_accuracy 0.71 < median 0.8 of 3 finished points"
+    )
     assert reason(ids[4], 3, 0.1) is None  # only 2 finished points have an epoch-3 row
     assert reason(plain, 2, 0.1) is None  # not a sweep point
 
@@ -239,8 +286,9 @@ def test_median_rule_over_epoch_rows(service_backend) -> None:
         finish_point(session, loss_ids[0], [0.6, 0.9])  # valid_loss 0.4, 0.1
         finish_point(session, loss_ids[1], [0.6, 0.7])  # valid_loss 0.4, 0.3
     assert reason(loss_ids[2], 2, 0.0, loss=0.2) is None
-    assert reason(loss_ids[2], 2, 0.0, loss=0.25) == ("stopped by the sweep's median rule at epoch 2: valid_loss 0.25 > "
-                                                      "median 0.2 of 2 finished points")  # fmt: skip
+    assert reason(loss_ids[2], 2, 0.0, loss=0.25) == (
+        "stopped by the sweep's median rule at epoch 2: valid_loss 0.25 > median 0.2 of 2 finished points"
+    )
 
 
 def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None:
@@ -264,7 +312,10 @@ def test_median_rule_input_is_one_line_naming_the_field(service_backend) -> None
         median_rule_from_options("valid_f1", None, "soon")
     with pytest.raises(UserInputError, match="early_stopping: min_finished and grace_epochs need the median rule's metric"):
         median_rule_from_options(None, 2, None)
-    with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match="early_stopping: evaluate sweeps have no epochs"):
+    with (
+        get_sessionmaker().begin() as session,
+        pytest.raises(UserInputError, match="early_stopping: evaluate sweeps have no epochs"),
+    ):
         jobs.create_sweep(
             session,
             jobs.SweepRequest(
@@ -318,23 +369,36 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
     from tests.web_helpers import csrf_token, login
 
     auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
-    body = {"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 3, "image_size": SIZE},
-            "grid": {"seed": [0, 1]}, "early_stopping": {"metric": "valid_f1", "min_finished": 1}}
+    body = {
+        "kind": "train",
+        "base_params": {"data_dir": folder_path, "epochs": 3, "image_size": SIZE},
+        "grid": {"seed": [0, 1]},
+        "early_stopping": {"metric": "valid_f1", "min_finished": 1},
+    }
     response = client.post("/api/sweeps", json=body, headers=auth)
     assert response.status_code == 201, response.json
     rule = {"rule": "median", "metric": "valid_f1", "min_finished": 1, "grace_epochs": 1}
     sweep_id = response.json["id"]
-    assert response.json["early_stopping"] == rule and client.get(f"/api/sweeps/{sweep_id}", headers=auth).json["early_stopping"] == rule
-    for bad, message in [({"metric": "f1"}, "early_stopping.metric: Input should be"),
-                         ({"metric": "valid_f1", "grace_epochs": "1"}, "early_stopping.grace_epochs: Input should be a valid integer"),
-                         ({"metric": "valid_f1", "min_finished": 0}, "early_stopping.min_finished")]:  # fmt: skip
+    assert (
+        response.json["early_stopping"] == rule
+        and client.get(f"/api/sweeps/{sweep_id}", headers=auth).json["early_stopping"] == rule
+    )
+    for bad, message in [
+        ({"metric": "f1"}, "early_stopping.metric: Input should be"),
+        ({"metric": "valid_f1", "grace_epochs": "1"}, "early_stopping.grace_epochs: Input should be a valid integer"),
+        ({"metric": "valid_f1", "min_finished": 0}, "early_stopping.min_finished"),
+    ]:
         response = client.post("/api/sweeps", json={**body, "early_stopping": bad}, headers=auth)
         assert response.status_code == 400 and response.json["error"].startswith(message), response.json
         assert response.json["field"].startswith("early_stopping")
-    response = client.post("/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "early_stopping_patience": 2}},
-                           headers=auth)  # fmt: skip
+    response = client.post(
+        "/api/jobs", json={"kind": "train", "params": {"data_dir": folder_path, "early_stopping_patience": 2}}, headers=auth
+    )
     assert response.status_code == 400 and response.json["field"] == "early_stopping_patience"
-    assert response.json["error"] == "early_stopping_patience: only applies with early_stopping_metric (the validation metric to watch)"
+    assert (
+        response.json["error"]
+        == "early_stopping_patience: only applies with early_stopping_metric (the validation metric to watch)"
+    )
 
     job_id, reason = stopped_job(folder_path, sweep_id=sweep_id)
     answer = client.get(f"/api/jobs/{job_id}", headers=auth).json
@@ -343,7 +407,7 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
 
     assert login(client, *WEB_ADMIN).status_code == 302
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert ">succeeded</span> <span class=\"muted small stopped\" data-field=\"stopped\"" in page
+    assert '>succeeded</span> <span class="muted small stopped" data-field="stopped"' in page
     assert "(stopped early at epoch 3)</span></span></h1>" in page and f'data-field="stop_reason">{reason}</p>' in page
     listed = client.get(f"/?sweep={sweep_id}").get_data(as_text=True)
     assert "(stopped early at epoch 3)" in listed and reason in listed
@@ -353,15 +417,26 @@ def test_api_and_pages_show_the_stop_and_the_sweeps_rule(client, folder_path) ->
     form = client.get("/sweeps/new").get_data(as_text=True)
     assert 'name="median_metric"' in form and 'name="median_min_finished"' in form and 'name="median_grace"' in form
     folder_id = client.get("/api/data-folders", headers=auth).json["data_folders"][0]["id"]
-    base = {"csrf_token": csrf_token(client, "/sweeps/new"), "data_folder": str(folder_id), "epochs": "2",
-            "image_size": str(SIZE), "grid_seed": "0, 1"}
+    base = {
+        "csrf_token": csrf_token(client, "/sweeps/new"),
+        "data_folder": str(folder_id),
+        "epochs": "2",
+        "image_size": str(SIZE),
+        "grid_seed": "0, 1",
+    }
     page = client.post("/sweeps/new", data={**base, "median_min_finished": "2"})
-    assert page.status_code == 400 and 'id="error-early_stopping">min_finished and grace_epochs need' in page.get_data(as_text=True)
+    assert page.status_code == 400 and 'id="error-early_stopping">min_finished and grace_epochs need' in page.get_data(
+        as_text=True
+    )
     response = client.post("/sweeps/new", data={**base, "median_metric": "valid_loss", "median_grace": "2"})
     assert response.status_code == 302, response.get_data(as_text=True)
     new_id = int(response.location.rpartition("sweep=")[2])
     assert client.get(f"/api/sweeps/{new_id}", headers=auth).json["early_stopping"] == {
-        "rule": "median", "metric": "valid_loss", "min_finished": 2, "grace_epochs": 2}
+        "rule": "median",
+        "metric": "valid_loss",
+        "min_finished": 2,
+        "grace_epochs": 2,
+    }
 
 
 def test_cli_submits_a_sweep_with_the_median_rule(service_backend, plateau_dir: Path) -> None:
@@ -372,20 +447,35 @@ def test_cli_submits_a_sweep_with_the_median_rule(service_backend, plateau_dir: 
     from leukemia.cli import main
 
     queue = f"nobody-{secrets.token_hex(3)}"
-    common = ["submit", "sweep", "--data", str(plateau_dir), "--image-size", str(SIZE), "--grid", "lr=0.001,0.0003",
-              "--queue", queue]  # fmt: skip
+    common = [
+        "submit",
+        "sweep",
+        "--data",
+        str(plateau_dir),
+        "--image-size",
+        str(SIZE),
+        "--grid",
+        "lr=0.001,0.0003",
+        "--queue",
+        queue,
+    ]
     try:
         outcome = CliRunner().invoke(main, [*common, "--median-stop", "valid_f1", "--median-min-finished", "3"])
         assert outcome.exit_code == 0 and "2 jobs queued" in outcome.output, outcome.output
         sweep_id = int(outcome.output.split()[1].rstrip(":"))
         with get_sessionmaker().begin() as session:
-            assert session.get(Sweep, sweep_id).early_stopping == {"rule": "median", "metric": "valid_f1",
-                                                                   "min_finished": 3, "grace_epochs": 1}  # fmt: skip
+            assert session.get(Sweep, sweep_id).early_stopping == {
+                "rule": "median",
+                "metric": "valid_f1",
+                "min_finished": 3,
+                "grace_epochs": 1,
+            }
         listed = CliRunner().invoke(main, ["jobs", "--sweep", str(sweep_id)])
         assert listed.output.startswith(f"sweep {sweep_id}: median stopping rule on valid_f1: acts from epoch 2 once 3")
         refused = CliRunner().invoke(main, [*common, "--median-grace", "2"])
         assert refused.exit_code == 2 and refused.output == (
-            "error: early_stopping: min_finished and grace_epochs need the median rule's metric\n")
+            "error: early_stopping: min_finished and grace_epochs need the median rule's metric\n"
+        )
     finally:
         if service_backend["name"] == "redis+postgres":  # drop the messages nobody consumed
             import redis

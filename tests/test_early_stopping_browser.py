@@ -63,7 +63,8 @@ def test_a_run_stopping_early_shows_on_its_page_and_in_its_sweep(web, browser): 
 
         page.goto(f"{web['url']}/?sweep={sweep.id}")
         assert page.locator("#sweep-rule").inner_text() == (
-            "median stopping rule on valid_accuracy: acts from epoch 2 once 2 point(s) have finished")
+            "median stopping rule on valid_accuracy: acts from epoch 2 once 2 point(s) have finished"
+        )
         row = page.locator(f'tr[data-job-id="{running}"]')
         assert "(stopped early at epoch 2)" in row.inner_text() and reason in row.inner_text()
         assert page.locator(f'tr[data-job-id="{other}"] [data-field=stopped]').is_hidden()

@@ -27,8 +27,11 @@ LEUKEMIA = [sys.executable, "-m", "leukemia.cli"]
 
 
 def api(base: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(f"{base}/api{path}", data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/api{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -48,8 +51,9 @@ def run_to_the_end(base: str, params: dict, worker: subprocess.Popen, log: Path)
 def start_web(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     with log.open("ab") as output:
-        web = subprocess.Popen([*LEUKEMIA, "web", "--port", str(port)], cwd=REPO, env=env, stdout=output,
-                               stderr=subprocess.STDOUT)
+        web = subprocess.Popen(
+            [*LEUKEMIA, "web", "--port", str(port)], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     wait_until_healthy(f"{base}/api/health", web)
     return web, base
@@ -60,16 +64,23 @@ def test_the_web_restarted_under_a_live_worker_then_the_next_job_runs(tmp_path):
 
     folder = tmp_path / "data" / "synth"
     write_synthetic_dataset(folder, train=8, valid=4, test=4, image_size=32, seed=1)
-    env = {**os.environ, "LEUKEMIA_HOME": str(tmp_path / "home"), "DATA_ROOTS": str(tmp_path / "data"),
-           "API_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "LEUKEMIA_HOME": str(tmp_path / "home"),
+        "DATA_ROOTS": str(tmp_path / "data"),
+        "API_TOKEN": TOKEN,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     for key in ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "SECRET_KEY"):
         env.pop(key, None)
     params = {"data_dir": str(folder), "epochs": 1, "image_size": 32, "batch_size": 4, "device": "cpu"}
     web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
     web, base = start_web(env, web_log)
     with worker_log.open("wb") as output:
-        worker = subprocess.Popen([*LEUKEMIA, "worker", "--queues", "gpu"], cwd=REPO, env=env, stdout=output,
-                                  stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [*LEUKEMIA, "worker", "--queues", "gpu"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
     try:
         api(base, "/data-folders", {"path": str(folder), "name": "synth"})
         first = run_to_the_end(base, params, worker, worker_log)

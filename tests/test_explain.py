@@ -62,7 +62,10 @@ def test_selection_takes_confident_mistakes_then_the_least_confident() -> None:
     probabilities = np.array([0.95, 0.1, 0.55, 0.48, 0.9, 0.02])
     truth = np.array([0, 1, 1, 0, 1, 1])  # wrong at 0.5: image 0 (margin .45), 1 (.4), 5 (.48)
     assert select_for_explanation(probabilities, 0.5, truth, 2) == [
-        (5, "confident mistake"), (0, "confident mistake"), (3, "least confident"), (2, "least confident")
+        (5, "confident mistake"),
+        (0, "confident mistake"),
+        (3, "least confident"),
+        (2, "least confident"),
     ]
     assert select_for_explanation(probabilities, 0.5, None, 1) == [(3, "least confident")]
     assert len(select_for_explanation(probabilities, 0.5, None, None)) == 6
@@ -80,14 +83,14 @@ def run_folder(synth_dir: Path, tmp_path_factory) -> Path:
 
 def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    params = EvaluateParams(checkpoint=str(run_folder), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
-                            explain="2", threshold=0.4)
+    params = EvaluateParams(
+        checkpoint=str(run_folder), data_dir=str(synth_dir), csv="valid.csv", device="cpu", explain="2", threshold=0.4
+    )
     result = evaluate_csv(params, out_dir=out)
     scores = result.scores
     assert scores["threshold"]["value"] == 0.4 and scores["threshold"]["source"] == "given"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
-    assert len(rows) == 32 and list(rows[0]) == ["ID", "subject", "true_label", "prob_all", "predicted", "correct",
-                                                 "explanation"]
+    assert len(rows) == 32 and list(rows[0]) == ["ID", "subject", "true_label", "prob_all", "predicted", "correct", "explanation"]
     for row in rows:
         assert row["predicted"] == ("1" if float(row["prob_all"]) >= 0.4 else "0")
         assert row["correct"] == str(int(row["predicted"] == row["true_label"]))
@@ -106,19 +109,30 @@ def test_evaluate_writes_per_image_results_curves_and_heat_maps(synth_dir: Path,
     written = sorted(path.name for path in out.iterdir() if path.is_file())
     classified = {path.name: kind for kind, path in classify_artifacts(out)}
     assert sorted(classified) == written  # the run-files table knows every file evaluate writes
-    assert {classified[name] for name in ("per_image.csv", "subjects.csv", "evaluation.json") if name in classified} == {"evaluation"}
+    assert {classified[name] for name in ("per_image.csv", "subjects.csv", "evaluation.json") if name in classified} == {
+        "evaluation"
+    }
     saved = json.loads((out / "evaluation.json").read_text())
     interval = saved["clinical"]["interval"]
     assert (interval["unit"], interval["units"]) == ("subject", 3)  # valid.csv's synthetic patients (2 ALL, 1 hem)
     assert saved["clinical"]["metrics"]["sensitivity"]["value"] == pytest.approx(
-        scores["confusion"][1][1] / sum(scores["confusion"][1]))
+        scores["confusion"][1][1] / sum(scores["confusion"][1])
+    )
 
 
 def test_threshold_chosen_on_valid_is_recorded_and_used_later(synth_dir: Path, run_folder: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes((run_folder / "best.pt").read_bytes())
-    chosen = evaluate_csv(EvaluateParams(checkpoint=str(checkpoint), data_dir=str(synth_dir), csv="valid.csv", device="cpu",
-                                         threshold_from="valid", target_sensitivity=0.9))
+    chosen = evaluate_csv(
+        EvaluateParams(
+            checkpoint=str(checkpoint),
+            data_dir=str(synth_dir),
+            csv="valid.csv",
+            device="cpu",
+            threshold_from="valid",
+            target_sensitivity=0.9,
+        )
+    )
     threshold = chosen.scores["threshold"]
     assert threshold["source"] == "valid" and threshold["method"] == "sensitivity"
     assert chosen.scores["clinical"]["metrics"]["sensitivity"]["value"] >= 0.9
@@ -160,8 +174,10 @@ def test_bad_options_and_a_one_class_set_are_one_line(synth_dir: Path, run_folde
         writer = csv.DictWriter(file, fieldnames=["Path", "label", "patient"])
         writer.writeheader()
         writer.writerows(rows)
-    outcome = runner.invoke(evaluate_command, base[:2] + ["--data", str(one_class), "--csv", "all_only.csv",
-                                                         "--device", "cpu", "--out", str(tmp_path / "e")])
+    outcome = runner.invoke(
+        evaluate_command,
+        base[:2] + ["--data", str(one_class), "--csv", "all_only.csv", "--device", "cpu", "--out", str(tmp_path / "e")],
+    )
     assert outcome.exit_code == 0, outcome.output
     assert "note: ROC-AUC is undefined: the set holds one class only" in outcome.output
     assert "note: specificity is undefined: the set holds no hem (label 0) image" in outcome.output

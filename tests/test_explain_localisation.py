@@ -29,17 +29,29 @@ def test_a_missing_figure_fails_its_check() -> None:
     """No cell called ALL: the concentrations are nan, and every check on them fails, not passes."""
     from bench.explain_localisation import Config
 
-    figures = {"valid_accuracy": 1.0, "cell_share": 0.07, "called_all": 0, "concentration": float("nan"),
-               "flipped_concentration": float("nan"), "untrained_concentration": float("nan")}  # fmt: skip
+    figures = {
+        "valid_accuracy": 1.0,
+        "cell_share": 0.07,
+        "called_all": 0,
+        "concentration": float("nan"),
+        "flipped_concentration": float("nan"),
+        "untrained_concentration": float("nan"),
+    }
     met = {row["check"].split(":")[0]: row["met"] for row in checks(figures, Config())}
-    assert met == {"the model learned the task": True, "most pixels are background": True,
-                   "cells called ALL with a map >= 25 of 64": False, "maps on the cell": False,
-                   "control, maps flipped": False, "control, an untrained network": False}  # fmt: skip
+    assert met == {
+        "the model learned the task": True,
+        "most pixels are background": True,
+        "cells called ALL with a map >= 25 of 64": False,
+        "maps on the cell": False,
+        "control, maps flipped": False,
+        "control, an untrained network": False,
+    }
 
 
 def test_the_benchmark_runs_on_a_few_tiny_cells_and_its_exit_code_says_whether_every_check_held(tmp_path: Path) -> None:
-    outcome = CliRunner().invoke(main, ["--train", "32", "--valid", "8", "--epochs", "1", "--size", "64",
-                                        "--threads", "1", "--out", str(tmp_path)])  # fmt: skip
+    outcome = CliRunner().invoke(
+        main, ["--train", "32", "--valid", "8", "--epochs", "1", "--size", "64", "--threads", "1", "--out", str(tmp_path)]
+    )
     assert outcome.exception is None or isinstance(outcome.exception, SystemExit), outcome.output
     results = json.loads((tmp_path / "localisation.json").read_text())
     assert results["config"] == {"train": 32, "valid": 8, "epochs": 1, "image_size": 64, "threads": 1}

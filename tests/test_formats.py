@@ -29,7 +29,13 @@ SHARES = [0, 0.0625, 0.00125, 1 / 3, 0.5333, 0.62, 0.99949, 1, None]
 
 def test_the_python_formatters() -> None:
     assert [human_bytes(n) for n in (999, 1000, 999_949, 999_950, BIG, 10**9)] == [
-        "999 B", "1.0 kB", "999.9 kB", "1.0 MB", "131.1 MB", "1.0 GB"]
+        "999 B",
+        "1.0 kB",
+        "999.9 kB",
+        "1.0 MB",
+        "131.1 MB",
+        "1.0 GB",
+    ]
     assert human_bytes(None) == "—" and human_bytes(None, missing="-") == "-"
     assert [human_duration(s) for s in (9, 75, 3900, None, math.nan)] == ["9s", "1m 15s", "1h 05m", "—", "—"]
     assert [percent(v) for v in (0.5333, 1, 0.0625, None)] == ["53.3%", "100.0%", "6.3%", "—"]  # a tie goes up
@@ -53,8 +59,13 @@ console.log(JSON.stringify(vm.runInContext(`({
 """
     durations = ["inf" if d == math.inf else "nan" if d is not None and math.isnan(d) else d for d in DURATIONS]
     given = json.dumps({"sizes": SIZES, "durations": durations, "shares": SHARES})
-    done = subprocess.run([node, "-e", script, str(REPO / "web" / "static" / "live.js"), given],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [node, "-e", script, str(REPO / "web" / "static" / "live.js"), given],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     written = json.loads(done.stdout)
     assert written["bytes"] == [human_bytes(n) for n in SIZES]
@@ -105,10 +116,23 @@ def test_cross_validation_page_shows_fold_metrics_as_percentages(app, client, tm
     for job_id, accuracy in zip(fold_ids, (0.5333, 0.75)):
         with get_sessionmaker().begin() as session:
             jobs.claim_job(session, job_id, owner="w", host="h")
-            jobs.record_epoch(session, job_id, EpochRecord(
-                epoch=1, train_loss=0.5, train_accuracy=0.6, valid_loss=0.6, valid_accuracy=accuracy,
-                valid_balanced_accuracy=0.5, valid_f1=0.4444, confusion=[[1, 1], [0, 2]], lr=0.001, seconds=1.0,
-                images_per_s=10.0))
+            jobs.record_epoch(
+                session,
+                job_id,
+                EpochRecord(
+                    epoch=1,
+                    train_loss=0.5,
+                    train_accuracy=0.6,
+                    valid_loss=0.6,
+                    valid_accuracy=accuracy,
+                    valid_balanced_accuracy=0.5,
+                    valid_f1=0.4444,
+                    confusion=[[1, 1], [0, 2]],
+                    lr=0.001,
+                    seconds=1.0,
+                    images_per_s=10.0,
+                ),
+            )
             jobs.finish_job(session, job_id, "w", "succeeded")
     assert login(client, *WEB_ADMIN).status_code == 302
     page = client.get(f"/cross-validations/{cv_id}").get_data(as_text=True)
@@ -124,4 +148,4 @@ def test_a_job_page_waits_for_its_first_epoch_without_axes(app, client, tmp_path
     note = 'class="muted chart-waiting" data-waiting >Waiting for the first epoch'
     assert waiting.count(note) == 2  # loss and accuracy cards, shown
     done = client.get(f"/jobs/{finished_train_job(str(tmp_path / 'data'))}").get_data(as_text=True)
-    assert done.count('data-waiting hidden>Waiting for the first epoch') == 2
+    assert done.count("data-waiting hidden>Waiting for the first epoch") == 2

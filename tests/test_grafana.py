@@ -106,8 +106,10 @@ def grafana_free(expr: str) -> str:
 
 def test_promtool_parses_every_expression(tmp_path):
     """Each query as a recording rule: `promtool check rules` parses it with Prometheus' own PromQL parser."""
-    rules = [{"record": f"dashboard:panel{panel['id']}_{target['refId']}", "expr": grafana_free(target["expr"])}
-             for panel, target in queries(dashboard())]  # fmt: skip
+    rules = [
+        {"record": f"dashboard:panel{panel['id']}_{target['refId']}", "expr": grafana_free(target["expr"])}
+        for panel, target in queries(dashboard())
+    ]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     checked = promtool("check", "rules", str(path))
@@ -130,9 +132,17 @@ def test_every_metric_the_dashboard_reads_is_served(app, client, settings_overri
     read = set().union(*(metric_names(grafana_free(target["expr"])) for _, target in queries(dashboard())))
     served = every_served_name(client, settings_override)
     assert read <= served, sorted(read - served)
-    assert {"leukemia_queue_depth", "leukemia_jobs", "leukemia_jobs_ended_total", "leukemia_running_job_age_seconds",
-            "leukemia_workers", "leukemia_worker_current_job_id", "leukemia_gpu_utilization_ratio",
-            "leukemia_gpu_memory_used_bytes", "leukemia_gpu_temperature_celsius"} <= read  # fmt: skip
+    assert {
+        "leukemia_queue_depth",
+        "leukemia_jobs",
+        "leukemia_jobs_ended_total",
+        "leukemia_running_job_age_seconds",
+        "leukemia_workers",
+        "leukemia_worker_current_job_id",
+        "leukemia_gpu_utilization_ratio",
+        "leukemia_gpu_memory_used_bytes",
+        "leukemia_gpu_temperature_celsius",
+    } <= read
 
 
 def test_compose_provisions_the_data_source_and_the_dashboard():
@@ -145,8 +155,10 @@ def test_compose_provisions_the_data_source_and_the_dashboard():
     assert grafana["image"] in (REPO / "docs" / "deploy.md").read_text()
     assert grafana["profiles"] == ["monitoring"] and grafana["ports"] == ["127.0.0.1:3000:3000"]
     mounts = dict(volume.rsplit(":", 1)[0].split(":", 1) for volume in grafana["volumes"] if volume.endswith(":ro"))
-    assert mounts == {"./deploy/grafana/provisioning": "/etc/grafana/provisioning",
-                      "./deploy/grafana/dashboards": "/etc/grafana/dashboards"}  # fmt: skip
+    assert mounts == {
+        "./deploy/grafana/provisioning": "/etc/grafana/provisioning",
+        "./deploy/grafana/dashboards": "/etc/grafana/dashboards",
+    }
     providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "leukemia.yml").read_text())
     sources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     assert providers["apiVersion"] == sources["apiVersion"] == 1
@@ -163,4 +175,3 @@ def test_compose_provisions_the_data_source_and_the_dashboard():
     scrape_interval = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())["global"]["scrape_interval"]
     assert source["jsonData"]["timeInterval"] == scrape_interval
     assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
-

@@ -83,11 +83,26 @@ def test_a_pickle_checkpoint_is_refused_in_exactly_one_line(isolated_home, synth
     evil.write_bytes(pickle.dumps({"model": Payload()}, protocol=4))  # protocol 4 makes torch warn
     # A real process: pytest would capture the warnings that a user's terminal shows.
     result = subprocess.run(
-        [sys.executable, "-m", "leukemia.cli", "evaluate", "--checkpoint", str(evil), "--data", str(synth_dir),
-         "--csv", "valid.csv"], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "leukemia.cli",
+            "evaluate",
+            "--checkpoint",
+            str(evil),
+            "--data",
+            str(synth_dir),
+            "--csv",
+            "valid.csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "this must never run" not in result.stdout
-    assert result.stderr.splitlines() == [f"error: checkpoint {evil}: unreadable (corrupt, truncated, or not a weights-only PyTorch checkpoint)"]
+    assert result.stderr.splitlines() == [
+        f"error: checkpoint {evil}: unreadable (corrupt, truncated, or not a weights-only PyTorch checkpoint)"
+    ]
 
 
 # ---------------------------------------------------------------- item 1: a run folder belongs to one job
@@ -102,8 +117,13 @@ def fresh_databases(request, tmp_path, settings_override):
 
     from core.service.db import upgrade_database
 
-    settings_override(LEUKEMIA_HOME=str(tmp_path / "home"), ARTIFACTS_DIR=str(tmp_path / "artifacts"),
-                      HEARTBEAT_SECONDS="0.5", BROKER_URL=None, CACHE_DIR=None)
+    settings_override(
+        LEUKEMIA_HOME=str(tmp_path / "home"),
+        ARTIFACTS_DIR=str(tmp_path / "artifacts"),
+        HEARTBEAT_SECONDS="0.5",
+        BROKER_URL=None,
+        CACHE_DIR=None,
+    )
     made: list[str] = []
 
     def new_database() -> None:
@@ -198,7 +218,9 @@ def test_a_run_folder_of_another_job_is_never_taken(tmp_path: Path) -> None:
 def test_a_job_over_the_memory_cap_is_refused_at_submit_naming_batch_size(service_backend, settings_override) -> None:
     huge = {"data_dir": "/data/lab", "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1000}
     with get_sessionmaker().begin() as session:
-        with pytest.raises(UserInputError, match=r"batch_size: resnet152 at 1024 px with batch 4096 needs about 1\d{4}\.\d GiB") as refused:
+        with pytest.raises(
+            UserInputError, match=r"batch_size: resnet152 at 1024 px with batch 4096 needs about 1\d{4}\.\d GiB"
+        ) as refused:
             jobs.create_job(session, jobs.JobRequest(kind="train", params=huge))
         assert refused.value.field == "batch_size" and "MAX_JOB_MEMORY_GB" in str(refused.value)
         jobs.create_job(
@@ -235,8 +257,14 @@ def test_a_job_too_big_for_the_workers_device_fails_with_one_line(service_backen
 
     try:
         settings_override(MAX_JOB_MEMORY_GB="1000000")  # past the submit cap: the worker's device decides
-        params = {"data_dir": str(synth_dir), "arch": "resnet152", "image_size": 1024, "batch_size": 4096, "epochs": 1,
-                  "device": "cpu"}  # fmt: skip
+        params = {
+            "data_dir": str(synth_dir),
+            "arch": "resnet152",
+            "image_size": 1024,
+            "batch_size": 4096,
+            "epochs": 1,
+            "device": "cpu",
+        }
         job_id = run_in_process("train", params)
     finally:
         settings_override.undo()
@@ -252,7 +280,10 @@ def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_
     base = {"data_dir": str(synth_dir), "image_size": 64, "epochs": 100}
     try:
         settings_override(MAX_SWEEP_JOBS="3")
-        with get_sessionmaker().begin() as session, pytest.raises(UserInputError, match=r"grid: 4 jobs; at most 3 per sweep \(MAX_SWEEP_JOBS\)"):
+        with (
+            get_sessionmaker().begin() as session,
+            pytest.raises(UserInputError, match=r"grid: 4 jobs; at most 3 per sweep \(MAX_SWEEP_JOBS\)"),
+        ):
             jobs.create_sweep(
                 session, jobs.SweepRequest(kind="train", base_params=base, grid={"lr": [0.1, 0.01], "seed": [0, 1]})
             )
@@ -263,7 +294,9 @@ def test_a_sweep_over_its_job_or_gpu_hour_cap_is_refused(service_backend, synth_
             jobs.create_sweep(
                 session, jobs.SweepRequest(kind="train", base_params=base, grid={"arch": ["resnet18", "resnet50"]})
             )  # 7.7 GPU-hours
-            with pytest.raises(UserInputError, match=r"grid: about 30\.1 GPU-hours in all .* over the limit of 10 \(MAX_SWEEP_GPU_HOURS\)") as refused:
+            with pytest.raises(
+                UserInputError, match=r"grid: about 30\.1 GPU-hours in all .* over the limit of 10 \(MAX_SWEEP_GPU_HOURS\)"
+            ) as refused:
                 jobs.create_sweep(
                     session, jobs.SweepRequest(kind="train", base_params=base, grid={"arch": ["resnet152"], "seed": [0, 1]})
                 )
@@ -314,12 +347,29 @@ def test_a_disk_that_fills_during_a_checkpoint_write_is_one_line_and_keeps_the_p
 
 def test_a_full_disk_is_one_line_in_the_cli_and_fails_a_job(small_disk, synth_dir: Path, isolated_home, monkeypatch) -> None:
     disk = small_disk(16 * 2**20)  # resnet18's checkpoint with Adam state is about 128 MiB
-    line = one_line_error(["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
-                           "--batch-size", "8", "--device", "cpu", "--out", str(disk / "run")])  # fmt: skip
+    line = one_line_error(
+        [
+            "train",
+            "--data",
+            str(synth_dir),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(disk / "run"),
+        ]
+    )
     assert line.startswith(f"error: no space left on device: {disk / 'run' / 'last.pt'} (")
 
 
-def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, small_disk, synth_dir: Path, settings_override) -> None:
+def test_a_full_artifacts_disk_fails_the_job_with_one_line(
+    service_backend, small_disk, synth_dir: Path, settings_override
+) -> None:
     from core.service.settings import get_settings
 
     settings_override(ARTIFACTS_DIR=str(small_disk(16 * 2**20)))
@@ -333,10 +383,27 @@ def test_a_full_artifacts_disk_fails_the_job_with_one_line(service_backend, smal
         settings_override.undo()
 
 
-def test_the_free_space_threshold_refuses_a_checkpoint_write(synth_dir: Path, isolated_home, settings_override, tmp_path: Path) -> None:
+def test_the_free_space_threshold_refuses_a_checkpoint_write(
+    synth_dir: Path, isolated_home, settings_override, tmp_path: Path
+) -> None:
     settings_override(MIN_FREE_DISK_MB=str(10**12))  # more than any disk here has free
-    line = one_line_error(["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
-                           "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "run")])  # fmt: skip
+    line = one_line_error(
+        [
+            "train",
+            "--data",
+            str(synth_dir),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert line.startswith(f"error: no space left on device: {tmp_path / 'run' / 'last.pt'} (")
 
 
@@ -365,7 +432,9 @@ def test_check_notes_an_image_linked_out_of_the_data_roots(tmp_path: Path, setti
     folder, link = linked_out_folder(tmp_path / "data", tmp_path / "elsewhere")
     settings_override(DATA_ROOTS=str(tmp_path / "data"))
     report = check_folder(folder)
-    assert any(f"{link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside DATA_ROOTS" in w for w in report.warnings), report.warnings
+    assert any(
+        f"{link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside DATA_ROOTS" in w for w in report.warnings
+    ), report.warnings
     result = CliRunner().invoke(leukemia_cli, ["check", str(folder)])
     assert "outside DATA_ROOTS" in result.output, result.output
 
@@ -386,8 +455,10 @@ def test_a_web_job_refuses_an_image_linked_out_of_the_data_roots(service_backend
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, web_id)
         assert job.status == "failed"
-        assert job.error == (f"data_dir: {link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside "
-                             "DATA_ROOTS; jobs submitted from the web read only files inside the data roots")  # fmt: skip
+        assert job.error == (
+            f"data_dir: {link} is a symlink to {tmp_path / 'elsewhere' / 'secret.bmp'}, outside "
+            "DATA_ROOTS; jobs submitted from the web read only files inside the data roots"
+        )
         cli_id = run_in_process("train", {"data_dir": str(folder), "epochs": 1, **TINY})  # the CLI user owns the machine
         with get_sessionmaker().begin() as session:
             assert jobs.get_job(session, cli_id).status == "succeeded"
@@ -406,9 +477,16 @@ def test_registration_reads_no_file_through_a_link_out_of_the_data_roots(client,
     data, outside = tmp_path / "data", tmp_path / "elsewhere"
     folder, link = linked_out_folder(data, outside)
     response = client.post("/api/data-folders", headers=auth, json={"path": str(folder), "name": "lab"})
-    assert (response.status_code, response.json) == (400, {"field": "path", "error": (
-        f"path: {link} is a symlink to {outside / 'secret.bmp'}, outside DATA_ROOTS; jobs submitted from the web "
-        "read only files inside the data roots")})
+    assert (response.status_code, response.json) == (
+        400,
+        {
+            "field": "path",
+            "error": (
+                f"path: {link} is a symlink to {outside / 'secret.bmp'}, outside DATA_ROOTS; jobs submitted from the web "
+                "read only files inside the data roots"
+            ),
+        },
+    )
 
     # Through a folder inside the roots: lab2/new_dataset -> data/shared, whose first image links out.
     lab2 = data / "lab2"
@@ -418,7 +496,8 @@ def test_registration_reads_no_file_through_a_link_out_of_the_data_roots(client,
     response = client.post("/api/data-folders", headers=auth, json={"path": str(lab2), "name": "lab2"})
     assert response.status_code == 400 and response.json["error"] == (
         f"path: {lab2 / 'new_dataset' / 'train' / '0.bmp'} is a symlink to {outside / 'secret.bmp'}, outside "
-        "DATA_ROOTS; jobs submitted from the web read only files inside the data roots"), response.json
+        "DATA_ROOTS; jobs submitted from the web read only files inside the data roots"
+    ), response.json
     with get_sessionmaker().begin() as session:
         from core.service.records import DataFolder
 
@@ -435,9 +514,11 @@ def test_every_web_submission_is_recorded_as_from_the_web(client, tmp_path: Path
     add_patients(Path(folder), {0: ["H1", "H2"], 1: ["A1", "A2"]})  # a cross-validation groups its folds by subject
     assert client.post("/api/data-folders", headers=auth, json={"path": folder, "name": "synth"}).status_code == 201
     params = {"data_dir": folder, "epochs": 1, "image_size": 32}
-    submits = [("/api/jobs", {"kind": "train", "params": params}),
-               ("/api/sweeps", {"kind": "train", "base_params": params, "grid": {"lr": [0.1, 0.01]}}),
-               ("/api/cross-validations", {"params": params, "folds": 2})]  # fmt: skip
+    submits = [
+        ("/api/jobs", {"kind": "train", "params": params}),
+        ("/api/sweeps", {"kind": "train", "base_params": params, "grid": {"lr": [0.1, 0.01]}}),
+        ("/api/cross-validations", {"params": params, "folds": 2}),
+    ]
     for url, body in submits:
         response = client.post(url, headers=auth, json=body)
         assert response.status_code == 201, (url, response.json)
@@ -463,8 +544,9 @@ def test_a_split_leading_out_of_the_data_folder_is_refused_at_submit(client, fol
 
     auth = {"Authorization": f"Bearer {WEB_API_TOKEN}"}
     for value in OUT_OF_FOLDER:
-        response = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path,
-                                                                                             field: value}})
+        response = client.post(
+            "/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path, field: value}}
+        )
         assert (response.status_code, response.json) == (400, {"field": field, "error": out_of_folder(field, value)})
         line = one_line_error(["submit", "train", "--data", folder_path, f"--{field.replace('_', '-')}", value])
         assert line == f"error: {out_of_folder(field, value)}"
@@ -495,9 +577,10 @@ def chunked_post(url: str, path: str, body: bytes, headers: dict[str, str]) -> t
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
-        connection.request("POST", path, body=chunks, headers={**headers, "Content-Type": "application/json"},
-                           encode_chunked=True)
+        chunks = (body[start : start + 65536] for start in range(0, len(body), 65536))
+        connection.request(
+            "POST", path, body=chunks, headers={**headers, "Content-Type": "application/json"}, encode_chunked=True
+        )
         answer = connection.getresponse()
         return answer.status, json.loads(answer.read() or b"{}")
     finally:
@@ -524,12 +607,17 @@ def test_an_oversized_chunked_body_is_413_as_a_sized_one_is(app, folder_path) ->
         big = json.dumps({"kind": "train", "params": {"data_dir": folder_path}, "options": padding}).encode()
         status, answer = chunked_post(url, "/api/jobs", big, auth)
         assert (status, set(answer)) == (413, {"error"}), (status, answer)
-        small = json.dumps({"kind": "train", "params": {"data_dir": folder_path, "epochs": 1},
-                            "options": {"description": "y" * (limit - 1000)}}).encode()
+        small = json.dumps(
+            {"kind": "train", "params": {"data_dir": folder_path, "epochs": 1}, "options": {"description": "y" * (limit - 1000)}}
+        ).encode()
         status, answer = chunked_post(url, "/api/jobs", small, auth)
         assert status == 400 and answer["field"] == "options", answer  # read whole: notes over 10 000 characters
-        status, answer = chunked_post(url, "/api/jobs", json.dumps({"kind": "train", "params": {
-            "data_dir": folder_path, "epochs": 1, "image_size": 32}}).encode(), auth)
+        status, answer = chunked_post(
+            url,
+            "/api/jobs",
+            json.dumps({"kind": "train", "params": {"data_dir": folder_path, "epochs": 1, "image_size": 32}}).encode(),
+            auth,
+        )
         assert status == 201, answer
     finally:
         server.shutdown()
@@ -575,8 +663,9 @@ def test_a_thumbnail_is_never_read_through_a_link_out_of_the_data_roots(client, 
     (folder / "new_dataset" / "train" / "0.bmp").symlink_to(secret)
     shutil.move(folder / "new_dataset" / "train" / "1.bmp", folder / "kept.bmp")
     (folder / "new_dataset" / "train" / "1.bmp").symlink_to(folder / "kept.bmp")  # a link that stays inside
-    job_id = evaluate_job_with(folder_path, {"per_image.csv": "ID\nnew_dataset/train/0.bmp\nnew_dataset/train/1.bmp\n"
-                                                              "new_dataset/train/2.bmp\n"})
+    job_id = evaluate_job_with(
+        folder_path, {"per_image.csv": "ID\nnew_dataset/train/0.bmp\nnew_dataset/train/1.bmp\nnew_dataset/train/2.bmp\n"}
+    )
     refused = client.get(f"/api/jobs/{job_id}/images/1/thumbnail", headers=auth)
     assert refused.status_code == 404 and refused.is_json, refused.status_code
     assert refused.json["error"] == f"image 1 of job {job_id} is not a file of its data folder under the data roots"
@@ -615,13 +704,15 @@ def test_duplicate_writes_in_parallel_answer_409_or_change_nothing(app, folder_p
 
     client = app.test_client()
     job = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path}}).json["id"]
-    sweep = client.post("/api/sweeps", headers=auth, json={"kind": "train", "base_params": {"data_dir": folder_path},
-                                                          "grid": {"lr": [0.1, 0.01]}}).json["id"]
-    answered = {"users": at_once(20, "post", "/api/users", {"username": "dup", "role": "member",
-                                                            "password": "correct-horse-9"}),
-                "job tags": at_once(5, "patch", f"/api/jobs/{job}", {"add_tags": ["x"]}),
-                "sweep tags": at_once(5, "patch", f"/api/sweeps/{sweep}", {"add_tags": ["x"]}),
-                "data folders": at_once(5, "post", "/api/data-folders", {"path": folder_path, "name": "twice"})}
+    sweep = client.post(
+        "/api/sweeps", headers=auth, json={"kind": "train", "base_params": {"data_dir": folder_path}, "grid": {"lr": [0.1, 0.01]}}
+    ).json["id"]
+    answered = {
+        "users": at_once(20, "post", "/api/users", {"username": "dup", "role": "member", "password": "correct-horse-9"}),
+        "job tags": at_once(5, "patch", f"/api/jobs/{job}", {"add_tags": ["x"]}),
+        "sweep tags": at_once(5, "patch", f"/api/sweeps/{sweep}", {"add_tags": ["x"]}),
+        "data folders": at_once(5, "post", "/api/data-folders", {"path": folder_path, "name": "twice"}),
+    }
     registered = answered.pop("data folders")
     assert answered == {"users": [201] + [409] * 19, "job tags": [200] * 5, "sweep tags": [200] * 5}
     assert 201 in registered and set(registered) <= {201, 409}, registered
@@ -655,9 +746,9 @@ def test_a_deleted_jobs_id_and_a_removed_webhooks_delivery_ids_are_never_given_a
     with get_sessionmaker().begin() as session:
         webhooks.remove(session, cli_actor(), hook)
     with get_sessionmaker().begin() as session:
-        second = webhooks.send_test(session, cli_actor(), webhooks.add(
-            session, cli_actor(), "https://hooks.example.org/b", ["job.failed"]).id).id
-        targets = session.execute(select(AuditEntry.action, AuditEntry.target_id)
-                                  .where(AuditEntry.target_type == "job")).all()
+        second = webhooks.send_test(
+            session, cli_actor(), webhooks.add(session, cli_actor(), "https://hooks.example.org/b", ["job.failed"]).id
+        ).id
+        targets = session.execute(select(AuditEntry.action, AuditEntry.target_id).where(AuditEntry.target_type == "job")).all()
     assert second > first
     assert ("job.delete", str(highest)) in targets and ("job.submit", str(submitted.json["id"])) in targets

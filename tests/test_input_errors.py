@@ -75,12 +75,13 @@ def test_a_lone_surrogate_is_a_400_naming_the_field(client, folder_path):
     raw = '{"kind": "train", "params": {"data_dir": "\\ud800"}}'
     response = client.post("/api/jobs", data=raw, content_type="application/json", headers=AUTH)
     assert response.status_code == 400 and response.json["field"] == "data_dir", response.json
-    for body, field in (('{"path": "%s", "name": "x\\ud800"}' % folder_path, "name"),
-                        ('{"path": "%s\\udfff"}' % folder_path, "path")):
+    for body, field in (
+        ('{"path": "%s", "name": "x\\ud800"}' % folder_path, "name"),
+        ('{"path": "%s\\udfff"}' % folder_path, "path"),
+    ):
         response = client.post("/api/data-folders", data=body, content_type="application/json", headers=AUTH)
         assert response.status_code == 400 and response.json["field"] == field, response.json
-    raw = ('{"kind": "train", "base_params": {"data_dir": "%s"}, "grid": {"lr": [0.1, 0.2]}, "name": "s\\ud800"}'
-           % folder_path)
+    raw = '{"kind": "train", "base_params": {"data_dir": "%s"}, "grid": {"lr": [0.1, 0.2]}, "name": "s\\ud800"}' % folder_path
     response = client.post("/api/sweeps", data=raw, content_type="application/json", headers=AUTH)
     assert response.status_code == 400 and response.json["field"] == "name", response.json
 
@@ -105,70 +106,161 @@ def test_a_login_next_with_a_line_break_or_backslash_goes_home(client, target):
 # --- fuzz: every route of the app, its path, query and form (or JSON) parameters --------------------
 
 TEXT = st.text(st.characters(codec="utf-8"), max_size=40)  # any character a browser can send: NUL, controls, RTL...
-EDGES = st.sampled_from(["", " ", "0", "-1", "1", "9223372036854775807", "1e309", "nan", "-inf", "a" * 300, "../..",
-                         "//x", "\\x", "\x00", "\r\n", "true", "null", "{}", "%00", "test.csv", "train", "adam",
-                         "0.5,0.5", "1e-300;1e300"])
-NUMBER_TEXT = st.one_of(st.sampled_from(["1", "2", "3", "0", "-1", str(2**63 - 1), str(2**63), "9" * 30, "1.5", "1e3"]),
-                        st.integers().map(str))
+EDGES = st.sampled_from(
+    [
+        "",
+        " ",
+        "0",
+        "-1",
+        "1",
+        "9223372036854775807",
+        "1e309",
+        "nan",
+        "-inf",
+        "a" * 300,
+        "../..",
+        "//x",
+        "\\x",
+        "\x00",
+        "\r\n",
+        "true",
+        "null",
+        "{}",
+        "%00",
+        "test.csv",
+        "train",
+        "adam",
+        "0.5,0.5",
+        "1e-300;1e300",
+    ]
+)
+NUMBER_TEXT = st.one_of(
+    st.sampled_from(["1", "2", "3", "0", "-1", str(2**63 - 1), str(2**63), "9" * 30, "1.5", "1e3"]), st.integers().map(str)
+)
 VALUE = st.one_of(EDGES, TEXT, NUMBER_TEXT, st.floats().map(str))
 PATH_INT = st.one_of(st.sampled_from([0, 1, 2, 3]), st.integers(0, 2**80))
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | TEXT | EDGES,
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT | EDGES, inner, max_size=3),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | TEXT | EDGES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT | EDGES, inner, max_size=3),
+    max_leaves=12,
+)
 TRAIN_NAMES = [field.name for field in forms.form_fields("train")]
-JOB_FORM = sorted({f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)}
-                  | {"data_folder", "parent_id", "queue"})
-NUMERIC = {f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)
-           if f.input == "number"} | {"page", "per_page", "sweep", "sweep_id", "parent", "parent_id", "data_folder", "ids", "folds",
-             "median_min_finished", "median_grace"}
+JOB_FORM = sorted(
+    {f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind)}
+    | {"data_folder", "parent_id", "queue"}
+)
+NUMERIC = {
+    f.name for kind in ("train", "finetune", "evaluate", "predict") for f in forms.form_fields(kind) if f.input == "number"
+} | {
+    "page",
+    "per_page",
+    "sweep",
+    "sweep_id",
+    "parent",
+    "parent_id",
+    "data_folder",
+    "ids",
+    "folds",
+    "median_min_finished",
+    "median_grace",
+}
 # Query and form fields per endpoint; the test fails when a route is added without an entry here.
 FIELDS: dict[str, tuple[list[str], list[str]]] = {
-    "static": ([], []), "views.plotly_js": ([], []), "views.favicon": ([], []),
-    "auth.login": (["next"], ["username", "password"]), "auth.logout": ([], []),
+    "static": ([], []),
+    "views.plotly_js": ([], []),
+    "views.favicon": ([], []),
+    "auth.login": (["next"], ["username", "password"]),
+    "auth.logout": ([], []),
     "views.job_list": (["status", "kind", "sweep", "tag", "page"], []),
-    "views.job_detail": ([], []), "views.cancel": ([], []), "views.retry": ([], []), "views.download": ([], []),
+    "views.job_detail": ([], []),
+    "views.cancel": ([], []),
+    "views.retry": ([], []),
+    "views.download": ([], []),
     "submit.new_job": (["parent"], JOB_FORM),
-    "submit.new_sweep": ([], TRAIN_NAMES + [f"grid_{name}" for name in forms.SWEEP_FIELDS] + ["name", "data_folder", "queue"]
-                        + ["median_metric", "median_min_finished", "median_grace"]),
-    "views.compare": (["ids"], []), "views.data_folders": ([], ["name", "path"]),
-    "api.health": ([], []), "metrics.metrics": ([], []), "api.openapi": ([], []), "api.get_job": ([], []), "api.cancel_job": ([], []),
-    "api.retry_job": ([], []), "api.job_metrics": ([], []), "api.job_artifacts": ([], []),
-    "api.download_artifact": ([], []), "api.get_sweep": ([], []), "api.list_data_folders": ([], []),
+    "submit.new_sweep": (
+        [],
+        TRAIN_NAMES
+        + [f"grid_{name}" for name in forms.SWEEP_FIELDS]
+        + ["name", "data_folder", "queue"]
+        + ["median_metric", "median_min_finished", "median_grace"],
+    ),
+    "views.compare": (["ids"], []),
+    "views.data_folders": ([], ["name", "path"]),
+    "api.health": ([], []),
+    "metrics.metrics": ([], []),
+    "api.openapi": ([], []),
+    "api.get_job": ([], []),
+    "api.cancel_job": ([], []),
+    "api.retry_job": ([], []),
+    "api.job_metrics": ([], []),
+    "api.job_artifacts": ([], []),
+    "api.download_artifact": ([], []),
+    "api.get_sweep": ([], []),
+    "api.list_data_folders": ([], []),
     "api.list_jobs": (["status", "kind", "sweep_id", "tag", "page", "per_page"], []),
     "api.list_sweeps": (["tag", "page", "per_page"], []),
     "api.submit_job": ([], ["kind", "params", "parent_id", "queue"]),
     "api.submit_sweep": ([], ["kind", "base_params", "grid", "name", "parent_id", "queue", "early_stopping"]),
     "api.register_data_folder": ([], ["path", "name"]),
     "cv.new_cross_validation": ([], TRAIN_NAMES + ["folds", "release_folds", "name", "data_folder", "queue"]),
-    "cv.cross_validations": ([], []), "cv.cross_validation": ([], []), "cv.out_of_fold": ([], []),
+    "cv.cross_validations": ([], []),
+    "cv.cross_validation": ([], []),
+    "cv.out_of_fold": ([], []),
     "cv.ensemble": ([], ["kind", "split", "tta", "queue"]),
     "api.submit_cross_validation": ([], ["params", "folds", "release_folds", "name", "queue"]),
-    "api.get_cross_validation": ([], []), "api.submit_ensemble": ([], ["kind", "split", "tta", "queue"]),
-    "api.job_results": ([], []), "api.job_images": ([], []), "api.job_image_thumbnail": ([], []),
+    "api.get_cross_validation": ([], []),
+    "api.submit_ensemble": ([], ["kind", "split", "tta", "queue"]),
+    "api.job_results": ([], []),
+    "api.job_images": ([], []),
+    "api.job_image_thumbnail": ([], []),
     "api.job_explanation": ([], []),
-    "views.delete_job": ([], []), "views.delete_sweep": ([], []), "api.delete_job": ([], []),
-    "api.delete_sweep": ([], []), "api.disk_use": ([], []),
-    "cv.delete_cross_validation": ([], []), "api.delete_cross_validation": ([], []),
-    "users.user_list": ([], ["username", "role", "password"]), "users.set_role": ([], ["role"]),
-    "users.disable": ([], []), "users.enable": ([], []), "users.reset_password": ([], []),
-    "users.tokens": ([], ["name"]), "users.revoke_token": ([], []), "users.audit_log": (["page"], []),
-    "api.me": ([], []), "api.list_users": ([], []), "api.add_user": ([], ["username", "role", "password"]),
-    "api.update_user": ([], ["role", "disabled"]), "api.reset_password": ([], []), "api.list_tokens": ([], []),
-    "api.create_token": ([], ["name"]), "api.revoke_token": ([], []), "api.audit_log": (["page", "per_page"], []),
+    "views.delete_job": ([], []),
+    "views.delete_sweep": ([], []),
+    "api.delete_job": ([], []),
+    "api.delete_sweep": ([], []),
+    "api.disk_use": ([], []),
+    "cv.delete_cross_validation": ([], []),
+    "api.delete_cross_validation": ([], []),
+    "users.user_list": ([], ["username", "role", "password"]),
+    "users.set_role": ([], ["role"]),
+    "users.disable": ([], []),
+    "users.enable": ([], []),
+    "users.reset_password": ([], []),
+    "users.tokens": ([], ["name"]),
+    "users.revoke_token": ([], []),
+    "users.audit_log": (["page"], []),
+    "api.me": ([], []),
+    "api.list_users": ([], []),
+    "api.add_user": ([], ["username", "role", "password"]),
+    "api.update_user": ([], ["role", "disabled"]),
+    "api.reset_password": ([], []),
+    "api.list_tokens": ([], []),
+    "api.create_token": ([], ["name"]),
+    "api.revoke_token": ([], []),
+    "api.audit_log": (["page", "per_page"], []),
     "api.edit_job": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
     "api.edit_sweep": ([], ["priority", "description", "tags", "add_tags", "remove_tags", "retention"]),
     "views.edit_job": ([], ["priority", "description", "tags", "retention"]),
     "views.edit_sweep": ([], ["priority", "description", "tags", "retention"]),
-    "webhooks.webhook_list": ([], ["url", "events", "secret"]), "webhooks.set_enabled": ([], ["enabled", "back"]),
-    "webhooks.delete": ([], []), "webhooks.send_test": ([], []), "webhooks.history": (["page"], []),
-    "webhooks.redeliver": ([], []), "api.list_webhooks": ([], []), "api.create_webhook": ([], ["url", "events", "secret"]),
-    "api.update_webhook": ([], ["url", "events", "enabled"]), "api.delete_webhook": ([], []),
-    "api.list_deliveries": (["page", "per_page"], []), "api.ping_webhook": ([], []), "api.redeliver": ([], []),
+    "webhooks.webhook_list": ([], ["url", "events", "secret"]),
+    "webhooks.set_enabled": ([], ["enabled", "back"]),
+    "webhooks.delete": ([], []),
+    "webhooks.send_test": ([], []),
+    "webhooks.history": (["page"], []),
+    "webhooks.redeliver": ([], []),
+    "api.list_webhooks": ([], []),
+    "api.create_webhook": ([], ["url", "events", "secret"]),
+    "api.update_webhook": ([], ["url", "events", "enabled"]),
+    "api.delete_webhook": ([], []),
+    "api.list_deliveries": (["page", "per_page"], []),
+    "api.ping_webhook": ([], []),
+    "api.redeliver": ([], []),
 }
 
 
 def arguments(names: list[str], special: dict[str, st.SearchStrategy]):
     """Some of the named fields (and a stray one), each with zero to two values: numbers for numeric fields."""
+
     def values(name: str) -> st.SearchStrategy:
         return st.lists(special.get(name, NUMBER_TEXT if name in NUMERIC else VALUE), max_size=2)
 
@@ -207,15 +299,22 @@ def test_no_route_answers_500_to_any_parameters(app, user, folder_path):
     token = csrf_token(user, "/")
     root = get_settings().data_root_paths[0]
     os.symlink(root / "loop", root / "loop")
-    special = {"path": st.sampled_from([folder_path, str(root / "loop"), str(root / ("a" * 300)), "/etc", "relative"]) | TEXT,
-               "next": st.sampled_from(["/compare", "//evil.example", "/\\evil.example", "/\r\nSet-Cookie:x=1"]) | TEXT}
+    special = {
+        "path": st.sampled_from([folder_path, str(root / "loop"), str(root / ("a" * 300)), "/etc", "relative"]) | TEXT,
+        "next": st.sampled_from(["/compare", "//evil.example", "/\\evil.example", "/\r\nSet-Cookie:x=1"]) | TEXT,
+    }
     for rule in routes:
         query_names, body_names = FIELDS[rule.endpoint]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
 
             @given(data=st.data())
-            @settings(max_examples=40 if query_names or body_names else 6, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                      derandomize=True)
+            @settings(
+                max_examples=40 if query_names or body_names else 6,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+                derandomize=True,
+            )
             def no_500(data):
                 url = url_of(rule, data.draw)
                 query = data.draw(arguments(query_names, special)) if query_names else {}

@@ -83,7 +83,10 @@ def test_api_patch_changes_only_the_fields_given_and_writes_the_audit_row(client
 
     edits = audit_rows("job.edit")
     assert [row.detail["changed"] for row in edits] == [
-        {"tags": ["baseline", "keep"]}, {"priority": "high", "description": notes}, {"tags": [], "retention": None}]
+        {"tags": ["baseline", "keep"]},
+        {"priority": "high", "description": notes},
+        {"tags": [], "retention": None},
+    ]
     assert {(row.target_type, row.target_id, row.username) for row in edits} == {("job", str(job_id), "alice")}
     # An edit that changes nothing writes nothing.
     assert client.patch(f"/api/jobs/{job_id}", json={"priority": "high"}, headers=AUTH).status_code == 200
@@ -122,14 +125,20 @@ def test_sweep_edit_reaches_its_queued_jobs_priority_but_keeps_notes_and_tags_on
     sweep_id, job_ids = submitted_sweep(data_dir, tags=["grid"], description="lr sweep")
     with get_sessionmaker().begin() as session:  # one point already runs: its priority no longer matters
         jobs.claim_job(session, job_ids[0], owner="w", host="h")
-    response = client.patch(f"/api/sweeps/{sweep_id}", json={"priority": "high", "add_tags": ["night"],
-                                                             "description": "lr sweep, second look"}, headers=AUTH)
+    response = client.patch(
+        f"/api/sweeps/{sweep_id}",
+        json={"priority": "high", "add_tags": ["night"], "description": "lr sweep, second look"},
+        headers=AUTH,
+    )
     assert response.status_code == 200, response.json
     sweep = response.json
     assert (sweep["priority"], sweep["tags"], sweep["description"]) == ("high", ["grid", "night"], "lr sweep, second look")
     listed = {job["id"]: job for job in client.get(f"/api/jobs?sweep_id={sweep_id}", headers=AUTH).json["jobs"]}
     assert {job_id: listed[job_id]["priority"] for job_id in job_ids} == {
-        job_ids[0]: "normal", job_ids[1]: "high", job_ids[2]: "high"}
+        job_ids[0]: "normal",
+        job_ids[1]: "high",
+        job_ids[2]: "high",
+    }
     assert all(listed[job_id]["tags"] == ["grid"] for job_id in job_ids)  # the jobs keep the tags they were given
     (row,) = audit_rows("sweep.edit")
     assert row.detail["changed"]["queued_jobs"] == job_ids[1:] and row.target_id == str(sweep_id)
@@ -165,8 +174,10 @@ def test_cli_edit_job_and_sweep_and_show_notes_and_tags(app, data_dir):
 
     job_id = submitted_job(data_dir, tags=["a", "b"])
     run = CliRunner().invoke
-    result = run(main, ["edit", str(job_id), "--note", "first line\nsecond line", "--add-tag", "c", "--remove-tag", "a",
-                        "--priority", "high"])
+    result = run(
+        main,
+        ["edit", str(job_id), "--note", "first line\nsecond line", "--add-tag", "c", "--remove-tag", "a", "--priority", "high"],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"job {job_id} edited: priority high, notes changed, tags b, c"
     shown = run(main, ["job", str(job_id)]).output
@@ -179,8 +190,12 @@ def test_cli_edit_job_and_sweep_and_show_notes_and_tags(app, data_dir):
     assert (options.retention, options.description, options.tags) == ("last-3", "first line\nsecond line", [])
     assert run(main, ["edit", str(job_id), "--priority", "high"]).output.strip() == f"job {job_id}: nothing changed"
 
-    for args, field in ((["--tag", "no good"], "tags"), (["--note", "esc \x1b[31m"], "description"),
-                        (["--retention", "some"], "retention"), (["--tag", "a", "--add-tag", "b"], "add_tags")):
+    for args, field in (
+        (["--tag", "no good"], "tags"),
+        (["--note", "esc \x1b[31m"], "description"),
+        (["--retention", "some"], "retention"),
+        (["--tag", "a", "--add-tag", "b"], "add_tags"),
+    ):
         result = run(main, ["edit", str(job_id), *args])
         assert result.exit_code == 2 and result.output.startswith(f"error: {field}:"), (args, result.output)
     assert run(main, ["edit", "999999", "--note", "x"]).exit_code == 2
@@ -194,14 +209,15 @@ def test_cli_edit_job_and_sweep_and_show_notes_and_tags(app, data_dir):
     assert [row.username.startswith("cli:") for row in audit_rows("job.edit") + audit_rows("sweep.edit")] == [True] * 4
 
 
-
 def test_only_the_owner_or_an_admin_may_edit(app, data_dir):
     from core.service import job_edits
     from core.service.access import Actor, PermissionDenied
     from core.service.job_options import JobOptionsEdit
 
-    owner, other, viewer, admin = (Actor(add_user(name, role), name, role) for name, role in
-                                   (("olga", "member"), ("mark", "member"), ("vera", "viewer"), ("ada", "admin")))
+    owner, other, viewer, admin = (
+        Actor(add_user(name, role), name, role)
+        for name, role in (("olga", "member"), ("mark", "member"), ("vera", "viewer"), ("ada", "admin"))
+    )
     job_id = submitted_job(data_dir, owner.user_id)
     sweep_id, _ = submitted_sweep(data_dir, owner.user_id)
     change = JobOptionsEdit(add_tags=["checked"])
@@ -224,8 +240,7 @@ def logged_in(app, username: str, password: str = PASSWORD):
 
 
 def edit_form(client, url: str, **fields) -> dict[str, str]:
-    return {"csrf_token": csrf_token(client, url), "priority": "normal", "tags": "", "retention": "",
-            "description": "", **fields}
+    return {"csrf_token": csrf_token(client, url), "priority": "normal", "tags": "", "retention": "", "description": "", **fields}
 
 
 def test_dashboard_edit_form_for_the_owner_and_an_admin_only(app, data_dir):
@@ -244,8 +259,10 @@ def test_dashboard_edit_form_for_the_owner_and_an_admin_only(app, data_dir):
         assert response.status_code == 403 and reason in response.get_data(as_text=True)
     owner = logged_in(app, "olga")
     assert 'id="save-options"' in owner.get(page).get_data(as_text=True)
-    response = owner.post(f"{page}/edit", data=edit_form(owner, page, tags="Baseline, lr-0.01", priority="high",
-                                                         description="line one\n<b>line two</b>"))
+    response = owner.post(
+        f"{page}/edit",
+        data=edit_form(owner, page, tags="Baseline, lr-0.01", priority="high", description="line one\n<b>line two</b>"),
+    )
     assert response.status_code == 302 and response.location == page
     shown = owner.get(page).get_data(as_text=True)
     assert f"Job {job_id} edited: priority high" in shown
@@ -276,7 +293,7 @@ def test_dashboard_tag_filter_sweep_header_and_compare(app, data_dir):
     other = submitted_job(data_dir, tags=["other"])
     page = admin.get("/?tag=BaseLine&status=queued").get_data(as_text=True)
     assert f'data-job-id="{tagged}"' in page and f'data-job-id="{other}"' not in page
-    assert 'tag=baseline' in page.split('data-poll-url="')[1].split('"')[0]  # the live refresh keeps the filter
+    assert "tag=baseline" in page.split('data-poll-url="')[1].split('"')[0]  # the live refresh keeps the filter
     assert 'name="tag" value="baseline"' in page
     response = admin.get("/?tag=not%20a%20tag")
     assert response.status_code == 400 and "tag:" in response.get_data(as_text=True)
@@ -285,8 +302,10 @@ def test_dashboard_tag_filter_sweep_header_and_compare(app, data_dir):
     url = f"/?sweep={sweep_id}"
     page = admin.get(url).get_data(as_text=True)
     assert "three learning rates" in page and 'href="/?tag=grid"' in page and 'id="save-options"' in page
-    response = admin.post(f"/sweeps/{sweep_id}/edit", data=edit_form(admin, url, priority="high", tags="grid, night",
-                                                                     description="three learning rates"))
+    response = admin.post(
+        f"/sweeps/{sweep_id}/edit",
+        data=edit_form(admin, url, priority="high", tags="grid, night", description="three learning rates"),
+    )
     assert response.status_code == 302 and response.location == url
     with get_sessionmaker().begin() as session:
         assert {session.get(Job, job_id).priority for job_id in job_ids} == {PRIORITIES["high"]}
@@ -336,10 +355,24 @@ def test_the_tag_filter_reads_job_tags_through_its_index(service_backend):
     db = get_sessionmaker()
     with db.begin() as session:
         first = session.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) or 0
-        session.execute(insert(Job), [
-            {"kind": "train", "status": ("queued", "failed")[i % 2], "params": {}, "data_dir": "/d", "queue": "tagged",
-             "attempts": 0, "max_attempts": 3, "cancel_requested": False, "progress": 0.0, "created_at": utcnow()}
-            for i in range(3000)])
+        session.execute(
+            insert(Job),
+            [
+                {
+                    "kind": "train",
+                    "status": ("queued", "failed")[i % 2],
+                    "params": {},
+                    "data_dir": "/d",
+                    "queue": "tagged",
+                    "attempts": 0,
+                    "max_attempts": 3,
+                    "cancel_requested": False,
+                    "progress": 0.0,
+                    "created_at": utcnow(),
+                }
+                for i in range(3000)
+            ],
+        )
         ids = list(session.scalars(select(Job.id).where(Job.id > first, Job.queue == "tagged").order_by(Job.id)))
         session.execute(insert(JobTag), [{"job_id": job_id, "tag": f"plan-{n % 30}"} for n, job_id in enumerate(ids)])
     with db.begin() as session:

@@ -44,11 +44,19 @@ def fact(page: str, field: str) -> str:
 
 def test_a_job_page_shows_its_times_and_how_long_it_ran(admin, folder_path):
     ended = finished_job(folder_path)
-    set_times(ended, created_at=datetime(2024, 5, 1, 11, 58, 0), started_at=datetime(2024, 5, 1, 12, 0, 0),
-              finished_at=datetime(2024, 5, 1, 13, 2, 5))
+    set_times(
+        ended,
+        created_at=datetime(2024, 5, 1, 11, 58, 0),
+        started_at=datetime(2024, 5, 1, 12, 0, 0),
+        finished_at=datetime(2024, 5, 1, 13, 2, 5),
+    )
     page = admin.get(f"/jobs/{ended}").get_data(as_text=True)
     assert (fact(page, "created"), fact(page, "started"), fact(page, "finished"), fact(page, "duration")) == (
-        "2024-05-01 11:58:00", "2024-05-01 12:00:00", "2024-05-01 13:02:05", "1h 02m")
+        "2024-05-01 11:58:00",
+        "2024-05-01 12:00:00",
+        "2024-05-01 13:02:05",
+        "1h 02m",
+    )
 
     with get_sessionmaker().begin() as session:
         running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path})).id
@@ -67,7 +75,10 @@ def test_a_job_page_shows_its_times_and_how_long_it_ran(admin, folder_path):
     assert (api["started_at"], api["finished_at"]) == ("2024-05-01T12:00:00Z", "2024-05-01T13:02:05Z")
     live = admin.get(f"/jobs/{ended}/live").get_data(as_text=True)  # what live.js swaps in keeps them current
     assert (fact(live, "started"), fact(live, "finished"), fact(live, "duration")) == (
-        "2024-05-01 12:00:00", "2024-05-01 13:02:05", "1h 02m")
+        "2024-05-01 12:00:00",
+        "2024-05-01 13:02:05",
+        "1h 02m",
+    )
 
 
 def test_a_models_page_links_to_the_jobs_started_from_it(admin, folder_path):
@@ -129,7 +140,8 @@ def test_sensitivity_and_specificity_from_a_confusion_matrix_are_the_clinical_ra
     truth, scores = rng.integers(0, 2, 200), rng.random(200)
     rates = clinical.rates_at(truth, scores, 0.5)
     assert sensitivity_specificity(confusion_matrix(truth, scores >= 0.5)) == pytest.approx(
-        (rates["sensitivity"], rates["specificity"]))
+        (rates["sensitivity"], rates["specificity"])
+    )
     assert sensitivity_specificity([[3, 1], [0, 0]]) == (None, 0.75)  # no ALL cell: no sensitivity
 
 
@@ -157,14 +169,22 @@ def test_compare_shows_the_data_folder_and_an_evaluate_jobs_metrics(app, admin, 
     measured = {job_id: dict(re.findall(r'<td data-measure="(\w+)">([^<]*)</td>', text)) for job_id, text in rows.items()}
     percent, number = (lambda v: "—" if v is None else f"{100 * v:.1f}%"), (lambda v: "—" if v is None else f"{v:.3g}")
     assert measured[evaluated] == {
-        "accuracy": percent(evaluation["accuracy"]), "balanced_accuracy": percent(evaluation["balanced_accuracy"]),
-        "weighted_f1": number(evaluation["weighted_f1"]), "sensitivity": percent(metrics["sensitivity"]["value"]),
-        "specificity": percent(metrics["specificity"]["value"]), "roc_auc": number(metrics["roc_auc"]["value"])}
+        "accuracy": percent(evaluation["accuracy"]),
+        "balanced_accuracy": percent(evaluation["balanced_accuracy"]),
+        "weighted_f1": number(evaluation["weighted_f1"]),
+        "sensitivity": percent(metrics["sensitivity"]["value"]),
+        "specificity": percent(metrics["specificity"]["value"]),
+        "roc_auc": number(metrics["roc_auc"]["value"]),
+    }
     sensitivity, specificity = sensitivity_specificity(last.confusion)
     assert measured[trained] == {
-        "accuracy": percent(last.valid_accuracy), "balanced_accuracy": percent(last.valid_balanced_accuracy),
-        "weighted_f1": number(last.valid_f1), "sensitivity": percent(sensitivity), "specificity": percent(specificity),
-        "roc_auc": number(last.valid_roc_auc)}
+        "accuracy": percent(last.valid_accuracy),
+        "balanced_accuracy": percent(last.valid_balanced_accuracy),
+        "weighted_f1": number(last.valid_f1),
+        "sensitivity": percent(sensitivity),
+        "specificity": percent(specificity),
+        "roc_auc": number(last.valid_roc_auc),
+    }
     assert measured[evaluated]["accuracy"] != "—"
     for job_id in (trained, evaluated):
         assert f'<td data-field="folder" title="{folder_path}">synth</td>' in rows[job_id]

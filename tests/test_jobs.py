@@ -173,9 +173,19 @@ def test_a_jobs_checkpoint_is_resolved_in_its_own_run_folder(db):
 
 def test_epoch_upsert_is_idempotent_and_tracks_best(db):
     job_id = new_job(db)
-    record = EpochRecord(epoch=1, train_loss=0.7, train_accuracy=0.5, valid_loss=0.8, valid_accuracy=0.6,
-                         valid_balanced_accuracy=0.6, valid_f1=0.6, confusion=[[3, 1], [1, 3]], lr=0.001, seconds=1.0,
-                         images_per_s=10.0)
+    record = EpochRecord(
+        epoch=1,
+        train_loss=0.7,
+        train_accuracy=0.5,
+        valid_loss=0.8,
+        valid_accuracy=0.6,
+        valid_balanced_accuracy=0.6,
+        valid_f1=0.6,
+        confusion=[[3, 1], [1, 3]],
+        lr=0.001,
+        seconds=1.0,
+        images_per_s=10.0,
+    )
     with db.begin() as session:
         jobs.record_epoch(session, job_id, record)
         jobs.record_epoch(session, job_id, record.model_copy(update={"train_loss": 0.5}))  # the same epoch re-reported
@@ -297,7 +307,11 @@ def test_sweep_makes_one_job_per_point_and_validates_all_first(db):
     with db.begin() as session:
         sweep, swept = jobs.create_sweep(session, jobs.SweepRequest(kind="train", base_params=TRAIN, grid=grid))
         assert len(swept) == 4 and {(j.params["arch"], j.params["lr"]) for j in swept} == {
-            ("resnet18", 0.001), ("resnet18", 0.0003), ("resnet50", 0.001), ("resnet50", 0.0003)}
+            ("resnet18", 0.001),
+            ("resnet18", 0.0003),
+            ("resnet50", 0.001),
+            ("resnet50", 0.0003),
+        }
         listed, total = jobs.list_jobs(session, sweep_id=sweep.id)
         assert total == 4 and [j.id for j in listed] == sorted((j.id for j in swept), reverse=True)
     before = None
@@ -336,8 +350,10 @@ def query_plans(session, call) -> list[str]:
         session.execute(text("ANALYZE jobs"))
         session.execute(text("SET LOCAL enable_seqscan = off"))
     explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-    return ["\n".join(str(row[-1]) for row in session.connection().exec_driver_sql(explain + statement, parameters))
-            for statement, parameters in sent]
+    return [
+        "\n".join(str(row[-1]) for row in session.connection().exec_driver_sql(explain + statement, parameters))
+        for statement, parameters in sent
+    ]
 
 
 def test_list_jobs_pages_ten_thousand_jobs_through_the_indexes(db):
@@ -347,9 +363,21 @@ def test_list_jobs_pages_ten_thousand_jobs_through_the_indexes(db):
     with db.begin() as session:
         session.execute(
             Job.__table__.insert(),
-            [{"kind": "train", "status": ("queued", "failed", "succeeded")[i % 3], "params": params, "data_dir": "/d",
-              "queue": "bulk", "attempts": 0, "max_attempts": 3, "cancel_requested": False, "progress": 0.0,
-              "created_at": utcnow()} for i in range(10_000)],
+            [
+                {
+                    "kind": "train",
+                    "status": ("queued", "failed", "succeeded")[i % 3],
+                    "params": params,
+                    "data_dir": "/d",
+                    "queue": "bulk",
+                    "attempts": 0,
+                    "max_attempts": 3,
+                    "cancel_requested": False,
+                    "progress": 0.0,
+                    "created_at": utcnow(),
+                }
+                for i in range(10_000)
+            ],
         )
     with db.begin() as session:
         page, total = jobs.list_jobs(session, status="failed", page=3, per_page=50)

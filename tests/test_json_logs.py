@@ -58,7 +58,7 @@ def test_every_line_a_job_logs_in_the_worker_carries_its_id(app, tmp_path, json_
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]) for line in lines)
     start = next(i for i, line in enumerate(lines) if line["message"].startswith(f"job {job_id} (train) claimed"))
     end = next(i for i, line in enumerate(lines) if line["message"] == f"job {job_id} succeeded")
-    during = lines[start:end + 1]
+    during = lines[start : end + 1]
     assert any(line["logger"] == "leukemia.worker" and "epoch 1" in line["message"] for line in during)
     assert [line for line in during if line.get("job_id") != job_id] == []
     assert [line.get("job_id") for line in lines if line["logger"] == "leukemia.test"] == [None, None]  # only the job's
@@ -81,8 +81,9 @@ def test_a_requests_lines_carry_its_request_id(app, client, json_logs):
         made = client.get("/api/jobs", headers={**AUTH, "X-Request-ID": implausible})
         generated.add(made.headers["X-Request-ID"])
         assert len(made.headers["X-Request-ID"]) == 32 and made.headers["X-Request-ID"].isalnum()
-        assert [line["message"].split()[:3] for line in json_logs()
-                if line.get("request_id") == made.headers["X-Request-ID"]] == [["GET", "/api/jobs", "200"]]
+        assert [
+            line["message"].split()[:3] for line in json_logs() if line.get("request_id") == made.headers["X-Request-ID"]
+        ] == [["GET", "/api/jobs", "200"]]
     assert len(generated) == 3
     assert all("request_id" in line for line in json_logs() if line["logger"] == "leukemia.web.access")
 
@@ -168,13 +169,24 @@ def test_real_worker_and_web_processes_write_only_json_lines_from_start_to_stop(
     with get_sessionmaker().begin() as session:  # taken by a worker that died: stale, its worker gone
         jobs.claim_job(session, lost, owner="gone@test:x", host="gone@test")
         session.get(Job, lost).heartbeat_at = utcnow() - timedelta(minutes=5)
-    env = {**os.environ, **service_backend["env"], "LOG_FORMAT": "json", "API_TOKEN": WEB_API_TOKEN, "SECRET_KEY": "k" * 32,
-           "ADMIN_PASSWORD": "correct-horse-9", "DATA_ROOTS": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}  # fmt: skip (HOME: gunicorn's control socket)
+    env = {
+        **os.environ,
+        **service_backend["env"],
+        "LOG_FORMAT": "json",
+        "API_TOKEN": WEB_API_TOKEN,
+        "SECRET_KEY": "k" * 32,
+        "ADMIN_PASSWORD": "correct-horse-9",
+        "DATA_ROOTS": str(tmp_path / "data"),
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "HOME": str(tmp_path),
+    }  # HOME: gunicorn's control socket
     web_port, gunicorn_port = free_port(), free_port()
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["web"]["command"]
-    gunicorn = [str(Path(sys.executable).parent / "gunicorn"),
-                *[part.replace("0.0.0.0:8000", f"127.0.0.1:{gunicorn_port}") for part in compose[1:]]]
+    gunicorn = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        *[part.replace("0.0.0.0:8000", f"127.0.0.1:{gunicorn_port}") for part in compose[1:]],
+    ]
     gunicorn[gunicorn.index("--workers") + 1] = "1"
     commands = {
         "worker": [sys.executable, "-m", "leukemia.cli", "worker", "--queues", queue, "--hostname", hostname],
@@ -185,8 +197,9 @@ def test_real_worker_and_web_processes_write_only_json_lines_from_start_to_stop(
     try:
         for name, command in commands.items():
             with (tmp_path / f"{name}.log").open("wb") as log_file:
-                processes[name] = subprocess.Popen(command, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                                   start_new_session=True)  # fmt: skip
+                processes[name] = subprocess.Popen(
+                    command, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                )
 
         def finished() -> bool:
             for process in processes.values():
@@ -194,11 +207,13 @@ def test_real_worker_and_web_processes_write_only_json_lines_from_start_to_stop(
             with get_sessionmaker().begin() as session:
                 return all(session.get(Job, job_id).status == "succeeded" for job_id in (lost, waiting))
 
-        polling.wait_for(finished, 240, "both jobs to succeed", interval=0.5,
-                         describe=lambda: (tmp_path / "worker.log").read_text()[-3000:])  # fmt: skip
+        polling.wait_for(
+            finished, 240, "both jobs to succeed", interval=0.5, describe=lambda: (tmp_path / "worker.log").read_text()[-3000:]
+        )
         for port in (web_port, gunicorn_port):
-            answer = polling.wait_for(lambda port=port: http_status(f"http://127.0.0.1:{port}/api/jobs/{lost}"), 60,
-                                      f"the web app on port {port}")  # fmt: skip
+            answer = polling.wait_for(
+                lambda port=port: http_status(f"http://127.0.0.1:{port}/api/jobs/{lost}"), 60, f"the web app on port {port}"
+            )
             assert answer == 200
     finally:
         for process in processes.values():
@@ -272,8 +287,7 @@ def test_a_text_line_cannot_be_forged_by_what_it_logs(app, client, text_logs):
     field) are written escaped: one call writes one line, and no line starts as a record the caller made up."""
     from core.service.logs import log_context
 
-    answer = client.get("/api/jobs/1%0A2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in",
-                        headers=AUTH)
+    answer = client.get("/api/jobs/1%0A2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in", headers=AUTH)
     assert answer.status_code == 404
     with log_context(job_id="7\r\n[job_id=8]"):
         logging.getLogger("leukemia.test").warning("name %s", f"a{FORGED}\rb\x85c\u2028d\u2029e\x1b[31mf\x00g\th")
@@ -282,8 +296,10 @@ def test_a_text_line_cannot_be_forged_by_what_it_logs(app, client, text_logs):
     [access] = [line for line in lines if "leukemia.web.access" in line and "FORGED" in line]
     assert "/api/jobs/1\\n2026-12-06 00:00:00,000 INFO leukemia.web: FORGED admin logged in 404" in access
     [warned] = [line for line in lines if "leukemia.test" in line]
-    assert warned.endswith(" WARNING leukemia.test: [job_id=7\\r\\n[job_id=8]] name a\\n2026-12-06 00:00:00,000 INFO "
-                           "leukemia.web: FORGED admin logged in\\rb\\x85c\\u2028d\\u2029e\\x1b[31mf\\x00g\\th")
+    assert warned.endswith(
+        " WARNING leukemia.test: [job_id=7\\r\\n[job_id=8]] name a\\n2026-12-06 00:00:00,000 INFO "
+        "leukemia.web: FORGED admin logged in\\rb\\x85c\\u2028d\\u2029e\\x1b[31mf\\x00g\\th"
+    )
     assert sum("FORGED" in line for line in lines) == 2 and text_logs().count("\n") == len(lines)
 
 

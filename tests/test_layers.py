@@ -20,8 +20,9 @@ PACKAGES = ("core", "web", "worker", "leukemia", "bench")
 
 def test_import_contracts_are_kept() -> None:
     lint = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env=os.environ | {"PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [str(lint)], cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONPATH": str(REPO)}
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "0 broken" in result.stdout
 
@@ -62,8 +63,9 @@ def import_cycles(graph) -> list[list[str]]:
 def test_ruff_finds_nothing() -> None:
     """`ruff check .` with the rules of [tool.ruff] in pyproject.toml: no undefined or unused names,
     and imports in one order (standard library, third party, ours)."""
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -138,8 +140,14 @@ def test_the_engine_trains_with_the_service_libraries_blocked(tmp_path: Path) ->
     env = os.environ | {"PYTHONPATH": str(REPO), "LEUKEMIA_HOME": str(tmp_path / "home")}
     for key in ("CACHE_DIR", "DATABASE_URL", "BROKER_URL"):
         env.pop(key, None)
-    result = subprocess.run([sys.executable, "-c", BLOCKED_TRAINING, str(tmp_path)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKED_TRAINING, str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "epochs 1 best best.pt blocked-loaded []" in result.stdout
     assert (tmp_path / "run" / "last.pt").is_file()
@@ -163,11 +171,18 @@ FRONT_DOOR = textwrap.dedent("""
 def test_the_engine_front_door_loads_lazily_and_draws_nothing_on_import(tmp_path: Path) -> None:
     """`import core.engine` loads nothing behind its front door (PEP 562); its names load the runners,
     and those load neither matplotlib nor Grad-CAM until a run draws or explains."""
-    result = subprocess.run([sys.executable, "-c", FRONT_DOOR], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=os.environ | {"PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", FRONT_DOOR],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert ("behind [] drawing [] homes core.engine.training.loop core.engine.evaluation.predict "
-            "core.engine.evaluation.predict") in result.stdout, result.stdout
+    assert (
+        "behind [] drawing [] homes core.engine.training.loop core.engine.evaluation.predict core.engine.evaluation.predict"
+    ) in result.stdout, result.stdout
 
 
 SENDER = textwrap.dedent("""
@@ -186,12 +201,15 @@ SENDER = textwrap.dedent("""
 def test_sending_a_job_imports_no_task_code(tmp_path: Path) -> None:
     """The web sends a job by the task's name: neither the task (worker.tasks, which declares it) nor
     torch is imported to send one, so the web stays light and needs no engine runtime."""
-    env = os.environ | {"PYTHONPATH": str(REPO), "LEUKEMIA_HOME": str(tmp_path / "home"), "API_TOKEN": "t" * 32,
-                        "SECRET_KEY": "s" * 32}
+    env = os.environ | {
+        "PYTHONPATH": str(REPO),
+        "LEUKEMIA_HOME": str(tmp_path / "home"),
+        "API_TOKEN": "t" * 32,
+        "SECRET_KEY": "s" * 32,
+    }
     for key in ("DATABASE_URL", "BROKER_URL"):
         env.pop(key, None)
-    result = subprocess.run([sys.executable, "-c", SENDER], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "-c", SENDER], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "task code loaded []" in result.stdout, result.stdout
 
@@ -217,17 +235,22 @@ STATUS_LITERAL = re.compile(r"""(==|!=|===|!==|status=|"status":)\s*["'](queued|
 def test_job_statuses_are_named_in_one_place() -> None:
     """core.service.records.JobStatus is the one home of the job statuses: code, templates (the JobStatus
     global) and scripts (statuses.js) compare with its members, never with a string of their own."""
-    sources = [path for package in (*PACKAGES, "web/templates", "web/static")
-               for path in (REPO / package).rglob("*") if path.suffix in {".py", ".html", ".js"}
-               and "migrations" not in path.parts and path.name != "records.py"]
-    found = [f"{path.relative_to(REPO)}: {match.group(0)}" for path in sources
-             for match in STATUS_LITERAL.finditer(path.read_text())]
+    sources = [
+        path
+        for package in (*PACKAGES, "web/templates", "web/static")
+        for path in (REPO / package).rglob("*")
+        if path.suffix in {".py", ".html", ".js"} and "migrations" not in path.parts and path.name != "records.py"
+    ]
+    found = [
+        f"{path.relative_to(REPO)}: {match.group(0)}" for path in sources for match in STATUS_LITERAL.finditer(path.read_text())
+    ]
     assert len(sources) > 100 and found == []
 
 
 def environment_writes(tree: ast.AST) -> list[str]:
     """What a module writes into its own process's environment: `os.environ[KEY] = ...` (KEY, or the
     expression when it is not a constant), os.environ.update/setdefault/pop and os.putenv calls."""
+
     def is_environ(node: ast.AST) -> bool:
         return isinstance(node, ast.Attribute) and node.attr == "environ" and getattr(node.value, "id", None) == "os"
 
@@ -237,9 +260,14 @@ def environment_writes(tree: ast.AST) -> list[str]:
         for target in targets:
             if isinstance(target, ast.Subscript) and is_environ(target.value):
                 writes.append(target.slice.value if isinstance(target.slice, ast.Constant) else ast.unparse(target))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and (
                 (is_environ(node.func.value) and node.func.attr in {"update", "setdefault", "pop", "clear"})
-                or (getattr(node.func.value, "id", None) == "os" and node.func.attr in {"putenv", "unsetenv"})):
+                or (getattr(node.func.value, "id", None) == "os" and node.func.attr in {"putenv", "unsetenv"})
+            )
+        ):
             writes.append(ast.unparse(node))
     return writes
 
@@ -258,7 +286,11 @@ def test_settings_are_read_one_way(app) -> None:
 
     product = ("core", "web", "worker", "leukemia")  # bench/, like tests/, points its own process at a scratch home
     sources = [path for package in product for path in (REPO / package).rglob("*.py") if "migrations" not in path.parts]
-    writes = [f"{path.relative_to(REPO)}: {key}" for path in sources
-              for key in environment_writes(ast.parse(path.read_text())) if key not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")]
+    writes = [
+        f"{path.relative_to(REPO)}: {key}"
+        for path in sources
+        for key in environment_writes(ast.parse(path.read_text()))
+        if key not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+    ]
     assert len(sources) > 100 and writes == []
     assert set(app.config) & {name.upper() for name in Settings.model_fields} == {"SECRET_KEY", "SESSION_COOKIE_SECURE"}

@@ -135,8 +135,11 @@ def test_a_cross_validations_live_regions_follow_its_folds_and_match_its_page(ad
     assert set(shown) == {"folds", "ensemble-submit", "ensembles", "subjects"} and finished == "false"
     folds = text(shown["folds"])
     assert "succeeded" in folds and "queued" in folds and "Out of fold" not in folds
-    assert ("start", "button", [("disabled", None), ("id", "ensemble-submit"), ("title", "every fold must succeed first"),
-                                ("type", "submit")]) in shown["ensemble-submit"]
+    assert (
+        "start",
+        "button",
+        [("disabled", None), ("id", "ensemble-submit"), ("title", "every fold must succeed first"), ("type", "submit")],
+    ) in shown["ensemble-submit"]
 
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, ids[1], owner="w", host="h")

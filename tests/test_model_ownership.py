@@ -38,8 +38,7 @@ def run_submitted(client, headers: dict[str, str], kind: str, params: dict, pare
 
 def best_checkpoint(client, job_id: int) -> tuple[bytes, dict]:
     """The bytes of a job's best.pt as downloaded, and its artifact row."""
-    best = next(a for a in client.get(f"/api/jobs/{job_id}/artifacts", headers=ADMIN).json["artifacts"]
-                if a["name"] == "best.pt")
+    best = next(a for a in client.get(f"/api/jobs/{job_id}/artifacts", headers=ADMIN).json["artifacts"] if a["name"] == "best.pt")
     return client.get(f"/api/jobs/{job_id}/artifacts/{best['id']}", headers=ADMIN).data, best
 
 
@@ -78,8 +77,13 @@ def test_only_the_owner_or_an_admin_records_a_threshold_in_a_model(client, team,
     assert load_checkpoint_bytes(after)[THRESHOLD_KEY]["value"] == recorded["value"] == threshold["value"]
     assert (len(after), hashlib.sha256(after).hexdigest()) == (row["size_bytes"], row["sha256"])
     assert [(name, target) for name, target, _ in threshold_audit()] == [("bob", str(model))]
-    assert threshold_audit()[0][2] == {"checkpoint": recorded["recorded_in"], "value": recorded["value"],
-                                       "method": "sensitivity", "target_sensitivity": 1.0, "chosen_by_job": his}
+    assert threshold_audit()[0][2] == {
+        "checkpoint": recorded["recorded_in"],
+        "value": recorded["value"],
+        "method": "sensitivity",
+        "target_sensitivity": 1.0,
+        "chosen_by_job": his,
+    }
 
     # alice, an admin, may record into anyone's model; that is audited as hers.
     run_submitted(client, ADMIN, kind, params, parent_id=model)
@@ -101,8 +105,11 @@ def test_a_run_failing_after_it_recorded_a_threshold_leaves_the_write_audited(cl
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(predict, "write_evaluation_outputs", disk_gone)
-    response = client.post("/api/jobs", headers=bob, json={
-        "kind": "evaluate", "parent_id": model, "params": {**CHOOSE, "data_dir": folder_path, "csv": "valid.csv"}})
+    response = client.post(
+        "/api/jobs",
+        headers=bob,
+        json={"kind": "evaluate", "parent_id": model, "params": {**CHOOSE, "data_dir": folder_path, "csv": "valid.csv"}},
+    )
     job_id = response.json["id"]
     run_next_job(job_id)
     assert client.get(f"/api/jobs/{job_id}", headers=bob).json["status"] == "failed"
@@ -110,7 +117,8 @@ def test_a_run_failing_after_it_recorded_a_threshold_leaves_the_write_audited(cl
     assert after != before and THRESHOLD_KEY in load_checkpoint_bytes(after)
     assert (len(after), hashlib.sha256(after).hexdigest()) == (row["size_bytes"], row["sha256"])
     assert [(name, target, detail["chosen_by_job"]) for name, target, detail in threshold_audit()] == [
-        ("bob", str(model), job_id)]
+        ("bob", str(model), job_id)
+    ]
 
 
 def load_checkpoint_bytes(content: bytes) -> dict:

@@ -28,8 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def celery_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`celery -A worker ARGS`, as an operator types it in the checkout (the app found by `-A worker`)."""
-    return subprocess.run([sys.executable, "-m", "celery", "-A", "worker", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def inspect(env: dict[str, str], worker: WorkerProcess, command: str) -> dict:
@@ -99,10 +106,25 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
     port, password = free_port(), secrets.token_hex(8)
     log_path = tmp_path / "flower.log"
     with log_path.open("wb") as log_file:
-        flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
-                                   "--address=127.0.0.1", f"--basic-auth=monitor:{password}", "--enable_events=False"],
-                                  cwd=REPO, env=worker_env, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
+        flower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "flower",
+                f"--port={port}",
+                "--address=127.0.0.1",
+                f"--basic-auth=monitor:{password}",
+                "--enable_events=False",
+            ],
+            cwd=REPO,
+            env=worker_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     authorization = "Basic " + base64.b64encode(f"monitor:{password}".encode()).decode()
 
     def api(path: str) -> dict | None:
@@ -130,9 +152,14 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
             tasks = api("/api/tasks") or {}
             return next((task for task in tasks.values() if task["args"] == f"[{job_id}]"), None)
 
-        task = wait_for(lambda: (found := running_task()) and found["state"] == "STARTED" and found, 30,
-                        f"Flower to show job {job_id}'s task as started", worker)  # fmt: skip
+        task = wait_for(
+            lambda: (found := running_task()) and found["state"] == "STARTED" and found,
+            30,
+            f"Flower to show job {job_id}'s task as started",
+            worker,
+        )
         assert (task["name"], task["worker"]) == ("leukemia.run_job", worker.hostname)
+
         def active() -> list | None:
             entry = (api(f"/api/workers?refresh=1&workername={worker.hostname}") or {}).get(worker.hostname) or {}
             return entry.get("active")
@@ -147,7 +174,8 @@ def test_flower_lists_the_worker_and_its_running_task(service_backend, watched, 
 
 
 def test_celery_terminate_cancels_the_running_job_as_leukemia_cancel_does_and_the_worker_takes_the_next(
-        service_backend, watched, worker_env, synth_dir):
+    service_backend, watched, worker_env, synth_dir
+):
     """What Flower's Terminate button and `celery -A worker control terminate SIGTERM TASK_ID` send (a revoke
     with terminate) cancels the job the task runs: it ends cancelled, audited as celery:terminate, with no
     NotImplementedError from the thread pool, and the worker runs the next job to the end."""
@@ -164,8 +192,9 @@ def test_celery_terminate_cancels_the_running_job_as_leukemia_cancel_does_and_th
         job_id = start_training(synth_dir, queue, worker)
         [task] = inspect(worker_env, worker, "active")
         if terminate == "cli":
-            done = celery_cli(worker_env, "control", "terminate", "SIGTERM", task["id"], "--destination", worker.hostname,
-                              "--timeout", "10")  # fmt: skip
+            done = celery_cli(
+                worker_env, "control", "terminate", "SIGTERM", task["id"], "--destination", worker.hostname, "--timeout", "10"
+            )
             assert done.returncode == 0 and f"terminate: {task['id']}" in done.stdout, done.stdout + done.stderr
         else:  # what Flower's button calls (flower/api/control.py: TaskRevoke with terminate)
             from worker import app
@@ -174,8 +203,9 @@ def test_celery_terminate_cancels_the_running_job_as_leukemia_cancel_does_and_th
         job = wait_finished(job_id, worker, timeout=60)
         assert job.status == "cancelled", (job.status, job.error)
         with get_sessionmaker().begin() as session:
-            rows = session.scalars(select(AuditEntry).where(AuditEntry.target_id == str(job_id),
-                                                            AuditEntry.action == "job.cancel"))
+            rows = session.scalars(
+                select(AuditEntry).where(AuditEntry.target_id == str(job_id), AuditEntry.action == "job.cancel")
+            )
             assert [row.username for row in rows] == ["celery:terminate"]
         assert f"job {job_id}: cancel requested by Celery's terminate of task {task['id']}" in worker.log()
     assert "NotImplementedError" not in worker.log() and "kill_job" not in worker.log()

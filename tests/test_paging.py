@@ -44,8 +44,12 @@ def test_job_list_and_audit_log_page_through_the_one_pager(app, client, tmp_path
 
     monkeypatch.setattr(users_views, "AUDIT_PER_PAGE", 1)
     for name in ("a",):  # one audited write, after migrate's user.add of the admin: two rows
-        assert client.patch("/api/jobs/1", json={"description": name},
-                            headers={"Authorization": f"Bearer {WEB_API_TOKEN}"}).status_code == 200
+        assert (
+            client.patch(
+                "/api/jobs/1", json={"description": name}, headers={"Authorization": f"Bearer {WEB_API_TOKEN}"}
+            ).status_code
+            == 200
+        )
     audit = client.get("/admin/audit").get_data(as_text=True)
     assert links(audit) == {"older →": "/admin/audit?page=2"} and "page 1 of 2" in audit
     assert links(client.get("/admin/audit?page=5").get_data(as_text=True)) == {"← newer": "/admin/audit?page=2"}
@@ -55,4 +59,7 @@ def test_no_template_draws_its_own_pager() -> None:
     sources = {path.name: path.read_text() for path in TEMPLATES.glob("*.html")}
     assert [name for name, text in sources.items() if '<nav class="pager">' in text] == ["_macros.html"]
     assert {name for name, text in sources.items() if re.search(r"\{\{ pager\(paged, ", text)} == {
-        "jobs.html", "audit.html", "webhook.html"}
+        "jobs.html",
+        "audit.html",
+        "webhook.html",
+    }

@@ -30,8 +30,9 @@ def wait_until_waiting_on_a_lock(seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with get_sessionmaker().begin() as session:
-            waiting = session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                          "AND wait_event_type = 'Lock'"))
+            waiting = session.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            )
         if waiting:
             return
         time.sleep(0.05)
@@ -58,7 +59,8 @@ def test_a_delete_racing_a_finetune_submit_answers_one_line(app, folder_path):
             answer = other.submit(app.test_client().delete, f"/api/jobs/{parent}", headers=ADMIN)
             wait_until_waiting_on_a_lock()
         assert refusal(answer.result(timeout=60), 409)["error"] == (
-            f"job {parent}: queued or running job {child} need its checkpoint; wait for them or cancel them first")
+            f"job {parent}: queued or running job {child} need its checkpoint; wait for them or cancel them first"
+        )
         with get_sessionmaker().begin() as session:
             assert jobs.get_job(session, child).parent_id == parent
 
@@ -67,8 +69,12 @@ def test_a_delete_racing_a_finetune_submit_answers_one_line(app, folder_path):
             jobs.request_cancel(session, child)
         with get_sessionmaker().begin() as session:
             deletion.delete_job(session, parent, actor=cli_actor())
-            answer = other.submit(app.test_client().post, "/api/jobs", headers=ADMIN, json={
-                "kind": "finetune", "params": {**FINETUNE, "data_dir": folder_path}, "parent_id": parent})
+            answer = other.submit(
+                app.test_client().post,
+                "/api/jobs",
+                headers=ADMIN,
+                json={"kind": "finetune", "params": {**FINETUNE, "data_dir": folder_path}, "parent_id": parent},
+            )
             wait_until_waiting_on_a_lock()
         assert refusal(answer.result(timeout=60), 400) == {"error": f"parent: job {parent} not found", "field": "parent_id"}
     with get_sessionmaker().begin() as session:
@@ -86,6 +92,6 @@ def test_a_child_of_a_deleted_parent_is_refused_a_retry(client, folder_path):
         jobs.finish_job(session, child, "test-worker", "failed", "out of memory")
     assert client.delete(f"/api/jobs/{parent}", headers=ADMIN).status_code == 200  # a finished child keeps its results
     assert refusal(client.post(f"/api/jobs/{child}/retry", headers=ADMIN), 409)["error"] == (
-        f"job {child}: its parent job was deleted, so there is no model to finetune; "
-        "submit a new finetune job from another model")
+        f"job {child}: its parent job was deleted, so there is no model to finetune; submit a new finetune job from another model"
+    )
     assert client.get(f"/api/jobs/{child}", headers=ADMIN).json["status"] == "failed"

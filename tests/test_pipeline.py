@@ -42,8 +42,17 @@ def random_images(count: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def pipeline(samples: list[Sample], cache_dir: Path, **overrides) -> InputPipeline:
-    options = dict(image_size=SIZE, batch_size=4, mean=MEAN, std=STD, device=torch.device("cpu"),
-                   augment=False, shuffle=False, seed=0, cache_dir=cache_dir)
+    options = dict(
+        image_size=SIZE,
+        batch_size=4,
+        mean=MEAN,
+        std=STD,
+        device=torch.device("cpu"),
+        augment=False,
+        shuffle=False,
+        seed=0,
+        cache_dir=cache_dir,
+    )
     return InputPipeline(samples, **(options | overrides))
 
 
@@ -99,7 +108,9 @@ def test_batch_rows_match_their_indices_and_labels(tmp_path: Path) -> None:
     for batch in batches:
         assert batch.images.is_contiguous(memory_format=torch.channels_last)
         for row, index in enumerate(batch.indices.tolist()):
-            expected = (torch.from_numpy(arrays[index]).permute(2, 0, 1) / 255 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+            expected = (torch.from_numpy(arrays[index]).permute(2, 0, 1) / 255 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(
+                STD
+            ).view(3, 1, 1)
             assert torch.allclose(batch.images[row], expected, atol=1e-5)
             assert batch.labels[row] == index % 2
 
@@ -239,8 +250,18 @@ def test_synthetic_split_epoch_covers_every_row_with_its_label(synth_dir: Path, 
     samples = read_split(synth_dir, "train")
     mean, std = compute_mean_std(samples, 48, cache_dir=tmp_path)
     assert all(0 < m < 0.5 for m in mean) and all(0 < s < 0.5 for s in std)  # purple cells on black
-    run = InputPipeline(samples, image_size=48, batch_size=32, mean=mean, std=std, device=torch.device("cpu"),
-                        augment=True, shuffle=True, seed=0, cache_dir=tmp_path)  # fmt: skip
+    run = InputPipeline(
+        samples,
+        image_size=48,
+        batch_size=32,
+        mean=mean,
+        std=std,
+        device=torch.device("cpu"),
+        augment=True,
+        shuffle=True,
+        seed=0,
+        cache_dir=tmp_path,
+    )
     seen, labels = [], []
     for batch in run:
         seen += batch.indices.tolist()

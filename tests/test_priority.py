@@ -130,10 +130,25 @@ def test_a_claim_reads_the_queue_index_with_no_sort_and_a_page_of_positions_is_o
     queue = f"prio-{secrets.token_hex(3)}"
     params = parse_params("train", TRAIN).model_dump(mode="json")
     with db.begin() as session:
-        session.execute(Job.__table__.insert(), [
-            {"kind": "train", "status": "queued", "params": params, "data_dir": "/d", "queue": queue, "attempts": 0,
-             "max_attempts": 3, "cancel_requested": False, "progress": 0.0, "created_at": utcnow(),
-             "priority": 2 if i < 5 else 1 if i < 10 else 0} for i in range(3000)])  # fmt: skip
+        session.execute(
+            Job.__table__.insert(),
+            [
+                {
+                    "kind": "train",
+                    "status": "queued",
+                    "params": params,
+                    "data_dir": "/d",
+                    "queue": queue,
+                    "attempts": 0,
+                    "max_attempts": 3,
+                    "cancel_requested": False,
+                    "progress": 0.0,
+                    "created_at": utcnow(),
+                    "priority": 2 if i < 5 else 1 if i < 10 else 0,
+                }
+                for i in range(3000)
+            ],
+        )
         page, _ = jobs.list_jobs(session, status="queued", per_page=50)
         youngest = page[0]
     with db.begin() as session:
@@ -159,8 +174,19 @@ def checkpoint(tmp_path_factory) -> Path:
     from core.engine.model.resnet import build_model
 
     path = tmp_path_factory.mktemp("prio-model") / "best.pt"
-    save_checkpoint({"format": 1, "arch": "resnet18", "num_classes": 2, "model": build_model("resnet18").state_dict(),
-                     "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32, "epoch": 1}, path)  # fmt: skip
+    save_checkpoint(
+        {
+            "format": 1,
+            "arch": "resnet18",
+            "num_classes": 2,
+            "model": build_model("resnet18").state_dict(),
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "image_size": 32,
+            "epoch": 1,
+        },
+        path,
+    )
     return path
 
 
@@ -178,8 +204,7 @@ def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint,
     (priority desc, id asc) order once a worker (concurrency 1) starts on that queue; then jobs
     submitted while the worker is busy start by priority when it is free."""
     queue = f"prio-{secrets.token_hex(3)}"
-    params = {"data_dir": str(tiny_data), "csv": "test.csv", "checkpoints": [str(checkpoint)], "device": "cpu",
-              "batch_size": 4}
+    params = {"data_dir": str(tiny_data), "csv": "test.csv", "checkpoints": [str(checkpoint)], "device": "cpu", "batch_size": 4}
     wanted = ["low", "normal", "normal", "low", "high"]
     ids = [submit("predict", params, queue=queue, options=JobOptions(priority=p)) for p in wanted]
     a_low, b_normal, c_normal, d_low, e_high = ids
@@ -214,8 +239,11 @@ def test_real_worker_starts_queued_jobs_by_priority(service_backend, checkpoint,
 
         # While the worker is busy (and holds the next message, prefetch 1), a high job submitted last
         # still starts first once the worker is free: the message it takes is low's, the job it starts high's.
-        busy = submit("train", {"data_dir": str(tiny_data), "epochs": 200, "image_size": 32, "batch_size": 4,
-                                "device": "cpu", "seed": 0}, queue=queue)  # fmt: skip
+        busy = submit(
+            "train",
+            {"data_dir": str(tiny_data), "epochs": 200, "image_size": 32, "batch_size": 4, "device": "cpu", "seed": 0},
+            queue=queue,
+        )
         wait_for(lambda: epochs_of(busy), 90, f"job {busy} to be running", worker)
         later = [submit("predict", params, queue=queue, options=JobOptions(priority=p)) for p in ("low", "normal", "high")]
         assert CliRunner().invoke(leukemia_cli, ["cancel", str(busy)]).exit_code == 0

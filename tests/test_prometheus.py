@@ -27,8 +27,9 @@ METRICS_TOKEN = "test-metrics-token"
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus text exposition, keyed by (sample name, labels)."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    return {
+        (s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
 
 
 def scrape(client, token: str = METRICS_TOKEN) -> dict[tuple[str, frozenset], float]:
@@ -61,8 +62,12 @@ def add_user_token(name: str, role: str) -> str:
 
 def test_metrics_are_refused_without_the_metrics_or_an_admin_token(metrics_app, client):
     member = add_user_token("bob", "member")
-    for headers, status in [({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic eDp5"}, 401),
-                            ({"Authorization": f"Bearer {member}"}, 403)]:
+    for headers, status in [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": "Basic eDp5"}, 401),
+        ({"Authorization": f"Bearer {member}"}, 403),
+    ]:
         response = client.get("/metrics", headers=headers)
         assert response.status_code == status, (headers, response.status_code)
         assert "leukemia_" not in response.get_data(as_text=True)
@@ -94,9 +99,23 @@ def test_metrics_count_queued_jobs_by_queue_and_priority_and_time_finished_ones(
         # The queue's best job is the urgent one: take it by id, as a worker that was sent it would.
         assert jobs.claim_job(session, done, owner="w", host="h") is not None
         session.get(Job, done).started_at = utcnow() - timedelta(seconds=90)
-        jobs.record_epoch(session, done, EpochRecord(
-            epoch=1, train_loss=0.5, train_accuracy=0.5, valid_loss=0.6, valid_accuracy=0.5, valid_balanced_accuracy=0.5,
-            valid_f1=0.5, confusion=[[1, 1], [1, 1]], lr=0.01, seconds=12.0, images_per_s=40.0))
+        jobs.record_epoch(
+            session,
+            done,
+            EpochRecord(
+                epoch=1,
+                train_loss=0.5,
+                train_accuracy=0.5,
+                valid_loss=0.6,
+                valid_accuracy=0.5,
+                valid_balanced_accuracy=0.5,
+                valid_f1=0.5,
+                confusion=[[1, 1], [1, 1]],
+                lr=0.01,
+                seconds=12.0,
+                images_per_s=40.0,
+            ),
+        )
     with get_sessionmaker().begin() as session:
         assert jobs.finish_job(session, done, "w", "succeeded")
 
@@ -254,8 +273,16 @@ def test_gpu_metrics_are_absent_without_a_gpu_and_the_exporter_works():
 
 # An H100's NVML reading as nvidia-smi would show it, and a second device that reports no power draw
 # (NVML answers NotSupported for some values on some devices).
-H100 = dict(index=0, name="NVIDIA H100 80GB HBM3", uuid="GPU-5d3e1c1a-7f2b-4c1e-9d7e-2a3b4c5d6e7f", utilization=0.97,
-            memory_used_bytes=31_457_280_000, memory_total_bytes=85_520_809_984, temperature_celsius=61.0, power_watts=512.3)
+H100 = dict(
+    index=0,
+    name="NVIDIA H100 80GB HBM3",
+    uuid="GPU-5d3e1c1a-7f2b-4c1e-9d7e-2a3b4c5d6e7f",
+    utilization=0.97,
+    memory_used_bytes=31_457_280_000,
+    memory_total_bytes=85_520_809_984,
+    temperature_celsius=61.0,
+    power_watts=512.3,
+)
 
 
 def test_gpu_readings_become_one_sample_per_device_and_value():
@@ -263,8 +290,10 @@ def test_gpu_readings_become_one_sample_per_device_and_value():
 
     from worker.metrics import GpuCollector, GpuReading
 
-    readings = [GpuReading(**H100), GpuReading(**{**H100, "index": 3, "uuid": "GPU-other", "power_watts": None,
-                                                    "utilization": 0.0})]
+    readings = [
+        GpuReading(**H100),
+        GpuReading(**{**H100, "index": 3, "uuid": "GPU-other", "power_watts": None, "utilization": 0.0}),
+    ]
     registry = CollectorRegistry()
     registry.register(GpuCollector(lambda: readings))
     exported = samples(generate_latest(registry).decode())
@@ -277,9 +306,16 @@ def test_gpu_readings_become_one_sample_per_device_and_value():
     assert ("leukemia_gpu_power_watts", labels(gpu="3")) not in exported  # not reported: no sample, not a 0
     assert exported[("leukemia_gpu_info", labels(gpu="0", name=H100["name"], uuid=H100["uuid"]))] == 1
     assert {key for key in exported if key[0].startswith("leukemia_gpu_")} == {
-        *((name, labels(gpu=gpu)) for name in ("leukemia_gpu_utilization_ratio", "leukemia_gpu_memory_used_bytes",
-                                               "leukemia_gpu_memory_total_bytes", "leukemia_gpu_temperature_celsius")
-          for gpu in ("0", "3")),
+        *(
+            (name, labels(gpu=gpu))
+            for name in (
+                "leukemia_gpu_utilization_ratio",
+                "leukemia_gpu_memory_used_bytes",
+                "leukemia_gpu_memory_total_bytes",
+                "leukemia_gpu_temperature_celsius",
+            )
+            for gpu in ("0", "3")
+        ),
         ("leukemia_gpu_power_watts", labels(gpu="0")),
         ("leukemia_gpu_info", labels(gpu="0", name=H100["name"], uuid=H100["uuid"])),
         ("leukemia_gpu_info", labels(gpu="3", name=H100["name"], uuid="GPU-other")),

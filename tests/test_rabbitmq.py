@@ -63,8 +63,9 @@ def test_a_job_longer_than_the_broker_heartbeat_timeout_keeps_its_connection_and
         job = cancel_and_wait(job_id, worker)
         assert (job.status, job.attempts, job.started_at) == ("cancelled", 1, started)
         wait_for(lambda: " succeeded in " in worker.log(), 30, "the task to return (and its message to be acked)", worker)
-        counts = rabbitmqctl("list_queues", "-p", rabbitmq["vhost"], "--no-table-headers", "--quiet", "name",
-                             "messages", "messages_unacknowledged")  # fmt: skip
+        counts = rabbitmqctl(
+            "list_queues", "-p", rabbitmq["vhost"], "--no-table-headers", "--quiet", "name", "messages", "messages_unacknowledged"
+        )
         assert f"{queue}\t0\t0" in counts.splitlines(), counts  # acked, nothing redelivered or waiting
         assert worker.log().count(f"job {job_id} (train) claimed") == 1
         assert trouble_in(worker.log()) == []

@@ -22,16 +22,31 @@ def test_real_images_evaluate_and_predict(realdata_dir: Path, synth_dir: Path, t
 
     runner = CliRunner()
     run_folder = tmp_path / "run"
-    trained = runner.invoke(main, ["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32",
-                                   "--device", "cpu", "--out", str(run_folder)])
+    trained = runner.invoke(
+        main,
+        ["train", "--data", str(synth_dir), "--epochs", "1", "--image-size", "32", "--device", "cpu", "--out", str(run_folder)],
+    )
     assert trained.exit_code == 0, trained.output
     assert "epoch 1/1: train loss" in trained.stdout and "valid loss" in trained.stdout
     resumed = runner.invoke(main, ["train", "--resume", str(run_folder)])  # finished: re-reports, trains nothing
     assert resumed.exit_code == 0 and resumed.stdout.count("epoch 1/1: train loss") == 1, resumed.output
 
     evaluation_dir = tmp_path / "evaluation"
-    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(realdata_dir),
-                                     "--csv", "labels.csv", "--out", str(evaluation_dir), "--tta"])
+    evaluated = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_folder),
+            "--data",
+            str(realdata_dir),
+            "--csv",
+            "labels.csv",
+            "--out",
+            str(evaluation_dir),
+            "--tta",
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert evaluated.stdout.startswith("labels.csv: 71 images, accuracy ")
     metrics = json.loads((evaluation_dir / "evaluation.json").read_text())
@@ -40,8 +55,21 @@ def test_real_images_evaluate_and_predict(realdata_dir: Path, synth_dir: Path, t
     assert sum(metrics["confusion"][1]) == positives  # row 1 = truly ALL
 
     out = tmp_path / "preds.csv"
-    predicted = runner.invoke(main, ["predict", "--checkpoint", str(run_folder / "last.pt"), "--data", str(realdata_dir),
-                                     "--csv", "labels.csv", "--out", str(out), "--probabilities"])
+    predicted = runner.invoke(
+        main,
+        [
+            "predict",
+            "--checkpoint",
+            str(run_folder / "last.pt"),
+            "--data",
+            str(realdata_dir),
+            "--csv",
+            "labels.csv",
+            "--out",
+            str(out),
+            "--probabilities",
+        ],
+    )
     assert predicted.exit_code == 0, predicted.output
     with out.open(newline="") as file:
         rows = list(csv.DictReader(file))

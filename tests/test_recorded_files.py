@@ -34,12 +34,15 @@ def assert_names(answer, status: int, file_name: str) -> None:
 
 
 def test_files_that_no_longer_read_as_written_are_a_409_naming_them(app, client, folder_path) -> None:
-    broken = evaluate_job_with(folder_path, {
-        "evaluation.json": '{"accuracy": 0.9, "balanced_ac',  # cut short
-        "per_image.csv": "name,label\nimage_1.bmp,1\n",  # ID and the other columns missing
-        "explanations.csv": "ID,label,true_label,predicted,prob_1,file\nimage_1.bmp,ALL,1,1,0.9,map_1.png\n",
-        "explanations.zip": b"PK\x03\x04 not a zip any more",
-    })
+    broken = evaluate_job_with(
+        folder_path,
+        {
+            "evaluation.json": '{"accuracy": 0.9, "balanced_ac',  # cut short
+            "per_image.csv": "name,label\nimage_1.bmp,1\n",  # ID and the other columns missing
+            "explanations.csv": "ID,label,true_label,predicted,prob_1,file\nimage_1.bmp,ALL,1,1,0.9,map_1.png\n",
+            "explanations.zip": b"PK\x03\x04 not a zip any more",
+        },
+    )
     assert_names(client.get(f"/api/jobs/{broken}/results", headers=AUTH), 409, "evaluation.json")
     assert_names(client.get(f"/api/jobs/{broken}/images", headers=AUTH), 409, "per_image.csv")
     assert_names(client.get(f"/api/jobs/{broken}/images/1/thumbnail", headers=AUTH), 409, "per_image.csv")
@@ -56,11 +59,14 @@ def test_a_heat_map_missing_from_an_intact_zip_is_a_404(app, client, folder_path
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(zip_path, "w") as archive:
         archive.writestr("map_1.png", b"\x89PNG first")
-    job_id = evaluate_job_with(folder_path, {
-        "explanations.csv": "ID,label,true_label,predicted,prob_1,file\na.bmp,ALL,1,1,0.9,map_1.png\n"
-                            "b.bmp,hem,0,0,0.1,map_2.png\n",
-        "explanations.zip": zip_path.read_bytes(),
-    })
+    job_id = evaluate_job_with(
+        folder_path,
+        {
+            "explanations.csv": "ID,label,true_label,predicted,prob_1,file\na.bmp,ALL,1,1,0.9,map_1.png\n"
+            "b.bmp,hem,0,0,0.1,map_2.png\n",
+            "explanations.zip": zip_path.read_bytes(),
+        },
+    )
     first = client.get(f"/api/jobs/{job_id}/explanations/1", headers=AUTH)
     assert first.status_code == 200 and first.data == b"\x89PNG first"
     assert_names(client.get(f"/api/jobs/{job_id}/explanations/2", headers=AUTH), 404, "explanations.zip")
@@ -68,14 +74,18 @@ def test_a_heat_map_missing_from_an_intact_zip_is_a_404(app, client, folder_path
 
 def test_a_recorded_file_gone_from_the_store_is_a_409_naming_it_never_an_empty_answer(app, client, folder_path):
     """Issue 24: a host lacking the files answered the results API with `evaluation: null` and `images: []`."""
-    job_id = evaluate_job_with(folder_path, {
-        "evaluation.json": '{"accuracy": 0.9}',
-        "per_image.csv": "ID,subject,true_label,prob_all,predicted,correct,explanation\na.bmp,,1,0.9,1,1,\n",
-    })
+    job_id = evaluate_job_with(
+        folder_path,
+        {
+            "evaluation.json": '{"accuracy": 0.9}',
+            "per_image.csv": "ID,subject,true_label,prob_all,predicted,correct,explanation\na.bmp,,1,0.9,1,1,\n",
+        },
+    )
     run_folder = get_settings().resolved_artifacts_dir / f"job-{job_id}"
     for name in ("evaluation.json", "per_image.csv"):
         (run_folder / name).unlink()
         answer = client.get(f"/api/jobs/{job_id}/{'results' if name.endswith('json') else 'images'}", headers=AUTH)
         assert answer.status_code == 409, answer.json
-        assert answer.json["error"] == (f"job {job_id}: its {name} is recorded but missing from the artifact store "
-                                        f"(job-{job_id}/{name})")
+        assert answer.json["error"] == (
+            f"job {job_id}: its {name} is recorded but missing from the artifact store (job-{job_id}/{name})"
+        )

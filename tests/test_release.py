@@ -50,7 +50,9 @@ def test_check_reports_each_part(release_dir: Path) -> None:
     output = json.loads(result.stdout)
     assert output["layout"] == "release" and output["folds_subject_disjoint"] is True and output["image_size"] == 450
     refused = CliRunner().invoke(main, ["check", str(release_dir), "--write-csv"])
-    assert refused.exit_code == 2 and refused.stderr.startswith("not writing train.csv and valid.csv: the C-NMC release needs none")
+    assert refused.exit_code == 2 and refused.stderr.startswith(
+        "not writing train.csv and valid.csv: the C-NMC release needs none"
+    )
 
 
 def test_folds_sharing_a_subject_warn_in_check_and_fail_when_disjoint_folds_are_asked(writable_release: Path) -> None:
@@ -61,9 +63,7 @@ def test_folds_sharing_a_subject_warn_in_check_and_fail_when_disjoint_folds_are_
     (writable_release / "training_data" / "fold_0" / "all" / source.name.replace("_all", "_9_all")).write_bytes(b"")
     report = check_folder(writable_release)
     assert report.shared_subjects == {subject: ["fold_0", "fold_1"]}
-    assert report.warnings == [
-        f"the folds are not subject-disjoint: 1 subject(s) in several folds: {subject} (fold_0, fold_1)"
-    ]
+    assert report.warnings == [f"the folds are not subject-disjoint: 1 subject(s) in several folds: {subject} (fold_0, fold_1)"]
     with pytest.raises(UserInputError, match=rf"^valid_split: subject {subject} is in both folds:1,2 and fold:0 "):
         training_splits(writable_release, "folds:1,2", "fold:0", 0)
 
@@ -152,13 +152,44 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
     before = tree_files(release_dir)
     runner = CliRunner()
     run_folder = tmp_path / "run"
-    trained = runner.invoke(main, ["train", "--data", str(release_dir), "--split", "folds:0,1", "--valid-split", "fold:2",
-                                   "--epochs", "1", "--image-size", "48", "--batch-size", "8", "--device", "cpu",
-                                   "--out", str(run_folder)])
+    trained = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(release_dir),
+            "--split",
+            "folds:0,1",
+            "--valid-split",
+            "fold:2",
+            "--epochs",
+            "1",
+            "--image-size",
+            "48",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(run_folder),
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert "valid loss" in trained.stdout
-    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(release_dir),
-                                     "--split", "prelim", "--out", str(tmp_path / "prelim")])
+    evaluated = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_folder),
+            "--data",
+            str(release_dir),
+            "--split",
+            "prelim",
+            "--out",
+            str(tmp_path / "prelim"),
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert evaluated.stdout.startswith("prelim: 9 images, accuracy ")
     assert evaluated.stdout.splitlines()[1].startswith("5 subjects: mean per-subject accuracy ")
@@ -169,29 +200,55 @@ def test_cli_train_evaluate_predict_on_the_release(release_dir: Path, tmp_path: 
     with (tmp_path / "prelim" / "subjects.csv").open() as handle:
         assert next(csv.reader(handle)) == ["subject", "label", "images", "accuracy", "called_all", "mean_prob_1"]
     out = tmp_path / "submission.csv"
-    predicted = runner.invoke(main, ["predict", "--checkpoint", str(run_folder), "--data", str(release_dir),
-                                     "--split", "final", "--out", str(out)])
+    predicted = runner.invoke(
+        main, ["predict", "--checkpoint", str(run_folder), "--data", str(release_dir), "--split", "final", "--out", str(out)]
+    )
     assert predicted.exit_code == 0, predicted.output
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["ID", "label"] and len(rows) == 19
     assert [r[0] for r in rows[1:]] == [f"{ROOT}/testing_data/C-NMC_test_final_phase_data/{n}.bmp" for n in range(1, 19)]
     assert {r[1] for r in rows[1:]} <= {"0", "1"}
-    finetuned = runner.invoke(main, ["finetune", "--from", str(run_folder), "--data", str(release_dir), "--epochs", "1",
-                                     "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "finetuned")])
+    finetuned = runner.invoke(
+        main,
+        [
+            "finetune",
+            "--from",
+            str(run_folder),
+            "--data",
+            str(release_dir),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "finetuned"),
+        ],
+    )
     assert finetuned.exit_code == 0, finetuned.output  # default split train_all: every fold, no validation
     assert json.loads((tmp_path / "finetuned" / "metrics.json").read_text())["params"]["split"] == "train_all"
     assert tree_files(release_dir) == before
 
     wrong = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(release_dir), "--split", "final"])
-    assert wrong.exit_code == 2 and wrong.output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
+    assert (
+        wrong.exit_code == 2
+        and wrong.output == "error: csv: final has no labels; evaluate needs a labelled split (e.g. prelim, valid.csv)\n"
+    )
 
 
 def test_subject_table() -> None:
     table = subject_table(["a", "a", "a", "H1", "H1", None], [1, 1, 1, 0, 0, 1], [0.9, 0.2, 0.6, 0.1, 0.7, 0.9])
     assert table.to_dict(orient="records") == [
         {"subject": "H1", "label": 0, "images": 2, "accuracy": 0.5, "called_all": 0.5, "mean_prob_1": pytest.approx(0.4)},
-        {"subject": "a", "label": 1, "images": 3, "accuracy": pytest.approx(2 / 3), "called_all": pytest.approx(2 / 3),
-         "mean_prob_1": pytest.approx(1.7 / 3)},
+        {
+            "subject": "a",
+            "label": 1,
+            "images": 3,
+            "accuracy": pytest.approx(2 / 3),
+            "called_all": pytest.approx(2 / 3),
+            "mean_prob_1": pytest.approx(1.7 / 3),
+        },
     ]
 
 
@@ -199,8 +256,24 @@ def test_image_size_defaults_to_the_folders(synth_dir: Path, tmp_path: Path) -> 
     """The synthetic folder is 48 px: training without --image-size runs at 48, not 450."""
     assert folder_image_size(synth_dir) == 48
     run_folder = tmp_path / "run"
-    trained = CliRunner().invoke(main, ["train", "--data", str(synth_dir), "--epochs", "1", "--device", "cpu",
-                                        "--split", "train", "--valid-split", "none", "--out", str(run_folder)])
+    trained = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(synth_dir),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--split",
+            "train",
+            "--valid-split",
+            "none",
+            "--out",
+            str(run_folder),
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert json.loads((run_folder / "metrics.json").read_text())["params"]["image_size"] == 48
 
@@ -221,14 +294,47 @@ def test_evaluate_on_valid_uses_the_training_runs_held_out_subjects(release_dir:
     run trained with another seed is scored on subjects it trained on."""
     runner = CliRunner()
     run_folder = tmp_path / "run"
-    trained = runner.invoke(main, ["train", "--data", str(release_dir), "--split", "train", "--valid-split", "valid",
-                                   "--seed", "7", "--epochs", "1", "--image-size", "32", "--batch-size", "8",
-                                   "--device", "cpu", "--out", str(run_folder)])
+    trained = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(release_dir),
+            "--split",
+            "train",
+            "--valid-split",
+            "valid",
+            "--seed",
+            "7",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(run_folder),
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     held_out = {s.id for s in read_named_split(release_dir, "valid", seed=7)}
     assert held_out != {s.id for s in read_named_split(release_dir, "valid", seed=0)}  # the seed matters here
-    evaluated = runner.invoke(main, ["evaluate", "--checkpoint", str(run_folder), "--data", str(release_dir),
-                                     "--split", "valid", "--out", str(tmp_path / "valid")])
+    evaluated = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run_folder),
+            "--data",
+            str(release_dir),
+            "--split",
+            "valid",
+            "--out",
+            str(tmp_path / "valid"),
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     with (tmp_path / "valid" / "per_image.csv").open() as handle:
         assert {row["ID"] for row in csv.DictReader(handle)} == held_out

@@ -127,6 +127,7 @@ def test_only_web_db_opens_a_session_in_the_web() -> None:
     """Every other web module uses the request's session (web.db.db); a module with a sessionmaker of its own
     would read and write beside it, in transactions of its own."""
     web = Path(__file__).resolve().parents[1] / "web"
-    opening = sorted(str(path.relative_to(web)) for path in web.rglob("*.py")
-                     if "get_sessionmaker" in path.read_text(encoding="utf-8"))
+    opening = sorted(
+        str(path.relative_to(web)) for path in web.rglob("*.py") if "get_sessionmaker" in path.read_text(encoding="utf-8")
+    )
     assert opening == ["db.py"]

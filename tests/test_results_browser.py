@@ -36,8 +36,12 @@ def service(tmp_path_factory):
 
 
 def api(base: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{base}/api{path}", method=method, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/api{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -65,15 +69,22 @@ def test_results_pages_end_to_end(service, browser) -> None:  # noqa: F811
     assert api(base, "POST", "/data-folders", {"path": data})[0] == 201
     common = {"data_dir": data, "device": "cpu"}
     # Bad input is a 400 naming the field, before anything is queued.
-    for params, field in (({"threshold_from": "valid", "target_sensitivity": 1.5}, "target_sensitivity"),
-                          ({"explain": "-3"}, "explain"), ({"threshold": 1.5}, "threshold")):
+    for params, field in (
+        ({"threshold_from": "valid", "target_sensitivity": 1.5}, "target_sensitivity"),
+        ({"explain": "-3"}, "explain"),
+        ({"threshold": 1.5}, "threshold"),
+    ):
         status, body = api(base, "POST", "/jobs", {"kind": "evaluate", "params": {**common, **params}})
         assert (status, body["field"]) == (400, field), body
 
     train_id = submit(base, "train", {**common, "epochs": 2, "image_size": 32, "batch_size": 4})
     assert finished(base, train_id)["status"] == "succeeded"
-    chosen_id = submit(base, "evaluate", {**common, "csv": "valid.csv", "explain": "2", "threshold_from": "valid",
-                                          "target_sensitivity": 0.9}, parent_id=train_id)
+    chosen_id = submit(
+        base,
+        "evaluate",
+        {**common, "csv": "valid.csv", "explain": "2", "threshold_from": "valid", "target_sensitivity": 0.9},
+        parent_id=train_id,
+    )
     fixed_id = submit(base, "evaluate", {**common, "csv": "test_labels.csv", "threshold": 0.5}, parent_id=train_id)
     predict_id = submit(base, "predict", {**common, "csv": "test.csv", "explain": "3"}, parent_id=train_id)
     for job_id in (chosen_id, fixed_id, predict_id):
@@ -92,8 +103,9 @@ def test_results_pages_end_to_end(service, browser) -> None:  # noqa: F811
     assert sum(prediction["class_counts"].values()) == 8 and prediction["explained"] == 3
     # The threshold was written into the parent's best.pt: its artifact row has the new size and sha256.
     best = next(a for a in api(base, "GET", f"/jobs/{train_id}/artifacts")[1]["artifacts"] if a["name"] == "best.pt")
-    request = urllib.request.Request(f"{base}/api/jobs/{train_id}/artifacts/{best['id']}",
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(
+        f"{base}/api/jobs/{train_id}/artifacts/{best['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         content = response.read()
     assert (len(content), hashlib.sha256(content).hexdigest()) == (best["size_bytes"], best["sha256"])
@@ -103,11 +115,23 @@ def test_results_pages_end_to_end(service, browser) -> None:  # noqa: F811
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     errors: list[str] = []  # failed requests (the browser's own favicon probe aside) and script errors
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("response", lambda response: errors.append(f"{response.status} {response.url}")
-            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+    page.on(
+        "response",
+        lambda response: (
+            errors.append(f"{response.status} {response.url}")
+            if response.status >= 400 and not response.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
     pictures: list[tuple[str, int, str]] = []  # heat maps and thumbnails the page loaded
-    page.on("response", lambda response: pictures.append((response.url, response.status, response.headers.get("content-type", "")))
-            if "/explanations/" in response.url or response.url.endswith("/thumbnail") else None)
+    page.on(
+        "response",
+        lambda response: (
+            pictures.append((response.url, response.status, response.headers.get("content-type", "")))
+            if "/explanations/" in response.url or response.url.endswith("/thumbnail")
+            else None
+        ),
+    )
     try:
         log_in_page(page, base, *ADMIN)
 

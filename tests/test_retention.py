@@ -41,14 +41,25 @@ def add_user(name: str, role: str = "member") -> int:
         return user.id
 
 
-def finished_job(data_dir: str, *, status: str = "succeeded", owner: int | None = None, kind: str = "train",
-                 parent_id: int | None = None, files: dict[str, int] | None = None, retention_policy: str | None = None,
-                 sweep_id: int | None = None) -> int:
+def finished_job(
+    data_dir: str,
+    *,
+    status: str = "succeeded",
+    owner: int | None = None,
+    kind: str = "train",
+    parent_id: int | None = None,
+    files: dict[str, int] | None = None,
+    retention_policy: str | None = None,
+    sweep_id: int | None = None,
+) -> int:
     """A job taken through the job service (claimed, files written in its run folder and recorded, ended)."""
     with get_sessionmaker().begin() as session:
         options = JobOptions(retention=retention_policy, tags=["keep-me"])
-        job = jobs.create_job(session, jobs.JobRequest(kind=kind, params={**TRAIN, "data_dir": data_dir}, parent_id=parent_id,
-                                                       options=options), submitted_by=owner)
+        job = jobs.create_job(
+            session,
+            jobs.JobRequest(kind=kind, params={**TRAIN, "data_dir": data_dir}, parent_id=parent_id, options=options),
+            submitted_by=owner,
+        )
         job.sweep_id = sweep_id
         job_id, run_key, run_folder = job.id, job.run_key, job_run_folder(job)
     claim_run_folder(run_folder, run_key)
@@ -178,8 +189,9 @@ def new_sweep() -> int:
 
 def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
     client, sweep_id = admin, new_sweep()
-    members = [finished_job(folder_path, sweep_id=sweep_id, files={"best.pt": 100}, status=status)
-               for status in ("succeeded", "failed")]
+    members = [
+        finished_job(folder_path, sweep_id=sweep_id, files={"best.pt": 100}, status=status) for status in ("succeeded", "failed")
+    ]
     with get_sessionmaker().begin() as session:
         jobs.retry_job(session, members[1])  # queued again: the sweep is not finished
     refused = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
@@ -299,11 +311,16 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
     assert response.json["disk_bytes"] == row(by_api).disk_bytes == folder_bytes(run_folder) == before - FILES["last.pt"]
     with get_sessionmaker().begin() as session:
         names = set(session.scalars(select(Artifact.name).where(Artifact.job_id == by_api)))
-        detail = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "job.edit",
-                                                                  AuditEntry.target_id == str(by_api))).one()
+        detail = session.scalars(
+            select(AuditEntry.detail).where(AuditEntry.action == "job.edit", AuditEntry.target_id == str(by_api))
+        ).one()
     assert "last.pt" not in names and "best.pt" in names
     assert detail["changed"]["retention"] == "best" and detail["changed"]["retention_applied"] == {
-        "removed": ["last.pt"], "kept_for_children": [], "freed_bytes": FILES["last.pt"], "disk_bytes": before - FILES["last.pt"]}
+        "removed": ["last.pt"],
+        "kept_for_children": [],
+        "freed_bytes": FILES["last.pt"],
+        "disk_bytes": before - FILES["last.pt"],
+    }
 
     token = csrf_token(admin, f"/jobs/{by_form}")
     form = {"csrf_token": token, "priority": "normal", "tags": "keep-me", "retention": "best", "description": ""}
@@ -314,13 +331,17 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
     code, output = cli("edit", str(by_cli), "--retention", "best")
     assert (code, output) == (0, f"job {by_cli} edited: retention best (applied now: removed last.pt, 5.0 kB freed)\n")
     assert cli("edit", str(by_cli), "--retention", "all") == (
-        0, f"job {by_cli} edited: retention all (applied now: nothing to remove)\n")
+        0,
+        f"job {by_cli} edited: retention all (applied now: nothing to remove)\n",
+    )
 
     with get_sessionmaker().begin() as session:
         running = jobs.create_job(session, jobs.JobRequest(kind="train", params={**TRAIN, "data_dir": folder_path})).id
         jobs.claim_job(session, running, owner="w", host="h")
     assert cli("edit", str(running), "--retention", "best") == (
-        0, f"job {running} edited: retention best (applies when the job ends)\n")
+        0,
+        f"job {running} edited: retention best (applies when the job ends)\n",
+    )
 
 
 def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(settings_override):
@@ -340,15 +361,20 @@ def test_gc_dry_run_then_for_real(client, folder_path):
     recent_failed, old_succeeded = finished_job(folder_path, status="failed"), finished_job(folder_path)
     fold = finished_job(folder_path, status="failed")
     with get_sessionmaker().begin() as session:
-        session.execute(update(Job).where(Job.id.in_([old_failed, old_cancelled, old_succeeded, fold]))
-                        .values(finished_at=utcnow() - timedelta(days=31)))
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([old_failed, old_cancelled, old_succeeded, fold]))
+            .values(finished_at=utcnow() - timedelta(days=31))
+        )
         cv = CrossValidation(name="cv", data_dir=folder_path, scheme="2 folds", base_params={}, folds=[])
         session.add(cv)
         session.flush()
         session.execute(update(Job).where(Job.id == fold).values(cv_id=cv.id, cv_fold=0))
     refusal = client.delete(f"/api/jobs/{fold}", headers=AUTH)
     assert refusal.status_code == 409
-    assert refusal.json["error"].startswith(f"job {fold} is fold 0 of cross-validation {cv.id}: a fold is kept with its cross-validation")
+    assert refusal.json["error"].startswith(
+        f"job {fold} is fold 0 of cross-validation {cv.id}: a fold is kept with its cross-validation"
+    )
     each = sum(FILES.values()) + 33
 
     code, output = cli("gc", "--older-than", "30d", "--dry-run")
@@ -364,14 +390,22 @@ def test_gc_dry_run_then_for_real(client, folder_path):
     assert row(old_failed) is None and row(old_cancelled) is None
     assert row(recent_failed) is not None and row(old_succeeded) is not None
     with get_sessionmaker().begin() as session:
-        audited = session.execute(select(AuditEntry.target_id, AuditEntry.username, AuditEntry.detail)
-                                  .where(AuditEntry.action == "job.delete").order_by(AuditEntry.id)).all()
+        audited = session.execute(
+            select(AuditEntry.target_id, AuditEntry.username, AuditEntry.detail)
+            .where(AuditEntry.action == "job.delete")
+            .order_by(AuditEntry.id)
+        ).all()
     assert [(target, name.startswith("cli:"), detail["freed_bytes"]) for target, name, detail in audited] == [
-        (str(old_failed), True, each), (str(old_cancelled), True, each)]
+        (str(old_failed), True, each),
+        (str(old_cancelled), True, each),
+    ]
     assert cli("gc", "--older-than", "30x")[1].strip() == (
-        "error: older_than: '30x' is not an age; use a number and h, d or w (12h, 30d, 2w)")
+        "error: older_than: '30x' is not an age; use a number and h, d or w (12h, 30d, 2w)"
+    )
     assert cli("gc", "--older-than", "1h", "--status", "running") == (
-        2, "error: status: running is not a finished status; choose among succeeded, failed, cancelled\n")
+        2,
+        "error: status: running is not a finished status; choose among succeeded, failed, cancelled\n",
+    )
 
 
 def test_disk_use_in_the_api_the_job_list_and_the_cli(admin, folder_path):
@@ -386,4 +420,8 @@ def test_disk_use_in_the_api_the_job_list_and_the_cli(admin, folder_path):
     assert "<th>Disk</th>" in page and 'data-field="disk">8.9 kB<' in page and "Disk: 8.9 kB in run folders" in page
     assert "retention all (global)" in admin.get(f"/jobs/{job_id}").get_data(as_text=True)
     code, output = cli("disk")
-    assert code == 0 and f"run folders: 8.9 kB ({each} bytes) over 1 job(s)" in output and f"job {job_id} train succeeded: 8.9 kB" in output
+    assert (
+        code == 0
+        and f"run folders: 8.9 kB ({each} bytes) over 1 job(s)" in output
+        and f"job {job_id} train succeeded: 8.9 kB" in output
+    )

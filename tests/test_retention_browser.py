@@ -24,8 +24,12 @@ def test_delete_button_confirms_deletes_and_flashes_the_space_freed(tmp_path, br
     from core.service.run_folders import job_run_folder
 
     shots = screenshots_dir(tmp_path)
-    settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
-                "DATA_ROOTS": str(tmp_path / "data")}
+    settings = {
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "API_TOKEN": "browser-token",
+        "DATA_ROOTS": str(tmp_path / "data"),
+    }
     with shared_web_server(tmp_path, settings) as base:  # `leukemia web` has migrated the database
         job_id = finished_job(str(synthetic_folder(tmp_path / "data")))
         run_folder = job_run_folder(row(job_id))

@@ -79,23 +79,30 @@ def test_api_members_change_their_own_jobs_only_admins_any(client, team, folder_
     assert client.post(f"/api/jobs/{mine.json['id']}/cancel", headers=bob).json["status"] == "cancelled"
     assert client.post(f"/api/jobs/{mine.json['id']}/retry", headers=bob).json["status"] == "queued"
     assert client.post(f"/api/jobs/{theirs}/cancel", headers=LEGACY).json["status"] == "cancelled"  # the admin's token
-    sweep = client.post("/api/sweeps", headers=bob, json={"kind": "train", "base_params": {**TRAIN, "data_dir": folder_path},
-                                                          "grid": {"lr": [0.1, 0.01]}})
+    sweep = client.post(
+        "/api/sweeps",
+        headers=bob,
+        json={"kind": "train", "base_params": {**TRAIN, "data_dir": folder_path}, "grid": {"lr": [0.1, 0.01]}},
+    )
     assert sweep.status_code == 201 and sweep.json["submitted_by"] == mine.json["submitted_by"]
     registered = client.post("/api/data-folders", json={"path": folder_path, "name": "bobs"}, headers=bob)
     assert registered.status_code == 201
     mine_id = str(mine.json["id"])
     assert [row for row in audit_actions() if row[0] in ("bob", "alice")] == [
         ("alice", "data_folder.register", "1"),  # the folder_path fixture, with the admin's API_TOKEN
-        ("bob", "job.submit", mine_id), ("bob", "job.cancel", mine_id), ("bob", "job.retry", mine_id),
-        ("alice", "job.cancel", str(theirs)), ("bob", "sweep.submit", str(sweep.json["id"])),
+        ("bob", "job.submit", mine_id),
+        ("bob", "job.cancel", mine_id),
+        ("bob", "job.retry", mine_id),
+        ("alice", "job.cancel", str(theirs)),
+        ("bob", "sweep.submit", str(sweep.json["id"])),
         ("bob", "data_folder.register", "1"),
     ]
 
 
 def test_api_refused_write_leaves_no_audit_row_and_no_change(client, team, folder_path):
-    job_id = client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
-                         headers=team["carol"]).json["id"]
+    job_id = client.post(
+        "/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}}, headers=team["carol"]
+    ).json["id"]
     before = audit_actions()
     refused(client.post(f"/api/jobs/{job_id}/cancel", headers=team["bob"]))
     assert client.get(f"/api/jobs/{job_id}", headers=team["bob"]).json["status"] == "queued"
@@ -126,13 +133,15 @@ def test_forms_viewer_sees_no_submit_links_and_is_refused(app, team, folder_path
 
 
 def test_forms_member_changes_own_jobs_not_others(app, client, team, folder_path):
-    carols = client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
-                         headers=team["carol"]).json["id"]
+    carols = client.post(
+        "/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}}, headers=team["carol"]
+    ).json["id"]
     member = log_in(app, "bob")
     token = csrf_token(member, "/")
     assert "/jobs/new/train" in member.get("/").get_data(as_text=True)
-    submitted = member.post("/jobs/new/train", data={"data_folder": "1", "epochs": "1", "image_size": "32",
-                                                     "csrf_token": token, "priority": "normal"})
+    submitted = member.post(
+        "/jobs/new/train", data={"data_folder": "1", "epochs": "1", "image_size": "32", "csrf_token": token, "priority": "normal"}
+    )
     assert submitted.status_code == 302, submitted.get_data(as_text=True)
     mine = int(submitted.location.rsplit("/", 1)[1])
     own_page = member.get(f"/jobs/{mine}").get_data(as_text=True)
@@ -144,7 +153,10 @@ def test_forms_member_changes_own_jobs_not_others(app, client, team, folder_path
     registered = member.post("/data-folders", data={"path": folder_path, "name": "bobs", "csrf_token": token})
     assert registered.status_code == 302
     assert [row for row in audit_actions() if row[0] == "bob"] == [
-        ("bob", "job.submit", str(mine)), ("bob", "job.cancel", str(mine)), ("bob", "data_folder.register", "1")]
+        ("bob", "job.submit", str(mine)),
+        ("bob", "job.cancel", str(mine)),
+        ("bob", "data_folder.register", "1"),
+    ]
     listed = member.get("/").get_data(as_text=True)
     assert '<td class="small" data-field="submitted_by">carol</td>' in listed
 
@@ -159,24 +171,30 @@ def test_the_settings_api_token_follows_its_users_state(client, team, folder_pat
         alice = session.scalar(select_rows(User).where(User.username == "alice")).id
     root = add_user("root", "admin")  # another admin, so alice may be demoted and disabled
     assert client.get("/api/me", headers=LEGACY).json == {"id": alice, "username": "alice", "role": "admin"}
-    submitted = client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
-                            headers=LEGACY).json
+    submitted = client.post(
+        "/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}}, headers=LEGACY
+    ).json
     assert (submitted["submitted_by"], submitted["submitted_by_name"]) == (alice, "alice")
 
     assert client.patch(f"/api/users/{alice}", json={"role": "member"}, headers=root).status_code == 200
     assert client.get("/api/me", headers=LEGACY).json == {"id": alice, "username": "alice", "role": "member"}
     assert refused(client.post("/api/users", json={"username": "mallory", "role": "admin"}, headers=LEGACY)) == (
-        "alice is a member: only admins may add users")
-    assert refused(client.post(f"/api/jobs/{team_job(client, team['bob'], folder_path)}/cancel", headers=LEGACY)
-                   ).endswith("only its owner or an admin may change it")
+        "alice is a member: only admins may add users"
+    )
+    assert refused(client.post(f"/api/jobs/{team_job(client, team['bob'], folder_path)}/cancel", headers=LEGACY)).endswith(
+        "only its owner or an admin may change it"
+    )
 
     assert client.patch(f"/api/users/{alice}", json={"disabled": True}, headers=root).status_code == 200
     assert client.get("/api/me", headers=LEGACY).status_code == 401
-    assert client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
-                       headers=LEGACY).status_code == 401
+    assert (
+        client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}}, headers=LEGACY).status_code
+        == 401
+    )
     assert not [row for row in audit_actions() if row[0] == "alice" and row[1] == "user.add"]  # mallory never made
 
 
 def team_job(client, headers: dict[str, str], folder_path: str) -> int:
-    return client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}},
-                       headers=headers).json["id"]
+    return client.post("/api/jobs", json={"kind": "train", "params": {**TRAIN, "data_dir": folder_path}}, headers=headers).json[
+        "id"
+    ]

@@ -27,8 +27,18 @@ from tests.polling import wait_for
 
 LEUKEMIA = Path(sys.executable).with_name("leukemia")
 # Settings of the machine or CI must not leak into the embedded default under test.
-UNSET = ("DATABASE_URL", "BROKER_URL", "ARTIFACTS_DIR", "CACHE_DIR", "DATA_ROOTS", "API_TOKEN", "SECRET_KEY",
-         "ADMIN_USERNAME", "ADMIN_PASSWORD", "LEUKEMIA_HOME")  # fmt: skip
+UNSET = (
+    "DATABASE_URL",
+    "BROKER_URL",
+    "ARTIFACTS_DIR",
+    "CACHE_DIR",
+    "DATA_ROOTS",
+    "API_TOKEN",
+    "SECRET_KEY",
+    "ADMIN_USERNAME",
+    "ADMIN_PASSWORD",
+    "LEUKEMIA_HOME",
+)
 
 
 def free_port() -> int:
@@ -72,8 +82,9 @@ class Serve:
         self.home, self.log = home, log
         self.handle = open(log, "wb")
         controller, stdout = pty.openpty() if terminal else (None, self.handle)
-        self.process = subprocess.Popen([str(LEUKEMIA), "serve", "--home", str(home), "--port", str(port)],
-                                        env=env, stdout=stdout, stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [str(LEUKEMIA), "serve", "--home", str(home), "--port", str(port)], env=env, stdout=stdout, stderr=subprocess.STDOUT
+        )
         self.copier = None
         if controller is not None:
             os.close(stdout)
@@ -104,9 +115,13 @@ class Serve:
             text = self.output()
             found = re.search(r"Leukemia service running at .*?\n +data: +(\S+)\n", text, re.DOTALL)
             if found:
-                return {"summary": found.group(0), "data": found.group(1), "username": "admin",
-                        "password": (self.home / "admin_password").read_text().strip(),
-                        "token": (self.home / "api_token").read_text().strip()}  # fmt: skip
+                return {
+                    "summary": found.group(0),
+                    "data": found.group(1),
+                    "username": "admin",
+                    "password": (self.home / "admin_password").read_text().strip(),
+                    "token": (self.home / "api_token").read_text().strip(),
+                }
             assert self.process.poll() is None, f"serve exited with {self.process.returncode}:\n{text[-4000:]}"
             time.sleep(0.5)
         pytest.fail(f"serve printed no summary within {timeout:.0f} s:\n{self.output()[-4000:]}")
@@ -144,8 +159,12 @@ def child_pids(pid: int, command_word: str) -> list[int]:
 
 
 def api(method: str, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None, method=method,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -282,8 +301,12 @@ def test_serve_restarts_a_killed_worker_and_web_app_and_keeps_the_dashboard_up(t
         assert (done["status"], done["worker_host"] is not None) == ("succeeded", True), done
 
         os.kill(web, signal.SIGKILL)  # the web app is supervised the same way
-        poll(lambda: health(serve.base) == 200 and child_pids(serve.process.pid, "web") not in ([], [web]), 90,
-             "the dashboard to answer again from a new web app", serve)  # fmt: skip
+        poll(
+            lambda: health(serve.base) == 200 and child_pids(serve.process.pid, "web") not in ([], [web]),
+            90,
+            "the dashboard to answer again from a new web app",
+            serve,
+        )
         assert "serve: web killed by SIGKILL; restarting it in 1 s" in serve.output()
         started = descendants(serve.process.pid)
     finally:
@@ -295,8 +318,9 @@ def test_serve_restarts_a_killed_worker_and_web_app_and_keeps_the_dashboard_up(t
 
 def serve_command(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    return subprocess.run([str(LEUKEMIA), "serve", "--home", str(tmp_path / "home"), *args],
-                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [str(LEUKEMIA), "serve", "--home", str(tmp_path / "home"), *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_serve_refuses_bad_input_in_one_line(tmp_path):

@@ -76,10 +76,12 @@ def test_every_kind_of_submit_refuses_a_viewer_before_looking(database):
     from core.service.records import AuditEntry, Job
 
     missing = str(database / "absent")
-    requests = [JobRequest(kind="train", params={"data_dir": missing, "arch": "resnet34"}),
-                SweepRequest(kind="train", base_params={"data_dir": missing}, grid={"arch": ["resnet18", "resnet34"]}),
-                CrossValidationRequest(params={"data_dir": missing}),
-                EnsembleRequest(cv_id=999, split="valid.csv")]
+    requests = [
+        JobRequest(kind="train", params={"data_dir": missing, "arch": "resnet34"}),
+        SweepRequest(kind="train", base_params={"data_dir": missing}, grid={"arch": ["resnet18", "resnet34"]}),
+        CrossValidationRequest(params={"data_dir": missing}),
+        EnsembleRequest(cv_id=999, split="valid.csv"),
+    ]
     for request in requests:
         for origin in Origin:
             with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied) as refused:
@@ -98,8 +100,11 @@ def test_the_api_bodies_are_the_service_requests():
     from core.service.jobs import request
     from web.api import schemas
 
-    for body, model in ((schemas.JobSubmission, request.JobRequest), (schemas.SweepSubmission, request.SweepRequest),
-                        (schemas.CrossValidationSubmission, request.CrossValidationRequest),
-                        (schemas.EnsembleSubmission, request.EnsembleChoice)):
+    for body, model in (
+        (schemas.JobSubmission, request.JobRequest),
+        (schemas.SweepSubmission, request.SweepRequest),
+        (schemas.CrossValidationSubmission, request.CrossValidationRequest),
+        (schemas.EnsembleSubmission, request.EnsembleChoice),
+    ):
         assert issubclass(body, model) and list(body.model_fields) == list(model.model_fields), body
     assert set(request.EnsembleRequest.model_fields) == set(schemas.EnsembleSubmission.model_fields) | {"cv_id"}

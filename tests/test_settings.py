@@ -104,38 +104,55 @@ def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path, clean_
 
     (tmp_path / "api_token").write_text("token-from-a-file\n")
     (tmp_path / "postgres_password").write_text("p@ss:word/with%odd chars\n")
-    settings_override(API_TOKEN_FILE=str(tmp_path / "api_token"), DATABASE_PASSWORD_FILE=str(tmp_path / "postgres_password"),
-                      DATABASE_URL="postgresql+psycopg://leukemia@postgres:5432/leukemia")
+    settings_override(
+        API_TOKEN_FILE=str(tmp_path / "api_token"),
+        DATABASE_PASSWORD_FILE=str(tmp_path / "postgres_password"),
+        DATABASE_URL="postgresql+psycopg://leukemia@postgres:5432/leukemia",
+    )
     settings = clean_settings()
     assert settings.api_token == "token-from-a-file"
     url = make_url(settings.resolved_database_url)  # the password goes into the URL escaped, whatever it holds
-    assert (url.username, url.password, url.host, url.database) == ("leukemia", "p@ss:word/with%odd chars", "postgres", "leukemia")
+    assert (url.username, url.password, url.host, url.database) == (
+        "leukemia",
+        "p@ss:word/with%odd chars",
+        "postgres",
+        "leukemia",
+    )
 
 
-@pytest.mark.parametrize("environment, message", [
-    ({"API_TOKEN": "x", "API_TOKEN_FILE": "{tmp}/token"}, "API_TOKEN and API_TOKEN_FILE are both set: keep one"),
-    ({"API_TOKEN_FILE": "{tmp}/missing"}, "API_TOKEN_FILE: cannot read {tmp}/missing: No such file or directory"),
-    ({"METRICS_TOKEN_FILE": "{tmp}/empty"}, "METRICS_TOKEN_FILE: {tmp}/empty is empty"),
-    ({"DATABASE_PASSWORD": "pw"}, "DATABASE_PASSWORD: Value error, only for a database server"),
-    ({"DATABASE_URL": "postgresql+psycopg://u:inline@h/d", "DATABASE_PASSWORD_FILE": "{tmp}/token"},
-     "DATABASE_PASSWORD: Value error, DATABASE_URL carries a password already"),
-    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: Value error, 'xml' is not one of text, json"),
-    ({"ARTIFACTS_URL": "ftp://host/artifacts"}, "ARTIFACTS_URL: Value error, 'ftp://host/artifacts': use a folder, "
-                                                "file:///path or s3://bucket/prefix"),
-    ({"ARTIFACTS_URL": "s3:///prefix"}, "ARTIFACTS_URL: Value error, 's3:///prefix' names no bucket"),
-    ({"SCRATCH_DIR": "{tmp}/cache/scratch", "CACHE_DIR": "{tmp}/cache"}, "Value error, SCRATCH_DIR {tmp}/cache/scratch lies "
-                                                                           "in CACHE_DIR {tmp}/cache, whose cap"),
-])  # fmt: skip
-def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, clean_settings, settings_override, environment,
-                                                               message):
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"API_TOKEN": "x", "API_TOKEN_FILE": "{tmp}/token"}, "API_TOKEN and API_TOKEN_FILE are both set: keep one"),
+        ({"API_TOKEN_FILE": "{tmp}/missing"}, "API_TOKEN_FILE: cannot read {tmp}/missing: No such file or directory"),
+        ({"METRICS_TOKEN_FILE": "{tmp}/empty"}, "METRICS_TOKEN_FILE: {tmp}/empty is empty"),
+        ({"DATABASE_PASSWORD": "pw"}, "DATABASE_PASSWORD: Value error, only for a database server"),
+        (
+            {"DATABASE_URL": "postgresql+psycopg://u:inline@h/d", "DATABASE_PASSWORD_FILE": "{tmp}/token"},
+            "DATABASE_PASSWORD: Value error, DATABASE_URL carries a password already",
+        ),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: Value error, 'xml' is not one of text, json"),
+        (
+            {"ARTIFACTS_URL": "ftp://host/artifacts"},
+            "ARTIFACTS_URL: Value error, 'ftp://host/artifacts': use a folder, file:///path or s3://bucket/prefix",
+        ),
+        ({"ARTIFACTS_URL": "s3:///prefix"}, "ARTIFACTS_URL: Value error, 's3:///prefix' names no bucket"),
+        (
+            {"SCRATCH_DIR": "{tmp}/cache/scratch", "CACHE_DIR": "{tmp}/cache"},
+            "Value error, SCRATCH_DIR {tmp}/cache/scratch lies in CACHE_DIR {tmp}/cache, whose cap",
+        ),
+    ],
+)
+def test_a_bad_secret_file_or_log_format_is_one_line_naming_it(tmp_path, clean_settings, settings_override, environment, message):
     from click.testing import CliRunner
 
     from leukemia.cli import main as leukemia_cli
 
     (tmp_path / "token").write_text("t\n")
     (tmp_path / "empty").write_text("\n")
-    settings_override(LEUKEMIA_HOME=str(tmp_path / "home"),
-                      **{name: value.format(tmp=tmp_path) for name, value in environment.items()})
+    settings_override(
+        LEUKEMIA_HOME=str(tmp_path / "home"), **{name: value.format(tmp=tmp_path) for name, value in environment.items()}
+    )
     result = CliRunner().invoke(leukemia_cli, ["jobs"])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, (result.output, result.exception)
     assert message.format(tmp=tmp_path) in result.stderr, result.stderr

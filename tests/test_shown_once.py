@@ -24,8 +24,9 @@ def cookie_session(app, client) -> str:
 def test_a_new_webhooks_secret_is_in_the_page_not_in_the_cookie(app, client):
     login(client, *WEB_ADMIN)
     token = csrf_token(client, "/admin/webhooks")
-    added = client.post("/admin/webhooks", data={"url": "https://hooks.example.org/leukemia", "events": ["job.failed"],
-                                                 "csrf_token": token})
+    added = client.post(
+        "/admin/webhooks", data={"url": "https://hooks.example.org/leukemia", "events": ["job.failed"], "csrf_token": token}
+    )
     with get_sessionmaker().begin() as session:
         [hook] = webhooks.list_webhooks(session, cli_actor())
         secret = hook.secret

@@ -46,8 +46,9 @@ def run(kind: str, params: dict, *, parent_id: int | None = None, retention: str
     from worker.tasks import run_next_job
 
     with get_sessionmaker().begin() as session:
-        request = jobs.JobRequest(kind=kind, params={**params, "device": "cpu"}, parent_id=parent_id,
-                                  options=JobOptions(retention=retention))
+        request = jobs.JobRequest(
+            kind=kind, params={**params, "device": "cpu"}, parent_id=parent_id, options=JobOptions(retention=retention)
+        )
         job_id = jobs.create_job(session, request).id
     run_next_job(job_id)
     job = row(job_id)
@@ -66,8 +67,9 @@ def stored_objects(s3_server, bucket: str, job_id: int) -> dict[str, int]:
     return {key.removeprefix(f"{PREFIX}/"): size for key, size in s3_server.keys(bucket, prefix).items()}
 
 
-def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, folder_path, s3_store_env, s3_server,
-                                                                  tmp_path, settings_override):
+def test_a_run_is_stored_and_recorded_then_read_from_another_node(
+    app, client, folder_path, s3_store_env, s3_server, tmp_path, settings_override
+):
     bucket = s3_store_env
     on_another_node(tmp_path, settings_override, "node-a")
     trained = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 2})
@@ -131,8 +133,9 @@ def test_a_run_is_stored_and_recorded_then_read_from_another_node(app, client, f
     assert disk["store"] == f"s3://{bucket}/{PREFIX}" and disk["free_bytes"] is None and disk["total_bytes"] is None
 
 
-def test_a_threshold_chosen_on_another_node_goes_into_the_stored_checkpoint(app, folder_path, s3_store_env, tmp_path,
-                                                                             settings_override):
+def test_a_threshold_chosen_on_another_node_goes_into_the_stored_checkpoint(
+    app, folder_path, s3_store_env, tmp_path, settings_override
+):
     on_another_node(tmp_path, settings_override, "node-a")
     trained = run("train", {**TRAIN, "data_dir": folder_path, "epochs": 1})
     before = recorded(trained)["best.pt"]
@@ -179,8 +182,10 @@ def test_a_takeover_with_nothing_stored_says_it_starts_over(app, folder_path, s3
         session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=stale))
     run_next_job(job_id)
     job = row(job_id)
-    note = (f"attempt 2 on {job.worker_host} found no last.pt checkpoint in the artifact store to resume from, so it "
-            "started over at epoch 1")
+    note = (
+        f"attempt 2 on {job.worker_host} found no last.pt checkpoint in the artifact store to resume from, so it "
+        "started over at epoch 1"
+    )
     assert (job.status, job.attempts, job.attempt_note) == ("succeeded", 2, note)
     assert note in job.log_tail
     with get_sessionmaker().begin() as session:
@@ -214,8 +219,11 @@ def test_a_takeover_checks_the_stored_last_pt_against_its_row(app, folder_path, 
     stored_as_epoch(2)
     assert "last.pt" in take_over()  # stored, not recorded yet: resumed from
     stored_as_epoch(7)
-    with pytest.raises(UserInputError, match=rf"^job {trained}: {key} in the artifact store does not match its recorded "
-                                             r"sha256 \(it holds epoch 7, the job recorded 1\)"):
+    with pytest.raises(
+        UserInputError,
+        match=rf"^job {trained}: {key} in the artifact store does not match its recorded "
+        r"sha256 \(it holds epoch 7, the job recorded 1\)",
+    ):
         take_over()
 
 

@@ -17,8 +17,18 @@ def submit(client, params: dict, kind: str = "train", **envelope):
     return client.post("/api/jobs", json={"kind": kind, "params": params, **envelope}, headers=AUTH)
 
 
-@pytest.mark.parametrize("field, value", [("epochs", True), ("image_size", "64"), ("compile", "yes"), ("lr", "0.1"),
-                                          ("batch_size", 8.5), ("augment", 1), ("epochs", "2")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("epochs", True),
+        ("image_size", "64"),
+        ("compile", "yes"),
+        ("lr", "0.1"),
+        ("batch_size", 8.5),
+        ("augment", 1),
+        ("epochs", "2"),
+    ],
+)
 def test_the_api_takes_json_types_as_they_are(client, folder_path, field, value):
     response = submit(client, {"data_dir": folder_path, "epochs": 1, "image_size": 32, field: value})
     assert response.status_code == 400 and response.json["field"] == field, response.json
@@ -31,8 +41,11 @@ def test_json_numbers_of_the_right_kind_are_taken(client, folder_path):
 
 
 def test_a_sweep_grid_is_strict_too(client, folder_path):
-    body = {"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 1, "image_size": 32},
-            "grid": {"image_size": [32, "48"]}}
+    body = {
+        "kind": "train",
+        "base_params": {"data_dir": folder_path, "epochs": 1, "image_size": 32},
+        "grid": {"image_size": [32, "48"]},
+    }
     response = client.post("/api/sweeps", json=body, headers=AUTH)
     assert response.status_code == 400 and response.json["field"] == "grid", response.json
     assert "image_size" in response.json["error"] and "48" in response.json["error"]
@@ -48,14 +61,18 @@ def test_forms_and_the_cli_still_parse_text(client, folder_path):
 
     with get_sessionmaker().begin() as session:
         folder_id = session.scalar(select(DataFolder.id))
-    form = {"data_folder": str(folder_id), "epochs": "1", "image_size": "32", "batch_size": "4",
-            "csrf_token": csrf_token(client, "/jobs/new/train")}
+    form = {
+        "data_folder": str(folder_id),
+        "epochs": "1",
+        "image_size": "32",
+        "batch_size": "4",
+        "csrf_token": csrf_token(client, "/jobs/new/train"),
+    }
     response = client.post("/jobs/new/train", data=form)
     assert response.status_code == 302, response.get_data(as_text=True)[-800:]
 
 
-@pytest.mark.parametrize("bad", ["test\x00.csv", "te\nst.csv", "test.csv\r", "\x1b[31mtest.csv", "te\tst.csv",
-                                 "test\x85.csv"])
+@pytest.mark.parametrize("bad", ["test\x00.csv", "te\nst.csv", "test.csv\r", "\x1b[31mtest.csv", "te\tst.csv", "test\x85.csv"])
 def test_control_characters_are_refused_in_file_names(client, folder_path, bad):
     response = submit(client, {"data_dir": folder_path, "csv": bad}, kind="evaluate", parent_id=1)
     assert response.status_code == 400 and response.json["field"] == "csv", response.json
@@ -66,8 +83,7 @@ def test_control_characters_are_refused_in_file_names(client, folder_path, bad):
 
 
 def test_control_characters_are_refused_in_names(client, folder_path, tmp_path):
-    base = {"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 1, "image_size": 32},
-            "grid": {"lr": [0.1, 0.01]}}
+    base = {"kind": "train", "base_params": {"data_dir": folder_path, "epochs": 1, "image_size": 32}, "grid": {"lr": [0.1, 0.01]}}
     response = client.post("/api/sweeps", json={**base, "name": "lr\x00sweep"}, headers=AUTH)
     assert response.status_code == 400 and response.json["field"] == "name", response.json
     response = submit(client, {"data_dir": folder_path, "epochs": 1, "image_size": 32}, queue="gp\x00u")
@@ -85,16 +101,27 @@ def test_control_characters_are_refused_in_names(client, folder_path, tmp_path):
 
 
 def test_a_sweep_grid_gets_the_csv_check_of_a_single_job(client, folder_path):
-    body = {"kind": "evaluate", "base_params": {"data_dir": folder_path}, "parent_id": 1,
-            "grid": {"csv": ["test.csv", "../../../etc/passwd"]}}
+    body = {
+        "kind": "evaluate",
+        "base_params": {"data_dir": folder_path},
+        "parent_id": 1,
+        "grid": {"csv": ["test.csv", "../../../etc/passwd"]},
+    }
     response = client.post("/api/sweeps", json=body, headers=AUTH)
     assert response.status_code == 400 and response.json["field"] == "grid", response.json
     assert "csv" in response.json["error"] and "etc/passwd" in response.json["error"]
 
 
-@pytest.mark.parametrize("change, field", [({"folds": "3"}, "folds"), ({"release_folds": "yes"}, "release_folds"),
-                                           ({"params": {"epochs": True}}, "epochs"), ({"name": "cv\x00"}, "name"),
-                                           ({"folds": 3.5}, "folds")])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"folds": "3"}, "folds"),
+        ({"release_folds": "yes"}, "release_folds"),
+        ({"params": {"epochs": True}}, "epochs"),
+        ({"name": "cv\x00"}, "name"),
+        ({"folds": 3.5}, "folds"),
+    ],
+)
 def test_cross_validation_requests_are_strict_too(client, folder_path, change, field):
     body = {"params": {"data_dir": folder_path, "epochs": 1, "image_size": 32}, "folds": 2}
     if "params" in change:
@@ -120,16 +147,19 @@ def test_what_the_document_forbids_the_api_refuses(client, folder_path):
     retention = document["components"]["schemas"]["JobOptionsEdit"]["properties"]["retention"]
     assert re.search(tag["schema"]["anyOf"][0]["pattern"], "") is None and re.search(retention["pattern"], "") is None
     job = queued_job(folder_path)
-    sweep = client.post("/api/sweeps", headers=AUTH, json={"kind": "train", "base_params": {"data_dir": folder_path},
-                                                           "grid": {"lr": [0.1, 0.01]}}).json["id"]
+    sweep = client.post(
+        "/api/sweeps", headers=AUTH, json={"kind": "train", "base_params": {"data_dir": folder_path}, "grid": {"lr": [0.1, 0.01]}}
+    ).json["id"]
     taken = []
     for method, url, body, field in (
-            ("get", "/api/jobs?tag=", None, "tag"), ("get", "/api/sweeps?tag=", None, "tag"),
-            ("get", "/api/jobs?page=", None, "page"), ("get", "/api/jobs?status=", None, "status"),
-            ("patch", f"/api/jobs/{job}", {"retention": ""}, "retention"),
-            ("patch", f"/api/sweeps/{sweep}", {"retention": ""}, "retention"),
-            ("post", "/api/jobs", {"kind": "train", "params": {"data_dir": folder_path}, "options": {"retention": ""}},
-             "options")):  # the message says options.retention
+        ("get", "/api/jobs?tag=", None, "tag"),
+        ("get", "/api/sweeps?tag=", None, "tag"),
+        ("get", "/api/jobs?page=", None, "page"),
+        ("get", "/api/jobs?status=", None, "status"),
+        ("patch", f"/api/jobs/{job}", {"retention": ""}, "retention"),
+        ("patch", f"/api/sweeps/{sweep}", {"retention": ""}, "retention"),
+        ("post", "/api/jobs", {"kind": "train", "params": {"data_dir": folder_path}, "options": {"retention": ""}}, "options"),
+    ):  # the message says options.retention
         answer = getattr(client, method)(url, json=body, headers=AUTH)
         if (answer.status_code, answer.json.get("field")) != (400, field):
             taken.append((method, url, body, answer.status_code))

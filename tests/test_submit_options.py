@@ -38,8 +38,11 @@ def test_a_reference_goes_from_form_cli_and_api_to_the_row_the_page_and_the_answ
     from leukemia.cli import main
 
     # The API: a field of the request's options, answered as a field of the job.
-    response = client.post("/api/jobs", headers=AUTH, json={
-        "kind": "train", "params": {"data_dir": folder_path, "image_size": 32}, "options": {"reference": f"  {LINK} "}})
+    response = client.post(
+        "/api/jobs",
+        headers=AUTH,
+        json={"kind": "train", "params": {"data_dir": folder_path, "image_size": 32}, "options": {"reference": f"  {LINK} "}},
+    )
     assert response.status_code == 201, response.json
     by_api = response.json["id"]
     assert response.json["reference"] == LINK
@@ -49,15 +52,37 @@ def test_a_reference_goes_from_form_cli_and_api_to_the_row_the_page_and_the_answ
     assert login(client, *WEB_ADMIN).status_code == 302
     token = csrf_token(client, "/jobs/new/train")
     assert 'name="reference"' in client.get("/jobs/new/train").get_data(as_text=True)
-    response = client.post("/jobs/new/train", data={"csrf_token": token, "data_folder": "1", "epochs": "1",
-                                                    "image_size": "32", "priority": "normal", "reference": "TICKET-17"})
+    response = client.post(
+        "/jobs/new/train",
+        data={
+            "csrf_token": token,
+            "data_folder": "1",
+            "epochs": "1",
+            "image_size": "32",
+            "priority": "normal",
+            "reference": "TICKET-17",
+        },
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
     by_form = int(response.headers["Location"].rsplit("/", 1)[1])
     assert stored(by_form) == ({"reference": "TICKET-17"}, "TICKET-17")
 
     # The CLI: an option generated from the field.
-    result = CliRunner().invoke(main, ["submit", "train", "--data", folder_path, "--image-size", "32",
-                                       "--queue", "nobody-serves-this", "--reference", "lab book p. 7"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "submit",
+            "train",
+            "--data",
+            folder_path,
+            "--image-size",
+            "32",
+            "--queue",
+            "nobody-serves-this",
+            "--reference",
+            "lab book p. 7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     by_cli = int(result.output.split()[1])
     assert stored(by_cli) == ({"reference": "lab book p. 7"}, "lab book p. 7")
@@ -87,8 +112,11 @@ def jobs_without_reference(client, folder_path: str) -> int:
 def test_a_reference_is_edited_and_checked_like_every_option(app, client, folder_path):
     from leukemia.cli import main
 
-    job_id = client.post("/api/jobs", headers=AUTH, json={
-        "kind": "train", "params": {"data_dir": folder_path}, "options": {"reference": "TICKET-1"}}).json["id"]
+    job_id = client.post(
+        "/api/jobs",
+        headers=AUTH,
+        json={"kind": "train", "params": {"data_dir": folder_path}, "options": {"reference": "TICKET-1"}},
+    ).json["id"]
     response = client.patch(f"/api/jobs/{job_id}", headers=AUTH, json={"reference": "TICKET-2"})
     assert response.status_code == 200 and response.json["reference"] == "TICKET-2", response.json
     assert client.patch(f"/api/jobs/{job_id}", headers=AUTH, json={"priority": "high"}).json["reference"] == "TICKET-2"
@@ -98,10 +126,11 @@ def test_a_reference_is_edited_and_checked_like_every_option(app, client, folder
     assert result.exit_code == 0 and stored(job_id) == (None, ""), result.output
 
     # One line, at most 500 characters: a 400 (or exit 2) naming the field, and nothing stored.
-    for body, field in (({"options": {"reference": "two\nlines"}}, "options"),
-                        ({"options": {"reference": "x" * 501}}, "options")):
-        response = client.post("/api/jobs", headers=AUTH, json={"kind": "train", "params": {"data_dir": folder_path},
-                                                                **body})
+    for body, field in (
+        ({"options": {"reference": "two\nlines"}}, "options"),
+        ({"options": {"reference": "x" * 501}}, "options"),
+    ):
+        response = client.post("/api/jobs", headers=AUTH, json={"kind": "train", "params": {"data_dir": folder_path}, **body})
         assert response.status_code == 400 and response.json["field"] == field, response.json
         assert "reference" in response.json["error"]
     response = client.patch(f"/api/jobs/{job_id}", headers=AUTH, json={"reference": "esc \x1b[31m"})

@@ -55,8 +55,11 @@ def test_class_balance(synth_dir: Path) -> None:
 def test_subjects_like_cnmc(synth_dir: Path) -> None:
     """Each synthetic patient has about IMAGES_PER_SUBJECT cells of one class, named as C-NMC names its subjects
     (11, H10), and no patient is in two splits: cross-validation by subject and per-subject metrics work."""
-    splits = {"train": read_split(synth_dir, "train"), "valid": read_split(synth_dir, "valid"),
-              "test": read_csv_samples(synth_dir, "test_labels.csv", labelled=True)}
+    splits = {
+        "train": read_split(synth_dir, "train"),
+        "valid": read_split(synth_dir, "valid"),
+        "test": read_csv_samples(synth_dir, "test_labels.csv", labelled=True),
+    }
     classes: dict[str, set[int]] = {}
     for samples in splits.values():
         for sample in samples:
@@ -136,7 +139,9 @@ def test_bad_arguments(tmp_path: Path, arguments: dict, message: str) -> None:
 def test_cli_writes_a_folder_that_checks_clean(tmp_path: Path) -> None:
     out = tmp_path / "new" / "synth"
     runner = CliRunner()
-    result = runner.invoke(main, ["synth", str(out), "--train", "5", "--valid", "3", "--test", "2", "--image-size", "40", "--seed", "1"])
+    result = runner.invoke(
+        main, ["synth", str(out), "--train", "5", "--valid", "3", "--test", "2", "--image-size", "40", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output == f"wrote 10 images of 40x40 to {out}: train 5 (3 label 1), valid 3 (2 label 1), test 2 (1 label 1)\n"
     checked = runner.invoke(main, ["check", str(out)])

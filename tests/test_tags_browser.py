@@ -18,8 +18,12 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture()
 def web(tmp_path):
     """`leukemia web` alone on a free port; this process shares its LEUKEMIA_HOME to make finished runs."""
-    settings = {"DATA_ROOTS": str(tmp_path / "data"), "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
-                "API_TOKEN": "browser-token"}
+    settings = {
+        "DATA_ROOTS": str(tmp_path / "data"),
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "API_TOKEN": "browser-token",
+    }
     (tmp_path / "data").mkdir()
     with shared_web_server(tmp_path, settings) as base:
         yield {"url": base, "data": str(tmp_path / "data" / "synth")}
@@ -33,8 +37,10 @@ def test_tags_and_notes_are_edited_on_the_job_page_filter_the_list_and_show_in_c
     base = web["url"]
     page, errors = logged_in_page(browser, base, *ADMIN)
     try:
-        for job_id, tags, notes in ((baseline, "baseline, resnet18", "The reference run.\nLab defaults, 3 epochs."),
-                                    (variant, "candidate, lr-0.01", "Higher learning rate.\nBetter valid accuracy <check>.")):
+        for job_id, tags, notes in (
+            (baseline, "baseline, resnet18", "The reference run.\nLab defaults, 3 epochs."),
+            (variant, "candidate, lr-0.01", "Higher learning rate.\nBetter valid accuracy <check>."),
+        ):
             page.goto(f"{base}/jobs/{job_id}")
             page.click("#edit-options summary")
             page.fill('#edit-options input[name="tags"]', tags)

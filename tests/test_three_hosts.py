@@ -46,8 +46,12 @@ class Api:
         self.pages = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, dict]:
-        request = urllib.request.Request(f"{self.base}{path}", method=method, data=json.dumps(body).encode() if body else None,
-                                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.base}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body else None,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
                 return answer.status, answer.read(), dict(answer.headers)
@@ -99,18 +103,34 @@ def hosts(tmp_path, s3_server: S3Server):
 
     database, bucket = create_postgres_database(), s3_server.new_bucket()
     data = write_synthetic_dataset(tmp_path / "data" / "lab", train=24, valid=8, test=8, image_size=32, seed=0).out_dir
-    shared = {"DATABASE_URL": postgres_url(database), "BROKER_URL": f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}",
-              "DATA_ROOTS": str(tmp_path / "data"), "HEARTBEAT_SECONDS": "1", "STALE_AFTER_SECONDS": "6",
-              "API_TOKEN": TOKEN, "SECRET_KEY": "three-hosts-secret", "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1],
-              "OMP_NUM_THREADS": "1", "LEUKEMIA_TEST_THREADS": "1", **s3_server.settings(bucket, PREFIX)}
+    shared = {
+        "DATABASE_URL": postgres_url(database),
+        "BROKER_URL": f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}",
+        "DATA_ROOTS": str(tmp_path / "data"),
+        "HEARTBEAT_SECONDS": "1",
+        "STALE_AFTER_SECONDS": "6",
+        "API_TOKEN": TOKEN,
+        "SECRET_KEY": "three-hosts-secret",
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "OMP_NUM_THREADS": "1",
+        "LEUKEMIA_TEST_THREADS": "1",
+        **s3_server.settings(bucket, PREFIX),
+    }
     base = {key: value for key, value in os.environ.items() if key not in MACHINE_SETTINGS}
 
     def environment(name: str) -> dict[str, str]:
         return {**base, **shared, "LEUKEMIA_HOME": str(tmp_path / name / "home"), "PYTHONUNBUFFERED": "1"}
 
     queue = secrets.token_hex(3)
-    yield {"data": data, "bucket": bucket, "settings": shared, "env": environment, "root": tmp_path,
-           "queues": {"train": f"train-{queue}", "long": f"long-{queue}", "score": f"score-{queue}"}}
+    yield {
+        "data": data,
+        "bucket": bucket,
+        "settings": shared,
+        "env": environment,
+        "root": tmp_path,
+        "queues": {"train": f"train-{queue}", "long": f"long-{queue}", "score": f"score-{queue}"},
+    }
     drop_postgres_database(database)
     import redis
 
@@ -148,10 +168,15 @@ def test_web_and_two_worker_hosts_share_only_the_store(hosts, s3_server, tmp_pat
             # B: evaluate and predict from A's model, and take the killed run over once A is found lost.
             b = WorkerProcess(hosts["env"]("B"), [queues["score"], queues["long"]], "B", root)
             started.append(b)
-            evaluated = api.submit("evaluate", {"data_dir": data, "csv": "valid.csv", "explain": "2", "device": "cpu"},
-                                   queues["score"], parent_id=trained)
-            predicted = api.submit("predict", {"data_dir": data, "csv": "test.csv", "device": "cpu"}, queues["score"],
-                                   parent_id=trained)
+            evaluated = api.submit(
+                "evaluate",
+                {"data_dir": data, "csv": "valid.csv", "explain": "2", "device": "cpu"},
+                queues["score"],
+                parent_id=trained,
+            )
+            predicted = api.submit(
+                "predict", {"data_dir": data, "csv": "test.csv", "device": "cpu"}, queues["score"], parent_id=trained
+            )
             for job_id in (evaluated, predicted):
                 assert wait_succeeded(api, job_id, 240, b)["worker_host"] == b.hostname
             resumed = wait_succeeded(api, long, 300, b)
@@ -160,8 +185,9 @@ def test_web_and_two_worker_hosts_share_only_the_store(hosts, s3_server, tmp_pat
 
         # B resumed where A stored it: after the epochs A recorded, or the one A stored but had not recorded.
         assert (resumed["worker_host"], resumed["attempts"]) == (b.hostname, 2)
-        note = re.fullmatch(rf"attempt 2 on {re.escape(b.hostname)} resumed at epoch (\d+) from last.pt",
-                            resumed["attempt_note"] or "")
+        note = re.fullmatch(
+            rf"attempt 2 on {re.escape(b.hostname)} resumed at epoch (\d+) from last.pt", resumed["attempt_note"] or ""
+        )
         assert note, resumed["attempt_note"]
         assert int(note.group(1)) - 1 in (len(recorded_at_kill), len(recorded_at_kill) + 1), (note.group(0), recorded_at_kill)
         assert api.epochs(long) == list(range(1, LONG_EPOCHS + 1))  # every epoch once
@@ -196,8 +222,10 @@ def test_web_and_two_worker_hosts_share_only_the_store(hosts, s3_server, tmp_pat
         # An object removed behind the service's back: the results page and the API say so in one line.
         gone = next(key for key in s3_server.keys(bucket, f"{PREFIX}/jobs/{evaluated}-") if key.endswith("/evaluation.json"))
         s3_server.client().delete_object(Bucket=bucket, Key=gone)
-        line = (f"job {evaluated}: its evaluation.json is recorded but missing from the artifact store "
-                f"({gone.removeprefix(PREFIX + '/')})")
+        line = (
+            f"job {evaluated}: its evaluation.json is recorded but missing from the artifact store "
+            f"({gone.removeprefix(PREFIX + '/')})"
+        )
         status, content, _ = api.call("GET", f"/api/jobs/{evaluated}/results")
         assert (status, json.loads(content)["error"]) == (409, line)
         api.log_in()

@@ -46,9 +46,17 @@ def quick_work() -> int:
 
 # Looked up by name in the tests below: a test that named them in its code would itself reach them
 # and be marked slow, browser and services (the rule reads code, not what runs).
-SAMPLES = {function.__name__: function for function in (
-    through_a_helper_class, importing_a_helper_inside, web_and_worker, driving_chromium, quick_work,
-    create_postgres_database)}  # fmt: skip
+SAMPLES = {
+    function.__name__: function
+    for function in (
+        through_a_helper_class,
+        importing_a_helper_inside,
+        web_and_worker,
+        driving_chromium,
+        quick_work,
+        create_postgres_database,
+    )
+}
 
 
 def reached(*names: str):
@@ -78,8 +86,10 @@ class TierDump:
 
     def pytest_collection_finish(self, session) -> None:
         tiers = ("services", "browser", "slow")
-        self.items = {item.nodeid: {"tiers": {m.name for m in item.iter_markers() if m.name in tiers},
-                                    "fixtures": set(item.fixturenames)} for item in session.items}  # fmt: skip
+        self.items = {
+            item.nodeid: {"tiers": {m.name for m in item.iter_markers() if m.name in tiers}, "fixtures": set(item.fixturenames)}
+            for item in session.items
+        }
 
 
 def test_the_suite_is_tiered_by_what_each_test_uses() -> None:
@@ -87,8 +97,9 @@ def test_the_suite_is_tiered_by_what_each_test_uses() -> None:
     and check the tiers that matter: every test on a service backend is services, every browser test
     is browser, every real worker test slow, and the job service's embedded-backend tests stay quick."""
     dump = TierDump()
-    code = pytest.main(["--collect-only", "-q", "-m", "", "-p", "no:cacheprovider", "--rootdir", str(REPO),
-                        str(REPO / "tests")], plugins=[dump])  # fmt: skip
+    code = pytest.main(
+        ["--collect-only", "-q", "-m", "", "-p", "no:cacheprovider", "--rootdir", str(REPO), str(REPO / "tests")], plugins=[dump]
+    )
     assert code == pytest.ExitCode.OK
     items = dump.items
     quick = {nodeid for nodeid, facts in items.items() if not facts["tiers"]}

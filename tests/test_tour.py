@@ -55,7 +55,15 @@ def test_the_data_folder_page_shows_what_the_demo_folder_has(demo) -> None:
     assert patients == [("train", "20"), ("valid", "5"), ("test", "—")]  # test.csv, as the lab's, names no patient
     names = re.search(r'id="split-names-\d+">(.*?)</p>', page, re.S).group(1)
     assert re.findall(r"<code>([^<]+)</code>", names) == [
-        "test_labels.csv", "train.csv", "valid.csv", "train", "valid", "train_all", "test.csv", "test"]
+        "test_labels.csv",
+        "train.csv",
+        "valid.csv",
+        "train",
+        "valid",
+        "train_all",
+        "test.csv",
+        "test",
+    ]
 
 
 def test_forms_preselect_a_lone_data_folder_and_only_a_lone_one(demo, tmp_path) -> None:
@@ -85,7 +93,13 @@ def test_evaluate_and_predict_forms_offer_the_folders_csv_files_and_named_splits
     evaluate = client.get(f"/jobs/new/evaluate?parent={job_id}").get_data(as_text=True)
     offered = re.findall(rf'data-folder="{demo["id"]}".*?</div>', evaluate, re.S)[0]
     assert re.findall(r'data-value="([^"]+)"', offered) == [
-        "test_labels.csv", "train.csv", "valid.csv", "train", "valid", "train_all"]  # labelled: evaluate needs labels
+        "test_labels.csv",
+        "train.csv",
+        "valid.csv",
+        "train",
+        "valid",
+        "train_all",
+    ]  # labelled: evaluate needs labels
     assert input_value(evaluate, "csv") == "valid.csv"  # the schema's default, which this folder has
     assert input_value(evaluate, "explain") == "8"  # the heat maps the tour promises
     predict = client.get(f"/jobs/new/predict?parent={job_id}").get_data(as_text=True)
@@ -96,14 +110,24 @@ def test_evaluate_and_predict_forms_offer_the_folders_csv_files_and_named_splits
 
 def test_a_cross_validation_by_subject_of_the_demo_folder_is_accepted(demo) -> None:
     client = demo["client"]
-    response = client.post("/cross-validations/new", data={
-        "csrf_token": csrf_token(client, "/cross-validations/new"), "data_folder": str(demo["id"]), "epochs": "3"})
+    response = client.post(
+        "/cross-validations/new",
+        data={"csrf_token": csrf_token(client, "/cross-validations/new"), "data_folder": str(demo["id"]), "epochs": "3"},
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
     page = client.get(response.location).get_data(as_text=True)
     assert "3 subject-grouped folds (seed 0)" in page and page.count("badge-queued") == 3
     ensemble = page.split('id="ensemble"')[1].split("</form>")[0]  # its split: the folder's names to pick from
     assert re.findall(r'data-value="([^"]+)"', ensemble) == [
-        "test_labels.csv", "train.csv", "valid.csv", "train", "valid", "train_all", "test.csv", "test"]
+        "test_labels.csv",
+        "train.csv",
+        "valid.csv",
+        "train",
+        "valid",
+        "train_all",
+        "test.csv",
+        "test",
+    ]
 
 
 def test_a_folder_without_patients_is_refused_beside_the_data_folder_field(demo) -> None:
@@ -111,8 +135,10 @@ def test_a_folder_without_patients_is_refused_beside_the_data_folder_field(demo)
 
     add_patients(demo["path"], None)
     client = demo["client"]
-    response = client.post("/cross-validations/new", data={
-        "csrf_token": csrf_token(client, "/cross-validations/new"), "data_folder": str(demo["id"]), "epochs": "3"})
+    response = client.post(
+        "/cross-validations/new",
+        data={"csrf_token": csrf_token(client, "/cross-validations/new"), "data_folder": str(demo["id"]), "epochs": "3"},
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 400
     field = re.search(r'<div class="field has-error">\s*<label>Data folder.*?</div>', page, re.S).group(0)
@@ -189,9 +215,15 @@ def test_evaluate_and_predict_jobs_log_what_they_read_and_found(app, folder_path
         assert (evaluate_row.status, predict_row.status) == ("succeeded", "succeeded")
     lines = [line.split(" INFO ", 1)[1] for line in evaluate_log.splitlines()]
     assert lines[0] == f"job {evaluated} evaluate: best.pt of job {trained} on test_labels.csv of {folder_path}"
-    assert re.fullmatch(rf"job {evaluated} evaluated 4 images at threshold 0\.5 \(default\): accuracy [\d.]+%, "
-                        r"balanced accuracy [\d.]+%, weighted F1 [\d.]+%", lines[-1]), lines
+    assert re.fullmatch(
+        rf"job {evaluated} evaluated 4 images at threshold 0\.5 \(default\): accuracy [\d.]+%, "
+        r"balanced accuracy [\d.]+%, weighted F1 [\d.]+%",
+        lines[-1],
+    ), lines
     lines = [line.split(" INFO ", 1)[1] for line in predict_log.splitlines()]
     assert lines[0] == f"job {predicted} predict: best.pt of job {trained} on test.csv of {folder_path}"
-    assert re.fullmatch(rf"job {predicted} predicted 4 images at threshold 0\.5 \(default\): \d ALL, \d hem; "
-                        r"predictions\.csv written", lines[-1]), lines
+    assert re.fullmatch(
+        rf"job {predicted} predicted 4 images at threshold 0\.5 \(default\): \d ALL, \d hem; "
+        r"predictions\.csv written",
+        lines[-1],
+    ), lines

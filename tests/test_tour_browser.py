@@ -56,10 +56,23 @@ def test_cross_validation_charts_wait_for_a_folds_first_epoch(tmp_path, browser)
                 fold_job = min(job.id for job in jobs.list_jobs(session, per_page=10)[0])
                 jobs.claim_job(session, fold_job, owner="w", host="browser-test-host")
                 for number in (1, 2):
-                    jobs.record_epoch(session, fold_job, EpochRecord(
-                        epoch=number, train_loss=0.6 / number, train_accuracy=0.6, valid_loss=0.7 / number,
-                        valid_accuracy=0.5 + 0.2 * number, valid_balanced_accuracy=0.6, valid_f1=0.6,
-                        confusion=[[2, 1], [1, 2]], lr=0.001, seconds=1.0, images_per_s=10.0))
+                    jobs.record_epoch(
+                        session,
+                        fold_job,
+                        EpochRecord(
+                            epoch=number,
+                            train_loss=0.6 / number,
+                            train_accuracy=0.6,
+                            valid_loss=0.7 / number,
+                            valid_accuracy=0.5 + 0.2 * number,
+                            valid_balanced_accuracy=0.6,
+                            valid_f1=0.6,
+                            confusion=[[2, 1], [1, 2]],
+                            lr=0.001,
+                            seconds=1.0,
+                            images_per_s=10.0,
+                        ),
+                    )
             page.wait_for_selector("#cv-accuracy .main-svg", timeout=15_000)
             assert not waiting.first.is_visible()
             assert page.evaluate(CHART_RANGES) == {"x": [0.5, 2.5], "y": [0, 1.02], "loss": [0.5, 2.5]}

@@ -116,8 +116,15 @@ def test_one_resolver_for_files_and_run_folders(tmp_path: Path) -> None:
 
 def test_checkpoint_save_is_atomic_and_arch_checked(tmp_path: Path) -> None:
     path = tmp_path / "ours.pt"
-    checkpoint = {"format": 1, "arch": "resnet18", "num_classes": 2, "model": {}, "mean": [0.5] * 3,
-                  "std": [0.2] * 3, "image_size": 32}
+    checkpoint = {
+        "format": 1,
+        "arch": "resnet18",
+        "num_classes": 2,
+        "model": {},
+        "mean": [0.5] * 3,
+        "std": [0.2] * 3,
+        "image_size": 32,
+    }
     save_checkpoint(checkpoint, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.pt"]  # no temporary file left
     assert load_checkpoint(path, expected_arch="resnet18")["image_size"] == 32
@@ -162,10 +169,10 @@ def logged_scalars(run_folder: Path) -> list[tuple[int, dict[str, float]]]:
 
     data, offset, events = (run_folder / "events.out.tfevents.leukemia").read_bytes(), 0, []
     while offset < len(data):
-        header = data[offset:offset + 8]
-        (length,), (header_crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[offset + 8:offset + 12])
-        body = data[offset + 12:offset + 12 + length]
-        (body_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
+        header = data[offset : offset + 8]
+        (length,), (header_crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[offset + 8 : offset + 12])
+        body = data[offset + 12 : offset + 12 + length]
+        (body_crc,) = struct.unpack("<I", data[offset + 12 + length : offset + 16 + length])
         assert (header_crc, body_crc) == (masked_crc32c(header), masked_crc32c(body))
         events.append(Event.FromString(body))
         offset += 16 + length

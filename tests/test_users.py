@@ -88,8 +88,10 @@ def test_the_legacy_api_token_is_the_admins(client, app, folder_path):
 def test_the_last_enabled_admin_is_kept(app):
     with get_sessionmaker().begin() as session:
         admin = session.scalar(select(User).where(User.username == WEB_ADMIN[0]))
-        for change in (lambda: users.set_disabled(session, cli_actor(), admin, True),
-                       lambda: users.set_role(session, cli_actor(), admin, "member")):
+        for change in (
+            lambda: users.set_disabled(session, cli_actor(), admin, True),
+            lambda: users.set_role(session, cli_actor(), admin, "member"),
+        ):
             with pytest.raises(StateConflict, match="is the last enabled admin") as raised:
                 change()
             assert raised.value.field == "user"
@@ -133,8 +135,14 @@ def test_the_last_enabled_admin_is_kept_when_two_admins_act_at_once(app):
             actors = [Actor(user.id, user.username, "admin") for user in pair]
         start, checked = threading.Barrier(2), threading.Barrier(2)
         outcomes: list[str] = [""] * 2
-        threads = [threading.Thread(target=lambda i=i: outcomes.__setitem__(i, act(
-            actors[i], actors[1 - i].username, changes[round_ % 2], start, checked))) for i in range(2)]
+        threads = [
+            threading.Thread(
+                target=lambda i=i: outcomes.__setitem__(
+                    i, act(actors[i], actors[1 - i].username, changes[round_ % 2], start, checked)
+                )
+            )
+            for i in range(2)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -155,10 +163,14 @@ def test_api_me_users_tokens_and_audit(client, app):
     dora = added.json["user"]["id"]
     given = client.post("/api/users", json={"username": "ed", "password": PASSWORD}, headers=LEGACY)
     assert given.json["password"] is None and given.json["user"]["role"] == "member"
-    for body, field, status in (({"username": "ed"}, "username", 409), ({"username": "no spaces"}, "username", 400),
-                                ({"username": "fay", "role": "boss"}, "role", 400),
-                                ({"username": "fay", "password": "short"}, "password", 400),
-                                ({"username": "fay", "password": 12345678}, "password", 400), ({}, "username", 400)):
+    for body, field, status in (
+        ({"username": "ed"}, "username", 409),
+        ({"username": "no spaces"}, "username", 400),
+        ({"username": "fay", "role": "boss"}, "role", 400),
+        ({"username": "fay", "password": "short"}, "password", 400),
+        ({"username": "fay", "password": 12345678}, "password", 400),
+        ({}, "username", 400),
+    ):
         response = client.post("/api/users", json=body, headers=LEGACY)
         assert response.status_code == status and response.json["field"] == field, (body, response.json)
         assert "\n" not in response.json["error"]
@@ -170,9 +182,13 @@ def test_api_me_users_tokens_and_audit(client, app):
     viewer = bearer(viewer_secret.value)
     assert client.get("/api/me", headers=viewer).json == {"id": dora, "username": "dora", "role": "viewer"}
     assert [t["name"] for t in client.get("/api/tokens", headers=viewer).json["tokens"]] == ["dora's"]
-    for method, url, body in (("get", "/api/users", None), ("post", "/api/users", {"username": "x"}),
-                              ("patch", f"/api/users/{dora}", {"role": "admin"}),
-                              ("post", f"/api/users/{dora}/reset-password", None), ("get", "/api/audit", None)):
+    for method, url, body in (
+        ("get", "/api/users", None),
+        ("post", "/api/users", {"username": "x"}),
+        ("patch", f"/api/users/{dora}", {"role": "admin"}),
+        ("post", f"/api/users/{dora}/reset-password", None),
+        ("get", "/api/audit", None),
+    ):
         response = getattr(client, method)(url, json=body, headers=viewer)
         assert response.status_code == 403 and response.json["error"].startswith("dora is a viewer: only admins may"), url
     assert client.delete(f"/api/tokens/{created.json['token']['id']}", headers=viewer).status_code == 404  # not hers
@@ -203,8 +219,11 @@ def test_api_me_users_tokens_and_audit(client, app):
     assert browser.get("/api/me").json["username"] == WEB_ADMIN[0]
     assert browser.post("/api/tokens", json={"name": "x"}).status_code == 401
     page = client.get("/api/audit?per_page=3", headers=LEGACY).json  # 10 writes here + migrate's user.add
-    assert page["total"] == 11 and [e["action"] for e in page["entries"]] == ["user.reset_password", "user.enable",
-                                                                              "user.disable"]
+    assert page["total"] == 11 and [e["action"] for e in page["entries"]] == [
+        "user.reset_password",
+        "user.enable",
+        "user.disable",
+    ]
     assert page["entries"][0]["detail"] == {"username": "dora", "tokens_revoked": 1}
     actions = [e["action"] for e in client.get("/api/audit?page=2&per_page=5", headers=LEGACY).json["entries"]]
     assert actions == ["token.revoke", "token.create", "token.create", "user.add", "user.add"]
@@ -230,8 +249,11 @@ def test_cli_users_and_tokens(app, client):
     assert run("users", "add", "hal", "--password-stdin", stdin=PASSWORD + "\n").output == "user hal added (member)\n"
     assert login(app.test_client(), "hal", PASSWORD).status_code == 302
     listed = run("users", "list").output.splitlines()
-    assert [line.split()[1:4] for line in listed[1:]] == [[WEB_ADMIN[0], "admin", "enabled"], ["gil", "viewer", "enabled"],
-                                                          ["hal", "member", "enabled"]]
+    assert [line.split()[1:4] for line in listed[1:]] == [
+        [WEB_ADMIN[0], "admin", "enabled"],
+        ["gil", "viewer", "enabled"],
+        ["hal", "member", "enabled"],
+    ]
     created = run("tokens", "create", "--user", "hal", "--name", "ci runner")
     assert created.exit_code == 0, created.output
     secret = created.output.split(": ")[1].split()[0]
@@ -247,23 +269,37 @@ def test_cli_users_and_tokens(app, client):
     token_id = run("tokens", "list").output.splitlines()[1].split()[0]
     assert run("tokens", "revoke", token_id).output == f"token {token_id} revoked\n"
     assert client.get("/api/me", headers=bearer(secret)).status_code == 401
-    for args, message in ((("users", "add", "hal"), "error: username: 'hal' is taken"),
-                          (("users", "add", "bad name"), "error: username: use 1-150 letters"),
-                          (("users", "add", "ivy", "--role", "boss"), "'boss' is not one of"),
-                          (("users", "disable", "nobody"), "error: user: no user 'nobody'"),
-                          (("users", "disable", WEB_ADMIN[0]), "is the last enabled admin and cannot be disabled"),
-                          (("users", "set-role", WEB_ADMIN[0], "member"), "is the last enabled admin and cannot be demoted"),
-                          (("tokens", "create", "--user", "hal", "--name", " "), "error: name: give the token a name"),
-                          (("tokens", "revoke", "999"), "error: token: no token 999"),
-                          (("tokens", "revoke", "x"), "'x' is not a valid integer")):
+    for args, message in (
+        (("users", "add", "hal"), "error: username: 'hal' is taken"),
+        (("users", "add", "bad name"), "error: username: use 1-150 letters"),
+        (("users", "add", "ivy", "--role", "boss"), "'boss' is not one of"),
+        (("users", "disable", "nobody"), "error: user: no user 'nobody'"),
+        (("users", "disable", WEB_ADMIN[0]), "is the last enabled admin and cannot be disabled"),
+        (("users", "set-role", WEB_ADMIN[0], "member"), "is the last enabled admin and cannot be demoted"),
+        (("tokens", "create", "--user", "hal", "--name", " "), "error: name: give the token a name"),
+        (("tokens", "revoke", "999"), "error: token: no token 999"),
+        (("tokens", "revoke", "x"), "'x' is not a valid integer"),
+    ):
         result = run(*args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
     with get_sessionmaker().begin() as session:
         actions = [(e.username.startswith("cli:"), e.action) for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
     # The first user.add is the configured admin's, written by `leukemia migrate` (prepare_database).
-    assert actions == [(True, action) for action in ("user.add", "user.add", "user.add", "token.create", "user.role",
-                                                     "user.reset_password", "user.disable", "user.enable", "token.revoke")]
+    assert actions == [
+        (True, action)
+        for action in (
+            "user.add",
+            "user.add",
+            "user.add",
+            "token.create",
+            "user.role",
+            "user.reset_password",
+            "user.disable",
+            "user.enable",
+            "token.revoke",
+        )
+    ]
 
 
 # --- the dashboard: /admin/users, /tokens, /admin/audit -------------------------------------------------
@@ -289,8 +325,9 @@ def test_dashboard_user_admin_tokens_and_audit_pages(app, client):
     assert bad.status_code == 409 and "username: &#39;joe&#39; is taken" in bad.get_data(as_text=True)
     with get_sessionmaker().begin() as session:
         joe = session.scalar(select(User).where(User.username == "joe")).id
-    assert "joe: role set to viewer." in admin.post(f"/admin/users/{joe}/role", data={"role": "viewer", "csrf_token": token}
-                                               ).get_data(as_text=True)
+    assert "joe: role set to viewer." in admin.post(
+        f"/admin/users/{joe}/role", data={"role": "viewer", "csrf_token": token}
+    ).get_data(as_text=True)
     assert admin.post(f"/admin/users/{joe}/disable", data={"csrf_token": token}).status_code == 200
     assert login(app.test_client(), "joe", password).status_code == 401
     admin.post(f"/admin/users/{joe}/enable", data={"csrf_token": token})
@@ -306,8 +343,10 @@ def test_dashboard_user_admin_tokens_and_audit_pages(app, client):
     for url in ("/admin/users", "/admin/audit"):
         response = viewer.get(url)
         assert response.status_code == 403 and "joe is a viewer: only admins may" in response.get_data(as_text=True)
-    assert viewer.post(f"/admin/users/{joe}/role", data={"role": "admin", "csrf_token": csrf_token(viewer, "/tokens")}
-                       ).status_code == 403
+    assert (
+        viewer.post(f"/admin/users/{joe}/role", data={"role": "admin", "csrf_token": csrf_token(viewer, "/tokens")}).status_code
+        == 403
+    )
     made = viewer.post("/tokens", data={"name": "joe's script", "csrf_token": csrf_token(viewer, "/tokens")})
     secret = re.search(r'<code class="secret-value">([^<]+)</code>', made.get_data(as_text=True)).group(1)
     assert client.get("/api/me", headers=bearer(secret)).json["role"] == "viewer"
@@ -319,5 +358,8 @@ def test_dashboard_user_admin_tokens_and_audit_pages(app, client):
     assert client.get("/api/me", headers=bearer(secret)).status_code == 401
     audit_page = admin.get("/admin/audit").get_data(as_text=True)
     assert audit_page.index("token.revoke") < audit_page.index("user.add")  # newest first
-    assert [a for a in ("user.add", "user.role", "user.disable", "user.enable", "user.reset_password", "token.create")
-            if a not in audit_page] == []
+    assert [
+        a
+        for a in ("user.add", "user.role", "user.disable", "user.enable", "user.reset_password", "token.create")
+        if a not in audit_page
+    ] == []

@@ -30,8 +30,7 @@ def api_me(base: str, token: str) -> int | dict:
 
 
 def test_admin_page_viewer_token_and_audit_log(tmp_path, browser):  # noqa: F811
-    settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
-                "DATA_ROOTS": str(tmp_path)}
+    settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token", "DATA_ROOTS": str(tmp_path)}
     with web_server(tmp_path, settings) as base:
         run_scenario(browser, base, screenshots_dir(tmp_path))
 

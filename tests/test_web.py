@@ -26,7 +26,9 @@ def user(client):
 def folder(user, tmp_path):
     """A registered synthetic data folder: (id, path)."""
     path = synthetic_folder(tmp_path / "data")
-    response = user.post("/data-folders", data={"name": "synth", "path": str(path), "csrf_token": csrf_token(user, "/data-folders")})
+    response = user.post(
+        "/data-folders", data={"name": "synth", "path": str(path), "csrf_token": csrf_token(user, "/data-folders")}
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
     from core.service.records import DataFolder
 
@@ -115,7 +117,8 @@ def test_data_folder_registration_only_under_roots(user, tmp_path, folder):
         assert 'class="field grow has-error"' in html and 'class="field has-error"' not in html, path  # the error's field
     response = user.post("/data-folders", data={"path": str(tmp_path / "data"), "name": "synth", "csrf_token": token})
     assert response.status_code == 400 and "path: " + str(tmp_path / "data" / "sneaky") + " is a symlink to" in (
-        response.get_data(as_text=True))  # the data root holds a link out: registration reads nothing through it
+        response.get_data(as_text=True)
+    )  # the data root holds a link out: registration reads nothing through it
     (tmp_path / "data" / "sneaky").unlink()
     response = user.post("/data-folders", data={"path": str(tmp_path / "data"), "name": "synth", "csrf_token": token})
     html = response.get_data(as_text=True)
@@ -145,23 +148,39 @@ def test_train_form_errors_are_shown_next_to_fields(user, folder):
     assert 'id="error-lr">Input should be a valid number' in text
     assert 'id="error-class_weights">must be auto, none or two positive numbers' in text
     assert 'id="error-image_size">' in text
-    page = user.post("/jobs/new/train", data={"csrf_token": token, "data_folder": str(folder[0]), "epochs": "2",
-                                              "warmup_epochs": "2"})
+    page = user.post(
+        "/jobs/new/train", data={"csrf_token": token, "data_folder": str(folder[0]), "epochs": "2", "warmup_epochs": "2"}
+    )
     assert page.status_code == 400 and "warmup_epochs (2) must be fewer than epochs (2)" in page.get_data(as_text=True)
 
 
 def test_train_form_queues_a_job(user, folder):
     token = csrf_token(user, "/jobs/new/train")
-    data = {"csrf_token": token, "data_folder": str(folder[0]), "arch": "resnet18", "epochs": "2", "batch_size": "4",
-            "optimizer": "sgd", "lr": "0.01", "schedule": "cosine", "class_weights": "auto", "image_size": "32",
-            "augment": "on"}
+    data = {
+        "csrf_token": token,
+        "data_folder": str(folder[0]),
+        "arch": "resnet18",
+        "epochs": "2",
+        "batch_size": "4",
+        "optimizer": "sgd",
+        "lr": "0.01",
+        "schedule": "cosine",
+        "class_weights": "auto",
+        "image_size": "32",
+        "augment": "on",
+    }
     response = user.post("/jobs/new/train", data=data)
     assert response.status_code == 302
     job_id = int(response.location.rsplit("/", 1)[1])
     with get_sessionmaker().begin() as session:
         job = session.get(Job, job_id)
-        assert (job.status, job.data_dir, job.params["optimizer"], job.params["augment"], job.params["amp"]) == \
-            ("queued", folder[1], "sgd", True, False)
+        assert (job.status, job.data_dir, job.params["optimizer"], job.params["augment"], job.params["amp"]) == (
+            "queued",
+            folder[1],
+            "sgd",
+            True,
+            False,
+        )
     page = user.get(response.location).get_data(as_text=True)
     assert "Job #%d" % job_id in page and "queued" in page and "no live worker" in page
 
@@ -171,21 +190,34 @@ def test_predict_form_needs_a_parent_with_a_checkpoint(user, folder):
     page = user.post("/jobs/new/predict", data={"csrf_token": token, "data_folder": str(folder[0]), "csv": "test.csv"})
     assert page.status_code == 400 and 'id="error-parent_id"' in page.get_data(as_text=True)
     queued = queued_job(folder[1])
-    page = user.post("/jobs/new/predict", data={"csrf_token": token, "data_folder": str(folder[0]), "csv": "test.csv",
-                                                "parent_id": str(queued)})
+    page = user.post(
+        "/jobs/new/predict",
+        data={"csrf_token": token, "data_folder": str(folder[0]), "csv": "test.csv", "parent_id": str(queued)},
+    )
     assert page.status_code == 400 and f"job {queued} is queued and has no checkpoint yet" in page.get_data(as_text=True)
     trained = finished_train_job(folder[1])
-    page = user.post("/jobs/new/predict", data={"csrf_token": token, "data_folder": str(folder[0]), "csv": "../x.csv",
-                                                "parent_id": str(trained)})
+    page = user.post(
+        "/jobs/new/predict",
+        data={"csrf_token": token, "data_folder": str(folder[0]), "csv": "../x.csv", "parent_id": str(trained)},
+    )
     assert page.status_code == 400 and 'id="error-csv">give a file name' in page.get_data(as_text=True)
     form = user.get(f"/jobs/new/predict?parent={trained}").get_data(as_text=True)
     assert f'value="{trained}" selected' in form
-    response = user.post("/jobs/new/predict", data={"csrf_token": token, "data_folder": str(folder[0]), "csv": "test.csv",
-                                                    "parent_id": str(trained), "checkpoint_choice": "best"})
+    response = user.post(
+        "/jobs/new/predict",
+        data={
+            "csrf_token": token,
+            "data_folder": str(folder[0]),
+            "csv": "test.csv",
+            "parent_id": str(trained),
+            "checkpoint_choice": "best",
+        },
+    )
     assert response.status_code == 302
     for kind in ("finetune", "evaluate"):
-        response = user.post(f"/jobs/new/{kind}", data={"csrf_token": token, "data_folder": str(folder[0]),
-                                                          "parent_id": str(trained)})
+        response = user.post(
+            f"/jobs/new/{kind}", data={"csrf_token": token, "data_folder": str(folder[0]), "parent_id": str(trained)}
+        )
         assert response.status_code == 302, kind
     assert user.get("/jobs/new/bogus").status_code == 404
 
@@ -201,7 +233,7 @@ def test_sweep_form_queues_the_grid(user, folder):
     response = user.post("/sweeps/new", data={**base, "grid_lr": "0.001, 0.01", "grid_class_weights": "auto; 1.2,1.0"})
     assert response.status_code == 302 and "sweep=" in response.location
     page = user.get(response.location).get_data(as_text=True)
-    assert "Jobs <span class=\"muted\">(4)</span>" in page
+    assert 'Jobs <span class="muted">(4)</span>' in page
 
 
 def test_job_detail_shows_metrics_and_downloads_recorded_files_only(user, folder):
@@ -211,9 +243,19 @@ def test_job_detail_shows_metrics_and_downloads_recorded_files_only(user, folder
     assert "75.0%" in page and "best.pt" in page and "metrics.csv" in page
     with get_sessionmaker().begin() as session:
         artifacts = {a.name: a.id for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
-        escaping = session.execute(insert(Artifact).values(job_id=job_id, kind="metrics", name="passwd",
-                                                           path="../../../etc/passwd", size_bytes=1, sha256="0" * 64,
-                                                           created_at=utcnow()).returning(Artifact.id)).scalar_one()
+        escaping = session.execute(
+            insert(Artifact)
+            .values(
+                job_id=job_id,
+                kind="metrics",
+                name="passwd",
+                path="../../../etc/passwd",
+                size_bytes=1,
+                sha256="0" * 64,
+                created_at=utcnow(),
+            )
+            .returning(Artifact.id)
+        ).scalar_one()
     response = user.get(f"/jobs/{job_id}/artifacts/{artifacts['metrics.csv']}")
     assert response.status_code == 200 and response.data.startswith(b"epoch,train_loss")
     assert "attachment" in response.headers["Content-Disposition"]
@@ -229,7 +271,9 @@ def test_cancel_and_retry_buttons(user, folder):
     response = user.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert f"Job {job_id}: cancelled." in response.get_data(as_text=True)
     response = user.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
-    assert response.status_code == 409 and f"job {job_id} is already cancelled; nothing to cancel" in response.get_data(as_text=True)
+    assert response.status_code == 409 and f"job {job_id} is already cancelled; nothing to cancel" in response.get_data(
+        as_text=True
+    )
     response = user.post(f"/jobs/{job_id}/retry", data={"csrf_token": token}, follow_redirects=True)
     assert f"Job {job_id} queued again." in response.get_data(as_text=True)
     assert user.get(f"/jobs/{job_id}/cancel").status_code == 405
@@ -255,8 +299,12 @@ def test_job_list_filters_and_rejects_bad_filters(user, folder):
     finished_train_job(folder[1])
     assert user.get("/?status=succeeded").get_data(as_text=True).count('data-job-id="') == 1
     assert user.get("/?kind=train").get_data(as_text=True).count('data-job-id="') == 2
-    for query, message in (("status=done", "status: must be one of"), ("kind=x", "kind: must be one of"),
-                           ("page=zero", "page: must be a whole number"), ("page=0", "page: must be between 1 and 1000000")):
+    for query, message in (
+        ("status=done", "status: must be one of"),
+        ("kind=x", "kind: must be one of"),
+        ("page=zero", "page: must be a whole number"),
+        ("page=0", "page: must be between 1 and 1000000"),
+    ):
         response = user.get(f"/?{query}")
         assert response.status_code == 400 and message in response.get_data(as_text=True)
 
@@ -264,9 +312,22 @@ def test_job_list_filters_and_rejects_bad_filters(user, folder):
 def test_job_list_pages_through_10000_jobs(user, folder):
     """Each page holds its 50 rows; how long a page takes is a benchmark figure (bench/list_bench.py)."""
     now = utcnow()
-    rows = [{"kind": "train", "status": ("queued", "running", "succeeded", "failed")[i % 4], "params": {"arch": "resnet18"},
-             "data_dir": folder[1], "queue": "gpu", "attempts": 0, "max_attempts": 3, "cancel_requested": False,
-             "created_at": now, "progress": 0.5, "best_valid_accuracy": 0.8} for i in range(10_000)]
+    rows = [
+        {
+            "kind": "train",
+            "status": ("queued", "running", "succeeded", "failed")[i % 4],
+            "params": {"arch": "resnet18"},
+            "data_dir": folder[1],
+            "queue": "gpu",
+            "attempts": 0,
+            "max_attempts": 3,
+            "cancel_requested": False,
+            "created_at": now,
+            "progress": 0.5,
+            "best_valid_accuracy": 0.8,
+        }
+        for i in range(10_000)
+    ]
     with get_sessionmaker().begin() as session:
         session.execute(insert(Job), rows)
     for url, newest in (("/", 10_000), ("/?page=100", 5_050), ("/?status=queued", 9_997), ("/?status=queued&page=50", 197)):
@@ -307,8 +368,9 @@ def test_creating_the_app_writes_nothing_the_explicit_steps_do(app, tmp_path, mo
 
     home = tmp_path / "fresh-home"
     # SECRET_KEY and API_TOKEN unset (the app fixture's): here the embedded default's stored ones
-    settings_override(LEUKEMIA_HOME=str(home), ADMIN_USERNAME="ops", ADMIN_PASSWORD="secret-pass", SECRET_KEY=None,
-                      API_TOKEN=None)
+    settings_override(
+        LEUKEMIA_HOME=str(home), ADMIN_USERNAME="ops", ADMIN_PASSWORD="secret-pass", SECRET_KEY=None, API_TOKEN=None
+    )
     with pytest.raises(UserInputError, match=r"^SECRET_KEY: not set, and .*secret_key holds none"):
         create_app()
     assert not home.exists()  # no database, no secret, not even the folder

@@ -37,8 +37,12 @@ def allow(settings_override, networks: str | None) -> None:
 def database(request, isolated_home, settings_override):
     """A fresh job database of either backend, loopback receivers allowed, a 2 s attempt deadline."""
     postgres = create_postgres_database() if request.param == "postgresql" else None
-    settings_override(DATABASE_URL=postgres_url(postgres) if postgres else None, WEBHOOK_TIMEOUT_SECONDS="2",
-                      WEBHOOK_RETRY_SECONDS="0.3", WEBHOOK_ALLOWED_NETWORKS=LOOPBACK)
+    settings_override(
+        DATABASE_URL=postgres_url(postgres) if postgres else None,
+        WEBHOOK_TIMEOUT_SECONDS="2",
+        WEBHOOK_RETRY_SECONDS="0.3",
+        WEBHOOK_ALLOWED_NETWORKS=LOOPBACK,
+    )
     upgrade_database()
     yield request.param
     settings_override.undo()  # the engines let go of the database before it is dropped
@@ -229,8 +233,9 @@ def test_addresses_that_are_not_public_are_refused_unless_allowed(database, sett
         with pytest.raises(UserInputError) as refused:
             add_webhook(url)
         assert refused.value.field == "url", url
-        assert str(refused.value) == (f"url: {reason}; webhooks reach such an address only when "
-                                      "WEBHOOK_ALLOWED_NETWORKS lists it"), url
+        assert str(refused.value) == (
+            f"url: {reason}; webhooks reach such an address only when WEBHOOK_ALLOWED_NETWORKS lists it"
+        ), url
     for url, message in (
         ("http://example.org:99999/hook", "url: 'http://example.org:99999/hook' has a port that is not a number from 1 to 65535"),
         ("http://example.org:0/hook", "url: 'http://example.org:0/hook' has a port that is not a number from 1 to 65535"),
@@ -282,14 +287,20 @@ def test_addresses_embedding_an_ipv4_are_judged_by_it_and_special_purpose_ones_r
     for url, reason in EMBEDDING_OR_SPECIAL.items():
         with pytest.raises(UserInputError) as refused:
             add_webhook(url)
-        assert str(refused.value) == (f"url: {reason}; webhooks reach such an address only when "
-                                      "WEBHOOK_ALLOWED_NETWORKS lists it"), url
+        assert str(refused.value) == (
+            f"url: {reason}; webhooks reach such an address only when WEBHOOK_ALLOWED_NETWORKS lists it"
+        ), url
     for url, message in UNRESOLVABLE.items():
         with pytest.raises(UserInputError) as refused:
             add_webhook(url)
         assert (refused.value.field, str(refused.value)) == ("url", message)
-    for url in ("http://[2002:808:808::1]/hook", "http://[64:ff9b::808:808]/hook", "http://[::ffff:8.8.8.8]/",
-                "https://hooks.example.org/x", "http://8.8.8.8/"):  # a public IPv4, however embedded
+    for url in (
+        "http://[2002:808:808::1]/hook",
+        "http://[64:ff9b::808:808]/hook",
+        "http://[::ffff:8.8.8.8]/",
+        "https://hooks.example.org/x",
+        "http://8.8.8.8/",
+    ):  # a public IPv4, however embedded
         add_webhook(url)
     allow(settings_override, "127.0.0.0/8, 192.0.0.8")  # the allow-list judges the embedded address, and lets a block in
     for url in ("http://[2002:7f00:1::]/hook", "http://[64:ff9b::7f00:1]/hook", "http://192.0.0.8/hook"):
@@ -343,7 +354,9 @@ def test_a_refused_target_is_never_contacted_and_its_error_tells_nothing_of_its_
 
 
 @sqlite_only
-def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_connected(database, monkeypatch, settings_override):
+def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_the_one_connected(
+    database, monkeypatch, settings_override
+):
     """DNS rebinding. The name's answers come from the test (the only stand-in here: no DNS server to
     script); 127.0.0.1 is allowed, 127.0.0.2 is not, and a second receiver listens there on the same port.
     A sender that looked the name up again to connect would reach the impostor; one that did not
@@ -393,8 +406,7 @@ def test_credentials_in_a_url_are_sent_but_never_shown(app, client, settings_ove
     try:
         secret_url = receiver.url.replace("http://", "http://hook-user:s3cr%40t-pw@")
         shown = receiver.url.replace("http://", "http://***@")
-        created = client.post("/api/webhooks", json={"url": secret_url, "events": ["job.failed"], "secret": SECRET},
-                              headers=AUTH)
+        created = client.post("/api/webhooks", json={"url": secret_url, "events": ["job.failed"], "secret": SECRET}, headers=AUTH)
         assert created.status_code == 201 and created.json["url"] == shown, created.json
         hook = created.json["id"]
         assert client.get("/api/webhooks", headers=AUTH).json["webhooks"][0]["url"] == shown
@@ -419,8 +431,9 @@ def test_credentials_in_a_url_are_sent_but_never_shown(app, client, settings_ove
         receiver.close()
 
 
-def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_that_took_over(database, monkeypatch,
-                                                                                               settings_override):
+def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_that_took_over(
+    database, monkeypatch, settings_override
+):
     """The outcome is recorded against the lease the delivery was sent under: a sender that stalled past
     its lease (here: claimed, then nothing for 1.2 s with a 1 s lease) records nothing."""
     settings_override(WEBHOOK_TIMEOUT_SECONDS="1")
@@ -434,7 +447,9 @@ def test_a_sender_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_
         time.sleep(1.2)
         assert webhooks.deliver_due(get_settings())["delivered"] == 1  # another sender takes it over, sends and records it
         with get_sessionmaker().begin() as session:
-            late = webhooks.record_attempt(session, delivery_id, stalled_lease, Attempt(False, None, "timed out"), settings=get_settings())
+            late = webhooks.record_attempt(
+                session, delivery_id, stalled_lease, Attempt(False, None, "timed out"), settings=get_settings()
+            )
         assert late is None
         [delivery] = deliveries_of(hook)
         assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 1, None)

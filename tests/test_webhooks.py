@@ -33,8 +33,14 @@ class Receiver:
     with the next scripted status code (then 200), after sleeping `hang` seconds when asked to. `host` and
     `port` choose the listening address (default: 127.0.0.1 on a free port)."""
 
-    def __init__(self, secret: str = SECRET, codes: tuple[int, ...] = (), hang: float = 0.0,
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        secret: str = SECRET,
+        codes: tuple[int, ...] = (),
+        hang: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
         self.secret, self.codes, self.hang = secret, list(codes), hang
         self.requests: list[dict] = []
         self.lock = threading.Lock()
@@ -44,11 +50,17 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 with receiver.lock:
-                    receiver.requests.append({
-                        "event": self.headers["X-Leukemia-Event"], "delivery": self.headers["X-Leukemia-Delivery"],
-                        "content_type": self.headers["Content-Type"], "body": body, "at": time.time(),
-                        "authorization": self.headers.get("Authorization"),
-                        "verified": receiver.verify(self.headers.get("X-Leukemia-Signature", ""), body)})
+                    receiver.requests.append(
+                        {
+                            "event": self.headers["X-Leukemia-Event"],
+                            "delivery": self.headers["X-Leukemia-Delivery"],
+                            "content_type": self.headers["Content-Type"],
+                            "body": body,
+                            "at": time.time(),
+                            "authorization": self.headers.get("Authorization"),
+                            "verified": receiver.verify(self.headers.get("X-Leukemia-Signature", ""), body),
+                        }
+                    )
                     code = receiver.codes.pop(0) if receiver.codes else 200
                 if receiver.hang:
                     time.sleep(receiver.hang)
@@ -104,8 +116,9 @@ def database(isolated_home, settings_override):
 
 def add_webhook(url: str, events: list[str] | None = None, secret: str = SECRET) -> int:
     with get_sessionmaker().begin() as session:
-        return webhooks.add(session, cli_actor(), url, events or ["job.succeeded", "job.failed", "job.cancelled",
-                                                                  "worker.lost"], secret).id
+        return webhooks.add(
+            session, cli_actor(), url, events or ["job.succeeded", "job.failed", "job.cancelled", "worker.lost"], secret
+        ).id
 
 
 def queued(tmp_path) -> int:
@@ -157,6 +170,7 @@ def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, t
     ended["unsent"] = queued(tmp_path)
     with get_sessionmaker().begin() as session:
         jobs.fail_unsent_job(session, ended["unsent"], "broker down")
+
     # running -> succeeded, and a late cancel -> cancelled (finish_job); cancel during shutdown
     # (release_job), while a plain release is no event
     def finish(session, job_id: int) -> None:
@@ -165,8 +179,12 @@ def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, t
     def release(session, job_id: int) -> None:
         jobs.release_job(session, job_id, "w")
 
-    for name, cancel, end in (("succeeded", False, finish), ("late", True, finish),
-                              ("released-cancel", True, release), ("released", False, release)):
+    for name, cancel, end in (
+        ("succeeded", False, finish),
+        ("late", True, finish),
+        ("released-cancel", True, release),
+        ("released", False, release),
+    ):
         ended[name] = queued(tmp_path)
         with get_sessionmaker().begin() as session:
             jobs.claim_job(session, ended[name], owner="w", host="h")
@@ -189,8 +207,13 @@ def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, t
 
     bodies = {json.loads(d.body)["job"]["id"]: (d.event, json.loads(d.body)) for d in deliveries_of(hook)}
     assert {job_id: event for job_id, (event, _) in bodies.items()} == {
-        ended["cancel"]: "job.cancelled", ended["unsent"]: "job.failed", ended["succeeded"]: "job.succeeded",
-        ended["late"]: "job.cancelled", ended["released-cancel"]: "job.cancelled", ended["lost"]: "job.failed"}
+        ended["cancel"]: "job.cancelled",
+        ended["unsent"]: "job.failed",
+        ended["succeeded"]: "job.succeeded",
+        ended["late"]: "job.cancelled",
+        ended["released-cancel"]: "job.cancelled",
+        ended["lost"]: "job.failed",
+    }
     assert deliveries_of(silent) == [] and deliveries_of(off) == []
     event, body = bodies[ended["lost"]]
     assert body["event"] == event and body["job"]["error"] == "worker lost" and body["job"]["status"] == "failed"
@@ -315,8 +338,9 @@ def test_a_worker_killed_mid_job_is_reported_with_the_job_it_was_running(databas
     assert json.loads(delivery.body)["worker"]["running_job_ids"] == [job_id]
 
 
-def test_a_worker_restarted_under_its_name_reports_the_one_before_lost_and_its_job_is_requeued(database, tmp_path,
-                                                                                              settings_override):
+def test_a_worker_restarted_under_its_name_reports_the_one_before_lost_and_its_job_is_requeued(
+    database, tmp_path, settings_override
+):
     """compose restarts a killed worker's container under the same name: the new worker's row replaces the
     old one, which is reported lost (with its job) at that moment; the job, whose lease the old process
     held, is requeued by the next reaper step although a live worker of that name exists."""
@@ -395,8 +419,7 @@ def add_user(username: str, role: str) -> None:
     from core.service.records import User
 
     with get_sessionmaker().begin() as session:
-        session.add(User(username=username, password_hash=generate_password_hash("pw-123456"), role=role,
-                         created_at=utcnow()))
+        session.add(User(username=username, password_hash=generate_password_hash("pw-123456"), role=role, created_at=utcnow()))
 
 
 def test_the_api_manages_webhooks_and_shows_their_deliveries(app, client, receiver):
@@ -410,14 +433,18 @@ def test_the_api_manages_webhooks_and_shows_their_deliveries(app, client, receiv
     listed = client.get("/api/webhooks", headers=AUTH).json["webhooks"]
     assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]  # shown once only
 
-    for body, field in (({"url": "ftp://example.org/x"}, "url"), ({"url": "http://x/", "events": ["job.done"]}, "events"),
-                        ({"url": "http://x/", "secret": "short"}, "secret")):
+    for body, field in (
+        ({"url": "ftp://example.org/x"}, "url"),
+        ({"url": "http://x/", "events": ["job.done"]}, "events"),
+        ({"url": "http://x/", "secret": "short"}, "secret"),
+    ):
         refused = client.post("/api/webhooks", json=body, headers=AUTH)
         assert refused.status_code == 400 and refused.json["field"] == field, refused.json
     assert client.patch(f"/api/webhooks/{hook['id']}", json={"url": "gopher://x"}, headers=AUTH).json["field"] == "url"
 
-    changed = client.patch(f"/api/webhooks/{hook['id']}", json={"enabled": False, "events": ["job.failed", "worker.lost"]},
-                           headers=AUTH)
+    changed = client.patch(
+        f"/api/webhooks/{hook['id']}", json={"enabled": False, "events": ["job.failed", "worker.lost"]}, headers=AUTH
+    )
     assert changed.status_code == 200 and changed.json["enabled"] is False
     assert changed.json["events"] == ["job.failed", "worker.lost"]
     client.patch(f"/api/webhooks/{hook['id']}", json={"enabled": True}, headers=AUTH)
@@ -449,8 +476,14 @@ def test_the_api_manages_webhooks_and_shows_their_deliveries(app, client, receiv
     assert client.get("/api/webhooks", headers=AUTH).json["webhooks"] == []
     with get_sessionmaker().begin() as session:
         actions = [a for (a,) in session.execute(select_audit(AuditEntry))]
-    assert actions == ["webhook.create", "webhook.update", "webhook.update", "webhook.test", "webhook.redeliver",
-                       "webhook.delete"]
+    assert actions == [
+        "webhook.create",
+        "webhook.update",
+        "webhook.update",
+        "webhook.test",
+        "webhook.redeliver",
+        "webhook.delete",
+    ]
 
 
 def select_audit(entry):
@@ -467,8 +500,11 @@ def test_the_pages_add_disable_and_list_deliveries(client, receiver):
     token = csrf_token(client, "/admin/webhooks")
     bad = client.post("/admin/webhooks", data={"url": "mailto:me@example.org", "events": ["job.failed"], "csrf_token": token})
     assert bad.status_code == 400 and "url:" in bad.get_data(as_text=True)
-    added = client.post("/admin/webhooks", data={"url": receiver.url, "events": ["job.failed", "worker.lost"],
-                                                 "csrf_token": token}, follow_redirects=True)
+    added = client.post(
+        "/admin/webhooks",
+        data={"url": receiver.url, "events": ["job.failed", "worker.lost"], "csrf_token": token},
+        follow_redirects=True,
+    )
     page = added.get_data(as_text=True)
     assert added.status_code == 200 and "shown this once" in page and receiver.url in page
     with get_sessionmaker().begin() as session:
@@ -494,7 +530,8 @@ def test_the_pages_add_disable_and_list_deliveries(client, receiver):
         session.query(WorkerRecord).update({"last_seen": utcnow().replace(year=2000)})
         webhooks.report_lost_workers(session)
         session.query(WorkerRecord).filter(WorkerRecord.hostname == "gone-long-ago@test").update(
-            {"lost_at": utcnow().replace(year=2000)})
+            {"lost_at": utcnow().replace(year=2000)}
+        )
     job_list = client.get("/").get_data(as_text=True)
     assert 'id="lost-workers"' in job_list and "gone-1@test" in job_list and "gone-long-ago@test" not in job_list
     admin_page = client.get("/admin/webhooks").get_data(as_text=True)
@@ -519,8 +556,14 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
 
     data = tmp_path_factory.mktemp("webhook-data") / "lab"
     write_synthetic_dataset(data, train=16, valid=8, test=4, image_size=32, seed=0)
-    env = {**os.environ, **service_backend["env"], "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "WEBHOOK_TIMEOUT_SECONDS": "1.5", "WEBHOOK_RETRY_SECONDS": "60"}
+    env = {
+        **os.environ,
+        **service_backend["env"],
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "WEBHOOK_TIMEOUT_SECONDS": "1.5",
+        "WEBHOOK_RETRY_SECONDS": "60",
+    }
     token = secrets.token_hex(3)
     good, hanging = Receiver(), Receiver(hang=5.0)
     good_id = add_webhook(good.url, ["job.succeeded", "worker.lost"])
@@ -547,13 +590,21 @@ def test_real_workers_send_a_signed_job_succeeded_and_report_a_killed_worker_onc
         job = wait_for(lambda: (row := job_of(job_id)).finished_at and row, 120, f"job {job_id} to finish", main)
         assert (job.status, job.error) == ("succeeded", None)
 
-        [delivered] = wait_for(lambda: [r for r in good.of("job.succeeded") if f'"id":{job_id},' in r["body"]], 30,
-                               "the job.succeeded delivery", main)
+        [delivered] = wait_for(
+            lambda: [r for r in good.of("job.succeeded") if f'"id":{job_id},' in r["body"]],
+            30,
+            "the job.succeeded delivery",
+            main,
+        )
         body = json.loads(delivered["body"])
         assert delivered["verified"] and body["job"]["id"] == job_id and body["job"]["status"] == "succeeded"
         assert body["job"]["best_valid_accuracy"] is not None and body["job"]["worker_host"] == main.hostname
-        timed_out = wait_for(lambda: [d for d in deliveries_of(hanging_id) if d.attempts >= 1], 30,
-                             "the hanging receiver's attempt to be recorded", main)
+        timed_out = wait_for(
+            lambda: [d for d in deliveries_of(hanging_id) if d.attempts >= 1],
+            30,
+            "the hanging receiver's attempt to be recorded",
+            main,
+        )
         assert timed_out[0].status == "pending" and "timed out" in timed_out[0].last_error
         assert job_of(job_id).status == "succeeded"  # the slow receiver changed nothing on the job
 

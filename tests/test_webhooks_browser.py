@@ -28,9 +28,15 @@ def add_webhook_page(page, base: str, url: str, events: list[str]) -> str:
 def test_delivery_history_page(tmp_path, browser) -> None:  # noqa: F811
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(codes=(500,))
-    settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "API_TOKEN": "browser-token",
-                "DATA_ROOTS": str(tmp_path), "WEBHOOK_RETRY_SECONDS": "1", "WEBHOOK_MAX_ATTEMPTS": "2",
-                "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1"}  # the receivers listen on loopback
+    settings = {
+        "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1],
+        "API_TOKEN": "browser-token",
+        "DATA_ROOTS": str(tmp_path),
+        "WEBHOOK_RETRY_SECONDS": "1",
+        "WEBHOOK_MAX_ATTEMPTS": "2",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1",
+    }  # the receivers listen on loopback
     try:
         with web_and_worker(tmp_path, settings) as base:
             page = browser.new_page(viewport={"width": 1366, "height": 768})
@@ -40,7 +46,9 @@ def test_delivery_history_page(tmp_path, browser) -> None:  # noqa: F811
             add_webhook_page(page, base, f"http://127.0.0.1:{free_port()}/nobody", ["job.succeeded"])
             page.fill('input[name="url"]', "ftp://example.org/hook")
             page.click("text=Add webhook")
-            assert "url: 'ftp://example.org/hook' is not an http:// or https:// address" in page.locator("#error-url").inner_text()
+            assert (
+                "url: 'ftp://example.org/hook' is not an http:// or https:// address" in page.locator("#error-url").inner_text()
+            )
 
             rows = page.locator("#webhooks tbody tr")
             assert rows.count() == 2

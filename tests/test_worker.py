@@ -45,11 +45,18 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], queues: list[str], name: str, log_dir: Path, concurrency: int = 1) -> None:
         self.hostname = f"{name}-{secrets.token_hex(3)}@test"
         self.log_path = log_dir / f"{self.hostname}.log"
-        command = [*LEUKEMIA, "worker", "--queues", ",".join(queues), "--hostname", self.hostname,
-                   "--concurrency", str(concurrency)]  # fmt: skip
+        command = [
+            *LEUKEMIA,
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--hostname",
+            self.hostname,
+            "--concurrency",
+            str(concurrency),
+        ]
         with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                            start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: " ready." in self.log(), 90, f"worker {self.hostname} to start", self)
 
     def log(self) -> str:
@@ -83,8 +90,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, *worker
             if worker.process.poll() is not None:
                 pytest.fail(f"worker {worker.hostname} exited while waiting for {what}:\n{worker.log()[-3000:]}")
 
-    return polling.wait_for(condition, timeout, what, check=check, interval=0.2,
-                            describe=lambda: "\n".join(w.log()[-3000:] for w in workers))  # fmt: skip
+    return polling.wait_for(
+        condition, timeout, what, check=check, interval=0.2, describe=lambda: "\n".join(w.log()[-3000:] for w in workers)
+    )
 
 
 def job_row(job_id: int) -> Job:
@@ -128,8 +136,13 @@ def queues(service_backend) -> dict[str, str]:
     """Queue names of this module's run, unique so parallel runs on the shared Redis never mix
     (a job id sent to another run's worker would name another database's job)."""
     token = secrets.token_hex(3)
-    names = {"gpu": f"gpu-{token}", "cpu": f"cpu-{token}", "kill": f"kill-{token}", "nobody": f"nobody-{token}",
-             "sweep": f"sweep-{token}"}  # fmt: skip
+    names = {
+        "gpu": f"gpu-{token}",
+        "cpu": f"cpu-{token}",
+        "kill": f"kill-{token}",
+        "nobody": f"nobody-{token}",
+        "sweep": f"sweep-{token}",
+    }
     yield names
     if service_backend["name"] == "redis+postgres":  # drop the messages nobody consumed
         import redis
@@ -202,10 +215,18 @@ def test_train_then_finetune_and_predict_from_it(trained_job, main_worker, synth
     assert train.attempts == 1 and train.best_valid_accuracy is not None and train.progress == 1.0
     assert {"best.pt", "last.pt", "metrics.csv", "metrics.json", "events.out.tfevents.leukemia"} <= artifact_names(trained_job)
 
-    finetune_id = submit("finetune", {"data_dir": str(synthetic_data), "epochs": 1, "device": "cpu",
-                                                   "batch_size": 8}, parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
-    predict_id = submit("predict", {"data_dir": str(synthetic_data), "csv": "test.csv", "device": "cpu"},
-                                     parent_id=trained_job, queue=queues["cpu"])  # fmt: skip
+    finetune_id = submit(
+        "finetune",
+        {"data_dir": str(synthetic_data), "epochs": 1, "device": "cpu", "batch_size": 8},
+        parent_id=trained_job,
+        queue=queues["gpu"],
+    )
+    predict_id = submit(
+        "predict",
+        {"data_dir": str(synthetic_data), "csv": "test.csv", "device": "cpu"},
+        parent_id=trained_job,
+        queue=queues["cpu"],
+    )
     finetune, predict = wait_finished(finetune_id, main_worker), wait_finished(predict_id, main_worker)
     assert (finetune.status, finetune.error, epochs_of(finetune_id)) == ("succeeded", None, [1])
     assert (predict.status, predict.error) == ("succeeded", None)
@@ -229,10 +250,13 @@ def test_bad_inputs_fail_with_their_reason_and_the_next_job_runs(trained_job, ma
 
     missing_id = submit("train", {"data_dir": str(tmp_path / "absent"), **TINY}, queue=queues["gpu"])
     corrupt_id = submit("train", {"data_dir": str(corrupt), **TINY}, queue=queues["gpu"])
-    wrong_arch_id = submit("finetune", {"data_dir": str(synthetic_data), "arch": "resnet50", "device": "cpu"},
-                                        parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
-    good_id = submit("evaluate", {"data_dir": str(synthetic_data), "device": "cpu"},
-                                  parent_id=trained_job, queue=queues["gpu"])  # fmt: skip
+    wrong_arch_id = submit(
+        "finetune",
+        {"data_dir": str(synthetic_data), "arch": "resnet50", "device": "cpu"},
+        parent_id=trained_job,
+        queue=queues["gpu"],
+    )
+    good_id = submit("evaluate", {"data_dir": str(synthetic_data), "device": "cpu"}, parent_id=trained_job, queue=queues["gpu"])
 
     code, output = cli("submit", "train", "--data", str(synthetic_data), "--arch", "resnet34", "--queue", queues["gpu"])
     assert code == 2 and "arch" in output and len(output.strip().splitlines()) == 1
@@ -309,8 +333,22 @@ def test_a_message_delivered_twice_to_two_workers_runs_once(main_worker, twin_wo
 
 
 def test_a_sweep_makes_one_job_per_grid_point(service_backend, synthetic_data, queues):
-    code, output = cli("submit", "sweep", "--kind", "train", "--data", str(synthetic_data), "--image-size", "32",
-                       "--grid", "arch=resnet18,resnet50", "--grid", "lr=0.001,0.0003", "--queue", queues["sweep"])  # fmt: skip
+    code, output = cli(
+        "submit",
+        "sweep",
+        "--kind",
+        "train",
+        "--data",
+        str(synthetic_data),
+        "--image-size",
+        "32",
+        "--grid",
+        "arch=resnet18,resnet50",
+        "--grid",
+        "lr=0.001,0.0003",
+        "--queue",
+        queues["sweep"],
+    )
     assert code == 0 and output.startswith("sweep ") and "4 jobs queued" in output, output
     sweep_id = int(output.split()[1].rstrip(":"))
     code, output = cli("jobs", "--sweep", str(sweep_id))
@@ -336,8 +374,9 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
 
     data = write_plateau_folder(tmp_path / "plateau")
     params = {"data_dir": str(data), "epochs": 5, **TINY, "batch_size": 16}  # one step per epoch
-    patient = submit("train", {**params, "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 1},
-                     queue=queues["gpu"])  # fmt: skip
+    patient = submit(
+        "train", {**params, "early_stopping_metric": "valid_accuracy", "early_stopping_patience": 1}, queue=queues["gpu"]
+    )
     with get_sessionmaker().begin() as session:
         sweep, points = jobs.create_sweep(
             session,
@@ -372,5 +411,6 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
 
         assert load_checkpoint(best)["epoch"] == 1  # the first of the flat epochs is the best
     code, output = cli("jobs", "--sweep", str(sweep.id))
-    assert code == 0 and output.splitlines()[0] == (f"sweep {sweep.id}: median stopping rule on valid_accuracy: acts "
-                                                    "from epoch 2 once 2 point(s) have finished")  # fmt: skip
+    assert code == 0 and output.splitlines()[0] == (
+        f"sweep {sweep.id}: median stopping rule on valid_accuracy: acts from epoch 2 once 2 point(s) have finished"
+    )

@@ -33,7 +33,9 @@ TESTS = Path(__file__).resolve().parent
 
 SERVICE_WORDS = frozenset({"redis", "postgres", "postgresql", "rabbitmq", "amqp"})
 SERVICE_ADDRESSES = tuple(f"{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (6379, 5432, 5672)) + (
-    "host=127.0.0.1", "host=localhost")  # fmt: skip
+    "host=127.0.0.1",
+    "host=localhost",
+)
 # Fixtures that take a backend as an indirect param but have a default (no `params=` to see).
 BACKEND_FIXTURES = frozenset({"service_backend", "app"})
 BROWSER_NAMES = frozenset({"sync_playwright", "async_playwright"})

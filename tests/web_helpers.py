@@ -80,10 +80,23 @@ def finished_train_job(data_dir: str, *, epochs: int = 2, accuracy: float = 0.75
     with get_sessionmaker().begin() as session:
         jobs.claim_job(session, job_id, owner="test-worker", host="test-host")
         for epoch in range(1, epochs + 1):
-            jobs.record_epoch(session, job_id, EpochRecord(
-                epoch=epoch, train_loss=0.7 / epoch, train_accuracy=0.5 + 0.1 * epoch, valid_loss=0.8 / epoch,
-                valid_accuracy=accuracy - 0.1 * (epochs - epoch), valid_balanced_accuracy=0.6, valid_f1=0.62,
-                confusion=[[1, 1], [0, 2]], lr=0.001, seconds=1.5, images_per_s=20.0))
+            jobs.record_epoch(
+                session,
+                job_id,
+                EpochRecord(
+                    epoch=epoch,
+                    train_loss=0.7 / epoch,
+                    train_accuracy=0.5 + 0.1 * epoch,
+                    valid_loss=0.8 / epoch,
+                    valid_accuracy=accuracy - 0.1 * (epochs - epoch),
+                    valid_balanced_accuracy=0.6,
+                    valid_f1=0.62,
+                    confusion=[[1, 1], [0, 2]],
+                    lr=0.001,
+                    seconds=1.5,
+                    images_per_s=20.0,
+                ),
+            )
         run_folder = artifacts_dir / f"job-{job_id}"
         run_folder.mkdir(parents=True, exist_ok=True)
         (run_folder / "best.pt").write_bytes(b"not really a checkpoint")
@@ -139,8 +152,13 @@ def web_server(root: Path, settings: dict[str, str]) -> Iterator[str]:
     URL once /api/health answers (it has migrated the database). Log: root/web.log, its tail printed at the end."""
     base = f"http://127.0.0.1:{free_port()}"
     with (root / "web.log").open("w") as log:
-        web = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "web", "--port", base.rsplit(":", 1)[1]], cwd=REPO,
-                               env=server_env(root, settings), stdout=log, stderr=subprocess.STDOUT)
+        web = subprocess.Popen(
+            [sys.executable, "-m", "leukemia.cli", "web", "--port", base.rsplit(":", 1)[1]],
+            cwd=REPO,
+            env=server_env(root, settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until_healthy(f"{base}/api/health", web)
             yield base
@@ -177,8 +195,13 @@ def web_and_worker(root: Path, settings: dict[str, str]) -> Iterator[str]:
     LEUKEMIA_HOME=root/home (SQLite, embedded broker); yields the base URL. Logs: root/{web,worker}.log."""
     settings = {"HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1", **settings}
     with web_server(root, settings) as base, (root / "worker.log").open("w") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "leukemia.cli", "worker", "--queues", "gpu,cpu"], cwd=REPO,
-                                  env=server_env(root, settings), stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "leukemia.cli", "worker", "--queues", "gpu,cpu"],
+            cwd=REPO,
+            env=server_env(root, settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             yield base
         finally:

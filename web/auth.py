@@ -59,8 +59,9 @@ def ensure_admin(username: str, password: str) -> None:
     with transaction() as session:
         made = users.ensure_admin(session, cli_actor(), username, password)
     if made is not None:
-        announce_line(f"Dashboard login created: {username or 'admin'} / {made.value}  "
-                      "(shown once; set ADMIN_PASSWORD to choose it)")
+        announce_line(
+            f"Dashboard login created: {username or 'admin'} / {made.value}  (shown once; set ADMIN_PASSWORD to choose it)"
+        )
 
 
 def prepare_database() -> None:
@@ -187,17 +188,25 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
 def _safe_next(target: str | None) -> str:
     """Only a local path may be the post-login destination: no open redirect (`//host`, `/\\host`,
     which browsers read as `//host`) and no control characters (a line break would split the header)."""
-    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
-            and target.isprintable() and not urlparse(target).netloc):
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+        and not urlparse(target).netloc
+    ):
         return target
     return url_for("views.job_list")
 
 
 def login_limits() -> logins.LoginLimits:
     settings = app_settings()
-    return logins.LoginLimits(per_account=settings.login_max_failures_per_account,
-                              per_address=settings.login_max_failures_per_address,
-                              window=timedelta(seconds=settings.login_failure_window_seconds))
+    return logins.LoginLimits(
+        per_account=settings.login_max_failures_per_account,
+        per_address=settings.login_max_failures_per_address,
+        window=timedelta(seconds=settings.login_failure_window_seconds),
+    )
 
 
 def lockout_message(lockout: logins.Lockout) -> str:

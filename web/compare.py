@@ -27,8 +27,14 @@ def compared_runs(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     rows = []
     for job in jobs:
         path = job.data_dir or job.params.get("data_dir") or ""
-        rows.append({"job": job, "options": job_service.options_of(session, job),
-                     "folder": {"name": folders.get(path), "path": path}, **_measured(session, job)})
+        rows.append(
+            {
+                "job": job,
+                "options": job_service.options_of(session, job),
+                "folder": {"name": folders.get(path), "path": path},
+                **_measured(session, job),
+            }
+        )
     return rows
 
 
@@ -39,13 +45,20 @@ def _measured(session: Session, job: Job) -> dict[str, Any]:
     metrics = job_service.epoch_metrics(session, job.id)
     last = metrics[-1] if metrics else None
     if last is None or last.valid_accuracy is None:  # queued, failed early, or no validation split
-        return {"measured_on": None, "measures": dict.fromkeys(MEASURES),
-                "train_loss": last.train_loss if last else None}
+        return {"measured_on": None, "measures": dict.fromkeys(MEASURES), "train_loss": last.train_loss if last else None}
     sensitivity, specificity = sensitivity_specificity(last.confusion) if last.confusion else (None, None)
-    return {"measured_on": f"valid split, epoch {last.epoch}", "train_loss": last.train_loss,
-            "measures": {"accuracy": last.valid_accuracy, "balanced_accuracy": last.valid_balanced_accuracy,
-                         "weighted_f1": last.valid_f1, "sensitivity": sensitivity, "specificity": specificity,
-                         "roc_auc": last.valid_roc_auc}}
+    return {
+        "measured_on": f"valid split, epoch {last.epoch}",
+        "train_loss": last.train_loss,
+        "measures": {
+            "accuracy": last.valid_accuracy,
+            "balanced_accuracy": last.valid_balanced_accuracy,
+            "weighted_f1": last.valid_f1,
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+            "roc_auc": last.valid_roc_auc,
+        },
+    }
 
 
 def _evaluated(session: Session, job: Job) -> dict[str, Any]:
@@ -56,9 +69,15 @@ def _evaluated(session: Session, job: Job) -> dict[str, Any]:
     at = f" at threshold {evaluation.threshold.value:.2f}" if evaluation.threshold else ""
     clinical = evaluation.clinical.metrics if evaluation.clinical else None
     split = job.params.get("csv") or PurePath(evaluation.csv).name or "its data"  # an old job's row has no csv param
-    return {"measured_on": f"{split}{at}", "train_loss": None,
-            "measures": {"accuracy": evaluation.accuracy, "balanced_accuracy": evaluation.balanced_accuracy,
-                         "weighted_f1": evaluation.weighted_f1,
-                         "sensitivity": clinical.sensitivity.value if clinical else None,
-                         "specificity": clinical.specificity.value if clinical else None,
-                         "roc_auc": clinical.roc_auc.value if clinical else None}}
+    return {
+        "measured_on": f"{split}{at}",
+        "train_loss": None,
+        "measures": {
+            "accuracy": evaluation.accuracy,
+            "balanced_accuracy": evaluation.balanced_accuracy,
+            "weighted_f1": evaluation.weighted_f1,
+            "sensitivity": clinical.sensitivity.value if clinical else None,
+            "specificity": clinical.specificity.value if clinical else None,
+            "roc_auc": clinical.roc_auc.value if clinical else None,
+        },
+    }

@@ -51,20 +51,34 @@ def new_cross_validation() -> Any:
     if request.method == "GET":
         require_submit(actor)  # the form only for those who may submit
     errors: dict[str, str] = {}
-    values = {k: v for k, v in forms.values_from_form("train", request.form).items() if k not in FOLD_SET_FIELDS} \
-        if request.method == "POST" else {}
+    values = (
+        {k: v for k, v in forms.values_from_form("train", request.form).items() if k not in FOLD_SET_FIELDS}
+        if request.method == "POST"
+        else {}
+    )
     if request.method == "POST":
         folds = _folds_value(errors)
         folder = selected_folder(db(), errors)
         data_dir = folder.path if folder else ""
-        errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
-                       if k not in errors})
+        errors.update(
+            {
+                k: v
+                for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
+                if k not in errors
+            }
+        )
         if not errors:
             try:
-                cv_request = parse_request(CrossValidationRequest, {
-                    "params": {**values, "data_dir": data_dir}, "folds": folds,
-                    "release_folds": "release_folds" in request.form,
-                    "name": request.form.get("name", "").strip()[:200] or None, "queue": queue_choice()})
+                cv_request = parse_request(
+                    CrossValidationRequest,
+                    {
+                        "params": {**values, "data_dir": data_dir},
+                        "folds": folds,
+                        "release_folds": "release_folds" in request.form,
+                        "name": request.form.get("name", "").strip()[:200] or None,
+                        "queue": queue_choice(),
+                    },
+                )
                 commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
                 queued = dispatch.submit(cv_request, actor=actor, origin=Origin.FORM)
             except UserInputError as error:
@@ -77,8 +91,9 @@ def new_cross_validation() -> Any:
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     choices = form_choices(db())
-    return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), \
-        (400 if errors else 200)
+    return render_template("cv_form.html", fields=_fields(), errors=errors, form=request.form, **choices), (
+        400 if errors else 200
+    )
 
 
 @bp.get("/cross-validations")
@@ -107,8 +122,9 @@ def cross_validation_live(cv_id: int) -> Any:
     return _page(_summary(cv_id), template="cv_live.html")
 
 
-def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: Any = None, status: int = 200,
-          template: str = "cv.html") -> Any:
+def _page(
+    summary: dict[str, Any], errors: dict[str, str] | None = None, form: Any = None, status: int = 200, template: str = "cv.html"
+) -> Any:
     """The page of one cross-validation (with the ensemble form's errors: its refusal status), or its live regions;
     live.js keeps them current while any of its jobs is queued or running."""
     jobs = summary["folds"] + summary["ensembles"]
@@ -116,8 +132,9 @@ def _page(summary: dict[str, Any], errors: dict[str, str] | None = None, form: A
     folder = folder_service.registered_folder_by_path(db(), summary["data_dir"])
     names = ((folder.report if folder else None) or {}).get("split_names") or {}
     split_names = {"evaluate": names.get("labelled", []), "predict": names.get("unlabelled", [])}
-    return render_template(template, cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS,
-                           cv_ended=ended, split_names=split_names), status
+    return render_template(
+        template, cv=summary, errors=errors or {}, form=form, kinds=ENSEMBLE_KINDS, cv_ended=ended, split_names=split_names
+    ), status
 
 
 @bp.post("/cross-validations/<int:cv_id>/ensemble")
@@ -136,8 +153,10 @@ def ensemble(cv_id: int) -> Any:
         errors["split"] = problem
     if not errors:
         try:
-            ensemble_request = parse_request(EnsembleRequest, {"cv_id": cv_id, "kind": kind, "split": split,
-                                                               "tta": "tta" in request.form, "queue": queue_choice()})
+            ensemble_request = parse_request(
+                EnsembleRequest,
+                {"cv_id": cv_id, "kind": kind, "split": split, "tta": "tta" in request.form, "queue": queue_choice()},
+            )
             commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
             job_id = dispatch.submit(ensemble_request, actor=actor, origin=Origin.FORM).id
         except (UserInputError, StateConflict) as error:
@@ -157,8 +176,13 @@ def delete_cross_validation(cv_id: int) -> Any:
     """Delete a finished cross-validation, its fold and ensemble jobs and their files; a refusal (a job
     still queued or running, a checkpoint a live job needs) is flashed as an error on its page."""
     _summary(cv_id)
-    return delete_and_flash(deletion.delete_cross_validation, cv_id, f"Cross-validation {cv_id}",
-                            refused=url_for("cv.cross_validation", cv_id=cv_id), deleted=url_for("cv.cross_validations"))
+    return delete_and_flash(
+        deletion.delete_cross_validation,
+        cv_id,
+        f"Cross-validation {cv_id}",
+        refused=url_for("cv.cross_validation", cv_id=cv_id),
+        deleted=url_for("cv.cross_validations"),
+    )
 
 
 @bp.get("/cross-validations/<int:cv_id>/oof.csv")
@@ -167,5 +191,4 @@ def out_of_fold(cv_id: int) -> Any:
     """Every training image's out-of-fold prediction, from the fold model that did not train on it."""
     _summary(cv_id)
     text = out_of_fold_csv(db(), cv_id)
-    return Response(text, mimetype="text/csv",
-                    headers={"Content-Disposition": f"attachment; filename=cv-{cv_id}-oof.csv"})
+    return Response(text, mimetype="text/csv", headers={"Content-Disposition": f"attachment; filename=cv-{cv_id}-oof.csv"})

@@ -18,8 +18,13 @@ from web.settings import app_settings
 
 # The media type of each kind of file a job records (core.engine.run_folder.layout.classify_artifacts), by suffix; the OpenAPI
 # document lists these. Guessing from the name would call a .pt checkpoint a SNES page table.
-ARTIFACT_MEDIA_TYPES = {".csv": "text/csv", ".png": "image/png", ".zip": "application/zip", ".json": "application/json",
-                        ".pt": "application/octet-stream"}
+ARTIFACT_MEDIA_TYPES = {
+    ".csv": "text/csv",
+    ".png": "image/png",
+    ".zip": "application/zip",
+    ".json": "application/json",
+    ".pt": "application/octet-stream",
+}
 OTHER_FILES = "application/octet-stream"
 PRESIGNED_SECONDS = 300  # a presigned download link works this long: enough to start the download, not to share it
 
@@ -44,7 +49,8 @@ def send_artifact(job_id: int, artifact_id: int) -> Any:
         raise job_service.MissingArtifact(artifact)
     if app_settings().artifacts_presigned_downloads:
         return redirect(store.presigned_url(artifact.path, name, PRESIGNED_SECONDS), code=302)
-    response = send_file(job_service.open_recorded(artifact), as_attachment=True, download_name=name,
-                         mimetype=artifact_media_type(name))
+    response = send_file(
+        job_service.open_recorded(artifact), as_attachment=True, download_name=name, mimetype=artifact_media_type(name)
+    )
     response.content_length = size  # streamed as it arrives: a 134 MB checkpoint never sits in the web's memory
     return response

@@ -22,11 +22,24 @@ from core.service.sweep_stopping import MedianStopRule, median_rule_from_options
 # checkpoints come from a parent job (best or last).
 NOT_IN_FORMS = {"kind", "data_dir", "checkpoint", "checkpoints"}
 # Train fields a sweep may vary; values separated by commas (class_weights: by ';').
-SWEEP_FIELDS = ("arch", "epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
-                "augment", "image_size", "seed")
+SWEEP_FIELDS = (
+    "arch",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "schedule",
+    "weight_decay",
+    "class_weights",
+    "augment",
+    "image_size",
+    "seed",
+)
 FORM_LEVEL = "__form__"
 # Left blank, these take their default from the chosen data folder (core.engine.data.splits.with_folder_image_size).
-FOLDER_DEFAULTS = {"image_size": "Blank: the data folder's image size when all its images share one (shown next to the folder), else 450."}
+FOLDER_DEFAULTS = {
+    "image_size": "Blank: the data folder's image size when all its images share one (shown next to the folder), else 450."
+}
 # What the blank choice of an optional select means, as its option says it (finetune's arch comes from its checkpoint).
 BLANK_CHOICES = {"arch": "(from the checkpoint)", "early_stopping_metric": "(off: every epoch runs)"}
 # Values the forms fill in where the schema's default is not what a person at the dashboard wants: a queued
@@ -82,8 +95,18 @@ def form_fields(kind: str) -> list[FormField]:
         help_text = info.description or ""
         choices, optional = _literal_choices(info.annotation)
         if choices:
-            fields.append(FormField(name, label, "select", default, help_text, choices, optional=optional,
-                                    blank=BLANK_CHOICES.get(name, "(default)")))
+            fields.append(
+                FormField(
+                    name,
+                    label,
+                    "select",
+                    default,
+                    help_text,
+                    choices,
+                    optional=optional,
+                    blank=BLANK_CHOICES.get(name, "(default)"),
+                )
+            )
             continue
         base, optional = _base_type(info.annotation)
         if kind == "train" and name in FOLDER_DEFAULTS:
@@ -94,8 +117,9 @@ def form_fields(kind: str) -> list[FormField]:
         if base is bool:
             fields.append(FormField(name, label, "checkbox", default, help_text))
         elif base in (int, float):
-            fields.append(FormField(name, label, "number", default, help_text, step="1" if base is int else "any",
-                                    optional=optional))
+            fields.append(
+                FormField(name, label, "number", default, help_text, step="1" if base is int else "any", optional=optional)
+            )
         else:
             fields.append(FormField(name, label, "text", default, help_text, optional=optional))
     return fields

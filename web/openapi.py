@@ -24,17 +24,24 @@ from web.downloads import ARTIFACT_MEDIA_TYPES, OTHER_FILES
 from web.inputs import MAX_ID
 
 REF = "#/components/schemas/{model}"
-ERROR_REASONS = {400: "bad input: the field and why", 401: "missing or wrong bearer token",
-                 403: "your role does not allow this (core.service.access)", 404: "unknown id",
-                 409: "refused by the current state (core.common.errors.StateConflict): e.g. the job is finished, or still queued",
-                 413: "request body too large", 503: "unavailable: the database or the broker is unreachable, or an artifact file cannot be changed"}
+ERROR_REASONS = {
+    400: "bad input: the field and why",
+    401: "missing or wrong bearer token",
+    403: "your role does not allow this (core.service.access)",
+    404: "unknown id",
+    409: "refused by the current state (core.common.errors.StateConflict): e.g. the job is finished, or still queued",
+    413: "request body too large",
+    503: "unavailable: the database or the broker is unreachable, or an artifact file cannot be changed",
+}
 FILE = "file"  # a response that is a download, not a model
 PNG = "png"  # a response that is a PNG image shown inline
 # Media types of the non-model responses: a recorded file is sent as its kind's (web.downloads). Octet-stream
 # comes first and a PNG is also listed as it: generated clients (openapi-python-client) read the first media
 # type they know, octet-stream as bytes (text/csv first would be read as text), and know no image/* type.
-MEDIA = {FILE: ("the file, as the media type of its kind", tuple(dict.fromkeys([OTHER_FILES, *ARTIFACT_MEDIA_TYPES.values()]))),
-         PNG: ("the image", ("image/png", "application/octet-stream"))}
+MEDIA = {
+    FILE: ("the file, as the media type of its kind", tuple(dict.fromkeys([OTHER_FILES, *ARTIFACT_MEDIA_TYPES.values()]))),
+    PNG: ("the image", ("image/png", "application/octet-stream")),
+}
 BYTES = {"type": "string", "format": "binary"}
 FILE_SCHEMA = {"application/json": {"description": "a JSON file a job wrote (evaluation.json, metrics.json...)"}}
 PATH_PARAMETER = re.compile(r"<int:(\w+)>")
@@ -59,16 +66,28 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
-def operation(blueprint: Blueprint, method: Literal["get", "post", "patch", "delete"], rule: str, *, operation_id: str, tag: str,
-              responses: dict[int, type[BaseModel] | str], body: type[BaseModel] | None = None,
-              query: type[BaseModel] | None = None, errors: tuple[int, ...] = (), public: bool = False
-              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def operation(
+    blueprint: Blueprint,
+    method: Literal["get", "post", "patch", "delete"],
+    rule: str,
+    *,
+    operation_id: str,
+    tag: str,
+    responses: dict[int, type[BaseModel] | str],
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    errors: tuple[int, ...] = (),
+    public: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a view on the blueprint and declare it for the document; its docstring's first line is the summary."""
 
     def declare(view: Callable[..., Any]) -> Callable[..., Any]:
         summary = (view.__doc__ or operation_id).strip().splitlines()[0]
-        OPERATIONS.append(Operation(method, rule, operation_id, tag, summary, responses, body, query,
-                                    errors if public else (*errors, 401), public))
+        OPERATIONS.append(
+            Operation(
+                method, rule, operation_id, tag, summary, responses, body, query, errors if public else (*errors, 401), public
+            )
+        )
         blueprint.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method.upper()])
         return view
 
@@ -85,9 +104,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     """Path ids (1..MAX_ID) from the rule, then one query parameter per field of the query model."""
-    parameters = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-                  for name in PATH_PARAMETER.findall(op.rule)]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+        for name in PATH_PARAMETER.findall(op.rule)
+    ]
     if op.query is not None:
         properties = op.query.model_json_schema()["properties"]
         for name, info in op.query.model_fields.items():
@@ -100,8 +120,10 @@ def _responses(op: Operation) -> dict[str, Any]:
     for status, model in op.responses.items():
         if model in MEDIA:
             description, media_types = MEDIA[model]  # type: ignore[index]
-            answers[str(status)] = {"description": description, "content": {
-                media: {"schema": FILE_SCHEMA.get(media, BYTES)} for media in media_types}}
+            answers[str(status)] = {
+                "description": description,
+                "content": {media: {"schema": FILE_SCHEMA.get(media, BYTES)} for media in media_types},
+            }
         else:
             answers[str(status)] = _json(_ref(model), model.__doc__ or model.__name__)  # type: ignore[union-attr]
     for status in sorted(op.errors):
@@ -110,8 +132,7 @@ def _responses(op: Operation) -> dict[str, Any]:
 
 
 def _path_item(op: Operation) -> dict[str, Any]:
-    item: dict[str, Any] = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary,
-                            "responses": _responses(op)}
+    item: dict[str, Any] = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary, "responses": _responses(op)}
     if parameters := _parameters(op):
         item["parameters"] = parameters
     if op.body is not None:
@@ -140,11 +161,16 @@ def openapi_document() -> dict[str, Any]:
         paths.setdefault(path, {})[op.method] = _path_item(op)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Leukemia jobs API", "version": "1",
-                 "description": "Queue and watch ResNet jobs on C-NMC 2019 images. Errors: {error, field}."},
+        "info": {
+            "title": "Leukemia jobs API",
+            "version": "1",
+            "description": "Queue and watch ResNet jobs on C-NMC 2019 images. Errors: {error, field}.",
+        },
         "tags": [{"name": tag} for tag in dict.fromkeys(op.tag for op in operations)],
-        "components": {"schemas": _component_schemas(operations),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": _component_schemas(operations),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"bearer": []}],
         "paths": paths,
     }

@@ -30,12 +30,18 @@ def job_models(session: Session, jobs: list[Job]) -> list[schemas.Job]:
     options = job_service.options_of_jobs(session, jobs)
     positions = job_service.queue_positions(session, jobs)
     names = users.user_names(session, {job.submitted_by for job in jobs})
-    return [schemas.Job.model_validate({**{name: getattr(job, name) for name in stored},
-                                        **options[job.id].model_dump(),
-                                        "queue_position": positions.get(job.id),
-                                        "queue_served": job.queue in served,
-                                        "submitted_by_name": names.get(job.submitted_by, "cli")})
-            for job in jobs]
+    return [
+        schemas.Job.model_validate(
+            {
+                **{name: getattr(job, name) for name in stored},
+                **options[job.id].model_dump(),
+                "queue_position": positions.get(job.id),
+                "queue_served": job.queue in served,
+                "submitted_by_name": names.get(job.submitted_by, "cli"),
+            }
+        )
+        for job in jobs
+    ]
 
 
 def epoch_model(metric: EpochMetric) -> EpochRecord:
@@ -47,8 +53,7 @@ def sweep_model(session: Session, sweep: Sweep) -> schemas.Sweep:
     job_ids = job_service.sweep_job_ids(session, sweep.id)
     derived = {"job_ids", *JobOptions.model_fields}
     fields = {name: getattr(sweep, name) for name in schemas.Sweep.model_fields if name not in derived}
-    return schemas.Sweep.model_validate({**fields, **job_service.options_of(session, sweep).model_dump(),
-                                         "job_ids": job_ids})
+    return schemas.Sweep.model_validate({**fields, **job_service.options_of(session, sweep).model_dump(), "job_ids": job_ids})
 
 
 def sweep_rule_text(session: Session, sweep_id: int) -> str | None:

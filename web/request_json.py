@@ -71,8 +71,12 @@ class SizedBody:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if (limit is not None and environ.get("REQUEST_METHOD") in BODY_METHODS and environ.get("wsgi.input_terminated")
-                and (chunked or not environ.get("CONTENT_LENGTH"))):
+        if (
+            limit is not None
+            and environ.get("REQUEST_METHOD") in BODY_METHODS
+            and environ.get("wsgi.input_terminated")
+            and (chunked or not environ.get("CONTENT_LENGTH"))
+        ):
             body = _read_at_most(environ["wsgi.input"], limit + 1)
             # Dechunked and measured: Werkzeug ignores a Content-Length beside Transfer-Encoding: chunked.
             environ.pop("HTTP_TRANSFER_ENCODING", None)

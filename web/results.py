@@ -44,11 +44,15 @@ def heatmap_note(image_size: int | None) -> str | None:
     if cells >= COARSE_CELLS:
         return None
     if cells == 1:
-        return (f"At {image_size} px layer4 is a single cell: each map is one colour, so it says nothing about "
-                "where in the image the evidence for ALL lies.")
+        return (
+            f"At {image_size} px layer4 is a single cell: each map is one colour, so it says nothing about "
+            "where in the image the evidence for ALL lies."
+        )
     part = "quarter" if cells == 2 else "ninth"
-    return (f"At {image_size} px layer4 is {cells}×{cells} cells: the map can only say which {part} of the image "
-            "pushes towards ALL, not which structure in the cell does.")
+    return (
+        f"At {image_size} px layer4 is {cells}×{cells} cells: the map can only say which {part} of the image "
+        "pushes towards ALL, not which structure in the cell does."
+    )
 
 
 def explained_image_size(session: Session, job: Job) -> int | None:
@@ -86,8 +90,10 @@ def parse_recorded(job_id: int, artifact: Artifact | None, read: Callable[[bytes
     try:
         return read(content)
     except UNREADABLE:
-        raise StateConflict(f"job {job_id}: its {artifact.name} cannot be read as the job wrote it (cut short, changed "
-                            "or unreadable in the artifact store); run the job again to write it anew") from None
+        raise StateConflict(
+            f"job {job_id}: its {artifact.name} cannot be read as the job wrote it (cut short, changed "
+            "or unreadable in the artifact store); run the job again to write it anew"
+        ) from None
 
 
 def _recorded_rows(job_id: int, name: str, read: Callable[[bytes], list[T]]) -> list[T]:
@@ -104,11 +110,22 @@ def job_results(job_id: int, kind: str) -> schemas.JobResults:
     """The evaluation (evaluation.json) or prediction (prediction.json) summary and the explained images."""
     evaluation = read_evaluation(job_id, _artifact(job_id, EVALUATION_JSON))
     prediction = parse_recorded(job_id, _artifact(job_id, PREDICTION_JSON), PredictionSummary.model_validate_json)
-    explained = _recorded_rows(job_id, EXPLANATIONS_CSV, lambda content: [
-        ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(content)])
+    explained = _recorded_rows(
+        job_id,
+        EXPLANATIONS_CSV,
+        lambda content: [
+            ExplainedImage.model_validate({**row, "true_label": row["true_label"] or None}) for row in read_csv_rows(content)
+        ],
+    )
     convention = (evaluation or prediction).explanation_convention if (evaluation or prediction) else None
-    return schemas.JobResults(job_id=job_id, kind=kind, evaluation=evaluation, prediction=prediction,
-                              explained=explained, explanation_convention=convention)
+    return schemas.JobResults(
+        job_id=job_id,
+        kind=kind,
+        evaluation=evaluation,
+        prediction=prediction,
+        explained=explained,
+        explanation_convention=convention,
+    )
 
 
 def results_error(job_id: int, kind: str, status: str) -> str | None:
@@ -130,9 +147,21 @@ def read_evaluation(job_id: int, artifact: Artifact | None) -> schemas.Evaluatio
 
 def job_images(job_id: int) -> schemas.JobImages:
     """Every row of an evaluate job's per_image.csv, in the CSV's order."""
-    images = _recorded_rows(job_id, PER_IMAGE_CSV, lambda content: [
-        ImageResult.model_validate({**row, "subject": row["subject"] or None, "correct": row["correct"] == "1",
-                                    "explanation": row["explanation"] or None}) for row in read_csv_rows(content)])
+    images = _recorded_rows(
+        job_id,
+        PER_IMAGE_CSV,
+        lambda content: [
+            ImageResult.model_validate(
+                {
+                    **row,
+                    "subject": row["subject"] or None,
+                    "correct": row["correct"] == "1",
+                    "explanation": row["explanation"] or None,
+                }
+            )
+            for row in read_csv_rows(content)
+        ],
+    )
     return schemas.JobImages(job_id=job_id, images=images)
 
 

@@ -25,21 +25,37 @@ from worker import dispatch
 bp = Blueprint("submit", __name__)
 
 
-def form_choices(session: Any, kind: str = "train", preset_folder: int | None = None,
-                 preset_parent: str = "") -> dict[str, Any]:
+def form_choices(session: Any, kind: str = "train", preset_folder: int | None = None, preset_parent: str = "") -> dict[str, Any]:
     """The registered folders (each with the CSV files and named splits a job of this kind may read there) and
     model jobs to choose from, and which of each the form shows chosen: as submitted, else the preset (the parent
     job's folder, ?parent=), else the only one there is."""
     folders = []
     for folder in folder_service.list_data_folders(session):
         names = forms.offered_names(folder.report, kind)
-        folders.append({"id": folder.id, "name": folder.name, "path": folder.path, "names": names,
-                        "image_size": (folder.report or {}).get("image_size"), "preset": forms.preset_name(names, kind)})
-    parents = [{"id": j.id, "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
-                                     f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}"}
-               for j in job_service.model_jobs(session)]
-    return {"folders": folders, "parents": parents, "chosen_folder": _chosen("data_folder", folders, preset_folder),
-            "chosen_parent": _chosen("parent_id", parents, preset_parent)}
+        folders.append(
+            {
+                "id": folder.id,
+                "name": folder.name,
+                "path": folder.path,
+                "names": names,
+                "image_size": (folder.report or {}).get("image_size"),
+                "preset": forms.preset_name(names, kind),
+            }
+        )
+    parents = [
+        {
+            "id": j.id,
+            "label": f"#{j.id} {j.kind} {j.params.get('arch') or ''} "
+            f"{'' if j.best_valid_accuracy is None else percent(j.best_valid_accuracy)}",
+        }
+        for j in job_service.model_jobs(session)
+    ]
+    return {
+        "folders": folders,
+        "parents": parents,
+        "chosen_folder": _chosen("data_folder", folders, preset_folder),
+        "chosen_parent": _chosen("parent_id", parents, preset_parent),
+    }
 
 
 def _chosen(name: str, rows: list[dict[str, Any]], preset: Any) -> str:
@@ -93,16 +109,24 @@ def new_job(kind: str) -> Any:
         folder = selected_folder(db(), errors)
         data_dir = folder.path if folder else ""
         parent_id = None if kind == "train" else selected_parent(errors)
-        errors.update({k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items()
-                       if k not in errors})
+        errors.update(
+            {k: v for k, v in forms.validation_errors(kind, {**values, "data_dir": data_dir or "-"}).items() if k not in errors}
+        )
         if kind in ("evaluate", "predict") and (csv_problem := csv_name_problem(values.get("csv"))):
             errors["csv"] = csv_problem  # the web's own rule, stricter than the params' (a file name, no path)
         options = forms.options_from_form(request.form, errors)
         if not errors:
             try:
-                job_request = parse_request(JobRequest, {"kind": kind, "params": {**values, "data_dir": data_dir},
-                                                         "parent_id": parent_id, "queue": queue_choice(),
-                                                         "options": options})
+                job_request = parse_request(
+                    JobRequest,
+                    {
+                        "kind": kind,
+                        "params": {**values, "data_dir": data_dir},
+                        "parent_id": parent_id,
+                        "queue": queue_choice(),
+                        "options": options,
+                    },
+                )
                 commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
                 job_id = dispatch.submit(job_request, actor=actor, origin=Origin.FORM).id
             except UserInputError as error:
@@ -117,8 +141,17 @@ def new_job(kind: str) -> Any:
     status = 400 if errors else 200
     chosen = next((f for f in choices["folders"] if str(f["id"]) == choices["chosen_folder"]), None)
     split_value = request.form.get(forms.SPLIT_FIELD, "") if request.method == "POST" else (chosen or {}).get("preset", "")
-    return render_template("job_form.html", kind=kind, fields=forms.form_fields(kind), values=values, errors=errors,
-                           form=request.form, split_name=forms.SPLIT_FIELD, split_value=split_value, **choices), status
+    return render_template(
+        "job_form.html",
+        kind=kind,
+        fields=forms.form_fields(kind),
+        values=values,
+        errors=errors,
+        form=request.form,
+        split_name=forms.SPLIT_FIELD,
+        split_value=split_value,
+        **choices,
+    ), status
 
 
 def parent_folder_id(session: Any, parent: str) -> int | None:
@@ -149,16 +182,29 @@ def new_sweep() -> Any:
             errors["grid"] = "give at least one field several values, e.g. lr: 0.001, 0.0003"
         folder = selected_folder(db(), errors)
         data_dir = folder.path if folder else ""
-        errors.update({k: v for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
-                       if k not in errors and k not in grid})
+        errors.update(
+            {
+                k: v
+                for k, v in forms.validation_errors("train", {**values, "data_dir": data_dir or "-"}).items()
+                if k not in errors and k not in grid
+            }
+        )
         options = forms.options_from_form(request.form, errors)
         rule = forms.median_rule_from_form(request.form, errors)
         if not errors:
             try:
-                sweep_request = parse_request(SweepRequest, {
-                    "kind": "train", "base_params": {**values, "data_dir": data_dir}, "grid": grid,
-                    "name": request.form.get("name", "").strip()[:200] or None, "queue": queue_choice(),
-                    "options": options, "early_stopping": rule})
+                sweep_request = parse_request(
+                    SweepRequest,
+                    {
+                        "kind": "train",
+                        "base_params": {**values, "data_dir": data_dir},
+                        "grid": grid,
+                        "name": request.form.get("name", "").strip()[:200] or None,
+                        "queue": queue_choice(),
+                        "options": options,
+                        "early_stopping": rule,
+                    },
+                )
                 commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
                 queued = dispatch.submit(sweep_request, actor=actor, origin=Origin.FORM)
             except UserInputError as error:
@@ -169,6 +215,13 @@ def new_sweep() -> Any:
         else:
             require_submit(actor)  # refused before the form comes back (a submit is checked by the service)
     choices = form_choices(db())
-    return render_template("sweep_form.html", fields=forms.form_fields("train"), values=values, errors=errors,
-                           form=request.form, sweep_fields=forms.SWEEP_FIELDS, median_metrics=EARLY_STOPPING_METRICS,
-                           **choices), (400 if errors else 200)
+    return render_template(
+        "sweep_form.html",
+        fields=forms.form_fields("train"),
+        values=values,
+        errors=errors,
+        form=request.form,
+        sweep_fields=forms.SWEEP_FIELDS,
+        median_metrics=EARLY_STOPPING_METRICS,
+        **choices,
+    ), (400 if errors else 200)

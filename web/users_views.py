@@ -23,13 +23,17 @@ bp = Blueprint("users", __name__)
 AUDIT_PER_PAGE = 50
 
 
-def _users_page(actor: Actor, errors: dict[str, str] | None = None, shown: dict[str, str] | None = None,
-                status: int = 200) -> Any:
+def _users_page(
+    actor: Actor, errors: dict[str, str] | None = None, shown: dict[str, str] | None = None, status: int = 200
+) -> Any:
     """The user list (core.service.users refuses it to non-admins) with the add form."""
-    rows = [{"id": u.id, "username": u.username, "role": u.role, "disabled": u.disabled, "created_at": u.created_at}
-            for u in user_service.list_users(db(), actor)]
-    return render_template("users.html", users=rows, roles=ROLES, errors=errors or {}, shown=shown,
-                           form=request.form if errors else None), status
+    rows = [
+        {"id": u.id, "username": u.username, "role": u.role, "disabled": u.disabled, "created_at": u.created_at}
+        for u in user_service.list_users(db(), actor)
+    ]
+    return render_template(
+        "users.html", users=rows, roles=ROLES, errors=errors or {}, shown=shown, form=request.form if errors else None
+    ), status
 
 
 @bp.route("/admin/users", methods=("GET", "POST"))
@@ -75,8 +79,11 @@ def set_role(user_id: int) -> Any:
 @bp.post("/admin/users/<int:user_id>/disable")
 @login_required
 def disable(user_id: int) -> Any:
-    return _change_user(user_id, lambda s, a, u: user_service.set_disabled(s, a, u, True),
-                        "{name} disabled: their sessions ended and their tokens are refused.")
+    return _change_user(
+        user_id,
+        lambda s, a, u: user_service.set_disabled(s, a, u, True),
+        "{name} disabled: their sessions ended and their tokens are refused.",
+    )
 
 
 @bp.post("/admin/users/<int:user_id>/enable")
@@ -88,16 +95,26 @@ def enable(user_id: int) -> Any:
 @bp.post("/admin/users/<int:user_id>/reset-password")
 @login_required
 def reset_password(user_id: int) -> Any:
-    return _change_user(user_id, user_service.reset_password, "New password for {name}; their sessions ended and their API tokens were revoked.")
+    return _change_user(
+        user_id, user_service.reset_password, "New password for {name}; their sessions ended and their API tokens were revoked."
+    )
 
 
 # --- tokens -------------------------------------------------------------------------------------
 
 
 def _tokens_page(errors: dict[str, str] | None = None, made: str | None = None, status: int = 200) -> Any:
-    rows = [{"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
-             "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
-            for t in user_service.list_tokens(db(), g.user.id)]
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "prefix": t.prefix,
+            "created_at": t.created_at,
+            "last_used_at": t.last_used_at,
+            "revoked_at": t.revoked_at,
+        }
+        for t in user_service.list_tokens(db(), g.user.id)
+    ]
     return render_template("tokens.html", tokens=rows, errors=errors or {}, made=made), status
 
 
@@ -108,8 +125,9 @@ def tokens() -> Any:
     if request.method == "GET":
         return _tokens_page()
     try:
-        _, made = user_service.create_token(db(), current_actor(), user_service.find_user(db(), g.user.id),
-                                            request.form.get("name", ""))
+        _, made = user_service.create_token(
+            db(), current_actor(), user_service.find_user(db(), g.user.id), request.form.get("name", "")
+        )
     except UserInputError as error:
         rollback()
         return _tokens_page({error.field or "form": str(error)}, status=400)
@@ -138,6 +156,15 @@ def audit_log() -> Any:
     actor = current_actor()
     page = requested_page()
     entries, total = audit.entries(db(), actor, page=page, per_page=AUDIT_PER_PAGE)
-    rows = [{"at": e.at, "username": e.username, "action": e.action, "target": f"{e.target_type} {e.target_id or ''}",
-             "detail": e.detail, "address": e.address} for e in entries]
+    rows = [
+        {
+            "at": e.at,
+            "username": e.username,
+            "action": e.action,
+            "target": f"{e.target_type} {e.target_id or ''}",
+            "detail": e.detail,
+            "address": e.address,
+        }
+        for e in entries
+    ]
     return render_template("audit.html", rows=rows, paged=Pager(page, AUDIT_PER_PAGE, total), total=total)

@@ -91,21 +91,37 @@ def job_list() -> Any:
     return _job_list_page(status, kind, sweep_id, tag, page)
 
 
-def _job_list_page(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
-                   sweep_form: Any = None, sweep_errors: dict[str, str] | None = None) -> Any:
+def _job_list_page(
+    status: str | None,
+    kind: str | None,
+    sweep_id: int | None,
+    tag: str | None,
+    page: int,
+    sweep_form: Any = None,
+    sweep_errors: dict[str, str] | None = None,
+) -> Any:
     """The job list; for one sweep, headed by its notes, tags and edit form (as submitted and marked: a 400)."""
     per_page = JOBS_PER_PAGE
-    jobs, total = job_service.list_jobs(db(), status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
-                                        per_page=per_page)
+    jobs, total = job_service.list_jobs(db(), status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page, per_page=per_page)
     rows = [job.model_dump(mode="json") for job in queries.job_models(db(), jobs)]
     disk = disk_summary(db())
     sweep = _sweep_card(db(), sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
     sweep_rule = queries.sweep_rule_text(db(), sweep_id) if sweep_id is not None else None
     lost = [worker.hostname for worker in webhooks.lost_workers(db(), within_hours=24, limit=10)]
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
-    return render_template("jobs.html", rows=rows, total=total, paged=Pager(page, per_page, total), filters=filters,
-                           statuses=JOB_STATUSES, kinds=JOB_KINDS, sweep=sweep, disk=disk,
-                           sweep_rule=sweep_rule, lost_workers=lost), (400 if sweep_errors else 200)
+    return render_template(
+        "jobs.html",
+        rows=rows,
+        total=total,
+        paged=Pager(page, per_page, total),
+        filters=filters,
+        statuses=JOB_STATUSES,
+        kinds=JOB_KINDS,
+        sweep=sweep,
+        disk=disk,
+        sweep_rule=sweep_rule,
+        lost_workers=lost,
+    ), (400 if sweep_errors else 200)
 
 
 def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str, str] | None = None) -> dict | None:
@@ -114,8 +130,14 @@ def _sweep_card(session: Any, sweep_id: int, form: Any = None, errors: dict[str,
     if sweep is None:
         return None
     options = job_service.options_of(session, sweep)
-    return {"id": sweep.id, "name": sweep.name, "options": options.model_dump(), "submitted_by": sweep.submitted_by,
-            "form": form or forms.options_form_values(options), "errors": errors or {}}
+    return {
+        "id": sweep.id,
+        "name": sweep.name,
+        "options": options.model_dump(),
+        "submitted_by": sweep.submitted_by,
+        "form": form or forms.options_form_values(options),
+        "errors": errors or {},
+    }
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -141,11 +163,22 @@ def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = Non
     heatmap_note = results.heatmap_note(results.explained_image_size(db(), job)) if job.kind not in MODEL_KINDS else None
     edit_form = form or forms.options_form_values(job_service.options_of(db(), job))
     children = [child.model_dump(mode="json") for child in queries.job_models(db(), job_service.child_jobs(db(), job_id))]
-    return render_template(template, job=row, metrics=metrics, artifacts=artifacts, heatmap_note=heatmap_note, children=children,
-                           results_error=results.results_error(job_id, row["kind"], row["status"]),
-                           poll_ms=POLL_INTERVAL_MS, cancellable=CANCELLABLE_STATUSES,
-                           retryable=RETRYABLE_STATUSES, model_kinds=MODEL_KINDS, retention=app_settings().retention,
-                           edit_form=edit_form, edit_errors=errors or {}), (400 if errors else 200)
+    return render_template(
+        template,
+        job=row,
+        metrics=metrics,
+        artifacts=artifacts,
+        heatmap_note=heatmap_note,
+        children=children,
+        results_error=results.results_error(job_id, row["kind"], row["status"]),
+        poll_ms=POLL_INTERVAL_MS,
+        cancellable=CANCELLABLE_STATUSES,
+        retryable=RETRYABLE_STATUSES,
+        model_kinds=MODEL_KINDS,
+        retention=app_settings().retention,
+        edit_form=edit_form,
+        edit_errors=errors or {},
+    ), (400 if errors else 200)
 
 
 @bp.post("/jobs/<int:job_id>/edit")
@@ -203,8 +236,13 @@ def retry(job_id: int) -> Any:
 def delete_job(job_id: int) -> Any:
     """Delete a finished job and its files; a refusal (queued, running, needed) is flashed on its page."""
     _existing(job_id)
-    return delete_and_flash(deletion.delete_job, job_id, f"Job {job_id}",
-                            refused=url_for("views.job_detail", job_id=job_id), deleted=url_for("views.job_list"))
+    return delete_and_flash(
+        deletion.delete_job,
+        job_id,
+        f"Job {job_id}",
+        refused=url_for("views.job_detail", job_id=job_id),
+        deleted=url_for("views.job_list"),
+    )
 
 
 @bp.post("/sweeps/<int:sweep_id>/delete")
@@ -212,12 +250,16 @@ def delete_job(job_id: int) -> Any:
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a finished sweep, all its jobs and their files."""
     job_edits.get_sweep(db(), sweep_id)
-    return delete_and_flash(deletion.delete_sweep, sweep_id, f"Sweep {sweep_id}",
-                            refused=url_for("views.job_list", sweep=sweep_id), deleted=url_for("views.job_list"))
+    return delete_and_flash(
+        deletion.delete_sweep,
+        sweep_id,
+        f"Sweep {sweep_id}",
+        refused=url_for("views.job_list", sweep=sweep_id),
+        deleted=url_for("views.job_list"),
+    )
 
 
-def delete_and_flash(delete: Callable[..., deletion.Deletion], target_id: int, target: str, *, refused: str,
-                     deleted: str) -> Any:
+def delete_and_flash(delete: Callable[..., deletion.Deletion], target_id: int, target: str, *, refused: str, deleted: str) -> Any:
     """Run one of core.service.deletion's deletes on target_id as the current user and flash the outcome: the
     space freed (then on to `deleted`), or the refusal, such as a job still running or needed, as an error
     (back to `refused`)."""
@@ -251,14 +293,17 @@ def download(job_id: int, artifact_id: int) -> Any:
 def compare() -> Any:
     """Two or more runs: curves overlaid (drawn by compare.js from the API) and a metrics table."""
     raw = ",".join(request.args.getlist("ids"))
-    candidates = [{"id": j.id, "kind": j.kind, "status": j.status, "arch": j.params.get("arch"),
-                   "best": j.best_valid_accuracy} for j in job_service.recent_jobs(db())]
+    candidates = [
+        {"id": j.id, "kind": j.kind, "status": j.status, "arch": j.params.get("arch"), "best": j.best_valid_accuracy}
+        for j in job_service.recent_jobs(db())
+    ]
     if not raw:
         return render_template("compare.html", runs=[], candidates=candidates, ids="")
     ids = queries.parse_job_ids(raw)
     runs = compare_table.compared_runs(db(), [job_service.get_job(db(), job_id) for job_id in ids])
-    return render_template("compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)),
-                           measures=compare_table.MEASURES)
+    return render_template(
+        "compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)), measures=compare_table.MEASURES
+    )
 
 
 @bp.route("/data-folders", methods=("GET", "POST"))
@@ -268,8 +313,9 @@ def data_folders() -> Any:
     error, error_field, status = None, None, 200
     if request.method == "POST":
         try:
-            folder = folder_service.register_data_folder(db(), request.form.get("name", ""),
-                                                         request.form.get("path", ""), actor=current_actor())
+            folder = folder_service.register_data_folder(
+                db(), request.form.get("name", ""), request.form.get("path", ""), actor=current_actor()
+            )
             name = folder.name
         except (UserInputError, StateConflict) as problem:
             rollback()
@@ -277,8 +323,8 @@ def data_folders() -> Any:
         else:
             flash(f"Data folder {name} registered and checked.")
             return redirect(url_for("views.data_folders"))
-    folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json")
-               for f in folder_service.list_data_folders(db())]
+    folders = [schemas.DataFolder.model_validate(f).model_dump(mode="json") for f in folder_service.list_data_folders(db())]
     roots = app_settings().data_root_paths
-    return render_template("data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field,
-                           form=request.form), status
+    return render_template(
+        "data_folders.html", folders=folders, roots=roots, error=error, error_field=error_field, form=request.form
+    ), status

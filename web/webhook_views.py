@@ -29,8 +29,13 @@ def webhook_list() -> Any:
     error, error_field, made, form = None, None, None, request.form
     if request.method == "POST":
         try:
-            webhook = webhooks.add(db(), actor, request.form.get("url", ""), request.form.getlist("events"),
-                                   request.form.get("secret", "").strip() or None)
+            webhook = webhooks.add(
+                db(),
+                actor,
+                request.form.get("url", ""),
+                request.form.getlist("events"),
+                request.form.get("secret", "").strip() or None,
+            )
             made = {"id": webhook.id, "secret": webhook.secret}
         except UserInputError as problem:
             rollback()
@@ -42,10 +47,21 @@ def webhook_list() -> Any:
     listed = webhooks.list_webhooks(db(), actor)  # admins only
     rows = [schemas.Webhook.model_validate(w).model_dump(mode="json") for w in listed]
     counts = webhooks.delivery_counts(db(), actor)
-    lost = [{"hostname": w.hostname, "queues": w.queues, "last_seen": w.last_seen, "lost_at": w.lost_at}
-            for w in webhooks.lost_workers(db())]
-    return render_template("webhooks.html", webhooks=rows, counts=counts, lost=lost, events=WEBHOOK_EVENTS,
-                           error=error, error_field=error_field, form=form, made=made), (400 if error else 200)
+    lost = [
+        {"hostname": w.hostname, "queues": w.queues, "last_seen": w.last_seen, "lost_at": w.lost_at}
+        for w in webhooks.lost_workers(db())
+    ]
+    return render_template(
+        "webhooks.html",
+        webhooks=rows,
+        counts=counts,
+        lost=lost,
+        events=WEBHOOK_EVENTS,
+        error=error,
+        error_field=error_field,
+        form=form,
+        made=made,
+    ), (400 if error else 200)
 
 
 @bp.post("/<int:webhook_id>/enabled")
@@ -55,8 +71,11 @@ def set_enabled(webhook_id: int) -> Any:
     enabled = request.form.get("enabled") == "1"
     webhooks.change(db(), actor, webhook_id, enabled=enabled)
     flash(f"Webhook {webhook_id} {'enabled' if enabled else 'disabled'}.")
-    return redirect(request.form.get("back") == "history" and url_for("webhooks.history", webhook_id=webhook_id)
-                    or url_for("webhooks.webhook_list"))
+    return redirect(
+        request.form.get("back") == "history"
+        and url_for("webhooks.history", webhook_id=webhook_id)
+        or url_for("webhooks.webhook_list")
+    )
 
 
 @bp.post("/<int:webhook_id>/delete")
@@ -86,8 +105,9 @@ def history(webhook_id: int) -> Any:
     rows, total = webhooks.deliveries(db(), actor, webhook_id, page=page, per_page=PER_PAGE)  # admins only
     webhook = schemas.Webhook.model_validate(webhooks.get_webhook(db(), webhook_id)).model_dump(mode="json")
     deliveries = [schemas.WebhookDelivery.model_validate(d) for d in rows]
-    return render_template("webhook.html", webhook=webhook, deliveries=deliveries, total=total,
-                           paged=Pager(page, PER_PAGE, total))
+    return render_template(
+        "webhook.html", webhook=webhook, deliveries=deliveries, total=total, paged=Pager(page, PER_PAGE, total)
+    )
 
 
 @bp.post("/deliveries/<int:delivery_id>/redeliver")

@@ -40,8 +40,9 @@ class ServiceCelery(Celery):
     and the worker's event connection had none (RabbitMQ listed them with timeout 0)."""
 
     def connection_for_write(self, url: Any = None, heartbeat: float | None = None, **kwargs: Any) -> Any:
-        return super().connection_for_write(url, heartbeat=self.conf.broker_heartbeat if heartbeat is None else heartbeat,
-                                            **kwargs)  # fmt: skip
+        return super().connection_for_write(
+            url, heartbeat=self.conf.broker_heartbeat if heartbeat is None else heartbeat, **kwargs
+        )
 
 
 def make_app(broker_url: str) -> Celery:

@@ -55,8 +55,9 @@ def threshold_writer(job_id: int) -> ThresholdWriter | None:
     return write
 
 
-def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserver | PredictionObserver, *,
-                      holds: ExitStack | None = None) -> None:
+def run_core_function(
+    spec: JobSpec, run_folder: Path, observer: TrainingObserver | PredictionObserver, *, holds: ExitStack | None = None
+) -> None:
     """Call exactly one core function for the job's kind, with the parent's checkpoint filled in (with an
     object store, every checkpoint it reads fetched into this node's cache, checked, and held in holds)."""
     from core.engine import evaluate_csv, finetune, parse_params, predict_csv, train
@@ -69,8 +70,10 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
             if isinstance(values.get("checkpoint"), str) and values["checkpoint"]:
                 values["checkpoint"] = jobs.local_checkpoint(session, values["checkpoint"], choice, holds)
             if isinstance(values.get("checkpoints"), list):
-                values["checkpoints"] = [jobs.local_checkpoint(session, item, choice, holds) if isinstance(item, str) else item
-                                         for item in values["checkpoints"]]
+                values["checkpoints"] = [
+                    jobs.local_checkpoint(session, item, choice, holds) if isinstance(item, str) else item
+                    for item in values["checkpoints"]
+                ]
             parent = None if spec.parent_id is None else str(jobs.job_checkpoint(session, spec.parent_id, choice, holds=holds))
         if parent is not None and spec.kind == "predict":
             values["checkpoints"] = [parent, *values.get("checkpoints", [])]
@@ -88,17 +91,35 @@ def run_core_function(spec: JobSpec, run_folder: Path, observer: TrainingObserve
     elif spec.kind == "finetune":
         finetune(params, run_folder, resume=True, observer=observer)
     elif spec.kind == "evaluate":
-        scores = evaluate_csv(params, out_dir=run_folder, observer=observer,
-                              write_threshold=threshold_writer(spec.id)).scores
-        log.info("job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
-                 spec.id, scores["count"], scores["threshold"]["value"], scores["threshold"]["source"],
-                 percent(scores["accuracy"]), percent(scores["balanced_accuracy"]), percent(scores["weighted_f1"]))
+        scores = evaluate_csv(params, out_dir=run_folder, observer=observer, write_threshold=threshold_writer(spec.id)).scores
+        log.info(
+            "job %s evaluated %s images at threshold %g (%s): accuracy %s, balanced accuracy %s, weighted F1 %s",
+            spec.id,
+            scores["count"],
+            scores["threshold"]["value"],
+            scores["threshold"]["source"],
+            percent(scores["accuracy"]),
+            percent(scores["balanced_accuracy"]),
+            percent(scores["weighted_f1"]),
+        )
     else:  # predict: parse_params knows no other kind
-        result = predict_csv(params, run_folder / PREDICTIONS_CSV, observer=observer, report_dir=run_folder,
-                             write_threshold=threshold_writer(spec.id))
-        log.info("job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written", spec.id, result.count,
-                 result.threshold["value"], result.threshold["source"], result.positives, result.count - result.positives,
-                 PREDICTIONS_CSV)
+        result = predict_csv(
+            params,
+            run_folder / PREDICTIONS_CSV,
+            observer=observer,
+            report_dir=run_folder,
+            write_threshold=threshold_writer(spec.id),
+        )
+        log.info(
+            "job %s predicted %s images at threshold %g (%s): %s ALL, %s hem; %s written",
+            spec.id,
+            result.count,
+            result.threshold["value"],
+            result.threshold["source"],
+            result.positives,
+            result.count - result.positives,
+            PREDICTIONS_CSV,
+        )
 
 
 def scored_with(spec: JobSpec, params: Any) -> str:

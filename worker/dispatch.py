@@ -25,6 +25,7 @@ from worker.celery_app import send_run_job
 
 log = logging.getLogger("leukemia.dispatch")
 
+
 def send_job(job_id: int, queue: str) -> None:
     """Send the job id to its queue; an unreachable broker fails the (committed) job with a line for users,
     and the broker's own reason (its host and port) goes to the log, for the operator."""
@@ -32,8 +33,10 @@ def send_job(job_id: int, queue: str) -> None:
         send_run_job(job_id, queue)
     except Exception as error:  # kombu raises OperationalError and friends; the user needs one line
         log.warning("could not send job %s to the broker: %s: %s", job_id, type(error).__name__, error)
-        line = (f"could not send job {job_id} to the broker, which is unavailable; the job is marked failed: retry it "
-                "when the broker is back (the service's log has the details)")
+        line = (
+            f"could not send job {job_id} to the broker, which is unavailable; the job is marked failed: retry it "
+            "when the broker is back (the service's log has the details)"
+        )
         with get_sessionmaker().begin() as session:
             jobs.fail_unsent_job(session, job_id, line)
         raise BrokerUnavailable(line, job_id=job_id) from None
@@ -115,4 +118,3 @@ def resend_waiting_jobs(queues: list[str]) -> list[int]:
     for job_id, queue in waiting:
         send_run_job(job_id, queue)
     return [job_id for job_id, _ in waiting]
-

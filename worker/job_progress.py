@@ -50,8 +50,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
     """Observes a job's run: keeps progress for the heartbeat to flush, upserts each epoch (with an object
     store, in the background once the epoch's files are stored: mirror)."""
 
-    def __init__(self, job_id: int, mirror: RunMirror | None = None,
-                 on_start_epoch: Callable[[int], None] | None = None) -> None:
+    def __init__(self, job_id: int, mirror: RunMirror | None = None, on_start_epoch: Callable[[int], None] | None = None) -> None:
         self.job_id = job_id
         self.mirror = mirror
         self.on_start_epoch = on_start_epoch  # told the epoch the run starts at (a takeover's note)
@@ -93,8 +92,13 @@ class JobObserver(TrainingObserver, PredictionObserver):
     def recorded(self, record: EpochRecord) -> None:
         if record.epoch >= self.first_new_epoch:
             metrics.EPOCHS.inc()
-        log.info("job %s epoch %s: train_loss %.4f valid_accuracy %s", self.job_id, record.epoch,
-                 record.train_loss, record.valid_accuracy)  # fmt: skip
+        log.info(
+            "job %s epoch %s: train_loss %.4f valid_accuracy %s",
+            self.job_id,
+            record.epoch,
+            record.train_loss,
+            record.valid_accuracy,
+        )
 
     def on_checkpoint(self, run_folder: Path, checkpoint: dict[str, Any]) -> None:
         """A `last-N` job also keeps its N newest epoch checkpoints (core.service.retention); with an object

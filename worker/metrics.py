@@ -29,16 +29,26 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
-JOBS_RUN = Counter("leukemia_worker_jobs", "Jobs this worker process ran, by kind and outcome.", ["kind", "outcome"],
-                   registry=REGISTRY)  # fmt: skip
-EPOCHS = Counter("leukemia_worker_epochs", "Training epochs this worker process completed (a resume's replayed ones not counted).",
-                 registry=REGISTRY)
+JOBS_RUN = Counter(
+    "leukemia_worker_jobs", "Jobs this worker process ran, by kind and outcome.", ["kind", "outcome"], registry=REGISTRY
+)
+EPOCHS = Counter(
+    "leukemia_worker_epochs",
+    "Training epochs this worker process completed (a resume's replayed ones not counted).",
+    registry=REGISTRY,
+)
 CURRENT_JOB = Gauge("leukemia_worker_current_job_id", "Id of the job this worker runs now; 0 when idle.", registry=REGISTRY)
-JOB_IMAGES_PER_SECOND = Gauge("leukemia_worker_job_images_per_second",
-                              "Images per second of the job this worker runs now (its latest report); 0 when idle.",
-                              registry=REGISTRY)  # fmt: skip
-JOB_GPU = Gauge("leukemia_worker_job_gpu", "1 for the GPU (NVML index) the running job holds; absent when idle or on the CPU.",
-                ["gpu"], registry=REGISTRY)  # fmt: skip
+JOB_IMAGES_PER_SECOND = Gauge(
+    "leukemia_worker_job_images_per_second",
+    "Images per second of the job this worker runs now (its latest report); 0 when idle.",
+    registry=REGISTRY,
+)
+JOB_GPU = Gauge(
+    "leukemia_worker_job_gpu",
+    "1 for the GPU (NVML index) the running job holds; absent when idle or on the CPU.",
+    ["gpu"],
+    registry=REGISTRY,
+)
 log = logging.getLogger("leukemia.worker")
 _worker_gpu: str | None = None  # `leukemia worker --gpu N`: the one device this worker uses (configure)
 _nvml_started = False
@@ -88,12 +98,16 @@ def _read_device(pynvml: Any, index: int) -> GpuReading:
     memory = value(lambda: pynvml.nvmlDeviceGetMemoryInfo(handle))
     utilization = value(lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
     power_mw = value(lambda: pynvml.nvmlDeviceGetPowerUsage(handle))
-    return GpuReading(index=index, name=str(value(lambda: pynvml.nvmlDeviceGetName(handle)) or ""),
-                      uuid=str(value(lambda: pynvml.nvmlDeviceGetUUID(handle)) or ""), utilization=utilization,
-                      memory_used_bytes=None if memory is None else int(memory.used),
-                      memory_total_bytes=None if memory is None else int(memory.total),
-                      temperature_celsius=value(lambda: float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))),
-                      power_watts=None if power_mw is None else power_mw / 1000.0)  # fmt: skip
+    return GpuReading(
+        index=index,
+        name=str(value(lambda: pynvml.nvmlDeviceGetName(handle)) or ""),
+        uuid=str(value(lambda: pynvml.nvmlDeviceGetUUID(handle)) or ""),
+        utilization=utilization,
+        memory_used_bytes=None if memory is None else int(memory.used),
+        memory_total_bytes=None if memory is None else int(memory.total),
+        temperature_celsius=value(lambda: float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))),
+        power_watts=None if power_mw is None else power_mw / 1000.0,
+    )
 
 
 GPU_FAMILIES = (  # name, help, the reading's field
@@ -119,8 +133,9 @@ class GpuCollector(Collector):
         readings = self.read()
         if not readings:
             return
-        info = GaugeMetricFamily("leukemia_gpu_info", "A GPU this worker may use: 1, with its name and UUID.",
-                                 labels=["gpu", "name", "uuid"])  # fmt: skip
+        info = GaugeMetricFamily(
+            "leukemia_gpu_info", "A GPU this worker may use: 1, with its name and UUID.", labels=["gpu", "name", "uuid"]
+        )
         for reading in readings:
             info.add_metric([str(reading.index), reading.name, reading.uuid], 1)
         yield info
@@ -194,11 +209,14 @@ def token_required(app: Callable[..., Iterable[bytes]], token: str) -> Callable[
 def start_exporter(port: int, token: str, host: str = "127.0.0.1") -> ThreadingWSGIServer:
     """Serve REGISTRY at http://host:port/metrics from a daemon thread; returns the server (to shut down)."""
     if not token:
-        raise UserInputError("--metrics-port: set METRICS_TOKEN (or METRICS_TOKEN_FILE): the exporter answers only that token",
-                             field="metrics_port")
+        raise UserInputError(
+            "--metrics-port: set METRICS_TOKEN (or METRICS_TOKEN_FILE): the exporter answers only that token",
+            field="metrics_port",
+        )
     try:
-        server = make_server(host, port, token_required(make_wsgi_app(REGISTRY), token), ThreadingWSGIServer,
-                             handler_class=_QuietHandler)  # fmt: skip
+        server = make_server(
+            host, port, token_required(make_wsgi_app(REGISTRY), token), ThreadingWSGIServer, handler_class=_QuietHandler
+        )
     except OSError as error:
         raise UserInputError(f"--metrics-port: cannot listen on {host}:{port}: {error.strerror}", field="metrics_port") from None
     threading.Thread(target=server.serve_forever, name="metrics-exporter", daemon=True).start()

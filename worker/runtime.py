@@ -130,8 +130,15 @@ def pool_for(concurrency: int) -> str:
     return "threads" if concurrency == 1 else "prefork"
 
 
-def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, hostname: str, loglevel: str,
-                 metrics_port: int | None = None, health_file: Path | None = None) -> None:
+def serve_worker(
+    queue_names: list[str],
+    gpu: str | None,
+    concurrency: int,
+    hostname: str,
+    loglevel: str,
+    metrics_port: int | None = None,
+    health_file: Path | None = None,
+) -> None:
     """Register this worker, keep its presence and the reaper going, and consume the queues until stopped."""
     settings = get_settings()
     # Before the first line (the migration's, the reaper's): every line in LOG_FORMAT, naming this worker.
@@ -161,9 +168,16 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
     # Worker heartbeats on (task events: worker.celery_app): Flower and `celery events` build on them.
     # Gossip (every worker consuming every other's events) and mingle (a start-up round trip to
     # sync revoked task ids) stay off: nothing here uses them, and the job lease does what they would.
-    argv = ["worker", f"--queues={','.join(queue_names)}", f"--concurrency={concurrency}",
-            f"--pool={pool_for(concurrency)}", f"--hostname={hostname}", f"--loglevel={loglevel}",
-            "--without-gossip", "--without-mingle"]  # fmt: skip
+    argv = [
+        "worker",
+        f"--queues={','.join(queue_names)}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool_for(concurrency)}",
+        f"--hostname={hostname}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if settings.log_format == "json":
         # Celery prints its banner and its shutdown lines ("worker: Warm shutdown (MainProcess)") straight to
         # the process's stdout, outside logging. Under JSON the banner is silenced (one log line says what
@@ -172,8 +186,14 @@ def serve_worker(queue_names: list[str], gpu: str | None, concurrency: int, host
 
         argv.insert(0, "--quiet")
         celery.apps.worker.safe_say = say_through_logging
-        log.info("worker %s starting: queues %s, %s pool of %s, broker %s", hostname, ",".join(queue_names),
-                 pool_for(concurrency), concurrency, app.connection_for_write().as_uri())  # fmt: skip
+        log.info(
+            "worker %s starting: queues %s, %s pool of %s, broker %s",
+            hostname,
+            ",".join(queue_names),
+            pool_for(concurrency),
+            concurrency,
+            app.connection_for_write().as_uri(),
+        )
     try:
         app.worker_main(argv)
     finally:

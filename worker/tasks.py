@@ -80,16 +80,37 @@ def run_next_job(job_id: int) -> None:
             current = session.get(Job, int(job_id))
             state = "missing" if current is None else current.status
             with log_context(job_id=int(job_id), **task_fields):  # the line is about the message's job
-                log.info("job %s not claimed: it is %s (finished, cancelled or leased by a live worker) and nothing "
-                         "else waits in its queue; skipped", job_id, state)  # fmt: skip
+                log.info(
+                    "job %s not claimed: it is %s (finished, cancelled or leased by a live worker) and nothing "
+                    "else waits in its queue; skipped",
+                    job_id,
+                    state,
+                )
             return
-        spec = JobSpec(job.id, job.kind, dict(job.params), job.parent_id, job.attempts, job.queue, job.run_key,
-                       job.origin, job.cv_fold, job.legacy_run_dir)  # fmt: skip
+        spec = JobSpec(
+            job.id,
+            job.kind,
+            dict(job.params),
+            job.parent_id,
+            job.attempts,
+            job.queue,
+            job.run_key,
+            job.origin,
+            job.cv_fold,
+            job.legacy_run_dir,
+        )
         priority = PRIORITY_NAMES.get(job.priority, str(job.priority))
     # Every line logged for this job carries its id and the Celery task's (core.service.logs).
     with log_context(job_id=spec.id, **task_fields):
-        log.info("job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)", spec.id, spec.kind, owner,
-                 spec.attempts, priority, job_id)  # fmt: skip
+        log.info(
+            "job %s (%s) claimed by %s, attempt %s, priority %s (message for job %s)",
+            spec.id,
+            spec.kind,
+            owner,
+            spec.attempts,
+            priority,
+            job_id,
+        )
         JobRun(spec, owner).execute()
 
 
@@ -175,8 +196,10 @@ class JobRun:
             note = f"attempt {self.spec.attempts} on {host} resumed at epoch {start_epoch} from last.pt"
         else:
             where = "in its run folder" if self.mirror is None else "in the artifact store"
-            note = (f"attempt {self.spec.attempts} on {host} found no last.pt checkpoint {where} to resume from, "
-                    "so it started over at epoch 1")
+            note = (
+                f"attempt {self.spec.attempts} on {host} found no last.pt checkpoint {where} to resume from, "
+                "so it started over at epoch 1"
+            )
         (log.info if start_epoch > 1 else log.warning)("job %s: %s", self.spec.id, note)
         with get_sessionmaker().begin() as session:
             jobs.note_attempt(session, self.spec.id, self.owner, note)
@@ -240,9 +263,15 @@ class JobRun:
             log.exception("job %s: retention not applied", self.spec.id)
             return
         if outcome.removed or outcome.kept_for_children:
-            log.info("job %s retention %s: removed %s (%s bytes), kept for child jobs %s, %s bytes on disk",
-                     self.spec.id, outcome.policy, ", ".join(outcome.removed) or "nothing", outcome.freed_bytes,
-                     ", ".join(outcome.kept_for_children) or "nothing", outcome.disk_bytes)
+            log.info(
+                "job %s retention %s: removed %s (%s bytes), kept for child jobs %s, %s bytes on disk",
+                self.spec.id,
+                outcome.policy,
+                ", ".join(outcome.removed) or "nothing",
+                outcome.freed_bytes,
+                ", ".join(outcome.kept_for_children) or "nothing",
+                outcome.disk_bytes,
+            )
 
     def resend(self) -> None:
         """Send a released job again, for the next worker; it resumes from its last checkpoint."""

@@ -36,8 +36,11 @@ def cancel_terminated_task(hostname: str, task_id: str, signal: Any) -> int | No
         job_id = jobs.running_job_of(session, lease_owner(hostname, task_id))
     with log_context(task_id=task_id):
         if job_id is None:
-            log.warning("terminate task %s: it runs no job now (not started yet, or its job has ended): nothing "
-                        "cancelled; `leukemia cancel JOB` cancels a waiting job", task_id)  # fmt: skip
+            log.warning(
+                "terminate task %s: it runs no job now (not started yet, or its job has ended): nothing "
+                "cancelled; `leukemia cancel JOB` cancels a waiting job",
+                task_id,
+            )
             return None
         with log_context(job_id=job_id):
             try:
@@ -45,8 +48,15 @@ def cancel_terminated_task(hostname: str, task_id: str, signal: Any) -> int | No
             except OneLineError as refused:  # it ended meanwhile
                 log.warning("terminate task %s: job %s not cancelled: %s", task_id, job_id, refused)
                 return None
-            log.info("job %s: cancel requested by Celery's terminate of task %s (signal %s), as `leukemia cancel %s`"
-                     " does: it stops at its next batch (%s now)", job_id, task_id, signal, job_id, status)  # fmt: skip
+            log.info(
+                "job %s: cancel requested by Celery's terminate of task %s (signal %s), as `leukemia cancel %s`"
+                " does: it stops at its next batch (%s now)",
+                job_id,
+                task_id,
+                signal,
+                job_id,
+                status,
+            )
     return job_id
 
 

@@ -141,8 +141,14 @@ def evict(root: Path, max_bytes: int | None, *, keep: Path | None = None) -> Evi
         freed += size
         removed.append(path.name)
     if removed:
-        log.info("cache %s over its cap of %.1f GB: removed %s (%d bytes)%s", root, max_bytes / GB, ", ".join(removed),
-                 freed, f"; in use, kept: {', '.join(in_use)}" if in_use else "")
+        log.info(
+            "cache %s over its cap of %.1f GB: removed %s (%d bytes)%s",
+            root,
+            max_bytes / GB,
+            ", ".join(removed),
+            freed,
+            f"; in use, kept: {', '.join(in_use)}" if in_use else "",
+        )
     return Eviction(removed, freed, in_use)
 
 

@@ -65,22 +65,31 @@ class TrainParams(_Params):
     warmup_epochs: int = Field(0, ge=0, le=100)
     weight_decay: float = Field(0.0, ge=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
-    class_weights: str = Field("1.2,1.0", description="auto (inverse class frequency), none, or W0,W1.",
-                               json_schema_extra={"pattern": CLASS_WEIGHTS_PATTERN})
+    class_weights: str = Field(
+        "1.2,1.0",
+        description="auto (inverse class frequency), none, or W0,W1.",
+        json_schema_extra={"pattern": CLASS_WEIGHTS_PATTERN},
+    )
     augment: bool = True
     image_size: int = Field(
-        450, ge=32, le=1024, description="Side in pixels; the CLI and forms default to the folder's when all its images share one."
+        450,
+        ge=32,
+        le=1024,
+        description="Side in pixels; the CLI and forms default to the folder's when all its images share one.",
     )
-    split: str = Field("train", description=f"Training split: {SPLIT_HELP}.",
-                       json_schema_extra={"pattern": split_schema_pattern()})
+    split: str = Field(
+        "train", description=f"Training split: {SPLIT_HELP}.", json_schema_extra={"pattern": split_schema_pattern()}
+    )
     valid_split: str | None = Field(
-        None, description="Validation split: a split name, share:F (a subject-disjoint share of the training split) or none; "
+        None,
+        description="Validation split: a split name, share:F (a subject-disjoint share of the training split) or none; "
         "default: valid.csv / the release's held-out share when training on train.",
         json_schema_extra={"pattern": split_schema_pattern(validation=True)},
     )
     early_stopping_metric: EarlyStoppingMetric | None = Field(
-        None, description="Stop when this validation metric has not improved for early_stopping_patience epochs; "
-        "best.pt then follows this metric (valid_loss: lowest) instead of valid_accuracy. Needs a validation split."
+        None,
+        description="Stop when this validation metric has not improved for early_stopping_patience epochs; "
+        "best.pt then follows this metric (valid_loss: lowest) instead of valid_accuracy. Needs a validation split.",
     )
     early_stopping_patience: int | None = Field(
         None, ge=1, le=1000, description=f"Epochs without improvement before the run stops (default {DEFAULT_PATIENCE})."
@@ -141,8 +150,11 @@ class TrainParams(_Params):
     def _needs_validation(cls, value: str | None, info: ValidationInfo) -> str | None:
         valid_split, split = info.data.get("valid_split"), info.data.get("split")
         if value is not None and (valid_split == "none" or (valid_split is None and split not in (None, "train"))):
-            raise ValueError(f"{value} needs a validation split; set valid_split (training on {split} has none by default)"
-                             if valid_split is None else f"{value} needs a validation split, but valid_split is none")
+            raise ValueError(
+                f"{value} needs a validation split; set valid_split (training on {split} has none by default)"
+                if valid_split is None
+                else f"{value} needs a validation split, but valid_split is none"
+            )
         return value
 
     @property
@@ -166,8 +178,9 @@ class FinetuneParams(TrainParams):
     epochs: int = Field(3, ge=1, le=1000)
     lr: float = Field(1e-4, gt=0, le=10)
     schedule: Literal["step", "cosine", "constant"] = "constant"
-    split: str = Field("train_all", description=f"Training split: {SPLIT_HELP}.",
-                       json_schema_extra={"pattern": split_schema_pattern()})
+    split: str = Field(
+        "train_all", description=f"Training split: {SPLIT_HELP}.", json_schema_extra={"pattern": split_schema_pattern()}
+    )
     # None: taken from the checkpoint; a value that disagrees with it is refused.
     arch: Architecture | None = None  # type: ignore[assignment]
     image_size: int | None = Field(None, ge=32, le=1024, description="Default: the checkpoint's.")  # type: ignore[assignment]
@@ -180,15 +193,18 @@ class OperatingPointParams(_Params):
         None, ge=0, le=1, description="Call ALL at P(ALL) >= this. Default: the checkpoint's recorded one, else 0.5."
     )
     threshold_from: Literal["recorded", "valid"] = Field(
-        "recorded", description="valid: choose the threshold on the data folder's valid.csv and record it in the checkpoint "
-        "(a queued job records it only when its submitter owns the model or is an admin; else the job's results keep it)."
+        "recorded",
+        description="valid: choose the threshold on the data folder's valid.csv and record it in the checkpoint "
+        "(a queued job records it only when its submitter owns the model or is an admin; else the job's results keep it).",
     )
     target_sensitivity: float | None = Field(
-        None, description="With threshold_from valid: the highest threshold reaching this sensitivity; default Youden's J.",
+        None,
+        description="With threshold_from valid: the highest threshold reaching this sensitivity; default Youden's J.",
         json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
     )
     explain: str = Field(
-        "", description="Grad-CAM maps: N (the N most confident mistakes and N least confident images), all, or none.",
+        "",
+        description="Grad-CAM maps: N (the N most confident mistakes and N least confident images), all, or none.",
         json_schema_extra={"pattern": EXPLAIN_PATTERN},
     )
 
@@ -232,12 +248,15 @@ class EvaluateParams(OperatingPointParams):
     kind: Literal["evaluate"] = "evaluate"
     data_dir: str = Field(min_length=1)
     csv: str = Field(
-        "valid.csv", min_length=1, description=f"CSV file name inside the data folder (Path,label), or a named split: {SPLIT_HELP}.",
+        "valid.csv",
+        min_length=1,
+        description=f"CSV file name inside the data folder (Path,label), or a named split: {SPLIT_HELP}.",
         json_schema_extra={"pattern": split_schema_pattern()},
     )
     checkpoint: str = ""
     checkpoints: list[str] = Field(
-        default_factory=list, description="More checkpoints averaged with checkpoint (an ensemble, e.g. a cross-validation's folds)."
+        default_factory=list,
+        description="More checkpoints averaged with checkpoint (an ensemble, e.g. a cross-validation's folds).",
     )
     checkpoint_choice: Literal["best", "last"] = "best"
     batch_size: int = Field(64, ge=1, le=4096)
@@ -256,7 +275,8 @@ class PredictParams(OperatingPointParams):
     kind: Literal["predict"] = "predict"
     data_dir: str = Field(min_length=1)
     csv: str = Field(
-        min_length=1, description=f"Test CSV file name inside the data folder (column Path), or a named split: {SPLIT_HELP}.",
+        min_length=1,
+        description=f"Test CSV file name inside the data folder (column Path), or a named split: {SPLIT_HELP}.",
         json_schema_extra={"pattern": split_schema_pattern()},
     )
     checkpoints: list[str] = Field(default_factory=list, description="Several make an ensemble.")

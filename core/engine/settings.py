@@ -18,10 +18,13 @@ class EngineSettings(BaseSettings):
 
     leukemia_home: Path = Field(Path.home() / ".leukemia", description="Folder for everything the embedded default keeps.")
     cache_dir: Path | None = Field(
-        None, description="Decoded-image caches and parent checkpoints fetched from the artifact store; default: LEUKEMIA_HOME/cache."
+        None,
+        description="Decoded-image caches and parent checkpoints fetched from the artifact store; default: LEUKEMIA_HOME/cache.",
     )
     cache_max_gb: float = Field(
-        0.0, ge=0, description="Most this node's CACHE_DIR may hold (GB); least recently used entries not in use go first. 0: no cap."
+        0.0,
+        ge=0,
+        description="Most this node's CACHE_DIR may hold (GB); least recently used entries not in use go first. 0: no cap.",
     )
     data_roots: str = Field("", description="Colon-separated folders under which data folders may be registered.")
     decode_workers: int = Field(
@@ -45,8 +48,9 @@ def read_settings(settings_class: type[BaseSettings], **given: object) -> BaseSe
     try:
         return settings_class(**given)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
-                             for e in error.errors())  # a check of several settings names them itself
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors()
+        )  # a check of several settings names them itself
         raise UserInputError(f"bad setting in the environment: {problems}") from None
 
 

@@ -25,8 +25,9 @@ from core.service.records import CrossValidation, EpochMetric, Job, JobStatus, u
 ENSEMBLE_KINDS = ("evaluate", "predict")
 
 
-def create_cross_validation(session: Session, request: CrossValidationRequest, *, submitted_by: int | None = None,
-                            origin: Origin = Origin.CLI) -> tuple[CrossValidation, list[Job]]:
+def create_cross_validation(
+    session: Session, request: CrossValidationRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI
+) -> tuple[CrossValidation, list[Job]]:
     """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold
     (origin and submitted_by as core.service.jobs.create_job takes them)."""
     if request.name is not None:
@@ -34,12 +35,14 @@ def create_cross_validation(session: Session, request: CrossValidationRequest, *
     for field in ("split", "valid_split"):
         if request.params.get(field) not in (None, ""):
             raise UserInputError(f"{field}: a cross-validation sets each fold's splits itself; leave {field} out", field=field)
-    base = parse_params("train", with_folder_image_size("train", request.params),
-                        strict=origin.strict).model_dump(mode="json")
+    base = parse_params("train", with_folder_image_size("train", request.params), strict=origin.strict).model_dump(mode="json")
     plan = plan_folds(base["data_dir"], request.folds, base["seed"], release_folds=request.release_folds)
     cv = CrossValidation(
         name=(request.name or f"{len(plan.folds)}-fold CV of {Path(base['data_dir']).name}")[:200],
-        data_dir=base["data_dir"], scheme=plan.scheme, base_params=base, folds=plan.to_dict()["folds"],
+        data_dir=base["data_dir"],
+        scheme=plan.scheme,
+        base_params=base,
+        folds=plan.to_dict()["folds"],
         created_at=utcnow(),
     )
     session.add(cv)
@@ -58,8 +61,11 @@ def get_cross_validation(session: Session, cv_id: int, *, key_share: bool = Fals
     """The cross-validation, or NotFound naming cv_id; key_share: its row held FOR KEY SHARE until the
     transaction ends, so a delete (core.service.deletion locks it FOR UPDATE) and this are serialised."""
     lock = {"read": True, "key_share": True} if key_share else None
-    cv = (session.get(CrossValidation, cv_id, with_for_update=lock, populate_existing=key_share)
-          if 1 <= cv_id <= jobs.MAX_ID else None)
+    cv = (
+        session.get(CrossValidation, cv_id, with_for_update=lock, populate_existing=key_share)
+        if 1 <= cv_id <= jobs.MAX_ID
+        else None
+    )
     if cv is None:
         raise NotFound(f"cross-validation {cv_id} not found", field="cv_id")
     return cv
@@ -92,8 +98,9 @@ def out_of_fold_csv(session: Session, cv_id: int) -> str:
     get_cross_validation(session, cv_id)
     frames = _oof_frames(session, fold_jobs(session, cv_id))
     if not frames:
-        raise NotFound(f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded",
-                             field="cv_id")
+        raise NotFound(
+            f"cv_id: cross-validation {cv_id} has no out-of-fold predictions until every fold has succeeded", field="cv_id"
+        )
     together = pd.concat(frames, ignore_index=True)
     return csv_text(list(together.columns), frame_rows(together, OOF_FLOAT_FORMAT))
 
@@ -105,26 +112,57 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
     folds = fold_jobs(session, cv_id)
     by_job = {job.id: job.cv_fold for job in folds}
     metrics = session.scalars(select(EpochMetric).where(EpochMetric.job_id.in_(list(by_job))).order_by(EpochMetric.epoch))
-    rows = [{"fold": by_job[m.job_id], "epoch": m.epoch, "valid_accuracy": m.valid_accuracy,
-             "valid_balanced_accuracy": m.valid_balanced_accuracy, "valid_f1": m.valid_f1} for m in metrics]
+    rows = [
+        {
+            "fold": by_job[m.job_id],
+            "epoch": m.epoch,
+            "valid_accuracy": m.valid_accuracy,
+            "valid_balanced_accuracy": m.valid_balanced_accuracy,
+            "valid_f1": m.valid_f1,
+        }
+        for m in metrics
+    ]
     summary = summarize(rows, _oof_frames(session, folds))
     best = {row["fold"]: row for row in summary["folds"]}
     return {
-        "id": cv.id, "name": cv.name, "data_dir": cv.data_dir, "scheme": cv.scheme, "base_params": cv.base_params,
-        "created_at": cv.created_at, "submitted_by": folds[0].submitted_by if folds else None,
-        "folds": [{"fold": job.cv_fold, "job_id": job.id, "status": job.status, "progress": job.progress,
-                   "split": job.params.get("split"), "valid_split": job.params.get("valid_split"),
-                   "best": best.get(job.cv_fold)} for job in folds],
+        "id": cv.id,
+        "name": cv.name,
+        "data_dir": cv.data_dir,
+        "scheme": cv.scheme,
+        "base_params": cv.base_params,
+        "created_at": cv.created_at,
+        "submitted_by": folds[0].submitted_by if folds else None,
+        "folds": [
+            {
+                "fold": job.cv_fold,
+                "job_id": job.id,
+                "status": job.status,
+                "progress": job.progress,
+                "split": job.params.get("split"),
+                "valid_split": job.params.get("valid_split"),
+                "best": best.get(job.cv_fold),
+            }
+            for job in folds
+        ],
         "mean_std": summary["mean_std"],
         "out_of_fold": summary["out_of_fold"],
         "finished": all(job.status == JobStatus.succeeded for job in folds),
-        "ensembles": [{"job_id": job.id, "kind": job.kind, "status": job.status, "split": job.params.get("csv"),
-                       "tta": job.params.get("tta")} for job in ensemble_jobs(session, cv_id)],
+        "ensembles": [
+            {
+                "job_id": job.id,
+                "kind": job.kind,
+                "status": job.status,
+                "split": job.params.get("csv"),
+                "tta": job.params.get("tta"),
+            }
+            for job in ensemble_jobs(session, cv_id)
+        ],
     }
 
 
-def create_ensemble_job(session: Session, request: EnsembleRequest, *, submitted_by: int | None = None,
-                        origin: Origin = Origin.CLI) -> Job:
+def create_ensemble_job(
+    session: Session, request: EnsembleRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI
+) -> Job:
     """An evaluate or predict job averaging the fold models' probabilities (best.pt of each fold) on a split."""
     cv_id, kind, split = request.cv_id, request.kind, request.split
     if kind not in ENSEMBLE_KINDS:
@@ -141,8 +179,9 @@ def create_ensemble_job(session: Session, request: EnsembleRequest, *, submitted
         try:
             checkpoints.append(jobs.checkpoint_location(session, job.id, "best"))
         except UserInputError:
-            raise StateConflict(f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt in the artifact store",
-                                field="cv_id") from None
+            raise StateConflict(
+                f"cv_id: fold {job.cv_fold} (job {job.id}) has no best.pt in the artifact store", field="cv_id"
+            ) from None
     common = {"data_dir": cv.data_dir, "csv": split, "tta": request.tta}
     if kind == "predict":
         params = {**common, "checkpoints": checkpoints}  # ID,label: the submission CSV as it is handed in

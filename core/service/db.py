@@ -89,8 +89,10 @@ def unique_or_conflict(session: Session, message: str, *, field: str | None = No
 def _unique_violation(error: IntegrityError) -> bool:
     """A unique or primary key refused the row (PostgreSQL's SQLSTATE 23505, SQLite's constraint names)."""
     original = error.orig
-    return (getattr(original, "sqlstate", None) == "23505"
-            or getattr(original, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"))
+    return getattr(original, "sqlstate", None) == "23505" or getattr(original, "sqlite_errorname", "") in (
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    )
 
 
 def private_sqlite_file(path: Path) -> None:

@@ -76,20 +76,27 @@ def _refuse_undeletable(session: Session, doomed: list[Job]) -> None:
         if job.status in CANCELLABLE_STATUSES:
             raise StateConflict(f"job {job.id} is {job.status}: cancel it first")
         if job.cv_id is not None and job.cv_fold is not None:
-            raise StateConflict(f"job {job.id} is fold {job.cv_fold} of cross-validation {job.cv_id}: a fold is kept "
-                                "with its cross-validation (its summary, out-of-fold results and ensembles read it); "
-                                f"delete cross-validation {job.cv_id} to free its folds")
+            raise StateConflict(
+                f"job {job.id} is fold {job.cv_fold} of cross-validation {job.cv_id}: a fold is kept "
+                "with its cross-validation (its summary, out-of-fold results and ensembles read it); "
+                f"delete cross-validation {job.cv_id} to free its folds"
+            )
     _refuse_needed(session, doomed)
 
 
 def _refuse_needed(session: Session, doomed: list[Job]) -> None:
     """Refuse while a queued or running job outside `doomed` reads one of their checkpoints."""
     ids = [job.id for job in doomed]
-    dependents = [job for job in session.scalars(select(Job).where(Job.status.in_(CANCELLABLE_STATUSES)).order_by(Job.id))
-                  if job.id not in ids and _depends_on(job, doomed)]
+    dependents = [
+        job
+        for job in session.scalars(select(Job).where(Job.status.in_(CANCELLABLE_STATUSES)).order_by(Job.id))
+        if job.id not in ids and _depends_on(job, doomed)
+    ]
     if dependents:
-        raise StateConflict(f"job {_ids(ids)}: queued or running job {_ids([j.id for j in dependents])} "
-                            "need its checkpoint; wait for them or cancel them first")
+        raise StateConflict(
+            f"job {_ids(ids)}: queued or running job {_ids([j.id for j in dependents])} "
+            "need its checkpoint; wait for them or cancel them first"
+        )
 
 
 def _in_run_folder(key: str, job: Job) -> bool:
@@ -125,8 +132,9 @@ def _remove_job(session: Session, job: Job) -> int:
     """Remove a job's rows (flushed first, so a database refusal leaves its files), then its files."""
     store, prefix = artifact_store(), job_run_key(job)
     elsewhere = _files_elsewhere(session, job)
-    session.execute(update(Job).where(Job.parent_id == job.id).values(parent_id=None)
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(Job).where(Job.parent_id == job.id).values(parent_id=None).execution_options(synchronize_session=False)
+    )
     for table in (EpochMetric, Artifact, JobTag):  # ON DELETE CASCADE too; explicit for any engine
         session.execute(delete(table).where(table.job_id == job.id))
     session.execute(delete(Job).where(Job.id == job.id).execution_options(synchronize_session=False))
@@ -135,12 +143,15 @@ def _remove_job(session: Session, job: Job) -> int:
         freed = sum(store.delete(key) for key in elsewhere)
         return freed + store.delete_prefix(prefix)
     except OSError as error:  # the caller's transaction rolls back: the job stays, to be deleted again
-        raise StorageError(f"job {job.id}: cannot remove {error.filename or store.location(prefix)}: "
-                           f"{error.strerror or error}; the job is kept (files already removed stay removed); "
-                           "fix this and delete it again") from None
+        raise StorageError(
+            f"job {job.id}: cannot remove {error.filename or store.location(prefix)}: "
+            f"{error.strerror or error}; the job is kept (files already removed stay removed); "
+            "fix this and delete it again"
+        ) from None
     except StorageError as error:  # an object store that refused or could not be reached: the same
-        raise StorageError(f"job {job.id}: {error}; the job is kept (files already removed stay removed); "
-                           "fix this and delete it again") from None
+        raise StorageError(
+            f"job {job.id}: {error}; the job is kept (files already removed stay removed); fix this and delete it again"
+        ) from None
 
 
 def delete_job(session: Session, job_id: int, *, actor: Actor) -> Deletion:
@@ -180,8 +191,7 @@ def delete_cross_validation(session: Session, cv_id: int, *, actor: Actor) -> De
     or an admin."""
     # Its row FOR UPDATE: an ensemble being submitted (core.service.cv_jobs holds FOR KEY SHARE on it until
     # it commits) is waited for and then seen below as queued; one submitted after this finds no cross-validation.
-    cv = (session.get(CrossValidation, cv_id, with_for_update=True, populate_existing=True)
-          if 1 <= cv_id <= MAX_ID else None)
+    cv = session.get(CrossValidation, cv_id, with_for_update=True, populate_existing=True) if 1 <= cv_id <= MAX_ID else None
     if cv is None:
         raise NotFound(f"cross-validation {cv_id} not found", field="cv_id")
     members = list(session.scalars(select(Job).where(Job.cv_id == cv_id).order_by(Job.id).with_for_update()))
@@ -190,14 +200,16 @@ def delete_cross_validation(session: Session, cv_id: int, *, actor: Actor) -> De
     _refuse_others_jobs(session, actor, members, f"cross-validation {cv_id}")
     unfinished = [f"{job.id} ({_cv_role(job)}, {job.status})" for job in members if job.status in CANCELLABLE_STATUSES]
     if unfinished:
-        raise StateConflict(f"cross-validation {cv_id} is still running: job {', '.join(unfinished)}; "
-                            "cancel them or wait for them first")
+        raise StateConflict(
+            f"cross-validation {cv_id} is still running: job {', '.join(unfinished)}; cancel them or wait for them first"
+        )
     _refuse_needed(session, members)
     freed = sum(_remove_job(session, job) for job in members)
     session.execute(delete(CrossValidation).where(CrossValidation.id == cv_id).execution_options(synchronize_session=False))
     ids = [job.id for job in members]
-    audit.record(session, actor, "cross_validation.delete", "cross_validation", cv_id,
-                 {"freed_bytes": freed, "jobs": ids, "name": cv.name})
+    audit.record(
+        session, actor, "cross_validation.delete", "cross_validation", cv_id, {"freed_bytes": freed, "jobs": ids, "name": cv.name}
+    )
     return Deletion(ids, freed, cv_id=cv_id)
 
 
@@ -217,10 +229,13 @@ def _refuse_others_jobs(session: Session, actor: Actor, members: list[Job], grou
         owner = session.get(User, job.submitted_by) if job.submitted_by is not None else None
         what = f"job {job.id}" + (f" ({_cv_role(job)})" if job.cv_id is not None else "")
         if owner is None:  # the CLI's (the operator's) or a deleted user's
-            raise StateConflict(f"{group}: {what} was not submitted by you; an admin can delete job {job.id}, then "
-                                f"{group} can be deleted")
-        raise StateConflict(f"{group}: {what} was submitted by {owner.username}; {owner.username} or an admin can delete "
-                            f"job {job.id}, then {group} can be deleted")
+            raise StateConflict(
+                f"{group}: {what} was not submitted by you; an admin can delete job {job.id}, then {group} can be deleted"
+            )
+        raise StateConflict(
+            f"{group}: {what} was submitted by {owner.username}; {owner.username} or an admin can delete "
+            f"job {job.id}, then {group} can be deleted"
+        )
 
 
 # --- gc ---------------------------------------------------------------------------------------
@@ -230,8 +245,7 @@ def parse_age(text: str) -> timedelta:
     """'12h', '30d', '2w' → a timedelta; anything else names the option."""
     match = AGE.match(text or "")
     if not match:
-        raise UserInputError(f"older_than: {text!r} is not an age; use a number and h, d or w (12h, 30d, 2w)",
-                             field="older_than")
+        raise UserInputError(f"older_than: {text!r} is not an age; use a number and h, d or w (12h, 30d, 2w)", field="older_than")
     return timedelta(**{AGE_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -240,8 +254,9 @@ def parse_statuses(text: str | None) -> list[str]:
     statuses = [s.strip() for s in (text or "").split(",") if s.strip()] or list(GC_STATUSES)
     wrong = [s for s in statuses if s not in FINISHED_STATUSES]
     if wrong:
-        raise UserInputError(f"status: {', '.join(wrong)} is not a finished status; choose among "
-                             f"{', '.join(FINISHED_STATUSES)}", field="status")
+        raise UserInputError(
+            f"status: {', '.join(wrong)} is not a finished status; choose among {', '.join(FINISHED_STATUSES)}", field="status"
+        )
     return sorted(set(statuses), key=FINISHED_STATUSES.index)
 
 
@@ -273,8 +288,10 @@ def collect_garbage(older_than: timedelta, statuses: list[str], *, dry_run: bool
     cutoff = utcnow() - older_than
     with get_sessionmaker().begin() as session:
         ended = or_(Job.finished_at < cutoff, Job.finished_at.is_(None) & (Job.created_at < cutoff))
-        found = [(job.id, job.status, job.kind, job.finished_at)
-                 for job in session.scalars(select(Job).where(Job.status.in_(statuses), ended).order_by(Job.id))]
+        found = [
+            (job.id, job.status, job.kind, job.finished_at)
+            for job in session.scalars(select(Job).where(Job.status.in_(statuses), ended).order_by(Job.id))
+        ]
     report = GcReport(dry_run)
     for job_id, status, kind, finished_at in found:
         entry = Collected(job_id, status, kind, finished_at)

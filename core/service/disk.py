@@ -68,5 +68,6 @@ def disk_summary(session: Session) -> DiskSummary:
     for job in session.scalars(select(Job).where(Job.disk_bytes.is_(None), Job.status.in_(FINISHED_STATUSES))):
         measure(session, job)
     total, measured, jobs = session.execute(
-        select(func.coalesce(func.sum(Job.disk_bytes), 0), func.count(Job.disk_bytes), func.count(Job.id))).one()
+        select(func.coalesce(func.sum(Job.disk_bytes), 0), func.count(Job.disk_bytes), func.count(Job.id))
+    ).one()
     return DiskSummary(int(total), int(measured), int(jobs) - int(measured), volume_usage(), artifact_store().url)

@@ -25,10 +25,12 @@ def count_event(session: Session, event: str, label: str = "") -> None:
     else:
         from sqlalchemy.dialects.sqlite import insert
     statement = insert(EventCount).values(event=event, label=label, count=1)
-    session.execute(statement.on_conflict_do_update(index_elements=["event", "label"],
-                                                    set_={"count": EventCount.count + 1}))
+    session.execute(statement.on_conflict_do_update(index_elements=["event", "label"], set_={"count": EventCount.count + 1}))
 
 
 def event_counts(session: Session) -> dict[tuple[str, str], int]:
     """Every counter: (event, label) → count."""
-    return {(event, label): count for event, label, count in session.execute(select(EventCount.event, EventCount.label, EventCount.count))}
+    return {
+        (event, label): count
+        for event, label, count in session.execute(select(EventCount.event, EventCount.label, EventCount.count))
+    }

@@ -37,8 +37,12 @@ def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdi
     changed = _apply(session, job, changes)
     if "retention" in changed and job.finished:
         outcome = retention.after_job(session, job_id)
-        changed["retention_applied"] = {"removed": outcome.removed, "kept_for_children": outcome.kept_for_children,
-                                        "freed_bytes": outcome.freed_bytes, "disk_bytes": outcome.disk_bytes}
+        changed["retention_applied"] = {
+            "removed": outcome.removed,
+            "kept_for_children": outcome.kept_for_children,
+            "freed_bytes": outcome.freed_bytes,
+            "disk_bytes": outcome.disk_bytes,
+        }
     if changed:
         audit.record(session, actor, "job.edit", "job", job_id, _audit_detail(changed))
     return changed
@@ -50,10 +54,15 @@ def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOption
     require_owner(actor, sweep.submitted_by, f"sweep {sweep_id}")
     changed = _apply(session, sweep, changes)
     if "priority" in changed:
-        queued = list(session.scalars(select(Job.id).where(Job.sweep_id == sweep_id, Job.status == JobStatus.queued)
-                                      .order_by(Job.id)))
-        session.execute(update(Job).where(Job.id.in_(queued), Job.status == JobStatus.queued)
-                        .values(priority=PRIORITIES[changed["priority"]]).execution_options(synchronize_session=False))
+        queued = list(
+            session.scalars(select(Job.id).where(Job.sweep_id == sweep_id, Job.status == JobStatus.queued).order_by(Job.id))
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(queued), Job.status == JobStatus.queued)
+            .values(priority=PRIORITIES[changed["priority"]])
+            .execution_options(synchronize_session=False)
+        )
         changed["queued_jobs"] = queued
     if "retention" in changed:  # stored on the sweep row; each job kept the policy it was submitted with
         changed["retention_applied"] = {"sweep_only": True}
@@ -64,8 +73,11 @@ def edit_sweep(session: Session, actor: Actor, sweep_id: int, changes: JobOption
 
 def get_sweep(session: Session, sweep_id: int, *, lock: bool = False) -> Sweep:
     """The sweep, or NotFound naming the id; lock: its row locked (FOR UPDATE) until the transaction ends."""
-    sweep = (session.get(Sweep, sweep_id, populate_existing=True, with_for_update=lock or None)
-             if 1 <= sweep_id <= jobs.MAX_ID else None)
+    sweep = (
+        session.get(Sweep, sweep_id, populate_existing=True, with_for_update=lock or None)
+        if 1 <= sweep_id <= jobs.MAX_ID
+        else None
+    )
     if sweep is None:
         raise NotFound(f"sweep {sweep_id} not found")
     return sweep

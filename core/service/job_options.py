@@ -38,8 +38,10 @@ NOTES_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"  # control characte
 NOTES = re.compile(NOTES_PATTERN)
 MAX_TAGS = 20
 MAX_DESCRIPTION = 10_000
-RETENTION_HELP = ("all (keep every checkpoint), best (after success best.pt only) or last-N (best.pt, last.pt and "
-                  "the N newest epoch checkpoints, N 1-999)")
+RETENTION_HELP = (
+    "all (keep every checkpoint), best (after success best.pt only) or last-N (best.pt, last.pt and "
+    "the N newest epoch checkpoints, N 1-999)"
+)
 
 
 def check_tag(tag: str) -> str:
@@ -73,8 +75,12 @@ def check_line(value: str) -> str:
 
 
 # An option that is one line of text: stripped, at most 500 characters (the document's pattern says the rest).
-OneLine = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(check_line),
-                    Field(json_schema_extra={"pattern": PRINTABLE_PATTERN})]
+OneLine = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=500),
+    AfterValidator(check_line),
+    Field(json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+]
 
 
 class JobOptions(BaseModel):
@@ -87,13 +93,19 @@ class JobOptions(BaseModel):
     # The descriptions are the API document's and the CLI's help.
     priority: Priority = Field("normal", description="Among queued jobs of a queue, higher starts first.")
     description: Annotated[str, Notes] = Field("", description="Free-text notes, shown on the job page and in compare.")
-    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS,
-                            description="Labels to filter by: letters, digits and . _ : + - (a list; on the CLI repeat "
-                                        "the option).")
-    retention: RetentionPolicy = Field(None, description=f"After it finishes: {RETENTION_HELP}. Null or not given: "
-                                                         "the global policy.")
-    reference: OneLine = Field("", description="A link or id of what the run belongs to: a ticket, a lab-notebook "
-                                               "page, a paper (a web address is shown as a link).")
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Labels to filter by: letters, digits and . _ : + - (a list; on the CLI repeat the option).",
+    )
+    retention: RetentionPolicy = Field(
+        None, description=f"After it finishes: {RETENTION_HELP}. Null or not given: the global policy."
+    )
+    reference: OneLine = Field(
+        "",
+        description="A link or id of what the run belongs to: a ticket, a lab-notebook "
+        "page, a paper (a web address is shown as a link).",
+    )
 
     @field_validator("description")
     @classmethod
@@ -123,8 +135,11 @@ def extra_options(options: JobOptions) -> dict[str, Any]:
 def listed_options(options: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(label, value) of each option beyond COLUMN_OPTIONS that is set, in JobOptions' order: what the job page
     and `leukemia job` list by name. options: a JobOptions' dump, or an API answer carrying its fields."""
-    return [(name.replace("_", " "), options[name]) for name in JobOptions.model_fields
-            if name not in COLUMN_OPTIONS and options.get(name) not in (None, "", [])]
+    return [
+        (name.replace("_", " "), options[name])
+        for name in JobOptions.model_fields
+        if name not in COLUMN_OPTIONS and options.get(name) not in (None, "", [])
+    ]
 
 
 def _tags_not_with_changes(tags: str) -> dict:
@@ -136,8 +151,11 @@ class _ColumnOptionsEdit(BaseModel):
     """JobOptionsEdit's hand-written fields: the COLUMN_OPTIONS, tags also added and removed."""
 
     # The document says what _changed_tags refuses: tags with add_tags or remove_tags.
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={
-        "not": {"anyOf": [_tags_not_with_changes("add_tags"), _tags_not_with_changes("remove_tags")]}})
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"not": {"anyOf": [_tags_not_with_changes("add_tags"), _tags_not_with_changes("remove_tags")]}},
+    )
 
     priority: Priority | None = Field(None, description="absent or null: unchanged")
     description: Annotated[str | None, Notes] = Field(None, description="the new notes; absent or null: unchanged")
@@ -190,17 +208,21 @@ def _edit_field(name: str) -> tuple[Any, Any]:
     """An option beyond COLUMN_OPTIONS as an edit field: its type and checks, or null; absent or null: unchanged."""
     info = JobOptions.model_fields[name]
     annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-    return Optional[annotation], Field(None, description=f"{info.description or name}; absent or null: unchanged",
-                                       json_schema_extra=info.json_schema_extra)
+    return Optional[annotation], Field(
+        None, description=f"{info.description or name}; absent or null: unchanged", json_schema_extra=info.json_schema_extra
+    )
 
 
 JobOptionsEdit = create_model(  # type: ignore[call-overload]
-    "JobOptionsEdit", __base__=_ColumnOptionsEdit, __module__=__name__,
+    "JobOptionsEdit",
+    __base__=_ColumnOptionsEdit,
+    __module__=__name__,
     __doc__="""A later change of a job's or sweep's options (PATCH, `leukemia edit`, the edit forms): a field left
     out stays as it is. Tags are replaced (tags) or changed (add_tags, remove_tags), not both; retention null
     goes back to the global policy. Validated by JobOptions' own checks; each option beyond COLUMN_OPTIONS is a
     field of the same name.""",
-    **{name: _edit_field(name) for name in JobOptions.model_fields if name not in COLUMN_OPTIONS})
+    **{name: _edit_field(name) for name in JobOptions.model_fields if name not in COLUMN_OPTIONS},
+)
 
 
 def check_notes(value: str) -> str:

@@ -47,11 +47,14 @@ def account_key(username: str) -> str:
 def lockout(session: Session, username: str, address: str, limits: LoginLimits, now: datetime) -> Lockout | None:
     """The lock on this account name or address, if the failures within the window reach its limit."""
     since = now - limits.window
-    checks = (("account", LoginFailure.username, account_key(username), limits.per_account),
-              ("address", LoginFailure.address, address[:ADDRESS_LENGTH], limits.per_address))
+    checks = (
+        ("account", LoginFailure.username, account_key(username), limits.per_account),
+        ("address", LoginFailure.address, address[:ADDRESS_LENGTH], limits.per_address),
+    )
     for scope, column, value, limit in checks:
-        recent = session.scalars(select(LoginFailure.at).where(column == value, LoginFailure.at > since)
-                                 .order_by(LoginFailure.at.desc()).limit(limit)).all()
+        recent = session.scalars(
+            select(LoginFailure.at).where(column == value, LoginFailure.at > since).order_by(LoginFailure.at.desc()).limit(limit)
+        ).all()
         if len(recent) >= limit:  # the lock lifts when the limit-th newest failure ages out
             retry_after = (recent[-1] + limits.window - now).total_seconds()
             return Lockout(scope, max(1, math.ceil(retry_after)))  # type: ignore[arg-type]
@@ -84,11 +87,12 @@ def start_session(session: Session, user_id: int, lifetime: timedelta, now: date
 
 def session_user(session: Session, token: str, now: datetime) -> User | None:
     """The user of a live session id; None once it was ended or has expired, or the user is disabled."""
-    return session.scalar(select(User).join(LoginSession, LoginSession.user_id == User.id)
-                          .where(LoginSession.id == _digest(token), LoginSession.expires_at > now,
-                                 User.disabled.is_(False)))
+    return session.scalar(
+        select(User)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.id == _digest(token), LoginSession.expires_at > now, User.disabled.is_(False))
+    )
 
 
 def end_session(session: Session, token: str) -> None:
     session.execute(delete(LoginSession).where(LoginSession.id == _digest(token)))
-

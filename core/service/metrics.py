@@ -84,13 +84,15 @@ def _seconds_between(session: Session, start: Any, end: Any) -> Any:
     return extract("epoch", end - start)
 
 
-def _histograms(session: Session, value: Any, buckets: tuple[float, ...], group: list[Any], *where: Any) -> dict[tuple, Histogram]:
+def _histograms(
+    session: Session, value: Any, buckets: tuple[float, ...], group: list[Any], *where: Any
+) -> dict[tuple, Histogram]:
     """One query: per group, how many values fall at or under each bound, their sum and count."""
     counts = [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
     rows = session.execute(select(*group, func.count(), func.sum(value), *counts).where(*where).group_by(*group))
     found = {}
     for row in rows:
-        keys, count, total, cumulative = row[:len(group)], row[len(group)], row[len(group) + 1], row[len(group) + 2:]
+        keys, count, total, cumulative = row[: len(group)], row[len(group)], row[len(group) + 1], row[len(group) + 2 :]
         found[tuple(keys)] = Histogram(buckets, [int(n or 0) for n in cumulative], float(total or 0.0), int(count))
     return found
 
@@ -111,11 +113,23 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
     metrics.jobs = {(status, kind): counted.get((status, kind), 0) for status in JOB_STATUSES for kind in JOB_KINDS}
 
     duration = _seconds_between(session, Job.started_at, Job.finished_at)
-    metrics.job_seconds = _histograms(session, duration, JOB_SECONDS_BUCKETS, [Job.kind, Job.status],
-                                      Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None),
-                                      Job.finished_at.is_not(None))  # fmt: skip
-    epochs = _histograms(session, EpochMetric.seconds, EPOCH_SECONDS_BUCKETS, [Job.kind],
-                         EpochMetric.job_id == Job.id, EpochMetric.seconds.is_not(None))  # fmt: skip
+    metrics.job_seconds = _histograms(
+        session,
+        duration,
+        JOB_SECONDS_BUCKETS,
+        [Job.kind, Job.status],
+        Job.status.in_(FINISHED_STATUSES),
+        Job.started_at.is_not(None),
+        Job.finished_at.is_not(None),
+    )
+    epochs = _histograms(
+        session,
+        EpochMetric.seconds,
+        EPOCH_SECONDS_BUCKETS,
+        [Job.kind],
+        EpochMetric.job_id == Job.id,
+        EpochMetric.seconds.is_not(None),
+    )
     metrics.epoch_seconds = {kind: histogram for (kind,), histogram in epochs.items()}
 
     running = select(Job.queue, func.sum(Job.images_per_s)).where(Job.status == JobStatus.running).group_by(Job.queue)
@@ -130,14 +144,17 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
     metrics.webhook_deliveries = {status: int(delivered.get(status, 0)) for status in DELIVERY_STATUSES}
 
     now = utcnow()
-    started = select(Job.id, Job.kind, Job.queue, Job.started_at).where(Job.status == JobStatus.running,
-                                                                        Job.started_at.is_not(None))
-    metrics.running_ages = {(str(job_id), kind, queue): max((now - at).total_seconds(), 0.0)
-                            for job_id, kind, queue, at in session.execute(started)}  # fmt: skip
+    started = select(Job.id, Job.kind, Job.queue, Job.started_at).where(
+        Job.status == JobStatus.running, Job.started_at.is_not(None)
+    )
+    metrics.running_ages = {
+        (str(job_id), kind, queue): max((now - at).total_seconds(), 0.0) for job_id, kind, queue, at in session.execute(started)
+    }
     # Every known label set from 0, so the first failure is an increase Prometheus sees.
     counted = event_counts(session)
-    metrics.jobs_ended = {(kind, status): counted.get((f"job.{status}", kind), 0)
-                          for kind in JOB_KINDS for status in FINISHED_STATUSES}  # fmt: skip
+    metrics.jobs_ended = {
+        (kind, status): counted.get((f"job.{status}", kind), 0) for kind in JOB_KINDS for status in FINISHED_STATUSES
+    }
     metrics.workers_lost = counted.get(("worker.lost", ""), 0)
     metrics.webhook_attempts = {outcome: counted.get(("webhook.attempt", outcome), 0) for outcome in WEBHOOK_OUTCOMES}
     return metrics
@@ -145,32 +162,55 @@ def read_service_metrics(session: Session) -> ServiceMetrics:
 
 def metric_families(metrics: ServiceMetrics) -> Iterator[Metric]:
     """The Prometheus families of one reading."""
-    yield _gauge("leukemia_queue_depth", "Jobs waiting to start (queued, no cancel asked), by queue and priority.",
-                 ["queue", "priority"], metrics.queue_depth)
+    yield _gauge(
+        "leukemia_queue_depth",
+        "Jobs waiting to start (queued, no cancel asked), by queue and priority.",
+        ["queue", "priority"],
+        metrics.queue_depth,
+    )
     yield _gauge("leukemia_jobs", "Jobs in the database, by status and kind.", ["status", "kind"], metrics.jobs)
-    yield _histogram("leukemia_job_duration_seconds",
-                     "Run time of finished jobs (their last attempt: started to finished).", ["kind", "status"],
-                     metrics.job_seconds)  # fmt: skip
-    yield _histogram("leukemia_epoch_duration_seconds", "Time of each recorded training epoch.", ["kind"],
-                     metrics.epoch_seconds)  # fmt: skip
-    yield _gauge("leukemia_images_per_second",
-                 "Images per second of the running jobs of a queue, summed (each job's latest report).", ["queue"],
-                 metrics.images_per_second)  # fmt: skip
+    yield _histogram(
+        "leukemia_job_duration_seconds",
+        "Run time of finished jobs (their last attempt: started to finished).",
+        ["kind", "status"],
+        metrics.job_seconds,
+    )
+    yield _histogram("leukemia_epoch_duration_seconds", "Time of each recorded training epoch.", ["kind"], metrics.epoch_seconds)
+    yield _gauge(
+        "leukemia_images_per_second",
+        "Images per second of the running jobs of a queue, summed (each job's latest report).",
+        ["queue"],
+        metrics.images_per_second,
+    )
     yield _gauge("leukemia_queue_workers", "Live workers consuming a queue.", ["queue"], metrics.queue_workers)
-    yield _gauge("leukemia_workers",
-                 "Worker processes: live (seen within STALE_AFTER_SECONDS), lost (reported lost, not seen since).",
-                 ["state"], metrics.workers)  # fmt: skip
-    yield _gauge("leukemia_webhook_deliveries", "Webhook deliveries, by outcome.", ["status"],
-                 metrics.webhook_deliveries)  # fmt: skip
-    yield _gauge("leukemia_running_job_age_seconds", "Seconds since each running job's attempt started.",
-                 ["job_id", "kind", "queue"], metrics.running_ages)  # fmt: skip
-    yield _counter("leukemia_jobs_ended", "Jobs that ended, by kind and status (deleting jobs does not lower it).",
-                   ["kind", "status"], metrics.jobs_ended)  # fmt: skip
-    yield _counter("leukemia_workers_lost", "Workers reported lost (silent for STALE_AFTER_SECONDS).", [],
-                   {(): metrics.workers_lost})  # fmt: skip
-    yield _counter("leukemia_webhook_attempts",
-                   "Webhook delivery attempts by outcome: delivered, retried (failed, tried again later), failed (gave up).",
-                   ["outcome"], metrics.webhook_attempts)  # fmt: skip
+    yield _gauge(
+        "leukemia_workers",
+        "Worker processes: live (seen within STALE_AFTER_SECONDS), lost (reported lost, not seen since).",
+        ["state"],
+        metrics.workers,
+    )
+    yield _gauge("leukemia_webhook_deliveries", "Webhook deliveries, by outcome.", ["status"], metrics.webhook_deliveries)
+    yield _gauge(
+        "leukemia_running_job_age_seconds",
+        "Seconds since each running job's attempt started.",
+        ["job_id", "kind", "queue"],
+        metrics.running_ages,
+    )
+    yield _counter(
+        "leukemia_jobs_ended",
+        "Jobs that ended, by kind and status (deleting jobs does not lower it).",
+        ["kind", "status"],
+        metrics.jobs_ended,
+    )
+    yield _counter(
+        "leukemia_workers_lost", "Workers reported lost (silent for STALE_AFTER_SECONDS).", [], {(): metrics.workers_lost}
+    )
+    yield _counter(
+        "leukemia_webhook_attempts",
+        "Webhook delivery attempts by outcome: delivered, retried (failed, tried again later), failed (gave up).",
+        ["outcome"],
+        metrics.webhook_attempts,
+    )
 
 
 def _label_values(key: str | tuple[str, ...]) -> list[str]:

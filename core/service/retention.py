@@ -53,8 +53,11 @@ def epoch_checkpoints(run_folder: Path) -> list[tuple[int, Path]]:
     """The local run folder's epoch_XXX.pt files, oldest epoch first."""
     if not Path(run_folder).is_dir():
         return []
-    found = [(int(match.group(1)), path) for path in Path(run_folder).iterdir()
-             if (match := EPOCH_CHECKPOINT.match(path.name)) and path.is_file()]
+    found = [
+        (int(match.group(1)), path)
+        for path in Path(run_folder).iterdir()
+        if (match := EPOCH_CHECKPOINT.match(path.name)) and path.is_file()
+    ]
     return sorted(found)
 
 
@@ -91,15 +94,21 @@ def needed_by_children(session: Session, job_id: int) -> set[str]:
 
 def last_removed(job: Job) -> bool:
     """Did the `best` policy remove this job's last.pt (so nothing can start from "last")?"""
-    return (job.kind in MODEL_KINDS and job.status == JobStatus.succeeded and policy_of(job) == "best"
-            and not artifact_store().exists(f"{job_run_key(job)}/{LAST_CHECKPOINT}"))
+    return (
+        job.kind in MODEL_KINDS
+        and job.status == JobStatus.succeeded
+        and policy_of(job) == "best"
+        and not artifact_store().exists(f"{job_run_key(job)}/{LAST_CHECKPOINT}")
+    )
 
 
 def missing_checkpoint_message(job: Job, choice: str) -> str:
     """Why a job has no <choice>.pt: its retention removed last.pt, or it is simply not there."""
     if choice == "last" and last_removed(job):
-        return (f"parent: job {job.id} kept best.pt only (retention best), so nothing can resume or start from "
-                "its last checkpoint; use checkpoint_choice best")
+        return (
+            f"parent: job {job.id} kept best.pt only (retention best), so nothing can resume or start from "
+            "its last checkpoint; use checkpoint_choice best"
+        )
     where = "on disk" if artifact_store().local_root is not None else "in the artifact store"
     return f"parent: job {job.id} has no {choice}.pt checkpoint {where}"
 

@@ -109,7 +109,7 @@ class RunMirror:
         last.pt is checked against its recorded sha256 (check_last)."""
         fetched = []
         for item in self.store.list(self.prefix):
-            name = item.key[len(self.prefix) + 1:]
+            name = item.key[len(self.prefix) + 1 :]
             if "/" in name or artifact_kind(Path(name)) is None:
                 continue
             path = self.run_folder / name
@@ -141,17 +141,24 @@ class RunMirror:
 
         epoch = int(load_checkpoint(path)["epoch"])
         if epoch != recorded_epochs + 1:
-            raise UserInputError(f"job {self.job_id}: {key} in the artifact store does not match its recorded sha256 "
-                                 f"(it holds epoch {epoch}, the job recorded {recorded_epochs}); it was changed or "
-                                 "damaged after it was stored")
-        log.info("job %s: the stored last.pt holds epoch %s, stored by the previous attempt just before it stopped "
-                 "and not recorded yet; resuming from it", self.job_id, epoch)
+            raise UserInputError(
+                f"job {self.job_id}: {key} in the artifact store does not match its recorded sha256 "
+                f"(it holds epoch {epoch}, the job recorded {recorded_epochs}); it was changed or "
+                "damaged after it was stored"
+            )
+        log.info(
+            "job %s: the stored last.pt holds epoch %s, stored by the previous attempt just before it stopped "
+            "and not recorded yet; resuming from it",
+            self.job_id,
+            epoch,
+        )
 
     # --- epochs ----------------------------------------------------------------------------
 
     def _changed(self) -> list[tuple[str, Path]]:
-        found = [(kind, path) for kind, path in classify_artifacts(self.run_folder)
-                 if self._staged.get(path.name) != signature(path)]
+        found = [
+            (kind, path) for kind, path in classify_artifacts(self.run_folder) if self._staged.get(path.name) != signature(path)
+        ]
         return sorted(found, key=lambda pair: store_order(pair[1].name))
 
     def snapshot(self) -> Snapshot:
@@ -170,8 +177,9 @@ class RunMirror:
             files.append(StagedFile(kind, path.name, staged, self._staged[path.name]))
         return Snapshot(folder, files)
 
-    def record_epoch(self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None], *,
-                     last: bool = False) -> None:
+    def record_epoch(
+        self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None], *, last: bool = False
+    ) -> None:
         """In the background: store the snapshot's files, then commit their artifact rows and the epoch's row
         together; then recorded(record). Waits first for the previous epoch's upload (one in flight). The run's
         last epoch is waited for at once (nothing trains beside it): its files go up with parts in parallel."""
@@ -179,18 +187,22 @@ class RunMirror:
         self.wait()
         waited = time.perf_counter() - started
         if waited >= STALL_NOTED_S:  # the store is slower than an epoch: training waited for it
-            log.info("job %s: epoch %s waited %.1f s for the previous epoch's files to be stored", self.job_id,
-                     record.epoch, waited)
+            log.info(
+                "job %s: epoch %s waited %.1f s for the previous epoch's files to be stored", self.job_id, record.epoch, waited
+            )
         context = contextvars.copy_context()  # the job's log context: its lines carry the job id (core.service.logs)
         self._in_flight = self._uploader.submit(context.run, self._store_and_record, snapshot, record, recorded, last)
 
-    def _store_and_record(self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None],
-                          waited_for: bool) -> None:
+    def _store_and_record(
+        self, snapshot: Snapshot | None, record: EpochRecord, recorded: Callable[[EpochRecord], None], waited_for: bool
+    ) -> None:
         try:
             if self.stopped.is_set():
                 return
-            stored = [self._store(staged.kind, staged.name, staged.path, staged.signature, waited_for=waited_for)
-                      for staged in (snapshot.files if snapshot else [])]
+            stored = [
+                self._store(staged.kind, staged.name, staged.path, staged.signature, waited_for=waited_for)
+                for staged in (snapshot.files if snapshot else [])
+            ]
             if self.stopped.is_set():
                 return
             with get_sessionmaker().begin() as session:
@@ -202,8 +214,9 @@ class RunMirror:
             if snapshot is not None:
                 shutil.rmtree(snapshot.folder, ignore_errors=True)
 
-    def _store(self, kind: str, name: str, path: Path, staged_as: tuple[int, int, int], *, waited_for: bool = False
-               ) -> StoredFile:
+    def _store(
+        self, kind: str, name: str, path: Path, staged_as: tuple[int, int, int], *, waited_for: bool = False
+    ) -> StoredFile:
         key = f"{self.prefix}/{name}"
         self.store.put(key, path, waited_for=waited_for)
         stored = StoredFile(kind, key, path.stat().st_size, sha256_of(path))

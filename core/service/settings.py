@@ -29,8 +29,9 @@ class Settings(EngineSettings):
     )
     broker_url: str = Field("", description="Celery broker; default: embedded (kombu SQLAlchemy transport over SQLite).")
     broker_password: str = Field(
-        "", description="Password of BROKER_URL's user when the URL names a user and no password (compose: "
-        "BROKER_PASSWORD_FILE, the RabbitMQ profile's secret); a URL naming no user takes none."
+        "",
+        description="Password of BROKER_URL's user when the URL names a user and no password (compose: "
+        "BROKER_PASSWORD_FILE, the RabbitMQ profile's secret); a URL naming no user takes none.",
     )
     artifacts_dir: Path | None = Field(None, description="Checkpoints, CSVs, plots; default: LEUKEMIA_HOME/artifacts.")
     artifacts_url: str = Field(
@@ -51,23 +52,33 @@ class Settings(EngineSettings):
     admin_password: str = Field("", description="Its password; unset: a generated one for a first 'admin', shown once.")
     metrics_token: str = Field("", description="Bearer token Prometheus sends to GET /metrics and to the workers' exporters.")
     worker_metrics_address: str = Field(
-        "127.0.0.1", description="Interface a worker's metrics exporter (`leukemia worker --metrics-port`) listens on; "
-        "compose: 0.0.0.0, the container's network, where Prometheus scrapes it."
+        "127.0.0.1",
+        description="Interface a worker's metrics exporter (`leukemia worker --metrics-port`) listens on; "
+        "compose: 0.0.0.0, the container's network, where Prometheus scrapes it.",
     )
     log_format: str = Field("text", description="Log lines as `text`, or `json`: one object per line with the job or request id.")
     session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (behind TLS).")
     heartbeat_seconds: float = Field(5.0, gt=0)
     broker_heartbeat_seconds: float = Field(
-        60.0, ge=0,
+        60.0,
+        ge=0,
         description="AMQP heartbeat a worker asks RabbitMQ for (the lower of this and the server's wins); 0: none. Redis ignores it.",
     )
     stale_after_seconds: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is 'worker lost'.")
     max_attempts: int = Field(3, ge=1)
-    login_max_failures_per_account: int = Field(5, ge=1, description="Failed logins for one user name within the window before it is locked.")
-    login_max_failures_per_address: int = Field(20, ge=1, description="Failed logins from one client address within the window before it is locked.")
-    login_failure_window_seconds: float = Field(900.0, gt=0, description="How far back failed logins count; a lockout ends when they age out.")
+    login_max_failures_per_account: int = Field(
+        5, ge=1, description="Failed logins for one user name within the window before it is locked."
+    )
+    login_max_failures_per_address: int = Field(
+        20, ge=1, description="Failed logins from one client address within the window before it is locked."
+    )
+    login_failure_window_seconds: float = Field(
+        900.0, gt=0, description="How far back failed logins count; a lockout ends when they age out."
+    )
     max_job_memory_gb: float = Field(
-        80.0, gt=0, description="Largest device-memory estimate of a training job accepted at submit (GiB; core.engine.model.limits)."
+        80.0,
+        gt=0,
+        description="Largest device-memory estimate of a training job accepted at submit (GiB; core.engine.model.limits).",
     )
     max_sweep_jobs: int = Field(1000, ge=1, description="Most jobs one sweep may queue.")
     max_sweep_gpu_hours: float = Field(1000.0, gt=0, description="Most estimated GPU-hours one sweep may queue.")
@@ -75,20 +86,37 @@ class Settings(EngineSettings):
         100.0, gt=0, description="Sustained training TFLOP/s of one GPU, for the GPU-hours estimate (an assumption; set yours)."
     )
     retention: str = Field(
-        "all", description="What a finished training job keeps unless it sets its own: all, best or last-N (core.service.retention)."
+        "all",
+        description="What a finished training job keeps unless it sets its own: all, best or last-N (core.service.retention).",
     )
-    public_url: str = Field("", description="The dashboard's address as people reach it (https://jobs.example.org); webhook payloads link to job pages under it.")
-    webhook_retry_seconds: float = Field(30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour).")
+    public_url: str = Field(
+        "",
+        description="The dashboard's address as people reach it (https://jobs.example.org); webhook payloads link to job pages under it.",
+    )
+    webhook_retry_seconds: float = Field(
+        30.0, gt=0, description="Wait before a failed webhook delivery's first retry; it doubles per attempt (at most an hour)."
+    )
     webhook_max_attempts: int = Field(8, ge=1, description="Attempts of a webhook delivery before it is marked failed.")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long one webhook attempt may take in all (lookup, connection, sending, the whole answer) before it counts as failed.")
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long one webhook attempt may take in all (lookup, connection, sending, the whole answer) before it counts as failed.",
+    )
     webhook_allowed_networks: str = Field(
-        "", description="Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.1, fd00::/8) that webhooks may reach "
-        "although they are loopback, private, link-local or otherwise not public; default: none (core.service.webhooks.transport).")
+        "",
+        description="Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.1, fd00::/8) that webhooks may reach "
+        "although they are loopback, private, link-local or otherwise not public; default: none (core.service.webhooks.transport).",
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("database_password")
@@ -116,8 +144,10 @@ class Settings(EngineSettings):
     def _scratch_outside_the_cache(self) -> Settings:
         scratch, cache = self.resolved_scratch_dir.resolve(), self.resolved_cache_dir.resolve()
         if scratch == cache or scratch.is_relative_to(cache):
-            raise ValueError(f"SCRATCH_DIR {scratch} lies in CACHE_DIR {cache}, whose cap (CACHE_MAX_GB) would evict "
-                             "the runs written there; choose a folder outside it")
+            raise ValueError(
+                f"SCRATCH_DIR {scratch} lies in CACHE_DIR {cache}, whose cap (CACHE_MAX_GB) would evict "
+                "the runs written there; choose a folder outside it"
+            )
         return self
 
     @field_validator("artifacts_url")
@@ -202,8 +232,16 @@ class Settings(EngineSettings):
 LOG_FORMATS = ("text", "json")
 # Settings that may come from a file, `<NAME>_FILE=/path` (compose `secrets:`, the official
 # postgres image's convention): secrets, and the URLs that may hold one.
-SECRET_FILE_SETTINGS = ("database_url", "database_password", "broker_url", "broker_password", "api_token", "secret_key",
-                        "admin_password", "metrics_token")
+SECRET_FILE_SETTINGS = (
+    "database_url",
+    "database_password",
+    "broker_url",
+    "broker_password",
+    "api_token",
+    "secret_key",
+    "admin_password",
+    "metrics_token",
+)
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
@@ -251,9 +289,7 @@ def stored_secret(home: Path, name: str, setting: str) -> str:
     path = home / name
     value = path.read_text().strip() if path.is_file() else ""
     if not value:
-        raise UserInputError(
-            f"{setting}: not set, and {path} holds none; set it, or start `leukemia web` once to have one made"
-        )
+        raise UserInputError(f"{setting}: not set, and {path} holds none; set it, or start `leukemia web` once to have one made")
     return value
 
 

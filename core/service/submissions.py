@@ -39,8 +39,14 @@ def submit(session: Session, request: AnyRequest, actor: Actor, origin: Origin) 
     user = actor.user_id
     if isinstance(request, SweepRequest):
         sweep, swept = jobs.create_sweep(session, request, submitted_by=user, origin=origin)
-        audit.record(session, actor, "sweep.submit", "sweep", sweep.id,
-                     {"kind": request.kind, "jobs": len(swept), "early_stopping": sweep.early_stopping})
+        audit.record(
+            session,
+            actor,
+            "sweep.submit",
+            "sweep",
+            sweep.id,
+            {"kind": request.kind, "jobs": len(swept), "early_stopping": sweep.early_stopping},
+        )
         return Queued.of(sweep.id, swept)
     if isinstance(request, CrossValidationRequest):
         cv, folds = create_cross_validation(session, request, submitted_by=user, origin=origin)

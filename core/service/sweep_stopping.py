@@ -35,8 +35,10 @@ class MedianStopRule(BaseModel):
 
 def describe_rule(rule: MedianStopRule) -> str:
     """The rule in words, for the sweep's job list (dashboard and `leukemia jobs --sweep`)."""
-    return (f"median stopping rule on {rule.metric}: acts from epoch {rule.grace_epochs + 1} once "
-            f"{rule.min_finished} point(s) have finished")  # fmt: skip
+    return (
+        f"median stopping rule on {rule.metric}: acts from epoch {rule.grace_epochs + 1} once "
+        f"{rule.min_finished} point(s) have finished"
+    )
 
 
 def parse_median_rule(values: dict | None) -> MedianStopRule | None:
@@ -46,15 +48,17 @@ def parse_median_rule(values: dict | None) -> MedianStopRule | None:
     if isinstance(values, MedianStopRule):
         return values
     if not isinstance(values, dict):
-        raise UserInputError("early_stopping: must be an object like {\"rule\": \"median\", \"metric\": \"valid_accuracy\"}",
-                             field="early_stopping")  # fmt: skip
+        raise UserInputError(
+            'early_stopping: must be an object like {"rule": "median", "metric": "valid_accuracy"}', field="early_stopping"
+        )
     try:
         return MedianStopRule.model_validate(values)
     except ValidationError as error:
         item = error.errors()[0]
         where = ".".join(str(p) for p in item["loc"])
-        raise UserInputError(f"early_stopping.{where}: {item['msg']}" if where else f"early_stopping: {item['msg']}",
-                             field="early_stopping") from None  # fmt: skip
+        raise UserInputError(
+            f"early_stopping.{where}: {item['msg']}" if where else f"early_stopping: {item['msg']}", field="early_stopping"
+        ) from None
 
 
 def median_rule_from_options(
@@ -63,8 +67,9 @@ def median_rule_from_options(
     """The rule from separate values (CLI options, form fields: numbers as text); None when no metric is given."""
     if metric is None or not str(metric).strip():
         if min_finished is not None or grace_epochs is not None:
-            raise UserInputError("early_stopping: min_finished and grace_epochs need the median rule's metric",
-                                 field="early_stopping")  # fmt: skip
+            raise UserInputError(
+                "early_stopping: min_finished and grace_epochs need the median rule's metric", field="early_stopping"
+            )
         return None
     values: dict = {"metric": metric}
     for name, value in (("min_finished", min_finished), ("grace_epochs", grace_epochs)):
@@ -73,8 +78,9 @@ def median_rule_from_options(
         try:
             values[name] = int(str(value).strip())
         except ValueError:
-            raise UserInputError(f"early_stopping.{name}: {str(value)[:40]!r} is not a whole number",
-                                 field="early_stopping") from None  # fmt: skip
+            raise UserInputError(
+                f"early_stopping.{name}: {str(value)[:40]!r} is not a whole number", field="early_stopping"
+            ) from None
     return parse_median_rule(values)
 
 
@@ -96,17 +102,26 @@ def median_stop_reason(session: Session, job_id: int, record: EpochRecord) -> st
     if rule is None or epoch <= rule.grace_epochs or value is None:
         return None
     column = getattr(EpochMetric, rule.metric)
-    finished = list(session.scalars(
-        select(column)
-        .join(Job, Job.id == EpochMetric.job_id)
-        .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.succeeded, Job.id != job_id,
-               EpochMetric.epoch == epoch, column.is_not(None))
-    ))  # fmt: skip
+    finished = list(
+        session.scalars(
+            select(column)
+            .join(Job, Job.id == EpochMetric.job_id)
+            .where(
+                Job.sweep_id == job.sweep_id,
+                Job.status == JobStatus.succeeded,
+                Job.id != job_id,
+                EpochMetric.epoch == epoch,
+                column.is_not(None),
+            )
+        )
+    )
     if len(finished) < rule.min_finished:
         return None
     median = statistics.median(finished)
     if not better(rule.metric, median, value):
         return None
     sign = ">" if rule.metric in LOWER_IS_BETTER else "<"
-    return (f"stopped by the sweep's median rule at epoch {epoch}: {rule.metric} {value:.4g} {sign} "
-            f"median {median:.4g} of {len(finished)} finished point{'s' if len(finished) > 1 else ''}")  # fmt: skip
+    return (
+        f"stopped by the sweep's median rule at epoch {epoch}: {rule.metric} {value:.4g} {sign} "
+        f"median {median:.4g} of {len(finished)} finished point{'s' if len(finished) > 1 else ''}"
+    )

@@ -63,8 +63,13 @@ def record_audited(session: Session, job_id: int, checkpoint: Path, threshold: d
     job = get_job(session, job_id)
     stored = _stored_copy_of(session, job, checkpoint)
     where = artifact_store().location(stored.path) if stored is not None else str(checkpoint)
-    detail = {"checkpoint": where, "value": threshold["value"], "method": threshold["method"],
-              "target_sensitivity": threshold["target_sensitivity"], "chosen_by_job": job_id}
+    detail = {
+        "checkpoint": where,
+        "value": threshold["value"],
+        "method": threshold["method"],
+        "target_sensitivity": threshold["target_sensitivity"],
+        "chosen_by_job": job_id,
+    }
     audit.record(session, submitter(session, job), AUDIT_ACTION, "job", job.parent_id, detail)
     session.flush()  # the row is in before the file changes: a failed insert changes nothing
     if stored is not None:

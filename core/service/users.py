@@ -46,15 +46,13 @@ class Secret:
 
 def check_username(username: str) -> str:
     if not isinstance(username, str) or not USERNAME.fullmatch(username):
-        raise UserInputError("username: use 1-150 letters, digits and . _ @ -, starting with a letter or digit",
-                             field="username")
+        raise UserInputError("username: use 1-150 letters, digits and . _ @ -, starting with a letter or digit", field="username")
     return username
 
 
 def check_password(password: str) -> str:
     # Printable as names are (core.common.text): no control character, so the API's document can say it as a pattern.
-    if (not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD
-            or CONTROL_CHARACTER.search(password)):
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD or CONTROL_CHARACTER.search(password):
         raise UserInputError(f"password: give {MIN_PASSWORD} to {MAX_PASSWORD} printable characters", field="password")
     return password
 
@@ -103,8 +101,7 @@ def list_users(session: Session, actor: Actor) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
-def add_user(session: Session, actor: Actor, username: str, role: str, password: str | None = None
-             ) -> tuple[User, Secret | None]:
+def add_user(session: Session, actor: Actor, username: str, role: str, password: str | None = None) -> tuple[User, Secret | None]:
     """A new user; without a password one is generated and returned (shown once)."""
     require_admin(actor, "add users")
     check_username(username)
@@ -114,8 +111,13 @@ def add_user(session: Session, actor: Actor, username: str, role: str, password:
     taken = f"username: {username!r} is taken"
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise StateConflict(taken, field="username")
-    user = User(username=username, password_hash=generate_password_hash(password or made.value),  # type: ignore[union-attr]
-                created_at=utcnow(), role=role, disabled=False)
+    user = User(
+        username=username,
+        password_hash=generate_password_hash(password or made.value),  # type: ignore[union-attr]
+        created_at=utcnow(),
+        role=role,
+        disabled=False,
+    )
     with unique_or_conflict(session, taken, field="username"):  # added by another request since the check
         session.add(user)
     audit.record(session, actor, "user.add", "user", user.id, {"username": username, "role": role})
@@ -130,8 +132,9 @@ def _refuse_losing_last_admin(session: Session, user: User, what: str) -> None:
     change (PostgreSQL reads a locked row again once it is free). SQLite runs one write transaction at a time."""
     if user.role != "admin" or user.disabled:
         return
-    admins = session.scalars(select(User.id).where(User.role == "admin", User.disabled.is_(False))
-                             .order_by(User.id).with_for_update()).all()
+    admins = session.scalars(
+        select(User.id).where(User.role == "admin", User.disabled.is_(False)).order_by(User.id).with_for_update()
+    ).all()
     if user.id in admins and len(admins) == 1:
         raise StateConflict(f"user: {user.username} is the last enabled admin and cannot be {what}", field="user")
 
@@ -145,8 +148,7 @@ def set_disabled(session: Session, actor: Actor, user: User, disabled: bool) -> 
         _refuse_losing_last_admin(session, user, "disabled")
         end_user_sessions(session, user.id)
     user.disabled = disabled
-    audit.record(session, actor, "user.disable" if disabled else "user.enable", "user", user.id,
-                 {"username": user.username})
+    audit.record(session, actor, "user.disable" if disabled else "user.enable", "user", user.id, {"username": user.username})
     return user
 
 
@@ -175,10 +177,13 @@ def _replace_password(session: Session, actor: Actor, user: User, password: str)
     require_admin(actor, "reset passwords")
     user.password_hash = generate_password_hash(password)
     end_user_sessions(session, user.id)
-    revoked = session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-                              .values(revoked_at=utcnow()).execution_options(synchronize_session=False)).rowcount
-    audit.record(session, actor, "user.reset_password", "user", user.id,
-                 {"username": user.username, "tokens_revoked": revoked})
+    revoked = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    audit.record(session, actor, "user.reset_password", "user", user.id, {"username": user.username, "tokens_revoked": revoked})
 
 
 def ensure_admin(session: Session, actor: Actor, username: str, password: str) -> Secret | None:
@@ -220,11 +225,9 @@ def create_token(session: Session, actor: Actor, user: User, name: str) -> tuple
         require_admin(actor, "create tokens for other users")
     name = name.strip() if isinstance(name, str) else ""
     if not 1 <= len(name) <= TOKEN_NAME_LENGTH or CONTROL_CHARACTER.search(name):
-        raise UserInputError(f"name: give the token a name of 1 to {TOKEN_NAME_LENGTH} printable characters",
-                             field="name")
+        raise UserInputError(f"name: give the token a name of 1 to {TOKEN_NAME_LENGTH} printable characters", field="name")
     made = Secret(TOKEN_PREFIX + secrets.token_urlsafe(32))
-    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(made.value), prefix=made.value[:10],
-                     created_at=utcnow())
+    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(made.value), prefix=made.value[:10], created_at=utcnow())
     session.add(token)
     session.flush()
     audit.record(session, actor, "token.create", "api_token", token.id, {"user": user.username, "name": name})
@@ -272,8 +275,9 @@ def token_actor(session: Session, token: str, address: str | None, now: datetime
     """The Actor of a live user token (not revoked, user enabled), its last use recorded; else None."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    found = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                            .where(ApiToken.token_hash == token_hash(token))).first()
+    found = session.execute(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == token_hash(token))
+    ).first()
     if found is None:
         return None
     row, user = found
@@ -281,4 +285,3 @@ def token_actor(session: Session, token: str, address: str | None, now: datetime
         return None
     row.last_used_at = now or utcnow()
     return Actor(user.id, user.username, user.role, address)
-

@@ -66,9 +66,7 @@ class Child:
         # Output goes to a log file: the terminal keeps serve's own summary readable.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv, env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen(self.argv, env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -112,8 +110,11 @@ def supervise(children: list[Child], env: dict[str, str], stop: threading.Event)
             if child.restart_at is None:
                 child.kill_group()  # what it left behind (a pool process) must not hold the job or the port
                 delay = child.schedule_restart(now)
-                announce(f"{child.name} {exit_description(child.process.returncode)}; restarting it in {delay:.0f} s "
-                         f"(see {child.log_path})", child.log_path)  # fmt: skip
+                announce(
+                    f"{child.name} {exit_description(child.process.returncode)}; restarting it in {delay:.0f} s "
+                    f"(see {child.log_path})",
+                    child.log_path,
+                )
             elif now >= child.restart_at:
                 child.start(env)
                 announce(f"{child.name} restarted (pid {child.process.pid})", child.log_path)

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 @click.command(name="delete", cls=UserCommand)
 @click.argument("job_ids", nargs=-1, type=int)
 @click.option("--sweep", "sweep_id", type=int, default=None, help="Delete this sweep and all its (finished) jobs.")
-@click.option("--cv", "cv_id", type=int, default=None,
-              help="Delete this cross-validation: its (finished) fold and ensemble jobs, then it.")
+@click.option(
+    "--cv", "cv_id", type=int, default=None, help="Delete this cross-validation: its (finished) fold and ensemble jobs, then it."
+)
 def delete_command(job_ids: tuple[int, ...], sweep_id: int | None, cv_id: int | None) -> None:
     """Delete finished jobs (or a sweep, or a cross-validation): their run folders and rows; prints the space freed."""
     run_db_command(lambda: _delete(list(job_ids), sweep_id, cv_id))
@@ -35,8 +36,11 @@ def _delete(job_ids: list[int], sweep_id: int | None, cv_id: int | None) -> None
     actor = cli_actor()
     if cv_id is not None or sweep_id is not None:
         with get_sessionmaker().begin() as session:
-            done = (deletion.delete_cross_validation(session, cv_id, actor=actor) if cv_id is not None
-                    else deletion.delete_sweep(session, sweep_id, actor=actor))
+            done = (
+                deletion.delete_cross_validation(session, cv_id, actor=actor)
+                if cv_id is not None
+                else deletion.delete_sweep(session, sweep_id, actor=actor)
+            )
         _echo_freed(done)
         return
     total = 0
@@ -58,8 +62,13 @@ def _echo_freed(done: Deletion) -> None:
 
 @click.command(name="gc", cls=UserCommand)
 @click.option("--older-than", "older_than", required=True, help="Finished longer ago than this: 12h, 30d, 2w.")
-@click.option("--status", "statuses", default="failed,cancelled", show_default=True,
-              help="Comma-separated finished statuses to collect (succeeded, failed, cancelled).")
+@click.option(
+    "--status",
+    "statuses",
+    default="failed,cancelled",
+    show_default=True,
+    help="Comma-separated finished statuses to collect (succeeded, failed, cancelled).",
+)
 @click.option("--dry-run", is_flag=True, help="Delete nothing; print what would go and the space it would free.")
 def gc_command(older_than: str, statuses: str, dry_run: bool) -> None:
     """Delete old finished jobs (default: failed and cancelled) through the same delete as `leukemia delete`."""
@@ -81,9 +90,11 @@ def _gc(older_than: str, statuses: str, dry_run: bool) -> None:
         else:
             click.echo(f"{head}: {verb} {human_bytes(entry.bytes)} ({entry.bytes} bytes)")
     went = [entry for entry in report.jobs if not entry.skipped]
-    click.echo(f"{'dry run: ' if dry_run else ''}{len(went)} job(s) {'would go' if dry_run else 'deleted'}, "
-               f"{verb} {human_bytes(report.total_bytes)} ({report.total_bytes} bytes) in total"
-               + (f"; {len(report.jobs) - len(went)} skipped" if len(went) < len(report.jobs) else ""))
+    click.echo(
+        f"{'dry run: ' if dry_run else ''}{len(went)} job(s) {'would go' if dry_run else 'deleted'}, "
+        f"{verb} {human_bytes(report.total_bytes)} ({report.total_bytes} bytes) in total"
+        + (f"; {len(report.jobs) - len(went)} skipped" if len(went) < len(report.jobs) else "")
+    )
 
 
 @click.command(name="disk", cls=UserCommand)
@@ -103,14 +114,21 @@ def _disk() -> None:
 
     with get_sessionmaker().begin() as session:
         summary = disk_summary(session)
-        largest = session.execute(select(Job.id, Job.kind, Job.status, Job.disk_bytes).where(Job.disk_bytes.is_not(None))
-                                  .order_by(Job.disk_bytes.desc(), Job.id).limit(10)).all()
+        largest = session.execute(
+            select(Job.id, Job.kind, Job.status, Job.disk_bytes)
+            .where(Job.disk_bytes.is_not(None))
+            .order_by(Job.disk_bytes.desc(), Job.id)
+            .limit(10)
+        ).all()
     volume = summary.volume
-    click.echo(f"run folders: {human_bytes(summary.jobs_bytes)} ({summary.jobs_bytes} bytes) over "
-               f"{summary.measured_jobs} job(s); {summary.unmeasured_jobs} not measured (queued or running)")
+    click.echo(
+        f"run folders: {human_bytes(summary.jobs_bytes)} ({summary.jobs_bytes} bytes) over "
+        f"{summary.measured_jobs} job(s); {summary.unmeasured_jobs} not measured (queued or running)"
+    )
     if volume is not None:
-        click.echo(f"artifacts volume ({volume.path}): {human_bytes(volume.free_bytes)} free of "
-                   f"{human_bytes(volume.total_bytes)}")
+        click.echo(
+            f"artifacts volume ({volume.path}): {human_bytes(volume.free_bytes)} free of {human_bytes(volume.total_bytes)}"
+        )
     else:
         click.echo(f"artifact store {summary.store_url}: what it holds is counted above")
     click.echo(f"retention policy (RETENTION): {get_settings().retention}")

@@ -21,14 +21,27 @@ from leukemia.commands.base import UserCommand, params_options, run_db_command, 
 @click.option("--no-tags", is_flag=True, help="Remove every tag.")
 @click.option("--add-tag", "add_tags", multiple=True, help="Add a tag (repeat for more).")
 @click.option("--remove-tag", "remove_tags", multiple=True, help="Remove a tag (repeat for more).")
-@click.option("--priority", type=click.Choice(["low", "normal", "high"]), default=None,
-              help="Among queued jobs of a queue, higher starts first; a sweep's also goes to its queued jobs.")
+@click.option(
+    "--priority",
+    type=click.Choice(["low", "normal", "high"]),
+    default=None,
+    help="Among queued jobs of a queue, higher starts first; a sweep's also goes to its queued jobs.",
+)
 @click.option("--retention", default=None, help=f"{RETENTION_HELP}; '' returns to the global policy.")
 # Every other option of JobOptions, as `leukemia submit` spells it ('' clears it).
 @params_options(JobOptions, exclude=COLUMN_OPTIONS, show_defaults=False)
-def edit_command(job_id: int | None, sweep_id: int | None, note: str | None, tags: tuple[str, ...], no_tags: bool,
-                 add_tags: tuple[str, ...], remove_tags: tuple[str, ...], priority: str | None,
-                 retention: str | None, **more: Any) -> None:
+def edit_command(
+    job_id: int | None,
+    sweep_id: int | None,
+    note: str | None,
+    tags: tuple[str, ...],
+    no_tags: bool,
+    add_tags: tuple[str, ...],
+    remove_tags: tuple[str, ...],
+    priority: str | None,
+    retention: str | None,
+    **more: Any,
+) -> None:
     """Edit a job (JOB_ID) or a sweep (--sweep ID): options left out stay as they are."""
     if (job_id is None) == (sweep_id is None):
         run_user_command(lambda: _refuse("give a JOB_ID or --sweep SWEEP_ID (one of them)"))

@@ -42,9 +42,13 @@ def _training_bar():
             if self.bar is None or self.bar_epoch != progress.epoch:
                 self.close()
                 self.bar_epoch = progress.epoch
-                self.bar = tqdm(total=progress.batches, desc=f"epoch {progress.epoch}/{self.total_epochs}",
-                                leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}",
-                                disable=None)  # only on a terminal, like the prediction bar: an error line stays alone
+                self.bar = tqdm(
+                    total=progress.batches,
+                    desc=f"epoch {progress.epoch}/{self.total_epochs}",
+                    leave=False,
+                    bar_format="{desc} {bar} {n_fmt}/{total_fmt} {postfix}",
+                    disable=None,
+                )  # only on a terminal, like the prediction bar: an error line stays alone
             self.bar.update(1)
             eta = tqdm.format_interval(progress.eta_s)
             self.bar.set_postfix_str(f"{progress.images_per_s:.1f} img/s, run ETA {eta}")
@@ -110,8 +114,12 @@ def _describe_run(result) -> str:
 
 @core_cli.command(cls=UserCommand)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
-@click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue the run in this folder with the parameters stored in its last.pt.")
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this folder with the parameters stored in its last.pt.",
+)
 @params_options(TrainParams, rename={"data_dir": "--data"})
 def train(out: Path | None, resume: Path | None, **options) -> None:
     """Train a ResNet from scratch: `leukemia train --data DIR --epochs N --out RUN_FOLDER`."""
@@ -140,8 +148,13 @@ def train(out: Path | None, resume: Path | None, **options) -> None:
 
 
 @core_cli.command(cls=UserCommand)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder to create (or, with --resume, to continue).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder to create (or, with --resume, to continue).",
+)
 @click.option("--resume/--no-resume", default=False, help="Continue an interrupted finetune in --out.")
 @params_options(FinetuneParams, rename={"data_dir": "--data", "checkpoint": "--from"})
 def finetune(out: Path, resume: bool, **options) -> None:
@@ -159,12 +172,19 @@ def finetune(out: Path, resume: bool, **options) -> None:
 
 
 @core_cli.command(cls=UserCommand)
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for evaluation.json, confusion.csv and confusion.png.")
-@click.option("--checkpoint", "checkpoint_paths", multiple=True,
-              help="Run folder or .pt file; several make an ensemble (their probabilities averaged).")
-@params_options(EvaluateParams, rename={"data_dir": "--data", "csv": ("--csv", "--split")},
-                exclude=("checkpoint", "checkpoints"))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for evaluation.json, confusion.csv and confusion.png.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_paths",
+    multiple=True,
+    help="Run folder or .pt file; several make an ensemble (their probabilities averaged).",
+)
+@params_options(EvaluateParams, rename={"data_dir": "--data", "csv": ("--csv", "--split")}, exclude=("checkpoint", "checkpoints"))
 def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> None:
     """Score a checkpoint on a labelled CSV: `leukemia evaluate --checkpoint CKPT --data DIR --csv FILE`."""
 
@@ -198,8 +218,10 @@ def evaluate(out: Path | None, checkpoint_paths: tuple[str, ...], **options) -> 
         if out is not None:
             also = ", subjects.csv" if subjects else ""
             explained = f", {scores['explained']} heat maps in explanations.zip" if scores["explained"] else ""
-            click.echo(f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png, per_image.csv, roc.png, "
-                       f"pr.png, calibration.png{explained}")
+            click.echo(
+                f"wrote {out}/evaluation.json, confusion.csv{also}, confusion.png, per_image.csv, roc.png, "
+                f"pr.png, calibration.png{explained}"
+            )
 
     run_user_command(body)
 
@@ -208,8 +230,14 @@ def describe_clinical(report: dict) -> list[str]:
     """The clinical metrics with their intervals, one line, then one line per undefined metric."""
     interval = report["interval"]
     parts = []
-    for name, label in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"),
-                        ("npv", "NPV"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
+    for name, label in (
+        ("sensitivity", "sensitivity"),
+        ("specificity", "specificity"),
+        ("ppv", "PPV"),
+        ("npv", "NPV"),
+        ("roc_auc", "ROC-AUC"),
+        ("pr_auc", "PR-AUC"),
+    ):
         metric = report["metrics"][name]
         if metric["value"] is not None:
             shown = (lambda value: f"{value:.3f}") if name in ("roc_auc", "pr_auc") else percent  # areas stay numbers
@@ -222,10 +250,15 @@ def describe_clinical(report: dict) -> list[str]:
 
 
 @core_cli.command(cls=UserCommand)
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Submission CSV to write (ID,label).")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for prediction.json, probabilities.png and the --explain heat maps.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Submission CSV to write (ID,label)."
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for prediction.json, probabilities.png and the --explain heat maps.",
+)
 @params_options(PredictParams, rename={"data_dir": "--data", "checkpoints": "--checkpoint", "csv": ("--csv", "--split")})
 def predict(out: Path, report_dir: Path | None, **options) -> None:
     """Write the submission CSV (ID,label); several --checkpoint make an ensemble.
@@ -247,16 +280,25 @@ def predict(out: Path, report_dir: Path | None, **options) -> None:
     run_user_command(body)
 
 
-FOLDS_OPTION = click.option("--folds", type=click.IntRange(2, 20), default=None,
-                            help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they "
-                                 "are subject-disjoint, else 3.")
-RELEASE_FOLDS_OPTION = click.option("--release-folds", is_flag=True,
-                                    help="Use the release's own folds; refused when they share a subject.")
+FOLDS_OPTION = click.option(
+    "--folds",
+    type=click.IntRange(2, 20),
+    default=None,
+    help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they are subject-disjoint, else 3.",
+)
+RELEASE_FOLDS_OPTION = click.option(
+    "--release-folds", is_flag=True, help="Use the release's own folds; refused when they share a subject."
+)
 
 
 @core_cli.command(name="cv", cls=UserCommand)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to create: fold_N run folders, oof.csv, summary.json.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to create: fold_N run folders, oof.csv, summary.json.",
+)
 @FOLDS_OPTION
 @RELEASE_FOLDS_OPTION
 @params_options(TrainParams, rename={"data_dir": "--data"}, exclude=("split", "valid_split"))
@@ -302,8 +344,11 @@ def check(data_dir: Path, write_csv: bool, valid_fraction: float, seed: int, as_
     output = report.to_dict()
     click.echo(json.dumps(output, indent=2) if as_json else format_report(report))
     if write_csv and report.layout == "release":
-        click.echo("not writing train.csv and valid.csv: the C-NMC release needs none; name its splits instead "
-                   "(--split folds:0,1 --valid-split fold:2, prelim, final; see `leukemia train --help`)", err=True)
+        click.echo(
+            "not writing train.csv and valid.csv: the C-NMC release needs none; name its splits instead "
+            "(--split folds:0,1 --valid-split fold:2, prelim, final; see `leukemia train --help`)",
+            err=True,
+        )
         sys.exit(2)
     if write_csv and not report.ok:
         click.echo("not writing train.csv and valid.csv: fix the problems above first", err=True)
@@ -332,9 +377,14 @@ def synth(out_dir: Path, train: int, valid: int, test: int, image_size: int, see
 
     summary = run_user_command(
         lambda: write_synthetic_dataset(
-            out_dir, train=train, valid=valid, test=test, image_size=image_size, seed=seed,
+            out_dir,
+            train=train,
+            valid=valid,
+            test=test,
+            image_size=image_size,
+            seed=seed,
             positive_fraction=positive_fraction,
         )
-    )  # fmt: skip
+    )
     counts = ", ".join(f"{split} {n} ({summary.positives[split]} label 1)" for split, n in summary.counts.items())
     click.echo(f"wrote {sum(summary.counts.values())} images of {image_size}x{image_size} to {summary.out_dir}: {counts}")

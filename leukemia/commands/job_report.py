@@ -46,21 +46,37 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def jobs_table(session: Session, *, status: str | None, kind: str | None, sweep_id: int | None, page: int,
-               per_page: int, tag: str | None = None) -> str:  # fmt: skip
+def jobs_table(
+    session: Session,
+    *,
+    status: str | None,
+    kind: str | None,
+    sweep_id: int | None,
+    page: int,
+    per_page: int,
+    tag: str | None = None,
+) -> str:
     """One page of jobs, newest first, with their tags; a sweep's jobs get a column with their grid point."""
-    listed, total = jobs.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page,
-                                   per_page=per_page)
+    listed, total = jobs.list_jobs(session, status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page, per_page=per_page)
     live = jobs.live_queues(session)
     tags = jobs.tags_of(session, listed)
     positions = jobs.queue_positions(session, listed)
     rows = []
     for job in listed:
         epochs = f"{job.epoch}/{job.epochs_total}" if job.epoch is not None and job.epochs_total else "-"
-        row = [str(job.id), job.kind, status_text(job), PRIORITY_NAMES[job.priority], f"{job.progress:.0%}", epochs,
-               _fmt(job.images_per_s, "{:.1f}"), _eta(job.eta_s),
-               waiting_note(positions.get(job.id), job.queue, live),
-               _percent(job.best_valid_accuracy), ",".join(tags[job.id]) or "-"]  # fmt: skip
+        row = [
+            str(job.id),
+            job.kind,
+            status_text(job),
+            PRIORITY_NAMES[job.priority],
+            f"{job.progress:.0%}",
+            epochs,
+            _fmt(job.images_per_s, "{:.1f}"),
+            _eta(job.eta_s),
+            waiting_note(positions.get(job.id), job.queue, live),
+            _percent(job.best_valid_accuracy),
+            ",".join(tags[job.id]) or "-",
+        ]
         if sweep_id is not None:
             row.append(", ".join(f"{k}={job.params.get(k)}" for k in _sweep_fields(session, sweep_id)))
         rows.append(row)
@@ -105,13 +121,16 @@ def job_details(session: Session, job_id: int) -> str:
         f"best valid accuracy {_percent(job.best_valid_accuracy)}",
     ]
     options = jobs.options_of(session, job)
-    lines.append(f"priority {options.priority}, retention {options.retention or 'global policy'}, "
-                 f"tags {', '.join(options.tags) or '-'}")
+    lines.append(
+        f"priority {options.priority}, retention {options.retention or 'global policy'}, tags {', '.join(options.tags) or '-'}"
+    )
     lines += [f"{label}: {value}" for label, value in listed_options(options.model_dump())]
     if options.description:
         lines += ["notes:", *(f"  {line}" for line in options.description.splitlines())]
     if job.status == JobStatus.queued and job.queue not in live:
-        lines.append(f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`")
+        lines.append(
+            f"warning: no live worker consumes queue {job.queue!r}; start one with `leukemia worker --queues {job.queue}`"
+        )
     if job.error:
         lines.append(f"error: {job.error}")
     if job.stop_reason:
@@ -121,10 +140,24 @@ def job_details(session: Session, job_id: int) -> str:
     lines.append("params: " + json.dumps(job.params, sort_keys=True))
     metrics = jobs.epoch_metrics(session, job.id)
     if metrics:
-        rows = [[str(m.epoch), _fmt(m.train_loss, "{:.4f}"), _percent(m.train_accuracy), _fmt(m.valid_loss, "{:.4f}"),
-                 _percent(m.valid_accuracy), _percent(m.valid_balanced_accuracy), _percent(m.valid_f1),
-                 _fmt(m.lr, "{:.3g}"), _fmt(m.seconds, "{:.1f}")] for m in metrics]  # fmt: skip
-        lines += ["", _table(rows, ["EPOCH", "TRAIN LOSS", "TRAIN ACC", "VALID LOSS", "VALID ACC", "BAL ACC", "F1", "LR", "SECONDS"])]
+        rows = [
+            [
+                str(m.epoch),
+                _fmt(m.train_loss, "{:.4f}"),
+                _percent(m.train_accuracy),
+                _fmt(m.valid_loss, "{:.4f}"),
+                _percent(m.valid_accuracy),
+                _percent(m.valid_balanced_accuracy),
+                _percent(m.valid_f1),
+                _fmt(m.lr, "{:.3g}"),
+                _fmt(m.seconds, "{:.1f}"),
+            ]
+            for m in metrics
+        ]
+        lines += [
+            "",
+            _table(rows, ["EPOCH", "TRAIN LOSS", "TRAIN ACC", "VALID LOSS", "VALID ACC", "BAL ACC", "F1", "LR", "SECONDS"]),
+        ]
     recorded = jobs.artifacts(session, job.id)
     if recorded:
         rows = [[a.name, a.kind, human_bytes(a.size_bytes), a.sha256[:12]] for a in recorded]

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 # --- submit --------------------------------------------------------------------------------
 
 QUEUE_OPTION = click.option("--queue", default=None, help="Queue to send to (default: gpu for train/finetune, cpu otherwise).")
-PARENT_OPTION = click.option("--parent", "parent_id", type=int, default=None,
-                             help="Job whose checkpoint to use (finetune, evaluate, predict).")  # fmt: skip
+PARENT_OPTION = click.option(
+    "--parent", "parent_id", type=int, default=None, help="Job whose checkpoint to use (finetune, evaluate, predict)."
+)
 DATA_OPTION = {"data_dir": "--data"}  # the same spelling as `leukemia train --data`
 DATA_AND_SPLIT_OPTIONS = {**DATA_OPTION, "csv": ("--csv", "--split")}  # evaluate/predict: a CSV or a named split
 OPTION_FLAGS = {"description": "--note", "tags": "--tag"}  # the CLI's spelling of these JobOptions fields
@@ -134,17 +135,28 @@ def submit_predict(request: dict[str, Any]) -> None:
 
 
 @submit.command(name="cv", cls=UserCommand)
-@click.option("--folds", type=click.IntRange(2, 20), default=None,
-              help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they are "
-                   "subject-disjoint, else 3.")
+@click.option(
+    "--folds",
+    type=click.IntRange(2, 20),
+    default=None,
+    help="K subject-grouped folds (seeded by --seed). Default: the release's folds when they are subject-disjoint, else 3.",
+)
 @click.option("--release-folds", is_flag=True, help="Use the release's own folds; refused when they share a subject.")
 @click.option("--name", default=None, help="Name shown on the dashboard.")
 @QUEUE_OPTION
 @params_options(TrainParams, rename=DATA_OPTION, exclude=("split", "valid_split"))
 def submit_cv(folds: int | None, release_folds: bool, name: str | None, queue: str | None, **options: Any) -> None:
     """Queue a cross-validation: one training job per fold, in parallel on as many workers as there are."""
-    queued = _queue(CrossValidationRequest, {"params": absolute_paths(schema_values(options)), "folds": folds,
-                                             "release_folds": release_folds, "name": name, "queue": queue or None})
+    queued = _queue(
+        CrossValidationRequest,
+        {
+            "params": absolute_paths(schema_values(options)),
+            "folds": folds,
+            "release_folds": release_folds,
+            "name": name,
+            "queue": queue or None,
+        },
+    )
     click.echo(f"cross-validation {queued.id}: {len(queued.jobs)} fold jobs queued ({', '.join(map(str, queued.job_ids))})")
 
 
@@ -164,36 +176,44 @@ def median_rule_options(command: Callable) -> Callable:
     """--median-stop, --median-min-finished, --median-grace, passed on as `early_stopping` (a MedianStopRule or None)."""
 
     @functools.wraps(command)
-    def wrapped(median_metric: str | None, median_min_finished: int | None, median_grace: int | None,
-                **kwargs: Any) -> Any:
+    def wrapped(median_metric: str | None, median_min_finished: int | None, median_grace: int | None, **kwargs: Any) -> Any:
         from core.service.sweep_stopping import median_rule_from_options
 
         rule = run_user_command(lambda: median_rule_from_options(median_metric, median_min_finished, median_grace))
         return command(early_stopping=rule, **kwargs)
 
-    for option in reversed([
-        click.option("--median-stop", "median_metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None,
-                     help="Median stopping rule on this validation metric: a point worse than the median of the "
-                          "finished points at the same epoch stops."),
-        click.option("--median-min-finished", type=int, default=None,
-                     help="Finished points needed before the rule acts [default: 2]."),
-        click.option("--median-grace", type=int, default=None,
-                     help="Epochs every point runs before the rule may act [default: 1]."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--median-stop",
+                "median_metric",
+                type=click.Choice(EARLY_STOPPING_METRICS),
+                default=None,
+                help="Median stopping rule on this validation metric: a point worse than the median of the "
+                "finished points at the same epoch stops.",
+            ),
+            click.option(
+                "--median-min-finished", type=int, default=None, help="Finished points needed before the rule acts [default: 2]."
+            ),
+            click.option(
+                "--median-grace", type=int, default=None, help="Epochs every point runs before the rule may act [default: 1]."
+            ),
+        ]
+    ):
         wrapped = option(wrapped)
     return wrapped
 
 
 @submit.command(name="sweep", cls=UserCommand)
 @click.option("--kind", type=click.Choice(MODEL_KINDS), default="train", show_default=True)
-@click.option("--grid", "grid_items", multiple=True, required=True,
-              help="field=v1,v2 (repeat for more fields); one job per combination.")  # fmt: skip
+@click.option(
+    "--grid", "grid_items", multiple=True, required=True, help="field=v1,v2 (repeat for more fields); one job per combination."
+)
 @click.option("--name", default=None, help="Sweep name (default: the grid's fields).")
 @median_rule_options
 # One option set for both kinds; the defaults are those of --kind, so none is shown here.
 @request_options(FinetuneParams, rename=DATA_OPTION, show_defaults=False)
-def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, early_stopping: Any,
-                 request: dict[str, Any]) -> None:
+def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, early_stopping: Any, request: dict[str, Any]) -> None:
     """Queue one job per point of a grid: `--grid arch=resnet18,resnet50 --grid lr=0.001,0.0003`.
 
     Options left out take the defaults of --kind (see `leukemia submit train --help`)."""
@@ -204,8 +224,9 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, early
         base.pop("checkpoint", None)
         base.pop("checkpoint_choice", None)
     grid = run_user_command(lambda: parse_grid(list(grid_items)))
-    queued = _queue(SweepRequest, {"kind": kind, "base_params": base, "grid": grid, "name": name,
-                                   "early_stopping": early_stopping, **request})
+    queued = _queue(
+        SweepRequest, {"kind": kind, "base_params": base, "grid": grid, "name": name, "early_stopping": early_stopping, **request}
+    )
     click.echo(f"sweep {queued.id}: {len(queued.jobs)} jobs queued ({', '.join(map(str, queued.job_ids))})")
 
 
@@ -219,14 +240,12 @@ def submit_sweep(kind: str, grid_items: tuple[str, ...], name: str | None, early
 @click.option("--tag", default=None, help="Only the jobs carrying this tag.")
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--per-page", type=click.IntRange(1, 1000), default=50, show_default=True)
-def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
-                 per_page: int) -> None:
+def jobs_command(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int, per_page: int) -> None:
     """List jobs, newest first: progress, speed, ETA, queue position and unserved queues."""
     run_db_command(lambda: _print_jobs(status, kind, sweep_id, tag, page, per_page))
 
 
-def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int,
-                per_page: int) -> None:
+def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, tag: str | None, page: int, per_page: int) -> None:
     from core.service.db import get_sessionmaker
     from leukemia.commands.job_report import jobs_table
 
@@ -238,8 +257,13 @@ def _print_jobs(status: str | None, kind: str | None, sweep_id: int | None, tag:
 @click.command(name="cv-summary", cls=UserCommand)
 @click.argument("cv_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--oof", "oof_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every fold's out-of-fold predictions to this CSV (ID,subject,label,prob_1,fold).")
+@click.option(
+    "--oof",
+    "oof_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every fold's out-of-fold predictions to this CSV (ID,subject,label,prob_1,fold).",
+)
 def cv_summary_command(cv_id: int, as_json: bool, oof_path: Path | None) -> None:
     """Show a cross-validation: each fold job, its best metrics, mean ± std, out-of-fold metrics, ensembles."""
     run_db_command(lambda: _print_cv(cv_id, as_json))
@@ -268,11 +292,16 @@ def _print_cv(cv_id: int, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
     lines = [f"cross-validation {cv_id}: {summary['name']} ({summary['scheme']})"]
-    lines += [f"fold {f['fold']}: job {f['job_id']} {f['status']} ({f['progress']:.0%}), "
-              f"train {f['split']}, validate {f['valid_split']}" for f in summary["folds"]]
+    lines += [
+        f"fold {f['fold']}: job {f['job_id']} {f['status']} ({f['progress']:.0%}), "
+        f"train {f['split']}, validate {f['valid_split']}"
+        for f in summary["folds"]
+    ]
     lines += describe_summary({**summary, "folds": [f["best"] for f in summary["folds"] if f["best"]]})
-    lines += [f"ensemble: job {e['job_id']} {e['kind']} on {e['split']}{' with TTA' if e['tta'] else ''}, {e['status']}"
-              for e in summary["ensembles"]]
+    lines += [
+        f"ensemble: job {e['job_id']} {e['kind']} on {e['split']}{' with TTA' if e['tta'] else ''}, {e['status']}"
+        for e in summary["ensembles"]
+    ]
     click.echo("\n".join(lines))
 
 
@@ -299,7 +328,11 @@ def cancel_command(job_id: int) -> None:
     from worker.dispatch import cancel_job
 
     status = run_db_command(lambda: cancel_job(job_id, actor=cli_actor()))
-    click.echo(f"job {job_id} cancelled" if status == JobStatus.cancelled else f"job {job_id}: cancel requested; it stops at the next batch")
+    click.echo(
+        f"job {job_id} cancelled"
+        if status == JobStatus.cancelled
+        else f"job {job_id}: cancel requested; it stops at the next batch"
+    )
 
 
 @click.command(name="retry", cls=UserCommand)

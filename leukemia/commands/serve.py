@@ -101,7 +101,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise UserInputError(f"--port: cannot listen on {host}:{port} ({error.strerror}); choose another with --port") from None
+            raise UserInputError(
+                f"--port: cannot listen on {host}:{port} ({error.strerror}); choose another with --port"
+            ) from None
 
 
 def demo_data_folder(home: Path) -> Path:
@@ -151,7 +153,9 @@ def wait_for_health(url: str, children: list[Child], stop: threading.Event) -> N
     while time.monotonic() < deadline and not stop.is_set():
         for child in children:
             if not child.running():
-                raise UserInputError(f"{child.name} {exit_description(child.process.returncode)} while starting (see {child.log_path})")
+                raise UserInputError(
+                    f"{child.name} {exit_description(child.process.returncode)} while starting (see {child.log_path})"
+                )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -253,12 +257,20 @@ def run_serve(data: Path | None, host: str, port: int, home: Path | None) -> Non
 
 
 @click.command()
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Data folder to register; default: a synthetic demo folder in LEUKEMIA_HOME/data/demo.")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data folder to register; default: a synthetic demo folder in LEUKEMIA_HOME/data/demo.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the dashboard listens on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="LEUKEMIA_HOME: database, broker, artifacts and secrets (default: ~/.leukemia).")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="LEUKEMIA_HOME: database, broker, artifacts and secrets (default: ~/.leukemia).",
+)
 def serve(data: Path | None, host: str, port: int, home: Path | None) -> None:
     """Run everything on this machine: database, broker, web app and one worker (GPU if there is one)."""
     try:

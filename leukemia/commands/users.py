@@ -48,8 +48,11 @@ def list_users() -> None:
         from core.service.db import get_sessionmaker
 
         with get_sessionmaker().begin() as session:
-            return [f"{u.id:>4}  {u.username:<24} {u.role:<7} {'disabled' if u.disabled else 'enabled':<9} "
-                    f"{u.created_at:%Y-%m-%d %H:%M}" for u in service.list_users(session, cli_actor())]
+            return [
+                f"{u.id:>4}  {u.username:<24} {u.role:<7} {'disabled' if u.disabled else 'enabled':<9} "
+                f"{u.created_at:%Y-%m-%d %H:%M}"
+                for u in service.list_users(session, cli_actor())
+            ]
 
     lines = run_db_command(action)
     click.echo("\n".join([f"{'id':>4}  {'name':<24} {'role':<7} {'status':<9} created (UTC)", *lines]))
@@ -105,8 +108,7 @@ def reset_password(name: str) -> None:
     from core.service.users import reset_password as reset
 
     made = _change(name, lambda session, user: reset(session, cli_actor(), user))
-    click.echo(f"user {name}: new password: {made.value}  (shown once; their sessions ended and their API tokens "
-               "were revoked)")
+    click.echo(f"user {name}: new password: {made.value}  (shown once; their sessions ended and their API tokens were revoked)")
 
 
 @click.group()
@@ -141,8 +143,11 @@ def list_tokens(name: str | None) -> None:
         with get_sessionmaker().begin() as session:
             user_id = service.find_user(session, name).id if name is not None else None
             names = dict(session.query(User.id, User.username).all())
-            return [f"{t.id:>4}  {names.get(t.user_id, '?'):<16} {t.name[:24]:<24} {t.prefix}…  {when(t.created_at):<16}  "
-                    f"{when(t.last_used_at):<16}  {when(t.revoked_at)}" for t in service.list_tokens(session, user_id)]
+            return [
+                f"{t.id:>4}  {names.get(t.user_id, '?'):<16} {t.name[:24]:<24} {t.prefix}…  {when(t.created_at):<16}  "
+                f"{when(t.last_used_at):<16}  {when(t.revoked_at)}"
+                for t in service.list_tokens(session, user_id)
+            ]
 
     lines = run_db_command(action)
     header = f"{'id':>4}  {'user':<16} {'name':<24} {'prefix':<11}  {'created (UTC)':<16}  {'last used':<16}  revoked"

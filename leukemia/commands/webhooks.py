@@ -23,8 +23,13 @@ def _session():  # type: ignore[no-untyped-def]
 
 @webhooks.command(name="add", cls=UserCommand)
 @click.argument("url")
-@click.option("--event", "events", multiple=True, type=click.Choice(WEBHOOK_EVENTS),
-              help="An event to send (repeat it); default: all of them.")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(WEBHOOK_EVENTS),
+    help="An event to send (repeat it); default: all of them.",
+)
 @click.option("--secret", default=None, help="The signing secret (16-128 characters); default: a generated one, shown once.")
 def add_command(url: str, events: tuple[str, ...], secret: str | None) -> None:
     """Add a webhook; its signing secret is printed once."""
@@ -49,9 +54,11 @@ def list_command() -> None:
     def action() -> list[str]:
         with _session() as session:
             counts = service.delivery_counts(session, cli_actor())
-            return [f"{hook.id}\t{'enabled' if hook.enabled else 'disabled'}\t{redact_url(hook.url)}\t"
-                    f"{','.join(hook.events)}\t" + " ".join(f"{k}={v}" for k, v in sorted(counts.get(hook.id, {}).items()))
-                    for hook in service.list_webhooks(session, cli_actor())]
+            return [
+                f"{hook.id}\t{'enabled' if hook.enabled else 'disabled'}\t{redact_url(hook.url)}\t"
+                f"{','.join(hook.events)}\t" + " ".join(f"{k}={v}" for k, v in sorted(counts.get(hook.id, {}).items()))
+                for hook in service.list_webhooks(session, cli_actor())
+            ]
 
     lines = run_db_command(action)
     click.echo("\n".join(["id\tstate\turl\tevents\tdeliveries", *lines]) if lines else "no webhooks")
@@ -110,9 +117,11 @@ def deliveries_command(webhook_id: int, page: int, per_page: int) -> None:
     def action() -> tuple[list[str], int]:
         with _session() as session:
             rows, total = service.deliveries(session, cli_actor(), webhook_id, page=page, per_page=per_page)
-            return [f"{d.id}\t{d.event}\t{d.status}\t{d.response_code or '-'}\t{d.attempts}\t{when(d.created_at)}\t"
-                    f"{when(d.next_attempt_at if d.status == 'pending' else d.finished_at)}\t{d.last_error or ''}"
-                    for d in rows], total
+            return [
+                f"{d.id}\t{d.event}\t{d.status}\t{d.response_code or '-'}\t{d.attempts}\t{when(d.created_at)}\t"
+                f"{when(d.next_attempt_at if d.status == 'pending' else d.finished_at)}\t{d.last_error or ''}"
+                for d in rows
+            ], total
 
     lines, total = run_db_command(action)
     click.echo("\n".join(["id\tevent\tstatus\tcode\tattempts\tcreated\tnext/finished\terror", *lines]))

@@ -44,24 +44,48 @@ def _safe_url(url: str) -> str:
 @click.command(cls=UserCommand)
 @click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--gpu", default=None, help="Pin this worker to one GPU (sets CUDA_VISIBLE_DEVICES before CUDA starts).")
-@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Jobs at once; 1 per GPU worker (a pool thread), more uses the prefork pool.")  # fmt: skip
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Jobs at once; 1 per GPU worker (a pool thread), more uses the prefork pool.",
+)
 @click.option("--hostname", default=None, help="Worker name (default: worker-<gpu|cpu>-<pid>@<host>).")
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-@click.option("--metrics-port", default=None, type=click.IntRange(1, 65535),
-              help="Serve this process's Prometheus metrics on this port (needs METRICS_TOKEN and --concurrency 1).")
-@click.option("--health-file", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Touch this file each time the worker's presence heartbeat reached the database (for a cheap healthcheck).")
-def worker(queues: str, gpu: str | None, concurrency: int, hostname: str | None, loglevel: str,
-           metrics_port: int | None, health_file: Path | None) -> None:
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Serve this process's Prometheus metrics on this port (needs METRICS_TOKEN and --concurrency 1).",
+)
+@click.option(
+    "--health-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Touch this file each time the worker's presence heartbeat reached the database (for a cheap healthcheck).",
+)
+def worker(
+    queues: str,
+    gpu: str | None,
+    concurrency: int,
+    hostname: str | None,
+    loglevel: str,
+    metrics_port: int | None,
+    health_file: Path | None,
+) -> None:
     """Run a Celery worker that takes queued jobs, with its presence heartbeat and the lost-job reaper."""
     queue_names = [q.strip() for q in queues.split(",") if q.strip()]
     if not queue_names:
         run_user_command(lambda: _raise("queues: give at least one queue name"))
     if metrics_port is not None and concurrency != 1:
-        run_user_command(lambda: _raise("--metrics-port: needs --concurrency 1 (a prefork pool runs jobs in child "
-                                        "processes, whose counters this process cannot serve); the web's /metrics "
-                                        "covers every worker"))
+        run_user_command(
+            lambda: _raise(
+                "--metrics-port: needs --concurrency 1 (a prefork pool runs jobs in child "
+                "processes, whose counters this process cannot serve); the web's /metrics "
+                "covers every worker"
+            )
+        )
     # CUDA numbers devices fastest first unless told otherwise; NVML (nvidia-smi, the GPU metrics) by PCI bus.
     # The same order for both, so --gpu N, cuda:N and the exporter's gpu="N" are one device.
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"

@@ -18,8 +18,16 @@ from web.openapi import operation
 from worker import dispatch
 
 
-@operation(bp, "post", "/cross-validations", operation_id="submitCrossValidation", tag="cross-validations",
-           body=schemas.CrossValidationSubmission, responses={201: schemas.CrossValidation}, errors=(400, 403, 413, 503))
+@operation(
+    bp,
+    "post",
+    "/cross-validations",
+    operation_id="submitCrossValidation",
+    tag="cross-validations",
+    body=schemas.CrossValidationSubmission,
+    responses={201: schemas.CrossValidation},
+    errors=(400, 403, 413, 503),
+)
 def submit_cross_validation() -> Any:
     """Submit a cross-validation: one training job per fold"""
     submission = json_body(schemas.CrossValidationSubmission)
@@ -33,24 +41,45 @@ def cross_validation_response(cv_id: int, status: int = 200) -> Any:
     return answer(schemas.CrossValidation.model_validate(cross_validation_summary(db(), cv_id)), status)
 
 
-@operation(bp, "get", "/cross-validations/<int:cv_id>", operation_id="getCrossValidation", tag="cross-validations",
-           responses={200: schemas.CrossValidation}, errors=(404,))
+@operation(
+    bp,
+    "get",
+    "/cross-validations/<int:cv_id>",
+    operation_id="getCrossValidation",
+    tag="cross-validations",
+    responses={200: schemas.CrossValidation},
+    errors=(404,),
+)
 def get_cross_validation(cv_id: int) -> Any:
     """One cross-validation: its fold jobs, best metrics per fold, mean ± std, out-of-fold metrics, ensembles"""
     return cross_validation_response(cv_id)
 
 
-@operation(bp, "delete", "/cross-validations/<int:cv_id>", operation_id="deleteCrossValidation",
-           tag="cross-validations", responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
+@operation(
+    bp,
+    "delete",
+    "/cross-validations/<int:cv_id>",
+    operation_id="deleteCrossValidation",
+    tag="cross-validations",
+    responses={200: schemas.Deletion},
+    errors=(400, 403, 404, 409, 503),
+)
 def delete_cross_validation(cv_id: int) -> Any:
     """Delete a cross-validation whose jobs have all finished: its fold and ensemble jobs' files and rows, then it"""
     done = deletion.delete_cross_validation(db(), cv_id, actor=current_actor())
     return answer(schemas.Deletion(job_ids=done.job_ids, cv_id=cv_id, freed_bytes=done.freed_bytes))
 
 
-@operation(bp, "post", "/cross-validations/<int:cv_id>/ensemble", operation_id="submitEnsemble",
-           tag="cross-validations", body=schemas.EnsembleSubmission, responses={201: schemas.Job},
-           errors=(400, 403, 404, 409, 413, 503))
+@operation(
+    bp,
+    "post",
+    "/cross-validations/<int:cv_id>/ensemble",
+    operation_id="submitEnsemble",
+    tag="cross-validations",
+    body=schemas.EnsembleSubmission,
+    responses={201: schemas.Job},
+    errors=(400, 403, 404, 409, 413, 503),
+)
 def submit_ensemble(cv_id: int) -> Any:
     """Submit an evaluate or predict job averaging a finished cross-validation's fold models"""
     submission = json_body(schemas.EnsembleSubmission)

@@ -20,14 +20,29 @@ def disk_use() -> Any:
     """Disk use: the jobs' run folders in total, and free/total space of the artifacts volume"""
     summary = disk_summary(db())
     volume = summary.volume
-    return answer(schemas.DiskUse(jobs_bytes=summary.jobs_bytes, measured_jobs=summary.measured_jobs,
-                                  unmeasured_jobs=summary.unmeasured_jobs, store=summary.store_url,
-                                  free_bytes=volume.free_bytes if volume else None,
-                                  total_bytes=volume.total_bytes if volume else None, retention=app_settings().retention))
+    return answer(
+        schemas.DiskUse(
+            jobs_bytes=summary.jobs_bytes,
+            measured_jobs=summary.measured_jobs,
+            unmeasured_jobs=summary.unmeasured_jobs,
+            store=summary.store_url,
+            free_bytes=volume.free_bytes if volume else None,
+            total_bytes=volume.total_bytes if volume else None,
+            retention=app_settings().retention,
+        )
+    )
 
 
-@operation(bp, "post", "/data-folders", operation_id="registerDataFolder", tag="data folders",
-           body=schemas.DataFolderRegistration, responses={201: schemas.DataFolder}, errors=(400, 403, 409, 413))
+@operation(
+    bp,
+    "post",
+    "/data-folders",
+    operation_id="registerDataFolder",
+    tag="data folders",
+    body=schemas.DataFolderRegistration,
+    responses={201: schemas.DataFolder},
+    errors=(400, 403, 409, 413),
+)
 def register_data_folder() -> Any:
     """Register a data folder under a data root (and check it)"""
     registration = json_body(schemas.DataFolderRegistration)
@@ -35,8 +50,9 @@ def register_data_folder() -> Any:
     return answer(schemas.DataFolder.model_validate(folder), 201)
 
 
-@operation(bp, "get", "/data-folders", operation_id="listDataFolders", tag="data folders",
-           responses={200: schemas.DataFolderList})
+@operation(
+    bp, "get", "/data-folders", operation_id="listDataFolders", tag="data folders", responses={200: schemas.DataFolderList}
+)
 def list_data_folders() -> Any:
     """Registered data folders"""
     folders = [schemas.DataFolder.model_validate(f) for f in data_folders.list_data_folders(db())]

@@ -13,8 +13,15 @@ from web.db import commit
 from web.openapi import openapi_document, operation
 
 
-@operation(bp, "get", "/health", operation_id="getHealth", tag="service", public=True,
-           responses={200: schemas.Health, 503: schemas.Health})
+@operation(
+    bp,
+    "get",
+    "/health",
+    operation_id="getHealth",
+    tag="service",
+    public=True,
+    responses={200: schemas.Health, 503: schemas.Health},
+)
 def health() -> Any:
     """Is the database reachable? (for compose healthchecks)"""
     commit()  # check_database asks on a connection of its own (web.db)
@@ -25,8 +32,15 @@ def health() -> Any:
     return answer(schemas.Health(status="ok", database="reachable"))
 
 
-@operation(bp, "get", "/openapi.json", operation_id="getOpenApiDocument", tag="service", public=True,
-           responses={200: schemas.OpenApiDocument})
+@operation(
+    bp,
+    "get",
+    "/openapi.json",
+    operation_id="getOpenApiDocument",
+    tag="service",
+    public=True,
+    responses={200: schemas.OpenApiDocument},
+)
 def openapi() -> Any:
     """This document, generated from the declared operations and their models"""
     return answer(schemas.OpenApiDocument.model_validate(openapi_document()))

@@ -19,8 +19,16 @@ from web.openapi import operation
 from worker import dispatch
 
 
-@operation(bp, "post", "/sweeps", operation_id="submitSweep", tag="sweeps", body=schemas.SweepSubmission,
-           responses={201: schemas.Sweep}, errors=(400, 403, 413, 503))
+@operation(
+    bp,
+    "post",
+    "/sweeps",
+    operation_id="submitSweep",
+    tag="sweeps",
+    body=schemas.SweepSubmission,
+    responses={201: schemas.Sweep},
+    errors=(400, 403, 413, 503),
+)
 def submit_sweep() -> Any:
     """Submit a grid sweep: one job per point"""
     submission = json_body(schemas.SweepSubmission)
@@ -41,8 +49,16 @@ def sweep_response(sweep_id: int, status: int = 200) -> Any:
     return answer(queries.sweep_model(db(), sweep), status)
 
 
-@operation(bp, "get", "/sweeps", operation_id="listSweeps", tag="sweeps", query=schemas.SweepListQuery,
-           responses={200: schemas.SweepPage}, errors=(400,))
+@operation(
+    bp,
+    "get",
+    "/sweeps",
+    operation_id="listSweeps",
+    tag="sweeps",
+    query=schemas.SweepListQuery,
+    responses={200: schemas.SweepPage},
+    errors=(400,),
+)
 def list_sweeps() -> Any:
     """Sweeps, newest first"""
     query = query_model(schemas.SweepListQuery)
@@ -51,15 +67,24 @@ def list_sweeps() -> Any:
     return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
 
-@operation(bp, "get", "/sweeps/<int:sweep_id>", operation_id="getSweep", tag="sweeps",
-           responses={200: schemas.Sweep}, errors=(404,))
+@operation(
+    bp, "get", "/sweeps/<int:sweep_id>", operation_id="getSweep", tag="sweeps", responses={200: schemas.Sweep}, errors=(404,)
+)
 def get_sweep(sweep_id: int) -> Any:
     """One sweep"""
     return sweep_response(sweep_id)
 
 
-@operation(bp, "patch", "/sweeps/<int:sweep_id>", operation_id="editSweep", tag="sweeps", body=schemas.OptionsEdit,
-           responses={200: schemas.Sweep}, errors=(400, 403, 404, 413))
+@operation(
+    bp,
+    "patch",
+    "/sweeps/<int:sweep_id>",
+    operation_id="editSweep",
+    tag="sweeps",
+    body=schemas.OptionsEdit,
+    responses={200: schemas.Sweep},
+    errors=(400, 403, 404, 413),
+)
 def edit_sweep(sweep_id: int) -> Any:
     """Change a sweep's notes, tags, priority (also its queued jobs') or retention; fields left out stay"""
     changes, actor = json_body(schemas.OptionsEdit), current_actor()
@@ -67,8 +92,15 @@ def edit_sweep(sweep_id: int) -> Any:
     return sweep_response(sweep_id)
 
 
-@operation(bp, "delete", "/sweeps/<int:sweep_id>", operation_id="deleteSweep", tag="sweeps",
-           responses={200: schemas.Deletion}, errors=(400, 403, 404, 409, 503))
+@operation(
+    bp,
+    "delete",
+    "/sweeps/<int:sweep_id>",
+    operation_id="deleteSweep",
+    tag="sweeps",
+    responses={200: schemas.Deletion},
+    errors=(400, 403, 404, 409, 503),
+)
 def delete_sweep(sweep_id: int) -> Any:
     """Delete a sweep whose jobs have all finished: every job's files and rows, then the sweep"""
     done = deletion.delete_sweep(db(), sweep_id, actor=current_actor())

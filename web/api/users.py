@@ -32,18 +32,33 @@ def list_users() -> Any:
     return answer(schemas.UserList(users=[schemas.UserInfo.model_validate(u) for u in rows]))
 
 
-@operation(bp, "post", "/users", operation_id="addUser", tag="users", body=schemas.UserCreate,
-           responses={201: schemas.UserCreated}, errors=(400, 403, 409, 413))
+@operation(
+    bp,
+    "post",
+    "/users",
+    operation_id="addUser",
+    tag="users",
+    body=schemas.UserCreate,
+    responses={201: schemas.UserCreated},
+    errors=(400, 403, 409, 413),
+)
 def add_user() -> Any:
     """Add a user (admin); without a password one is generated and answered once"""
     request = json_body(schemas.UserCreate)
     user, made = user_service.add_user(db(), current_actor(), request.username, request.role, request.password)
-    return answer(schemas.UserCreated(user=schemas.UserInfo.model_validate(user),
-                                      password=made.value if made else None), 201)
+    return answer(schemas.UserCreated(user=schemas.UserInfo.model_validate(user), password=made.value if made else None), 201)
 
 
-@operation(bp, "patch", "/users/<int:user_id>", operation_id="updateUser", tag="users", body=schemas.UserUpdate,
-           responses={200: schemas.UserInfo}, errors=(400, 403, 404, 409, 413))
+@operation(
+    bp,
+    "patch",
+    "/users/<int:user_id>",
+    operation_id="updateUser",
+    tag="users",
+    body=schemas.UserUpdate,
+    responses={200: schemas.UserInfo},
+    errors=(400, 403, 404, 409, 413),
+)
 def update_user(user_id: int) -> Any:
     """Change a user's role, or disable/enable them (admin; the last enabled admin is kept)"""
     request = json_body(schemas.UserUpdate)
@@ -56,8 +71,15 @@ def update_user(user_id: int) -> Any:
     return answer(schemas.UserInfo.model_validate(user))
 
 
-@operation(bp, "post", "/users/<int:user_id>/reset-password", operation_id="resetUserPassword", tag="users",
-           responses={200: schemas.PasswordReset}, errors=(403, 404))
+@operation(
+    bp,
+    "post",
+    "/users/<int:user_id>/reset-password",
+    operation_id="resetUserPassword",
+    tag="users",
+    responses={200: schemas.PasswordReset},
+    errors=(403, 404),
+)
 def reset_password(user_id: int) -> Any:
     """Give a user a new generated password, answered once; their sessions end and their API tokens are revoked (admin)"""
     actor = current_actor()
@@ -74,8 +96,16 @@ def list_tokens() -> Any:
     return answer(schemas.TokenList(tokens=[schemas.TokenInfo.model_validate(t) for t in rows]))
 
 
-@operation(bp, "post", "/tokens", operation_id="createToken", tag="users", body=schemas.TokenCreate,
-           responses={201: schemas.TokenCreated}, errors=(400, 403, 413))
+@operation(
+    bp,
+    "post",
+    "/tokens",
+    operation_id="createToken",
+    tag="users",
+    body=schemas.TokenCreate,
+    responses={201: schemas.TokenCreated},
+    errors=(400, 403, 413),
+)
 def create_token() -> Any:
     """Create a named token for yourself; it is answered once"""
     request = json_body(schemas.TokenCreate)
@@ -86,8 +116,15 @@ def create_token() -> Any:
     return answer(schemas.TokenCreated(token=schemas.TokenInfo.model_validate(token), secret=made.value), 201)
 
 
-@operation(bp, "delete", "/tokens/<int:token_id>", operation_id="revokeToken", tag="users",
-           responses={200: schemas.TokenInfo}, errors=(403, 404))
+@operation(
+    bp,
+    "delete",
+    "/tokens/<int:token_id>",
+    operation_id="revokeToken",
+    tag="users",
+    responses={200: schemas.TokenInfo},
+    errors=(403, 404),
+)
 def revoke_token(token_id: int) -> Any:
     """Revoke a token: refused from the next request on (yours; an admin may revoke anyone's)"""
     actor = current_actor()
@@ -95,12 +132,23 @@ def revoke_token(token_id: int) -> Any:
     return answer(schemas.TokenInfo.model_validate(user_service.revoke_token(db(), actor, token)))
 
 
-@operation(bp, "get", "/audit", operation_id="listAuditLog", tag="users", query=schemas.PageQuery,
-           responses={200: schemas.AuditPage}, errors=(400, 403))
+@operation(
+    bp,
+    "get",
+    "/audit",
+    operation_id="listAuditLog",
+    tag="users",
+    query=schemas.PageQuery,
+    responses={200: schemas.AuditPage},
+    errors=(400, 403),
+)
 def audit_log() -> Any:
     """Every write, newest first: who, what, on which target, from where (admin)"""
     actor = current_actor()
     query = query_model(schemas.PageQuery)
     entries, total = audit.entries(db(), actor, page=query.page, per_page=query.per_page)
-    return answer(schemas.AuditPage(entries=[schemas.AuditEntry.model_validate(e) for e in entries], total=total,
-                                    page=query.page, per_page=query.per_page))
+    return answer(
+        schemas.AuditPage(
+            entries=[schemas.AuditEntry.model_validate(e) for e in entries], total=total, page=query.page, per_page=query.per_page
+        )
+    )

@@ -15,8 +15,9 @@ from web.inputs import json_body, query_model
 from web.openapi import operation
 
 
-@operation(bp, "get", "/webhooks", operation_id="listWebhooks", tag="webhooks",
-           responses={200: schemas.WebhookList}, errors=(403,))
+@operation(
+    bp, "get", "/webhooks", operation_id="listWebhooks", tag="webhooks", responses={200: schemas.WebhookList}, errors=(403,)
+)
 def list_webhooks() -> Any:
     """Webhooks (admins)"""
     actor = current_actor()
@@ -24,8 +25,16 @@ def list_webhooks() -> Any:
     return answer(schemas.WebhookList(webhooks=rows))
 
 
-@operation(bp, "post", "/webhooks", operation_id="createWebhook", tag="webhooks", body=schemas.WebhookCreation,
-           responses={201: schemas.WebhookCreated}, errors=(400, 403, 413))
+@operation(
+    bp,
+    "post",
+    "/webhooks",
+    operation_id="createWebhook",
+    tag="webhooks",
+    body=schemas.WebhookCreation,
+    responses={201: schemas.WebhookCreated},
+    errors=(400, 403, 413),
+)
 def create_webhook() -> Any:
     """Add a webhook; the answer carries its signing secret, this once"""
     creation = json_body(schemas.WebhookCreation)
@@ -33,19 +42,40 @@ def create_webhook() -> Any:
     return answer(schemas.WebhookCreated.model_validate(webhook), 201)
 
 
-@operation(bp, "patch", "/webhooks/<int:webhook_id>", operation_id="updateWebhook", tag="webhooks",
-           body=schemas.WebhookChange, responses={200: schemas.Webhook}, errors=(400, 403, 404, 413))
+@operation(
+    bp,
+    "patch",
+    "/webhooks/<int:webhook_id>",
+    operation_id="updateWebhook",
+    tag="webhooks",
+    body=schemas.WebhookChange,
+    responses={200: schemas.Webhook},
+    errors=(400, 403, 404, 413),
+)
 def update_webhook(webhook_id: int) -> Any:
     """Change a webhook's url, events or enabled"""
     change = json_body(schemas.WebhookChange)
     actor = current_actor()
-    webhook = webhooks.change(db(), actor, webhook_id, url=change.url,
-                              events=None if change.events is None else list(change.events), enabled=change.enabled)
+    webhook = webhooks.change(
+        db(),
+        actor,
+        webhook_id,
+        url=change.url,
+        events=None if change.events is None else list(change.events),
+        enabled=change.enabled,
+    )
     return answer(schemas.Webhook.model_validate(webhook))
 
 
-@operation(bp, "delete", "/webhooks/<int:webhook_id>", operation_id="deleteWebhook", tag="webhooks",
-           responses={200: schemas.Webhook}, errors=(403, 404))
+@operation(
+    bp,
+    "delete",
+    "/webhooks/<int:webhook_id>",
+    operation_id="deleteWebhook",
+    tag="webhooks",
+    responses={200: schemas.Webhook},
+    errors=(403, 404),
+)
 def delete_webhook(webhook_id: int) -> Any:
     """Remove a webhook and its delivery history; answers the webhook as it was"""
     actor = current_actor()
@@ -53,8 +83,16 @@ def delete_webhook(webhook_id: int) -> Any:
     return answer(removed)
 
 
-@operation(bp, "get", "/webhooks/<int:webhook_id>/deliveries", operation_id="listWebhookDeliveries", tag="webhooks",
-           query=schemas.PageQuery, responses={200: schemas.WebhookDeliveryPage}, errors=(400, 403, 404))
+@operation(
+    bp,
+    "get",
+    "/webhooks/<int:webhook_id>/deliveries",
+    operation_id="listWebhookDeliveries",
+    tag="webhooks",
+    query=schemas.PageQuery,
+    responses={200: schemas.WebhookDeliveryPage},
+    errors=(400, 403, 404),
+)
 def list_deliveries(webhook_id: int) -> Any:
     """A webhook's deliveries, newest first: status, response code, attempts, times, error"""
     actor = current_actor()
@@ -64,16 +102,30 @@ def list_deliveries(webhook_id: int) -> Any:
     return answer(schemas.WebhookDeliveryPage(deliveries=items, total=total, page=query.page, per_page=query.per_page))
 
 
-@operation(bp, "post", "/webhooks/<int:webhook_id>/test", operation_id="testWebhook", tag="webhooks",
-           responses={201: schemas.WebhookDelivery}, errors=(403, 404))
+@operation(
+    bp,
+    "post",
+    "/webhooks/<int:webhook_id>/test",
+    operation_id="testWebhook",
+    tag="webhooks",
+    responses={201: schemas.WebhookDelivery},
+    errors=(403, 404),
+)
 def ping_webhook(webhook_id: int) -> Any:
     """Queue a webhook.test delivery to this webhook (workers send it within seconds)"""
     actor = current_actor()
     return answer(schemas.WebhookDelivery.model_validate(webhooks.send_test(db(), actor, webhook_id)), 201)
 
 
-@operation(bp, "post", "/webhooks/deliveries/<int:delivery_id>/redeliver", operation_id="redeliverWebhookDelivery",
-           tag="webhooks", responses={201: schemas.WebhookDelivery}, errors=(403, 404))
+@operation(
+    bp,
+    "post",
+    "/webhooks/deliveries/<int:delivery_id>/redeliver",
+    operation_id="redeliverWebhookDelivery",
+    tag="webhooks",
+    responses={201: schemas.WebhookDelivery},
+    errors=(403, 404),
+)
 def redeliver(delivery_id: int) -> Any:
     """Send a delivery's body again, as a new delivery"""
     actor = current_actor()

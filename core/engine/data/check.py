@@ -218,9 +218,11 @@ def _formula_names(where: str, samples: list[Sample]) -> list[str]:
         return []
     shown = ", ".join(repr(s.id) if s.source == s.id else f"{s.source} {s.id!r}" for s in named[:3])
     more = f" and {len(named) - 3} more" if len(named) > 3 else ""
-    return [f"{where}: {len(named)} image name(s) begin like a spreadsheet formula (=, +, -, @, tab or CR): "
-            f"{shown}{more}; the CSVs for people (per_image.csv, explanations.csv, subjects.csv, oof.csv) write "
-            "them with a leading ', the submission CSV (predictions.csv) keeps them exact"]
+    return [
+        f"{where}: {len(named)} image name(s) begin like a spreadsheet formula (=, +, -, @, tab or CR): "
+        f"{shown}{more}; the CSVs for people (per_image.csv, explanations.csv, subjects.csv, oof.csv) write "
+        "them with a leading ', the submission CSV (predictions.csv) keeps them exact"
+    ]
 
 
 def _count_images(samples: list[Sample], report: SplitReport) -> set[str]:

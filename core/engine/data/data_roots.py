@@ -48,8 +48,9 @@ def links_outside_roots(folder: Path, roots: list[Path] | None = None) -> list[t
 
 
 def link_warning(link: Path, target: Path) -> str:
-    return (f"{link} is a symlink to {target}, outside DATA_ROOTS; jobs submitted from the web read only "
-            "files inside the data roots")  # fmt: skip
+    return (
+        f"{link} is a symlink to {target}, outside DATA_ROOTS; jobs submitted from the web read only files inside the data roots"
+    )
 
 
 def require_inside_data_roots(folder: Path, roots: list[Path] | None = None, *, field: str = "data_dir") -> None:

@@ -154,9 +154,7 @@ def _column_positions(header: list[str], csv_name: str, *, labelled: bool) -> di
     return positions
 
 
-def _sample_from_row(
-    folder: Path, cells: list[str], columns: dict[str, int], source: str, *, labelled: bool
-) -> Sample:
+def _sample_from_row(folder: Path, cells: list[str], columns: dict[str, int], source: str, *, labelled: bool) -> Sample:
     if len(cells) <= max(columns[PATH_COLUMN], columns.get(LABEL_COLUMN, 0)):
         raise UserInputError(f"{source}: too few fields ({len(cells)})")
     cell = cells[columns[PATH_COLUMN]].strip()
@@ -249,9 +247,7 @@ def detect_layout(data_dir: Path) -> str:
         return "lab"
     if _has_cnmc_images(folder):
         return "cnmc"
-    raise UserInputError(
-        f"no data in {folder}: expected train.csv (lab layout) or *_all.bmp / *_hem.bmp images (C-NMC layout)"
-    )
+    raise UserInputError(f"no data in {folder}: expected train.csv (lab layout) or *_all.bmp / *_hem.bmp images (C-NMC layout)")
 
 
 def cnmc_label(file_name: str) -> int | None:
@@ -270,8 +266,15 @@ def cnmc_samples(data_dir: Path) -> list[Sample]:
         label = cnmc_label(relative)
         if label is not None:
             subject = PATIENT_PATTERN.match(os.path.basename(relative))
-            samples.append(Sample(path=folder / relative, id=relative, label=label, source=relative,
-                                  subject=subject.group(1).upper() if subject else None))
+            samples.append(
+                Sample(
+                    path=folder / relative,
+                    id=relative,
+                    label=label,
+                    source=relative,
+                    subject=subject.group(1).upper() if subject else None,
+                )
+            )
     if not samples:
         raise UserInputError(f"no *_all / *_hem images found in {folder}")
     return samples

@@ -40,17 +40,13 @@ def sample_patients(samples: list[Sample]) -> tuple[dict[str, str], list[str]]:
     return patients, problems
 
 
-def write_patient_split(
-    data_dir: Path, out_dir: Path | None = None, valid_fraction: float = 0.2, seed: int = 0
-) -> PatientSplit:
+def write_patient_split(data_dir: Path, out_dir: Path | None = None, valid_fraction: float = 0.2, seed: int = 0) -> PatientSplit:
     """Write train.csv and valid.csv for a C-NMC tree, with no patient in both, deterministic for a seed.
 
     The CSVs go into the data folder (or a folder above it), so their Paths stay inside
     the folder they are in; existing train.csv/valid.csv are never overwritten."""
     if not 0.0 < valid_fraction < 1.0:
-        raise UserInputError(
-            f"valid_fraction: must be between 0 and 1 (exclusive), got {valid_fraction}", field="valid_fraction"
-        )
+        raise UserInputError(f"valid_fraction: must be between 0 and 1 (exclusive), got {valid_fraction}", field="valid_fraction")
     folder = data_folder(data_dir)
     target = _csv_folder(folder, out_dir)
     samples = cnmc_samples(folder)
@@ -84,9 +80,7 @@ def write_patient_split(
     )
 
 
-def choose_valid_patients(
-    samples: list[Sample], patients: dict[str, str], valid_fraction: float, seed: int
-) -> set[str]:
+def choose_valid_patients(samples: list[Sample], patients: dict[str, str], valid_fraction: float, seed: int) -> set[str]:
     """Patients for the valid split: per class, patients in seeded random order, each taken if it
     brings the class's valid image count closer to valid_fraction of its images; at least one
     patient per class when the class has two or more, and never all of a class's patients."""
@@ -131,7 +125,9 @@ def _csv_folder(folder: Path, out_dir: Path | None) -> Path:
     if not target.is_dir():
         raise UserInputError(f"out_dir: folder not found: {target}", field="out_dir")
     if not os.access(target, os.W_OK):
-        raise UserInputError(f"cannot write train.csv and valid.csv: {target} is not writable (symlink the images into a writable folder)")
+        raise UserInputError(
+            f"cannot write train.csv and valid.csv: {target} is not writable (symlink the images into a writable folder)"
+        )
     return target
 
 

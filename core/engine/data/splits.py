@@ -132,7 +132,9 @@ def check_split_name_or_error(name: str) -> str:
         raise UserInputError(f"split: {error}", field="split") from None
 
 
-def training_splits(data_dir: Path | str, split: str, valid_split: str | None, seed: int) -> tuple[list[Sample], list[Sample] | None]:
+def training_splits(
+    data_dir: Path | str, split: str, valid_split: str | None, seed: int
+) -> tuple[list[Sample], list[Sample] | None]:
     """The training split and the validation split (None for none).
 
     valid_split None is the layout's default: a lab folder's valid.csv when training on "train",
@@ -220,8 +222,11 @@ def _numbers(text: str) -> list[int]:
 def _subjects_known(samples: list[Sample], why: str) -> None:
     for sample in samples:
         if sample.subject is None:
-            raise UserInputError(f"data_dir: {sample.source}: no subject for {sample.id} ({why} needs the patient of "
-                                 "every image: a patient column, or C-NMC file names)", field="data_dir")
+            raise UserInputError(
+                f"data_dir: {sample.source}: no subject for {sample.id} ({why} needs the patient of "
+                "every image: a patient column, or C-NMC file names)",
+                field="data_dir",
+            )
 
 
 def choose_subjects(samples: list[Sample], share: float, seed: int) -> set[str]:
@@ -267,8 +272,10 @@ def require_subject_folds(data_dir: Path | str, k: int, seed: int) -> None:
     groups = kfold_groups(_training_pool(folder, find_release(folder)), k, seed)
     empty = sorted(set(range(k)) - set(groups.values()))
     if empty:
-        raise UserInputError(f"folds: the {len(groups)} subjects leave fold {empty[0]} of {k} subject-grouped folds "
-                             "empty; ask for fewer folds", field="folds")
+        raise UserInputError(
+            f"folds: the {len(groups)} subjects leave fold {empty[0]} of {k} subject-grouped folds empty; ask for fewer folds",
+            field="folds",
+        )
 
 
 def kfold_samples(pool: list[Sample], k: int, folds: list[int], seed: int) -> list[Sample]:

@@ -228,9 +228,7 @@ def _check_arguments(counts: dict[str, int], image_size: int, seed: int, positiv
     if seed < 0:
         raise UserInputError(f"seed: must be 0 or more, got {seed}", field="seed")
     if not 0.0 <= positive_fraction <= 1.0:
-        raise UserInputError(
-            f"positive_fraction: must be between 0 and 1, got {positive_fraction}", field="positive_fraction"
-        )
+        raise UserInputError(f"positive_fraction: must be between 0 and 1, got {positive_fraction}", field="positive_fraction")
 
 
 def _empty_output_folder(out_dir: Path) -> Path:

@@ -206,8 +206,11 @@ def reliability_bins(
         observed = float(truth[members].mean()) if count else None
         if count:
             ece += count / truth.size * abs(observed - mean_p)
-        table.append(CalibrationBin(low=float(edges[b]), high=float(edges[b + 1]), count=count,
-                                    mean_probability=mean_p, fraction_all=observed))
+        table.append(
+            CalibrationBin(
+                low=float(edges[b]), high=float(edges[b + 1]), count=count, mean_probability=mean_p, fraction_all=observed
+            )
+        )
     return table, (ece if truth.size else None)
 
 
@@ -230,9 +233,7 @@ def choose_threshold(
     fpr, tpr, thresholds = roc_curve(truth, score)
     if method == "sensitivity":
         if target_sensitivity is None or not 0.0 < target_sensitivity <= 1.0:
-            raise UserInputError(
-                f"target_sensitivity: {target_sensitivity} is not in (0, 1]", field="target_sensitivity"
-            )
+            raise UserInputError(f"target_sensitivity: {target_sensitivity} is not in (0, 1]", field="target_sensitivity")
         reached = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
         return float(thresholds[reached[reached > 0][0]])
     if negatives == 0:
@@ -260,8 +261,11 @@ def clinical_report(
     curves (thinned to CURVE_POINTS), the reliability bins and ECE, and notes on what is undefined;
     the shape is core.engine.evaluation.results.ClinicalReport."""
     truth, probability = _arrays(y_true, probabilities)
-    point = {**rates_at(truth, probability, threshold),
-             "roc_auc": roc_auc(truth, probability), "pr_auc": average_precision(truth, probability)}
+    point = {
+        **rates_at(truth, probability, threshold),
+        "roc_auc": roc_auc(truth, probability),
+        "pr_auc": average_precision(truth, probability),
+    }
     intervals = bootstrap_intervals(truth, probability, threshold, subjects=subjects, resamples=resamples, seed=seed)
     fpr, tpr, roc_thresholds = roc_curve(truth, probability)
     precision, recall, pr_thresholds = precision_recall_curve(truth, probability)
@@ -274,12 +278,18 @@ def clinical_report(
         "positives": int((truth == 1).sum()),
         "negatives": int((truth == 0).sum()),
         "interval": {
-            "method": "percentile bootstrap", "confidence": CONFIDENCE, "resamples": resamples, "unit": unit,
+            "method": "percentile bootstrap",
+            "confidence": CONFIDENCE,
+            "resamples": resamples,
+            "unit": unit,
             "units": len(set(subjects)) if subjects is not None else int(truth.size),
         },
         "metrics": {
-            name: {"value": point[name], "low": None if intervals[name] is None else intervals[name][0],
-                   "high": None if intervals[name] is None else intervals[name][1]}
+            name: {
+                "value": point[name],
+                "low": None if intervals[name] is None else intervals[name][0],
+                "high": None if intervals[name] is None else intervals[name][1],
+            }
             for name in RATE_NAMES + SCORE_NAMES
         },
         "roc": _thinned({"fpr": fpr, "tpr": tpr, "thresholds": roc_thresholds}),

@@ -89,8 +89,15 @@ def explain_samples(checkpoint_path: Path, samples: list[Sample], *, batch_size:
     for parameter in model.parameters():
         parameter.requires_grad_(False)  # no graph below layer4: the forward pass costs what inference does
     batches = InputPipeline(
-        samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
-        std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
+        samples,
+        image_size=int(checkpoint["image_size"]),
+        batch_size=batch_size,
+        mean=checkpoint["mean"],
+        std=checkpoint["std"],
+        device=device,
+        augment=False,
+        shuffle=False,
+        seed=0,
         cache_dir=engine_settings().resolved_cache_dir,
     )
     pictures: list[bytes] = [b""] * len(samples)
@@ -151,8 +158,15 @@ def select_for_explanation(
 
 
 def write_explanations(
-    out_dir: Path, checkpoint: Path, samples: list[Sample], probabilities: np.ndarray, threshold: float,
-    selection: list[tuple[int, str]], *, batch_size: int, device: torch.device,
+    out_dir: Path,
+    checkpoint: Path,
+    samples: list[Sample],
+    probabilities: np.ndarray,
+    threshold: float,
+    selection: list[tuple[int, str]],
+    *,
+    batch_size: int,
+    device: torch.device,
 ) -> dict[int, str]:
     """Overlay PNGs of the selected images into out_dir/explanations and explanations.zip; returns index → file name."""
     if not selection:
@@ -167,8 +181,9 @@ def write_explanations(
         (folder / name).write_bytes(picture)
         names[index], files[name] = name, picture
         true_label = "" if samples[index].label is None else samples[index].label
-        rows.append([name, samples[index].id, why, f"{probabilities[index]:.6f}",
-                     int(probabilities[index] >= threshold), true_label])
+        rows.append(
+            [name, samples[index].id, why, f"{probabilities[index]:.6f}", int(probabilities[index] >= threshold), true_label]
+        )
     listing = write_csv(out_dir / EXPLANATIONS_CSV, ["file", "ID", "why", "prob_all", "predicted", "true_label"], rows)
     files[EXPLANATIONS_CSV] = listing.encode()
     files["README.txt"] = (CONVENTION + f"\nExplained with {checkpoint.name}.\n").encode()

@@ -31,7 +31,10 @@ def subjects_of(samples: list[Sample]) -> list[str] | None:
 
 
 def write_evaluation_outputs(
-    out_dir: Path, samples: list[Sample], probabilities: np.ndarray, threshold: dict[str, Any],
+    out_dir: Path,
+    samples: list[Sample],
+    probabilities: np.ndarray,
+    threshold: dict[str, Any],
     explained: dict[int, str],
 ) -> dict[str, Any]:
     """per_image.csv, the clinical report's plots and the histogram; returns the clinical report."""
@@ -39,13 +42,26 @@ def write_evaluation_outputs(
 
     truth = np.array([s.label for s in samples])
     subjects = subjects_of(samples)
-    report = clinical_report(truth, probabilities, threshold["value"], threshold_source=threshold["description"],
-                             subjects=subjects)
+    report = clinical_report(
+        truth, probabilities, threshold["value"], threshold_source=threshold["description"], subjects=subjects
+    )
     predicted = (probabilities >= threshold["value"]).astype(int)
-    write_csv(out_dir / PER_IMAGE_CSV, ["ID", "subject", "true_label", "prob_all", "predicted", "correct", "explanation"],
-              [[sample.id, subjects[index] if subjects else "", sample.label, f"{probabilities[index]:.6f}",
-                predicted[index], int(predicted[index] == sample.label), explained.get(index, "")]
-               for index, sample in enumerate(samples)])
+    write_csv(
+        out_dir / PER_IMAGE_CSV,
+        ["ID", "subject", "true_label", "prob_all", "predicted", "correct", "explanation"],
+        [
+            [
+                sample.id,
+                subjects[index] if subjects else "",
+                sample.label,
+                f"{probabilities[index]:.6f}",
+                predicted[index],
+                int(predicted[index] == sample.label),
+                explained.get(index, ""),
+            ]
+            for index, sample in enumerate(samples)
+        ],
+    )
     plot_roc(report, out_dir / ROC_PNG)
     plot_precision_recall(report, out_dir / PR_PNG)
     plot_calibration(report, out_dir / CALIBRATION_PNG)
@@ -63,20 +79,30 @@ def histogram(probabilities: np.ndarray, threshold: float, out_dir: Path) -> dic
 
 
 def prediction_summary(
-    samples: list[Sample], probabilities: np.ndarray, threshold: dict[str, Any], out_dir: Path, *, explained: int,
-    explanation_convention: str | None, **scored: Any,
+    samples: list[Sample],
+    probabilities: np.ndarray,
+    threshold: dict[str, Any],
+    out_dir: Path,
+    *,
+    explained: int,
+    explanation_convention: str | None,
+    **scored: Any,
 ) -> dict[str, Any]:
     """What a predict job shows: class counts, the histogram, the first rows, the threshold used and how
     many images have a heat map (explained, with the convention they follow, explain.CONVENTION)."""
     labels = (probabilities >= threshold["value"]).astype(int)
-    return PredictionSummary.model_validate({
-        "count": len(samples),
-        "class_counts": {"hem": int((labels == 0).sum()), "all": int(labels.sum())},
-        "histogram": histogram(probabilities, threshold["value"], out_dir),
-        "first_rows": [{"ID": s.id, "label": int(label), "prob_all": round(float(p), 6)}
-                       for s, label, p in list(zip(samples, labels, probabilities))[:FIRST_ROWS]],
-        "threshold": threshold,
-        "explained": explained,
-        "explanation_convention": explanation_convention,
-        **scored,
-    }).model_dump()
+    return PredictionSummary.model_validate(
+        {
+            "count": len(samples),
+            "class_counts": {"hem": int((labels == 0).sum()), "all": int(labels.sum())},
+            "histogram": histogram(probabilities, threshold["value"], out_dir),
+            "first_rows": [
+                {"ID": s.id, "label": int(label), "prob_all": round(float(p), 6)}
+                for s, label, p in list(zip(samples, labels, probabilities))[:FIRST_ROWS]
+            ],
+            "threshold": threshold,
+            "explained": explained,
+            "explanation_convention": explanation_convention,
+            **scored,
+        }
+    ).model_dump()

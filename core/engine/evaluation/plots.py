@@ -38,9 +38,7 @@ def _save_unit_square(figure: plt.Figure, axes: plt.Axes, path: Path, *, x: str,
     return _save(figure, path)
 
 
-def plot_curve(
-    epochs: Sequence[int], series: dict[str, Sequence[float | None]], ylabel: str, path: Path
-) -> Path:
+def plot_curve(epochs: Sequence[int], series: dict[str, Sequence[float | None]], ylabel: str, path: Path) -> Path:
     """One line per named series against the epoch; missing (None) values are left out."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for name, values in series.items():
@@ -103,7 +101,6 @@ def plot_history(history: list[dict], run_folder: Path, best_epoch: int | None) 
     return paths
 
 
-
 def _threshold_label(report: dict) -> str:
     return f"threshold {report['threshold']:.3g}"
 
@@ -112,8 +109,11 @@ def plot_roc(report: dict, path: Path) -> Path:
     """The ROC curve of a clinical report (core.engine.evaluation.clinical), its AUC with interval, and the operating point."""
     figure, axes = plt.subplots(figsize=(4.5, 4.5))
     auc = report["metrics"]["roc_auc"]
-    label = "ROC" if auc["value"] is None else f"AUC {auc['value']:.3f}" + (
-        "" if auc["low"] is None else f" [{auc['low']:.3f}, {auc['high']:.3f}]")
+    label = (
+        "ROC"
+        if auc["value"] is None
+        else f"AUC {auc['value']:.3f}" + ("" if auc["low"] is None else f" [{auc['low']:.3f}, {auc['high']:.3f}]")
+    )
     if auc["value"] is not None:
         axes.plot(report["roc"]["fpr"], report["roc"]["tpr"], label=label)
         sensitivity, specificity = report["metrics"]["sensitivity"]["value"], report["metrics"]["specificity"]["value"]
@@ -122,8 +122,14 @@ def plot_roc(report: dict, path: Path) -> Path:
     else:
         axes.text(0.5, 0.5, "undefined: one class only", ha="center")
     axes.plot([0, 1], [0, 1], ":", color="grey")
-    return _save_unit_square(figure, axes, path, x="1 - specificity (false positive rate)",
-                             y="sensitivity (ALL found)", title="ROC, positive class ALL")
+    return _save_unit_square(
+        figure,
+        axes,
+        path,
+        x="1 - specificity (false positive rate)",
+        y="sensitivity (ALL found)",
+        title="ROC, positive class ALL",
+    )
 
 
 def plot_precision_recall(report: dict, path: Path) -> Path:
@@ -137,22 +143,36 @@ def plot_precision_recall(report: dict, path: Path) -> Path:
         axes.legend(loc="lower left")
     else:
         axes.text(0.5, 0.5, "undefined: no ALL image", ha="center")
-    return _save_unit_square(figure, axes, path, x="recall (sensitivity)", y="precision (PPV)",
-                             title="precision-recall, positive class ALL")
+    return _save_unit_square(
+        figure, axes, path, x="recall (sensitivity)", y="precision (PPV)", title="precision-recall, positive class ALL"
+    )
 
 
 def plot_calibration(report: dict, path: Path) -> Path:
     """Reliability diagram: observed share of ALL against mean P(ALL) per bin, bar width = bin, with the ECE."""
     figure, axes = plt.subplots(figsize=(4.5, 4.5))
     bins = [b for b in report["calibration"]["bins"] if b["count"]]
-    axes.bar([b["low"] for b in bins], [b["fraction_all"] for b in bins],
-             width=[b["high"] - b["low"] for b in bins], align="edge", alpha=0.6, edgecolor="black", label="observed")
+    axes.bar(
+        [b["low"] for b in bins],
+        [b["fraction_all"] for b in bins],
+        width=[b["high"] - b["low"] for b in bins],
+        align="edge",
+        alpha=0.6,
+        edgecolor="black",
+        label="observed",
+    )
     axes.plot([b["mean_probability"] for b in bins], [b["fraction_all"] for b in bins], "o", color="black")
     axes.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     axes.legend(loc="upper left")
     ece = report["calibration"]["ece"]
-    return _save_unit_square(figure, axes, path, x="predicted P(ALL)", y="share that is ALL",
-                             title="calibration" + ("" if ece is None else f", ECE {ece:.3f}"))
+    return _save_unit_square(
+        figure,
+        axes,
+        path,
+        x="predicted P(ALL)",
+        y="share that is ALL",
+        title="calibration" + ("" if ece is None else f", ECE {ece:.3f}"),
+    )
 
 
 def plot_histogram(edges: Sequence[float], counts: Sequence[int], threshold: float, path: Path) -> Path:

@@ -97,9 +97,18 @@ def predict_probabilities(
     if on_gpu:
         model = model.to(memory_format=torch.channels_last)
     batches = InputPipeline(
-        samples, image_size=int(checkpoint["image_size"]), batch_size=batch_size, mean=checkpoint["mean"],
-        std=checkpoint["std"], device=device, augment=False, shuffle=False, seed=0,
-        cache_dir=engine_settings().resolved_cache_dir, channels_last=on_gpu, single_pass=True,
+        samples,
+        image_size=int(checkpoint["image_size"]),
+        batch_size=batch_size,
+        mean=checkpoint["mean"],
+        std=checkpoint["std"],
+        device=device,
+        augment=False,
+        shuffle=False,
+        seed=0,
+        cache_dir=engine_settings().resolved_cache_dir,
+        channels_last=on_gpu,
+        single_pass=True,
         pad_last_batch=on_gpu,
     )
     collected: list[tuple[Tensor, Tensor]] = []
@@ -122,7 +131,12 @@ def _class_one_probability(model: nn.Module, images: Tensor, tta: bool) -> Tenso
 
 
 def ensemble_probabilities(
-    checkpoints: list[Path], samples: list[Sample], *, tta: bool, batch_size: int, device: str,
+    checkpoints: list[Path],
+    samples: list[Sample],
+    *,
+    tta: bool,
+    batch_size: int,
+    device: str,
     observer: PredictionObserver | None,
 ) -> np.ndarray:
     """Mean P(class 1) over the checkpoints (an ensemble; one checkpoint is a plain prediction)."""
@@ -135,14 +149,22 @@ def ensemble_probabilities(
     with flush_denormals_on_cpu(torch_device):
         for path in checkpoints:
             total += predict_probabilities(
-                path, samples, tta=tta, batch_size=batch_size, device=torch_device, observer=observer,
+                path,
+                samples,
+                tta=tta,
+                batch_size=batch_size,
+                device=torch_device,
+                observer=observer,
                 counter=counter,
             )
     return total / len(checkpoints)
 
 
 def evaluate_csv(
-    params: EvaluateParams, *, out_dir: Path | None = None, observer: PredictionObserver | None = None,
+    params: EvaluateParams,
+    *,
+    out_dir: Path | None = None,
+    observer: PredictionObserver | None = None,
     write_threshold: ThresholdWriter | None = record_threshold,
 ) -> EvaluationResult:
     """Score params.checkpoint (file or run folder), or the mean of it and params.checkpoints (an ensemble),
@@ -161,7 +183,10 @@ def evaluate_csv(
     options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
     probabilities = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
-        params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
+        params,
+        paths,
+        data_dir,
+        lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
         write_threshold=write_threshold,
     )
     truth = np.array([s.label for s in samples])
@@ -170,8 +195,9 @@ def evaluate_csv(
     subjects = subject_table([s.subject for s in samples], truth, probabilities, threshold["value"])
     scores["subjects"] = subjects.to_dict(orient="records")
     if out_dir is None:
-        scores["clinical"] = clinical_report(truth, probabilities, threshold["value"],
-                                              threshold_source=threshold["description"], subjects=subjects_of(samples))
+        scores["clinical"] = clinical_report(
+            truth, probabilities, threshold["value"], threshold_source=threshold["description"], subjects=subjects_of(samples)
+        )
         return EvaluationResult(checkpoint_path, params.csv, scores, None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +212,11 @@ def evaluate_csv(
 
 
 def predict_csv(
-    params: PredictParams, out_path: Path, *, observer: PredictionObserver | None = None, report_dir: Path | None = None,
+    params: PredictParams,
+    out_path: Path,
+    *,
+    observer: PredictionObserver | None = None,
+    report_dir: Path | None = None,
     write_threshold: ThresholdWriter | None = record_threshold,
 ) -> PredictionResult:
     """Write `ID,label` (and `prob_1` on request) for every row of the test CSV, in its order, calling
@@ -194,9 +224,7 @@ def predict_csv(
     write_threshold: see core.engine.evaluation.threshold.resolve_threshold (the command line's user owns the files:
     record_threshold writes them)."""
     if not params.checkpoints:
-        raise UserInputError(
-            "checkpoints: give at least one checkpoint (several make an ensemble)", field="checkpoints"
-        )
+        raise UserInputError("checkpoints: give at least one checkpoint (several make an ensemble)", field="checkpoints")
     if report_dir is None and params.explain:
         raise UserInputError("explain: the heat maps need a report folder (--report)", field="explain")
     paths = [resolve_checkpoint(path, params.checkpoint_choice) for path in params.checkpoints]
@@ -205,7 +233,10 @@ def predict_csv(
     options = dict(tta=params.tta, batch_size=params.batch_size, device=params.device)
     class_one = ensemble_probabilities(paths, samples, observer=observer, **options)
     threshold = resolve_threshold(
-        params, paths, data_dir, lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
+        params,
+        paths,
+        data_dir,
+        lambda valid: ensemble_probabilities(paths, valid, observer=None, **options),
         write_threshold=write_threshold,
     )
     labels = (class_one >= threshold["value"]).astype(np.int64)
@@ -222,15 +253,29 @@ def predict_csv(
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
         explained, convention = _explain(report_dir, paths[0], samples, class_one, threshold["value"], None, params)
-        summary = prediction_summary(samples, class_one, threshold, report_dir, explained=len(explained),
-                                     explanation_convention=convention, checkpoints=[str(p) for p in paths], csv=str(data_dir / params.csv), tta=params.tta)
+        summary = prediction_summary(
+            samples,
+            class_one,
+            threshold,
+            report_dir,
+            explained=len(explained),
+            explanation_convention=convention,
+            checkpoints=[str(p) for p in paths],
+            csv=str(data_dir / params.csv),
+            tta=params.tta,
+        )
         write_text_atomic(report_dir / PREDICTION_JSON, json.dumps(summary, indent=2))
     return PredictionResult(out_path, len(samples), int(labels.sum()), threshold, summary)
 
 
 def _explain(
-    out_dir: Path, checkpoint: Path, samples: list[Sample], probabilities: np.ndarray, threshold: float,
-    truth: np.ndarray | None, params: EvaluateParams | PredictParams,
+    out_dir: Path,
+    checkpoint: Path,
+    samples: list[Sample],
+    probabilities: np.ndarray,
+    threshold: float,
+    truth: np.ndarray | None,
+    params: EvaluateParams | PredictParams,
 ) -> tuple[dict[int, str], str | None]:
     """Grad-CAM overlays of the images params.explain chooses (index → file name) and the convention they
     follow; ({}, None) when none is asked for. Grad-CAM and matplotlib are loaded only when a run explains."""
@@ -239,8 +284,16 @@ def _explain(
     from core.engine.evaluation.explain import CONVENTION, select_for_explanation, write_explanations
 
     selection = select_for_explanation(probabilities, threshold, truth, params.explain_count)
-    explained = write_explanations(out_dir, checkpoint, samples, probabilities, threshold, selection,
-                                   batch_size=params.batch_size, device=resolve_device(params.device))
+    explained = write_explanations(
+        out_dir,
+        checkpoint,
+        samples,
+        probabilities,
+        threshold,
+        selection,
+        batch_size=params.batch_size,
+        device=resolve_device(params.device),
+    )
     return explained, CONVENTION if explained else None
 
 
@@ -249,7 +302,13 @@ def _write_evaluation(out_dir: Path, scores: dict[str, Any], checkpoints: list[P
     from core.engine.evaluation.plots import plot_confusion  # matplotlib: only to draw
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(checkpoints[0]), "checkpoints": [str(path) for path in checkpoints], "csv": str(csv_path), "tta": tta, **scores}
+    summary = {
+        "checkpoint": str(checkpoints[0]),
+        "checkpoints": [str(path) for path in checkpoints],
+        "csv": str(csv_path),
+        "tta": tta,
+        **scores,
+    }
     write_text_atomic(out_dir / EVALUATION_JSON, json.dumps(summary, indent=2))
     with open_atomic(out_dir / CONFUSION_CSV, newline="") as file:
         writer = csv.writer(file)

@@ -51,18 +51,24 @@ def resolve_threshold(
     recorded = load_checkpoint(checkpoints[0]).get(THRESHOLD_KEY) if len(checkpoints) == 1 else None
     if recorded:
         return _threshold(
-            recorded["value"], "recorded", method=recorded["method"], target=recorded["target_sensitivity"],
+            recorded["value"],
+            "recorded",
+            method=recorded["method"],
+            target=recorded["target_sensitivity"],
             chosen_on=recorded["chosen_on"],
             description=f"recorded in {checkpoints[0].name}: {_how(recorded['method'], recorded['target_sensitivity'])} "
-                        f"on {recorded['chosen_on']}",
-        )  # fmt: skip
+            f"on {recorded['chosen_on']}",
+        )
     why = "an ensemble records no threshold" if len(checkpoints) > 1 else "none recorded in the checkpoint"
     return _threshold(DEFAULT_THRESHOLD, "default", description=f"default {DEFAULT_THRESHOLD} ({why})")
 
 
 def _choose_on_valid(
-    params: OperatingPointParams, checkpoints: list[Path], data_dir: Path,
-    valid_probabilities: Callable[[list[Sample]], np.ndarray], write_threshold: ThresholdWriter | None,
+    params: OperatingPointParams,
+    checkpoints: list[Path],
+    data_dir: Path,
+    valid_probabilities: Callable[[list[Sample]], np.ndarray],
+    write_threshold: ThresholdWriter | None,
 ) -> dict[str, Any]:
     try:
         samples = read_named_split(data_dir, VALID_SPLIT, labelled=True, seed=training_seed(checkpoints[0]))
@@ -73,24 +79,48 @@ def _choose_on_valid(
     chosen_on = f"the {VALID_SPLIT} split ({len(samples)} images)"
     recorded_in, kept = None, ""
     if len(checkpoints) == 1 and write_threshold is not None:  # an ensemble's threshold belongs to no single checkpoint
-        write_threshold(checkpoints[0], {"value": value, "method": method,
-                                         "target_sensitivity": params.target_sensitivity, "chosen_on": chosen_on})
+        write_threshold(
+            checkpoints[0],
+            {"value": value, "method": method, "target_sensitivity": params.target_sensitivity, "chosen_on": chosen_on},
+        )
         recorded_in = str(checkpoints[0])
     elif len(checkpoints) == 1:
         kept = f"; kept with this run, not recorded in {checkpoints[0].name}"
     description = f"chosen now: {_how(method, params.target_sensitivity)} on {chosen_on}{kept}"
-    return _threshold(value, "valid", method=method, target=params.target_sensitivity, chosen_on=chosen_on,
-                      recorded_in=recorded_in, description=description)
+    return _threshold(
+        value,
+        "valid",
+        method=method,
+        target=params.target_sensitivity,
+        chosen_on=chosen_on,
+        recorded_in=recorded_in,
+        description=description,
+    )
 
 
 def _how(method: str, target: float | None) -> str:
     return "Youden's J" if method == "youden" else f"highest threshold with sensitivity >= {target:g}"
 
 
-def _threshold(value: float, source: str, *, method: str | None = None, target: float | None = None,
-               chosen_on: str | None = None, recorded_in: str | None = None, description: str) -> dict[str, Any]:
-    return Threshold(value=value, source=source, method=method, target_sensitivity=target, chosen_on=chosen_on,
-                     recorded_in=recorded_in, description=description).model_dump()
+def _threshold(
+    value: float,
+    source: str,
+    *,
+    method: str | None = None,
+    target: float | None = None,
+    chosen_on: str | None = None,
+    recorded_in: str | None = None,
+    description: str,
+) -> dict[str, Any]:
+    return Threshold(
+        value=value,
+        source=source,
+        method=method,
+        target_sensitivity=target,
+        chosen_on=chosen_on,
+        recorded_in=recorded_in,
+        description=description,
+    ).model_dump()
 
 
 def record_threshold(checkpoint_path: Path, threshold: dict[str, Any]) -> None:

@@ -135,9 +135,7 @@ def cache_file_name(samples: list[Sample], image_size: int) -> str:
     return f"{image_size}px-{paths.hexdigest()[:16]}-{versions.hexdigest()[:16]}.npy"
 
 
-def load_image_cache(
-    samples: list[Sample], image_size: int, *, cache_dir: Path, num_workers: int = 0
-) -> ImageCache:
+def load_image_cache(samples: list[Sample], image_size: int, *, cache_dir: Path, num_workers: int = 0) -> ImageCache:
     """The decoded images of these samples: the existing cache if the files are unchanged, else built now."""
     path, existing = _existing_cache(samples, image_size, cache_dir)
     if existing is not None:

@@ -207,9 +207,7 @@ class InputPipeline:
             labels = labels.pin_memory()
         return images, labels
 
-    def _on_device(
-        self, host_images: Tensor, host_labels: Tensor, positions: np.ndarray, params: AugmentParams | None
-    ) -> Batch:
+    def _on_device(self, host_images: Tensor, host_labels: Tensor, positions: np.ndarray, params: AugmentParams | None) -> Batch:
         """Copy, scale to [0, 1] (the only division by 255), augment, normalise."""
         images = host_images.to(self.device, non_blocking=True)
         labels = host_labels.to(self.device, non_blocking=True)

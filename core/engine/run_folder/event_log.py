@@ -45,8 +45,11 @@ def framed(event: Event) -> bytes:
 
 
 def epoch_event(record: EpochRecord) -> Event:
-    values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, field in SCALARS.items()
-              if (value := getattr(record, field)) is not None]
+    values = [
+        Summary.Value(tag=tag, simple_value=float(value))
+        for tag, field in SCALARS.items()
+        if (value := getattr(record, field)) is not None
+    ]
     return Event(wall_time=time.time(), step=record.epoch, summary=Summary(value=values))
 
 

@@ -17,13 +17,25 @@ CONFUSION_COLUMNS = ["valid_tn", "valid_fp", "valid_fn", "valid_tp"]
 
 
 def write_metrics(
-    run_folder: Path, params: TrainParams, history: list[EpochRecord], best_epoch: int | None, *,
-    best_metric: str = "valid_accuracy", stopped_epoch: int | None = None, stop_reason: str | None = None,
+    run_folder: Path,
+    params: TrainParams,
+    history: list[EpochRecord],
+    best_epoch: int | None,
+    *,
+    best_metric: str = "valid_accuracy",
+    stopped_epoch: int | None = None,
+    stop_reason: str | None = None,
 ) -> None:
     """Rewrite metrics.json and metrics.csv from the whole history (and, for an early stop, when and why)."""
     rows = [record.model_dump() for record in history]
-    summary = {"params": params.model_dump(), "best_epoch": best_epoch, "best_metric": best_metric,
-               "stopped_epoch": stopped_epoch, "stop_reason": stop_reason, "history": rows}
+    summary = {
+        "params": params.model_dump(),
+        "best_epoch": best_epoch,
+        "best_metric": best_metric,
+        "stopped_epoch": stopped_epoch,
+        "stop_reason": stop_reason,
+        "history": rows,
+    }
     write_text_atomic(run_folder / METRICS_JSON, json.dumps(summary, indent=2))
     write_text_atomic(run_folder / METRICS_CSV, metrics_csv(rows))
 

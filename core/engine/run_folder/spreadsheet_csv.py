@@ -66,12 +66,15 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
 def read_csv_rows(source: Path | bytes) -> list[dict[str, str]]:
     """The rows of a CSV written by write_csv (a file, or its bytes as read from the artifact store), each
     cell as it was before it was made safe."""
-    with io.StringIO(source.decode("utf-8"), newline="") if isinstance(source, bytes) else Path(source).open(newline="") as handle:
+    with (
+        io.StringIO(source.decode("utf-8"), newline="") if isinstance(source, bytes) else Path(source).open(newline="") as handle
+    ):
         return [{key: restored_cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
 def frame_rows(frame: pd.DataFrame, float_format: str) -> list[list[Any]]:
     """A pandas table's rows for write_csv: floats in float_format, missing values empty."""
+
     def cell(value: Any) -> Any:
         if value is None or (isinstance(value, float) and value != value):  # NaN
             return ""

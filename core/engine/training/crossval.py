@@ -75,9 +75,7 @@ def plan_folds(data_dir: Path | str, folds: int | None, seed: int, *, release_fo
         raise UserInputError(f"folds: {folder} has no release folds (training_data/fold_N) to use", field="folds")
     k = folds or DEFAULT_FOLDS
     require_subject_folds(folder, k, seed)
-    plans = [
-        FoldPlan(i, f"kfold:{k}:" + ",".join(str(n) for n in range(k) if n != i), f"kfold:{k}:{i}") for i in range(k)
-    ]
+    plans = [FoldPlan(i, f"kfold:{k}:" + ",".join(str(n) for n in range(k) if n != i), f"kfold:{k}:{i}") for i in range(k)]
     return CrossValidationPlan(f"{k} subject-grouped folds (seed {seed})", plans)
 
 
@@ -96,10 +94,15 @@ def write_out_of_fold(run_folder: Path, params: Any, fold: int, *, observer: Any
     probabilities = ensemble_probabilities(
         [resolve_checkpoint(run_folder, "best")], valid, tta=False, batch_size=64, device=params.device, observer=observer
     )
-    frame = pd.DataFrame({
-        "ID": [s.id for s in valid], "subject": [s.subject for s in valid], "label": [s.label for s in valid],
-        "prob_1": probabilities, "fold": fold,
-    })
+    frame = pd.DataFrame(
+        {
+            "ID": [s.id for s in valid],
+            "subject": [s.subject for s in valid],
+            "label": [s.label for s in valid],
+            "prob_1": probabilities,
+            "fold": fold,
+        }
+    )
     path = Path(run_folder) / OOF_CSV
     write_csv(path, list(frame.columns), frame_rows(frame, OOF_FLOAT_FORMAT))
     return path
@@ -111,8 +114,11 @@ def fold_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     columns = ["fold", "epoch", *SUMMARY_METRICS]
     if not rows:
         return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows).rename(columns={"valid_accuracy": "accuracy", "valid_balanced_accuracy": "balanced_accuracy",
-                                               "valid_f1": "weighted_f1"}).dropna(subset=["accuracy"])
+    frame = (
+        pd.DataFrame(rows)
+        .rename(columns={"valid_accuracy": "accuracy", "valid_balanced_accuracy": "balanced_accuracy", "valid_f1": "weighted_f1"})
+        .dropna(subset=["accuracy"])
+    )
     best = frame.sort_values(["fold", "accuracy", "epoch"], ascending=[True, False, True]).groupby("fold").head(1)
     return best[columns].sort_values("fold").reset_index(drop=True)
 
@@ -136,8 +142,9 @@ def out_of_fold(frames: list[pd.DataFrame]) -> dict[str, Any] | None:
     oof = pd.concat(frames, ignore_index=True)
     predictions = (oof["prob_1"].to_numpy() >= 0.5).astype(np.int64)
     metrics = classification_scores(oof["label"].to_numpy(), predictions)
-    subjects = subject_table(oof["subject"].where(oof["subject"].notna(), None).tolist(), oof["label"].tolist(),
-                             oof["prob_1"].tolist())
+    subjects = subject_table(
+        oof["subject"].where(oof["subject"].notna(), None).tolist(), oof["label"].tolist(), oof["prob_1"].tolist()
+    )
     return {**metrics, "subjects": subjects.to_dict(orient="records")}
 
 
@@ -152,7 +159,11 @@ def summarize(epoch_rows: list[dict[str, Any]], oof_frames: list[pd.DataFrame]) 
 
 
 def run_cross_validation(
-    base: dict[str, Any], plan: CrossValidationPlan, out_dir: Path, *, observer_for: Callable[[int], Any] | None = None,
+    base: dict[str, Any],
+    plan: CrossValidationPlan,
+    out_dir: Path,
+    *,
+    observer_for: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Train every fold in this process (out_dir/fold_N), write each fold's oof.csv, then summary.json and oof.csv."""
     from core.engine.params import parse_params
@@ -180,8 +191,10 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     """The summary as lines: one per fold, then mean ± std, then the out-of-fold metrics."""
     lines = [f"scheme: {summary['scheme']}"] if "scheme" in summary else []
     for row in summary["folds"]:
-        lines.append(f"fold {row['fold']}: best epoch {row['epoch']}: " + ", ".join(
-            f"{name} {percent(row[name])}" for name in SUMMARY_METRICS))
+        lines.append(
+            f"fold {row['fold']}: best epoch {row['epoch']}: "
+            + ", ".join(f"{name} {percent(row[name])}" for name in SUMMARY_METRICS)
+        )
     for name, value in summary["mean_std"].items():
         if value["mean"] is not None:
             spread = "" if value["std"] is None else f" ± {percent(value['std'])}"

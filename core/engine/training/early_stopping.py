@@ -26,5 +26,7 @@ def better(metric: str, value: float, than: float, min_delta: float = 0.0) -> bo
 def patience_reason(metric: str, patience: int, epoch: int, best_value: float | None, best_epoch: int | None) -> str:
     """The line a run stopped by patience reports (CLI, metrics.json, the job row)."""
     best = "no value" if best_value is None else f"{best_value:.4g}"
-    return (f"stopped early at epoch {epoch}: {metric} did not improve for {patience} epoch{'s' if patience > 1 else ''} "
-            f"(best {best} at epoch {best_epoch})")  # fmt: skip
+    return (
+        f"stopped early at epoch {epoch}: {metric} did not improve for {patience} epoch{'s' if patience > 1 else ''} "
+        f"(best {best} at epoch {best_epoch})"
+    )

@@ -52,9 +52,7 @@ class RunResult:
 # ---------------------------------------------------------------- public entry points
 
 
-def train(
-    params: TrainParams, run_folder: Path, *, resume: bool = False, observer: TrainingObserver | None = None
-) -> RunResult:
+def train(params: TrainParams, run_folder: Path, *, resume: bool = False, observer: TrainingObserver | None = None) -> RunResult:
     """Train from scratch into run_folder; with resume=True and a last.pt there, continue that run instead."""
     if resume and _holds_run(run_folder):
         return resume_run(run_folder, observer=observer)
@@ -83,9 +81,7 @@ def finetune(
         raise UserInputError(
             f"image_size: {params.image_size} differs from the checkpoint's {image_size} ({source})", field="image_size"
         )
-    params = params.model_copy(
-        update={"arch": checkpoint["arch"], "image_size": image_size, "checkpoint": str(source)}
-    )
+    params = params.model_copy(update={"arch": checkpoint["arch"], "image_size": image_size, "checkpoint": str(source)})
     seed_everything(params.seed)
     device, (train_samples, valid_samples) = _device_and_splits(params)
     model = model_from_checkpoint(checkpoint, source)
@@ -170,9 +166,7 @@ def _fit(
         for epoch in range(start_epoch, params.epochs + 1):
             if log.stopped_epoch is not None:  # a resumed run that had stopped early: nothing left to train
                 break
-            record = _run_epoch(
-                epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp
-            )
+            record = _run_epoch(epoch, params, forward, criterion, optimizer, train_batches, valid_batches, observer, use_amp)
             scheduler.step()
             log.add(record)  # may stop the run (patience)
             if log.stopped_epoch is None and epoch < params.epochs:
@@ -185,8 +179,15 @@ def _fit(
             observer.on_epoch(record)  # only now: last.pt already holds this epoch
         if log.stopped_epoch is not None and log.stop_reason is not None:
             observer.on_stopped_early(log.stopped_epoch, log.stop_reason)
-        return RunResult(run_folder, len(log.history), log.history, run_folder / BEST_CHECKPOINT, run_folder / LAST_CHECKPOINT,
-                         log.stopped_epoch, log.stop_reason)  # fmt: skip
+        return RunResult(
+            run_folder,
+            len(log.history),
+            log.history,
+            run_folder / BEST_CHECKPOINT,
+            run_folder / LAST_CHECKPOINT,
+            log.stopped_epoch,
+            log.stop_reason,
+        )
 
 
 def _pipelines(
@@ -199,9 +200,15 @@ def _pipelines(
 ) -> tuple[InputPipeline, InputPipeline | None]:
     """Shuffled, augmented training batches and, with a validation split, plain validation batches."""
     options = dict(
-        image_size=params.image_size, batch_size=params.batch_size, mean=start.mean, std=start.std,
-        device=device, seed=params.seed, cache_dir=engine_settings().resolved_cache_dir,
-        num_workers=params.num_workers, channels_last=channels_last,
+        image_size=params.image_size,
+        batch_size=params.batch_size,
+        mean=start.mean,
+        std=start.std,
+        device=device,
+        seed=params.seed,
+        cache_dir=engine_settings().resolved_cache_dir,
+        num_workers=params.num_workers,
+        channels_last=channels_last,
     )
     # A last batch of one image breaks BatchNorm at small sizes (1x1 maps): drop it. On a GPU drop
     # any short last batch (shuffled, so another remainder each epoch): each new batch shape costs
@@ -222,8 +229,15 @@ def _save_epoch(run_folder: Path, checkpoint: dict[str, Any], params: TrainParam
     save_checkpoint(checkpoint, run_folder / LAST_CHECKPOINT)
     if log.best_epoch == checkpoint["epoch"]:
         save_checkpoint(without_resume_state(checkpoint), run_folder / BEST_CHECKPOINT)
-    write_metrics(run_folder, params, log.history, log.best_epoch, best_metric=log.metric,
-                  stopped_epoch=log.stopped_epoch, stop_reason=log.stop_reason)  # fmt: skip
+    write_metrics(
+        run_folder,
+        params,
+        log.history,
+        log.best_epoch,
+        best_metric=log.metric,
+        stopped_epoch=log.stopped_epoch,
+        stop_reason=log.stop_reason,
+    )
     plot_history([r.model_dump() for r in log.history], run_folder, log.best_epoch)
     append_epoch(run_folder, log.history[-1])
 
@@ -299,9 +313,7 @@ def _train_one_epoch(
         seen += count
         elapsed = time.perf_counter() - started
         batches_left = (len(batches) - index) + (total_epochs - epoch) * len(batches)
-        observer.on_batch(
-            BatchProgress(epoch, index, len(batches), seen / elapsed, elapsed / index * batches_left)
-        )
+        observer.on_batch(BatchProgress(epoch, index, len(batches), seen / elapsed, elapsed / index * batches_left))
     if seen == 0:
         raise UserInputError("training split: no batch to train on (fewer images than one batch?)")
     divergence.check()
@@ -312,8 +324,10 @@ NONFINITE_CHECK_EVERY = 50  # batches between looks at the device-side divergenc
 
 
 def _diverged(split: str, loss: float, epoch: int, batch: int) -> str:
-    return (f"{split} loss is not finite ({loss}) at epoch {epoch}, batch {batch}: the run diverged and was "
-            "stopped; lower lr or check class_weights")  # fmt: skip
+    return (
+        f"{split} loss is not finite ({loss}) at epoch {epoch}, batch {batch}: the run diverged and was "
+        "stopped; lower lr or check class_weights"
+    )
 
 
 class _Divergence:
@@ -340,7 +354,11 @@ class _Divergence:
 
 
 def _evaluate(
-    forward: nn.Module, criterion: nn.Module, batches: InputPipeline, observer: TrainingObserver, use_amp: bool,
+    forward: nn.Module,
+    criterion: nn.Module,
+    batches: InputPipeline,
+    observer: TrainingObserver,
+    use_amp: bool,
     completed_epochs: int,
 ) -> dict[str, Any]:
     """Loss and classification metrics on a labelled split, in eval mode."""
@@ -386,7 +404,8 @@ def _read_splits(params: TrainParams) -> tuple[list[Sample], list[Sample] | None
     if params.early_stopping_metric is not None and not valid_samples:
         raise UserInputError(
             f"early_stopping_metric: {params.early_stopping_metric} needs a validation split, and {params.data_dir} "
-            f"has none for split {params.split}; set valid_split", field="early_stopping_metric",
+            f"has none for split {params.split}; set valid_split",
+            field="early_stopping_metric",
         )
     return train_samples, valid_samples
 

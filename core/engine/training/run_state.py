@@ -52,8 +52,9 @@ class RunLog:
     def for_params(cls, params: TrainParams) -> "RunLog":
         if params.early_stopping_metric is None:
             return cls(epochs=params.epochs)
-        return cls(metric=params.early_stopping_metric, min_delta=params.min_delta, patience=params.patience,
-                   epochs=params.epochs)  # fmt: skip
+        return cls(
+            metric=params.early_stopping_metric, min_delta=params.min_delta, patience=params.patience, epochs=params.epochs
+        )
 
     @property
     def best_accuracy(self) -> float | None:
@@ -82,8 +83,13 @@ class RunLog:
 
     def state(self) -> dict[str, Any]:
         """What last.pt keeps of the log besides the history."""
-        return {"metric": self.metric, "best_value": self.best_value, "bad_epochs": self.bad_epochs,
-                "stopped_epoch": self.stopped_epoch, "stop_reason": self.stop_reason}  # fmt: skip
+        return {
+            "metric": self.metric,
+            "best_value": self.best_value,
+            "bad_epochs": self.bad_epochs,
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
+        }
 
 
 def seed_everything(seed: int) -> None:
@@ -120,8 +126,13 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def capture_checkpoint(
-    params: TrainParams, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
-    start: StartState, log: RunLog,
+    params: TrainParams,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    start: StartState,
+    log: RunLog,
 ) -> dict[str, Any]:
     """The checkpoint dict after `epoch`: weights, optimizer, schedule, RNGs, params and history."""
     return {
@@ -145,9 +156,7 @@ def capture_checkpoint(
     }
 
 
-def restore_checkpoint(
-    checkpoint: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any, log: RunLog
-) -> int:
+def restore_checkpoint(checkpoint: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any, log: RunLog) -> int:
     """Load optimizer, schedule, RNGs and history from last.pt; returns the completed epoch count."""
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

@@ -38,9 +38,7 @@ def lr_factor(params: TrainParams) -> Callable[[int], float]:
 def build_optimizer(params: TrainParams, model: nn.Module) -> torch.optim.Optimizer:
     """Adam (the lab's) or SGD with momentum, both with the params' weight decay."""
     if params.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
-        )
+        return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 

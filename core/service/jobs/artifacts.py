@@ -32,8 +32,9 @@ class MissingArtifact(StateConflict):
     """A file a job's rows name that the artifact store does not hold (removed by hand, a store that lost it)."""
 
     def __init__(self, artifact: Artifact) -> None:
-        super().__init__(f"job {artifact.job_id}: its {artifact.name} is recorded but missing from the artifact store "
-                         f"({artifact.path})")
+        super().__init__(
+            f"job {artifact.job_id}: its {artifact.name} is recorded but missing from the artifact store ({artifact.path})"
+        )
         self.job_id, self.name = artifact.job_id, artifact.name
 
 
@@ -41,8 +42,15 @@ def record_artifact(session: Session, job_id: int, kind: str, key: str, size: in
     """Record (or refresh) a stored file of the job: its key, size and sha256."""
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"artifact kind {kind!r} is not one of {ARTIFACT_KINDS}")
-    values = {"job_id": job_id, "kind": kind, "name": key.rsplit("/", 1)[-1], "path": key, "size_bytes": size,
-              "sha256": sha256, "created_at": utcnow()}
+    values = {
+        "job_id": job_id,
+        "kind": kind,
+        "name": key.rsplit("/", 1)[-1],
+        "path": key,
+        "size_bytes": size,
+        "sha256": sha256,
+        "created_at": utcnow(),
+    }
     _upsert(session, Artifact, values, ["job_id", "name"])
 
 
@@ -127,9 +135,7 @@ def artifact_path(session: Session, job_id: int, name: str | None = None) -> tup
         preferred = [by_name[n] for n in checkpoint_names("best") if n in by_name]
         chosen = preferred[0] if preferred else (recorded[0] if len(recorded) == 1 else None)
         if chosen is None:
-            raise UserInputError(
-                f"artifact: job {job_id} has several; name one of {', '.join(by_name)}", field="artifact"
-            )
+            raise UserInputError(f"artifact: job {job_id} has several; name one of {', '.join(by_name)}", field="artifact")
     else:
         chosen = next((a for a in recorded if a.name == name), None)
         if chosen is None:

@@ -87,5 +87,7 @@ def _require_model_to_retry(session: Session, job: Job) -> None:
     if job.parent_id is not None:
         _check_parent(session, job.kind, job.parent_id, job.params)
     elif job.kind in NEEDS_CHECKPOINT and not (job.params.get("checkpoint") or job.params.get("checkpoints")):
-        raise StateConflict(f"job {job.id}: its parent job was deleted, so there is no model to {job.kind}; "
-                            f"submit a new {job.kind} job from another model")
+        raise StateConflict(
+            f"job {job.id}: its parent job was deleted, so there is no model to {job.kind}; "
+            f"submit a new {job.kind} job from another model"
+        )

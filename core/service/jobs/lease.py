@@ -41,8 +41,11 @@ def _worker_lost():  # type: ignore[no-untyped-def]
     together when a process dies, but the job's last one may be a beat older: waiting for the worker's
     row to go stale as well lets the reaper report the lost worker with this job still running
     (core.service.webhooks.report_lost_workers) before requeueing it."""
-    live_owner = exists().where(WorkerRecord.hostname == Job.worker_host, WorkerRecord.last_seen >= _stale_cutoff(),
-                                WorkerRecord.started_at <= Job.started_at)
+    live_owner = exists().where(
+        WorkerRecord.hostname == Job.worker_host,
+        WorkerRecord.last_seen >= _stale_cutoff(),
+        WorkerRecord.started_at <= Job.started_at,
+    )
     return and_(Job.status == JobStatus.running, Job.heartbeat_at < _stale_cutoff(), ~live_owner)
 
 
@@ -125,9 +128,11 @@ def _next_candidates(session: Session, queue: str) -> list[int]:
     found: list[int] = []
     for priority in sorted(PRIORITY_NAMES, reverse=True):
         found += session.scalars(
-            select(Job.id).where(_waiting_in(queue), Job.priority == priority).order_by(Job.id)
+            select(Job.id)
+            .where(_waiting_in(queue), Job.priority == priority)
+            .order_by(Job.id)
             .limit(CLAIM_CANDIDATES - len(found))
-        )  # fmt: skip
+        )
         if len(found) >= CLAIM_CANDIDATES:
             break
     return found

@@ -60,17 +60,20 @@ def options_of_jobs(session: Session, jobs: list[Job]) -> dict[int, JobOptions]:
 
 def stored_options(target: Job | Sweep, tags: list[str]) -> JobOptions:
     """A row's options: its columns, its tags, and its extra_options (one no longer known is left out)."""
-    extra = {name: value for name, value in (target.extra_options or {}).items()
-             if name in JobOptions.model_fields and name not in COLUMN_OPTIONS}
-    return JobOptions(priority=PRIORITY_NAMES[target.priority], description=target.description, tags=tags,
-                      retention=target.retention, **extra)
+    extra = {
+        name: value
+        for name, value in (target.extra_options or {}).items()
+        if name in JobOptions.model_fields and name not in COLUMN_OPTIONS
+    }
+    return JobOptions(
+        priority=PRIORITY_NAMES[target.priority], description=target.description, tags=tags, retention=target.retention, **extra
+    )
 
 
 def get_job(session: Session, job_id: int, *, lock: bool = False) -> Job:
     """The job as the database has it now, or NotFound naming the id; lock: its row locked
     (FOR UPDATE) until the transaction ends, as a delete does."""
-    job = (session.get(Job, job_id, populate_existing=True, with_for_update=lock or None)
-           if 1 <= job_id <= MAX_ID else None)
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=lock or None) if 1 <= job_id <= MAX_ID else None
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
@@ -118,8 +121,7 @@ def list_jobs(
 def model_jobs(session: Session, limit: int = 200) -> list[Job]:
     """Train/finetune jobs that have a checkpoint to start from (succeeded, or stopped with one saved), newest first."""
     with_checkpoint = select(Artifact.job_id).where(Artifact.kind == "checkpoint")
-    query = (select(Job).where(Job.kind.in_(MODEL_KINDS), Job.id.in_(with_checkpoint))
-             .order_by(Job.id.desc()).limit(limit))
+    query = select(Job).where(Job.kind.in_(MODEL_KINDS), Job.id.in_(with_checkpoint)).order_by(Job.id.desc()).limit(limit)
     return list(session.scalars(query))
 
 

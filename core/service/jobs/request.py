@@ -25,10 +25,16 @@ JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
 # Names are stripped, then must be non-empty and hold no control character (core.common.text.check_printable);
 # a queue name holds no comma either (core.service.jobs). The patterns say so in the API's document.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-                 Field(json_schema_extra={"pattern": name_pattern()})]
-QueueName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-                      Field(json_schema_extra={"pattern": name_pattern(",")})]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    Field(json_schema_extra={"pattern": name_pattern()}),
+]
+QueueName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    Field(json_schema_extra={"pattern": name_pattern(",")}),
+]
 SplitName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 GridValue = Union[bool, int, float, str]
 Grid = Annotated[dict[str, Annotated[list[GridValue], Field(min_length=1)]], Field(min_length=1)]
@@ -50,7 +56,6 @@ class Origin(enum.Enum):
     @property
     def strict(self) -> bool:
         return self.value[1]
-
 
 
 class Request(BaseModel):
@@ -82,7 +87,8 @@ class SweepRequest(QueuedWork):
     grid: Grid = Field(description="field: [values]; one job per point of the cartesian product")
     name: Name | None = None
     early_stopping: MedianStopRule | None = Field(
-        None, description="median stopping rule: a point worse than the finished points' median at an epoch stops")
+        None, description="median stopping rule: a point worse than the finished points' median at an epoch stops"
+    )
 
     def point(self, values: dict[str, Any]) -> JobRequest:
         """The job request of one grid point: the sweep's job fields, its base params with the point's values."""
@@ -95,8 +101,12 @@ class CrossValidationRequest(Request):
     cv`, the cross-validation form."""
 
     params: dict[str, Any] = Field(description="TrainParams without split and valid_split (each fold sets its own)")
-    folds: int | None = Field(None, ge=2, le=20, description="K subject-grouped folds; default: the release's folds "
-                                                            "when they are subject-disjoint, else 3")
+    folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="K subject-grouped folds; default: the release's folds when they are subject-disjoint, else 3",
+    )
     release_folds: bool = Field(False, description="use the release's own folds; refused when they share a subject")
     name: Name | None = None
     queue: QueueName | None = None
@@ -108,7 +118,8 @@ class EnsembleChoice(Request):
     kind: Literal["evaluate", "predict"] = "predict"
     split: SplitName = Field(
         description="named split or CSV of the data folder, e.g. prelim (labelled) or final",
-        json_schema_extra={"pattern": split_schema_pattern()})
+        json_schema_extra={"pattern": split_schema_pattern()},
+    )
     tta: bool = False
     queue: QueueName | None = None
 

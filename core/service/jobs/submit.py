@@ -55,19 +55,18 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
             raise UserInputError(f"parent: a {kind} job needs a parent job id or a {field} path", field="parent_id")
         return
     if kind == "train":
-        raise UserInputError(
-            "parent: a train job starts from scratch; use finetune to continue a job", field="parent_id"
-        )
+        raise UserInputError("parent: a train job starts from scratch; use finetune to continue a job", field="parent_id")
     # FOR KEY SHARE until the caller commits: a delete of the parent (core.service.deletion locks it FOR
     # UPDATE) waits for this job's row and then refuses, or ran first and the parent is not found here.
-    parent = (session.get(Job, parent_id, with_for_update={"read": True, "key_share": True}, populate_existing=True)
-              if 1 <= parent_id <= MAX_ID else None)
+    parent = (
+        session.get(Job, parent_id, with_for_update={"read": True, "key_share": True}, populate_existing=True)
+        if 1 <= parent_id <= MAX_ID
+        else None
+    )
     if parent is None:
         raise UserInputError(f"parent: job {parent_id} not found", field="parent_id")
     if parent.kind not in MODEL_KINDS:
-        raise UserInputError(
-            f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint", field="parent_id"
-        )
+        raise UserInputError(f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint", field="parent_id")
     if parent.status != JobStatus.succeeded and not _has_checkpoint(session, parent_id):
         raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet", field="parent_id")
     if params.get("checkpoint_choice") == "last" and retention.last_removed(parent):
@@ -104,13 +103,13 @@ def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]], settings: Settings
                 images[key] = len(read_split(Path(key[0]), key[1]))
             except UserInputError:
                 return None
-        total += quotas.training_gpu_hours(point["arch"], point["image_size"], point["epochs"], images[key],
-                                           settings.gpu_train_tflops)
+        total += quotas.training_gpu_hours(
+            point["arch"], point["image_size"], point["epochs"], images[key], settings.gpu_train_tflops
+        )
     return total
 
 
-def create_job(session: Session, request: JobRequest, *, submitted_by: int | None = None,
-               origin: Origin = Origin.CLI) -> Job:
+def create_job(session: Session, request: JobRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI) -> Job:
     """Validate and insert the queued job a request asks for; the caller commits, then sends its id to the broker
     (core.service.submissions.submit and worker.dispatch.submit do both for every edge).
 
@@ -169,8 +168,9 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def create_sweep(session: Session, request: SweepRequest, *, submitted_by: int | None = None,
-                 origin: Origin = Origin.CLI) -> tuple[Sweep, list[Job]]:
+def create_sweep(
+    session: Session, request: SweepRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI
+) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert.
     The sweep and each of its jobs carry the same options (priority, notes, tags, retention...);
     early_stopping is the sweep's median stopping rule (core.engine.training.early_stopping), train/finetune only."""
@@ -179,23 +179,30 @@ def create_sweep(session: Session, request: SweepRequest, *, submitted_by: int |
     if request.name is not None:
         check_printable(request.name, "name")
     if early_stopping is not None and kind not in TRAINING_KINDS:
-        raise UserInputError(f"early_stopping: {kind} sweeps have no epochs to stop; only train and finetune sweeps take it",
-                             field="early_stopping")  # fmt: skip
+        raise UserInputError(
+            f"early_stopping: {kind} sweeps have no epochs to stop; only train and finetune sweeps take it",
+            field="early_stopping",
+        )
     fields = list(grid)
     quotas.require_sweep_within_caps(math.prod(len(grid[f]) for f in fields), None, settings)
     points = [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
     validated = []
     for point in points:
         try:
-            validated.append(_validated(kind, with_folder_image_size(kind, {**request.base_params, **point}), settings,
-                                        origin.strict))
+            validated.append(
+                _validated(kind, with_folder_image_size(kind, {**request.base_params, **point}), settings, origin.strict)
+            )
         except UserInputError as error:
             described = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UserInputError(f"grid point {described}: {error}", field="grid") from None
     quotas.require_sweep_within_caps(len(points), _sweep_gpu_hours(kind, validated, settings), settings)
     sweep = Sweep(
-        name=request.name or " x ".join(fields), kind=kind, base_params=request.base_params, grid=grid,
-        created_at=utcnow(), submitted_by=submitted_by,
+        name=request.name or " x ".join(fields),
+        kind=kind,
+        base_params=request.base_params,
+        grid=grid,
+        created_at=utcnow(),
+        submitted_by=submitted_by,
         early_stopping=None if early_stopping is None else early_stopping.model_dump(),
     )
     session.add(sweep)

@@ -26,8 +26,15 @@ def live_queues(session: Session) -> set[str]:
 def register_worker(session: Session, *, hostname: str, queues: list[str], gpu: str | None, pid: int) -> None:
     """Insert or refresh this worker's row (a restarted worker keeps its hostname)."""
     now = utcnow()
-    values = {"hostname": hostname, "queues": ",".join(queues), "gpu": gpu, "pid": pid, "started_at": now, "last_seen": now,
-              "lost_at": None}
+    values = {
+        "hostname": hostname,
+        "queues": ",".join(queues),
+        "gpu": gpu,
+        "pid": pid,
+        "started_at": now,
+        "last_seen": now,
+        "lost_at": None,
+    }
     _upsert(session, WorkerRecord, values, ["hostname"])
 
 

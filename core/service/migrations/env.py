@@ -40,8 +40,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
     # pending migration in one transaction on SQLite too (Alembic would give each its own, reading the schema's
     # version outside them): it is BEGIN IMMEDIATE (core.service.db), so processes starting together migrate one
     # after another, and one that fails leaves the schema as it found it.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                      transactional_ddl=True)
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True, transactional_ddl=True)
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
         # Recreating a table that others reference (jobs, users) is a DROP TABLE, which foreign keys

@@ -22,8 +22,10 @@ def check_events(events: list[str] | tuple[str, ...] | None) -> list[str]:
     chosen = [str(event).strip() for event in events or []]
     unknown = [event for event in chosen if event not in WEBHOOK_EVENTS]
     if unknown or not chosen:
-        raise UserInputError(f"events: give one or more of {', '.join(WEBHOOK_EVENTS)}"
-                             + (f" ({unknown[0]!r} is not one)" if unknown else ""), field="events")
+        raise UserInputError(
+            f"events: give one or more of {', '.join(WEBHOOK_EVENTS)}" + (f" ({unknown[0]!r} is not one)" if unknown else ""),
+            field="events",
+        )
     return [event for event in WEBHOOK_EVENTS if event in chosen]
 
 
@@ -32,16 +34,22 @@ def check_secret(secret: str | None) -> str:
     if secret is None or secret == "":
         return secrets.token_hex(32)
     if not 16 <= len(secret) <= 128 or not secret.isprintable() or secret.strip() != secret:
-        raise UserInputError("secret: give 16 to 128 printable characters, or leave it out to have one made",
-                             field="secret")
+        raise UserInputError("secret: give 16 to 128 printable characters, or leave it out to have one made", field="secret")
     return secret
 
 
-def create_webhook(session: Session, url: str, events: list[str], *, secret: str | None = None,
-                   created_by: int | None = None) -> Webhook:
+def create_webhook(
+    session: Session, url: str, events: list[str], *, secret: str | None = None, created_by: int | None = None
+) -> Webhook:
     """A new enabled webhook; its secret (given or generated) is returned on the row once, to show once."""
-    webhook = Webhook(url=check_url(url), events=check_events(events), secret=check_secret(secret), enabled=True,
-                      created_at=utcnow(), created_by=created_by)
+    webhook = Webhook(
+        url=check_url(url),
+        events=check_events(events),
+        secret=check_secret(secret),
+        enabled=True,
+        created_at=utcnow(),
+        created_by=created_by,
+    )
     session.add(webhook)
     session.flush()
     return webhook
@@ -58,8 +66,9 @@ def get_webhook(session: Session, webhook_id: int) -> Webhook:
     return webhook
 
 
-def update_webhook(session: Session, webhook_id: int, *, url: str | None = None, events: list[str] | None = None,
-                   enabled: bool | None = None) -> Webhook:
+def update_webhook(
+    session: Session, webhook_id: int, *, url: str | None = None, events: list[str] | None = None, enabled: bool | None = None
+) -> Webhook:
     """Change what is given (url, events, enabled); pending deliveries keep their target webhook."""
     webhook = get_webhook(session, webhook_id)
     if url is not None:
@@ -88,22 +97,27 @@ def delivery_counts(session: Session, actor: Actor) -> dict[int, dict[str, int]]
     """Webhook id → {status: count} of its deliveries (admins only, as the webhooks)."""
     require_admin(actor, MANAGE)
     counts: dict[int, dict[str, int]] = {}
-    rows = session.execute(select(WebhookDelivery.webhook_id, WebhookDelivery.status, func.count())
-                           .group_by(WebhookDelivery.webhook_id, WebhookDelivery.status))
+    rows = session.execute(
+        select(WebhookDelivery.webhook_id, WebhookDelivery.status, func.count()).group_by(
+            WebhookDelivery.webhook_id, WebhookDelivery.status
+        )
+    )
     for webhook_id, status, count in rows:
         counts.setdefault(webhook_id, {})[status] = count
     return counts
 
 
-def deliveries(session: Session, actor: Actor, webhook_id: int, *, page: int = 1, per_page: int = 50
-               ) -> tuple[list[WebhookDelivery], int]:
+def deliveries(
+    session: Session, actor: Actor, webhook_id: int, *, page: int = 1, per_page: int = 50
+) -> tuple[list[WebhookDelivery], int]:
     """A webhook's deliveries, newest first, one page, and the total: admins only, refused before the lookup."""
     require_admin(actor, MANAGE)
     get_webhook(session, webhook_id)
     mine = WebhookDelivery.webhook_id == webhook_id
     total = session.scalar(select(func.count(WebhookDelivery.id)).where(mine)) or 0
-    rows = session.scalars(select(WebhookDelivery).where(mine).order_by(WebhookDelivery.id.desc())
-                           .offset((page - 1) * per_page).limit(per_page))
+    rows = session.scalars(
+        select(WebhookDelivery).where(mine).order_by(WebhookDelivery.id.desc()).offset((page - 1) * per_page).limit(per_page)
+    )
     return list(rows), total
 
 
@@ -118,12 +132,21 @@ def add(session: Session, actor: Actor, url: str, events: list[str], secret: str
     """An admin adds a webhook (the secret is on the returned row: show it once)."""
     require_admin(actor, MANAGE)
     webhook = create_webhook(session, url, events, secret=secret, created_by=actor.user_id)
-    audit.record(session, actor, "webhook.create", "webhook", webhook.id, {"url": redact_url(webhook.url), "events": webhook.events})
+    audit.record(
+        session, actor, "webhook.create", "webhook", webhook.id, {"url": redact_url(webhook.url), "events": webhook.events}
+    )
     return webhook
 
 
-def change(session: Session, actor: Actor, webhook_id: int, *, url: str | None = None,
-           events: list[str] | None = None, enabled: bool | None = None) -> Webhook:
+def change(
+    session: Session,
+    actor: Actor,
+    webhook_id: int,
+    *,
+    url: str | None = None,
+    events: list[str] | None = None,
+    enabled: bool | None = None,
+) -> Webhook:
     require_admin(actor, MANAGE)
     webhook = update_webhook(session, webhook_id, url=url, events=events, enabled=enabled)
     given = {"url": None if url is None else redact_url(webhook.url), "events": events, "enabled": enabled}

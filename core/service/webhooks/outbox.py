@@ -41,16 +41,26 @@ def _body(event: str, payload: dict[str, Any]) -> str:
 
 def _pending(webhook_id: int, event: str, body: str) -> WebhookDelivery:
     now = utcnow()
-    return WebhookDelivery(webhook_id=webhook_id, event=event, body=body, status=DeliveryStatus.pending, attempts=0,
-                           next_attempt_at=now, created_at=now)
+    return WebhookDelivery(
+        webhook_id=webhook_id,
+        event=event,
+        body=body,
+        status=DeliveryStatus.pending,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
 
 
 def enqueue_event(session: Session, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
     """One pending delivery per enabled webhook subscribed to the event, in the caller's transaction."""
     if event not in WEBHOOK_EVENTS:
         raise ValueError(f"enqueue_event: {event!r} is not one of {WEBHOOK_EVENTS}")
-    hooks = [hook for hook in session.scalars(select(Webhook).where(Webhook.enabled.is_(True)).order_by(Webhook.id))
-             if event in (hook.events or [])]
+    hooks = [
+        hook
+        for hook in session.scalars(select(Webhook).where(Webhook.enabled.is_(True)).order_by(Webhook.id))
+        if event in (hook.events or [])
+    ]
     if not hooks:
         return []
     body = _body(event, payload)
@@ -66,14 +76,24 @@ def job_payload(session: Session, job: Job) -> dict[str, Any]:
     if job.submitted_by is not None:
         name = session.scalar(select(User.username).where(User.id == job.submitted_by)) or "cli"
     public_url = get_settings().public_url.rstrip("/")
-    return {"job": {
-        "id": job.id, "kind": job.kind, "status": job.status, "error": job.error, "queue": job.queue,
-        "sweep_id": job.sweep_id, "submitted_by_name": name, "attempts": job.attempts,
-        "best_valid_accuracy": job.best_valid_accuracy, "stopped_epoch": job.stopped_epoch,
-        "stop_reason": job.stop_reason, "worker_host": job.worker_host,
-        "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
-        "url": f"{public_url}/jobs/{job.id}" if public_url else None,
-    }}
+    return {
+        "job": {
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status,
+            "error": job.error,
+            "queue": job.queue,
+            "sweep_id": job.sweep_id,
+            "submitted_by_name": name,
+            "attempts": job.attempts,
+            "best_valid_accuracy": job.best_valid_accuracy,
+            "stopped_epoch": job.stopped_epoch,
+            "stop_reason": job.stop_reason,
+            "worker_host": job.worker_host,
+            "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
+            "url": f"{public_url}/jobs/{job.id}" if public_url else None,
+        }
+    }
 
 
 def job_ended(session: Session, job_id: int) -> None:
@@ -118,8 +138,12 @@ def report_lost_workers(session: Session) -> list[str]:
     silent = and_(WorkerRecord.last_seen < cutoff, WorkerRecord.lost_at.is_(None))
     reported = []
     for worker in list(session.scalars(select(WorkerRecord).where(silent))):
-        marked = session.execute(update(WorkerRecord).where(WorkerRecord.id == worker.id, silent)
-                                 .values(lost_at=utcnow()).execution_options(synchronize_session=False))
+        marked = session.execute(
+            update(WorkerRecord)
+            .where(WorkerRecord.id == worker.id, silent)
+            .values(lost_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
         if marked.rowcount == 1:
             _announce_lost(session, worker)
             reported.append(worker.hostname)
@@ -139,11 +163,27 @@ def report_replaced_worker(session: Session, hostname: str) -> bool:
 
 def _announce_lost(session: Session, worker: WorkerRecord) -> None:
     """Count a lost worker and announce it (worker.lost) with the jobs it was running."""
-    running = list(session.scalars(select(Job.id).where(Job.worker_host == worker.hostname, Job.status == JobStatus.running,
-                                                        Job.started_at >= worker.started_at).order_by(Job.id)))
-    enqueue_event(session, "worker.lost", {"worker": {
-        "hostname": worker.hostname, "queues": worker.queue_names, "gpu": worker.gpu, "pid": worker.pid,
-        "last_seen": worker.last_seen.isoformat() + "Z", "running_job_ids": running}})
+    running = list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.worker_host == worker.hostname, Job.status == JobStatus.running, Job.started_at >= worker.started_at)
+            .order_by(Job.id)
+        )
+    )
+    enqueue_event(
+        session,
+        "worker.lost",
+        {
+            "worker": {
+                "hostname": worker.hostname,
+                "queues": worker.queue_names,
+                "gpu": worker.gpu,
+                "pid": worker.pid,
+                "last_seen": worker.last_seen.isoformat() + "Z",
+                "running_job_ids": running,
+            }
+        },
+    )
     count_event(session, "worker.lost")
     log.warning("worker %s lost: last seen %s, running jobs %s", worker.hostname, worker.last_seen, running)
 
@@ -170,6 +210,7 @@ def send_test(session: Session, actor: Actor, webhook_id: int) -> WebhookDeliver
 def send_again(session: Session, actor: Actor, delivery_id: int) -> WebhookDelivery:
     require_admin(actor, MANAGE)
     row = redeliver(session, delivery_id)
-    audit.record(session, actor, "webhook.redeliver", "webhook", row.webhook_id,
-                 {"delivery_id": delivery_id, "new_delivery_id": row.id})
+    audit.record(
+        session, actor, "webhook.redeliver", "webhook", row.webhook_id, {"delivery_id": delivery_id, "new_delivery_id": row.id}
+    )
     return row

@@ -39,8 +39,11 @@ def backoff_seconds(attempts: int, retry_seconds: float) -> float:
 
 
 def _due(now: datetime, due_by: datetime) -> Any:
-    return and_(WebhookDelivery.status == DeliveryStatus.pending, WebhookDelivery.next_attempt_at <= due_by,
-                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
+    return and_(
+        WebhookDelivery.status == DeliveryStatus.pending,
+        WebhookDelivery.next_attempt_at <= due_by,
+        or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+    )
 
 
 def claim_next(session: Session, *, settings: Settings, due_by: datetime | None = None) -> tuple[int, datetime] | None:
@@ -54,19 +57,26 @@ def claim_next(session: Session, *, settings: Settings, due_by: datetime | None 
     now = utcnow()
     due = _due(now, due_by or now)
     lease = now + timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
-    candidates = session.scalars(select(WebhookDelivery.id).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                                 .where(due, Webhook.enabled.is_(True))
-                                 .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(10))
+    candidates = session.scalars(
+        select(WebhookDelivery.id)
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(due, Webhook.enabled.is_(True))
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        .limit(10)
+    )
     for delivery_id in list(candidates):
-        result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, due)
-                                 .values(lease_until=lease).execution_options(synchronize_session=False))
+        result = session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, due)
+            .values(lease_until=lease)
+            .execution_options(synchronize_session=False)
+        )
         if result.rowcount == 1:
             return delivery_id, lease
     return None
 
 
-def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt: Attempt, *,
-                   settings: Settings) -> str | None:
+def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt: Attempt, *, settings: Settings) -> str | None:
     """Store an attempt's outcome (delivered, pending again after the back-off, or failed after the
     last) with one UPDATE conditional on the lease still being this sender's; None when it is not
     (it ran out and another sender took the delivery over: that one records its own attempt)."""
@@ -75,17 +85,27 @@ def record_attempt(session: Session, delivery_id: int, lease: datetime, attempt:
         return None
     now = utcnow()
     attempts = row.attempts + 1
-    values: dict[str, Any] = {"attempts": attempts, "response_code": attempt.response_code,
-                              "last_error": attempt.error, "lease_until": None}
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "response_code": attempt.response_code,
+        "last_error": attempt.error,
+        "lease_until": None,
+    }
     if attempt.delivered:
         values.update(status=DeliveryStatus.delivered, finished_at=now)
     elif attempts >= settings.webhook_max_attempts:
         values.update(status=DeliveryStatus.failed, finished_at=now)
     else:
-        values.update(status=DeliveryStatus.pending, next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts, settings.webhook_retry_seconds)))
-    result = session.execute(update(WebhookDelivery)
-                             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_until == lease)
-                             .values(**values).execution_options(synchronize_session=False))
+        values.update(
+            status=DeliveryStatus.pending,
+            next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts, settings.webhook_retry_seconds)),
+        )
+    result = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_until == lease)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount != 1:
         return None
     # An attempt retried later counts as "retried"; one that gave up, "failed" (the metrics' counter).
@@ -113,9 +133,13 @@ def deliver_due(settings: Settings, *, limit: int = 20) -> dict[str, int]:
             row = session.get(WebhookDelivery, delivery_id)
             webhook = session.get(Webhook, row.webhook_id)
             url, event, body = webhook.url, row.event, row.body
-            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Leukemia-Event": event,
-                       "X-Leukemia-Delivery": str(delivery_id),
-                       "X-Leukemia-Signature": signature(webhook.secret, int(time.time()), body)}
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "X-Leukemia-Event": event,
+                "X-Leukemia-Delivery": str(delivery_id),
+                "X-Leukemia-Signature": signature(webhook.secret, int(time.time()), body),
+            }
         attempt = post(url, headers, body.encode(), timeout, allowed)
         with get_sessionmaker().begin() as session:
             status = record_attempt(session, delivery_id, lease, attempt, settings=settings)

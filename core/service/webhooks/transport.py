@@ -34,8 +34,10 @@ from core.service.settings import get_settings
 
 MAX_URL_LENGTH = 2000
 MAX_ANSWER_BYTES = 65536  # of the receiver's answer body, read and dropped
-NOT_ALLOWED = ("not sent: the host is not at an address webhooks may reach "
-               "(loopback, private, link-local, ...; see WEBHOOK_ALLOWED_NETWORKS)")  # fmt: skip
+NOT_ALLOWED = (
+    "not sent: the host is not at an address webhooks may reach "
+    "(loopback, private, link-local, ...; see WEBHOOK_ALLOWED_NETWORKS)"
+)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,11 +48,28 @@ HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?
 # less the blocks Python's flags name alike in every version (private networks, loopback, link-local, unspecified,
 # 100.64.0.0/10, 240.0.0.0/4) and those that embed an IPv4 (judged by it): ipaddress follows the registries only
 # from Python 3.11.10 and 3.12.4 on, and never wholly (192.0.0.8 is "global" on 3.11.7).
-SPECIAL_PURPOSE = tuple(ipaddress.ip_network(block) for block in (
-    "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.88.99.0/24", "192.175.48.0/24",
-    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
-    "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64", "2001::/23", "2001:db8::/32", "2620:4f:8000::/48", "3fff::/20",
-    "5f00::/16"))  # fmt: skip
+SPECIAL_PURPOSE = tuple(
+    ipaddress.ip_network(block)
+    for block in (
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.31.196.0/24",
+        "192.52.193.0/24",
+        "192.88.99.0/24",
+        "192.175.48.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "100:0:0:1::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2620:4f:8000::/48",
+        "3fff::/20",
+        "5f00::/16",
+    )
+)
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4 is the last 32 bits
 IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (:: and ::1 are not)
 
@@ -91,8 +110,13 @@ def parse_url(url: str) -> Target:
         parts = urlsplit(text)
     except ValueError:  # "http://[::1": an unclosed IPv6 bracket
         raise bad from None
-    if (parts.scheme not in ("http", "https") or not parts.hostname or len(text) > MAX_URL_LENGTH
-            or not text.isprintable() or " " in text):
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or len(text) > MAX_URL_LENGTH
+        or not text.isprintable()
+        or " " in text
+    ):
         raise bad
     if not _host_is_name_or_address(parts.hostname, bracketed="[" in parts.netloc):
         raise UserInputError(f"url: {text[:200]!r} has a host that is neither a name nor an IP address", field="url")
@@ -105,8 +129,13 @@ def parse_url(url: str) -> Target:
     credentials = None
     if parts.username is not None:
         credentials = (unquote(parts.username), unquote(parts.password or ""))
-    return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80),
-                  (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), credentials)
+    return Target(
+        parts.scheme,
+        parts.hostname,
+        port or (443 if parts.scheme == "https" else 80),
+        (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+        credentials,
+    )
 
 
 def _host_is_name_or_address(host: str, *, bracketed: bool) -> bool:
@@ -145,8 +174,11 @@ def check_url(url: str) -> str:
         kind = refused_kind(address, settings.webhook_allowed_network_list)
         if kind is not None:
             where = target.host if target.host == str(address) else f"{target.host} ({address})"
-            raise UserInputError(f"url: {where} is not a public address ({kind}); webhooks reach such an address "
-                                 "only when WEBHOOK_ALLOWED_NETWORKS lists it", field="url")
+            raise UserInputError(
+                f"url: {where} is not a public address ({kind}); webhooks reach such an address "
+                "only when WEBHOOK_ALLOWED_NETWORKS lists it",
+                field="url",
+            )
     return url.strip()
 
 
@@ -163,8 +195,12 @@ def refused_kind(address: Address, allowed: list[Network]) -> str | None:
     if embedded is not None:  # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket; 6to4 and NAT64 relay to it
         kind = refused_kind(embedded, allowed)
         return None if kind is None else f"{kind}: it embeds {embedded}"
-    for kind, refused in (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
-                          ("link-local", address.is_link_local), ("multicast", address.is_multicast)):
+    for kind, refused in (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+    ):
         if refused:
             return kind
     special = next((block for block in SPECIAL_PURPOSE if address in block), None)
@@ -270,8 +306,7 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()  # certificates verified against the URL's host name
 
 
-def _exchange(target: Target, addresses: list[Address], headers: dict[str, str], body: bytes,
-              deadline: float) -> tuple[int, str]:
+def _exchange(target: Target, addresses: list[Address], headers: dict[str, str], body: bytes, deadline: float) -> tuple[int, str]:
     """Send the request over a connection to a checked address; the status and reason of the answer.
 
     Socket timeouts bound each read only, so at the deadline a timer shuts the connection down

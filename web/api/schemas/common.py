@@ -28,9 +28,15 @@ UtcTime = Annotated[
 
 
 # The tag rule's one check and the document's pattern of it (an empty `tag=` is no tag: a 400 naming tag).
-TagFilter = Annotated[str, AfterValidator(check_tag),
-                      Field(max_length=64, description="only those carrying this tag (core.service.job_options.check_tag)",
-                            json_schema_extra={"pattern": TAG_PATTERN})]
+TagFilter = Annotated[
+    str,
+    AfterValidator(check_tag),
+    Field(
+        max_length=64,
+        description="only those carrying this tag (core.service.job_options.check_tag)",
+        json_schema_extra={"pattern": TAG_PATTERN},
+    ),
+]
 
 
 # PATCH /api/jobs/{job_id} and /api/sweeps/{sweep_id}: the partial change of core.service.job_options, in its one shape.
@@ -101,9 +107,13 @@ class Deletion(BaseModel):
 class DiskUse(BaseModel):
     """GET /api/disk: the run folders' recorded sizes (what the artifact store holds) and the artifacts volume."""
 
-    jobs_bytes: int = Field(description="sum of jobs.disk_bytes: each run folder in the artifact store as measured when it finished")
+    jobs_bytes: int = Field(
+        description="sum of jobs.disk_bytes: each run folder in the artifact store as measured when it finished"
+    )
     measured_jobs: int
-    unmeasured_jobs: int = Field(description="queued or running jobs (a finished one is measured, at the latest when this is read)")
+    unmeasured_jobs: int = Field(
+        description="queued or running jobs (a finished one is measured, at the latest when this is read)"
+    )
     store: str = Field(description="the artifact store: the artifacts folder, or the s3:// bucket and prefix (ARTIFACTS_URL)")
     free_bytes: int | None = Field(description="free space on the artifacts volume; null for an object store")
     total_bytes: int | None = Field(description="size of the artifacts volume; null for an object store")

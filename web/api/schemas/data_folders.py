@@ -13,8 +13,9 @@ from web.api.schemas.common import JsonRequest, Name, Row, UtcTime
 class DataFolderRegistration(JsonRequest):
     """POST /api/data-folders."""
 
-    path: str = Field(description="absolute path under a configured data root",
-                      json_schema_extra={"pattern": f"^/{PRINTABLE_PATTERN[1:]}"})
+    path: str = Field(
+        description="absolute path under a configured data root", json_schema_extra={"pattern": f"^/{PRINTABLE_PATTERN[1:]}"}
+    )
     name: Name | None = Field(None, description="default: the folder's name")
 
 
@@ -23,7 +24,9 @@ class DataFolder(Row):
     name: str
     path: str
     registered_at: UtcTime
-    report: dict[str, Any] | None = Field(description="core.engine.data.check's report; {ok: false, error} when the check refused it")
+    report: dict[str, Any] | None = Field(
+        description="core.engine.data.check's report; {ok: false, error} when the check refused it"
+    )
 
 
 class DataFolderList(BaseModel):

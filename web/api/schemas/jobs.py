@@ -27,8 +27,9 @@ StatusName = Literal[JOB_STATUSES]  # type: ignore[valid-type]  (core.service.re
 
 # Over the web no path comes from a request (web.api.check_web_params): no checkpoint (a parent job gives it),
 # and a CSV is a file name inside the data folder.
-WEB_PARAMS = {"properties": {"checkpoint": {"maxLength": 0}, "checkpoints": {"maxItems": 0},
-                             "csv": {"pattern": CSV_FILE_NAME_PATTERN}}}
+WEB_PARAMS = {
+    "properties": {"checkpoint": {"maxLength": 0}, "checkpoints": {"maxItems": 0}, "csv": {"pattern": CSV_FILE_NAME_PATTERN}}
+}
 
 
 # Fields a sweep may not vary over the web: paths never come from a request, and kind is the sweep's.
@@ -38,9 +39,13 @@ NOT_IN_WEB_GRIDS = ("data_dir", "checkpoint", "checkpoints", "kind")
 # A request's params: validated per kind by core.engine.params after the data-folder check; described as those models.
 ParamsObject = Annotated[
     dict[str, Any],
-    WithJsonSchema({"anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in PARAMS_BY_KIND.values()],
-                    "allOf": [WEB_PARAMS],
-                    "description": "data_dir must be a registered data folder's path; no checkpoint paths"}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in PARAMS_BY_KIND.values()],
+            "allOf": [WEB_PARAMS],
+            "description": "data_dir must be a registered data folder's path; no checkpoint paths",
+        }
+    ),
 ]
 
 
@@ -91,15 +96,19 @@ class Job(JobOptions, Row):
     best_valid_accuracy: float | None
     log_tail: str | None
     finished: bool
-    queue_position: int | None = Field(description="1-based place among the queued jobs of its queue, in the order "
-                                                    "they start (higher priority first, then oldest); null unless queued")
+    queue_position: int | None = Field(
+        description="1-based place among the queued jobs of its queue, in the order "
+        "they start (higher priority first, then oldest); null unless queued"
+    )
     queue_served: bool = Field(description="false: no live worker consumes this job's queue")
     submitted_by: int | None = Field(description="the submitting user's id; null: submitted from the CLI")
     submitted_by_name: str = Field(description="the submitting user's name, or 'cli'")
     stopped_epoch: int | None = Field(description="the epoch a run stopped at before its last (early stopping)")
     stop_reason: str | None
-    attempt_note: str | None = Field(description="how its latest attempt started when it was not its first: resumed at "
-                                                  "an epoch from last.pt, or over at epoch 1 for want of a checkpoint")
+    attempt_note: str | None = Field(
+        description="how its latest attempt started when it was not its first: resumed at "
+        "an epoch from last.pt, or over at epoch 1 for want of a checkpoint"
+    )
     disk_bytes: int | None = Field(description="its run folder's size in the artifact store, measured when it finished")
 
 

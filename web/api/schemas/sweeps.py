@@ -34,10 +34,15 @@ class SweepSubmission(JsonRequest, SweepRequest):
     over the web a grid varies no path and no kind."""
 
     base_params: ParamsObject
-    grid: Grid = Field(description=SweepRequest.model_fields["grid"].description,
-                       json_schema_extra={"propertyNames": {"not": {"enum": list(NOT_IN_WEB_GRIDS)}},
-                                          "properties": {"csv": {"type": "array", "minItems": 1, "items": {
-                                              "type": "string", "pattern": CSV_FILE_NAME_PATTERN}}}})
+    grid: Grid = Field(
+        description=SweepRequest.model_fields["grid"].description,
+        json_schema_extra={
+            "propertyNames": {"not": {"enum": list(NOT_IN_WEB_GRIDS)}},
+            "properties": {
+                "csv": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": CSV_FILE_NAME_PATTERN}}
+            },
+        },
+    )
 
 
 class CrossValidationSubmission(JsonRequest, CrossValidationRequest):
@@ -52,7 +57,8 @@ class EnsembleSubmission(JsonRequest, EnsembleChoice):
 
     split: SplitName = Field(
         description=EnsembleChoice.model_fields["split"].description,
-        json_schema_extra={"allOf": [{"pattern": split_schema_pattern()}, {"pattern": CSV_FILE_NAME_PATTERN}]})
+        json_schema_extra={"allOf": [{"pattern": split_schema_pattern()}, {"pattern": CSV_FILE_NAME_PATTERN}]},
+    )
 
 
 class SweepListQuery(PageQuery):
@@ -118,8 +124,9 @@ class CrossValidation(BaseModel):
     submitted_by: int | None = Field(description="who submitted its folds (its owner); null: the CLI")
     folds: list[CrossValidationFold]
     mean_std: dict[str, MeanStd] = Field(description="accuracy, balanced_accuracy, weighted_f1 over the folds with results")
-    out_of_fold: dict[str, Any] | None = Field(description="metrics and per-subject table of all out-of-fold "
-                                                           "predictions; null until every fold has written them")
+    out_of_fold: dict[str, Any] | None = Field(
+        description="metrics and per-subject table of all out-of-fold predictions; null until every fold has written them"
+    )
     finished: bool = Field(description="every fold job succeeded: the ensemble can be made")
     ensembles: list[CrossValidationEnsemble]
 

@@ -43,12 +43,16 @@ class UserList(BaseModel):
 class UserCreate(JsonRequest):
     """POST /api/users."""
 
-    username: str = Field(description="1-150 letters, digits and . _ @ -, starting with a letter or digit",
-                          json_schema_extra={"pattern": USERNAME_PATTERN})
+    username: str = Field(
+        description="1-150 letters, digits and . _ @ -, starting with a letter or digit",
+        json_schema_extra={"pattern": USERNAME_PATTERN},
+    )
     role: Role = "member"
-    password: str | None = Field(None, description="8-200 characters; omitted: one is generated and answered once",
-                                 json_schema_extra={"minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD,
-                                                    "pattern": PRINTABLE_PATTERN})
+    password: str | None = Field(
+        None,
+        description="8-200 characters; omitted: one is generated and answered once",
+        json_schema_extra={"minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD, "pattern": PRINTABLE_PATTERN},
+    )
 
 
 class UserCreated(BaseModel):
@@ -85,8 +89,10 @@ class TokenList(BaseModel):
 class TokenCreate(JsonRequest):
     """POST /api/tokens: a token for yourself."""
 
-    name: str = Field(description="a label, e.g. the machine that uses it (1-100 characters)",
-                      json_schema_extra={"maxLength": TOKEN_NAME_LENGTH, "pattern": name_pattern()})
+    name: str = Field(
+        description="a label, e.g. the machine that uses it (1-100 characters)",
+        json_schema_extra={"maxLength": TOKEN_NAME_LENGTH, "pattern": name_pattern()},
+    )
 
 
 class TokenCreated(BaseModel):

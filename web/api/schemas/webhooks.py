@@ -15,8 +15,11 @@ WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
 
 # The document's reading of what core's url and secret checks take, in their plain form (the url check also
 # takes IPv6 hosts, user@, a query; the secret check any printable characters without surrounding spaces).
-WEBHOOK_URL = {"maxLength": 2000, "pattern": r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
-                                              r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$"}
+WEBHOOK_URL = {
+    "maxLength": 2000,
+    "pattern": r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"
+    r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+}
 
 
 WEBHOOK_SECRET = {"minLength": 16, "maxLength": 128, "pattern": r"^[!-~]([ -~]*[!-~])?$"}
@@ -26,10 +29,12 @@ class WebhookCreation(JsonRequest):
     """POST /api/webhooks."""
 
     url: str = Field(description="an http:// or https:// address that accepts POSTed JSON", json_schema_extra=WEBHOOK_URL)
-    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1,
-                                       description="default: all of them")
-    secret: str | None = Field(None, description="the signing secret, 16-128 characters; default: a generated one",
-                               json_schema_extra=WEBHOOK_SECRET)
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1, description="default: all of them"
+    )
+    secret: str | None = Field(
+        None, description="the signing secret, 16-128 characters; default: a generated one", json_schema_extra=WEBHOOK_SECRET
+    )
 
 
 class WebhookChange(JsonRequest):

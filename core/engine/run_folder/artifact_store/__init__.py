@@ -25,12 +25,25 @@ from core.common.errors import UserInputError
 from core.engine.run_folder.artifact_store.base import ArtifactStore, StoredObject, check_key, sha256_of, valid_key
 from core.engine.run_folder.artifact_store.folder import FolderStore, folder_bytes, inside, remove_file, remove_folder
 
-__all__ = ["ArtifactStore", "FolderStore", "StoredObject", "check_key", "fetch_verified", "folder_bytes", "inside",
-           "open_store", "remove_file", "remove_folder", "sha256_of", "store_kind", "valid_key"]
+__all__ = [
+    "ArtifactStore",
+    "FolderStore",
+    "StoredObject",
+    "check_key",
+    "fetch_verified",
+    "folder_bytes",
+    "inside",
+    "open_store",
+    "remove_file",
+    "remove_folder",
+    "sha256_of",
+    "store_kind",
+    "valid_key",
+]
 
 
 def store_kind(url: str) -> str:
-    """"s3" or "folder" for a store URL; ValueError saying what is wrong with any other."""
+    """ "s3" or "folder" for a store URL; ValueError saying what is wrong with any other."""
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc:
@@ -74,8 +87,10 @@ def fetch_verified(store: ArtifactStore, key: str, sha256: str, cache_dir: Path,
             store.get(key, temporary)
             found = sha256_of(temporary)
             if found != sha256:
-                raise UserInputError(f"{key} in the artifact store does not match its recorded sha256 ({found[:12]}… "
-                                     f"instead of {sha256[:12]}…): it was changed or damaged after it was recorded")
+                raise UserInputError(
+                    f"{key} in the artifact store does not match its recorded sha256 ({found[:12]}… "
+                    f"instead of {sha256[:12]}…): it was changed or damaged after it was recorded"
+                )
         held = cache_folder.hold(entry)
         if held is not None:
             cache_folder.evict(Path(cache_dir), max_bytes, keep=entry)

@@ -46,11 +46,11 @@ class S3Store(ArtifactStore):
         # Uploads run in the caller's thread, part after part: a worker stores an epoch's files from one background
         # thread of low priority (core.service.run_mirror), which more threads would only take CPU from training;
         # an upload someone waits for (the run's last epoch, a threshold) goes in parallel, as downloads do.
-        self.upload = TransferConfig(multipart_threshold=self.PART_BYTES, multipart_chunksize=self.PART_BYTES,
-                                     use_threads=False)
+        self.upload = TransferConfig(multipart_threshold=self.PART_BYTES, multipart_chunksize=self.PART_BYTES, use_threads=False)
         # Downloads (a parent's checkpoint, a run taken over) are waited for: parts in parallel, 4 at a time.
-        self.download = TransferConfig(multipart_threshold=self.PART_BYTES, multipart_chunksize=self.PART_BYTES,
-                                       max_concurrency=4)
+        self.download = TransferConfig(
+            multipart_threshold=self.PART_BYTES, multipart_chunksize=self.PART_BYTES, max_concurrency=4
+        )
 
     def _name(self, key: str) -> str:
         return f"{self.base}/{check_key(key)}" if self.base else check_key(key)
@@ -79,16 +79,18 @@ class S3Store(ArtifactStore):
     def get(self, key: str, target: Path) -> None:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(Path(target)) as temporary:
-            self._call("fetch", key, self.client.download_file, self.bucket, self._name(key), str(temporary),
-                       Config=self.download)
+            self._call(
+                "fetch", key, self.client.download_file, self.bucket, self._name(key), str(temporary), Config=self.download
+            )
 
     def open(self, key: str) -> IO[bytes]:
         return self._call("read", key, self.client.get_object, Bucket=self.bucket, Key=self._name(key))["Body"]
 
     def size(self, key: str) -> int | None:
         try:
-            return int(self._call("look up", key, self.client.head_object, Bucket=self.bucket, Key=self._name(key))
-                       ["ContentLength"])
+            return int(
+                self._call("look up", key, self.client.head_object, Bucket=self.bucket, Key=self._name(key))["ContentLength"]
+            )
         except FileNotFoundError:
             return None
 
@@ -111,13 +113,16 @@ class S3Store(ArtifactStore):
     def delete_prefix(self, prefix: str) -> int:
         found = self.list(prefix)
         for start in range(0, len(found), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = [{"Key": self._name(item.key)} for item in found[start:start + 1000]]
-            answer = self._call("remove", prefix, self.client.delete_objects, Bucket=self.bucket,
-                                Delete={"Objects": batch, "Quiet": True})
+            batch = [{"Key": self._name(item.key)} for item in found[start : start + 1000]]
+            answer = self._call(
+                "remove", prefix, self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
             if answer.get("Errors"):
                 error = answer["Errors"][0]
-                raise StorageError(f"artifact store {self.url}: cannot remove {error.get('Key')}: {error.get('Code')} "
-                                   f"{error.get('Message', '')}".strip())
+                raise StorageError(
+                    f"artifact store {self.url}: cannot remove {error.get('Key')}: {error.get('Code')} "
+                    f"{error.get('Message', '')}".strip()
+                )
         return sum(item.size for item in found)
 
     def location(self, key: str) -> str:
@@ -126,10 +131,16 @@ class S3Store(ArtifactStore):
     def key_of(self, location: str) -> str | None:
         if not location.startswith(self.url + "/"):
             return None
-        key = location[len(self.url) + 1:]
+        key = location[len(self.url) + 1 :]
         return key if valid_key(key) else None
 
     def presigned_url(self, key: str, filename: str, seconds: int) -> str | None:
         disposition = f"attachment; filename*=UTF-8''{quote(filename)}"
-        return self._call("sign", key, self.client.generate_presigned_url, "get_object", ExpiresIn=seconds,
-                          Params={"Bucket": self.bucket, "Key": self._name(key), "ResponseContentDisposition": disposition})
+        return self._call(
+            "sign",
+            key,
+            self.client.generate_presigned_url,
+            "get_object",
+            ExpiresIn=seconds,
+            Params={"Bucket": self.bucket, "Key": self._name(key), "ResponseContentDisposition": disposition},
+        )
