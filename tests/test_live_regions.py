@@ -1,7 +1,8 @@
-"""The live routes of issue 25: GET /jobs/<id>/live and /cross-validations/<id>/live draw a page's live regions
-([data-live]) alone, from the page's own context, so the page and its updates write each field once; as the job
-runs they follow it, and they answer as the page does: a viewer sees them, a stranger is sent to log in, an
-unknown id is the page's one-line 404."""
+"""The live routes of issue 25: GET /jobs/live (the job list, with its query), /jobs/<id>/live and
+/cross-validations/<id>/live draw a page's live regions ([data-live]) alone, from the page's own context, so the
+page and its updates write each field once; as jobs run they follow them, and they answer as the page does: a
+viewer sees them, a stranger is sent to log in, an unknown id is the page's one-line 404, a bad query argument
+the page's one-line 400."""
 
 from __future__ import annotations
 
