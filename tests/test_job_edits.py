@@ -293,7 +293,7 @@ def test_dashboard_tag_filter_sweep_header_and_compare(app, data_dir):
     other = submitted_job(data_dir, tags=["other"])
     page = admin.get("/?tag=BaseLine&status=queued").get_data(as_text=True)
     assert f'data-job-id="{tagged}"' in page and f'data-job-id="{other}"' not in page
-    assert "tag=baseline" in page.split('data-poll-url="')[1].split('"')[0]  # the live refresh keeps the filter
+    assert "tag=baseline" in page.split('data-live-url="')[1].split('"')[0]  # the live refresh keeps the filter
     assert 'name="tag" value="baseline"' in page
     response = admin.get("/?tag=not%20a%20tag")
     assert response.status_code == 400 and "tag:" in response.get_data(as_text=True)

@@ -1,8 +1,9 @@
-"""The live job and cross-validation pages in headless Chromium against `leukemia web` (issue 25): with no reload,
+"""The live job list, job and cross-validation pages in headless Chromium against `leukemia web` (issue 25): with no reload,
 the page swaps in the regions GET .../live draws as the rows change (the test writes them, as a worker does),
 keeps what a person is doing (focus on a button, text typed into the ensemble form) and the elements that did not
-change (the progress bar slides, it is not redrawn), fetches the metrics for its charts only when an epoch is
-added, and stops asking once the job or every fold has finished."""
+change (the progress bar slides, it is not redrawn; a job list's rows stay as a new job's row is added above them),
+fetches the metrics for its charts only when an epoch is added, and stops asking once the job, every fold or every
+job the list shows has finished."""
 
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ def asks_no_more(page, seen: list[str]) -> None:
     assert len(seen) == before, seen[before:]
 
 
-def test_a_running_jobs_page_follows_it_keeps_focus_and_stops_when_it_ends(tmp_path, monkeypatch, browser):  # noqa: F811
+def test_a_running_jobs_page_follows_it_keeps_focus_and_stops_when_it_ends(tmp_path, browser):  # noqa: F811
     shots = screenshots_dir(tmp_path)
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "DATA_ROOTS": str(tmp_path / "data")}
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+    with shared_web_server(tmp_path, settings) as base:
         job_id = queued_job(str(synthetic_folder(tmp_path / "data")))
         page, errors = logged_in_page(browser, base, *ADMIN)
         try:
@@ -83,9 +84,9 @@ def test_a_running_jobs_page_follows_it_keeps_focus_and_stops_when_it_ends(tmp_p
             page.close()
 
 
-def test_a_cross_validations_page_follows_its_folds_keeps_the_form_and_stops(tmp_path, monkeypatch, browser):  # noqa: F811
+def test_a_cross_validations_page_follows_its_folds_keeps_the_form_and_stops(tmp_path, browser):  # noqa: F811
     settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "DATA_ROOTS": str(tmp_path / "data")}
-    with shared_web_server(tmp_path, settings, monkeypatch) as base:
+    with shared_web_server(tmp_path, settings) as base:
         (tmp_path / "data").mkdir()
         cv_id, ids = finished_cv(str(tmp_path / "data"), ensemble=False, failed=(1,))
         requeue(ids[1])  # fold 1 queued again
@@ -111,6 +112,52 @@ def test_a_cross_validations_page_follows_its_folds_keeps_the_form_and_stops(tmp
             assert page.evaluate("document.activeElement.name") == "split"
             asks_no_more(page, live)
             assert page.evaluate("window.notReloaded") is True
+            assert not errors, errors
+        finally:
+            page.close()
+
+
+def test_the_job_list_follows_its_rows_adds_new_jobs_keeps_the_filter_and_stops(tmp_path, browser):  # noqa: F811
+    settings = {"ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "DATA_ROOTS": str(tmp_path / "data")}
+    with shared_web_server(tmp_path, settings) as base:
+        folder = str(synthetic_folder(tmp_path / "data"))
+        first = queued_job(folder)
+        page, errors = logged_in_page(browser, base, *ADMIN, height=240)  # short: the list scrolls
+        try:
+            live, api = requests_to(page, "/jobs/live?kind=train&page=1"), requests_to(page, "/api/jobs")
+            page.goto(f"{base}/?kind=train")
+            row = f"#job-row-{first}"
+            assert page.locator(f"{row} [data-field=status]").inner_text() == "queued"
+            page.evaluate(f"window.notReloaded = true; window.row = document.querySelector('{row}')")
+            page.fill('.filters input[name="tag"]', "typed")  # a filter typed, not yet sent, keeps focus
+            assert page.evaluate("window.scrollTo(0, 60); window.scrollY") == 60
+
+            with get_sessionmaker().begin() as session:
+                jobs.claim_job(session, first, owner="w", host="h")
+                jobs.heartbeat(session, first, "w", progress=0.5, epoch=1, epochs_total=2)
+            page.wait_for_selector(f"{row} [data-field=status].badge-running", timeout=10_000)
+            assert page.locator(f"{row} [data-field=progress-text]").inner_text() == "50%"
+            assert page.locator(f"{row} [data-field=epoch]").inner_text() == "1/2"
+            assert abs(page.evaluate("window.scrollY") - 60) <= 10  # kept, as near as the row's new height allows
+
+            second = queued_job(folder)  # a new job of the filter: its row comes on top, the first row stays itself
+            page.wait_for_selector(f"#job-row-{second} [data-field=status].badge-queued", timeout=10_000)
+            assert page.locator("table#jobs tbody tr").evaluate_all("rows => rows.map((r) => r.dataset.jobId)") == [
+                str(second),
+                str(first),
+            ]
+            assert page.locator("h1 [data-live=total]").inner_text() == "(2)"
+            assert page.evaluate(f"window.row === document.querySelector('{row}')")
+            assert page.evaluate("document.activeElement.name") == "tag"
+            assert page.locator('.filters input[name="tag"]').input_value() == "typed"
+
+            with get_sessionmaker().begin() as session:
+                jobs.finish_job(session, first, "w", "succeeded")
+                jobs.request_cancel(session, second)
+            page.wait_for_selector(f"#job-row-{second} [data-field=status].badge-cancelled", timeout=10_000)
+            page.wait_for_selector(f"{row} [data-field=status].badge-succeeded")
+            asks_no_more(page, live)  # nothing shown can change: no more polls
+            assert len(live) >= 3 and api == [] and page.evaluate("window.notReloaded") is True
             assert not errors, errors
         finally:
             page.close()

@@ -1,7 +1,8 @@
-"""The live routes of issue 25: GET /jobs/<id>/live and /cross-validations/<id>/live draw a page's live regions
-([data-live]) alone, from the page's own context, so the page and its updates write each field once; as the job
-runs they follow it, and they answer as the page does: a viewer sees them, a stranger is sent to log in, an
-unknown id is the page's one-line 404."""
+"""The live routes of issue 25: GET /jobs/live (the job list, with its query), /jobs/<id>/live and
+/cross-validations/<id>/live draw a page's live regions ([data-live]) alone, from the page's own context, so the
+page and its updates write each field once; as jobs run they follow them, and they answer as the page does: a
+viewer sees them, a stranger is sent to log in, an unknown id is the page's one-line 404, a bad query argument
+the page's one-line 400."""
 
 from __future__ import annotations
 
@@ -150,3 +151,58 @@ def test_a_cross_validations_live_regions_follow_its_folds_and_match_its_page(ad
     assert "75.0% 50.0%" not in text(shown["folds"]) and "62.5% ± 17.7%" in text(shown["folds"])  # mean ± sample std
     assert ("start", "button", [("id", "ensemble-submit"), ("type", "submit")]) in shown["ensemble-submit"]
     assert shown == regions(admin.get(f"/cross-validations/{cv_id}").get_data(as_text=True))
+
+
+def same_regions(page: dict[str, list[tuple]], shown: dict[str, list[tuple]]) -> bool:
+    """The page's regions are the live route's, the artifacts volume's free space aside (other processes write)."""
+    rest = [{name: events for name, events in regions.items() if name != "disk"} for regions in (page, shown)]
+    return rest[0] == rest[1] and text(page["disk"]).split("·")[0] == text(shown["disk"]).split("·")[0]
+
+
+def row_ids(shown: dict[str, list[tuple]]) -> list[str]:
+    return [dict(event[2])["data-job-id"] for event in shown["rows"] if event[:2] == ("start", "tr") and event[2]]
+
+
+def test_the_job_lists_live_regions_follow_its_query_and_match_its_page(admin, folder_path):
+    ended = finished_job(folder_path)
+    shown, finished = live(admin, "/jobs/live")
+    assert set(shown) == {"total", "disk", "lost-workers", "rows", "pager"} and finished == "true"  # nothing can change
+    assert row_ids(shown) == [str(ended)] and text(shown["total"]) == "(1)" and "page 1 of 1" in text(shown["pager"])
+
+    running = queued_job(folder_path)
+    with get_sessionmaker().begin() as session:
+        jobs.claim_job(session, running, owner="w", host="h")
+        jobs.heartbeat(session, running, "w", progress=0.5, epoch=1, epochs_total=2)
+    shown, finished = live(admin, "/jobs/live")
+    assert finished == "false" and row_ids(shown) == [str(running), str(ended)] and text(shown["total"]) == "(2)"
+    assert "running" in text(shown["rows"]) and "50% 1/2" in text(shown["rows"])
+    assert same_regions(regions(admin.get("/").get_data(as_text=True)), shown)  # one template draws both
+
+    query = "?status=succeeded&kind=train&tag=&page=1"  # the page's own arguments, filtered as the page filters
+    shown, finished = live(admin, f"/jobs/live{query}")
+    assert finished == "true" and row_ids(shown) == [str(ended)]
+    page = admin.get(f"/{query}").get_data(as_text=True)
+    assert same_regions(regions(page), shown)
+    live_url = re.search(r'data-live-url="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert live_url == "/jobs/live?status=succeeded&kind=train&page=1"  # the page follows its own query
+
+    with get_sessionmaker().begin() as session:
+        jobs.finish_job(session, running, "w", "succeeded")
+    shown, finished = live(admin, "/jobs/live?page=1")
+    assert finished == "true" and "running" not in text(shown["rows"])
+
+
+def test_the_job_lists_live_route_answers_as_the_page_does(app, client, folder_path):
+    job_id = queued_job(folder_path)
+    response = client.get("/jobs/live?kind=train")  # logged out: to the login page, and back to the same query
+    assert response.status_code == 302 and response.location == "/login?next=/jobs/live?kind%3Dtrain"
+
+    add_user("vera", role="viewer")
+    assert login(client, "vera", "vera-password").status_code == 302
+    shown, finished = live(client, "/jobs/live")  # a viewer follows the list
+    assert finished == "false" and row_ids(shown) == [str(job_id)] and "queued" in text(shown["rows"])
+
+    for query in ("?page=0", "?status=lost", "?kind=x", "?sweep=two", "?tag=a%20b"):  # the page's one-line 400
+        answers = [client.get(f"{url}{query}") for url in ("/", "/jobs/live")]
+        lines = [re.findall(r'<p class="error" role="alert">([^<]*)</p>', a.get_data(as_text=True)) for a in answers]
+        assert [a.status_code for a in answers] == [400, 400] and lines[0] == lines[1] and len(lines[0]) == 1, query

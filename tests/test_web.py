@@ -233,7 +233,7 @@ def test_sweep_form_queues_the_grid(user, folder):
     response = user.post("/sweeps/new", data={**base, "grid_lr": "0.001, 0.01", "grid_class_weights": "auto; 1.2,1.0"})
     assert response.status_code == 302 and "sweep=" in response.location
     page = user.get(response.location).get_data(as_text=True)
-    assert 'Jobs <span class="muted">(4)</span>' in page
+    assert 'Jobs <span class="muted" data-live="total">(4)</span>' in page
 
 
 def test_job_detail_shows_metrics_and_downloads_recorded_files_only(user, folder):

@@ -40,7 +40,7 @@ from worker import dispatch
 
 bp = Blueprint("views", __name__)
 JOBS_PER_PAGE = 50
-POLL_INTERVAL_MS = 2000  # how often a job page asks for its live regions
+POLL_INTERVAL_MS = 2000  # how often a job page or the job list asks for its live regions
 # plotly.js (the cartesian partial bundle: scatter, bar, heatmap...) vendored beside its licence
 # (web/static/plotly.LICENSE.txt): the one file of plotly the app uses.
 PLOTLY_JS = Path(__file__).resolve().parent / "static" / "plotly-cartesian.min.js"
@@ -85,10 +85,23 @@ def favicon() -> Any:
 @login_required
 def job_list() -> Any:
     """Newest jobs first, filtered by status, kind or sweep, one page at a time."""
+    return _job_list_page(*_job_list_query())
+
+
+@bp.get("/jobs/live")
+@login_required
+def job_list_live() -> Any:
+    """The job list's live regions alone (jobs_live.html), for the same query, drawn from the page's own context:
+    live.js swaps them in."""
+    return _job_list_page(*_job_list_query(), template="jobs_live.html")
+
+
+def _job_list_query() -> tuple[str | None, str | None, int | None, str | None, int]:
+    """The job list's query arguments: status, kind, sweep, tag and page (a bad one is a 400 naming it)."""
     status, kind = query_choice("status", JOB_STATUSES), query_choice("kind", JOB_KINDS)
     sweep_id, page = query_int("sweep", None), requested_page()
     tag = request.args.get("tag", "").strip() or None
-    return _job_list_page(status, kind, sweep_id, tag, page)
+    return status, kind, sweep_id, tag, page
 
 
 def _job_list_page(
@@ -99,8 +112,10 @@ def _job_list_page(
     page: int,
     sweep_form: Any = None,
     sweep_errors: dict[str, str] | None = None,
+    template: str = "jobs.html",
 ) -> Any:
-    """The job list; for one sweep, headed by its notes, tags and edit form (as submitted and marked: a 400)."""
+    """The job list (or its live regions); for one sweep, headed by its notes, tags and edit form (as submitted and
+    marked: a 400)."""
     per_page = JOBS_PER_PAGE
     jobs, total = job_service.list_jobs(db(), status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page, per_page=per_page)
     rows = [job.model_dump(mode="json") for job in queries.job_models(db(), jobs)]
@@ -110,8 +125,10 @@ def _job_list_page(
     lost = [worker.hostname for worker in webhooks.lost_workers(db(), within_hours=24, limit=10)]
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template(
-        "jobs.html",
+        template,
         rows=rows,
+        all_finished=all(row["finished"] for row in rows),  # nothing shown can change: live.js stops asking
+        poll_ms=POLL_INTERVAL_MS,
         total=total,
         paged=Pager(page, per_page, total),
         filters=filters,

@@ -2,7 +2,7 @@
 (`human_duration`, "1m 15s") and metric percentages (`percent`, one decimal).
 
 The dashboard's Jinja filters (web.formats) and the CLI's reports call these; web/static/live.js
-(`Live.bytes`, `Live.duration`, `Live.percent`) writes the same text in the browser. Sizes are
+(`Live.percent`, for the panels results.js draws) writes the same percentages in the browser. Sizes are
 decimal (1 kB = 1000 bytes, as disks are sold and as `df -H` counts)."""
 
 from __future__ import annotations

@@ -1,25 +1,8 @@
-/* Job list: while any row is unfinished, poll the same page of the API and update those rows in place. */
+/* Job list: live.js keeps the regions the server draws (the count, disk use, lost workers, the rows and the pager)
+   current while a job shown is queued or running; new jobs of the same filter appear in the meantime. */
 "use strict";
 
 (() => {
-  const table = document.getElementById("jobs");
-  if (!table) return;
-
-  function updateRow(row, job) {
-    Live.showStatus(row, job, "no worker");
-    row.dataset.finished = String(job.finished);
-  }
-
-  const unfinished = () => table.querySelectorAll('tr[data-finished="false"]').length > 0;
-
-  async function refresh() {
-    const page = await Live.getJSON(table.dataset.pollUrl);
-    page.jobs.forEach((job) => {
-      const row = table.querySelector(`tr[data-job-id="${job.id}"]`);
-      if (row) updateRow(row, job);
-    });
-    return unfinished();
-  }
-
-  if (unfinished()) Live.poll(refresh, 2000);
+  const root = document.getElementById("job-list");
+  if (root) Live.follow(root);
 })();

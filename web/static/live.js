@@ -1,5 +1,5 @@
-/* Shared helpers for the live pages: polling (the job and cross-validation pages swap in their server-drawn
-   regions; the job list reads the JSON API), number formats, chart layouts. */
+/* Shared helpers for the live pages: polling (the job list, the job and cross-validation pages swap in their
+   server-drawn regions), number formats, chart layouts. */
 "use strict";
 
 const Live = {
@@ -25,7 +25,7 @@ const Live = {
      root's data-* replace root's. onUpdate(changed) runs at once with every region's name, then after each fetch
      with the names of the regions that changed. A 4xx or a redirect (the job deleted, the session over) stops it;
      a 5xx or a lost connection is tried again. */
-  follow(root, onUpdate) {
+  follow(root, onUpdate = () => {}) {
     const regions = (node) => [...node.querySelectorAll("[data-live]")];
     const finished = () => root.dataset.finished === "true";
     const step = async () => {
@@ -58,7 +58,8 @@ const Live = {
 
   /* Make node equal to fresh, changing only what differs: elements that stay keep their focus, a typed value,
      a selection and a running transition (the progress bar), so nothing flickers. An element of another id is
-     another thing (Cancel becoming Retry): it is replaced, so focus never moves to it. */
+     another thing (Cancel becoming Retry): it is replaced, so focus never moves to it. Children with an id are
+     matched by it (a job list's rows): a new one is inserted and those after it stay the same elements. */
   morph(node, fresh) {
     if (node.nodeType !== fresh.nodeType || node.nodeName !== fresh.nodeName || node.id !== fresh.id) {
       node.replaceWith(fresh);
@@ -67,33 +68,25 @@ const Live = {
     } else {
       [...node.attributes].forEach(({ name }) => { if (!fresh.hasAttribute(name)) node.removeAttribute(name); });
       [...fresh.attributes].forEach(({ name, value }) => { if (node.getAttribute(name) !== value) node.setAttribute(name, value); });
-      const old = [...node.childNodes], next = [...fresh.childNodes];
-      next.forEach((child, index) => { if (index < old.length) Live.morph(old[index], child); else node.append(child); });
-      old.slice(next.length).forEach((child) => child.remove());
+      const next = [...fresh.childNodes], ids = new Set(next.map((child) => child.id).filter(Boolean));
+      [...node.childNodes].forEach((child) => { if (child.id && !ids.has(child.id)) child.remove(); });
+      const kept = new Map([...node.childNodes].filter((child) => child.id).map((child) => [child.id, child]));
+      next.forEach((child, index) => {
+        const current = node.childNodes[index] || null, same = child.id && kept.get(child.id);
+        if (same) {
+          if (same !== current) node.insertBefore(same, current);
+          Live.morph(same, child);
+        } else if (current && !current.id) Live.morph(current, child);
+        else node.insertBefore(child, current);
+      });
+      while (node.childNodes.length > next.length) node.lastChild.remove();
     }
   },
 
-  /* The one formatter of each kind, writing what core.common.formats writes (the templates' filters):
-     a metric in [0, 1] as a percentage with one decimal; a value that is not a share with significant digits;
-     a duration; a size in decimal units (1 kB = 1000 bytes). */
+  /* Numbers in the panels results.js draws, as core.common.formats writes them (the templates' filters): a metric
+     in [0, 1] as a percentage with one decimal; a value that is not a share with significant digits. */
   percent(value) { return value === null || value === undefined ? "—" : `${(100 * value).toFixed(1)}%`; },
   number(value, digits = 3) { return value === null || value === undefined ? "—" : Number(value.toPrecision(digits)).toString(); },
-  duration(seconds) {
-    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
-    const s = Math.round(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-    if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
-    return m ? `${m}m ${String(r).padStart(2, "0")}s` : `${r}s`;
-  },
-  bytes(count) {
-    if (count === null || count === undefined) return "—";
-    if (Math.abs(count) < 1000) return `${count} B`;
-    const units = ["kB", "MB", "GB", "TB"];
-    let value = count / 1000, unit = 0;
-    // 999 960 bytes is "1.0 MB", not "1000.0 kB"
-    while (Math.abs(value) >= 999.95 && unit < units.length - 1) { value /= 1000; unit += 1; }
-    return `${value.toFixed(1)} ${units[unit]}`;
-  },
-  epoch(job) { return job.epoch === null ? "—" : job.epochs_total ? `${job.epoch}/${job.epochs_total}` : `${job.epoch}`; },
 
   layout(yTitle, extra = {}) {
     return Object.assign({
@@ -130,62 +123,5 @@ const Live = {
       accuracy.push({ x, y: result.epochs.map((m) => m.valid_accuracy), name: label, mode: "lines+markers", line: { color } });
     });
     return { results, loss, accuracy };
-  },
-
-  setText(root, field, text) {
-    root.querySelectorAll(`[data-field="${field}"]`).forEach((node) => { node.textContent = text; });
-  },
-  setBadge(root, status) {
-    root.querySelectorAll('[data-field="status"]').forEach((node) => {
-      node.textContent = status;
-      node.className = `badge badge-${status}`;
-    });
-  },
-  /* A run that ended early: "(stopped early at epoch N)" by the badge, the reason as its title and text. */
-  setStopped(root, job) {
-    root.querySelectorAll('[data-field="stopped"]').forEach((node) => {
-      node.textContent = job.stopped_epoch ? `(stopped early at epoch ${job.stopped_epoch})` : "";
-      node.title = job.stop_reason || "";
-      node.hidden = !job.stopped_epoch;
-    });
-    root.querySelectorAll('[data-field="stop_reason"]').forEach((node) => {
-      node.textContent = job.stop_reason || "";
-      node.hidden = !job.stop_reason;
-    });
-  },
-  setProgress(root, progress) {
-    root.querySelectorAll('[data-field="progress-fill"]').forEach((node) => { node.style.width = `${(100 * progress).toFixed(1)}%`; });
-    Live.setText(root, "progress-text", `${Math.round(100 * progress)}%`);
-  },
-  /* A queued job's priority is a badge (web/templates/_macros.html, priority). */
-  setPriority(root, job) {
-    root.querySelectorAll('[data-field="priority"]').forEach((node) => {
-      node.textContent = job.priority;
-      node.className = `priority priority-${job.priority}${job.status === JobStatus.queued ? " waiting" : ""}`;
-    });
-  },
-  queueText(job) {
-    return job.queue + (job.queue_position ? ` · #${job.queue_position}` : "");
-  },
-  /* The fields a job row and a job page share; warnText marks a queue no live worker serves. */
-  showStatus(root, job, warnText) {
-    Live.setBadge(root, job.status);
-    Live.setPriority(root, job);
-    Live.setStopped(root, job);
-    Live.setProgress(root, job.progress);
-    Live.setText(root, "epoch", Live.epoch(job));
-    Live.setText(root, "eta", Live.duration(job.eta_s));
-    Live.setText(root, "images_per_s", Live.number(job.images_per_s));
-    Live.setText(root, "best", Live.percent(job.best_valid_accuracy));
-    Live.setText(root, "disk", Live.bytes(job.disk_bytes));
-    root.querySelectorAll('[data-field="queue"]').forEach((node) => {
-      node.textContent = Live.queueText(job);
-      if (!job.finished && !job.queue_served) {
-        const warn = document.createElement("span");
-        warn.className = "warn";
-        warn.textContent = warnText;
-        node.append(" ", warn);
-      }
-    });
   },
 };
