@@ -85,6 +85,7 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
     from core.service import jobs
     from core.service.db import get_sessionmaker
     from core.service.records import JobStatus
+    from core.service.settings import get_settings
     from web import create_app
 
     figures: dict[str, float] = {}
@@ -98,7 +99,9 @@ def measure(backend: str, jobs_count: int, repeat: int) -> dict[str, float]:
                     jobs.list_jobs(session, status=JobStatus.failed, page=20, per_page=50)
 
             figures["core list_jobs(status=failed, page=20)"] = median_ms(core_page, repeat)
-            app = create_app(test_config={"TESTING": True, "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench", "API_TOKEN": TOKEN})
+            # The bench's own secrets, as settings the app is given (API_TOKEN is a setting, not Flask config).
+            settings = get_settings().model_copy(update={"secret_key": "bench-" * 6, "api_token": TOKEN})
+            app = create_app(settings, test_config={"TESTING": True, "WTF_CSRF_ENABLED": False})
             client = app.test_client()
             assert client.post("/login", data={"username": USER[0], "password": USER[1]}).status_code == 302
             for url in URLS:
