@@ -21,6 +21,7 @@ from core.service import jobs
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
 from core.service.records import Job
+from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests import polling
 from worker import dispatch
@@ -29,7 +30,9 @@ from worker.celery_app import RUN_JOB_TASK, get_app
 
 def submit(kind: str, params: dict, **fields) -> int:
     """A job queued through worker.dispatch as the operator at the command line."""
-    return dispatch.submit(jobs.JobRequest(kind=kind, params=params, **fields), actor=cli_actor(), origin=jobs.Origin.CLI).id
+    return dispatch.submit(
+        jobs.JobRequest(kind=kind, params=params, **fields), actor=cli_actor(), origin=jobs.Origin.CLI, settings=get_settings()
+    ).id
 
 
 LEUKEMIA = [sys.executable, "-m", "leukemia.cli"]

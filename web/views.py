@@ -189,7 +189,7 @@ def edit_job(job_id: int) -> Any:
     options = forms.options_from_form(request.form, errors)
     if options is None:
         return _job_page(_existing(job_id), request.form, errors)
-    changed = job_edits.edit_job(db(), current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()))
+    changed = job_edits.edit_job(db(), current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()), app_settings())
     flash(job_edits.describe_changes(f"Job {job_id}", changed) + ".")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -226,7 +226,7 @@ def retry(job_id: int) -> Any:
     _existing(job_id)
     actor = current_actor()
     commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
-    dispatch.retry_job(job_id, actor=actor)
+    dispatch.retry_job(job_id, actor=actor, settings=app_settings())
     flash(f"Job {job_id} queued again.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -314,7 +314,11 @@ def data_folders() -> Any:
     if request.method == "POST":
         try:
             folder = folder_service.register_data_folder(
-                db(), request.form.get("name", ""), request.form.get("path", ""), actor=current_actor()
+                db(),
+                request.form.get("name", ""),
+                request.form.get("path", ""),
+                actor=current_actor(),
+                roots=app_settings().data_root_paths,
             )
             name = folder.name
         except (UserInputError, StateConflict) as problem:

@@ -18,6 +18,7 @@ from web.db import commit, db
 from web.downloads import send_artifact
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import FILE, PNG, operation
+from web.settings import app_settings
 from worker import dispatch
 
 
@@ -51,7 +52,7 @@ def submit_job() -> Any:
     check_web_params(submission.params)
     actor = current_actor()
     commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
-    return job_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
+    return job_response(dispatch.submit(submission, actor=actor, origin=Origin.API, settings=app_settings()).id, 201)
 
 
 @operation(
@@ -109,7 +110,7 @@ def edit_job(job_id: int) -> Any:
     """Change a job's notes, tags, priority or retention (its owner or an admin); fields left out stay"""
     changes, actor = json_body(schemas.OptionsEdit), current_actor()
     existing_job_id(job_id)
-    job_edits.edit_job(db(), actor, job_id, changes)
+    job_edits.edit_job(db(), actor, job_id, changes, app_settings())
     return job_response(job_id)
 
 
@@ -145,7 +146,7 @@ def retry_job(job_id: int) -> Any:
     existing_job_id(job_id)
     actor = current_actor()
     commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
-    dispatch.retry_job(job_id, actor=actor)
+    dispatch.retry_job(job_id, actor=actor, settings=app_settings())
     return job_response(job_id)
 
 

@@ -16,6 +16,7 @@ from web.auth import current_actor
 from web.db import commit, db
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import operation
+from web.settings import app_settings
 from worker import dispatch
 
 
@@ -41,7 +42,7 @@ def submit_sweep() -> Any:
             raise UserInputError(f"grid: csv {problem}", field="grid")
     actor = current_actor()
     commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
-    return sweep_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
+    return sweep_response(dispatch.submit(submission, actor=actor, origin=Origin.API, settings=app_settings()).id, 201)
 
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
