@@ -373,7 +373,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     main_worker, queues = request.getfixturevalue("main_worker"), request.getfixturevalue("queues")
     from core.service.sweep_stopping import MedianStopRule
     from tests.test_early_stopping import finish_point, write_plateau_folder
-    from web import queries
+    from web import row_models
 
     data = write_plateau_folder(tmp_path / "plateau")
     params = {"data_dir": str(data), "epochs": 5, **TINY, "batch_size": 16}  # one step per epoch
@@ -405,7 +405,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
         assert (job.status, job.error, job.stopped_epoch, job.stop_reason) == ("succeeded", None, 2, reason)
         assert (job.progress, job.epoch, job.epochs_total) == (1.0, 2, 2) and epochs_of(job_id) == [1, 2]
         with get_sessionmaker().begin() as session:
-            answered = queries.job_models(session, [job])[0]
+            answered = row_models.job_models(session, [job])[0]
             best = jobs.job_checkpoint(session, job_id, "best")
         assert (answered.stopped_epoch, answered.stop_reason) == (2, reason)
         code, output = cli("job", str(job_id))

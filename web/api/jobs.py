@@ -10,7 +10,7 @@ from core.common.errors import UserInputError
 from core.service import data_folders, deletion, job_edits
 from core.service import jobs as job_service
 from core.service.jobs.request import Origin
-from web import queries, results
+from web import results, row_models
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
@@ -77,12 +77,12 @@ def list_jobs() -> Any:
         page=query.page,
         per_page=query.per_page,
     )
-    return answer(schemas.JobPage(jobs=queries.job_models(db(), jobs), total=total, page=query.page, per_page=query.per_page))
+    return answer(schemas.JobPage(jobs=row_models.job_models(db(), jobs), total=total, page=query.page, per_page=query.per_page))
 
 
 def job_response(job_id: int, status: int = 200) -> Any:
     job = job_service.get_job(db(), job_id)
-    return answer(queries.job_models(db(), [job])[0], status)
+    return answer(row_models.job_models(db(), [job])[0], status)
 
 
 @operation(bp, "get", "/jobs/<int:job_id>", operation_id="getJob", tag="jobs", responses={200: schemas.Job}, errors=(404,))
@@ -178,7 +178,7 @@ def delete_job(job_id: int) -> Any:
 def job_metrics(job_id: int) -> Any:
     """Per-epoch metrics of a job"""
     existing_job_id(job_id)
-    epochs = [queries.epoch_model(m) for m in job_service.epoch_metrics(db(), job_id)]
+    epochs = [row_models.epoch_model(m) for m in job_service.epoch_metrics(db(), job_id)]
     return answer(schemas.JobMetrics(job_id=job_id, epochs=epochs))
 
 

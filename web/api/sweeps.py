@@ -8,7 +8,7 @@ from core.common.errors import UserInputError
 from core.service import deletion, job_edits
 from core.service import jobs as job_service
 from core.service.jobs.request import Origin
-from web import queries
+from web import row_models
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params
@@ -47,7 +47,7 @@ def submit_sweep() -> Any:
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
     sweep = job_edits.get_sweep(db(), sweep_id)
-    return answer(queries.sweep_model(db(), sweep), status)
+    return answer(row_models.sweep_model(db(), sweep), status)
 
 
 @operation(
@@ -64,7 +64,7 @@ def list_sweeps() -> Any:
     """Sweeps, newest first"""
     query = query_model(schemas.SweepListQuery)
     sweeps, total = job_service.list_sweeps(db(), query.page, query.per_page, tag=query.tag)
-    items = [queries.sweep_model(db(), sweep) for sweep in sweeps]
+    items = [row_models.sweep_model(db(), sweep) for sweep in sweeps]
     return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
 
