@@ -20,6 +20,7 @@ from core.service.cv_jobs import create_ensemble_job
 from core.service.db import get_sessionmaker
 from core.service.records import AuditEntry, CrossValidation, Job
 from core.service.run_folders import job_run_folder
+from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.test_retention import add_user, row
@@ -124,7 +125,7 @@ def cli(*args: str) -> tuple[int, str]:
 def requeue(job_id: int) -> None:
     """A failed job queued again (a retry): its cross-validation is running again."""
     with get_sessionmaker().begin() as session:
-        jobs.retry_job(session, job_id)
+        jobs.retry_job(session, job_id, get_settings())
 
 
 def cancel(job_id: int) -> None:

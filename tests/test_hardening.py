@@ -732,6 +732,7 @@ def test_a_deleted_jobs_id_and_a_removed_webhooks_delivery_ids_are_never_given_a
     from core.service import webhooks
     from core.service.access import cli_actor
     from core.service.records import AuditEntry
+    from core.service.settings import get_settings
     from tests.conftest import WEB_API_TOKEN
     from tests.web_helpers import finished_train_job
 
@@ -741,13 +742,15 @@ def test_a_deleted_jobs_id_and_a_removed_webhooks_delivery_ids_are_never_given_a
     submitted = client.post("/api/jobs", headers=auth, json={"kind": "train", "params": {"data_dir": folder_path}})
     assert submitted.json["id"] not in (kept, highest) and submitted.json["id"] > highest
     with get_sessionmaker().begin() as session:
-        hook = webhooks.add(session, cli_actor(), "https://hooks.example.org/a", ["job.failed"]).id
+        hook = webhooks.add(session, cli_actor(), "https://hooks.example.org/a", ["job.failed"], settings=get_settings()).id
         first = webhooks.send_test(session, cli_actor(), hook).id
     with get_sessionmaker().begin() as session:
         webhooks.remove(session, cli_actor(), hook)
     with get_sessionmaker().begin() as session:
         second = webhooks.send_test(
-            session, cli_actor(), webhooks.add(session, cli_actor(), "https://hooks.example.org/b", ["job.failed"]).id
+            session,
+            cli_actor(),
+            webhooks.add(session, cli_actor(), "https://hooks.example.org/b", ["job.failed"], settings=get_settings()).id,
         ).id
         targets = session.execute(select(AuditEntry.action, AuditEntry.target_id).where(AuditEntry.target_type == "job")).all()
     assert second > first

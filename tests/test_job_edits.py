@@ -3,6 +3,8 @@ the dashboard's forms and the CLI; who may; partial edits; the tag filter; the a
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -12,6 +14,7 @@ from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.job_options import JobOptions
 from core.service.records import PRIORITIES, AuditEntry, Job, User, utcnow
+from core.service.settings import get_settings
 from tests.conftest import WEB_API_TOKEN
 from tests.web_helpers import TRAIN, csrf_token, login
 
@@ -222,13 +225,13 @@ def test_only_the_owner_or_an_admin_may_edit(app, data_dir):
     sweep_id, _ = submitted_sweep(data_dir, owner.user_id)
     change = JobOptionsEdit(add_tags=["checked"])
     for actor in (other, viewer):
-        for edit, target in ((job_edits.edit_job, job_id), (job_edits.edit_sweep, sweep_id)):
+        for edit, target in ((partial(job_edits.edit_job, settings=get_settings()), job_id), (job_edits.edit_sweep, sweep_id)):
             with pytest.raises(PermissionDenied), get_sessionmaker().begin() as session:
                 edit(session, actor, target, change)
     with get_sessionmaker().begin() as session:
-        assert job_edits.edit_job(session, owner, job_id, change) == {"tags": ["checked"]}
+        assert job_edits.edit_job(session, owner, job_id, change, get_settings()) == {"tags": ["checked"]}
         assert job_edits.edit_sweep(session, owner, sweep_id, change) == {"tags": ["checked"]}
-        assert job_edits.edit_job(session, admin, job_id, JobOptionsEdit(tags=["admin"])) == {"tags": ["admin"]}
+        assert job_edits.edit_job(session, admin, job_id, JobOptionsEdit(tags=["admin"]), get_settings()) == {"tags": ["admin"]}
     assert [row.username for row in audit_rows("job.edit")] == ["olga", "ada"]
     assert [row.username for row in audit_rows("sweep.edit")] == ["olga"]
 

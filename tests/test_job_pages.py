@@ -17,6 +17,7 @@ from core.engine.evaluation.scores import confusion_matrix, sensitivity_specific
 from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import CrossValidation, Job, utcnow
+from core.service.settings import get_settings
 from tests.conftest import WEB_ADMIN, WEB_API_TOKEN
 from tests.test_retention import finished_job, row, train_in_process
 from tests.web_helpers import TRAIN, login, synthetic_folder
@@ -67,7 +68,7 @@ def test_a_job_page_shows_its_times_and_how_long_it_ran(admin, folder_path):
 
     with get_sessionmaker().begin() as session:  # a retried job waits again: its old start is not shown
         jobs.finish_job(session, running, "w", "failed", error="boom")
-        jobs.retry_job(session, running)
+        jobs.retry_job(session, running, get_settings())
     page = admin.get(f"/jobs/{running}").get_data(as_text=True)
     assert (fact(page, "started"), fact(page, "finished"), fact(page, "duration")) == ("—", "—", "—")
     assert row(running).started_at is not None

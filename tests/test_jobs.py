@@ -15,6 +15,7 @@ from core.service import jobs
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
 from core.service.records import EpochMetric, Job, WorkerRecord, utcnow
+from core.service.settings import get_settings
 
 TRAIN = {"data_dir": "/data/lab", "epochs": 3, "image_size": 32}
 
@@ -136,8 +137,8 @@ def test_cancel_and_retry(db):
         with pytest.raises(StateConflict, match=f"job {running} is already cancelled; nothing to cancel"):
             jobs.request_cancel(session, running)
         with pytest.raises(StateConflict, match="only failed or cancelled"):
-            jobs.retry_job(session, untouched)
-        again = jobs.retry_job(session, running)
+            jobs.retry_job(session, untouched, get_settings())
+        again = jobs.retry_job(session, running, get_settings())
         assert (again.status, again.attempts, again.cancel_requested, again.error) == ("queued", 0, False, None)
         assert jobs.claim_job(session, running, owner="w2", host="h").attempts == 1
 
@@ -205,7 +206,6 @@ def test_an_epoch_row_has_exactly_the_fields_of_an_epoch_record():
 
 
 def test_artifacts_are_recorded_with_size_and_hash(db, service_backend):
-    from core.service.settings import get_settings
 
     job_id = new_job(db)
     run_folder = get_settings().resolved_artifacts_dir / "jobs" / str(job_id)
@@ -270,7 +270,7 @@ def test_a_sweep_sent_to_an_unreachable_broker_fails_every_job_with_the_reason(d
     with overridden_settings(BROKER_URL="redis://127.0.0.1:1/0"):  # nothing listens on port 1
         with pytest.raises(BrokerUnavailable, match="could not send job") as raised:
             request = jobs.SweepRequest(kind="train", base_params=TRAIN, grid={"lr": ["0.001", "0.002", "0.003"]})
-            dispatch.submit(request, actor=cli_actor(), origin=jobs.Origin.CLI)
+            dispatch.submit(request, actor=cli_actor(), origin=jobs.Origin.CLI, settings=get_settings())
         assert not isinstance(raised.value, UserInputError)  # not the user's fault: the API answers 503
     with db.begin() as session:
         sweep_id = max(session.scalars(select(Job.sweep_id).where(Job.sweep_id.is_not(None))))

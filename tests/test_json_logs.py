@@ -110,13 +110,14 @@ def test_the_heartbeat_thread_logs_with_its_jobs_id(app, json_logs, settings_ove
     import time
 
     from core.service.logs import log_context
+    from core.service.settings import get_settings
     from worker.job_progress import Heartbeat, JobObserver, LogTail
 
     settings_override(HEARTBEAT_SECONDS="0.05")
-    observer = JobObserver(4242)
+    observer = JobObserver(4242, default_retention="all")
     observer.progress = {"not_a_progress_field": 1}  # the job service refuses it: every beat fails and is logged
     with log_context(job_id=4242):
-        heartbeat = Heartbeat(4242, "owner", observer, LogTail())
+        heartbeat = Heartbeat(4242, "owner", observer, LogTail(), get_settings().heartbeat_seconds)
     heartbeat.start()  # outside the context: the thread still has the job's
     deadline = time.monotonic() + 20
     while not any(line["message"] == "job 4242 heartbeat failed" for line in json_logs()) and time.monotonic() < deadline:

@@ -193,7 +193,7 @@ def test_deleting_a_sweep_deletes_all_its_finished_jobs(admin, folder_path):
         finished_job(folder_path, sweep_id=sweep_id, files={"best.pt": 100}, status=status) for status in ("succeeded", "failed")
     ]
     with get_sessionmaker().begin() as session:
-        jobs.retry_job(session, members[1])  # queued again: the sweep is not finished
+        jobs.retry_job(session, members[1], get_settings())  # queued again: the sweep is not finished
     refused = client.delete(f"/api/sweeps/{sweep_id}", headers=AUTH)
     assert refused.status_code == 409 and f"job {members[1]} still queued or running" in refused.json["error"], refused.json
     with get_sessionmaker().begin() as session:
@@ -280,12 +280,12 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
             ),
         ).id
     with get_sessionmaker().begin() as session:
-        outcome = retention.after_job(session, kept)
+        outcome = retention.after_job(session, kept, get_settings().retention)
     assert outcome.kept_for_children == ["last.pt"] and outcome.removed == ["epoch_002.pt"]
     assert names(kept) == ({"best.pt", "last.pt"}, {"best.pt", "last.pt"})
     assert cli("cancel", str(child))[0] == 0
     with get_sessionmaker().begin() as session:
-        outcome = retention.after_job(session, kept)
+        outcome = retention.after_job(session, kept, get_settings().retention)
     assert outcome.removed == ["last.pt"] and outcome.freed_bytes > 0
     assert row(kept).disk_bytes == folder_bytes(job_run_folder(row(kept)))
 
@@ -293,7 +293,7 @@ def test_retention_best_and_last_n_on_tiny_training_runs(app, folder_path):
 def test_best_keeps_last_pt_of_a_failed_job_for_its_retry(app, folder_path):
     failed = finished_job(folder_path, status="failed", retention_policy="best")
     with get_sessionmaker().begin() as session:
-        outcome = retention.after_job(session, failed)
+        outcome = retention.after_job(session, failed, get_settings().retention)
     assert outcome.removed == [] and (job_run_folder(row(failed)) / "last.pt").is_file()
     assert row(failed).disk_bytes == sum(FILES.values()) + 33
 
@@ -346,8 +346,9 @@ def test_a_retention_edit_on_a_finished_job_applies_now_and_says_so(admin, folde
 
 def test_the_global_policy_is_a_setting_and_a_bad_one_names_it(settings_override):
     settings_override(RETENTION="last-5")
-    assert get_settings().retention == "last-5" and retention.policy_of(Job(retention=None)) == "last-5"
-    assert retention.policy_of(Job(retention="best")) == "best"
+    default = get_settings().retention
+    assert default == "last-5" and retention.policy_of(Job(retention=None), default) == "last-5"
+    assert retention.policy_of(Job(retention="best"), default) == "best"
     settings_override(RETENTION="newest")
     with pytest.raises(UserInputError, match="RETENTION: .*'newest' is not a retention policy"):
         get_settings()
@@ -411,7 +412,7 @@ def test_gc_dry_run_then_for_real(client, folder_path):
 def test_disk_use_in_the_api_the_job_list_and_the_cli(admin, folder_path):
     job_id = finished_job(folder_path)
     with get_sessionmaker().begin() as session:
-        retention.after_job(session, job_id)
+        retention.after_job(session, job_id, get_settings().retention)
     each = sum(FILES.values()) + 33
     answer = admin.get("/api/disk", headers=AUTH).json
     assert answer["jobs_bytes"] == each and answer["measured_jobs"] == 1 and answer["retention"] == "all"

@@ -10,6 +10,7 @@ from core.common.errors import NotFound
 from core.service import audit, data_folders, users, webhooks
 from core.service.access import Actor, PermissionDenied, cli_actor
 from core.service.db import get_sessionmaker, upgrade_database
+from core.service.settings import get_settings
 
 MEMBER = Actor(2, "bob", "member")
 VIEWER = Actor(3, "vic", "viewer")
@@ -59,10 +60,11 @@ def test_users_and_audit_reads_answer_an_admin(database):
 
 def test_registering_a_data_folder_refuses_a_viewer_in_the_service(database):
     (database / "cells").mkdir()
+    roots = get_settings().data_root_paths
     with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied, match="^vic is a viewer: only members"):
-        data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=VIEWER)
+        data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=VIEWER, roots=roots)
     with get_sessionmaker().begin() as session:
-        folder = data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=MEMBER)
+        folder = data_folders.register_data_folder(session, "cells", str(database / "cells"), actor=MEMBER, roots=roots)
         assert folder.name == "cells" and data_folders.list_data_folders(session) == [folder]
 
 
@@ -85,10 +87,10 @@ def test_every_kind_of_submit_refuses_a_viewer_before_looking(database):
     for request in requests:
         for origin in Origin:
             with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied) as refused:
-                submissions.submit(session, request, VIEWER, origin)
+                submissions.submit(session, request, VIEWER, origin, get_settings())
             assert str(refused.value) == "vic is a viewer: only members and admins may submit or change jobs"
         with get_sessionmaker().begin() as session, pytest.raises(UserInputError):  # NotFound for the ensemble
-            submissions.submit(session, request, MEMBER, Origin.API)
+            submissions.submit(session, request, MEMBER, Origin.API, get_settings())
     with get_sessionmaker().begin() as session:
         assert session.query(Job).count() == 0
         assert [entry.action for entry in session.query(AuditEntry)] == ["user.add", "user.add"]

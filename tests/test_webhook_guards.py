@@ -173,7 +173,7 @@ def test_a_disabled_webhooks_retries_wait_until_it_is_enabled(database):
         webhooks.deliver_due(get_settings())
         assert len(receiver.requests) == 1  # the 500: pending, retried after 0.3 s
         with get_sessionmaker().begin() as session:
-            webhooks.change(session, cli_actor(), hook, enabled=False)
+            webhooks.change(session, cli_actor(), hook, enabled=False, settings=get_settings())
         later = queue_test(hook)
         for _ in range(8):  # well past the retry time
             webhooks.deliver_due(get_settings())
@@ -181,7 +181,7 @@ def test_a_disabled_webhooks_retries_wait_until_it_is_enabled(database):
         assert len(receiver.requests) == 1
         assert {d.id: d.status for d in deliveries_of(hook)} == {delivery_id: "pending", later: "pending"}
         with get_sessionmaker().begin() as session:
-            webhooks.change(session, cli_actor(), hook, enabled=True)
+            webhooks.change(session, cli_actor(), hook, enabled=True, settings=get_settings())
         deliver_until(lambda: all(d.status == "delivered" for d in deliveries_of(hook)))
         assert sorted(int(r["delivery"]) for r in receiver.requests) == [delivery_id, delivery_id, later]
     finally:
@@ -245,9 +245,9 @@ def test_addresses_that_are_not_public_are_refused_unless_allowed(database, sett
             add_webhook(url)
         assert (refused.value.field, str(refused.value)) == ("url", message)
     with get_sessionmaker().begin() as session:
-        hook = webhooks.add(session, cli_actor(), "https://hooks.example.org/x", ["job.failed"]).id
+        hook = webhooks.add(session, cli_actor(), "https://hooks.example.org/x", ["job.failed"], settings=get_settings()).id
         with pytest.raises(UserInputError) as refused:  # a change is checked as an addition is
-            webhooks.change(session, cli_actor(), hook, url="http://[::1]/")
+            webhooks.change(session, cli_actor(), hook, url="http://[::1]/", settings=get_settings())
         assert refused.value.field == "url"
 
     allow(settings_override, "127.0.0.1, ::1/128, 10.0.0.0/8")  # the allow-list lets exactly these through

@@ -117,7 +117,12 @@ def database(isolated_home, settings_override):
 def add_webhook(url: str, events: list[str] | None = None, secret: str = SECRET) -> int:
     with get_sessionmaker().begin() as session:
         return webhooks.add(
-            session, cli_actor(), url, events or ["job.succeeded", "job.failed", "job.cancelled", "worker.lost"], secret
+            session,
+            cli_actor(),
+            url,
+            events or ["job.succeeded", "job.failed", "job.cancelled", "worker.lost"],
+            secret,
+            settings=get_settings(),
         ).id
 
 
@@ -160,7 +165,7 @@ def test_every_path_that_ends_a_job_writes_its_event_with_the_change(database, t
     silent = add_webhook("http://127.0.0.1:9/other", ["worker.lost"])  # not subscribed to job events
     off = add_webhook("http://127.0.0.1:9/off")
     with get_sessionmaker().begin() as session:
-        webhooks.change(session, cli_actor(), off, enabled=False)
+        webhooks.change(session, cli_actor(), off, enabled=False, settings=get_settings())
     ended = {}
     # queued -> cancelled (request_cancel)
     ended["cancel"] = queued(tmp_path)
@@ -376,7 +381,7 @@ def test_bad_configuration_names_its_field(database):
         add_webhook("http://example.org/x", secret="short")
     assert error.value.field == "secret"
     with get_sessionmaker().begin() as session, pytest.raises(PermissionDenied):
-        webhooks.add(session, Actor(7, "bob", "member"), "http://example.org/x", ["job.failed"])
+        webhooks.add(session, Actor(7, "bob", "member"), "http://example.org/x", ["job.failed"], settings=get_settings())
 
 
 def test_the_cli_adds_lists_tests_delivers_and_removes(database, receiver):

@@ -21,6 +21,7 @@ from core.service import jobs
 from core.service.access import cli_actor
 from core.service.db import get_sessionmaker
 from core.service.records import Job
+from core.service.settings import get_settings
 from leukemia.cli import main as leukemia_cli
 from tests import polling
 from worker import dispatch
@@ -29,7 +30,9 @@ from worker.celery_app import RUN_JOB_TASK, get_app
 
 def submit(kind: str, params: dict, **fields) -> int:
     """A job queued through worker.dispatch as the operator at the command line."""
-    return dispatch.submit(jobs.JobRequest(kind=kind, params=params, **fields), actor=cli_actor(), origin=jobs.Origin.CLI).id
+    return dispatch.submit(
+        jobs.JobRequest(kind=kind, params=params, **fields), actor=cli_actor(), origin=jobs.Origin.CLI, settings=get_settings()
+    ).id
 
 
 LEUKEMIA = [sys.executable, "-m", "leukemia.cli"]
@@ -370,7 +373,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
     main_worker, queues = request.getfixturevalue("main_worker"), request.getfixturevalue("queues")
     from core.service.sweep_stopping import MedianStopRule
     from tests.test_early_stopping import finish_point, write_plateau_folder
-    from web import queries
+    from web import row_models
 
     data = write_plateau_folder(tmp_path / "plateau")
     params = {"data_dir": str(data), "epochs": 5, **TINY, "batch_size": 16}  # one step per epoch
@@ -402,7 +405,7 @@ def test_early_stopping_by_patience_and_by_the_sweeps_median_rule(service_backen
         assert (job.status, job.error, job.stopped_epoch, job.stop_reason) == ("succeeded", None, 2, reason)
         assert (job.progress, job.epoch, job.epochs_total) == (1.0, 2, 2) and epochs_of(job_id) == [1, 2]
         with get_sessionmaker().begin() as session:
-            answered = queries.job_models(session, [job])[0]
+            answered = row_models.job_models(session, [job])[0]
             best = jobs.job_checkpoint(session, job_id, "best")
         assert (answered.stopped_epoch, answered.stop_reason) == (2, reason)
         code, output = cli("job", str(job_id))

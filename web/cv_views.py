@@ -20,6 +20,7 @@ from web.auth import current_actor, login_required
 from web.db import commit, db
 from web.errors import refusal_status
 from web.inputs import csv_name_problem
+from web.settings import app_settings
 from web.submit_views import form_choices, queue_choice, selected_folder
 from web.views import delete_and_flash
 from worker import dispatch
@@ -80,7 +81,7 @@ def new_cross_validation() -> Any:
                     },
                 )
                 commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
-                queued = dispatch.submit(cv_request, actor=actor, origin=Origin.FORM)
+                queued = dispatch.submit(cv_request, actor=actor, origin=Origin.FORM, settings=app_settings())
             except UserInputError as error:
                 name = "data_folder" if error.field == "data_dir" else error.field  # as the job forms show it
                 shown = {f.name for f in _fields()} | {"folds", "data_folder"}
@@ -158,7 +159,7 @@ def ensemble(cv_id: int) -> Any:
                 {"cv_id": cv_id, "kind": kind, "split": split, "tta": "tta" in request.form, "queue": queue_choice()},
             )
             commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
-            job_id = dispatch.submit(ensemble_request, actor=actor, origin=Origin.FORM).id
+            job_id = dispatch.submit(ensemble_request, actor=actor, origin=Origin.FORM, settings=app_settings()).id
         except (UserInputError, StateConflict) as error:
             errors["split" if error.field == "csv" else "ensemble"] = str(error)
             status = refusal_status(error)

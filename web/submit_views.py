@@ -20,6 +20,7 @@ from web import forms
 from web.auth import current_actor, login_required
 from web.db import commit, db
 from web.inputs import csv_name_problem, storable_id
+from web.settings import app_settings
 from worker import dispatch
 
 bp = Blueprint("submit", __name__)
@@ -128,7 +129,7 @@ def new_job(kind: str) -> Any:
                     },
                 )
                 commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
-                job_id = dispatch.submit(job_request, actor=actor, origin=Origin.FORM).id
+                job_id = dispatch.submit(job_request, actor=actor, origin=Origin.FORM, settings=app_settings()).id
             except UserInputError as error:
                 record_submit_error(error, kind, errors)
             else:
@@ -206,7 +207,7 @@ def new_sweep() -> Any:
                     },
                 )
                 commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
-                queued = dispatch.submit(sweep_request, actor=actor, origin=Origin.FORM)
+                queued = dispatch.submit(sweep_request, actor=actor, origin=Origin.FORM, settings=app_settings())
             except UserInputError as error:
                 errors["grid" if error.field == "grid" else forms.FORM_LEVEL] = str(error)
             else:

@@ -27,7 +27,7 @@ from core.service.records import (
     utcnow,
 )
 from web import compare as compare_table
-from web import forms, queries, results
+from web import forms, results, row_models
 from web.api import schemas
 from web.auth import current_actor, login_required
 from web.db import commit, db, rollback
@@ -118,10 +118,10 @@ def _job_list_page(
     marked: a 400)."""
     per_page = JOBS_PER_PAGE
     jobs, total = job_service.list_jobs(db(), status=status, kind=kind, sweep_id=sweep_id, tag=tag, page=page, per_page=per_page)
-    rows = [job.model_dump(mode="json") for job in queries.job_models(db(), jobs)]
+    rows = [job.model_dump(mode="json") for job in row_models.job_models(db(), jobs)]
     disk = disk_summary(db())
     sweep = _sweep_card(db(), sweep_id, sweep_form, sweep_errors) if sweep_id is not None else None
-    sweep_rule = queries.sweep_rule_text(db(), sweep_id) if sweep_id is not None else None
+    sweep_rule = row_models.sweep_rule_text(db(), sweep_id) if sweep_id is not None else None
     lost = [worker.hostname for worker in webhooks.lost_workers(db(), within_hours=24, limit=10)]
     filters = {"status": status, "kind": kind, "sweep": sweep_id, "tag": tag and job_service.tag_filter(tag)}
     return render_template(
@@ -174,12 +174,12 @@ def job_live(job_id: int) -> Any:
 def _job_page(job_id: int, form: Any = None, errors: dict[str, str] | None = None, template: str = "job.html") -> Any:
     """The job page (or its live regions); with form and errors, its edit form as submitted, marked (a 400)."""
     job = job_service.get_job(db(), job_id)
-    row = queries.job_models(db(), [job])[0].model_dump(mode="json")
-    metrics = [queries.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(db(), job_id)]
+    row = row_models.job_models(db(), [job])[0].model_dump(mode="json")
+    metrics = [row_models.epoch_model(m).model_dump(mode="json") for m in job_service.epoch_metrics(db(), job_id)]
     artifacts = [schemas.Artifact.model_validate(a).model_dump(mode="json") for a in job_service.artifacts(db(), job_id)]
     heatmap_note = results.heatmap_note(results.explained_image_size(db(), job)) if job.kind not in MODEL_KINDS else None
     edit_form = form or forms.options_form_values(job_service.options_of(db(), job))
-    children = [child.model_dump(mode="json") for child in queries.job_models(db(), job_service.child_jobs(db(), job_id))]
+    children = [child.model_dump(mode="json") for child in row_models.job_models(db(), job_service.child_jobs(db(), job_id))]
     return render_template(
         template,
         job=row,
@@ -206,7 +206,7 @@ def edit_job(job_id: int) -> Any:
     options = forms.options_from_form(request.form, errors)
     if options is None:
         return _job_page(_existing(job_id), request.form, errors)
-    changed = job_edits.edit_job(db(), current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()))
+    changed = job_edits.edit_job(db(), current_actor(), _existing(job_id), JobOptionsEdit(**options.model_dump()), app_settings())
     flash(job_edits.describe_changes(f"Job {job_id}", changed) + ".")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -243,7 +243,7 @@ def retry(job_id: int) -> Any:
     _existing(job_id)
     actor = current_actor()
     commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
-    dispatch.retry_job(job_id, actor=actor)
+    dispatch.retry_job(job_id, actor=actor, settings=app_settings())
     flash(f"Job {job_id} queued again.")
     return redirect(url_for("views.job_detail", job_id=job_id))
 
@@ -316,7 +316,7 @@ def compare() -> Any:
     ]
     if not raw:
         return render_template("compare.html", runs=[], candidates=candidates, ids="")
-    ids = queries.parse_job_ids(raw)
+    ids = row_models.parse_job_ids(raw)
     runs = compare_table.compared_runs(db(), [job_service.get_job(db(), job_id) for job_id in ids])
     return render_template(
         "compare.html", runs=runs, candidates=candidates, ids=",".join(map(str, ids)), measures=compare_table.MEASURES
@@ -331,7 +331,11 @@ def data_folders() -> Any:
     if request.method == "POST":
         try:
             folder = folder_service.register_data_folder(
-                db(), request.form.get("name", ""), request.form.get("path", ""), actor=current_actor()
+                db(),
+                request.form.get("name", ""),
+                request.form.get("path", ""),
+                actor=current_actor(),
+                roots=app_settings().data_root_paths,
             )
             name = folder.name
         except (UserInputError, StateConflict) as problem:

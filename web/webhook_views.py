@@ -16,6 +16,7 @@ from web.api import schemas
 from web.auth import current_actor, login_required
 from web.db import db, rollback
 from web.paging import Pager, requested_page
+from web.settings import app_settings
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin/webhooks")
 PER_PAGE = 50
@@ -35,6 +36,7 @@ def webhook_list() -> Any:
                 request.form.get("url", ""),
                 request.form.getlist("events"),
                 request.form.get("secret", "").strip() or None,
+                settings=app_settings(),
             )
             made = {"id": webhook.id, "secret": webhook.secret}
         except UserInputError as problem:
@@ -69,7 +71,7 @@ def webhook_list() -> Any:
 def set_enabled(webhook_id: int) -> Any:
     actor = current_actor()
     enabled = request.form.get("enabled") == "1"
-    webhooks.change(db(), actor, webhook_id, enabled=enabled)
+    webhooks.change(db(), actor, webhook_id, enabled=enabled, settings=app_settings())
     flash(f"Webhook {webhook_id} {'enabled' if enabled else 'disabled'}.")
     return redirect(
         request.form.get("back") == "history"

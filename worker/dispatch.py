@@ -20,6 +20,7 @@ from core.service.access import Actor, require_owner
 from core.service.db import get_sessionmaker
 from core.service.jobs.request import AnyRequest, Origin
 from core.service.records import JobStatus
+from core.service.settings import Settings
 from core.service.submissions import Queued
 from worker.celery_app import send_run_job
 
@@ -63,10 +64,11 @@ def commit_then_send(change: Callable[[Session], Queued]) -> Queued:
     return queued
 
 
-def submit(request: AnyRequest, *, actor: Actor, origin: Origin) -> Queued:
+def submit(request: AnyRequest, *, actor: Actor, origin: Origin, settings: Settings) -> Queued:
     """Queue what a request asks for (core.service.submissions.submit: a job, a sweep, a cross-validation, a fold
-    ensemble), commit it, then send each job's id; `.id` is the job's, sweep's or cross-validation's."""
-    return commit_then_send(lambda session: submissions.submit(session, request, actor, origin))
+    ensemble), commit it, then send each job's id; `.id` is the job's, sweep's or cross-validation's.
+    settings: the edge's (the web app's, the CLI's)."""
+    return commit_then_send(lambda session: submissions.submit(session, request, actor, origin, settings))
 
 
 def cancel_job(job_id: int, *, actor: Actor) -> str:
@@ -83,12 +85,12 @@ def cancel_job(job_id: int, *, actor: Actor) -> str:
         return status
 
 
-def retry_job(job_id: int, *, actor: Actor) -> int:
+def retry_job(job_id: int, *, actor: Actor, settings: Settings) -> int:
     """Queue a failed or cancelled job again (it resumes from its last checkpoint) and re-send it."""
 
     def retry(session: Session) -> Queued:
         require_owner(actor, jobs.get_job(session, job_id).submitted_by, f"job {job_id}")
-        job = jobs.retry_job(session, job_id)
+        job = jobs.retry_job(session, job_id, settings)
         audit.record(session, actor, "job.retry", "job", job_id)
         return Queued.of(job_id, [job])
 

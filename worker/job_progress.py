@@ -18,7 +18,6 @@ from core.service import jobs
 from core.service.db import get_sessionmaker
 from core.service.records import Job
 from core.service.run_mirror import RunMirror
-from core.service.settings import get_settings
 from worker import metrics
 
 log = logging.getLogger("leukemia.worker")
@@ -50,8 +49,16 @@ class JobObserver(TrainingObserver, PredictionObserver):
     """Observes a job's run: keeps progress for the heartbeat to flush, upserts each epoch (with an object
     store, in the background once the epoch's files are stored: mirror)."""
 
-    def __init__(self, job_id: int, mirror: RunMirror | None = None, on_start_epoch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        job_id: int,
+        mirror: RunMirror | None = None,
+        on_start_epoch: Callable[[int], None] | None = None,
+        *,
+        default_retention: str,
+    ) -> None:
         self.job_id = job_id
+        self.default_retention = default_retention  # the worker's RETENTION, for a job without its own policy
         self.mirror = mirror
         self.on_start_epoch = on_start_epoch  # told the epoch the run starts at (a takeover's note)
         self.progress: dict[str, Any] = {}
@@ -106,7 +113,7 @@ class JobObserver(TrainingObserver, PredictionObserver):
         from core.service import retention
 
         with get_sessionmaker().begin() as session:
-            keep = retention.keep_epochs_for(session, self.job_id)
+            keep = retention.keep_epochs_for(session, self.job_id, self.default_retention)
         if keep is not None:
             retention.save_epoch_checkpoint(run_folder, checkpoint, keep)
         if self.mirror is not None:
@@ -133,11 +140,11 @@ class JobObserver(TrainingObserver, PredictionObserver):
 
 
 class Heartbeat(threading.Thread):
-    """Every heartbeat_seconds: refresh the lease, flush progress and the log tail, notice a cancel."""
+    """Every `interval` seconds (HEARTBEAT_SECONDS): refresh the lease, flush progress and the log tail, notice a cancel."""
 
-    def __init__(self, job_id: int, owner: str, observer: JobObserver, tail: LogTail) -> None:
+    def __init__(self, job_id: int, owner: str, observer: JobObserver, tail: LogTail, interval: float) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id, self.owner, self.observer, self.tail = job_id, owner, observer, tail
+        self.job_id, self.owner, self.observer, self.tail, self.interval = job_id, owner, observer, tail, interval
         self.done = threading.Event()
         self.reason: str | None = None  # "cancel" or "lease lost" once the job must stop
         self.log_context = contextvars.copy_context()  # the job's: its lines carry the job id
@@ -146,8 +153,7 @@ class Heartbeat(threading.Thread):
         self.log_context.run(self.beat_until_done)
 
     def beat_until_done(self) -> None:
-        interval = get_settings().heartbeat_seconds
-        while not self.done.wait(interval):
+        while not self.done.wait(self.interval):
             try:
                 self.beat()
             except Exception:  # a database hiccup: keep beating; the lease survives a few misses

@@ -36,6 +36,7 @@ from core.service.logs import log_context
 from core.service.records import MODEL_KINDS, PRIORITY_NAMES, Job, JobStatus
 from core.service.run_folders import artifact_store, job_run_folder, job_run_key, local_root
 from core.service.run_mirror import RunMirror, StoredFile
+from core.service.settings import Settings, get_settings
 from worker import metrics
 from worker.celery_app import RUN_JOB_TASK
 from worker.core_call import JobSpec, run_core_function
@@ -111,22 +112,22 @@ def run_next_job(job_id: int) -> None:
             priority,
             job_id,
         )
-        JobRun(spec, owner).execute()
+        JobRun(spec, owner, get_settings()).execute()  # the task's entry, like a view's: this worker's settings
 
 
 class JobRun:
     """One attempt at a claimed job."""
 
-    def __init__(self, spec: JobSpec, owner: str) -> None:
-        self.spec, self.owner = spec, owner
+    def __init__(self, spec: JobSpec, owner: str, settings: Settings) -> None:
+        self.spec, self.owner, self.settings = spec, owner, settings
         self.run_folder = job_run_folder(spec)
         self.run_folder_claimed = False  # a folder that is not this job's is never read for artifacts
         store = artifact_store()  # a folder store is written in place; an object store through a mirror
         self.mirror = RunMirror(store, self.run_folder, job_run_key(spec), spec.id) if store.local_root is None else None
         self.holds = ExitStack()  # cached parent checkpoints in use until the attempt ends
-        self.observer = JobObserver(spec.id, self.mirror, self.note_start)
+        self.observer = JobObserver(spec.id, self.mirror, self.note_start, default_retention=settings.retention)
         self.tail = LogTail()
-        self.heartbeat = Heartbeat(spec.id, owner, self.observer, self.tail)
+        self.heartbeat = Heartbeat(spec.id, owner, self.observer, self.tail, settings.heartbeat_seconds)
 
     def execute(self) -> None:
         """Run the core function and record the outcome; never raises (the worker takes the next job)."""
@@ -258,7 +259,7 @@ class JobRun:
 
         try:
             with get_sessionmaker().begin() as session:
-                outcome = retention.after_job(session, self.spec.id)
+                outcome = retention.after_job(session, self.spec.id, self.settings.retention)
         except Exception:  # the outcome is recorded; a tidy-up problem is logged, not the job's
             log.exception("job %s: retention not applied", self.spec.id)
             return

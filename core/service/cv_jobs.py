@@ -21,15 +21,21 @@ from core.engine.training.crossval import OOF_FLOAT_FORMAT, fold_params, plan_fo
 from core.service import jobs
 from core.service.jobs.request import CrossValidationRequest, EnsembleRequest, JobRequest, Origin
 from core.service.records import CrossValidation, EpochMetric, Job, JobStatus, utcnow
+from core.service.settings import Settings
 
 ENSEMBLE_KINDS = ("evaluate", "predict")
 
 
 def create_cross_validation(
-    session: Session, request: CrossValidationRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI
+    session: Session,
+    request: CrossValidationRequest,
+    *,
+    submitted_by: int | None = None,
+    origin: Origin = Origin.CLI,
+    settings: Settings | None = None,
 ) -> tuple[CrossValidation, list[Job]]:
     """Validate the shared train parameters, plan the folds from the data folder and insert one job per fold
-    (origin and submitted_by as core.service.jobs.create_job takes them)."""
+    (origin, submitted_by and settings as core.service.jobs.create_job takes them)."""
     if request.name is not None:
         check_printable(request.name, "name")
     for field in ("split", "valid_split"):
@@ -50,7 +56,7 @@ def create_cross_validation(
     fold_jobs = []
     for fold in plan.folds:
         fold_request = JobRequest(kind="train", params=fold_params(base, fold), queue=request.queue)
-        job = jobs.create_job(session, fold_request, submitted_by=submitted_by, origin=origin)
+        job = jobs.create_job(session, fold_request, submitted_by=submitted_by, origin=origin, settings=settings)
         job.cv_id, job.cv_fold = cv.id, fold.fold
         fold_jobs.append(job)
     session.flush()
@@ -161,7 +167,12 @@ def cross_validation_summary(session: Session, cv_id: int) -> dict[str, Any]:
 
 
 def create_ensemble_job(
-    session: Session, request: EnsembleRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI
+    session: Session,
+    request: EnsembleRequest,
+    *,
+    submitted_by: int | None = None,
+    origin: Origin = Origin.CLI,
+    settings: Settings | None = None,
 ) -> Job:
     """An evaluate or predict job averaging the fold models' probabilities (best.pt of each fold) on a split."""
     cv_id, kind, split = request.cv_id, request.kind, request.split
@@ -188,7 +199,7 @@ def create_ensemble_job(
     else:
         params = {**common, "checkpoint": checkpoints[0], "checkpoints": checkpoints[1:]}
     job_request = JobRequest(kind=kind, params=params, queue=request.queue)
-    job = jobs.create_job(session, job_request, submitted_by=submitted_by, origin=origin)
+    job = jobs.create_job(session, job_request, submitted_by=submitted_by, origin=origin, settings=settings)
     job.cv_id = cv.id
     session.flush()
     return job

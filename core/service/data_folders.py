@@ -1,5 +1,5 @@
-"""Data folders: a folder of images registered by path, which must lie under a configured data root
-(DATA_ROOTS) both as written and after symlinks, with core.engine.data.check's report on it. Registering
+"""Data folders: a folder of images registered by path, which must lie under a data root (the DATA_ROOTS of
+the settings the caller was given) both as written and after symlinks, with core.engine.data.check's report on it. Registering
 is a member's or admin's write (core.service.access), audited in the caller's transaction.
 
 `path_under_roots` / `folder_under_roots` hold a typed path, or a file the web reads from a folder (a
@@ -23,7 +23,6 @@ from core.service import audit
 from core.service.access import Actor, require_submit
 from core.service.db import unique_or_conflict
 from core.service.records import MAX_ID, DataFolder, utcnow
-from core.service.settings import get_settings
 
 
 def list_data_folders(session: Session) -> list[DataFolder]:
@@ -109,13 +108,13 @@ def check_report(path: Path) -> dict[str, Any]:
         return {"ok": False, "error": str(error)}
 
 
-def register_data_folder(session: Session, name: str, path: str, *, actor: Actor) -> DataFolder:
-    """Record a data folder (under a data root) with its check report; a known path is re-checked.
-    Members and admins register (core.service.access); the registration is audited."""
+def register_data_folder(session: Session, name: str, path: str, *, actor: Actor, roots: list[Path]) -> DataFolder:
+    """Record a data folder (under one of `roots`, the caller's DATA_ROOTS) with its check report; a known path
+    is re-checked. Members and admins register (core.service.access); the registration is audited."""
     require_submit(actor)
-    folder_path = folder_under_roots(path, get_settings().data_root_paths)
+    folder_path = folder_under_roots(path, roots)
     # Before the check reads a byte: it decodes every image, and a link out of the roots is any file at all.
-    require_inside_data_roots(folder_path, get_settings().data_root_paths, field="path")
+    require_inside_data_roots(folder_path, roots, field="path")
     name = check_printable((name or folder_path.name).strip(), "name")
     if not 1 <= len(name) <= 200:
         raise UserInputError("name: give a name of 1 to 200 characters", field="name")

@@ -21,12 +21,14 @@ from core.service import audit, jobs, retention
 from core.service.access import Actor, require_owner
 from core.service.job_options import JobOptionsEdit
 from core.service.records import PRIORITIES, Job, JobStatus, Sweep
+from core.service.settings import Settings
 
 AUDIT_NOTES_CHARS = 200  # the audit row keeps the start of long notes, not all 10 000 characters
 
 
-def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdit) -> dict[str, Any]:
-    """Apply a partial change to a job's options; returns the changed fields (name → new value).
+def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdit, settings: Settings) -> dict[str, Any]:
+    """Apply a partial change to a job's options; returns the changed fields (name → new value); settings: the
+    edge's (web app's, CLI's), whose RETENTION a job without its own policy follows.
 
     A new retention on a finished job applies now, through the worker's own step (retention.after_job):
     the files it no longer keeps are removed, the job's disk bytes measured again, and what was removed
@@ -36,7 +38,7 @@ def edit_job(session: Session, actor: Actor, job_id: int, changes: JobOptionsEdi
     require_owner(actor, job.submitted_by, f"job {job_id}")
     changed = _apply(session, job, changes)
     if "retention" in changed and job.finished:
-        outcome = retention.after_job(session, job_id)
+        outcome = retention.after_job(session, job_id, settings.retention)
         changed["retention_applied"] = {
             "removed": outcome.removed,
             "kept_for_children": outcome.kept_for_children,

@@ -1,6 +1,7 @@
 """Retention: which checkpoints a training run keeps once it has finished, and its epoch checkpoints.
 
-Policies (core.service.job_options.RETENTION; a job's own, else the RETENTION setting):
+Policies (core.service.job_options.RETENTION; a job's own, else the default policy its caller passes: the
+RETENTION setting of the worker, web app or CLI at hand):
 - `all`: keep what the run wrote (best.pt, last.pt), the default.
 - `best`: after a job *succeeds*, best.pt only: last.pt (and any epoch checkpoints) removed. A
   failed or cancelled job keeps last.pt, which its retry resumes from.
@@ -29,7 +30,6 @@ from core.service.disk import measure
 from core.service.job_options import check_retention
 from core.service.records import CANCELLABLE_STATUSES, MODEL_KINDS, Artifact, Job, JobStatus
 from core.service.run_folders import artifact_store, job_run_key, local_root
-from core.service.settings import get_settings
 
 log = logging.getLogger("leukemia.retention")
 EPOCH_CHECKPOINT = re.compile(r"^epoch_(\d{3,})\.pt$")
@@ -39,9 +39,9 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.pt"
 
 
-def policy_of(job: Job) -> str:
-    """The policy that applies to a job: its own, else the global RETENTION setting."""
-    return check_retention(job.retention or None) or get_settings().retention
+def policy_of(job: Job, default_policy: str) -> str:
+    """The policy that applies to a job: its own, else default_policy (the caller's RETENTION setting)."""
+    return check_retention(job.retention or None) or default_policy
 
 
 def epochs_kept(policy: str) -> int | None:
@@ -80,10 +80,10 @@ def save_epoch_checkpoint(run_folder: Path, checkpoint: dict[str, Any], keep: in
     return removed
 
 
-def keep_epochs_for(session: Session, job_id: int) -> int | None:
+def keep_epochs_for(session: Session, job_id: int, default_policy: str) -> int | None:
     """How many epoch checkpoints a running job keeps now (read each epoch: an edit of its policy counts)."""
     job = session.get(Job, job_id)
-    return None if job is None else epochs_kept(policy_of(job))
+    return None if job is None else epochs_kept(policy_of(job, default_policy))
 
 
 def needed_by_children(session: Session, job_id: int) -> set[str]:
@@ -92,23 +92,29 @@ def needed_by_children(session: Session, job_id: int) -> set[str]:
     return {f"{(params or {}).get('checkpoint_choice') or 'best'}.pt" for params in choices}
 
 
-def last_removed(job: Job) -> bool:
+def last_removed(job: Job, default_policy: str) -> bool:
     """Did the `best` policy remove this job's last.pt (so nothing can start from "last")?"""
     return (
         job.kind in MODEL_KINDS
         and job.status == JobStatus.succeeded
-        and policy_of(job) == "best"
+        and policy_of(job, default_policy) == "best"
         and not artifact_store().exists(f"{job_run_key(job)}/{LAST_CHECKPOINT}")
     )
 
 
-def missing_checkpoint_message(job: Job, choice: str) -> str:
+def missing_checkpoint_message(job: Job, choice: str, default_policy: str) -> str:
     """Why a job has no <choice>.pt: its retention removed last.pt, or it is simply not there."""
-    if choice == "last" and last_removed(job):
+    if choice == "last" and last_removed(job, default_policy):
         return (
             f"parent: job {job.id} kept best.pt only (retention best), so nothing can resume or start from "
             "its last checkpoint; use checkpoint_choice best"
         )
+    return absent_checkpoint_message(job, choice)
+
+
+def absent_checkpoint_message(job: Job, choice: str) -> str:
+    """A job's <choice>.pt is not in the store. What a child's worker or an ensemble meets: a checkpoint that a
+    queued or running child reads is never removed (needed_by_children), so retention is not the reason."""
     where = "on disk" if artifact_store().local_root is not None else "in the artifact store"
     return f"parent: job {job.id} has no {choice}.pt checkpoint {where}"
 
@@ -124,13 +130,13 @@ class RetentionOutcome:
     disk_bytes: int = 0
 
 
-def after_job(session: Session, job_id: int) -> RetentionOutcome:
-    """Apply the job's policy to its finished run folder in the artifact store, drop the artifact rows of
-    removed files, and record the folder's size (jobs.disk_bytes)."""
+def after_job(session: Session, job_id: int, default_policy: str) -> RetentionOutcome:
+    """Apply the job's policy (its own, else default_policy) to its finished run folder in the artifact store,
+    drop the artifact rows of removed files, and record the folder's size (jobs.disk_bytes)."""
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise ValueError(f"after_job: job {job_id} not found")
-    policy = policy_of(job)
+    policy = policy_of(job, default_policy)
     outcome = RetentionOutcome(policy)
     store, prefix = artifact_store(), job_run_key(job)
     if job.kind in MODEL_KINDS and job.finished:

@@ -1,6 +1,8 @@
 """One typed settings object read from the environment. Unset, everything lives under
 LEUKEMIA_HOME (SQLite database, embedded broker, artifacts): the embedded default. `get_settings()`
-reads it, the web's admin login and cookie flag included."""
+reads it, the web's admin login and cookie flag included, where a process starts or an edge enters (a CLI
+command, the worker's start and each job task, create_app's default); the web's code reads its app's
+(web.settings). The service's entry points take the settings, or the values they need, as arguments."""
 
 from __future__ import annotations
 

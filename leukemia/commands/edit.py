@@ -58,12 +58,13 @@ def edit_command(
     def edit() -> str:
         from core.service import job_edits
         from core.service.db import get_sessionmaker
+        from core.service.settings import get_settings
 
         with get_sessionmaker().begin() as session:
             if sweep_id is not None:
                 changed = job_edits.edit_sweep(session, cli_actor(), sweep_id, changes)
                 return job_edits.describe_changes(f"sweep {sweep_id}", changed)
-            changed = job_edits.edit_job(session, cli_actor(), job_id, changes)  # type: ignore[arg-type]
+            changed = job_edits.edit_job(session, cli_actor(), job_id, changes, get_settings())  # type: ignore[arg-type]
             return job_edits.describe_changes(f"job {job_id}", changed)
 
     click.echo(run_db_command(edit))

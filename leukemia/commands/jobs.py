@@ -96,10 +96,11 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
 
 def _queue(model: type[Request], values: dict[str, Any]) -> Queued:
     """Build the request (a bad field: one line, exit 2), then queue it as the CLI (worker.dispatch.submit)."""
+    from core.service.settings import get_settings
     from worker.dispatch import submit as submit_request
 
     request = run_user_command(lambda: parse_request(model, values))
-    return run_db_command(lambda: submit_request(request, actor=cli_actor(), origin=Origin.CLI))
+    return run_db_command(lambda: submit_request(request, actor=cli_actor(), origin=Origin.CLI, settings=get_settings()))
 
 
 def _submit(kind: str, request: dict[str, Any]) -> None:
@@ -339,9 +340,10 @@ def cancel_command(job_id: int) -> None:
 @click.argument("job_id", type=int)
 def retry_command(job_id: int) -> None:
     """Queue a failed or cancelled job again; it resumes from its last checkpoint."""
+    from core.service.settings import get_settings
     from worker.dispatch import retry_job
 
-    run_db_command(lambda: retry_job(job_id, actor=cli_actor()))
+    run_db_command(lambda: retry_job(job_id, actor=cli_actor(), settings=get_settings()))
     click.echo(f"job {job_id} queued again")
 
 

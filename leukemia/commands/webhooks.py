@@ -34,10 +34,11 @@ def _session():  # type: ignore[no-untyped-def]
 def add_command(url: str, events: tuple[str, ...], secret: str | None) -> None:
     """Add a webhook; its signing secret is printed once."""
     from core.service import webhooks as service
+    from core.service.settings import get_settings
 
     def action() -> tuple[int, str, list[str]]:
         with _session() as session:
-            hook = service.add(session, cli_actor(), url, list(events or WEBHOOK_EVENTS), secret)
+            hook = service.add(session, cli_actor(), url, list(events or WEBHOOK_EVENTS), secret, settings=get_settings())
             return hook.id, hook.secret, hook.events
 
     webhook_id, made_secret, subscribed = run_db_command(action)
@@ -66,10 +67,11 @@ def list_command() -> None:
 
 def _set_enabled(webhook_id: int, enabled: bool) -> None:
     from core.service import webhooks as service
+    from core.service.settings import get_settings
 
     def action() -> None:
         with _session() as session:
-            service.change(session, cli_actor(), webhook_id, enabled=enabled)
+            service.change(session, cli_actor(), webhook_id, enabled=enabled, settings=get_settings())
 
     run_db_command(action)
     click.echo(f"webhook {webhook_id} {'enabled' if enabled else 'disabled'}")

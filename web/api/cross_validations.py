@@ -15,6 +15,7 @@ from web.auth import current_actor
 from web.db import commit, db
 from web.inputs import csv_name_problem, json_body
 from web.openapi import operation
+from web.settings import app_settings
 from worker import dispatch
 
 
@@ -34,7 +35,7 @@ def submit_cross_validation() -> Any:
     check_web_params(submission.params)
     actor = current_actor()
     commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
-    return cross_validation_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
+    return cross_validation_response(dispatch.submit(submission, actor=actor, origin=Origin.API, settings=app_settings()).id, 201)
 
 
 def cross_validation_response(cv_id: int, status: int = 200) -> Any:
@@ -88,4 +89,4 @@ def submit_ensemble(cv_id: int) -> Any:
     ensemble = EnsembleRequest(cv_id=cv_id, **dict(submission))
     actor = current_actor()
     commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
-    return job_response(dispatch.submit(ensemble, actor=actor, origin=Origin.API).id, 201)
+    return job_response(dispatch.submit(ensemble, actor=actor, origin=Origin.API, settings=app_settings()).id, 201)

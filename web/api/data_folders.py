@@ -46,7 +46,9 @@ def disk_use() -> Any:
 def register_data_folder() -> Any:
     """Register a data folder under a data root (and check it)"""
     registration = json_body(schemas.DataFolderRegistration)
-    folder = data_folders.register_data_folder(db(), registration.name or "", registration.path, actor=current_actor())
+    folder = data_folders.register_data_folder(
+        db(), registration.name or "", registration.path, actor=current_actor(), roots=app_settings().data_root_paths
+    )
     return answer(schemas.DataFolder.model_validate(folder), 201)
 
 

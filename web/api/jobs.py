@@ -10,7 +10,7 @@ from core.common.errors import UserInputError
 from core.service import data_folders, deletion, job_edits
 from core.service import jobs as job_service
 from core.service.jobs.request import Origin
-from web import queries, results
+from web import results, row_models
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.auth import current_actor
@@ -18,6 +18,7 @@ from web.db import commit, db
 from web.downloads import send_artifact
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import FILE, PNG, operation
+from web.settings import app_settings
 from worker import dispatch
 
 
@@ -51,7 +52,7 @@ def submit_job() -> Any:
     check_web_params(submission.params)
     actor = current_actor()
     commit()  # worker.dispatch commits the job in a transaction of its own, then sends it (web.db)
-    return job_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
+    return job_response(dispatch.submit(submission, actor=actor, origin=Origin.API, settings=app_settings()).id, 201)
 
 
 @operation(
@@ -76,12 +77,12 @@ def list_jobs() -> Any:
         page=query.page,
         per_page=query.per_page,
     )
-    return answer(schemas.JobPage(jobs=queries.job_models(db(), jobs), total=total, page=query.page, per_page=query.per_page))
+    return answer(schemas.JobPage(jobs=row_models.job_models(db(), jobs), total=total, page=query.page, per_page=query.per_page))
 
 
 def job_response(job_id: int, status: int = 200) -> Any:
     job = job_service.get_job(db(), job_id)
-    return answer(queries.job_models(db(), [job])[0], status)
+    return answer(row_models.job_models(db(), [job])[0], status)
 
 
 @operation(bp, "get", "/jobs/<int:job_id>", operation_id="getJob", tag="jobs", responses={200: schemas.Job}, errors=(404,))
@@ -109,7 +110,7 @@ def edit_job(job_id: int) -> Any:
     """Change a job's notes, tags, priority or retention (its owner or an admin); fields left out stay"""
     changes, actor = json_body(schemas.OptionsEdit), current_actor()
     existing_job_id(job_id)
-    job_edits.edit_job(db(), actor, job_id, changes)
+    job_edits.edit_job(db(), actor, job_id, changes, app_settings())
     return job_response(job_id)
 
 
@@ -145,7 +146,7 @@ def retry_job(job_id: int) -> Any:
     existing_job_id(job_id)
     actor = current_actor()
     commit()  # worker.dispatch changes the job in a transaction of its own (web.db)
-    dispatch.retry_job(job_id, actor=actor)
+    dispatch.retry_job(job_id, actor=actor, settings=app_settings())
     return job_response(job_id)
 
 
@@ -177,7 +178,7 @@ def delete_job(job_id: int) -> Any:
 def job_metrics(job_id: int) -> Any:
     """Per-epoch metrics of a job"""
     existing_job_id(job_id)
-    epochs = [queries.epoch_model(m) for m in job_service.epoch_metrics(db(), job_id)]
+    epochs = [row_models.epoch_model(m) for m in job_service.epoch_metrics(db(), job_id)]
     return answer(schemas.JobMetrics(job_id=job_id, epochs=epochs))
 
 

@@ -8,7 +8,7 @@ from core.common.errors import UserInputError
 from core.service import deletion, job_edits
 from core.service import jobs as job_service
 from core.service.jobs.request import Origin
-from web import queries
+from web import row_models
 from web.api import schemas
 from web.api.blueprint import answer, bp
 from web.api.jobs import check_web_params
@@ -16,6 +16,7 @@ from web.auth import current_actor
 from web.db import commit, db
 from web.inputs import csv_name_problem, json_body, query_model
 from web.openapi import operation
+from web.settings import app_settings
 from worker import dispatch
 
 
@@ -41,12 +42,12 @@ def submit_sweep() -> Any:
             raise UserInputError(f"grid: csv {problem}", field="grid")
     actor = current_actor()
     commit()  # worker.dispatch commits the jobs in a transaction of its own, then sends them (web.db)
-    return sweep_response(dispatch.submit(submission, actor=actor, origin=Origin.API).id, 201)
+    return sweep_response(dispatch.submit(submission, actor=actor, origin=Origin.API, settings=app_settings()).id, 201)
 
 
 def sweep_response(sweep_id: int, status: int = 200) -> Any:
     sweep = job_edits.get_sweep(db(), sweep_id)
-    return answer(queries.sweep_model(db(), sweep), status)
+    return answer(row_models.sweep_model(db(), sweep), status)
 
 
 @operation(
@@ -63,7 +64,7 @@ def list_sweeps() -> Any:
     """Sweeps, newest first"""
     query = query_model(schemas.SweepListQuery)
     sweeps, total = job_service.list_sweeps(db(), query.page, query.per_page, tag=query.tag)
-    items = [queries.sweep_model(db(), sweep) for sweep in sweeps]
+    items = [row_models.sweep_model(db(), sweep) for sweep in sweeps]
     return answer(schemas.SweepPage(sweeps=items, total=total, page=query.page, per_page=query.per_page))
 
 

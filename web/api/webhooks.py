@@ -13,6 +13,7 @@ from web.auth import current_actor
 from web.db import db
 from web.inputs import json_body, query_model
 from web.openapi import operation
+from web.settings import app_settings
 
 
 @operation(
@@ -38,7 +39,7 @@ def list_webhooks() -> Any:
 def create_webhook() -> Any:
     """Add a webhook; the answer carries its signing secret, this once"""
     creation = json_body(schemas.WebhookCreation)
-    webhook = webhooks.add(db(), current_actor(), creation.url, list(creation.events), creation.secret)
+    webhook = webhooks.add(db(), current_actor(), creation.url, list(creation.events), creation.secret, settings=app_settings())
     return answer(schemas.WebhookCreated.model_validate(webhook), 201)
 
 
@@ -63,6 +64,7 @@ def update_webhook(webhook_id: int) -> Any:
         url=change.url,
         events=None if change.events is None else list(change.events),
         enabled=change.enabled,
+        settings=app_settings(),
     )
     return answer(schemas.Webhook.model_validate(webhook))
 

@@ -162,7 +162,7 @@ def _stored_checkpoint(session: Session, job: Job, choice: str) -> Artifact:
     key = f"{job_run_key(job)}/{checkpoint_names(choice)[0]}"
     row = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.path == key))
     if row is None or not artifact_store().exists(key):
-        raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id")
+        raise UserInputError(retention.absent_checkpoint_message(job, choice), field="parent_id")
     return row
 
 
@@ -185,12 +185,12 @@ def job_checkpoint(session: Session, job_id: int, choice: str = "best", *, holds
         try:
             return resolve_checkpoint(job_run_folder(job), choice)
         except UserInputError:
-            raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
+            raise UserInputError(retention.absent_checkpoint_message(job, choice), field="parent_id") from None
     row = _stored_checkpoint(session, job, choice)
     try:
         return _cached_copy(row.path, row.sha256, holds)
     except FileNotFoundError:  # removed between the look and the fetch
-        raise UserInputError(retention.missing_checkpoint_message(job, choice), field="parent_id") from None
+        raise UserInputError(retention.absent_checkpoint_message(job, choice), field="parent_id") from None
 
 
 def local_checkpoint(session: Session, location: str, choice: str, holds: ExitStack) -> str:

@@ -16,6 +16,7 @@ from core.service.records import (
     JobStatus,
     utcnow,
 )
+from core.service.settings import Settings
 
 
 def fail_unsent_job(session: Session, job_id: int, reason: str) -> bool:
@@ -55,10 +56,11 @@ def request_cancel(session: Session, job_id: int) -> Job:
     return session.get(Job, job_id, populate_existing=True)
 
 
-def retry_job(session: Session, job_id: int) -> Job:
+def retry_job(session: Session, job_id: int, settings: Settings) -> Job:
     """Failed/cancelled → queued again with attempts reset; the worker resumes from its last checkpoint.
-    A job that reads its parent's model is refused when the parent is gone (deleted) or unusable, as at submit."""
-    _require_model_to_retry(session, get_job(session, job_id))
+    A job that reads its parent's model is refused when the parent is gone (deleted) or unusable, as at submit
+    (settings: the caller's, whose RETENTION tells whether the parent's last.pt was removed on purpose)."""
+    _require_model_to_retry(session, get_job(session, job_id), settings.retention)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(RETRYABLE_STATUSES))
@@ -80,12 +82,12 @@ def retry_job(session: Session, job_id: int) -> Job:
     return session.get(Job, job_id, populate_existing=True)
 
 
-def _require_model_to_retry(session: Session, job: Job) -> None:
+def _require_model_to_retry(session: Session, job: Job, default_policy: str) -> None:
     """A finetune, evaluate or predict job runs on its parent's checkpoint (or a path): deleting the parent
     cleared parent_id, so such a retry would only fail in the worker; a parent still there is checked
     (and locked against a delete) as at submit."""
     if job.parent_id is not None:
-        _check_parent(session, job.kind, job.parent_id, job.params)
+        _check_parent(session, job.kind, job.parent_id, job.params, default_policy)
     elif job.kind in NEEDS_CHECKPOINT and not (job.params.get("checkpoint") or job.params.get("checkpoints")):
         raise StateConflict(
             f"job {job.id}: its parent job was deleted, so there is no model to {job.kind}; "

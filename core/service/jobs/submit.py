@@ -46,8 +46,9 @@ TRAINING_KINDS = ("train", "finetune")  # kinds whose memory and compute are est
 NEEDS_CHECKPOINT = ("finetune", "evaluate", "predict")
 
 
-def _check_parent(session: Session, kind: str, parent_id: int | None, params: dict[str, Any]) -> None:
-    """A parent must exist and have a checkpoint; a finetune/evaluate/predict needs a parent or a path."""
+def _check_parent(session: Session, kind: str, parent_id: int | None, params: dict[str, Any], default_policy: str) -> None:
+    """A parent must exist and have a checkpoint; a finetune/evaluate/predict needs a parent or a path.
+    default_policy: the RETENTION setting, which tells whether the parent's last.pt was removed on purpose."""
     if parent_id is None:
         has_path = bool(params.get("checkpoint") or params.get("checkpoints"))
         if kind in NEEDS_CHECKPOINT and not has_path:
@@ -69,8 +70,8 @@ def _check_parent(session: Session, kind: str, parent_id: int | None, params: di
         raise UserInputError(f"parent: job {parent_id} is a {parent.kind} job and has no model checkpoint", field="parent_id")
     if parent.status != JobStatus.succeeded and not _has_checkpoint(session, parent_id):
         raise UserInputError(f"parent: job {parent_id} is {parent.status} and has no checkpoint yet", field="parent_id")
-    if params.get("checkpoint_choice") == "last" and retention.last_removed(parent):
-        raise UserInputError(retention.missing_checkpoint_message(parent, "last"), field="parent_id")
+    if params.get("checkpoint_choice") == "last" and retention.last_removed(parent, default_policy):
+        raise UserInputError(retention.missing_checkpoint_message(parent, "last", default_policy), field="parent_id")
 
 
 def _has_checkpoint(session: Session, job_id: int) -> bool:
@@ -109,15 +110,23 @@ def _sweep_gpu_hours(kind: str, points: list[dict[str, Any]], settings: Settings
     return total
 
 
-def create_job(session: Session, request: JobRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI) -> Job:
+def create_job(
+    session: Session,
+    request: JobRequest,
+    *,
+    submitted_by: int | None = None,
+    origin: Origin = Origin.CLI,
+    settings: Settings | None = None,
+) -> Job:
     """Validate and insert the queued job a request asks for; the caller commits, then sends its id to the broker
     (core.service.submissions.submit and worker.dispatch.submit do both for every edge).
 
     submitted_by: the user's id (None: the CLI); origin: how its params are read and where its files may be
-    (core.service.jobs.request.Origin)."""
-    kind, settings = request.kind, get_settings()  # the job service's entry: its caps and max_attempts, read once
+    (core.service.jobs.request.Origin); settings: the edge's (its caps, max_attempts, RETENTION), which
+    submissions.submit passes; left out (a test, a script), this process's."""
+    kind, settings = request.kind, settings or get_settings()
     dumped = _validated(kind, with_folder_image_size(kind, request.params), settings, origin.strict)
-    _check_parent(session, kind, request.parent_id, dumped)
+    _check_parent(session, kind, request.parent_id, dumped, settings.retention)
     queue = check_printable((request.queue or DEFAULT_QUEUES[kind]).strip(), "queue")
     if not queue or "," in queue:
         raise UserInputError(f"queue: {queue!r} is not a queue name", field="queue")
@@ -169,13 +178,19 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 
 
 def create_sweep(
-    session: Session, request: SweepRequest, *, submitted_by: int | None = None, origin: Origin = Origin.CLI
+    session: Session,
+    request: SweepRequest,
+    *,
+    submitted_by: int | None = None,
+    origin: Origin = Origin.CLI,
+    settings: Settings | None = None,
 ) -> tuple[Sweep, list[Job]]:
     """One job per point of the grid's cartesian product; every point is validated before any insert.
     The sweep and each of its jobs carry the same options (priority, notes, tags, retention...);
-    early_stopping is the sweep's median stopping rule (core.engine.training.early_stopping), train/finetune only."""
+    early_stopping is the sweep's median stopping rule (core.engine.training.early_stopping), train/finetune only.
+    settings: as create_job takes them."""
     kind, grid, early_stopping = request.kind, request.grid, request.early_stopping
-    settings = get_settings()  # the job service's entry: its caps, read once
+    settings = settings or get_settings()
     if request.name is not None:
         check_printable(request.name, "name")
     if early_stopping is not None and kind not in TRAINING_KINDS:
@@ -210,7 +225,7 @@ def create_sweep(
     apply_options(session, sweep, request.options)
     jobs = []
     for point in points:
-        job = create_job(session, request.point(point), submitted_by=submitted_by, origin=origin)
+        job = create_job(session, request.point(point), submitted_by=submitted_by, origin=origin, settings=settings)
         job.sweep_id = sweep.id
         jobs.append(job)
     session.flush()

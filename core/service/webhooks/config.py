@@ -12,6 +12,7 @@ from core.common.errors import NotFound, UserInputError
 from core.service import audit
 from core.service.access import Actor, require_admin
 from core.service.records import MAX_ID, WEBHOOK_EVENTS, Webhook, WebhookDelivery, utcnow
+from core.service.settings import Settings
 from core.service.webhooks.transport import check_url, redact_url
 
 MANAGE = "manage webhooks"  # what a non-admin is refused
@@ -39,11 +40,18 @@ def check_secret(secret: str | None) -> str:
 
 
 def create_webhook(
-    session: Session, url: str, events: list[str], *, secret: str | None = None, created_by: int | None = None
+    session: Session,
+    url: str,
+    events: list[str],
+    *,
+    settings: Settings,
+    secret: str | None = None,
+    created_by: int | None = None,
 ) -> Webhook:
-    """A new enabled webhook; its secret (given or generated) is returned on the row once, to show once."""
+    """A new enabled webhook; its secret (given or generated) is returned on the row once, to show once.
+    settings: the caller's, whose WEBHOOK_ALLOWED_NETWORKS the URL's host is checked against."""
     webhook = Webhook(
-        url=check_url(url),
+        url=_checked_url(url, settings),
         events=check_events(events),
         secret=check_secret(secret),
         enabled=True,
@@ -66,13 +74,23 @@ def get_webhook(session: Session, webhook_id: int) -> Webhook:
     return webhook
 
 
+def _checked_url(url: str, settings: Settings) -> str:
+    return check_url(url, settings.webhook_allowed_network_list, settings.webhook_timeout_seconds)
+
+
 def update_webhook(
-    session: Session, webhook_id: int, *, url: str | None = None, events: list[str] | None = None, enabled: bool | None = None
+    session: Session,
+    webhook_id: int,
+    *,
+    settings: Settings,
+    url: str | None = None,
+    events: list[str] | None = None,
+    enabled: bool | None = None,
 ) -> Webhook:
     """Change what is given (url, events, enabled); pending deliveries keep their target webhook."""
     webhook = get_webhook(session, webhook_id)
     if url is not None:
-        webhook.url = check_url(url)
+        webhook.url = _checked_url(url, settings)
     if events is not None:
         webhook.events = check_events(events)
     if enabled is not None:
@@ -128,10 +146,11 @@ def find_delivery(session: Session, delivery_id: int) -> WebhookDelivery | None:
 # --- admin actions: permission checked, change and audit row in one transaction ---------------------
 
 
-def add(session: Session, actor: Actor, url: str, events: list[str], secret: str | None = None) -> Webhook:
-    """An admin adds a webhook (the secret is on the returned row: show it once)."""
+def add(session: Session, actor: Actor, url: str, events: list[str], secret: str | None = None, *, settings: Settings) -> Webhook:
+    """An admin adds a webhook (the secret is on the returned row: show it once); settings: the web app's or
+    the CLI's, whose address policy the URL must pass."""
     require_admin(actor, MANAGE)
-    webhook = create_webhook(session, url, events, secret=secret, created_by=actor.user_id)
+    webhook = create_webhook(session, url, events, settings=settings, secret=secret, created_by=actor.user_id)
     audit.record(
         session, actor, "webhook.create", "webhook", webhook.id, {"url": redact_url(webhook.url), "events": webhook.events}
     )
@@ -146,9 +165,10 @@ def change(
     url: str | None = None,
     events: list[str] | None = None,
     enabled: bool | None = None,
+    settings: Settings,
 ) -> Webhook:
     require_admin(actor, MANAGE)
-    webhook = update_webhook(session, webhook_id, url=url, events=events, enabled=enabled)
+    webhook = update_webhook(session, webhook_id, settings=settings, url=url, events=events, enabled=enabled)
     given = {"url": None if url is None else redact_url(webhook.url), "events": events, "enabled": enabled}
     changed = {k: v for k, v in given.items() if v is not None}
     audit.record(session, actor, "webhook.update", "webhook", webhook_id, changed)

@@ -30,7 +30,6 @@ from functools import lru_cache
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from core.common.errors import UserInputError
-from core.service.settings import get_settings
 
 MAX_URL_LENGTH = 2000
 MAX_ANSWER_BYTES = 65536  # of the receiver's answer body, read and dropped
@@ -161,17 +160,18 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
-def check_url(url: str) -> str:
-    """A URL fit to configure (stripped): well formed, and its host at no refused address.
+def check_url(url: str, allowed: list[Network], timeout: float) -> str:
+    """A URL fit to configure (stripped): well formed, and its host at no address refused_kind refuses (allowed:
+    WEBHOOK_ALLOWED_NETWORKS), looked up within timeout seconds.
 
     A name that does not resolve now is accepted: every attempt looks it up and checks it again."""
-    target, settings = parse_url(url), get_settings()  # an admin's edit (web or CLI): the process's settings
+    target = parse_url(url)
     try:
-        addresses = resolve(target.host, target.port, settings.webhook_timeout_seconds)
+        addresses = resolve(target.host, target.port, timeout)
     except (OSError, TimeoutError, UnicodeError):
         return url.strip()
     for address in addresses:
-        kind = refused_kind(address, settings.webhook_allowed_network_list)
+        kind = refused_kind(address, allowed)
         if kind is not None:
             where = target.host if target.host == str(address) else f"{target.host} ({address})"
             raise UserInputError(
