@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,11 @@ class Settings(EngineSettings):
     @property
     def resolved_scratch_dir(self) -> Path:
         return self.scratch_dir or self.leukemia_home / "scratch"
+
+    def stale_cutoff(self, now: datetime) -> datetime:
+        """A heartbeat or a worker's last sighting older than this is stale (STALE_AFTER_SECONDS): the one rule
+        the lease's reaper, the live-worker list and the lost-worker report share."""
+        return now - timedelta(seconds=self.stale_after_seconds)
 
     @cached_property
     def api_token_or_stored(self) -> str:

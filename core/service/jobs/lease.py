@@ -4,7 +4,6 @@ and the reaper's requeue of jobs whose worker was lost."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
@@ -31,7 +30,7 @@ PROGRESS_FIELDS = ("progress", "epoch", "epochs_total", "images_per_s", "eta_s",
 
 
 def _stale_cutoff():  # type: ignore[no-untyped-def]
-    return utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+    return get_settings().stale_cutoff(utcnow())
 
 
 def _worker_lost():  # type: ignore[no-untyped-def]

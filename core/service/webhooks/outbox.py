@@ -134,7 +134,7 @@ def report_lost_workers(session: Session) -> list[str]:
     worker.lost. The mark is one conditional UPDATE, so two reapers report a loss once. Their jobs
     are still running then: the reaper requeues a job only once its worker is lost
     (core.service.jobs.requeue_lost_jobs), after this report, so the report names them."""
-    cutoff = utcnow() - timedelta(seconds=get_settings().stale_after_seconds)
+    cutoff = get_settings().stale_cutoff(utcnow())
     silent = and_(WorkerRecord.last_seen < cutoff, WorkerRecord.lost_at.is_(None))
     reported = []
     for worker in list(session.scalars(select(WorkerRecord).where(silent))):
