@@ -7,11 +7,14 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bench.run import main
 
 
+# Slow tier (CI): a benchmark's smoke run, 8 s; the README's quick tier stays under its 10 minutes.
+@pytest.mark.slow
 def test_quick_benchmark_writes_the_table_and_meets_the_cpu_target(tmp_path: Path) -> None:
     outcome = CliRunner().invoke(main, ["--quick", "--section", "pipeline", "--out", str(tmp_path)])
     assert outcome.exit_code == 0, outcome.output
@@ -37,6 +40,8 @@ def test_quick_benchmark_writes_the_table_and_meets_the_cpu_target(tmp_path: Pat
     assert not (tmp_path / "cache").exists()  # the benchmark's caches are removed afterwards
 
 
+# Slow tier (CI): a benchmark's smoke run, 16 s; the README's quick tier stays under its 10 minutes.
+@pytest.mark.slow
 def test_time_to_result_runs_every_command_cold_and_warm_and_judges_its_goals(
     tmp_path: Path, monkeypatch, settings_override
 ) -> None:

@@ -449,6 +449,8 @@ def upgrade_in_a_process(url: str, start, outcomes) -> None:
     outcomes.put("ok")
 
 
+# Slow tier (CI): four spawned interpreters, 12 s on SQLite; the README's quick tier stays under 10 minutes.
+@pytest.mark.slow
 def test_processes_starting_together_on_an_empty_database_all_migrate_it_once(database_url):
     """Four processes run the migrations on one empty database at the same moment (a web and workers started
     together): each succeeds, and the schema is the newest once, equal to the ORM records."""
