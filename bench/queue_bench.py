@@ -129,13 +129,14 @@ def job_times(job_ids: list[int]):  # type: ignore[no-untyped-def]
 def measure(backend: str, jobs_count: int, latency_samples: int) -> dict[str, float]:
     from core.service.access import cli_actor
     from core.service.jobs.request import JobRequest, Origin
+    from core.service.settings import get_settings
     from worker.dispatch import submit
 
     queue = f"bench-{secrets.token_hex(3)}"
     request = JobRequest(kind="train", params={"data_dir": MISSING_DATA, "image_size": 32, "device": "cpu"}, queue=queue)
 
     def submit_job() -> int:
-        return submit(request, actor=cli_actor(), origin=Origin.CLI).id
+        return submit(request, actor=cli_actor(), origin=Origin.CLI, settings=get_settings()).id
 
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp:
         env, database = configure(backend, Path(tmp))

@@ -93,10 +93,13 @@ def timed_job(params: dict, queue: str) -> dict:
     from core.service.db import get_sessionmaker
     from core.service.jobs import JobRequest, Origin
     from core.service.records import JobStatus
+    from core.service.settings import get_settings
     from worker.dispatch import submit
 
     started = time.perf_counter()
-    job_id = submit(JobRequest(kind="train", params=params, queue=queue), actor=cli_actor(), origin=Origin.CLI).id
+    job_id = submit(
+        JobRequest(kind="train", params=params, queue=queue), actor=cli_actor(), origin=Origin.CLI, settings=get_settings()
+    ).id
     while True:
         with get_sessionmaker().begin() as session:
             job = jobs.get_job(session, job_id)

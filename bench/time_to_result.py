@@ -224,6 +224,7 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
         from core.service.access import cli_actor
         from core.service.jobs.request import JobRequest, Origin
         from core.service.records import JobStatus
+        from core.service.settings import get_settings
         from worker.dispatch import submit
 
         queue = f"bench-ttr-{os.getpid()}"
@@ -239,7 +240,12 @@ def run_queued_jobs(work: Workload, model_s: dict[str, float], folder: Path, roo
         timings = []
         for state in ("cold", "warm"):
             started = time.perf_counter()
-            job_id = submit(JobRequest(kind="train", params=params, queue=queue), actor=cli_actor(), origin=Origin.CLI).id
+            job_id = submit(
+                JobRequest(kind="train", params=params, queue=queue),
+                actor=cli_actor(),
+                origin=Origin.CLI,
+                settings=get_settings(),
+            ).id
             status, error, claimed, finished = _wait_finished(job_id)
             wall = time.perf_counter() - started
             if status != JobStatus.succeeded:
