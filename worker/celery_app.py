@@ -16,7 +16,9 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -101,8 +103,21 @@ def use_wal(sqlite_url: str) -> None:
     if path is None:
         return
     private_sqlite_file(path)
-    with closing(sqlite3.connect(path, timeout=30)) as connection:
+    # Under the broker file's lock: processes switching a new file to WAL at once can get "database is
+    # locked" at once, without SQLite's busy wait (seen in tests/test_broker.py, one round in about 18).
+    with broker_file_lock(path), closing(sqlite3.connect(path, timeout=30)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
+
+
+@contextmanager
+def broker_file_lock(path: Path | str) -> Iterator[None]:
+    """An exclusive lock on a lock file beside the embedded broker's file: its first use, one process at a time."""
+    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock_fd)  # closing the descriptor releases the lock
 
 
 def declare_queues(app: Celery, queues: list[str] | tuple[str, ...]) -> None:
@@ -118,15 +133,10 @@ def declare_queues(app: Celery, queues: list[str] | tuple[str, ...]) -> None:
     todo = [queue for queue in queues if (url, queue) not in _declared_queues]
     if path is None or not todo:
         return
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        with app.connection_for_write() as connection:
-            channel = connection.default_channel
-            for queue in todo:
-                channel.queue_declare(queue=queue, durable=True, auto_delete=False)
-    finally:
-        os.close(lock_fd)  # closing the descriptor releases the lock
+    with broker_file_lock(path), app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in todo:
+            channel.queue_declare(queue=queue, durable=True, auto_delete=False)
     _declared_queues.update((url, queue) for queue in todo)
 
 
